@@ -1,0 +1,262 @@
+/**
+ * Public option and result types of @qwen-guard/core. Every field is documented with its default;
+ * `resolveOptions` (options.ts) validates these and fills the defaults.
+ */
+import type { Redis } from 'ioredis'
+
+/** Who a call is made for. Both parts are optional; a missing part is not limited in that scope. */
+export interface Identity {
+  /** The app's end user (default in the adapters: the client address, IPv6 grouped by /64). */
+  user?: string
+  /** The API key (or tenant) the app's client used. */
+  key?: string
+}
+
+/** The scopes a limit can belong to. */
+export type Scope = 'user' | 'key' | 'upstream' | 'request' | 'store'
+
+/** The dimensions a limit can count. */
+export type Dimension =
+  | 'rpm'
+  | 'rps'
+  | 'tpm'
+  | 'tps'
+  | 'concurrency'
+  | 'tokensPerDay'
+  | 'usdPerDay'
+  | 'queue'
+  | 'context'
+
+/** Limits of one scope. Every field is optional: an absent field is not limited. */
+export interface QuotaPolicy {
+  /** Requests per minute. */
+  rpm?: number
+  /** Requests per second. Default: none (the minute limit alone). */
+  rps?: number
+  /** Tokens (prompt + completion) per minute. */
+  tpm?: number
+  /** Tokens per second. */
+  tps?: number
+  /** Calls in flight at once (a lease, released on completion, error, abort or timeout). */
+  concurrency?: number
+  /** Tokens per UTC day. */
+  tokensPerDay?: number
+  /** Spend per UTC day in US dollars, priced with the model table. */
+  usdPerDay?: number
+}
+
+/** The per-scope policies that apply to one identity. */
+export interface QuotaPolicies {
+  user?: QuotaPolicy
+  key?: QuotaPolicy
+}
+
+/** Static policies, or a function of the identity (tiers, tenants). May be async. */
+export type QuotaOption = QuotaPolicies | ((identity: Identity) => QuotaPolicies | Promise<QuotaPolicies>)
+
+/** Price of a model in US dollars per million tokens. */
+export interface ModelPrice {
+  inputPerMillion: number
+  outputPerMillion: number
+}
+
+/** Upstream limits and traits of one model, per account (Qwen counts per root account x model). */
+export interface ModelSpec {
+  /** Requests per minute the account may send this model. */
+  rpm: number
+  /** Tokens (input + output) per minute. */
+  tpm: number
+  /** Requests per second. Default: rpm / 60. */
+  rps?: number
+  /** Tokens per second. Default: tpm / 60. */
+  tps?: number
+  /** Context window in tokens; a fallback is used only when the request fits. Default: 131,072. */
+  contextWindow?: number
+  /** Largest `max_tokens` the model accepts. Default: 8,192. */
+  maxOutputTokens?: number
+  /** Models to try, in order, when this one cannot serve the call in time. Default: none. */
+  fallback?: string[]
+  /** Price used for `usdPerDay`. Default: none (spend is not counted for this model). */
+  price?: ModelPrice
+}
+
+/** One Alibaba Cloud root account: the unit of upstream capacity. Its keys are only credentials. */
+export interface AccountConfig {
+  /** A name for logs and events. Never sent to the app's clients. */
+  id: string
+  /** The account's API key. Give this or `apiKeys`. */
+  apiKey?: string
+  /** Several keys of the same account, rotated per call (they share the account's quota). */
+  apiKeys?: string[]
+  /** Per-account overrides of the model table (a raised quota on this account, say). */
+  models?: Record<string, Partial<ModelSpec>>
+}
+
+export interface UpstreamOptions {
+  /** Default: 'https://dashscope-intl.aliyuncs.com/compatible-mode/v1' (Singapore). */
+  baseURL?: string
+  /** The accounts to spread calls over. Give this or `apiKey`. */
+  accounts?: AccountConfig[]
+  /** Shorthand for one account with one key (account id 'default'). */
+  apiKey?: string
+  /** Fraction of each upstream limit the guard will use. Default: 0.97. */
+  safetyMargin?: number
+  /** Deadline of one guarded call, queueing and retries included. Default: 120,000 ms. */
+  timeoutMs?: number
+  /** Upstream attempts per call (first try included) for transient refusals. Default: 4. */
+  maxAttempts?: number
+  /** How long a terminal refusal (free quota gone, billing, arrears) takes an account out. Default: 3,600,000 ms. */
+  disableMs?: number
+  /**
+   * Ramp-up from cold, against burst protection: a cold account x model may start this many requests
+   * in its first second, then at most `factor` times what it sent in the previous second.
+   * Default: { initialRps: 2, factor: 1.5 }.
+   */
+  rampUp?: { initialRps?: number; factor?: number } | false
+  /** The fetch used to reach Qwen. Default: globalThis.fetch. */
+  fetch?: typeof fetch
+}
+
+export interface StoreOptions {
+  /** An ioredis client: limits are shared by every process using the same Redis. Default: memory. */
+  redis?: Redis
+  /** Prefix of every key the guard writes. Default: 'qg'. */
+  prefix?: string
+  /**
+   * When Redis fails: 'open' keeps serving with a per-instance in-memory insurance limit,
+   * 'closed' refuses with 503. Default: 'open'.
+   */
+  onError?: 'open' | 'closed'
+}
+
+export interface QueueOptions {
+  /** Longest a call may wait for shared upstream capacity before it is refused. Default: 10,000 ms. */
+  maxWaitMs?: number
+  /** Most calls waiting at once (all users); past it a call is refused at once. Default: 1,000. */
+  maxSize?: number
+}
+
+/** Counts tokens of a chat request before it is sent. */
+export interface TokenEstimator {
+  /** Prompt tokens as Qwen's `usage.prompt_tokens` would count them (chat overhead included). */
+  countPromptTokens(messages: ReadonlyArray<ChatMessageLike>): number
+}
+
+/** The part of an OpenAI chat message the estimator reads. */
+export interface ChatMessageLike {
+  role: string
+  content?: unknown
+  name?: string
+  tool_calls?: unknown
+}
+
+/** Everything the guard reports. Listen with `guard.on(type, listener)`. */
+export type GuardEvent =
+  | { type: 'admitted'; identity: Identity; model: string; reservedTokens: number; queuedMs: number }
+  | { type: 'refused'; identity: Identity; model: string; scope: Scope; dimension: Dimension | undefined; code: string; retryAfterMs: number }
+  | { type: 'queued'; identity: Identity; model: string; position: number }
+  | { type: 'upstream_refusal'; account: string; model: string; status: number; kind: string; retryable: boolean; cooldownMs: number }
+  | { type: 'fallback'; identity: Identity; requested: string; served: string; reason: string }
+  | { type: 'account_disabled'; account: string; model: string; kind: string; untilMs: number }
+  | { type: 'settled'; identity: Identity; model: string; reservedTokens: number; usedTokens: number }
+  | { type: 'store_error'; error: Error; policy: 'open' | 'closed' }
+
+export type GuardEventType = GuardEvent['type']
+
+export interface GuardOptions {
+  upstream: UpstreamOptions
+  /** Merged over the built-in table (QWEN-FACTS section 1, international endpoint). */
+  models?: Record<string, Partial<ModelSpec>>
+  /** Per-user and per-key limits. Default: none (only upstream limits apply). */
+  quotas?: QuotaOption
+  store?: StoreOptions
+  queue?: QueueOptions
+  /** `max_tokens` reserved for a request that sets none. Default: 1,024 (capped by the model's maxOutputTokens). */
+  defaultMaxTokens?: number
+  /** Default: the built-in script-aware estimator. */
+  estimator?: TokenEstimator
+  /** Models a client may ask for. Default: every model in the table. */
+  allowedModels?: string[]
+}
+
+/** Remaining room in one dimension of one scope, for headers and quota panels. */
+export interface QuotaState {
+  scope: Scope
+  dimension: Dimension
+  limit: number
+  remaining: number
+  /** Milliseconds until the window resets (0 when nothing is counted). */
+  resetMs: number
+  /** Window length in seconds. */
+  windowSeconds: number
+}
+
+/** The result of `guard.check()`: a dry run that counts nothing. */
+export interface CheckResult {
+  allowed: boolean
+  /** 0 when allowed; otherwise the wait until every blocking dimension has room. */
+  retryAfterMs: number
+  /** Every limited dimension of the identity, after this call would be charged. */
+  remaining: QuotaState[]
+  /** When refused, what blocks. */
+  blockedBy?: Array<{ scope: Scope; dimension: Dimension }>
+}
+
+/** What the guard charged a call; attached to answers so adapters can send x-ratelimit-* headers. */
+export interface CallInfo {
+  /** The model that answered (a fallback when it differs from `requestedModel`). */
+  model: string
+  requestedModel: string
+  /** Quota state of the caller after admission. */
+  quota: QuotaState[]
+  queuedMs: number
+  attempts: number
+}
+
+/** An HTTP answer: status, headers and a JSON body. */
+export interface HttpAnswer {
+  status: number
+  headers: Record<string, string>
+  body: { error: { message: string; type: string; code: string; param: string | null } }
+}
+
+/** A model of the table after defaults are applied. */
+export interface ResolvedModel {
+  name: string
+  rpm: number
+  tpm: number
+  rps: number
+  tps: number
+  contextWindow: number
+  maxOutputTokens: number
+  fallback: string[]
+  price?: ModelPrice
+}
+
+/** An account after validation: at least one key; its own model table (global table + its overrides). */
+export interface ResolvedAccount {
+  id: string
+  apiKeys: string[]
+  models: Record<string, ResolvedModel>
+}
+
+/** `GuardOptions` validated, with every default filled. Internal: built by `resolveOptions`. */
+export interface ResolvedOptions {
+  baseURL: string
+  accounts: ResolvedAccount[]
+  models: Record<string, ResolvedModel>
+  quotas: (identity: Identity) => Promise<QuotaPolicies>
+  store: { redis?: Redis; prefix: string; onError: 'open' | 'closed' }
+  queue: { maxWaitMs: number; maxSize: number }
+  upstream: {
+    safetyMargin: number
+    timeoutMs: number
+    maxAttempts: number
+    disableMs: number
+    rampUp: { initialRps: number; factor: number } | false
+    fetch: typeof fetch
+  }
+  defaultMaxTokens: number
+  estimator: TokenEstimator
+  allowedModels: Set<string>
+}
