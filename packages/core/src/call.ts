@@ -1,0 +1,351 @@
+/**
+ * One guarded chat completion: reserve the caller's quota, wait for an account x model with room,
+ * send, classify what comes back, retry transient refusals inside the deadline, settle to `usage`.
+ * The steps are listed in ARCHITECTURE.md; this file holds the loop that ties them together.
+ */
+import { planCall, priceOf, type CallPlan } from './cost.js'
+import { QwenGuardError, isQwenGuardError } from './errors.js'
+import { successHeaders } from './http-answer.js'
+import type { QuotaAdmission, QuotaReservation } from './quota.js'
+import { relayStream, firstEvent } from './answer-stream.js'
+import { backoffDelay } from './upstream/backoff.js'
+import { classifyRefusal } from './upstream/classify.js'
+import type { UpstreamPool } from './upstream/pool.js'
+import type { UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
+import type { CallOptions, GuardedResponse } from './guard-types.js'
+import type { CallInfo, GuardEvent, Identity, ResolvedOptions } from './types.js'
+
+export interface CallDeps {
+  options: ResolvedOptions
+  quota: QuotaAdmission
+  pool: UpstreamPool
+  emit: (event: GuardEvent) => void
+}
+
+/** Usage as Qwen reports it. */
+export interface Usage {
+  prompt_tokens: number
+  completion_tokens: number
+  total_tokens: number
+}
+
+/** Settles both ledgers (caller's quota and the account's pace) exactly once. */
+export interface Settlement {
+  settle(usage: Usage | undefined, streamedCompletionTokens: number): Promise<void>
+}
+
+export async function guardedCall(
+  deps: CallDeps,
+  identity: Identity,
+  body: Record<string, unknown>,
+  { signal }: CallOptions = {},
+): Promise<GuardedResponse> {
+  const { options } = deps
+  const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
+  const reservation = await deps.quota.reserve(identity, {
+    requests: 1,
+    tokens: plan.reservedTokens,
+    usd: plan.reservedUsd,
+  })
+  try {
+    return await sendWithRetries(deps, identity, body, plan, reservation, signal)
+  } catch (error) {
+    await reservation.cancel() // a no-op when the call was already settled (it reached Qwen)
+    if (isQwenGuardError(error)) emitRefused(deps, identity, plan.model.name, error)
+    throw error
+  }
+}
+
+async function sendWithRetries(
+  deps: CallDeps,
+  identity: Identity,
+  body: Record<string, unknown>,
+  plan: CallPlan,
+  reservation: QuotaReservation,
+  signal: AbortSignal | undefined,
+): Promise<GuardedResponse> {
+  const { options } = deps
+  const started = Date.now()
+  const deadline = started + options.upstream.timeoutMs
+  let lastRefusal: UpstreamRefusal | undefined
+  for (let attempt = 1; attempt <= options.upstream.maxAttempts; attempt++) {
+    const slot = await deps.pool.acquire({
+      user: identity.user ?? identity.key ?? 'anonymous',
+      model: plan.model.name,
+      promptTokens: plan.promptTokens,
+      reservedTokens: plan.reservedTokens,
+      ...(signal ? { signal } : {}),
+      deadline,
+    })
+    const settlement = settlementFor(deps, identity, plan, reservation, slot)
+    const outcome = await sendOnce(deps, slot, body, plan, deadline, signal).catch(async (error: unknown) => {
+      if (!(error instanceof CallerAborted)) throw error
+      await settlement.settle(undefined, 0)
+      throw error.reason
+    })
+    if (outcome.kind === 'answered') {
+      const info: CallInfo = {
+        model: slot.model,
+        requestedModel: plan.model.name,
+        quota: reservation.quota,
+        queuedMs: slot.queuedMs,
+        attempts: attempt,
+      }
+      deps.emit({
+        type: 'admitted',
+        identity,
+        model: slot.model,
+        reservedTokens: plan.reservedTokens,
+        queuedMs: slot.queuedMs,
+      })
+      return outcome.answer(info, settlement)
+    }
+    lastRefusal = outcome.refusal
+    await slot.fail(outcome.refusal)
+    if (!outcome.refusal.retryable && !outcome.refusal.terminal) break
+    const wait = outcome.refusal.terminal ? 0 : backoffDelay(attempt, outcome.refusal.retryAfterMs)
+    if (Date.now() + wait >= deadline) break
+    await delay(wait, signal)
+  }
+  throw finalError(lastRefusal, deadline)
+}
+
+type SendOutcome =
+  | { kind: 'answered'; answer: (info: CallInfo, settlement: Settlement) => GuardedResponse }
+  | { kind: 'refused'; refusal: UpstreamRefusal }
+
+/** Sends one attempt. A refusal (HTTP or an error before the stream's first chunk) is returned, not thrown. */
+async function sendOnce(
+  deps: CallDeps,
+  slot: UpstreamSlot,
+  body: Record<string, unknown>,
+  plan: CallPlan,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<SendOutcome> {
+  const stream = body.stream === true
+  const upstreamBody = {
+    ...body,
+    model: slot.model,
+    ...(stream ? { stream_options: { ...(body.stream_options as object | undefined), include_usage: true } } : {}),
+  }
+  const upstream = upstreamAbort(signal, deadline)
+  try {
+    const response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify(upstreamBody),
+      signal: upstream.signal,
+    })
+    if (!response.ok) {
+      const text = await response.text()
+      return { kind: 'refused', refusal: classifyRefusal({ status: response.status, body: text, headers: response.headers }) }
+    }
+    const outcome = stream ? await answerStream(response, body, slot) : await answerJson(response, slot)
+    upstream.headersArrived() // the deadline covers the wait for an answer, not a long stream
+    return outcome
+  } catch (error) {
+    return failedToSend(slot, plan, error, signal, upstream)
+  }
+}
+
+interface UpstreamAbort {
+  signal: AbortSignal
+  timedOut(): boolean
+  headersArrived(): void
+}
+
+/** Aborts the upstream request when the caller goes away or the deadline passes before Qwen answers. */
+function upstreamAbort(caller: AbortSignal | undefined, deadline: number): UpstreamAbort {
+  const controller = new AbortController()
+  let timedOut = false
+  const timer = setTimeout(() => {
+    timedOut = true
+    controller.abort(new Error('upstream deadline'))
+  }, Math.max(1, deadline - Date.now()))
+  if (caller?.aborted) controller.abort(caller.reason)
+  caller?.addEventListener('abort', () => controller.abort(caller.reason), { once: true })
+  return { signal: controller.signal, timedOut: () => timedOut, headersArrived: () => clearTimeout(timer) }
+}
+
+async function failedToSend(
+  slot: UpstreamSlot,
+  plan: CallPlan,
+  error: unknown,
+  caller: AbortSignal | undefined,
+  upstream: UpstreamAbort,
+): Promise<SendOutcome> {
+  upstream.headersArrived()
+  if (caller?.aborted) {
+    // The caller went away while the request was in flight: Qwen may have counted the prompt.
+    throw new CallerAborted(caller.reason ?? error, plan.promptTokens)
+  }
+  if (upstream.timedOut()) {
+    await slot.settle(plan.reservedTokens)
+    throw new QwenGuardError({
+      status: 504,
+      code: 'upstream_timeout',
+      message: 'Qwen did not answer before the deadline.',
+      scope: 'upstream',
+      retryAfterMs: 1000,
+    })
+  }
+  return { kind: 'refused', refusal: classifyRefusal({ status: 0, body: String((error as Error)?.message ?? '') }) }
+}
+
+/** The caller aborted after the request was sent: settle, then surface the caller's abort reason. */
+class CallerAborted extends Error {
+  constructor(
+    readonly reason: unknown,
+    readonly promptTokens: number,
+  ) {
+    super('caller aborted')
+  }
+}
+
+async function answerJson(response: Response, slot: UpstreamSlot): Promise<SendOutcome> {
+  const text = await response.text()
+  const completion = safeJson(text) as { usage?: Usage; error?: unknown; model?: string } | undefined
+  if (!completion || completion.error) {
+    return { kind: 'refused', refusal: classifyRefusal({ status: completion?.error ? 500 : 502, body: text }) }
+  }
+  completion.model = slot.model
+  return {
+    kind: 'answered',
+    answer(info, settlement) {
+      void settlement.settle(completion.usage, 0)
+      const headers = { ...successHeaders(info), 'content-type': 'application/json' }
+      return { info, response: new Response(JSON.stringify(completion), { status: 200, headers }) }
+    },
+  }
+}
+
+async function answerStream(response: Response, body: Record<string, unknown>, slot: UpstreamSlot): Promise<SendOutcome> {
+  if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }) }
+  const first = await firstEvent(response.body)
+  if (first.refusal) return { kind: 'refused', refusal: first.refusal }
+  const clientWantsUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
+  return {
+    kind: 'answered',
+    answer(info, settlement) {
+      const stream = relayStream(first.events, { clientWantsUsage, model: slot.model, slot, settlement })
+      const headers = {
+        ...successHeaders(info),
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+      }
+      return { info, response: new Response(stream, { status: 200, headers }) }
+    },
+  }
+}
+
+function settlementFor(
+  deps: CallDeps,
+  identity: Identity,
+  plan: CallPlan,
+  reservation: QuotaReservation,
+  slot: UpstreamSlot,
+): Settlement {
+  let done = false
+  return {
+    async settle(usage, streamedCompletionTokens) {
+      if (done) return
+      done = true
+      const prompt = usage?.prompt_tokens ?? plan.promptTokens
+      const completion = usage?.completion_tokens ?? streamedCompletionTokens
+      const used = usage?.total_tokens ?? prompt + completion
+      const usd = priceOf(deps.options.models[slot.model]?.price, prompt, completion)
+      await Promise.all([reservation.settle({ tokens: used, usd }), slot.settle(used)])
+      deps.emit({ type: 'settled', identity, model: slot.model, reservedTokens: plan.reservedTokens, usedTokens: used })
+    },
+  }
+}
+
+/** The error a call ends with when its retries or its deadline ran out. */
+function finalError(refusal: UpstreamRefusal | undefined, deadline: number): QwenGuardError {
+  const retryAfterMs = Math.max(1000, refusal?.retryAfterMs ?? 0, deadline - Date.now() > 0 ? 0 : 1000)
+  switch (refusal?.kind) {
+    case 'moderation':
+      return new QwenGuardError({
+        status: 400,
+        code: 'content_filter',
+        message: 'Qwen refused the request: the input may contain inappropriate content.',
+        scope: 'upstream',
+        retryable: false,
+      })
+    case 'invalid_request':
+      return new QwenGuardError({
+        status: 400,
+        code: 'invalid_request',
+        message: `Qwen rejected the request as invalid${refusal.code ? ` (${refusal.code})` : ''}.`,
+        scope: 'upstream',
+        retryable: false,
+      })
+    case 'server':
+    case 'network':
+    case 'unknown':
+    case undefined:
+      return new QwenGuardError({
+        status: 502,
+        code: 'upstream_error',
+        message: 'Qwen failed to answer; try again shortly.',
+        scope: 'upstream',
+        retryAfterMs,
+      })
+    default:
+      if (refusal.terminal) {
+        return new QwenGuardError({
+          status: 503,
+          code: 'upstream_unavailable',
+          message: 'No Qwen account can serve this model right now.',
+          scope: 'upstream',
+          retryAfterMs,
+        })
+      }
+      return new QwenGuardError({
+        status: 429,
+        code: 'upstream_saturated',
+        message: 'Qwen is at capacity for this model; try again after the indicated wait.',
+        scope: 'upstream',
+        dimension: refusal.kind === 'tokens' ? 'tpm' : refusal.kind === 'burst' ? 'rps' : 'rpm',
+        retryAfterMs,
+      })
+  }
+}
+
+function emitRefused(deps: CallDeps, identity: Identity, model: string, error: QwenGuardError): void {
+  if (error.scope === 'user' || error.scope === 'key') return // quota.ts reports its own refusals
+  deps.emit({
+    type: 'refused',
+    identity,
+    model,
+    scope: error.scope,
+    dimension: error.dimension,
+    code: error.code,
+    retryAfterMs: error.retryAfterMs,
+  })
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    return undefined
+  }
+}
+
+/** Waits, or rejects with the signal's reason when it aborts first. */
+function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer)
+      reject(signal?.reason)
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}

@@ -1,0 +1,72 @@
+import type OpenAI from 'openai'
+import type {
+  CallInfo,
+  ChatMessageLike,
+  CheckResult,
+  GuardEvent,
+  GuardEventType,
+  Identity,
+  QuotaState,
+  ResolvedOptions,
+} from './types.js'
+
+/** What `guard.check()` needs to know about a call it would make. */
+export interface CheckRequest {
+  model: string
+  messages: ReadonlyArray<ChatMessageLike>
+  max_tokens?: number | null
+  max_completion_tokens?: number | null
+}
+
+/** The result of a guarded call made by `guard.call()`: Qwen's answer, already in the caller's format. */
+export interface GuardedResponse {
+  /** What the guard charged, which model answered, how long it queued. */
+  info: CallInfo
+  /**
+   * Status 200. Non-streaming: a JSON chat completion whose `model` is the model that answered.
+   * Streaming: an SSE body of `chat.completion.chunk` events ending in `data: [DONE]`; the usage chunk
+   * appears only when the caller asked for it; an upstream failure after the first byte arrives as
+   * `data: {"error":{...}}` followed by the end of the stream. Headers carry `successHeaders(info)`.
+   */
+  response: Response
+}
+
+export interface CallOptions {
+  /** Aborts queueing and the upstream call; the call is settled from what was streamed. */
+  signal?: AbortSignal
+}
+
+/** One model in `GET /models`. */
+export interface ModelEntry {
+  id: string
+  object: 'model'
+  created: number
+  owned_by: string
+}
+
+export type GuardListener<T extends GuardEventType> = (event: Extract<GuardEvent, { type: T }>) => void
+
+/** A guard made by `createGuard`. One per process (or per Qwen setup); share it between routes. */
+export interface Guard {
+  /** The validated options, defaults filled. */
+  readonly options: ResolvedOptions
+  /**
+   * An `openai` client whose every call goes through the guard for this identity. Its own retries
+   * are off (the guard retries upstream refusals itself); a refusal throws `QwenGuardError`.
+   */
+  client(identity?: Identity): OpenAI
+  /** The fetch behind `client()`: POST `.../chat/completions` guarded, GET `.../models` answered locally. */
+  fetch(identity?: Identity): typeof fetch
+  /** One guarded chat completion from a request body already validated by `validateChatRequest`. */
+  call(identity: Identity, body: Record<string, unknown>, options?: CallOptions): Promise<GuardedResponse>
+  /** Dry run: would this call be admitted by the identity's quotas now? Counts nothing. */
+  check(identity: Identity, request: CheckRequest): Promise<CheckResult>
+  /** Current quota state of an identity (requests and tokens left, resets), counting nothing. */
+  state(identity: Identity): Promise<QuotaState[]>
+  /** The models a client may ask for, in the OpenAI list format. */
+  models(): ModelEntry[]
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<T extends GuardEventType>(type: T, listener: GuardListener<T>): () => void
+  /** Stops timers and rejects waiters; does not close a Redis client it was given. */
+  close(): Promise<void>
+}

@@ -1,0 +1,97 @@
+/**
+ * Server-sent events as Qwen's compatible mode sends them: `data: {...}` events ending in
+ * `data: [DONE]`, and, on failures inside a stream that already answered 200, either an OpenAI-style
+ * `data: {"error":...}` event or DashScope's native framing (`event:error`, `:HTTP_STATUS/429`,
+ * `data:{"code":...}`). The parser keeps comments because that status line is one.
+ */
+
+export interface SseEvent {
+  /** The `event:` field, when present (Qwen's native framing uses `error`). */
+  event?: string
+  /** The `data:` lines joined by newlines. */
+  data: string
+  /** Comment lines without their leading colon, e.g. `HTTP_STATUS/429`. */
+  comments: string[]
+}
+
+const encoder = new TextEncoder()
+
+/** Reads SSE events from a byte stream; stopping the generator early cancels the stream. */
+export async function* readSseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<SseEvent> {
+  const reader = body.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  let finished = false
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      buffer += done ? decoder.decode() : decoder.decode(value, { stream: true })
+      buffer = buffer.replace(/\r\n?/g, '\n')
+      let end: number
+      while ((end = buffer.indexOf('\n\n')) !== -1) {
+        const event = parseEventBlock(buffer.slice(0, end))
+        buffer = buffer.slice(end + 2)
+        if (event) yield event
+      }
+      if (done) break
+    }
+    finished = true
+    const last = parseEventBlock(buffer)
+    if (last) yield last
+  } finally {
+    // A consumer that stops early must close the upstream connection, not just stop reading it.
+    if (!finished) await reader.cancel().catch(() => undefined)
+    reader.releaseLock()
+  }
+}
+
+/** Parses one event block (the lines between blank lines); undefined when it holds nothing. */
+export function parseEventBlock(block: string): SseEvent | undefined {
+  const data: string[] = []
+  const comments: string[] = []
+  let event: string | undefined
+  for (const line of block.split('\n')) {
+    if (line === '') continue
+    if (line.startsWith(':')) {
+      comments.push(line.slice(1).trim())
+      continue
+    }
+    const colon = line.indexOf(':')
+    const field = colon === -1 ? line : line.slice(0, colon)
+    const value = colon === -1 ? '' : line.slice(colon + 1).replace(/^ /, '')
+    if (field === 'data') data.push(value)
+    else if (field === 'event') event = value
+  }
+  if (data.length === 0 && comments.length === 0 && event === undefined) return undefined
+  return { ...(event === undefined ? {} : { event }), data: data.join('\n'), comments }
+}
+
+/** Encodes one `data:` event. */
+export function encodeSseData(data: string): Uint8Array {
+  return encoder.encode(`data: ${data}\n\n`)
+}
+
+/** The HTTP status a native stream error announces with its `:HTTP_STATUS/NNN` comment, if any. */
+export function statusFromComments(comments: readonly string[]): number | undefined {
+  for (const comment of comments) {
+    const match = /^HTTP_STATUS\/(\d{3})$/.exec(comment)
+    if (match) return Number(match[1])
+  }
+  return undefined
+}
+
+/** True when an event carries an error rather than a chunk (either framing). */
+export function isErrorEvent(event: SseEvent, parsed: unknown): boolean {
+  if (event.event === 'error') return true
+  return typeof parsed === 'object' && parsed !== null && 'error' in parsed && (parsed as { error: unknown }).error != null
+}
+
+/** Parses an event's data as JSON; undefined for `[DONE]` or text that is not JSON. */
+export function parseEventData(event: SseEvent): unknown {
+  if (event.data === '' || event.data === '[DONE]') return undefined
+  try {
+    return JSON.parse(event.data) as unknown
+  } catch {
+    return undefined
+  }
+}
