@@ -1,0 +1,444 @@
+/**
+ * resolveOptions: validates GuardOptions and fills every default (the JSDoc of types.ts). A bad
+ * configuration fails at start-up with a QwenGuardConfigError naming the option path; no message
+ * ever contains an API key.
+ */
+import { createEstimator } from './estimate.js'
+import { BUILTIN_MODELS, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS } from './models.js'
+import type {
+  GuardOptions,
+  Identity,
+  ModelSpec,
+  QuotaPolicies,
+  QuotaPolicy,
+  ResolvedAccount,
+  ResolvedModel,
+  ResolvedOptions,
+  TokenEstimator,
+} from './types.js'
+
+/** A configuration mistake. `path` is the option at fault, e.g. `quotas.user.rpm`. */
+export class QwenGuardConfigError extends Error {
+  readonly path: string
+  constructor(path: string, reason: string) {
+    super(`${path}: ${reason}`)
+    this.name = 'QwenGuardConfigError'
+    this.path = path
+  }
+}
+
+export const DEFAULT_BASE_URL = 'https://dashscope-intl.aliyuncs.com/compatible-mode/v1'
+
+/** Defaults of every scalar option (types.ts documents them). */
+export const DEFAULTS = Object.freeze({
+  safetyMargin: 0.97,
+  timeoutMs: 120_000,
+  maxAttempts: 4,
+  disableMs: 3_600_000,
+  rampUp: Object.freeze({ initialRps: 2, factor: 1.5 }),
+  storePrefix: 'qg',
+  storeOnError: 'open' as const,
+  queueMaxWaitMs: 10_000,
+  queueMaxSize: 1_000,
+  defaultMaxTokens: 1_024,
+})
+
+const TOP_KEYS = ['upstream', 'models', 'quotas', 'store', 'queue', 'defaultMaxTokens', 'estimator', 'allowedModels']
+const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'rampUp', 'fetch']
+const ACCOUNT_KEYS = ['id', 'apiKey', 'apiKeys', 'models']
+const MODEL_KEYS = ['rpm', 'tpm', 'rps', 'tps', 'contextWindow', 'maxOutputTokens', 'fallback', 'price']
+const POLICY_KEYS = ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay', 'usdPerDay']
+const STORE_KEYS = ['redis', 'prefix', 'onError']
+const QUEUE_KEYS = ['maxWaitMs', 'maxSize']
+
+// ---------- small checkers: each throws with the path, returns the checked value ----------
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value)
+  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function object(value: unknown, path: string): Record<string, unknown> {
+  if (!isPlainObject(value)) throw new QwenGuardConfigError(path, `must be an object, got ${describe(value)}`)
+  return value
+}
+
+/** Typo protection: `upstream.acounts` fails instead of silently meaning "no accounts". */
+function knownKeys(value: Record<string, unknown>, allowed: readonly string[], path: string): void {
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) {
+      const where = path ? `${path}.${key}` : key
+      throw new QwenGuardConfigError(where, `unknown option (expected one of: ${allowed.join(', ')})`)
+    }
+  }
+}
+
+function positive(value: unknown, path: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new QwenGuardConfigError(path, `must be a positive number, got ${describe(value)}`)
+  }
+  return value
+}
+
+function positiveInt(value: unknown, path: string): number {
+  const n = positive(value, path)
+  if (!Number.isInteger(n)) throw new QwenGuardConfigError(path, `must be an integer, got ${n}`)
+  return n
+}
+
+function nonNegativeInt(value: unknown, path: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new QwenGuardConfigError(path, `must be a non-negative integer, got ${describe(value)}`)
+  }
+  return value
+}
+
+function nonNegative(value: unknown, path: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new QwenGuardConfigError(path, `must be a non-negative number, got ${describe(value)}`)
+  }
+  return value
+}
+
+function nonEmptyString(value: unknown, path: string): string {
+  if (typeof value !== 'string' || value.trim() === '') {
+    throw new QwenGuardConfigError(path, `must be a non-empty string, got ${describe(value)}`)
+  }
+  return value
+}
+
+// ---------- upstream: base URL and accounts ----------
+
+function resolveBaseURL(value: unknown): string {
+  if (value === undefined) return DEFAULT_BASE_URL
+  const text = nonEmptyString(value, 'upstream.baseURL')
+  let url: URL
+  try {
+    url = new URL(text)
+  } catch {
+    throw new QwenGuardConfigError('upstream.baseURL', `must be an absolute http(s) URL, got ${describe(text)}`)
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new QwenGuardConfigError('upstream.baseURL', `must use http or https, got ${describe(url.protocol)}`)
+  }
+  if (url.search || url.hash) throw new QwenGuardConfigError('upstream.baseURL', 'must not contain a query or fragment')
+  // Paths are appended to it ("/chat/completions"), so no trailing slash.
+  return text.replace(/\/+$/, '')
+}
+
+/** A key is checked without ever printing it: messages say which index, not what. */
+function apiKey(value: unknown, path: string): string {
+  if (typeof value !== 'string') throw new QwenGuardConfigError(path, `must be a string, got ${typeof value}`)
+  if (value.trim() === '') throw new QwenGuardConfigError(path, 'must not be empty')
+  if (value !== value.trim()) throw new QwenGuardConfigError(path, 'must not start or end with whitespace')
+  return value
+}
+
+function accountKeys(account: Record<string, unknown>, path: string): string[] {
+  if (account.apiKey !== undefined && account.apiKeys !== undefined) {
+    throw new QwenGuardConfigError(path, 'give either apiKey or apiKeys, not both')
+  }
+  if (account.apiKey !== undefined) return [apiKey(account.apiKey, `${path}.apiKey`)]
+  if (account.apiKeys === undefined) throw new QwenGuardConfigError(`${path}.apiKeys`, 'at least one API key is required')
+  if (!Array.isArray(account.apiKeys)) {
+    throw new QwenGuardConfigError(`${path}.apiKeys`, `must be an array of strings, got ${describe(account.apiKeys)}`)
+  }
+  if (account.apiKeys.length === 0) throw new QwenGuardConfigError(`${path}.apiKeys`, 'at least one API key is required')
+  return account.apiKeys.map((key, i) => apiKey(key, `${path}.apiKeys[${i}]`))
+}
+
+interface RawAccount {
+  id: string
+  apiKeys: string[]
+  models: Record<string, unknown> | undefined
+  path: string
+}
+
+function rawAccounts(upstream: Record<string, unknown>): RawAccount[] {
+  const { apiKey: shorthand, accounts } = upstream
+  if (shorthand !== undefined && accounts !== undefined) {
+    throw new QwenGuardConfigError('upstream', 'give either apiKey or accounts, not both')
+  }
+  if (shorthand !== undefined) {
+    return [{ id: 'default', apiKeys: [apiKey(shorthand, 'upstream.apiKey')], models: undefined, path: 'upstream' }]
+  }
+  if (accounts === undefined) throw new QwenGuardConfigError('upstream.apiKey', 'an API key is required (upstream.apiKey or upstream.accounts)')
+  if (!Array.isArray(accounts) || accounts.length === 0) {
+    throw new QwenGuardConfigError('upstream.accounts', 'must be a non-empty array of accounts')
+  }
+  const ids = new Set<string>()
+  const keyOwner = new Map<string, string>()
+  return accounts.map((entry, i) => {
+    const path = `upstream.accounts[${i}]`
+    const account = object(entry, path)
+    knownKeys(account, ACCOUNT_KEYS, path)
+    const id = nonEmptyString(account.id, `${path}.id`)
+    if (ids.has(id)) throw new QwenGuardConfigError(`${path}.id`, `duplicate account id ${describe(id)}`)
+    ids.add(id)
+    const keys = accountKeys(account, path)
+    keys.forEach((key, k) => {
+      // The same key twice would make one account's quota look like two accounts' worth.
+      const owner = keyOwner.get(key)
+      if (owner !== undefined) throw new QwenGuardConfigError(`${path}.apiKeys[${k}]`, `this key is already listed for account ${describe(owner)}`)
+      keyOwner.set(key, id)
+    })
+    const models = account.models === undefined ? undefined : object(account.models, `${path}.models`)
+    return { id, apiKeys: keys, models, path }
+  })
+}
+
+// ---------- models ----------
+
+type PartialSpec = Partial<ModelSpec>
+
+function checkPrice(value: unknown, path: string): ModelSpec['price'] {
+  const price = object(value, path)
+  knownKeys(price, ['inputPerMillion', 'outputPerMillion'], path)
+  return {
+    inputPerMillion: nonNegative(price.inputPerMillion, `${path}.inputPerMillion`),
+    outputPerMillion: nonNegative(price.outputPerMillion, `${path}.outputPerMillion`),
+  }
+}
+
+/** Shape-checks one partial spec (names are checked later, once the table is complete). */
+function checkPartialSpec(value: unknown, path: string): PartialSpec {
+  const spec = object(value, path)
+  knownKeys(spec, MODEL_KEYS, path)
+  const out: PartialSpec = {}
+  for (const key of ['rpm', 'tpm', 'contextWindow', 'maxOutputTokens'] as const) {
+    if (spec[key] !== undefined) out[key] = positiveInt(spec[key], `${path}.${key}`)
+  }
+  // Per-second limits are fractional by nature (100,000 TPM / 60).
+  for (const key of ['rps', 'tps'] as const) {
+    if (spec[key] !== undefined) out[key] = positive(spec[key], `${path}.${key}`)
+  }
+  if (spec.fallback !== undefined) {
+    if (!Array.isArray(spec.fallback)) throw new QwenGuardConfigError(`${path}.fallback`, `must be an array of model names, got ${describe(spec.fallback)}`)
+    out.fallback = spec.fallback.map((name, i) => nonEmptyString(name, `${path}.fallback[${i}]`))
+  }
+  if (spec.price !== undefined) out.price = checkPrice(spec.price, `${path}.price`)
+  return out
+}
+
+/** Layers partial specs: later layers win field by field. */
+function mergeTables(base: Record<string, PartialSpec>, overrides: Record<string, unknown> | undefined, path: string, allowNew: boolean): Record<string, PartialSpec> {
+  const out: Record<string, PartialSpec> = { ...base }
+  if (!overrides) return out
+  for (const [name, value] of Object.entries(overrides)) {
+    if (value === undefined) continue
+    const where = `${path}.${name}`
+    const spec = checkPartialSpec(value, where)
+    const existing = out[name]
+    if (!existing) {
+      if (!allowNew) throw new QwenGuardConfigError(where, `unknown model ${describe(name)} (add it to options.models first)`)
+      if (spec.rpm === undefined) throw new QwenGuardConfigError(`${where}.rpm`, 'a model not in the built-in table must give rpm')
+      if (spec.tpm === undefined) throw new QwenGuardConfigError(`${where}.tpm`, 'a model not in the built-in table must give tpm')
+    }
+    out[name] = { ...existing, ...spec }
+  }
+  return out
+}
+
+function resolveModel(name: string, spec: PartialSpec): ResolvedModel {
+  // Both exist: new models must give them, built-ins have them.
+  const rpm = spec.rpm as number
+  const tpm = spec.tpm as number
+  const model: ResolvedModel = {
+    name,
+    rpm,
+    tpm,
+    rps: spec.rps ?? rpm / 60,
+    tps: spec.tps ?? tpm / 60,
+    contextWindow: spec.contextWindow ?? DEFAULT_CONTEXT_WINDOW,
+    maxOutputTokens: spec.maxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS,
+    fallback: [...(spec.fallback ?? [])],
+  }
+  if (spec.price) model.price = { ...spec.price }
+  return model
+}
+
+function checkFallbacks(table: Record<string, ResolvedModel>, path: string): void {
+  for (const model of Object.values(table)) {
+    const seen = new Set<string>()
+    model.fallback.forEach((target, i) => {
+      const where = `${path}.${model.name}.fallback[${i}]`
+      if (!(target in table)) throw new QwenGuardConfigError(where, `unknown model ${describe(target)}`)
+      // A cycle a -> b -> a is fine (each call tries a list once); a model falling back to itself is a mistake.
+      if (target === model.name) throw new QwenGuardConfigError(where, 'a model cannot fall back to itself')
+      if (seen.has(target)) throw new QwenGuardConfigError(where, `duplicate fallback ${describe(target)}`)
+      seen.add(target)
+    })
+  }
+}
+
+function resolveTable(raw: Record<string, PartialSpec>, path: string): Record<string, ResolvedModel> {
+  const table: Record<string, ResolvedModel> = {}
+  for (const [name, spec] of Object.entries(raw)) table[name] = resolveModel(name, spec)
+  checkFallbacks(table, path)
+  return table
+}
+
+// ---------- quotas ----------
+
+function checkPolicy(value: unknown, path: string): QuotaPolicy {
+  if (value === undefined) return {}
+  const policy = object(value, path)
+  knownKeys(policy, POLICY_KEYS, path)
+  const out: QuotaPolicy = {}
+  for (const key of ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay'] as const) {
+    // Counted in whole requests and tokens by rate-limiter-flexible: integers only.
+    if (policy[key] !== undefined) out[key] = positiveInt(policy[key], `${path}.${key}`)
+  }
+  if (policy.usdPerDay !== undefined) out.usdPerDay = positive(policy.usdPerDay, `${path}.usdPerDay`)
+  return out
+}
+
+/**
+ * Checks quota policies (static ones at start, a function's result at call time) and returns a
+ * clean copy. Throws QwenGuardConfigError naming `path`. `undefined`/`null` means no limits.
+ */
+export function validateQuotaPolicies(policies: unknown, path: string): QuotaPolicies {
+  if (policies === undefined || policies === null) return {}
+  const obj = object(policies, path)
+  knownKeys(obj, ['user', 'key'], path)
+  const out: QuotaPolicies = {}
+  if (obj.user !== undefined) out.user = checkPolicy(obj.user, `${path}.user`)
+  if (obj.key !== undefined) out.key = checkPolicy(obj.key, `${path}.key`)
+  return out
+}
+
+function resolveQuotas(value: unknown): ResolvedOptions['quotas'] {
+  if (typeof value === 'function') {
+    const fn = value as (identity: Identity) => QuotaPolicies | Promise<QuotaPolicies>
+    return async (identity) => validateQuotaPolicies(await fn(identity), 'quotas(identity)')
+  }
+  const policies = Object.freeze(validateQuotaPolicies(value, 'quotas'))
+  return async () => policies
+}
+
+// ---------- the rest ----------
+
+function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptions['upstream'] {
+  const margin = upstream.safetyMargin ?? DEFAULTS.safetyMargin
+  if (typeof margin !== 'number' || !(margin > 0 && margin <= 1)) {
+    throw new QwenGuardConfigError('upstream.safetyMargin', `must be a number in (0, 1], got ${describe(margin)}`)
+  }
+  const fetchOption = upstream.fetch
+  if (fetchOption !== undefined && typeof fetchOption !== 'function') {
+    throw new QwenGuardConfigError('upstream.fetch', `must be a function, got ${describe(fetchOption)}`)
+  }
+  return {
+    safetyMargin: margin,
+    timeoutMs: upstream.timeoutMs === undefined ? DEFAULTS.timeoutMs : positiveInt(upstream.timeoutMs, 'upstream.timeoutMs'),
+    maxAttempts: upstream.maxAttempts === undefined ? DEFAULTS.maxAttempts : positiveInt(upstream.maxAttempts, 'upstream.maxAttempts'),
+    disableMs: upstream.disableMs === undefined ? DEFAULTS.disableMs : positiveInt(upstream.disableMs, 'upstream.disableMs'),
+    rampUp: resolveRampUp(upstream.rampUp),
+    // Looked up per call, so a test that replaces globalThis.fetch after start-up is honoured.
+    fetch: (fetchOption as typeof fetch | undefined) ?? ((input, init) => globalThis.fetch(input, init)),
+  }
+}
+
+function resolveRampUp(value: unknown): ResolvedOptions['upstream']['rampUp'] {
+  if (value === false) return false
+  if (value === undefined) return { ...DEFAULTS.rampUp }
+  const ramp = object(value, 'upstream.rampUp')
+  knownKeys(ramp, ['initialRps', 'factor'], 'upstream.rampUp')
+  const factor = ramp.factor === undefined ? DEFAULTS.rampUp.factor : positive(ramp.factor, 'upstream.rampUp.factor')
+  if (factor <= 1) throw new QwenGuardConfigError('upstream.rampUp.factor', `must be greater than 1, got ${factor}`)
+  return {
+    initialRps: ramp.initialRps === undefined ? DEFAULTS.rampUp.initialRps : positive(ramp.initialRps, 'upstream.rampUp.initialRps'),
+    factor,
+  }
+}
+
+function resolveStore(value: unknown): ResolvedOptions['store'] {
+  if (value === undefined) return { prefix: DEFAULTS.storePrefix, onError: DEFAULTS.storeOnError }
+  const store = object(value, 'store')
+  knownKeys(store, STORE_KEYS, 'store')
+  const onError = store.onError ?? DEFAULTS.storeOnError
+  if (onError !== 'open' && onError !== 'closed') {
+    throw new QwenGuardConfigError('store.onError', `must be 'open' or 'closed', got ${describe(onError)}`)
+  }
+  if (store.redis !== undefined && (typeof store.redis !== 'object' || store.redis === null)) {
+    throw new QwenGuardConfigError('store.redis', `must be an ioredis client, got ${describe(store.redis)}`)
+  }
+  const out: ResolvedOptions['store'] = {
+    prefix: store.prefix === undefined ? DEFAULTS.storePrefix : nonEmptyString(store.prefix, 'store.prefix'),
+    onError,
+  }
+  if (store.redis !== undefined) out.redis = store.redis as NonNullable<ResolvedOptions['store']['redis']>
+  return out
+}
+
+function resolveQueue(value: unknown): ResolvedOptions['queue'] {
+  if (value === undefined) return { maxWaitMs: DEFAULTS.queueMaxWaitMs, maxSize: DEFAULTS.queueMaxSize }
+  const queue = object(value, 'queue')
+  knownKeys(queue, QUEUE_KEYS, 'queue')
+  // 0 is meaningful for both: never wait / never queue (refuse at once when capacity is short).
+  return {
+    maxWaitMs: queue.maxWaitMs === undefined ? DEFAULTS.queueMaxWaitMs : nonNegativeInt(queue.maxWaitMs, 'queue.maxWaitMs'),
+    maxSize: queue.maxSize === undefined ? DEFAULTS.queueMaxSize : nonNegativeInt(queue.maxSize, 'queue.maxSize'),
+  }
+}
+
+function resolveEstimator(value: unknown): TokenEstimator {
+  if (value === undefined) return createEstimator()
+  const estimator = object(value, 'estimator')
+  if (typeof estimator.countPromptTokens !== 'function') {
+    throw new QwenGuardConfigError('estimator.countPromptTokens', 'must be a function (messages) => number')
+  }
+  return estimator as unknown as TokenEstimator
+}
+
+function resolveAllowed(value: unknown, table: Record<string, ResolvedModel>): Set<string> {
+  if (value === undefined) return new Set(Object.keys(table))
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new QwenGuardConfigError('allowedModels', 'must be a non-empty array of model names')
+  }
+  return new Set(
+    value.map((name, i) => {
+      const model = nonEmptyString(name, `allowedModels[${i}]`)
+      if (!(model in table)) throw new QwenGuardConfigError(`allowedModels[${i}]`, `unknown model ${describe(model)}`)
+      return model
+    }),
+  )
+}
+
+function resolveAccount(raw: RawAccount, globalRaw: Record<string, PartialSpec>): ResolvedAccount {
+  const path = `${raw.path}.models`
+  const table = resolveTable(mergeTables(globalRaw, raw.models, path, false), path)
+  return { id: raw.id, apiKeys: raw.apiKeys, models: table }
+}
+
+/**
+ * Validates `options` and fills every default. Throws QwenGuardConfigError naming the option.
+ * `extraKeys`: top-level keys an adapter adds to the same object (e.g. `identify`), accepted and ignored.
+ */
+export function resolveOptions(options: GuardOptions, extraKeys: readonly string[] = []): ResolvedOptions {
+  const root = object(options, 'options')
+  knownKeys(root, [...TOP_KEYS, ...extraKeys], '')
+  const upstream = object(root.upstream, 'upstream')
+  knownKeys(upstream, UPSTREAM_KEYS, 'upstream')
+  const accounts = rawAccounts(upstream)
+  const userModels = root.models === undefined ? undefined : object(root.models, 'models')
+  const globalRaw = mergeTables(BUILTIN_MODELS as Record<string, PartialSpec>, userModels, 'models', true)
+  const models = resolveTable(globalRaw, 'models')
+  const defaultMaxTokens = root.defaultMaxTokens === undefined ? DEFAULTS.defaultMaxTokens : positiveInt(root.defaultMaxTokens, 'defaultMaxTokens')
+  return {
+    baseURL: resolveBaseURL(upstream.baseURL),
+    accounts: accounts.map((raw) => resolveAccount(raw, globalRaw)),
+    models,
+    quotas: resolveQuotas(root.quotas),
+    store: resolveStore(root.store),
+    queue: resolveQueue(root.queue),
+    upstream: resolveUpstreamTuning(upstream),
+    defaultMaxTokens,
+    estimator: resolveEstimator(root.estimator),
+    allowedModels: resolveAllowed(root.allowedModels, models),
+  }
+}
