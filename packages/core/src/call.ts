@@ -107,7 +107,7 @@ async function sendWithRetries(
     if (Date.now() + wait >= deadline) break
     await delay(wait, signal)
   }
-  throw finalError(lastRefusal, deadline)
+  throw finalError(lastRefusal)
 }
 
 type SendOutcome =
@@ -223,12 +223,13 @@ async function answerJson(response: Response, slot: UpstreamSlot): Promise<SendO
 async function answerStream(response: Response, body: Record<string, unknown>, slot: UpstreamSlot): Promise<SendOutcome> {
   if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }) }
   const first = await firstEvent(response.body)
-  if (first.refusal) return { kind: 'refused', refusal: first.refusal }
+  if (!first.events) return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }) }
+  const events = first.events
   const clientWantsUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
   return {
     kind: 'answered',
     answer(info, settlement) {
-      const stream = relayStream(first.events, { clientWantsUsage, model: slot.model, slot, settlement })
+      const stream = relayStream(events, { clientWantsUsage, slot, settlement })
       const headers = {
         ...successHeaders(info),
         'content-type': 'text/event-stream; charset=utf-8',
@@ -262,9 +263,10 @@ function settlementFor(
 }
 
 /** The error a call ends with when its retries or its deadline ran out. */
-function finalError(refusal: UpstreamRefusal | undefined, deadline: number): QwenGuardError {
-  const retryAfterMs = Math.max(1000, refusal?.retryAfterMs ?? 0, deadline - Date.now() > 0 ? 0 : 1000)
-  switch (refusal?.kind) {
+function finalError(refusal: UpstreamRefusal | undefined): QwenGuardError {
+  const retryAfterMs = Math.max(1000, refusal?.retryAfterMs ?? 0)
+  if (!refusal) return upstreamFailed(retryAfterMs)
+  switch (refusal.kind) {
     case 'moderation':
       return new QwenGuardError({
         status: 400,
@@ -284,14 +286,7 @@ function finalError(refusal: UpstreamRefusal | undefined, deadline: number): Qwe
     case 'server':
     case 'network':
     case 'unknown':
-    case undefined:
-      return new QwenGuardError({
-        status: 502,
-        code: 'upstream_error',
-        message: 'Qwen failed to answer; try again shortly.',
-        scope: 'upstream',
-        retryAfterMs,
-      })
+      return upstreamFailed(retryAfterMs)
     default:
       if (refusal.terminal) {
         return new QwenGuardError({
@@ -311,6 +306,17 @@ function finalError(refusal: UpstreamRefusal | undefined, deadline: number): Qwe
         retryAfterMs,
       })
   }
+}
+
+function upstreamFailed(retryAfterMs: number): QwenGuardError {
+  return new QwenGuardError({
+    status: 502,
+    code: 'upstream_error',
+    message: 'Qwen failed to answer; try again shortly.',
+    scope: 'upstream',
+    retryAfterMs,
+    retryable: true,
+  })
 }
 
 function emitRefused(deps: CallDeps, identity: Identity, model: string, error: QwenGuardError): void {

@@ -3,7 +3,7 @@
  * fetch throws into `APIConnectionError`, so a refusal travels as a synthetic error response instead
  * and `makeStatusError` hands the SDK the original `QwenGuardError` to throw.
  */
-import OpenAI from 'openai'
+import OpenAI, { type APIError } from 'openai'
 import { isQwenGuardError, QwenGuardError } from './errors.js'
 import type { GuardedResponse, ModelEntry } from './guard-types.js'
 import type { Identity } from './types.js'
@@ -25,7 +25,7 @@ class GuardedOpenAI extends OpenAI {
     error: object,
     message: string | undefined,
     headers: Headers,
-  ): OpenAI.APIError {
+  ): APIError {
     const guardError = pendingErrors.get(headers)
     if (guardError) return guardError
     return super.makeStatusError(status, error, message, headers)
@@ -53,7 +53,7 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
       if (method !== 'POST' || !url.pathname.endsWith('/chat/completions')) {
         throw new QwenGuardError({
           status: 404,
-          code: 'not_found',
+          code: 'invalid_request',
           message: `qwen-guard serves POST /chat/completions and GET /models, not ${method} ${url.pathname}.`,
           scope: 'request',
           retryable: false,

@@ -1,1 +1,17 @@
+export { createGuard } from './guard.js'
+export { QwenGuardError, isQwenGuardError, GUARD_ERROR_STATUS, type GuardErrorCode } from './errors.js'
+export { QwenGuardConfigError, resolveOptions, DEFAULT_BASE_URL } from './options.js'
+export { BUILTIN_MODELS } from './models.js'
+export {
+  refusalAnswer,
+  internalErrorAnswer,
+  rateLimitHeaders,
+  openAiRateLimitHeaders,
+  successHeaders,
+} from './http-answer.js'
+export { createEstimator, estimateTextTokens } from './estimate.js'
+export { validateChatRequest } from './validate.js'
+export { defaultIdentify, clientAddress } from './client-address.js'
+export { createRelay, type Relay, type RelayRequest, type RelayResponse, type RelayOptions } from './relay.js'
+export type * from './guard-types.js'
 export type * from './types.js'
