@@ -1,0 +1,261 @@
+/**
+ * The OpenAI-compatible relay, framework-free: both adapters translate their request into a
+ * `RelayRequest` and write the `RelayResponse` back. Everything a client can get wrong is answered
+ * here, before the guard counts or sends anything; everything the guard refuses is translated here,
+ * so no upstream answer ever reaches the client raw.
+ */
+import { isQwenGuardError, QwenGuardError } from './errors.js'
+import type { Guard } from './guard-types.js'
+import { internalErrorAnswer, successHeaders } from './http-answer.js'
+import type { HttpAnswer, Identity } from './types.js'
+import { validateChatRequest } from './validate.js'
+
+/** A request body as the framework has it: raw bytes, text, an already parsed object, or a stream. */
+export type RelayBody = Uint8Array | string | Record<string, unknown> | AsyncIterable<Uint8Array | string> | null | undefined
+
+export interface RelayRequest {
+  /** HTTP method, any case. */
+  method: string
+  /** Path after the mount prefix, query string allowed: `/chat/completions`, `/models`. */
+  path: string
+  /** Request headers (Node's lower-cased `IncomingHttpHeaders` fit). */
+  headers: Record<string, string | string[] | undefined>
+  /**
+   * The body: pass the Node request itself (read here, with the size limit) or what a body parser
+   * already made of it.
+   */
+  body?: RelayBody
+  /** Whose quota the call is charged to. */
+  identity: Identity
+  /** Aborted when the client goes away: the guard stops queueing or streaming and settles. */
+  signal?: AbortSignal
+}
+
+export interface RelayResponse {
+  status: number
+  headers: Record<string, string>
+  /** JSON text, or an SSE stream to pass on chunk by chunk. */
+  body: string | ReadableStream<Uint8Array>
+}
+
+export interface RelayOptions {
+  /** Largest request body accepted, in bytes; a larger one is answered 413. Default: 1,048,576 (1 MiB). */
+  maxBodyBytes?: number
+}
+
+/** A relay made by `createRelay`: one call per HTTP request. */
+export type Relay = (request: RelayRequest) => Promise<RelayResponse>
+
+const DEFAULT_MAX_BODY_BYTES = 1_048_576
+
+const SSE_HEADERS: Record<string, string> = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache',
+  // nginx and similar proxies buffer responses unless told not to, which would hold tokens back.
+  'x-accel-buffering': 'no',
+}
+
+/** Guard response headers worth passing on; everything else (upstream's own) is dropped. */
+const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-)/
+
+/**
+ * A framework-free handler for `POST /chat/completions` (JSON or SSE) and `GET /models`; anything
+ * else answers an OpenAI-shaped 404 (or 405 for a known path with the wrong method).
+ *
+ * @example
+ * const relay = createRelay(guard, { maxBodyBytes: 256 * 1024 })
+ * const answer = await relay({ method: 'POST', path: '/chat/completions', headers: req.headers, body: req, identity, signal })
+ * // write answer.status, answer.headers, then answer.body (a string, or a stream to pipe)
+ */
+export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
+    throw new TypeError(`relay option maxBodyBytes must be a positive integer, got ${String(options.maxBodyBytes)}`)
+  }
+
+  async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
+    const parsed = await parseJsonBody(request, maxBodyBytes)
+    const body = validateChatRequest(parsed, guard.options)
+    const callOptions = request.signal ? { signal: request.signal } : {}
+    const { info, response } = await guard.call(request.identity, body, callOptions)
+    const headers = { ...passedHeaders(response.headers), ...successHeaders(info) }
+    if (body.stream === true && response.body) {
+      return { status: response.status, headers: { ...headers, ...SSE_HEADERS }, body: guardStream(response.body) }
+    }
+    const text = await response.text()
+    return { status: response.status, headers: { ...headers, 'content-type': 'application/json; charset=utf-8' }, body: text }
+  }
+
+  return async function relay(request: RelayRequest): Promise<RelayResponse> {
+    const path = routePath(request.path)
+    const method = request.method.toUpperCase()
+    try {
+      if (path === '/chat/completions') {
+        if (method !== 'POST') return methodNotAllowed(method, path, 'POST')
+        return await chatCompletions(request)
+      }
+      if (path === '/models') {
+        if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(method, path, 'GET, HEAD')
+        return jsonAnswer(200, {}, { object: 'list', data: guard.models() })
+      }
+      return notFound(method, path)
+    } catch (error) {
+      return errorResponse(error)
+    }
+  }
+}
+
+/** The routed part of a path: no query string, no trailing slash. */
+function routePath(path: string): string {
+  const bare = path.split('?', 1)[0] ?? ''
+  const trimmed = bare.length > 1 ? bare.replace(/\/+$/, '') : bare
+  return trimmed.startsWith('/') ? trimmed : `/${trimmed}`
+}
+
+/**
+ * The HTTP answer for any error: a QwenGuardError's own answer, otherwise a generic 500 that says
+ * nothing about the error (its message could name an account or a key).
+ */
+function errorAnswer(error: unknown): HttpAnswer {
+  return isQwenGuardError(error) ? error.toHttp() : internalErrorAnswer()
+}
+
+function errorResponse(error: unknown): RelayResponse {
+  const answer = errorAnswer(error)
+  return jsonAnswer(answer.status, answer.headers, answer.body)
+}
+
+function jsonAnswer(status: number, headers: Record<string, string>, body: unknown): RelayResponse {
+  return { status, headers: { ...headers, 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify(body) }
+}
+
+function clientError(status: number, code: string, message: string, headers: Record<string, string> = {}): RelayResponse {
+  return jsonAnswer(status, headers, { error: { message, type: 'invalid_request_error', code, param: null } })
+}
+
+function notFound(method: string, path: string): RelayResponse {
+  return clientError(404, 'not_found', `Unknown request URL: ${method} ${path}. This relay serves POST /chat/completions and GET /models.`)
+}
+
+function methodNotAllowed(method: string, path: string, allow: string): RelayResponse {
+  return clientError(405, 'method_not_allowed', `${method} is not allowed on ${path}; use ${allow}.`, { allow })
+}
+
+function invalid(code: 'invalid_json' | 'invalid_request' | 'request_too_large', message: string, param: string | null = null): QwenGuardError {
+  const status = code === 'request_too_large' ? 413 : 400
+  return new QwenGuardError({ status, code, message, scope: 'request', param })
+}
+
+function headerValue(headers: RelayRequest['headers'], name: string): string | undefined {
+  const value = headers[name]
+  return Array.isArray(value) ? value[0] : value
+}
+
+/** JSON media types: application/json and application/*+json. A missing type is read as JSON. */
+function isJsonContentType(value: string | undefined): boolean {
+  if (!value) return true
+  const type = value.split(';', 1)[0]?.trim().toLowerCase() ?? ''
+  return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'))
+}
+
+/** The parsed JSON body, within the size limit; throws an invalid-request QwenGuardError otherwise. */
+async function parseJsonBody(request: RelayRequest, maxBodyBytes: number): Promise<unknown> {
+  const { body, headers } = request
+  if (!isJsonContentType(headerValue(headers, 'content-type'))) {
+    throw invalid('invalid_request', 'Request body must be JSON (Content-Type: application/json).')
+  }
+  const declared = Number(headerValue(headers, 'content-length'))
+  if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge(maxBodyBytes)
+  if (body === undefined || body === null) throw invalid('invalid_json', 'Request body is empty; expected a JSON object.')
+  if (isPlainObject(body)) return body
+  const text = await bodyText(body, maxBodyBytes)
+  if (text.trim() === '') throw invalid('invalid_json', 'Request body is empty; expected a JSON object.')
+  try {
+    return JSON.parse(text)
+  } catch {
+    throw invalid('invalid_json', 'Request body is not valid JSON.')
+  }
+}
+
+function tooLarge(maxBodyBytes: number): QwenGuardError {
+  return invalid('request_too_large', `Request body is larger than ${maxBodyBytes} bytes.`)
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false
+  const proto = Object.getPrototypeOf(value) as unknown
+  return proto === Object.prototype || proto === null || Array.isArray(value)
+}
+
+/** The body as text, reading a stream only up to the limit (a huge upload is not buffered). */
+async function bodyText(body: Exclude<RelayBody, null | undefined | Record<string, unknown>>, maxBodyBytes: number): Promise<string> {
+  if (typeof body === 'string') {
+    if (Buffer.byteLength(body) > maxBodyBytes) throw tooLarge(maxBodyBytes)
+    return body
+  }
+  if (body instanceof Uint8Array) {
+    if (body.byteLength > maxBodyBytes) throw tooLarge(maxBodyBytes)
+    return Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
+  }
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    size += buffer.byteLength
+    if (size > maxBodyBytes) throw tooLarge(maxBodyBytes)
+    chunks.push(buffer)
+  }
+  return Buffer.concat(chunks, size).toString('utf8')
+}
+
+function passedHeaders(headers: Headers): Record<string, string> {
+  const passed: Record<string, string> = {}
+  headers.forEach((value, name) => {
+    if (PASSED_HEADER.test(name)) passed[name] = value
+  })
+  return passed
+}
+
+const encoder = new TextEncoder()
+
+/** The SSE event an OpenAI SDK turns into an APIError (it throws on `data: {"error":...}`). */
+function streamErrorEvent(): Uint8Array {
+  const error = { message: 'The upstream stream failed before it completed.', type: 'server_error', code: 'upstream_error', param: null }
+  return encoder.encode(`data: ${JSON.stringify({ error })}\n\n`)
+}
+
+/**
+ * Passes the guard's SSE body through unchanged, except that a stream which fails, or ends without
+ * `[DONE]` or an error event, gets an error event at the end: a client must never mistake a broken
+ * answer for a complete one. Cancelling it (client gone) cancels the guard's stream.
+ */
+function guardStream(source: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  const reader = source.getReader()
+  const decoder = new TextDecoder()
+  let tail = ''
+  let cancelled = false
+  const ended = () => tail.includes('data: [DONE]') || /data: ?\{"error"/.test(tail)
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read()
+        if (done) {
+          if (!ended()) controller.enqueue(streamErrorEvent())
+          controller.close()
+          return
+        }
+        // Only the end of the stream decides completeness; keep a short window of it.
+        tail = (tail + decoder.decode(value, { stream: true })).slice(-512)
+        controller.enqueue(value)
+      } catch {
+        if (cancelled) return
+        controller.enqueue(streamErrorEvent())
+        controller.close()
+      }
+    },
+    async cancel(reason) {
+      cancelled = true
+      await reader.cancel(reason).catch(() => undefined)
+    },
+  })
+}

@@ -1,0 +1,40 @@
+import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
+import { sendRelayResponse } from './send.js'
+import type { Request, RequestHandler } from 'express'
+import type { ExpressProxyOptions } from './options.js'
+
+/**
+ * The OpenAI-compatible relay as an Express handler. It reads the raw body itself (size-limited),
+ * so it needs no `express.json()`; a body an earlier parser already read is used as is.
+ */
+export function createProxy(
+  guard: Guard,
+  identify: (req: Request) => Identity | Promise<Identity>,
+  options: ExpressProxyOptions = {},
+): RequestHandler {
+  const relay = createRelay(guard, options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes })
+  return async function qwenGuardProxy(req, res, next) {
+    const controller = new AbortController()
+    // 'close' before the answer is finished means the client went away: stop the upstream call.
+    const onClose = () => {
+      if (!res.writableFinished) controller.abort()
+    }
+    res.once('close', onClose)
+    try {
+      const identity = await identify(req)
+      const answer = await relay({
+        method: req.method,
+        path: req.path,
+        headers: req.headers,
+        body: req.body === undefined ? req : (req.body as Record<string, unknown> | string),
+        identity,
+        signal: controller.signal,
+      })
+      await sendRelayResponse(answer, res)
+    } catch (error) {
+      next(error)
+    } finally {
+      res.off('close', onClose)
+    }
+  }
+}

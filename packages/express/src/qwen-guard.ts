@@ -1,0 +1,99 @@
+import { createGuard, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
+import { attachGuard } from './attach.js'
+import { qwenGuardErrors } from './errors.js'
+import { identifyBySocket } from './identity.js'
+import type { ExpressAdapterOptions, ExpressProxyOptions, IdentifyRequest } from './options.js'
+import { createProxy } from './proxy.js'
+
+/** The middleware returned by `qwenGuard()`, with the relay, the error handler and the guard. */
+export interface QwenGuardMiddleware {
+  /** Sets `req.qwen` and `req.qwenIdentity` (both lazy). */
+  (req: Request, res: Response, next: NextFunction): void
+  /**
+   * The OpenAI-compatible relay: `POST /chat/completions` (JSON or SSE), `GET /models`.
+   * @example app.use('/v1', guard.proxy())
+   */
+  proxy(options?: ExpressProxyOptions): RequestHandler
+  /** Error middleware: QwenGuardError -> status, headers, body; other errors -> next(err). */
+  errors: ErrorRequestHandler
+  /** The core guard (check, state, on, client...). */
+  guard: Guard
+  /** The identity function in use (yours or the socket-address default). */
+  identify: IdentifyRequest
+  /** Closes the guard if `qwenGuard()` created it; a guard you passed in stays yours to close. */
+  close(): Promise<void>
+}
+
+function isGuard(value: unknown): value is Guard {
+  const candidate = value as Partial<Guard> | undefined
+  return typeof candidate?.call === 'function' && typeof candidate.client === 'function' && typeof candidate.models === 'function'
+}
+
+function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as Promise<T> | undefined)?.then === 'function'
+}
+
+/**
+ * Express 5 middleware that guards every Qwen call made through `req.qwen`.
+ *
+ * @example
+ * const guard = qwenGuard({ upstream: { apiKey: process.env.DASHSCOPE_API_KEY }, quotas: { user: { rpm: 20 } } })
+ * app.use(guard)
+ * app.post('/ask', async (req, res) => res.json(await req.qwen.chat.completions.create({ model: 'qwen-plus', messages })))
+ * app.use('/v1', guard.proxy())
+ * app.use(guard.errors)
+ */
+export function qwenGuard(
+  options: (GuardOptions & ExpressAdapterOptions) | Guard,
+  adapterOptions: ExpressAdapterOptions = {},
+): QwenGuardMiddleware {
+  const owned = !isGuard(options)
+  const guard = isGuard(options) ? options : createGuard(withoutAdapterOptions(options))
+  const custom = adapterOptions.identify ?? (isGuard(options) ? undefined : options.identify)
+  const identify: IdentifyRequest = custom ?? identifyBySocket
+
+  function qwenGuardMiddleware(req: Request, _res: Response, next: NextFunction): void {
+    if (!custom) {
+      attachGuard(req, guard, () => identifyBySocket(req))
+      next()
+      return
+    }
+    let result: Identity | Promise<Identity>
+    try {
+      result = custom(req)
+    } catch (error) {
+      next(error)
+      return
+    }
+    if (!isPromise(result)) {
+      const identity = result
+      attachGuard(req, guard, () => identity)
+      next()
+      return
+    }
+    result.then((identity) => {
+      attachGuard(req, guard, () => identity)
+      next()
+    }, next)
+  }
+
+  // The relay reuses the identity the middleware found when both are mounted.
+  const proxyIdentity = (req: Request): Identity | Promise<Identity> =>
+    Object.prototype.hasOwnProperty.call(req, 'qwenIdentity') ? req.qwenIdentity : identify(req)
+
+  return Object.assign(qwenGuardMiddleware, {
+    proxy: (proxyOptions?: ExpressProxyOptions) => createProxy(guard, proxyIdentity, proxyOptions),
+    errors: qwenGuardErrors,
+    guard,
+    identify,
+    close: async () => {
+      if (owned) await guard.close()
+    },
+  })
+}
+
+function withoutAdapterOptions(options: GuardOptions & ExpressAdapterOptions): GuardOptions {
+  const { identify: _identify, ...guardOptions } = options
+  return guardOptions
+}

@@ -1,0 +1,51 @@
+import { Readable } from 'node:stream'
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
+import { createRelay, type Guard, type Identity, type RelayRequest } from '@qwen-guard/core'
+import type { Context, Middleware } from 'koa'
+import type { KoaProxyOptions } from './options.js'
+
+/** '/v1/' -> '/v1'; '' and '/' mean every path. */
+function normalizePrefix(prefix: string): string {
+  const trimmed = prefix.replace(/\/+$/, '')
+  return trimmed === '' ? '' : trimmed.startsWith('/') ? trimmed : `/${trimmed}`
+}
+
+/**
+ * The OpenAI-compatible relay as Koa middleware. It reads the raw body itself (size-limited), so it
+ * needs no body parser; a body a parser already read (`ctx.request.body`) is used as is.
+ */
+export function createProxy(
+  guard: Guard,
+  identify: (ctx: Context) => Identity | Promise<Identity>,
+  options: KoaProxyOptions = {},
+): Middleware {
+  const prefix = normalizePrefix(options.prefix ?? '/v1')
+  const relay = createRelay(guard, options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes })
+  return async function qwenGuardProxy(ctx, next) {
+    const { path } = ctx
+    if (prefix !== '' && path !== prefix && !path.startsWith(`${prefix}/`)) return next()
+    const controller = new AbortController()
+    // 'close' before the answer is finished means the client went away: stop the upstream call.
+    ctx.res.once('close', () => {
+      if (!ctx.res.writableFinished) controller.abort()
+    })
+    const parsed = (ctx.request as { body?: unknown }).body
+    const answer = await relay({
+      method: ctx.method,
+      path: path.slice(prefix.length) || '/',
+      headers: ctx.headers,
+      body: parsed === undefined ? ctx.req : (parsed as RelayRequest['body']),
+      identity: await identify(ctx),
+      signal: controller.signal,
+    })
+    ctx.status = answer.status
+    ctx.set(answer.headers)
+    if (typeof answer.body === 'string') {
+      ctx.body = answer.body
+      return
+    }
+    ctx.body = Readable.fromWeb(answer.body as NodeReadableStream<Uint8Array>)
+    // Headers go out now, so an SDK sees them (and the status) before the first token.
+    ctx.flushHeaders()
+  }
+}

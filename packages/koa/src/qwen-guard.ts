@@ -1,0 +1,83 @@
+import { createGuard, isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import type { Context, Middleware, Next } from 'koa'
+import { attachGuard } from './attach.js'
+import { identifyBySocket } from './identity.js'
+import type { IdentifyContext, KoaAdapterOptions, KoaProxyOptions } from './options.js'
+import { createProxy } from './proxy.js'
+
+/** The middleware returned by `qwenGuard()`, with the relay and the guard. */
+export interface QwenGuardKoaMiddleware {
+  /** Sets `ctx.qwen`, `ctx.state.qwen` and `ctx.qwenIdentity`; answers a QwenGuardError thrown further down. */
+  (ctx: Context, next: Next): Promise<void>
+  /**
+   * The OpenAI-compatible relay under `prefix`: `POST {prefix}/chat/completions` (JSON or SSE), `GET {prefix}/models`.
+   * @example app.use(guard.proxy({ prefix: '/v1' }))
+   */
+  proxy(options?: KoaProxyOptions): Middleware
+  /** The core guard (check, state, on, client...). */
+  guard: Guard
+  /** The identity function in use (yours or the socket-address default). */
+  identify: IdentifyContext
+  /** Closes the guard if `qwenGuard()` created it; a guard you passed in stays yours to close. */
+  close(): Promise<void>
+}
+
+function isGuard(value: unknown): value is Guard {
+  const candidate = value as Partial<Guard> | undefined
+  return typeof candidate?.call === 'function' && typeof candidate.client === 'function' && typeof candidate.models === 'function'
+}
+
+/**
+ * Koa 3 middleware that guards every Qwen call made through `ctx.qwen`, and answers a
+ * QwenGuardError with its full answer: Koa's default error handler would drop the headers
+ * (Retry-After, RateLimit...) that tell the client when to come back.
+ *
+ * @example
+ * const guard = qwenGuard({ upstream: { apiKey: process.env.DASHSCOPE_API_KEY }, quotas: { user: { rpm: 20 } } })
+ * app.use(guard)
+ * app.use(guard.proxy({ prefix: '/v1' }))
+ * router.post('/ask', async (ctx) => { ctx.body = await ctx.qwen.chat.completions.create({ model: 'qwen-plus', messages }) })
+ */
+export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, adapterOptions: KoaAdapterOptions = {}): QwenGuardKoaMiddleware {
+  const owned = !isGuard(options)
+  const guard = isGuard(options) ? options : createGuard(withoutAdapterOptions(options))
+  const custom = adapterOptions.identify ?? (isGuard(options) ? undefined : options.identify)
+  const identify: IdentifyContext = custom ?? identifyBySocket
+
+  async function qwenGuardMiddleware(ctx: Context, next: Next): Promise<void> {
+    if (custom) {
+      const identity = await custom(ctx)
+      attachGuard(ctx, guard, () => identity)
+    } else {
+      attachGuard(ctx, guard, () => identifyBySocket(ctx))
+    }
+    try {
+      await next()
+    } catch (error) {
+      const found = isQwenGuardError(error) ? error : undefined
+      if (!found || ctx.headerSent) throw error
+      const answer = found.toHttp()
+      ctx.status = answer.status
+      ctx.set(answer.headers)
+      ctx.body = answer.body
+    }
+  }
+
+  // The relay reuses the identity the middleware found when both are mounted.
+  const proxyIdentity = (ctx: Context): Identity | Promise<Identity> =>
+    Object.prototype.hasOwnProperty.call(ctx, 'qwenIdentity') ? ctx.qwenIdentity : identify(ctx)
+
+  return Object.assign(qwenGuardMiddleware, {
+    proxy: (proxyOptions?: KoaProxyOptions) => createProxy(guard, proxyIdentity, proxyOptions),
+    guard,
+    identify,
+    close: async () => {
+      if (owned) await guard.close()
+    },
+  })
+}
+
+function withoutAdapterOptions(options: GuardOptions & KoaAdapterOptions): GuardOptions {
+  const { identify: _identify, ...guardOptions } = options
+  return guardOptions
+}
