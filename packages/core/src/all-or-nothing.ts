@@ -1,0 +1,143 @@
+/**
+ * All-or-nothing charging over several rate-limiter-flexible counters.
+ *
+ * `consume` charges its points even when it would refuse, and RateLimiterUnion never gives them
+ * back. So every counter is consumed (in parallel: each INCRBY is atomic on its own), each result is
+ * compared with the identity's limit, and when any is over, EVERY consume is rewarded back, the
+ * refused one included. Admitted totals therefore never exceed a limit, under any concurrency and
+ * across processes sharing a Redis: a call is admitted only if its own atomic increment left the
+ * count within the limit. Concurrent calls may see each other's not-yet-rolled-back charges and be
+ * refused falsely; that is the accepted price.
+ */
+import type { RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible'
+import type { WindowSpec } from './windows.js'
+
+/** One counter a call is charged on. Points are integers (see windows.ts toPoints). */
+export interface Charge {
+  scope: 'user' | 'key'
+  spec: WindowSpec
+  limiter: RateLimiterAbstract
+  /** Key inside the limiter (the identity part, plus the UTC date for daily windows). */
+  key: string
+  /** The identity's limit in points. */
+  limit: number
+  /** What this call takes. */
+  points: number
+  /** `{ customDuration }` for daily windows (the seconds left in the UTC day). */
+  options: { customDuration?: number }
+  /** Milliseconds until the next UTC midnight, for daily windows. */
+  dayMsLeft?: number
+}
+
+/** A counter as read or as left by a consume. */
+export interface Reading {
+  charge: Charge
+  /** Points counted in the current window (after this call's charge, for a consume). */
+  consumed: number
+  /** Milliseconds until the window resets; 0 when nothing is counted. */
+  resetMs: number
+  /** Epoch ms at which the window that was read or charged ends. */
+  windowEndAt: number
+}
+
+/**
+ * A refund (rollback, settlement, cancel) is sent only while the charged window has at least this
+ * long to live. Later, the charge is left to vanish with its window: a reward that reached the
+ * counter after it expired would start the next window negative, i.e. admit more than the limit.
+ * Skipping a refund only risks a false refusal in the window's last moments.
+ */
+export const REFUND_MARGIN_MS = 200
+
+/** The wait until a window has room again (daily windows: until the next UTC midnight). */
+export function waitMs(reading: Reading): number {
+  const day = reading.charge.dayMsLeft
+  if (day !== undefined) return reading.resetMs > 0 ? Math.min(reading.resetMs, day) : day
+  return reading.resetMs
+}
+
+function toReading(charge: Charge, res: RateLimiterRes | null, now: number): Reading {
+  // Memory records past their expiry linger until a timer fires (and forever under fake timers):
+  // msBeforeNext <= 0 means the window is over. -1 would mean "no expiry", never used here.
+  const live = res !== null && (res.msBeforeNext > 0 || res.msBeforeNext === -1)
+  const resetMs = live ? Math.max(0, res.msBeforeNext) : 0
+  return { charge, consumed: live ? res.consumedPoints : 0, resetMs, windowEndAt: now + resetMs }
+}
+
+/** Reads every counter without charging (`get`). Rejects with the store's error. */
+export async function readAll(charges: readonly Charge[]): Promise<Reading[]> {
+  return Promise.all(
+    charges.map(async (charge) => toReading(charge, await charge.limiter.get(charge.key, charge.options), Date.now())),
+  )
+}
+
+/** True when the counter, as read before charging, has no room for the charge. */
+export function blocksBefore(reading: Reading): boolean {
+  return reading.consumed + reading.charge.points > reading.charge.limit
+}
+
+/** True when the counter, as left by this call's consume, is over the limit. */
+export function blocksAfter(reading: Reading): boolean {
+  return reading.consumed > reading.charge.limit
+}
+
+/**
+ * Adds `points` (negative: refunds) to a charged counter, only while its window is alive (see
+ * REFUND_MARGIN_MS; the same rule for extra charges keeps settlement symmetric). Errors are
+ * reported to `onError`, never thrown: the call this belongs to has already happened.
+ */
+export async function adjust(reading: Reading, points: number, onError: (error: unknown) => void): Promise<boolean> {
+  if (points === 0 || Date.now() >= reading.windowEndAt - REFUND_MARGIN_MS) return false
+  const { limiter, key, options } = reading.charge
+  try {
+    if (points < 0) await limiter.reward(key, -points, options)
+    else await limiter.penalty(key, points, options)
+    return true
+  } catch (error) {
+    onError(error)
+    return false
+  }
+}
+
+/** Refunds every charge in full (rollback and cancel). */
+export async function refundAll(readings: readonly Reading[], onError: (error: unknown) => void): Promise<void> {
+  await Promise.all(readings.map((reading) => adjust(reading, -reading.charge.points, onError)))
+}
+
+/** What `consumeAll` did: every counter charged, and the ones now over their limit. */
+export interface ConsumeOutcome {
+  readings: Reading[]
+  over: Reading[]
+}
+
+/**
+ * Consumes every charge. When a store operation fails the successful consumes are refunded and the
+ * first error is thrown. Over-limit results are returned, not refunded: the caller decides, since
+ * a lease may also have to be undone first.
+ */
+export async function consumeAll(
+  charges: readonly Charge[],
+  onError: (error: unknown) => void,
+): Promise<ConsumeOutcome> {
+  const settled = await Promise.allSettled(
+    charges.map((charge) => charge.limiter.consume(charge.key, charge.points, charge.options)),
+  )
+  const now = Date.now()
+  const readings: Reading[] = []
+  let failure: unknown
+  settled.forEach((result, index) => {
+    const charge = charges[index] as Charge
+    if (result.status === 'fulfilled') readings.push(toReading(charge, result.value, now))
+    else if (isRateLimiterRes(result.reason)) readings.push(toReading(charge, result.reason, now))
+    else failure ??= result.reason
+  })
+  if (failure !== undefined) {
+    await refundAll(readings, onError)
+    throw failure
+  }
+  return { readings, over: readings.filter(blocksAfter) }
+}
+
+// Never expected (limiters have COUNTER_POINTS), but a RateLimiterRes rejection is still a charge.
+function isRateLimiterRes(value: unknown): value is RateLimiterRes {
+  return typeof value === 'object' && value !== null && 'consumedPoints' in value && 'msBeforeNext' in value
+}

@@ -1,0 +1,109 @@
+/**
+ * Which counters and leases apply to one identity, what a call costs in each, and how they read as
+ * QuotaState. Key layout (documented in docs/quotas.md):
+ *   `${prefix}:${scope}:${dimension}:${id}`              rpm, rps, tpm, tps (rate-limiter-flexible)
+ *   `${prefix}:${scope}:${dimension}:${id}:${UTC date}`  tokensPerDay, usdPerDay
+ *   `${prefix}:${scope}:concurrency:${id}`               lease sorted set (Redis)
+ */
+import type { Charge, Reading } from './all-or-nothing.js'
+import type { LeaseCount } from './lease.js'
+import type { LimiterFactory } from './store.js'
+import type { Identity, QuotaPolicies, QuotaPolicy, QuotaState } from './types.js'
+import { WINDOW_SPECS, fromPoints, limitPoints, toPoints, utcDay, type Cost, type WindowSpec } from './windows.js'
+
+export type QuotaScope = 'user' | 'key'
+
+/** A limited windowed dimension of one scope. */
+export interface WindowLimit {
+  scope: QuotaScope
+  spec: WindowSpec
+  /** The identity part (user id or key). */
+  id: string
+  /** Limit in points. */
+  limit: number
+}
+
+/** A concurrency limit of one scope. */
+export interface LeaseLimit {
+  scope: QuotaScope
+  /** Store key of the lease set. */
+  key: string
+  limit: number
+}
+
+/** Everything that limits one identity. Empty arrays: the identity is not limited at all. */
+export interface Plan {
+  windows: WindowLimit[]
+  leases: LeaseLimit[]
+}
+
+function scopeLimits(scope: QuotaScope, id: string | undefined, policy: QuotaPolicy | undefined, prefix: string, plan: Plan) {
+  // A missing identity part (or policy) is not limited in that scope.
+  if (!id || !policy) return
+  for (const spec of WINDOW_SPECS) {
+    const limit = limitPoints(policy, spec)
+    if (limit !== undefined) plan.windows.push({ scope, spec, id, limit })
+  }
+  const concurrency = policy.concurrency
+  if (concurrency !== undefined && Number.isFinite(concurrency)) {
+    plan.leases.push({ scope, key: `${prefix}:${scope}:concurrency:${id}`, limit: Math.floor(concurrency) })
+  }
+}
+
+/** The plan of an identity under its policies. */
+export function planFor(identity: Identity, policies: QuotaPolicies, prefix: string): Plan {
+  const plan: Plan = { windows: [], leases: [] }
+  scopeLimits('user', identity.user, policies.user, prefix, plan)
+  scopeLimits('key', identity.key, policies.key, prefix, plan)
+  return plan
+}
+
+/** The counters of a plan charged with `cost` at time `now`. */
+export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now: number): Charge[] {
+  const day = utcDay(now)
+  return plan.windows.map(({ scope, spec, id, limit }) => {
+    const limiter = factory.limiter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
+    const points = toPoints(spec.unit, cost[spec.unit])
+    if (!spec.daily) return { scope, spec, limiter, key: id, limit, points, options: {} }
+    return {
+      scope,
+      spec,
+      limiter,
+      key: `${id}:${day.date}`,
+      limit,
+      points,
+      options: { customDuration: day.customDuration },
+      dayMsLeft: day.msLeft,
+    }
+  })
+}
+
+/** A window reading as QuotaState; `extra` points are added first (check(): "after this call"). */
+export function windowState(reading: Reading, extra = 0): QuotaState {
+  const { spec, limit, scope, dayMsLeft } = reading.charge
+  const consumed = reading.consumed + extra
+  // An empty window that this call would open resets one full window (or midnight) from now.
+  const windowMs = reading.resetMs > 0 ? reading.resetMs : spec.windowSeconds * 1_000
+  const resetMs = consumed > 0 ? Math.min(windowMs, dayMsLeft ?? Infinity) : 0
+  return {
+    scope,
+    dimension: spec.dimension,
+    limit: fromPoints(spec.unit, limit),
+    remaining: fromPoints(spec.unit, Math.max(0, limit - consumed)),
+    resetMs,
+    windowSeconds: spec.windowSeconds,
+  }
+}
+
+/** A lease count as QuotaState: no window, so resetMs and windowSeconds are 0. */
+export function leaseState(limit: LeaseLimit, count: LeaseCount | number): QuotaState {
+  const held = typeof count === 'number' ? count : count.count
+  return {
+    scope: limit.scope,
+    dimension: 'concurrency',
+    limit: limit.limit,
+    remaining: Math.max(0, limit.limit - held),
+    resetMs: 0,
+    windowSeconds: 0,
+  }
+}

@@ -1,0 +1,94 @@
+/** The refusals of the user and key scopes: 429 with an exact wait, 413 for what can never fit. */
+import { waitMs, type Charge, type Reading } from './all-or-nothing.js'
+import { QwenGuardError, type GuardErrorCode } from './errors.js'
+import type { LeaseLimit, QuotaScope } from './quota-plan.js'
+import type { Dimension, QuotaState } from './types.js'
+import { fromPoints } from './windows.js'
+
+/**
+ * Wait suggested for a concurrency refusal. A lease ends when some call finishes, which cannot be
+ * predicted, so this is a short poll interval (shortened to the earliest lease expiry if sooner),
+ * not an exact time.
+ */
+export const CONCURRENCY_RETRY_MS = 1_000
+
+/** One dimension that refuses a call, and how long until it has room for it. */
+export interface Block {
+  scope: QuotaScope
+  dimension: Dimension
+  waitMs: number
+  code: GuardErrorCode
+}
+
+/** The block of a window that has no room for its charge. */
+export function windowBlock(reading: Reading): Block {
+  const { scope, spec } = reading.charge
+  // The cost fits an empty window (never-fit costs are refused earlier): room comes at the reset.
+  return { scope, dimension: spec.dimension, waitMs: Math.max(1, waitMs(reading)), code: spec.code }
+}
+
+/** The block of a full lease set. */
+export function leaseBlock(limit: LeaseLimit, nextExpiryMs: number): Block {
+  const wait = nextExpiryMs > 0 ? Math.min(nextExpiryMs, CONCURRENCY_RETRY_MS) : CONCURRENCY_RETRY_MS
+  return { scope: limit.scope, dimension: 'concurrency', waitMs: wait, code: 'concurrency_limit_exceeded' }
+}
+
+const SCOPE_WORD: Record<QuotaScope, string> = { user: 'user', key: 'API key' }
+
+/**
+ * 429 for blocks: the reported dimension is the one with the longest wait, and retryAfterMs is that
+ * wait, i.e. the time until EVERY blocking dimension has room.
+ */
+export function quotaRefusal(blocks: readonly Block[], limits: QuotaState[]): QwenGuardError {
+  const worst = blocks.reduce((a, b) => (b.waitMs > a.waitMs ? b : a))
+  const seconds = (worst.waitMs / 1_000).toFixed(1)
+  return new QwenGuardError({
+    status: 429,
+    code: worst.code,
+    message: `The ${SCOPE_WORD[worst.scope]} ${worst.dimension} limit is reached; retry in ${seconds} s.`,
+    scope: worst.scope,
+    dimension: worst.dimension,
+    retryAfterMs: worst.waitMs,
+    limits,
+  })
+}
+
+/**
+ * A call that no wait can admit: a limit of 0 (429, not retryable: nothing is allowed), or a cost
+ * larger than a whole window (413 request_too_large). Undefined when every limit can hold the call.
+ */
+export function impossible(charges: readonly Charge[], leases: readonly LeaseLimit[], limits: QuotaState[]) {
+  for (const lease of leases) {
+    if (lease.limit <= 0) return zeroLimit(lease.scope, 'concurrency', 'concurrency_limit_exceeded', limits)
+  }
+  for (const charge of charges) {
+    const { scope, spec, limit, points } = charge
+    if (points <= limit) continue
+    if (limit <= 0) return zeroLimit(scope, spec.dimension, spec.code, limits)
+    const unit = spec.unit === 'usd' ? 'US dollars' : spec.unit
+    return new QwenGuardError({
+      status: 413,
+      code: 'request_too_large',
+      message:
+        `This request needs ${fromPoints(spec.unit, points)} ${unit} but the ${SCOPE_WORD[scope]} ` +
+        `${spec.dimension} limit is ${fromPoints(spec.unit, limit)}: it can never be admitted. Lower max_tokens or the prompt.`,
+      scope,
+      dimension: spec.dimension,
+      retryable: false,
+      limits,
+    })
+  }
+  return undefined
+}
+
+function zeroLimit(scope: QuotaScope, dimension: Dimension, code: GuardErrorCode, limits: QuotaState[]) {
+  return new QwenGuardError({
+    status: 429,
+    code,
+    message: `The ${SCOPE_WORD[scope]} ${dimension} limit is 0: no call is allowed.`,
+    scope,
+    dimension,
+    retryable: false,
+    limits,
+  })
+}

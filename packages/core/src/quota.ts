@@ -1,0 +1,225 @@
+/**
+ * Admission for the user and key scopes: every limited dimension has room for the call, or nothing
+ * is charged. See docs/quotas.md for the dimensions, windows and failure policy.
+ */
+import { blocksBefore, consumeAll, readAll, refundAll, type Charge, type Reading } from './all-or-nothing.js'
+import { isQwenGuardError, type QwenGuardError } from './errors.js'
+import { createLeaseStore, type Lease, type LeaseCount, type LeaseStore } from './lease.js'
+import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './quota-plan.js'
+import { impossible, leaseBlock, quotaRefusal, windowBlock, type Block } from './quota-refusal.js'
+import { QuotaReservationImpl, type QuotaReservation } from './quota-reservation.js'
+import { createLimiterFactory, type LimiterFactory } from './store.js'
+import type { CheckResult, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
+import type { Cost } from './windows.js'
+
+export type { Cost } from './windows.js'
+export type { QuotaReservation } from './quota-reservation.js'
+
+/** Added to the call deadline to get a lease's lifetime: a dead process's lease outlives no call. */
+export const LEASE_MARGIN_MS = 10_000
+
+/** What QuotaAdmission needs. */
+export interface QuotaAdmissionDeps {
+  options: ResolvedOptions
+  emit: (event: GuardEvent) => void
+  /** Lifetime of a concurrency lease. Default: options.upstream.timeoutMs + LEASE_MARGIN_MS. */
+  leaseTtlMs?: number
+  /**
+   * Read the counters (`get`) before charging, and refuse without charging when one is already
+   * full. Fewer false refusals for the others while a user hammers past a limit, at the price of
+   * one more store round trip. Default: true.
+   */
+  precheck?: boolean
+}
+
+/** Context of a reservation, for the `refused` event. */
+export interface ReserveContext {
+  /** The model the call asks for (the event's `model`; '' when not given). */
+  model?: string
+}
+
+interface Held {
+  lease?: Lease
+  limit: LeaseLimit
+  count: number
+  nextExpiryMs: number
+}
+
+/**
+ * The user and key scopes of the guard. `reserve` before the upstream call, then `settle` (or
+ * `cancel`) the reservation after it.
+ */
+export class QuotaAdmission {
+  private readonly options: ResolvedOptions
+  private readonly emit: (event: GuardEvent) => void
+  private readonly factory: LimiterFactory
+  private readonly leases: LeaseStore
+  private readonly leaseTtlMs: number
+  private readonly precheck: boolean
+
+  constructor(deps: QuotaAdmissionDeps) {
+    this.options = deps.options
+    this.emit = deps.emit
+    this.factory = createLimiterFactory(deps.options.store, deps.emit)
+    this.leases = createLeaseStore(deps.options.store, this.factory.health)
+    this.leaseTtlMs = deps.leaseTtlMs ?? deps.options.upstream.timeoutMs + LEASE_MARGIN_MS
+    this.precheck = deps.precheck ?? true
+  }
+
+  /**
+   * Charges `cost` on every limited dimension of the identity's user and key scopes and takes its
+   * concurrency leases, all or nothing. Throws QwenGuardError: 429 (`rate_limit_exceeded`,
+   * `quota_exceeded`, `concurrency_limit_exceeded`) with the wait until every blocking dimension has
+   * room, 413 `request_too_large` for a cost no window can hold, 503 `store_unavailable` when Redis
+   * fails under `onError: 'closed'`. Emits `refused` for each refusal.
+   */
+  async reserve(identity: Identity, cost: Cost, context: ReserveContext = {}): Promise<QuotaReservation> {
+    try {
+      return await this.admit(identity, cost)
+    } catch (error) {
+      if (isQwenGuardError(error)) this.emitRefused(identity, context, error)
+      throw error
+    }
+  }
+
+  /** Dry run of `reserve`: reads (`get`) and charges nothing. `remaining` is as after this call. */
+  async check(identity: Identity, cost: Cost): Promise<CheckResult> {
+    const plan = await this.plan(identity)
+    const charges = chargesFor(plan, cost, this.factory, Date.now())
+    const [readings, counts] = await this.read(charges, plan.leases)
+    const remaining = [
+      ...readings.map((reading) => windowState(reading, reading.charge.points)),
+      ...plan.leases.map((limit, i) => leaseState(limit, (counts[i]?.count ?? 0) + 1)),
+    ]
+    const never = impossible(charges, plan.leases, remaining)
+    if (never) {
+      return { allowed: false, retryAfterMs: 0, remaining, blockedBy: [{ scope: never.scope, dimension: never.dimension ?? 'context' }] }
+    }
+    const blocks = [
+      ...readings.filter(blocksBefore).map(windowBlock),
+      ...plan.leases.flatMap((limit, i) => {
+        const count = counts[i]
+        return count && count.count >= limit.limit ? [leaseBlock(limit, count.nextExpiryMs)] : []
+      }),
+    ]
+    if (blocks.length === 0) return { allowed: true, retryAfterMs: 0, remaining }
+    return {
+      allowed: false,
+      retryAfterMs: Math.max(...blocks.map((b) => b.waitMs)),
+      remaining,
+      blockedBy: blocks.map(({ scope, dimension }) => ({ scope, dimension })),
+    }
+  }
+
+  /** Every limited dimension of the identity, as it stands (for headers and quota panels). */
+  async state(identity: Identity): Promise<QuotaState[]> {
+    const plan = await this.plan(identity)
+    const charges = chargesFor(plan, { requests: 0, tokens: 0, usd: 0 }, this.factory, Date.now())
+    const [readings, counts] = await this.read(charges, plan.leases)
+    return [
+      ...readings.map((reading) => windowState(reading)),
+      ...plan.leases.map((limit, i) => leaseState(limit, counts[i]?.count ?? 0)),
+    ]
+  }
+
+  /** Stops timers and listeners. The Redis client is the app's: it is left open. */
+  async close(): Promise<void> {
+    this.factory.close()
+    this.leases.close()
+  }
+
+  private async plan(identity: Identity): Promise<Plan> {
+    return planFor(identity, await this.options.quotas(identity), this.factory.prefix)
+  }
+
+  private async read(charges: Charge[], leases: LeaseLimit[]): Promise<[Reading[], LeaseCount[]]> {
+    try {
+      return await Promise.all([readAll(charges), Promise.all(leases.map((l) => this.leases.count(l.key)))])
+    } catch (error) {
+      throw this.factory.unavailable(error)
+    }
+  }
+
+  private async admit(identity: Identity, cost: Cost): Promise<QuotaReservation> {
+    const plan = await this.plan(identity)
+    const charges = chargesFor(plan, cost, this.factory, Date.now())
+    if (charges.length === 0 && plan.leases.length === 0) return QuotaReservationImpl.empty()
+    if (impossible(charges, plan.leases, [])) {
+      // Rebuilt with the identity's state: the error's RateLimit headers are computed when it is made.
+      const limits = await this.state(identity).catch(() => [])
+      throw impossible(charges, plan.leases, limits) as QwenGuardError
+    }
+    if (this.precheck) await this.refuseIfFull(charges)
+    const [readings, held] = await this.charge(charges, plan.leases)
+    const blocks = [
+      ...readings.filter((r) => r.consumed > r.charge.limit).map(windowBlock),
+      ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs)),
+    ]
+    if (blocks.length > 0) {
+      await this.undo(readings, held)
+      throw quotaRefusal(blocks, this.statesAfterUndo(readings, held))
+    }
+    const quota = [...readings.map((r) => windowState(r)), ...held.map((h) => leaseState(h.limit, h.count))]
+    const leases = held.flatMap((h) => (h.lease ? [h.lease] : []))
+    return new QuotaReservationImpl(quota, readings, leases, (error) => this.factory.health.failed(error))
+  }
+
+  /** The precheck: refuse at once, charging nothing, when a counter is already full. */
+  private async refuseIfFull(charges: Charge[]): Promise<void> {
+    const [readings] = await this.read(charges, [])
+    const blocks: Block[] = readings.filter(blocksBefore).map(windowBlock)
+    if (blocks.length > 0) throw quotaRefusal(blocks, readings.map((r) => windowState(r)))
+  }
+
+  /** Consumes every counter and takes every lease; on a store failure undoes what succeeded. */
+  private async charge(charges: Charge[], limits: LeaseLimit[]): Promise<[Reading[], Held[]]> {
+    const onError = (error: unknown) => this.factory.health.failed(error)
+    const [consumed, acquired] = await Promise.allSettled([
+      consumeAll(charges, onError),
+      Promise.allSettled(limits.map((limit) => this.leases.acquire(limit.key, limit.limit, this.leaseTtlMs))),
+    ])
+    const held: Held[] = []
+    let failure: unknown = consumed.status === 'rejected' ? consumed.reason : undefined
+    if (acquired.status === 'fulfilled') {
+      acquired.value.forEach((result, i) => {
+        const limit = limits[i] as LeaseLimit
+        if (result.status === 'rejected') failure ??= result.reason
+        else if (result.value.ok) held.push({ limit, lease: result.value.lease, count: result.value.count, nextExpiryMs: 0 })
+        else held.push({ limit, count: result.value.count, nextExpiryMs: result.value.nextExpiryMs })
+      })
+    }
+    const readings = consumed.status === 'fulfilled' ? consumed.value.readings : []
+    if (failure !== undefined) {
+      await this.undo(readings, held)
+      throw this.factory.unavailable(failure)
+    }
+    return [readings, held]
+  }
+
+  private async undo(readings: Reading[], held: Held[]): Promise<void> {
+    await Promise.all([
+      refundAll(readings, (error) => this.factory.health.failed(error)),
+      ...held.map((h) => h.lease?.release()),
+    ])
+  }
+
+  /** Quota state after a rollback: this call's points and leases given back. */
+  private statesAfterUndo(readings: Reading[], held: Held[]): QuotaState[] {
+    return [
+      ...readings.map((r) => windowState({ ...r, consumed: Math.max(0, r.consumed - r.charge.points) })),
+      ...held.map((h) => leaseState(h.limit, h.lease ? h.count - 1 : h.count)),
+    ]
+  }
+
+  private emitRefused(identity: Identity, context: ReserveContext, error: QwenGuardError): void {
+    this.emit({
+      type: 'refused',
+      identity,
+      model: context.model ?? '',
+      scope: error.scope,
+      dimension: error.dimension,
+      code: error.code,
+      retryAfterMs: error.retryAfterMs,
+    })
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * Where admission counters live: rate-limiter-flexible limiters in process memory, or on Redis
+ * (ioredis) so every process sharing the Redis shares the limits. Also the Redis failure policy:
+ * fail open (a per-instance in-memory insurance limiter) or fail closed (503 store_unavailable).
+ */
+import type { Redis } from 'ioredis'
+import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible'
+import { QwenGuardError } from './errors.js'
+import type { GuardEvent, ResolvedOptions } from './types.js'
+
+/**
+ * `points` given to every limiter. The limit of a dimension is a property of the identity (tiers,
+ * tenants: `quotas` may be a function), while rate-limiter-flexible fixes `points` per limiter, so
+ * the limiters are used as atomic windowed counters and QuotaAdmission compares the count with the
+ * identity's own limit. This is why consume never rejects with a RateLimiterRes here.
+ */
+export const COUNTER_POINTS = Number.MAX_SAFE_INTEGER
+
+/** A windowed counter: its name becomes part of the key prefix, its window is `durationSeconds`. */
+export interface LimiterSpec {
+  /** Distinct per counter, e.g. 'user:rpm'. Stored keys are `${prefix}:${name}:${key}`. */
+  name: string
+  /** Window length; a call may still override it with `{ customDuration }` (daily windows). */
+  durationSeconds: number
+}
+
+/** Tracks one store outage so `store_error` is emitted once per outage, not once per call. */
+export interface StoreHealth {
+  /** Report a failed store operation (emits `store_error` when the store was healthy). */
+  failed(error: unknown): void
+  /** True between a failure and the next (re)connection. */
+  readonly down: boolean
+}
+
+/** Makes the limiters of one guard and carries its store policy. */
+export interface LimiterFactory {
+  readonly kind: 'memory' | 'redis'
+  readonly onError: 'open' | 'closed'
+  /** Prefix of every key the guard writes. */
+  readonly prefix: string
+  readonly health: StoreHealth
+  /** The limiter for `spec` (one instance per name, cached). */
+  limiter(spec: LimiterSpec): RateLimiterAbstract
+  /** The 503 refusal of the 'closed' policy (reports the failure too). */
+  unavailable(error: unknown): QwenGuardError
+  /** Stops listening to the Redis client. Does not close the client: it belongs to the app. */
+  close(): void
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+/**
+ * One outage = from the first failure to the next 'ready' of the Redis client. ioredis emits
+ * 'ready' on every (re)connection, which is the only reliable "it is back" signal: a successful
+ * command cannot be told apart from one answered by the insurance limiter.
+ */
+function createHealth(
+  redis: Redis | undefined,
+  policy: 'open' | 'closed',
+  emit: (event: GuardEvent) => void,
+): StoreHealth & { lastError?: Error; detach(): void } {
+  const health = {
+    down: false,
+    lastError: undefined as Error | undefined,
+    failed(error: unknown) {
+      if (health.down) return
+      health.down = true
+      emit({ type: 'store_error', error: asError(error), policy })
+    },
+    detach() {},
+  }
+  if (redis) {
+    const onReady = () => {
+      health.down = false
+    }
+    const onError = (error: unknown) => {
+      health.lastError = asError(error)
+    }
+    redis.on('ready', onReady)
+    redis.on('error', onError)
+    health.detach = () => {
+      redis.off('ready', onReady)
+      redis.off('error', onError)
+    }
+  }
+  return health
+}
+
+/**
+ * The insurance limiter of the 'open' policy: rate-limiter-flexible calls it whenever a Redis
+ * operation fails, so each call through it is a sign of an outage. It counts per instance only:
+ * while Redis is down, N processes admit up to N times a limit.
+ */
+class InsuranceLimiter extends RateLimiterMemory {
+  constructor(
+    opts: ConstructorParameters<typeof RateLimiterMemory>[0],
+    private readonly onUse: () => void,
+  ) {
+    super(opts)
+  }
+  override consume(...args: Parameters<RateLimiterMemory['consume']>) {
+    this.onUse()
+    return super.consume(...args)
+  }
+  override penalty(...args: Parameters<RateLimiterMemory['penalty']>) {
+    this.onUse()
+    return super.penalty(...args)
+  }
+  override reward(...args: Parameters<RateLimiterMemory['reward']>) {
+    this.onUse()
+    return super.reward(...args)
+  }
+  override get(...args: Parameters<RateLimiterMemory['get']>) {
+    this.onUse()
+    return super.get(...args)
+  }
+}
+
+/**
+ * Creates the limiter factory of one guard.
+ *
+ * Memory: `RateLimiterMemory`. Redis: `RateLimiterRedis` on the app's ioredis client with
+ * `rejectIfRedisNotReady` (a call during a reconnection fails at once instead of waiting in
+ * ioredis' offline queue) and, under `onError: 'open'`, a `RateLimiterMemory` insurance limiter.
+ * Under 'closed' a failed operation rejects with the Redis error; callers turn it into
+ * `factory.unavailable(error)`.
+ */
+export function createLimiterFactory(
+  store: ResolvedOptions['store'],
+  emit: (event: GuardEvent) => void,
+): LimiterFactory {
+  const { redis, prefix, onError } = store
+  const health = createHealth(redis, onError, emit)
+  const cache = new Map<string, RateLimiterAbstract>()
+  // A lazyConnect client would never connect: rejectIfRedisNotReady keeps every command from it.
+  if (redis && redis.status === 'wait') redis.connect().catch((error: unknown) => health.failed(error))
+
+  const make = (spec: LimiterSpec): RateLimiterAbstract => {
+    const base = { keyPrefix: `${prefix}:${spec.name}`, points: COUNTER_POINTS, duration: spec.durationSeconds }
+    if (!redis) return new RateLimiterMemory(base)
+    const insuranceLimiter =
+      onError === 'open' ? new InsuranceLimiter(base, () => health.failed(health.lastError ?? 'Redis unavailable')) : undefined
+    return new RateLimiterRedis({ ...base, storeClient: redis, rejectIfRedisNotReady: true, insuranceLimiter })
+  }
+
+  return {
+    kind: redis ? 'redis' : 'memory',
+    onError,
+    prefix,
+    health,
+    limiter(spec) {
+      let limiter = cache.get(spec.name)
+      if (!limiter) {
+        limiter = make(spec)
+        cache.set(spec.name, limiter)
+      }
+      return limiter
+    },
+    unavailable(error) {
+      health.failed(error)
+      return new QwenGuardError({
+        status: 503,
+        code: 'store_unavailable',
+        message: 'The rate-limit store is unavailable; try again shortly.',
+        scope: 'store',
+        retryAfterMs: 1_000,
+      })
+    },
+    close() {
+      health.detach()
+      cache.clear()
+    },
+  }
+}
