@@ -111,7 +111,7 @@ async function sendWithRetries(
 }
 
 type SendOutcome =
-  | { kind: 'answered'; answer: (info: CallInfo, settlement: Settlement) => GuardedResponse }
+  | { kind: 'answered'; answer: (info: CallInfo, settlement: Settlement) => Promise<GuardedResponse> }
   | { kind: 'refused'; refusal: UpstreamRefusal }
 
 /** Sends one attempt. A refusal (HTTP or an error before the stream's first chunk) is returned, not thrown. */
@@ -212,8 +212,8 @@ async function answerJson(response: Response, slot: UpstreamSlot): Promise<SendO
   completion.model = slot.model
   return {
     kind: 'answered',
-    answer(info, settlement) {
-      void settlement.settle(completion.usage, 0)
+    async answer(info, settlement) {
+      await settlement.settle(completion.usage, 0) // settled before answering: the caller's next read of its quota is exact
       const headers = { ...successHeaders(info), 'content-type': 'application/json' }
       return { info, response: new Response(JSON.stringify(completion), { status: 200, headers }) }
     },
@@ -228,7 +228,7 @@ async function answerStream(response: Response, body: Record<string, unknown>, s
   const clientWantsUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
   return {
     kind: 'answered',
-    answer(info, settlement) {
+    async answer(info, settlement) {
       const stream = relayStream(events, { clientWantsUsage, slot, settlement })
       const headers = {
         ...successHeaders(info),

@@ -1,0 +1,167 @@
+/**
+ * The whole guard against the simulator: reservation and settlement (plain, streamed, aborted),
+ * concurrency leases, the openai client surface. Runs on the memory store and on a real Redis.
+ */
+import { startSimulator, type Simulator } from '@qwen-guard/simulator'
+import OpenAI from 'openai'
+import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest'
+import { createGuard, isQwenGuardError, QwenGuardError, type Guard, type GuardOptions } from '../src/index.js'
+import { describeEachStore, redisClient } from '../../../test/support/redis.js'
+
+const messages = [{ role: 'user' as const, content: 'Say something about rate limits.' }]
+
+function tpmLeft(states: Awaited<ReturnType<Guard['state']>>): number {
+  const state = states.find((s) => s.scope === 'user' && s.dimension === 'tpm')
+  if (!state) throw new Error('no user tpm state')
+  return state.remaining
+}
+
+describeEachStore('guard end to end', (kind) => {
+  let sim: Simulator
+  const guards: Guard[] = []
+  const redis = kind === 'redis' ? redisClient() : undefined
+
+  beforeAll(async () => {
+    // The simulator answers 100 tokens when a request sets no max_tokens; the guard reserves 1,000.
+    sim = await startSimulator({ burst: false, defaultMaxTokens: 100, perTokenMs: 2 })
+  })
+  afterEach(async () => {
+    sim.clearFaults()
+    await Promise.all(guards.splice(0).map((guard) => guard.close()))
+  })
+  afterAll(async () => {
+    await sim.close()
+  })
+
+  function makeGuard(overrides: Partial<GuardOptions> = {}): Guard {
+    const guard = createGuard({
+      upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, ...overrides.upstream },
+      quotas: { user: { rpm: 100, tpm: 100_000 } },
+      defaultMaxTokens: 1000,
+      ...(redis ? { store: { redis: redis.redis, prefix: `${redis.prefix}-${guards.length}` } } : {}),
+      ...overrides,
+    })
+    guards.push(guard)
+    return guard
+  }
+
+  it('reserves prompt + default max tokens and refunds down to usage after a plain call', async () => {
+    const guard = makeGuard()
+    const identity = { user: 'plain' }
+    const before = tpmLeft(await guard.state(identity))
+    const completion = await guard.client(identity).chat.completions.create({ model: 'qwen-plus', messages })
+    expect(completion.usage?.completion_tokens).toBe(100)
+    expect(tpmLeft(await guard.state(identity))).toBe(before - completion.usage!.total_tokens)
+  })
+
+  it('settles a stream from its usage chunk and hides that chunk from a caller that did not ask', async () => {
+    const guard = makeGuard()
+    const identity = { user: 'stream' }
+    const before = tpmLeft(await guard.state(identity))
+    const simBefore = sim.stats().accounts.default?.['qwen-plus']?.totalTokens ?? 0
+    const stream = await guard.client(identity).chat.completions.create({ model: 'qwen-plus', messages, stream: true })
+    let text = ''
+    let usageChunks = 0
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? ''
+      if (chunk.usage) usageChunks++
+    }
+    expect(text.length).toBeGreaterThan(0)
+    expect(usageChunks).toBe(0)
+    const charged = sim.stats().accounts.default!['qwen-plus']!.totalTokens - simBefore
+    expect(tpmLeft(await guard.state(identity))).toBe(before - charged)
+  })
+
+  it('passes the usage chunk through when the caller asked for it', async () => {
+    const guard = makeGuard()
+    const stream = await guard.client({ user: 'usage' }).chat.completions.create({
+      model: 'qwen-plus',
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    })
+    const usages = []
+    for await (const chunk of stream) if (chunk.usage) usages.push(chunk.usage)
+    expect(usages).toHaveLength(1)
+    expect(usages[0]?.completion_tokens).toBe(100)
+  })
+
+  it('settles a stream aborted halfway from what was streamed', async () => {
+    const guard = makeGuard()
+    const identity = { user: 'abort' }
+    const before = tpmLeft(await guard.state(identity))
+    const stream = await guard.client(identity).chat.completions.create({ model: 'qwen-plus', messages, stream: true })
+    let chunks = 0
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta?.content) chunks++
+      if (chunks === 20) break
+    }
+    // Charged: the prompt estimate plus about the 20 streamed tokens, far below the 1,000 reserved.
+    await vi.waitFor(async () => {
+      const used = before - tpmLeft(await guard.state(identity))
+      expect(used).toBeGreaterThanOrEqual(20)
+      expect(used).toBeLessThan(100)
+    })
+    await vi.waitFor(() => expect(sim.stats().inFlight).toBe(0))
+  })
+
+  it('releases the concurrency lease on success, upstream error, abort and timeout', async () => {
+    const guard = makeGuard({
+      quotas: { user: { concurrency: 1 } },
+      upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, timeoutMs: 400, maxAttempts: 1 },
+    })
+    const client = guard.client({ user: 'lease' })
+    const call = (signal?: AbortSignal) =>
+      client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 }, signal ? { signal } : {})
+
+    await call() // success
+    expect((await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed).toBe(true)
+
+    sim.inject({ kind: 'internal-error', times: 1 })
+    await expect(call()).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
+    expect((await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed).toBe(true)
+
+    sim.inject({ kind: 'hang', times: 1 })
+    const controller = new AbortController()
+    const aborted = call(controller.signal)
+    setTimeout(() => controller.abort(), 50)
+    await expect(aborted).rejects.toThrow()
+    await vi.waitFor(async () =>
+      expect((await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed).toBe(true),
+    )
+
+    sim.inject({ kind: 'hang', times: 1 })
+    await expect(call()).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
+    await call() // the lease of the timed-out call is free again
+  })
+
+  it('refuses a user over rpm with scope, dimension and a wait, without calling Qwen', async () => {
+    const guard = makeGuard({ quotas: { user: { rpm: 2 } } })
+    const client = guard.client({ user: 'rpm' })
+    await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
+    await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
+    const callsBefore = sim.stats().calls
+    const error = await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 }).catch((e) => e)
+    expect(isQwenGuardError(error)).toBe(true)
+    expect(error).toBeInstanceOf(OpenAI.APIError)
+    expect(error).toMatchObject({ status: 429, scope: 'user', dimension: 'rpm', code: 'rate_limit_exceeded' })
+    expect((error as QwenGuardError).retryAfterMs).toBeGreaterThan(55_000)
+    expect((error as QwenGuardError).retryAfterMs).toBeLessThanOrEqual(60_000)
+    expect(sim.stats().calls).toBe(callsBefore)
+  })
+
+  it('lists models locally and rejects an invalid body before counting anything', async () => {
+    const guard = makeGuard()
+    const client = guard.client({ user: 'models' })
+    const list = await client.models.list()
+    expect(list.data.map((model) => model.id)).toContain('qwen3-max')
+    const callsBefore = sim.stats().calls
+    const remaining = async () => (await guard.state({ user: 'models' })).map((state) => state.remaining)
+    const before = await remaining()
+    await expect(
+      client.chat.completions.create({ model: 'qwen-plus', messages: [], max_tokens: 5 }),
+    ).rejects.toMatchObject({ status: 400 })
+    expect(await remaining()).toEqual(before)
+    expect(sim.stats().calls).toBe(callsBefore)
+  })
+})
