@@ -11,65 +11,90 @@ import type { ChatMessageLike, TokenEstimator } from './types.js'
 export const MESSAGE_OVERHEAD_TOKENS = 5
 export const ASSISTANT_PRIMER_TOKENS = 3
 
-// Weights, in tokens. Why each value: see docs/estimator.md (fitted on the corpus, rounded up).
-const W = {
-  /** A Latin word of up to WORD_CHARS letters is usually one token (with its leading space). */
-  word: 1,
-  wordChars: 6,
-  /** Each further letter of a long word. */
-  extraLetter: 0.25,
-  /** An upper-case letter inside a word (camelCase) starts a new piece. */
-  innerCapital: 0.7,
-  digit: 1,
-  han: 0.66,
-  hangul: 0.8,
-  kana: 0.75,
-  /** A run of ASCII punctuation: first mark, then each further mark. */
+/**
+ * Weights, in tokens, fitted on the corpus (docs/estimator.md) and then rounded up a little,
+ * because an under-estimate reserves too little.
+ */
+export interface EstimatorWeights {
+  /** A Latin word piece of up to `pieceChars` letters (camelCase splits pieces). */
+  piece: number
+  pieceChars: number
+  /** Each letter of a piece beyond `pieceChars`. */
+  extraLetter: number
+  /** A punctuation mark glued to the word after it ("(ms", ".get", "_id"). */
+  gluedMark: number
+  /** Han characters: common two-character words are one token. */
+  han: number
+  hangul: number
+  kana: number
+  /** Other letters (Cyrillic, Greek, accented Latin beyond ASCII, ...). */
+  otherLetter: number
+  /** A run of ASCII punctuation: its first mark, then each further mark. */
+  punctFirst: number
+  punctMore: number
+  /** CJK and full-width punctuation, each. */
+  cjkPunct: number
+  /** Symbols outside ASCII (emoji, arrows): per UTF-8 byte. */
+  symbolByte: number
+  /** A whitespace pretoken (newline run, indentation, a space before a digit). */
+  space: number
+}
+
+export const DEFAULT_WEIGHTS: Readonly<EstimatorWeights> = Object.freeze({
+  piece: 1,
+  pieceChars: 7,
+  extraLetter: 0.33,
+  gluedMark: 0.4,
+  han: 0.58,
+  hangul: 0.85,
+  kana: 0.6,
+  otherLetter: 0.45,
   punctFirst: 1,
-  punctMore: 0.6,
-  /** Whitespace other than a single space (newlines, indentation): one per run. */
-  spaceRun: 1,
-  /** Full-width and CJK punctuation. */
-  cjkPunct: 1,
-  /** Anything else (emoji, rare scripts): per UTF-8 byte. */
-  otherByte: 0.45,
-}
+  punctMore: 0.2,
+  cjkPunct: 0.8,
+  symbolByte: 0.4,
+  space: 1,
+})
 
-const enum Kind {
-  None,
-  Letter,
-  Digit,
-  Space,
-  Punct,
-  Han,
-  Hangul,
-  Kana,
-  CjkPunct,
-  Other,
-}
+// Character classes, following Qwen's pre-tokenizer regex (letters \p{L}, numbers \p{N},
+// whitespace, everything else), with letters split by script because their BPE rates differ.
+const LATIN = 1
+const HAN = 2
+const HANGUL = 3
+const KANA = 4
+const OTHER_LETTER = 5
+const DIGIT = 6
+const SPACE = 7
+const NEWLINE = 8
+const PUNCT = 9
+const CJK_PUNCT = 10
+const SYMBOL = 11
 
-function isAsciiLetter(c: number): boolean {
-  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
-}
-
-function kindOf(c: number): Kind {
+function classOf(c: number): number {
   if (c < 128) {
-    if (isAsciiLetter(c)) return Kind.Letter
-    if (c >= 48 && c <= 57) return Kind.Digit
-    if (c === 32 || c === 9 || c === 10 || c === 13 || c === 11 || c === 12) return Kind.Space
-    return Kind.Punct
+    if ((c >= 97 && c <= 122) || (c >= 65 && c <= 90)) return LATIN
+    if (c >= 48 && c <= 57) return DIGIT
+    if (c === 10 || c === 13) return NEWLINE
+    if (c === 32 || c === 9 || c === 11 || c === 12) return SPACE
+    return PUNCT
   }
-  if ((c >= 0x4e00 && c <= 0x9fff) || (c >= 0x3400 && c <= 0x4dbf) || (c >= 0xf900 && c <= 0xfaff)) return Kind.Han
-  if ((c >= 0xac00 && c <= 0xd7af) || (c >= 0x1100 && c <= 0x11ff) || (c >= 0x3130 && c <= 0x318f)) return Kind.Hangul
-  if (c >= 0x3040 && c <= 0x30ff) return Kind.Kana
-  if ((c >= 0x3000 && c <= 0x303f) || (c >= 0xff00 && c <= 0xffef)) return Kind.CjkPunct
-  // Latin-1 and Latin Extended letters (é, ß, ł): part of a word, though rarer merges.
-  if (c >= 0xc0 && c <= 0x24f && c !== 0xd7 && c !== 0xf7) return Kind.Letter
-  if (c === 0xa0 || c === 0x3000) return Kind.Space
-  return Kind.Other
+  if ((c >= 0x4e00 && c <= 0x9fff) || (c >= 0x3400 && c <= 0x4dbf) || (c >= 0xf900 && c <= 0xfaff)) return HAN
+  if ((c >= 0xac00 && c <= 0xd7af) || (c >= 0x1100 && c <= 0x11ff) || (c >= 0x3130 && c <= 0x318f)) return HANGUL
+  if (c >= 0x3040 && c <= 0x30ff && c !== 0x30fb) return KANA
+  if (c === 0xa0 || c === 0x3000 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029) return SPACE
+  if ((c >= 0x3000 && c <= 0x303f) || (c >= 0xff00 && c <= 0xffef) || c === 0x30fb) {
+    return c >= 0xff10 && c <= 0xff19 ? DIGIT : (c >= 0xff21 && c <= 0xff5a && (c <= 0xff3a || c >= 0xff41)) ? OTHER_LETTER : CJK_PUNCT
+  }
+  // Latin-1 and Latin Extended letters, Greek, Cyrillic, Armenian, Hebrew, Arabic: letters.
+  if ((c >= 0xc0 && c <= 0x24f && c !== 0xd7 && c !== 0xf7) || (c >= 0x370 && c <= 0x6ff)) return OTHER_LETTER
+  return SYMBOL
 }
 
-/** UTF-8 length of the code unit at i (a surrogate pair counts 4 on its high half, 0 on the low). */
+function isLetter(cls: number): boolean {
+  return cls >= LATIN && cls <= OTHER_LETTER
+}
+
+/** UTF-8 length of one UTF-16 code unit (a surrogate pair: 4 on its high half, 0 on its low). */
 function utf8Bytes(c: number): number {
   if (c < 0x80) return 1
   if (c < 0x800) return 2
@@ -78,68 +103,110 @@ function utf8Bytes(c: number): number {
   return 3
 }
 
+/** Cost of a run of letters starting at `i`; returns the index after it through `out.end`. */
+function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
+  let cost = 0
+  let piece = 0
+  let prevLower = false
+  const endPiece = (): void => {
+    if (piece > 0) cost += w.piece + Math.max(0, piece - w.pieceChars) * w.extraLetter
+    piece = 0
+  }
+  let j = i
+  for (; j < text.length; j++) {
+    const c = text.charCodeAt(j)
+    const cls = classOf(c)
+    if (!isLetter(cls)) break
+    if (cls === LATIN) {
+      const upper = c <= 90
+      if (upper && prevLower) endPiece() // camelCase: a new piece
+      prevLower = !upper
+      piece++
+      continue
+    }
+    endPiece()
+    prevLower = false
+    cost += cls === HAN ? w.han : cls === HANGUL ? w.hangul : cls === KANA ? w.kana : w.otherLetter
+  }
+  endPiece()
+  out.end = j
+  return cost
+}
+
+/** Cost of one non-letter, non-digit, non-space character. */
+function markCost(c: number, cls: number, first: boolean, w: EstimatorWeights): number {
+  if (cls === CJK_PUNCT) return w.cjkPunct
+  if (cls === SYMBOL) return utf8Bytes(c) * w.symbolByte
+  return first ? w.punctFirst : w.punctMore
+}
+
+/**
+ * Estimated tokens of a text alone (no chat template); 0 for ''. Mirrors the alternatives of
+ * Qwen's pre-tokenizer in order: [one mark or space] + letters, a single digit, [space] + a run of
+ * marks (+ newlines), whitespace up to a newline, spaces before a word, other whitespace.
+ */
+export function estimateTextTokensWith(text: string, w: EstimatorWeights): number {
+  const out = { end: 0 }
+  const n = text.length
+  let total = 0
+  let i = 0
+  while (i < n) {
+    const c = text.charCodeAt(i)
+    const cls = classOf(c)
+    const nextCls = i + 1 < n ? classOf(text.charCodeAt(i + 1)) : 0
+    if (isLetter(cls)) {
+      total += letterRun(text, i, w, out)
+      i = out.end
+    } else if (cls === DIGIT) {
+      total += 1
+      i++
+    } else if (cls !== NEWLINE && isLetter(nextCls)) {
+      // A space is free before a word; a mark glued to a word often merges with it.
+      total += letterRun(text, i + 1, w, out) + (c === 32 ? 0 : cls === SPACE ? w.space : cls === PUNCT ? w.gluedMark : markCost(c, cls, true, w))
+      i = out.end
+    } else if (cls === PUNCT || cls === CJK_PUNCT || cls === SYMBOL || (c === 32 && (nextCls === PUNCT || nextCls === CJK_PUNCT || nextCls === SYMBOL))) {
+      i = markRun(text, c === 32 ? i + 1 : i, w, out)
+      total += out.end
+    } else {
+      // Whitespace: up to the last newline of the run is one piece; spaces before a word keep
+      // one space for the word; anything left is one piece.
+      let j = i
+      let lastNewline = -1
+      while (j < n) {
+        const k = classOf(text.charCodeAt(j))
+        if (k === NEWLINE) lastNewline = j
+        else if (k !== SPACE) break
+        j++
+      }
+      total += w.space
+      if (lastNewline >= 0) i = lastNewline + 1
+      else if (j < n && j - i > 1) i = j - 1
+      else i = j
+    }
+  }
+  return Math.ceil(total)
+}
+
+/** Cost of a run of marks from `i` (plus trailing newlines); returns the end, cost in `out.end`. */
+function markRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
+  let cost = 0
+  let j = i
+  let first = true
+  for (; j < text.length; j++) {
+    const c = text.charCodeAt(j)
+    const cls = classOf(c)
+    if (cls !== PUNCT && cls !== CJK_PUNCT && cls !== SYMBOL) break
+    cost += markCost(c, cls, first, w)
+    first = false
+  }
+  while (j < text.length && classOf(text.charCodeAt(j)) === NEWLINE) j++
+  out.end = cost
+  return j
+}
+
 /** Estimated tokens of a text alone (no chat template). 0 for ''. */
 export function estimateTextTokens(text: string): number {
-  let total = 0
-  let wordLen = 0
-  let punctRun = 0
-  let spaceRun = 0
-  let prev = Kind.None
-  let prevLower = false
-  const endWord = (): void => {
-    if (wordLen > 0) total += W.word + Math.max(0, wordLen - W.wordChars) * W.extraLetter
-    wordLen = 0
-  }
-  const endSpace = (beforeWord: boolean): void => {
-    // A single space is merged into the next word's token; other runs cost one token.
-    if (spaceRun > 1 || (spaceRun === 1 && !beforeWord)) total += W.spaceRun
-    spaceRun = 0
-  }
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    const kind = kindOf(c)
-    if (kind !== Kind.Letter) endWord()
-    if (kind !== Kind.Punct) punctRun = 0
-    if (kind !== Kind.Space && spaceRun > 0) endSpace(kind === Kind.Letter || kind === Kind.Punct)
-    switch (kind) {
-      case Kind.Letter: {
-        const upper = c >= 65 && c <= 90
-        if (wordLen > 0 && upper && prevLower) total += W.innerCapital
-        prevLower = !upper
-        wordLen++
-        break
-      }
-      case Kind.Digit:
-        total += W.digit
-        break
-      case Kind.Space:
-        spaceRun += c === 32 ? 1 : 2
-        break
-      case Kind.Punct:
-        total += punctRun === 0 ? W.punctFirst : W.punctMore
-        punctRun++
-        break
-      case Kind.Han:
-        total += W.han
-        break
-      case Kind.Hangul:
-        total += W.hangul
-        break
-      case Kind.Kana:
-        total += W.kana
-        break
-      case Kind.CjkPunct:
-        total += W.cjkPunct
-        break
-      default:
-        total += utf8Bytes(c) * W.otherByte
-    }
-    prev = kind
-  }
-  endWord()
-  if (spaceRun > 0) endSpace(false)
-  void prev
-  return Math.ceil(total)
+  return estimateTextTokensWith(text, DEFAULT_WEIGHTS)
 }
 
 function contentTokens(content: unknown): number {
