@@ -1,0 +1,100 @@
+/**
+ * POST /api/chat: one guarded, streamed chat completion for the browser's demo user.
+ *
+ * The call goes through `req.qwen` (the guarded openai client for this request's identity). A
+ * refusal (user quota, upstream saturated past the queue) is thrown before any byte is written and
+ * reaches `guard.errors`, which answers 429 + Retry-After: the page turns that into its countdown.
+ * Once admitted, tokens are relayed to the page as they arrive, as small SSE events of our own.
+ */
+import type { Request, Response } from 'express'
+import type OpenAI from 'openai'
+import { traceCall, type CallTrace } from './call-trace.js'
+import { BURST_MAX_TOKENS, CHAT_MAX_TOKENS, CHAT_MODEL } from './demo-settings.js'
+import { parseChatBody } from './chat-body.js'
+import { openSse } from './sse-writer.js'
+
+/** Header the guard sets to the model that answered (a fallback when it differs from the request). */
+const MODEL_HEADERS = ['x-qwen-guard-model', 'x-qwen-model']
+const QUEUED_HEADERS = ['x-qwen-guard-queued-ms']
+
+export async function chatRoute(req: Request, res: Response): Promise<void> {
+  const body = parseChatBody(req.body)
+  if (!body.ok) {
+    res.status(400).json({ error: { message: body.message, type: 'invalid_request_error', code: 'invalid_request', param: body.param } })
+    return
+  }
+
+  // A closed tab should stop the upstream call too: the guard then settles the tokens actually used.
+  const abort = new AbortController()
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort()
+  })
+
+  const started = Date.now()
+  const { trace, result } = traceCall(() =>
+    req.qwen.chat.completions
+      .create(
+        {
+          model: CHAT_MODEL,
+          messages: body.messages,
+          max_tokens: body.burst ? BURST_MAX_TOKENS : CHAT_MAX_TOKENS,
+          stream: true,
+          stream_options: { include_usage: true },
+        },
+        { signal: abort.signal },
+      )
+      .withResponse(),
+  )
+  // Throws QwenGuardError on a refusal; Express 5 hands it to guard.errors (429 + Retry-After).
+  const { data: stream, response } = await result
+
+  const sse = openSse(res)
+  sse.send('meta', describeCall(response.headers, trace, Date.now() - started))
+
+  let model: string | undefined
+  let usage: OpenAI.CompletionUsage | undefined
+  try {
+    for await (const chunk of stream) {
+      model ??= chunk.model
+      if (chunk.usage) usage = chunk.usage
+      const text = chunk.choices[0]?.delta?.content
+      if (text) sse.send('delta', { text })
+    }
+    sse.send('done', {
+      model: model ?? CHAT_MODEL,
+      usage: usage ? { prompt: usage.prompt_tokens, completion: usage.completion_tokens, total: usage.total_tokens } : null,
+      elapsedMs: Date.now() - started,
+    })
+  } catch (error) {
+    if (abort.signal.aborted) return // the page went away; nobody to tell
+    // Headers are out, so an upstream failure mid-stream can only be reported inside the stream.
+    sse.send('error', { message: error instanceof Error ? error.message : 'the answer stopped unexpectedly' })
+  } finally {
+    sse.end()
+  }
+}
+
+/** What the burst panel shows for one call: which model, was it a fallback, did it queue. */
+export function describeCall(headers: Headers, trace: CallTrace, waitedMs: number) {
+  const headerModel = firstHeader(headers, MODEL_HEADERS)
+  const model = headerModel ?? trace.fallbackModel ?? trace.admittedModel ?? CHAT_MODEL
+  const queuedHeader = Number(firstHeader(headers, QUEUED_HEADERS))
+  const queuedMs = Number.isFinite(queuedHeader) && firstHeader(headers, QUEUED_HEADERS) !== undefined ? queuedHeader : (trace.queuedMs ?? 0)
+  return {
+    requestedModel: CHAT_MODEL,
+    model,
+    fallback: model !== CHAT_MODEL,
+    fallbackReason: trace.fallbackReason ?? null,
+    queuedMs: Math.round(queuedMs),
+    queuePosition: trace.queuedPosition ?? null,
+    waitedMs,
+  }
+}
+
+function firstHeader(headers: Headers, names: string[]): string | undefined {
+  for (const name of names) {
+    const value = headers.get(name)
+    if (value) return value
+  }
+  return undefined
+}

@@ -1,0 +1,39 @@
+/**
+ * GET /api/quota: the demo user's quota right now, straight from `guard.state(identity)`, which
+ * counts nothing. The page calls it after every answer and refusal to refresh its panel, and
+ * counts the reset times down locally in between.
+ */
+import type { Request, Response } from 'express'
+import type { Guard, QuotaState } from '@qwen-guard/core'
+import { CHAT_MODEL, FALLBACK_MODELS } from './demo-settings.js'
+import { userLabel } from './session.js'
+
+export interface QuotaBody {
+  user: string
+  backend: 'simulator' | 'qwen'
+  model: { requested: string; fallback: string[] }
+  limits: Array<Pick<QuotaState, 'dimension' | 'limit' | 'remaining' | 'resetMs' | 'windowSeconds'>>
+}
+
+export function quotaRoute(guard: Guard, backend: QuotaBody['backend']) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const user = req.demoUser
+    if (!user) throw new Error('quotaRoute needs demoSession in front of it')
+    const states = await guard.state({ user })
+    const body: QuotaBody = {
+      user: userLabel(user),
+      backend,
+      model: { requested: CHAT_MODEL, fallback: FALLBACK_MODELS },
+      limits: states
+        .filter((state) => state.scope === 'user')
+        .map(({ dimension, limit, remaining, resetMs, windowSeconds }) => ({
+          dimension,
+          limit,
+          remaining: Math.max(0, remaining),
+          resetMs: Math.max(0, Math.round(resetMs)),
+          windowSeconds,
+        })),
+    }
+    res.set('cache-control', 'no-store').json(body)
+  }
+}
