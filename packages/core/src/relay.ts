@@ -4,7 +4,7 @@
  * here, before the guard counts or sends anything; everything the guard refuses is translated here,
  * so no upstream answer ever reaches the client raw.
  */
-import { isQwenGuardError, QwenGuardError } from './errors.js'
+import { GUARD_ERROR_STATUS, isQwenGuardError, QwenGuardError } from './errors.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer, successHeaders } from './http-answer.js'
 import type { HttpAnswer, Identity } from './types.js'
@@ -74,8 +74,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   }
 
   async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
-    const parsed = await parseJsonBody(request, maxBodyBytes)
-    const body = validateChatRequest(parsed, guard.options)
+    const raw = await readBody(request, maxBodyBytes)
+    const body = validateChatRequest(raw, guard.options, { maxBodyBytes })
     const callOptions = request.signal ? { signal: request.signal } : {}
     const { info, response } = await guard.call(request.identity, body, callOptions)
     const headers = { ...passedHeaders(response.headers), ...successHeaders(info) }
@@ -141,9 +141,8 @@ function methodNotAllowed(method: string, path: string, allow: string): RelayRes
   return clientError(405, 'method_not_allowed', `${method} is not allowed on ${path}; use ${allow}.`, { allow })
 }
 
-function invalid(code: 'invalid_json' | 'invalid_request' | 'request_too_large', message: string, param: string | null = null): QwenGuardError {
-  const status = code === 'request_too_large' ? 413 : 400
-  return new QwenGuardError({ status, code, message, scope: 'request', param })
+function invalid(code: 'invalid_request' | 'request_too_large', message: string): QwenGuardError {
+  return new QwenGuardError({ status: GUARD_ERROR_STATUS[code], code, message, scope: 'request', param: null, retryable: false })
 }
 
 function headerValue(headers: RelayRequest['headers'], name: string): string | undefined {
@@ -158,23 +157,20 @@ function isJsonContentType(value: string | undefined): boolean {
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'))
 }
 
-/** The parsed JSON body, within the size limit; throws an invalid-request QwenGuardError otherwise. */
-async function parseJsonBody(request: RelayRequest, maxBodyBytes: number): Promise<unknown> {
+/**
+ * The body as JSON text (or the object a parser already made), read only up to the size limit;
+ * parsing and every content check are validateChatRequest's.
+ */
+async function readBody(request: RelayRequest, maxBodyBytes: number): Promise<string | Record<string, unknown>> {
   const { body, headers } = request
   if (!isJsonContentType(headerValue(headers, 'content-type'))) {
     throw invalid('invalid_request', 'Request body must be JSON (Content-Type: application/json).')
   }
   const declared = Number(headerValue(headers, 'content-length'))
   if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge(maxBodyBytes)
-  if (body === undefined || body === null) throw invalid('invalid_json', 'Request body is empty; expected a JSON object.')
+  if (body === undefined || body === null) return ''
   if (isPlainObject(body)) return body
-  const text = await bodyText(body, maxBodyBytes)
-  if (text.trim() === '') throw invalid('invalid_json', 'Request body is empty; expected a JSON object.')
-  try {
-    return JSON.parse(text)
-  } catch {
-    throw invalid('invalid_json', 'Request body is not valid JSON.')
-  }
+  return bodyText(body, maxBodyBytes)
 }
 
 function tooLarge(maxBodyBytes: number): QwenGuardError {
