@@ -1,0 +1,198 @@
+import { describe, expect, it } from 'vitest'
+import { QwenGuardConfigError, resolveOptions, validateQuotaPolicies, DEFAULT_BASE_URL } from '../src/options.js'
+import type { GuardOptions } from '../src/types.js'
+
+const KEY = 'sk-secret-0123456789'
+const base: GuardOptions = { upstream: { apiKey: KEY } }
+
+function configError(options: unknown): QwenGuardConfigError {
+  try {
+    resolveOptions(options as GuardOptions)
+  } catch (err) {
+    expect(err).toBeInstanceOf(QwenGuardConfigError)
+    expect((err as Error).message).not.toContain('sk-secret')
+    return err as QwenGuardConfigError
+  }
+  throw new Error('expected a QwenGuardConfigError')
+}
+
+describe('resolveOptions: defaults', () => {
+  it('fills every default', () => {
+    const o = resolveOptions(base)
+    expect(o.baseURL).toBe(DEFAULT_BASE_URL)
+    expect(o.accounts).toHaveLength(1)
+    expect(o.accounts[0]!.id).toBe('default')
+    expect(o.accounts[0]!.apiKeys).toEqual([KEY])
+    expect(o.store).toEqual({ prefix: 'qg', onError: 'open' })
+    expect(o.queue).toEqual({ maxWaitMs: 10_000, maxSize: 1_000 })
+    expect(o.upstream.safetyMargin).toBe(0.97)
+    expect(o.upstream.timeoutMs).toBe(120_000)
+    expect(o.upstream.maxAttempts).toBe(4)
+    expect(o.upstream.disableMs).toBe(3_600_000)
+    expect(o.upstream.rampUp).toEqual({ initialRps: 2, factor: 1.5 })
+    expect(typeof o.upstream.fetch).toBe('function')
+    expect(o.defaultMaxTokens).toBe(1_024)
+    expect(o.estimator.countPromptTokens([{ role: 'user', content: 'Hello!' }])).toBe(10)
+    expect([...o.allowedModels].sort()).toEqual(Object.keys(o.models).sort())
+  })
+
+  it('derives per-second limits from per-minute ones', () => {
+    const m = resolveOptions(base).models['qwen-max']!
+    expect(m).toMatchObject({ name: 'qwen-max', rpm: 120, tpm: 100_000, rps: 2, fallback: [] })
+    expect(m.tps).toBeCloseTo(100_000 / 60)
+  })
+
+  it('has no quotas by default and a static policy is returned by the function', async () => {
+    expect(await resolveOptions(base).quotas({ user: 'u' })).toEqual({})
+    const o = resolveOptions({ ...base, quotas: { user: { rpm: 20, usdPerDay: 0.5 } } })
+    expect(await o.quotas({ user: 'u' })).toEqual({ user: { rpm: 20, usdPerDay: 0.5 } })
+  })
+
+  it('strips a trailing slash from baseURL', () => {
+    expect(resolveOptions({ upstream: { apiKey: KEY, baseURL: 'http://127.0.0.1:8080/compatible-mode/v1/' } }).baseURL).toBe('http://127.0.0.1:8080/compatible-mode/v1')
+  })
+
+  it('looks globalThis.fetch up per call', async () => {
+    const o = resolveOptions(base)
+    const original = globalThis.fetch
+    globalThis.fetch = (async () => new Response('stubbed')) as typeof fetch
+    try {
+      expect(await (await o.upstream.fetch('http://x.invalid')).text()).toBe('stubbed')
+    } finally {
+      globalThis.fetch = original
+    }
+  })
+
+  it('accepts rampUp: false, queue zeros and a redis-like store', () => {
+    const redis = {} as never
+    const o = resolveOptions({ upstream: { apiKey: KEY, rampUp: false }, queue: { maxWaitMs: 0, maxSize: 0 }, store: { redis, prefix: 'app', onError: 'closed' } })
+    expect(o.upstream.rampUp).toBe(false)
+    expect(o.queue).toEqual({ maxWaitMs: 0, maxSize: 0 })
+    expect(o.store).toEqual({ redis, prefix: 'app', onError: 'closed' })
+  })
+})
+
+describe('resolveOptions: model tables', () => {
+  it('merges overrides field by field and recomputes per-second defaults', () => {
+    const o = resolveOptions({ ...base, models: { 'qwen3-max': { rpm: 1200, fallback: ['qwen-plus', 'qwen-flash'] } } })
+    const m = o.models['qwen3-max']!
+    expect(m.rpm).toBe(1200)
+    expect(m.rps).toBe(20)
+    expect(m.tpm).toBe(1_000_000)
+    expect(m.price).toEqual({ inputPerMillion: 1.2, outputPerMillion: 6 })
+    expect(m.fallback).toEqual(['qwen-plus', 'qwen-flash'])
+  })
+
+  it('adds a new model that gives rpm and tpm', () => {
+    const o = resolveOptions({ ...base, models: { 'qwen-vl-max': { rpm: 60, tpm: 50_000 } } })
+    expect(o.models['qwen-vl-max']).toMatchObject({ rpm: 60, tpm: 50_000, rps: 1, contextWindow: 131_072, maxOutputTokens: 8_192 })
+    expect(o.allowedModels.has('qwen-vl-max')).toBe(true)
+  })
+
+  it('gives each account the global table plus its own overrides', () => {
+    const o = resolveOptions({
+      upstream: { accounts: [{ id: 'a', apiKeys: ['k1', 'k2'] }, { id: 'b', apiKey: 'k3', models: { 'qwen3-max': { rpm: 3000 } } }] },
+      models: { 'qwen3-max': { tpm: 2_000_000 } },
+    })
+    expect(o.accounts.map((a) => a.id)).toEqual(['a', 'b'])
+    expect(o.accounts[0]!.models['qwen3-max']).toMatchObject({ rpm: 600, tpm: 2_000_000, rps: 10 })
+    expect(o.accounts[1]!.models['qwen3-max']).toMatchObject({ rpm: 3000, tpm: 2_000_000, rps: 50 })
+    expect(o.accounts[1]!.apiKeys).toEqual(['k3'])
+    // the global table is untouched by an account override
+    expect(o.models['qwen3-max']!.rpm).toBe(600)
+  })
+
+  it('allows fallback cycles between different models', () => {
+    const o = resolveOptions({ ...base, models: { 'qwen-plus': { fallback: ['qwen-flash'] }, 'qwen-flash': { fallback: ['qwen-plus'] } } })
+    expect(o.models['qwen-flash']!.fallback).toEqual(['qwen-plus'])
+  })
+
+  it('does not let two resolutions share model objects', () => {
+    const a = resolveOptions(base)
+    a.models['qwen3-max']!.fallback.push('qwen-plus')
+    expect(resolveOptions(base).models['qwen3-max']!.fallback).toEqual([])
+  })
+})
+
+describe('resolveOptions: errors name the option', () => {
+  it.each<[string, unknown, string]>([
+    ['no upstream', {}, 'upstream: must be an object'],
+    ['no API key', { upstream: {} }, 'upstream.apiKey: an API key is required'],
+    ['empty accounts', { upstream: { accounts: [] } }, 'upstream.accounts: must be a non-empty array'],
+    ['both apiKey and accounts', { upstream: { apiKey: KEY, accounts: [{ id: 'a', apiKey: 'x' }] } }, 'upstream: give either apiKey or accounts'],
+    ['account without keys', { upstream: { accounts: [{ id: 'a', apiKeys: ['k'] }, { id: 'b', apiKeys: [] }] } }, 'upstream.accounts[1].apiKeys: at least one API key is required'],
+    ['account missing keys', { upstream: { accounts: [{ id: 'a' }] } }, 'upstream.accounts[0].apiKeys: at least one API key is required'],
+    ['empty key string', { upstream: { accounts: [{ id: 'a', apiKeys: ['k', ' '] }] } }, 'upstream.accounts[0].apiKeys[1]: must not be empty'],
+    ['empty apiKey', { upstream: { apiKey: '' } }, 'upstream.apiKey: must not be empty'],
+    ['key with whitespace', { upstream: { apiKey: `${KEY}\n` } }, 'upstream.apiKey: must not start or end with whitespace'],
+    ['duplicate account id', { upstream: { accounts: [{ id: 'a', apiKey: 'k1' }, { id: 'a', apiKey: 'k2' }] } }, 'upstream.accounts[1].id: duplicate account id "a"'],
+    ['same key on two accounts', { upstream: { accounts: [{ id: 'a', apiKey: KEY }, { id: 'b', apiKeys: ['x', KEY] }] } }, 'upstream.accounts[1].apiKeys[1]: this key is already listed for account "a"'],
+    ['account id missing', { upstream: { accounts: [{ apiKey: 'k' }] } }, 'upstream.accounts[0].id: must be a non-empty string'],
+    ['bad baseURL', { upstream: { apiKey: KEY, baseURL: 'dashscope-intl.aliyuncs.com' } }, 'upstream.baseURL: must be an absolute http(s) URL'],
+    ['ftp baseURL', { upstream: { apiKey: KEY, baseURL: 'ftp://x/v1' } }, 'upstream.baseURL: must use http or https'],
+    ['safetyMargin 0', { upstream: { apiKey: KEY, safetyMargin: 0 } }, 'upstream.safetyMargin: must be a number in (0, 1], got 0'],
+    ['safetyMargin 1.2', { upstream: { apiKey: KEY, safetyMargin: 1.2 } }, 'upstream.safetyMargin: must be a number in (0, 1], got 1.2'],
+    ['timeoutMs NaN', { upstream: { apiKey: KEY, timeoutMs: Number.NaN } }, 'upstream.timeoutMs: must be a positive number, got NaN'],
+    ['maxAttempts 1.5', { upstream: { apiKey: KEY, maxAttempts: 1.5 } }, 'upstream.maxAttempts: must be an integer, got 1.5'],
+    ['rampUp factor 1', { upstream: { apiKey: KEY, rampUp: { factor: 1 } } }, 'upstream.rampUp.factor: must be greater than 1'],
+    ['fetch not a function', { upstream: { apiKey: KEY, fetch: 'x' } }, 'upstream.fetch: must be a function'],
+    ['negative user rpm', { ...base, quotas: { user: { rpm: -1 } } }, 'quotas.user.rpm: must be a positive number, got -1'],
+    ['fractional key tpm', { ...base, quotas: { key: { tpm: 10.5 } } }, 'quotas.key.tpm: must be an integer, got 10.5'],
+    ['zero concurrency', { ...base, quotas: { user: { concurrency: 0 } } }, 'quotas.user.concurrency: must be a positive number, got 0'],
+    ['quota typo', { ...base, quotas: { user: { rmp: 5 } } }, 'quotas.user.rmp: unknown option'],
+    ['quota scope typo', { ...base, quotas: { users: {} } }, 'quotas.users: unknown option'],
+    ['quotas a number', { ...base, quotas: 5 }, 'quotas: must be an object, got 5'],
+    ['unknown fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-nope'] } } }, 'models.qwen3-max.fallback[0]: unknown model "qwen-nope"'],
+    ['self fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen3-max'] } } }, 'models.qwen3-max.fallback[1]: a model cannot fall back to itself'],
+    ['duplicate fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen-plus'] } } }, 'models.qwen3-max.fallback[1]: duplicate fallback'],
+    ['new model without tpm', { ...base, models: { 'qwen-new': { rpm: 10 } } }, 'models.qwen-new.tpm: a model not in the built-in table must give tpm'],
+    ['new model without rpm', { ...base, models: { 'qwen-new': { tpm: 10 } } }, 'models.qwen-new.rpm: a model not in the built-in table must give rpm'],
+    ['negative model rpm', { ...base, models: { 'qwen-plus': { rpm: -5 } } }, 'models.qwen-plus.rpm: must be a positive number, got -5'],
+    ['model field typo', { ...base, models: { 'qwen-plus': { tmp: 5 } } }, 'models.qwen-plus.tmp: unknown option'],
+    ['negative price', { ...base, models: { 'qwen-plus': { price: { inputPerMillion: -1, outputPerMillion: 1 } } } }, 'models.qwen-plus.price.inputPerMillion: must be a non-negative number'],
+    ['account model unknown', { upstream: { accounts: [{ id: 'a', apiKey: 'k', models: { 'qwen-nope': { rpm: 5, tpm: 5 } } }] } }, 'upstream.accounts[0].models.qwen-nope: unknown model "qwen-nope"'],
+    ['account fallback to self', { upstream: { accounts: [{ id: 'a', apiKey: 'k', models: { 'qwen-plus': { fallback: ['qwen-plus'] } } }] } }, 'upstream.accounts[0].models.qwen-plus.fallback[0]: a model cannot fall back to itself'],
+    ['queue negative', { ...base, queue: { maxWaitMs: -1 } }, 'queue.maxWaitMs: must be a non-negative integer, got -1'],
+    ['queue size fraction', { ...base, queue: { maxSize: 2.5 } }, 'queue.maxSize: must be a non-negative integer, got 2.5'],
+    ['queue typo', { ...base, queue: { maxWait: 5 } }, 'queue.maxWait: unknown option'],
+    ['store onError', { ...base, store: { onError: 'ignore' } }, "store.onError: must be 'open' or 'closed'"],
+    ['defaultMaxTokens 0', { ...base, defaultMaxTokens: 0 }, 'defaultMaxTokens: must be a positive number, got 0'],
+    ['defaultMaxTokens fraction', { ...base, defaultMaxTokens: 100.5 }, 'defaultMaxTokens: must be an integer, got 100.5'],
+    ['allowedModels unknown', { ...base, allowedModels: ['qwen-plus', 'gpt-4o'] }, 'allowedModels[1]: unknown model "gpt-4o"'],
+    ['allowedModels empty', { ...base, allowedModels: [] }, 'allowedModels: must be a non-empty array'],
+    ['estimator without method', { ...base, estimator: {} }, 'estimator.countPromptTokens: must be a function'],
+    ['top-level typo', { ...base, quota: {} }, 'quota: unknown option'],
+    ['upstream typo', { upstream: { apiKey: KEY, acounts: [] } }, 'upstream.acounts: unknown option'],
+    ['account typo', { upstream: { accounts: [{ id: 'a', apikey: 'k' }] } }, 'upstream.accounts[0].apikey: unknown option'],
+  ])('%s', (_name, options, message) => {
+    const err = configError(options)
+    expect(err.message.startsWith(message), err.message).toBe(true)
+    expect(err.path).toBe(message.split(':')[0])
+  })
+
+  it('accepts top-level keys an adapter declares', () => {
+    expect(() => resolveOptions({ ...base, identify: () => ({}) } as GuardOptions, ['identify'])).not.toThrow()
+    expect(() => resolveOptions({ ...base, identify: () => ({}) } as GuardOptions)).toThrow(/identify: unknown option/)
+  })
+})
+
+describe('quota functions', () => {
+  it('validates what a quota function returns, at call time', async () => {
+    const o = resolveOptions({ ...base, quotas: (id) => (id.user === 'bad' ? { user: { rpm: -2 } } : { user: { rpm: 5 } }) })
+    expect(await o.quotas({ user: 'good' })).toEqual({ user: { rpm: 5 } })
+    await expect(o.quotas({ user: 'bad' })).rejects.toThrow('quotas(identity).user.rpm: must be a positive number, got -2')
+  })
+
+  it('accepts async functions and treats undefined as no limits', async () => {
+    const o = resolveOptions({ ...base, quotas: async () => undefined as never })
+    expect(await o.quotas({})).toEqual({})
+  })
+
+  it('validateQuotaPolicies returns a clean copy', () => {
+    const input = { user: { rpm: 5, tpm: undefined } }
+    const out = validateQuotaPolicies(input, 'p')
+    expect(out).toEqual({ user: { rpm: 5 } })
+    expect(out.user).not.toBe(input.user)
+    expect(() => validateQuotaPolicies({ key: { usdPerDay: -1 } }, 'tier.gold')).toThrow('tier.gold.key.usdPerDay: must be a positive number, got -1')
+  })
+})
