@@ -1,0 +1,70 @@
+/**
+ * The models a call may be served by: the requested one, then its `fallback` list in order, each
+ * kept only with the lanes (account x model) the request can ever fit: its context window holds
+ * prompt + max tokens, and the reservation fits the model's per-second and per-minute token
+ * limits. A request that fits nowhere is refused at once (never queued: waiting cannot help).
+ */
+import { QwenGuardError } from '../errors.js'
+import type { ResolvedModel } from '../types.js'
+import type { Lane } from './lane.js'
+
+export interface Candidate {
+  model: string
+  lanes: Lane[]
+}
+
+export function candidatesFor(
+  request: { model: string; reservedTokens: number },
+  lanesByModel: ReadonlyMap<string, Lane[]>,
+  models: Readonly<Record<string, ResolvedModel>>,
+): Candidate[] {
+  const fallback = models[request.model]?.fallback ?? lanesByModel.get(request.model)?.[0]?.model.fallback ?? []
+  const names = [...new Set([request.model, ...fallback])]
+  const all = names.flatMap((name) => lanesByModel.get(name) ?? [])
+  if (all.length === 0) throw notServed(request.model)
+  const out: Candidate[] = []
+  for (const name of names) {
+    const lanes = (lanesByModel.get(name) ?? []).filter((lane) => lane.fits(request.reservedTokens))
+    if (lanes.length > 0) out.push({ model: name, lanes })
+  }
+  if (out.length === 0) throw tooLarge(request.reservedTokens, all)
+  return out
+}
+
+function notServed(model: string): QwenGuardError {
+  return new QwenGuardError({
+    status: 404,
+    code: 'model_not_found',
+    message: `No upstream account serves the model '${model}'.`,
+    scope: 'request',
+    param: 'model',
+    retryable: false,
+  })
+}
+
+function tooLarge(reserved: number, lanes: Lane[]): QwenGuardError {
+  const contextFits = lanes.some((lane) => reserved <= lane.model.contextWindow)
+  if (!contextFits) {
+    const largest = Math.max(...lanes.map((lane) => lane.model.contextWindow))
+    return new QwenGuardError({
+      status: 400,
+      code: 'context_length_exceeded',
+      message: `The prompt plus max_tokens (${reserved} tokens) exceeds the context window (${largest}) of every model that could serve it.`,
+      scope: 'request',
+      dimension: 'context',
+      param: 'messages',
+      retryable: false,
+    })
+  }
+  const overMinute = lanes.every((lane) => reserved > lane.model.tpm)
+  const largest = Math.max(...lanes.map((lane) => Math.min(lane.model.tps, lane.model.tpm)))
+  return new QwenGuardError({
+    status: 413,
+    code: 'request_too_large',
+    message: `The request reserves ${reserved} tokens (prompt + max_tokens); the upstream accepts at most ${Math.floor(largest)} per ${overMinute ? 'minute' : 'second'}. Lower max_tokens or shorten the prompt.`,
+    scope: 'request',
+    dimension: overMinute ? 'tpm' : 'tps',
+    param: 'max_tokens',
+    retryable: false,
+  })
+}

@@ -1,0 +1,196 @@
+/**
+ * Classifies an upstream refusal (QWEN-FACTS section 2) from whatever shape it arrived in: the
+ * compatible-mode JSON body, DashScope's flat native body, a body that is SSE text, native stream
+ * framing (`event:error` / `:HTTP_STATUS/429` / `data:{...}`), or an error event found inside a 200
+ * stream. Qwen's messages end with varying doc links and change wording: match "contains",
+ * case-insensitively, and prefer the message over the code where one code means several things
+ * (`Throttling.AllocationQuota` is TPM, free quota or a plan quota depending on the message).
+ */
+import type { RefusalKind, RefusalReach, UpstreamRefusal } from './types.js'
+
+export interface RefusalInput {
+  /** HTTP status (200 for an event inside a stream, 0 when the request got no answer). */
+  status: number
+  /** The body text, an SSE event's data, or a network error's message. */
+  body: string
+  headers?: Headers | Record<string, string | undefined>
+}
+
+interface Parsed {
+  status: number
+  code: string | undefined
+  message: string
+}
+
+interface Rule {
+  kind: RefusalKind
+  codes?: string[]
+  messages?: string[]
+}
+
+// Order matters: the first matching rule wins, and the specific AllocationQuota messages come
+// before the generic "tokens" rule that owns that code.
+const RULES: Rule[] = [
+  { kind: 'free_quota', messages: ['free allocated quota exceeded'] },
+  { kind: 'quota_reset', messages: ['quota will reset at', 'quota has been exhausted'] },
+  { kind: 'free_tier_only', codes: ['allocationquota.freetieronly'], messages: ['free tier of the model has been exhausted'] },
+  { kind: 'billing', codes: ['prepaidbilloverdue', 'postpaidbilloverdue', 'commoditynotpurchased'] },
+  { kind: 'arrears', codes: ['arrearage'], messages: ['account is in good standing'] },
+  { kind: 'invalid_key', codes: ['invalid_api_key', 'invalidapikey'], messages: ['invalid api-key'] },
+  { kind: 'moderation', codes: ['data_inspection_failed', 'datainspectionfailed'], messages: ['inappropriate content'] },
+  { kind: 'burst', codes: ['limit_burst_rate', 'throttling.burstrate'], messages: ['increased too quickly'] },
+  {
+    kind: 'requests',
+    codes: ['limit_requests', 'throttling.ratequota'],
+    messages: ['requests rate limit exceeded', 'exceeded your current requests list', 'exceeded your request limit'],
+  },
+  {
+    kind: 'tokens',
+    codes: ['insufficient_quota', 'throttling.allocationquota'],
+    messages: ['exceeded your current quota', 'allocated quota exceeded'],
+  },
+  { kind: 'throttling', codes: ['throttling'], messages: ['throttling triggered'] },
+  {
+    kind: 'server',
+    codes: ['modelservingerror', 'modelunavailable', 'internalerror', 'internal_error', 'internalerror.algo', 'serviceunavailable'],
+    messages: ['system capacity limits'],
+  },
+]
+
+const TRANSIENT: ReadonlySet<RefusalKind> = new Set(['requests', 'tokens', 'burst', 'throttling', 'server', 'timeout', 'network'])
+const REACH: Partial<Record<RefusalKind, RefusalReach>> = {
+  free_quota: 'account_model',
+  quota_reset: 'account_model',
+  free_tier_only: 'account_model',
+  billing: 'account',
+  arrears: 'account',
+  invalid_key: 'account',
+}
+
+/** Classifies one refusal. `now` (epoch ms) only resolves the year of a quota reset time. */
+export function classifyRefusal(input: RefusalInput, now: number = Date.now()): UpstreamRefusal {
+  const parsed = parseBody(input.status, input.body)
+  const kind = kindOf(parsed)
+  const reach = REACH[kind] ?? 'none'
+  const terminal = reach !== 'none'
+  const refusal: UpstreamRefusal = {
+    kind,
+    status: parsed.status,
+    message: parsed.message,
+    // A terminal refusal is retryable elsewhere (another account or a fallback model).
+    retryable: TRANSIENT.has(kind) || terminal || (kind === 'unknown' && (parsed.status === 429 || parsed.status >= 500)),
+    terminal,
+    reach,
+  }
+  if (parsed.code !== undefined) refusal.code = parsed.code
+  const hint = retryAfterHint(input.headers, now)
+  if (hint !== undefined) refusal.retryAfterMs = hint
+  if (kind === 'quota_reset') {
+    const resetAt = parseResetAt(parsed.message, now)
+    if (resetAt !== undefined) refusal.resetAt = resetAt
+  }
+  return refusal
+}
+
+function kindOf(p: Parsed): RefusalKind {
+  const code = p.code?.toLowerCase()
+  const message = p.message.toLowerCase()
+  for (const rule of RULES) {
+    if (code !== undefined && rule.codes?.includes(code)) return rule.kind
+    if (rule.messages?.some((m) => message.includes(m))) return rule.kind
+  }
+  return kindOfStatus(p.status, message)
+}
+
+function kindOfStatus(status: number, message: string): RefusalKind {
+  if (status === 0) return /timed? ?out|timeout|deadline/.test(message) ? 'timeout' : 'network'
+  if (status === 429) return 'throttling'
+  if (status === 401) return 'invalid_key'
+  if (status === 408 || status === 504) return 'timeout'
+  if (status >= 500) return 'server'
+  if (status === 400 || status === 404 || status === 413 || status === 422) return 'invalid_request'
+  return 'unknown'
+}
+
+/** Finds code and message in JSON, flat native JSON, or SSE text (with `:HTTP_STATUS/nnn` framing). */
+function parseBody(status: number, body: string): Parsed {
+  const text = body.trim()
+  const whole = jsonObject(text)
+  if (whole) return { status, ...fieldsOf(whole, text) }
+  let framedStatus: number | undefined
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim()
+    const statusLine = /^:\s*HTTP_STATUS\/(\d{3})/i.exec(line)
+    if (statusLine?.[1]) framedStatus = Number(statusLine[1])
+    if (!line.startsWith('data:')) continue
+    const payload = jsonObject(line.slice(5).trim())
+    if (payload && hasErrorFields(payload)) {
+      return { status: effectiveStatus(status, framedStatus), ...fieldsOf(payload, text) }
+    }
+  }
+  return { status: effectiveStatus(status, framedStatus), code: undefined, message: text.slice(0, 500) }
+}
+
+/** Inside a 200 stream the native framing carries the real status. */
+function effectiveStatus(status: number, framed: number | undefined): number {
+  if (framed === undefined) return status
+  return status === 0 || status === 200 ? framed : status
+}
+
+function jsonObject(text: string): Record<string, unknown> | undefined {
+  if (!text.startsWith('{')) return undefined
+  try {
+    const value: unknown = JSON.parse(text)
+    return value && typeof value === 'object' ? (value as Record<string, unknown>) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function hasErrorFields(obj: Record<string, unknown>): boolean {
+  return obj.error !== undefined || typeof obj.code === 'string'
+}
+
+function fieldsOf(obj: Record<string, unknown>, fallback: string): { code: string | undefined; message: string } {
+  const error = obj.error
+  if (error && typeof error === 'object') {
+    const e = error as Record<string, unknown>
+    const code = stringOf(e.code) ?? stringOf(e.type)
+    return { code, message: stringOf(e.message) ?? '' }
+  }
+  if (typeof error === 'string') return { code: stringOf(obj.code), message: error }
+  return { code: stringOf(obj.code), message: stringOf(obj.message) ?? fallback.slice(0, 500) }
+}
+
+function stringOf(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined
+}
+
+function header(headers: RefusalInput['headers'], name: string): string | undefined {
+  if (!headers) return undefined
+  if (headers instanceof Headers) return headers.get(name) ?? undefined
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === name)
+  return key === undefined ? undefined : headers[key]
+}
+
+/** `retry-after-ms` first, then `Retry-After` (seconds or an HTTP date), as the openai SDK reads them. */
+function retryAfterHint(headers: RefusalInput['headers'], now: number): number | undefined {
+  const ms = Number.parseFloat(header(headers, 'retry-after-ms') ?? '')
+  if (Number.isFinite(ms) && ms >= 0) return Math.ceil(ms)
+  const value = header(headers, 'retry-after')?.trim()
+  if (!value) return undefined
+  if (/^\d+(\.\d+)?$/.test(value)) return Math.ceil(Number(value) * 1000)
+  const date = Date.parse(value)
+  return Number.isFinite(date) ? Math.max(0, date - now) : undefined
+}
+
+/** "The quota will reset at 07-15 00:00:00 UTC": no year, so the next such moment (within a day back). */
+export function parseResetAt(message: string, now: number): number | undefined {
+  const m = /reset at\s+(\d{1,2})-(\d{1,2})\s+(\d{1,2}):(\d{2}):(\d{2})/i.exec(message)
+  if (!m) return undefined
+  const [month, day, hour, minute, second] = m.slice(1).map(Number) as [number, number, number, number, number]
+  const year = new Date(now).getUTCFullYear()
+  const at = (y: number) => Date.UTC(y, month - 1, day, hour, minute, second)
+  const candidate = at(year)
+  return candidate < now - 86_400_000 ? at(year + 1) : candidate
+}

@@ -1,0 +1,64 @@
+/**
+ * What a refusal does to the lane (account x model) that got it: transient kinds cool it down (burst
+ * also halves its pace), terminal kinds disable it (or the whole account) for `disableMs`, or until
+ * the announced reset time for a plan quota. Returns nothing: effects are on the lanes and events.
+ */
+import type { GuardEvent } from '../types.js'
+import { cooldownMs } from './cooldown.js'
+import type { Lane } from './lane.js'
+import type { UpstreamRefusal } from './types.js'
+
+export interface ConsequenceContext {
+  now: number
+  disableMs: number
+  timeScale: number
+  emit: (event: GuardEvent) => void
+}
+
+export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): void {
+  if (refusal.terminal) return disable(lane, refusal, ctx)
+  const kind = refusal.kind
+  const transient = kind === 'requests' || kind === 'tokens' || kind === 'throttling' || kind === 'burst' || kind === 'server' || kind === 'timeout' || kind === 'network'
+  let cooldown = 0
+  if (transient) {
+    lane.consecutive++
+    cooldown = cooldownMs({
+      kind,
+      consecutive: lane.consecutive,
+      limits: lane.limits(),
+      timeScale: ctx.timeScale,
+      ...(refusal.retryAfterMs !== undefined ? { hintMs: refusal.retryAfterMs } : {}),
+    })
+    lane.coolingUntil = Math.max(lane.coolingUntil, ctx.now + cooldown)
+    if (kind === 'burst') lane.control.decrease(ctx.now)
+  }
+  ctx.emit({
+    type: 'upstream_refusal',
+    account: lane.owner.account.id,
+    model: lane.model.name,
+    status: refusal.status,
+    kind,
+    retryable: refusal.retryable,
+    cooldownMs: Math.ceil(cooldown),
+  })
+}
+
+function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): void {
+  const resetAt = refusal.kind === 'quota_reset' && refusal.resetAt !== undefined && refusal.resetAt > ctx.now ? refusal.resetAt : undefined
+  const until = resetAt ?? ctx.now + ctx.disableMs
+  const wholeAccount = refusal.reach === 'account'
+  if (wholeAccount) lane.owner.disabledUntil = Math.max(lane.owner.disabledUntil, until)
+  else lane.disabledUntil = Math.max(lane.disabledUntil, until)
+  const account = lane.owner.account.id
+  ctx.emit({
+    type: 'upstream_refusal',
+    account,
+    model: lane.model.name,
+    status: refusal.status,
+    kind: refusal.kind,
+    retryable: refusal.retryable,
+    cooldownMs: Math.ceil(until - ctx.now),
+  })
+  // model '*': the whole account (every model) is out.
+  ctx.emit({ type: 'account_disabled', account, model: wholeAccount ? '*' : lane.model.name, kind: refusal.kind, untilMs: until })
+}

@@ -1,0 +1,64 @@
+/**
+ * A lane is one account x model: its meter, AIMD pace, cooldown, disable time and in-flight count.
+ * Capacity lives here; the account only adds its keys (rotated) and whole-account disables.
+ */
+import type { ResolvedAccount, ResolvedModel } from '../types.js'
+import type { Meter } from './meter.js'
+import { paceLimits, type PaceConfig, type PaceLimits } from './pace-limits.js'
+import { PaceControl } from './ramp.js'
+
+export class AccountRuntime {
+  private nextKey = 0
+  /** Epoch ms until which the whole account is out (billing, arrears, invalid key). */
+  disabledUntil = 0
+
+  constructor(
+    readonly account: ResolvedAccount,
+    readonly index: number,
+  ) {}
+
+  /** Keys of one account share its quota: rotating them only spreads credentials. */
+  key(): string {
+    const keys = this.account.apiKeys
+    const key = keys[this.nextKey % keys.length]!
+    this.nextKey = (this.nextKey + 1) % keys.length
+    return key
+  }
+}
+
+export class Lane {
+  readonly control: PaceControl
+  inFlight = 0
+  coolingUntil = 0
+  disabledUntil = 0
+  /** Transient refusals in a row (reset by a success): grows the cooldown. */
+  consecutive = 0
+
+  constructor(
+    readonly owner: AccountRuntime,
+    readonly model: ResolvedModel,
+    readonly meter: Meter,
+    private readonly config: PaceConfig,
+  ) {
+    const floor = config.rampUp ? config.rampUp.initialRps / Math.max(1, model.rps) : 0.1
+    this.control = new PaceControl(Math.min(1, floor))
+  }
+
+  limits(): PaceLimits {
+    return paceLimits(this.model, this.config, this.control.pace)
+  }
+
+  disabledAt(now: number): number {
+    const until = Math.max(this.disabledUntil, this.owner.disabledUntil)
+    return until > now ? until : 0
+  }
+
+  coolingAt(now: number): number {
+    return this.coolingUntil > now ? this.coolingUntil : 0
+  }
+
+  /** Whether a request of this size can ever be admitted here (tokens and context). */
+  fits(reservedTokens: number): boolean {
+    return reservedTokens <= this.model.contextWindow && reservedTokens <= Math.min(this.model.tps, this.model.tpm)
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The Redis twin of SlidingLog (sliding-log.ts), atomic as one script. KEYS[1] is a hash (cursors,
+ * sums, GCRA time), KEYS[2] a list of "time:requests:tokens" entries, oldest first; an entry's id is
+ * `base + index` and never changes while it lives.
+ *
+ * Time comes from Redis `TIME`, not from the caller: every process sharing the meter then uses one
+ * clock, so a host whose clock runs ahead cannot write entries "in the future" (blocking the others)
+ * and one running behind cannot expire entries early (over-admitting). Waits are returned relative
+ * to that clock, so a local timer of that length is right whatever the skew. (Redis >= 5 replicates
+ * script effects, which makes TIME legal in a writing script.)
+ *
+ * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rps, tps, rpm, tpm, rampInitial,
+ * rampFactor (0 = off), spacing, then: take/dry -> tokens; settle -> id, requests, tokens.
+ * Returns take: {1, id, fraction}; blocked: {0, waitMs ('-1' = never), reason, fraction}; settle: {2}.
+ * Numbers go back as strings: Redis would truncate Lua floats to integers.
+ */
+export const METER_LUA = `
+local H, L = KEYS[1], KEYS[2]
+local op = ARGV[1]
+local lens = { tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), 2 * tonumber(ARGV[4]) }
+local rps, tps, rpm, tpm = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local rampInit, rampFactor, spacing = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4')
+local base = tonumber(s[1]) or 0
+local tat = tonumber(s[2]) or -1
+local last = tonumber(s[3]) or 0
+if now < last then now = last end
+local C, R, K = {}, {}, {}
+for w = 1, 4 do
+  C[w] = tonumber(s[1 + 3 * w]) or base
+  R[w] = tonumber(s[2 + 3 * w]) or 0
+  K[w] = tonumber(s[3 + 3 * w]) or 0
+end
+local stop = base + redis.call('LLEN', L)
+for w = 1, 4 do if C[w] > stop then C[w] = stop end end
+
+local function parse(v)
+  local a, b, c = string.match(v, '^([^:]+):([^:]+):([^:]+)$')
+  return tonumber(a), tonumber(b), tonumber(c)
+end
+local function entry(id) return parse(redis.call('LINDEX', L, id - base)) end
+
+for w = 1, 4 do
+  local c = C[w]
+  while c < stop do
+    local et, er, ek = entry(c)
+    if now - et < lens[w] then break end
+    R[w] = R[w] - er
+    K[w] = K[w] - ek
+    c = c + 1
+  end
+  C[w] = c
+end
+local keep = math.min(C[1], C[2], C[3], C[4])
+if keep > base then
+  redis.call('LTRIM', L, keep - base, -1)
+  base = keep
+end
+
+local function fraction()
+  return math.max(R[1] / rps, K[1] / tps, R[2] / rpm, K[2] / tpm)
+end
+local function save()
+  redis.call('HSET', H, 'base', base, 'tat', string.format('%.3f', tat), 'last', string.format('%.3f', now),
+    'c1', C[1], 'r1', R[1], 'k1', K[1], 'c2', C[2], 'r2', R[2], 'k2', K[2],
+    'c3', C[3], 'r3', R[3], 'k3', K[3], 'c4', C[4], 'r4', R[4], 'k4', K[4])
+  local ttl = math.ceil(lens[2] + 60000)
+  redis.call('PEXPIRE', H, ttl)
+  redis.call('PEXPIRE', L, ttl)
+end
+local function num(x) return string.format('%.3f', x) end
+
+if op == 'settle' then
+  local id, nr, nk = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+  if id >= base and id < stop then
+    local et, er, ek = entry(id)
+    redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
+    for w = 1, 4 do
+      if id >= C[w] then
+        R[w] = R[w] + nr - er
+        K[w] = K[w] + nk - ek
+      end
+    end
+  end
+  save()
+  return { 2 }
+end
+
+local tokens = tonumber(ARGV[12])
+local function windowWait(w, maxReq, maxTok)
+  local needR = R[w] + 1 - maxReq
+  local needK = K[w] + tokens - maxTok
+  if needR <= 0 and needK <= 0 then return 0 end
+  local items = redis.call('LRANGE', L, C[w] - base, -1)
+  for i = 1, #items do
+    local et, er, ek = parse(items[i])
+    needR = needR - er
+    needK = needK - ek
+    if needR <= 0 and needK <= 0 then return et + lens[w] - now end
+  end
+  return math.huge
+end
+local function rampWait()
+  if rampFactor <= 0 then return 0 end
+  local cur = R[3]
+  local prev = R[4] - cur
+  if cur + 1 <= math.max(rampInit, rampFactor * prev) then return 0 end
+  local items = redis.call('LRANGE', L, C[3] - base, -1)
+  for i = 1, #items do
+    local et, er = parse(items[i])
+    if er > 0 then return et + lens[3] - now end
+  end
+  return 0
+end
+
+local worst, reason = 0, ''
+if tokens > tps or tokens > tpm then
+  worst, reason = math.huge, 'never'
+else
+  local checks = {
+    { tat - spacing / 2 - now, 'spacing' },
+    { windowWait(1, rps, tps), 'rate' },
+    { windowWait(2, rpm, tpm), 'minute' },
+    { rampWait(), 'ramp' },
+  }
+  for i = 1, #checks do
+    local w = checks[i][1]
+    if w > worst then worst, reason = w, checks[i][2] end
+  end
+end
+if reason ~= '' then
+  save()
+  return { 0, worst == math.huge and '-1' or num(worst), reason, num(fraction()) }
+end
+if op == 'dry' then
+  save()
+  return { 1, '-1', num(fraction()) }
+end
+local id = stop
+redis.call('RPUSH', L, string.format('%.3f:1:%.17g', now, tokens))
+for w = 1, 4 do
+  R[w] = R[w] + 1
+  K[w] = K[w] + tokens
+end
+tat = math.max(tat, now) + spacing
+save()
+return { 1, tostring(id), num(fraction()) }
+`

@@ -1,0 +1,48 @@
+/**
+ * A meter paces one account x model. `take` admits one request (or says how long until it could be
+ * admitted); an admitted request's ticket settles it to what it really used (or to nothing when it
+ * was never sent). Memory meters are exact per process; Redis meters (redis-meter.ts) are exact
+ * across every process sharing the Redis.
+ */
+import type { PaceLimits } from './pace-limits.js'
+import { SlidingLog, type BlockReason } from './sliding-log.js'
+
+export type MeterTake =
+  | { ok: true; usedFraction: number; ticket: MeterTicket }
+  | { ok: false; waitMs: number; reason: BlockReason; usedFraction: number }
+
+export interface MeterTicket {
+  /** Make the send count `requests` (0 or 1) and `tokens` in every window that still holds it. */
+  settle(requests: number, tokens: number): Promise<void>
+}
+
+export interface Meter {
+  /** `dry`: only tells whether a take would pass now, charges nothing. */
+  take(tokens: number, limits: PaceLimits, dry?: boolean): Promise<MeterTake>
+  /** Latest known fraction used (sync: from the last take on a shared meter). */
+  usedFraction(limits: PaceLimits): number
+}
+
+export class MemoryMeter implements Meter {
+  readonly log = new SlidingLog()
+
+  constructor(private readonly now: () => number) {}
+
+  async take(tokens: number, limits: PaceLimits, dry = false): Promise<MeterTake> {
+    return this.takeSync(tokens, limits, dry)
+  }
+
+  takeSync(tokens: number, limits: PaceLimits, dry = false): MeterTake {
+    const result = this.log.take(this.now(), tokens, limits, dry)
+    if (!result.ok) return result
+    const { id } = result
+    const ticket: MeterTicket = {
+      settle: async (requests, used) => this.log.settle(this.now(), id, requests, used, limits),
+    }
+    return { ok: true, usedFraction: result.usedFraction, ticket }
+  }
+
+  usedFraction(limits: PaceLimits): number {
+    return this.log.fractionAt(this.now(), limits)
+  }
+}

@@ -1,0 +1,429 @@
+/**
+ * UpstreamPool: hands out permission to send one request to one account x model, paced so that no
+ * sliding window of any upstream limit is exceeded (sliding-log.ts), preferring the least-loaded
+ * account with room, falling back to the configured models when the requested one has no room, and
+ * queueing fairly between users when nothing has room (fair-queue.ts). Waiters are woken by a timer
+ * set to the earliest moment a meter, a cooldown or a disable says room appears, or when a slot
+ * settles or cancels; never by polling.
+ */
+import { QwenGuardError } from '../errors.js'
+import type { GuardEvent, ResolvedOptions } from '../types.js'
+import { candidatesFor, type Candidate } from './candidates.js'
+import { applyRefusal } from './consequences.js'
+import { FairQueue } from './fair-queue.js'
+import { AccountRuntime, Lane } from './lane.js'
+import { MemoryMeter, type Meter, type MeterTicket } from './meter.js'
+import type { PaceConfig } from './pace-limits.js'
+import { RedisMeter, StoreHealth } from './redis-meter.js'
+import type { AcquireRequest, UpstreamRefusal, UpstreamSlot, UpstreamState } from './types.js'
+
+export interface UpstreamPoolDeps {
+  options: ResolvedOptions
+  emit: (event: GuardEvent) => void
+  /**
+   * Simulated ms per real ms, for runs against a time-scaled simulator (its windows are shorter
+   * in real time by this factor). Default 1.
+   */
+  timeScale?: number
+}
+
+interface Grant {
+  lane: Lane
+  ticket: MeterTicket
+  fallbackReason: string | undefined
+}
+
+interface Attempt {
+  grant?: Grant
+  /** Earliest epoch ms at which some candidate may have room (Infinity when unknown). */
+  nextAt: number
+}
+
+interface Waiter {
+  user: string
+  req: AcquireRequest
+  candidates: Candidate[]
+  enqueuedAt: number
+  nextAt: number
+  done: boolean
+  resolve(slot: UpstreamSlot): void
+  reject(error: unknown): void
+  cleanup(): void
+}
+
+export class UpstreamPool {
+  private readonly options: ResolvedOptions
+  private readonly emit: (event: GuardEvent) => void
+  private readonly timeScale: number
+  private readonly accounts: AccountRuntime[]
+  private readonly lanes: Lane[] = []
+  private readonly lanesByModel = new Map<string, Lane[]>()
+  private readonly queue = new FairQueue<Waiter>()
+  /** Per model: when it was last seen to have room next (for wait estimates of unserved waiters). */
+  private readonly modelNextAt = new Map<string, number>()
+  private draining = false
+  private drainAgain = false
+  private wakeTimer: NodeJS.Timeout | undefined
+  private rotation = 0
+  private closed = false
+
+  constructor(deps: UpstreamPoolDeps) {
+    this.options = deps.options
+    this.emit = deps.emit
+    this.timeScale = deps.timeScale ?? 1
+    const config: PaceConfig = {
+      safetyMargin: this.options.upstream.safetyMargin,
+      rampUp: this.options.upstream.rampUp,
+      timeScale: this.timeScale,
+    }
+    const health = new StoreHealth(this.options.store.onError, this.emit)
+    this.accounts = this.options.accounts.map((account, index) => new AccountRuntime(account, index))
+    for (const owner of this.accounts) {
+      for (const model of Object.values(owner.account.models)) {
+        const lane = new Lane(owner, model, this.meterFor(owner.account.id, model.name, health), config)
+        this.lanes.push(lane)
+        const list = this.lanesByModel.get(model.name) ?? []
+        list.push(lane)
+        this.lanesByModel.set(model.name, list)
+      }
+    }
+  }
+
+  /** Waits (fairly, bounded) for room on the requested model or a fallback; see ARCHITECTURE.md. */
+  async acquire(req: AcquireRequest): Promise<UpstreamSlot> {
+    const started = Date.now()
+    if (req.signal?.aborted) throw req.signal.reason
+    if (this.closed) throw unavailable(0, 'The guard is closed.')
+    const candidates = candidatesFor(req, this.lanesByModel, this.options.models)
+    this.throwIfAllDisabled(candidates)
+    if (this.queue.size === 0 && !this.draining) {
+      const attempt = await this.tryNow(candidates, req, new Set())
+      if (attempt.grant) {
+        if (!req.signal?.aborted) return this.slotFor(attempt.grant, req, started)
+        await attempt.grant.ticket.settle(0, 0)
+        throw req.signal.reason
+      }
+    }
+    return this.enqueue(req, candidates, started)
+  }
+
+  state(): UpstreamState[] {
+    const now = Date.now()
+    return this.lanes.map((lane) => ({
+      account: lane.owner.account.id,
+      accountIndex: lane.owner.index,
+      model: lane.model.name,
+      inFlight: lane.inFlight,
+      usedFraction: lane.meter.usedFraction(lane.limits()),
+      coolingUntil: lane.coolingAt(now),
+      disabledUntil: lane.disabledAt(now),
+      pace: lane.control.pace,
+    }))
+  }
+
+  /** Rejects every waiter (503) and stops the timers. Slots already handed out stay valid. */
+  async close(): Promise<void> {
+    this.closed = true
+    clearTimeout(this.wakeTimer)
+    for (const waiter of this.queue.all()) this.finishWaiter(waiter, unavailable(0, 'The guard is closed.'))
+  }
+
+  // ---- choosing a lane ----
+
+  /**
+   * One pass over the candidates in order (requested model first). Within a model, lanes that are
+   * not cooling or disabled are tried least-loaded first. Models in `blocked` are skipped: an
+   * earlier waiter in this round is waiting for them, and taking their room would jump the queue.
+   */
+  private async tryNow(candidates: Candidate[], req: AcquireRequest, blocked: ReadonlySet<string>): Promise<Attempt> {
+    let nextAt = Infinity
+    let firstReason: string | undefined
+    for (const [index, candidate] of candidates.entries()) {
+      let reason = 'saturated'
+      if (!blocked.has(candidate.model)) {
+        const tried = await this.tryModel(candidate, req)
+        if (tried.grant) {
+          tried.grant.fallbackReason = index > 0 ? firstReason : undefined
+          return { grant: tried.grant, nextAt: Date.now() }
+        }
+        reason = tried.reason
+        nextAt = Math.min(nextAt, tried.nextAt)
+        this.modelNextAt.set(candidate.model, tried.nextAt)
+      }
+      if (index === 0) firstReason = reason
+    }
+    return { nextAt }
+  }
+
+  private async tryModel(candidate: Candidate, req: AcquireRequest): Promise<Attempt & { reason: string }> {
+    const now = Date.now()
+    const live = candidate.lanes.filter((lane) => !lane.disabledAt(now))
+    if (live.length === 0) {
+      return { nextAt: Math.min(...candidate.lanes.map((lane) => lane.disabledAt(now))), reason: 'disabled' }
+    }
+    const ready = live.filter((lane) => !lane.coolingAt(now))
+    let nextAt = Math.min(Infinity, ...live.filter((lane) => lane.coolingAt(now)).map((lane) => lane.coolingUntil))
+    for (const lane of this.byLoad(ready)) {
+      const taken = await lane.meter.take(req.reservedTokens, lane.limits())
+      if (taken.ok) return { grant: { lane, ticket: taken.ticket, fallbackReason: undefined }, nextAt: now, reason: '' }
+      nextAt = Math.min(nextAt, Date.now() + taken.waitMs)
+    }
+    return { nextAt, reason: ready.length === 0 ? 'cooling' : 'saturated' }
+  }
+
+  /** Least fraction used first, then fewest in flight; ties rotate so idle accounts share the load. */
+  private byLoad(lanes: Lane[]): Lane[] {
+    this.rotation = (this.rotation + 1) % 1_000_000
+    const n = this.accounts.length
+    const scored = lanes.map((lane) => ({
+      lane,
+      used: lane.meter.usedFraction(lane.limits()),
+      tie: (lane.owner.index + this.rotation) % n,
+    }))
+    scored.sort((a, b) => a.used - b.used || a.lane.inFlight - b.lane.inFlight || a.tie - b.tie)
+    return scored.map((s) => s.lane)
+  }
+
+  private throwIfAllDisabled(candidates: Candidate[]): void {
+    const now = Date.now()
+    const lanes = candidates.flatMap((c) => c.lanes)
+    if (lanes.some((lane) => !lane.disabledAt(now))) return
+    const back = Math.min(...lanes.map((lane) => lane.disabledAt(now)))
+    throw unavailable(back - now, 'No upstream account can serve this model right now.')
+  }
+
+  // ---- the queue ----
+
+  private enqueue(req: AcquireRequest, candidates: Candidate[], started: number): Promise<UpstreamSlot> {
+    if (this.queue.size >= this.options.queue.maxSize) {
+      throw new QwenGuardError({
+        status: 429,
+        code: 'queue_full',
+        message: 'Too many calls are waiting for upstream capacity; try again shortly.',
+        scope: 'upstream',
+        dimension: 'queue',
+        retryAfterMs: this.estimateWait(candidates, this.queue.size),
+      })
+    }
+    const giveUpAt = Math.min(started + this.options.queue.maxWaitMs, req.deadline)
+    return new Promise<UpstreamSlot>((resolve, reject) => {
+      const onAbort = () => this.finishWaiter(waiter, req.signal?.reason)
+      const timer = setTimeout(() => this.expire(waiter), Math.max(0, giveUpAt - Date.now()))
+      const waiter: Waiter = {
+        user: req.user,
+        req,
+        candidates,
+        enqueuedAt: started,
+        nextAt: Infinity,
+        done: false,
+        resolve,
+        reject,
+        cleanup: () => {
+          clearTimeout(timer)
+          req.signal?.removeEventListener('abort', onAbort)
+        },
+      }
+      req.signal?.addEventListener('abort', onAbort, { once: true })
+      const position = this.queue.push(waiter)
+      this.emit({ type: 'queued', identity: { user: req.user }, model: req.model, position })
+      this.kick()
+    })
+  }
+
+  /** Removes a waiter and rejects it (abort, timeout, close). */
+  private finishWaiter(waiter: Waiter, error: unknown): void {
+    if (waiter.done) return
+    waiter.done = true
+    this.queue.remove(waiter)
+    waiter.cleanup()
+    waiter.reject(error)
+  }
+
+  private expire(waiter: Waiter): void {
+    if (waiter.done) return
+    const now = Date.now()
+    const lanes = waiter.candidates.flatMap((c) => c.lanes)
+    if (lanes.every((lane) => lane.disabledAt(now))) {
+      const back = Math.min(...lanes.map((lane) => lane.disabledAt(now)))
+      return this.finishWaiter(waiter, unavailable(back - now, 'No upstream account can serve this model right now.'))
+    }
+    const retryAfterMs = this.estimateWait(waiter.candidates, this.queue.ahead(waiter), waiter.nextAt)
+    this.finishWaiter(
+      waiter,
+      new QwenGuardError({
+        status: 429,
+        code: 'upstream_saturated',
+        message: 'Upstream capacity for this model is exhausted for now; try again after the indicated wait.',
+        scope: 'upstream',
+        dimension: 'queue',
+        retryAfterMs,
+      }),
+    )
+  }
+
+  /**
+   * When a call arriving now could expect room: when the meters next have room for these models,
+   * plus one emission interval (of all their lanes together) per waiter that would go first.
+   */
+  private estimateWait(candidates: Candidate[], ahead: number, known = Infinity): number {
+    const now = Date.now()
+    let next = known
+    for (const c of candidates) next = Math.min(next, this.modelNextAt.get(c.model) ?? Infinity)
+    let perMs = 0
+    for (const c of candidates) {
+      for (const lane of c.lanes) if (!lane.disabledAt(now)) perMs += 1 / lane.limits().spacingMs
+    }
+    const interval = perMs > 0 ? 1 / perMs : 1000
+    const base = Number.isFinite(next) ? Math.max(0, next - now) : interval
+    return Math.max(1, Math.ceil(base + ahead * interval))
+  }
+
+  /** Runs the queue now (or again after the drain in progress). */
+  private kick(): void {
+    void this.drain().catch(() => undefined)
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining) {
+      this.drainAgain = true
+      return
+    }
+    this.draining = true
+    try {
+      do {
+        this.drainAgain = false
+        await this.drainPasses()
+      } while (this.drainAgain)
+    } finally {
+      this.draining = false
+    }
+    this.scheduleWake()
+  }
+
+  /**
+   * Rounds over each user's oldest waiter, the user whose turn it is first. A waiter that gets room
+   * ends the round (the turn passes to the next user); one that does not blocks its models for the
+   * rest of the round, so later waiters cannot take room it is waiting for.
+   */
+  private async drainPasses(): Promise<void> {
+    for (;;) {
+      if (this.queue.size === 0 || this.closed) return
+      for (const waiter of this.queue.all()) waiter.nextAt = Infinity
+      const blocked = new Set<string>()
+      let served = false
+      for (const waiter of this.queue.heads()) {
+        if (waiter.done || waiter.candidates.every((c) => blocked.has(c.model))) continue
+        let attempt: Attempt
+        try {
+          attempt = await this.tryNow(waiter.candidates, waiter.req, blocked)
+        } catch (error) {
+          this.finishWaiter(waiter, error) // e.g. store_unavailable under onError 'closed'
+          continue
+        }
+        if (attempt.grant && waiter.done) {
+          await attempt.grant.ticket.settle(0, 0) // aborted while we were taking: give it back
+          continue
+        }
+        if (attempt.grant) {
+          this.serve(waiter, attempt.grant)
+          served = true
+          break
+        }
+        waiter.nextAt = attempt.nextAt
+        for (const c of waiter.candidates) blocked.add(c.model)
+      }
+      if (!served) return
+    }
+  }
+
+  private serve(waiter: Waiter, grant: Grant): void {
+    waiter.done = true
+    this.queue.served(waiter)
+    waiter.cleanup()
+    waiter.resolve(this.slotFor(grant, waiter.req, waiter.enqueuedAt))
+  }
+
+  /** One timer, at the earliest moment some waiter's candidate may have room. */
+  private scheduleWake(): void {
+    clearTimeout(this.wakeTimer)
+    this.wakeTimer = undefined
+    if (this.queue.size === 0 || this.closed) return
+    let next = Infinity
+    for (const waiter of this.queue.all()) next = Math.min(next, waiter.nextAt)
+    if (!Number.isFinite(next)) return
+    // +1 ms: timers may fire up to a millisecond early relative to Date.now().
+    this.wakeTimer = setTimeout(() => this.kick(), Math.max(0, Math.ceil(next - Date.now())) + 1)
+  }
+
+  // ---- slots ----
+
+  private slotFor(grant: Grant, req: AcquireRequest, started: number): UpstreamSlot {
+    const { lane, ticket } = grant
+    lane.inFlight++
+    const model = lane.model.name
+    if (grant.fallbackReason !== undefined) {
+      this.emit({ type: 'fallback', identity: { user: req.user }, requested: req.model, served: model, reason: grant.fallbackReason })
+    }
+    let done = false
+    const finish = async (requests: number, tokens: number, after: () => void) => {
+      if (done) return
+      done = true
+      lane.inFlight--
+      await ticket.settle(requests, tokens)
+      after()
+      this.kick()
+    }
+    const slot: UpstreamSlot = {
+      accountId: lane.owner.account.id,
+      apiKey: lane.owner.key(),
+      model,
+      queuedMs: Date.now() - started,
+      settle: (usedTokens) =>
+        finish(1, Math.max(0, usedTokens), () => {
+          lane.consecutive = 0
+          lane.control.success(Date.now(), 1000 / this.timeScale)
+        }),
+      fail: (refusal) => finish(1, tokensAfterRefusal(refusal, req.reservedTokens), () => this.onRefusal(lane, refusal)),
+      cancel: () => finish(0, 0, () => undefined),
+    }
+    if (grant.fallbackReason !== undefined) slot.fallbackReason = grant.fallbackReason
+    return slot
+  }
+
+  private onRefusal(lane: Lane, refusal: UpstreamRefusal): void {
+    applyRefusal(lane, refusal, {
+      now: Date.now(),
+      disableMs: this.options.upstream.disableMs,
+      timeScale: this.timeScale,
+      emit: this.emit,
+    })
+  }
+
+  private meterFor(accountId: string, model: string, health: StoreHealth): Meter {
+    const memory = new MemoryMeter(() => Date.now())
+    const { redis, prefix } = this.options.store
+    if (!redis) return memory
+    // One hash tag per lane: both keys land in the same cluster slot, as a script needs.
+    const tag = `${prefix}:up:{${accountId}|${model}}`
+    return new RedisMeter(redis, [`${tag}:h`, `${tag}:l`], health, memory)
+  }
+}
+
+/**
+ * A request Qwen refused with a 4xx was not served: keep it in the request count (conservative, it
+ * may have been counted) but not its tokens. After a 5xx, a timeout or an error mid-stream the
+ * tokens may have been spent: keep the reservation.
+ */
+function tokensAfterRefusal(refusal: UpstreamRefusal, reserved: number): number {
+  return refusal.status >= 400 && refusal.status < 500 ? 0 : reserved
+}
+
+function unavailable(waitMs: number, message: string): QwenGuardError {
+  return new QwenGuardError({
+    status: 503,
+    code: 'upstream_unavailable',
+    message,
+    scope: 'upstream',
+    retryAfterMs: Math.max(1, Math.ceil(waitMs)),
+  })
+}

@@ -1,0 +1,174 @@
+/**
+ * The in-memory pace of one account x model: a log of sends (time, requests, tokens), oldest first,
+ * with one cursor and running sums per window, plus a GCRA emission time for request spacing.
+ * Every check is O(1) amortised: time only moves forward, so cursors only move forward. The Redis
+ * meter (redis-meter.ts) runs the same algorithm in Lua; keep the two in step.
+ *
+ * Why a log and not a GCRA for tokens: a GCRA that lets one large request through (tolerance of
+ * about a second of tokens) also lets a second second's worth through right behind it, i.e. up to
+ * 2x TPS inside one sliding second. A log with exact window sums admits a request only when every
+ * sliding window, including it, stays within its limit; that is the definition of the limit, so it
+ * cannot over-admit, whatever the arrival pattern:
+ *   take() at time t admits only if  sum(window (t - W, t]) + cost <= L  for every window, and a
+ *   window ending later than t only loses entries older than its start, so every window that ends
+ *   at an admission holds <= L; a window ending elsewhere holds no more than the one ending at its
+ *   last admission. Hence no window of length W ever holds more than L.
+ * Request spacing (GCRA, interval T = W / (m L), tolerance T / 2) only smooths sends inside a
+ * window (Qwen's burst protection dislikes clumps); the bound above does not rely on it.
+ *
+ * Window membership: an entry at time e is inside the window of length W at time t while t - e < W
+ * (the simulator's convention).
+ */
+import type { PaceLimits } from './pace-limits.js'
+
+export type TakeResult =
+  | { ok: true; id: number; usedFraction: number }
+  | { ok: false; waitMs: number; reason: BlockReason; usedFraction: number }
+
+/** What blocks a take. 'never': the cost exceeds a whole window's limit. */
+export type BlockReason = 'spacing' | 'rate' | 'minute' | 'ramp' | 'never'
+
+// Window indexes: the stretched second, the stretched minute, the ramp's last 1 s and last 2 s.
+const RATE = 0
+const MINUTE = 1
+const RAMP1 = 2
+const RAMP2 = 3
+
+export class SlidingLog {
+  private times: number[] = []
+  private reqs: number[] = []
+  private toks: number[] = []
+  /** Id of times[0]; ids are absolute and never reused. */
+  private base = 0
+  private readonly cursor = [0, 0, 0, 0]
+  private readonly sumReq = [0, 0, 0, 0]
+  private readonly sumTok = [0, 0, 0, 0]
+  private tat = -Infinity
+  private last = -Infinity
+
+  /** Admits one request of `tokens` at `now`, or says how long until it could be (dry: never charges). */
+  take(now: number, tokens: number, limits: PaceLimits, dry = false): TakeResult {
+    now = this.advance(now, limits)
+    const blocked = this.blocked(now, tokens, limits)
+    const usedFraction = this.usedFraction(limits)
+    if (blocked) return { ok: false, ...blocked, usedFraction }
+    if (dry) return { ok: true, id: -1, usedFraction }
+    const id = this.base + this.times.length
+    this.times.push(now)
+    this.reqs.push(1)
+    this.toks.push(tokens)
+    for (let w = 0; w < 4; w++) {
+      this.sumReq[w]! += 1
+      this.sumTok[w]! += tokens
+    }
+    this.tat = Math.max(this.tat, now) + limits.spacingMs
+    return { ok: true, id, usedFraction: this.usedFraction(limits) }
+  }
+
+  /** Rewrites what entry `id` counts (settle to real usage, or 0/0 to cancel). Gone entries are ignored. */
+  settle(now: number, id: number, requests: number, tokens: number, limits: PaceLimits): void {
+    this.advance(now, limits)
+    const i = id - this.base
+    if (id < 0 || i < 0 || i >= this.times.length) return
+    const dr = requests - this.reqs[i]!
+    const dk = tokens - this.toks[i]!
+    this.reqs[i] = requests
+    this.toks[i] = tokens
+    for (let w = 0; w < 4; w++) {
+      if (id < this.cursor[w]!) continue // already outside that window: nothing to correct
+      this.sumReq[w]! += dr
+      this.sumTok[w]! += dk
+    }
+  }
+
+  /** Highest fraction used of any limit (0..1+), for least-loaded selection. */
+  usedFraction(limits: PaceLimits): number {
+    return Math.max(
+      this.sumReq[RATE]! / limits.rps,
+      this.sumTok[RATE]! / limits.tps,
+      this.sumReq[MINUTE]! / limits.rpm,
+      this.sumTok[MINUTE]! / limits.tpm,
+    )
+  }
+
+  fractionAt(now: number, limits: PaceLimits): number {
+    this.advance(now, limits)
+    return this.usedFraction(limits)
+  }
+
+  /** Requests in the ramp's last second and the second before it (for tests and state). */
+  rampCounts(now: number, limits: PaceLimits): { cur: number; prev: number } {
+    this.advance(now, limits)
+    return { cur: this.sumReq[RAMP1]!, prev: this.sumReq[RAMP2]! - this.sumReq[RAMP1]! }
+  }
+
+  private advance(now: number, limits: PaceLimits): number {
+    now = Math.max(now, this.last) // a clock step back must not un-expire entries
+    this.last = now
+    const lengths = [limits.rateWindowMs, limits.minuteWindowMs, limits.rampWindowMs, 2 * limits.rampWindowMs]
+    const end = this.base + this.times.length
+    for (let w = 0; w < 4; w++) {
+      const length = lengths[w]!
+      let c = this.cursor[w]!
+      while (c < end && now - this.times[c - this.base]! >= length) {
+        this.sumReq[w]! -= this.reqs[c - this.base]!
+        this.sumTok[w]! -= this.toks[c - this.base]!
+        c++
+      }
+      this.cursor[w] = c
+    }
+    this.trim()
+    return now
+  }
+
+  /** Drops entries that every window has passed (compacting in batches: shift() is O(n)). */
+  private trim(): void {
+    const keepFrom = Math.min(...this.cursor)
+    const drop = keepFrom - this.base
+    if (drop < 256 && drop * 2 < this.times.length) return
+    this.times.splice(0, drop)
+    this.reqs.splice(0, drop)
+    this.toks.splice(0, drop)
+    this.base = keepFrom
+  }
+
+  private blocked(now: number, tokens: number, l: PaceLimits): { waitMs: number; reason: BlockReason } | undefined {
+    if (tokens > l.tps || tokens > l.tpm) return { waitMs: Infinity, reason: 'never' }
+    const waits: Array<[number, BlockReason]> = [
+      [this.tat - l.spacingMs / 2 - now, 'spacing'],
+      [this.windowWait(now, RATE, l.rateWindowMs, l.rps, l.tps, tokens), 'rate'],
+      [this.windowWait(now, MINUTE, l.minuteWindowMs, l.rpm, l.tpm, tokens), 'minute'],
+      [this.rampWait(now, l), 'ramp'],
+    ]
+    let worst: [number, BlockReason] | undefined
+    for (const entry of waits) if (entry[0] > 0 && (!worst || entry[0] > worst[0])) worst = entry
+    return worst ? { waitMs: worst[0], reason: worst[1] } : undefined
+  }
+
+  /** 0 when the window has room for one more request of `tokens`; else when enough will have left it. */
+  private windowWait(now: number, w: number, length: number, maxReq: number, maxTok: number, tokens: number): number {
+    let needReq = this.sumReq[w]! + 1 - maxReq
+    let needTok = this.sumTok[w]! + tokens - maxTok
+    if (needReq <= 0 && needTok <= 0) return 0
+    const end = this.base + this.times.length
+    for (let c = this.cursor[w]!; c < end; c++) {
+      needReq -= this.reqs[c - this.base]!
+      needTok -= this.toks[c - this.base]!
+      if (needReq <= 0 && needTok <= 0) return this.times[c - this.base]! + length - now
+    }
+    return Infinity
+  }
+
+  /** Ramp rule: cur + 1 <= max(initial, factor x prev); when refused, re-check once the oldest send of the last second leaves it. */
+  private rampWait(now: number, l: PaceLimits): number {
+    if (l.rampFactor <= 0) return 0
+    const cur = this.sumReq[RAMP1]!
+    const prev = this.sumReq[RAMP2]! - cur
+    if (cur + 1 <= Math.max(l.rampInitial, l.rampFactor * prev)) return 0
+    const end = this.base + this.times.length
+    for (let c = this.cursor[RAMP1]!; c < end; c++) {
+      if (this.reqs[c - this.base]! > 0) return this.times[c - this.base]! + l.rampWindowMs - now
+    }
+    return 0
+  }
+}
