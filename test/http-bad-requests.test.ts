@@ -1,0 +1,84 @@
+/**
+ * Bad requests through the relay, on both frameworks: each gets its documented status and code,
+ * an OpenAI-shaped body, and never reaches Qwen (the simulator sees no call at all).
+ */
+import type { Simulator } from '../packages/simulator/src/index.js'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { guardOptions, ResponseTap, startApp, startSecretSimulator, type Framework, type GuardedApp } from './http-support.js'
+
+const tap = new ResponseTap()
+afterAll(() => tap.assertNoSecrets())
+
+const ok = { model: 'qwen-plus', messages: [{ role: 'user', content: 'Hi' }] }
+const json = { 'content-type': 'application/json' }
+
+interface BadRequest {
+  name: string
+  method?: string
+  path?: string
+  headers?: Record<string, string>
+  body?: string
+  status: number
+  code: string
+  param?: string | null
+}
+
+const with_ = (patch: Record<string, unknown>) => JSON.stringify({ ...ok, ...patch })
+
+const table: BadRequest[] = [
+  { name: 'invalid JSON', body: '{"model": "qwen-plus",', status: 400, code: 'invalid_json' },
+  { name: 'an empty body', body: '', status: 400, code: 'invalid_json' },
+  { name: 'a JSON array', body: '[1, 2]', status: 400, code: 'invalid_json' },
+  { name: 'no messages', body: JSON.stringify({ model: 'qwen-plus' }), status: 400, code: 'invalid_request', param: 'messages' },
+  { name: 'empty messages', body: with_({ messages: [] }), status: 400, code: 'invalid_request', param: 'messages' },
+  { name: 'messages not an array', body: with_({ messages: 'Hi' }), status: 400, code: 'invalid_request', param: 'messages' },
+  { name: 'a bad role', body: with_({ messages: [{ role: 'wizard', content: 'Hi' }] }), status: 400, code: 'invalid_request', param: 'messages[0].role' },
+  { name: 'a message without content', body: with_({ messages: [{ role: 'user' }] }), status: 400, code: 'invalid_request', param: 'messages[0].content' },
+  { name: 'no model', body: JSON.stringify({ messages: ok.messages }), status: 400, code: 'invalid_request', param: 'model' },
+  { name: 'an unknown model', body: with_({ model: 'gpt-4o' }), status: 404, code: 'model_not_found', param: 'model' },
+  { name: 'max_tokens 0', body: with_({ max_tokens: 0 }), status: 400, code: 'invalid_request', param: 'max_tokens' },
+  { name: 'max_tokens too big', body: with_({ max_tokens: 10_000_000 }), status: 400, code: 'invalid_request', param: 'max_tokens' },
+  { name: 'max_tokens not an integer', body: with_({ max_tokens: 12.5 }), status: 400, code: 'invalid_request', param: 'max_tokens' },
+  { name: 'stream not a boolean', body: with_({ stream: 'yes' }), status: 400, code: 'invalid_request', param: 'stream' },
+  { name: 'stream_options without stream', body: with_({ stream_options: { include_usage: true } }), status: 400, code: 'invalid_request', param: 'stream_options' },
+  { name: 'temperature out of range', body: with_({ temperature: 3 }), status: 400, code: 'invalid_request', param: 'temperature' },
+  { name: 'n > 1', body: with_({ n: 3 }), status: 400, code: 'invalid_request', param: 'n' },
+  { name: 'a body over the limit', body: with_({ messages: [{ role: 'user', content: 'x'.repeat(70 * 1024) }] }), status: 413, code: 'request_too_large' },
+  { name: 'a non-JSON content type', headers: { 'content-type': 'text/plain' }, body: JSON.stringify(ok), status: 400, code: 'invalid_request' },
+  { name: 'GET on chat/completions', method: 'GET', status: 405, code: 'method_not_allowed' },
+  { name: 'POST on models', method: 'POST', path: '/models', body: JSON.stringify(ok), status: 405, code: 'method_not_allowed' },
+  { name: 'an unknown path', path: '/embeddings', body: JSON.stringify(ok), status: 404, code: 'not_found' },
+]
+
+describe.each<Framework>(['express', 'koa'])('%s relay refuses bad requests before any upstream call', (framework) => {
+  let sim: Simulator
+  let app: GuardedApp
+  beforeAll(async () => {
+    sim = await startSecretSimulator()
+    app = await startApp(framework, guardOptions(sim, { user: { rpm: 1_000 } }), tap)
+  })
+  afterAll(async () => {
+    await app?.close()
+    await sim?.close()
+    expect(sim.stats().calls).toBe(0)
+  })
+
+  it.each(table)('$name -> $status $code', async ({ method = 'POST', path = '/chat/completions', headers = json, body, status, code, param }) => {
+    const response = await fetch(`${app.baseURL}${path}`, {
+      method,
+      headers: { ...headers, 'x-user': 'bad' },
+      ...(body === undefined ? {} : { body }),
+    })
+    expect(response.status).toBe(status)
+    const answer = (await response.json()) as { error: Record<string, unknown> }
+    expect(Object.keys(answer)).toEqual(['error'])
+    expect(answer.error).toMatchObject({ message: expect.any(String), type: 'invalid_request_error', code })
+    if (param !== undefined) expect(answer.error.param).toBe(param)
+    // Answers of the guard's validation tell the SDK not to retry (the same body fails again).
+    if (code !== 'not_found' && code !== 'method_not_allowed') expect(response.headers.get('x-should-retry')).toBe('false')
+    // Nothing reached Qwen and nothing was counted.
+    expect(sim.stats().calls).toBe(0)
+    const rpm = (await app.guard.guard.state({ user: 'bad' })).find((s) => s.dimension === 'rpm')
+    expect(rpm?.remaining).toBe(1_000)
+  })
+})
