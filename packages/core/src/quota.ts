@@ -129,7 +129,10 @@ export class QuotaAdmission {
   }
 
   private async plan(identity: Identity): Promise<Plan> {
-    return planFor(identity, await this.options.quotas(identity), this.factory.prefix)
+    const plan = planFor(identity, await this.options.quotas(identity), this.factory.prefix)
+    const connecting = plan.windows.length + plan.leases.length > 0 ? this.factory.whenReady() : undefined
+    if (connecting) await connecting
+    return plan
   }
 
   private async read(charges: Charge[], leases: LeaseLimit[]): Promise<[Reading[], LeaseCount[]]> {

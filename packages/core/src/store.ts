@@ -41,6 +41,13 @@ export interface LimiterFactory {
   readonly health: StoreHealth
   /** The limiter for `spec` (one instance per name, cached). */
   limiter(spec: LimiterSpec): RateLimiterAbstract
+  /**
+   * Resolves when the store can be used: at once for memory or a ready Redis client; while the
+   * client is making a connection, when it is ready or fails (at most `CONNECT_WAIT_MS`). Without
+   * this wait, calls made while an app starts would all run on the insurance limiter (or be
+   * refused with 503), since limiters never queue commands behind a connection that is not ready.
+   */
+  whenReady(): Promise<void> | undefined
   /** The 503 refusal of the 'closed' policy (reports the failure too). */
   unavailable(error: unknown): QwenGuardError
   /** Stops listening to the Redis client. Does not close the client: it belongs to the app. */
@@ -118,6 +125,25 @@ class InsuranceLimiter extends RateLimiterMemory {
   }
 }
 
+/** Longest a call waits for a connection being made before the failure policy applies. */
+export const CONNECT_WAIT_MS = 2_000
+
+// ioredis statuses of a connection attempt in progress ('reconnecting' is a pause between attempts
+// during an outage: no wait then, the failure policy applies at once).
+const CONNECTING = new Set(['wait', 'connecting', 'connect'])
+
+function waitForConnection(redis: Redis): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      for (const event of ['ready', 'error', 'close', 'end']) redis.off(event, done)
+      resolve()
+    }
+    const timer = setTimeout(done, CONNECT_WAIT_MS)
+    for (const event of ['ready', 'error', 'close', 'end']) redis.once(event, done)
+  })
+}
+
 /**
  * Creates the limiter factory of one guard.
  *
@@ -147,6 +173,7 @@ export function createLimiterFactory(
 
   return {
     kind: redis ? 'redis' : 'memory',
+    whenReady: () => (redis && CONNECTING.has(redis.status) ? waitForConnection(redis) : undefined),
     onError,
     prefix,
     health,

@@ -1,0 +1,211 @@
+import { afterEach, expect, it, vi } from 'vitest'
+import { describeEachStore } from '../../../test/support/redis.js'
+import { QwenGuardError } from '../src/errors.js'
+import { admissionFactory, cost, dim, refusalOf, sleep } from './quota-support.js'
+
+describeEachStore('QuotaAdmission', (kind) => {
+  const stores = admissionFactory(kind)
+  afterEach(async () => {
+    vi.useRealTimers()
+    await stores.closeAll()
+  })
+
+  it('refuses a user over rpm with scope user, dimension rpm and the true wait', async () => {
+    const { admission, prefix } = stores.make({ user: { rpm: 3 } })
+    const start = Date.UTC(2025, 0, 1, 12, 0, 0)
+    if (kind === 'memory') {
+      vi.useFakeTimers({ toFake: ['Date'] })
+      vi.setSystemTime(start)
+    }
+    for (let i = 0; i < 3; i += 1) await admission.reserve({ user: 'u1' }, cost(10))
+    if (kind === 'memory') vi.setSystemTime(start + 20_000)
+    const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(10)))
+    expect(error).toBeInstanceOf(QwenGuardError)
+    expect(error).toMatchObject({ status: 429, code: 'rate_limit_exceeded', scope: 'user', dimension: 'rpm' })
+    if (kind === 'memory') {
+      expect(Math.abs(error.retryAfterMs - 40_000)).toBeLessThanOrEqual(1_000)
+      vi.setSystemTime(start + 20_000 + error.retryAfterMs)
+      await expect(admission.reserve({ user: 'u1' }, cost(10))).resolves.toBeDefined()
+    } else {
+      const pttl = await stores.redis!.pttl(`${prefix}:user:rpm:u1`)
+      expect(pttl).toBeGreaterThan(55_000)
+      expect(Math.abs(error.retryAfterMs - pttl)).toBeLessThanOrEqual(1_000)
+    }
+    expect(dim(error.limits, 'rpm').remaining).toBe(0)
+  })
+
+  it('admits again after waiting exactly retryAfterMs (1 s window)', async () => {
+    const { admission } = stores.make({ user: { rps: 2 } })
+    await admission.reserve({ user: 'u1' }, cost(1))
+    await admission.reserve({ user: 'u1' }, cost(1))
+    const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    expect(error).toMatchObject({ dimension: 'rps', scope: 'user' })
+    expect(error.retryAfterMs).toBeGreaterThan(0)
+    expect(error.retryAfterMs).toBeLessThanOrEqual(1_000)
+    await sleep(error.retryAfterMs)
+    await expect(admission.reserve({ user: 'u1' }, cost(1))).resolves.toBeDefined()
+  })
+
+  for (const precheck of [true, false]) {
+    it(`a tpm refusal leaves the rpm count untouched (precheck ${precheck})`, async () => {
+      const { admission } = stores.make({ user: { rpm: 10, tpm: 1_000 } }, { precheck })
+      await admission.reserve({ user: 'u1' }, cost(600))
+      const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(600)))
+      expect(error).toMatchObject({ code: 'rate_limit_exceeded', dimension: 'tpm' })
+      const state = await admission.state({ user: 'u1' })
+      expect(dim(state, 'rpm').remaining).toBe(9)
+      expect(dim(state, 'tpm').remaining).toBe(400)
+      expect(dim(error.limits, 'rpm').remaining).toBe(9)
+    })
+  }
+
+  it('settles 1,000 reserved / 100 used as a refund, and charges extra use, once', async () => {
+    const { admission } = stores.make({ user: { rpm: 10, tpm: 5_000 } })
+    const reservation = await admission.reserve({ user: 'u1' }, cost(1_000))
+    expect(dim(reservation.quota, 'tpm').remaining).toBe(4_000)
+    await reservation.settle({ tokens: 100, usd: 0 })
+    await reservation.settle({ tokens: 100, usd: 0 })
+    let state = await admission.state({ user: 'u1' })
+    expect(dim(state, 'tpm').remaining).toBe(4_900)
+    expect(dim(state, 'rpm').remaining).toBe(9)
+
+    const second = await admission.reserve({ user: 'u1' }, cost(100))
+    await second.settle({ tokens: 400, usd: 0 })
+    state = await admission.state({ user: 'u1' })
+    expect(dim(state, 'tpm').remaining).toBe(4_500)
+  })
+
+  it('does not refund after the charged window ended', async () => {
+    const { admission } = stores.make({ user: { tps: 2_000, tpm: 100_000 } })
+    const reservation = await admission.reserve({ user: 'u1' }, cost(1_000))
+    await sleep(1_050)
+    await reservation.settle({ tokens: 100, usd: 0 })
+    const state = await admission.state({ user: 'u1' })
+    // A refund into the expired window would have started the next one at -900 (remaining 2,900).
+    expect(dim(state, 'tps').remaining).toBe(2_000)
+    expect(dim(state, 'tpm').remaining).toBe(100_000 - 100)
+  })
+
+  it('cancel gives back requests, tokens and spend', async () => {
+    const { admission } = stores.make({ user: { rpm: 5, tpm: 1_000, usdPerDay: 1, concurrency: 1 } })
+    const reservation = await admission.reserve({ user: 'u1' }, cost(300, 0.25))
+    expect(dim(reservation.quota, 'usdPerDay').remaining).toBeCloseTo(0.75, 6)
+    await reservation.cancel()
+    await reservation.settle({ tokens: 10_000, usd: 10 }) // no effect after cancel
+    const state = await admission.state({ user: 'u1' })
+    expect(dim(state, 'rpm').remaining).toBe(5)
+    expect(dim(state, 'tpm').remaining).toBe(1_000)
+    expect(dim(state, 'usdPerDay').remaining).toBe(1)
+    expect(dim(state, 'concurrency').remaining).toBe(1)
+  })
+
+  it('holds a concurrency lease until settle or cancel, and lets it expire after its TTL', async () => {
+    const { admission } = stores.make({ user: { concurrency: 2, rpm: 100 } }, { leaseTtlMs: 400 })
+    const first = await admission.reserve({ user: 'u1' }, cost(1))
+    const second = await admission.reserve({ user: 'u1' }, cost(1))
+    const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    expect(error).toMatchObject({ code: 'concurrency_limit_exceeded', dimension: 'concurrency', scope: 'user' })
+    expect(error.retryAfterMs).toBeGreaterThan(0)
+    expect(dim(await admission.state({ user: 'u1' }), 'rpm').remaining).toBe(98) // the refusal was rolled back
+    await first.settle({ tokens: 1, usd: 0 })
+    const third = await admission.reserve({ user: 'u1' }, cost(1))
+    await second.cancel()
+    await admission.reserve({ user: 'u1' }, cost(1))
+    await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    void third
+    await sleep(450) // neither lease is released: both expire
+    expect(dim(await admission.state({ user: 'u1' }), 'concurrency').remaining).toBe(2)
+    await expect(admission.reserve({ user: 'u1' }, cost(1))).resolves.toBeDefined()
+  })
+
+  for (const precheck of [true, false]) {
+    it(`50 concurrent reserves never admit more than the limits (precheck ${precheck})`, async () => {
+      const { admission } = stores.make({ user: { rpm: 10, tpm: 10_000, concurrency: 7 } }, { precheck })
+      const results = await Promise.allSettled(Array.from({ length: 50 }, () => admission.reserve({ user: 'u1' }, cost(100))))
+      const admitted = results.filter((r) => r.status === 'fulfilled').length
+      expect(admitted).toBeGreaterThan(0)
+      expect(admitted).toBeLessThanOrEqual(7)
+      const state = await admission.state({ user: 'u1' })
+      expect(dim(state, 'rpm').remaining).toBe(10 - admitted)
+      expect(dim(state, 'tpm').remaining).toBe(10_000 - 100 * admitted)
+      expect(dim(state, 'concurrency').remaining).toBe(7 - admitted)
+    })
+  }
+
+  it('counts daily tokens and spend per UTC day', async () => {
+    const { admission } = stores.make({ user: { tokensPerDay: 1_000, usdPerDay: 0.01 } })
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(Date.UTC(2025, 0, 1, 23, 59, 58))
+    await admission.reserve({ user: 'u1' }, cost(800, 0.004))
+    const tokens = await refusalOf(admission.reserve({ user: 'u1' }, cost(300)))
+    expect(tokens).toMatchObject({ status: 429, code: 'quota_exceeded', dimension: 'tokensPerDay', retryable: false })
+    expect(Math.abs(tokens.retryAfterMs - 2_000)).toBeLessThanOrEqual(1_000)
+    const spend = await refusalOf(admission.reserve({ user: 'u1' }, cost(10, 0.007)))
+    expect(spend).toMatchObject({ code: 'quota_exceeded', dimension: 'usdPerDay' })
+    expect(dim(spend.limits, 'usdPerDay')).toMatchObject({ limit: 0.01, windowSeconds: 86_400 })
+    expect(dim(spend.limits, 'usdPerDay').remaining).toBeCloseTo(0.006, 9)
+
+    vi.setSystemTime(Date.UTC(2025, 0, 2, 0, 0, 0, 500))
+    await admission.reserve({ user: 'u1' }, cost(900, 0.009))
+    const state = await admission.state({ user: 'u1' })
+    expect(dim(state, 'tokensPerDay').remaining).toBe(100)
+    expect(dim(state, 'usdPerDay').remaining).toBeCloseTo(0.001, 9)
+  })
+
+  it('refuses a cost that can never fit with 413, charging nothing', async () => {
+    const { admission, events } = stores.make({ user: { rpm: 5, tpm: 1_000 } })
+    const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(1_500), { model: 'qwen-plus' }))
+    expect(error).toMatchObject({ status: 413, code: 'request_too_large', dimension: 'tpm', scope: 'user', retryable: false })
+    const state = await admission.state({ user: 'u1' })
+    expect(dim(state, 'rpm').remaining).toBe(5)
+    expect(dim(state, 'tpm').remaining).toBe(1_000)
+    expect(events).toEqual([
+      expect.objectContaining({ type: 'refused', model: 'qwen-plus', code: 'request_too_large', dimension: 'tpm' }),
+    ])
+  })
+
+  it('treats a limit of 0 as "nothing allowed", not retryable', async () => {
+    const { admission } = stores.make({ user: { rpm: 0 } })
+    const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    expect(error).toMatchObject({ status: 429, dimension: 'rpm', retryable: false, retryAfterMs: 0 })
+  })
+
+  it('limits the key scope, and leaves a missing identity part unlimited', async () => {
+    const { admission, events } = stores.make({ user: { rpm: 100 }, key: { rpm: 2 } })
+    await admission.reserve({ user: 'a', key: 'k' }, cost(1))
+    await admission.reserve({ user: 'b', key: 'k' }, cost(1))
+    const error = await refusalOf(admission.reserve({ user: 'c', key: 'k' }, cost(1)))
+    expect(error).toMatchObject({ scope: 'key', dimension: 'rpm' })
+    expect(events.at(-1)).toMatchObject({ type: 'refused', scope: 'key', dimension: 'rpm', identity: { user: 'c', key: 'k' } })
+    // user 'c' was charged nothing by the refusal
+    expect(dim(await admission.state({ user: 'c' }), 'rpm').remaining).toBe(100)
+    for (let i = 0; i < 5; i += 1) await admission.reserve({ user: 'a' }, cost(1)) // no key: key scope not limited
+    const none = await admission.reserve({}, cost(1))
+    expect(none.quota).toEqual([])
+  })
+
+  it('reports the longest wait when several dimensions block', async () => {
+    const { admission } = stores.make({ user: { rps: 1, rpm: 1 } })
+    await admission.reserve({ user: 'u1' }, cost(1))
+    const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    expect(error.dimension).toBe('rpm')
+    expect(error.retryAfterMs).toBeGreaterThan(58_000)
+  })
+
+  it('check() is a dry run with the wait and what blocks', async () => {
+    const { admission } = stores.make({ user: { rpm: 2, tpm: 1_000 } })
+    const allowed = await admission.check({ user: 'u1' }, cost(400))
+    expect(allowed).toMatchObject({ allowed: true, retryAfterMs: 0 })
+    expect(dim(allowed.remaining, 'tpm').remaining).toBe(600)
+    await admission.reserve({ user: 'u1' }, cost(800))
+    const blocked = await admission.check({ user: 'u1' }, cost(400))
+    expect(blocked.allowed).toBe(false)
+    expect(blocked.blockedBy).toEqual([{ scope: 'user', dimension: 'tpm' }])
+    expect(blocked.retryAfterMs).toBeGreaterThan(55_000)
+    const state = await admission.state({ user: 'u1' })
+    expect(dim(state, 'tpm')).toMatchObject({ limit: 1_000, remaining: 200, windowSeconds: 60 })
+    expect(dim(state, 'rpm').remaining).toBe(1)
+    const never = await admission.check({ user: 'u1' }, cost(5_000))
+    expect(never).toMatchObject({ allowed: false, retryAfterMs: 0, blockedBy: [{ scope: 'user', dimension: 'tpm' }] })
+  })
+})
