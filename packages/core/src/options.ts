@@ -227,13 +227,14 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
 
 /** Layers partial specs: later layers win field by field. */
 function mergeTables(base: Record<string, PartialSpec>, overrides: Record<string, unknown> | undefined, path: string, allowNew: boolean): Record<string, PartialSpec> {
-  const out: Record<string, PartialSpec> = { ...base }
+  // Null prototype: a model named "__proto__" or "constructor" is just a name.
+  const out: Record<string, PartialSpec> = Object.assign(Object.create(null) as Record<string, PartialSpec>, base)
   if (!overrides) return out
   for (const [name, value] of Object.entries(overrides)) {
     if (value === undefined) continue
     const where = `${path}.${name}`
     const spec = checkPartialSpec(value, where)
-    const existing = out[name]
+    const existing = Object.hasOwn(out, name) ? out[name] : undefined
     if (!existing) {
       if (!allowNew) throw new QwenGuardConfigError(where, `unknown model ${describe(name)} (add it to options.models first)`)
       if (spec.rpm === undefined) throw new QwenGuardConfigError(`${where}.rpm`, 'a model not in the built-in table must give rpm')
@@ -267,7 +268,7 @@ function checkFallbacks(table: Record<string, ResolvedModel>, path: string): voi
     const seen = new Set<string>()
     model.fallback.forEach((target, i) => {
       const where = `${path}.${model.name}.fallback[${i}]`
-      if (!(target in table)) throw new QwenGuardConfigError(where, `unknown model ${describe(target)}`)
+      if (!Object.hasOwn(table, target)) throw new QwenGuardConfigError(where, `unknown model ${describe(target)}`)
       // A cycle a -> b -> a is fine (each call tries a list once); a model falling back to itself is a mistake.
       if (target === model.name) throw new QwenGuardConfigError(where, 'a model cannot fall back to itself')
       if (seen.has(target)) throw new QwenGuardConfigError(where, `duplicate fallback ${describe(target)}`)
@@ -277,7 +278,7 @@ function checkFallbacks(table: Record<string, ResolvedModel>, path: string): voi
 }
 
 function resolveTable(raw: Record<string, PartialSpec>, path: string): Record<string, ResolvedModel> {
-  const table: Record<string, ResolvedModel> = {}
+  const table = Object.create(null) as Record<string, ResolvedModel>
   for (const [name, spec] of Object.entries(raw)) table[name] = resolveModel(name, spec)
   checkFallbacks(table, path)
   return table
@@ -403,7 +404,7 @@ function resolveAllowed(value: unknown, table: Record<string, ResolvedModel>): S
   return new Set(
     value.map((name, i) => {
       const model = nonEmptyString(name, `allowedModels[${i}]`)
-      if (!(model in table)) throw new QwenGuardConfigError(`allowedModels[${i}]`, `unknown model ${describe(model)}`)
+      if (!Object.hasOwn(table, model)) throw new QwenGuardConfigError(`allowedModels[${i}]`, `unknown model ${describe(model)}`)
       return model
     }),
   )

@@ -74,7 +74,7 @@ function checkModel(body: Record<string, unknown>, options: ResolvedOptions): Re
   const { model } = body
   if (model === undefined || model === null) invalid('You must provide a model parameter.', 'model')
   if (typeof model !== 'string' || model.trim() === '') invalid(`model must be a non-empty string, got ${echo(model)}.`, 'model')
-  const spec = options.models[model]
+  const spec = Object.hasOwn(options.models, model) ? options.models[model] : undefined
   if (!spec || !options.allowedModels.has(model)) {
     fail('model_not_found', `The model ${echo(model)} does not exist or you do not have access to it.`, 'model')
   }

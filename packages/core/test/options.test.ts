@@ -102,6 +102,12 @@ describe('resolveOptions: model tables', () => {
     expect(o.models['qwen3-max']!.rpm).toBe(600)
   })
 
+  it('treats __proto__ as a plain model name', () => {
+    const o = resolveOptions({ ...base, models: JSON.parse('{"__proto__": {"rpm": 5, "tpm": 50}}') })
+    expect(o.models['__proto__' as string]).toMatchObject({ rpm: 5, tpm: 50 })
+    expect(Object.keys(o.models)).toContain('__proto__')
+  })
+
   it('allows fallback cycles between different models', () => {
     const o = resolveOptions({ ...base, models: { 'qwen-plus': { fallback: ['qwen-flash'] }, 'qwen-flash': { fallback: ['qwen-plus'] } } })
     expect(o.models['qwen-flash']!.fallback).toEqual(['qwen-plus'])
@@ -145,6 +151,8 @@ describe('resolveOptions: errors name the option', () => {
     ['unknown fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-nope'] } } }, 'models.qwen3-max.fallback[0]: unknown model "qwen-nope"'],
     ['self fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen3-max'] } } }, 'models.qwen3-max.fallback[1]: a model cannot fall back to itself'],
     ['duplicate fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen-plus'] } } }, 'models.qwen3-max.fallback[1]: duplicate fallback'],
+    ['fallback to an inherited name', { ...base, models: { 'qwen3-max': { fallback: ['constructor'] } } }, 'models.qwen3-max.fallback[0]: unknown model "constructor"'],
+    ['model named like a prototype property', { ...base, models: { toString: { rpm: 1 } } }, 'models.toString.tpm: a model not in the built-in table must give tpm'],
     ['new model without tpm', { ...base, models: { 'qwen-new': { rpm: 10 } } }, 'models.qwen-new.tpm: a model not in the built-in table must give tpm'],
     ['new model without rpm', { ...base, models: { 'qwen-new': { tpm: 10 } } }, 'models.qwen-new.rpm: a model not in the built-in table must give rpm'],
     ['negative model rpm', { ...base, models: { 'qwen-plus': { rpm: -5 } } }, 'models.qwen-plus.rpm: must be a positive number, got -5'],
