@@ -23,7 +23,7 @@ export const RELAY_USER_QUOTA: QuotaPolicy = {
 }
 
 /** The answer length the page asks for; burst requests ask for less so a burst stays cheap. */
-export const CHAT_MAX_TOKENS = 256
+export const CHAT_MAX_TOKENS = 160
 export const BURST_MAX_TOKENS = 48
 
 /**

@@ -1,0 +1,165 @@
+/**
+ * The example's HTTP API, without a browser: the demo cookie is the identity, /api/quota reports
+ * the guard's state, /api/chat streams or refuses with an exact Retry-After, and /v1 relays.
+ */
+import request from 'supertest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { COOKIE_NAME } from '../src/session.js'
+import type { QuotaBody } from '../src/quota-route.js'
+import { startApp, type RunningApp } from './start-app.js'
+
+let running: RunningApp
+
+beforeAll(async () => {
+  running = await startApp({
+    simulator: { ttftMs: 0, perTokenMs: 0 },
+    // Two requests a minute: the third is refused with a wait of up to a minute, and nothing sleeps.
+    app: { quotas: { browser: { rpm: 2, tpm: 10_000, concurrency: 2 } } },
+  })
+})
+afterAll(async () => {
+  await running?.close()
+})
+
+/** A fresh browser: GET the page, keep the cookie it was given. */
+async function newBrowser(): Promise<string> {
+  const res = await request(running.url).get('/').expect(200)
+  const cookie = cookieFrom(res.headers['set-cookie'])
+  expect(cookie).toBeDefined()
+  return cookie!
+}
+
+function cookieFrom(header: string | string[] | undefined): string | undefined {
+  const list = Array.isArray(header) ? header : header ? [header] : []
+  return list.find((c) => c.startsWith(`${COOKIE_NAME}=`))?.split(';')[0]
+}
+
+/** Collects an SSE body as text (supertest does not buffer event streams by itself). */
+function collectText(res: NodeJS.ReadableStream, callback: (error: Error | null, body: string) => void): void {
+  let text = ''
+  res.setEncoding('utf8')
+  res.on('data', (chunk: string) => (text += chunk))
+  res.on('end', () => callback(null, text))
+}
+
+function sseEvents(text: string): Array<{ event: string; data: any }> {
+  return text
+    .split('\n\n')
+    .filter((block) => block.trim())
+    .map((block) => {
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? 'message'
+      const data = /^data: (.*)$/m.exec(block)?.[1]
+      return { event, data: data ? JSON.parse(data) : null }
+    })
+}
+
+const ask = (cookie: string, content = 'hello there') =>
+  request(running.url)
+    .post('/api/chat')
+    .set('cookie', cookie)
+    .send({ messages: [{ role: 'user', content }] })
+    .buffer(true)
+    .parse(collectText)
+
+describe('demo identity', () => {
+  it('gives each browser an httpOnly random-id cookie and keeps it', async () => {
+    const res = await request(running.url).get('/api/quota').expect(200)
+    const setCookie = String(res.headers['set-cookie'])
+    expect(setCookie).toMatch(new RegExp(`^${COOKIE_NAME}=[A-Za-z0-9_-]{22};`))
+    expect(setCookie).toMatch(/HttpOnly/i)
+    expect(setCookie).toMatch(/SameSite=Lax/i)
+
+    const cookie = cookieFrom(res.headers['set-cookie'])!
+    const again = await request(running.url).get('/api/quota').set('cookie', cookie).expect(200)
+    expect(again.headers['set-cookie']).toBeUndefined()
+    expect(again.body.user).toBe(res.body.user)
+  })
+
+  it('replaces a hand-made cookie instead of using it as an identity', async () => {
+    const res = await request(running.url).get('/api/quota').set('cookie', `${COOKIE_NAME}=admin`).expect(200)
+    expect(cookieFrom(res.headers['set-cookie'])).toMatch(new RegExp(`^${COOKIE_NAME}=[A-Za-z0-9_-]{22}$`))
+  })
+})
+
+describe('/api/quota', () => {
+  it('reports the per-browser limits from guard.state()', async () => {
+    const cookie = await newBrowser()
+    const res = await request(running.url).get('/api/quota').set('cookie', cookie).expect(200)
+    const body = res.body as QuotaBody
+    expect(body.backend).toBe('simulator')
+    expect(body.user).toMatch(/^[A-Za-z0-9_-]{6}$/)
+    expect(body.model).toEqual({ requested: 'qwen3-max', fallback: ['qwen-plus', 'qwen-flash'] })
+    const byDimension = Object.fromEntries(body.limits.map((l) => [l.dimension, l]))
+    expect(byDimension.rpm).toMatchObject({ limit: 2, remaining: 2, windowSeconds: 60 })
+    expect(byDimension.tpm).toMatchObject({ limit: 10_000, remaining: 10_000 })
+    expect(byDimension.concurrency).toMatchObject({ limit: 2 })
+    for (const limit of body.limits) expect(limit.resetMs).toBeGreaterThanOrEqual(0)
+  })
+})
+
+describe('/api/chat', () => {
+  it('streams meta, deltas and done, and spends the browser quota', async () => {
+    const cookie = await newBrowser()
+    const res = await ask(cookie).expect(200)
+    expect(res.headers['content-type']).toMatch(/^text\/event-stream/)
+    const events = sseEvents(res.body as string)
+    expect(events[0]).toMatchObject({ event: 'meta', data: { requestedModel: 'qwen3-max' } })
+    expect(typeof events[0]!.data.model).toBe('string')
+    const deltas = events.filter((e) => e.event === 'delta')
+    expect(deltas.length).toBeGreaterThan(5)
+    const done = events.at(-1)!
+    expect(done.event).toBe('done')
+    expect(done.data.usage.completion).toBeGreaterThan(0)
+
+    const quota = await request(running.url).get('/api/quota').set('cookie', cookie).expect(200)
+    const rpm = (quota.body as QuotaBody).limits.find((l) => l.dimension === 'rpm')!
+    expect(rpm.remaining).toBe(1)
+    expect(rpm.resetMs).toBeGreaterThan(0)
+  })
+
+  it('refuses the browser past its quota with 429, Retry-After and retry-after-ms; another browser is unaffected', async () => {
+    const cookie = await newBrowser()
+    await ask(cookie, 'one').expect(200)
+    await ask(cookie, 'two').expect(200)
+    const refused = await request(running.url)
+      .post('/api/chat')
+      .set('cookie', cookie)
+      .send({ messages: [{ role: 'user', content: 'three' }] })
+      .expect(429)
+    const retryAfter = Number(refused.headers['retry-after'])
+    const retryAfterMs = Number(refused.headers['retry-after-ms'])
+    expect(retryAfterMs).toBeGreaterThan(0)
+    expect(retryAfterMs).toBeLessThanOrEqual(60_000)
+    expect(retryAfter).toBe(Math.max(1, Math.ceil(retryAfterMs / 1000)))
+    expect(refused.body.error).toMatchObject({ type: 'rate_limit_error' })
+    expect(typeof refused.body.error.code).toBe('string')
+
+    const other = await newBrowser()
+    await ask(other, 'hi').expect(200)
+  })
+
+  it('answers 400 to a malformed chat body without calling Qwen', async () => {
+    const cookie = await newBrowser()
+    const before = running.simulator.stats().calls
+    const res = await request(running.url).post('/api/chat').set('cookie', cookie).send({ messages: [{ role: 'system', content: 'x' }] }).expect(400)
+    expect(res.body.error.param).toBe('messages[0].role')
+    await request(running.url).post('/api/chat').set('cookie', cookie).set('content-type', 'application/json').send('{not json').expect(400)
+    expect(running.simulator.stats().calls).toBe(before)
+  })
+})
+
+describe('/v1 relay', () => {
+  it('lists models and answers an OpenAI-style completion without minting a cookie', async () => {
+    const models = await request(running.url).get('/v1/models').expect(200)
+    expect(models.body.object).toBe('list')
+    expect(models.body.data.map((m: { id: string }) => m.id)).toContain('qwen3-max')
+
+    const res = await request(running.url)
+      .post('/v1/chat/completions')
+      .send({ model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 })
+      .expect(200)
+    expect(res.body.object).toBe('chat.completion')
+    expect(res.headers['set-cookie']).toBeUndefined()
+    expect(res.headers['x-qwen-guard-model']).toBe('qwen-plus')
+  })
+})
