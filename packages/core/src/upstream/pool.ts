@@ -137,20 +137,21 @@ export class UpstreamPool {
    */
   private async tryNow(candidates: Candidate[], req: AcquireRequest, blocked: ReadonlySet<string>): Promise<Attempt> {
     let nextAt = Infinity
-    let firstReason: string | undefined
+    // The requested model is not a candidate at all when the request does not fit its context.
+    let firstReason: string | undefined = candidates[0]?.model === req.model ? undefined : 'context'
     for (const [index, candidate] of candidates.entries()) {
       let reason = 'saturated'
       if (!blocked.has(candidate.model)) {
         const tried = await this.tryModel(candidate, req)
         if (tried.grant) {
-          tried.grant.fallbackReason = index > 0 ? firstReason : undefined
+          tried.grant.fallbackReason = candidate.model === req.model ? undefined : firstReason
           return { grant: tried.grant, nextAt: Date.now() }
         }
         reason = tried.reason
         nextAt = Math.min(nextAt, tried.nextAt)
         this.modelNextAt.set(candidate.model, tried.nextAt)
       }
-      if (index === 0) firstReason = reason
+      if (index === 0 && candidate.model === req.model) firstReason = reason
     }
     return { nextAt }
   }
