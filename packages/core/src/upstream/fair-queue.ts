@@ -62,13 +62,25 @@ export class FairQueue<T extends Queued> {
     return true
   }
 
-  /** Waiters in the queue ahead of `item` that would be served first if every turn went to someone. */
+  /**
+   * Waiters that round-robin would serve before `item` if every turn were taken: in each round
+   * every user with waiters left gets one, starting at the user whose turn it is.
+   */
   ahead(item: T): number {
     const own = this.byUser.get(item.user)
     const position = own ? own.indexOf(item) : 0
+    const ownRank = this.rank(item.user)
     let n = 0
-    for (const queue of this.byUser.values()) n += Math.min(queue.length, position + (queue === own ? 0 : 1))
+    for (const [user, queue] of this.byUser) {
+      if (queue === own) n += position
+      else n += Math.min(queue.length, this.rank(user) < ownRank ? position + 1 : position)
+    }
     return n
+  }
+
+  private rank(user: string): number {
+    const index = this.ring.indexOf(user)
+    return (index - this.turn + this.ring.length) % Math.max(1, this.ring.length)
   }
 
   all(): T[] {

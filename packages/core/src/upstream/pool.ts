@@ -186,16 +186,22 @@ export class UpstreamPool {
   }
 
   private throwIfAllDisabled(candidates: Candidate[]): void {
+    const back = this.allDisabledUntil(candidates)
+    if (back !== undefined) throw unavailable(back - Date.now(), 'No upstream account can serve this model right now.')
+  }
+
+  /** When every lane of every candidate is disabled: the epoch ms the first comes back. */
+  private allDisabledUntil(candidates: Candidate[]): number | undefined {
     const now = Date.now()
     const lanes = candidates.flatMap((c) => c.lanes)
-    if (lanes.some((lane) => !lane.disabledAt(now))) return
-    const back = Math.min(...lanes.map((lane) => lane.disabledAt(now)))
-    throw unavailable(back - now, 'No upstream account can serve this model right now.')
+    if (lanes.some((lane) => !lane.disabledAt(now))) return undefined
+    return Math.min(...lanes.map((lane) => lane.disabledAt(now)))
   }
 
   // ---- the queue ----
 
   private enqueue(req: AcquireRequest, candidates: Candidate[], started: number): Promise<UpstreamSlot> {
+    if (this.closed) throw unavailable(0, 'The guard is closed.')
     if (this.queue.size >= this.options.queue.maxSize) {
       throw new QwenGuardError({
         status: 429,
@@ -242,11 +248,9 @@ export class UpstreamPool {
 
   private expire(waiter: Waiter): void {
     if (waiter.done) return
-    const now = Date.now()
-    const lanes = waiter.candidates.flatMap((c) => c.lanes)
-    if (lanes.every((lane) => lane.disabledAt(now))) {
-      const back = Math.min(...lanes.map((lane) => lane.disabledAt(now)))
-      return this.finishWaiter(waiter, unavailable(back - now, 'No upstream account can serve this model right now.'))
+    const back = this.allDisabledUntil(waiter.candidates)
+    if (back !== undefined) {
+      return this.finishWaiter(waiter, unavailable(back - Date.now(), 'No upstream account can serve this model right now.'))
     }
     const retryAfterMs = this.estimateWait(waiter.candidates, this.queue.ahead(waiter), waiter.nextAt)
     this.finishWaiter(
@@ -314,6 +318,11 @@ export class UpstreamPool {
       let served = false
       for (const waiter of this.queue.heads()) {
         if (waiter.done || waiter.candidates.every((c) => blocked.has(c.model))) continue
+        const back = this.allDisabledUntil(waiter.candidates)
+        if (back !== undefined) {
+          this.finishWaiter(waiter, unavailable(back - Date.now(), 'No upstream account can serve this model right now.'))
+          continue
+        }
         let attempt: Attempt
         try {
           attempt = await this.tryNow(waiter.candidates, waiter.req, blocked)
