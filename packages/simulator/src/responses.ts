@@ -25,19 +25,15 @@ function usage(c: Completion) {
   }
 }
 
-/** The non-streaming `chat.completion` body. */
+/** The non-streaming `chat.completion` body. A template rather than JSON.stringify of an object:
+ * this is the hot path of the benchmark, and only the text needs escaping. */
 export function completionBody(c: Completion): string {
-  const message: Record<string, unknown> = { role: 'assistant', content: c.pieces.join('') }
-  if (c.reasoning.length > 0) message.reasoning_content = c.reasoning.join('')
-  return JSON.stringify({
-    id: c.id,
-    object: 'chat.completion',
-    created: c.created,
-    model: c.model,
-    choices: [{ index: 0, message, finish_reason: c.finishReason, logprobs: null }],
-    usage: usage(c),
-    system_fingerprint: null,
-  })
+  const reasoning = c.reasoning.length > 0 ? `,"reasoning_content":${JSON.stringify(c.reasoning.join(''))}` : ''
+  return (
+    `{"id":"${c.id}","object":"chat.completion","created":${c.created},"model":${JSON.stringify(c.model)},` +
+    `"choices":[{"index":0,"message":{"role":"assistant","content":${JSON.stringify(c.pieces.join(''))}${reasoning}},` +
+    `"finish_reason":"${c.finishReason}","logprobs":null}],"usage":${JSON.stringify(usage(c))},"system_fingerprint":null}`
+  )
 }
 
 /** A stream frame and the number of output tokens emitted before it may be written (for pacing). */

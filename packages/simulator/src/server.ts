@@ -242,10 +242,7 @@ function sendJson(res: ServerResponse, status: number, body: string, requestId: 
 
 function sendRaw(res: ServerResponse, status: number, contentType: string, body: string, requestId: string): void {
   if (res.destroyed) return
-  res.writeHead(status, {
-    'content-type': contentType,
-    'content-length': Buffer.byteLength(body),
-    'x-request-id': requestId,
-  })
+  // A flat header list skips Node's per-key object handling on the hot path.
+  res.writeHead(status, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId])
   res.end(body)
 }

@@ -86,6 +86,7 @@ function isCjk(c: number): boolean {
 
 /** A chat message as far as counting goes: string content or an array of parts. */
 export interface CountableMessage {
+  role?: unknown
   content?: unknown
 }
 
