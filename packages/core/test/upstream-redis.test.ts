@@ -1,0 +1,93 @@
+import { Redis } from 'ioredis'
+import { describe, expect, it } from 'vitest'
+import { describeRedis, redisClient } from '../../../test/support/redis.js'
+import { isQwenGuardError } from '../src/errors.js'
+import type { GuardEvent } from '../src/types.js'
+import { MemoryMeter } from '../src/upstream/meter.js'
+import { paceLimits } from '../src/upstream/pace-limits.js'
+import { RedisMeter, StoreHealth } from '../src/upstream/redis-meter.js'
+import { makePool, request } from './upstream-support.js'
+
+const spec = { name: 'm', rpm: 600, tpm: 60_000, rps: 10, tps: 1_000, contextWindow: 131_072, maxOutputTokens: 8_192, fallback: [] }
+const limits = paceLimits(spec, { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+describeRedis('RedisMeter on a real redis-server', () => {
+  const { redis, prefix } = redisClient()
+  const meter = (name: string, events: GuardEvent[] = []) =>
+    new RedisMeter(redis, [`${prefix}:${name}:h`, `${prefix}:${name}:l`], new StoreHealth('open', (e) => events.push(e)), new MemoryMeter(() => Date.now()))
+
+  it('admits up to the window, says how long to wait, and settles back', async () => {
+    const m = meter('basic')
+    const a = await m.take(900, limits)
+    expect(a.ok).toBe(true)
+    const b = await m.take(200, limits)
+    expect(b.ok).toBe(false)
+    if (!b.ok) {
+      expect(b.reason).toBe('rate')
+      expect(b.waitMs).toBeGreaterThan(900)
+      expect(b.waitMs).toBeLessThanOrEqual(1_000 / 0.97)
+    }
+    if (a.ok) await a.ticket.settle(1, 100)
+    await sleep(Math.ceil(limits.spacingMs)) // the GCRA spacing between two sends
+    expect((await m.take(800, limits)).ok).toBe(true)
+    const never = await m.take(1_001, limits)
+    expect(never.ok === false && never.reason === 'never' && never.waitMs === Infinity).toBe(true)
+  })
+
+  it('two pools on one Redis never exceed the pace between them', async () => {
+    const shared = { redis, prefix: `${prefix}-pools` }
+    const models = { small: { rpm: 600, tpm: 6_000_000 } }
+    const accounts = [{ id: 'acct-a', apiKey: 'k' }]
+    const pools = [makePool({ accounts, models, store: shared }), makePool({ accounts, models, store: shared })]
+    const granted: number[] = []
+    const stopAt = Date.now() + 1_300
+    const worker = async (i: number) => {
+      const { pool } = pools[i % 2]!
+      while (Date.now() < stopAt) {
+        const slot = await pool.acquire(request({ user: `u${i}`, model: 'small', deadline: stopAt })).catch(() => undefined)
+        if (slot) {
+          granted.push(Date.now())
+          void slot.settle(10)
+        }
+      }
+    }
+    await Promise.all([0, 1, 2, 3, 4, 5].map(worker))
+    granted.sort((x, y) => x - y)
+    let worst = 0
+    for (let i = 0, j = 0; i < granted.length; i++) {
+      while (granted[i]! - granted[j]! >= 1_000) j++
+      worst = Math.max(worst, i - j + 1)
+    }
+    expect(worst).toBeLessThanOrEqual(10)
+    expect(granted.length).toBeGreaterThanOrEqual(11) // ~9.7 per second over 1.3 s, shared
+    expect(granted.length).toBeLessThanOrEqual(14)
+    await Promise.all(pools.map((p) => p.pool.close()))
+  })
+})
+
+describe('RedisMeter when Redis is down', () => {
+  const dead = () => new Redis('redis://127.0.0.1:1', { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
+
+  it("onError 'open' paces in memory and reports the outage once", async () => {
+    const redis = dead()
+    redis.on('error', () => undefined)
+    const { pool, events } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }], store: { redis, onError: 'open' } })
+    const slot = await pool.acquire(request({ model: 'small' }))
+    expect(slot.model).toBe('small')
+    await slot.settle(10)
+    await sleep(110)
+    await pool.acquire(request({ model: 'small' }))
+    expect(events.filter((e) => e.type === 'store_error')).toHaveLength(1)
+    redis.disconnect()
+  })
+
+  it("onError 'closed' refuses with 503 store_unavailable", async () => {
+    const redis = dead()
+    redis.on('error', () => undefined)
+    const { pool } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }], store: { redis, onError: 'closed' } })
+    const error = await pool.acquire(request({ model: 'small' })).catch((e: unknown) => e)
+    expect(isQwenGuardError(error) && [error.status, error.code]).toEqual([503, 'store_unavailable'])
+    redis.disconnect()
+  })
+})
