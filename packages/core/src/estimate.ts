@@ -103,34 +103,43 @@ function utf8Bytes(c: number): number {
   return 3
 }
 
-/** Cost of a run of letters starting at `i`; returns the index after it through `out.end`. */
+/** Class of every UTF-16 code unit, computed once (64 KiB): the hot loop does one load per char. */
+const CLASS = new Uint8Array(0x10000)
+for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
+const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
+
+function pieceCost(length: number, w: EstimatorWeights): number {
+  return length === 0 ? 0 : w.piece + (length > w.pieceChars ? (length - w.pieceChars) * w.extraLetter : 0)
+}
+
+/** Cost of a run of letters starting at `i`; the index after it goes to `out.end`. */
 function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
   let cost = 0
   let piece = 0
   let prevLower = false
-  const endPiece = (): void => {
-    if (piece > 0) cost += w.piece + Math.max(0, piece - w.pieceChars) * w.extraLetter
-    piece = 0
-  }
   let j = i
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
-    const cls = classOf(c)
-    if (!isLetter(cls)) break
+    const cls = CLASS[c] as number
     if (cls === LATIN) {
       const upper = c <= 90
-      if (upper && prevLower) endPiece() // camelCase: a new piece
+      if (upper && prevLower) {
+        // camelCase: a new piece
+        cost += pieceCost(piece, w)
+        piece = 0
+      }
       prevLower = !upper
       piece++
       continue
     }
-    endPiece()
+    if (!isLetter(cls)) break
+    cost += pieceCost(piece, w)
+    piece = 0
     prevLower = false
     cost += cls === HAN ? w.han : cls === HANGUL ? w.hangul : cls === KANA ? w.kana : w.otherLetter
   }
-  endPiece()
   out.end = j
-  return cost
+  return cost + pieceCost(piece, w)
 }
 
 /** Cost of one non-letter, non-digit, non-space character. */
@@ -152,12 +161,14 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
   let i = 0
   while (i < n) {
     const c = text.charCodeAt(i)
-    const cls = classOf(c)
-    const nextCls = i + 1 < n ? classOf(text.charCodeAt(i + 1)) : 0
+    const cls = CLASS[c] as number
     if (isLetter(cls)) {
       total += letterRun(text, i, w, out)
       i = out.end
-    } else if (cls === DIGIT) {
+      continue
+    }
+    const nextCls = i + 1 < n ? classAt(text, i + 1) : 0
+    if (cls === DIGIT) {
       total += 1
       i++
     } else if (cls !== NEWLINE && isLetter(nextCls)) {
@@ -173,7 +184,7 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
       let j = i
       let lastNewline = -1
       while (j < n) {
-        const k = classOf(text.charCodeAt(j))
+        const k = classAt(text, j)
         if (k === NEWLINE) lastNewline = j
         else if (k !== SPACE) break
         j++
@@ -194,12 +205,12 @@ function markRun(text: string, i: number, w: EstimatorWeights, out: { end: numbe
   let first = true
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
-    const cls = classOf(c)
+    const cls = CLASS[c] as number
     if (cls !== PUNCT && cls !== CJK_PUNCT && cls !== SYMBOL) break
     cost += markCost(c, cls, first, w)
     first = false
   }
-  while (j < text.length && classOf(text.charCodeAt(j)) === NEWLINE) j++
+  while (j < text.length && classAt(text, j) === NEWLINE) j++
   out.end = cost
   return j
 }

@@ -1,0 +1,75 @@
+// `pnpm bench estimator`: accuracy of the built-in token estimator against exact Qwen3 tokenizer
+// counts (shared/data/qwen-token-counts.json), per kind, and its throughput.
+// Under-estimates are the risky side: the guard reserves estimate + max_tokens before a call, so
+// an estimate that is too low lets a call through that the TPM window had no room for
+// (settlement from `usage` corrects the count afterwards, but the burst already happened).
+import { readFileSync } from 'node:fs'
+import { estimatePromptTokens, estimateTextTokens } from '../packages/core/src/estimate.js'
+import type { ChatMessageLike } from '../packages/core/src/types.js'
+
+interface Corpus {
+  texts: Array<{ kind: string; text: string; tokens: number }>
+  chats: Array<{ messages: ChatMessageLike[]; prompt_tokens: number }>
+}
+
+const corpusPath = new URL('../../shared/data/qwen-token-counts.json', import.meta.url)
+const fallbackPath = '/work/shared/data/qwen-token-counts.json'
+const corpus = JSON.parse(readFileSync(existsOr(corpusPath, fallbackPath), 'utf8')) as Corpus
+
+function existsOr(url: URL, path: string): URL | string {
+  try {
+    readFileSync(url)
+    return url
+  } catch {
+    return path
+  }
+}
+
+interface Row { kind: string; errors: number[]; bytes: number; texts: string[] }
+
+const rows = new Map<string, Row>()
+function add(kind: string, estimate: number, actual: number, text: string): void {
+  const row = rows.get(kind) ?? { kind, errors: [], bytes: 0, texts: [] }
+  row.errors.push(((estimate - actual) / actual) * 100)
+  row.bytes += Buffer.byteLength(text)
+  row.texts.push(text)
+  rows.set(kind, row)
+}
+
+for (const t of corpus.texts) add(t.kind, estimateTextTokens(t.text), t.tokens, t.text)
+for (const c of corpus.chats) add('chat', estimatePromptTokens(c.messages), c.prompt_tokens, JSON.stringify(c.messages))
+
+/** MB/s over ~8 MB of this kind's texts, repeated. */
+function throughput(texts: string[]): number {
+  const joined = texts.join('\n')
+  const big = joined.repeat(Math.max(1, Math.ceil(8_000_000 / Buffer.byteLength(joined))))
+  const bytes = Buffer.byteLength(big)
+  estimateTextTokens(big.slice(0, 100_000)) // warm up
+  const start = process.hrtime.bigint()
+  let sink = 0
+  for (let i = 0; i < 3; i++) sink += estimateTextTokens(big)
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9
+  if (sink < 0) console.log(sink)
+  return (3 * bytes) / 1e6 / seconds
+}
+
+const fmt = (n: number, digits = 1) => n.toFixed(digits)
+const header = ['kind', 'count', 'mean |err| %', 'worst err %', 'bias %', 'side', 'MB/s']
+const table: string[][] = [header]
+const all: number[] = []
+for (const row of rows.values()) {
+  const mean = row.errors.reduce((s, e) => s + Math.abs(e), 0) / row.errors.length
+  const worst = row.errors.reduce((w, e) => (Math.abs(e) > Math.abs(w) ? e : w), 0)
+  const bias = row.errors.reduce((s, e) => s + e, 0) / row.errors.length
+  all.push(...row.errors)
+  const speed = row.kind === 'chat' ? '' : fmt(throughput(row.texts), 0)
+  table.push([row.kind, String(row.errors.length), fmt(mean), fmt(worst), fmt(bias), bias < 0 ? 'UNDER' : 'over', speed])
+}
+const allMean = all.reduce((s, e) => s + Math.abs(e), 0) / all.length
+const allBias = all.reduce((s, e) => s + e, 0) / all.length
+table.push(['all', String(all.length), fmt(allMean), fmt(all.reduce((w, e) => (Math.abs(e) > Math.abs(w) ? e : w), 0)), fmt(allBias), allBias < 0 ? 'UNDER' : 'over', fmt(throughput(corpus.texts.map((t) => t.text)), 0)])
+
+const widths = header.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)))
+for (const r of table) console.log(r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '))
+console.log('\nerr % = (estimate - exact) / exact. UNDER = the estimate is low on average for that kind:')
+console.log('the risky side, since reservations are made from the estimate before Qwen counts.')

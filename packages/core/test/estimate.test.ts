@@ -1,0 +1,132 @@
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import {
+  ASSISTANT_PRIMER_TOKENS,
+  MESSAGE_OVERHEAD_TOKENS,
+  createEstimator,
+  estimatePromptTokens,
+  estimateTextTokens,
+  estimateToolsTokens,
+} from '../src/estimate.js'
+import type { ChatMessageLike } from '../src/types.js'
+
+interface Corpus {
+  texts: Array<{ kind: string; text: string; tokens: number }>
+  chats: Array<{ messages: ChatMessageLike[]; prompt_tokens: number }>
+}
+const corpus = JSON.parse(readFileSync('/work/shared/data/qwen-token-counts.json', 'utf8')) as Corpus
+
+// Bounds we meet on the corpus (docs/estimator.md has the figures). Small texts get an absolute
+// allowance: one token of a 2-token greeting is 50 %.
+const OVER_PCT = 18 // over-estimates waste some quota: tolerated a little more
+const UNDER_PCT = 8 // under-estimates let a burst through: held tighter
+const ABS_TOKENS = 2
+
+describe('estimateTextTokens against exact Qwen3 counts', () => {
+  it.each(corpus.texts.map((t) => [t.kind, t.tokens, t.text] as const))('%s (%i tokens)', (_kind, exact, text) => {
+    const estimate = estimateTextTokens(text)
+    const err = estimate - exact
+    if (err > 0) expect(err, `estimate ${estimate}`).toBeLessThanOrEqual(Math.max(ABS_TOKENS, (exact * OVER_PCT) / 100))
+    else expect(-err, `estimate ${estimate}`).toBeLessThanOrEqual(Math.max(1, (exact * UNDER_PCT) / 100))
+  })
+
+  it('keeps the mean error per kind small', () => {
+    const byKind = new Map<string, number[]>()
+    for (const t of corpus.texts) {
+      const list = byKind.get(t.kind) ?? []
+      list.push(Math.abs(estimateTextTokens(t.text) - t.tokens) / t.tokens)
+      byKind.set(t.kind, list)
+    }
+    const mean = (kind: string) => {
+      const list = byKind.get(kind) ?? []
+      return list.reduce((a, b) => a + b, 0) / list.length
+    }
+    expect(mean('en')).toBeLessThan(0.08)
+    expect(mean('zh')).toBeLessThan(0.08)
+    expect(mean('code')).toBeLessThan(0.12)
+  })
+
+  it('does not under-count the corpus as a whole', () => {
+    const exact = corpus.texts.reduce((s, t) => s + t.tokens, 0)
+    const estimate = corpus.texts.reduce((s, t) => s + estimateTextTokens(t.text), 0)
+    expect(estimate).toBeGreaterThanOrEqual(exact)
+    expect(estimate / exact).toBeLessThan(1.06)
+  })
+
+  it('is script-aware where a flat chars/4 rule fails', () => {
+    // digits are one token each; Korean and Chinese are far denser than English
+    expect(estimateTextTokens('1234567890')).toBe(10)
+    expect(estimateTextTokens('你'.repeat(100))).toBeGreaterThan(50)
+    expect(estimateTextTokens('你'.repeat(100))).toBeLessThan(70)
+    expect(estimateTextTokens('요청을 '.repeat(25))).toBeGreaterThan(estimateTextTokens('the '.repeat(25)))
+    expect(estimateTextTokens('the '.repeat(100).trim())).toBe(100)
+    expect(estimateTextTokens('the '.repeat(100))).toBe(101) // a trailing space is its own token
+  })
+
+  it('handles the edges', () => {
+    expect(estimateTextTokens('')).toBe(0)
+    expect(estimateTextTokens(' ')).toBe(1)
+    expect(estimateTextTokens('\n\n\n')).toBe(1)
+    expect(estimateTextTokens('😀')).toBeGreaterThanOrEqual(1)
+    expect(estimateTextTokens('\uD800')).toBeGreaterThanOrEqual(1) // a lone surrogate
+    expect(estimateTextTokens('Привет, мир')).toBeGreaterThanOrEqual(3)
+  })
+
+  it('is fast: several MB/s on mixed text', () => {
+    const text = corpus.texts.map((t) => t.text).join('\n').repeat(400) // ~1.3 MB
+    const bytes = Buffer.byteLength(text)
+    estimateTextTokens(text)
+    const start = performance.now()
+    for (let i = 0; i < 3; i++) estimateTextTokens(text)
+    const mbPerSecond = (3 * bytes) / 1e6 / ((performance.now() - start) / 1000)
+    expect(mbPerSecond).toBeGreaterThan(3)
+  })
+})
+
+describe('estimatePromptTokens (chat template)', () => {
+  it('reproduces the documented example: system + 你是谁？ = 22, never below', () => {
+    const estimate = estimatePromptTokens([
+      { role: 'system', content: 'You are a helpful assistant.' },
+      { role: 'user', content: '你是谁？' },
+    ])
+    expect(estimate).toBeGreaterThanOrEqual(22)
+    expect(estimate).toBeLessThanOrEqual(23)
+  })
+
+  it.each(corpus.chats.map((c) => [c.prompt_tokens, c.messages] as const))('chat of %i prompt tokens', (exact, messages) => {
+    const estimate = estimatePromptTokens(messages)
+    expect(Math.abs(estimate - exact)).toBeLessThanOrEqual(Math.max(2, exact * 0.05))
+  })
+
+  it('adds 5 per message and 3 for the assistant prefix', () => {
+    expect(estimatePromptTokens([])).toBe(ASSISTANT_PRIMER_TOKENS)
+    const one = estimatePromptTokens([{ role: 'user', content: 'Hello!' }])
+    expect(one).toBe(estimateTextTokens('Hello!') + MESSAGE_OVERHEAD_TOKENS + ASSISTANT_PRIMER_TOKENS)
+    const two = estimatePromptTokens([{ role: 'user', content: 'Hello!' }, { role: 'user', content: 'Hello!' }])
+    expect(two - one).toBe(estimateTextTokens('Hello!') + MESSAGE_OVERHEAD_TOKENS)
+  })
+
+  it('counts content arrays, names and tool calls', () => {
+    const text = 'Summarize the following meeting notes in three bullet points.'
+    const plain = estimatePromptTokens([{ role: 'user', content: text }])
+    expect(estimatePromptTokens([{ role: 'user', content: [{ type: 'text', text }] }])).toBe(plain)
+    expect(estimatePromptTokens([{ role: 'user', content: [{ type: 'text', text }, { type: 'text', text }] }])).toBeGreaterThan(plain + 8)
+    expect(estimatePromptTokens([{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://x/y.png' } }] }])).toBeGreaterThan(100)
+    expect(estimatePromptTokens([{ role: 'user', content: text, name: 'alice' }])).toBeGreaterThan(plain)
+    const call = { id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Hangzhou","unit":"celsius"}' } }
+    const withCall = estimatePromptTokens([{ role: 'assistant', content: null, tool_calls: [call] }])
+    expect(withCall).toBeGreaterThanOrEqual(estimateTextTokens(JSON.stringify(call)) + MESSAGE_OVERHEAD_TOKENS + ASSISTANT_PRIMER_TOKENS)
+  })
+
+  it('counts tool definitions separately', () => {
+    expect(estimateToolsTokens(undefined)).toBe(0)
+    expect(estimateToolsTokens([])).toBe(0)
+    const tool = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }
+    expect(estimateToolsTokens([tool])).toBeGreaterThan(estimateTextTokens(JSON.stringify(tool)))
+  })
+
+  it('createEstimator gives the same counts', () => {
+    const messages = corpus.chats[2]!.messages
+    expect(createEstimator().countPromptTokens(messages)).toBe(estimatePromptTokens(messages))
+  })
+})
