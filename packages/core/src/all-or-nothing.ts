@@ -17,6 +17,8 @@ export interface Charge {
   scope: 'user' | 'key'
   spec: WindowSpec
   limiter: RateLimiterAbstract
+  /** The identity part this counter belongs to (user id or key). */
+  id: string
   /** Key inside the limiter (the identity part, plus the UTC date for daily windows). */
   key: string
   /** The identity's limit in points. */

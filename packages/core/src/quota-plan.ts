@@ -9,7 +9,7 @@ import type { Charge, Reading } from './all-or-nothing.js'
 import type { LeaseCount } from './lease.js'
 import type { LimiterFactory } from './store.js'
 import type { Identity, QuotaPolicies, QuotaPolicy, QuotaState } from './types.js'
-import { WINDOW_SPECS, fromPoints, limitPoints, toPoints, utcDay, type Cost, type WindowSpec } from './windows.js'
+import { WINDOW_SPECS, fromPoints, limitPoints, toPoints, utcDay, type Cost, type UtcDay, type WindowSpec } from './windows.js'
 
 export type QuotaScope = 'user' | 'key'
 
@@ -60,15 +60,17 @@ export function planFor(identity: Identity, policies: QuotaPolicies, prefix: str
 
 /** The counters of a plan charged with `cost` at time `now`. */
 export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now: number): Charge[] {
-  const day = utcDay(now)
+  let day: UtcDay | undefined
   return plan.windows.map(({ scope, spec, id, limit }) => {
     const limiter = factory.limiter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
     const points = toPoints(spec.unit, cost[spec.unit])
-    if (!spec.daily) return { scope, spec, limiter, key: id, limit, points, options: {} }
+    if (!spec.daily) return { scope, spec, limiter, id, key: id, limit, points, options: {} }
+    day ??= utcDay(now)
     return {
       scope,
       spec,
       limiter,
+      id,
       key: `${id}:${day.date}`,
       limit,
       points,

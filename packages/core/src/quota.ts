@@ -2,11 +2,12 @@
  * Admission for the user and key scopes: every limited dimension has room for the call, or nothing
  * is charged. See docs/quotas.md for the dimensions, windows and failure policy.
  */
-import { blocksBefore, consumeAll, readAll, refundAll, type Charge, type Reading } from './all-or-nothing.js'
+import { blocksBefore, consumeAll, readAll, refundAll, waitMs, type Charge, type Reading } from './all-or-nothing.js'
 import { isQwenGuardError, type QwenGuardError } from './errors.js'
 import { createLeaseStore, type Lease, type LeaseCount, type LeaseStore } from './lease.js'
 import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './quota-plan.js'
-import { impossible, leaseBlock, quotaRefusal, windowBlock, type Block } from './quota-refusal.js'
+import { impossible, leaseBlock, quotaRefusal, windowBlock } from './quota-refusal.js'
+import { RecentRefusals } from './recent-refusals.js'
 import { QuotaReservationImpl, type QuotaReservation } from './quota-reservation.js'
 import { createLimiterFactory, type LimiterFactory } from './store.js'
 import type { CheckResult, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
@@ -26,10 +27,11 @@ export interface QuotaAdmissionDeps {
   leaseTtlMs?: number
   /**
    * Read the counters (`get`) before charging, and refuse without charging when one is already
-   * full. Fewer false refusals for the others while a user hammers past a limit, at the price of
-   * one more store round trip. Default: true.
+   * full: fewer false refusals of concurrent calls while a user hammers past a limit, at the price
+   * of one more store round trip. true: always; false: never; 'auto' (default): only for an
+   * identity this process refused recently and whose wait has not ended (see recent-refusals.ts).
    */
-  precheck?: boolean
+  precheck?: boolean | 'auto'
 }
 
 /** Context of a reservation, for the `refused` event. */
@@ -55,7 +57,8 @@ export class QuotaAdmission {
   private readonly factory: LimiterFactory
   private readonly leases: LeaseStore
   private readonly leaseTtlMs: number
-  private readonly precheck: boolean
+  private readonly precheck: boolean | 'auto'
+  private readonly refused = new RecentRefusals()
 
   constructor(deps: QuotaAdmissionDeps) {
     this.options = deps.options
@@ -63,7 +66,7 @@ export class QuotaAdmission {
     this.factory = createLimiterFactory(deps.options.store, deps.emit)
     this.leases = createLeaseStore(deps.options.store, this.factory.health)
     this.leaseTtlMs = deps.leaseTtlMs ?? deps.options.upstream.timeoutMs + LEASE_MARGIN_MS
-    this.precheck = deps.precheck ?? true
+    this.precheck = deps.precheck ?? 'auto'
   }
 
   /**
@@ -152,13 +155,12 @@ export class QuotaAdmission {
       const limits = await this.state(identity).catch(() => [])
       throw impossible(charges, plan.leases, limits) as QwenGuardError
     }
-    if (this.precheck) await this.refuseIfFull(charges)
+    if (this.shouldPrecheck(charges)) await this.refuseIfFull(charges)
     const [readings, held] = await this.charge(charges, plan.leases)
-    const blocks = [
-      ...readings.filter((r) => r.consumed > r.charge.limit).map(windowBlock),
-      ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs)),
-    ]
+    const over = readings.filter((r) => r.consumed > r.charge.limit)
+    const blocks = [...over.map(windowBlock), ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs))]
     if (blocks.length > 0) {
+      this.remember(over)
       await this.undo(readings, held)
       throw quotaRefusal(blocks, this.statesAfterUndo(readings, held))
     }
@@ -170,8 +172,22 @@ export class QuotaAdmission {
   /** The precheck: refuse at once, charging nothing, when a counter is already full. */
   private async refuseIfFull(charges: Charge[]): Promise<void> {
     const [readings] = await this.read(charges, [])
-    const blocks: Block[] = readings.filter(blocksBefore).map(windowBlock)
-    if (blocks.length > 0) throw quotaRefusal(blocks, readings.map((r) => windowState(r)))
+    const full = readings.filter(blocksBefore)
+    if (full.length === 0) return
+    this.remember(full)
+    throw quotaRefusal(full.map(windowBlock), readings.map((r) => windowState(r)))
+  }
+
+  private shouldPrecheck(charges: Charge[]): boolean {
+    if (this.precheck !== 'auto') return this.precheck
+    const now = Date.now()
+    return charges.some((c) => this.refused.has(`${c.scope}:${c.id}`, now))
+  }
+
+  /** Marks the identities of full counters until their windows reset. */
+  private remember(full: Reading[]): void {
+    const now = Date.now()
+    for (const r of full) this.refused.mark(`${r.charge.scope}:${r.charge.id}`, now + waitMs(r))
   }
 
   /** Consumes every counter and takes every lease; on a store failure undoes what succeeded. */

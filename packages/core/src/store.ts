@@ -160,6 +160,7 @@ export function createLimiterFactory(
   const { redis, prefix, onError } = store
   const health = createHealth(redis, onError, emit)
   const cache = new Map<string, RateLimiterAbstract>()
+  let connecting: Promise<void> | undefined
   // A lazyConnect client would never connect: rejectIfRedisNotReady keeps every command from it.
   if (redis && redis.status === 'wait') redis.connect().catch((error: unknown) => health.failed(error))
 
@@ -173,7 +174,14 @@ export function createLimiterFactory(
 
   return {
     kind: redis ? 'redis' : 'memory',
-    whenReady: () => (redis && CONNECTING.has(redis.status) ? waitForConnection(redis) : undefined),
+    whenReady() {
+      if (!redis || !CONNECTING.has(redis.status)) return undefined
+      // One shared wait: a burst of calls at start-up must not add a listener each.
+      connecting ??= waitForConnection(redis).finally(() => {
+        connecting = undefined
+      })
+      return connecting
+    },
     onError,
     prefix,
     health,

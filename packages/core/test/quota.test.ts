@@ -1,4 +1,5 @@
 import { afterEach, expect, it, vi } from 'vitest'
+import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible'
 import { describeEachStore } from '../../../test/support/redis.js'
 import { QwenGuardError } from '../src/errors.js'
 import { admissionFactory, cost, dim, refusalOf, sleep } from './quota-support.js'
@@ -46,7 +47,7 @@ describeEachStore('QuotaAdmission', (kind) => {
     await expect(admission.reserve({ user: 'u1' }, cost(1))).resolves.toBeDefined()
   })
 
-  for (const precheck of [true, false]) {
+  for (const precheck of [true, false, 'auto'] as const) {
     it(`a tpm refusal leaves the rpm count untouched (precheck ${precheck})`, async () => {
       const { admission } = stores.make({ user: { rpm: 10, tpm: 1_000 } }, { precheck })
       await admission.reserve({ user: 'u1' }, cost(600))
@@ -58,6 +59,22 @@ describeEachStore('QuotaAdmission', (kind) => {
       expect(dim(error.limits, 'rpm').remaining).toBe(9)
     })
   }
+
+  it("with precheck 'auto', a refused identity's next attempts charge nothing until its wait ends", async () => {
+    const { admission } = stores.make({ user: { rpm: 2 } })
+    const proto = (kind === 'memory' ? RateLimiterMemory : RateLimiterRedis).prototype
+    const consume = vi.spyOn(proto, 'consume')
+    await admission.reserve({ user: 'u1' }, cost(1))
+    await admission.reserve({ user: 'u1' }, cost(1))
+    await refusalOf(admission.reserve({ user: 'u1' }, cost(1))) // charged, then rolled back
+    expect(consume).toHaveBeenCalledTimes(3)
+    await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    expect(consume).toHaveBeenCalledTimes(3) // refused by the dry read
+    await admission.reserve({ user: 'u2' }, cost(1)) // others are not prechecked
+    expect(consume).toHaveBeenCalledTimes(4)
+    consume.mockRestore()
+  })
 
   it('settles 1,000 reserved / 100 used as a refund, and charges extra use, once', async () => {
     const { admission } = stores.make({ user: { rpm: 10, tpm: 5_000 } })
@@ -118,7 +135,7 @@ describeEachStore('QuotaAdmission', (kind) => {
     await expect(admission.reserve({ user: 'u1' }, cost(1))).resolves.toBeDefined()
   })
 
-  for (const precheck of [true, false]) {
+  for (const precheck of [true, false, 'auto'] as const) {
     it(`50 concurrent reserves never admit more than the limits (precheck ${precheck})`, async () => {
       const { admission } = stores.make({ user: { rpm: 10, tpm: 10_000, concurrency: 7 } }, { precheck })
       const results = await Promise.allSettled(Array.from({ length: 50 }, () => admission.reserve({ user: 'u1' }, cost(100))))
