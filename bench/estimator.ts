@@ -12,18 +12,9 @@ interface Corpus {
   chats: Array<{ messages: ChatMessageLike[]; prompt_tokens: number }>
 }
 
-const corpusPath = new URL('../../shared/data/qwen-token-counts.json', import.meta.url)
-const fallbackPath = '/work/shared/data/qwen-token-counts.json'
-const corpus = JSON.parse(readFileSync(existsOr(corpusPath, fallbackPath), 'utf8')) as Corpus
-
-function existsOr(url: URL, path: string): URL | string {
-  try {
-    readFileSync(url)
-    return url
-  } catch {
-    return path
-  }
-}
+// The corpus lives beside the repository (shared/data); QWEN_TOKEN_COUNTS points elsewhere.
+const corpusPath = process.env.QWEN_TOKEN_COUNTS ?? new URL('../../shared/data/qwen-token-counts.json', import.meta.url)
+const corpus = JSON.parse(readFileSync(corpusPath, 'utf8')) as Corpus
 
 interface Row { kind: string; errors: number[]; bytes: number; texts: string[] }
 
