@@ -87,14 +87,15 @@ async function main(): Promise<void> {
   if (env.apiKey) {
     upstream = { apiKey: env.apiKey, ...(env.baseURL ? { baseURL: env.baseURL } : {}) }
   } else {
-    simulator = await startSimulator({ port: 0, ttftMs: 300, perTokenMs: 20, limits: { 'qwen3-max': { rpm: 12, tpm: 20_000 } } })
+    // perTokenMs only: the simulator's ttftMs can crash its stream writer (a timer firing early).
+    simulator = await startSimulator({ port: 0, perTokenMs: 20, limits: { 'qwen3-max': { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } } })
     upstream = { baseURL: simulator.url, apiKey: 'sk-sim' }
   }
 
   const guard = qwenGuard({
     upstream,
     // The simulator's scarce qwen3-max is mirrored here so the guard paces under it and falls back.
-    models: { [MODEL]: { ...(simulator ? { rpm: 12, tpm: 20_000 } : {}), fallback: ['qwen-plus', 'qwen-flash'] } },
+    models: { [MODEL]: { ...(simulator ? { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } : {}), fallback: ['qwen-plus', 'qwen-flash'] } },
     // Identity: the default, the client's address (IPv6 grouped by /64), never a client header.
     quotas: { user: { rpm: 10, tpm: 8_000, concurrency: 2 } },
   })

@@ -24,6 +24,7 @@ const els = {
   burstList: $('#burst-list'),
   burstSummary: $('#burst-summary'),
   relayUrl: $('#relay-url'),
+  route: $('#route-label'),
 }
 
 /** The visible conversation, sent with every question (the server keeps the recent turns). */
@@ -145,6 +146,15 @@ const REASONS = {
   quota_exceeded: 'Daily quota used up',
 }
 const reasonFor = (code, message) => REASONS[code] ?? message
+/** The same, in a couple of words, for the narrow burst rows. */
+const SHORT_REASONS = {
+  rate_limit_exceeded: 'your rate limit',
+  concurrency_limit_exceeded: 'your concurrency',
+  upstream_saturated: 'upstream busy',
+  queue_full: 'queue full',
+  upstream_unavailable: 'upstream down',
+  quota_exceeded: 'daily quota',
+}
 
 // ---------------------------------------------------------------------------------------------
 // Quota panel
@@ -164,6 +174,7 @@ async function refreshQuota() {
     const simulated = quota.backend === 'simulator'
     els.backend.textContent = simulated ? 'embedded simulator' : 'Qwen (DashScope)'
     els.backendPill.dataset.backend = quota.backend
+    els.route.textContent = [quota.model.requested, ...quota.model.fallback].join(' → ')
     renderQuota()
   } catch {
     // The server is restarting or gone; the next answer or the periodic refresh tries again.
@@ -191,24 +202,19 @@ function renderQuota() {
     const resetLeft = Math.max(0, limit.resetMs - elapsed)
     const level = share === 0 ? 'empty' : share < 0.34 ? 'low' : 'ok'
     let reset
-    if (limit.dimension === 'concurrency') reset = remaining < limit.limit ? 'frees as answers finish' : 'none in flight'
+    if (limit.dimension === 'concurrency') reset = remaining < limit.limit ? 'frees as answers end' : 'none in flight'
     else if (limit.resetMs <= 0 || remaining >= limit.limit) reset = `full · ${limit.windowSeconds} s window`
     else if (resetLeft <= 0) reset = 'resetting…'
     else reset = `resets in ${Math.ceil(resetLeft / 1000)} s`
     return `
       <div class="meter" data-dimension="${limit.dimension}" data-level="${level}">
-        <div class="meter-top">
-          <span class="meter-label">${info.label} <span class="muted">${info.unit}</span></span>
-          <span class="meter-value"><strong class="remaining">${number.format(remaining)}</strong><span class="muted"> / ${number.format(limit.limit)} left</span></span>
-        </div>
+        <div class="meter-label">${info.label} <span class="muted">${info.unit}</span></div>
+        <div class="meter-value"><strong class="remaining">${number.format(remaining)}</strong><span class="muted"> / ${number.format(limit.limit)} left</span></div>
         <div class="bar"><span style="width:${(share * 100).toFixed(1)}%"></span></div>
         <div class="meter-reset muted small">${reset}</div>
       </div>`
   })
-  const fallback = quota.model.fallback.length
-    ? `<p class="model-route small"><span class="badge model">${quota.model.requested}</span> falls back to ${quota.model.fallback.map((m) => `<span class="badge subtle">${m}</span>`).join(' then ')}</p>`
-    : ''
-  els.meters.innerHTML = rows.join('') + fallback
+  els.meters.innerHTML = rows.join('')
 
   // A window that just ended: fetch the fresh numbers instead of showing "resetting…".
   if (limits.some((l) => l.resetMs > 0 && l.resetMs - elapsed <= -250 && l.remaining < l.limit)) scheduleQuotaRefresh(0)
@@ -365,6 +371,7 @@ function burstRow(index) {
   row.innerHTML = `<span class="burst-index">${String(index + 1).padStart(2, '0')}</span>
     <span class="burst-state">sending</span>
     <span class="burst-detail muted"></span>
+    <span class="burst-waits" hidden title="Refusals this request waited out before it was served"></span>
     <span class="burst-bar"><span></span></span>`
   return row
 }
@@ -384,27 +391,29 @@ async function runBurstRow(row, index) {
     async refused({ waitMs, code, message }) {
       waits++
       row.dataset.refusals = String(waits)
-      setRow(row, 'refused', 'refused', reasonFor(code, message))
+      const badge = $('.burst-waits', row)
+      badge.textContent = `↻ ${waits}`
+      badge.hidden = false
+      setRow(row, 'refused', 'refused', SHORT_REASONS[code] ?? message)
       const bar = $('.burst-bar span', row)
       await countdown(waitMs, (seconds, done) => {
         $('.burst-state', row).innerHTML = `refused · retry in <strong class="countdown">${seconds}</strong> s`
         bar.style.width = `${(done * 100).toFixed(1)}%`
       })
       bar.style.width = '0'
-      setRow(row, 'retrying', 'retrying', `after wait ${waits}`)
+      setRow(row, 'retrying', 'retrying', '')
       scheduleQuotaRefresh()
     },
     meta(data) {
       meta = data
-      const retried = waits ? ` · after ${waits} wait${waits === 1 ? '' : 's'}` : ''
-      if (data.fallback) setRow(row, 'fallback', `fallback → ${data.model}`, `${data.requestedModel} busy${retried}`)
-      else if (data.queuedMs >= 50) setRow(row, 'queued', `queued ${formatMs(data.queuedMs)}`, `${data.model}${retried}`)
-      else setRow(row, 'admitted', 'admitted', `${data.model}${retried}`)
+      if (data.fallback) setRow(row, 'fallback', `fallback → ${data.model}`, '')
+      else if (data.queuedMs >= 50) setRow(row, 'queued', `queued ${formatMs(data.queuedMs)}`, data.model)
+      else setRow(row, 'admitted', 'admitted', data.model)
     },
     done(data) {
       row.classList.add('finished')
       const detail = $('.burst-detail', row)
-      detail.textContent = `${detail.textContent} · ${formatSeconds(data.elapsedMs)}`
+      detail.textContent = [detail.textContent, formatSeconds(data.elapsedMs)].filter(Boolean).join(' · ')
     },
     failed(message) {
       setRow(row, 'failed', 'gave up', message)

@@ -21,19 +21,47 @@ export interface Backend {
 /** The simulator's only account key: it never leaves this process. */
 const SIMULATOR_KEY = 'sk-sim-demo'
 
-/** The demo's simulator: realistic latency and the scarce qwen3-max of demo-settings.ts. */
+/**
+ * The demo's simulator: per-token latency and the scarce qwen3-max of demo-settings.ts. The time to
+ * first token is added in front of the simulator by `simulatorUpstream` instead of its `ttftMs`:
+ * with `ttftMs > 0` the simulator's stream writer can write its headers twice when a timer fires a
+ * millisecond early, which throws in a timer and ends the process (reported upstream).
+ */
 export function demoSimulatorOptions(overrides: SimulatorOptions = {}): SimulatorOptions {
   return {
     port: 0,
     accounts: [{ id: 'demo', keys: [SIMULATOR_KEY] }],
     limits: { ...SIMULATED_MODEL_LIMITS },
-    ttftMs: SIMULATED_LATENCY.firstTokenMs,
+    ttftMs: 0,
     perTokenMs: SIMULATED_LATENCY.perTokenMs,
     ...overrides,
   }
 }
 
-export const demoSimulatorKey = SIMULATOR_KEY
+/** Guard upstream options for a running simulator, with `firstByteMs` of latency before each call. */
+export function simulatorUpstream(url: string, firstByteMs: number = SIMULATED_LATENCY.firstTokenMs): UpstreamOptions {
+  return {
+    baseURL: url,
+    apiKey: SIMULATOR_KEY,
+    ...(firstByteMs > 0 ? { fetch: withFirstByteDelay(firstByteMs) } : {}),
+  }
+}
+
+/** A fetch that waits `ms` before sending, like a network hop plus model start-up. Abortable. */
+function withFirstByteDelay(ms: number): typeof fetch {
+  return async (input, init) => {
+    await new Promise<void>((resolve, reject) => {
+      const signal = init?.signal
+      if (signal?.aborted) return reject(signal.reason)
+      const timer = setTimeout(resolve, ms)
+      signal?.addEventListener('abort', () => {
+        clearTimeout(timer)
+        reject(signal.reason)
+      }, { once: true })
+    })
+    return fetch(input, init)
+  }
+}
 
 export async function startBackend(config: Config): Promise<Backend> {
   const closers: Array<() => Promise<void>> = []
@@ -66,7 +94,7 @@ export async function startBackend(config: Config): Promise<Backend> {
     closers.push(() => simulator.close())
     return {
       backend: 'simulator',
-      upstream: { baseURL: simulator.url, apiKey: SIMULATOR_KEY },
+      upstream: simulatorUpstream(simulator.url),
       ...(store ? { store } : {}),
       description: `embedded Qwen simulator at ${simulator.url}, ${storeText}`,
       close,

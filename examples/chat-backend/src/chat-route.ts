@@ -45,8 +45,15 @@ export async function chatRoute(req: Request, res: Response): Promise<void> {
       )
       .withResponse(),
   )
-  // Throws QwenGuardError on a refusal; Express 5 hands it to guard.errors (429 + Retry-After).
-  const { data: stream, response } = await result
+  let answer: Awaited<typeof result>
+  try {
+    answer = await result
+  } catch (error) {
+    if (abort.signal.aborted) return // the page left while queued: nobody to answer
+    // A QwenGuardError (refusal): Express 5 hands it to guard.errors (429 + Retry-After).
+    throw error
+  }
+  const { data: stream, response } = answer
 
   const sse = openSse(res)
   sse.send('meta', describeCall(response.headers, trace, Date.now() - started))

@@ -29,12 +29,13 @@ export const BURST_MAX_TOKENS = 48
 /**
  * Upstream limits of the embedded simulator, which the guard is told about too (the guard paces
  * under what it believes the account allows). qwen3-max is made scarce so that two browsers, or a
- * burst, push calls onto the fallbacks; the fallbacks are roomy.
+ * burst, push calls onto the fallbacks; the fallbacks are roomy. The per-second limits are set
+ * explicitly: derived ones (rpm / 60) would be below one request a second at these demo sizes.
  */
-export const SIMULATED_MODEL_LIMITS: Record<string, { rpm: number; tpm: number }> = {
-  'qwen3-max': { rpm: 12, tpm: 20_000 },
-  'qwen-plus': { rpm: 60, tpm: 100_000 },
-  'qwen-flash': { rpm: 120, tpm: 400_000 },
+export const SIMULATED_MODEL_LIMITS: Record<string, { rpm: number; rps: number; tpm: number; tps: number }> = {
+  'qwen3-max': { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 },
+  'qwen-plus': { rpm: 60, rps: 2, tpm: 100_000, tps: 5_000 },
+  'qwen-flash': { rpm: 120, rps: 4, tpm: 400_000, tps: 20_000 },
 }
 
 /** Model table given to the guard: the simulator's limits when simulating, Qwen's own table otherwise. */

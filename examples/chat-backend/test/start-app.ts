@@ -6,7 +6,7 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { startSimulator, type Simulator, type SimulatorOptions } from '@qwen-guard/simulator'
 import { createChatApp, type ChatAppOptions, type ChatApp } from '../src/app.js'
-import { demoSimulatorKey, demoSimulatorOptions } from '../src/backend.js'
+import { demoSimulatorOptions, simulatorUpstream } from '../src/backend.js'
 
 export interface RunningApp {
   url: string
@@ -16,11 +16,16 @@ export interface RunningApp {
 }
 
 export async function startApp(
-  options: { simulator?: SimulatorOptions; app?: Partial<Omit<ChatAppOptions, 'upstream' | 'backend'>> } = {},
+  options: {
+    simulator?: SimulatorOptions
+    /** Latency added before each upstream call (time to first token). Default 0. */
+    firstByteMs?: number
+    app?: Partial<Omit<ChatAppOptions, 'upstream' | 'backend'>>
+  } = {},
 ): Promise<RunningApp> {
   const simulator = await startSimulator(demoSimulatorOptions(options.simulator))
   const chat = createChatApp({
-    upstream: { baseURL: simulator.url, apiKey: demoSimulatorKey },
+    upstream: simulatorUpstream(simulator.url, options.firstByteMs ?? 0),
     backend: 'simulator',
     ...options.app,
   })
