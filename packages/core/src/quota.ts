@@ -192,22 +192,21 @@ export class QuotaAdmission {
 
   /** Consumes every counter and takes every lease; on a store failure undoes what succeeded. */
   private async charge(charges: Charge[], limits: LeaseLimit[]): Promise<[Reading[], Held[]]> {
-    const onError = (error: unknown) => this.factory.health.failed(error)
-    const [consumed, acquired] = await Promise.allSettled([
-      consumeAll(charges, onError),
-      Promise.allSettled(limits.map((limit) => this.leases.acquire(limit.key, limit.limit, this.leaseTtlMs))),
-    ])
-    const held: Held[] = []
-    let failure: unknown = consumed.status === 'rejected' ? consumed.reason : undefined
-    if (acquired.status === 'fulfilled') {
-      acquired.value.forEach((result, i) => {
-        const limit = limits[i] as LeaseLimit
-        if (result.status === 'rejected') failure ??= result.reason
-        else if (result.value.ok) held.push({ limit, lease: result.value.lease, count: result.value.count, nextExpiryMs: 0 })
-        else held.push({ limit, count: result.value.count, nextExpiryMs: result.value.nextExpiryMs })
-      })
+    let failure: unknown
+    const fail = (error: unknown): undefined => {
+      failure ??= error
+      return undefined
     }
-    const readings = consumed.status === 'fulfilled' ? consumed.value.readings : []
+    // Both started before either is awaited: on Redis they travel together.
+    const consuming = consumeAll(charges, (error) => this.factory.health.failed(error)).catch(fail)
+    const acquiring = Promise.all(limits.map((l) => this.leases.acquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
+    const readings = (await consuming)?.readings ?? []
+    const held: Held[] = []
+    ;(await acquiring).forEach((attempt, i) => {
+      const limit = limits[i] as LeaseLimit
+      if (attempt?.ok) held.push({ limit, lease: attempt.lease, count: attempt.count, nextExpiryMs: 0 })
+      else if (attempt) held.push({ limit, count: attempt.count, nextExpiryMs: attempt.nextExpiryMs })
+    })
     if (failure !== undefined) {
       await this.undo(readings, held)
       throw this.factory.unavailable(failure)
