@@ -1,6 +1,6 @@
 export { createGuard } from './guard.js'
 export { QwenGuardError, isQwenGuardError, GUARD_ERROR_STATUS, type GuardErrorCode } from './errors.js'
-export { QwenGuardConfigError, resolveOptions, DEFAULT_BASE_URL } from './options.js'
+export { QwenGuardConfigError, resolveOptions, validateQuotaPolicies, DEFAULT_BASE_URL } from './options.js'
 export { BUILTIN_MODELS } from './models.js'
 export {
   refusalAnswer,
@@ -9,8 +9,8 @@ export {
   openAiRateLimitHeaders,
   successHeaders,
 } from './http-answer.js'
-export { createEstimator, estimateTextTokens } from './estimate.js'
-export { validateChatRequest } from './validate.js'
+export { createEstimator, estimateTextTokens, estimateToolsTokens } from './estimate.js'
+export { validateChatRequest, MAX_BODY_BYTES, type ChatRequest, type ChatMessage } from './validate.js'
 export { defaultIdentify, clientAddress } from './client-address.js'
 export { createRelay, type Relay, type RelayRequest, type RelayResponse, type RelayOptions } from './relay.js'
 export type * from './guard-types.js'
