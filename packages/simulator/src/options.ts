@@ -93,12 +93,17 @@ function mergeTable(base: Record<string, ResolvedLimits>, overrides: Record<stri
     out[model] = {
       rpm,
       tpm,
-      rps: positive(`${model}.rps`, o.rps ?? (o.rpm === undefined && b ? b.rps : rpm / 60)),
+      rps: positive(`${model}.rps`, o.rps ?? (o.rpm === undefined && b ? b.rps : derivedRps(rpm))),
       tps: positive(`${model}.tps`, o.tps ?? (o.tpm === undefined && b ? b.tps : tpm / 60)),
       maxTokens: positive(`${model}.maxTokens`, o.maxTokens ?? b?.maxTokens ?? NEW_MODEL_DEFAULTS.maxTokens),
     }
   }
   return out
+}
+
+/** RPM / 60, but at least 1: a derived per-second limit under 1 would refuse every call. */
+function derivedRps(rpm: number): number {
+  return Math.max(1, rpm / 60)
 }
 
 function resolveBurst(burst: SimulatorOptions['burst']): ResolvedBurst | false {

@@ -85,7 +85,7 @@ function chat(state: SimState, req: IncomingMessage, res: ServerResponse, reques
   }
   readBody(req, limit, (text) => {
     if (text === undefined) sendError(state, res, bodyTooLarge(limit), requestId, true)
-    else handleChat(state, account, text, res, requestId)
+    else handleChat(state, account, text, req.headers, res, requestId)
   })
 }
 
@@ -102,7 +102,14 @@ function readBody(req: IncomingMessage, limit: number, done: (text: string | und
   req.on('end', () => done(over ? undefined : chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')))
 }
 
-function handleChat(state: SimState, account: ResolvedAccount, text: string, res: ServerResponse, requestId: string): void {
+function handleChat(
+  state: SimState,
+  account: ResolvedAccount,
+  text: string,
+  headers: IncomingMessage['headers'],
+  res: ServerResponse,
+  requestId: string,
+): void {
   const parsed = parseChatRequest(text)
   if (isErrorAnswer(parsed)) return sendError(state, res, parsed, requestId)
   const lane = state.lanes.get(account, parsed.model)
@@ -117,17 +124,58 @@ function handleChat(state: SimState, account: ResolvedAccount, text: string, res
   const promptTokens = countPromptTokens(parsed.messages)
   const contentTokens = parsed.maxTokens ?? state.options.defaultMaxTokens
   const reasoningTokens = parsed.enableThinking ? (parsed.thinkingBudget ?? DEFAULT_REASONING_TOKENS) : 0
-  const now = state.clock.now()
-  const refusal = lane.check(now, promptTokens + contentTokens + reasoningTokens)
-  if (refusal) {
-    lane.refuse(REFUSALS[refusal].code)
-    return sendError(state, res, REFUSALS[refusal], requestId)
+  const cost = { promptTokens, completionTokens: contentTokens + reasoningTokens }
+  const waitMs = burstWaitMs(headers)
+  admit(state, lane, cost, waitMs === undefined ? undefined : state.clock.now() + waitMs, res, requestId, () => {
+    state.stats.accepted++
+    const after = state.faults.pick('after', account.id, parsed.model, parsed.stream)
+    const completion = buildCompletion(parsed, promptTokens, contentTokens, reasoningTokens, requestId)
+    respond(state, parsed, completion, after, res)
+  })
+}
+
+/** `X-DashScope-Wait-Timeout: <seconds>` (3-120): wait out burst refusals instead of answering them. */
+function burstWaitMs(headers: IncomingMessage['headers']): number | undefined {
+  const raw = headers['x-dashscope-wait-timeout']
+  const seconds = Number(Array.isArray(raw) ? raw[0] : raw)
+  return raw !== undefined && seconds >= 3 && seconds <= 120 ? seconds * 1000 : undefined
+}
+
+/** How often a call queued on the burst rule re-checks, in simulated ms. */
+const BURST_POLL_MS = 50
+
+/**
+ * Checks and charges a call. A burst refusal with a wait deadline (simulated ms) is re-checked every
+ * BURST_POLL_MS until it passes, another limit refuses it, the deadline passes or the client leaves;
+ * DashScope queues only burst refusals this way, never RPM/TPM ones.
+ */
+function admit(
+  state: SimState,
+  lane: Lane,
+  cost: { promptTokens: number; completionTokens: number },
+  deadline: number | undefined,
+  res: ServerResponse,
+  requestId: string,
+  accepted: () => void,
+): void {
+  const attempt = (): boolean => {
+    const now = state.clock.now()
+    const refusal = lane.check(now, cost.promptTokens + cost.completionTokens)
+    if (refusal === 'limit_burst_rate' && deadline !== undefined && now < deadline) return false
+    if (refusal) {
+      lane.refuse(REFUSALS[refusal].code)
+      sendError(state, res, REFUSALS[refusal], requestId)
+    } else {
+      lane.accept(now, cost.promptTokens, cost.completionTokens)
+      accepted()
+    }
+    return true
   }
-  lane.accept(now, promptTokens, contentTokens + reasoningTokens)
-  state.stats.accepted++
-  const after = state.faults.pick('after', account.id, parsed.model, parsed.stream)
-  const completion = buildCompletion(parsed, promptTokens, contentTokens, reasoningTokens, requestId)
-  respond(state, parsed, completion, after, res)
+  if (attempt()) return
+  const timer = setInterval(() => {
+    if (attempt()) clearInterval(timer)
+  }, Math.max(1, state.clock.toReal(BURST_POLL_MS)))
+  res.once('close', () => clearInterval(timer))
 }
 
 function buildCompletion(

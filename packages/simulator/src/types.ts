@@ -5,15 +5,15 @@
  * Durations are in SIMULATED milliseconds everywhere: the real wait is `ms / timeScale`.
  */
 
-/** Limits of one account x model. A missing `rps` / `tps` is derived as `rpm / 60` / `tpm / 60`. */
+/** Limits of one account x model. A missing `rps` is derived as `max(1, rpm / 60)`, a missing `tps` as `tpm / 60`. */
 export interface ModelLimits {
   /** Requests per sliding 60 s. */
   rpm?: number
   /** Tokens (prompt + completion) per sliding 60 s. */
   tpm?: number
-  /** Requests per sliding 1 s. Default: rpm / 60. */
+  /** Requests per sliding 1 s. Default: max(1, rpm / 60). */
   rps?: number
-  /** Tokens per sliding 1 s. Default: tpm / 60. */
+  /** Tokens per sliding 1 s. Default: tpm / 60 (a call costing more than this is always refused). */
   tps?: number
   /** Largest accepted `max_tokens` (and the model's output cap). Default: the built-in table, 8192 for new models. */
   maxTokens?: number

@@ -127,6 +127,27 @@ describe('burst protection', () => {
   })
 })
 
+describe('X-DashScope-Wait-Timeout', () => {
+  it('queues a burst refusal until the rule lets it pass, but not an RPM refusal', async () => {
+    const b = await startSimulator({ timeScale: 10, limits: { 'qwen-turbo': { rpm: 6 } } }) // qwen-plus: floor 5
+    try {
+      const c = client(b)
+      const wait = { headers: { 'X-DashScope-Wait-Timeout': '3' } }
+      for (let i = 0; i < 5; i++) expect(await outcome(c)).toBe('ok')
+      const t = performance.now()
+      await c.chat.completions.create({ model: 'qwen-plus', messages: USER }, wait)
+      expect(performance.now() - t).toBeGreaterThanOrEqual(40) // waited for the first second to slide
+      expect(b.stats().accounts.default!['qwen-plus']!.refused).toEqual({})
+      // qwen-turbo: 6 RPM -> RPS max(1, 0.1) = 1: the second call is a requests refusal, answered at once despite the header.
+      expect(await outcome(c, { model: 'qwen-turbo' })).toBe('ok')
+      const err = await rejection(c.chat.completions.create({ model: 'qwen-turbo', messages: USER }, wait))
+      expect(err.code).toBe('limit_requests')
+    } finally {
+      await b.close()
+    }
+  })
+})
+
 describe('accounts and terminal states', () => {
   it('answers an unknown or missing key with 401 invalid_api_key', async () => {
     const err = await rejection(client(sim, 'sk-nope').chat.completions.create({ model: 'qwen-plus', messages: USER }))
