@@ -1,16 +1,26 @@
 /**
- * Waiters for upstream capacity: one FIFO per user, served round-robin across users, so a user with
- * a thousand waiting calls gets one turn per round like a user with one. `heads()` lists each
- * user's oldest waiter starting at the user whose turn it is; `served()` moves the turn past them.
+ * Waiters for upstream capacity: one FIFO per user; between users, the one served least recently
+ * goes first. For users that stay queued this is plain round-robin (each gets one turn per round);
+ * unlike a ring that appends newcomers at the end of the round, it also stays fair when users come
+ * and go (a caller refused at maxWaitMs who comes back is not sent to the back again, behind users
+ * that were just served). So a user with a thousand waiting calls gets one turn per round like a
+ * user with one, and nobody waits behind a heavy user's backlog.
  */
 export interface Queued {
   user: string
 }
 
+/** How many users' last-served marks are remembered after their queue empties. */
+const MEMORY = 10_000
+
 export class FairQueue<T extends Queued> {
   private readonly byUser = new Map<string, T[]>()
-  private ring: string[] = []
-  private turn = 0
+  /** Serve counter value when each user was last served (Map order: oldest mark first). */
+  private readonly lastServed = new Map<string, number>()
+  /** Order in which users' current queues were opened: breaks ties between never-served users. */
+  private readonly opened = new Map<string, number>()
+  private serves = 0
+  private opens = 0
   private count = 0
 
   get size(): number {
@@ -22,77 +32,62 @@ export class FairQueue<T extends Queued> {
     let queue = this.byUser.get(item.user)
     if (!queue) {
       this.byUser.set(item.user, (queue = []))
-      // A new user joins just before the one whose turn it is: it is served last in this round.
-      this.ring.splice(this.turn, 0, item.user)
-      this.turn = (this.turn + 1) % this.ring.length
+      this.opened.set(item.user, ++this.opens)
     }
     queue.push(item)
     return ++this.count
   }
 
-  /** Each user's oldest waiter, the user whose turn it is first. */
+  /** Each user's oldest waiter, in serving order (least recently served user first). */
   heads(): T[] {
-    const out: T[] = []
-    for (let i = 0; i < this.ring.length; i++) {
-      const user = this.ring[(this.turn + i) % this.ring.length]!
-      const head = this.byUser.get(user)?.[0]
-      if (head) out.push(head)
-    }
-    return out
+    return this.order().map((user) => this.byUser.get(user)![0]!)
   }
 
-  /** The item got capacity: remove it and pass the turn to the next user. */
+  /** The item got capacity: remove it and mark its user as just served. */
   served(item: T): void {
-    const index = this.ring.indexOf(item.user)
     if (!this.remove(item)) return
-    if (index < 0) return
-    const stillQueued = this.byUser.has(item.user)
-    // If the user left the ring, the next user already sits at `index`.
-    this.turn = this.ring.length === 0 ? 0 : (stillQueued ? index + 1 : index) % this.ring.length
+    this.lastServed.delete(item.user) // re-insert: Map order stays oldest mark first
+    this.lastServed.set(item.user, ++this.serves)
+    if (this.lastServed.size > MEMORY) {
+      const oldest = this.lastServed.keys().next().value
+      if (oldest !== undefined) this.lastServed.delete(oldest)
+    }
   }
 
-  /** Removes an item (abort, timeout) without passing the turn. */
+  /** Removes an item (abort, timeout) without marking its user as served. */
   remove(item: T): boolean {
     const queue = this.byUser.get(item.user)
     const at = queue ? queue.indexOf(item) : -1
     if (!queue || at < 0) return false
     queue.splice(at, 1)
     this.count--
-    if (queue.length === 0) this.dropUser(item.user)
+    if (queue.length === 0) {
+      this.byUser.delete(item.user)
+      this.opened.delete(item.user)
+    }
     return true
   }
 
-  /**
-   * Waiters that round-robin would serve before `item` if every turn were taken: in each round
-   * every user with waiters left gets one, starting at the user whose turn it is.
-   */
+  /** Waiters served before `item` if every turn were taken: one per user per round, in serving order. */
   ahead(item: T): number {
     const own = this.byUser.get(item.user)
     const position = own ? own.indexOf(item) : 0
-    const ownRank = this.rank(item.user)
+    const order = this.order()
+    const rank = order.indexOf(item.user)
     let n = 0
-    for (const [user, queue] of this.byUser) {
-      if (queue === own) n += position
-      else n += Math.min(queue.length, this.rank(user) < ownRank ? position + 1 : position)
-    }
+    order.forEach((user, i) => {
+      const length = this.byUser.get(user)!.length
+      n += user === item.user ? position : Math.min(length, i < rank ? position + 1 : position)
+    })
     return n
-  }
-
-  private rank(user: string): number {
-    const index = this.ring.indexOf(user)
-    return (index - this.turn + this.ring.length) % Math.max(1, this.ring.length)
   }
 
   all(): T[] {
     return [...this.byUser.values()].flat()
   }
 
-  private dropUser(user: string): void {
-    this.byUser.delete(user)
-    const index = this.ring.indexOf(user)
-    if (index < 0) return
-    this.ring.splice(index, 1)
-    if (index < this.turn) this.turn--
-    if (this.turn >= this.ring.length) this.turn = 0
+  private order(): string[] {
+    const mark = (user: string) => this.lastServed.get(user) ?? 0
+    return [...this.byUser.keys()].sort((a, b) => mark(a) - mark(b) || this.opened.get(a)! - this.opened.get(b)!)
   }
 }
