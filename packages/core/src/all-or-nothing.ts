@@ -9,14 +9,15 @@
  * count within the limit. Concurrent calls may see each other's not-yet-rolled-back charges and be
  * refused falsely; that is the accepted price.
  */
-import type { RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible'
+import type { RateLimiterRes } from 'rate-limiter-flexible'
+import { isInsured, type Counter } from './store.js'
 import type { WindowSpec } from './windows.js'
 
 /** One counter a call is charged on. Points are integers (see windows.ts toPoints). */
 export interface Charge {
   scope: 'user' | 'key'
   spec: WindowSpec
-  limiter: RateLimiterAbstract
+  counter: Counter
   /** The identity part this counter belongs to (user id or key). */
   id: string
   /** Key inside the limiter (the identity part, plus the UTC date for daily windows). */
@@ -40,6 +41,8 @@ export interface Reading {
   resetMs: number
   /** Epoch ms at which the window that was read or charged ends. */
   windowEndAt: number
+  /** Charged on the insurance limiter (Redis was failing): corrections go there too. */
+  insured: boolean
 }
 
 /**
@@ -62,13 +65,14 @@ function toReading(charge: Charge, res: RateLimiterRes | null, now: number): Rea
   // msBeforeNext <= 0 means the window is over. -1 would mean "no expiry", never used here.
   const live = res !== null && (res.msBeforeNext > 0 || res.msBeforeNext === -1)
   const resetMs = live ? Math.max(0, res.msBeforeNext) : 0
-  return { charge, consumed: live ? res.consumedPoints : 0, resetMs, windowEndAt: now + resetMs }
+  const insured = res !== null && isInsured(res)
+  return { charge, consumed: live ? res.consumedPoints : 0, resetMs, windowEndAt: now + resetMs, insured }
 }
 
 /** Reads every counter without charging (`get`). Rejects with the store's error. */
 export async function readAll(charges: readonly Charge[]): Promise<Reading[]> {
   return Promise.all(
-    charges.map(async (charge) => toReading(charge, await charge.limiter.get(charge.key, charge.options), Date.now())),
+    charges.map(async (charge) => toReading(charge, await charge.counter.limiter.get(charge.key, charge.options), Date.now())),
   )
 }
 
@@ -89,7 +93,11 @@ export function blocksAfter(reading: Reading): boolean {
  */
 export async function adjust(reading: Reading, points: number, onError: (error: unknown) => void): Promise<boolean> {
   if (points === 0 || Date.now() >= reading.windowEndAt - REFUND_MARGIN_MS) return false
-  const { limiter, key, options } = reading.charge
+  const { counter, key, options } = reading.charge
+  // Where the charge went, without fallback: a failed Redis correction is dropped (the charge then
+  // expires with its window: a false refusal at worst), never moved to the insurance limiter.
+  const limiter = reading.insured ? counter.insurance : counter.direct
+  if (!limiter) return false
   try {
     if (points < 0) await limiter.reward(key, -points, options)
     else await limiter.penalty(key, points, options)
@@ -121,7 +129,7 @@ export async function consumeAll(
   onError: (error: unknown) => void,
 ): Promise<ConsumeOutcome> {
   const settled = await Promise.allSettled(
-    charges.map((charge) => charge.limiter.consume(charge.key, charge.points, charge.options)),
+    charges.map((charge) => charge.counter.limiter.consume(charge.key, charge.points, charge.options)),
   )
   const now = Date.now()
   const readings: Reading[] = []

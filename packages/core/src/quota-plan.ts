@@ -11,6 +11,7 @@ import type { LimiterFactory } from './store.js'
 import type { Identity, QuotaPolicies, QuotaPolicy, QuotaState } from './types.js'
 import { WINDOW_SPECS, fromPoints, limitPoints, toPoints, utcDay, type Cost, type UtcDay, type WindowSpec } from './windows.js'
 
+/** The scopes QuotaAdmission limits (upstream scopes live in upstream/). */
 export type QuotaScope = 'user' | 'key'
 
 /** A limited windowed dimension of one scope. */
@@ -62,14 +63,14 @@ export function planFor(identity: Identity, policies: QuotaPolicies, prefix: str
 export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now: number): Charge[] {
   let day: UtcDay | undefined
   return plan.windows.map(({ scope, spec, id, limit }) => {
-    const limiter = factory.limiter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
+    const counter = factory.counter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
     const points = toPoints(spec.unit, cost[spec.unit])
-    if (!spec.daily) return { scope, spec, limiter, id, key: id, limit, points, options: {} }
+    if (!spec.daily) return { scope, spec, counter, id, key: id, limit, points, options: {} }
     day ??= utcDay(now)
     return {
       scope,
       spec,
-      limiter,
+      counter,
       id,
       key: `${id}:${day.date}`,
       limit,

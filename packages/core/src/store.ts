@@ -24,6 +24,27 @@ export interface LimiterSpec {
   durationSeconds: number
 }
 
+/**
+ * The limiters of one counter. Charges go through `limiter` (on Redis with the insurance fallback
+ * under 'open'); a correction must go where its charge went, so `direct` (Redis, no fallback) and
+ * `insurance` are also exposed: a refund of a Redis charge must never land on the insurance limiter
+ * (or the reverse), where it would make room that was never taken.
+ */
+export interface Counter {
+  limiter: RateLimiterAbstract
+  direct: RateLimiterAbstract
+  insurance?: RateLimiterAbstract
+}
+
+// RateLimiterRes objects produced by an insurance limiter: rate-limiter-flexible resolves the outer
+// promise with the insurance limiter's own result object, so it can be recognised afterwards.
+const insured = new WeakSet<object>()
+
+/** True when `res` came from an insurance limiter (the charge lives in this process only). */
+export function isInsured(res: object): boolean {
+  return insured.has(res)
+}
+
 /** Tracks one store outage so `store_error` is emitted once per outage, not once per call. */
 export interface StoreHealth {
   /** Report a failed store operation (emits `store_error` when the store was healthy). */
@@ -39,8 +60,10 @@ export interface LimiterFactory {
   /** Prefix of every key the guard writes. */
   readonly prefix: string
   readonly health: StoreHealth
-  /** The limiter for `spec` (one instance per name, cached). */
+  /** The limiter for `spec` (one instance per name, cached): `counter(spec).limiter`. */
   limiter(spec: LimiterSpec): RateLimiterAbstract
+  /** The limiters of the counter `spec` (one set per name, cached). */
+  counter(spec: LimiterSpec): Counter
   /**
    * Resolves when the store can be used: at once for memory or a ready Redis client; while the
    * client is making a connection, when it is ready or fails (at most `CONNECT_WAIT_MS`). Without
@@ -109,7 +132,10 @@ class InsuranceLimiter extends RateLimiterMemory {
   }
   override consume(...args: Parameters<RateLimiterMemory['consume']>) {
     this.onUse()
-    return super.consume(...args)
+    return super.consume(...args).then((res) => {
+      insured.add(res)
+      return res
+    })
   }
   override penalty(...args: Parameters<RateLimiterMemory['penalty']>) {
     this.onUse()
@@ -159,17 +185,22 @@ export function createLimiterFactory(
 ): LimiterFactory {
   const { redis, prefix, onError } = store
   const health = createHealth(redis, onError, emit)
-  const cache = new Map<string, RateLimiterAbstract>()
+  const cache = new Map<string, Counter>()
   let connecting: Promise<void> | undefined
   // A lazyConnect client would never connect: rejectIfRedisNotReady keeps every command from it.
   if (redis && redis.status === 'wait') redis.connect().catch((error: unknown) => health.failed(error))
 
-  const make = (spec: LimiterSpec): RateLimiterAbstract => {
+  const make = (spec: LimiterSpec): Counter => {
     const base = { keyPrefix: `${prefix}:${spec.name}`, points: COUNTER_POINTS, duration: spec.durationSeconds }
-    if (!redis) return new RateLimiterMemory(base)
-    const insuranceLimiter =
-      onError === 'open' ? new InsuranceLimiter(base, () => health.failed(health.lastError ?? 'Redis unavailable')) : undefined
-    return new RateLimiterRedis({ ...base, storeClient: redis, rejectIfRedisNotReady: true, insuranceLimiter })
+    if (!redis) {
+      const limiter = new RateLimiterMemory(base)
+      return { limiter, direct: limiter }
+    }
+    const redisBase = { ...base, storeClient: redis, rejectIfRedisNotReady: true }
+    const direct = new RateLimiterRedis(redisBase)
+    if (onError === 'closed') return { limiter: direct, direct }
+    const insurance = new InsuranceLimiter(base, () => health.failed(health.lastError ?? 'Redis unavailable'))
+    return { limiter: new RateLimiterRedis({ ...redisBase, insuranceLimiter: insurance }), direct, insurance }
   }
 
   return {
@@ -185,13 +216,16 @@ export function createLimiterFactory(
     onError,
     prefix,
     health,
-    limiter(spec) {
-      let limiter = cache.get(spec.name)
-      if (!limiter) {
-        limiter = make(spec)
-        cache.set(spec.name, limiter)
+    counter(spec) {
+      let counter = cache.get(spec.name)
+      if (!counter) {
+        counter = make(spec)
+        cache.set(spec.name, counter)
       }
-      return limiter
+      return counter
+    },
+    limiter(spec) {
+      return this.counter(spec).limiter
     },
     unavailable(error) {
       health.failed(error)

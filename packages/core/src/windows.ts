@@ -3,7 +3,7 @@
  * the UTC-day window of the daily dimensions.
  */
 import type { GuardErrorCode } from './errors.js'
-import type { Dimension, QuotaPolicy } from './types.js'
+import type { QuotaPolicy } from './types.js'
 
 /** What one call costs: 1 request, its reserved tokens, its estimated spend in US dollars. */
 export interface Cost {
@@ -78,6 +78,7 @@ export interface UtcDay {
   customDuration: number
 }
 
+/** The UTC day containing `now` (epoch ms). */
 export function utcDay(now: number): UtcDay {
   const msLeft = DAY_MS - (now % DAY_MS)
   return {
@@ -85,9 +86,4 @@ export function utcDay(now: number): UtcDay {
     msLeft,
     customDuration: Math.max(1, Math.ceil(msLeft / 1_000)),
   }
-}
-
-/** Dimensions that are all windowed (for narrowing a Dimension). */
-export function isWindowDimension(dimension: Dimension): dimension is WindowDimension {
-  return WINDOW_SPECS.some((spec) => spec.dimension === dimension)
 }

@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
 import { describeRedis, redisClient } from '../../../test/support/redis.js'
 import { freePort } from '../../../test/support/redis-server.js'
+import { adjust, type Charge, type Reading } from '../src/all-or-nothing.js'
 import { QuotaAdmission } from '../src/quota.js'
 import { createLimiterFactory } from '../src/store.js'
 import type { GuardEvent } from '../src/types.js'
@@ -83,6 +84,40 @@ describe('Redis failure policy (client on a closed port)', () => {
     // Identities with no limit never touch the store.
     await expect(admission.reserve({ key: 'k' }, cost(1))).resolves.toMatchObject({ quota: [] })
     dead.disconnect()
+  })
+})
+
+describe('corrections go where the charge went', () => {
+  const fakeLimiter = (fail = false) => ({
+    reward: vi.fn(async () => {
+      if (fail) throw new Error('Redis down')
+      return {}
+    }),
+    penalty: vi.fn(async () => ({})),
+  })
+  const reading = (insured: boolean, counter: object): Reading => ({
+    charge: { counter, key: 'u1', options: {}, points: 100 } as unknown as Charge,
+    consumed: 100,
+    resetMs: 30_000,
+    windowEndAt: Date.now() + 30_000,
+    insured,
+  })
+
+  it('refunds an insured charge on the insurance limiter, never on Redis', async () => {
+    const direct = fakeLimiter()
+    const insurance = fakeLimiter()
+    await adjust(reading(true, { limiter: direct, direct, insurance }), -40, () => {})
+    expect(insurance.reward).toHaveBeenCalledWith('u1', 40, {})
+    expect(direct.reward).not.toHaveBeenCalled()
+  })
+
+  it('drops a Redis refund that fails instead of moving it to the insurance limiter', async () => {
+    const direct = fakeLimiter(true)
+    const insurance = fakeLimiter()
+    const errors: unknown[] = []
+    expect(await adjust(reading(false, { limiter: direct, direct, insurance }), -40, (e) => errors.push(e))).toBe(false)
+    expect(insurance.reward).not.toHaveBeenCalled()
+    expect(errors).toHaveLength(1)
   })
 })
 
