@@ -64,15 +64,15 @@ export function streamFrames(c: Completion, includeUsage: boolean): Frame[] {
 }
 
 /**
- * Cuts a stream after `afterChunks` content chunks (the role chunk not counted) and appends the
- * error frame of a stream-error fault; nothing follows it, not even [DONE].
+ * Cuts a stream after `afterChunks` content chunks and appends the error frame of a stream-error
+ * fault; nothing follows it, not even [DONE]. With 0 the error is the very first event (no role
+ * chunk either), so nothing at all was streamed before it.
  */
 export function failedStreamFrames(frames: Frame[], fault: FaultSpec, requestId: string): Frame[] {
   const contentFrames = frames.filter((f) => f.token >= 0).length - 1
-  const keep = 1 + Math.min(fault.afterChunks ?? 2, contentFrames)
-  const last = frames[keep - 1]!
-  const out = frames.slice(0, keep)
-  out.push({ text: streamErrorFrame(fault, requestId), token: last.token })
+  const after = Math.min(fault.afterChunks ?? 2, contentFrames)
+  const out = after > 0 ? frames.slice(0, 1 + after) : []
+  out.push({ text: streamErrorFrame(fault, requestId), token: out.at(-1)?.token ?? 0 })
   return out
 }
 

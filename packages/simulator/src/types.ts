@@ -89,7 +89,7 @@ export interface FaultSpec {
   probability?: number
   /** Fire for the next N matching calls only, then retire. Default: unlimited. */
   times?: number
-  /** stream-error*: content chunks sent before the error. Default 2. */
+  /** stream-error*: content chunks sent before the error (plus the role chunk); 0 = the error is the first event. Default 2. */
   afterChunks?: number
   /** slow-first-byte: extra simulated ms before the first byte. Default 1000. */
   delayMs?: number

@@ -66,6 +66,14 @@ describe('errors inside a 200 stream', () => {
     expect(chunks.at(-1)!.choices).toBeUndefined()
   })
 
+  it('with afterChunks 0 the error is the first event of the stream', async () => {
+    sim.inject({ kind: 'stream-error', afterChunks: 0, times: 1 })
+    const raw = await post(sim, streamCall)
+    expect(raw.status).toBe(200)
+    expect(raw.text).toMatch(/^data: \{"error":/)
+    expect(raw.text.split('\n\n').filter(Boolean)).toHaveLength(1)
+  })
+
   it('only hits streams, and charges the call (it was accepted)', async () => {
     sim.inject({ kind: 'stream-error' })
     expect(await outcome(ai)).toBe('ok')
