@@ -8,6 +8,7 @@
  *   curl -sN localhost:3001/chat?stream=1 -H 'content-type: application/json' -d '{"message":"hello"}'
  */
 import type { AddressInfo } from 'node:net'
+import { Readable } from 'node:stream'
 import Koa, { type Context } from 'koa'
 import { qwenGuard } from '@qwen-guard/koa'
 import type { UpstreamOptions } from '@qwen-guard/core'
@@ -66,9 +67,16 @@ async function chat(ctx: Context): Promise<void> {
       .withResponse()
     ctx.set('content-type', 'text/plain; charset=utf-8')
     ctx.set('x-qwen-guard-model', response.headers.get('x-qwen-guard-model') ?? MODEL)
-    ctx.body = (async function* () {
-      for await (const chunk of stream) yield chunk.choices[0]?.delta?.content ?? ''
-    })()
+    // Koa pipes a Readable; when the client goes away it destroys it, which ends the loop below and
+    // with it the upstream stream, so the guard settles the call and frees its concurrency lease.
+    ctx.body = Readable.from(
+      (async function* () {
+        for await (const chunk of stream) {
+          const text = chunk.choices[0]?.delta?.content
+          if (text) yield text
+        }
+      })(),
+    )
     return
   }
 
@@ -133,6 +141,7 @@ async function main(): Promise<void> {
   console.log(`  OpenAI-compatible relay: http://127.0.0.1:${port}/v1   (Ctrl-C to stop)`)
 
   const stop = async () => {
+    console.log('\nstopping')
     server.closeIdleConnections()
     const forced = setTimeout(() => server.closeAllConnections(), 3_000)
     forced.unref()

@@ -114,15 +114,19 @@ async function connectRedis(url: string): Promise<Redis> {
     // No reconnect loop while starting: one failed attempt is the answer we need.
     retryStrategy: () => null,
   })
-  // ioredis also emits the failure as an 'error' event; without a listener Node would print it.
-  const quiet = () => undefined
+  // ioredis emits the cause (ECONNREFUSED...) as an 'error' event, and connect() only rejects with
+  // "Connection is closed": keep the cause for the message. The listener also keeps Node quiet.
+  let cause: string | undefined
+  const quiet = (error: Error) => {
+    cause ??= error.message
+  }
   redis.on('error', quiet)
   try {
     await redis.connect()
     await redis.ping()
   } catch (error) {
     redis.disconnect()
-    const reason = error instanceof Error ? error.message : String(error)
+    const reason = cause ?? (error instanceof Error ? error.message : String(error))
     throw new ConfigError(`REDIS_URL: cannot reach Redis at ${redactUrl(url)} (${reason})`)
   }
   // Running: reconnect with a capped backoff; the guard's store policy covers the outage meanwhile.
