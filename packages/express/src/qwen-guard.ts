@@ -1,6 +1,6 @@
 import { createGuard, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
-import { attachGuard } from './attach.js'
+import { attachGuard, isAttached } from './attach.js'
 import { qwenGuardErrors } from './errors.js'
 import { identifyBySocket } from './identity.js'
 import type { ExpressAdapterOptions, ExpressProxyOptions, IdentifyRequest } from './options.js'
@@ -55,7 +55,7 @@ export function qwenGuard(
 
   function qwenGuardMiddleware(req: Request, _res: Response, next: NextFunction): void {
     if (!custom) {
-      attachGuard(req, guard, () => identifyBySocket(req))
+      attachGuard(req, guard, identifyBySocket)
       next()
       return
     }
@@ -67,20 +67,19 @@ export function qwenGuard(
       return
     }
     if (!isPromise(result)) {
-      const identity = result
-      attachGuard(req, guard, () => identity)
+      attachGuard(req, guard, identifyBySocket, result)
       next()
       return
     }
     result.then((identity) => {
-      attachGuard(req, guard, () => identity)
+      attachGuard(req, guard, identifyBySocket, identity)
       next()
     }, next)
   }
 
   // The relay reuses the identity the middleware found when both are mounted.
   const proxyIdentity = (req: Request): Identity | Promise<Identity> =>
-    Object.prototype.hasOwnProperty.call(req, 'qwenIdentity') ? req.qwenIdentity : identify(req)
+    isAttached(req) ? req.qwenIdentity : identify(req)
 
   return Object.assign(qwenGuardMiddleware, {
     proxy: (proxyOptions?: ExpressProxyOptions) => createProxy(guard, proxyIdentity, proxyOptions),

@@ -1,0 +1,57 @@
+// The apps measured by `pnpm bench http`, in their own process (bench/http.ts starts it and sends
+// the load from another). Every variant listens on its own loopback port; the line
+// `READY {json}` on stdout names them. SIM_URL is the simulator, REDIS_URL an empty redis-server.
+import { once } from 'node:events'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import express from 'express'
+import { Redis } from 'ioredis'
+import OpenAI from 'openai'
+import type { GuardOptions } from '../packages/core/src/index.js'
+import { qwenGuard } from '../packages/express/src/index.js'
+
+const simUrl = process.env.SIM_URL ?? ''
+const redisUrl = process.env.REDIS_URL ?? ''
+const KEY = 'sk-sim'
+
+/** The one call every Qwen route makes: a short chat, the simulator's default completion length. */
+export const CHAT = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'Write a haiku about rate limits.' }] }
+
+/** Limits far above the load, so every call is admitted but every dimension is still counted. */
+function options(store?: GuardOptions['store']): GuardOptions {
+  return {
+    upstream: { baseURL: simUrl, apiKey: KEY, rampUp: false, safetyMargin: 1 },
+    models: { 'qwen-plus': { rpm: 1_000_000_000, tpm: 1_000_000_000_000 } },
+    quotas: { user: { rpm: 100_000_000, tpm: 100_000_000_000 } },
+    queue: { maxSize: 100_000 },
+    ...(store ? { store } : {}),
+  }
+}
+
+async function serve(app: express.Express): Promise<string> {
+  const server: Server = app.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+const ping = (_req: express.Request, res: express.Response) => void res.send('pong')
+
+const plain = new OpenAI({ baseURL: simUrl, apiKey: KEY, maxRetries: 0 })
+const memory = qwenGuard(options())
+const redis = redisUrl ? qwenGuard(options({ redis: new Redis(redisUrl), prefix: 'bench' })) : undefined
+
+const chatVia = (client: (req: express.Request) => OpenAI) => async (req: express.Request, res: express.Response) => {
+  res.json(await client(req).chat.completions.create(CHAT))
+}
+
+const urls = {
+  bare: await serve(express().get('/ping', ping)),
+  mounted: await serve(express().use(memory).get('/ping', ping)),
+  // The floor: what any one middleware costs in Express, whatever it does.
+  emptyMiddleware: await serve(express().use((_req, _res, next) => next()).get('/ping', ping)),
+  plainCall: await serve(express().get('/chat', chatVia(() => plain))),
+  guardedMemory: await serve(express().use(memory).get('/chat', chatVia((req) => req.qwen)).use(memory.errors)),
+  guardedRedis: redis ? await serve(express().use(redis).get('/chat', chatVia((req) => req.qwen)).use(redis.errors)) : '',
+  relay: await serve(express().use('/v1', memory.proxy())),
+}
+console.log(`READY ${JSON.stringify(urls)}`)

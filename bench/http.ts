@@ -1,0 +1,226 @@
+// `pnpm bench http`: what the Express adapter and the relay cost, on this machine, in one run.
+//
+// Three processes: the simulator (its CLI, zero latency, limits too high to refuse), the apps
+// (bench/_http-app.ts, one port per variant) and this one, which sends the load: throughput with
+// autocannon (32 connections), latency with one keep-alive connection and sequential requests
+// timed with performance.now() (autocannon's histogram counts whole milliseconds, too coarse for
+// sub-millisecond differences). Variants that are compared run in alternation, ROUNDS times, and
+// the median round counts, so a neighbour's burst of CPU on a shared machine hits both sides alike.
+// Every scenario is bounded: ROUNDS x variants x (BENCH_SECONDS + 1 s warm-up) for throughput,
+// the same again for latency.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { Agent, request } from 'node:http'
+import { createRequire } from 'node:module'
+import { cpus, loadavg } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { redisServerInstalled, startRedisServer, type RedisServer } from '../test/support/redis-server.js'
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const LATENCY_SECONDS = SECONDS
+/** Scenarios to run, e.g. BENCH_ONLY=a,c. Default: all. */
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','))
+const CONNECTIONS = 32
+const root = fileURLToPath(new URL('..', import.meta.url))
+const CHAT_BODY = JSON.stringify({ model: 'qwen-plus', messages: [{ role: 'user', content: 'Write a haiku about rate limits.' }] })
+
+interface AutocannonResult {
+  requests: { average: number; total: number }
+  errors: number
+  timeouts: number
+  non2xx: number
+}
+type Autocannon = (options: Record<string, unknown>) => Promise<AutocannonResult>
+const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon
+
+interface Target {
+  url: string
+  method: 'GET' | 'POST'
+  headers?: Record<string, string>
+  body?: string
+}
+
+/** Starts a child and resolves with the first stdout line that `pick` accepts. */
+function startChild(args: string[], env: Record<string, string>, pick: (line: string) => string | undefined) {
+  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', ...args], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const ready = new Promise<string>((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (data: Buffer) => {
+      out += data.toString()
+      for (const line of out.split('\n')) {
+        const value = pick(line)
+        if (value !== undefined) return resolve(value)
+      }
+    })
+    child.once('exit', (code) => reject(new Error(`${args[0]} exited early (${code})`)))
+  })
+  return { child, ready }
+}
+
+async function throughput(target: Target, warmup: boolean): Promise<{ rps: number; failed: number }> {
+  const run = (duration: number) =>
+    autocannon({ url: target.url, method: target.method, headers: target.headers, body: target.body, connections: CONNECTIONS, duration })
+  if (warmup) await run(1)
+  const result = await run(SECONDS)
+  return { rps: result.requests.average, failed: result.errors + result.timeouts + result.non2xx }
+}
+
+/** One request on a keep-alive socket, timed from write to the last byte. */
+function once(agent: Agent, target: Target): Promise<{ ms: number; status: number }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now()
+    const req = request(target.url, { method: target.method, agent, headers: target.headers }, (res) => {
+      res.resume()
+      res.once('end', () => resolve({ ms: performance.now() - started, status: res.statusCode ?? 0 }))
+    })
+    req.once('error', reject)
+    req.end(target.body)
+  })
+}
+
+async function latency(target: Target, warmup: boolean): Promise<{ p50: number; p99: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  const samples: number[] = []
+  for (const [seconds, keep] of [[warmup ? 1 : 0.2, false], [LATENCY_SECONDS, true]] as const) {
+    const until = performance.now() + seconds * 1000
+    while (performance.now() < until) {
+      const { ms, status } = await once(agent, target)
+      if (status >= 400) throw new Error(`${target.url} answered ${status}`)
+      if (keep) samples.push(ms)
+    }
+  }
+  agent.destroy()
+  samples.sort((a, b) => a - b)
+  const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))] ?? NaN
+  return { p50: at(0.5), p99: at(0.99) }
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN
+
+interface Measured {
+  rps: number
+  failed: number
+  p50: number
+  p99: number
+}
+
+/**
+ * Measures the targets in alternation, ROUNDS times (first round warms up), and returns the median
+ * of each figure per target. Latency only when asked.
+ */
+async function compare(targets: Target[], withLatency: boolean): Promise<Measured[]> {
+  const rounds: Measured[][] = targets.map(() => [])
+  for (let round = 0; round < ROUNDS; round += 1) {
+    for (const [i, target] of targets.entries()) {
+      const t = await throughput(target, round === 0)
+      const l = withLatency ? await latency(target, round === 0) : { p50: NaN, p99: NaN }
+      rounds[i]!.push({ ...t, ...l })
+    }
+  }
+  return rounds.map((list) => ({
+    rps: median(list.map((m) => m.rps)),
+    failed: list.reduce((sum, m) => sum + m.failed, 0),
+    p50: median(list.map((m) => m.p50)),
+    p99: median(list.map((m) => m.p99)),
+  }))
+}
+
+const ms = (value: number) => Number(value.toFixed(3))
+const pass = (ok: boolean) => (ok ? 'PASS' : 'FAIL')
+
+let redisServer: RedisServer | undefined
+const load = () => loadavg().map((value) => value.toFixed(1)).join(' ')
+console.log(`load average at start: ${load()} on ${cpus().length} cores (other work on the machine skews every figure)`)
+const children: ChildProcess[] = []
+try {
+  const sim = startChild(
+    ['packages/simulator/src/cli.ts', '--port', '0', '--no-burst', '--limit', 'qwen-plus:1000000000:1000000000000000'],
+    {},
+    (line) => (line.startsWith('http://') ? line.trim() : undefined),
+  )
+  children.push(sim.child)
+  const simUrl = await sim.ready
+  redisServer = redisServerInstalled() ? await startRedisServer() : undefined
+  const apps = startChild(['bench/_http-app.ts'], { SIM_URL: simUrl, REDIS_URL: redisServer?.url ?? '' }, (line) =>
+    line.startsWith('READY ') ? line.slice(6) : undefined,
+  )
+  children.push(apps.child)
+  const urls = JSON.parse(await apps.ready) as Record<'bare' | 'mounted' | 'emptyMiddleware' | 'plainCall' | 'guardedMemory' | 'guardedRedis' | 'relay', string>
+
+  const get = (base: string, path: string): Target => ({ url: `${base}${path}`, method: 'GET' })
+  const post = (url: string): Target => ({
+    url,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer sk-sim' },
+    body: CHAT_BODY,
+  })
+
+  // (a) mount cost
+  if (ONLY.has('a')) {
+  const [bare, empty, mounted] = (await compare(
+    [get(urls.bare, '/ping'), get(urls.emptyMiddleware, '/ping'), get(urls.mounted, '/ping')],
+    false,
+  )) as [Measured, Measured, Measured]
+  const mountRatio = mounted.rps / bare.rps
+  console.log(`\n(a) mount cost: GET /ping that never calls Qwen (${CONNECTIONS} connections, median of ${ROUNDS} alternating ${SECONDS} s runs)\n`)
+  console.table([
+    { app: 'bare Express', 'req/s': Math.round(bare.rps), ratio: 1, failed: bare.failed },
+    { app: 'app.use((req, res, next) => next())', 'req/s': Math.round(empty.rps), ratio: ms(empty.rps / bare.rps), failed: empty.failed },
+    { app: 'app.use(qwenGuard())', 'req/s': Math.round(mounted.rps), ratio: ms(mountRatio), failed: mounted.failed, goal: '>= 0.97', result: pass(mountRatio >= 0.97) },
+  ])
+
+  }
+
+  // (b) per-call cost, and (d) express-rate-limit for scale
+  if (ONLY.has('b')) {
+  const variants = [
+    { name: 'plain openai client', target: get(urls.plainCall, '/chat') },
+    { name: 'req.qwen (memory store)', target: get(urls.guardedMemory, '/chat') },
+    ...(urls.guardedRedis ? [{ name: 'req.qwen (Redis store)', target: get(urls.guardedRedis, '/chat') }] : []),
+  ]
+  const figures = await compare(variants.map((variant) => variant.target), true)
+  const measured = variants.map((variant, i) => ({ ...variant, ...figures[i]! }))
+  const base = measured[0]!
+  console.log(`\n(b) per-call cost: GET /chat making one chat completion (throughput: ${CONNECTIONS} connections; latency: 1 connection, sequential)\n`)
+  console.table([
+    ...measured.map((m) => ({
+      route: m.name,
+      'req/s': Math.round(m.rps),
+      ratio: ms(m.rps / base.rps),
+      'p50 ms': ms(m.p50),
+      'p99 ms': ms(m.p99),
+      'added p50 ms': ms(m.p50 - base.p50),
+      failed: m.failed,
+      result: m === base ? '' : pass(m.rps / base.rps >= 0.9 && m.p50 - base.p50 < 1),
+    })),
+    { route: 'express-rate-limit (one counter/request)', 'req/s': 'not measured (dependency not installed)' },
+  ])
+  if (!urls.guardedRedis) console.log('Redis row skipped: redis-server is not installed.')
+  console.log('goals: ratio >= 0.90 and added p50 < 1 ms')
+
+  }
+
+  // (c) relay vs the simulator directly
+  if (ONLY.has('c')) {
+  const direct = post(`${simUrl}/chat/completions`)
+  const relayed = post(`${urls.relay}/v1/chat/completions`)
+  const [d, r] = (await compare([direct, relayed], true)) as [Measured, Measured]
+  const rows = [
+    { name: 'simulator directly', ...d },
+    { name: 'through the relay', ...r },
+  ]
+  console.log(`\n(c) relay: POST /chat/completions, non-streaming (latency: 1 connection, sequential)\n`)
+  console.table([
+    ...rows.map((row) => ({ path: row.name, 'req/s': Math.round(row.rps), 'p50 ms': ms(row.p50), 'p99 ms': ms(row.p99), failed: row.failed })),
+    { path: 'added by the relay', 'p50 ms': ms(r.p50 - d.p50), 'p99 ms': ms(r.p99 - d.p99) },
+  ])
+  }
+  console.log(`\nload average at end: ${load()}`)
+} finally {
+  for (const child of children) child.kill('SIGTERM')
+  await redisServer?.stop()
+}
