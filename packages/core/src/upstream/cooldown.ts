@@ -1,8 +1,10 @@
 /**
  * How long a refusal keeps an account x model out of rotation.
- * - requests / tokens / throttling: our meter believed there was room, so something else (another
- *   app on the same account, a lower real limit) is using it: wait until our own stretched second
- *   has drained, doubling on each consecutive refusal up to a whole stretched minute.
+ * - requests / tokens / throttling: our meter believed there was room, so either our sends reached
+ *   Qwen bunched up by more jitter than the margin absorbs, or something else (another app on the
+ *   same account, a lower real limit) is using the quota. The first refusal pauses one emission
+ *   interval (enough for jitter, and short enough that the ramp-up rule does not see a cold lane);
+ *   each consecutive one doubles it, up to a whole stretched minute (a window's worth drained).
  * - burst: one stretched second (so Qwen's "current second" empties) plus the AIMD decrease.
  * - server / timeout / network: short and growing (0.5 s, 1 s, 2 s ... 30 s).
  * A Retry-After hint from the answer wins when it is given.
@@ -30,7 +32,7 @@ export function cooldownMs(ctx: CooldownContext): number {
     case 'requests':
     case 'tokens':
     case 'throttling':
-      return Math.min(ctx.limits.minuteWindowMs, ctx.limits.rateWindowMs * doubling)
+      return Math.min(ctx.limits.minuteWindowMs, ctx.limits.spacingMs * doubling)
     case 'burst':
       return ctx.limits.rateWindowMs
     case 'server':
