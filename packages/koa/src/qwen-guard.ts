@@ -1,6 +1,6 @@
 import { createGuard, isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
 import type { Context, Middleware, Next } from 'koa'
-import { attachGuard } from './attach.js'
+import { attachGuard, isAttached } from './attach.js'
 import { identifyBySocket } from './identity.js'
 import type { IdentifyContext, KoaAdapterOptions, KoaProxyOptions } from './options.js'
 import { createProxy } from './proxy.js'
@@ -45,12 +45,7 @@ export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, a
   const identify: IdentifyContext = custom ?? identifyBySocket
 
   async function qwenGuardMiddleware(ctx: Context, next: Next): Promise<void> {
-    if (custom) {
-      const identity = await custom(ctx)
-      attachGuard(ctx, guard, () => identity)
-    } else {
-      attachGuard(ctx, guard, () => identifyBySocket(ctx))
-    }
+    attachGuard(ctx, guard, identifyBySocket, custom ? await custom(ctx) : undefined)
     try {
       await next()
     } catch (error) {
@@ -65,7 +60,7 @@ export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, a
 
   // The relay reuses the identity the middleware found when both are mounted.
   const proxyIdentity = (ctx: Context): Identity | Promise<Identity> =>
-    Object.prototype.hasOwnProperty.call(ctx, 'qwenIdentity') ? ctx.qwenIdentity : identify(ctx)
+    isAttached(ctx) ? ctx.qwenIdentity : identify(ctx)
 
   return Object.assign(qwenGuardMiddleware, {
     proxy: (proxyOptions?: KoaProxyOptions) => createProxy(guard, proxyIdentity, proxyOptions),
