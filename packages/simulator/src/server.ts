@@ -233,7 +233,9 @@ function writeStream(res: ServerResponse, frames: Frame[], firstMs: number, toke
   let timer: NodeJS.Timeout | undefined
   res.once('close', () => clearTimeout(timer))
   const pump = () => {
-    if (next === 0) res.writeHead(200, streamHeaders(requestId))
+    // A timer may fire a little before performance.now() says it is due: then nothing is written
+    // yet, so the head must be guarded by headersSent, not by the frame index.
+    if (!res.headersSent) res.writeHead(200, streamHeaders(requestId))
     const elapsed = performance.now() - start
     let batch = ''
     while (next < frames.length && due(frames[next]!) <= elapsed) batch += frames[next++]!.text
