@@ -2,7 +2,7 @@
  * Admission for the user and key scopes: every limited dimension has room for the call, or nothing
  * is charged. See docs/quotas.md for the dimensions, windows and failure policy.
  */
-import { blocksBefore, consumeAll, readAll, refundAll, waitMs, type Charge, type Reading } from './all-or-nothing.js'
+import { blocksAfter, blocksBefore, consumeAll, readAll, refundAll, waitMs, type Charge, type Reading } from './all-or-nothing.js'
 import { isQwenGuardError, type QwenGuardError } from './errors.js'
 import { createLeaseStore, type Lease, type LeaseCount, type LeaseStore } from './lease.js'
 import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './quota-plan.js'
@@ -59,6 +59,7 @@ export class QuotaAdmission {
   private readonly leaseTtlMs: number
   private readonly precheck: boolean | 'auto'
   private readonly refused = new RecentRefusals()
+  private readonly onStoreError = (error: unknown): void => this.factory.health.failed(error)
 
   constructor(deps: QuotaAdmissionDeps) {
     this.options = deps.options
@@ -157,16 +158,24 @@ export class QuotaAdmission {
     }
     if (this.shouldPrecheck(charges)) await this.refuseIfFull(charges)
     const [readings, held] = await this.charge(charges, plan.leases)
-    const over = readings.filter((r) => r.consumed > r.charge.limit)
-    const blocks = [...over.map(windowBlock), ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs))]
-    if (blocks.length > 0) {
-      this.remember(over)
-      await this.undo(readings, held)
-      throw quotaRefusal(blocks, this.statesAfterUndo(readings, held))
+    if (readings.some(blocksAfter) || held.some((h) => !h.lease)) await this.refuse(readings, held)
+    const quota: QuotaState[] = []
+    const leases: Lease[] = []
+    for (const r of readings) quota.push(windowState(r))
+    for (const h of held) {
+      quota.push(leaseState(h.limit, h.count))
+      if (h.lease) leases.push(h.lease)
     }
-    const quota = [...readings.map((r) => windowState(r)), ...held.map((h) => leaseState(h.limit, h.count))]
-    const leases = held.flatMap((h) => (h.lease ? [h.lease] : []))
-    return new QuotaReservationImpl(quota, readings, leases, (error) => this.factory.health.failed(error))
+    return new QuotaReservationImpl(quota, readings, leases, this.onStoreError)
+  }
+
+  /** Undoes a charge that something refused, then throws the refusal. */
+  private async refuse(readings: Reading[], held: Held[]): Promise<never> {
+    const over = readings.filter(blocksAfter)
+    const blocks = [...over.map(windowBlock), ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs))]
+    this.remember(over)
+    await this.undo(readings, held)
+    throw quotaRefusal(blocks, this.statesAfterUndo(readings, held))
   }
 
   /** The precheck: refuse at once, charging nothing, when a counter is already full. */
@@ -180,6 +189,7 @@ export class QuotaAdmission {
 
   private shouldPrecheck(charges: Charge[]): boolean {
     if (this.precheck !== 'auto') return this.precheck
+    if (this.refused.size === 0) return false
     const now = Date.now()
     return charges.some((c) => this.refused.has(`${c.scope}:${c.id}`, now))
   }
@@ -198,7 +208,7 @@ export class QuotaAdmission {
       return undefined
     }
     // Both started before either is awaited: on Redis they travel together.
-    const consuming = consumeAll(charges, (error) => this.factory.health.failed(error)).catch(fail)
+    const consuming = consumeAll(charges, this.onStoreError).catch(fail)
     const acquiring = Promise.all(limits.map((l) => this.leases.acquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
     const readings = (await consuming)?.readings ?? []
     const held: Held[] = []
@@ -216,7 +226,7 @@ export class QuotaAdmission {
 
   private async undo(readings: Reading[], held: Held[]): Promise<void> {
     await Promise.all([
-      refundAll(readings, (error) => this.factory.health.failed(error)),
+      refundAll(readings, this.onStoreError),
       ...held.map((h) => h.lease?.release()),
     ])
   }

@@ -10,6 +10,11 @@ export class RecentRefusals {
   /** `max`: entries kept; past it the memory starts over (a missed precheck is only a cost). */
   constructor(private readonly max = 10_000) {}
 
+  /** Identities remembered (expired ones included until looked up). */
+  get size(): number {
+    return this.until.size
+  }
+
   /** Remembers `key` as refused until `untilMs` (epoch ms). */
   mark(key: string, untilMs: number): void {
     if (this.until.size >= this.max && !this.until.has(key)) this.until.clear()
