@@ -5,7 +5,7 @@
 
 const BURST_SIZE = 12
 /** Refusals a burst row sits out before giving up (a row waits whatever the server says each time). */
-const BURST_MAX_RETRIES = 8
+const BURST_MAX_RETRIES = 30
 
 const $ = (selector, root = document) => root.querySelector(selector)
 
@@ -148,8 +148,8 @@ const REASONS = {
 const reasonFor = (code, message) => REASONS[code] ?? message
 /** The same, in a couple of words, for the narrow burst rows. */
 const SHORT_REASONS = {
-  rate_limit_exceeded: 'your rate limit',
-  concurrency_limit_exceeded: 'your concurrency',
+  rate_limit_exceeded: 'your quota',
+  concurrency_limit_exceeded: 'in flight',
   upstream_saturated: 'upstream busy',
   queue_full: 'queue full',
   upstream_unavailable: 'upstream down',

@@ -2,6 +2,7 @@
  * The example's HTTP API, without a browser: the demo cookie is the identity, /api/quota reports
  * the guard's state, /api/chat streams or refuses with an exact Retry-After, and /v1 relays.
  */
+import OpenAI from 'openai'
 import request from 'supertest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { COOKIE_NAME } from '../src/session.js'
@@ -35,11 +36,13 @@ function cookieFrom(header: string | string[] | undefined): string | undefined {
 }
 
 /** Collects an SSE body as text (supertest does not buffer event streams by itself). */
-function collectText(res: NodeJS.ReadableStream, callback: (error: Error | null, body: string) => void): void {
+function collectText(res: request.Response, callback: (error: Error | null, body: string) => void): void {
+  // At parse time supertest hands over the raw Node response stream, typed as its Response.
+  const stream = res as unknown as NodeJS.ReadableStream
   let text = ''
-  res.setEncoding('utf8')
-  res.on('data', (chunk: string) => (text += chunk))
-  res.on('end', () => callback(null, text))
+  stream.setEncoding('utf8')
+  stream.on('data', (chunk: string) => (text += chunk))
+  stream.on('end', () => callback(null, text))
 }
 
 function sseEvents(text: string): Array<{ event: string; data: any }> {
@@ -161,5 +164,18 @@ describe('/v1 relay', () => {
     expect(res.body.object).toBe('chat.completion')
     expect(res.headers['set-cookie']).toBeUndefined()
     expect(res.headers['x-qwen-guard-model']).toBe('qwen-plus')
+  })
+
+  it('serves the README snippet: the openai SDK streaming through /v1', async () => {
+    const client = new OpenAI({ baseURL: `${running.url}/v1`, apiKey: 'anything' })
+    const stream = await client.chat.completions.create({
+      model: 'qwen3-max',
+      messages: [{ role: 'user', content: 'Hello' }],
+      max_tokens: 12,
+      stream: true,
+    })
+    let text = ''
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
+    expect(text.split(' ').length).toBeGreaterThan(3)
   })
 })
