@@ -74,11 +74,11 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
     expect(cooling.coolingUntil).toBeGreaterThan(Date.now())
     const ev = events.find((e) => e.type === 'upstream_refusal')
     expect(ev).toMatchObject({ type: 'upstream_refusal', kind: 'requests', retryable: true })
-    for (let i = 0; i < 3; i++) {
-      await vi.advanceTimersByTimeAsync(50)
-      expect((await pool.acquire(request({ model: 'small' }))).accountId).not.toBe(slot.accountId)
-    }
-    await vi.advanceTimersByTimeAsync(1_100)
+    // First refusal: one emission interval (1000 / (0.97 x 100 rps) ms).
+    expect(cooling.coolingUntil - Date.now()).toBeCloseTo(1_000 / 97, 0)
+    await vi.advanceTimersByTimeAsync(2)
+    expect((await pool.acquire(request({ model: 'small' }))).accountId).not.toBe(slot.accountId)
+    await vi.advanceTimersByTimeAsync(20)
     expect(pool.state().find((s) => s.account === slot.accountId && s.model === 'small')!.coolingUntil).toBe(0)
   })
 

@@ -1,4 +1,4 @@
-import { startSimulator, countPromptTokens } from '@qwen-guard/simulator'
+import { startSimulator, countPromptTokens } from '../../simulator/src/index.js'
 import { describe, expect, it } from 'vitest'
 import { isQwenGuardError } from '../src/errors.js'
 import { classifyRefusal } from '../src/upstream/classify.js'
