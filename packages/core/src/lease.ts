@@ -144,9 +144,10 @@ export function createRedisLeaseStore(redis: Redis): LeaseStore {
       const id = newLeaseId()
       const [ok, count, nextExpiryMs] = await commands.qgLeaseAcquire(key, limit, Math.ceil(ttlMs), id)
       if (ok !== 1) return { ok: false, count, nextExpiryMs }
-      // A release that fails (Redis down) is harmless: the member expires at its score.
+      // A release that fails (Redis down) is harmless: the member expires at its score. Not sent
+      // while Redis is not ready, so a settle never waits in ioredis' offline queue.
       const release = async () => {
-        await redis.zrem(key, id).catch(() => undefined)
+        if (redis.status === 'ready') await redis.zrem(key, id).catch(() => undefined)
       }
       return { ok: true, count, lease: { id, release } }
     },
