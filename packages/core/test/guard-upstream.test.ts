@@ -22,9 +22,11 @@ async function simulator(options: SimulatorOptions): Promise<Simulator> {
 }
 
 function guardFor(sim: Simulator, options: Omit<GuardOptions, 'upstream'> & { upstream?: GuardOptions['upstream'] }) {
+  const upstream = options.upstream ?? {}
+  const credentials = upstream.accounts || upstream.apiKey ? {} : { apiKey: 'sk-sim' }
   const guard = createGuard({
     ...options,
-    upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, ...options.upstream },
+    upstream: { baseURL: sim.url, rampUp: false, ...credentials, ...upstream },
   })
   open.push(guard)
   return guard

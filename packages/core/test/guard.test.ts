@@ -129,6 +129,7 @@ describeEachStore('guard end to end', (kind) => {
     await vi.waitFor(async () =>
       expect((await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed).toBe(true),
     )
+    sim.clearFaults() // the abort may have come while the call still waited out the 500's cooldown
 
     sim.inject({ kind: 'hang', times: 1 })
     await expect(call()).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
