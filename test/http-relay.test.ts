@@ -210,3 +210,42 @@ describe.each<Framework>(['express', 'koa'])('%s relay when the client disconnec
     expect(next.choices).toHaveLength(1)
   })
 })
+
+describe.each<Framework>(['express', 'koa'])('%s relay translates upstream refusals', (framework) => {
+  let sim: Simulator
+  let app: GuardedApp
+  const guardCodes = ['rate_limit_exceeded', 'upstream_saturated', 'upstream_unavailable', 'upstream_timeout', 'upstream_error']
+  beforeAll(async () => {
+    sim = await startSecretSimulator({ burst: false })
+    app = await startApp(
+      framework,
+      guardOptions(sim, undefined, { queue: { maxWaitMs: 300 }, upstream: { baseURL: sim.url, accounts: [{ id: SECRETS.account, apiKey: SECRETS.key }], maxAttempts: 1, timeoutMs: 3_000 } }),
+      tap,
+    )
+  })
+  afterAll(async () => {
+    await app?.close()
+    await sim?.close()
+  })
+
+  async function expectTranslated(response: Response): Promise<void> {
+    const text = await response.text()
+    expect(response.status).toBeGreaterThanOrEqual(429)
+    const body = JSON.parse(text) as { error: { code: string; type: string } }
+    expect(Object.keys(body)).toEqual(['error'])
+    expect(guardCodes).toContain(body.error.code)
+    // Nothing of DashScope's own answer: its codes, its request id, its messages.
+    expect(text).not.toMatch(/Throttling|Arrearage|request_id|limit_requests|good standing|exceeded your current/i)
+    if (response.status === 429 || response.status === 503) expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+  }
+
+  it('answers an upstream 429 (native body) with the guard own answer', async () => {
+    sim.inject({ kind: 'native-error-body', times: 1 })
+    await expectTranslated(await postRaw(app, 'upstream-429', { model: 'qwen-plus', messages, max_tokens: 5 }))
+  })
+
+  it('answers an account in arrears with the guard own answer, naming no account', async () => {
+    sim.setAccountState(SECRETS.account, 'arrears')
+    await expectTranslated(await postRaw(app, 'upstream-arrears', { model: 'qwen-plus', messages, max_tokens: 5 }))
+  })
+})
