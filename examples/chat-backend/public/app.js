@@ -65,6 +65,23 @@ function retryWaitMs(response) {
   return Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 1000
 }
 
+/**
+ * Which limit refused us, from the IETF `RateLimit` field the guard sends, e.g.
+ * `"user-rpm";r=0;t=14, "user-tpm";r=3200;t=14`: the item with nothing remaining.
+ */
+function blockingDimension(header) {
+  if (!header) return undefined
+  for (const item of header.split(',')) {
+    const name = /"([^"]+)"/.exec(item)?.[1]
+    const remaining = /;r=(\d+)/.exec(item)?.[1]
+    if (name && remaining === '0') {
+      const label = name.slice(name.indexOf('-') + 1) // "<scope>-<dimension>"
+      return { 'tokens-per-day': 'tokensPerDay', 'usd-per-day': 'usdPerDay' }[label] ?? label
+    }
+  }
+  return undefined
+}
+
 /** Calls /api/chat and reports what happens through `hooks`; waits out refusals and retries. */
 async function chat(body, hooks, { maxRetries = Infinity } = {}) {
   for (let attempt = 0; ; attempt++) {
@@ -82,7 +99,8 @@ async function chat(body, hooks, { maxRetries = Infinity } = {}) {
         hooks.failed?.(error.message ?? `refused (${response.status})`)
         return { ok: false, attempts: attempt + 1 }
       }
-      await hooks.refused?.({ waitMs, code: error.code ?? 'rate_limited', message: error.message ?? 'Rate limited', attempt })
+      const dimension = blockingDimension(response.headers.get('ratelimit'))
+      await hooks.refused?.({ waitMs, code: error.code ?? 'rate_limited', dimension, message: error.message ?? 'Rate limited', attempt })
       continue
     }
     if (!response.ok) {
@@ -134,6 +152,14 @@ const DIMENSION_ORDER = ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDa
 
 const number = new Intl.NumberFormat('en')
 const formatSeconds = (ms) => (ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`)
+/** A reset time: seconds under two minutes, then minutes, then hours and minutes. */
+function formatWait(ms) {
+  const seconds = Math.ceil(ms / 1000)
+  if (seconds < 120) return `${seconds} s`
+  const minutes = Math.ceil(seconds / 60)
+  if (minutes < 120) return `${minutes} min`
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`
+}
 const formatMs = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : formatSeconds(ms))
 
 /** Short, human reasons for the guard's error codes. */
@@ -145,8 +171,18 @@ const REASONS = {
   upstream_unavailable: 'Qwen is unavailable',
   quota_exceeded: 'Daily quota used up',
 }
-const reasonFor = (code, message) => REASONS[code] ?? message
+const DIMENSION_REASONS = {
+  rpm: 'Your requests for this minute are used up',
+  rps: 'Too many requests this second',
+  tpm: 'Your tokens for this minute are used up',
+  tps: 'Too many tokens this second',
+  tokensPerDay: "Today's tokens are used up",
+  usdPerDay: "Today's budget is used up",
+  concurrency: 'Too many of your requests are in flight',
+}
+const reasonFor = (code, message, dimension) => DIMENSION_REASONS[dimension] ?? REASONS[code] ?? message
 /** The same, in a couple of words, for the narrow burst rows. */
+const SHORT_DIMENSIONS = { rpm: 'rpm', rps: 'rps', tpm: 'tpm', tps: 'tps', tokensPerDay: 'daily', usdPerDay: 'budget', concurrency: 'in flight' }
 const SHORT_REASONS = {
   rate_limit_exceeded: 'your quota',
   concurrency_limit_exceeded: 'in flight',
@@ -205,7 +241,7 @@ function renderQuota() {
     if (limit.dimension === 'concurrency') reset = remaining < limit.limit ? 'frees as answers end' : 'none in flight'
     else if (limit.resetMs <= 0 || remaining >= limit.limit) reset = `full · ${limit.windowSeconds} s window`
     else if (resetLeft <= 0) reset = 'resetting…'
-    else reset = `resets in ${Math.ceil(resetLeft / 1000)} s`
+    else reset = `resets in ${formatWait(resetLeft)}`
     return `
       <div class="meter" data-dimension="${limit.dimension}" data-level="${level}">
         <div class="meter-label">${info.label} <span class="muted">${info.unit}</span></div>
@@ -272,10 +308,10 @@ async function ask(text) {
   let meta = null
 
   const result = await chat({ messages: history }, {
-    async refused({ waitMs, code, message }) {
+    async refused({ waitMs, code, dimension, message }) {
       node.dataset.state = 'refused'
       refusal.hidden = false
-      $('.refusal-reason', refusal).textContent = `${reasonFor(code, message)}.`
+      $('.refusal-reason', refusal).textContent = `${reasonFor(code, message, dimension)}.`
       scheduleQuotaRefresh()
       await countdown(waitMs, (seconds, done) => {
         $('.countdown', refusal).textContent = String(seconds)
@@ -388,13 +424,13 @@ async function runBurstRow(row, index) {
   let meta = null
   const prompt = BURST_PROMPTS[index % BURST_PROMPTS.length]
   const result = await chat({ messages: [{ role: 'user', content: prompt }], burst: true }, {
-    async refused({ waitMs, code, message }) {
+    async refused({ waitMs, code, dimension, message }) {
       waits++
       row.dataset.refusals = String(waits)
       const badge = $('.burst-waits', row)
       badge.textContent = `↻ ${waits}`
       badge.hidden = false
-      setRow(row, 'refused', 'refused', SHORT_REASONS[code] ?? message)
+      setRow(row, 'refused', 'refused', SHORT_DIMENSIONS[dimension] ?? SHORT_REASONS[code] ?? message)
       const bar = $('.burst-bar span', row)
       await countdown(waitMs, (seconds, done) => {
         $('.burst-state', row).innerHTML = `refused · retry in <strong class="countdown">${seconds}</strong> s`

@@ -6,6 +6,7 @@
 import { fileURLToPath } from 'node:url'
 import express, { type Express, type NextFunction, type Request, type Response } from 'express'
 import { qwenGuard } from '@qwen-guard/express'
+import { clientAddress } from '@qwen-guard/core'
 import type { Guard, Identity, ModelSpec, QueueOptions, QuotaPolicy, StoreOptions, UpstreamOptions } from '@qwen-guard/core'
 import { collectTraces } from './call-trace.js'
 import { chatRoute } from './chat-route.js'
@@ -34,7 +35,7 @@ export interface ChatApp {
 
 export const PUBLIC_DIR = fileURLToPath(new URL('../public/', import.meta.url))
 
-/** Relay callers have no page cookie; they are told apart by address, like the adapter's default. */
+/** Relay callers have no page cookie; they are told apart by address (IPv6 by /64), like the adapter's default. */
 const RELAY_PREFIX = 'addr:'
 
 export function createChatApp(options: ChatAppOptions): ChatApp {
@@ -49,7 +50,8 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
     queue: options.queue ?? { maxWaitMs: 8_000 },
     // The identity is the app's own session cookie (see session.ts), never a header the client
     // could set to spend someone else's quota; relay callers without it fall back to their address.
-    identify: (req: Request) => ({ user: req.demoUser ?? readDemoUser(req) ?? `${RELAY_PREFIX}${req.ip ?? 'unknown'}` }),
+    // The socket address, not req.ip: with `trust proxy` set, req.ip follows a forgeable header.
+    identify: (req: Request) => ({ user: req.demoUser ?? readDemoUser(req) ?? `${RELAY_PREFIX}${clientAddress(req.socket.remoteAddress)}` }),
   })
   const stopTraces = collectTraces(guard.guard)
 
