@@ -41,6 +41,11 @@ export interface RelayResponse {
 export interface RelayOptions {
   /** Largest request body accepted, in bytes; a larger one is answered 413. Default: 1,048,576 (1 MiB). */
   maxBodyBytes?: number
+  /**
+   * Told about an error that is not a QwenGuardError (a bug, an unexpected failure): the client only
+   * gets a generic 500, so this is where it can be seen. Default: `console.error`.
+   */
+  onError?: (error: unknown) => void
 }
 
 /** A relay made by `createRelay`: one call per HTTP request. */
@@ -69,6 +74,7 @@ const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-)/
  */
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  const onError = options.onError ?? ((error: unknown) => console.error('[qwen-guard] relay: unexpected error', error))
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw new TypeError(`relay option maxBodyBytes must be a positive integer, got ${String(options.maxBodyBytes)}`)
   }
@@ -100,6 +106,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
       }
       return notFound(method, path)
     } catch (error) {
+      // A client that left while queued is no error worth reporting.
+      if (!isQwenGuardError(error) && !request.signal?.aborted) onError(error)
       return errorResponse(error)
     }
   }

@@ -145,11 +145,13 @@ describe('createRelay', () => {
   })
 
   it('answers any other error with a generic 500 that reveals nothing', async () => {
+    const seen: unknown[] = []
     const { guard } = fakeGuard(() => {
       throw new Error(`connect ECONNREFUSED with key ${SECRET}`)
     })
-    const answer = await createRelay(guard)(post(JSON.stringify(chat)))
+    const answer = await createRelay(guard, { onError: (error) => seen.push(error) })(post(JSON.stringify(chat)))
     expect(answer.status).toBe(500)
+    expect(seen).toHaveLength(1)
     const body = await text(answer)
     expect(body).not.toContain(SECRET)
     expect(body).not.toMatch(/ECONNREFUSED|at .*\.ts/)

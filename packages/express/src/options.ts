@@ -20,4 +20,6 @@ export interface ExpressAdapterOptions {
 export interface ExpressProxyOptions {
   /** Largest request body the relay reads, in bytes; larger ones get 413. Default: 1,048,576 (1 MiB). */
   maxBodyBytes?: number
+  /** Told about unexpected errors (the client gets a generic 500). Default: `console.error`. */
+  onError?: (error: unknown) => void
 }

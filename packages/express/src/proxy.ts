@@ -12,7 +12,7 @@ export function createProxy(
   identify: (req: Request) => Identity | Promise<Identity>,
   options: ExpressProxyOptions = {},
 ): RequestHandler {
-  const relay = createRelay(guard, options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes })
+  const relay = createRelay(guard, options)
   return async function qwenGuardProxy(req, res, next) {
     const controller = new AbortController()
     // 'close' before the answer is finished means the client went away: stop the upstream call.
@@ -38,3 +38,4 @@ export function createProxy(
     }
   }
 }
+

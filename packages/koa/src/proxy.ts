@@ -20,7 +20,7 @@ export function createProxy(
   options: KoaProxyOptions = {},
 ): Middleware {
   const prefix = normalizePrefix(options.prefix ?? '/v1')
-  const relay = createRelay(guard, options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes })
+  const relay = createRelay(guard, options)
   return async function qwenGuardProxy(ctx, next) {
     const { path } = ctx
     if (prefix !== '' && path !== prefix && !path.startsWith(`${prefix}/`)) return next()
@@ -49,3 +49,4 @@ export function createProxy(
     ctx.flushHeaders()
   }
 }
+
