@@ -40,20 +40,22 @@ function recordEvents(guard: Guard, type: GuardEvent['type']): GuardEvent[] {
 
 describe('pacing under load', () => {
   it('20 users at 3x an account RPS: Qwen refuses nothing, every call succeeds or waits out maxWaitMs, no user starves', async () => {
-    // Simulator: qwen-plus at 600 rpm = 10 rps per simulated second, time x2 -> 20 requests per real second.
-    const sim = await simulator({ timeScale: 2, burst: false, limits: { 'qwen-plus': { rpm: 600, tpm: 10_000_000 } } })
+    // qwen-plus at 600 rpm = 10 requests per second. The margin absorbs loopback jitter on a busy
+    // 2-core machine: a send that reaches the simulator late bunches with the next one.
+    const sim = await simulator({ burst: false, limits: { 'qwen-plus': { rpm: 600, tpm: 10_000_000 } } })
     const guard = guardFor(sim, {
-      models: { 'qwen-plus': { rpm: 1200, tpm: 20_000_000 } },
+      upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, safetyMargin: 0.9 },
+      models: { 'qwen-plus': { rpm: 600, tpm: 10_000_000 } },
       queue: { maxWaitMs: 1000 },
     })
     const users = Array.from({ length: 20 }, (_, i) => `u${i}`)
     const outcomes = new Map<string, { ok: number; refused: number }>(users.map((user) => [user, { ok: 0, refused: 0 }]))
     const errors: unknown[] = []
-    // 3x the real rate (60/s) for 2 s: each user sends 6 calls, spread over the two seconds.
+    // 3x the account's rate (30/s) for 2 s: each user sends 3 calls, spread over the two seconds.
     await Promise.all(
       users.flatMap((user, u) =>
-        Array.from({ length: 6 }, async (_, i) => {
-          await new Promise((resolve) => setTimeout(resolve, i * 333 + u * 16))
+        Array.from({ length: 3 }, async (_, i) => {
+          await new Promise((resolve) => setTimeout(resolve, i * 666 + u * 33))
           try {
             await guard.client({ user }).chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
             outcomes.get(user)!.ok++
@@ -74,7 +76,8 @@ describe('pacing under load', () => {
     }
     const served = [...outcomes.values()].map((outcome) => outcome.ok)
     expect(Math.min(...served)).toBeGreaterThanOrEqual(1)
-    expect(Math.max(...served) - Math.min(...served)).toBeLessThanOrEqual(3)
+    expect(Math.max(...served) - Math.min(...served)).toBeLessThanOrEqual(2)
+    expect(errors.length).toBeGreaterThan(0) // the load really was over capacity
     expect(stats.accepted).toBe(served.reduce((a, b) => a + b, 0))
   })
 })
