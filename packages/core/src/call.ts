@@ -42,11 +42,11 @@ export async function guardedCall(
 ): Promise<GuardedResponse> {
   const { options } = deps
   const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
-  const reservation = await deps.quota.reserve(identity, {
-    requests: 1,
-    tokens: plan.reservedTokens,
-    usd: plan.reservedUsd,
-  })
+  const reservation = await deps.quota.reserve(
+    identity,
+    { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd },
+    { model: plan.model.name },
+  )
   try {
     return await sendWithRetries(deps, identity, body, plan, reservation, signal)
   } catch (error) {
