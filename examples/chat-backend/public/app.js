@@ -160,6 +160,7 @@ function formatWait(ms) {
   if (minutes < 120) return `${minutes} min`
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`
 }
+const formatWindow = (seconds) => (seconds >= 86_400 && seconds % 86_400 === 0 ? 'daily' : seconds >= 3600 ? `${seconds / 3600} h` : `${seconds} s`)
 const formatMs = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : formatSeconds(ms))
 
 /** Short, human reasons for the guard's error codes. */
@@ -239,7 +240,7 @@ function renderQuota() {
     const level = share === 0 ? 'empty' : share < 0.34 ? 'low' : 'ok'
     let reset
     if (limit.dimension === 'concurrency') reset = remaining < limit.limit ? 'frees as answers end' : 'none in flight'
-    else if (limit.resetMs <= 0 || remaining >= limit.limit) reset = `full · ${limit.windowSeconds} s window`
+    else if (limit.resetMs <= 0 || remaining >= limit.limit) reset = `full · ${formatWindow(limit.windowSeconds)} window`
     else if (resetLeft <= 0) reset = 'resetting…'
     else reset = `resets in ${formatWait(resetLeft)}`
     return `

@@ -69,6 +69,9 @@ function listen(server: Server, port: number, host: string): Promise<void> {
     const onError = (error: NodeJS.ErrnoException) => {
       if (error.code === 'EADDRINUSE') reject(new ConfigError(`PORT ${port} is already in use on ${host}: stop the other process or set PORT`))
       else if (error.code === 'EACCES') reject(new ConfigError(`PORT ${port} needs privileges on ${host}: use a port above 1023`))
+      else if (error.code === 'ENOTFOUND' || error.code === 'EADDRNOTAVAIL' || error.code === 'EAI_AGAIN') {
+        reject(new ConfigError(`HOST "${host}" is not an address of this machine (${error.code})`))
+      }
       else reject(error)
     }
     server.once('error', onError)
