@@ -74,9 +74,7 @@ export async function startBackend(config: Config): Promise<Backend> {
     if (config.redisUrl) {
       const redis = await connectRedis(config.redisUrl)
       closers.push(async () => void (await redis.quit().catch(() => redis.disconnect())))
-      // The cast bridges two ioredis type copies in the workspace (core resolves its peer to another
-      // ioredis version than the root); the client API the guard uses is the same.
-      store = { redis: redis as unknown as NonNullable<StoreOptions['redis']>, prefix: 'qg-demo' }
+      store = { redis, prefix: 'qg-demo' }
       storeText = `limits shared through Redis at ${redactUrl(config.redisUrl)}`
     }
 
