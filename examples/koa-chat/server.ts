@@ -95,8 +95,7 @@ async function main(): Promise<void> {
   if (env.apiKey) {
     upstream = { apiKey: env.apiKey, ...(env.baseURL ? { baseURL: env.baseURL } : {}) }
   } else {
-    // perTokenMs only: the simulator's ttftMs can crash its stream writer (a timer firing early).
-    simulator = await startSimulator({ port: 0, perTokenMs: 20, limits: { 'qwen3-max': { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } } })
+    simulator = await startSimulator({ port: 0, ttftMs: 300, perTokenMs: 20, limits: { 'qwen3-max': { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } } })
     upstream = { baseURL: simulator.url, apiKey: 'sk-sim' }
   }
 

@@ -21,46 +21,21 @@ export interface Backend {
 /** The simulator's only account key: it never leaves this process. */
 const SIMULATOR_KEY = 'sk-sim-demo'
 
-/**
- * The demo's simulator: per-token latency and the scarce qwen3-max of demo-settings.ts. The time to
- * first token is added in front of the simulator by `simulatorUpstream` instead of its `ttftMs`:
- * with `ttftMs > 0` the simulator's stream writer can write its headers twice when a timer fires a
- * millisecond early, which throws in a timer and ends the process (reported upstream).
- */
+/** The demo's simulator: qwen3-max-like latency and the scarce qwen3-max of demo-settings.ts. */
 export function demoSimulatorOptions(overrides: SimulatorOptions = {}): SimulatorOptions {
   return {
     port: 0,
     accounts: [{ id: 'demo', keys: [SIMULATOR_KEY] }],
     limits: { ...SIMULATED_MODEL_LIMITS },
-    ttftMs: 0,
+    ttftMs: SIMULATED_LATENCY.firstTokenMs,
     perTokenMs: SIMULATED_LATENCY.perTokenMs,
     ...overrides,
   }
 }
 
-/** Guard upstream options for a running simulator, with `firstByteMs` of latency before each call. */
-export function simulatorUpstream(url: string, firstByteMs: number = SIMULATED_LATENCY.firstTokenMs): UpstreamOptions {
-  return {
-    baseURL: url,
-    apiKey: SIMULATOR_KEY,
-    ...(firstByteMs > 0 ? { fetch: withFirstByteDelay(firstByteMs) } : {}),
-  }
-}
-
-/** A fetch that waits `ms` before sending, like a network hop plus model start-up. Abortable. */
-function withFirstByteDelay(ms: number): typeof fetch {
-  return async (input, init) => {
-    await new Promise<void>((resolve, reject) => {
-      const signal = init?.signal
-      if (signal?.aborted) return reject(signal.reason)
-      const timer = setTimeout(resolve, ms)
-      signal?.addEventListener('abort', () => {
-        clearTimeout(timer)
-        reject(signal.reason)
-      }, { once: true })
-    })
-    return fetch(input, init)
-  }
+/** Guard upstream options for a running simulator started with `demoSimulatorOptions`. */
+export function simulatorUpstream(url: string): UpstreamOptions {
+  return { baseURL: url, apiKey: SIMULATOR_KEY }
 }
 
 export async function startBackend(config: Config): Promise<Backend> {

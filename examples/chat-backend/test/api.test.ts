@@ -13,7 +13,7 @@ let running: RunningApp
 
 beforeAll(async () => {
   running = await startApp({
-    simulator: { perTokenMs: 0 },
+    simulator: { ttftMs: 0, perTokenMs: 0 },
     // Two requests a minute: the third is refused with a wait of up to a minute, and nothing sleeps.
     app: { quotas: { browser: { rpm: 2, tpm: 10_000, concurrency: 2 } } },
   })

@@ -35,8 +35,7 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
   beforeAll(async () => {
     running = await startApp({
       // Short answers that still take visible time to stream (~20 tokens/s would be too slow here).
-      simulator: { perTokenMs: 8 },
-      firstByteMs: 150,
+      simulator: { ttftMs: 150, perTokenMs: 8 },
       app: { quotas: { browser: { rpm: 60, rps: 3, tpm: 60_000, concurrency: 4 } } },
     })
     browser = await chromium.launch({

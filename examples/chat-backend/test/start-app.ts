@@ -17,15 +17,14 @@ export interface RunningApp {
 
 export async function startApp(
   options: {
+    /** Merged over the demo's simulator options (latency, limits). */
     simulator?: SimulatorOptions
-    /** Latency added before each upstream call (time to first token). Default 0. */
-    firstByteMs?: number
     app?: Partial<Omit<ChatAppOptions, 'upstream' | 'backend'>>
   } = {},
 ): Promise<RunningApp> {
   const simulator = await startSimulator(demoSimulatorOptions(options.simulator))
   const chat = createChatApp({
-    upstream: simulatorUpstream(simulator.url, options.firstByteMs ?? 0),
+    upstream: simulatorUpstream(simulator.url),
     backend: 'simulator',
     ...options.app,
   })
