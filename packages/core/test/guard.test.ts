@@ -4,7 +4,7 @@
  */
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import OpenAI from 'openai'
-import { afterAll, afterEach, beforeAll, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createGuard, isQwenGuardError, QwenGuardError, type Guard, type GuardOptions } from '../src/index.js'
 import { describeEachStore, redisClient } from '../../../test/support/redis.js'
 
@@ -105,35 +105,56 @@ describeEachStore('guard end to end', (kind) => {
     await vi.waitFor(() => expect(sim.stats().inFlight).toBe(0))
   })
 
-  it('releases the concurrency lease on success, upstream error, abort and timeout', async () => {
-    const guard = makeGuard({
-      quotas: { user: { concurrency: 1 } },
-      upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, timeoutMs: 400, maxAttempts: 1 },
+  describe('the concurrency lease is released', () => {
+    // A fresh guard per case: a 500 cools the account down, which would delay the next case's call.
+    function leaseCase() {
+      const guard = makeGuard({
+        quotas: { user: { concurrency: 1 } },
+        upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, timeoutMs: 400, maxAttempts: 1 },
+      })
+      const client = guard.client({ user: 'lease' })
+      return {
+        call: (signal?: AbortSignal) =>
+          client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 }, signal ? { signal } : {}),
+        leaseFree: async () => (await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed,
+      }
+    }
+
+    it('on success', async () => {
+      const { call, leaseFree } = leaseCase()
+      sim.inject({ kind: 'slow-first-byte', delayMs: 300, times: 1 })
+      const pending = call()
+      await vi.waitFor(async () => expect(await leaseFree()).toBe(false))
+      await pending
+      expect(await leaseFree()).toBe(true)
     })
-    const client = guard.client({ user: 'lease' })
-    const call = (signal?: AbortSignal) =>
-      client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 }, signal ? { signal } : {})
 
-    await call() // success
-    expect((await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed).toBe(true)
+    it('on an upstream error', async () => {
+      const { call, leaseFree } = leaseCase()
+      sim.inject({ kind: 'internal-error', times: 1 })
+      await expect(call()).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
+      expect(await leaseFree()).toBe(true)
+    })
 
-    sim.inject({ kind: 'internal-error', times: 1 })
-    await expect(call()).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
-    expect((await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed).toBe(true)
+    it('on abort', async () => {
+      const { call, leaseFree } = leaseCase()
+      sim.inject({ kind: 'hang', times: 1 })
+      const controller = new AbortController()
+      const aborted = call(controller.signal)
+      await vi.waitFor(() => expect(sim.stats().inFlight).toBe(1))
+      expect(await leaseFree()).toBe(false)
+      controller.abort()
+      await expect(aborted).rejects.toThrow()
+      await vi.waitFor(async () => expect(await leaseFree()).toBe(true))
+    })
 
-    sim.inject({ kind: 'hang', times: 1 })
-    const controller = new AbortController()
-    const aborted = call(controller.signal)
-    setTimeout(() => controller.abort(), 50)
-    await expect(aborted).rejects.toThrow()
-    await vi.waitFor(async () =>
-      expect((await guard.check({ user: 'lease' }, { model: 'qwen-plus', messages })).allowed).toBe(true),
-    )
-    sim.clearFaults() // the abort may have come while the call still waited out the 500's cooldown
-
-    sim.inject({ kind: 'hang', times: 1 })
-    await expect(call()).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
-    await call() // the lease of the timed-out call is free again
+    it('on timeout', async () => {
+      const { call, leaseFree } = leaseCase()
+      sim.inject({ kind: 'hang', times: 1 })
+      await expect(call()).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
+      expect(await leaseFree()).toBe(true)
+      await call()
+    })
   })
 
   it('refuses a user over rpm with scope, dimension and a wait, without calling Qwen', async () => {
