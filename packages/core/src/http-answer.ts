@@ -125,12 +125,16 @@ export function openAiRateLimitHeaders(states: readonly QuotaState[]): Record<st
   return { ...openAiTriple(requests, 'requests'), ...openAiTriple(tokens, 'tokens') }
 }
 
-/** Headers of a successful answer: quota state, the model that answered, and a fallback marker. */
+/**
+ * Headers of a successful answer: quota state, the model that answered, a fallback marker, and how
+ * long the call waited for upstream capacity (so a client can tell paced calls from instant ones).
+ */
 export function successHeaders(info: CallInfo): Record<string, string> {
   const headers: Record<string, string> = {
     ...openAiRateLimitHeaders(info.quota),
     ...rateLimitHeaders(info.quota),
     'x-qwen-guard-model': info.model,
+    'x-qwen-guard-queued-ms': String(Math.round(info.queuedMs)),
   }
   if (info.model !== info.requestedModel) headers['x-qwen-guard-fallback'] = info.requestedModel
   return headers

@@ -198,8 +198,8 @@ describe('successHeaders', () => {
   })
 
   it('has no fallback header when the requested model answered', () => {
-    const h = successHeaders({ model: 'qwen3-max', requestedModel: 'qwen3-max', quota: [], queuedMs: 0, attempts: 1 })
-    expect(h).toEqual({ 'x-qwen-guard-model': 'qwen3-max' })
+    const h = successHeaders({ model: 'qwen3-max', requestedModel: 'qwen3-max', quota: [], queuedMs: 412.6, attempts: 1 })
+    expect(h).toEqual({ 'x-qwen-guard-model': 'qwen3-max', 'x-qwen-guard-queued-ms': '413' })
   })
 })
 
