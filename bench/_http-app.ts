@@ -5,6 +5,7 @@ import { once } from 'node:events'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import express from 'express'
+import { rateLimit } from 'express-rate-limit'
 import { Redis } from 'ioredis'
 import OpenAI from 'openai'
 import type { GuardOptions } from '../packages/core/src/index.js'
@@ -40,6 +41,10 @@ const plain = new OpenAI({ baseURL: simUrl, apiKey: KEY, maxRetries: 0 })
 const memory = qwenGuard(options())
 const redis = redisUrl ? qwenGuard(options({ redis: new Redis(redisUrl), prefix: 'bench' })) : undefined
 
+// For scale: express-rate-limit's built-in memory store, one counter (keyed by client IP, so a
+// single key here) incremented per request; the limit is far above the load, so nothing is refused.
+const perRequestLimit = rateLimit({ windowMs: 60_000, limit: 1_000_000_000, standardHeaders: 'draft-8', legacyHeaders: false })
+
 const chatVia = (client: (req: express.Request) => OpenAI) => async (req: express.Request, res: express.Response) => {
   res.json(await client(req).chat.completions.create(CHAT))
 }
@@ -52,6 +57,7 @@ const urls = {
   plainCall: await serve(express().get('/chat', chatVia(() => plain))),
   guardedMemory: await serve(express().use(memory).get('/chat', chatVia((req) => req.qwen)).use(memory.errors)),
   guardedRedis: redis ? await serve(express().use(redis).get('/chat', chatVia((req) => req.qwen)).use(redis.errors)) : '',
+  rateLimited: await serve(express().use(perRequestLimit).get('/chat', chatVia(() => plain))),
   relay: await serve(express().use('/v1', memory.proxy())),
 }
 console.log(`READY ${JSON.stringify(urls)}`)

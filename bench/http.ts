@@ -149,7 +149,7 @@ try {
     line.startsWith('READY ') ? line.slice(6) : undefined,
   )
   children.push(apps.child)
-  const urls = JSON.parse(await apps.ready) as Record<'bare' | 'mounted' | 'emptyMiddleware' | 'plainCall' | 'guardedMemory' | 'guardedRedis' | 'relay', string>
+  const urls = JSON.parse(await apps.ready) as Record<'bare' | 'mounted' | 'emptyMiddleware' | 'plainCall' | 'guardedMemory' | 'guardedRedis' | 'rateLimited' | 'relay', string>
 
   const get = (base: string, path: string): Target => ({ url: `${base}${path}`, method: 'GET' })
   const post = (url: string): Target => ({
@@ -177,11 +177,19 @@ try {
 
   // (b) per-call cost, and (d) express-rate-limit for scale
   if (ONLY.has('b')) {
+  // `goal`: the row is held to the goals below; (d) is there for scale only.
   const variants = [
-    { name: 'plain openai client', target: get(urls.plainCall, '/chat') },
-    { name: 'req.qwen (memory store)', target: get(urls.guardedMemory, '/chat') },
-    ...(urls.guardedRedis ? [{ name: 'req.qwen (Redis store)', target: get(urls.guardedRedis, '/chat') }] : []),
+    { name: 'plain openai client', target: get(urls.plainCall, '/chat'), goal: false },
+    { name: 'req.qwen (memory store)', target: get(urls.guardedMemory, '/chat'), goal: true },
+    ...(urls.guardedRedis ? [{ name: 'req.qwen (Redis store)', target: get(urls.guardedRedis, '/chat'), goal: true }] : []),
+    { name: 'express-rate-limit (one counter/request)', target: get(urls.rateLimited, '/chat'), goal: false },
   ]
+  // (d) must measure the limiter, not a route it never saw: its answers carry its RateLimit header.
+  const probe = await fetch(get(urls.rateLimited, '/chat').url)
+  await probe.arrayBuffer()
+  if (probe.status !== 200 || !probe.headers.has('ratelimit')) {
+    throw new Error(`express-rate-limit row: expected 200 with a RateLimit header, got ${probe.status}`)
+  }
   const figures = await compare(variants.map((variant) => variant.target), true)
   const measured = variants.map((variant, i) => ({ ...variant, ...figures[i]! }))
   const base = measured[0]!
@@ -195,12 +203,11 @@ try {
       'p99 ms': ms(m.p99),
       'added p50 ms': ms(m.p50 - base.p50),
       failed: m.failed,
-      result: m === base ? '' : pass(m.rps / base.rps >= 0.9 && m.p50 - base.p50 < 1),
+      result: m.goal ? pass(m.rps / base.rps >= 0.9 && m.p50 - base.p50 < 1) : '',
     })),
-    { route: 'express-rate-limit (one counter/request)', 'req/s': 'not measured (dependency not installed)' },
   ])
   if (!urls.guardedRedis) console.log('Redis row skipped: redis-server is not installed.')
-  console.log('goals: ratio >= 0.90 and added p50 < 1 ms')
+  console.log('goals (req.qwen rows): ratio >= 0.90 and added p50 < 1 ms; the express-rate-limit row (d) is for scale, no goal')
 
   }
 
