@@ -1,11 +1,4 @@
 import { defineConfig } from 'tsup'
+import { packageBuild } from '../../tsup.shared.js'
 
-export default defineConfig({
-  entry: ['src/index.ts', 'src/cli.ts'],
-  format: ['esm', 'cjs'],
-  dts: { entry: 'src/index.ts' },
-  clean: true,
-  target: 'node20',
-  sourcemap: false,
-  tsconfig: '../../tsconfig.base.json',
-})
+export default defineConfig(packageBuild(['src/index.ts', 'src/cli.ts']))
