@@ -120,7 +120,7 @@ if tokens > tps or tokens > tpm then
   worst, reason = math.huge, 'never'
 else
   local checks = {
-    { tat - spacing / 2 - now, 'spacing' },
+    { tat - math.max(spacing / 2, 1) - now, 'spacing' },
     { windowWait(1, rps, tps), 'rate' },
     { windowWait(2, rpm, tpm), 'minute' },
     { rampWait(), 'ramp' },

@@ -135,7 +135,7 @@ export class SlidingLog {
   private blocked(now: number, tokens: number, l: PaceLimits): { waitMs: number; reason: BlockReason } | undefined {
     if (tokens > l.tps || tokens > l.tpm) return { waitMs: Infinity, reason: 'never' }
     const waits: Array<[number, BlockReason]> = [
-      [this.tat - l.spacingMs / 2 - now, 'spacing'],
+      [this.tat - spacingTolerance(l.spacingMs) - now, 'spacing'],
       [this.windowWait(now, RATE, l.rateWindowMs, l.rps, l.tps, tokens), 'rate'],
       [this.windowWait(now, MINUTE, l.minuteWindowMs, l.rpm, l.tpm, tokens), 'minute'],
       [this.rampWait(now, l), 'ramp'],
@@ -171,4 +171,14 @@ export class SlidingLog {
     }
     return 0
   }
+}
+
+/**
+ * How early a request may go before its spaced slot: half an interval, but at least 1 ms. The clock
+ * ticks in milliseconds and a timer cannot wake sooner, so a finer spacing (a lane above ~1,000
+ * requests per second) would otherwise turn every second call inside one millisecond into a 1-2 ms
+ * timer wait. The windows, not the spacing, are what bound the count.
+ */
+export function spacingTolerance(spacingMs: number): number {
+  return Math.max(spacingMs / 2, 1)
 }

@@ -1,0 +1,85 @@
+/**
+ * The Koa example as a user runs it: its own process (tsx, like `pnpm start:koa`), PORT=0, the
+ * embedded simulator. Chat through ctx.qwen, the quota route, the relay with the openai SDK, a
+ * refusal with Retry-After, and a clean stop on SIGINT.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import OpenAI from 'openai'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+const root = fileURLToPath(new URL('../../../', import.meta.url))
+let child: ChildProcess
+let base = ''
+
+beforeAll(async () => {
+  child = spawn(process.execPath, [`${root}node_modules/tsx/dist/cli.mjs`, '--conditions=source', 'examples/koa-chat/server.ts'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', DASHSCOPE_API_KEY: '', REDIS_URL: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  base = await new Promise<string>((resolve, reject) => {
+    let output = ''
+    const timer = setTimeout(() => reject(new Error(`the Koa example did not start: ${output}`)), 20_000)
+    child.stdout!.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /on (http:\/\/127\.0\.0\.1:\d+)\//.exec(output)
+      if (match) {
+        clearTimeout(timer)
+        resolve(match[1]!)
+      }
+    })
+    child.once('exit', (code) => reject(new Error(`the Koa example exited with ${code}: ${output}`)))
+  })
+}, 30_000)
+
+afterAll(() => {
+  if (child.exitCode === null) child.kill('SIGKILL')
+})
+
+const chat = (message: string) =>
+  fetch(`${base}/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message }) })
+
+describe('examples/koa-chat', () => {
+  it('answers through ctx.qwen and charges the caller quota', async () => {
+    const answer = await chat('Hello from a test')
+    expect(answer.status).toBe(200)
+    expect((await answer.text()).length).toBeGreaterThan(0)
+    const quota = (await (await fetch(`${base}/quota`)).json()) as Array<{ dimension: string; remaining: number; limit: number }>
+    const rpm = quota.find((state) => state.dimension === 'rpm')!
+    expect(rpm.remaining).toBe(rpm.limit - 1)
+  })
+
+  it('serves the OpenAI-compatible relay to the openai SDK', async () => {
+    const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'anything', maxRetries: 0 })
+    const models = await openai.models.list()
+    expect(models.data.map((model) => model.id)).toContain('qwen3-max')
+    const completion = await openai.chat.completions.create({
+      model: 'qwen-plus',
+      messages: [{ role: 'user', content: 'Hi' }],
+      max_tokens: 5,
+    })
+    expect(completion.choices[0]?.message.content).toBeTruthy()
+  })
+
+  it('refuses past the per-user rpm with Retry-After and an OpenAI-shaped body', async () => {
+    let refusal: Response | undefined
+    for (let i = 0; i < 12 && !refusal; i++) {
+      const response = await chat(`message ${i}`)
+      if (response.status === 429) refusal = response
+      else await response.text()
+    }
+    expect(refusal).toBeDefined()
+    const retryAfterMs = Number(refusal!.headers.get('retry-after-ms'))
+    expect(Number(refusal!.headers.get('retry-after'))).toBe(Math.ceil(retryAfterMs / 1000))
+    expect(refusal!.headers.get('ratelimit')).toMatch(/"user-rpm";r=0;t=\d+/)
+    expect(await refusal!.json()).toMatchObject({ error: { code: 'rate_limit_exceeded', type: 'rate_limit_error' } })
+  })
+
+  it('stops cleanly on SIGINT', async () => {
+    child.kill('SIGINT')
+    const [code] = (await once(child, 'exit')) as [number | null]
+    expect(code).toBe(0)
+  })
+})
