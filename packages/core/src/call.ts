@@ -209,13 +209,14 @@ async function answerJson(response: Response, slot: UpstreamSlot): Promise<SendO
   if (!completion || completion.error) {
     return { kind: 'refused', refusal: classifyRefusal({ status: completion?.error ? 500 : 502, body: text }) }
   }
-  completion.model = slot.model
+  // Qwen names the model that served; rewrite only when it does not (re-serialising costs per call).
+  const json = completion.model === slot.model ? text : JSON.stringify({ ...completion, model: slot.model })
   return {
     kind: 'answered',
     async answer(info, settlement) {
       await settlement.settle(completion.usage, 0) // settled before answering: the caller's next read of its quota is exact
       const headers = { ...successHeaders(info), 'content-type': 'application/json' }
-      return { info, response: new Response(JSON.stringify(completion), { status: 200, headers }) }
+      return { info, response: new Response(json, { status: 200, headers }) }
     },
   }
 }
