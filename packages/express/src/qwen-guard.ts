@@ -1,4 +1,4 @@
-import { createGuard, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import { adoptGuard, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import { attachGuard, isAttached } from './attach.js'
 import { qwenGuardErrors } from './errors.js'
@@ -25,10 +25,6 @@ export interface QwenGuardMiddleware {
   close(): Promise<void>
 }
 
-function isGuard(value: unknown): value is Guard {
-  const candidate = value as Partial<Guard> | undefined
-  return typeof candidate?.call === 'function' && typeof candidate.client === 'function' && typeof candidate.models === 'function'
-}
 
 function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
   return typeof (value as Promise<T> | undefined)?.then === 'function'
@@ -48,9 +44,7 @@ export function qwenGuard(
   options: (GuardOptions & ExpressAdapterOptions) | Guard,
   adapterOptions: ExpressAdapterOptions = {},
 ): QwenGuardMiddleware {
-  const owned = !isGuard(options)
-  const guard = isGuard(options) ? options : createGuard(withoutAdapterOptions(options))
-  const custom = adapterOptions.identify ?? (isGuard(options) ? undefined : options.identify)
+  const { guard, owned, identify: custom } = adoptGuard<Request>(options, adapterOptions)
   const identify: IdentifyRequest = custom ?? identifyBySocket
 
   function qwenGuardMiddleware(req: Request, _res: Response, next: NextFunction): void {
@@ -90,9 +84,4 @@ export function qwenGuard(
       if (owned) await guard.close()
     },
   })
-}
-
-function withoutAdapterOptions(options: GuardOptions & ExpressAdapterOptions): GuardOptions {
-  const { identify: _identify, ...guardOptions } = options
-  return guardOptions
 }

@@ -1,4 +1,4 @@
-import { createGuard, isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import { adoptGuard, isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
 import type { Context, Middleware, Next } from 'koa'
 import { attachGuard, isAttached } from './attach.js'
 import { identifyBySocket } from './identity.js'
@@ -22,10 +22,6 @@ export interface QwenGuardKoaMiddleware {
   close(): Promise<void>
 }
 
-function isGuard(value: unknown): value is Guard {
-  const candidate = value as Partial<Guard> | undefined
-  return typeof candidate?.call === 'function' && typeof candidate.client === 'function' && typeof candidate.models === 'function'
-}
 
 /**
  * Koa 3 middleware that guards every Qwen call made through `ctx.qwen`, and answers a
@@ -39,9 +35,7 @@ function isGuard(value: unknown): value is Guard {
  * router.post('/ask', async (ctx) => { ctx.body = await ctx.qwen.chat.completions.create({ model: 'qwen-plus', messages }) })
  */
 export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, adapterOptions: KoaAdapterOptions = {}): QwenGuardKoaMiddleware {
-  const owned = !isGuard(options)
-  const guard = isGuard(options) ? options : createGuard(withoutAdapterOptions(options))
-  const custom = adapterOptions.identify ?? (isGuard(options) ? undefined : options.identify)
+  const { guard, owned, identify: custom } = adoptGuard<Context>(options, adapterOptions)
   const identify: IdentifyContext = custom ?? identifyBySocket
 
   async function qwenGuardMiddleware(ctx: Context, next: Next): Promise<void> {
@@ -70,9 +64,4 @@ export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, a
       if (owned) await guard.close()
     },
   })
-}
-
-function withoutAdapterOptions(options: GuardOptions & KoaAdapterOptions): GuardOptions {
-  const { identify: _identify, ...guardOptions } = options
-  return guardOptions
 }
