@@ -157,6 +157,7 @@ export type GuardEvent =
   | { type: 'queued'; identity: Identity; model: string; position: number }
   | { type: 'upstream_refusal'; account: string; model: string; status: number; kind: string; retryable: boolean; cooldownMs: number }
   | { type: 'fallback'; identity: Identity; requested: string; served: string; reason: string }
+  /** `model` is '*' when the whole account is out (billing, arrears, bad key); `untilMs` is an epoch time. */
   | { type: 'account_disabled'; account: string; model: string; kind: string; untilMs: number }
   | { type: 'settled'; identity: Identity; model: string; reservedTokens: number; usedTokens: number }
   | { type: 'store_error'; error: Error; policy: 'open' | 'closed' }
