@@ -291,11 +291,12 @@ function checkPolicy(value: unknown, path: string): QuotaPolicy {
   const policy = object(value, path)
   knownKeys(policy, POLICY_KEYS, path)
   const out: QuotaPolicy = {}
+  // 0 is a real policy ("nothing allowed": a suspended tenant, a tier without spend), refused for good.
   for (const key of ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay'] as const) {
     // Counted in whole requests and tokens by rate-limiter-flexible: integers only.
-    if (policy[key] !== undefined) out[key] = positiveInt(policy[key], `${path}.${key}`)
+    if (policy[key] !== undefined) out[key] = nonNegativeInt(policy[key], `${path}.${key}`)
   }
-  if (policy.usdPerDay !== undefined) out.usdPerDay = positive(policy.usdPerDay, `${path}.usdPerDay`)
+  if (policy.usdPerDay !== undefined) out.usdPerDay = nonNegative(policy.usdPerDay, `${path}.usdPerDay`)
   return out
 }
 

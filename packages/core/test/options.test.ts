@@ -142,9 +142,9 @@ describe('resolveOptions: errors name the option', () => {
     ['maxAttempts 1.5', { upstream: { apiKey: KEY, maxAttempts: 1.5 } }, 'upstream.maxAttempts: must be an integer, got 1.5'],
     ['rampUp factor 1', { upstream: { apiKey: KEY, rampUp: { factor: 1 } } }, 'upstream.rampUp.factor: must be greater than 1'],
     ['fetch not a function', { upstream: { apiKey: KEY, fetch: 'x' } }, 'upstream.fetch: must be a function'],
-    ['negative user rpm', { ...base, quotas: { user: { rpm: -1 } } }, 'quotas.user.rpm: must be a positive number, got -1'],
-    ['fractional key tpm', { ...base, quotas: { key: { tpm: 10.5 } } }, 'quotas.key.tpm: must be an integer, got 10.5'],
-    ['zero concurrency', { ...base, quotas: { user: { concurrency: 0 } } }, 'quotas.user.concurrency: must be a positive number, got 0'],
+    ['negative user rpm', { ...base, quotas: { user: { rpm: -1 } } }, 'quotas.user.rpm: must be a non-negative integer, got -1'],
+    ['fractional key tpm', { ...base, quotas: { key: { tpm: 10.5 } } }, 'quotas.key.tpm: must be a non-negative integer, got 10.5'],
+    ['fractional concurrency', { ...base, quotas: { user: { concurrency: 1.5 } } }, 'quotas.user.concurrency: must be a non-negative integer, got 1.5'],
     ['quota typo', { ...base, quotas: { user: { rmp: 5 } } }, 'quotas.user.rmp: unknown option'],
     ['quota scope typo', { ...base, quotas: { users: {} } }, 'quotas.users: unknown option'],
     ['quotas a number', { ...base, quotas: 5 }, 'quotas: must be an object, got 5'],
@@ -188,7 +188,7 @@ describe('quota functions', () => {
   it('validates what a quota function returns, at call time', async () => {
     const o = resolveOptions({ ...base, quotas: (id) => (id.user === 'bad' ? { user: { rpm: -2 } } : { user: { rpm: 5 } }) })
     expect(await o.quotas({ user: 'good' })).toEqual({ user: { rpm: 5 } })
-    await expect(o.quotas({ user: 'bad' })).rejects.toThrow('quotas(identity).user.rpm: must be a positive number, got -2')
+    await expect(o.quotas({ user: 'bad' })).rejects.toThrow('quotas(identity).user.rpm: must be a non-negative integer, got -2')
   })
 
   it('accepts async functions and treats undefined as no limits', async () => {
@@ -201,6 +201,6 @@ describe('quota functions', () => {
     const out = validateQuotaPolicies(input, 'p')
     expect(out).toEqual({ user: { rpm: 5 } })
     expect(out.user).not.toBe(input.user)
-    expect(() => validateQuotaPolicies({ key: { usdPerDay: -1 } }, 'tier.gold')).toThrow('tier.gold.key.usdPerDay: must be a positive number, got -1')
+    expect(() => validateQuotaPolicies({ key: { usdPerDay: -1 } }, 'tier.gold')).toThrow('tier.gold.key.usdPerDay: must be a non-negative number, got -1')
   })
 })
