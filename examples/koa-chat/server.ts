@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import Koa, { type Context } from 'koa'
 import { qwenGuard } from '@qwen-guard/koa'
-import type { UpstreamOptions } from '@qwen-guard/core'
+import { safeErrorLine, type UpstreamOptions } from '@qwen-guard/core'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 
 const MODEL = 'qwen3-max'
@@ -154,6 +154,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  console.error('qwen-guard koa example failed to start:', error)
+  console.error(`qwen-guard koa example failed to start: ${safeErrorLine(error)}`)
   process.exit(1)
 })

@@ -6,7 +6,7 @@
 import { fileURLToPath } from 'node:url'
 import express, { type Express, type NextFunction, type Request, type Response } from 'express'
 import { qwenGuard } from '@qwen-guard/express'
-import { clientAddress } from '@qwen-guard/core'
+import { clientAddress, safeErrorLine } from '@qwen-guard/core'
 import type { Guard, Identity, ModelSpec, QueueOptions, QuotaPolicy, StoreOptions, UpstreamOptions } from '@qwen-guard/core'
 import { collectTraces } from './call-trace.js'
 import { chatRoute } from './chat-route.js'
@@ -85,7 +85,7 @@ function pageSession(req: Request, res: Response, next: NextFunction): void {
 /** Anything guard.errors did not answer: bad JSON from body-parser, or a bug. Never echoes internals. */
 function lastResort(error: unknown, _req: Request, res: Response, _next: NextFunction): void {
   const status = typeof (error as { status?: unknown }).status === 'number' ? (error as { status: number }).status : 500
-  if (status >= 500) console.error('[chat-backend]', error)
+  if (status >= 500) console.error(`[chat-backend] ${safeErrorLine(error)}`)
   if (res.headersSent) {
     res.end()
     return

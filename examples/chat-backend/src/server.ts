@@ -3,6 +3,7 @@
  * or Redis), serves the app, prints the URL, and on Ctrl-C / SIGTERM closes the HTTP server, the
  * guard and the backend in that order. A bad configuration exits 1 with one line saying why.
  */
+import { safeErrorLine } from '@qwen-guard/core'
 import type { AddressInfo } from 'node:net'
 import { createServer, type Server } from 'node:http'
 import { createChatApp } from './app.js'
@@ -83,8 +84,9 @@ function listen(server: Server, port: number, host: string): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  // Configuration problems are the user's to fix: one clear line. Anything else is a bug: the stack.
+  // Configuration problems are the user's to fix: one clear line. Anything else: one line too,
+  // without a stack (logs must not carry what a response may not).
   if (error instanceof ConfigError) console.error(`qwen-guard example: ${error.message}`)
-  else console.error('qwen-guard example failed to start:', error)
+  else console.error(`qwen-guard example failed to start: ${safeErrorLine(error)}`)
   process.exit(1)
 })

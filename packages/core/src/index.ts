@@ -16,3 +16,4 @@ export { createRelay, type Relay, type RelayRequest, type RelayResponse, type Re
 export type * from './guard-types.js'
 export type * from './types.js'
 export { adoptGuard, isGuard, type AdapterIdentify, type AdoptedGuard } from './adopt-guard.js'
+export { safeErrorLine, maskKeys } from './safe-error-line.js'

@@ -5,6 +5,7 @@
  * so no upstream answer ever reaches the client raw.
  */
 import { GUARD_ERROR_STATUS, isQwenGuardError, QwenGuardError } from './errors.js'
+import { safeErrorLine } from './safe-error-line.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer, successHeaders } from './http-answer.js'
 import type { HttpAnswer, Identity } from './types.js'
@@ -43,7 +44,8 @@ export interface RelayOptions {
   maxBodyBytes?: number
   /**
    * Told about an error that is not a QwenGuardError (a bug, an unexpected failure): the client only
-   * gets a generic 500, so this is where it can be seen. Default: `console.error`.
+   * gets a generic 500, so this is where it can be seen. Default: one `console.error` line from
+   * `safeErrorLine` (no stack, keys masked).
    */
   onError?: (error: unknown) => void
 }
@@ -74,7 +76,7 @@ const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-)/
  */
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-  const onError = options.onError ?? ((error: unknown) => console.error('[qwen-guard] relay: unexpected error', error))
+  const onError = options.onError ?? ((error: unknown) => console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`))
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw new TypeError(`relay option maxBodyBytes must be a positive integer, got ${String(options.maxBodyBytes)}`)
   }
