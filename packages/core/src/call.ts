@@ -5,7 +5,7 @@
  */
 import { planCall, priceOf, type CallPlan } from './cost.js'
 import { QwenGuardError, isQwenGuardError } from './errors.js'
-import { successHeaders } from './http-answer.js'
+import { PreparedJsonResponse, successHeaders } from './http-answer.js'
 import type { QuotaAdmission, QuotaReservation } from './quota.js'
 import { relayStream, firstEvent } from './answer-stream.js'
 import { backoffDelay } from './upstream/backoff.js'
@@ -210,13 +210,16 @@ async function answerJson(response: Response, slot: UpstreamSlot): Promise<SendO
     return { kind: 'refused', refusal: classifyRefusal({ status: completion?.error ? 500 : 502, body: text }) }
   }
   // Qwen names the model that served; rewrite only when it does not (re-serialising costs per call).
-  const json = completion.model === slot.model ? text : JSON.stringify({ ...completion, model: slot.model })
+  const value = completion.model === slot.model ? completion : { ...completion, model: slot.model }
+  const json = value === completion ? text : JSON.stringify(value)
   return {
     kind: 'answered',
     async answer(info, settlement) {
       await settlement.settle(completion.usage, 0) // settled before answering: the caller's next read of its quota is exact
-      const headers = { ...successHeaders(info), 'content-type': 'application/json' }
-      return { info, response: new Response(json, { status: 200, headers }) }
+      const headers = successHeaders(info)
+      headers['content-type'] = 'application/json'
+      // Text and parsed value both at hand: the SDK's response.json() gets the value without a re-parse.
+      return { info, response: new PreparedJsonResponse(json, value, { status: 200, headers }) }
     },
   }
 }

@@ -128,14 +128,119 @@ export function openAiRateLimitHeaders(states: readonly QuotaState[]): Record<st
 /**
  * Headers of a successful answer: quota state, the model that answered, a fallback marker, and how
  * long the call waited for upstream capacity (so a client can tell paced calls from instant ones).
+ * The same fields as `openAiRateLimitHeaders` + `rateLimitHeaders`, written in one pass over the
+ * states: this runs on every call (~2 µs instead of ~8 µs for the composed version).
  */
 export function successHeaders(info: CallInfo): Record<string, string> {
-  const headers: Record<string, string> = {
-    ...openAiRateLimitHeaders(info.quota),
-    ...rateLimitHeaders(info.quota),
-    'x-qwen-guard-model': info.model,
-    'x-qwen-guard-queued-ms': String(Math.round(info.queuedMs)),
+  const headers: Record<string, string> = {}
+  let requests: QuotaState | undefined
+  let tokens: QuotaState | undefined
+  let policies = ''
+  let current = ''
+  for (const s of info.quota) {
+    if (REQUEST_DIMENSIONS.has(s.dimension)) {
+      if (!requests || tighter(s, requests)) requests = s
+    } else if (TOKEN_DIMENSIONS.has(s.dimension) && (!tokens || tighter(s, tokens))) tokens = s
+    if (!expressible(s)) continue
+    const name = policyName(s)
+    const sep = policies === '' ? '' : ', '
+    policies += `${sep}"${name}";q=${Math.floor(s.limit)};qu="${quotaUnit(s.dimension)}";w=${Math.max(1, Math.round(s.windowSeconds))}`
+    current += `${sep}"${name}";r=${Math.max(0, Math.floor(s.remaining))};t=${Math.max(0, Math.ceil(s.resetMs / 1000))}`
   }
+  if (requests) writeOpenAiTriple(headers, requests, 'requests')
+  if (tokens) writeOpenAiTriple(headers, tokens, 'tokens')
+  if (policies !== '') {
+    headers['ratelimit-policy'] = policies
+    headers.ratelimit = current
+  }
+  headers['x-qwen-guard-model'] = info.model
+  headers['x-qwen-guard-queued-ms'] = String(Math.round(info.queuedMs))
   if (info.model !== info.requestedModel) headers['x-qwen-guard-fallback'] = info.requestedModel
   return headers
+}
+
+/** `tightest`'s order: less remaining, then the longer wait. */
+function tighter(a: QuotaState, b: QuotaState): boolean {
+  return a.remaining < b.remaining || (a.remaining === b.remaining && a.resetMs > b.resetMs)
+}
+
+function writeOpenAiTriple(headers: Record<string, string>, state: QuotaState, suffix: 'requests' | 'tokens'): void {
+  headers[`x-ratelimit-limit-${suffix}`] = String(Math.floor(state.limit))
+  headers[`x-ratelimit-remaining-${suffix}`] = String(Math.max(0, Math.floor(state.remaining)))
+  headers[`x-ratelimit-reset-${suffix}`] = formatOpenAiDuration(state.resetMs)
+}
+
+/**
+ * A JSON answer already held in memory, as text and as the parsed value (the guard parsed Qwen's
+ * answer to read its `usage`). A plain `new Response(text)` would cost, per call, a ReadableStream,
+ * the UTF-8 encoding of the text and, in the openai SDK, decoding and parsing it all over again
+ * (measured: ~30 µs for a short completion, ~8 µs this way). So `json()` hands out the parsed value
+ * and `text()` the text, each once, like any body; `body`, `arrayBuffer()`, `blob()` and
+ * `formData()` build the real byte stream on first use. Status, headers and the rest are a
+ * Response's own. The value is the caller's to keep: it was parsed for this answer alone.
+ */
+export class PreparedJsonResponse extends Response {
+  #text: string
+  #value: unknown
+  #used = false
+  /** The same answer with a real body, once something needs bytes or a stream. */
+  #bytes: Response | undefined
+
+  constructor(text: string, value: unknown, init: ResponseInit) {
+    super(null, init)
+    this.#text = text
+    this.#value = value
+  }
+
+  override get body(): Response['body'] {
+    return this.#real().body
+  }
+
+  override get bodyUsed(): boolean {
+    return this.#bytes ? this.#bytes.bodyUsed : this.#used
+  }
+
+  override text(): Promise<string> {
+    return this.#bytes ? this.#bytes.text() : this.#take(this.#text)
+  }
+
+  override json(): Promise<any> {
+    return this.#bytes ? this.#bytes.json() : this.#take(this.#value)
+  }
+
+  override arrayBuffer(): Promise<ArrayBuffer> {
+    return this.#real().arrayBuffer()
+  }
+
+  override blob(): Promise<Blob> {
+    return this.#real().blob()
+  }
+
+  override formData(): Promise<FormData> {
+    return this.#real().formData()
+  }
+
+  override bytes(): ReturnType<Response['bytes']> {
+    return this.#real().bytes()
+  }
+
+  override clone(): Response {
+    if (this.bodyUsed) throw new TypeError('Response.clone: Body has already been consumed.')
+    return new Response(this.#text, { status: this.status, statusText: this.statusText, headers: this.headers })
+  }
+
+  #take<T>(value: T): Promise<T> {
+    if (this.#used) return Promise.reject(new TypeError('Body is unusable: Body has already been read'))
+    this.#used = true
+    return Promise.resolve(value)
+  }
+
+  #real(): Response {
+    if (!this.#bytes) {
+      this.#bytes = new Response(this.#text, { status: this.status, statusText: this.statusText, headers: this.headers })
+      // Already read as text or JSON: the stream reads as used too.
+      if (this.#used) void this.#bytes.text()
+    }
+    return this.#bytes
+  }
 }

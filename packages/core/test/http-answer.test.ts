@@ -6,6 +6,7 @@ import {
   openAiRateLimitHeaders,
   rateLimitHeaders,
   refusalAnswer,
+  PreparedJsonResponse,
   retryAfterHeaders,
   successHeaders,
 } from '../src/http-answer.js'
@@ -200,6 +201,61 @@ describe('successHeaders', () => {
   it('has no fallback header when the requested model answered', () => {
     const h = successHeaders({ model: 'qwen3-max', requestedModel: 'qwen3-max', quota: [], queuedMs: 412.6, attempts: 1 })
     expect(h).toEqual({ 'x-qwen-guard-model': 'qwen3-max', 'x-qwen-guard-queued-ms': '413' })
+  })
+  it('is exactly the OpenAI triples and the RateLimit fields of the same states, in that order', () => {
+    const info = { model: 'qwen-plus', requestedModel: 'qwen-plus', queuedMs: 3, attempts: 1 }
+    for (const quota of [states, states.slice(0, 1), states.slice(2), [...states].reverse(), []]) {
+      const expected = { ...openAiRateLimitHeaders(quota), ...rateLimitHeaders(quota), 'x-qwen-guard-model': 'qwen-plus', 'x-qwen-guard-queued-ms': '3' }
+      const h = successHeaders({ ...info, quota })
+      expect(h).toEqual(expected)
+      expect(Object.keys(h)).toEqual(Object.keys(expected))
+    }
+  })
+})
+
+describe('PreparedJsonResponse', () => {
+  const value = { id: 'c1', model: 'qwen-plus', choices: [] }
+  const text = JSON.stringify(value)
+  const make = () => new PreparedJsonResponse(text, value, { status: 200, headers: { 'content-type': 'application/json', 'x-a': '1' } })
+
+  it('is a Response with its status and headers', () => {
+    const r = make()
+    expect(r).toBeInstanceOf(Response)
+    expect(r.ok).toBe(true)
+    expect(r.status).toBe(200)
+    expect(r.headers.get('x-a')).toBe('1')
+  })
+
+  it('hands out the parsed value or the text once, like any body', async () => {
+    const r = make()
+    expect(r.bodyUsed).toBe(false)
+    expect(await r.json()).toBe(value)
+    expect(r.bodyUsed).toBe(true)
+    await expect(r.text()).rejects.toThrow(TypeError)
+    await expect(r.json()).rejects.toThrow(TypeError)
+    const t = make()
+    expect(await t.text()).toBe(text)
+    await expect(t.arrayBuffer()).rejects.toThrow(TypeError)
+    expect(() => t.clone()).toThrow(TypeError)
+  })
+
+  it('has a real byte body when asked for one', async () => {
+    expect(await new Response(make().body).text()).toBe(text)
+    expect(new TextDecoder().decode(await make().arrayBuffer())).toBe(text)
+    expect(await (await make().blob()).text()).toBe(text)
+    const r = make()
+    const body = r.body
+    expect(body).not.toBeNull()
+    expect(await r.json()).toEqual(value)
+    expect(r.bodyUsed).toBe(true)
+  })
+
+  it('clones into an independent response', async () => {
+    const r = make()
+    const c = r.clone()
+    expect(await c.json()).toEqual(value)
+    expect(c.headers.get('x-a')).toBe('1')
+    expect(await r.text()).toBe(text)
   })
 })
 
