@@ -32,11 +32,12 @@ export function createGuard(options: GuardOptions): Guard {
   const call = (identity: Identity, body: Record<string, unknown>, signal?: AbortSignal): Promise<GuardedResponse> =>
     guardedCall(callDeps, identity, body, signal ? { signal } : {})
   const clientDeps: ClientDeps = { options: resolved, call, models: () => modelList }
+  const clients = new ClientCache()
 
   return {
     options: resolved,
     client(identity: Identity = {}): OpenAI {
-      return createGuardedClient(clientDeps, identity)
+      return clients.get(clientDeps, identity)
     },
     fetch(identity: Identity = {}): typeof fetch {
       return createGuardedFetch(clientDeps, identity)
@@ -63,3 +64,42 @@ function listModels(allowed: Set<string>): ModelEntry[] {
   const created = Math.floor(Date.now() / 1000)
   return [...allowed].map((id) => ({ id, object: 'model' as const, created, owned_by: 'qwen' }))
 }
+
+/** Clients kept per identity; past this many the cache starts over (a miss only costs a construction). */
+const CLIENT_CACHE_SIZE = 1_000
+
+/**
+ * `guard.client()` is called once per request by the adapters (`req.qwen`, `ctx.qwen`), and an
+ * `openai` client costs ~7 µs to build (environment reads, ~30 resource objects) plus its first
+ * request's warm-up: ~15-20 µs per call in all. So clients are kept per identity, for identities
+ * made only of `user` and `key` (copied, so a caller's later change to its object changes nothing).
+ * An identity with other fields (read by a `quotas` function, say) gets a client of its own, as before.
+ */
+class ClientCache {
+  private readonly byIdentity = new Map<string, OpenAI>()
+
+  get(deps: ClientDeps, identity: Identity): OpenAI {
+    const key = cacheKey(identity)
+    if (key === undefined) return createGuardedClient(deps, identity)
+    let client = this.byIdentity.get(key)
+    if (!client) {
+      if (this.byIdentity.size >= CLIENT_CACHE_SIZE) this.byIdentity.clear()
+      const copy: Identity = {}
+      if (identity.user !== undefined) copy.user = identity.user
+      if (identity.key !== undefined) copy.key = identity.key
+      client = createGuardedClient(deps, copy)
+      this.byIdentity.set(key, client)
+    }
+    return client
+  }
+}
+
+/** A key for a `{ user?, key? }` identity of strings; undefined for any other shape. */
+function cacheKey(identity: Identity): string | undefined {
+  for (const field in identity) if (field !== 'user' && field !== 'key') return undefined
+  const { user, key } = identity
+  if ((user !== undefined && typeof user !== 'string') || (key !== undefined && typeof key !== 'string')) return undefined
+  // Unambiguous whatever the strings hold: the user part is length-prefixed, '-' marks a missing part.
+  return `${user === undefined ? '-' : `${user.length}:${user}`}|${key === undefined ? '-' : `+${key}`}`
+}
+

@@ -187,3 +187,44 @@ describeEachStore('guard end to end', (kind) => {
     expect(sim.stats().calls).toBe(callsBefore)
   })
 })
+
+describe('guard.client() per identity', () => {
+  const answer = JSON.stringify({
+    id: 'c1', object: 'chat.completion', created: 1, model: 'qwen-plus',
+    choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 },
+  })
+  const makeGuard = () =>
+    createGuard({
+      upstream: { baseURL: 'http://127.0.0.1:9/v1', apiKey: 'sk-x', rampUp: false, fetch: (async () => new Response(answer)) as typeof fetch },
+      quotas: { user: { rpm: 100 }, key: { rpm: 100 } },
+    })
+  const rpmLeft = async (guard: Guard, identity: { user?: string; key?: string }) =>
+    (await guard.state(identity)).map((s) => `${s.scope}:${s.remaining}`)
+
+  it('keeps one client per user and key, and charges each call to its own identity', async () => {
+    const guard = makeGuard()
+    expect(guard.client({ user: 'a' })).toBe(guard.client({ user: 'a' }))
+    expect(guard.client({ user: 'a', key: 'k' })).toBe(guard.client({ key: 'k', user: 'a' }))
+    const tricky = [{ user: 'a' }, { user: 'a|+b' }, { user: 'a', key: 'b' }, { key: 'a' }, { user: '' }, {}, { user: '1:a|-' }]
+    const made = tricky.map((identity) => guard.client(identity))
+    expect(new Set(made).size).toBe(tricky.length)
+    await made[1]!.chat.completions.create({ model: 'qwen-plus', messages })
+    expect(await rpmLeft(guard, { user: 'a|+b' })).toEqual(['user:99'])
+    expect(await rpmLeft(guard, { user: 'a', key: 'b' })).toEqual(['user:100', 'key:100'])
+    await guard.close()
+  })
+
+  it('does not follow later changes to the identity object, and gives other identity shapes their own client', async () => {
+    const guard = makeGuard()
+    const identity = { user: 'first' }
+    const client = guard.client(identity)
+    identity.user = 'second'
+    await client.chat.completions.create({ model: 'qwen-plus', messages })
+    expect(await rpmLeft(guard, { user: 'first' })).toEqual(['user:99'])
+    expect(await rpmLeft(guard, { user: 'second' })).toEqual(['user:100'])
+    const extended = { user: 'first', tier: 'pro' } as { user: string }
+    expect(guard.client(extended)).not.toBe(guard.client(extended))
+    await guard.close()
+  })
+})
