@@ -11,7 +11,7 @@ import { relayStream, firstEvent } from './answer-stream.js'
 import { backoffDelay } from './upstream/backoff.js'
 import { classifyRefusal } from './upstream/classify.js'
 import type { UpstreamPool } from './upstream/pool.js'
-import type { UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
+import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
 import type { CallInfo, GuardEvent, Identity, ResolvedOptions } from './types.js'
 
@@ -42,13 +42,20 @@ export async function guardedCall(
 ): Promise<GuardedResponse> {
   const { options } = deps
   const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
-  const reservation = await deps.quota.reserve(
-    identity,
-    { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd },
-    { model: plan.model.name },
-  )
+  const early = acquireEarly(deps, identity, plan, signal)
+  let reservation: QuotaReservation
   try {
-    return await sendWithRetries(deps, identity, body, plan, reservation, signal)
+    reservation = await deps.quota.reserve(
+      identity,
+      { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd },
+      { model: plan.model.name },
+    )
+  } catch (error) {
+    await early?.withdraw()
+    throw error
+  }
+  try {
+    return await sendWithRetries(deps, identity, body, plan, reservation, signal, early?.slot)
   } catch (error) {
     await reservation.cancel() // a no-op when the call was already settled (it reached Qwen)
     if (isQwenGuardError(error)) emitRefused(deps, identity, plan.model.name, error)
@@ -63,20 +70,14 @@ async function sendWithRetries(
   plan: CallPlan,
   reservation: QuotaReservation,
   signal: AbortSignal | undefined,
+  firstSlot?: Promise<UpstreamSlot>,
 ): Promise<GuardedResponse> {
   const { options } = deps
   const started = Date.now()
   const deadline = started + options.upstream.timeoutMs
   let lastRefusal: UpstreamRefusal | undefined
   for (let attempt = 1; attempt <= options.upstream.maxAttempts; attempt++) {
-    const slot = await deps.pool.acquire({
-      user: identity.user ?? identity.key ?? 'anonymous',
-      model: plan.model.name,
-      promptTokens: plan.promptTokens,
-      reservedTokens: plan.reservedTokens,
-      ...(signal ? { signal } : {}),
-      deadline,
-    })
+    const slot = await (attempt === 1 && firstSlot ? firstSlot : deps.pool.acquire(acquireRequest(identity, plan, deadline, signal)))
     const settlement = settlementFor(deps, identity, plan, reservation, slot)
     const outcome = await sendOnce(deps, slot, body, plan, deadline, signal).catch(async (error: unknown) => {
       if (!(error instanceof CallerAborted)) throw error
@@ -108,6 +109,53 @@ async function sendWithRetries(
     await delay(wait, signal)
   }
   throw finalError(lastRefusal)
+}
+
+function acquireRequest(identity: Identity, plan: CallPlan, deadline: number, signal: AbortSignal | undefined): AcquireRequest {
+  return {
+    user: identity.user ?? identity.key ?? 'anonymous',
+    model: plan.model.name,
+    promptTokens: plan.promptTokens,
+    reservedTokens: plan.reservedTokens,
+    ...(signal ? { signal } : {}),
+    deadline,
+  }
+}
+
+/** The first attempt's upstream slot, asked for while the caller's quota is still being checked. */
+interface EarlySlot {
+  slot: Promise<UpstreamSlot>
+  /** The quota refused: stop waiting for the slot, and give it back if it was granted. */
+  withdraw(): Promise<void>
+}
+
+/**
+ * On Redis, quota admission and the upstream acquire are a store round trip each: asked for
+ * together, a call waits for one instead of two. The quota still decides: when it refuses, the
+ * slot is cancelled before anything is sent (its pace given back) or the wait for it abandoned.
+ * Not for an identity this process refused recently (an identity hammering past its limit must not
+ * hold upstream room even briefly), nor on the memory store, where acquiring costs no wait.
+ */
+function acquireEarly(deps: CallDeps, identity: Identity, plan: CallPlan, signal: AbortSignal | undefined): EarlySlot | undefined {
+  if (!deps.options.store.redis || signal?.aborted || deps.quota.recentlyRefused(identity)) return undefined
+  const controller = new AbortController()
+  const onAbort = () => controller.abort(signal?.reason)
+  signal?.addEventListener('abort', onAbort, { once: true })
+  const deadline = Date.now() + deps.options.upstream.timeoutMs
+  const slot = deps.pool.acquire(acquireRequest(identity, plan, deadline, controller.signal))
+  // Handled at once (no unhandled rejection while the quota is checked); awaited again by its user.
+  const outcome = slot.then(
+    (granted) => granted,
+    () => undefined,
+  )
+  void outcome.then(() => signal?.removeEventListener('abort', onAbort))
+  return {
+    slot,
+    async withdraw() {
+      controller.abort(new Error('quota refused'))
+      await (await outcome)?.cancel()
+    },
+  }
 }
 
 type SendOutcome =

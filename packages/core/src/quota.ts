@@ -126,6 +126,19 @@ export class QuotaAdmission {
     ]
   }
 
+  /**
+   * True while this process remembers refusing the identity's user or key and their wait is not
+   * over: its next reserve is likely refused too (and runs the precheck). Costs nothing otherwise.
+   */
+  recentlyRefused(identity: Identity): boolean {
+    if (this.refused.size === 0) return false
+    const now = Date.now()
+    return (
+      (identity.user !== undefined && this.refused.has(`user:${identity.user}`, now)) ||
+      (identity.key !== undefined && this.refused.has(`key:${identity.key}`, now))
+    )
+  }
+
   /** Stops timers and listeners. The Redis client is the app's: it is left open. */
   async close(): Promise<void> {
     this.factory.close()

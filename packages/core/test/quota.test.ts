@@ -76,6 +76,20 @@ describeEachStore('QuotaAdmission', (kind) => {
     consume.mockRestore()
   })
 
+  it('recentlyRefused names the identities refused until their wait ends, by user or by key', async () => {
+    const { admission } = stores.make({ user: { rpm: 1 }, key: { rpm: 1 } })
+    expect(admission.recentlyRefused({ user: 'u1' })).toBe(false)
+    await admission.reserve({ user: 'u1' }, cost(1))
+    await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    expect(admission.recentlyRefused({ user: 'u1' })).toBe(true)
+    expect(admission.recentlyRefused({ user: 'u2' })).toBe(false)
+    expect(admission.recentlyRefused({ key: 'u1' })).toBe(false)
+    await admission.reserve({ user: 'u3', key: 'k1' }, cost(1))
+    await refusalOf(admission.reserve({ user: 'u4', key: 'k1' }, cost(1)))
+    expect(admission.recentlyRefused({ user: 'u5', key: 'k1' })).toBe(true)
+    expect(admission.recentlyRefused({ user: 'u4' })).toBe(false)
+  })
+
   it('settles 1,000 reserved / 100 used as a refund, and charges extra use, once', async () => {
     const { admission } = stores.make({ user: { rpm: 10, tpm: 5_000 } })
     const reservation = await admission.reserve({ user: 'u1' }, cost(1_000))

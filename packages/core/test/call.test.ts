@@ -1,0 +1,110 @@
+/**
+ * guardedCall's early upstream acquire (Redis store): the first slot is asked for while the quota is
+ * checked, and given back when the quota refuses. Stubbed quota and pool, so what happens to the
+ * slot is seen directly.
+ */
+import { describe, expect, it, vi } from 'vitest'
+import { guardedCall, type CallDeps } from '../src/call.js'
+import { QwenGuardError } from '../src/errors.js'
+import { resolveOptions } from '../src/options.js'
+import type { QuotaAdmission, QuotaReservation } from '../src/quota.js'
+import type { UpstreamPool } from '../src/upstream/pool.js'
+import type { AcquireRequest, UpstreamSlot } from '../src/upstream/types.js'
+
+const body = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] }
+const answer = JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'qwen-plus', choices: [], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } })
+
+function refusal(): QwenGuardError {
+  return new QwenGuardError({ status: 429, code: 'rate_limit_exceeded', message: 'over', scope: 'user', dimension: 'rpm', retryAfterMs: 1000 })
+}
+
+function setup(opts: { redis: boolean; reserve: () => Promise<QuotaReservation>; acquire: (req: AcquireRequest) => Promise<UpstreamSlot>; recentlyRefused?: boolean }) {
+  const fetch = vi.fn(async () => new Response(answer))
+  const resolved = resolveOptions({ upstream: { baseURL: 'http://127.0.0.1:9/v1', apiKey: 'sk-x', fetch: fetch as typeof globalThis.fetch } })
+  const options = { ...resolved, store: { ...resolved.store, ...(opts.redis ? { redis: {} as NonNullable<typeof resolved.store.redis> } : {}) } }
+  const order: string[] = []
+  const quota = {
+    reserve: vi.fn(async () => {
+      order.push('reserve')
+      return opts.reserve()
+    }),
+    recentlyRefused: vi.fn(() => opts.recentlyRefused ?? false),
+  }
+  const pool = {
+    acquire: vi.fn((req: AcquireRequest) => {
+      order.push('acquire')
+      return opts.acquire(req)
+    }),
+  }
+  const deps = { options, quota: quota as unknown as QuotaAdmission, pool: pool as unknown as UpstreamPool, emit: () => {} } satisfies CallDeps
+  return { deps, quota, pool, fetch, order }
+}
+
+function slot(): UpstreamSlot & { cancel: ReturnType<typeof vi.fn>; settle: ReturnType<typeof vi.fn> } {
+  return { accountId: 'a', apiKey: 'sk-x', model: 'qwen-plus', queuedMs: 0, settle: vi.fn(async () => {}), fail: vi.fn(async () => {}), cancel: vi.fn(async () => {}) }
+}
+
+function reservation(): QuotaReservation {
+  return { quota: [], settle: vi.fn(async () => {}), cancel: vi.fn(async () => {}) }
+}
+
+describe('guardedCall: the first upstream slot is asked for during admission (Redis store)', () => {
+  it('asks for both before either answers, and uses that slot', async () => {
+    const s = slot()
+    const { deps, order, pool, fetch } = setup({ redis: true, reserve: async () => reservation(), acquire: async () => s })
+    const { response } = await guardedCall(deps, { user: 'u' }, body)
+    expect(await response.json()).toMatchObject({ id: 'c' })
+    expect(order).toEqual(['acquire', 'reserve'])
+    expect(pool.acquire).toHaveBeenCalledTimes(1)
+    expect(fetch).toHaveBeenCalledTimes(1)
+    expect(s.settle).toHaveBeenCalledWith(6)
+    expect(s.cancel).not.toHaveBeenCalled()
+  })
+
+  it('cancels a granted slot when the quota refuses, and sends nothing', async () => {
+    const s = slot()
+    const { deps, fetch } = setup({ redis: true, reserve: async () => Promise.reject(refusal()), acquire: async () => s })
+    await expect(guardedCall(deps, { user: 'u' }, body)).rejects.toMatchObject({ status: 429, dimension: 'rpm' })
+    expect(s.cancel).toHaveBeenCalledTimes(1)
+    expect(fetch).not.toHaveBeenCalled()
+  })
+
+  it('abandons a queued wait for a slot when the quota refuses', async () => {
+    let signal: AbortSignal | undefined
+    const acquire = (req: AcquireRequest) =>
+      new Promise<UpstreamSlot>((_, reject) => {
+        signal = req.signal
+        req.signal?.addEventListener('abort', () => reject(req.signal?.reason))
+      })
+    const { deps, fetch } = setup({ redis: true, reserve: async () => Promise.reject(refusal()), acquire })
+    await expect(guardedCall(deps, { user: 'u' }, body)).rejects.toMatchObject({ status: 429 })
+    expect(signal?.aborted).toBe(true)
+    expect(fetch).not.toHaveBeenCalled()
+  })
+
+  it("passes the caller's abort on to the early wait", async () => {
+    let signal: AbortSignal | undefined
+    const acquire = (req: AcquireRequest) =>
+      new Promise<UpstreamSlot>((_, reject) => {
+        signal = req.signal
+        req.signal?.addEventListener('abort', () => reject(req.signal?.reason))
+      })
+    const caller = new AbortController()
+    const { deps } = setup({ redis: true, reserve: async () => reservation(), acquire })
+    const call = guardedCall(deps, { user: 'u' }, body, { signal: caller.signal })
+    caller.abort(new Error('client gone'))
+    await expect(call).rejects.toThrow('client gone')
+    expect(signal?.aborted).toBe(true)
+  })
+
+  it('acquires after admission for an identity refused recently, and on the memory store', async () => {
+    for (const variant of [{ redis: true, recentlyRefused: true }, { redis: false }]) {
+      const { deps, order } = setup({ ...variant, reserve: async () => reservation(), acquire: async () => slot() })
+      await guardedCall(deps, { user: 'u' }, body)
+      expect(order).toEqual(['reserve', 'acquire'])
+      const refused = setup({ ...variant, reserve: async () => Promise.reject(refusal()), acquire: async () => slot() })
+      await expect(guardedCall(refused.deps, { user: 'u' }, body)).rejects.toMatchObject({ status: 429 })
+      expect(refused.pool.acquire).not.toHaveBeenCalled()
+    }
+  })
+})
