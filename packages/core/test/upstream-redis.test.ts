@@ -35,6 +35,47 @@ describeRedis('RedisMeter on a real redis-server', () => {
     expect(never.ok === false && never.reason === 'never' && never.waitMs === Infinity).toBe(true)
   })
 
+  it('ramps up like the memory log: the widened "last second", then three in the next', async () => {
+    const ramped = paceLimits(spec, { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 }, 1)
+    const m = meter('ramp')
+    const spaced = () => sleep(Math.ceil(ramped.spacingMs))
+    const t0 = Date.now()
+    expect((await m.take(1, ramped)).ok).toBe(true)
+    const t1 = Date.now()
+    await spaced()
+    expect((await m.take(1, ramped)).ok).toBe(true)
+    await spaced()
+    const t2 = Date.now()
+    const third = await m.take(1, ramped)
+    const t3 = Date.now()
+    expect(third.ok).toBe(false)
+    if (third.ok) return
+    expect(third.reason).toBe('ramp')
+    // The first send leaves "the last second" at 1 s + J (J = 1000 / 0.97 - 1000), on Redis' clock.
+    expect(third.waitMs).toBeGreaterThanOrEqual(ramped.rampWindowMs - (t3 - t0) - 2)
+    expect(third.waitMs).toBeLessThanOrEqual(ramped.rampWindowMs - (t2 - t1) + 2)
+    await sleep(Math.ceil(third.waitMs) + 1)
+    // Both earlier sends are now in "the second before" (last 2 s - J): 1.5 x 2 -> three may go.
+    for (let i = 0; i < 3; i++) {
+      expect((await m.take(1, ramped)).ok).toBe(true)
+      await spaced()
+    }
+    const fourth = await m.take(1, ramped)
+    expect(fourth.ok === false && fourth.reason === 'ramp').toBe(true)
+  })
+
+  it('spaces by the token rate too, and a settle gives the unused share back (as the memory log)', async () => {
+    const m = meter('tokens')
+    const big = await m.take(800, limits) // 800 of 1,000 TPS: the next send would wait ~0.8 s
+    expect(big.ok).toBe(true)
+    const blocked = await m.take(50, limits, true)
+    expect(blocked.ok === false && blocked.reason === 'spacing').toBe(true)
+    if (!blocked.ok) expect(blocked.waitMs).toBeGreaterThan(500)
+    if (big.ok) await big.ticket.settle(1, 60)
+    await sleep(Math.ceil(limits.spacingMs / 2) + 5) // one request interval, minus the tolerance
+    expect((await m.take(50, limits)).ok).toBe(true)
+  })
+
   it('two pools on one Redis never exceed the pace between them', async () => {
     const shared = { redis, prefix: `${prefix}-pools` }
     const models = { small: { rpm: 600, tpm: 6_000_000 } }

@@ -9,17 +9,19 @@
  * to that clock, so a local timer of that length is right whatever the skew. (Redis >= 5 replicates
  * script effects, which makes TIME legal in a writing script.)
  *
- * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rps, tps, rpm, tpm, rampInitial,
- * rampFactor (0 = off), spacing, then: take/dry -> tokens; settle -> id, requests, tokens.
+ * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
+ * rampFactor (0 = off), spacing, tokenSpacing, then: take/dry -> tokens; settle -> id, requests, tokens.
  * Returns take: {1, id, fraction}; blocked: {0, waitMs ('-1' = never), reason, fraction}; settle: {2}.
  * Numbers go back as strings: Redis would truncate Lua floats to integers.
  */
 export const METER_LUA = `
 local H, L = KEYS[1], KEYS[2]
 local op = ARGV[1]
-local lens = { tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), 2 * tonumber(ARGV[4]) }
-local rps, tps, rpm, tpm = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local rampInit, rampFactor, spacing = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local lens = { tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]) }
+local rps, tps, rpm, tpm = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local rampInit, rampFactor, spacing = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local tokenSpacing = tonumber(ARGV[13])
+local function emission(k) return math.max(spacing, k * tokenSpacing) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4')
@@ -73,10 +75,14 @@ end
 local function num(x) return string.format('%.3f', x) end
 
 if op == 'settle' then
-  local id, nr, nk = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+  local id, nr, nk = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
   if id >= base and id < stop then
     local et, er, ek = entry(id)
     redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
+    local before, after = 0, 0
+    if er > 0 then before = emission(ek) end
+    if nr > 0 then after = emission(nk) end
+    if after < before then tat = tat - (before - after) end
     for w = 1, 4 do
       if id >= C[w] then
         R[w] = R[w] + nr - er
@@ -88,7 +94,7 @@ if op == 'settle' then
   return { 2 }
 end
 
-local tokens = tonumber(ARGV[12])
+local tokens = tonumber(ARGV[14])
 local function windowWait(w, maxReq, maxTok)
   local needR = R[w] + 1 - maxReq
   local needK = K[w] + tokens - maxTok
@@ -120,7 +126,7 @@ if tokens > tps or tokens > tpm then
   worst, reason = math.huge, 'never'
 else
   local checks = {
-    { tat - math.max(spacing / 2, 1) - now, 'spacing' },
+    { tat - math.max(emission(tokens) / 2, 1) - now, 'spacing' },
     { windowWait(1, rps, tps), 'rate' },
     { windowWait(2, rpm, tpm), 'minute' },
     { rampWait(), 'ramp' },
@@ -144,7 +150,7 @@ for w = 1, 4 do
   R[w] = R[w] + 1
   K[w] = K[w] + tokens
 end
-tat = math.max(tat, now) + spacing
+tat = math.max(tat, now) + emission(tokens)
 save()
 return { 1, tostring(id), num(fraction()) }
 `

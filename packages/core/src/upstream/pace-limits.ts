@@ -23,13 +23,25 @@ export interface PaceLimits {
   minuteWindowMs: number
   rpm: number
   tpm: number
-  /** Ramp-up windows: the last second and the two last seconds (unstretched). */
+  /**
+   * Ramp-up windows, widened and narrowed by the ramp's jitter budget J (`rampJitterMs`) so the rule
+   * still holds where upstream counts arrivals: "the last second" is the last 1 s + J (every send
+   * that can arrive in upstream's last second), "the second before" is what is in the last 2 s - J
+   * but not in the last 1 s + J (only sends that must arrive in upstream's second before).
+   */
   rampWindowMs: number
+  rampPairWindowMs: number
   /** 0 disables the ramp rule. */
   rampInitial: number
   rampFactor: number
   /** GCRA emission interval of requests (smooths sends inside the window), after the pace factor. */
   spacingMs: number
+  /**
+   * GCRA emission interval per token, after the pace factor: a request's interval is the larger of
+   * spacingMs and tokens x tokenSpacingMs, so a token-bound lane spreads its sends over the window
+   * instead of sending a window's worth at once and waiting (see emissionMs).
+   */
+  tokenSpacingMs: number
 }
 
 export interface PaceConfig {
@@ -44,6 +56,7 @@ export function paceLimits(model: ResolvedModel, config: PaceConfig, pace: numbe
   const second = 1000 / config.timeScale
   // An rps below 1 would forbid every request; treat it as one per (stretched) second.
   const rps = Math.max(1, model.rps)
+  const rampJitter = config.rampUp ? rampJitterMs(second, m, config.rampUp.factor) : 0
   return {
     rateWindowMs: second / m,
     rps,
@@ -51,14 +64,34 @@ export function paceLimits(model: ResolvedModel, config: PaceConfig, pace: numbe
     minuteWindowMs: (60 * second) / m,
     rpm: Math.max(1, model.rpm),
     tpm: model.tpm,
-    rampWindowMs: second,
+    rampWindowMs: second + rampJitter,
+    rampPairWindowMs: 2 * second - rampJitter,
     rampInitial: config.rampUp ? config.rampUp.initialRps : 0,
     rampFactor: config.rampUp ? config.rampUp.factor : 0,
     spacingMs: second / (m * rps * pace),
+    tokenSpacingMs: model.tps > 0 && Number.isFinite(model.tps) ? second / (m * model.tps * pace) : 0,
   }
+}
+
+/** The GCRA interval one request of `tokens` takes: its share of the request or of the token rate. */
+export function emissionMs(limits: PaceLimits, tokens: number): number {
+  return Math.max(limits.spacingMs, tokens * limits.tokenSpacingMs)
 }
 
 /** Largest token reservation this account x model can ever admit (the meter's per-window budgets). */
 export function maxTokensPerRequest(model: ResolvedModel): number {
   return Math.min(model.tps, model.tpm)
+}
+
+/**
+ * The ramp rule's jitter budget: the margin's (1/m - 1) x 1 s, like the rate windows (31 ms at the
+ * default 0.97), but at most (factor - 1) / (4 (factor + 2)) of a second (36 ms at factor 1.5, so the
+ * cap binds below m = 0.966). Counting "the last second" over 1 s + J and "the second before" over
+ * the 1 s - 2J inside it, a lane sending steadily R per second passes the rule only while about
+ * R (1 + j) + 1 <= factor x R (1 - 2j), j = J / 1 s: a larger J would make the rule throttle a steady
+ * lane below its rate limit (half the j where that starts, for whole-request rounding; tested for
+ * 1-100 rps at margins 0.8-0.99).
+ */
+export function rampJitterMs(secondMs: number, margin: number, factor: number): number {
+  return secondMs * Math.max(0, Math.min(1 / margin - 1, (factor - 1) / (4 * (factor + 2))))
 }

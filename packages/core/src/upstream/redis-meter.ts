@@ -135,7 +135,7 @@ export class RedisMeter implements Meter {
 }
 
 function limitArgs(l: PaceLimits): string[] {
-  return [l.rateWindowMs, l.minuteWindowMs, l.rampWindowMs, l.rps, l.tps, l.rpm, l.tpm, l.rampInitial, l.rampFactor, l.spacingMs].map(
+  return [l.rateWindowMs, l.minuteWindowMs, l.rampWindowMs, l.rampPairWindowMs, l.rps, l.tps, l.rpm, l.tpm, l.rampInitial, l.rampFactor, l.spacingMs, l.tokenSpacingMs].map(
     (n) => String(n),
   )
 }

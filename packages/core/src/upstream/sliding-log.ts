@@ -13,13 +13,20 @@
  *   window ending later than t only loses entries older than its start, so every window that ends
  *   at an admission holds <= L; a window ending elsewhere holds no more than the one ending at its
  *   last admission. Hence no window of length W ever holds more than L.
- * Request spacing (GCRA, interval T = W / (m L), tolerance T / 2) only smooths sends inside a
- * window (Qwen's burst protection dislikes clumps); the bound above does not rely on it.
+ * Spacing (GCRA) only smooths sends inside a window (Qwen's burst protection dislikes clumps); the
+ * bound above does not rely on it. A request's interval is the larger of its share of the request
+ * rate, W / (m L), and its share of the token rate, tokens x W / (m TPS); tolerance half of it. So a
+ * token-bound lane sends evenly instead of a second's worth of tokens at once, then nothing (which
+ * also kept the ramp rule below waiting at each window boundary). A settle gives the unused share
+ * back (settle to fewer tokens, or cancel).
+ * The ramp rule (cur + 1 <= max(initial, factor x prev)) counts "cur" over 1 s + J and "prev" over
+ * the 1 s - 2J before it (pace-limits.ts), so it also holds where upstream counts, at arrivals
+ * shifted by up to J of jitter.
  *
  * Window membership: an entry at time e is inside the window of length W at time t while t - e < W
  * (the simulator's convention).
  */
-import type { PaceLimits } from './pace-limits.js'
+import { emissionMs, type PaceLimits } from './pace-limits.js'
 
 export type TakeResult =
   | { ok: true; id: number; usedFraction: number }
@@ -28,7 +35,7 @@ export type TakeResult =
 /** What blocks a take. 'never': the cost exceeds a whole window's limit. */
 export type BlockReason = 'spacing' | 'rate' | 'minute' | 'ramp' | 'never'
 
-// Window indexes: the stretched second, the stretched minute, the ramp's last 1 s and last 2 s.
+// Window indexes: the stretched second, the stretched minute, the ramp's last 1 s + J and last 2 s - J.
 const RATE = 0
 const MINUTE = 1
 const RAMP1 = 2
@@ -61,7 +68,7 @@ export class SlidingLog {
       this.sumReq[w]! += 1
       this.sumTok[w]! += tokens
     }
-    this.tat = Math.max(this.tat, now) + limits.spacingMs
+    this.tat = Math.max(this.tat, now) + emissionMs(limits, tokens)
     return { ok: true, id, usedFraction: this.usedFraction(limits) }
   }
 
@@ -72,6 +79,11 @@ export class SlidingLog {
     if (id < 0 || i < 0 || i >= this.times.length) return
     const dr = requests - this.reqs[i]!
     const dk = tokens - this.toks[i]!
+    // Give back the spacing the unused tokens took (a cancel gives back all of it). Only smoothing:
+    // the windows above hold the bound whatever tat says.
+    const before = this.reqs[i]! > 0 ? emissionMs(limits, this.toks[i]!) : 0
+    const after = requests > 0 ? emissionMs(limits, tokens) : 0
+    if (after < before) this.tat -= before - after
     this.reqs[i] = requests
     this.toks[i] = tokens
     for (let w = 0; w < 4; w++) {
@@ -105,7 +117,7 @@ export class SlidingLog {
   private advance(now: number, limits: PaceLimits): number {
     now = Math.max(now, this.last) // a clock step back must not un-expire entries
     this.last = now
-    const lengths = [limits.rateWindowMs, limits.minuteWindowMs, limits.rampWindowMs, 2 * limits.rampWindowMs]
+    const lengths = [limits.rateWindowMs, limits.minuteWindowMs, limits.rampWindowMs, limits.rampPairWindowMs]
     const end = this.base + this.times.length
     for (let w = 0; w < 4; w++) {
       const length = lengths[w]!
@@ -135,7 +147,7 @@ export class SlidingLog {
   private blocked(now: number, tokens: number, l: PaceLimits): { waitMs: number; reason: BlockReason } | undefined {
     if (tokens > l.tps || tokens > l.tpm) return { waitMs: Infinity, reason: 'never' }
     const waits: Array<[number, BlockReason]> = [
-      [this.tat - spacingTolerance(l.spacingMs) - now, 'spacing'],
+      [this.tat - spacingTolerance(emissionMs(l, tokens)) - now, 'spacing'],
       [this.windowWait(now, RATE, l.rateWindowMs, l.rps, l.tps, tokens), 'rate'],
       [this.windowWait(now, MINUTE, l.minuteWindowMs, l.rpm, l.tpm, tokens), 'minute'],
       [this.rampWait(now, l), 'ramp'],
