@@ -102,8 +102,8 @@ export function formatOpenAiDuration(ms: number): string {
   if (total < 1000) return `${total}ms`
   const hours = Math.floor(total / 3_600_000)
   const minutes = Math.floor((total % 3_600_000) / 60_000)
-  const seconds = (total % 60_000) / 1000
-  const secText = `${Number(seconds.toFixed(3))}s`
+  // Whole milliseconds / 1000 prints with at most 3 decimals, trailing zeros dropped (no toFixed).
+  const secText = `${(total % 60_000) / 1000}s`
   if (hours > 0) return `${hours}h${minutes}m${secText}`
   if (minutes > 0) return `${minutes}m${secText}`
   return secText
