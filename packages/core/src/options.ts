@@ -369,6 +369,14 @@ function resolveStore(value: unknown): ResolvedOptions['store'] {
   if (store.redis !== undefined && (typeof store.redis !== 'object' || store.redis === null)) {
     throw new QwenGuardConfigError('store.redis', `must be an ioredis client, got ${describe(store.redis)}`)
   }
+  // ioredis 5's auto-pipelining crashes the process on rate-limiter-flexible's custom commands
+  // (TypeError "results[i] is not iterable" thrown from a callback); measured here, and reported upstream.
+  if ((store.redis as { options?: { enableAutoPipelining?: unknown } } | undefined)?.options?.enableAutoPipelining === true) {
+    throw new QwenGuardConfigError(
+      'store.redis',
+      'an ioredis client with enableAutoPipelining is not supported (ioredis crashes on the limiters\' scripts); give the guard a client without it',
+    )
+  }
   const out: ResolvedOptions['store'] = {
     prefix: store.prefix === undefined ? DEFAULTS.storePrefix : nonEmptyString(store.prefix, 'store.prefix'),
     onError,

@@ -164,6 +164,11 @@ describe('resolveOptions: errors name the option', () => {
     ['queue size fraction', { ...base, queue: { maxSize: 2.5 } }, 'queue.maxSize: must be a non-negative integer, got 2.5'],
     ['queue typo', { ...base, queue: { maxWait: 5 } }, 'queue.maxWait: unknown option'],
     ['store onError', { ...base, store: { onError: 'ignore' } }, "store.onError: must be 'open' or 'closed'"],
+    [
+      'auto-pipelining Redis client',
+      { ...base, store: { redis: { options: { enableAutoPipelining: true } } as never } },
+      'store.redis: an ioredis client with enableAutoPipelining is not supported',
+    ],
     ['defaultMaxTokens 0', { ...base, defaultMaxTokens: 0 }, 'defaultMaxTokens: must be a positive number, got 0'],
     ['defaultMaxTokens fraction', { ...base, defaultMaxTokens: 100.5 }, 'defaultMaxTokens: must be an integer, got 100.5'],
     ['allowedModels unknown', { ...base, allowedModels: ['qwen-plus', 'gpt-4o'] }, 'allowedModels[1]: unknown model "gpt-4o"'],
