@@ -1,9 +1,13 @@
 // The apps measured by `pnpm bench http`, in their own process (bench/http.ts starts it and sends
 // the load from another). Every variant listens on its own loopback port; the line
 // `READY {json}` on stdout names them. SIM_URL is the simulator, REDIS_URL an empty redis-server.
+// `control` is not a variant: GET on it answers this process's CPU time so far (`process.cpuUsage()`,
+// user + system, in µs) and its event-loop utilization, so bench/http.ts can charge each variant the
+// CPU the app spent while it was the only one under load.
 import { once } from 'node:events'
-import type { Server } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import express from 'express'
 import { rateLimit } from 'express-rate-limit'
 import { Redis } from 'ioredis'
@@ -49,7 +53,21 @@ const chatVia = (client: (req: express.Request) => OpenAI) => async (req: expres
   res.json(await client(req).chat.completions.create(CHAT))
 }
 
+/** Loopback only, plain node:http (no Express), so a reading costs a few µs, not a variant's worth. */
+async function control(): Promise<string> {
+  const server = createServer((_req, res) => {
+    const { user, system } = process.cpuUsage()
+    const { idle, active } = performance.eventLoopUtilization()
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ cpuMicros: user + system, user, system, loopIdleMs: idle, loopActiveMs: active }))
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
 const urls = {
+  control: await control(),
   bare: await serve(express().get('/ping', ping)),
   mounted: await serve(express().use(memory).get('/ping', ping)),
   // The floor: what any one middleware costs in Express, whatever it does.
