@@ -226,7 +226,7 @@ async function failedToSend(
   upstream.headersArrived()
   if (caller?.aborted) {
     // The caller went away while the request was in flight: Qwen may have counted the prompt.
-    throw new CallerAborted(caller.reason ?? error, plan.promptTokens)
+    throw new CallerAborted(caller.reason ?? error)
   }
   if (upstream.timedOut()) {
     await slot.settle(plan.reservedTokens)
@@ -243,10 +243,7 @@ async function failedToSend(
 
 /** The caller aborted after the request was sent: settle, then surface the caller's abort reason. */
 class CallerAborted extends Error {
-  constructor(
-    readonly reason: unknown,
-    readonly promptTokens: number,
-  ) {
+  constructor(readonly reason: unknown) {
     super('caller aborted')
   }
 }

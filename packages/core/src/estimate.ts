@@ -198,7 +198,7 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
   return Math.ceil(total)
 }
 
-/** Cost of a run of marks from `i` (plus trailing newlines); returns the end, cost in `out.end`. */
+/** Cost of a run of marks from `i` (plus trailing newlines); the index after it goes to `out.end`. */
 function markRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
   let cost = 0
   let j = i
