@@ -5,7 +5,7 @@
  */
 import { planCall, priceOf, type CallPlan } from './cost.js'
 import { QwenGuardError, isQwenGuardError } from './errors.js'
-import { PreparedJsonResponse, successHeaders } from './http-answer.js'
+import { PreparedJsonResponse, PreparedStreamResponse, successHeaders } from './http-answer.js'
 import type { QuotaAdmission, QuotaReservation } from './quota.js'
 import { relayStream, firstEvent } from './answer-stream.js'
 import { backoffDelay } from './upstream/backoff.js'
@@ -29,6 +29,17 @@ export interface Usage {
   total_tokens: number
 }
 
+/** What the guard's own callers (its `openai` client) may add to a call. */
+export interface InternalCallOptions extends CallOptions {
+  /** The body as the JSON text it was parsed from: sent as is when nothing in it needs rewriting. */
+  text?: string
+  /**
+   * The caller's controller, which the guard may abort itself at its deadline: used instead of
+   * `signal` (its signal), it spares a second controller and a listener on the caller's signal.
+   */
+  controller?: AbortController
+}
+
 /** Settles both ledgers (caller's quota and the account's pace) exactly once. */
 export interface Settlement {
   settle(usage: Usage | undefined, streamedCompletionTokens: number): Promise<void>
@@ -38,9 +49,11 @@ export async function guardedCall(
   deps: CallDeps,
   identity: Identity,
   body: Record<string, unknown>,
-  { signal }: CallOptions = {},
+  callOptions: InternalCallOptions = {},
 ): Promise<GuardedResponse> {
   const { options } = deps
+  const { controller } = callOptions
+  const signal = controller?.signal ?? callOptions.signal
   const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
   const early = acquireEarly(deps, identity, plan, signal)
   let reservation: QuotaReservation
@@ -55,7 +68,8 @@ export async function guardedCall(
     throw error
   }
   try {
-    return await sendWithRetries(deps, identity, body, plan, reservation, signal, early?.slot)
+    const send: SendRequest = { body, text: callOptions.text, plan, signal, controller }
+    return await sendWithRetries(deps, identity, send, reservation, early?.slot)
   } catch (error) {
     await reservation.cancel() // a no-op when the call was already settled (it reached Qwen)
     if (isQwenGuardError(error)) emitRefused(deps, identity, plan.model.name, error)
@@ -63,23 +77,31 @@ export async function guardedCall(
   }
 }
 
+/** One call's request, as every attempt sends it. */
+interface SendRequest {
+  body: Record<string, unknown>
+  text: string | undefined
+  plan: CallPlan
+  signal: AbortSignal | undefined
+  controller: AbortController | undefined
+}
+
 async function sendWithRetries(
   deps: CallDeps,
   identity: Identity,
-  body: Record<string, unknown>,
-  plan: CallPlan,
+  send: SendRequest,
   reservation: QuotaReservation,
-  signal: AbortSignal | undefined,
   firstSlot?: Promise<UpstreamSlot>,
 ): Promise<GuardedResponse> {
   const { options } = deps
+  const { plan, signal } = send
   const started = Date.now()
   const deadline = started + options.upstream.timeoutMs
   let lastRefusal: UpstreamRefusal | undefined
   for (let attempt = 1; attempt <= options.upstream.maxAttempts; attempt++) {
     const slot = await (attempt === 1 && firstSlot ? firstSlot : deps.pool.acquire(acquireRequest(identity, plan, deadline, signal)))
     const settlement = settlementFor(deps, identity, plan, reservation, slot)
-    const outcome = await sendOnce(deps, slot, body, plan, deadline, signal).catch(async (error: unknown) => {
+    const outcome = await sendOnce(deps, slot, send, deadline).catch(async (error: unknown) => {
       if (!(error instanceof CallerAborted)) throw error
       await settlement.settle(undefined, 0)
       throw error.reason
@@ -163,26 +185,15 @@ type SendOutcome =
   | { kind: 'refused'; refusal: UpstreamRefusal }
 
 /** Sends one attempt. A refusal (HTTP or an error before the stream's first chunk) is returned, not thrown. */
-async function sendOnce(
-  deps: CallDeps,
-  slot: UpstreamSlot,
-  body: Record<string, unknown>,
-  plan: CallPlan,
-  deadline: number,
-  signal: AbortSignal | undefined,
-): Promise<SendOutcome> {
+async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, deadline: number): Promise<SendOutcome> {
+  const { body, plan, signal } = send
   const stream = body.stream === true
-  const upstreamBody = {
-    ...body,
-    model: slot.model,
-    ...(stream ? { stream_options: { ...(body.stream_options as object | undefined), include_usage: true } } : {}),
-  }
-  const upstream = upstreamAbort(signal, deadline)
+  const upstream = upstreamAbort(send, deadline)
   try {
     const response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify(upstreamBody),
+      body: upstreamText(send, slot.model, stream),
       signal: upstream.signal,
     })
     if (!response.ok) {
@@ -197,22 +208,41 @@ async function sendOnce(
   }
 }
 
+/**
+ * The JSON sent to Qwen: the model that was granted, and for streams the usage chunk asked for.
+ * When neither changes anything, the caller's own text goes as it came (no second serialisation).
+ */
+function upstreamText(send: SendRequest, model: string, stream: boolean): string {
+  const { body, text } = send
+  if (text !== undefined && !stream && body.model === model) return text
+  const streamOptions = stream ? { stream_options: { ...(body.stream_options as object | undefined), include_usage: true } } : {}
+  return JSON.stringify({ ...body, model, ...streamOptions })
+}
+
 interface UpstreamAbort {
   signal: AbortSignal
   timedOut(): boolean
   headersArrived(): void
 }
 
-/** Aborts the upstream request when the caller goes away or the deadline passes before Qwen answers. */
-function upstreamAbort(caller: AbortSignal | undefined, deadline: number): UpstreamAbort {
-  const controller = new AbortController()
+/**
+ * Aborts the upstream request when the caller goes away or the deadline passes before Qwen answers.
+ * A caller's controller lent to the guard is aborted directly; otherwise a controller of the
+ * guard's own follows the caller's signal.
+ */
+function upstreamAbort({ signal: caller, controller: lent }: SendRequest, deadline: number): UpstreamAbort {
+  let controller = lent
+  if (!controller) {
+    const own = new AbortController()
+    if (caller?.aborted) own.abort(caller.reason)
+    caller?.addEventListener('abort', () => own.abort(caller.reason), { once: true })
+    controller = own
+  }
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
     controller.abort(new Error('upstream deadline'))
   }, Math.max(1, deadline - Date.now()))
-  if (caller?.aborted) controller.abort(caller.reason)
-  caller?.addEventListener('abort', () => controller.abort(caller.reason), { once: true })
   return { signal: controller.signal, timedOut: () => timedOut, headersArrived: () => clearTimeout(timer) }
 }
 
@@ -224,10 +254,7 @@ async function failedToSend(
   upstream: UpstreamAbort,
 ): Promise<SendOutcome> {
   upstream.headersArrived()
-  if (caller?.aborted) {
-    // The caller went away while the request was in flight: Qwen may have counted the prompt.
-    throw new CallerAborted(caller.reason ?? error)
-  }
+  // The deadline first: with a lent controller, the deadline's abort is the caller's signal too.
   if (upstream.timedOut()) {
     await slot.settle(plan.reservedTokens)
     throw new QwenGuardError({
@@ -237,6 +264,10 @@ async function failedToSend(
       scope: 'upstream',
       retryAfterMs: 1000,
     })
+  }
+  if (caller?.aborted) {
+    // The caller went away while the request was in flight: Qwen may have counted the prompt.
+    throw new CallerAborted(caller.reason ?? error)
   }
   return { kind: 'refused', refusal: classifyRefusal({ status: 0, body: String((error as Error)?.message ?? '') }) }
 }
@@ -288,7 +319,7 @@ async function answerStream(response: Response, body: Record<string, unknown>, s
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache',
       }
-      return { info, response: new Response(stream, { status: 200, headers }) }
+      return { info, response: new PreparedStreamResponse(stream, headers) }
     },
   }
 }

@@ -5,6 +5,7 @@
  */
 import OpenAI, { type APIError } from 'openai'
 import { isQwenGuardError, QwenGuardError } from './errors.js'
+import type { InternalCallOptions } from './call.js'
 import type { GuardedResponse, ModelEntry } from './guard-types.js'
 import type { Identity } from './types.js'
 import { validateChatRequest } from './validate.js'
@@ -12,14 +13,27 @@ import type { ResolvedOptions } from './types.js'
 
 export interface ClientDeps {
   options: ResolvedOptions
-  call(identity: Identity, body: Record<string, unknown>, signal: AbortSignal | undefined): Promise<GuardedResponse>
+  call(identity: Identity, body: Record<string, unknown>, options: InternalCallOptions): Promise<GuardedResponse>
   models(): ModelEntry[]
 }
 
 /** Refusals waiting for the SDK to ask for them, keyed by the synthetic response's headers. */
 const pendingErrors = new WeakMap<Headers, QwenGuardError>()
 
+/**
+ * The SDK's own controller of each request in flight, by the signal it hands to fetch. The guard
+ * aborts it at its deadline instead of making a second controller and listening to this one (an
+ * abort listener costs more than the rest of the hand-over). Nothing else listens to it before the
+ * answer's headers, and the deadline ends there.
+ */
+const sdkControllers = new WeakMap<AbortSignal, AbortController>()
+
 class GuardedOpenAI extends OpenAI {
+  override fetchWithTimeout(url: RequestInfo, init: RequestInit | undefined, ms: number, controller: AbortController): Promise<Response> {
+    sdkControllers.set(controller.signal, controller)
+    return super.fetchWithTimeout(url, init, ms, controller)
+  }
+
   protected override makeStatusError(
     status: number,
     error: object,
@@ -44,30 +58,45 @@ export function createGuardedClient(deps: ClientDeps, identity: Identity): OpenA
 /** The fetch behind the client: chat completions guarded, the model list answered locally. */
 export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof fetch {
   return async function guardedFetch(input, init) {
-    const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url)
+    const path = pathnameOf(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url)
     const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase()
     try {
-      if (method === 'GET' && url.pathname.endsWith('/models')) {
+      if (method === 'GET' && path.endsWith('/models')) {
         return Response.json({ object: 'list', data: deps.models() })
       }
-      if (method !== 'POST' || !url.pathname.endsWith('/chat/completions')) {
+      if (method !== 'POST' || !path.endsWith('/chat/completions')) {
         throw new QwenGuardError({
           status: 404,
           code: 'invalid_request',
-          message: `qwen-guard serves POST /chat/completions and GET /models, not ${method} ${url.pathname}.`,
+          message: `qwen-guard serves POST /chat/completions and GET /models, not ${method} ${path}.`,
           scope: 'request',
           retryable: false,
         })
       }
       const text = typeof init?.body === 'string' ? init.body : await new Response(init?.body ?? null).text()
       const body = validateChatRequest(text, deps.options) as unknown as Record<string, unknown>
-      const { response } = await deps.call(identity, body, init?.signal ?? undefined)
+      const signal = init?.signal ?? undefined
+      const controller = signal && sdkControllers.get(signal)
+      const options: InternalCallOptions = { text }
+      if (controller) options.controller = controller
+      else if (signal) options.signal = signal
+      const { response } = await deps.call(identity, body, options)
       return response
     } catch (error) {
       if (!isQwenGuardError(error)) throw error
       return errorResponse(error)
     }
   } as typeof fetch
+}
+
+/** The path of an absolute URL, without query or fragment (what `new URL(href).pathname` gives, cheaper). */
+export function pathnameOf(href: string): string {
+  const scheme = href.indexOf('://')
+  // The path starts at the first '/' after the authority; a '?' or '#' first means there is none.
+  const rest = scheme < 0 ? href : href.slice(href.slice(scheme + 3).search(/[/?#]|$/) + scheme + 3)
+  const end = rest.search(/[?#]/)
+  const path = end < 0 ? rest : rest.slice(0, end)
+  return path === '' ? '/' : path
 }
 
 function errorResponse(error: QwenGuardError): Response {

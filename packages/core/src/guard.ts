@@ -29,9 +29,11 @@ export function createGuard(options: GuardOptions): Guard {
   const callDeps = { options: resolved, quota, pool, emit: events.emit }
   const modelList = listModels(resolved.allowedModels)
 
-  const call = (identity: Identity, body: Record<string, unknown>, signal?: AbortSignal): Promise<GuardedResponse> =>
-    guardedCall(callDeps, identity, body, signal ? { signal } : {})
-  const clientDeps: ClientDeps = { options: resolved, call, models: () => modelList }
+  const clientDeps: ClientDeps = {
+    options: resolved,
+    call: (identity, body, callOptions) => guardedCall(callDeps, identity, body, callOptions),
+    models: () => modelList,
+  }
   const clients = new ClientCache()
 
   return {
@@ -42,8 +44,8 @@ export function createGuard(options: GuardOptions): Guard {
     fetch(identity: Identity = {}): typeof fetch {
       return createGuardedFetch(clientDeps, identity)
     },
-    call(identity, body, callOptions = {}) {
-      return call(identity, body, callOptions.signal)
+    call(identity, body, callOptions = {}): Promise<GuardedResponse> {
+      return guardedCall(callDeps, identity, body, callOptions.signal ? { signal: callOptions.signal } : {})
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
       const plan = planCall(request, resolved)

@@ -3,6 +3,7 @@
  * Header syntax: draft-ietf-httpapi-ratelimit-headers-11 (RateLimit-Policy / RateLimit, Structured
  * Field lists) and OpenAI's x-ratelimit-* family, which SDK users already know how to read.
  */
+import { PreparedHeaders } from './prepared-headers.js'
 import type { CallInfo, Dimension, HttpAnswer, QuotaState } from './types.js'
 
 /** The part of a QwenGuardError a refusal answer is built from (errors.ts passes its own fields). */
@@ -176,20 +177,27 @@ function writeOpenAiTriple(headers: Record<string, string>, state: QuotaState, s
  * the UTF-8 encoding of the text and, in the openai SDK, decoding and parsing it all over again
  * (measured: ~30 µs for a short completion, ~8 µs this way). So `json()` hands out the parsed value
  * and `text()` the text, each once, like any body; `body`, `arrayBuffer()`, `blob()` and
- * `formData()` build the real byte stream on first use. Status, headers and the rest are a
- * Response's own. The value is the caller's to keep: it was parsed for this answer alone.
+ * `formData()` build the real byte stream on first use. Its headers are PreparedHeaders. The value
+ * is the caller's to keep: it was parsed for this answer alone.
  */
 export class PreparedJsonResponse extends Response {
   #text: string
   #value: unknown
   #used = false
+  readonly #headers: PreparedHeaders
   /** The same answer with a real body, once something needs bytes or a stream. */
   #bytes: Response | undefined
 
-  constructor(text: string, value: unknown, init: ResponseInit) {
-    super(null, init)
+  /** `headers`: lowercase names, as successHeaders writes them. */
+  constructor(text: string, value: unknown, init: { status: number; headers: Readonly<Record<string, string>> }) {
+    super(null, { status: init.status })
     this.#text = text
     this.#value = value
+    this.#headers = new PreparedHeaders(init.headers)
+  }
+
+  override get headers(): Headers {
+    return this.#headers
   }
 
   override get body(): Response['body'] {
@@ -242,5 +250,29 @@ export class PreparedJsonResponse extends Response {
       if (this.#used) void this.#bytes.text()
     }
     return this.#bytes
+  }
+}
+
+/** A streamed answer (SSE) whose headers are PreparedHeaders; the body is the stream as given. */
+export class PreparedStreamResponse extends Response {
+  readonly #record: Readonly<Record<string, string>>
+  readonly #headers: PreparedHeaders
+
+  /** `headers`: lowercase names, as successHeaders writes them, `content-type` among them. */
+  constructor(body: ReadableStream<Uint8Array>, headers: Readonly<Record<string, string>>) {
+    // The content type inside too, where Response itself reads it (blob()).
+    const type = headers['content-type']
+    super(body, type === undefined ? { status: 200 } : { status: 200, headers: { 'content-type': type } })
+    this.#record = headers
+    this.#headers = new PreparedHeaders(headers)
+  }
+
+  override get headers(): Headers {
+    return this.#headers
+  }
+
+  override clone(): Response {
+    const copy = super.clone() // tees the body (throws like Response when it is used)
+    return new PreparedStreamResponse(copy.body!, this.#record)
   }
 }

@@ -1,7 +1,7 @@
 /**
- * guardedCall's early upstream acquire (Redis store): the first slot is asked for while the quota is
- * checked, and given back when the quota refuses. Stubbed quota and pool, so what happens to the
- * slot is seen directly.
+ * guardedCall, with a stubbed quota and pool: the early upstream acquire on Redis (the first slot is
+ * asked for while the quota is checked, given back when the quota refuses), what is sent upstream,
+ * and the deadline over a controller the caller lends. What happens to the slot is seen directly.
  */
 import { describe, expect, it, vi } from 'vitest'
 import { guardedCall, type CallDeps } from '../src/call.js'
@@ -106,5 +106,78 @@ describe('guardedCall: the first upstream slot is asked for during admission (Re
       await expect(guardedCall(refused.deps, { user: 'u' }, body)).rejects.toMatchObject({ status: 429 })
       expect(refused.pool.acquire).not.toHaveBeenCalled()
     }
+  })
+})
+
+describe('guardedCall: what is sent upstream', () => {
+  const sent = (fetch: ReturnType<typeof vi.fn>) => (fetch.mock.calls[0] as unknown as [string, RequestInit])[1].body as string
+
+  it("sends the caller's own JSON text when nothing in it changes", async () => {
+    const { deps, fetch } = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
+    const text = `{ "model": "qwen-plus",  "messages": [{"role":"user","content":"hi"}] }`
+    await guardedCall(deps, { user: 'u' }, JSON.parse(text) as Record<string, unknown>, { text })
+    expect(sent(fetch)).toBe(text)
+  })
+
+  it('rewrites the model a fallback slot serves, and asks a stream for its usage chunk', async () => {
+    const fallback = { ...slot(), model: 'qwen-flash' }
+    const text = JSON.stringify(body)
+    const json = setup({ redis: false, reserve: async () => reservation(), acquire: async () => fallback })
+    await guardedCall(json.deps, { user: 'u' }, { ...body }, { text })
+    expect(JSON.parse(sent(json.fetch))).toEqual({ ...body, model: 'qwen-flash' })
+
+    const stream = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
+    stream.fetch.mockImplementation(async () => new Response('data: [DONE]\n\n'))
+    const streamBody = { ...body, stream: true }
+    await guardedCall(stream.deps, { user: 'u' }, streamBody, { text: JSON.stringify(streamBody) }).catch(() => undefined)
+    expect(JSON.parse(sent(stream.fetch))).toEqual({ ...streamBody, stream_options: { include_usage: true } })
+  })
+})
+
+describe('guardedCall: a controller lent by the caller', () => {
+  function hanging() {
+    const s = slot()
+    const context = setup({ redis: false, reserve: async () => reservation(), acquire: async () => s })
+    let upstreamSignal: AbortSignal | undefined
+    context.fetch.mockImplementation(
+      (_url: string, init: RequestInit) =>
+        new Promise<Response>((_, reject) => {
+          upstreamSignal = init.signal ?? undefined
+          init.signal?.addEventListener('abort', () => reject(init.signal?.reason))
+        }),
+    )
+    return { ...context, slot: s, upstreamSignal: () => upstreamSignal }
+  }
+
+  it('is aborted by the guard at its deadline (no second controller): 504, and the slot settled', async () => {
+    const { deps, slot: s, upstreamSignal } = hanging()
+    deps.options = { ...deps.options, upstream: { ...deps.options.upstream, timeoutMs: 50 } }
+    const lent = new AbortController()
+    const error = await guardedCall(deps, { user: 'u' }, body, { controller: lent }).catch((e: unknown) => e)
+    expect(error).toMatchObject({ status: 504, code: 'upstream_timeout' })
+    expect(upstreamSignal()).toBe(lent.signal)
+    expect(lent.signal.aborted).toBe(true)
+    expect(s.settle).toHaveBeenCalledTimes(1)
+  })
+
+  it("tells the caller's own abort from the deadline", async () => {
+    const { deps, slot: s } = hanging()
+    const lent = new AbortController()
+    const call = guardedCall(deps, { user: 'u' }, body, { controller: lent })
+    await vi.waitFor(() => expect(deps.options.upstream.fetch).toHaveBeenCalled())
+    lent.abort(new Error('client gone'))
+    await expect(call).rejects.toThrow('client gone')
+    expect(s.settle).toHaveBeenCalledWith(expect.any(Number))
+  })
+
+  it('follows a plain signal with a controller of its own', async () => {
+    const { deps, upstreamSignal } = hanging()
+    const caller = new AbortController()
+    const call = guardedCall(deps, { user: 'u' }, body, { signal: caller.signal })
+    await vi.waitFor(() => expect(upstreamSignal()).toBeDefined())
+    expect(upstreamSignal()).not.toBe(caller.signal)
+    caller.abort(new Error('client gone'))
+    await expect(call).rejects.toThrow('client gone')
+    expect(upstreamSignal()?.aborted).toBe(true)
   })
 })

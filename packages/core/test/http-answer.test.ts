@@ -7,6 +7,7 @@ import {
   rateLimitHeaders,
   refusalAnswer,
   PreparedJsonResponse,
+  PreparedStreamResponse,
   retryAfterHeaders,
   successHeaders,
 } from '../src/http-answer.js'
@@ -256,6 +257,29 @@ describe('PreparedJsonResponse', () => {
     expect(await c.json()).toEqual(value)
     expect(c.headers.get('x-a')).toBe('1')
     expect(await r.text()).toBe(text)
+  })
+})
+
+describe('PreparedStreamResponse', () => {
+  const headers = { 'content-type': 'text/event-stream; charset=utf-8', 'x-qwen-guard-model': 'qwen-plus' }
+  const sse = 'data: {"id":"c"}\n\ndata: [DONE]\n\n'
+  const make = () => new PreparedStreamResponse(new Response(sse).body!, headers)
+
+  it('streams its body with the prepared headers and the content type inside', async () => {
+    const r = make()
+    expect(r).toBeInstanceOf(Response)
+    expect(r.status).toBe(200)
+    expect(r.headers.get('x-qwen-guard-model')).toBe('qwen-plus')
+    expect((await r.blob()).type).toBe((await new Response('', { headers }).blob()).type)
+  })
+
+  it('clones into two readable streams with the same headers', async () => {
+    const r = make()
+    const c = r.clone()
+    expect(c.headers.get('x-qwen-guard-model')).toBe('qwen-plus')
+    expect(await c.text()).toBe(sse)
+    expect(await r.text()).toBe(sse)
+    expect(() => r.clone()).toThrow(TypeError)
   })
 })
 

@@ -31,6 +31,31 @@ export function candidatesFor(
   return out
 }
 
+/**
+ * `candidatesFor` remembered per model: the lanes never change, so a request that fits every lane
+ * of its model and fallbacks (nearly all do) gets the same list, shared and never modified.
+ */
+export class CandidateCache {
+  private readonly byModel = new Map<string, { all: Candidate[]; fitsAll: number }>()
+
+  constructor(
+    private readonly lanesByModel: ReadonlyMap<string, Lane[]>,
+    private readonly models: Readonly<Record<string, ResolvedModel>>,
+  ) {}
+
+  get(request: { model: string; reservedTokens: number }): readonly Candidate[] {
+    let entry = this.byModel.get(request.model)
+    if (!entry) {
+      const all = candidatesFor({ model: request.model, reservedTokens: 0 }, this.lanesByModel, this.models)
+      const fitsAll = Math.min(...all.flatMap((c) => c.lanes.map((lane) => lane.largestFit())))
+      entry = { all, fitsAll }
+      this.byModel.set(request.model, entry)
+    }
+    if (request.reservedTokens <= entry.fitsAll) return entry.all
+    return candidatesFor(request, this.lanesByModel, this.models)
+  }
+}
+
 function notServed(model: string): QwenGuardError {
   return new QwenGuardError({
     status: 404,

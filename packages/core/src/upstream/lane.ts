@@ -33,6 +33,9 @@ export class Lane {
   disabledUntil = 0
   /** Transient refusals in a row (reset by a success): grows the cooldown. */
   consecutive = 0
+  /** The limits at `limitsPace`: they change only with the pace, and every call reads them. */
+  private cachedLimits: PaceLimits | undefined
+  private limitsPace = NaN
 
   constructor(
     readonly owner: AccountRuntime,
@@ -45,7 +48,12 @@ export class Lane {
   }
 
   limits(): PaceLimits {
-    return paceLimits(this.model, this.config, this.control.pace)
+    const pace = this.control.pace
+    if (pace !== this.limitsPace || !this.cachedLimits) {
+      this.cachedLimits = paceLimits(this.model, this.config, pace)
+      this.limitsPace = pace
+    }
+    return this.cachedLimits
   }
 
   disabledAt(now: number): number {
@@ -59,6 +67,11 @@ export class Lane {
 
   /** Whether a request of this size can ever be admitted here (tokens and context). */
   fits(reservedTokens: number): boolean {
-    return reservedTokens <= this.model.contextWindow && reservedTokens <= Math.min(this.model.tps, this.model.tpm)
+    return reservedTokens <= this.largestFit()
+  }
+
+  /** The largest reservation that fits: the context window and a whole second's and minute's tokens. */
+  largestFit(): number {
+    return Math.min(this.model.contextWindow, this.model.tps, this.model.tpm)
   }
 }

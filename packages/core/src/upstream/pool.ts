@@ -8,7 +8,7 @@
  */
 import { QwenGuardError } from '../errors.js'
 import type { GuardEvent, ResolvedOptions } from '../types.js'
-import { candidatesFor, type Candidate } from './candidates.js'
+import { CandidateCache, type Candidate } from './candidates.js'
 import { applyRefusal } from './consequences.js'
 import { FairQueue } from './fair-queue.js'
 import { AccountRuntime, Lane } from './lane.js'
@@ -42,7 +42,7 @@ interface Attempt {
 interface Waiter {
   user: string
   req: AcquireRequest
-  candidates: Candidate[]
+  candidates: readonly Candidate[]
   enqueuedAt: number
   nextAt: number
   done: boolean
@@ -58,6 +58,7 @@ export class UpstreamPool {
   private readonly accounts: AccountRuntime[]
   private readonly lanes: Lane[] = []
   private readonly lanesByModel = new Map<string, Lane[]>()
+  private readonly candidates: CandidateCache
   private readonly queue = new FairQueue<Waiter>()
   /** Per model: when it was last seen to have room next (for wait estimates of unserved waiters). */
   private readonly modelNextAt = new Map<string, number>()
@@ -87,6 +88,7 @@ export class UpstreamPool {
         this.lanesByModel.set(model.name, list)
       }
     }
+    this.candidates = new CandidateCache(this.lanesByModel, this.options.models)
   }
 
   /** Waits (fairly, bounded) for room on the requested model or a fallback; see ARCHITECTURE.md. */
@@ -94,10 +96,10 @@ export class UpstreamPool {
     const started = Date.now()
     if (req.signal?.aborted) throw req.signal.reason
     if (this.closed) throw unavailable(0, 'The guard is closed.')
-    const candidates = candidatesFor(req, this.lanesByModel, this.options.models)
+    const candidates = this.candidates.get(req)
     this.throwIfAllDisabled(candidates)
     if (this.queue.size === 0 && !this.draining) {
-      const attempt = await this.tryNow(candidates, req, new Set())
+      const attempt = await this.tryNow(candidates, req, NOTHING_BLOCKED)
       if (attempt.grant) {
         if (!req.signal?.aborted) return this.slotFor(attempt.grant, req, started)
         await attempt.grant.ticket.settle(0, 0)
@@ -135,11 +137,12 @@ export class UpstreamPool {
    * not cooling or disabled are tried least-loaded first. Models in `blocked` are skipped: an
    * earlier waiter in this round is waiting for them, and taking their room would jump the queue.
    */
-  private async tryNow(candidates: Candidate[], req: AcquireRequest, blocked: ReadonlySet<string>): Promise<Attempt> {
+  private async tryNow(candidates: readonly Candidate[], req: AcquireRequest, blocked: ReadonlySet<string>): Promise<Attempt> {
     let nextAt = Infinity
     // The requested model is not a candidate at all when the request does not fit its context.
     let firstReason: string | undefined = candidates[0]?.model === req.model ? undefined : 'context'
-    for (const [index, candidate] of candidates.entries()) {
+    for (let index = 0; index < candidates.length; index++) {
+      const candidate = candidates[index]!
       let reason = 'saturated'
       if (!blocked.has(candidate.model)) {
         const tried = await this.tryModel(candidate, req)
@@ -158,13 +161,23 @@ export class UpstreamPool {
 
   private async tryModel(candidate: Candidate, req: AcquireRequest): Promise<Attempt & { reason: string }> {
     const now = Date.now()
-    const live = candidate.lanes.filter((lane) => !lane.disabledAt(now))
-    if (live.length === 0) {
-      return { nextAt: Math.min(...candidate.lanes.map((lane) => lane.disabledAt(now))), reason: 'disabled' }
+    const ready: Lane[] = []
+    let live = 0
+    let backAt = Infinity
+    let nextAt = Infinity
+    for (const lane of candidate.lanes) {
+      const disabled = lane.disabledAt(now)
+      if (disabled) {
+        backAt = Math.min(backAt, disabled)
+        continue
+      }
+      live++
+      const cooling = lane.coolingAt(now)
+      if (cooling) nextAt = Math.min(nextAt, cooling)
+      else ready.push(lane)
     }
-    const ready = live.filter((lane) => !lane.coolingAt(now))
-    let nextAt = Math.min(Infinity, ...live.filter((lane) => lane.coolingAt(now)).map((lane) => lane.coolingUntil))
-    for (const lane of this.byLoad(ready)) {
+    if (live === 0) return { nextAt: backAt, reason: 'disabled' }
+    for (const lane of ready.length > 1 ? this.byLoad(ready) : ready) {
       const taken = await lane.meter.take(req.reservedTokens, lane.limits())
       if (taken.ok) return { grant: { lane, ticket: taken.ticket, fallbackReason: undefined }, nextAt: now, reason: '' }
       nextAt = Math.min(nextAt, Date.now() + taken.waitMs)
@@ -185,22 +198,28 @@ export class UpstreamPool {
     return scored.map((s) => s.lane)
   }
 
-  private throwIfAllDisabled(candidates: Candidate[]): void {
+  private throwIfAllDisabled(candidates: readonly Candidate[]): void {
     const back = this.allDisabledUntil(candidates)
     if (back !== undefined) throw unavailable(back - Date.now(), 'No upstream account can serve this model right now.')
   }
 
   /** When every lane of every candidate is disabled: the epoch ms the first comes back. */
-  private allDisabledUntil(candidates: Candidate[]): number | undefined {
+  private allDisabledUntil(candidates: readonly Candidate[]): number | undefined {
     const now = Date.now()
-    const lanes = candidates.flatMap((c) => c.lanes)
-    if (lanes.some((lane) => !lane.disabledAt(now))) return undefined
-    return Math.min(...lanes.map((lane) => lane.disabledAt(now)))
+    let back = Infinity
+    for (const candidate of candidates) {
+      for (const lane of candidate.lanes) {
+        const disabled = lane.disabledAt(now)
+        if (!disabled) return undefined
+        back = Math.min(back, disabled)
+      }
+    }
+    return Number.isFinite(back) ? back : undefined
   }
 
   // ---- the queue ----
 
-  private enqueue(req: AcquireRequest, candidates: Candidate[], started: number): Promise<UpstreamSlot> {
+  private enqueue(req: AcquireRequest, candidates: readonly Candidate[], started: number): Promise<UpstreamSlot> {
     if (this.closed) throw unavailable(0, 'The guard is closed.')
     if (this.queue.size >= this.options.queue.maxSize) {
       throw new QwenGuardError({
@@ -270,7 +289,7 @@ export class UpstreamPool {
    * When a call arriving now could expect room: when the meters next have room for these models,
    * plus one emission interval (of all their lanes together) per waiter that would go first.
    */
-  private estimateWait(candidates: Candidate[], ahead: number, known = Infinity): number {
+  private estimateWait(candidates: readonly Candidate[], ahead: number, known = Infinity): number {
     const now = Date.now()
     let next = known
     for (const c of candidates) next = Math.min(next, this.modelNextAt.get(c.model) ?? Infinity)
@@ -283,8 +302,9 @@ export class UpstreamPool {
     return Math.max(1, Math.ceil(base + ahead * interval))
   }
 
-  /** Runs the queue now (or again after the drain in progress). */
+  /** Runs the queue now (or again after the drain in progress); nothing to do when nobody waits. */
   private kick(): void {
+    if (this.queue.size === 0) return
     void this.drain().catch(() => undefined)
   }
 
@@ -418,6 +438,9 @@ export class UpstreamPool {
     return new RedisMeter(redis, [`${tag}:h`, `${tag}:l`], health, memory)
   }
 }
+
+/** tryNow's `blocked` when no earlier waiter holds a model. */
+const NOTHING_BLOCKED: ReadonlySet<string> = new Set()
 
 /**
  * A request Qwen refused with a 4xx was not served: keep it in the request count (conservative, it

@@ -117,10 +117,9 @@ export class SlidingLog {
   private advance(now: number, limits: PaceLimits): number {
     now = Math.max(now, this.last) // a clock step back must not un-expire entries
     this.last = now
-    const lengths = [limits.rateWindowMs, limits.minuteWindowMs, limits.rampWindowMs, limits.rampPairWindowMs]
     const end = this.base + this.times.length
     for (let w = 0; w < 4; w++) {
-      const length = lengths[w]!
+      const length = windowLength(limits, w)
       let c = this.cursor[w]!
       while (c < end && now - this.times[c - this.base]! >= length) {
         this.sumReq[w]! -= this.reqs[c - this.base]!
@@ -135,7 +134,8 @@ export class SlidingLog {
 
   /** Drops entries that every window has passed (compacting in batches: shift() is O(n)). */
   private trim(): void {
-    const keepFrom = Math.min(...this.cursor)
+    const [a, b, c, d] = this.cursor as [number, number, number, number]
+    const keepFrom = Math.min(a, b, c, d)
     const drop = keepFrom - this.base
     if (drop < 256 && drop * 2 < this.times.length) return
     this.times.splice(0, drop)
@@ -146,15 +146,20 @@ export class SlidingLog {
 
   private blocked(now: number, tokens: number, l: PaceLimits): { waitMs: number; reason: BlockReason } | undefined {
     if (tokens > l.tps || tokens > l.tpm) return { waitMs: Infinity, reason: 'never' }
-    const waits: Array<[number, BlockReason]> = [
-      [this.tat - spacingTolerance(emissionMs(l, tokens)) - now, 'spacing'],
-      [this.windowWait(now, RATE, l.rateWindowMs, l.rps, l.tps, tokens), 'rate'],
-      [this.windowWait(now, MINUTE, l.minuteWindowMs, l.rpm, l.tpm, tokens), 'minute'],
-      [this.rampWait(now, l), 'ramp'],
-    ]
-    let worst: [number, BlockReason] | undefined
-    for (const entry of waits) if (entry[0] > 0 && (!worst || entry[0] > worst[0])) worst = entry
-    return worst ? { waitMs: worst[0], reason: worst[1] } : undefined
+    // The longest of the waits, and what it is for (checked in this order: a tie keeps the first).
+    let waitMs = 0
+    let reason: BlockReason = 'spacing'
+    const consider = (wait: number, why: BlockReason) => {
+      if (wait > waitMs) {
+        waitMs = wait
+        reason = why
+      }
+    }
+    consider(this.tat - spacingTolerance(emissionMs(l, tokens)) - now, 'spacing')
+    consider(this.windowWait(now, RATE, l.rateWindowMs, l.rps, l.tps, tokens), 'rate')
+    consider(this.windowWait(now, MINUTE, l.minuteWindowMs, l.rpm, l.tpm, tokens), 'minute')
+    consider(this.rampWait(now, l), 'ramp')
+    return waitMs > 0 ? { waitMs, reason } : undefined
   }
 
   /** 0 when the window has room for one more request of `tokens`; else when enough will have left it. */
@@ -183,6 +188,13 @@ export class SlidingLog {
     }
     return 0
   }
+}
+
+/** Length of window `w` (RATE, MINUTE, RAMP1, RAMP2). */
+function windowLength(limits: PaceLimits, w: number): number {
+  if (w === RATE) return limits.rateWindowMs
+  if (w === MINUTE) return limits.minuteWindowMs
+  return w === RAMP1 ? limits.rampWindowMs : limits.rampPairWindowMs
 }
 
 /**

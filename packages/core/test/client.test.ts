@@ -1,0 +1,59 @@
+/**
+ * guard.fetch(): the fetch behind guard.client(), used alone. Chat completions are guarded, the
+ * model list is answered locally, any other path is refused without reaching Qwen.
+ */
+import { describe, expect, it, vi } from 'vitest'
+import { pathnameOf } from '../src/client.js'
+import { createGuard } from '../src/index.js'
+
+const completion = { id: 'c', object: 'chat.completion', created: 1, model: 'qwen-plus', choices: [], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } }
+
+function guardWith(upstream: typeof fetch) {
+  return createGuard({ upstream: { baseURL: 'http://127.0.0.1:9/compatible-mode/v1', apiKey: 'sk-x', fetch: upstream, rampUp: false } })
+}
+
+describe('pathnameOf', () => {
+  it.each([
+    ['http://127.0.0.1:9/compatible-mode/v1/chat/completions', '/compatible-mode/v1/chat/completions'],
+    ['https://h.example/v1/models?limit=5', '/v1/models'],
+    ['https://h.example/v1/models#top', '/v1/models'],
+    ['https://h.example', '/'],
+    ['https://h.example?x=/y', '/'],
+    ['/relative/path?q', '/relative/path'],
+  ])('%s -> %s', (href, path) => {
+    expect(pathnameOf(href)).toBe(path)
+    if (href.startsWith('http')) expect(path).toBe(new URL(href).pathname)
+  })
+})
+
+describe('guard.fetch', () => {
+  it('guards a chat completion, given a string, a URL or a Request', async () => {
+    const upstream = vi.fn(async () => Response.json(completion))
+    const guard = guardWith(upstream as typeof fetch)
+    const guarded = guard.fetch({ user: 'u' })
+    const url = 'http://127.0.0.1:9/compatible-mode/v1/chat/completions'
+    const body = JSON.stringify({ model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] })
+    for (const input of [url, new URL(url)]) {
+      const response = await guarded(input, { method: 'POST', body })
+      expect(await response.json()).toMatchObject({ id: 'c' })
+    }
+    const response = await guarded(new Request(url, { method: 'POST', body }), { method: 'POST', body })
+    expect(response.headers.get('x-qwen-guard-model')).toBe('qwen-plus')
+    expect(upstream).toHaveBeenCalledTimes(3)
+    await guard.close()
+  })
+
+  it('answers GET /models locally and refuses other paths with 404, never calling Qwen', async () => {
+    const upstream = vi.fn(async () => Response.json(completion))
+    const guard = guardWith(upstream as typeof fetch)
+    const guarded = guard.fetch({ user: 'u' })
+    const models = await guarded('http://127.0.0.1:9/compatible-mode/v1/models?x=1')
+    expect((await models.json()).data.map((m: { id: string }) => m.id)).toContain('qwen-plus')
+    const other = await guarded('http://127.0.0.1:9/compatible-mode/v1/embeddings?x=1', { method: 'POST', body: '{}' })
+    expect(other.status).toBe(404)
+    expect(other.headers.get('x-should-retry')).toBe('false')
+    expect((await other.json()).error.message).toContain('POST /compatible-mode/v1/embeddings')
+    expect(upstream).not.toHaveBeenCalled()
+    await guard.close()
+  })
+})
