@@ -9,6 +9,7 @@ import { PreparedJsonResponse, PreparedStreamResponse, successHeaders } from './
 import type { QuotaAdmission, QuotaReservation } from './quota.js'
 import { relayStream, firstEvent } from './answer-stream.js'
 import { backoffDelay } from './upstream/backoff.js'
+import { coalesceWrites } from './redis-writes.js'
 import { classifyRefusal } from './upstream/classify.js'
 import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
@@ -55,6 +56,7 @@ export async function guardedCall(
   const { controller } = callOptions
   const signal = controller?.signal ?? callOptions.signal
   const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
+  coalesceWrites(options.store.redis)
   const early = acquireEarly(deps, identity, plan, signal)
   let reservation: QuotaReservation
   try {
@@ -160,21 +162,17 @@ interface EarlySlot {
  */
 function acquireEarly(deps: CallDeps, identity: Identity, plan: CallPlan, signal: AbortSignal | undefined): EarlySlot | undefined {
   if (!deps.options.store.redis || signal?.aborted || deps.quota.recentlyRefused(identity)) return undefined
-  const controller = new AbortController()
-  const onAbort = () => controller.abort(signal?.reason)
-  signal?.addEventListener('abort', onAbort, { once: true })
-  const deadline = Date.now() + deps.options.upstream.timeoutMs
-  const slot = deps.pool.acquire(acquireRequest(identity, plan, deadline, controller.signal))
+  const request = acquireRequest(identity, plan, Date.now() + deps.options.upstream.timeoutMs, signal)
+  const slot = deps.pool.acquire(request)
   // Handled at once (no unhandled rejection while the quota is checked); awaited again by its user.
   const outcome = slot.then(
     (granted) => granted,
     () => undefined,
   )
-  void outcome.then(() => signal?.removeEventListener('abort', onAbort))
   return {
     slot,
     async withdraw() {
-      controller.abort(new Error('quota refused'))
+      deps.pool.abandon(request, new Error('quota refused'))
       await (await outcome)?.cancel()
     },
   }
@@ -340,6 +338,7 @@ function settlementFor(
       const completion = usage?.completion_tokens ?? streamedCompletionTokens
       const used = usage?.total_tokens ?? prompt + completion
       const usd = priceOf(deps.options.models[slot.model]?.price, prompt, completion)
+      coalesceWrites(deps.options.store.redis)
       await Promise.all([reservation.settle({ tokens: used, usd }), slot.settle(used)])
       deps.emit({ type: 'settled', identity, model: slot.model, reservedTokens: plan.reservedTokens, usedTokens: used })
     },

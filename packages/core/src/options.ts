@@ -225,6 +225,9 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
   return out
 }
 
+/** What a model name may hold: it travels in a response header. */
+const MODEL_NAME = /^[\x21-\x7e]+$/
+
 /** Layers partial specs: later layers win field by field. */
 function mergeTables(base: Record<string, PartialSpec>, overrides: Record<string, unknown> | undefined, path: string, allowNew: boolean): Record<string, PartialSpec> {
   // Null prototype: a model named "__proto__" or "constructor" is just a name.
@@ -237,6 +240,8 @@ function mergeTables(base: Record<string, PartialSpec>, overrides: Record<string
     const existing = Object.hasOwn(out, name) ? out[name] : undefined
     if (!existing) {
       if (!allowNew) throw new QwenGuardConfigError(where, `unknown model ${describe(name)} (add it to options.models first)`)
+      // Answers name their model in a header (x-qwen-guard-model): it must be a valid header value.
+      if (!MODEL_NAME.test(name)) throw new QwenGuardConfigError(where, `a model name is printable ASCII without spaces, got ${describe(name)}`)
       if (spec.rpm === undefined) throw new QwenGuardConfigError(`${where}.rpm`, 'a model not in the built-in table must give rpm')
       if (spec.tpm === undefined) throw new QwenGuardConfigError(`${where}.tpm`, 'a model not in the built-in table must give tpm')
     }

@@ -10,23 +10,24 @@
  */
 const INSPECT = Symbol.for('nodejs.util.inspect.custom')
 
-/** What a header value may hold: no CR, LF or NUL, no leading or trailing space (as Headers requires). */
-const VALID_VALUE = /^(?:[^\0\r\n\t ](?:[^\0\r\n]*[^\0\r\n\t ])?)?$/
-
 export class PreparedHeaders extends Headers {
   /** Sorted by name; undefined once the entries live in the real Headers. */
   #list: Array<[string, string]> | undefined
 
-  /** `record`: lowercase header names and values, as the guard writes them. */
+  /**
+   * `record`: lowercase header names and values the guard wrote, valid as they are: numbers, its own
+   * formats and model names (options.ts refuses a model name that could not be a header value).
+   */
   constructor(record: Readonly<Record<string, string>>) {
     super()
-    const names = Object.keys(record).sort()
+    // Insertion sort: the guard writes its headers nearly in order, so this is one pass.
     const list: Array<[string, string]> = []
-    for (const name of names) list.push([name, record[name]!])
+    for (const name in record) {
+      let at = list.length
+      while (at > 0 && list[at - 1]![0] > name) at--
+      list.splice(at, 0, [name, record[name]!])
+    }
     this.#list = list
-    // A value the guard took from configuration (a model name) could still be unfit for a header:
-    // then behave exactly like Headers and refuse it now.
-    for (const [, value] of list) if (!VALID_VALUE.test(value)) this.#materialize()
   }
 
   override get(name: string): string | null {

@@ -38,17 +38,40 @@ export interface Plan {
   leases: LeaseLimit[]
 }
 
+/** A policy's windowed limits in points. */
+type PolicyWindows = ReadonlyArray<{ spec: WindowSpec; limit: number }>
+
+/** Worked out once per policy object: a static `quotas` is the same object on every call. */
+const windowsByPolicy = new WeakMap<QuotaPolicy, PolicyWindows>()
+
+function policyWindows(policy: QuotaPolicy): PolicyWindows {
+  let windows = windowsByPolicy.get(policy)
+  if (!windows) {
+    const list: Array<{ spec: WindowSpec; limit: number }> = []
+    for (const spec of WINDOW_SPECS) {
+      const limit = limitPoints(policy, spec)
+      if (limit !== undefined) list.push({ spec, limit })
+    }
+    windows = list
+    windowsByPolicy.set(policy, windows)
+  }
+  return windows
+}
+
 function scopeLimits(scope: QuotaScope, id: string | undefined, policy: QuotaPolicy | undefined, prefix: string, plan: Plan) {
   // A missing identity part (or policy) is not limited in that scope.
   if (!id || !policy) return
-  for (const spec of WINDOW_SPECS) {
-    const limit = limitPoints(policy, spec)
-    if (limit !== undefined) plan.windows.push({ scope, spec, id, limit })
-  }
+  for (const { spec, limit } of policyWindows(policy)) plan.windows.push({ scope, spec, id, limit })
   const concurrency = policy.concurrency
   if (concurrency !== undefined && Number.isFinite(concurrency)) {
     plan.leases.push({ scope, key: `${prefix}:${scope}:concurrency:${id}`, limit: Math.floor(concurrency) })
   }
+}
+
+/** Counter names (`user:rpm`...), spelled once. */
+const COUNTER_NAMES: Record<QuotaScope, ReadonlyMap<WindowSpec, string>> = {
+  user: new Map(WINDOW_SPECS.map((spec) => [spec, `user:${spec.dimension}`])),
+  key: new Map(WINDOW_SPECS.map((spec) => [spec, `key:${spec.dimension}`])),
 }
 
 /** The plan of an identity under its policies. */
@@ -63,7 +86,8 @@ export function planFor(identity: Identity, policies: QuotaPolicies, prefix: str
 export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now: number): Charge[] {
   let day: UtcDay | undefined
   return plan.windows.map(({ scope, spec, id, limit }) => {
-    const counter = factory.counter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
+    const name = COUNTER_NAMES[scope].get(spec) ?? `${scope}:${spec.dimension}`
+    const counter = factory.counter({ name, durationSeconds: spec.windowSeconds })
     const points = toPoints(spec.unit, cost[spec.unit])
     if (!spec.daily) return { scope, spec, counter, id, key: id, limit, points, options: {} }
     day ??= utcDay(now)

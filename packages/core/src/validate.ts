@@ -88,31 +88,33 @@ function checkContentPart(part: unknown, param: string): void {
   if (type === 'text' && typeof text !== 'string') invalid('A text content part must have a string text.', `${param}.text`)
 }
 
-function checkContent(message: Record<string, unknown>, param: string): void {
+function checkContent(message: Record<string, unknown>, i: number): void {
   const { content, role } = message
-  const hasToolCalls = Array.isArray(message.tool_calls) && message.tool_calls.length > 0
+  if (typeof content === 'string') return
+  const param = `messages[${i}].content`
   if (content === undefined || content === null) {
     // Only an assistant turn that calls tools may come without content.
+    const hasToolCalls = Array.isArray(message.tool_calls) && message.tool_calls.length > 0
     if (role === 'assistant' && (hasToolCalls || message.function_call !== undefined)) return
     invalid(`A ${String(role)} message must have content.`, param)
   }
-  if (typeof content === 'string') return
   if (!Array.isArray(content)) invalid(`content must be a string or an array of content parts, got ${typeof content}.`, param)
-  content.forEach((part, i) => checkContentPart(part, `${param}[${i}]`))
+  content.forEach((part, j) => checkContentPart(part, `${param}[${j}]`))
 }
 
+/** Checks one message; its `messages[i]` param is only spelled out for an error. */
 function checkMessage(value: unknown, i: number): void {
-  const param = `messages[${i}]`
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid('Each message must be an object.', param)
+  const at = (field?: string) => `messages[${i}]${field ? `.${field}` : ''}`
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid('Each message must be an object.', at())
   const message = value as Record<string, unknown>
   if (typeof message.role !== 'string' || !CHAT_ROLES.has(message.role)) {
-    invalid(`Invalid role ${echo(message.role)}; expected one of ${[...CHAT_ROLES].join(', ')}.`, `${param}.role`)
+    invalid(`Invalid role ${echo(message.role)}; expected one of ${[...CHAT_ROLES].join(', ')}.`, at('role'))
   }
-  checkContent(message, `${param}.content`)
-  if (message.name !== undefined && typeof message.name !== 'string') invalid('name must be a string.', `${param}.name`)
-  if (message.tool_calls !== undefined && !Array.isArray(message.tool_calls)) invalid('tool_calls must be an array.', `${param}.tool_calls`)
+  checkContent(message, i)
+  if (message.name !== undefined && typeof message.name !== 'string') invalid('name must be a string.', at('name'))
+  if (message.tool_calls !== undefined && !Array.isArray(message.tool_calls)) invalid('tool_calls must be an array.', at('tool_calls'))
   if (message.role === 'tool' && typeof message.tool_call_id !== 'string') {
-    invalid('A tool message must have a string tool_call_id.', `${param}.tool_call_id`)
+    invalid('A tool message must have a string tool_call_id.', at('tool_call_id'))
   }
 }
 
@@ -121,7 +123,7 @@ function checkMessages(body: Record<string, unknown>): void {
   if (messages === undefined || messages === null) invalid('You must provide messages.', 'messages')
   if (!Array.isArray(messages)) invalid('messages must be an array.', 'messages')
   if (messages.length === 0) invalid('messages must not be empty.', 'messages')
-  messages.forEach(checkMessage)
+  for (let i = 0; i < messages.length; i++) checkMessage(messages[i], i)
 }
 
 function checkMaxTokens(body: Record<string, unknown>, model: ResolvedModel): void {

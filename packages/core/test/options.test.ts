@@ -155,6 +155,8 @@ describe('resolveOptions: errors name the option', () => {
     ['model named like a prototype property', { ...base, models: { toString: { rpm: 1 } } }, 'models.toString.tpm: a model not in the built-in table must give tpm'],
     ['new model without tpm', { ...base, models: { 'qwen-new': { rpm: 10 } } }, 'models.qwen-new.tpm: a model not in the built-in table must give tpm'],
     ['new model without rpm', { ...base, models: { 'qwen-new': { tpm: 10 } } }, 'models.qwen-new.rpm: a model not in the built-in table must give rpm'],
+    ['model name with a space', { ...base, models: { 'qwen new': { rpm: 10, tpm: 10 } } }, 'models.qwen new: a model name is printable ASCII without spaces, got "qwen new"'],
+    ['model name with a line break', { ...base, models: { 'qwen\r\nx-evil': { rpm: 10, tpm: 10 } } }, 'models.qwen\r\nx-evil: a model name is printable ASCII without spaces, got "qwen\\r\\nx-evil"'],
     ['negative model rpm', { ...base, models: { 'qwen-plus': { rpm: -5 } } }, 'models.qwen-plus.rpm: must be a positive number, got -5'],
     ['model field typo', { ...base, models: { 'qwen-plus': { tmp: 5 } } }, 'models.qwen-plus.tmp: unknown option'],
     ['negative price', { ...base, models: { 'qwen-plus': { price: { inputPerMillion: -1, outputPerMillion: 1 } } } }, 'models.qwen-plus.price.inputPerMillion: must be a non-negative number'],

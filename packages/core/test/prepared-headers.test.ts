@@ -68,11 +68,6 @@ describe('PreparedHeaders', () => {
     expect(() => prepared.set('x-bad', 'a\nb')).toThrow(TypeError)
   })
 
-  it('refuses a value Headers would refuse, and trims one Headers would trim', () => {
-    expect(() => new PreparedHeaders({ 'x-qwen-guard-model': 'qwen\r\nset-cookie: a=1' })).toThrow(TypeError)
-    expect(new PreparedHeaders({ 'x-a': ' padded ' }).get('x-a')).toBe('padded')
-  })
-
   it('copies into a Response and a Headers with every entry', () => {
     const { prepared, real } = both()
     expect([...new Response('x', { headers: prepared }).headers]).toEqual([...real])

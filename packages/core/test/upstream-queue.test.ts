@@ -81,6 +81,25 @@ describe('UpstreamPool queue', () => {
     await expect(behind).resolves.toMatchObject({ model: 'big' })
   })
 
+  it('an abandoned waiter is dropped at once with the given reason; one abandoned before it queues never does', async () => {
+    const { pool, events } = oneLane()
+    await pool.acquire(request())
+    const req = request({ user: 'u2' })
+    const waiting = pool.acquire(req).catch((e: unknown) => e)
+    const behind = pool.acquire(request({ user: 'u3' }))
+    await vi.advanceTimersByTimeAsync(10)
+    pool.abandon(req, new Error('quota refused'))
+    expect(((await waiting) as Error).message).toBe('quota refused')
+    await vi.advanceTimersByTimeAsync(1_100)
+    await expect(behind).resolves.toMatchObject({ model: 'big' })
+
+    const queuedBefore = events.filter((e) => e.type === 'queued').length
+    const early = request({ user: 'u4' })
+    pool.abandon(early, new Error('quota refused'))
+    await expect(pool.acquire(early)).rejects.toThrow('quota refused')
+    expect(events.filter((e) => e.type === 'queued').length).toBe(queuedBefore)
+  })
+
   it('refuses at maxWaitMs with 429 upstream_saturated and a computed wait', async () => {
     const { pool } = oneLane({ maxWaitMs: 500 })
     await pool.acquire(request())

@@ -76,6 +76,20 @@ describeRedis('RedisMeter on a real redis-server', () => {
     expect((await m.take(50, limits)).ok).toBe(true)
   })
 
+  it('an acquire abandoned while Redis answers its take is refused and gives the take back', async () => {
+    const { pool } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }], models: { small: { rpm: 600, tpm: 6_000_000 } }, store: { redis, prefix: `${prefix}-abandon` } })
+    const req = request({ user: 'u', model: 'small', reservedTokens: 1_000 })
+    const acquiring = pool.acquire(req)
+    pool.abandon(req, new Error('quota refused')) // the take is on its way to Redis
+    await expect(acquiring).rejects.toThrow('quota refused')
+    // The take was settled to nothing, its spacing given back: the next one (10 rps: ~100 ms apart)
+    // goes at once instead of queueing for the rest of the abandoned one's interval.
+    const next = await pool.acquire(request({ user: 'v', model: 'small', reservedTokens: 1_000 }))
+    expect(next.model).toBe('small')
+    expect(next.queuedMs).toBeLessThan(20)
+    await pool.close()
+  })
+
   it('two pools on one Redis never exceed the pace between them', async () => {
     const shared = { redis, prefix: `${prefix}-pools` }
     const models = { small: { rpm: 600, tpm: 6_000_000 } }

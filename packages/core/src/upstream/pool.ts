@@ -94,19 +94,30 @@ export class UpstreamPool {
   /** Waits (fairly, bounded) for room on the requested model or a fallback; see ARCHITECTURE.md. */
   async acquire(req: AcquireRequest): Promise<UpstreamSlot> {
     const started = Date.now()
-    if (req.signal?.aborted) throw req.signal.reason
+    throwIfGone(req)
     if (this.closed) throw unavailable(0, 'The guard is closed.')
     const candidates = this.candidates.get(req)
     this.throwIfAllDisabled(candidates)
     if (this.queue.size === 0 && !this.draining) {
       const attempt = await this.tryNow(candidates, req, NOTHING_BLOCKED)
       if (attempt.grant) {
-        if (!req.signal?.aborted) return this.slotFor(attempt.grant, req, started)
+        if (!isGone(req)) return this.slotFor(attempt.grant, req, started)
         await attempt.grant.ticket.settle(0, 0)
-        throw req.signal.reason
+        throwIfGone(req)
       }
     }
+    throwIfGone(req) // abandoned while the meter answered: never queue it
     return this.enqueue(req, candidates, started)
+  }
+
+  /**
+   * The caller of `acquire(req)` no longer wants the slot (its quota refused meanwhile): a queued
+   * wait ends at once, a take in progress ends as soon as the meter answers, both rejecting with
+   * `reason`; a slot already handed out is the caller's to cancel. No abort signal needed.
+   */
+  abandon(req: AcquireRequest, reason: unknown): void {
+    req.abandoned ??= { reason }
+    for (const waiter of this.queue.all()) if (waiter.req === req) this.finishWaiter(waiter, req.abandoned.reason)
   }
 
   state(): UpstreamState[] {
@@ -437,6 +448,16 @@ export class UpstreamPool {
     const tag = `${prefix}:up:{${accountId}|${model}}`
     return new RedisMeter(redis, [`${tag}:h`, `${tag}:l`], health, memory)
   }
+}
+
+/** Whether the caller of an acquire went away (aborted) or gave it up (abandoned). */
+function isGone(req: AcquireRequest): boolean {
+  return req.signal?.aborted === true || req.abandoned !== undefined
+}
+
+function throwIfGone(req: AcquireRequest): void {
+  if (req.signal?.aborted) throw req.signal.reason
+  if (req.abandoned) throw req.abandoned.reason
 }
 
 /** tryNow's `blocked` when no earlier waiter holds a model. */

@@ -59,6 +59,8 @@ export interface AcquireRequest {
   signal?: AbortSignal
   /** Epoch ms: the call is refused rather than wait past it. */
   deadline: number
+  /** Set by `UpstreamPool.abandon`: the caller no longer wants the slot (rejects with `reason`). */
+  abandoned?: { reason: unknown }
 }
 
 /** Permission to send one request to one account x model, with the key to send it with. */
