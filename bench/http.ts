@@ -14,18 +14,31 @@
 // (the `loop busy` column), so CPU/req tracks 1/req/s closely and still moves with how fast the
 // shared core runs: in three quiet runs a row's CPU ratio moved by up to 0.17 ((a) empty
 // middleware: 0.94 to 1.11), about as much as the req/s ratio did.
-// Every scenario is bounded: ROUNDS x variants x (BENCH_SECONDS + 1 s warm-up) for throughput,
-// the same again for latency.
-import { spawn, type ChildProcess } from 'node:child_process'
+// Paired rounds: every round measures the baseline and its variants back to back, and a row's ratio
+// is the median of its per-round ratios to the baseline of the same round, so a slow spell of the
+// shared machine (other tenants, CPU frequency) weighs on both sides of a ratio instead of on one.
+// Pinned CPUs (with taskset, on 2+ cores): the apps alone on the last CPU; this process (autocannon),
+// the simulator and Redis on CPU 0. The app's CPU per request then measures its own work, not
+// cache and scheduler contention with the load generator, and both sides of a ratio see the same
+// offered load. Without taskset the run says so and shares the cores as before.
+// The machine itself is noisy: a fixed CPU-bound loop pinned to one core takes anywhere from 430 to
+// 825 ms of CPU from one repetition to the next here, so every ratio is printed with the spread of
+// its per-round values (interquartile range).
+// Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput, and
+// variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { Agent, request } from 'node:http'
 import { createRequire } from 'node:module'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { redisServerInstalled, startRedisServer, type RedisServer } from '../test/support/redis-server.js'
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
-const LATENCY_SECONDS = SECONDS
+/** Throughput: ROUNDS alternating runs of SECONDS per variant (short runs, many pairs: see above). */
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 1)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
+/** Latency: fewer, longer alternating runs (one connection, sequential requests). */
+const LATENCY_SECONDS = 2
+const LATENCY_ROUNDS = 3
 /** Scenarios to run, e.g. BENCH_ONLY=a,c. Default: all. */
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','))
 const CONNECTIONS = 32
@@ -144,6 +157,8 @@ interface Measured {
   loopBusy: number
   p50: number
   p99: number
+  /** The same figures, round by round (for ratios paired within a round). */
+  rounds: Omit<Measured, 'rounds'>[]
 }
 
 /**
@@ -151,36 +166,69 @@ interface Measured {
  * of each figure per target. Latency only when asked.
  */
 async function compare(targets: Target[], withLatency: boolean, controlUrl: string): Promise<Measured[]> {
-  const rounds: Measured[][] = targets.map(() => [])
+  const rounds: Omit<Measured, 'rounds'>[][] = targets.map(() => [])
   for (let round = 0; round < ROUNDS; round += 1) {
-    for (const [i, target] of targets.entries()) {
-      const t = await throughput(target, round === 0, controlUrl)
-      const l = withLatency ? await latency(target, round === 0) : { p50: NaN, p99: NaN }
-      rounds[i]!.push({ ...t, ...l })
+    // Each round starts with another variant: whatever drifts within a round falls on each in turn.
+    for (let k = 0; k < targets.length; k += 1) {
+      const i = (round + k) % targets.length
+      rounds[i]!.push({ ...(await throughput(targets[i]!, round === 0, controlUrl)), p50: NaN, p99: NaN })
     }
   }
-  return rounds.map((list) => ({
+  const latencies: Array<Array<{ p50: number; p99: number }>> = targets.map(() => [])
+  for (let round = 0; withLatency && round < LATENCY_ROUNDS; round += 1) {
+    for (const [i, target] of targets.entries()) latencies[i]!.push(await latency(target, round === 0))
+  }
+  return rounds.map((list, i) => ({
     rps: median(list.map((m) => m.rps)),
     failed: list.reduce((sum, m) => sum + m.failed, 0),
     cpuPerReq: median(list.map((m) => m.cpuPerReq)),
     loopBusy: median(list.map((m) => m.loopBusy)),
-    p50: median(list.map((m) => m.p50)),
-    p99: median(list.map((m) => m.p99)),
+    p50: withLatency ? median(latencies[i]!.map((l) => l.p50)) : NaN,
+    p99: withLatency ? median(latencies[i]!.map((l) => l.p99)) : NaN,
+    rounds: list,
   }))
+}
+
+/** `figure(variant) / figure(baseline)` within each round. */
+function pairedRatios(variant: Measured, base: Measured, figure: (m: Omit<Measured, 'rounds'>) => number): number[] {
+  return variant.rounds.map((m, i) => figure(m) / figure(base.rounds[i]!))
+}
+
+/** Median over rounds of `figure(variant) / figure(baseline)` within each round. */
+function pairedRatio(variant: Measured, base: Measured, figure: (m: Omit<Measured, 'rounds'>) => number): number {
+  return median(pairedRatios(variant, base, figure))
+}
+
+/** The middle half of a list of values, as text: "p25-p75". */
+function spread(values: number[]): string {
+  const sorted = [...values].sort((a, b) => a - b)
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
+  return `${at(0.25).toFixed(2)}-${at(0.75).toFixed(2)}`
+}
+
+/** Pins a process and all its threads to one CPU; false when taskset is missing or refuses. */
+function pin(pid: number | undefined, cpu: number): boolean {
+  if (!pid) return false
+  return spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' }).status === 0
 }
 
 const ms = (value: number) => Number(value.toFixed(3))
 const pass = (ok: boolean) => (ok ? 'PASS' : 'FAIL')
 const us = (value: number) => Number(value.toFixed(1))
-/** The CPU columns of a row, against the row's baseline. CPU ratio: the throughput a CPU-bound server keeps. */
+/** CPU ratio (the throughput a CPU-bound server keeps): baseline CPU per request over the row's, paired by round. */
+const cpuRatio = (m: Measured, base: Measured) => pairedRatio(base, m, (r) => r.cpuPerReq)
+/** Requests per second of the row over the baseline's, paired by round. */
+const rpsRatio = (m: Measured, base: Measured) => pairedRatio(m, base, (r) => r.rps)
+/** The CPU columns of a row, against the row's baseline. */
 const cpuColumns = (m: Measured, base: Measured) => ({
   'CPU µs/req': us(m.cpuPerReq),
-  'added CPU µs/req': us(m.cpuPerReq - base.cpuPerReq),
-  'CPU ratio': ms(base.cpuPerReq / m.cpuPerReq),
+  'added CPU µs/req': us(median(m.rounds.map((r, i) => r.cpuPerReq - base.rounds[i]!.cpuPerReq))),
+  'CPU ratio': ms(cpuRatio(m, base)),
+  'CPU ratio IQR': spread(pairedRatios(base, m, (r) => r.cpuPerReq)),
   'loop busy': Number(m.loopBusy.toFixed(2)),
 })
 const NOISE_NOTE =
-  'result is judged on the CPU ratio (app-process CPU per request, baseline ÷ variant); req/s and its ratio are shown for reference and are noisy on 2 shared cores (autocannon, simulator and app compete for them)'
+  'ratios are medians of per-round ratios (baseline and variant measured back to back); the result is judged on the CPU ratio (app-process CPU per request, baseline ÷ variant), the req/s ratio is shown beside it'
 
 let redisServer: RedisServer | undefined
 const load = () => loadavg().map((value) => value.toFixed(1)).join(' ')
@@ -195,11 +243,26 @@ try {
   children.push(sim.child)
   const simUrl = await sim.ready
   redisServer = redisServerInstalled() ? await startRedisServer() : undefined
-  const apps = startChild(['bench/_http-app.ts'], { SIM_URL: simUrl, REDIS_URL: redisServer?.url ?? '' }, (line) =>
-    line.startsWith('READY ') ? line.slice(6) : undefined,
+  const apps = startChild(
+    ['bench/_http-app.ts'],
+    { SIM_URL: simUrl, REDIS_URL: redisServer?.url ?? '' },
+    (line) => (line.startsWith('READY ') ? line.slice(6) : undefined),
   )
   children.push(apps.child)
-  const urls = JSON.parse(await apps.ready) as Record<'control' | 'bare' | 'mounted' | 'emptyMiddleware' | 'plainCall' | 'guardedMemory' | 'guardedRedis' | 'rateLimited' | 'relay', string>
+  const ready = await apps.ready
+  const cpuCount = cpus().length
+  const pinned =
+    cpuCount >= 2 &&
+    pin(apps.child.pid, cpuCount - 1) &&
+    pin(process.pid, 0) &&
+    pin(sim.child.pid, 0) &&
+    (!redisServer || pin(redisServer.pid, 0))
+  console.log(
+    pinned
+      ? `CPUs: the apps alone on CPU ${cpuCount - 1}; autocannon (this process), the simulator and Redis on CPU 0`
+      : 'CPUs: not pinned (needs taskset and 2+ cores): the apps share the cores with the load generator, figures are noisier',
+  )
+  const urls = JSON.parse(ready) as Record<'control' | 'bare' | 'mounted' | 'emptyMiddleware' | 'plainCall' | 'guardedMemory' | 'guardedRedis' | 'rateLimited' | 'relay', string>
 
   const get = (base: string, path: string): Target => ({ url: `${base}${path}`, method: 'GET' })
   const post = (url: string): Target => ({
@@ -216,12 +279,12 @@ try {
     false,
     urls.control,
   )) as [Measured, Measured, Measured]
-  const mountRatio = mounted.rps / bare.rps
-  const mountCpuRatio = bare.cpuPerReq / mounted.cpuPerReq
-  console.log(`\n(a) mount cost: GET /ping that never calls Qwen (${CONNECTIONS} connections, median of ${ROUNDS} alternating ${SECONDS} s runs)\n`)
+  const mountRatio = rpsRatio(mounted, bare)
+  const mountCpuRatio = cpuRatio(mounted, bare)
+  console.log(`\n(a) mount cost: GET /ping that never calls Qwen (${CONNECTIONS} connections, ${ROUNDS} alternating ${SECONDS} s runs)\n`)
   console.table([
     { app: 'bare Express', 'req/s': Math.round(bare.rps), ratio: 1, ...cpuColumns(bare, bare), failed: bare.failed },
-    { app: 'app.use((req, res, next) => next())', 'req/s': Math.round(empty.rps), ratio: ms(empty.rps / bare.rps), ...cpuColumns(empty, bare), failed: empty.failed },
+    { app: 'app.use((req, res, next) => next())', 'req/s': Math.round(empty.rps), ratio: ms(rpsRatio(empty, bare)), ...cpuColumns(empty, bare), failed: empty.failed },
     {
       app: 'app.use(qwenGuard())',
       'req/s': Math.round(mounted.rps),
@@ -260,14 +323,14 @@ try {
     ...measured.map((m) => ({
       route: m.name,
       'req/s': Math.round(m.rps),
-      ratio: ms(m.rps / base.rps),
+      ratio: ms(rpsRatio(m, base)),
       'p50 ms': ms(m.p50),
       'p99 ms': ms(m.p99),
       'added p50 ms': ms(m.p50 - base.p50),
       ...cpuColumns(m, base),
       failed: m.failed,
-      result: m.goal ? pass(base.cpuPerReq / m.cpuPerReq >= 0.9 && m.p50 - base.p50 < 1) : '',
-      'req/s result': m.goal ? pass(m.rps / base.rps >= 0.9 && m.p50 - base.p50 < 1) : '',
+      result: m.goal ? pass(cpuRatio(m, base) >= 0.9 && m.p50 - base.p50 < 1) : '',
+      'req/s result': m.goal ? pass(rpsRatio(m, base) >= 0.9 && m.p50 - base.p50 < 1) : '',
     })),
   ])
   if (!urls.guardedRedis) console.log('Redis row skipped: redis-server is not installed.')

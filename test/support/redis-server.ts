@@ -6,6 +6,8 @@ import { createServer } from 'node:net'
 export interface RedisServer {
   url: string
   port: number
+  /** The server's process id (benchmarks pin it to a CPU). */
+  pid: number
   stop(): Promise<void>
 }
 
@@ -48,6 +50,7 @@ export async function startRedisServer(): Promise<RedisServer> {
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
+    pid: child.pid ?? 0,
     async stop() {
       if (child.exitCode !== null) return
       child.kill('SIGTERM')

@@ -21,16 +21,20 @@ export interface ClientDeps {
 const pendingErrors = new WeakMap<Headers, QwenGuardError>()
 
 /**
- * The SDK's own controller of each request in flight, by the signal it hands to fetch. The guard
- * aborts it at its deadline instead of making a second controller and listening to this one (an
- * abort listener costs more than the rest of the hand-over). Nothing else listens to it before the
+ * Carries the SDK's own controller of a request to the guarded fetch: the SDK copies the request's
+ * own properties into what it hands to fetch. The guard aborts that controller at its deadline
+ * instead of making a second controller and listening to this one (on Node 20 a signal and a
+ * listener cost more than the rest of the hand-over). Nothing else listens to it before the
  * answer's headers, and the deadline ends there.
  */
-const sdkControllers = new WeakMap<AbortSignal, AbortController>()
+const SDK_CONTROLLER = Symbol('qwen-guard.sdk-controller')
+
+type HandedOver = RequestInit & { [SDK_CONTROLLER]?: AbortController }
 
 class GuardedOpenAI extends OpenAI {
   override fetchWithTimeout(url: RequestInfo, init: RequestInit | undefined, ms: number, controller: AbortController): Promise<Response> {
-    sdkControllers.set(controller.signal, controller)
+    // The request object is the SDK's own, made for this one call.
+    if (init) (init as HandedOver)[SDK_CONTROLLER] = controller
     return super.fetchWithTimeout(url, init, ms, controller)
   }
 
@@ -76,9 +80,10 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
       const text = typeof init?.body === 'string' ? init.body : await new Response(init?.body ?? null).text()
       const body = validateChatRequest(text, deps.options) as unknown as Record<string, unknown>
       const signal = init?.signal ?? undefined
-      const controller = signal && sdkControllers.get(signal)
+      const controller = (init as HandedOver | undefined)?.[SDK_CONTROLLER]
       const options: InternalCallOptions = { text }
-      if (controller) options.controller = controller
+      // Only the controller of this very signal (another fetch wrapper may have swapped it).
+      if (controller && controller.signal === signal) options.controller = controller
       else if (signal) options.signal = signal
       const { response } = await deps.call(identity, body, options)
       return response
@@ -89,8 +94,20 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
   } as typeof fetch
 }
 
+/** The last URL asked about: the SDK asks about the same chat completions URL on every call. */
+let lastHref = ''
+let lastPath = ''
+
 /** The path of an absolute URL, without query or fragment (what `new URL(href).pathname` gives, cheaper). */
 export function pathnameOf(href: string): string {
+  if (href !== lastHref) {
+    lastPath = parsePathname(href)
+    lastHref = href
+  }
+  return lastPath
+}
+
+function parsePathname(href: string): string {
   const scheme = href.indexOf('://')
   // The path starts at the first '/' after the authority; a '?' or '#' first means there is none.
   const rest = scheme < 0 ? href : href.slice(href.slice(scheme + 3).search(/[/?#]|$/) + scheme + 3)

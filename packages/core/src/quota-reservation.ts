@@ -55,6 +55,7 @@ export class QuotaReservationImpl implements QuotaReservation {
   }
 
   private async finish(correct: () => Promise<unknown>): Promise<void> {
-    await Promise.all([correct(), ...this.leases.map((lease) => lease.release())])
+    if (this.leases.length === 0) await correct()
+    else await Promise.all([correct(), ...this.leases.map((lease) => lease.release())])
   }
 }

@@ -222,7 +222,7 @@ export class QuotaAdmission {
     }
     // Both started before either is awaited: on Redis they travel together.
     const consuming = consumeAll(charges, this.onStoreError).catch(fail)
-    const acquiring = Promise.all(limits.map((l) => this.leases.acquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
+    const acquiring = limits.length === 0 ? [] : Promise.all(limits.map((l) => this.leases.acquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
     const readings = (await consuming)?.readings ?? []
     const held: Held[] = []
     ;(await acquiring).forEach((attempt, i) => {

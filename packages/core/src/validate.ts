@@ -52,7 +52,8 @@ function echo(value: unknown): string {
 function parseBody(body: unknown, maxBytes: number): Record<string, unknown> {
   let value = body
   let bytes: number
-  if (typeof body === 'string') bytes = Buffer.byteLength(body, 'utf8')
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: a short string needs no exact count.
+  if (typeof body === 'string') bytes = body.length * 3 <= maxBytes ? body.length : Buffer.byteLength(body, 'utf8')
   else if (body instanceof Uint8Array) bytes = body.byteLength
   else bytes = body === undefined ? 0 : Buffer.byteLength(JSON.stringify(body) ?? '', 'utf8')
   if (bytes > maxBytes) fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)

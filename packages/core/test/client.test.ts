@@ -56,4 +56,19 @@ describe('guard.fetch', () => {
     expect(upstream).not.toHaveBeenCalled()
     await guard.close()
   })
+
+  it("hands the SDK's own request controller to the guard: every attempt goes out on the SDK's signal", async () => {
+    const signals: AbortSignal[] = []
+    const upstream = vi.fn(async (_url: string, init: RequestInit) => {
+      signals.push(init.signal!)
+      return signals.length === 1 ? new Response('{"error":{"code":"internal_error"}}', { status: 500 }) : Response.json(completion)
+    })
+    const guard = guardWith(upstream as unknown as typeof fetch)
+    const answer = await guard.client({ user: 'u' }).chat.completions.create({ model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] })
+    expect(answer.id).toBe('c')
+    expect(signals).toHaveLength(2)
+    // A controller of the guard's own would be new for each attempt; the SDK's is one per call.
+    expect(signals[1]).toBe(signals[0])
+    await guard.close()
+  })
 })
