@@ -50,6 +50,24 @@ class GuardedOpenAI extends OpenAI {
   }
 }
 
+/**
+ * The headers the SDK builds for each request (user agent, platform telemetry, retry count, the
+ * placeholder key) would go nowhere: the guarded fetch reads none of them and sends Qwen its own.
+ * Building them is about a third of the SDK's work per call (~27 µs: a generator per source and a
+ * validated Headers.append per header), so the guarded client skips it and hands fetch an empty
+ * Headers. `buildHeaders` is private in the SDK's types, hence the prototype assignment; the
+ * pinned SDK version is checked by the tests (client.test.ts).
+ */
+if (typeof (OpenAI.prototype as unknown as Record<string, unknown>).buildHeaders === 'function') {
+  Object.defineProperty(GuardedOpenAI.prototype, 'buildHeaders', {
+    value: async function noHeaders(): Promise<Headers> {
+      return new Headers()
+    },
+    writable: true,
+    configurable: true,
+  })
+}
+
 export function createGuardedClient(deps: ClientDeps, identity: Identity): OpenAI {
   return new GuardedOpenAI({
     apiKey: 'qwen-guard', // the real keys never leave the guard

@@ -2,6 +2,7 @@
  * guard.fetch(): the fetch behind guard.client(), used alone. Chat completions are guarded, the
  * model list is answered locally, any other path is refused without reaching Qwen.
  */
+import OpenAI from 'openai'
 import { describe, expect, it, vi } from 'vitest'
 import { pathnameOf } from '../src/client.js'
 import { createGuard } from '../src/index.js'
@@ -69,6 +70,21 @@ describe('guard.fetch', () => {
     expect(signals).toHaveLength(2)
     // A controller of the guard's own would be new for each attempt; the SDK's is one per call.
     expect(signals[1]).toBe(signals[0])
+    await guard.close()
+  })
+
+  it('builds none of the SDK headers its requests would never send', async () => {
+    const building = vi.spyOn(OpenAI.prototype as unknown as { buildHeaders: () => Promise<unknown> }, 'buildHeaders')
+    const upstream = vi.fn(async () => Response.json(completion))
+    const guard = guardWith(upstream as typeof fetch)
+    const request = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'hi' }] }
+    expect((await guard.client({ user: 'u' }).chat.completions.create(request)).id).toBe('c')
+    expect(building).not.toHaveBeenCalled()
+    // The spy does see the method when a plain client uses it (the SDK still has it under that name).
+    const plain = new OpenAI({ apiKey: 'sk-x', baseURL: 'http://127.0.0.1:9/v1', maxRetries: 0, fetch: upstream as typeof fetch })
+    await plain.chat.completions.create(request)
+    expect(building).toHaveBeenCalledTimes(1)
+    building.mockRestore()
     await guard.close()
   })
 })
