@@ -4,26 +4,24 @@
 // (bench/_http-app.ts, one port per variant) and this one, which sends the load: throughput with
 // autocannon (32 connections), latency with one keep-alive connection and sequential requests
 // timed with performance.now() (autocannon's histogram counts whole milliseconds, too coarse for
-// sub-millisecond differences). Variants that are compared run in alternation, ROUNDS times, and
-// the median round counts, so a neighbour's burst of CPU on a shared machine hits both sides alike.
+// sub-millisecond differences).
 // Beside throughput, the app's CPU time per request: bench/_http-app.ts answers its
 // process.cpuUsage() on a loopback control port; it is read right before and right after each
 // measured throughput run (one variant under load at a time, so the delta is that variant's) and
 // divided by the requests autocannon completed in that run. The simulator and autocannon run in
 // other processes, so their CPU is not counted. The app's event loop is saturated in these runs
-// (the `loop busy` column), so CPU/req tracks 1/req/s closely and still moves with how fast the
-// shared core runs: in three quiet runs a row's CPU ratio moved by up to 0.17 ((a) empty
-// middleware: 0.94 to 1.11), about as much as the req/s ratio did.
-// Paired rounds: every round measures the baseline and its variants back to back, and a row's ratio
-// is the median of its per-round ratios to the baseline of the same round, so a slow spell of the
-// shared machine (other tenants, CPU frequency) weighs on both sides of a ratio instead of on one.
+// (the `loop busy` column).
+// Alternating rounds: every round measures the baseline and its variants back to back (starting
+// with another one each round), so a slow spell of the shared machine (other tenants, CPU
+// frequency) weighs on both sides of a ratio instead of on one. CPU per request is pooled over the
+// rounds (total CPU / total requests); req/s ratios are medians of the per-round ratios.
 // Pinned CPUs (with taskset, on 2+ cores): the apps alone on the last CPU; this process (autocannon),
 // the simulator and Redis on CPU 0. The app's CPU per request then measures its own work, not
 // cache and scheduler contention with the load generator, and both sides of a ratio see the same
-// offered load. Without taskset the run says so and shares the cores as before.
+// offered load. Without taskset the run says so and shares the cores.
 // The machine itself is noisy: a fixed CPU-bound loop pinned to one core takes anywhere from 430 to
-// 825 ms of CPU from one repetition to the next here, so every ratio is printed with the spread of
-// its per-round values (interquartile range).
+// 825 ms of CPU from one repetition to the next here, so every CPU ratio is printed with the spread
+// of its per-round values (interquartile range).
 // Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput, and
 // variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -99,7 +97,7 @@ async function throughput(
   target: Target,
   warmup: boolean,
   controlUrl: string,
-): Promise<{ rps: number; failed: number; cpuPerReq: number; loopBusy: number }> {
+): Promise<{ rps: number; failed: number; cpuPerReq: number; cpuMicros: number; requests: number; loopBusy: number }> {
   const run = (duration: number) =>
     autocannon({ url: target.url, method: target.method, headers: target.headers, body: target.body, connections: CONNECTIONS, duration })
   if (warmup) await run(1)
@@ -112,6 +110,8 @@ async function throughput(
     rps: result.requests.average,
     failed: result.errors + result.timeouts + result.non2xx,
     cpuPerReq: (after.cpuMicros - before.cpuMicros) / result.requests.total,
+    cpuMicros: after.cpuMicros - before.cpuMicros,
+    requests: result.requests.total,
     loopBusy: active / (active + idle),
   }
 }
@@ -153,6 +153,9 @@ interface Measured {
   failed: number
   /** App-process CPU µs per completed request during the throughput run. */
   cpuPerReq: number
+  /** App CPU µs and requests completed in the run (pooled over rounds: total CPU / total requests). */
+  cpuMicros: number
+  requests: number
   /** Event-loop utilization of the app process during the throughput run (0..1). */
   loopBusy: number
   p50: number
@@ -181,7 +184,11 @@ async function compare(targets: Target[], withLatency: boolean, controlUrl: stri
   return rounds.map((list, i) => ({
     rps: median(list.map((m) => m.rps)),
     failed: list.reduce((sum, m) => sum + m.failed, 0),
-    cpuPerReq: median(list.map((m) => m.cpuPerReq)),
+    // Pooled over every round: the rounds alternate with the other variants, so total CPU over total
+    // requests uses all the data and weighs a slow spell on each side alike.
+    cpuPerReq: list.reduce((sum, m) => sum + m.cpuMicros, 0) / list.reduce((sum, m) => sum + m.requests, 0),
+    cpuMicros: list.reduce((sum, m) => sum + m.cpuMicros, 0),
+    requests: list.reduce((sum, m) => sum + m.requests, 0),
     loopBusy: median(list.map((m) => m.loopBusy)),
     p50: withLatency ? median(latencies[i]!.map((l) => l.p50)) : NaN,
     p99: withLatency ? median(latencies[i]!.map((l) => l.p99)) : NaN,
@@ -215,20 +222,20 @@ function pin(pid: number | undefined, cpu: number): boolean {
 const ms = (value: number) => Number(value.toFixed(3))
 const pass = (ok: boolean) => (ok ? 'PASS' : 'FAIL')
 const us = (value: number) => Number(value.toFixed(1))
-/** CPU ratio (the throughput a CPU-bound server keeps): baseline CPU per request over the row's, paired by round. */
-const cpuRatio = (m: Measured, base: Measured) => pairedRatio(base, m, (r) => r.cpuPerReq)
+/** CPU ratio (the throughput a CPU-bound server keeps): baseline CPU per request over the row's, both pooled over all rounds. */
+const cpuRatio = (m: Measured, base: Measured) => base.cpuPerReq / m.cpuPerReq
 /** Requests per second of the row over the baseline's, paired by round. */
 const rpsRatio = (m: Measured, base: Measured) => pairedRatio(m, base, (r) => r.rps)
 /** The CPU columns of a row, against the row's baseline. */
 const cpuColumns = (m: Measured, base: Measured) => ({
   'CPU µs/req': us(m.cpuPerReq),
-  'added CPU µs/req': us(median(m.rounds.map((r, i) => r.cpuPerReq - base.rounds[i]!.cpuPerReq))),
+  'added CPU µs/req': us(m.cpuPerReq - base.cpuPerReq),
   'CPU ratio': ms(cpuRatio(m, base)),
   'CPU ratio IQR': spread(pairedRatios(base, m, (r) => r.cpuPerReq)),
   'loop busy': Number(m.loopBusy.toFixed(2)),
 })
 const NOISE_NOTE =
-  'ratios are medians of per-round ratios (baseline and variant measured back to back); the result is judged on the CPU ratio (app-process CPU per request, baseline ÷ variant), the req/s ratio is shown beside it'
+  'the result is judged on the CPU ratio: app-process CPU per request, pooled over all rounds (total CPU / total requests), baseline ÷ variant; its IQR is the spread of the per-round ratios (baseline and variant measured back to back). The req/s ratio (median of per-round ratios) is shown beside it'
 
 let redisServer: RedisServer | undefined
 const load = () => loadavg().map((value) => value.toFixed(1)).join(' ')
