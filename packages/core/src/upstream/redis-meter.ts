@@ -113,29 +113,44 @@ export class RedisMeter implements Meter {
     return this.fallback.takeSync(tokens, limits, dry)
   }
 
-  private async run(args: string[]): Promise<unknown[]> {
-    const call = async () => {
-      try {
-        return (await this.redis.evalsha(SCRIPT_SHA, 2, ...this.keys, ...args)) as unknown[]
-      } catch (error) {
-        if (!String((error as Error)?.message).includes('NOSCRIPT')) throw error
-        return (await this.redis.eval(METER_LUA, 2, ...this.keys, ...args)) as unknown[]
-      }
-    }
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`redis meter: no answer within ${COMMAND_TIMEOUT_MS} ms`)), COMMAND_TIMEOUT_MS)
+  /** Runs the script, rejecting when Redis has not answered within COMMAND_TIMEOUT_MS. */
+  private run(args: readonly string[]): Promise<unknown[]> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`redis meter: no answer within ${COMMAND_TIMEOUT_MS} ms`)), COMMAND_TIMEOUT_MS)
+      this.send(args).then(
+        (reply) => {
+          clearTimeout(timer)
+          resolve(reply)
+        },
+        (error: unknown) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
     })
+  }
+
+  /** EVALSHA, or EVAL once when the server does not know the script yet. */
+  private async send(args: readonly string[]): Promise<unknown[]> {
     try {
-      return await Promise.race([call(), timeout])
-    } finally {
-      clearTimeout(timer)
+      return (await this.redis.evalsha(SCRIPT_SHA, 2, ...this.keys, ...args)) as unknown[]
+    } catch (error) {
+      if (!String((error as Error)?.message).includes('NOSCRIPT')) throw error
+      return (await this.redis.eval(METER_LUA, 2, ...this.keys, ...args)) as unknown[]
     }
   }
 }
 
-function limitArgs(l: PaceLimits): string[] {
-  return [l.rateWindowMs, l.minuteWindowMs, l.rampWindowMs, l.rampPairWindowMs, l.rps, l.tps, l.rpm, l.tpm, l.rampInitial, l.rampFactor, l.spacingMs, l.tokenSpacingMs].map(
-    (n) => String(n),
-  )
+/** The script's limit arguments, as text. A lane's limits object changes only with its pace. */
+const argsByLimits = new WeakMap<PaceLimits, readonly string[]>()
+
+function limitArgs(l: PaceLimits): readonly string[] {
+  let args = argsByLimits.get(l)
+  if (!args) {
+    args = [l.rateWindowMs, l.minuteWindowMs, l.rampWindowMs, l.rampPairWindowMs, l.rps, l.tps, l.rpm, l.tpm, l.rampInitial, l.rampFactor, l.spacingMs, l.tokenSpacingMs].map(
+      (n) => String(n),
+    )
+    argsByLimits.set(l, args)
+  }
+  return args
 }
