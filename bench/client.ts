@@ -1,0 +1,104 @@
+// `pnpm bench client`: the guard's own cost per call, without a web framework: `guard.client()` vs a
+// plain `openai` client, both calling the simulator (zero latency, its own process) from this
+// process with 32 calls in flight. CPU time of this process per call, over alternating rounds
+// (starting with the other client each round), pooled: total CPU / total calls. With taskset this
+// process runs alone on the last CPU and the simulator and Redis on CPU 0, as in `bench http`.
+// Bounded: (2 warm-up + ROUNDS) x CALLS calls per client and store.
+import { spawn, spawnSync } from 'node:child_process'
+import { cpus } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import OpenAI from 'openai'
+import { createGuard, type GuardOptions } from '../packages/core/src/index.js'
+import { redisServerInstalled, startRedisServer, type RedisServer } from '../test/support/redis-server.js'
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
+const CALLS = Number(process.env.BENCH_CALLS ?? 1_500)
+const IN_FLIGHT = 32
+const CHAT = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'Write a haiku about rate limits.' }] }
+const root = fileURLToPath(new URL('..', import.meta.url))
+
+const pin = (pid: number | undefined, cpu: number) =>
+  !!pid && spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' }).status === 0
+
+/** CPU µs this process spends making `calls` calls, IN_FLIGHT at a time. */
+async function cpuFor(client: OpenAI, calls: number): Promise<number> {
+  let left = calls
+  const before = process.cpuUsage()
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (left-- > 0) await client.chat.completions.create(CHAT)
+    }),
+  )
+  const used = process.cpuUsage(before)
+  return used.user + used.system
+}
+
+const sim = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', 'packages/simulator/src/cli.ts', '--port', '0', '--no-burst', '--limit', 'qwen-plus:1000000000:1000000000000000'], {
+  cwd: root,
+  stdio: ['ignore', 'pipe', 'inherit'],
+})
+let redisServer: RedisServer | undefined
+try {
+  const simUrl = await new Promise<string>((resolve, reject) => {
+    sim.stdout.on('data', (data: Buffer) => {
+      const url = /http:\/\/\S+/.exec(data.toString())?.[0]
+      if (url) resolve(url)
+    })
+    sim.once('exit', (code) => reject(new Error(`simulator exited early (${code})`)))
+  })
+  redisServer = redisServerInstalled() ? await startRedisServer() : undefined
+  const last = cpus().length - 1
+  const pinned = last >= 1 && pin(process.pid, last) && pin(sim.pid, 0) && (!redisServer || pin(redisServer.pid, 0))
+  console.log(pinned ? `CPUs: this process alone on CPU ${last}; the simulator and Redis on CPU 0` : 'CPUs: not pinned (needs taskset and 2+ cores)')
+
+  const options = (store?: GuardOptions['store']): GuardOptions => ({
+    upstream: { baseURL: simUrl, apiKey: 'sk-sim', rampUp: false, safetyMargin: 1 },
+    models: { 'qwen-plus': { rpm: 1_000_000_000, tpm: 1_000_000_000_000 } },
+    quotas: { user: { rpm: 100_000_000, tpm: 100_000_000_000 } },
+    queue: { maxSize: 100_000 },
+    ...(store ? { store } : {}),
+  })
+  const plain = new OpenAI({ baseURL: simUrl, apiKey: 'sk-sim', maxRetries: 0 })
+  const redis = redisServer ? new Redis(redisServer.url) : undefined
+  const guards = [
+    { store: 'memory', guard: createGuard(options()) },
+    ...(redis ? [{ store: 'Redis', guard: createGuard(options({ redis, prefix: 'bench-client' })) }] : []),
+  ]
+  const rows = []
+  for (const { store, guard } of guards) {
+    const guarded = guard.client({ user: 'u1' })
+    for (const client of [plain, guarded, plain, guarded]) await cpuFor(client, CALLS) // warm-up
+    let plainCpu = 0
+    let guardedCpu = 0
+    const ratios: number[] = []
+    for (let round = 0; round < ROUNDS; round += 1) {
+      const [first, second] = round % 2 === 0 ? [plain, guarded] : [guarded, plain]
+      const a = await cpuFor(first, CALLS)
+      const b = await cpuFor(second, CALLS)
+      const [p, g] = first === plain ? [a, b] : [b, a]
+      plainCpu += p
+      guardedCpu += g
+      ratios.push(p / g)
+    }
+    ratios.sort((x, y) => x - y)
+    const calls = ROUNDS * CALLS
+    rows.push({
+      store,
+      'plain CPU µs/call': Number((plainCpu / calls).toFixed(1)),
+      'guard.client CPU µs/call': Number((guardedCpu / calls).toFixed(1)),
+      'added µs/call': Number(((guardedCpu - plainCpu) / calls).toFixed(1)),
+      'CPU ratio': Number((plainCpu / guardedCpu).toFixed(3)),
+      'ratio IQR': `${ratios[Math.floor(ROUNDS / 4)]!.toFixed(2)}-${ratios[Math.floor((3 * ROUNDS) / 4)]!.toFixed(2)}`,
+    })
+    await guard.close()
+  }
+  redis?.disconnect()
+  console.log(`\nguard.client() vs a plain openai client, one process, ${IN_FLIGHT} calls in flight, ${ROUNDS} alternating rounds of ${CALLS} calls\n`)
+  console.table(rows)
+  if (!redis) console.log('Redis row skipped: redis-server is not installed.')
+  console.log('No goal: this separates the guard\'s own cost from a framework\'s (see `pnpm bench http` for the goals).')
+} finally {
+  sim.kill('SIGTERM')
+  await redisServer?.stop()
+}
