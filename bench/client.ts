@@ -4,22 +4,20 @@
 // (starting with the other client each round), pooled: total CPU / total calls. With taskset this
 // process runs alone on the last CPU and the simulator and Redis on CPU 0, as in `bench http`.
 // Bounded: (2 warm-up + ROUNDS) x CALLS calls per client and store.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import OpenAI from 'openai'
 import { createGuard, type GuardOptions } from '../packages/core/src/index.js'
 import { redisServerInstalled, startRedisServer, type RedisServer } from '../test/support/redis-server.js'
+import { pin } from './_pin.js'
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
 const CALLS = Number(process.env.BENCH_CALLS ?? 1_500)
 const IN_FLIGHT = 32
 const CHAT = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'Write a haiku about rate limits.' }] }
 const root = fileURLToPath(new URL('..', import.meta.url))
-
-const pin = (pid: number | undefined, cpu: number) =>
-  !!pid && spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' }).status === 0
 
 /** CPU µs this process spends making `calls` calls, IN_FLIGHT at a time. */
 async function cpuFor(client: OpenAI, calls: number): Promise<number> {

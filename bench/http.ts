@@ -24,12 +24,13 @@
 // of its per-round values (interquartile range).
 // Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput, and
 // variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request } from 'node:http'
 import { createRequire } from 'node:module'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { redisServerInstalled, startRedisServer, type RedisServer } from '../test/support/redis-server.js'
+import { pin } from './_pin.js'
 
 /** Throughput: ROUNDS alternating runs of SECONDS per variant (short runs, many pairs: see above). */
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 1)
@@ -211,12 +212,6 @@ function spread(values: number[]): string {
   const sorted = [...values].sort((a, b) => a - b)
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
   return `${at(0.25).toFixed(2)}-${at(0.75).toFixed(2)}`
-}
-
-/** Pins a process and all its threads to one CPU; false when taskset is missing or refuses. */
-function pin(pid: number | undefined, cpu: number): boolean {
-  if (!pid) return false
-  return spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' }).status === 0
 }
 
 const ms = (value: number) => Number(value.toFixed(3))

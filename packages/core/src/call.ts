@@ -30,15 +30,10 @@ export interface Usage {
   total_tokens: number
 }
 
-/** What the guard's own callers (its `openai` client) may add to a call. */
+/** What the guard's own `openai` client may add to a call. */
 export interface InternalCallOptions extends CallOptions {
   /** The body as the JSON text it was parsed from: sent as is when nothing in it needs rewriting. */
   text?: string
-  /**
-   * The caller's controller, which the guard may abort itself at its deadline: used instead of
-   * `signal` (its signal), it spares a second controller and a listener on the caller's signal.
-   */
-  controller?: AbortController
 }
 
 /** Settles both ledgers (caller's quota and the account's pace) exactly once. */

@@ -68,12 +68,6 @@ function scopeLimits(scope: QuotaScope, id: string | undefined, policy: QuotaPol
   }
 }
 
-/** Counter names (`user:rpm`...), spelled once. */
-const COUNTER_NAMES: Record<QuotaScope, ReadonlyMap<WindowSpec, string>> = {
-  user: new Map(WINDOW_SPECS.map((spec) => [spec, `user:${spec.dimension}`])),
-  key: new Map(WINDOW_SPECS.map((spec) => [spec, `key:${spec.dimension}`])),
-}
-
 /** The plan of an identity under its policies. */
 export function planFor(identity: Identity, policies: QuotaPolicies, prefix: string): Plan {
   const plan: Plan = { windows: [], leases: [] }
@@ -86,8 +80,7 @@ export function planFor(identity: Identity, policies: QuotaPolicies, prefix: str
 export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now: number): Charge[] {
   let day: UtcDay | undefined
   return plan.windows.map(({ scope, spec, id, limit }) => {
-    const name = COUNTER_NAMES[scope].get(spec) ?? `${scope}:${spec.dimension}`
-    const counter = factory.counter({ name, durationSeconds: spec.windowSeconds })
+    const counter = factory.counter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
     const points = toPoints(spec.unit, cost[spec.unit])
     if (!spec.daily) return { scope, spec, counter, id, key: id, limit, points, options: {} }
     day ??= utcDay(now)

@@ -30,6 +30,8 @@ export interface RelayRequest {
   identity: Identity
   /** Aborted when the client goes away: the guard stops queueing or streaming and settles. */
   signal?: AbortSignal
+  /** Instead of `signal`: the request's own controller, lent to the guard (see `CallOptions.controller`). */
+  controller?: AbortController
 }
 
 export interface RelayResponse {
@@ -84,8 +86,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
     const raw = await readBody(request, maxBodyBytes)
     const body = validateChatRequest(raw, guard.options, { maxBodyBytes })
-    const callOptions = request.signal ? { signal: request.signal } : {}
-    const { info, response } = await guard.call(request.identity, body, callOptions)
+    const { controller, signal } = request
+    const { info, response } = await guard.call(request.identity, body, controller ? { controller } : signal ? { signal } : {})
     const headers = { ...passedHeaders(response.headers), ...successHeaders(info) }
     if (body.stream === true && response.body) {
       return { status: response.status, headers: { ...headers, ...SSE_HEADERS }, body: guardStream(response.body) }
@@ -109,7 +111,7 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
       return notFound(method, path)
     } catch (error) {
       // A client that left while queued is no error worth reporting.
-      if (!isQwenGuardError(error) && !request.signal?.aborted) onError(error)
+      if (!isQwenGuardError(error) && !(request.controller?.signal ?? request.signal)?.aborted) onError(error)
       return errorResponse(error)
     }
   }

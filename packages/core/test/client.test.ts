@@ -87,4 +87,24 @@ describe('guard.fetch', () => {
     building.mockRestore()
     await guard.close()
   })
+
+  it('guard.call aborts a lent controller itself at its deadline: 504, the upstream request on that signal', async () => {
+    let upstreamSignal: AbortSignal | undefined
+    const hanging = vi.fn(
+      (_url: string, init: RequestInit) =>
+        new Promise<Response>((_, reject) => {
+          upstreamSignal = init.signal ?? undefined
+          init.signal?.addEventListener('abort', () => reject(init.signal?.reason))
+        }),
+    )
+    const guard = createGuard({
+      upstream: { baseURL: 'http://127.0.0.1:9/compatible-mode/v1', apiKey: 'sk-x', fetch: hanging as unknown as typeof fetch, rampUp: false, timeoutMs: 50 },
+    })
+    const controller = new AbortController()
+    const body = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] }
+    await expect(guard.call({ user: 'u' }, body, { controller })).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
+    expect(upstreamSignal).toBe(controller.signal)
+    expect(controller.signal.aborted).toBe(true)
+    await guard.close()
+  })
 })

@@ -16,7 +16,7 @@ const info: CallInfo = {
 }
 
 function fakeGuard(answer: (body: Record<string, unknown>) => GuardedResponse | Promise<GuardedResponse>) {
-  const call = vi.fn(async (_identity: unknown, body: Record<string, unknown>, _options?: { signal?: AbortSignal }) => answer(body))
+  const call = vi.fn(async (_identity: unknown, body: Record<string, unknown>, _options?: { signal?: AbortSignal; controller?: AbortController }) => answer(body))
   const guard = {
     options: resolveOptions({ upstream: { apiKey: SECRET } }),
     call,
@@ -95,6 +95,14 @@ describe('createRelay', () => {
     expect(answer.headers['content-type']).toMatch(/^application\/json/)
     // Upstream's own headers never pass.
     expect(JSON.stringify(answer.headers)).not.toMatch(/authorization|acct-1|sk-/)
+  })
+
+  it("lends the request's controller to guard.call instead of its signal", async () => {
+    const { guard, call } = fakeGuard(jsonResponse)
+    const controller = new AbortController()
+    const answer = await createRelay(guard)({ ...post(JSON.stringify(chat)), controller })
+    expect(answer.status).toBe(200)
+    expect(call.mock.calls[0]?.[2]).toEqual({ controller })
   })
 
   it('accepts an object a body parser already made', async () => {

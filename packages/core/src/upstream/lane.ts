@@ -33,8 +33,8 @@ export class Lane {
   disabledUntil = 0
   /** Transient refusals in a row (reset by a success): grows the cooldown. */
   consecutive = 0
-  /** The limits at `limitsPace`: they change only with the pace, and every call reads them. */
-  private cachedLimits: PaceLimits | undefined
+  /** The limits at `limitsPace` (NaN: none yet): they change only with the pace, and every call reads them. */
+  private cachedLimits!: PaceLimits
   private limitsPace = NaN
 
   constructor(
@@ -49,7 +49,7 @@ export class Lane {
 
   limits(): PaceLimits {
     const pace = this.control.pace
-    if (pace !== this.limitsPace || !this.cachedLimits) {
+    if (pace !== this.limitsPace) {
       this.cachedLimits = paceLimits(this.model, this.config, pace)
       this.limitsPace = pace
     }
