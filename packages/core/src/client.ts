@@ -1,9 +1,15 @@
 /**
- * `guard.client(identity)`: a real `openai` client whose fetch is the guard. The SDK wraps anything a
- * fetch throws into `APIConnectionError`, so a refusal travels as a synthetic error response instead
- * and `makeStatusError` hands the SDK the original `QwenGuardError` to throw.
+ * `guard.client(identity)`: a real `openai` client (the app's own copy, a peer dependency) whose fetch
+ * is the guard. The SDK wraps anything a fetch throws into `APIConnectionError`, so a refusal travels
+ * as a synthetic error response instead, and `makeStatusError` (the SDK's protected hook for turning
+ * an error response into an error, meant for subclasses) hands the SDK the original `QwenGuardError`.
+ * Nothing else of the SDK is overridden.
+ *
+ * The class is the named export `OpenAI`, never the default: under `require`, the SDK's module is a
+ * factory function whose `default` is the class, and a bundler's CommonJS interop hands the factory
+ * to `extends`, which then builds plain `OpenAI` objects (the guard's refusals became `RateLimitError`).
  */
-import OpenAI, { type APIError } from 'openai'
+import { OpenAI, type APIError } from 'openai'
 import { isQwenGuardError, QwenGuardError } from './errors.js'
 import type { InternalCallOptions } from './call.js'
 import type { GuardedResponse, ModelEntry } from './guard-types.js'
@@ -20,24 +26,7 @@ export interface ClientDeps {
 /** Refusals waiting for the SDK to ask for them, keyed by the synthetic response's headers. */
 const pendingErrors = new WeakMap<Headers, QwenGuardError>()
 
-/**
- * Carries the SDK's own controller of a request to the guarded fetch: the SDK copies the request's
- * own properties into what it hands to fetch. The guard aborts that controller at its deadline
- * instead of making a second controller and listening to this one (on Node 20 a signal and a
- * listener cost more than the rest of the hand-over). Nothing else listens to it before the
- * answer's headers, and the deadline ends there.
- */
-const SDK_CONTROLLER = Symbol('qwen-guard.sdk-controller')
-
-type HandedOver = RequestInit & { [SDK_CONTROLLER]?: AbortController }
-
 class GuardedOpenAI extends OpenAI {
-  override fetchWithTimeout(url: RequestInfo, init: RequestInit | undefined, ms: number, controller: AbortController): Promise<Response> {
-    // The request object is the SDK's own, made for this one call.
-    if (init) (init as HandedOver)[SDK_CONTROLLER] = controller
-    return super.fetchWithTimeout(url, init, ms, controller)
-  }
-
   protected override makeStatusError(
     status: number,
     error: object,
@@ -48,24 +37,6 @@ class GuardedOpenAI extends OpenAI {
     if (guardError) return guardError
     return super.makeStatusError(status, error, message, headers)
   }
-}
-
-/**
- * The headers the SDK builds for each request (user agent, platform telemetry, retry count, the
- * placeholder key) would go nowhere: the guarded fetch reads none of them and sends Qwen its own.
- * Building them is about a third of the SDK's work per call (~27 µs: a generator per source and a
- * validated Headers.append per header), so the guarded client skips it and hands fetch an empty
- * Headers. `buildHeaders` is private in the SDK's types, hence the prototype assignment; the
- * pinned SDK version is checked by the tests (client.test.ts).
- */
-if (typeof (OpenAI.prototype as unknown as Record<string, unknown>).buildHeaders === 'function') {
-  Object.defineProperty(GuardedOpenAI.prototype, 'buildHeaders', {
-    value: async function noHeaders(): Promise<Headers> {
-      return new Headers()
-    },
-    writable: true,
-    configurable: true,
-  })
 }
 
 export function createGuardedClient(deps: ClientDeps, identity: Identity): OpenAI {
@@ -98,11 +69,7 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
       const text = typeof init?.body === 'string' ? init.body : await new Response(init?.body ?? null).text()
       const body = validateChatRequest(text, deps.options) as unknown as Record<string, unknown>
       const signal = init?.signal ?? undefined
-      const controller = (init as HandedOver | undefined)?.[SDK_CONTROLLER]
-      const options: InternalCallOptions = { text }
-      // Only the controller of this very signal (another fetch wrapper may have swapped it).
-      if (controller && controller.signal === signal) options.controller = controller
-      else if (signal) options.signal = signal
+      const options: InternalCallOptions = signal ? { text, signal } : { text }
       const { response } = await deps.call(identity, body, options)
       return response
     } catch (error) {
