@@ -206,10 +206,14 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
  * When neither changes anything, the caller's own text goes as it came (no second serialisation).
  */
 function upstreamText(send: SendRequest, model: string, stream: boolean): string {
-  const { body, text } = send
-  if (text !== undefined && !stream && body.model === model) return text
+  const { body, text, plan } = send
+  // The plan's caps (max_tokens, thinking_budget) go upstream when the request set none: Qwen's
+  // output is then bounded by what was reserved (cost.ts, the reservation rule).
+  const caps = plan.upstreamFields
+  const capsAdded = caps.max_tokens !== undefined || caps.thinking_budget !== undefined
+  if (text !== undefined && !stream && body.model === model && !capsAdded) return text
   const streamOptions = stream ? { stream_options: { ...(body.stream_options as object | undefined), include_usage: true } } : {}
-  return JSON.stringify({ ...body, model, ...streamOptions })
+  return JSON.stringify({ ...body, ...caps, model, ...streamOptions })
 }
 
 interface UpstreamAbort {

@@ -231,16 +231,38 @@ function contentTokens(content: unknown): number {
   return estimateTextTokens(JSON.stringify(content))
 }
 
-/** Text parts count as text; images and audio cannot be estimated from the URL, so a flat cost. */
-const NON_TEXT_PART_TOKENS = 256
+/**
+ * Input tokens of a non-text content part, which cannot be counted from its URL or data. These are
+ * upper bounds of Qwen's defaults where Qwen documents one: an image is at most 1,280 tokens
+ * (max_pixels 1,003,520 at 28 x 28 pixels a token), 16,384 with `vl_high_resolution_images`; a frame
+ * of a `video` list counts as an image. A video file and an audio clip have no documented bound: a
+ * flat allowance (settlement corrects it; an app that sends long media should plug in its estimator).
+ */
+export const IMAGE_PART_TOKENS = 1_280
+export const HIGH_RES_IMAGE_PART_TOKENS = 16_384
+export const VIDEO_URL_PART_TOKENS = 16_384
+export const AUDIO_PART_TOKENS = 4_096
+/** Any other part type (validation refuses unknown types; a custom path may still send one). */
+const OTHER_PART_TOKENS = 1_280
+
+/** Images a content part holds: 1 for image_url, the frame count of a `video` list, 0 otherwise. */
+function imagesIn(part: { type?: unknown; video?: unknown }): number {
+  if (part.type === 'image_url') return 1
+  if (part.type === 'video' && Array.isArray(part.video)) return part.video.length
+  return 0
+}
 
 function partTokens(part: unknown): number {
   if (typeof part === 'string') return estimateTextTokens(part)
   if (part && typeof part === 'object') {
-    const p = part as { type?: unknown; text?: unknown; refusal?: unknown }
+    const p = part as { type?: unknown; text?: unknown; refusal?: unknown; video?: unknown }
     if (typeof p.text === 'string') return estimateTextTokens(p.text)
     if (typeof p.refusal === 'string') return estimateTextTokens(p.refusal)
-    if (p.type !== undefined) return NON_TEXT_PART_TOKENS
+    const images = imagesIn(p)
+    if (images > 0) return images * IMAGE_PART_TOKENS
+    if (p.type === 'video_url' || p.type === 'video') return VIDEO_URL_PART_TOKENS
+    if (p.type === 'input_audio') return AUDIO_PART_TOKENS
+    if (p.type !== undefined) return OTHER_PART_TOKENS
   }
   return 0
 }
@@ -272,6 +294,34 @@ export function estimateToolsTokens(tools: unknown): number {
   for (const tool of tools) sum += estimateTextTokens(JSON.stringify(tool)) + 2
   // Qwen3's template adds a fixed preamble explaining the <tools> block.
   return sum + 90
+}
+
+/** Tokens of a JSON value rendered into the prompt as text. */
+function jsonTokens(value: unknown): number {
+  if (value === undefined || value === null) return 0
+  return estimateTextTokens(typeof value === 'string' ? value : (JSON.stringify(value) ?? ''))
+}
+
+/**
+ * Input tokens a request adds besides its messages (the TokenEstimator only sees messages, so the
+ * plan adds these whatever the estimator): definitions of `tools` and of the deprecated `functions`,
+ * a `tool_choice` object, `response_format` (a JSON schema is rendered into the prompt), a
+ * `prediction`, and with `vl_high_resolution_images: true` the extra of every image over
+ * IMAGE_PART_TOKENS. Field shapes are validation's job: anything odd counts as its JSON text.
+ */
+export function estimateRequestExtrasTokens(request: Readonly<Record<string, unknown>>): number {
+  let sum = estimateToolsTokens(request.tools) + estimateToolsTokens(request.functions)
+  if (typeof request.tool_choice === 'object') sum += jsonTokens(request.tool_choice)
+  sum += jsonTokens(request.response_format) + jsonTokens(request.prediction)
+  if (request.vl_high_resolution_images === true && Array.isArray(request.messages)) {
+    let images = 0
+    for (const message of request.messages as Array<{ content?: unknown }>) {
+      if (!Array.isArray(message?.content)) continue
+      for (const part of message.content) if (part && typeof part === 'object') images += imagesIn(part as { type?: unknown })
+    }
+    sum += images * (HIGH_RES_IMAGE_PART_TOKENS - IMAGE_PART_TOKENS)
+  }
+  return sum
 }
 
 /** The built-in estimator (the default of `options.estimator`). */

@@ -4,7 +4,7 @@
  * ever contains an API key.
  */
 import { createEstimator } from './estimate.js'
-import { BUILTIN_MODELS, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS } from './models.js'
+import { BUILTIN_MODELS, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_MAX_REASONING_TOKENS, DEFAULT_THINKING } from './models.js'
 import type {
   GuardOptions,
   Identity,
@@ -41,12 +41,26 @@ export const DEFAULTS = Object.freeze({
   queueMaxWaitMs: 10_000,
   queueMaxSize: 1_000,
   defaultMaxTokens: 1_024,
+  defaultThinkingBudget: 4_096,
+  searchAllowanceTokens: 8_192,
 })
 
-const TOP_KEYS = ['upstream', 'models', 'quotas', 'store', 'queue', 'defaultMaxTokens', 'estimator', 'allowedModels']
+const TOP_KEYS = [
+  'upstream',
+  'models',
+  'quotas',
+  'store',
+  'queue',
+  'defaultMaxTokens',
+  'defaultThinkingBudget',
+  'searchAllowanceTokens',
+  'estimator',
+  'allowedModels',
+]
 const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'rampUp', 'fetch']
 const ACCOUNT_KEYS = ['id', 'apiKey', 'apiKeys', 'models']
-const MODEL_KEYS = ['rpm', 'tpm', 'rps', 'tps', 'contextWindow', 'maxOutputTokens', 'fallback', 'price']
+const MODEL_KEYS = ['rpm', 'tpm', 'rps', 'tps', 'contextWindow', 'maxOutputTokens', 'thinking', 'maxReasoningTokens', 'fallback', 'price']
+const THINKING_MODES: ReadonlyArray<NonNullable<ModelSpec['thinking']>> = ['off', 'on', 'always', 'unsupported']
 const POLICY_KEYS = ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay', 'usdPerDay']
 const STORE_KEYS = ['redis', 'prefix', 'onError']
 const QUEUE_KEYS = ['maxWaitMs', 'maxSize']
@@ -210,8 +224,14 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
   const spec = object(value, path)
   knownKeys(spec, MODEL_KEYS, path)
   const out: PartialSpec = {}
-  for (const key of ['rpm', 'tpm', 'contextWindow', 'maxOutputTokens'] as const) {
+  for (const key of ['rpm', 'tpm', 'contextWindow', 'maxOutputTokens', 'maxReasoningTokens'] as const) {
     if (spec[key] !== undefined) out[key] = positiveInt(spec[key], `${path}.${key}`)
+  }
+  if (spec.thinking !== undefined) {
+    if (!THINKING_MODES.includes(spec.thinking as never)) {
+      throw new QwenGuardConfigError(`${path}.thinking`, `must be one of ${THINKING_MODES.join(', ')}, got ${describe(spec.thinking)}`)
+    }
+    out.thinking = spec.thinking as NonNullable<ModelSpec['thinking']>
   }
   // Per-second limits are fractional by nature (100,000 TPM / 60).
   for (const key of ['rps', 'tps'] as const) {
@@ -262,6 +282,8 @@ function resolveModel(name: string, spec: PartialSpec): ResolvedModel {
     tps: spec.tps ?? tpm / 60,
     contextWindow: spec.contextWindow ?? DEFAULT_CONTEXT_WINDOW,
     maxOutputTokens: spec.maxOutputTokens ?? DEFAULT_MAX_OUTPUT_TOKENS,
+    thinking: spec.thinking ?? DEFAULT_THINKING,
+    maxReasoningTokens: spec.maxReasoningTokens ?? DEFAULT_MAX_REASONING_TOKENS,
     fallback: [...(spec.fallback ?? [])],
   }
   if (spec.price) model.price = { ...spec.price }
@@ -430,6 +452,13 @@ function resolveAccount(raw: RawAccount, globalRaw: Record<string, PartialSpec>)
   return { id: raw.id, apiKeys: raw.apiKeys, models: table }
 }
 
+/** `searchAllowanceTokens`: tokens reserved for search results, or false to refuse `enable_search`. */
+function resolveSearchAllowance(value: unknown): number | false {
+  if (value === undefined) return DEFAULTS.searchAllowanceTokens
+  if (value === false) return false
+  return nonNegativeInt(value, 'searchAllowanceTokens')
+}
+
 /**
  * Validates `options` and fills every default. Throws QwenGuardConfigError naming the option.
  * `extraKeys`: top-level keys an adapter adds to the same object (e.g. `identify`), accepted and ignored.
@@ -444,6 +473,8 @@ export function resolveOptions(options: GuardOptions, extraKeys: readonly string
   const globalRaw = mergeTables(BUILTIN_MODELS as Record<string, PartialSpec>, userModels, 'models', true)
   const models = resolveTable(globalRaw, 'models')
   const defaultMaxTokens = root.defaultMaxTokens === undefined ? DEFAULTS.defaultMaxTokens : positiveInt(root.defaultMaxTokens, 'defaultMaxTokens')
+  const defaultThinkingBudget =
+    root.defaultThinkingBudget === undefined ? DEFAULTS.defaultThinkingBudget : positiveInt(root.defaultThinkingBudget, 'defaultThinkingBudget')
   return {
     baseURL: resolveBaseURL(upstream.baseURL),
     accounts: accounts.map((raw) => resolveAccount(raw, globalRaw)),
@@ -453,6 +484,8 @@ export function resolveOptions(options: GuardOptions, extraKeys: readonly string
     queue: resolveQueue(root.queue),
     upstream: resolveUpstreamTuning(upstream),
     defaultMaxTokens,
+    defaultThinkingBudget,
+    searchAllowanceTokens: resolveSearchAllowance(root.searchAllowanceTokens),
     estimator: resolveEstimator(root.estimator),
     allowedModels: resolveAllowed(root.allowedModels, models),
   }

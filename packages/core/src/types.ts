@@ -74,6 +74,17 @@ export interface ModelSpec {
   contextWindow?: number
   /** Largest `max_tokens` the model accepts. Default: 8,192. */
   maxOutputTokens?: number
+  /**
+   * Whether the model reasons before answering (QWEN-FACTS section 7; reasoning is billed as output):
+   * - 'off': only when the request sets `enable_thinking: true` (hybrid models with thinking off by default);
+   * - 'on': unless the request sets `enable_thinking: false`;
+   * - 'always': a thinking-only model, whatever the request says;
+   * - 'unsupported': never; a request with `enable_thinking: true` is refused (400, param enable_thinking).
+   * Default: 'off'.
+   */
+  thinking?: 'off' | 'on' | 'always' | 'unsupported'
+  /** Longest reasoning the model produces (the largest `thinking_budget` it accepts), in tokens. Default: 32,768. */
+  maxReasoningTokens?: number
   /** Models to try, in order, when this one cannot serve the call in time. Default: none. */
   fallback?: string[]
   /** Price used for `usdPerDay`. Default: none (spend is not counted for this model). */
@@ -172,8 +183,22 @@ export interface GuardOptions {
   quotas?: QuotaOption
   store?: StoreOptions
   queue?: QueueOptions
-  /** `max_tokens` reserved for a request that sets none. Default: 1,024 (capped by the model's maxOutputTokens). */
+  /**
+   * `max_tokens` for a request that sets neither `max_tokens` nor `max_completion_tokens`: reserved,
+   * and sent to Qwen so the answer cannot be longer. Default: 1,024 (capped by the model's maxOutputTokens).
+   */
   defaultMaxTokens?: number
+  /**
+   * `thinking_budget` for a request that reasons without setting one: reserved, and sent to Qwen so
+   * the reasoning cannot be longer. Default: 4,096 (capped by the model's maxReasoningTokens).
+   */
+  defaultThinkingBudget?: number
+  /**
+   * Input tokens reserved for the retrieved text of a request with `enable_search: true` (Qwen adds
+   * the search results to the prompt; settlement corrects to `usage`). `false` refuses such requests
+   * (400, param enable_search). Default: 8,192.
+   */
+  searchAllowanceTokens?: number | false
   /** Default: the built-in script-aware estimator. */
   estimator?: TokenEstimator
   /** Models a client may ask for. Default: every model in the table. */
@@ -230,6 +255,10 @@ export interface ResolvedModel {
   tps: number
   contextWindow: number
   maxOutputTokens: number
+  /** Always set by resolveOptions; optional only so hand-built models (tests) need not name it ('off'). */
+  thinking?: 'off' | 'on' | 'always' | 'unsupported'
+  /** Always set by resolveOptions; optional only so hand-built models (tests) need not name it (32,768). */
+  maxReasoningTokens?: number
   fallback: string[]
   price?: ModelPrice
 }
@@ -258,6 +287,8 @@ export interface ResolvedOptions {
     fetch: typeof fetch
   }
   defaultMaxTokens: number
+  defaultThinkingBudget: number
+  searchAllowanceTokens: number | false
   estimator: TokenEstimator
   allowedModels: Set<string>
 }

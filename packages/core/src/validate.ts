@@ -1,13 +1,25 @@
 /**
  * validateChatRequest: checks a chat completion body before anything is counted or sent, so a
  * malformed request costs no quota and never reaches Qwen. Every failure is a QwenGuardError with
- * a stable code and the offending `param` (docs/errors.md lists them).
+ * a stable code and the offending `param` (docs/errors.md lists them). Everything the guard will
+ * serialise or estimate is bounded here: the whole body's size and nesting depth, JSON values only,
+ * no `__proto__` keys; then the fields the guard reads, and the reservation rule's fields (cost.ts).
  */
+import { planOutput } from './cost.js'
 import { GUARD_ERROR_STATUS, QwenGuardError, type GuardErrorCode } from './errors.js'
 import type { ChatMessageLike, ResolvedModel, ResolvedOptions } from './types.js'
 
 /** Largest body accepted, in bytes (1 MiB): ~250k tokens of English, beyond most context windows' useful size. */
 export const MAX_BODY_BYTES = 1_048_576
+
+/**
+ * Deepest nesting accepted anywhere in a body (the body itself is depth 0): 64. A message's image
+ * URL is at depth 6; a tool's JSON schema at 4 plus 2 a level, so 30 levels of nested objects fit.
+ */
+export const MAX_JSON_DEPTH = 64
+
+/** Content part types Qwen's compatible mode reads (`refusal` in an assistant turn, as OpenAI sends it back). */
+export const CONTENT_PART_TYPES: ReadonlySet<string> = new Set(['text', 'image_url', 'input_audio', 'video', 'video_url', 'refusal'])
 
 /** Roles of the OpenAI chat API ('function' is the deprecated form of 'tool'). */
 export const CHAT_ROLES: ReadonlySet<string> = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'function'])
@@ -32,6 +44,8 @@ export interface ChatRequest {
 export interface ValidateLimits {
   /** Default: MAX_BODY_BYTES. */
   maxBodyBytes?: number
+  /** Default: MAX_JSON_DEPTH. */
+  maxDepth?: number
 }
 
 function fail(code: GuardErrorCode, message: string, param: string | null): never {
@@ -44,23 +58,91 @@ function invalid(message: string, param: string): never {
 
 /** A short, printable echo of a client value for messages. */
 function echo(value: unknown): string {
-  const text = typeof value === 'string' ? value : JSON.stringify(value) ?? String(value)
+  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value))
   return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text)
 }
 
-/** Turns a string, bytes or a parsed value into an object, enforcing the size limit first. */
-function parseBody(body: unknown, maxBytes: number): Record<string, unknown> {
+/** A path of keys and indexes as a `param`: `tools[0].function.parameters`, long keys shortened, at most 256 characters. */
+function pathParam(path: ReadonlyArray<string | number>): string {
+  let out = ''
+  for (const step of path) {
+    if (typeof step === 'number') out += `[${step}]`
+    else if (/^[A-Za-z_$][\w$]{0,63}$/.test(step)) out += out === '' ? step : `.${step}`
+    else out += `[${JSON.stringify(step.length > 32 ? `${step.slice(0, 32)}…` : step)}]`
+    if (out.length > 256) return `${out.slice(0, 256)}…`
+  }
+  return out
+}
+
+/**
+ * Walks the whole value once, before anything else reads it: every nested value must be JSON (a
+ * plain object, an array, a string, a finite number, a boolean or null; undefined is dropped as
+ * JSON.stringify drops it), no deeper than `maxDepth`, with no `__proto__` key (which some merges
+ * turn into a prototype). For a value not parsed from text (an object handed over in process) it
+ * also bounds the work: more nodes or string characters than `maxBytes` could hold is 413 at once.
+ * Iterative: a body nested 100,000 deep costs no stack.
+ */
+function checkJsonShape(root: unknown, maxDepth: number, maxBytes: number): void {
+  interface Node {
+    value: unknown
+    depth: number
+    parent: Node | undefined
+    key: string | number
+  }
+  const pathOf = (node: Node | undefined): string => {
+    const path: Array<string | number> = []
+    for (let at = node; at?.parent; at = at.parent) path.unshift(at.key)
+    return pathParam(path)
+  }
+  const stack: Node[] = [{ value: root, depth: 0, parent: undefined, key: '' }]
+  let budget = maxBytes // every node is at least 1 byte of JSON text, every character at least 1 byte
+  while (stack.length > 0) {
+    const node = stack.pop() as Node
+    const { value, depth } = node
+    budget -= 1
+    if (typeof value === 'string') budget -= value.length
+    if (budget < 0) fail('request_too_large', `The request body is larger than ${maxBytes} bytes.`, null)
+    if (value === null || value === undefined || typeof value === 'boolean' || typeof value === 'string') continue
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value)) invalid(`Numbers must be finite, got ${String(value)}.`, pathOf(node))
+      continue
+    }
+    if (typeof value !== 'object') invalid(`A request body holds JSON values only, got a ${typeof value}.`, pathOf(node))
+    if (depth >= maxDepth) invalid(`The request body is nested more than ${maxDepth} levels deep.`, pathOf(node))
+    if (Array.isArray(value)) {
+      for (let i = value.length - 1; i >= 0; i--) stack.push({ value: value[i], depth: depth + 1, parent: node, key: i })
+      continue
+    }
+    const proto = Object.getPrototypeOf(value) as unknown
+    if (proto !== Object.prototype && proto !== null) invalid('A request body holds plain JSON objects only.', pathOf(node))
+    const keys = Object.keys(value)
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const key = keys[i] as string
+      budget -= key.length
+      const child: Node = { value: (value as Record<string, unknown>)[key], depth: depth + 1, parent: node, key }
+      if (key === '__proto__') invalid('The key "__proto__" is not allowed.', pathOf(child))
+      stack.push(child)
+    }
+  }
+}
+
+/**
+ * Turns a string, bytes or a parsed value into an object, bounding size and shape before anything
+ * else reads it: text is measured, then parsed, then walked; an object is walked (which also bounds
+ * its size) before it is measured by serialising it.
+ */
+function parseBody(body: unknown, limits: Required<ValidateLimits>): Record<string, unknown> {
+  const { maxBodyBytes: maxBytes, maxDepth } = limits
   let value = body
-  let bytes: number
-  // A UTF-16 code unit is at most 3 UTF-8 bytes: a short string needs no exact count.
-  if (typeof body === 'string') bytes = body.length * 3 <= maxBytes ? body.length : Buffer.byteLength(body, 'utf8')
-  else if (body instanceof Uint8Array) bytes = body.byteLength
-  else bytes = body === undefined ? 0 : Buffer.byteLength(JSON.stringify(body) ?? '', 'utf8')
-  if (bytes > maxBytes) fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)
-  if (body instanceof Uint8Array) value = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
-  if (typeof value === 'string') {
+  if (typeof body === 'string' || body instanceof Uint8Array) {
+    let bytes: number
+    // A UTF-16 code unit is at most 3 UTF-8 bytes: a short string needs no exact count.
+    if (typeof body === 'string') bytes = body.length * 3 <= maxBytes ? body.length : Buffer.byteLength(body, 'utf8')
+    else bytes = body.byteLength
+    if (bytes > maxBytes) fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)
+    const text = typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
     try {
-      value = JSON.parse(value)
+      value = JSON.parse(text)
     } catch {
       fail('invalid_json', 'The request body is not valid JSON.', null)
     }
@@ -68,6 +150,10 @@ function parseBody(body: unknown, maxBytes: number): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     fail('invalid_json', 'The request body must be a JSON object.', null)
   }
+  checkJsonShape(value, maxDepth, maxBytes)
+  if (value !== body) return value as Record<string, unknown>
+  const bytes = Buffer.byteLength(JSON.stringify(value), 'utf8')
+  if (bytes > maxBytes) fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)
   return value as Record<string, unknown>
 }
 
@@ -82,11 +168,28 @@ function checkModel(body: Record<string, unknown>, options: ResolvedOptions): Re
   return spec
 }
 
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+/** A part's media field: an object with a string url (or, as Qwen also takes, a bare URL string). */
+function checkMedia(part: Record<string, unknown>, field: string, param: string): void {
+  const media = part[field]
+  if (typeof media === 'string' || (isObject(media) && typeof media.url === 'string')) return
+  invalid(`A ${field} content part must have ${field}.url, a string.`, `${param}.${field}`)
+}
+
 function checkContentPart(part: unknown, param: string): void {
-  if (typeof part !== 'object' || part === null || Array.isArray(part)) invalid('A content part must be an object.', param)
-  const { type, text } = part as { type?: unknown; text?: unknown }
+  if (!isObject(part)) invalid('A content part must be an object.', param)
+  const { type } = part
   if (typeof type !== 'string' || type === '') invalid('A content part must have a string type.', `${param}.type`)
-  if (type === 'text' && typeof text !== 'string') invalid('A text content part must have a string text.', `${param}.text`)
+  if (!CONTENT_PART_TYPES.has(type)) invalid(`Unknown content part type ${echo(type)}; expected one of ${[...CONTENT_PART_TYPES].join(', ')}.`, `${param}.type`)
+  if ((type === 'text' || type === 'refusal') && typeof part[type] !== 'string') invalid(`A ${type} content part must have a string ${type}.`, `${param}.${type}`)
+  if (type === 'image_url' || type === 'video_url') checkMedia(part, type, param)
+  if (type === 'video' && !(Array.isArray(part.video) && part.video.every((frame) => typeof frame === 'string'))) {
+    invalid('A video content part must have video, an array of image URLs.', `${param}.video`)
+  }
+  if (type === 'input_audio' && !(isObject(part.input_audio) && typeof part.input_audio.data === 'string')) {
+    invalid('An input_audio content part must have input_audio.data, a string.', `${param}.input_audio`)
+  }
 }
 
 function checkContent(message: Record<string, unknown>, i: number): void {
@@ -113,7 +216,13 @@ function checkMessage(value: unknown, i: number): void {
   }
   checkContent(message, i)
   if (message.name !== undefined && typeof message.name !== 'string') invalid('name must be a string.', at('name'))
-  if (message.tool_calls !== undefined && !Array.isArray(message.tool_calls)) invalid('tool_calls must be an array.', at('tool_calls'))
+  const calls = message.tool_calls
+  if (calls !== undefined && calls !== null) {
+    if (!Array.isArray(calls)) invalid('tool_calls must be an array.', at('tool_calls'))
+    calls.forEach((call, j) => {
+      if (!isObject(call)) invalid('A tool call must be an object.', at(`tool_calls[${j}]`))
+    })
+  }
   if (message.role === 'tool' && typeof message.tool_call_id !== 'string') {
     invalid('A tool message must have a string tool_call_id.', at('tool_call_id'))
   }
@@ -125,19 +234,6 @@ function checkMessages(body: Record<string, unknown>): void {
   if (!Array.isArray(messages)) invalid('messages must be an array.', 'messages')
   if (messages.length === 0) invalid('messages must not be empty.', 'messages')
   for (let i = 0; i < messages.length; i++) checkMessage(messages[i], i)
-}
-
-function checkMaxTokens(body: Record<string, unknown>, model: ResolvedModel): void {
-  for (const field of ['max_tokens', 'max_completion_tokens'] as const) {
-    const value = body[field]
-    if (value === undefined || value === null) continue
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-      invalid(`${field} must be a positive integer, got ${echo(value)}.`, field)
-    }
-    if (value > model.maxOutputTokens) {
-      invalid(`${field} is too large: ${value}. The model ${model.name} accepts at most ${model.maxOutputTokens}.`, field)
-    }
-  }
 }
 
 function checkRange(body: Record<string, unknown>, field: string, min: number, max: number, minOpen = false): void {
@@ -161,47 +257,59 @@ function checkStreaming(body: Record<string, unknown>): void {
   }
 }
 
+/** Tool (and deprecated function) definitions: counted as input, so their shape must be what the estimate reads. */
+function checkDefinitions(body: Record<string, unknown>, field: 'tools' | 'functions'): void {
+  const list = body[field]
+  if (list === undefined || list === null) return
+  if (!Array.isArray(list)) invalid(`${field} must be an array.`, field)
+  list.forEach((item, i) => {
+    const at = `${field}[${i}]`
+    if (!isObject(item)) invalid(`Each of ${field} must be an object.`, at)
+    const fn = field === 'tools' ? item.function : item
+    const fnAt = field === 'tools' ? `${at}.function` : at
+    if (field === 'tools') {
+      if (typeof item.type !== 'string') invalid('A tool must have a string type.', `${at}.type`)
+      if (item.type !== 'function') return
+      if (!isObject(fn)) invalid('A function tool must have a function object.', fnAt)
+    }
+    const def = fn as Record<string, unknown>
+    if (typeof def.name !== 'string' || def.name === '') invalid('A function must have a non-empty string name.', `${fnAt}.name`)
+    if (def.parameters !== undefined && def.parameters !== null && !isObject(def.parameters)) {
+      invalid('Function parameters must be a JSON schema object.', `${fnAt}.parameters`)
+    }
+  })
+}
+
 function checkOthers(body: Record<string, unknown>): void {
-  // n > 1 multiplies the completion tokens by n; the reservation would have to as well, and few
-  // Qwen models accept it. Refusing keeps accounting exact.
-  const { n, tools } = body
-  if (n !== undefined && n !== null && n !== 1) invalid(`n must be 1; several choices per request are not supported, got ${echo(n)}.`, 'n')
   checkRange(body, 'temperature', 0, 2)
   checkRange(body, 'top_p', 0, 1, true)
   checkRange(body, 'presence_penalty', -2, 2)
   checkRange(body, 'frequency_penalty', -2, 2)
-  if (tools !== undefined && tools !== null && !Array.isArray(tools)) invalid('tools must be an array.', 'tools')
+  checkDefinitions(body, 'tools')
+  checkDefinitions(body, 'functions')
+  const { tool_choice: choice, response_format: format } = body
+  if (choice !== undefined && choice !== null && typeof choice !== 'string' && !isObject(choice)) {
+    invalid('tool_choice must be a string or an object.', 'tool_choice')
+  }
+  if (format !== undefined && format !== null) {
+    if (!isObject(format)) invalid('response_format must be an object.', 'response_format')
+    if (typeof format.type !== 'string') invalid('response_format must have a string type.', 'response_format.type')
+  }
 }
 
 /**
  * Checks a chat completion body: a JSON string, bytes, or an already parsed value. Returns it
  * typed (the caller's object, not a copy); throws QwenGuardError (400/404/413, not retryable).
- * Checks, in order: size, JSON, model, messages, max_tokens, streaming flags, sampling ranges.
+ * Checks, in order: size, JSON, shape (depth, JSON values, no `__proto__`), model, messages, the
+ * reservation rule's fields (max_tokens, max_completion_tokens, n, thinking, search: cost.ts
+ * planOutput), streaming flags, sampling ranges, tools, functions, tool_choice, response_format.
  */
 export function validateChatRequest(body: unknown, options: ResolvedOptions, limits: ValidateLimits = {}): ChatRequest {
-  const parsed = parseBody(body, limits.maxBodyBytes ?? MAX_BODY_BYTES)
+  const parsed = parseBody(body, { maxBodyBytes: limits.maxBodyBytes ?? MAX_BODY_BYTES, maxDepth: limits.maxDepth ?? MAX_JSON_DEPTH })
   const model = checkModel(parsed, options)
   checkMessages(parsed)
-  checkMaxTokens(parsed, model)
+  planOutput(parsed as unknown as ChatRequest, model, options)
   checkStreaming(parsed)
   checkOthers(parsed)
   return parsed as ChatRequest
-}
-
-/** The completion cap a request asks for, if any (max_tokens wins over max_completion_tokens). */
-export function requestedMaxTokens(request: ChatRequest): number | undefined {
-  return request.max_tokens ?? request.max_completion_tokens ?? undefined
-}
-
-/**
- * Refuses a request whose prompt plus completion cap can never fit the model's context window
- * (needs the estimate, so the caller runs it after estimating). Not retryable.
- */
-export function assertFitsContext(model: ResolvedModel, promptTokens: number, maxTokens: number): void {
-  if (promptTokens + maxTokens <= model.contextWindow) return
-  fail(
-    'context_length_exceeded',
-    `This model's maximum context length is ${model.contextWindow} tokens; the request needs about ${promptTokens} for its messages plus ${maxTokens} for the completion.`,
-    'messages',
-  )
 }

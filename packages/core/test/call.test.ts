@@ -120,9 +120,16 @@ describe('guardedCall: what is sent upstream', () => {
 
   it("sends the caller's own JSON text when nothing in it changes", async () => {
     const { deps, fetch } = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
-    const text = `{ "model": "qwen-plus",  "messages": [{"role":"user","content":"hi"}] }`
+    const text = `{ "model": "qwen-plus",  "messages": [{"role":"user","content":"hi"}], "max_tokens": 50 }`
     await guardedCall(deps, { user: 'u' }, JSON.parse(text) as Record<string, unknown>, { text })
     expect(sent(fetch)).toBe(text)
+  })
+
+  it('adds the reserved caps a request left out, so Qwen cannot bill more than was reserved', async () => {
+    const { deps, fetch } = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
+    const text = `{"model":"qwen-plus","messages":[{"role":"user","content":"hi"}],"enable_thinking":true,"max_tokens":null}`
+    await guardedCall(deps, { user: 'u' }, JSON.parse(text) as Record<string, unknown>, { text })
+    expect(JSON.parse(sent(fetch))).toEqual({ ...JSON.parse(text), max_tokens: 1_024, thinking_budget: 4_096 })
   })
 
   it('rewrites the model a fallback slot serves, and asks a stream for its usage chunk', async () => {
@@ -130,13 +137,13 @@ describe('guardedCall: what is sent upstream', () => {
     const text = JSON.stringify(body)
     const json = setup({ redis: false, reserve: async () => reservation(), acquire: async () => fallback })
     await guardedCall(json.deps, { user: 'u' }, { ...body }, { text })
-    expect(JSON.parse(sent(json.fetch))).toEqual({ ...body, model: 'qwen-flash' })
+    expect(JSON.parse(sent(json.fetch))).toEqual({ ...body, model: 'qwen-flash', max_tokens: 1_024 })
 
     const stream = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
     stream.fetch.mockImplementation(async () => new Response('data: [DONE]\n\n'))
     const streamBody = { ...body, stream: true }
     await guardedCall(stream.deps, { user: 'u' }, streamBody, { text: JSON.stringify(streamBody) }).catch(() => undefined)
-    expect(JSON.parse(sent(stream.fetch))).toEqual({ ...streamBody, stream_options: { include_usage: true } })
+    expect(JSON.parse(sent(stream.fetch))).toEqual({ ...streamBody, max_tokens: 1_024, stream_options: { include_usage: true } })
   })
 })
 

@@ -22,7 +22,8 @@ describeEachStore('guard end to end', (kind) => {
   const redis = kind === 'redis' ? redisClient() : undefined
 
   beforeAll(async () => {
-    // The simulator answers 100 tokens when a request sets no max_tokens; the guard reserves 1,000.
+    // A request that sets no max_tokens: the guard reserves its defaultMaxTokens (100) and sends it
+    // as max_tokens, so the simulator answers exactly 100 tokens.
     sim = await startSimulator({ burst: false, defaultMaxTokens: 100, perTokenMs: 2 })
   })
   afterEach(async () => {
@@ -37,7 +38,7 @@ describeEachStore('guard end to end', (kind) => {
     const guard = createGuard({
       upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, ...overrides.upstream },
       quotas: { user: { rpm: 100, tpm: 100_000 } },
-      defaultMaxTokens: 1000,
+      defaultMaxTokens: 100,
       ...(redis ? { store: { redis: redis.redis, prefix: `${redis.prefix}-${guards.length}` } } : {}),
       ...overrides,
     })
@@ -96,7 +97,7 @@ describeEachStore('guard end to end', (kind) => {
       if (chunk.choices[0]?.delta?.content) chunks++
       if (chunks === 20) break
     }
-    // Charged: the prompt estimate plus about the 20 streamed tokens, far below the 1,000 reserved.
+    // Charged: the prompt estimate plus about the 20 streamed tokens, below the 100 reserved.
     await vi.waitFor(async () => {
       const used = before - tpmLeft(await guard.state(identity))
       expect(used).toBeGreaterThanOrEqual(20)

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { QwenGuardError } from '../src/errors.js'
 import { resolveOptions } from '../src/options.js'
-import { MAX_BODY_BYTES, assertFitsContext, requestedMaxTokens, validateChatRequest } from '../src/validate.js'
+import { planCall } from '../src/cost.js'
+import { MAX_BODY_BYTES, validateChatRequest } from '../src/validate.js'
 
 const options = resolveOptions({ upstream: { apiKey: 'sk-test' }, allowedModels: ['qwen3-max', 'qwen-plus', 'qwen-max'] })
 const ok = { model: 'qwen3-max', messages: [{ role: 'user', content: 'Hi' }] }
@@ -92,7 +93,7 @@ describe('validateChatRequest: good requests', () => {
       expect(req.model).toBe('qwen3-max')
       expect(req.enable_thinking).toBe(false)
       expect(req.stream_options).toEqual({ include_usage: true })
-      expect(requestedMaxTokens(req)).toBe(100)
+      expect(planCall(req, options).answerTokens).toBe(100)
     }
   })
 
@@ -117,26 +118,13 @@ describe('validateChatRequest: good requests', () => {
       },
       options,
     )
-    expect(requestedMaxTokens(req)).toBe(32_768)
+    expect(planCall(req, options).answerTokens).toBe(32_768)
     expect(req.messages).toHaveLength(4)
   })
 
-  it('returns no max_tokens when none is asked for', () => {
-    expect(requestedMaxTokens(validateChatRequest(ok, options))).toBeUndefined()
-  })
-})
-
-describe('assertFitsContext', () => {
-  const model = options.models['qwen-max']!
-  it('passes a request that fits and refuses one that cannot', () => {
-    expect(() => assertFitsContext(model, 30_000, 2_768)).not.toThrow()
-    let err: unknown
-    try {
-      assertFitsContext(model, 30_000, 2_769)
-    } catch (e) {
-      err = e
-    }
-    expect(err).toBeInstanceOf(QwenGuardError)
-    expect(err).toMatchObject({ status: 400, code: 'context_length_exceeded', param: 'messages', retryable: false })
+  it('returns no max_tokens when none is asked for (the plan adds the default)', () => {
+    const req = validateChatRequest(ok, options)
+    expect(req.max_tokens).toBeUndefined()
+    expect(planCall(req, options).upstreamFields).toEqual({ max_tokens: 1_024 })
   })
 })

@@ -2,6 +2,7 @@
  * A lane is one account x model: its meter, AIMD pace, cooldown, disable time and in-flight count.
  * Capacity lives here; the account only adds its keys (rotated) and whole-account disables.
  */
+import { largestReservation } from '../cost.js'
 import type { ResolvedAccount, ResolvedModel } from '../types.js'
 import type { Meter } from './meter.js'
 import { paceLimits, type PaceConfig, type PaceLimits } from './pace-limits.js'
@@ -72,6 +73,6 @@ export class Lane {
 
   /** The largest reservation that fits: the context window and a whole second's and minute's tokens. */
   largestFit(): number {
-    return Math.min(this.model.contextWindow, this.model.tps, this.model.tpm)
+    return largestReservation(this.model)
   }
 }

@@ -78,11 +78,6 @@ export function emissionMs(limits: PaceLimits, tokens: number): number {
   return Math.max(limits.spacingMs, tokens * limits.tokenSpacingMs)
 }
 
-/** Largest token reservation this account x model can ever admit (the meter's per-window budgets). */
-export function maxTokensPerRequest(model: ResolvedModel): number {
-  return Math.min(model.tps, model.tpm)
-}
-
 /**
  * The ramp rule's jitter budget: the margin's (1/m - 1) x 1 s, like the rate windows (31 ms at the
  * default 0.97), but at most (factor - 1) / (4 (factor + 2)) of a second (36 ms at factor 1.5, so the
