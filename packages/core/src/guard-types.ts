@@ -11,11 +11,17 @@ import type {
 } from './types.js'
 
 /** What `guard.check()` needs to know about a call it would make. */
+/**
+ * What `guard.check()` plans, as a call would: a whole chat body fits. Besides these it reads the
+ * reservation rule's other fields (enable_thinking, thinking_budget, n, enable_search, tools, ...:
+ * docs/quotas.md "The reservation rule").
+ */
 export interface CheckRequest {
   model: string
   messages: ReadonlyArray<ChatMessageLike>
   max_tokens?: number | null
   max_completion_tokens?: number | null
+  [field: string]: unknown
 }
 
 /** The result of a guarded call made by `guard.call()`: Qwen's answer, already in the caller's format. */
