@@ -152,7 +152,9 @@ export function planOutput(planned: PlannedRequest, model: ResolvedModel, option
     searchTokens = options.searchAllowanceTokens
   }
 
-  if (request.enable_code_interpreter === true) {
+  // High-resolution images cost more input (estimate.ts); a value Qwen might read as true is refused.
+  optionalBoolean(request, 'vl_high_resolution_images')
+  if (optionalBoolean(request, 'enable_code_interpreter') === true) {
     invalid('enable_code_interpreter is not supported: the tokens its runs add cannot be reserved in advance.', 'enable_code_interpreter')
   }
   const { modalities, audio } = request

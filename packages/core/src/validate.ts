@@ -239,8 +239,8 @@ function checkMessages(body: Record<string, unknown>): void {
 function checkRange(body: Record<string, unknown>, field: string, min: number, max: number, minOpen = false): void {
   const value = body[field]
   if (value === undefined || value === null) return
-  const below = minOpen ? (value as number) <= min : (value as number) < min
-  if (typeof value !== 'number' || !Number.isFinite(value) || below || value > max) {
+  // The type first: comparing an object converts it, which runs (or fails on) its own toString.
+  if (typeof value !== 'number' || !Number.isFinite(value) || (minOpen ? value <= min : value < min) || value > max) {
     invalid(`${field} must be a number in ${minOpen ? '(' : '['}${min}, ${max}], got ${echo(value)}.`, field)
   }
 }

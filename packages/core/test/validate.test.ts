@@ -224,6 +224,12 @@ describe('validateChatRequest: bounds on what the guard serialises and estimates
     expect(refusal({ ...ok, ...patch })).toMatchObject({ status: 400, code: 'invalid_request', param })
   })
 
+  it('refuses an object where a number belongs without converting it (its own toString used to throw: a 500)', () => {
+    const text = '{"model":"qwen3-max","messages":[{"role":"user","content":"hi"}],"temperature":{"toString":[1],"valueOf":2}}'
+    expect(refusal(text)).toMatchObject({ status: 400, code: 'invalid_request', param: 'temperature' })
+    expect(refusal(JSON.parse(text) as unknown)).toMatchObject({ status: 400, param: 'temperature' })
+  })
+
   it('accepts unicode of every kind (lone surrogates, RTL marks, emoji) and counts it', () => {
     const content = 'a\ud800b \u202eמשהו\u202c 👩‍👩‍👧 \udfff'
     const req = validateChatRequest(JSON.stringify({ ...ok, messages: [{ role: 'user', content }] }), options)
