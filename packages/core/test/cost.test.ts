@@ -188,3 +188,22 @@ describe('guard.check() uses the same rule', () => {
     }
   })
 })
+
+describe('the reservation options', () => {
+  it('are checked at start-up, naming the option', () => {
+    expect(() => resolveOptions({ ...base, defaultThinkingBudget: 0 })).toThrow(/defaultThinkingBudget/)
+    expect(() => resolveOptions({ ...base, searchAllowanceTokens: -1 })).toThrow(/searchAllowanceTokens/)
+    expect(() => resolveOptions({ ...base, searchAllowanceTokens: true as never })).toThrow(/searchAllowanceTokens/)
+    expect(() => resolveOptions({ ...base, models: { 'qwen-plus': { thinking: 'maybe' as never } } })).toThrow(/models\.qwen-plus\.thinking/)
+    expect(() => resolveOptions({ ...base, models: { 'qwen-plus': { maxReasoningTokens: 1.5 } } })).toThrow(/maxReasoningTokens/)
+  })
+
+  it('fill the defaults, and a model override keeps the built-in fields it does not name', () => {
+    const resolved = resolveOptions({ ...base, models: { 'qwen-plus': { thinking: 'on' } } })
+    expect(resolved.defaultThinkingBudget).toBe(4_096)
+    expect(resolved.searchAllowanceTokens).toBe(8_192)
+    expect(resolved.models['qwen-plus']).toMatchObject({ thinking: 'on', maxReasoningTokens: 81_920 })
+    expect(resolved.models['qwen-max']).toMatchObject({ thinking: 'unsupported' })
+    expect(resolveOptions({ ...base, searchAllowanceTokens: false }).searchAllowanceTokens).toBe(false)
+  })
+})
