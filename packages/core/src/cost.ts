@@ -172,13 +172,18 @@ function tokenCount(value: number, fallback: () => number): number {
 }
 
 /**
- * Plans a request whose model is known to the table (validation has run, or guard.check()'s
- * caller named a model). Throws a 400 for a field the rule refuses (planOutput) and a 400
- * `context_length_exceeded` when the reservation can never fit the model (assertFits).
+ * Plans a request (validated, or as given to guard.check() / guard.call()). Throws QwenGuardError:
+ * 404 `model_not_found` for a model not in the table, 400 for messages that are not an array or a
+ * field the rule refuses (planOutput), 400 `context_length_exceeded` when the reservation can never
+ * fit the model (assertFits).
  */
 export function planCall(request: PlannedRequest, options: ResolvedOptions): CallPlan {
-  const model = Object.hasOwn(options.models, request.model) ? options.models[request.model] : undefined
-  if (!model) throw new Error(`planCall: model "${request.model}" is not in the table`)
+  // guard.check() and guard.call() take bodies validation may not have seen: the fields the plan reads first.
+  const model = typeof request.model === 'string' && Object.hasOwn(options.models, request.model) ? options.models[request.model] : undefined
+  if (!model) {
+    throw new QwenGuardError({ status: 404, code: 'model_not_found', message: `The model ${echo(request.model)} does not exist.`, scope: 'request', param: 'model', retryable: false })
+  }
+  if (!Array.isArray(request.messages)) invalid('messages must be an array.', 'messages')
   const output = planOutput(request, model, options)
   const messages = tokenCount(options.estimator.countPromptTokens(request.messages), () => estimatePromptTokens(request.messages))
   const promptTokens = messages + estimateRequestExtrasTokens(request as unknown as Fields) + output.searchTokens

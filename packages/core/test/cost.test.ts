@@ -172,6 +172,14 @@ describe('what can never fit', () => {
   })
 })
 
+describe('a request validation may not have seen (guard.check, guard.call)', () => {
+  it('answers a model outside the table and messages that are not an array with guard errors', () => {
+    expect(() => planCall({ model: 'gpt-4o', messages }, options)).toThrow(expect.objectContaining({ status: 404, code: 'model_not_found', param: 'model' }))
+    expect(() => planCall({ model: 'constructor', messages }, options)).toThrow(expect.objectContaining({ status: 404 }))
+    expect(() => planCall({ model: 'qwen-plus', messages: 'hi' as never }, options)).toThrow(expect.objectContaining({ status: 400, param: 'messages' }))
+  })
+})
+
 describe('guard.check() uses the same rule', () => {
   it('refuses at once what a call with both caps could be billed beyond the quota (tpm 500)', async () => {
     const guard = createGuard({ ...base, quotas: { user: { tpm: 500 } } })
