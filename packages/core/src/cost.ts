@@ -99,11 +99,17 @@ function thinks(model: ResolvedModel, enable: boolean | undefined): boolean {
     case 'on':
       return enable !== false
     case 'unsupported':
-      if (enable === true) invalid(`The model ${model.name} has no thinking mode; enable_thinking must not be true.`, 'enable_thinking')
       return false
     default:
       return enable === true
   }
+}
+
+/** The requested model and the fallbacks the pool may serve the call with instead: the plan must cover each. */
+function servingModels(model: ResolvedModel, options: ResolvedOptions): ResolvedModel[] {
+  const models = [model]
+  for (const name of model.fallback) if (Object.hasOwn(options.models, name)) models.push(options.models[name] as ResolvedModel)
+  return models
 }
 
 /**
@@ -114,8 +120,9 @@ function thinks(model: ResolvedModel, enable: boolean | undefined): boolean {
  *   as given, so whichever Qwen obeys is within the reservation). Neither: options.defaultMaxTokens
  *   (capped by the model), sent upstream as max_tokens.
  * - enable_thinking, thinking_budget: reasoning is billed as output and not capped by max_tokens,
- *   so a call that reasons reserves its thinking_budget (a positive integer up to the model's
- *   maxReasoningTokens) or options.defaultThinkingBudget, sent upstream as thinking_budget.
+ *   so a call that reasons (on the requested model or a fallback of it) reserves its thinking_budget
+ *   (a positive integer up to the model's maxReasoningTokens) or options.defaultThinkingBudget
+ *   (capped by every model that may reason), sent upstream as thinking_budget.
  * - n: several choices multiply the output; only n = 1 is accepted.
  * - enable_search: adds retrieved text to the input: options.searchAllowanceTokens is reserved,
  *   or the request refused when that option is false.
@@ -125,12 +132,14 @@ function thinks(model: ResolvedModel, enable: boolean | undefined): boolean {
 export function planOutput(planned: PlannedRequest, model: ResolvedModel, options: ResolvedOptions): OutputPlan {
   const request = planned as unknown as Fields
   const upstreamFields: { max_tokens?: number; thinking_budget?: number } = {}
+  const serving = servingModels(model, options)
   const outputCap = `The model ${model.name} accepts`
   const maxTokens = positiveIntUpTo(request, 'max_tokens', model.maxOutputTokens, outputCap)
   const maxCompletion = positiveIntUpTo(request, 'max_completion_tokens', model.maxOutputTokens, outputCap)
   let answerTokens = Math.max(maxTokens ?? 0, maxCompletion ?? 0)
   if (answerTokens === 0) {
-    answerTokens = Math.min(options.defaultMaxTokens, model.maxOutputTokens)
+    // Sent upstream, so within every serving model's cap.
+    answerTokens = Math.min(options.defaultMaxTokens, ...serving.map((m) => m.maxOutputTokens))
     upstreamFields.max_tokens = answerTokens
   }
 
@@ -138,11 +147,17 @@ export function planOutput(planned: PlannedRequest, model: ResolvedModel, option
   if (!isAbsent(n) && n !== 1) invalid(`n must be 1; several choices per request are not supported, got ${echo(n)}.`, 'n')
 
   const enable = optionalBoolean(request, 'enable_thinking')
-  const maxReasoning = model.maxReasoningTokens ?? DEFAULT_MAX_REASONING_TOKENS
-  const budget = positiveIntUpTo(request, 'thinking_budget', maxReasoning, `The model ${model.name} reasons for`)
+  const maxReasoning = (m: ResolvedModel) => m.maxReasoningTokens ?? DEFAULT_MAX_REASONING_TOKENS
+  const budget = positiveIntUpTo(request, 'thinking_budget', maxReasoning(model), `The model ${model.name} reasons for`)
+  if (enable === true && model.thinking === 'unsupported') {
+    invalid(`The model ${model.name} has no thinking mode; enable_thinking must not be true.`, 'enable_thinking')
+  }
+  // Reasoning is reserved when the requested model or a fallback may reason; the default budget
+  // sent upstream then bounds every one of them.
+  const thinkers = serving.filter((m) => thinks(m, enable))
   let reasoningTokens = 0
-  if (thinks(model, enable)) {
-    reasoningTokens = budget ?? Math.min(options.defaultThinkingBudget, maxReasoning)
+  if (thinkers.length > 0) {
+    reasoningTokens = budget ?? Math.min(options.defaultThinkingBudget, ...thinkers.map(maxReasoning))
     if (budget === undefined) upstreamFields.thinking_budget = reasoningTokens
   }
 

@@ -98,6 +98,15 @@ describe('thinking: reasoning is billed as output and not capped by max_tokens',
     expect(error).toMatchObject({ status: 400, code: 'invalid_request', param: 'enable_thinking' })
   })
 
+  it('covers a fallback that reasons by default, and caps the default answer by every serving model', () => {
+    const opts = resolveOptions({ ...base, models: { ...base.models, 'qwen-plus': { fallback: ['qwen-open', 'qwen-max'] } } })
+    const p = planCall({ model: 'qwen-plus', messages }, opts)
+    expect(p.reasoningTokens).toBe(4_096)
+    expect(p.upstreamFields).toEqual({ max_tokens: 1_024, thinking_budget: 4_096 })
+    const long = resolveOptions({ ...base, defaultMaxTokens: 20_000, models: { ...base.models, 'qwen-plus': { fallback: ['qwen-max'] } } })
+    expect(planCall({ model: 'qwen-plus', messages }, long).upstreamFields).toEqual({ max_tokens: 8_192 })
+  })
+
   it('caps the default budget by the model', () => {
     const opts = resolveOptions({ ...base, defaultThinkingBudget: 100_000 })
     expect(planCall({ model: 'qwen-turbo', messages, enable_thinking: true } as PlannedRequest, opts).reasoningTokens).toBe(38_912)
