@@ -65,9 +65,9 @@ const wrong: fc.Arbitrary<unknown> = fc.oneof(
 const maybe = <T>(arbitrary: fc.Arbitrary<T>, freq = 3) => fc.option(arbitrary, { nil: undefined, freq })
 
 const part = fc.oneof(
-  { weight: 10, arbitrary: fc.record({ type: fc.constant('text'), text }) },
-  { weight: 2, arbitrary: fc.record({ type: fc.constant('image_url'), image_url: fc.oneof(fc.record({ url: fc.constant('https://x.test/a.png') }), wrong) }) },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant('video'), video: fc.oneof(fc.array(fc.constant('https://x.test/f.png'), { maxLength: 6 }), wrong) }) },
+  { weight: 20, arbitrary: fc.record({ type: fc.constant('text'), text }) },
+  { weight: 2, arbitrary: fc.record({ type: fc.constant('image_url'), image_url: fc.oneof({ weight: 6, arbitrary: fc.record({ url: fc.constant('https://x.test/a.png') }) }, { weight: 1, arbitrary: wrong }) }) },
+  { weight: 1, arbitrary: fc.record({ type: fc.constant('video'), video: fc.oneof({ weight: 6, arbitrary: fc.array(fc.constant('https://x.test/f.png'), { maxLength: 6 }) }, { weight: 1, arbitrary: wrong }) }) },
   { weight: 1, arbitrary: fc.record({ type: fc.constant('video_url'), video_url: fc.record({ url: fc.constant('https://x.test/v.mp4') }) }) },
   { weight: 1, arbitrary: fc.record({ type: fc.constant('input_audio'), input_audio: fc.record({ data: fc.base64String({ maxLength: 24 }), format: fc.constant('wav') }) }) },
   { weight: 1, arbitrary: fc.record({ type: fc.oneof(fc.constantFrom('refusal', 'hologram', 'file'), wrong), refusal: maybe(text), text: maybe(wrong) }) },
@@ -87,7 +87,7 @@ const messageExtra = fc.oneof(
 const message = fc
   .record({
     role,
-    content: fc.oneof({ weight: 8, arbitrary: text }, { weight: 4, arbitrary: fc.array(part, { maxLength: 4 }) }, { weight: 1, arbitrary: wrong }),
+    content: fc.oneof({ weight: 16, arbitrary: text }, { weight: 6, arbitrary: fc.array(part, { maxLength: 4 }) }, { weight: 1, arbitrary: wrong }),
     extra: fc.option(messageExtra, { nil: undefined, freq: 3 }),
   })
   .map(({ role, content, extra }) => ({ role, content, ...extra }))
@@ -110,7 +110,7 @@ const fields = fc.record(
       { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor', 'gpt-4o', 'qwen-flash') },
       { weight: 1, arbitrary: wrong },
     ),
-    messages: fc.oneof({ weight: 30, arbitrary: fc.array(message, { minLength: 1, maxLength: 4 }) }, { weight: 1, arbitrary: wrong }),
+    messages: fc.oneof({ weight: 30, arbitrary: fc.array(message, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: wrong }),
     max_tokens: cap,
     max_completion_tokens: cap,
     enable_thinking: fc.oneof({ weight: 4, arbitrary: fc.boolean() }, { weight: 1, arbitrary: wrong }),
