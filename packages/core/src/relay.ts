@@ -4,7 +4,9 @@
  * here, before the guard counts or sends anything; everything the guard refuses is translated here,
  * so no upstream answer ever reaches the client raw.
  */
+import { defaultIdentify } from './client-address.js'
 import { GUARD_ERROR_STATUS, isQwenGuardError, QwenGuardError } from './errors.js'
+import { identityOrDefault } from './identity.js'
 import { safeErrorLine } from './safe-error-line.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer, successHeaders } from './http-answer.js'
@@ -26,8 +28,16 @@ export interface RelayRequest {
    * already made of it.
    */
   body?: RelayBody
-  /** Whose quota the call is charged to. */
+  /**
+   * Whose quota the call is charged to. A missing, null, empty or blank `user` is charged to the
+   * client address (`remoteAddress`), never to nobody; a non-string part is a TypeError (answered 500).
+   */
   identity: Identity
+  /**
+   * The socket's remote address (`req.socket.remoteAddress`), the user when `identity` names none
+   * (IPv6 grouped by /64). Without it such calls share one 'unknown' user.
+   */
+  remoteAddress?: string
   /** Aborted when the client goes away: the guard stops queueing or streaming and settles. */
   signal?: AbortSignal
   /** Instead of `signal`: the request's own controller, lent to the guard (see `CallOptions.controller`). */
@@ -87,7 +97,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
     const raw = await readBody(request, maxBodyBytes)
     const body = validateChatRequest(raw, guard.options, { maxBodyBytes })
     const { controller, signal } = request
-    const { info, response } = await guard.call(request.identity, body, controller ? { controller } : signal ? { signal } : {})
+    const identity = identityOrDefault(request.identity, () => defaultIdentify(request.remoteAddress), 'relay request')
+    const { info, response } = await guard.call(identity, body, controller ? { controller } : signal ? { signal } : {})
     const headers = { ...passedHeaders(response.headers), ...successHeaders(info) }
     if (body.stream === true && response.body) {
       return { status: response.status, headers: { ...headers, ...SSE_HEADERS }, body: guardStream(response.body) }
