@@ -30,13 +30,18 @@ afterAll(async () => {
 
 const client = (app: express.Express) => request(tap.wrap(app))
 
+/** Guard options against the simulator, without the new-account ramp (22 calls must not wait on pacing). */
+function options(quotas: QuotaPolicies): GuardOptions {
+  const base = guardOptions(sim, quotas)
+  return { ...base, upstream: { ...base.upstream, rampUp: false } }
+}
+
 /** `req.user`, as a session or passport middleware would set it (absent: an anonymous caller). */
 type WithUser = Request & { user?: { id: unknown } }
 
 /** The README's own example: user from the session, key from a header, 20 calls a minute per user. */
 function readmeGuard(quotas: QuotaPolicies = { user: { rpm: 20 } }) {
-  const options: GuardOptions = guardOptions(sim, quotas)
-  const guard = qwenGuard({ ...options, identify: (req) => ({ user: (req as WithUser).user?.id as string, key: req.get('x-api-key') }) })
+  const guard = qwenGuard({ ...options(quotas), identify: (req) => ({ user: (req as WithUser).user?.id as string, key: req.get('x-api-key') }) })
   opened.push(guard)
   return guard
 }
@@ -137,7 +142,7 @@ describe('identity (Express)', () => {
   })
 
   it('rejects an async identify that resolves to a non-string part', async () => {
-    const core = createGuard(guardOptions(sim, { user: { rpm: 5 } }))
+    const core = createGuard(options({ user: { rpm: 5 } }))
     opened.push(core)
     const guard = qwenGuard(core, { identify: async () => ({ user: 42 as unknown as string }) })
     const { app, seen } = appWith(guard)
@@ -146,7 +151,7 @@ describe('identity (Express)', () => {
   })
 
   it('applies the same rule to req.qwenIdentity set by a later middleware', async () => {
-    const core = createGuard(guardOptions(sim, { user: { rpm: 5 } }))
+    const core = createGuard(options({ user: { rpm: 5 } }))
     opened.push(core)
     const guard = qwenGuard(core)
     const errors: unknown[] = []
