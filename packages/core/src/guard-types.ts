@@ -7,7 +7,6 @@ import type {
   GuardEventType,
   Identity,
   QuotaState,
-  ResolvedOptions,
 } from './types.js'
 
 /** What `guard.check()` needs to know about a call it would make. */
@@ -54,8 +53,6 @@ export type GuardListener<T extends GuardEventType> = (event: Extract<GuardEvent
 
 /** A guard made by `createGuard`. One per process (or per Qwen setup); share it between routes. */
 export interface Guard {
-  /** The validated options, defaults filled. */
-  readonly options: ResolvedOptions
   /**
    * An `openai` client whose every call goes through the guard for this identity. Its own retries
    * are off (the guard retries upstream refusals itself); a refusal throws `QwenGuardError`.

@@ -4,6 +4,7 @@ import { createGuardedClient, createGuardedFetch, type ClientDeps } from './clie
 import { planCall } from './cost.js'
 import { createEmitter } from './events.js'
 import { requireIdentity } from './identity.js'
+import { hideGuardOptions } from './guard-internals.js'
 import type { CheckRequest, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
 import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota.js'
@@ -37,8 +38,7 @@ export function createGuard(options: GuardOptions): Guard {
   }
   const clients = new ClientCache()
 
-  return {
-    options: resolved,
+  const guard: Guard = {
     client(identity: Identity): OpenAI {
       return clients.get(clientDeps, requireIdentity(identity))
     },
@@ -63,6 +63,8 @@ export function createGuard(options: GuardOptions): Guard {
       await Promise.all([pool.close(), quota.close()])
     },
   }
+  hideGuardOptions(guard, resolved)
+  return guard
 }
 
 function listModels(allowed: Set<string>): ModelEntry[] {

@@ -8,6 +8,7 @@ import { defaultIdentify } from './client-address.js'
 import { GUARD_ERROR_STATUS, isQwenGuardError, QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
 import { safeErrorLine } from './safe-error-line.js'
+import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer, successHeaders } from './http-answer.js'
 import type { HttpAnswer, Identity } from './types.js'
@@ -87,6 +88,7 @@ const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-)/
  * // write answer.status, answer.headers, then answer.body (a string, or a stream to pipe)
  */
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
+  const guardOptions = guardOptionsOf(guard)
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
   const onError = options.onError ?? ((error: unknown) => console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`))
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
@@ -95,7 +97,7 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
 
   async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
     const raw = await readBody(request, maxBodyBytes)
-    const body = validateChatRequest(raw, guard.options, { maxBodyBytes })
+    const body = validateChatRequest(raw, guardOptions, { maxBodyBytes })
     const { controller, signal } = request
     const identity = identityOrDefault(request.identity, () => defaultIdentify(request.remoteAddress), 'relay request')
     const { info, response } = await guard.call(identity, body, controller ? { controller } : signal ? { signal } : {})

@@ -1,4 +1,5 @@
-import { adoptGuard, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import type { Guard, GuardOptions, Identity } from '@qwen-guard/core'
+import { adoptGuard } from '@qwen-guard/core/adapter'
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import { attachGuard, isAttached } from './attach.js'
 import { qwenGuardErrors } from './errors.js'

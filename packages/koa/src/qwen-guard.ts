@@ -1,4 +1,5 @@
-import { adoptGuard, isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import { isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import { adoptGuard } from '@qwen-guard/core/adapter'
 import type { Context, Middleware, Next } from 'koa'
 import { attachGuard, isAttached } from './attach.js'
 import { identifyBySocket } from './identity.js'
