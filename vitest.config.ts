@@ -1,15 +1,18 @@
 import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
 
-const packageSource = (name: string) => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url))
+const packageSource = (name: string, file = 'index') => fileURLToPath(new URL(`./packages/${name}/src/${file}.ts`, import.meta.url))
 
 export default defineConfig({
   resolve: {
     // Tests run against the TypeScript sources; the dual-format test checks the built dist.
-    alias: ['core', 'express', 'koa', 'simulator'].map((name) => ({
-      find: new RegExp(`^@qwen-guard/${name}$`),
-      replacement: packageSource(name),
-    })),
+    alias: [
+      { find: /^@qwen-guard\/core\/adapter$/, replacement: packageSource('core', 'adapter') },
+      ...['core', 'express', 'koa', 'simulator'].map((name) => ({
+        find: new RegExp(`^@qwen-guard/${name}$`),
+        replacement: packageSource(name),
+      })),
+    ],
   },
   test: {
     include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts', 'examples/*/test/**/*.test.ts'],

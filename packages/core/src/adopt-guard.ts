@@ -1,5 +1,6 @@
 import { createGuard } from './guard.js'
 import type { Guard } from './guard-types.js'
+import { identityOrDefault } from './identity.js'
 import type { GuardOptions, Identity } from './types.js'
 
 /** True for a guard made by `createGuard` (duck-typed, so a second copy of the package is recognised). */
@@ -17,19 +18,50 @@ export interface AdoptedGuard<Request> {
   guard: Guard
   /** True when the adapter created the guard, and so must close it. */
   owned: boolean
-  /** The app's own identify function, if it gave one (adapter options win over guard options). */
-  identify: AdapterIdentify<Request>['identify']
+  /** True when the app gave its own `identify` (adapter options win over guard options). */
+  custom: boolean
+  /**
+   * The identity a request is charged to: the app's `identify` (sync stays sync), checked by
+   * `identityOrDefault`, or the default identity when the app gave none. A missing, null, empty or
+   * blank `user` becomes the default's (the client address); a non-string part throws a TypeError
+   * (an async `identify` rejects with it), a part over 256 characters a RangeError.
+   */
+  identify: (request: Request) => Identity | Promise<Identity>
+}
+
+function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as Promise<T> | undefined)?.then === 'function'
 }
 
 /**
  * What both adapters do first: use the guard they were given, or create one from options after
  * taking out the adapter's own `identify` (which `createGuard` would reject as an unknown option).
+ *
+ * @param fallback the adapter's default identity (the socket's address: `defaultIdentify`)
  */
 export function adoptGuard<Request>(
   options: (GuardOptions & AdapterIdentify<Request>) | Guard,
-  adapterOptions: AdapterIdentify<Request> = {},
+  adapterOptions: AdapterIdentify<Request>,
+  fallback: (request: Request) => Identity,
 ): AdoptedGuard<Request> {
-  if (isGuard(options)) return { guard: options, owned: false, identify: adapterOptions.identify }
-  const { identify, ...guardOptions } = options
-  return { guard: createGuard(guardOptions), owned: true, identify: adapterOptions.identify ?? identify }
+  let guard: Guard
+  let custom: AdapterIdentify<Request>['identify']
+  let owned = false
+  if (isGuard(options)) {
+    guard = options
+    custom = adapterOptions.identify
+  } else {
+    const { identify, ...guardOptions } = options
+    guard = createGuard(guardOptions)
+    owned = true
+    custom = adapterOptions.identify ?? identify
+  }
+  if (!custom) return { guard, owned, custom: false, identify: fallback }
+  const appIdentify = custom
+  const identify = (request: Request): Identity | Promise<Identity> => {
+    const checked = (identity: Identity | undefined) => identityOrDefault(identity, () => fallback(request), 'identify()')
+    const result = appIdentify(request)
+    return isPromise(result) ? result.then(checked) : checked(result)
+  }
+  return { guard, owned, custom: true, identify }
 }

@@ -7,7 +7,6 @@ import type {
   GuardEventType,
   Identity,
   QuotaState,
-  ResolvedOptions,
 } from './types.js'
 
 /** What `guard.check()` needs to know about a call it would make. */
@@ -60,15 +59,20 @@ export type GuardListener<T extends GuardEventType> = (event: Extract<GuardEvent
 
 /** A guard made by `createGuard`. One per process (or per Qwen setup); share it between routes. */
 export interface Guard {
-  /** The validated options, defaults filled. */
-  readonly options: ResolvedOptions
   /**
    * An `openai` client whose every call goes through the guard for this identity. Its own retries
    * are off (the guard retries upstream refusals itself); a refusal throws `QwenGuardError`.
+   *
+   * Every method taking an identity (`client`, `fetch`, `call`, `check`, `state`) needs `user`, a
+   * non-blank string (a missing user would mean no user limits); `key` is optional (empty means
+   * none). Each part is at most 256 characters.
+   * @throws TypeError when `user` is missing or blank, or a part is not a string
+   *   (`identity.user must be a string, got number`); `call`, `check` and `state` reject with it
+   * @throws RangeError when a part is longer than 256 characters
    */
-  client(identity?: Identity): OpenAI
+  client(identity: Identity): OpenAI
   /** The fetch behind `client()`: POST `.../chat/completions` guarded, GET `.../models` answered locally. */
-  fetch(identity?: Identity): typeof fetch
+  fetch(identity: Identity): typeof fetch
   /** One guarded chat completion from a request body already validated by `validateChatRequest`. */
   call(identity: Identity, body: Record<string, unknown>, options?: CallOptions): Promise<GuardedResponse>
   /** Dry run: would this call be admitted by the identity's quotas now? Counts nothing. */

@@ -3,6 +3,8 @@ import { guardedCall } from './call.js'
 import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client.js'
 import { planCall } from './cost.js'
 import { createEmitter } from './events.js'
+import { requireIdentity } from './identity.js'
+import { hideGuardOptions } from './guard-internals.js'
 import type { CheckRequest, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
 import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota.js'
@@ -36,23 +38,24 @@ export function createGuard(options: GuardOptions): Guard {
   }
   const clients = new ClientCache()
 
-  return {
-    options: resolved,
-    client(identity: Identity = {}): OpenAI {
-      return clients.get(clientDeps, identity)
+  const guard: Guard = {
+    client(identity: Identity): OpenAI {
+      return clients.get(clientDeps, requireIdentity(identity))
     },
-    fetch(identity: Identity = {}): typeof fetch {
-      return createGuardedFetch(clientDeps, identity)
+    fetch(identity: Identity): typeof fetch {
+      return createGuardedFetch(clientDeps, { ...requireIdentity(identity) })
     },
-    call(identity, body, { signal, controller } = {}): Promise<GuardedResponse> {
-      return guardedCall(callDeps, identity, body, controller ? { controller } : signal ? { signal } : {})
+    async call(identity, body, { signal, controller } = {}): Promise<GuardedResponse> {
+      const who = requireIdentity(identity)
+      return guardedCall(callDeps, who, body, controller ? { controller } : signal ? { signal } : {})
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
+      const who = requireIdentity(identity)
       const plan = planCall(request, resolved)
-      return quota.check(identity, { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd })
+      return quota.check(who, { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd })
     },
-    state(identity: Identity): Promise<QuotaState[]> {
-      return quota.state(identity)
+    async state(identity: Identity): Promise<QuotaState[]> {
+      return quota.state(requireIdentity(identity))
     },
     models: () => modelList,
     on: events.on,
@@ -60,6 +63,8 @@ export function createGuard(options: GuardOptions): Guard {
       await Promise.all([pool.close(), quota.close()])
     },
   }
+  hideGuardOptions(guard, resolved)
+  return guard
 }
 
 function listModels(allowed: Set<string>): ModelEntry[] {
@@ -80,14 +85,14 @@ const CLIENT_CACHE_SIZE = 1_000
 class ClientCache {
   private readonly byIdentity = new Map<string, OpenAI>()
 
+  /** `identity` has passed `requireIdentity`. */
   get(deps: ClientDeps, identity: Identity): OpenAI {
     const key = cacheKey(identity)
-    if (key === undefined) return createGuardedClient(deps, identity)
+    if (key === undefined) return createGuardedClient(deps, { ...identity })
     let client = this.byIdentity.get(key)
     if (!client) {
       if (this.byIdentity.size >= CLIENT_CACHE_SIZE) this.byIdentity.clear()
-      const copy: Identity = {}
-      if (identity.user !== undefined) copy.user = identity.user
+      const copy: Identity = { user: identity.user }
       if (identity.key !== undefined) copy.key = identity.key
       client = createGuardedClient(deps, copy)
       this.byIdentity.set(key, client)
@@ -96,12 +101,11 @@ class ClientCache {
   }
 }
 
-/** A key for a `{ user?, key? }` identity of strings; undefined for any other shape. */
+/** A key for a `{ user, key? }` identity (checked: strings); undefined for any other shape. */
 function cacheKey(identity: Identity): string | undefined {
   for (const field in identity) if (field !== 'user' && field !== 'key') return undefined
-  const { user, key } = identity
-  if ((user !== undefined && typeof user !== 'string') || (key !== undefined && typeof key !== 'string')) return undefined
-  // Unambiguous whatever the strings hold: the user part is length-prefixed, '-' marks a missing part.
-  return `${user === undefined ? '-' : `${user.length}:${user}`}|${key === undefined ? '-' : `+${key}`}`
+  const { user = '', key } = identity
+  // Unambiguous whatever the strings hold: the user part is length-prefixed, '-' marks a missing key.
+  return `${user.length}:${user}|${key === undefined ? '-' : `+${key}`}`
 }
 

@@ -8,6 +8,7 @@
  */
 import type OpenAI from 'openai'
 import type { Guard } from './guard-types.js'
+import { identityOrDefault } from './identity.js'
 import type { Identity } from './types.js'
 
 const ATTACHED = Symbol('qwen-guard.attached')
@@ -17,15 +18,21 @@ interface Attachment {
   guard: Guard
   /** The framework's request object the identity is read from (`req`, or `ctx`). */
   subject: object
+  /** The default identity (the client address), for a request whose identity names no user. */
   identify: (subject: never) => Identity
+  /** The identity in use, always checked (`identityOrDefault`). */
   who: Identity | undefined
   client: OpenAI | undefined
 }
 
 type Holder = { [ATTACHED]?: Attachment }
 
+function defaultOf(attachment: Attachment): () => Identity {
+  return () => (attachment.identify as (subject: object) => Identity)(attachment.subject)
+}
+
 function identityOf(attachment: Attachment): Identity {
-  return (attachment.who ??= (attachment.identify as (subject: object) => Identity)(attachment.subject))
+  return (attachment.who ??= identityOrDefault(undefined, defaultOf(attachment)))
 }
 
 function getIdentity(this: Holder): Identity | undefined {
@@ -36,7 +43,8 @@ function getIdentity(this: Holder): Identity | undefined {
 function setIdentity(this: Holder, value: Identity): void {
   const attachment = this[ATTACHED]
   if (!attachment) return void Object.defineProperty(this, 'qwenIdentity', { value, writable: true, configurable: true, enumerable: true })
-  attachment.who = value
+  // The same rule as the adapters' `identify`: no user means the client address; a bad part throws here.
+  attachment.who = identityOrDefault(value, defaultOf(attachment), 'qwenIdentity')
   attachment.client = undefined
 }
 
@@ -62,8 +70,12 @@ export interface AttachOptions<Subject extends object> {
   guard: Guard
   /** The request object `identify` reads. */
   subject: Subject
+  /** The default identity of a request (the client address): used when `identity` names no user. */
   identify: (subject: Subject) => Identity
-  /** An identity already known (an async `identify` the adapter awaited). */
+  /**
+   * An identity already known (the app's `identify`, which the adapter called). Checked here with
+   * `identityOrDefault`: a missing or blank user becomes the default's; a non-string part throws.
+   */
   identity?: Identity
 }
 
@@ -81,9 +93,10 @@ export function attachLazyClient<Subject extends object>(
     guard: options.guard,
     subject: options.subject,
     identify: options.identify,
-    who: options.identity,
+    who: undefined,
     client: undefined,
   }
+  if (options.identity !== undefined) attachment.who = identityOrDefault(options.identity, defaultOf(attachment))
   for (const { holder, shared, only } of holders) {
     ;(holder as Holder)[ATTACHED] = attachment
     const accessors = only ? { qwen: ACCESSORS.qwen } : ACCESSORS

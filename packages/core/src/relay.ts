@@ -4,8 +4,11 @@
  * here, before the guard counts or sends anything; everything the guard refuses is translated here,
  * so no upstream answer ever reaches the client raw.
  */
+import { defaultIdentify } from './client-address.js'
 import { GUARD_ERROR_STATUS, isQwenGuardError, QwenGuardError } from './errors.js'
+import { identityOrDefault } from './identity.js'
 import { safeErrorLine } from './safe-error-line.js'
+import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer, successHeaders } from './http-answer.js'
 import type { HttpAnswer, Identity } from './types.js'
@@ -26,8 +29,16 @@ export interface RelayRequest {
    * already made of it.
    */
   body?: RelayBody
-  /** Whose quota the call is charged to. */
+  /**
+   * Whose quota the call is charged to. A missing, null, empty or blank `user` is charged to the
+   * client address (`remoteAddress`), never to nobody; a non-string part is a TypeError (answered 500).
+   */
   identity: Identity
+  /**
+   * The socket's remote address (`req.socket.remoteAddress`), the user when `identity` names none
+   * (IPv6 grouped by /64). Without it such calls share one 'unknown' user.
+   */
+  remoteAddress?: string
   /** Aborted when the client goes away: the guard stops queueing or streaming and settles. */
   signal?: AbortSignal
   /** Instead of `signal`: the request's own controller, lent to the guard (see `CallOptions.controller`). */
@@ -77,6 +88,7 @@ const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-)/
  * // write answer.status, answer.headers, then answer.body (a string, or a stream to pipe)
  */
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
+  const guardOptions = guardOptionsOf(guard)
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
   const onError = options.onError ?? ((error: unknown) => console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`))
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
@@ -85,9 +97,10 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
 
   async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
     const raw = await readBody(request, maxBodyBytes)
-    const body = validateChatRequest(raw, guard.options, { maxBodyBytes })
+    const body = validateChatRequest(raw, guardOptions, { maxBodyBytes })
     const { controller, signal } = request
-    const { info, response } = await guard.call(request.identity, body, controller ? { controller } : signal ? { signal } : {})
+    const identity = identityOrDefault(request.identity, () => defaultIdentify(request.remoteAddress), 'relay request')
+    const { info, response } = await guard.call(identity, body, controller ? { controller } : signal ? { signal } : {})
     const headers = { ...passedHeaders(response.headers), ...successHeaders(info) }
     if (body.stream === true && response.body) {
       return { status: response.status, headers: { ...headers, ...SSE_HEADERS }, body: guardStream(response.body) }

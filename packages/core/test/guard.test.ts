@@ -207,7 +207,7 @@ describe('guard.client() per identity', () => {
     const guard = makeGuard()
     expect(guard.client({ user: 'a' })).toBe(guard.client({ user: 'a' }))
     expect(guard.client({ user: 'a', key: 'k' })).toBe(guard.client({ key: 'k', user: 'a' }))
-    const tricky = [{ user: 'a' }, { user: 'a|+b' }, { user: 'a', key: 'b' }, { key: 'a' }, { user: '' }, {}, { user: '1:a|-' }]
+    const tricky = [{ user: 'a' }, { user: 'a|+b' }, { user: 'a', key: 'b' }, { user: 'b', key: 'a' }, { user: '-' }, { user: '1:a' }, { user: '1:a|-' }]
     const made = tricky.map((identity) => guard.client(identity))
     expect(new Set(made).size).toBe(tricky.length)
     await made[1]!.chat.completions.create({ model: 'qwen-plus', messages })

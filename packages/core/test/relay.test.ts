@@ -18,7 +18,7 @@ const info: CallInfo = {
 function fakeGuard(answer: (body: Record<string, unknown>) => GuardedResponse | Promise<GuardedResponse>) {
   const call = vi.fn(async (_identity: unknown, body: Record<string, unknown>, _options?: { signal?: AbortSignal; controller?: AbortController }) => answer(body))
   const guard = {
-    options: resolveOptions({ upstream: { apiKey: SECRET } }),
+    [Symbol.for('qwen-guard.options')]: resolveOptions({ upstream: { apiKey: SECRET } }),
     call,
     models: () => [{ id: 'qwen-plus', object: 'model' as const, created: 1, owned_by: 'qwen' }],
   } as unknown as Guard

@@ -1,5 +1,6 @@
 import { IncomingMessage } from 'node:http'
-import { attachLazyClient, isLazyClientAttached, type Guard, type Identity } from '@qwen-guard/core'
+import type { Guard, Identity } from '@qwen-guard/core'
+import { attachLazyClient, isLazyClientAttached } from '@qwen-guard/core/adapter'
 import type { Request } from 'express'
 
 /** The object just above IncomingMessage.prototype in the request's chain: Express's `request`. */

@@ -1,4 +1,5 @@
-import { adoptGuard, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import type { Guard, GuardOptions, Identity } from '@qwen-guard/core'
+import { adoptGuard } from '@qwen-guard/core/adapter'
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import { attachGuard, isAttached } from './attach.js'
 import { qwenGuardErrors } from './errors.js'
@@ -19,7 +20,10 @@ export interface QwenGuardMiddleware {
   errors: ErrorRequestHandler
   /** The core guard (check, state, on, client...). */
   guard: Guard
-  /** The identity function in use (yours or the socket-address default). */
+  /**
+   * The identity a request is charged to: yours, checked (a missing or blank user becomes the
+   * client address; a non-string part throws a TypeError), or the socket-address default.
+   */
   identify: IdentifyRequest
   /** Closes the guard if `qwenGuard()` created it; a guard you passed in stays yours to close. */
   close(): Promise<void>
@@ -44,8 +48,7 @@ export function qwenGuard(
   options: (GuardOptions & ExpressAdapterOptions) | Guard,
   adapterOptions: ExpressAdapterOptions = {},
 ): QwenGuardMiddleware {
-  const { guard, owned, identify: custom } = adoptGuard<Request>(options, adapterOptions)
-  const identify: IdentifyRequest = custom ?? identifyBySocket
+  const { guard, owned, custom, identify } = adoptGuard<Request>(options, adapterOptions, identifyBySocket)
 
   function qwenGuardMiddleware(req: Request, _res: Response, next: NextFunction): void {
     if (!custom) {
@@ -53,9 +56,11 @@ export function qwenGuard(
       next()
       return
     }
+    // A throwing or rejecting `identify`, or one that returns a non-string part, goes to the app's
+    // error handlers like any middleware error.
     let result: Identity | Promise<Identity>
     try {
-      result = custom(req)
+      result = identify(req)
     } catch (error) {
       next(error)
       return

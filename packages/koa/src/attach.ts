@@ -1,4 +1,5 @@
-import { attachLazyClient, isLazyClientAttached, type Guard, type Identity } from '@qwen-guard/core'
+import type { Guard, Identity } from '@qwen-guard/core'
+import { attachLazyClient, isLazyClientAttached } from '@qwen-guard/core/adapter'
 import type { Context } from 'koa'
 
 /**

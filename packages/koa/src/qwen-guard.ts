@@ -1,4 +1,5 @@
-import { adoptGuard, isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import { isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
+import { adoptGuard } from '@qwen-guard/core/adapter'
 import type { Context, Middleware, Next } from 'koa'
 import { attachGuard, isAttached } from './attach.js'
 import { identifyBySocket } from './identity.js'
@@ -16,7 +17,10 @@ export interface QwenGuardKoaMiddleware {
   proxy(options?: KoaProxyOptions): Middleware
   /** The core guard (check, state, on, client...). */
   guard: Guard
-  /** The identity function in use (yours or the socket-address default). */
+  /**
+   * The identity a request is charged to: yours, checked (a missing or blank user becomes the
+   * client address; a non-string part throws a TypeError), or the socket-address default.
+   */
   identify: IdentifyContext
   /** Closes the guard if `qwenGuard()` created it; a guard you passed in stays yours to close. */
   close(): Promise<void>
@@ -35,11 +39,11 @@ export interface QwenGuardKoaMiddleware {
  * router.post('/ask', async (ctx) => { ctx.body = await ctx.qwen.chat.completions.create({ model: 'qwen-plus', messages }) })
  */
 export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, adapterOptions: KoaAdapterOptions = {}): QwenGuardKoaMiddleware {
-  const { guard, owned, identify: custom } = adoptGuard<Context>(options, adapterOptions)
-  const identify: IdentifyContext = custom ?? identifyBySocket
+  const { guard, owned, custom, identify } = adoptGuard<Context>(options, adapterOptions, identifyBySocket)
 
   async function qwenGuardMiddleware(ctx: Context, next: Next): Promise<void> {
-    attachGuard(ctx, guard, identifyBySocket, custom ? await custom(ctx) : undefined)
+    // A throwing `identify`, or one that returns a non-string part, is thrown to Koa's error handling.
+    attachGuard(ctx, guard, identifyBySocket, custom ? await identify(ctx) : undefined)
     try {
       await next()
     } catch (error) {

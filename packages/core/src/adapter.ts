@@ -1,0 +1,8 @@
+/**
+ * `@qwen-guard/core/adapter`: what a framework adapter (Express, Koa, your own) builds on, kept off
+ * the main entry because apps never call it. Adopting a guard or its options, the identity rule, and
+ * the lazy `qwen` / `qwenIdentity` request properties.
+ */
+export { adoptGuard, isGuard, type AdapterIdentify, type AdoptedGuard } from './adopt-guard.js'
+export { attachLazyClient, isLazyClientAttached, type AttachOptions } from './lazy-client.js'
+export { identityOrDefault, requireIdentity } from './identity.js'

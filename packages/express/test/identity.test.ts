@@ -1,0 +1,176 @@
+/**
+ * Whose quota an Express request is charged to: a missing or blank user is the client address (never
+ * "no limits"), on `req.qwen` and on the relay alike; a non-string identity part is a TypeError the
+ * app's error handlers get, and nothing is counted or sent upstream for it.
+ */
+import { createGuard, type Guard, type GuardOptions, type QuotaPolicies } from '@qwen-guard/core'
+import express, { type ErrorRequestHandler, type Request } from 'express'
+import request from 'supertest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import type { Simulator } from '../../simulator/src/index.js'
+import { guardOptions, ResponseTap, startSecretSimulator } from '../../../test/http-support.js'
+import { qwenGuard, type QwenGuardMiddleware } from '../src/index.js'
+
+const tap = new ResponseTap()
+const messages = [{ role: 'user' as const, content: 'Hello there' }]
+const chat = { model: 'qwen-plus', messages, max_tokens: 1 }
+let sim: Simulator
+const opened: Array<Guard | QwenGuardMiddleware> = []
+
+beforeAll(async () => {
+  sim = await startSecretSimulator({ burst: false })
+})
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((guard) => guard.close()))
+})
+afterAll(async () => {
+  await sim?.close()
+  tap.assertNoSecrets()
+})
+
+const client = (app: express.Express) => request(tap.wrap(app))
+
+/** Guard options against the simulator, without the new-account ramp (22 calls must not wait on pacing). */
+function options(quotas: QuotaPolicies): GuardOptions {
+  const base = guardOptions(sim, quotas)
+  return { ...base, upstream: { ...base.upstream, rampUp: false } }
+}
+
+/** `req.user`, as a session or passport middleware would set it (absent: an anonymous caller). */
+type WithUser = Request & { user?: { id: unknown } }
+
+/** The README's own example: user from the session, key from a header, 20 calls a minute per user. */
+function readmeGuard(quotas: QuotaPolicies = { user: { rpm: 20 } }) {
+  const guard = qwenGuard({ ...options(quotas), identify: (req) => ({ user: (req as WithUser).user?.id as string, key: req.get('x-api-key') }) })
+  opened.push(guard)
+  return guard
+}
+
+/** An app where `setUser` decides `req.user`, a route asking Qwen through req.qwen, the relay at /v1. */
+function appWith(guard: QwenGuardMiddleware, setUser: (req: WithUser) => void = () => {}) {
+  const seen: unknown[] = []
+  const app = express()
+    .use((req, _res, next) => {
+      setUser(req as WithUser)
+      next()
+    })
+    .use(guard)
+    .get('/ask', async (req, res) => {
+      await req.qwen.chat.completions.create(chat)
+      res.json({ identity: req.qwenIdentity })
+    })
+    .use('/v1', guard.proxy())
+    .use(guard.errors)
+    .use(((err, _req, res, _next) => {
+      seen.push(err)
+      res.status(500).json({ error: { message: 'Internal error', type: 'server_error' } })
+    }) as ErrorRequestHandler)
+  return { app, seen }
+}
+
+describe('identity (Express)', () => {
+  it("limits the README example's anonymous callers by address: 22 calls at rpm 20, 2 refused", async () => {
+    const { app } = appWith(readmeGuard())
+    const statuses: number[] = []
+    for (let i = 0; i < 22; i++) statuses.push((await client(app).get('/ask')).status)
+    expect(statuses.filter((status) => status === 200)).toHaveLength(20)
+    expect(statuses.slice(20)).toEqual([429, 429])
+  })
+
+  it('limits anonymous callers of the relay by address too, with and without the middleware', async () => {
+    const guard = readmeGuard({ user: { rpm: 3 } })
+    const { app: mounted } = appWith(guard)
+    const relayOnly = express().use('/v1', guard.proxy())
+    const statuses: number[] = []
+    for (const app of [mounted, mounted, relayOnly, relayOnly]) {
+      statuses.push((await client(app).post('/v1/chat/completions').send(chat)).status)
+    }
+    expect(statuses).toEqual([200, 200, 200, 429])
+  })
+
+  it.each([
+    ["''", ''],
+    ['null', null],
+    ['whitespace', ' \t '],
+    ['undefined', undefined],
+  ])('charges user %s to the client address, keeping the key', async (_name, user) => {
+    const guard = readmeGuard()
+    const { app } = appWith(guard, (req) => {
+      req.user = { id: user }
+    })
+    const { body } = await client(app).get('/ask').set('x-api-key', 'k1').expect(200)
+    expect(body.identity).toEqual({ user: '127.0.0.1', key: 'k1' })
+    const left = (await guard.guard.state({ user: '127.0.0.1' })).find((s) => s.dimension === 'rpm')
+    expect(left?.remaining).toBe(19)
+  })
+
+  it('drops an empty key header rather than charging it', async () => {
+    const { app } = appWith(readmeGuard(), (req) => {
+      req.user = { id: 'alice' }
+    })
+    const { body } = await client(app).get('/ask').set('x-api-key', '').expect(200)
+    expect(body.identity).toEqual({ user: 'alice' })
+  })
+
+  it.each([
+    [{ id: 1 }, 'object'],
+    [{ id: 2 }, 'object'],
+    [123, 'number'],
+    [true, 'boolean'],
+  ])('passes user %o to the error handlers as a TypeError, counting and calling nothing', async (user, kind) => {
+    const guard = readmeGuard({ user: { rpm: 1 } })
+    const { app, seen } = appWith(guard, (req) => {
+      req.user = { id: user }
+    })
+    const calls = sim.stats().calls
+    for (const path of ['/ask', '/ask']) await client(app).get(path).expect(500)
+    await client(app).post('/v1/chat/completions').send(chat).expect(500)
+    expect(seen).toHaveLength(3)
+    for (const error of seen) expect(error).toEqual(new TypeError(`identify(): identity.user must be a string, got ${kind}`))
+    expect(sim.stats().calls).toBe(calls)
+  })
+
+  it('passes an over-long identity part to the error handlers as a RangeError that does not echo it', async () => {
+    const { app, seen } = appWith(readmeGuard(), (req) => {
+      req.user = { id: `secret-${'x'.repeat(300)}` }
+    })
+    const answer = await client(app).get('/ask').expect(500)
+    expect(seen[0]).toBeInstanceOf(RangeError)
+    expect((seen[0] as Error).message).toMatch(/^identify\(\): identity\.user is 307 characters long; the most is 256/)
+    expect((seen[0] as Error).message).not.toContain('secret')
+    expect(answer.text).not.toContain('secret')
+  })
+
+  it('rejects an async identify that resolves to a non-string part', async () => {
+    const core = createGuard(options({ user: { rpm: 5 } }))
+    opened.push(core)
+    const guard = qwenGuard(core, { identify: async () => ({ user: 42 as unknown as string }) })
+    const { app, seen } = appWith(guard)
+    await client(app).get('/ask').expect(500)
+    expect(seen).toEqual([new TypeError('identify(): identity.user must be a string, got number')])
+  })
+
+  it('applies the same rule to req.qwenIdentity set by a later middleware', async () => {
+    const core = createGuard(options({ user: { rpm: 5 } }))
+    opened.push(core)
+    const guard = qwenGuard(core)
+    const errors: unknown[] = []
+    const app = express()
+      .use(guard)
+      .get('/blank', async (req, res) => {
+        req.qwenIdentity = { user: '', key: 'k9' }
+        res.json(req.qwenIdentity)
+      })
+      .get('/number', (req, res) => {
+        try {
+          req.qwenIdentity = { user: 7 as unknown as string }
+        } catch (error) {
+          errors.push(error)
+        }
+        res.json(req.qwenIdentity)
+      })
+    expect((await client(app).get('/blank').expect(200)).body).toEqual({ user: '127.0.0.1', key: 'k9' })
+    expect((await client(app).get('/number').expect(200)).body).toEqual({ user: '127.0.0.1' })
+    expect(errors).toEqual([new TypeError('qwenIdentity: identity.user must be a string, got number')])
+  })
+})
