@@ -17,6 +17,7 @@
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createGuard, createRelay, type Guard, type GuardOptions, type QuotaState, type Relay } from '../packages/core/src/index.js'
+import { guardOptionsOf } from '../packages/core/src/guard-internals.js'
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 10_000)
 const SEED = Number(process.env.PROPERTY_SEED ?? 20_261_130)
@@ -170,7 +171,7 @@ interface Sent {
 
 /** What Qwen could bill for a sent body at most, reading it as Qwen would (worst case). */
 function mostBillable(sent: Record<string, unknown>, guard: Guard): number {
-  const model = guard.options.models[sent.model as string]!
+  const model = guardOptionsOf(guard).models[sent.model as string]!
   const caps = [sent.max_tokens, sent.max_completion_tokens].filter((v): v is number => typeof v === 'number')
   const answer = caps.length > 0 ? Math.max(...caps) : model.maxOutputTokens
   const thinking = model.thinking ?? 'off'
