@@ -226,6 +226,8 @@ let quota = null
 let quotaFetchedAt = 0
 let quotaRefresh = null
 let quotaFetching = false
+/** A refresh asked for while one was in flight: run once more after it, so the panel ends on fresh numbers. */
+let quotaAgain = false
 
 /** How often the panel asks the server while a call of this page is in progress. */
 const LIVE_POLL_MS = 500
@@ -251,8 +253,14 @@ function callEnded() {
 }
 
 async function refreshQuota() {
-  if (quotaFetching) return // one request at a time: a slow server must not pile up polls
+  if (quotaFetching) {
+    // One request at a time (a slow server must not pile up polls), but the answer in flight may
+    // predate what this refresh was asked for (a call that just ended): fetch again after it.
+    quotaAgain = true
+    return
+  }
   quotaFetching = true
+  quotaAgain = false
   try {
     const response = await fetch('/api/quota', { cache: 'no-store' })
     if (!response.ok) return
@@ -268,6 +276,7 @@ async function refreshQuota() {
     // The server is restarting or gone; the next answer or the periodic refresh tries again.
   } finally {
     quotaFetching = false
+    if (quotaAgain) scheduleQuotaRefresh()
   }
 }
 
@@ -546,6 +555,7 @@ class BurstStory {
     this.totalMs = 0
     this.finished = false
     this.failure = null
+    this.served = null
   }
 
   refused(reason, waitMs, queuedMs) {
@@ -591,6 +601,7 @@ class BurstStory {
       parts.push(`try ${i + 1} refused (${r.reason}${r.queuedMs >= 50 ? ` after ${formatMs(r.queuedMs)} in the queue` : ''}), told to wait ${formatSeconds(r.waitMs)}, retried`)
     }
     if (this.queuedMs >= 50) parts.push(`queued ${formatMs(this.queuedMs)} in all`)
+    if (this.served) parts.push(this.served)
     if (this.failure) parts.push(`gave up: ${this.failure}`)
     parts.push(`${this.finished ? 'total' : 'so far'} ${formatSeconds(this.totalMs)}`)
     return parts.join('; ')
@@ -624,8 +635,9 @@ async function runBurstRow(row, index) {
     done() {
       const tries = story.refusals.length + 1
       const model = `<span class="burst-model">${escapeHtml(meta?.model ?? '?')}</span>`
-      setRow(row, row.dataset.state, `${meta?.fallback ? '<span class="burst-state">↪</span> ' : ''}${model}${tries > 1 ? ` <span class="burst-try">try ${tries}</span>` : ''}`)
+      setRow(row, row.dataset.state, `${meta?.fallback ? '<span class="burst-state">↪</span> ' : ''}${model}${tries > 1 ? ` <span class="burst-try">try&nbsp;${tries}</span>` : ''}`)
       row.dataset.outcome = meta?.fallback ? 'fallback' : 'served'
+      story.served = `served by ${meta?.model ?? '?'}${meta?.fallback ? ` (a fallback: ${meta.requestedModel} was busy)` : ''} on try ${tries}`
     },
     failed(message) {
       setRow(row, 'failed', `<span class="burst-state">gave up</span>`)
