@@ -16,6 +16,7 @@ const els = {
   input: $('#input'),
   send: $('#send'),
   meters: $('#quota-meters'),
+  quotaCard: $('#quota-card'),
   backend: $('#backend-label'),
   backendPill: $('#backend-pill'),
   user: $('#user-label'),
@@ -82,9 +83,22 @@ function blockingDimension(header) {
   return undefined
 }
 
-/** Calls /api/chat and reports what happens through `hooks`; waits out refusals and retries. */
-async function chat(body, hooks, { maxRetries = Infinity } = {}) {
+/**
+ * Calls /api/chat and reports what happens through `hooks`; waits out refusals and retries. While
+ * any call is in progress the quota panel polls the server, so it moves while answers stream.
+ */
+async function chat(body, hooks, options) {
+  callStarted()
+  try {
+    return await chatAttempts(body, hooks, options)
+  } finally {
+    callEnded()
+  }
+}
+
+async function chatAttempts(body, hooks, { maxRetries = Infinity } = {}) {
   for (let attempt = 0; ; attempt++) {
+    const sentAt = performance.now()
     const response = await fetch('/api/chat', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -100,7 +114,18 @@ async function chat(body, hooks, { maxRetries = Infinity } = {}) {
         return { ok: false, attempts: attempt + 1 }
       }
       const dimension = blockingDimension(response.headers.get('ratelimit'))
-      await hooks.refused?.({ waitMs, code: error.code ?? 'rate_limited', dimension, message: error.message ?? 'Rate limited', attempt })
+      // Set by the demo's server when the call waited in the guard's queue before it was refused.
+      const queued = Number(response.headers.get('x-demo-queued-ms'))
+      const queuedMs = response.headers.has('x-demo-queued-ms') && Number.isFinite(queued) ? queued : 0
+      await hooks.refused?.({
+        waitMs,
+        code: error.code ?? 'rate_limited',
+        dimension,
+        message: error.message ?? 'Rate limited',
+        attempt,
+        queuedMs,
+        heldMs: performance.now() - sentAt,
+      })
       continue
     }
     if (!response.ok) {
@@ -200,8 +225,42 @@ const SHORT_REASONS = {
 let quota = null
 let quotaFetchedAt = 0
 let quotaRefresh = null
+let quotaFetching = false
+/** A refresh asked for while one was in flight: run once more after it, so the panel ends on fresh numbers. */
+let quotaAgain = false
+
+/** How often the panel asks the server while a call of this page is in progress. */
+const LIVE_POLL_MS = 500
+let callsInProgress = 0
+let livePoll = null
+
+function callStarted() {
+  callsInProgress++
+  if (livePoll === null) {
+    els.quotaCard.dataset.live = 'true'
+    scheduleQuotaRefresh()
+    livePoll = setInterval(() => scheduleQuotaRefresh(), LIVE_POLL_MS)
+  }
+}
+
+function callEnded() {
+  callsInProgress--
+  if (callsInProgress > 0) return
+  clearInterval(livePoll)
+  livePoll = null
+  delete els.quotaCard.dataset.live
+  scheduleQuotaRefresh()
+}
 
 async function refreshQuota() {
+  if (quotaFetching) {
+    // One request at a time (a slow server must not pile up polls), but the answer in flight may
+    // predate what this refresh was asked for (a call that just ended): fetch again after it.
+    quotaAgain = true
+    return
+  }
+  quotaFetching = true
+  quotaAgain = false
   try {
     const response = await fetch('/api/quota', { cache: 'no-store' })
     if (!response.ok) return
@@ -215,6 +274,9 @@ async function refreshQuota() {
     renderQuota()
   } catch {
     // The server is restarting or gone; the next answer or the periodic refresh tries again.
+  } finally {
+    quotaFetching = false
+    if (quotaAgain) scheduleQuotaRefresh()
   }
 }
 
@@ -224,10 +286,12 @@ function scheduleQuotaRefresh(delay = 0) {
   quotaRefresh = setTimeout(refreshQuota, delay)
 }
 
+
 function renderQuota() {
   if (!quota) return
   const elapsed = performance.now() - quotaFetchedAt
   const limits = [...quota.limits].sort((a, b) => DIMENSION_ORDER.indexOf(a.dimension) - DIMENSION_ORDER.indexOf(b.dimension))
+  const live = quota.live ?? { waiting: 0, streaming: 0, reservedTokens: 0 }
   if (limits.length === 0) {
     els.meters.innerHTML = '<p class="muted small">No per-user limits configured.</p>'
     return
@@ -238,19 +302,33 @@ function renderQuota() {
     const share = limit.limit > 0 ? Math.min(1, remaining / limit.limit) : 0
     const resetLeft = Math.max(0, limit.resetMs - elapsed)
     const level = share === 0 ? 'empty' : share < 0.34 ? 'low' : 'ok'
+    // Tokens held for answers still streaming: part of what is not "left", given back if unused.
+    const reserved = (limit.dimension === 'tpm' || limit.dimension === 'tps') && live.reservedTokens > 0
+      ? Math.min(live.reservedTokens, limit.limit - remaining)
+      : 0
+    const reservedShare = limit.limit > 0 ? reserved / limit.limit : 0
     let reset
-    if (limit.dimension === 'concurrency') reset = remaining < limit.limit ? 'frees as answers end' : 'none in flight'
+    if (limit.dimension === 'concurrency') {
+      const parts = []
+      if (live.streaming > 0) parts.push(`${live.streaming} streaming`)
+      if (live.waiting > 0) parts.push(`${live.waiting} waiting`)
+      const used = limit.limit - remaining
+      reset = parts.length > 0 ? parts.join(' · ') : used > 0 ? `${used} in use` : 'none in use'
+    } else if (reserved > 0) reset = `${number.format(reserved)} reserved now`
     else if (limit.resetMs <= 0 || remaining >= limit.limit) reset = `full · ${formatWindow(limit.windowSeconds)} window`
     else if (resetLeft <= 0) reset = 'resetting…'
     else reset = `resets in ${formatWait(resetLeft)}`
     return `
-      <div class="meter" data-dimension="${limit.dimension}" data-level="${level}">
+      <div class="meter" data-dimension="${limit.dimension}" data-level="${level}" data-remaining="${remaining}"${reserved > 0 ? ` data-reserved="${reserved}"` : ''}>
         <div class="meter-label">${info.label} <span class="muted">${info.unit}</span></div>
         <div class="meter-value"><strong class="remaining">${number.format(remaining)}</strong><span class="muted"> / ${number.format(limit.limit)} left</span></div>
-        <div class="bar"><span style="width:${(share * 100).toFixed(1)}%"></span></div>
+        <div class="bar"><span style="width:${(share * 100).toFixed(1)}%"></span><i style="width:${(reservedShare * 100).toFixed(1)}%"></i></div>
         <div class="meter-reset muted small">${reset}</div>
       </div>`
   })
+  els.meters.dataset.streaming = String(live.streaming)
+  els.meters.dataset.waiting = String(live.waiting)
+  els.meters.dataset.reserved = String(live.reservedTokens)
   els.meters.innerHTML = rows.join('')
 
   // A window that just ended: fetch the fresh numbers instead of showing "resetting…".
@@ -261,7 +339,32 @@ function renderQuota() {
 // Chat
 
 function scrollToEnd() {
-  els.messages.scrollTop = els.messages.scrollHeight
+  els.messages.scrollTo({ top: els.messages.scrollHeight, behavior: 'instant' })
+}
+
+/** When the visitor last scrolled the conversation by hand: a countdown then stops pulling it back. */
+let userScrolledAt = -Infinity
+for (const type of ['wheel', 'touchmove']) {
+  els.messages.addEventListener(type, () => (userScrolledAt = performance.now()), { passive: true })
+}
+els.messages.addEventListener('keydown', () => (userScrolledAt = performance.now()))
+
+/**
+ * Scrolls the conversation (and the page, when the pane itself is off screen) just enough for `el`
+ * to be seen whole. Used for a refusal's reason and countdown, which must never sit below the fold.
+ */
+function reveal(el) {
+  el.scrollIntoView({ block: 'nearest', inline: 'nearest', behavior: 'instant' })
+}
+
+/** Keeps `el` in view within the conversation pane while it updates, unless the visitor scrolled away since `since`. */
+function keepInView(el, since) {
+  if (userScrolledAt > since) return
+  const pane = els.messages.getBoundingClientRect()
+  const box = el.getBoundingClientRect()
+  const margin = 12
+  if (box.bottom > pane.bottom - margin) els.messages.scrollBy({ top: box.bottom - pane.bottom + margin, behavior: 'instant' })
+  else if (box.top < pane.top + margin) els.messages.scrollBy({ top: box.top - pane.top - margin, behavior: 'instant' })
 }
 
 function addUserMessage(text) {
@@ -313,10 +416,13 @@ async function ask(text) {
       node.dataset.state = 'refused'
       refusal.hidden = false
       $('.refusal-reason', refusal).textContent = `${reasonFor(code, message, dimension)}.`
+      const shownAt = performance.now()
+      reveal(refusal)
       scheduleQuotaRefresh()
       await countdown(waitMs, (seconds, done) => {
         $('.countdown', refusal).textContent = String(seconds)
         $('.progress span', refusal).style.width = `${(done * 100).toFixed(1)}%`
+        keepInView(refusal, shownAt)
       })
       refusal.hidden = true
       node.dataset.state = 'waiting'
@@ -339,6 +445,7 @@ async function ask(text) {
       parts.push(formatSeconds(data.elapsedMs))
       if (Number(node.dataset.retried ?? 0) > 0) parts.push(`after ${node.dataset.retried} wait${node.dataset.retried === '1' ? '' : 's'}`)
       $('.msg-foot', node).textContent = parts.join(' · ')
+      scrollToEnd()
     },
     failed(message) {
       node.dataset.state = 'error'
@@ -401,66 +508,152 @@ for (const chip of document.querySelectorAll('#suggestions .chip')) {
 const BURST_PROMPTS = ['Say hi', 'Name a color', 'Count to three', 'Pick a fruit', 'One word for fast', 'A tiny fact']
 let burstRunning = 0
 
+/**
+ * One row per request, with its whole story in columns: the outcome (live state, then the model
+ * that served it and on which try), the refusals it met and the total wait they asked for (each
+ * refusal is followed by a retry), the time it spent in the guard's queue over all its tries, and
+ * its total time from the click to the last token.
+ */
 function burstRow(index) {
   const row = document.createElement('li')
   row.className = 'burst-row'
   row.dataset.state = 'pending'
   row.innerHTML = `<span class="burst-index">${String(index + 1).padStart(2, '0')}</span>
-    <span class="burst-state">sending</span>
-    <span class="burst-detail muted"></span>
-    <span class="burst-waits" hidden title="Refusals this request waited out before it was served"></span>
+    <span class="burst-outcome"><span class="burst-state">sending</span></span>
+    <span class="burst-refused">–</span>
+    <span class="burst-queued">–</span>
+    <span class="burst-total">0.0 s</span>
     <span class="burst-bar"><span></span></span>`
   return row
 }
 
-function setRow(row, state, label, detail = '') {
+function burstHead() {
+  const head = document.createElement('li')
+  head.className = 'burst-head'
+  head.setAttribute('aria-hidden', 'true')
+  head.innerHTML = `<span>#</span><span>outcome</span>
+    <span title="Refusals met (each one waited out, then retried) and the total wait they asked for (Retry-After)">refused, wait</span>
+    <span title="Time in the guard's fair queue, all tries together">queued</span>
+    <span title="From the click to the last token">total</span>`
+  return head
+}
+
+function setRow(row, state, html) {
   row.dataset.state = state
-  $('.burst-state', row).textContent = label
-  $('.burst-detail', row).textContent = detail
+  $('.burst-outcome', row).innerHTML = html
+}
+
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+
+/** The story of one burst request, shown in its row and read out in full by its title. */
+class BurstStory {
+  constructor(row) {
+    this.row = row
+    this.started = performance.now()
+    this.refusals = [] // { reason, waitMs, queuedMs }
+    this.queuedMs = 0
+    this.totalMs = 0
+    this.finished = false
+    this.failure = null
+    this.served = null
+  }
+
+  refused(reason, waitMs, queuedMs) {
+    this.refusals.push({ reason, waitMs, queuedMs })
+    this.queuedMs += queuedMs
+    this.render()
+  }
+
+  admitted(queuedMs) {
+    this.queuedMs += queuedMs
+    this.render()
+  }
+
+  finish() {
+    this.finished = true
+    this.render()
+  }
+
+  render() {
+    const { row, refusals } = this
+    if (!this.finished) this.totalMs = performance.now() - this.started
+    const waitedMs = refusals.reduce((sum, r) => sum + r.waitMs, 0)
+    row.dataset.refusals = String(refusals.length)
+    // chat() calls `refused` only for a refusal it waits out and retries; the last one, when it gives up, goes to `failed`.
+    row.dataset.retries = String(refusals.length)
+    row.dataset.waitedMs = String(Math.round(waitedMs))
+    row.dataset.queuedMs = String(Math.round(this.queuedMs))
+    row.dataset.totalMs = String(Math.round(this.totalMs))
+    const refusedCell = $('.burst-refused', row)
+    refusedCell.textContent = refusals.length === 0 ? '–' : `${refusals.length}× · ${formatSeconds(waitedMs)}`
+    refusedCell.classList.toggle('has', refusals.length > 0)
+    const queuedCell = $('.burst-queued', row)
+    queuedCell.textContent = this.queuedMs >= 50 ? formatMs(this.queuedMs) : '–'
+    queuedCell.classList.toggle('has', this.queuedMs >= 50)
+    $('.burst-total', row).textContent = formatSeconds(this.totalMs)
+    row.title = this.sentence()
+  }
+
+  /** The row in words, for the tooltip and screen readers. */
+  sentence() {
+    const parts = []
+    for (const [i, r] of this.refusals.entries()) {
+      parts.push(`try ${i + 1} refused (${r.reason}${r.queuedMs >= 50 ? ` after ${formatMs(r.queuedMs)} in the queue` : ''}), told to wait ${formatSeconds(r.waitMs)}, retried`)
+    }
+    if (this.queuedMs >= 50) parts.push(`queued ${formatMs(this.queuedMs)} in all`)
+    if (this.served) parts.push(this.served)
+    if (this.failure) parts.push(`gave up: ${this.failure}`)
+    parts.push(`${this.finished ? 'total' : 'so far'} ${formatSeconds(this.totalMs)}`)
+    return parts.join('; ')
+  }
 }
 
 async function runBurstRow(row, index) {
-  const started = performance.now()
-  let waits = 0
+  const story = new BurstStory(row)
+  row.story = story
   let meta = null
   const prompt = BURST_PROMPTS[index % BURST_PROMPTS.length]
   const result = await chat({ messages: [{ role: 'user', content: prompt }], burst: true }, {
-    async refused({ waitMs, code, dimension, message }) {
-      waits++
-      row.dataset.refusals = String(waits)
-      const badge = $('.burst-waits', row)
-      badge.textContent = `↻ ${waits}`
-      badge.hidden = false
-      setRow(row, 'refused', 'refused', SHORT_DIMENSIONS[dimension] ?? SHORT_REASONS[code] ?? message)
+    async refused({ waitMs, code, dimension, message, queuedMs }) {
+      const reason = SHORT_DIMENSIONS[dimension] ?? SHORT_REASONS[code] ?? message
+      story.refused(reason, waitMs, queuedMs)
       const bar = $('.burst-bar span', row)
       await countdown(waitMs, (seconds, done) => {
-        $('.burst-state', row).innerHTML = `refused · retry in <strong class="countdown">${seconds}</strong> s`
+        setRow(row, 'refused', `<span class="burst-state">retry in <strong class="countdown">${seconds}</strong>&nbsp;s</span>`)
         bar.style.width = `${(done * 100).toFixed(1)}%`
       })
       bar.style.width = '0'
-      setRow(row, 'retrying', 'retrying', '')
+      setRow(row, 'retrying', `<span class="burst-state">retrying</span>`)
       scheduleQuotaRefresh()
     },
     meta(data) {
       meta = data
-      if (data.fallback) setRow(row, 'fallback', `fallback → ${data.model}`, '')
-      else if (data.queuedMs >= 50) setRow(row, 'queued', `queued ${formatMs(data.queuedMs)}`, data.model)
-      else setRow(row, 'admitted', 'admitted', data.model)
+      story.admitted(data.queuedMs)
+      const state = data.fallback ? 'fallback' : story.queuedMs >= 50 ? 'queued' : 'admitted'
+      setRow(row, state, `<span class="burst-state">streaming</span> <span class="burst-model">${escapeHtml(data.model)}</span>`)
     },
-    done(data) {
-      row.classList.add('finished')
-      const detail = $('.burst-detail', row)
-      detail.textContent = [detail.textContent, formatSeconds(data.elapsedMs)].filter(Boolean).join(' · ')
+    done() {
+      const tries = story.refusals.length + 1
+      const model = `<span class="burst-model">${escapeHtml(meta?.model ?? '?')}</span>`
+      setRow(row, row.dataset.state, `${meta?.fallback ? '<span class="burst-state">↪</span> ' : ''}${model}${tries > 1 ? ` <span class="burst-try">try&nbsp;${tries}</span>` : ''}`)
+      row.dataset.outcome = meta?.fallback ? 'fallback' : 'served'
+      story.served = `served by ${meta?.model ?? '?'}${meta?.fallback ? ` (a fallback: ${meta.requestedModel} was busy)` : ''} on try ${tries}`
     },
     failed(message) {
-      setRow(row, 'failed', 'gave up', message)
+      setRow(row, 'failed', `<span class="burst-state">gave up</span>`)
+      row.dataset.outcome = 'failed'
+      story.failure = message
     },
   }, { maxRetries: BURST_MAX_RETRIES }).catch((error) => {
-    setRow(row, 'failed', 'error', error.message)
+    setRow(row, 'failed', `<span class="burst-state">error</span>`)
+    row.dataset.outcome = 'failed'
+    story.failure = error.message
     return { ok: false }
   })
+  story.finish()
+  row.classList.add('finished')
   row.dataset.done = 'true'
-  return { ok: result.ok, meta, waits, ms: performance.now() - started }
+  return { ok: result.ok, meta, waits: story.refusals.length, ms: story.totalMs }
 }
 
 async function burst() {
@@ -469,14 +662,30 @@ async function burst() {
   els.burst.disabled = true
   burstRunning++
   const rows = Array.from({ length: BURST_SIZE }, (_, i) => burstRow(i))
-  els.burstList.append(...rows)
-  els.burstSummary.textContent = `${BURST_SIZE} in flight`
+  els.burstList.append(burstHead(), ...rows)
+  // The total time of unfinished rows counts up, so a row that waits says so as it waits.
+  const tick = () => {
+    for (const row of rows) if (!row.story?.finished) row.story?.render()
+    const count = (test) => rows.filter(test).length
+    const parts = [`${count((r) => r.dataset.done === 'true')}/${BURST_SIZE} done`]
+    const refused = count((r) => r.dataset.state === 'refused')
+    const streaming = count((r) => r.dataset.done !== 'true' && ['admitted', 'queued', 'fallback'].includes(r.dataset.state))
+    const sent = count((r) => ['pending', 'retrying'].includes(r.dataset.state))
+    if (sent > 0) parts.push(`${sent} waiting for the guard`)
+    if (refused > 0) parts.push(`${refused} waiting out a refusal`)
+    if (streaming > 0) parts.push(`${streaming} streaming`)
+    els.burstSummary.textContent = parts.join(' · ')
+  }
+  tick()
+  const ticker = setInterval(tick, 200)
   const outcomes = await Promise.all(rows.map((row, i) => runBurstRow(row, i)))
+  clearInterval(ticker)
   burstRunning--
   const served = outcomes.filter((o) => o.ok).length
   const fallbacks = outcomes.filter((o) => o.meta?.fallback).length
   const waited = outcomes.filter((o) => o.waits > 0).length
-  els.burstSummary.textContent = `${served}/${BURST_SIZE} served · ${fallbacks} fallback · ${waited} waited`
+  const longest = Math.max(...outcomes.map((o) => o.ms))
+  els.burstSummary.textContent = `${served}/${BURST_SIZE} served · ${fallbacks} by a fallback · ${waited} refused then retried · all done in ${formatSeconds(longest)}`
   els.burst.disabled = false
   els.burstClear.hidden = false
   scheduleQuotaRefresh()

@@ -10,6 +10,7 @@ import { clientAddress, safeErrorLine } from '@qwen-guard/core'
 import type { Guard, Identity, ModelSpec, QueueOptions, QuotaPolicy, StoreOptions, UpstreamOptions } from '@qwen-guard/core'
 import { collectTraces } from './call-trace.js'
 import { chatRoute } from './chat-route.js'
+import { LiveCalls } from './live-calls.js'
 import { DEMO_USER_QUOTA, RELAY_USER_QUOTA, demoModels } from './demo-settings.js'
 import { quotaRoute } from './quota-route.js'
 import { demoSession, readDemoUser } from './session.js'
@@ -54,14 +55,15 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
     identify: (req: Request) => ({ user: req.demoUser ?? readDemoUser(req) ?? `${RELAY_PREFIX}${clientAddress(req.socket.remoteAddress)}` }),
   })
   const stopTraces = collectTraces(guard.guard)
+  const live = new LiveCalls()
 
   const app = express()
   app.disable('x-powered-by')
   app.use(pageSession)
   app.use(guard)
   app.use('/v1', guard.proxy())
-  app.get('/api/quota', quotaRoute(guard.guard, options.backend))
-  app.post('/api/chat', express.json({ limit: '64kb' }), chatRoute)
+  app.get('/api/quota', quotaRoute(guard.guard, options.backend, live))
+  app.post('/api/chat', express.json({ limit: '64kb' }), chatRoute(live))
   app.use(express.static(PUBLIC_DIR, { index: 'index.html', maxAge: 0 }))
   app.use(guard.errors)
   app.use(lastResort)

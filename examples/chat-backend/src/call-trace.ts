@@ -11,8 +11,12 @@ import type { Guard } from '@qwen-guard/core'
 export interface CallTrace {
   /** Position in the fair queue when the call had to wait for upstream capacity. */
   queuedPosition?: number
+  /** When (epoch ms) the call joined the fair queue, so a refusal after queueing can say how long it waited. */
+  queuedAt?: number
   /** Time spent waiting for upstream capacity (0 when admitted at once). */
   queuedMs?: number
+  /** Tokens the guard reserved for the call (its `max_tokens` plus the prompt estimate), from `admitted`. */
+  reservedTokens?: number
   /** The model that was admitted, from the guard's `admitted` event. */
   admittedModel?: string
   /** Why a fallback served the call, from the guard's `fallback` event. */
@@ -33,7 +37,9 @@ export function collectTraces(guard: Guard): () => void {
   const offs = [
     guard.on('queued', (event) => {
       const trace = storage.getStore()
-      if (trace && trace.queuedPosition === undefined) trace.queuedPosition = event.position
+      if (!trace) return
+      trace.queuedAt ??= Date.now()
+      trace.queuedPosition ??= event.position
     }),
     guard.on('admitted', (event) => {
       const trace = storage.getStore()
@@ -41,6 +47,7 @@ export function collectTraces(guard: Guard): () => void {
       if (!trace || trace.admittedModel !== undefined) return
       trace.admittedModel = event.model
       trace.queuedMs = event.queuedMs
+      trace.reservedTokens = event.reservedTokens
     }),
     guard.on('fallback', (event) => {
       const trace = storage.getStore()

@@ -5,19 +5,39 @@
  * refusal (user quota, upstream saturated past the queue) is thrown before any byte is written and
  * reaches `guard.errors`, which answers 429 + Retry-After: the page turns that into its countdown.
  * Once admitted, tokens are relayed to the page as they arrive, as small SSE events of our own.
+ *
+ * Every call is registered in `LiveCalls` from start to end, so the quota panel can show what is in
+ * progress (waiting, streaming, tokens reserved) while the answers stream.
  */
 import type { Request, Response } from 'express'
 import type OpenAI from 'openai'
 import { traceCall, type CallTrace } from './call-trace.js'
 import { BURST_MAX_TOKENS, CHAT_MAX_TOKENS, CHAT_MODEL } from './demo-settings.js'
 import { parseChatBody } from './chat-body.js'
+import type { LiveCall, LiveCalls } from './live-calls.js'
 import { openSse } from './sse-writer.js'
 
 /** Header the guard sets to the model that answered (a fallback when it differs from the request). */
 const MODEL_HEADERS = ['x-qwen-guard-model', 'x-qwen-model']
 const QUEUED_HEADERS = ['x-qwen-guard-queued-ms']
+/**
+ * Set on a refusal that came after waiting in the guard's queue: how long it waited (ms). The page
+ * shows it in the burst row's story; the guard's own answer does not say it.
+ */
+export const REFUSED_AFTER_QUEUE_HEADER = 'x-demo-queued-ms'
 
-export async function chatRoute(req: Request, res: Response): Promise<void> {
+export function chatRoute(live: LiveCalls) {
+  return async (req: Request, res: Response): Promise<void> => {
+    const call = live.start(req.demoUser ?? '')
+    try {
+      await answerChat(req, res, call)
+    } finally {
+      call.end()
+    }
+  }
+}
+
+async function answerChat(req: Request, res: Response, call: LiveCall): Promise<void> {
   const body = parseChatBody(req.body)
   if (!body.ok) {
     res.status(400).json({ error: { message: body.message, type: 'invalid_request_error', code: 'invalid_request', param: body.param } })
@@ -50,10 +70,12 @@ export async function chatRoute(req: Request, res: Response): Promise<void> {
     answer = await result
   } catch (error) {
     if (abort.signal.aborted) return // the page left while queued: nobody to answer
+    if (trace.queuedAt !== undefined) res.set(REFUSED_AFTER_QUEUE_HEADER, String(Math.max(0, Date.now() - trace.queuedAt)))
     // A QwenGuardError (refusal): Express 5 hands it to guard.errors (429 + Retry-After).
     throw error
   }
   const { data: stream, response } = answer
+  call.streaming(trace.reservedTokens ?? 0)
 
   const sse = openSse(res)
   sse.send('meta', describeCall(response.headers, trace, Date.now() - started))

@@ -179,3 +179,57 @@ describe('/v1 relay', () => {
     expect(text.split(' ').length).toBeGreaterThan(3)
   })
 })
+
+describe('/api/quota while an answer streams', () => {
+  let slow: RunningApp
+  beforeAll(async () => {
+    // Slow enough (20 ms a token) that the quota can be read between the first event and the last.
+    slow = await startApp({ simulator: { ttftMs: 20, perTokenMs: 20 }, app: { quotas: { browser: { rpm: 10, tpm: 10_000, concurrency: 2 } } } })
+  })
+  afterAll(async () => {
+    await slow?.close()
+  })
+
+  it('reports the streaming call, the lease it holds and the tokens reserved for it, then settles', async () => {
+    const page = await request(slow.url).get('/').expect(200)
+    const cookie = cookieFrom(page.headers['set-cookie'])!
+    const quota = async () => (await request(slow.url).get('/api/quota').set('cookie', cookie).expect(200)).body as QuotaBody
+    const remaining = (body: QuotaBody, dimension: string) => body.limits.find((l) => l.dimension === dimension)?.remaining
+
+    expect((await quota()).live).toEqual({ waiting: 0, streaming: 0, reservedTokens: 0 })
+    const response = await fetch(`${slow.url}/api/chat`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', cookie },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'tell me a long story' }] }),
+    })
+    expect(response.status).toBe(200)
+    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader()
+    let text = ''
+    while (!text.includes('event: delta')) {
+      const { value, done } = await reader.read()
+      if (done) break
+      text += value
+    }
+
+    const during = await quota()
+    expect(during.live.streaming).toBe(1)
+    expect(during.live.waiting).toBe(0)
+    expect(during.live.reservedTokens).toBeGreaterThan(0)
+    expect(remaining(during, 'concurrency')).toBe(1)
+    // The tokens window is charged the reservation up front.
+    expect(remaining(during, 'tpm')).toBe(10_000 - during.live.reservedTokens)
+
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) break
+      text += value
+    }
+    expect(text).toContain('event: done')
+    const after = await quota()
+    expect(after.live).toEqual({ waiting: 0, streaming: 0, reservedTokens: 0 })
+    expect(remaining(after, 'concurrency')).toBe(2)
+    // Settled to what the answer really used.
+    const done = sseEvents(text).find((e) => e.event === 'done')!
+    expect(remaining(after, 'tpm')).toBe(10_000 - done.data.usage.total)
+  })
+})
