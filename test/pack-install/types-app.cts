@@ -1,5 +1,5 @@
 // Strict TypeScript over a CommonJS app (resolves the packages' .d.cts declarations).
-import OpenAI = require('openai')
+import { OpenAI, APIError } from 'openai'
 import express = require('express')
 import core = require('@qwen-guard/core')
 import expressAdapter = require('@qwen-guard/express')
@@ -11,7 +11,7 @@ async function firstWords(client: OpenAI): Promise<string> {
 
 const guard = core.createGuard({ upstream: { apiKey: 'sk-sim' } })
 const client: OpenAI = guard.client({ user: 'u' })
-const asApiError: InstanceType<typeof OpenAI.APIError> = new core.QwenGuardError({ status: 503, code: 'upstream_unavailable', message: 'later', scope: 'upstream' })
+const asApiError: APIError = new core.QwenGuardError({ status: 503, code: 'upstream_unavailable', message: 'later', scope: 'upstream' })
 const xg = expressAdapter.qwenGuard(guard)
 const app = express()
 app.use(xg)

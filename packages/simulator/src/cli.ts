@@ -201,7 +201,6 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     return
   }
   const sim = await startSimulator(options)
-  console.log(sim.url)
   const stop = (signal: string) => {
     console.error(`qwen-sim: ${signal}, closing`)
     sim.close().then(
@@ -209,8 +208,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       () => process.exit(1),
     )
   }
+  // Listen before printing the URL: whoever reads it may signal at once.
   process.once('SIGINT', () => stop('SIGINT'))
   process.once('SIGTERM', () => stop('SIGTERM'))
+  console.log(sim.url)
 }
 
 /** True when this file is the program Node was started with (through any symlink), not an import. */
