@@ -95,13 +95,16 @@ interface SuiteResult {
   resolved: Record<string, string>
   exports: Record<string, string[]>
   checks: string[]
+  failures: string[]
 }
 
 async function runApp(variant: Variant, file: 'app.mjs' | 'app.cjs'): Promise<SuiteResult> {
-  const { stdout } = await run(process.execPath, [file], { cwd: appDir(variant), env: npmEnv, timeout: 60_000 }).catch((err: { stdout?: string; stderr?: string }) => {
-    throw new Error(`${variant}/${file} failed:\n${err.stderr ?? ''}${err.stdout ?? ''}`)
-  })
-  return JSON.parse(stdout.trim().split('\n').at(-1)!) as SuiteResult
+  const output = await run(process.execPath, [file], { cwd: appDir(variant), env: npmEnv, timeout: 60_000 }).catch(
+    (err: { stdout?: string; stderr?: string }) => ({ stdout: err.stdout ?? '', stderr: err.stderr ?? '' }),
+  )
+  const last = output.stdout.trim().split('\n').at(-1) ?? ''
+  if (!last.startsWith('{')) throw new Error(`${variant}/${file} crashed:\n${output.stderr}${output.stdout}`)
+  return JSON.parse(last) as SuiteResult
 }
 
 const installedVersion = (variant: Variant, name: string) =>
@@ -140,6 +143,7 @@ for (const variant of Object.keys(VARIANTS) as Variant[]) {
       it(`behaves as documented under ${format === 'esm' ? 'import' : 'require'} (${file})`, async () => {
         const result = await runApp(variant, file)
         results[format] = result
+        expect(result.failures).toEqual([])
         expect(result.checks).toEqual([
           'core client refusal',
           'express req.qwen refusal answer',

@@ -2,8 +2,9 @@
  * The behavioural suite an app outside the workspace runs against the INSTALLED tarballs, once under
  * `import` (app.mjs) and once under `require` (app.cjs). It loads every package through the `load`
  * it is given, so each format exercises its own build (dist/*.js or dist/*.cjs). Talks to a simulator
- * (from the installed simulator tarball) on loopback. Prints one JSON line: { format, resolved, exports,
- * checks }. Any failed assertion throws: the process exits non-zero with the reason.
+ * (from the installed simulator tarball) on loopback. Each section runs even if an earlier one failed.
+ * Prints one JSON line: { format, resolved, exports, checks (passed sections), failures (the others,
+ * with the reason) }; the app exits 1 when a section failed.
  */
 'use strict'
 const assert = require('node:assert/strict')
@@ -16,7 +17,16 @@ const defaultOf = (format, mod) => (format === 'esm' ? mod.default : mod)
 
 async function run(format, load, resolve) {
   const checks = []
-  const check = (name) => checks.push(name)
+  const failures = []
+  /** Each section runs even when an earlier one failed, so one run shows every broken kind. */
+  const section = async (name, body) => {
+    try {
+      await body()
+      checks.push(name)
+    } catch (err) {
+      failures.push(`${name}: ${err && err.stack ? err.stack : err}`)
+    }
+  }
   const core = await load('@qwen-guard/core')
   const expressAdapter = await load('@qwen-guard/express')
   const koaAdapter = await load('@qwen-guard/koa')
@@ -49,6 +59,7 @@ async function run(format, load, resolve) {
 
   try {
     // --- core: guard.client() under a user quota of 1 request per second.
+    await section('core client refusal', async () => {
     const guard = core.createGuard({ upstream, quotas: { user: { rps: 1 } } })
     const client = guard.client({ user: 'u' })
     assert.ok(client instanceof openaiModule.OpenAI, 'guard.client() is an instance of the app\'s own OpenAI class')
@@ -67,7 +78,7 @@ async function run(format, load, resolve) {
     assert.equal(refusal.dimension, 'rps')
     assert.ok(refusal.retryAfterMs > 0 && refusal.retryAfterMs <= 1000, `retryAfterMs ${refusal.retryAfterMs}`)
     await guard.close()
-    check('core client refusal')
+    })
 
     // An HTTP refusal: 429, every header, an OpenAI-shaped JSON body, nothing of a stack or a page.
     const assertRefusalAnswer = async (response, where) => {
@@ -97,11 +108,13 @@ async function run(format, load, resolve) {
     app.use('/v1', xg.proxy())
     app.use(xg.errors)
     const xurl = await listen(app)
-    const headers = { 'x-user': 'ask' }
-    assert.equal((await fetch(`${xurl}/ask?q=1`, { headers })).status, 200)
-    await assertRefusalAnswer(await fetch(`${xurl}/ask?q=2`, { headers }), 'express req.qwen')
-    check('express req.qwen refusal answer')
+    await section('express req.qwen refusal answer', async () => {
+      const headers = { 'x-user': 'ask' }
+      assert.equal((await fetch(`${xurl}/ask?q=1`, { headers })).status, 200)
+      await assertRefusalAnswer(await fetch(`${xurl}/ask?q=2`, { headers }), 'express req.qwen')
+    })
 
+    await section('express relay answers the openai SDK', async () => {
     const relayClient = new OpenAI({ baseURL: `${xurl}/v1`, apiKey: 'unused', maxRetries: 0, defaultHeaders: { 'x-user': 'relay' } })
     const relayed = await relayClient.chat.completions.create(ask('relay'))
     assert.equal(relayed.choices[0].message.role, 'assistant')
@@ -111,8 +124,8 @@ async function run(format, load, resolve) {
     )
     assert.ok(relayRefusal instanceof OpenAI.RateLimitError, `the SDK sees a RateLimitError, got ${relayRefusal && relayRefusal.constructor.name}`)
     assert.match(relayRefusal.headers.get('retry-after-ms') ?? '', /^\d+$/)
+    })
     await xg.close()
-    check('express relay answers the openai SDK')
 
     // --- Koa: ctx.qwen; a refusal thrown below the middleware keeps every header.
     const kg = koaAdapter.qwenGuard({ upstream, quotas: { user: { rps: 1 } } })
@@ -124,22 +137,24 @@ async function run(format, load, resolve) {
       ctx.body = { text: answer.choices[0].message.content }
     })
     const kurl = await listen(koa.callback())
-    assert.equal((await fetch(`${kurl}/ask?q=1`)).status, 200)
-    await assertRefusalAnswer(await fetch(`${kurl}/ask?q=2`), 'koa ctx.qwen')
-    check('koa ctx.qwen refusal answer')
+    await section('koa ctx.qwen refusal answer', async () => {
+      assert.equal((await fetch(`${kurl}/ask?q=1`)).status, 200)
+      await assertRefusalAnswer(await fetch(`${kurl}/ask?q=2`), 'koa ctx.qwen')
+    })
     await new Promise((r) => setTimeout(r, 1100)) // the user's second is over
+    await section('koa relay answers the openai SDK', async () => {
     const koaRelay = new OpenAI({ baseURL: `${kurl}/v1`, apiKey: 'unused', maxRetries: 0 })
     const stream = await koaRelay.chat.completions.create({ ...ask('koa relay stream'), stream: true })
     let streamed = ''
     for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? ''
     assert.ok(streamed.length > 0, 'the relay streamed content')
+    })
     await kg.close()
-    check('koa relay answers the openai SDK')
   } finally {
     for (const server of servers) server.close()
     await sim.close()
   }
-  return { format, resolved, exports: exported, checks }
+  return { format, resolved, exports: exported, checks, failures }
 }
 
 module.exports = { run }
