@@ -5,7 +5,7 @@ const packageSource = (name: string) => fileURLToPath(new URL(`./packages/${name
 
 export default defineConfig({
   resolve: {
-    // Tests run against the TypeScript sources; the dual-format test checks the built dist.
+    // Tests run against the TypeScript sources; test/pack-install.test.ts checks the packed, installed dist.
     alias: ['core', 'express', 'koa', 'simulator'].map((name) => ({
       find: new RegExp(`^@qwen-guard/${name}$`),
       replacement: packageSource(name),

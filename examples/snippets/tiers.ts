@@ -1,9 +1,8 @@
-// README.md, "Tiers and tenants". Compiled only (planOf is the app's own lookup).
-import { createGuard } from '@qwen-guard/core'
-
-declare function planOf(user: string | undefined): Promise<'free' | 'pro' | 'suspended'>
-
+// README.md, "Tiers and tenants". Compiled only.
 // #region readme
+import { createGuard } from '@qwen-guard/core'
+declare function planOf(user: string | undefined): Promise<'free' | 'pro' | 'suspended'>   // your own lookup
+
 const tiers = { free: { rpm: 5, tokensPerDay: 20_000 }, pro: { rpm: 60, tpm: 200_000, usdPerDay: 5 }, suspended: { rpm: 0 } }
 createGuard({
   upstream: { apiKey: process.env.DASHSCOPE_API_KEY! },
