@@ -5,7 +5,7 @@ const packageSource = (name: string, file = 'index') => fileURLToPath(new URL(`.
 
 export default defineConfig({
   resolve: {
-    // Tests run against the TypeScript sources; the dual-format test checks the built dist.
+    // Tests run against the TypeScript sources; test/pack-install.test.ts checks the packed, installed dist.
     alias: [
       { find: /^@qwen-guard\/core\/adapter$/, replacement: packageSource('core', 'adapter') },
       ...['core', 'express', 'koa', 'simulator'].map((name) => ({

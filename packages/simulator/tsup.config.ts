@@ -1,4 +1,8 @@
 import { defineConfig } from 'tsup'
 import { packageBuild } from '../../tsup.shared.js'
 
-export default defineConfig(packageBuild(['src/index.ts', 'src/cli.ts']))
+// The library in both formats; the CLI (run by bin/qwen-sim.js) as ESM only: it reads import.meta.url.
+export default defineConfig([
+  packageBuild(),
+  { ...packageBuild(['src/cli.ts']), format: ['esm'], dts: false, clean: false },
+])

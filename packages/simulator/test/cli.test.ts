@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
-import { parseArgs, parseFault } from '../src/cli.js'
+import { HelpRequested, parseArgs, parseFault, USAGE } from '../src/cli.js'
 
 describe('CLI flags', () => {
   it('map to simulator options', () => {
@@ -50,5 +50,15 @@ describe('CLI flags', () => {
     const code = new Promise((resolve) => child.once('exit', resolve))
     child.kill('SIGTERM')
     expect(await code).toBe(0)
+  })
+})
+
+describe('CLI help and stray input', () => {
+  it('--help and -h ask for the usage; a stray argument is an error naming it', () => {
+    expect(() => parseArgs(['--help'])).toThrow(HelpRequested)
+    expect(() => parseArgs(['-h'])).toThrow(HelpRequested)
+    expect(() => parseArgs(['--port', '0', 'extra'])).toThrow(/unexpected argument extra/)
+    expect(() => parseArgs(['--port'])).toThrow(/--port/)
+    expect(USAGE).toMatch(/^usage: qwen-sim/)
   })
 })

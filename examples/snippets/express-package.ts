@@ -1,0 +1,25 @@
+// packages/express/README.md, the first example. Runs against the simulator in test/readme-snippets.test.ts.
+// #region readme
+import express from 'express'
+import { qwenGuard } from '@qwen-guard/express'
+
+const guard = qwenGuard({
+  upstream: { apiKey: process.env.DASHSCOPE_API_KEY! },
+  quotas: { user: { rpm: 20, tpm: 40_000, concurrency: 2 } },
+})
+
+const app = express()
+app.use(guard)                            // req.qwen, req.qwenIdentity
+
+app.post('/ask', express.json(), async (req, res) => {
+  const answer = await req.qwen.chat.completions.create({ model: 'qwen-plus', messages: req.body.messages })
+  res.json({ text: answer.choices[0]?.message.content })
+})
+
+app.use('/v1', guard.proxy())             // OpenAI-compatible relay
+app.use(guard.errors)                     // QwenGuardError -> 429/503 + Retry-After, RateLimit, JSON body
+
+process.on('SIGTERM', () => void guard.close())
+// #endregion readme
+
+export { app, guard }

@@ -1,0 +1,13 @@
+// packages/koa/README.md, "identify" behind a trusted proxy. Compiled only.
+import { qwenGuard, type KoaAdapterOptions } from '@qwen-guard/koa'
+import type { GuardOptions } from '@qwen-guard/core'
+
+declare module 'koa' {
+  interface DefaultState { user?: { id: string } }   // set by your own auth middleware
+}
+declare const options: GuardOptions & KoaAdapterOptions
+
+// #region readme
+import { clientAddress } from '@qwen-guard/core'
+qwenGuard({ ...options, identify: (ctx) => ({ user: ctx.state.user?.id ?? clientAddress(ctx.ip), key: ctx.get('x-api-key') || undefined }) })
+// #endregion readme
