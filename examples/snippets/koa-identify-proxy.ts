@@ -6,8 +6,10 @@ declare module 'koa' {
   interface DefaultState { user?: { id: string } }   // set by your own auth middleware
 }
 declare const options: GuardOptions & KoaAdapterOptions
+declare const app: import('koa')
 
 // #region readme
 import { clientAddress } from '@qwen-guard/core'
-qwenGuard({ ...options, identify: (ctx) => ({ user: ctx.state.user?.id ?? clientAddress(ctx.ip), key: ctx.get('x-api-key') || undefined }) })
+app.proxy = true
+qwenGuard({ ...options, identify: (ctx) => ({ user: ctx.state.user?.id ?? clientAddress(ctx.ip), key: ctx.get('x-api-key') }) })
 // #endregion readme

@@ -96,7 +96,7 @@ describe('identity (Express)', () => {
   ])('charges user %s to the client address, keeping the key', async (_name, user) => {
     const guard = readmeGuard()
     const { app } = appWith(guard, (req) => {
-      req.user = { id: user }
+      (req as unknown as { user: unknown }).user = { id: user }
     })
     const { body } = await client(app).get('/ask').set('x-api-key', 'k1').expect(200)
     expect(body.identity).toEqual({ user: '127.0.0.1', key: 'k1' })
@@ -120,7 +120,7 @@ describe('identity (Express)', () => {
   ])('passes user %o to the error handlers as a TypeError, counting and calling nothing', async (user, kind) => {
     const guard = readmeGuard({ user: { rpm: 1 } })
     const { app, seen } = appWith(guard, (req) => {
-      req.user = { id: user }
+      (req as unknown as { user: unknown }).user = { id: user }
     })
     const calls = sim.stats().calls
     for (const path of ['/ask', '/ask']) await client(app).get(path).expect(500)

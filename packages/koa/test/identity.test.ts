@@ -91,7 +91,7 @@ describe('identity (Koa)', () => {
   ])('charges user %s to the client address, keeping the key', async (_name, user) => {
     const guard = readmeGuard()
     const { agent } = appWith(guard, (state) => {
-      state.user = { id: user }
+      (state as { user?: unknown }).user = { id: user }
     })
     const { body } = await agent().get('/ask').set('x-api-key', 'k1').expect(200)
     expect(body.identity).toEqual({ user: '127.0.0.1', key: 'k1' })
@@ -114,7 +114,7 @@ describe('identity (Koa)', () => {
   ])('throws user %o to Koa as a TypeError (500), counting and calling nothing', async (user, kind) => {
     const guard = readmeGuard({ user: { rpm: 1 } })
     const { agent, seen } = appWith(guard, (state) => {
-      state.user = { id: user }
+      (state as { user?: unknown }).user = { id: user }
     })
     const calls = sim.stats().calls
     for (const path of ['/ask', '/ask']) expect((await agent().get(path).expect(500)).text).toBe('Internal Server Error')
