@@ -44,8 +44,8 @@ export function createGuard(options: GuardOptions): Guard {
     fetch(identity: Identity = {}): typeof fetch {
       return createGuardedFetch(clientDeps, identity)
     },
-    call(identity, body, { signal, controller } = {}): Promise<GuardedResponse> {
-      return guardedCall(callDeps, identity, body, controller ? { controller } : signal ? { signal } : {})
+    call(identity, body, { signal } = {}): Promise<GuardedResponse> {
+      return guardedCall(callDeps, identity, body, signal ? { signal } : {})
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
       const plan = planCall(request, resolved)

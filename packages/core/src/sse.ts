@@ -45,6 +45,19 @@ export async function* readSseEvents(body: ReadableStream<Uint8Array>): AsyncGen
   }
 }
 
+/**
+ * The events of an SSE text already in memory (an error body that came as SSE): the same parser as
+ * `readSseEvents`, so every place in the guard reads SSE one way.
+ */
+export function parseSseText(text: string): SseEvent[] {
+  const events: SseEvent[] = []
+  for (const block of text.replace(/\r\n?/g, '\n').split('\n\n')) {
+    const event = parseEventBlock(block)
+    if (event) events.push(event)
+  }
+  return events
+}
+
 /** Parses one event block (the lines between blank lines); undefined when it holds nothing. */
 export function parseEventBlock(block: string): SseEvent | undefined {
   const data: string[] = []
@@ -70,6 +83,9 @@ export function parseEventBlock(block: string): SseEvent | undefined {
 export function encodeSseData(data: string): Uint8Array {
   return encoder.encode(`data: ${data}\n\n`)
 }
+
+/** The event that ends a complete stream. */
+export const SSE_DONE = '[DONE]'
 
 /** The HTTP status a native stream error announces with its `:HTTP_STATUS/NNN` comment, if any. */
 export function statusFromComments(comments: readonly string[]): number | undefined {
