@@ -128,6 +128,7 @@ async function sendWithRetries(
       await slot.cancel()
       throw error
     }
+    const budgetSpent = noteOutcome(deps, slot.model, outcome.kind === 'refused' ? outcome.refusal : undefined)
     if (outcome.kind === 'answered') {
       const info: CallInfo = {
         model: slot.model,
@@ -149,7 +150,7 @@ async function sendWithRetries(
     if (outcome.reached) ledger.reachedAttempts++
     await slot.fail(outcome.refusal)
     if (!outcome.refusal.retryable && !outcome.refusal.terminal) break
-    if (attempt === options.upstream.maxAttempts) break
+    if (attempt === options.upstream.maxAttempts || budgetSpent) break
     const wait = outcome.refusal.terminal ? 0 : backoffDelay(attempt, outcome.refusal.retryAfterMs)
     if (Date.now() + wait >= deadline || !roomBefore(deps, plan, deadline)) break
     await delay(wait, signal)
@@ -158,9 +159,12 @@ async function sendWithRetries(
 }
 
 /**
- * The slot of an attempt. A retry that cannot get one before the deadline (every lane that could serve
- * it cooling from the failures that made it retry, or the queue's wait running out) ends the call with
- * what made it retry: 502 after persistent upstream failures, not 429 "saturated".
+ * The slot of an attempt. A wait for one that ends without room (429: every lane that could serve the
+ * call cooling past the deadline, or the queue's wait running out) is answered with what made the
+ * lanes cool when that was an upstream failure (this call's own last refusal, or the latest refusal
+ * any call got on these models): 502 after persistent 5xx, not 429 "saturated". While the call's
+ * models are failing, its wait also ends (502) as soon as they have failed `maxAttempts` times in a
+ * row: the retry budget is spent, whoever spent it.
  */
 async function acquireSlot(
   deps: CallDeps,
@@ -171,11 +175,21 @@ async function acquireSlot(
   early: Promise<UpstreamSlot> | undefined,
   lastRefusal: UpstreamRefusal | undefined,
 ): Promise<UpstreamSlot> {
-  if (early) return early
   try {
-    return await deps.pool.acquire(acquireRequest(identity, plan, deadline, signal))
+    if (early) return await early
+    const request = acquireRequest(identity, plan, deadline, signal)
+    const waiting = waitersOf(deps.pool)
+    waiting.add(request)
+    try {
+      return await deps.pool.acquire(request)
+    } finally {
+      waiting.delete(request)
+    }
   } catch (error) {
-    if (lastRefusal && isFailure(lastRefusal) && isQwenGuardError(error) && error.scope === 'upstream') throw finalError(lastRefusal)
+    if (error instanceof RetryBudgetSpent) throw lastRefusal && isFailure(lastRefusal) ? finalError(lastRefusal) : upstreamFailed(1000)
+    if (!isQwenGuardError(error) || error.scope !== 'upstream' || error.status !== 429) throw error
+    if (lastRefusal && isFailure(lastRefusal)) throw finalError(lastRefusal)
+    if (failingModels(deps.pool, plan).length > 0) throw upstreamFailed(error.retryAfterMs)
     throw error
   }
 }
@@ -183,6 +197,68 @@ async function acquireSlot(
 /** An upstream failure (not a refusal about capacity): what a retry of it ends with is a 502 or 504. */
 function isFailure(refusal: UpstreamRefusal): boolean {
   return refusal.kind === 'server' || refusal.kind === 'network' || refusal.kind === 'timeout' || refusal.kind === 'unknown'
+}
+
+/** A model whose latest upstream outcomes were failures (5xx, no answer, a timeout). */
+interface Failing {
+  /** When it last failed (epoch ms). */
+  at: number
+  /** Failures in a row since the budget was last spent. */
+  count: number
+}
+
+/** Why a wait for a slot was abandoned: the model failed `maxAttempts` times in a row. */
+class RetryBudgetSpent extends Error {
+  constructor() {
+    super('the model failed maxAttempts times in a row')
+  }
+}
+
+/** Per pool and model; an outcome that is not a failure clears the model's entry. */
+const failures = new WeakMap<UpstreamPool, Map<string, Failing>>()
+/** Per pool: the acquire requests of calls waiting for a slot (so a spent budget can end their wait). */
+const waiters = new WeakMap<UpstreamPool, Set<AcquireRequest>>()
+/** As long as a failure can keep a lane cooling (cooldown.ts caps the server kinds at 30 s). */
+const FAILURE_MEMORY_MS = 30_000
+
+function waitersOf(pool: UpstreamPool): Set<AcquireRequest> {
+  let set = waiters.get(pool)
+  if (!set) waiters.set(pool, (set = new Set()))
+  return set
+}
+
+/** Records an attempt's outcome; true when it spent the model's retry budget (the call stops too). */
+function noteOutcome(deps: CallDeps, model: string, refusal: UpstreamRefusal | undefined): boolean {
+  let byModel = failures.get(deps.pool)
+  if (!refusal || !isFailure(refusal)) {
+    byModel?.delete(model)
+    return false
+  }
+  if (!byModel) failures.set(deps.pool, (byModel = new Map()))
+  const entry = byModel.get(model) ?? { at: 0, count: 0 }
+  entry.at = Date.now()
+  entry.count++
+  byModel.set(model, entry)
+  if (entry.count < deps.options.upstream.maxAttempts) return false
+  // The budget is spent: every call waiting for this model ends now; calls arriving later probe again.
+  entry.count = 0
+  for (const request of waitersOf(deps.pool)) {
+    const candidates = deps.options.models[request.model]
+    if (request.model === model || candidates?.fallback.includes(model)) deps.pool.abandon(request, new RetryBudgetSpent())
+  }
+  return true
+}
+
+function failingModels(pool: UpstreamPool, plan: CallPlan): Failing[] {
+  const byModel = failures.get(pool)
+  if (!byModel) return []
+  const since = Date.now() - FAILURE_MEMORY_MS
+  const found: Failing[] = []
+  for (const model of [plan.model.name, ...plan.model.fallback]) {
+    const entry = byModel.get(model)
+    if (entry && entry.at > since) found.push(entry)
+  }
+  return found
 }
 
 /**
