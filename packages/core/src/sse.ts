@@ -96,10 +96,15 @@ export function statusFromComments(comments: readonly string[]): number | undefi
   return undefined
 }
 
-/** True when an event carries an error rather than a chunk (either framing). */
+/**
+ * True when an event carries an error rather than a chunk: `event: error`, an OpenAI-style
+ * `{"error": ...}`, or DashScope's flat `{"code": "...", "message": ...}` (a chunk has no `code`).
+ */
 export function isErrorEvent(event: SseEvent, parsed: unknown): boolean {
   if (event.event === 'error') return true
-  return typeof parsed === 'object' && parsed !== null && 'error' in parsed && (parsed as { error: unknown }).error != null
+  if (typeof parsed !== 'object' || parsed === null) return false
+  const record = parsed as Record<string, unknown>
+  return record.error != null || (typeof record.code === 'string' && record.choices === undefined)
 }
 
 /** Parses an event's data as JSON; undefined for `[DONE]` or text that is not JSON. */
