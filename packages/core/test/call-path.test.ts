@@ -263,15 +263,15 @@ describe('issue 10.6: the answer at the deadline tells the truth', () => {
 
   it('the deadline falling while a retry waits: 502 through the relay and a QwenGuardError through the client', async () => {
     stub.handle = (_req, res) => {
-      res.writeHead(503, { 'retry-after-ms': '150' })
+      res.writeHead(503, { 'retry-after-ms': '400' })
       res.end('{"error":{"code":"ServiceUnavailable","message":"busy"}}')
     }
-    const { guard } = guardWith({ upstream: { timeoutMs: 500, maxAttempts: 20 } })
+    const { guard } = guardWith({ upstream: { timeoutMs: 1_000, maxAttempts: 20 } })
     const { answer } = await relayText(guard, body, new AbortController().signal)
     expect(answer.status).toBe(502)
     const error = await guard.client({ user: 'c' }).chat.completions.create(body).catch((e: unknown) => e)
     expect(error).toMatchObject({ status: 502, code: 'upstream_error' })
-    await new Promise((resolve) => setTimeout(resolve, 600)) // past the deadline: no timer fires into anything
+    await new Promise((resolve) => setTimeout(resolve, 1_100)) // past the deadline: no timer fires into anything
     await guard.close()
   })
 })
