@@ -106,13 +106,3 @@ export function isErrorEvent(event: SseEvent, parsed: unknown): boolean {
   const record = parsed as Record<string, unknown>
   return record.error != null || (typeof record.code === 'string' && record.choices === undefined)
 }
-
-/** Parses an event's data as JSON; undefined for `[DONE]` or text that is not JSON. */
-export function parseEventData(event: SseEvent): unknown {
-  if (event.data === '' || event.data === '[DONE]') return undefined
-  try {
-    return JSON.parse(event.data) as unknown
-  } catch {
-    return undefined
-  }
-}

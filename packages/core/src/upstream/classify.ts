@@ -195,6 +195,9 @@ function retryAfterHint(headers: RefusalInput['headers'], now: number): number |
     const seconds = Number(value)
     return Number.isFinite(seconds) ? Math.ceil(seconds * 1000) : undefined
   }
+  // An HTTP date (RFC 9110: IMF-fixdate and the two obsolete forms) starts with the day's name;
+  // Date.parse alone would read '-1' or '2' as a year.
+  if (!/^(mon|tue|wed|thu|fri|sat|sun)/i.test(value)) return undefined
   const date = Date.parse(value)
   return Number.isFinite(date) ? Math.max(0, date - now) : undefined
 }
