@@ -1,47 +1,49 @@
 /**
- * Turns Qwen's SSE answer into the caller's stream. The guard always asks Qwen for the usage chunk
- * (it is the only exact count of a stream) and hides it again from a caller that did not ask; an
- * error event after the first chunk ends the caller's stream with an OpenAI-style error event, so a
- * failure is never a silent truncation; whatever ends the stream settles the call exactly once.
+ * Turns Qwen's SSE answer into the caller's stream, and is the one place that decides how a caller's
+ * stream ends: with Qwen's `data: [DONE]`, or with an OpenAI-style error event (`data: {"error":...}`,
+ * on which the openai SDK throws an `APIError`) when Qwen's stream fails, ends without `[DONE]`, or
+ * sends something that is not a chunk. The guard always asks Qwen for the usage chunk (it is the only
+ * exact count of a stream) and hides it again from a caller that did not ask. Whatever ends the
+ * stream (its end, an error, the caller cancelling the body or aborting its signal, even before
+ * reading) settles the call at once, exactly once.
  */
-import type { Settlement, Usage } from './call.js'
-import { estimateTextTokens } from './estimate.js'
 import { QwenGuardError } from './errors.js'
-import {
-  encodeSseData,
-  isErrorEvent,
-  parseEventData,
-  readSseEvents,
-  statusFromComments,
-  type SseEvent,
-} from './sse.js'
+import { estimateTextTokens } from './estimate.js'
+import type { Settlement } from './settlement.js'
+import { encodeSseData, isErrorEvent, readSseEvents, SSE_DONE, statusFromComments, type SseEvent } from './sse.js'
 import { classifyRefusal } from './upstream/classify.js'
 import type { UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 
 export interface PeekedStream {
   /** The events, the peeked ones included; undefined when the stream opened with an error. */
   events?: AsyncGenerator<SseEvent>
-  /** Set when the stream's first event was an error: nothing reached the caller, so it can be retried. */
+  /** Set when the stream failed before its first chunk: nothing reached the caller, so it can be retried. */
   refusal?: UpstreamRefusal
 }
 
 /**
  * Reads up to the first chunk. A DashScope stream can answer 200 and then refuse in its first event;
- * that refusal is as retryable as an HTTP 429, because the caller has seen nothing yet.
+ * that refusal is as retryable as an HTTP 429, because the caller has seen nothing yet. So is a 200
+ * stream that ends, or sends something that is not a chunk, before its first chunk.
  */
-export async function firstEvent(body: ReadableStream<Uint8Array>): Promise<PeekedStream> {
+export async function firstEvent(body: ReadableStream<Uint8Array>, maxRetryAfterMs?: number): Promise<PeekedStream> {
   const events = readSseEvents(body)
   const head: SseEvent[] = []
   for (;;) {
     const next = await events.next()
-    if (next.done) break
+    if (next.done) return { refusal: brokenStream('Qwen ended the stream before its first chunk.') }
     const event = next.value
-    if (isErrorEvent(event, parseEventData(event))) {
+    const read = readEvent(event)
+    if (read.kind === 'error') {
       await events.return(undefined)
-      return { refusal: classifyStreamError(event) }
+      return { refusal: classifyStreamError(event, maxRetryAfterMs) }
+    }
+    if (read.kind === 'garbage') {
+      await events.return(undefined)
+      return { refusal: brokenStream('Qwen sent a stream event that is not a chunk.') }
     }
     head.push(event)
-    if (event.data !== '') break
+    if (read.kind !== 'skip') break
   }
   return { events: prepend(head, events) }
 }
@@ -55,96 +57,179 @@ async function* prepend(head: SseEvent[], rest: AsyncGenerator<SseEvent>): Async
   }
 }
 
-export function classifyStreamError(event: SseEvent): UpstreamRefusal {
-  return classifyRefusal({ status: statusFromComments(event.comments) ?? 200, body: event.data })
+export function classifyStreamError(event: SseEvent, maxRetryAfterMs?: number): UpstreamRefusal {
+  return classifyRefusal({
+    status: statusFromComments(event.comments) ?? 200,
+    body: event.data,
+    ...(maxRetryAfterMs === undefined ? {} : { maxRetryAfterMs }),
+  })
 }
 
-interface RelayStreamOptions {
+/** A 200 stream that broke before anything reached the caller: an upstream server failure. */
+function brokenStream(message: string): UpstreamRefusal {
+  return { ...classifyRefusal({ status: 502, body: '' }), message }
+}
+
+interface Chunk {
+  choices?: unknown
+  usage?: unknown
+}
+
+/** What one upstream event is to the caller's stream. */
+type ReadEvent =
+  | { kind: 'chunk'; chunk: Chunk }
+  | { kind: 'done' }
+  | { kind: 'error' }
+  /** Nothing to pass on: a comment, a keep-alive, an event without data. */
+  | { kind: 'skip' }
+  /** Data that is neither a JSON object nor `[DONE]`: the SDK could not read it. */
+  | { kind: 'garbage' }
+
+function readEvent(event: SseEvent): ReadEvent {
+  if (event.data === '') return event.event === 'error' ? { kind: 'error' } : { kind: 'skip' }
+  if (event.data.trim() === SSE_DONE) return { kind: 'done' }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(event.data)
+  } catch {
+    return event.event === 'error' ? { kind: 'error' } : { kind: 'garbage' }
+  }
+  if (isErrorEvent(event, parsed)) return { kind: 'error' }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { kind: 'garbage' }
+  return { kind: 'chunk', chunk: parsed as Chunk }
+}
+
+export interface RelayStreamOptions {
   clientWantsUsage: boolean
   slot: UpstreamSlot
   settlement: Settlement
+  /** The caller's signal: its abort ends and settles the stream at once, read or not. */
+  signal?: AbortSignal | undefined
 }
 
+/** How the caller's stream ended. */
+type Ending =
+  | { kind: 'done' }
+  | { kind: 'upstream_error'; refusal: UpstreamRefusal }
+  /** Qwen's stream ended without `[DONE]`, failed to read, or sent something that is not a chunk. */
+  | { kind: 'broken' }
+  /** The caller cancelled the body (nothing more is written to it). */
+  | { kind: 'cancelled' }
+  /** The caller's signal aborted (the body is errored with its reason). */
+  | { kind: 'aborted'; reason: unknown }
+
 /** The caller's stream: chunks passed through one by one as they arrive. */
-export function relayStream(
-  events: AsyncGenerator<SseEvent>,
-  { clientWantsUsage, slot, settlement }: RelayStreamOptions,
-): ReadableStream<Uint8Array> {
-  let usage: Usage | undefined
+export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStreamOptions): ReadableStream<Uint8Array> {
+  const { clientWantsUsage, slot, settlement, signal } = options
+  let usage: unknown
+  let sawUsage = false
   let streamedTokens = 0
-  const finish = () => settlement.settle(usage, streamedTokens)
+  let ended = false
+  let output: ReadableStreamDefaultController<Uint8Array> | undefined
+  const onAbort = () => void end({ kind: 'aborted', reason: signal?.reason })
+
+  /** The one place a stream ends: write its last event, stop Qwen's stream, settle. */
+  async function end(ending: Ending): Promise<void> {
+    if (ended) return
+    ended = true
+    signal?.removeEventListener('abort', onAbort)
+    const writer = output
+    try {
+      if (ending.kind === 'done') {
+        writer?.enqueue(encodeSseData(SSE_DONE))
+        writer?.close()
+      } else if (ending.kind === 'upstream_error' || ending.kind === 'broken') {
+        writer?.enqueue(encodeSseData(JSON.stringify(midStreamError(ending).toHttp().body)))
+        writer?.close()
+      } else if (ending.kind === 'aborted') {
+        writer?.error(ending.reason)
+      }
+    } catch {
+      // The caller's side is already closed or errored: nothing more to tell it.
+    }
+    // Stops reading Qwen (closes the connection when it has not ended); waits for a read in progress.
+    const closing = events.return(undefined).catch(() => undefined)
+    if (ending.kind === 'upstream_error') await slot.fail(ending.refusal)
+    await settlement.settle(sawUsage ? { usage } : { streamedCompletionTokens: streamedTokens })
+    await closing
+  }
+
   return new ReadableStream<Uint8Array>({
+    start(controller) {
+      output = controller
+      if (!signal) return
+      if (signal.aborted) onAbort()
+      else signal.addEventListener('abort', onAbort, { once: true })
+    },
     async pull(controller) {
-      try {
-        const next = await events.next()
-        if (next.done) {
-          await finish()
-          controller.close()
-          return
+      // Loops until something is written or the stream ends: a pull that writes nothing is not called again.
+      while (!ended) {
+        let next: IteratorResult<SseEvent>
+        try {
+          next = await events.next()
+        } catch {
+          return end({ kind: 'broken' })
         }
+        if (ended) return
+        if (next.done) return end({ kind: 'broken' })
         const event = next.value
-        const chunk = parseEventData(event) as Chunk | undefined
-        if (isErrorEvent(event, chunk)) {
-          await failMidStream(event, slot, finish, controller)
-          return
+        const read = readEvent(event)
+        if (read.kind === 'done') return end({ kind: 'done' })
+        if (read.kind === 'error') return end({ kind: 'upstream_error', refusal: classifyStreamError(event) })
+        if (read.kind === 'garbage') return end({ kind: 'broken' })
+        if (read.kind === 'skip') continue
+        const { chunk } = read
+        if (chunk.usage !== undefined && chunk.usage !== null) {
+          usage = chunk.usage
+          sawUsage = true
         }
-        if (chunk?.usage) usage = chunk.usage
         streamedTokens += completionTokensOf(chunk)
         const data = outgoingData(event, chunk, clientWantsUsage)
-        if (data !== undefined) controller.enqueue(encodeSseData(data))
-      } catch (error) {
-        await finish()
-        controller.error(error)
+        if (data === undefined) continue
+        controller.enqueue(encodeSseData(data))
+        return
       }
     },
     async cancel() {
       // The caller went away: stop the upstream call and charge what was streamed so far.
-      await events.return(undefined)
-      await finish()
+      await end({ kind: 'cancelled' })
     },
   })
 }
 
-interface Chunk {
-  choices?: Array<{ delta?: { content?: string | null; reasoning_content?: string | null } }>
-  usage?: Usage | null
-}
-
-/** The data to send the caller for one event, or undefined to drop it (a usage chunk nobody asked for). */
-function outgoingData(event: SseEvent, chunk: Chunk | undefined, clientWantsUsage: boolean): string | undefined {
-  if (!chunk?.usage || clientWantsUsage) return event.data
-  if (!chunk.choices || chunk.choices.length === 0) return undefined
+/** The data to send the caller for one chunk, or undefined to drop it (a usage chunk nobody asked for). */
+function outgoingData(event: SseEvent, chunk: Chunk, clientWantsUsage: boolean): string | undefined {
+  if (chunk.usage === undefined || chunk.usage === null || clientWantsUsage) return event.data
+  if (!Array.isArray(chunk.choices) || chunk.choices.length === 0) return undefined
   const { usage: _hidden, ...rest } = chunk
   return JSON.stringify(rest)
 }
 
-function completionTokensOf(chunk: Chunk | undefined): number {
+/** Completion tokens estimated from a chunk's text (strings only: a chunk is upstream data). */
+function completionTokensOf(chunk: Chunk): number {
+  if (!Array.isArray(chunk.choices)) return 0
   let tokens = 0
-  for (const choice of chunk?.choices ?? []) {
-    const delta = choice.delta
-    if (delta?.content) tokens += estimateTextTokens(delta.content)
-    if (delta?.reasoning_content) tokens += estimateTextTokens(delta.reasoning_content)
+  for (const choice of chunk.choices as unknown[]) {
+    const delta = typeof choice === 'object' && choice !== null ? (choice as { delta?: unknown }).delta : undefined
+    if (typeof delta !== 'object' || delta === null) continue
+    const { content, reasoning_content: reasoning } = delta as { content?: unknown; reasoning_content?: unknown }
+    if (typeof content === 'string') tokens += estimateTextTokens(content)
+    if (typeof reasoning === 'string') tokens += estimateTextTokens(reasoning)
   }
   return tokens
 }
 
-async function failMidStream(
-  event: SseEvent,
-  slot: UpstreamSlot,
-  finish: () => Promise<void>,
-  controller: ReadableStreamDefaultController<Uint8Array>,
-): Promise<void> {
-  const refusal = classifyStreamError(event)
-  await finish()
-  await slot.fail(refusal)
-  const error = new QwenGuardError({
-    status: refusal.status >= 400 ? refusal.status : 502,
+function midStreamError(ending: { kind: 'upstream_error'; refusal: UpstreamRefusal } | { kind: 'broken' }): QwenGuardError {
+  const retryable = ending.kind === 'broken' || ending.refusal.retryable
+  return new QwenGuardError({
+    status: 502,
     code: 'upstream_error',
-    message: 'Qwen stopped the answer midway; the text so far is incomplete.',
+    message:
+      ending.kind === 'broken'
+        ? 'The upstream stream ended before it completed; the text so far is incomplete.'
+        : 'Qwen stopped the answer midway; the text so far is incomplete.',
     scope: 'upstream',
-    retryAfterMs: refusal.retryable ? 1000 : 0,
-    retryable: refusal.retryable,
+    retryAfterMs: retryable ? 1000 : 0,
+    retryable,
   })
-  controller.enqueue(encodeSseData(JSON.stringify(error.toHttp().body)))
-  controller.close()
 }

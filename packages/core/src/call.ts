@@ -2,19 +2,25 @@
  * One guarded chat completion: reserve the caller's quota, wait for an account x model with room,
  * send, classify what comes back, retry transient refusals inside the deadline, settle to `usage`.
  * The steps are listed in ARCHITECTURE.md; this file holds the loop that ties them together.
+ * Failures are kept apart by where they come from: an upstream failure (an answer, a broken body, no
+ * answer) cools the lane and may be retried; a failure of the guard's own code (its serialisation of
+ * the body, a bug) touches no upstream state and is never retried.
  */
 import { planCall, priceOf, type CallPlan } from './cost.js'
 import { QwenGuardError, isQwenGuardError } from './errors.js'
-import { PreparedJsonResponse, PreparedStreamResponse, successHeaders } from './http-answer.js'
+import { answerHeaders, PreparedJsonResponse, PreparedStreamResponse } from './http-answer.js'
 import type { QuotaAdmission, QuotaReservation } from './quota.js'
 import { relayStream, firstEvent } from './answer-stream.js'
+import { chargeOf, usageCeiling, type Settlement } from './settlement.js'
 import { backoffDelay } from './upstream/backoff.js'
 import { coalesceWrites } from './redis-writes.js'
-import { classifyRefusal } from './upstream/classify.js'
+import { classifyRefusal, type RefusalInput } from './upstream/classify.js'
 import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
 import type { CallInfo, GuardEvent, Identity, ResolvedOptions } from './types.js'
+
+export type { Settlement, Usage } from './settlement.js'
 
 export interface CallDeps {
   options: ResolvedOptions
@@ -23,22 +29,10 @@ export interface CallDeps {
   emit: (event: GuardEvent) => void
 }
 
-/** Usage as Qwen reports it. */
-export interface Usage {
-  prompt_tokens: number
-  completion_tokens: number
-  total_tokens: number
-}
-
 /** What the guard's own `openai` client may add to a call. */
 export interface InternalCallOptions extends CallOptions {
   /** The body as the JSON text it was parsed from: sent as is when nothing in it needs rewriting. */
   text?: string
-}
-
-/** Settles both ledgers (caller's quota and the account's pace) exactly once. */
-export interface Settlement {
-  settle(usage: Usage | undefined, streamedCompletionTokens: number): Promise<void>
 }
 
 export async function guardedCall(
@@ -48,8 +42,7 @@ export async function guardedCall(
   callOptions: InternalCallOptions = {},
 ): Promise<GuardedResponse> {
   const { options } = deps
-  const { controller } = callOptions
-  const signal = controller?.signal ?? callOptions.signal
+  const { signal } = callOptions
   const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
   coalesceWrites(options.store.redis)
   const early = acquireEarly(deps, identity, plan, signal)
@@ -64,11 +57,12 @@ export async function guardedCall(
     await early?.withdraw()
     throw error
   }
+  const send: SendRequest = { body, text: callOptions.text, plan, signal }
+  const ledger: CallLedger = { reachedAttempts: 0, settled: false }
   try {
-    const send: SendRequest = { body, text: callOptions.text, plan, signal, controller }
-    return await sendWithRetries(deps, identity, send, reservation, early?.slot)
+    return await sendWithRetries(deps, identity, send, reservation, ledger, early?.slot)
   } catch (error) {
-    await reservation.cancel() // a no-op when the call was already settled (it reached Qwen)
+    if (!ledger.settled) await chargeFailedCall(deps, identity, plan, reservation, ledger)
     if (isQwenGuardError(error)) emitRefused(deps, identity, plan.model.name, error)
     throw error
   }
@@ -80,7 +74,26 @@ interface SendRequest {
   text: string | undefined
   plan: CallPlan
   signal: AbortSignal | undefined
-  controller: AbortController | undefined
+}
+
+/** What a call's attempts left to charge when the call itself did not settle. */
+interface CallLedger {
+  /** Attempts that reached Qwen and then failed (timed out, or broke after Qwen accepted them). */
+  reachedAttempts: number
+  /** An attempt settled the caller's reservation (an answer, or a caller abort after sending). */
+  settled: boolean
+}
+
+/**
+ * A call that ended without an answer: a full refund only when no attempt reached Qwen; otherwise the
+ * prompt part of the reservation per attempt that reached it (what Qwen may have billed).
+ */
+async function chargeFailedCall(deps: CallDeps, identity: Identity, plan: CallPlan, reservation: QuotaReservation, ledger: CallLedger): Promise<void> {
+  if (ledger.reachedAttempts === 0) return reservation.cancel()
+  const tokens = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
+  const usd = priceOf(plan.model.price, tokens, 0)
+  await reservation.settle({ tokens, usd })
+  deps.emit({ type: 'settled', identity, model: plan.model.name, reservedTokens: plan.reservedTokens, usedTokens: tokens, basis: 'prompt' })
 }
 
 async function sendWithRetries(
@@ -88,6 +101,7 @@ async function sendWithRetries(
   identity: Identity,
   send: SendRequest,
   reservation: QuotaReservation,
+  ledger: CallLedger,
   firstSlot?: Promise<UpstreamSlot>,
 ): Promise<GuardedResponse> {
   const { options } = deps
@@ -96,13 +110,25 @@ async function sendWithRetries(
   const deadline = started + options.upstream.timeoutMs
   let lastRefusal: UpstreamRefusal | undefined
   for (let attempt = 1; attempt <= options.upstream.maxAttempts; attempt++) {
-    const slot = await (attempt === 1 && firstSlot ? firstSlot : deps.pool.acquire(acquireRequest(identity, plan, deadline, signal)))
-    const settlement = settlementFor(deps, identity, plan, reservation, slot)
-    const outcome = await sendOnce(deps, slot, send, deadline).catch(async (error: unknown) => {
-      if (!(error instanceof CallerAborted)) throw error
-      await settlement.settle(undefined, 0)
-      throw error.reason
-    })
+    const slot = await acquireSlot(deps, identity, plan, deadline, signal, attempt === 1 ? firstSlot : undefined, lastRefusal)
+    const settlement = settlementFor(deps, identity, plan, reservation, slot, ledger)
+    let outcome: SendOutcome
+    try {
+      outcome = await sendOnce(deps, slot, send, deadline)
+    } catch (error) {
+      if (error instanceof CallerAborted) {
+        await settlement.settle({ streamedCompletionTokens: 0 })
+        throw error.reason
+      }
+      if (error instanceof AttemptTimedOut) {
+        ledger.reachedAttempts++
+        throw upstreamTimeout()
+      }
+      // The guard's own failure: nothing upstream is blamed or cooled.
+      await slot.cancel()
+      throw error
+    }
+    const budgetSpent = noteOutcome(deps, slot.model, outcome.kind === 'refused' ? outcome.refusal : undefined)
     if (outcome.kind === 'answered') {
       const info: CallInfo = {
         model: slot.model,
@@ -121,13 +147,128 @@ async function sendWithRetries(
       return outcome.answer(info, settlement)
     }
     lastRefusal = outcome.refusal
+    if (outcome.reached) ledger.reachedAttempts++
     await slot.fail(outcome.refusal)
     if (!outcome.refusal.retryable && !outcome.refusal.terminal) break
+    if (attempt === options.upstream.maxAttempts || budgetSpent) break
     const wait = outcome.refusal.terminal ? 0 : backoffDelay(attempt, outcome.refusal.retryAfterMs)
-    if (Date.now() + wait >= deadline) break
+    if (Date.now() + wait >= deadline || !roomBefore(deps, plan, deadline)) break
     await delay(wait, signal)
   }
   throw finalError(lastRefusal)
+}
+
+/**
+ * The slot of an attempt. A wait for one that ends without room (429: every lane that could serve the
+ * call cooling past the deadline, or the queue's wait running out) is answered with what made the
+ * lanes cool when that was an upstream failure (this call's own last refusal, or the latest refusal
+ * any call got on these models): 502 after persistent 5xx, not 429 "saturated". While the call's
+ * models are failing, its wait also ends (502) as soon as they have failed `maxAttempts` times in a
+ * row: the retry budget is spent, whoever spent it.
+ */
+async function acquireSlot(
+  deps: CallDeps,
+  identity: Identity,
+  plan: CallPlan,
+  deadline: number,
+  signal: AbortSignal | undefined,
+  early: Promise<UpstreamSlot> | undefined,
+  lastRefusal: UpstreamRefusal | undefined,
+): Promise<UpstreamSlot> {
+  try {
+    if (early) return await early
+    const request = acquireRequest(identity, plan, deadline, signal)
+    const waiting = waitersOf(deps.pool)
+    waiting.add(request)
+    try {
+      return await deps.pool.acquire(request)
+    } finally {
+      waiting.delete(request)
+    }
+  } catch (error) {
+    if (error instanceof RetryBudgetSpent) throw lastRefusal && isFailure(lastRefusal) ? finalError(lastRefusal) : upstreamFailed(1000)
+    if (!isQwenGuardError(error) || error.scope !== 'upstream' || error.status !== 429) throw error
+    if (lastRefusal && isFailure(lastRefusal)) throw finalError(lastRefusal)
+    if (failingModels(deps.pool, plan).length > 0) throw upstreamFailed(error.retryAfterMs)
+    throw error
+  }
+}
+
+/** An upstream failure (not a refusal about capacity): what a retry of it ends with is a 502 or 504. */
+function isFailure(refusal: UpstreamRefusal): boolean {
+  return refusal.kind === 'server' || refusal.kind === 'network' || refusal.kind === 'timeout' || refusal.kind === 'unknown'
+}
+
+/** A model whose latest upstream outcomes were failures (5xx, no answer, a timeout). */
+interface Failing {
+  /** When it last failed (epoch ms). */
+  at: number
+  /** Failures in a row since the budget was last spent. */
+  count: number
+}
+
+/** Why a wait for a slot was abandoned: the model failed `maxAttempts` times in a row. */
+class RetryBudgetSpent extends Error {
+  constructor() {
+    super('the model failed maxAttempts times in a row')
+  }
+}
+
+/** Per pool and model; an outcome that is not a failure clears the model's entry. */
+const failures = new WeakMap<UpstreamPool, Map<string, Failing>>()
+/** Per pool: the acquire requests of calls waiting for a slot (so a spent budget can end their wait). */
+const waiters = new WeakMap<UpstreamPool, Set<AcquireRequest>>()
+/** As long as a failure can keep a lane cooling (cooldown.ts caps the server kinds at 30 s). */
+const FAILURE_MEMORY_MS = 30_000
+
+function waitersOf(pool: UpstreamPool): Set<AcquireRequest> {
+  let set = waiters.get(pool)
+  if (!set) waiters.set(pool, (set = new Set()))
+  return set
+}
+
+/** Records an attempt's outcome; true when it spent the model's retry budget (the call stops too). */
+function noteOutcome(deps: CallDeps, model: string, refusal: UpstreamRefusal | undefined): boolean {
+  let byModel = failures.get(deps.pool)
+  if (!refusal || !isFailure(refusal)) {
+    byModel?.delete(model)
+    return false
+  }
+  if (!byModel) failures.set(deps.pool, (byModel = new Map()))
+  const entry = byModel.get(model) ?? { at: 0, count: 0 }
+  entry.at = Date.now()
+  entry.count++
+  byModel.set(model, entry)
+  if (entry.count < deps.options.upstream.maxAttempts) return false
+  // The budget is spent: every call waiting for this model ends now; calls arriving later probe again.
+  entry.count = 0
+  for (const request of waitersOf(deps.pool)) {
+    const candidates = deps.options.models[request.model]
+    if (request.model === model || candidates?.fallback.includes(model)) deps.pool.abandon(request, new RetryBudgetSpent())
+  }
+  return true
+}
+
+function failingModels(pool: UpstreamPool, plan: CallPlan): Failing[] {
+  const byModel = failures.get(pool)
+  if (!byModel) return []
+  const since = Date.now() - FAILURE_MEMORY_MS
+  const found: Failing[] = []
+  for (const model of [plan.model.name, ...plan.model.fallback]) {
+    const entry = byModel.get(model)
+    if (entry && entry.at > since) found.push(entry)
+  }
+  return found
+}
+
+/**
+ * False when every lane that could serve the call (its model and fallbacks) is cooling or disabled
+ * past the deadline: another attempt cannot be sent in time, so the call ends now.
+ */
+function roomBefore(deps: CallDeps, plan: CallPlan, deadline: number): boolean {
+  const models = new Set([plan.model.name, ...plan.model.fallback])
+  const lanes = deps.pool.state().filter((lane) => models.has(lane.model))
+  return lanes.length === 0 || lanes.some((lane) => Math.max(lane.coolingUntil, lane.disabledUntil) < deadline)
 }
 
 function acquireRequest(identity: Identity, plan: CallPlan, deadline: number, signal: AbortSignal | undefined): AcquireRequest {
@@ -175,35 +316,52 @@ function acquireEarly(deps: CallDeps, identity: Identity, plan: CallPlan, signal
 
 type SendOutcome =
   | { kind: 'answered'; answer: (info: CallInfo, settlement: Settlement) => Promise<GuardedResponse> }
-  | { kind: 'refused'; refusal: UpstreamRefusal }
+  /** `reached`: Qwen accepted the request (a 2xx) before it failed, so it may have billed the prompt. */
+  | { kind: 'refused'; refusal: UpstreamRefusal; reached: boolean }
 
-/** Sends one attempt. A refusal (HTTP or an error before the stream's first chunk) is returned, not thrown. */
+/**
+ * Sends one attempt. An upstream refusal or failure (an HTTP error, no answer, a body that breaks
+ * before the first chunk) is returned, not thrown. Thrown: `CallerAborted`, `AttemptTimedOut`, a
+ * 400 for a body the guard cannot serialise, and the guard's own bugs.
+ */
 async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, deadline: number): Promise<SendOutcome> {
-  const { body, plan, signal } = send
+  const { body, signal } = send
   const stream = body.stream === true
-  const upstream = upstreamAbort(send, deadline)
+  const text = upstreamText(send, slot.model, stream) // before anything is sent: its failure is the guard's
+  const upstream = upstreamAbort(signal, deadline)
+  const refusal = (input: RefusalInput) => classifyRefusal({ ...input, maxRetryAfterMs: deps.options.upstream.maxRetryAfterMs })
   try {
-    const response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
-      body: upstreamText(send, slot.model, stream),
-      signal: upstream.signal,
-    })
-    if (!response.ok) {
-      const text = await response.text()
-      return { kind: 'refused', refusal: classifyRefusal({ status: response.status, body: text, headers: response.headers }) }
+    let response: Response
+    try {
+      response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
+        body: text,
+        signal: upstream.signal,
+      })
+    } catch (error) {
+      return await failedToSend(slot, send, error, upstream, false, refusal)
     }
-    const outcome = stream ? await answerStream(response, body, slot) : await answerJson(response, slot)
-    upstream.headersArrived() // the deadline covers the wait for an answer, not a long stream
-    return outcome
-  } catch (error) {
-    return failedToSend(slot, plan, error, signal, upstream)
+    try {
+      if (!response.ok) {
+        const errorText = await response.text()
+        return { kind: 'refused', refusal: refusal({ status: response.status, body: errorText, headers: response.headers }), reached: false }
+      }
+      return stream ? await answerStream(deps, response, send, slot) : await answerJson(response, slot, refusal)
+    } catch (error) {
+      // Reading Qwen's accepted answer failed: it may have billed the prompt.
+      return await failedToSend(slot, send, error, upstream, true, refusal)
+    }
+  } finally {
+    upstream.answered() // the deadline covers the wait for an answer, not a long stream
   }
 }
 
 /**
  * The JSON sent to Qwen: the model that was granted, and for streams the usage chunk asked for.
  * When neither changes anything, the caller's own text goes as it came (no second serialisation).
+ * A body that cannot be serialised (too deep, a BigInt, a cycle: validation should have refused it)
+ * is the caller's bad request, answered 400; it never reaches the upstream path.
  */
 function upstreamText(send: SendRequest, model: string, stream: boolean): string {
   const { body, text, plan } = send
@@ -213,60 +371,64 @@ function upstreamText(send: SendRequest, model: string, stream: boolean): string
   const capsAdded = caps.max_tokens !== undefined || caps.thinking_budget !== undefined
   if (text !== undefined && !stream && body.model === model && !capsAdded) return text
   const streamOptions = stream ? { stream_options: { ...(body.stream_options as object | undefined), include_usage: true } } : {}
-  return JSON.stringify({ ...body, ...caps, model, ...streamOptions })
+  try {
+    return JSON.stringify({ ...body, ...caps, model, ...streamOptions })
+  } catch {
+    throw new QwenGuardError({
+      status: 400,
+      code: 'invalid_request',
+      message: 'The request body cannot be serialised as JSON (too deeply nested, or a value JSON cannot hold).',
+      scope: 'request',
+      param: null,
+      retryable: false,
+    })
+  }
 }
 
 interface UpstreamAbort {
   signal: AbortSignal
   timedOut(): boolean
-  headersArrived(): void
+  /** Qwen answered (or the attempt ended): the deadline no longer applies to this attempt. */
+  answered(): void
 }
 
 /**
- * Aborts the upstream request when the caller goes away or the deadline passes before Qwen answers.
- * A caller's controller lent to the guard is aborted directly; otherwise a controller of the
- * guard's own follows the caller's signal.
+ * Aborts the upstream request when the caller goes away or the deadline passes before Qwen answers,
+ * with a controller of the guard's own that follows the caller's signal (the caller's is never aborted
+ * by the guard).
  */
-function upstreamAbort({ signal: caller, controller: lent }: SendRequest, deadline: number): UpstreamAbort {
-  let controller = lent
-  if (!controller) {
-    const own = new AbortController()
-    if (caller?.aborted) own.abort(caller.reason)
-    caller?.addEventListener('abort', () => own.abort(caller.reason), { once: true })
-    controller = own
-  }
+function upstreamAbort(caller: AbortSignal | undefined, deadline: number): UpstreamAbort {
+  const controller = new AbortController()
+  const follow = () => controller.abort(caller?.reason)
+  if (caller?.aborted) follow()
+  else caller?.addEventListener('abort', follow, { once: true })
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
     controller.abort(new Error('upstream deadline'))
   }, Math.max(1, deadline - Date.now()))
-  return { signal: controller.signal, timedOut: () => timedOut, headersArrived: () => clearTimeout(timer) }
+  return { signal: controller.signal, timedOut: () => timedOut, answered: () => clearTimeout(timer) }
 }
 
 async function failedToSend(
   slot: UpstreamSlot,
-  plan: CallPlan,
+  send: SendRequest,
   error: unknown,
-  caller: AbortSignal | undefined,
   upstream: UpstreamAbort,
+  accepted: boolean,
+  refusal: (input: RefusalInput) => UpstreamRefusal,
 ): Promise<SendOutcome> {
-  upstream.headersArrived()
-  // The deadline first: with a lent controller, the deadline's abort is the caller's signal too.
+  upstream.answered()
   if (upstream.timedOut()) {
-    await slot.settle(plan.reservedTokens)
-    throw new QwenGuardError({
-      status: 504,
-      code: 'upstream_timeout',
-      message: 'Qwen did not answer before the deadline.',
-      scope: 'upstream',
-      retryAfterMs: 1000,
-    })
+    // Sent and not answered in time: Qwen may be working on it, so its pace keeps the reservation.
+    await slot.settle(send.plan.reservedTokens)
+    throw new AttemptTimedOut()
   }
-  if (caller?.aborted) {
+  if (send.signal?.aborted) {
     // The caller went away while the request was in flight: Qwen may have counted the prompt.
-    throw new CallerAborted(caller.reason ?? error)
+    throw new CallerAborted(send.signal.reason ?? error)
   }
-  return { kind: 'refused', refusal: classifyRefusal({ status: 0, body: String((error as Error)?.message ?? '') }) }
+  return { kind: 'refused', refusal: refusal({ status: 0, body: String((error as Error)?.message ?? '') }), reached: accepted }
 }
 
 /** The caller aborted after the request was sent: settle, then surface the caller's abort reason. */
@@ -276,11 +438,30 @@ class CallerAborted extends Error {
   }
 }
 
-async function answerJson(response: Response, slot: UpstreamSlot): Promise<SendOutcome> {
+/** The deadline passed while an attempt waited for Qwen's answer. */
+class AttemptTimedOut extends Error {
+  constructor() {
+    super('upstream deadline')
+  }
+}
+
+function upstreamTimeout(): QwenGuardError {
+  return new QwenGuardError({
+    status: 504,
+    code: 'upstream_timeout',
+    message: 'Qwen did not answer before the deadline.',
+    scope: 'upstream',
+    retryAfterMs: 1000,
+  })
+}
+
+async function answerJson(response: Response, slot: UpstreamSlot, refusal: (input: RefusalInput) => UpstreamRefusal): Promise<SendOutcome> {
   const text = await response.text()
-  const completion = safeJson(text) as { usage?: Usage; error?: unknown; model?: string } | undefined
-  if (!completion || completion.error) {
-    return { kind: 'refused', refusal: classifyRefusal({ status: completion?.error ? 500 : 502, body: text }) }
+  const completion = safeJson(text)
+  if (!isCompletion(completion)) {
+    // An error inside a 200, or a body that is no chat completion: Qwen's failure, after accepting.
+    const status = typeof completion === 'object' && completion !== null && 'error' in completion ? 500 : 502
+    return { kind: 'refused', refusal: refusal({ status, body: text }), reached: true }
   }
   // Qwen names the model that served; rewrite only when it does not (re-serialising costs per call).
   const value = completion.model === slot.model ? completion : { ...completion, model: slot.model }
@@ -292,54 +473,76 @@ async function answerJson(response: Response, slot: UpstreamSlot): Promise<SendO
       // extra charge, lease release, pace) is sent to the store by this call, and this process's
       // memory or its Redis connection keeps their order, so the caller's next read of its quota is
       // still exact. On Redis that is one round trip less per call. settle() never rejects.
-      void settlement.settle(completion.usage, 0).catch(() => undefined)
-      const headers = successHeaders(info)
-      headers['content-type'] = 'application/json'
+      void settlement.settle({ usage: completion.usage }).catch(() => undefined)
       // Text and parsed value both at hand: the SDK's response.json() gets the value without a re-parse.
-      return { info, response: new PreparedJsonResponse(json, value, { status: 200, headers }) }
+      return { info, response: new PreparedJsonResponse(json, value, { status: 200, headers: answerHeaders(info, 'json') }) }
     },
   }
 }
 
-async function answerStream(response: Response, body: Record<string, unknown>, slot: UpstreamSlot): Promise<SendOutcome> {
-  if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }) }
-  const first = await firstEvent(response.body)
-  if (!first.events) return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }) }
+interface Completion {
+  choices: unknown[]
+  model?: unknown
+  usage?: unknown
+  error?: unknown
+}
+
+/** A chat completion as far as the guard relies on: an object with a `choices` list and no `error`. */
+function isCompletion(value: unknown): value is Completion {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false
+  const record = value as Record<string, unknown>
+  return Array.isArray(record.choices) && (record.error === undefined || record.error === null)
+}
+
+async function answerStream(deps: CallDeps, response: Response, send: SendRequest, slot: UpstreamSlot): Promise<SendOutcome> {
+  if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }), reached: true }
+  const first = await firstEvent(response.body, deps.options.upstream.maxRetryAfterMs)
+  if (!first.events) return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }), reached: true }
   const events = first.events
-  const clientWantsUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
+  const clientWantsUsage = (send.body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
   return {
     kind: 'answered',
     async answer(info, settlement) {
-      const stream = relayStream(events, { clientWantsUsage, slot, settlement })
-      const headers = {
-        ...successHeaders(info),
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-      }
-      return { info, response: new PreparedStreamResponse(stream, headers) }
+      const stream = relayStream(events, { clientWantsUsage, slot, settlement, signal: send.signal })
+      return { info, response: new PreparedStreamResponse(stream, answerHeaders(info, 'sse')) }
     },
   }
 }
 
+/**
+ * Settles one answered attempt: the caller's reservation and the lane's pace, to what `chargeOf`
+ * decides (Qwen's usage when usable, else the reservation or the stream's estimate), plus the prompt
+ * of earlier attempts that reached Qwen and failed. Never rejects.
+ */
 function settlementFor(
   deps: CallDeps,
   identity: Identity,
   plan: CallPlan,
   reservation: QuotaReservation,
   slot: UpstreamSlot,
+  ledger: CallLedger,
 ): Settlement {
   let done = false
   return {
-    async settle(usage, streamedCompletionTokens) {
+    async settle(input) {
       if (done) return
       done = true
-      const prompt = usage?.prompt_tokens ?? plan.promptTokens
-      const completion = usage?.completion_tokens ?? streamedCompletionTokens
-      const used = usage?.total_tokens ?? prompt + completion
-      const usd = priceOf(deps.options.models[slot.model]?.price, prompt, completion)
+      ledger.settled = true
+      const model = deps.options.models[slot.model]
+      const charge = chargeOf(input, {
+        promptTokens: plan.promptTokens,
+        reservedTokens: plan.reservedTokens,
+        ceiling: usageCeiling(model?.contextWindow, plan.reservedTokens),
+      })
+      const earlier = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
+      const usd = priceOf(model?.price, charge.promptTokens + earlier, charge.completionTokens)
+      if (charge.usageInvalid) deps.emit({ type: 'usage_invalid', identity, model: slot.model, reservedTokens: plan.reservedTokens })
       coalesceWrites(deps.options.store.redis)
-      await Promise.all([reservation.settle({ tokens: used, usd }), slot.settle(used)])
-      deps.emit({ type: 'settled', identity, model: slot.model, reservedTokens: plan.reservedTokens, usedTokens: used })
+      await Promise.all([
+        reservation.settle({ tokens: charge.tokens + earlier, usd }).catch(() => undefined),
+        slot.settle(charge.tokens).catch(() => undefined),
+      ])
+      deps.emit({ type: 'settled', identity, model: slot.model, reservedTokens: plan.reservedTokens, usedTokens: charge.tokens + earlier, basis: charge.basis })
     },
   }
 }
@@ -369,6 +572,8 @@ function finalError(refusal: UpstreamRefusal | undefined): QwenGuardError {
     case 'network':
     case 'unknown':
       return upstreamFailed(retryAfterMs)
+    case 'timeout':
+      return upstreamTimeout() // Qwen itself answered 408 / 504, or never answered, on every attempt
     default:
       if (refusal.terminal) {
         return new QwenGuardError({

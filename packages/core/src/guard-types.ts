@@ -29,22 +29,21 @@ export interface GuardedResponse {
   info: CallInfo
   /**
    * Status 200. Non-streaming: a JSON chat completion whose `model` is the model that answered.
-   * Streaming: an SSE body of `chat.completion.chunk` events ending in `data: [DONE]`; the usage chunk
-   * appears only when the caller asked for it; an upstream failure after the first byte arrives as
-   * `data: {"error":{...}}` followed by the end of the stream. Headers carry `successHeaders(info)`.
+   * Streaming: an SSE body of `chat.completion.chunk` events that always ends either with
+   * `data: [DONE]` or, when Qwen's stream fails, ends early or sends something that is not a chunk,
+   * with one `data: {"error":{...}}` event (the openai SDK throws an `APIError` on it); the usage chunk
+   * appears only when the caller asked for it. Headers: `successHeaders(info)` and the content type,
+   * ready to be passed on as they are.
    */
   response: Response
 }
 
 export interface CallOptions {
-  /** Aborts queueing and the upstream call; the call is settled from what was streamed. */
-  signal?: AbortSignal
   /**
-   * Instead of `signal`: the caller's own controller of this call, which the guard may abort itself
-   * when its deadline passes before Qwen answers. Spares a second controller and a listener on the
-   * caller's signal (each costs microseconds on Node 20); the openai client and the relay lend theirs.
+   * Aborts queueing and the upstream call. Once the answer is returned, aborting it ends a stream at
+   * once (read or not): the call is settled from what was streamed and its concurrency lease released.
    */
-  controller?: AbortController
+  signal?: AbortSignal
 }
 
 /** One model in `GET /models`. */

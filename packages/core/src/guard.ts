@@ -45,9 +45,9 @@ export function createGuard(options: GuardOptions): Guard {
     fetch(identity: Identity): typeof fetch {
       return createGuardedFetch(clientDeps, { ...requireIdentity(identity) })
     },
-    async call(identity, body, { signal, controller } = {}): Promise<GuardedResponse> {
+    async call(identity, body, { signal } = {}): Promise<GuardedResponse> {
       const who = requireIdentity(identity)
-      return guardedCall(callDeps, who, body, controller ? { controller } : signal ? { signal } : {})
+      return guardedCall(callDeps, who, body, signal ? { signal } : {})
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
       const who = requireIdentity(identity)

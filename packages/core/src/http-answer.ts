@@ -160,6 +160,23 @@ export function successHeaders(info: CallInfo): Record<string, string> {
   return headers
 }
 
+/**
+ * Every header of a guarded answer, built once where the answer is made (call.ts); the relay and the
+ * adapters pass them on as they are. `json`: a chat completion; `sse`: a stream, with the header that
+ * keeps nginx-like proxies from buffering it.
+ */
+export function answerHeaders(info: CallInfo, kind: 'json' | 'sse'): Record<string, string> {
+  const headers = successHeaders(info)
+  if (kind === 'json') {
+    headers['content-type'] = 'application/json; charset=utf-8'
+  } else {
+    headers['content-type'] = 'text/event-stream; charset=utf-8'
+    headers['cache-control'] = 'no-cache'
+    headers['x-accel-buffering'] = 'no'
+  }
+  return headers
+}
+
 /** `tightest`'s order: less remaining, then the longer wait. */
 function tighter(a: QuotaState, b: QuotaState): boolean {
   return a.remaining < b.remaining || (a.remaining === b.remaining && a.resetMs > b.resetMs)

@@ -35,6 +35,7 @@ export const DEFAULTS = Object.freeze({
   timeoutMs: 120_000,
   maxAttempts: 4,
   disableMs: 3_600_000,
+  maxRetryAfterMs: 60_000,
   rampUp: Object.freeze({ initialRps: 2, factor: 1.5 }),
   storePrefix: 'qg',
   storeOnError: 'open' as const,
@@ -57,7 +58,7 @@ const TOP_KEYS = [
   'estimator',
   'allowedModels',
 ]
-const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'rampUp', 'fetch']
+const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'maxRetryAfterMs', 'rampUp', 'fetch']
 const ACCOUNT_KEYS = ['id', 'apiKey', 'apiKeys', 'models']
 const MODEL_KEYS = ['rpm', 'tpm', 'rps', 'tps', 'contextWindow', 'maxOutputTokens', 'thinking', 'maxReasoningTokens', 'fallback', 'price']
 const THINKING_MODES: ReadonlyArray<NonNullable<ModelSpec['thinking']>> = ['off', 'on', 'always', 'unsupported']
@@ -366,6 +367,8 @@ function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptio
     timeoutMs: upstream.timeoutMs === undefined ? DEFAULTS.timeoutMs : positiveInt(upstream.timeoutMs, 'upstream.timeoutMs'),
     maxAttempts: upstream.maxAttempts === undefined ? DEFAULTS.maxAttempts : positiveInt(upstream.maxAttempts, 'upstream.maxAttempts'),
     disableMs: upstream.disableMs === undefined ? DEFAULTS.disableMs : positiveInt(upstream.disableMs, 'upstream.disableMs'),
+    maxRetryAfterMs:
+      upstream.maxRetryAfterMs === undefined ? DEFAULTS.maxRetryAfterMs : positiveInt(upstream.maxRetryAfterMs, 'upstream.maxRetryAfterMs'),
     rampUp: resolveRampUp(upstream.rampUp),
     // Looked up per call, so a test that replaces globalThis.fetch after start-up is honoured.
     fetch: (fetchOption as typeof fetch | undefined) ?? ((input, init) => globalThis.fetch(input, init)),

@@ -10,7 +10,7 @@ import { identityOrDefault } from './identity.js'
 import { safeErrorLine } from './safe-error-line.js'
 import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
-import { internalErrorAnswer, successHeaders } from './http-answer.js'
+import { internalErrorAnswer } from './http-answer.js'
 import type { HttpAnswer, Identity } from './types.js'
 import { validateChatRequest } from './validate.js'
 
@@ -39,10 +39,11 @@ export interface RelayRequest {
    * (IPv6 grouped by /64). Without it such calls share one 'unknown' user.
    */
   remoteAddress?: string
-  /** Aborted when the client goes away: the guard stops queueing or streaming and settles. */
+  /**
+   * Aborted when the client goes away: the guard stops queueing or streaming and settles at once,
+   * whether or not the answer's body was read.
+   */
   signal?: AbortSignal
-  /** Instead of `signal`: the request's own controller, lent to the guard (see `CallOptions.controller`). */
-  controller?: AbortController
 }
 
 export interface RelayResponse {
@@ -68,15 +69,8 @@ export type Relay = (request: RelayRequest) => Promise<RelayResponse>
 
 const DEFAULT_MAX_BODY_BYTES = 1_048_576
 
-const SSE_HEADERS: Record<string, string> = {
-  'content-type': 'text/event-stream; charset=utf-8',
-  'cache-control': 'no-cache',
-  // nginx and similar proxies buffer responses unless told not to, which would hold tokens back.
-  'x-accel-buffering': 'no',
-}
-
-/** Guard response headers worth passing on; everything else (upstream's own) is dropped. */
-const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-)/
+/** The guard's answer headers (quota, model, content); anything else on a response is not passed on. */
+const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-|content-type$|cache-control$|x-accel-buffering$)/
 
 /**
  * A framework-free handler for `POST /chat/completions` (JSON or SSE) and `GET /models`; anything
@@ -98,15 +92,19 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
     const raw = await readBody(request, maxBodyBytes)
     const body = validateChatRequest(raw, guardOptions, { maxBodyBytes })
-    const { controller, signal } = request
+    const { signal } = request
     const identity = identityOrDefault(request.identity, () => defaultIdentify(request.remoteAddress), 'relay request')
-    const { info, response } = await guard.call(identity, body, controller ? { controller } : signal ? { signal } : {})
-    const headers = { ...passedHeaders(response.headers), ...successHeaders(info) }
-    if (body.stream === true && response.body) {
-      return { status: response.status, headers: { ...headers, ...SSE_HEADERS }, body: guardStream(response.body) }
+    const { response } = await guard.call(identity, body, signal ? { signal } : {})
+    // The guard's answer carries every header it should have (built once, in call.ts), and its stream
+    // already ends with [DONE] or an error event: both are passed on as they are.
+    const headers: Record<string, string> = {}
+    response.headers.forEach((value, name) => {
+      if (PASSED_HEADER.test(name)) headers[name] = value
+    })
+    if (response.body && headers['content-type']?.startsWith('text/event-stream')) {
+      return { status: response.status, headers, body: response.body }
     }
-    const text = await response.text()
-    return { status: response.status, headers: { ...headers, 'content-type': 'application/json; charset=utf-8' }, body: text }
+    return { status: response.status, headers, body: await response.text() }
   }
 
   return async function relay(request: RelayRequest): Promise<RelayResponse> {
@@ -124,7 +122,7 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
       return notFound(method, path)
     } catch (error) {
       // A client that left while queued is no error worth reporting.
-      if (!isQwenGuardError(error) && !(request.controller?.signal ?? request.signal)?.aborted) onError(error)
+      if (!isQwenGuardError(error) && !request.signal?.aborted) onError(error)
       return errorResponse(error)
     }
   }
@@ -227,56 +225,4 @@ async function bodyText(body: Exclude<RelayBody, null | undefined | Record<strin
     chunks.push(buffer)
   }
   return Buffer.concat(chunks, size).toString('utf8')
-}
-
-function passedHeaders(headers: Headers): Record<string, string> {
-  const passed: Record<string, string> = {}
-  headers.forEach((value, name) => {
-    if (PASSED_HEADER.test(name)) passed[name] = value
-  })
-  return passed
-}
-
-const encoder = new TextEncoder()
-
-/** The SSE event an OpenAI SDK turns into an APIError (it throws on `data: {"error":...}`). */
-function streamErrorEvent(): Uint8Array {
-  const error = { message: 'The upstream stream failed before it completed.', type: 'server_error', code: 'upstream_error', param: null }
-  return encoder.encode(`data: ${JSON.stringify({ error })}\n\n`)
-}
-
-/**
- * Passes the guard's SSE body through unchanged, except that a stream which fails, or ends without
- * `[DONE]` or an error event, gets an error event at the end: a client must never mistake a broken
- * answer for a complete one. Cancelling it (client gone) cancels the guard's stream.
- */
-function guardStream(source: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  const reader = source.getReader()
-  const decoder = new TextDecoder()
-  let tail = ''
-  let cancelled = false
-  const ended = () => tail.includes('data: [DONE]') || /data: ?\{"error"/.test(tail)
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const { done, value } = await reader.read()
-        if (done) {
-          if (!ended()) controller.enqueue(streamErrorEvent())
-          controller.close()
-          return
-        }
-        // Only the end of the stream decides completeness; keep a short window of it.
-        tail = (tail + decoder.decode(value, { stream: true })).slice(-512)
-        controller.enqueue(value)
-      } catch {
-        if (cancelled) return
-        controller.enqueue(streamErrorEvent())
-        controller.close()
-      }
-    },
-    async cancel(reason) {
-      cancelled = true
-      await reader.cancel(reason).catch(() => undefined)
-    },
-  })
 }

@@ -45,6 +45,19 @@ export async function* readSseEvents(body: ReadableStream<Uint8Array>): AsyncGen
   }
 }
 
+/**
+ * The events of an SSE text already in memory (an error body that came as SSE): the same parser as
+ * `readSseEvents`, so every place in the guard reads SSE one way.
+ */
+export function parseSseText(text: string): SseEvent[] {
+  const events: SseEvent[] = []
+  for (const block of text.replace(/\r\n?/g, '\n').split('\n\n')) {
+    const event = parseEventBlock(block)
+    if (event) events.push(event)
+  }
+  return events
+}
+
 /** Parses one event block (the lines between blank lines); undefined when it holds nothing. */
 export function parseEventBlock(block: string): SseEvent | undefined {
   const data: string[] = []
@@ -71,6 +84,9 @@ export function encodeSseData(data: string): Uint8Array {
   return encoder.encode(`data: ${data}\n\n`)
 }
 
+/** The event that ends a complete stream. */
+export const SSE_DONE = '[DONE]'
+
 /** The HTTP status a native stream error announces with its `:HTTP_STATUS/NNN` comment, if any. */
 export function statusFromComments(comments: readonly string[]): number | undefined {
   for (const comment of comments) {
@@ -80,18 +96,13 @@ export function statusFromComments(comments: readonly string[]): number | undefi
   return undefined
 }
 
-/** True when an event carries an error rather than a chunk (either framing). */
+/**
+ * True when an event carries an error rather than a chunk: `event: error`, an OpenAI-style
+ * `{"error": ...}`, or DashScope's flat `{"code": "...", "message": ...}` (a chunk has no `code`).
+ */
 export function isErrorEvent(event: SseEvent, parsed: unknown): boolean {
   if (event.event === 'error') return true
-  return typeof parsed === 'object' && parsed !== null && 'error' in parsed && (parsed as { error: unknown }).error != null
-}
-
-/** Parses an event's data as JSON; undefined for `[DONE]` or text that is not JSON. */
-export function parseEventData(event: SseEvent): unknown {
-  if (event.data === '' || event.data === '[DONE]') return undefined
-  try {
-    return JSON.parse(event.data) as unknown
-  } catch {
-    return undefined
-  }
+  if (typeof parsed !== 'object' || parsed === null) return false
+  const record = parsed as Record<string, unknown>
+  return record.error != null || (typeof record.code === 'string' && record.choices === undefined)
 }

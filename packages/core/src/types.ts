@@ -119,6 +119,12 @@ export interface UpstreamOptions {
   /** How long a terminal refusal (free quota gone, billing, arrears) takes an account out. Default: 3,600,000 ms. */
   disableMs?: number
   /**
+   * Cap on a wait an upstream answer asks for (`Retry-After`, `retry-after-ms`) on a transient refusal,
+   * in ms: the account x model cools for at most this long, then is probed again. Default: 60,000
+   * (the openai SDK honours Retry-After up to 60 s).
+   */
+  maxRetryAfterMs?: number
+  /**
    * Ramp-up from cold, against burst protection: a cold account x model may start this many requests
    * in its first second, then at most `factor` times what it sent in the previous second.
    * Default: { initialRps: 2, factor: 1.5 }.
@@ -170,10 +176,22 @@ export type GuardEvent =
   | { type: 'fallback'; identity: Identity; requested: string; served: string; reason: string }
   /** `model` is '*' when the whole account is out (billing, arrears, bad key); `untilMs` is an epoch time. */
   | { type: 'account_disabled'; account: string; model: string; kind: string; untilMs: number }
-  | { type: 'settled'; identity: Identity; model: string; reservedTokens: number; usedTokens: number }
+  /**
+   * A call that reached Qwen was charged `usedTokens`. `basis` says from what: `usage` (Qwen's own
+   * count), `reservation` (Qwen's usage was missing or unusable: the whole reservation),
+   * `estimate` (a stream that ended without a usage chunk: prompt estimate + streamed text estimate),
+   * `prompt` (the call failed or timed out after Qwen accepted it: the prompt part of the
+   * reservation, per attempt that reached Qwen). See docs/quotas.md "What is charged when".
+   */
+  | { type: 'settled'; identity: Identity; model: string; reservedTokens: number; usedTokens: number; basis: SettleBasis }
+  /** Qwen's answer carried a `usage` the guard cannot count (not finite, negative, too large): settled from the reservation. */
+  | { type: 'usage_invalid'; identity: Identity; model: string; reservedTokens: number }
   | { type: 'store_error'; error: Error; policy: 'open' | 'closed' }
 
 export type GuardEventType = GuardEvent['type']
+
+/** What a `settled` charge was computed from (see the `settled` event). */
+export type SettleBasis = 'usage' | 'reservation' | 'estimate' | 'prompt'
 
 export interface GuardOptions {
   upstream: UpstreamOptions
@@ -283,6 +301,7 @@ export interface ResolvedOptions {
     timeoutMs: number
     maxAttempts: number
     disableMs: number
+    maxRetryAfterMs: number
     rampUp: { initialRps: number; factor: number } | false
     fetch: typeof fetch
   }

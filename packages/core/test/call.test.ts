@@ -1,7 +1,7 @@
 /**
  * guardedCall, with a stubbed quota and pool: the early upstream acquire on Redis (the first slot is
  * asked for while the quota is checked, given back when the quota refuses), what is sent upstream,
- * and the deadline over a controller the caller lends. What happens to the slot is seen directly.
+ * the deadline and the caller's signal, and what is charged when. What happens to the slot is seen directly.
  */
 import { describe, expect, it, vi } from 'vitest'
 import { guardedCall, type CallDeps } from '../src/call.js'
@@ -38,6 +38,7 @@ function setup(opts: { redis: boolean; reserve: () => Promise<QuotaReservation>;
     }),
     /** Like the pool: a queued acquire (registered in `pending` by a test's acquire) rejects. */
     abandon: vi.fn((req: AcquireRequest, reason: unknown) => pending.get(req)?.(reason)),
+    state: vi.fn(() => []),
   }
   const deps = { options, quota: quota as unknown as QuotaAdmission, pool: pool as unknown as UpstreamPool, emit: () => {} } satisfies CallDeps
   return { deps, quota, pool, fetch, order, pending }
@@ -147,7 +148,7 @@ describe('guardedCall: what is sent upstream', () => {
   })
 })
 
-describe('guardedCall: a controller lent by the caller', () => {
+describe("guardedCall: the deadline and the caller's signal", () => {
   function hanging() {
     const s = slot()
     const context = setup({ redis: false, reserve: async () => reservation(), acquire: async () => s })
@@ -162,23 +163,23 @@ describe('guardedCall: a controller lent by the caller', () => {
     return { ...context, slot: s, upstreamSignal: () => upstreamSignal }
   }
 
-  it('is aborted by the guard at its deadline (no second controller): 504, and the slot settled', async () => {
+  it("aborts the upstream request at its deadline without touching the caller's signal: 504, the slot settled", async () => {
     const { deps, slot: s, upstreamSignal } = hanging()
     deps.options = { ...deps.options, upstream: { ...deps.options.upstream, timeoutMs: 50 } }
-    const lent = new AbortController()
-    const error = await guardedCall(deps, { user: 'u' }, body, { controller: lent }).catch((e: unknown) => e)
+    const caller = new AbortController()
+    const error = await guardedCall(deps, { user: 'u' }, body, { signal: caller.signal }).catch((e: unknown) => e)
     expect(error).toMatchObject({ status: 504, code: 'upstream_timeout' })
-    expect(upstreamSignal()).toBe(lent.signal)
-    expect(lent.signal.aborted).toBe(true)
+    expect(upstreamSignal()?.aborted).toBe(true)
+    expect(caller.signal.aborted).toBe(false)
     expect(s.settle).toHaveBeenCalledTimes(1)
   })
 
   it("tells the caller's own abort from the deadline", async () => {
     const { deps, slot: s } = hanging()
-    const lent = new AbortController()
-    const call = guardedCall(deps, { user: 'u' }, body, { controller: lent })
+    const caller = new AbortController()
+    const call = guardedCall(deps, { user: 'u' }, body, { signal: caller.signal })
     await vi.waitFor(() => expect(deps.options.upstream.fetch).toHaveBeenCalled())
-    lent.abort(new Error('client gone'))
+    caller.abort(new Error('client gone'))
     await expect(call).rejects.toThrow('client gone')
     expect(s.settle).toHaveBeenCalledWith(expect.any(Number))
   })

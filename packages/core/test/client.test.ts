@@ -57,7 +57,7 @@ describe('guard.fetch', () => {
     await guard.close()
   })
 
-  it('guard.call aborts a lent controller itself at its deadline: 504, the upstream request on that signal', async () => {
+  it("guard.call answers 504 at its deadline, aborting its own upstream request, never the caller's signal", async () => {
     let upstreamSignal: AbortSignal | undefined
     const hanging = vi.fn(
       (_url: string, init: RequestInit) =>
@@ -71,9 +71,9 @@ describe('guard.fetch', () => {
     })
     const controller = new AbortController()
     const body = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] }
-    await expect(guard.call({ user: 'u' }, body, { controller })).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
-    expect(upstreamSignal).toBe(controller.signal)
-    expect(controller.signal.aborted).toBe(true)
+    await expect(guard.call({ user: 'u' }, body, { signal: controller.signal })).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
+    expect(upstreamSignal?.aborted).toBe(true)
+    expect(controller.signal.aborted).toBe(false)
     await guard.close()
   })
 })

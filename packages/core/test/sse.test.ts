@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest'
-import { isErrorEvent, parseEventBlock, parseEventData, readSseEvents, statusFromComments } from '../src/sse.js'
+import { isErrorEvent, parseEventBlock, parseSseText, readSseEvents, statusFromComments, type SseEvent } from '../src/sse.js'
+
+/** An event's data as JSON; undefined for `[DONE]` or text that is not JSON. */
+function parseEventData(event: SseEvent): unknown {
+  try {
+    return JSON.parse(event.data) as unknown
+  } catch {
+    return undefined
+  }
+}
 
 function streamOf(...parts: string[]): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder()
@@ -66,5 +75,22 @@ describe('event helpers', () => {
     expect(isErrorEvent(error, parseEventData(error))).toBe(true)
     expect(isErrorEvent(chunk, parseEventData(chunk))).toBe(false)
     expect(parseEventData(parseEventBlock('data: [DONE]')!)).toBeUndefined()
+  })
+
+  it("treats DashScope's flat error object as an error, a chunk with a code field as a chunk", () => {
+    const flat = parseEventBlock('data: {"code":"Throttling","message":"Requests throttling triggered."}')!
+    const chunk = parseEventBlock('data: {"code":"x","choices":[]}')!
+    expect(isErrorEvent(flat, parseEventData(flat))).toBe(true)
+    expect(isErrorEvent(chunk, parseEventData(chunk))).toBe(false)
+  })
+})
+
+describe('parseSseText', () => {
+  it('reads an SSE body held in memory with the same parser as streams', () => {
+    const events = parseSseText('event:error\r\n:HTTP_STATUS/429\r\ndata:{"code":"a"}\r\n\r\ndata: [DONE]')
+    expect(events).toEqual([
+      { event: 'error', data: '{"code":"a"}', comments: ['HTTP_STATUS/429'] },
+      { data: '[DONE]', comments: [] },
+    ])
   })
 })

@@ -86,6 +86,19 @@ describe('classifyRefusal', () => {
     expect(classifyRefusal({ status: 429, body }).retryAfterMs).toBeUndefined()
   })
 
+  it('caps an asked-for wait at maxRetryAfterMs (default 60 s) and ignores garbage', () => {
+    const body = compat('limit_requests', 'x')
+    expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': '86400' } }).retryAfterMs).toBe(60_000)
+    expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': '86400' }, maxRetryAfterMs: 5_000 }).retryAfterMs).toBe(5_000)
+    expect(classifyRefusal({ status: 429, body, headers: { 'retry-after-ms': '1e400' } }).retryAfterMs).toBeUndefined()
+    expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': '9'.repeat(400) } }).retryAfterMs).toBeUndefined()
+    const farDate = new Date(NOW + 86_400_000 * 365).toUTCString()
+    expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': farDate } }, NOW).retryAfterMs).toBe(60_000)
+    for (const garbage of ['-1', 'soon', 'NaN', '  ', '1,5', '0x10']) {
+      expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': garbage, 'retry-after-ms': garbage } }).retryAfterMs).toBeUndefined()
+    }
+  })
+
   it('keeps the code but never invents a message', () => {
     const r = classifyRefusal({ status: 429, body: compat('limit_requests', 'You exceeded your current requests list.') })
     expect(r.code).toBe('limit_requests')

@@ -28,7 +28,7 @@ export function createProxy(
         headers: req.headers,
         body: req.body === undefined ? req : (req.body as Record<string, unknown> | string),
         identity,
-        controller, // lent: the guard aborts it itself at its deadline (no controller of its own)
+        signal: controller.signal, // the guard stops queueing or streaming and settles at once
       })
       await sendRelayResponse(answer, res)
     } catch (error) {

@@ -36,7 +36,7 @@ export function createProxy(
       headers: ctx.headers,
       body: parsed === undefined ? ctx.req : (parsed as RelayRequest['body']),
       identity: await identify(ctx),
-      controller, // lent: the guard aborts it itself at its deadline (no controller of its own)
+      signal: controller.signal, // the guard stops queueing or streaming and settles at once
     })
     ctx.status = answer.status
     ctx.set(answer.headers)

@@ -6,7 +6,11 @@
  * case-insensitively, and prefer the message over the code where one code means several things
  * (`Throttling.AllocationQuota` is TPM, free quota or a plan quota depending on the message).
  */
+import { parseSseText, statusFromComments } from '../sse.js'
 import type { RefusalKind, RefusalReach, UpstreamRefusal } from './types.js'
+
+/** Default cap on a wait the answer asks for (`upstream.maxRetryAfterMs`): openai-node's own limit. */
+export const DEFAULT_MAX_RETRY_AFTER_MS = 60_000
 
 export interface RefusalInput {
   /** HTTP status (200 for an event inside a stream, 0 when the request got no answer). */
@@ -14,6 +18,11 @@ export interface RefusalInput {
   /** The body text, an SSE event's data, or a network error's message. */
   body: string
   headers?: Headers | Record<string, string | undefined>
+  /**
+   * Largest wait taken from `retry-after-ms` / `Retry-After`, in ms (default 60,000): an answer asking
+   * for a day must not keep the lane out for a day; it is probed again after the cap.
+   */
+  maxRetryAfterMs?: number
 }
 
 interface Parsed {
@@ -84,7 +93,7 @@ export function classifyRefusal(input: RefusalInput, now: number = Date.now()): 
   }
   if (parsed.code !== undefined) refusal.code = parsed.code
   const hint = retryAfterHint(input.headers, now)
-  if (hint !== undefined) refusal.retryAfterMs = hint
+  if (hint !== undefined) refusal.retryAfterMs = Math.min(hint, input.maxRetryAfterMs ?? DEFAULT_MAX_RETRY_AFTER_MS)
   if (kind === 'quota_reset') {
     const resetAt = parseResetAt(parsed.message, now)
     if (resetAt !== undefined) refusal.resetAt = resetAt
@@ -118,12 +127,9 @@ function parseBody(status: number, body: string): Parsed {
   const whole = jsonObject(text)
   if (whole) return { status, ...fieldsOf(whole, text) }
   let framedStatus: number | undefined
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim()
-    const statusLine = /^:\s*HTTP_STATUS\/(\d{3})/i.exec(line)
-    if (statusLine?.[1]) framedStatus = Number(statusLine[1])
-    if (!line.startsWith('data:')) continue
-    const payload = jsonObject(line.slice(5).trim())
+  for (const event of parseSseText(text)) {
+    framedStatus = statusFromComments(event.comments) ?? framedStatus
+    const payload = jsonObject(event.data.trim())
     if (payload && hasErrorFields(payload)) {
       return { status: effectiveStatus(status, framedStatus), ...fieldsOf(payload, text) }
     }
@@ -173,13 +179,25 @@ function header(headers: RefusalInput['headers'], name: string): string | undefi
   return key === undefined ? undefined : headers[key]
 }
 
-/** `retry-after-ms` first, then `Retry-After` (seconds or an HTTP date), as the openai SDK reads them. */
+/**
+ * `retry-after-ms` first, then `Retry-After` (seconds or an HTTP date), as the openai SDK reads them.
+ * Anything that is not a plain non-negative number or a date is ignored; the caller caps the result.
+ */
 function retryAfterHint(headers: RefusalInput['headers'], now: number): number | undefined {
-  const ms = Number.parseFloat(header(headers, 'retry-after-ms') ?? '')
-  if (Number.isFinite(ms) && ms >= 0) return Math.ceil(ms)
+  const msText = header(headers, 'retry-after-ms')?.trim() ?? ''
+  if (/^\d+(\.\d+)?$/.test(msText)) {
+    const ms = Number(msText)
+    if (Number.isFinite(ms)) return Math.ceil(ms)
+  }
   const value = header(headers, 'retry-after')?.trim()
   if (!value) return undefined
-  if (/^\d+(\.\d+)?$/.test(value)) return Math.ceil(Number(value) * 1000)
+  if (/^\d+(\.\d+)?$/.test(value)) {
+    const seconds = Number(value)
+    return Number.isFinite(seconds) ? Math.ceil(seconds * 1000) : undefined
+  }
+  // An HTTP date (RFC 9110: IMF-fixdate and the two obsolete forms) starts with the day's name;
+  // Date.parse alone would read '-1' or '2' as a year.
+  if (!/^(mon|tue|wed|thu|fri|sat|sun)/i.test(value)) return undefined
   const date = Date.parse(value)
   return Number.isFinite(date) ? Math.max(0, date - now) : undefined
 }

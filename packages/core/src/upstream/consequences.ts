@@ -43,8 +43,12 @@ export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: Conseque
   })
 }
 
+/** Longest a reset time read from Qwen's message may disable a lane: a plan quota resets within a month. */
+export const MAX_QUOTA_RESET_MS = 31 * 86_400_000
+
 function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): void {
-  const resetAt = refusal.kind === 'quota_reset' && refusal.resetAt !== undefined && refusal.resetAt > ctx.now ? refusal.resetAt : undefined
+  const announced = refusal.kind === 'quota_reset' && refusal.resetAt !== undefined && refusal.resetAt > ctx.now ? refusal.resetAt : undefined
+  const resetAt = announced === undefined ? undefined : Math.min(announced, ctx.now + MAX_QUOTA_RESET_MS)
   const until = resetAt ?? ctx.now + ctx.disableMs
   const wholeAccount = refusal.reach === 'account'
   if (wholeAccount) lane.owner.disabledUntil = Math.max(lane.owner.disabledUntil, until)

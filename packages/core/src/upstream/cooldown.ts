@@ -26,7 +26,7 @@ export interface CooldownContext {
 
 /** Milliseconds to cool down; 0 for kinds that say nothing about the account's capacity. */
 export function cooldownMs(ctx: CooldownContext): number {
-  if (ctx.hintMs !== undefined && ctx.hintMs > 0) return ctx.hintMs
+  if (ctx.hintMs !== undefined && Number.isFinite(ctx.hintMs) && ctx.hintMs > 0) return ctx.hintMs
   const doubling = 2 ** Math.min(16, Math.max(0, ctx.consecutive - 1))
   switch (ctx.kind) {
     case 'requests':

@@ -371,6 +371,11 @@ export class UpstreamPool {
           break
         }
         waiter.nextAt = attempt.nextAt
+        // No room before its deadline (every lane cooling past it, say): refused now, not at the deadline.
+        if (Number.isFinite(attempt.nextAt) && attempt.nextAt >= waiter.req.deadline) {
+          this.expire(waiter)
+          continue
+        }
         for (const c of waiter.candidates) blocked.add(c.model)
       }
       if (!served) return

@@ -1,0 +1,52 @@
+/** settlement.ts: what a call is charged, from any `usage` upstream sends (docs/quotas.md "What is charged when"). */
+import { describe, expect, it } from 'vitest'
+import { chargeOf, readUsage, usageCeiling } from '../src/settlement.js'
+
+const bounds = { promptTokens: 100, reservedTokens: 1_100, ceiling: usageCeiling(131_072, 1_100) }
+
+describe('chargeOf', () => {
+  it("charges Qwen's usage when every field is a usable count", () => {
+    expect(chargeOf({ usage: { prompt_tokens: 90, completion_tokens: 10, total_tokens: 100 } }, bounds)).toEqual({
+      tokens: 100,
+      promptTokens: 90,
+      completionTokens: 10,
+      basis: 'usage',
+      usageInvalid: false,
+    })
+    expect(chargeOf({ usage: { prompt_tokens: 90, completion_tokens: 10 } }, bounds).tokens).toBe(100)
+  })
+
+  it.each([
+    ['strings', { prompt_tokens: 'x', completion_tokens: 'y', total_tokens: 'z' }],
+    ['negative', { prompt_tokens: -1, completion_tokens: 5, total_tokens: 4 }],
+    ['NaN (null in JSON)', { prompt_tokens: null, completion_tokens: 5 }],
+    ['Infinity', { prompt_tokens: Number.POSITIVE_INFINITY, completion_tokens: 5 }],
+    ['above the ceiling', { prompt_tokens: 1e12, completion_tokens: 5 }],
+    ['a total below its parts', { prompt_tokens: 50, completion_tokens: 50, total_tokens: 1 }],
+    ['missing parts', { total_tokens: 10 }],
+    ['not an object', 'lots'],
+    ['an array', [1, 2, 3]],
+  ])('settles usage with %s from the reservation and flags it', (_name, usage) => {
+    expect(chargeOf({ usage }, bounds)).toMatchObject({ tokens: 1_100, basis: 'reservation', usageInvalid: true })
+  })
+
+  it('settles a missing usage from the reservation without flagging it as invalid', () => {
+    expect(chargeOf({ usage: undefined }, bounds)).toMatchObject({ tokens: 1_100, basis: 'reservation', usageInvalid: false })
+  })
+
+  it('estimates a stream without usage as prompt + streamed, never above the reservation', () => {
+    expect(chargeOf({ streamedCompletionTokens: 40 }, bounds)).toMatchObject({ tokens: 140, basis: 'estimate' })
+    expect(chargeOf({ streamedCompletionTokens: 1e9 }, bounds).tokens).toBe(1_100)
+    expect(chargeOf({ streamedCompletionTokens: Number.NaN }, bounds).tokens).toBe(100)
+  })
+})
+
+describe('readUsage / usageCeiling', () => {
+  it('bounds a count by twice the larger of context window and reservation, at most 1e9', () => {
+    expect(usageCeiling(131_072, 1_000)).toBe(262_144)
+    expect(usageCeiling(undefined, 5_000)).toBe(10_000)
+    expect(usageCeiling(1e12, 1)).toBe(1e9)
+    expect(readUsage({ prompt_tokens: 262_144, completion_tokens: 0 }, 262_144)).toEqual({ prompt: 262_144, completion: 0, total: 262_144 })
+    expect(readUsage({ prompt_tokens: 262_145, completion_tokens: 0 }, 262_144)).toBeUndefined()
+  })
+})
