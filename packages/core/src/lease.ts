@@ -210,7 +210,8 @@ export function createRedisLeaseStore(store: GuardStore): LeaseStore {
   const released = new Set<(key: string) => void>()
   const pending = new Map<string, PendingRelease>()
 
-  const zrem = (key: string, id: string) => store.run(() => redis.zrem(key, id))
+  // Sent even during an outage: a paused server runs it when it resumes; a release is idempotent.
+  const zrem = (key: string, id: string) => store.run(() => redis.zrem(key, id), undefined, true)
   // Releases that failed during an outage are sent again as soon as Redis answers.
   const retryPending = () => {
     const now = Date.now()

@@ -57,9 +57,11 @@ export interface GuardStore {
    * Sends one Redis operation. Rejects (never hangs longer than `commandTimeoutMs`, plus the wait
    * for a connection being made at start-up) when Redis is not ready, fails, does not answer in
    * time, or is in an outage and no probe is due; the failure is reported to `health`. When the
-   * operation answers after its timeout, `late` gets the value (to undo it).
+   * operation answers after its timeout, `late` gets the value (to undo it). `always`: sent even
+   * during an outage (undoing what Redis ran late, releasing a lease: worth sending whenever the
+   * server may run it), without being a probe.
    */
-  run<T>(operation: () => Promise<T>, late?: (value: T) => void): Promise<T>
+  run<T>(operation: () => Promise<T>, late?: (value: T) => void, always?: boolean): Promise<T>
   /**
    * `run`, then the policy: under 'open' a failure returns `fallback()`; under 'closed' it throws
    * `unavailable()`. The one fail-over of the guard.
@@ -160,16 +162,16 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
     return connecting
   }
 
-  const send = <T>(operation: () => Promise<T>, late?: (value: T) => void): Promise<T> => {
+  const send = <T>(operation: () => Promise<T>, late: ((value: T) => void) | undefined, always: boolean): Promise<T> => {
     if (!redis) return operation()
     if (redis.status !== 'ready') return Promise.reject(new Error(`Redis connection is not ready (${redis.status})`))
-    if (downSince !== undefined) {
+    if (downSince !== undefined && !always) {
       // In an outage: one probe at a time, at most one per interval; everything else fails at once.
       if (probing || now() - lastTry < PROBE_INTERVAL_MS) return Promise.reject(new StoreDownError())
       probing = true
       lastTry = now()
     }
-    const isProbe = downSince !== undefined
+    const isProbe = downSince !== undefined && !always
     return new Promise<T>((resolve, reject) => {
       let timedOut = false
       const timer = setTimeout(() => {
@@ -206,11 +208,11 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
     prefix,
     commandTimeoutMs,
     health,
-    async run(operation, late) {
+    async run(operation, late, always = false) {
       const waiting = whenConnected()
       if (waiting) await waiting
       try {
-        const value = await send(operation, late)
+        const value = await send(operation, late, always)
         if (redis) health.succeeded()
         return value
       } catch (error) {
@@ -372,9 +374,12 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
     }
   }
 
+  // Sent even during an outage: the script itself keeps a late correction out of later windows.
   const adjustRedis = async (rlKey: string, points: number, window: { minMs: number; maxMs: number }) => {
-    const reply = await store.run(() =>
-      (adjustCommand as AdjustCommand).qgAdjust(rlKey, String(points), String(Math.floor(window.minMs)), String(Math.ceil(window.maxMs))),
+    const reply = await store.run(
+      () => (adjustCommand as AdjustCommand).qgAdjust(rlKey, String(points), String(Math.floor(window.minMs)), String(Math.ceil(window.maxMs))),
+      undefined,
+      true,
     )
     return reply !== null
   }

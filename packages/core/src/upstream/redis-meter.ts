@@ -56,7 +56,7 @@ export class RedisMeter implements Meter {
       // A lost settle only over-counts (the reservation stays charged until it leaves the window);
       // the store's health has reported the failure.
       settle: (requests, used) =>
-        this.store.run(() => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)])).then(
+        this.store.run(() => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)]), undefined, true).then(
           () => undefined,
           () => undefined,
         ),
