@@ -174,13 +174,23 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
     const isProbe = downSince !== undefined && !always
     return new Promise<T>((resolve, reject) => {
       let timedOut = false
-      const timer = setTimeout(() => {
-        timedOut = true
-        if (isProbe) probing = false
-        reject(new StoreTimeoutError(commandTimeoutMs))
-      }, commandTimeoutMs)
+      let settled = false
+      // The timers phase of the event loop runs before the I/O phase: after a long blocking task a
+      // reply may be waiting in the socket when the timer fires. setImmediate runs after the I/O
+      // phase, so such a reply still counts as in time and a busy process does not invent outages.
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (settled) return
+            timedOut = true
+            if (isProbe) probing = false
+            reject(new StoreTimeoutError(commandTimeoutMs))
+          }),
+        commandTimeoutMs,
+      )
       operation().then(
         (value) => {
+          settled = true
           if (isProbe) probing = false
           if (!timedOut) {
             clearTimeout(timer)
@@ -194,6 +204,7 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
           }
         },
         (error: unknown) => {
+          settled = true
           if (isProbe) probing = false
           clearTimeout(timer)
           if (!timedOut) reject(error)
