@@ -1,7 +1,9 @@
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { describeEachStore, redisClient } from '../../../test/support/redis.js'
-import { createMemoryLeaseStore, type Lease, type LeaseAttempt } from '../src/lease.js'
+import { createLeaseStore, createMemoryLeaseStore, type Lease, type LeaseAttempt } from '../src/lease.js'
+import { createGuardStore } from '../src/store.js'
+import { describeRedis } from '../../../test/support/redis.js'
 import { LeaseWaiters } from '../src/lease-wait.js'
 import { createGuard, isQwenGuardError, type Guard } from '../src/index.js'
 import { sleep } from './quota-support.js'
@@ -62,6 +64,29 @@ describe('LeaseWaiters', () => {
     expect(await waiters.tryAcquire('k', 1, 60_000)).toMatchObject({ ok: true }) // nobody took the lease meanwhile
     waiters.close()
     store.close()
+  })
+})
+
+describeRedis('LeaseWaiters across two processes sharing a Redis', () => {
+  const a = redisClient()
+  const b = redisClient()
+  it('a waiter in one process gets the lease another process releases, within the poll interval', async () => {
+    const one = createLeaseStore(createGuardStore({ redis: a.redis as never, prefix: a.prefix, onError: 'closed' }, () => {}))
+    const two = createLeaseStore(createGuardStore({ redis: b.redis as never, prefix: a.prefix, onError: 'closed' }, () => {}))
+    const waitersTwo = new LeaseWaiters(two)
+    const key = `${a.prefix}:key:concurrency:shared`
+    const held = leaseOf(await one.acquire(key, 1, 60_000))
+    const waiting = waitersTwo.wait(key, 1, 60_000, refusal, { user: 'u2', until: Date.now() + 5_000 })
+    await sleep(300)
+    expect(waitersTwo.waiting(key)).toBe(1)
+    const released = Date.now()
+    await held.release()
+    const lease = leaseOf(await waiting)
+    expect(Date.now() - released).toBeLessThan(1_000)
+    await lease.release()
+    waitersTwo.close()
+    one.close()
+    two.close()
   })
 })
 

@@ -29,6 +29,24 @@ describeRedis('createLimiterFactory on Redis', () => {
     expect(pttl).toBeGreaterThan(58_000)
     factory.close()
   })
+
+  it('applies a correction only inside the window it was charged in, however late Redis runs it', async () => {
+    const factory = createLimiterFactory(createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}))
+    const counter = factory.counter({ name: 'user:rps', durationSeconds: 1 })
+    const charged = await counter.consume('late', 10, {})
+    const left = charged.res?.msBeforeNext ?? 0
+    expect(await counter.adjust('late', -4, {}, false, { minMs: 200, maxMs: left + 100 })).toBe(true)
+    expect(await redis.get(`${prefix}:user:rps:late`)).toBe('6')
+    await new Promise((resolve) => setTimeout(resolve, left + 50)) // the window ended
+    // A refund arriving after its window: nothing is created (an INCRBY would start a key without expiry).
+    expect(await counter.adjust('late', -6, {}, false, { minMs: 200, maxMs: left + 100 })).toBe(false)
+    expect(await redis.exists(`${prefix}:user:rps:late`)).toBe(0)
+    // A later window exists: a refund meant for the earlier one (it had less left) is not applied to it.
+    await counter.consume('late', 3, {})
+    expect(await counter.adjust('late', -3, {}, false, { minMs: 200, maxMs: 300 })).toBe(false)
+    expect(await redis.get(`${prefix}:user:rps:late`)).toBe('3')
+    factory.close()
+  })
 })
 
 describe('Redis failure policy (client on a closed port)', () => {
