@@ -261,6 +261,8 @@ export function createRedisLeaseStore(store: GuardStore): LeaseStore {
         } catch {
           // Redis unreachable: sent again when it answers (never silently lost), and in any case
           // the lease expires by itself at `expiresAt` since nobody renews it any more.
+          const now = Date.now()
+          for (const [other, entry] of pending) if (entry.expiresAt <= now) pending.delete(other)
           pending.set(id, { key, id, expiresAt })
         }
       }
