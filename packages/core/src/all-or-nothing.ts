@@ -10,7 +10,7 @@
  * refused falsely; that is the accepted price.
  */
 import type { RateLimiterRes } from 'rate-limiter-flexible'
-import { isInsured, type Counter } from './store.js'
+import { ADJUST_SLACK_MS, type Counted, type Counter } from './store.js'
 import type { WindowSpec } from './windows.js'
 
 /** One counter a call is charged on. Points are integers (see windows.ts toPoints). */
@@ -60,19 +60,18 @@ export function waitMs(reading: Reading): number {
   return reading.resetMs
 }
 
-function toReading(charge: Charge, res: RateLimiterRes | null, now: number): Reading {
+function toReading(charge: Charge, { res, insured }: Counted, now: number): Reading {
   // Memory records past their expiry linger until a timer fires (and forever under fake timers):
   // msBeforeNext <= 0 means the window is over. -1 would mean "no expiry", never used here.
   const live = res !== null && (res.msBeforeNext > 0 || res.msBeforeNext === -1)
   const resetMs = live ? Math.max(0, res.msBeforeNext) : 0
-  const insured = res !== null && isInsured(res)
   return { charge, consumed: live ? res.consumedPoints : 0, resetMs, windowEndAt: now + resetMs, insured }
 }
 
-/** Reads every counter without charging (`get`). Rejects with the store's error. */
+/** Reads every counter without charging (`get`). Rejects with the store's error (503 under 'closed'). */
 export async function readAll(charges: readonly Charge[]): Promise<Reading[]> {
   return Promise.all(
-    charges.map(async (charge) => toReading(charge, await charge.counter.limiter.get(charge.key, charge.options), Date.now())),
+    charges.map(async (charge) => toReading(charge, await charge.counter.get(charge.key, charge.options), Date.now())),
   )
 }
 
@@ -92,16 +91,15 @@ export function blocksAfter(reading: Reading): boolean {
  * reported to `onError`, never thrown: the call this belongs to has already happened.
  */
 export async function adjust(reading: Reading, points: number, onError: (error: unknown) => void): Promise<boolean> {
-  if (points === 0 || Date.now() >= reading.windowEndAt - REFUND_MARGIN_MS) return false
+  const left = reading.windowEndAt - Date.now()
+  if (points === 0 || left <= REFUND_MARGIN_MS) return false
   const { counter, key, options } = reading.charge
   // Where the charge went, without fallback: a failed Redis correction is dropped (the charge then
-  // expires with its window: a false refusal at worst), never moved to the insurance limiter.
-  const limiter = reading.insured ? counter.insurance : counter.direct
-  if (!limiter) return false
+  // expires with its window: a false refusal at worst), never moved to the insurance limiter. On
+  // Redis the store checks the window too, so a correction that Redis runs late (after a stall)
+  // never lands in a later window.
   try {
-    if (points < 0) await limiter.reward(key, -points, options)
-    else await limiter.penalty(key, points, options)
-    return true
+    return await counter.adjust(key, points, options, reading.insured, { minMs: REFUND_MARGIN_MS, maxMs: left + ADJUST_SLACK_MS })
   } catch (error) {
     onError(error)
     return false
@@ -128,16 +126,14 @@ export async function consumeAll(
   charges: readonly Charge[],
   onError: (error: unknown) => void,
 ): Promise<ConsumeOutcome> {
-  const settled = await Promise.allSettled(
-    charges.map((charge) => charge.counter.limiter.consume(charge.key, charge.points, charge.options)),
-  )
+  const settled = await Promise.allSettled(charges.map((charge) => charge.counter.consume(charge.key, charge.points, charge.options)))
   const now = Date.now()
   const readings: Reading[] = []
   let failure: unknown
   settled.forEach((result, index) => {
     const charge = charges[index] as Charge
     if (result.status === 'fulfilled') readings.push(toReading(charge, result.value, now))
-    else if (isRateLimiterRes(result.reason)) readings.push(toReading(charge, result.reason, now))
+    else if (isRateLimiterRes(result.reason)) readings.push(toReading(charge, { res: result.reason, insured: false }, now))
     else failure ??= result.reason
   })
   if (failure !== undefined) {

@@ -45,13 +45,19 @@ export async function guardedCall(
   const { signal } = callOptions
   const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
   coalesceWrites(options.store.redis)
-  const early = acquireEarly(deps, identity, plan, signal)
+  let early = acquireEarly(deps, identity, plan, signal)
   let reservation: QuotaReservation
   try {
+    // A call that waits for a concurrency lease gives its early upstream slot back (its pace would
+    // be charged at the wrong time); it asks for one again once admitted.
+    const onWait = () => {
+      void early?.withdraw()
+      early = undefined
+    }
     reservation = await deps.quota.reserve(
       identity,
       { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd },
-      { model: plan.model.name },
+      { model: plan.model.name, onWait, ...(signal ? { signal } : {}) },
     )
   } catch (error) {
     await early?.withdraw()

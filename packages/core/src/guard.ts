@@ -8,6 +8,7 @@ import { hideGuardOptions } from './guard-internals.js'
 import type { CheckRequest, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
 import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota.js'
+import { createGuardStore } from './store.js'
 import { UpstreamPool } from './upstream/pool.js'
 import type { CheckResult, GuardOptions, Identity, QuotaState } from './types.js'
 
@@ -26,8 +27,10 @@ import type { CheckResult, GuardOptions, Identity, QuotaState } from './types.js
 export function createGuard(options: GuardOptions): Guard {
   const resolved = resolveOptions(options)
   const events = createEmitter()
-  const quota = new QuotaAdmission({ options: resolved, emit: events.emit })
-  const pool = new UpstreamPool({ options: resolved, emit: events.emit })
+  // One store for quotas, leases and pace meters: one health tracker, one store_error per outage.
+  const store = createGuardStore(resolved.store, events.emit)
+  const quota = new QuotaAdmission({ options: resolved, emit: events.emit, store })
+  const pool = new UpstreamPool({ options: resolved, emit: events.emit, store })
   const callDeps = { options: resolved, quota, pool, emit: events.emit }
   const modelList = listModels(resolved.allowedModels)
 
@@ -61,6 +64,7 @@ export function createGuard(options: GuardOptions): Guard {
     on: events.on,
     async close() {
       await Promise.all([pool.close(), quota.close()])
+      store.close()
     },
   }
   hideGuardOptions(guard, resolved)

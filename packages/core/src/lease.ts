@@ -3,20 +3,20 @@
  *
  * rate-limiter-flexible cannot do this: its limiters are fixed windows, and a call that outlives
  * the window would stop being counted while still in flight; a counter decremented on completion
- * would leak forever when a process dies mid-call. So a lease is an entry with its own expiry:
- * released on completion, error, abort or timeout, and dropped by itself at its expiry (the call
- * deadline plus a margin) if the process that held it died.
+ * would leak forever when a process dies mid-call. So a lease is an entry with its own expiry,
+ * renewed by its holder while the call runs (every `ttlMs / 3`): it lives exactly as long as the
+ * call, whatever the call's length, and disappears by itself within `ttlMs` when the process that
+ * held it dies (its renewals stop).
  *
  * Memory: a Map of lease id -> expiry per key. Redis: a sorted set per key (member = lease id,
- * score = expiry in Redis server time), with one Lua script that drops expired members, checks the
- * count and adds the new one atomically, so two processes on one Redis never exceed the limit.
+ * score = expiry in Redis server time), with Lua scripts that drop expired members, check the
+ * count and add or renew atomically, so two processes on one Redis never exceed the limit.
  */
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import type { StoreHealth } from './store.js'
-import type { ResolvedOptions } from './types.js'
+import type { GuardStore } from './store.js'
 
-/** A held lease. `release()` is idempotent and never throws. */
+/** A held lease. `release()` is idempotent and never throws; it stops the renewals. */
 export interface Lease {
   readonly id: string
   release(): Promise<void>
@@ -35,13 +35,21 @@ export interface LeaseCount {
 
 /** Concurrency leases in memory or on Redis. */
 export interface LeaseStore {
-  /** Takes a lease when fewer than `limit` are held for `key`; it expires after `ttlMs`. */
+  /**
+   * Takes a lease when fewer than `limit` are held for `key`. It expires `ttlMs` after its last
+   * renewal; the holder renews it every `ttlMs / 3` until `release()`.
+   */
   acquire(key: string, limit: number, ttlMs: number): Promise<LeaseAttempt>
   /** Leases currently held for `key` (expired ones excluded). */
   count(key: string): Promise<LeaseCount>
-  /** Stops the memory sweeper. Leases held on Redis stay until released or expired. */
+  /** Calls `listener(key)` whenever a lease of this store is released (to wake waiters). */
+  onRelease(listener: (key: string) => void): void
+  /** Stops the sweeper and every renewal. Leases held on Redis stay until released or expired. */
   close(): void
 }
+
+/** Renewals per TTL: a lease survives two missed renewals (a stall, a slow store). */
+const RENEWALS_PER_TTL = 3
 
 const instanceId = randomBytes(6).toString('base64url')
 let sequence = 0
@@ -51,9 +59,32 @@ function newLeaseId(): string {
   return `${instanceId}.${sequence.toString(36)}`
 }
 
+/** Timers of the leases a store holds, so `close()` can stop them all. */
+class Renewals {
+  private readonly timers = new Set<NodeJS.Timeout>()
+
+  /** Calls `renew` every `ttlMs / 3` until the returned stop function is called. */
+  start(ttlMs: number, renew: () => void): () => void {
+    const timer = setInterval(renew, Math.max(1, Math.floor(ttlMs / RENEWALS_PER_TTL)))
+    timer.unref()
+    this.timers.add(timer)
+    return () => {
+      clearInterval(timer)
+      this.timers.delete(timer)
+    }
+  }
+
+  stopAll(): void {
+    for (const timer of this.timers) clearInterval(timer)
+    this.timers.clear()
+  }
+}
+
 /** In-process leases. Expiry is read from Date.now() on every access; a sweep drops idle keys. */
 export function createMemoryLeaseStore(sweepEveryMs = 60_000): LeaseStore {
   const held = new Map<string, Map<string, number>>()
+  const renewals = new Renewals()
+  const released = new Set<(key: string) => void>()
 
   const live = (key: string, now: number): Map<string, number> | undefined => {
     const leases = held.get(key)
@@ -83,9 +114,18 @@ export function createMemoryLeaseStore(sweepEveryMs = 60_000): LeaseStore {
       const map = leases ?? new Map<string, number>()
       map.set(id, now + ttlMs)
       held.set(key, map)
+      const stop = renewals.start(ttlMs, () => {
+        const current = held.get(key)
+        if (current?.has(id)) current.set(id, Date.now() + ttlMs)
+      })
+      let done = false
       const release = async () => {
+        if (done) return
+        done = true
+        stop()
         const current = held.get(key)
         if (current?.delete(id) && current.size === 0) held.delete(key)
+        for (const listener of released) listener(key)
       }
       return { ok: true, count: count + 1, lease: { id, release } }
     },
@@ -94,8 +134,12 @@ export function createMemoryLeaseStore(sweepEveryMs = 60_000): LeaseStore {
       const leases = live(key, now)
       return { count: leases?.size ?? 0, nextExpiryMs: nextExpiry(leases, now) }
     },
+    onRelease(listener) {
+      released.add(listener)
+    },
     close() {
       clearInterval(sweeper)
+      renewals.stopAll()
     },
   }
 }
@@ -111,73 +155,161 @@ local function earliest()
   if first[2] then return tonumber(first[2]) - now end
   return 0
 end
+local function hold(ttl)
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
 `
 /** ARGV: limit, ttlMs, lease id. Returns {1, count} or {0, count, ms until the earliest expiry}. */
 const ACQUIRE_LUA = `${NOW_LUA}
-local ttl = tonumber(ARGV[2])
 if n < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
-  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  hold(tonumber(ARGV[2]))
   return {1, n + 1, 0}
 end
 return {0, n, earliest()}`
+/**
+ * ARGV: limit, ttlMs, lease id. Pushes a held lease's expiry to now + ttl. A lease that expired
+ * meanwhile (the store was unreachable longer than its TTL) is taken again if the limit allows.
+ * Returns 1 when the lease is held after the call, 0 when it was lost.
+ */
+const RENEW_LUA = `${NOW_LUA}
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) or n < tonumber(ARGV[1]) then
+  hold(tonumber(ARGV[2]))
+  return 1
+end
+return 0`
 /** Returns {count, ms until the earliest expiry}. */
 const COUNT_LUA = `${NOW_LUA}
 return {n, earliest()}`
 
 interface LeaseCommands {
   qgLeaseAcquire(key: string, limit: number, ttlMs: number, id: string): Promise<[number, number, number]>
+  qgLeaseRenew(key: string, limit: number, ttlMs: number, id: string): Promise<number>
   qgLeaseCount(key: string): Promise<[number, number]>
 }
 
-/** Leases on Redis. Rejects when Redis is not ready (no waiting in ioredis' offline queue). */
-export function createRedisLeaseStore(redis: Redis): LeaseStore {
+/** A release that could not reach Redis, kept until Redis answers again or the lease expires. */
+interface PendingRelease {
+  key: string
+  id: string
+  /** Epoch ms after which the lease has expired by itself: nothing left to release. */
+  expiresAt: number
+}
+
+/**
+ * Leases on Redis, every command through the guard's store (timeout, outage). Rejects with the
+ * store's error; `createLeaseStore` applies the failure policy.
+ */
+export function createRedisLeaseStore(store: GuardStore): LeaseStore {
+  const redis = store.redis as Redis
   redis.defineCommand('qgLeaseAcquire', { numberOfKeys: 1, lua: ACQUIRE_LUA })
+  redis.defineCommand('qgLeaseRenew', { numberOfKeys: 1, lua: RENEW_LUA })
   redis.defineCommand('qgLeaseCount', { numberOfKeys: 1, lua: COUNT_LUA })
   const commands = redis as unknown as Redis & LeaseCommands
-  const ready = () => {
-    if (redis.status !== 'ready') throw new Error(`Redis connection is not ready (${redis.status})`)
+  const renewals = new Renewals()
+  const released = new Set<(key: string) => void>()
+  const pending = new Map<string, PendingRelease>()
+
+  // Sent even during an outage: a paused server runs it when it resumes; a release is idempotent.
+  const zrem = (key: string, id: string) => store.run(() => redis.zrem(key, id), undefined, true)
+  // Releases that failed during an outage are sent again as soon as Redis answers.
+  const retryPending = () => {
+    const now = Date.now()
+    for (const [id, entry] of pending) {
+      pending.delete(id)
+      if (entry.expiresAt > now) {
+        zrem(entry.key, id).then(
+          () => undefined,
+          () => pending.set(id, entry),
+        )
+      }
+    }
   }
+  const unsubscribe = store.onRecovered(retryPending)
+
   return {
     async acquire(key, limit, ttlMs) {
-      ready()
       const id = newLeaseId()
-      const [ok, count, nextExpiryMs] = await commands.qgLeaseAcquire(key, limit, Math.ceil(ttlMs), id)
+      const ttl = Math.ceil(ttlMs)
+      const [ok, count, nextExpiryMs] = await store.run(
+        () => commands.qgLeaseAcquire(key, limit, ttl, id),
+        // Taken after its timeout: the caller was answered without it (policy), so nobody holds it.
+        ([late]) => {
+          if (late === 1) void zrem(key, id).catch(() => pending.set(id, { key, id, expiresAt: Date.now() + ttl }))
+        },
+      )
       if (ok !== 1) return { ok: false, count, nextExpiryMs }
-      // A release that fails (Redis down) is harmless: the member expires at its score. Not sent
-      // while Redis is not ready, so a settle never waits in ioredis' offline queue.
+      let expiresAt = Date.now() + ttl
+      const stop = renewals.start(ttl, () => {
+        // A failed renewal is reported by the store's health; the next one may still succeed.
+        store.run(() => commands.qgLeaseRenew(key, limit, ttl, id)).then(
+          (held) => {
+            if (held === 1) expiresAt = Date.now() + ttl
+          },
+          () => undefined,
+        )
+      })
+      let done = false
       const release = async () => {
-        if (redis.status === 'ready') await redis.zrem(key, id).catch(() => undefined)
+        if (done) return
+        done = true
+        stop()
+        const removing = zrem(key, id) // sent before a waiter woken below can send its acquire
+        for (const listener of released) listener(key)
+        try {
+          await removing
+        } catch {
+          // Redis unreachable: sent again when it answers (never silently lost), and in any case
+          // the lease expires by itself at `expiresAt` since nobody renews it any more.
+          const now = Date.now()
+          for (const [other, entry] of pending) if (entry.expiresAt <= now) pending.delete(other)
+          pending.set(id, { key, id, expiresAt })
+        }
       }
       return { ok: true, count, lease: { id, release } }
     },
     async count(key) {
-      ready()
-      const [count, nextExpiryMs] = await commands.qgLeaseCount(key)
+      const [count, nextExpiryMs] = await store.run(() => commands.qgLeaseCount(key))
       return { count, nextExpiryMs }
     },
-    close() {},
+    onRelease(listener) {
+      released.add(listener)
+    },
+    close() {
+      renewals.stopAll()
+      unsubscribe()
+    },
   }
 }
 
 /**
  * The lease store of a guard: memory, or Redis with the guard's failure policy. Under 'open' a
- * Redis failure falls back to per-instance memory leases (and reports the outage); under 'closed'
- * the Redis error is rethrown for the caller to refuse with 503.
+ * Redis failure falls back to per-instance memory leases; under 'closed' it rejects with 503
+ * `store_unavailable`.
  */
-export function createLeaseStore(store: ResolvedOptions['store'], health?: StoreHealth): LeaseStore {
+export function createLeaseStore(store: GuardStore): LeaseStore {
   const memory = createMemoryLeaseStore()
   if (!store.redis) return memory
-  const remote = createRedisLeaseStore(store.redis)
-  const guarded = <T>(run: (s: LeaseStore) => Promise<T>) =>
-    run(remote).catch((error: unknown) => {
-      health?.failed(error)
-      if (store.onError === 'closed') throw error
-      return run(memory)
-    })
+  const remote = createRedisLeaseStore(store)
+  // remote's commands already went through store.run (timeout, health): only the policy is left.
+  const withPolicy = async <T>(onRedis: () => Promise<T>, inMemory: () => Promise<T>): Promise<T> => {
+    try {
+      return await onRedis()
+    } catch {
+      if (store.policy === 'closed') throw store.unavailable()
+      return inMemory()
+    }
+  }
   return {
-    acquire: (key, limit, ttlMs) => guarded((s) => s.acquire(key, limit, ttlMs)),
-    count: (key) => guarded((s) => s.count(key)),
-    close: () => memory.close(),
+    acquire: (key, limit, ttlMs) => withPolicy(() => remote.acquire(key, limit, ttlMs), () => memory.acquire(key, limit, ttlMs)),
+    count: (key) => withPolicy(() => remote.count(key), () => memory.count(key)),
+    onRelease(listener) {
+      memory.onRelease(listener)
+      remote.onRelease(listener)
+    },
+    close() {
+      memory.close()
+      remote.close()
+    },
   }
 }

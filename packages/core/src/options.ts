@@ -41,6 +41,9 @@ export const DEFAULTS = Object.freeze({
   storeOnError: 'open' as const,
   queueMaxWaitMs: 10_000,
   queueMaxSize: 1_000,
+  storeCommandTimeoutMs: 500,
+  storeLeaseTtlMs: 30_000,
+  queueWaitForConcurrency: true,
   defaultMaxTokens: 1_024,
   defaultThinkingBudget: 4_096,
   searchAllowanceTokens: 8_192,
@@ -63,8 +66,8 @@ const ACCOUNT_KEYS = ['id', 'apiKey', 'apiKeys', 'models']
 const MODEL_KEYS = ['rpm', 'tpm', 'rps', 'tps', 'contextWindow', 'maxOutputTokens', 'thinking', 'maxReasoningTokens', 'fallback', 'price']
 const THINKING_MODES: ReadonlyArray<NonNullable<ModelSpec['thinking']>> = ['off', 'on', 'always', 'unsupported']
 const POLICY_KEYS = ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay', 'usdPerDay']
-const STORE_KEYS = ['redis', 'prefix', 'onError']
-const QUEUE_KEYS = ['maxWaitMs', 'maxSize']
+const STORE_KEYS = ['redis', 'prefix', 'onError', 'commandTimeoutMs', 'leaseTtlMs']
+const QUEUE_KEYS = ['maxWaitMs', 'maxSize', 'waitForConcurrency']
 
 // ---------- small checkers: each throws with the path, returns the checked value ----------
 
@@ -389,7 +392,14 @@ function resolveRampUp(value: unknown): ResolvedOptions['upstream']['rampUp'] {
 }
 
 function resolveStore(value: unknown): ResolvedOptions['store'] {
-  if (value === undefined) return { prefix: DEFAULTS.storePrefix, onError: DEFAULTS.storeOnError }
+  if (value === undefined) {
+    return {
+      prefix: DEFAULTS.storePrefix,
+      onError: DEFAULTS.storeOnError,
+      commandTimeoutMs: DEFAULTS.storeCommandTimeoutMs,
+      leaseTtlMs: DEFAULTS.storeLeaseTtlMs,
+    }
+  }
   const store = object(value, 'store')
   knownKeys(store, STORE_KEYS, 'store')
   const onError = store.onError ?? DEFAULTS.storeOnError
@@ -410,19 +420,29 @@ function resolveStore(value: unknown): ResolvedOptions['store'] {
   const out: ResolvedOptions['store'] = {
     prefix: store.prefix === undefined ? DEFAULTS.storePrefix : nonEmptyString(store.prefix, 'store.prefix'),
     onError,
+    commandTimeoutMs:
+      store.commandTimeoutMs === undefined ? DEFAULTS.storeCommandTimeoutMs : positiveInt(store.commandTimeoutMs, 'store.commandTimeoutMs'),
+    leaseTtlMs: store.leaseTtlMs === undefined ? DEFAULTS.storeLeaseTtlMs : positiveInt(store.leaseTtlMs, 'store.leaseTtlMs'),
   }
   if (store.redis !== undefined) out.redis = store.redis as NonNullable<ResolvedOptions['store']['redis']>
   return out
 }
 
 function resolveQueue(value: unknown): ResolvedOptions['queue'] {
-  if (value === undefined) return { maxWaitMs: DEFAULTS.queueMaxWaitMs, maxSize: DEFAULTS.queueMaxSize }
+  if (value === undefined) {
+    return { maxWaitMs: DEFAULTS.queueMaxWaitMs, maxSize: DEFAULTS.queueMaxSize, waitForConcurrency: DEFAULTS.queueWaitForConcurrency }
+  }
   const queue = object(value, 'queue')
   knownKeys(queue, QUEUE_KEYS, 'queue')
+  const wait = queue.waitForConcurrency ?? DEFAULTS.queueWaitForConcurrency
+  if (typeof wait !== 'boolean') {
+    throw new QwenGuardConfigError('queue.waitForConcurrency', `must be true or false, got ${describe(wait)}`)
+  }
   // 0 is meaningful for both: never wait / never queue (refuse at once when capacity is short).
   return {
     maxWaitMs: queue.maxWaitMs === undefined ? DEFAULTS.queueMaxWaitMs : nonNegativeInt(queue.maxWaitMs, 'queue.maxWaitMs'),
     maxSize: queue.maxSize === undefined ? DEFAULTS.queueMaxSize : nonNegativeInt(queue.maxSize, 'queue.maxSize'),
+    waitForConcurrency: wait,
   }
 }
 

@@ -4,26 +4,36 @@
  */
 import { blocksAfter, blocksBefore, consumeAll, readAll, refundAll, waitMs, type Charge, type Reading } from './all-or-nothing.js'
 import { isQwenGuardError, type QwenGuardError } from './errors.js'
-import { createLeaseStore, type Lease, type LeaseCount, type LeaseStore } from './lease.js'
+import { createLeaseStore, type Lease, type LeaseAttempt, type LeaseCount, type LeaseStore } from './lease.js'
+import { LeaseWaiters } from './lease-wait.js'
 import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './quota-plan.js'
 import { impossible, leaseBlock, quotaRefusal, windowBlock } from './quota-refusal.js'
 import { RecentRefusals } from './recent-refusals.js'
 import { QuotaReservationImpl, type QuotaReservation } from './quota-reservation.js'
-import { createLimiterFactory, type LimiterFactory } from './store.js'
+import { createGuardStore, createLimiterFactory, type GuardStore, type LimiterFactory } from './store.js'
 import type { CheckResult, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
 import type { Cost } from './windows.js'
 
 export type { Cost } from './windows.js'
 export type { QuotaReservation } from './quota-reservation.js'
 
-/** Added to the call deadline to get a lease's lifetime: a dead process's lease outlives no call. */
-export const LEASE_MARGIN_MS = 10_000
+/**
+ * Default lifetime of a concurrency lease after its last renewal (`store.leaseTtlMs`). The holder
+ * renews it every third of this while its call runs, so it bounds only how long a lease outlives a
+ * process that died.
+ */
+export const DEFAULT_LEASE_TTL_MS = 30_000
 
 /** What QuotaAdmission needs. */
 export interface QuotaAdmissionDeps {
   options: ResolvedOptions
   emit: (event: GuardEvent) => void
-  /** Lifetime of a concurrency lease. Default: options.upstream.timeoutMs + LEASE_MARGIN_MS. */
+  /**
+   * The guard's store, shared with the upstream pool (one health tracker, one `store_error` per
+   * outage). Default: a store of this admission's own, closed with it.
+   */
+  store?: GuardStore
+  /** Lifetime of a concurrency lease after its last renewal. Default: options.store.leaseTtlMs, else 30,000 ms. */
   leaseTtlMs?: number
   /**
    * Read the counters (`get`) before charging, and refuse without charging when one is already
@@ -38,6 +48,10 @@ export interface QuotaAdmissionDeps {
 export interface ReserveContext {
   /** The model the call asks for (the event's `model`; '' when not given). */
   model?: string
+  /** The client's signal: a call waiting for a concurrency lease leaves the line when it aborts. */
+  signal?: AbortSignal
+  /** Called once when the call starts to wait for a concurrency lease (`queue.waitForConcurrency`). */
+  onWait?: () => void
 }
 
 interface Held {
@@ -54,19 +68,26 @@ interface Held {
 export class QuotaAdmission {
   private readonly options: ResolvedOptions
   private readonly emit: (event: GuardEvent) => void
+  private readonly store: GuardStore
+  private readonly ownStore: boolean
   private readonly factory: LimiterFactory
   private readonly leases: LeaseStore
+  private readonly waiters: LeaseWaiters
   private readonly leaseTtlMs: number
   private readonly precheck: boolean | 'auto'
   private readonly refused = new RecentRefusals()
-  private readonly onStoreError = (error: unknown): void => this.factory.health.failed(error)
+  // Failures are already reported to the store's health by the store itself.
+  private readonly onStoreError = (): void => undefined
 
   constructor(deps: QuotaAdmissionDeps) {
     this.options = deps.options
     this.emit = deps.emit
-    this.factory = createLimiterFactory(deps.options.store, deps.emit)
-    this.leases = createLeaseStore(deps.options.store, this.factory.health)
-    this.leaseTtlMs = deps.leaseTtlMs ?? deps.options.upstream.timeoutMs + LEASE_MARGIN_MS
+    this.ownStore = deps.store === undefined
+    this.store = deps.store ?? createGuardStore(deps.options.store, deps.emit)
+    this.factory = createLimiterFactory(this.store)
+    this.leases = createLeaseStore(this.store)
+    this.waiters = new LeaseWaiters(this.leases)
+    this.leaseTtlMs = deps.leaseTtlMs ?? deps.options.store.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS
     this.precheck = deps.precheck ?? 'auto'
   }
 
@@ -79,7 +100,7 @@ export class QuotaAdmission {
    */
   async reserve(identity: Identity, cost: Cost, context: ReserveContext = {}): Promise<QuotaReservation> {
     try {
-      return await this.admit(identity, cost)
+      return await this.admit(identity, cost, context)
     } catch (error) {
       if (isQwenGuardError(error)) this.emitRefused(identity, context, error)
       throw error
@@ -141,26 +162,25 @@ export class QuotaAdmission {
 
   /** Stops timers and listeners. The Redis client is the app's: it is left open. */
   async close(): Promise<void> {
+    this.waiters.close()
     this.factory.close()
     this.leases.close()
+    if (this.ownStore) this.store.close()
   }
 
   private async plan(identity: Identity): Promise<Plan> {
-    const plan = planFor(identity, await this.options.quotas(identity), this.factory.prefix)
-    const connecting = plan.windows.length + plan.leases.length > 0 ? this.factory.whenReady() : undefined
-    if (connecting) await connecting
-    return plan
+    return planFor(identity, await this.options.quotas(identity), this.store.prefix)
   }
 
   private async read(charges: Charge[], leases: LeaseLimit[]): Promise<[Reading[], LeaseCount[]]> {
     try {
       return await Promise.all([readAll(charges), Promise.all(leases.map((l) => this.leases.count(l.key)))])
     } catch (error) {
-      throw this.factory.unavailable(error)
+      throw asUnavailable(error, this.store)
     }
   }
 
-  private async admit(identity: Identity, cost: Cost): Promise<QuotaReservation> {
+  private async admit(identity: Identity, cost: Cost, context: ReserveContext): Promise<QuotaReservation> {
     const plan = await this.plan(identity)
     const charges = chargesFor(plan, cost, this.factory, Date.now())
     if (charges.length === 0 && plan.leases.length === 0) return QuotaReservationImpl.empty()
@@ -171,6 +191,7 @@ export class QuotaAdmission {
     }
     if (this.shouldPrecheck(charges)) await this.refuseIfFull(charges)
     const [readings, held] = await this.charge(charges, plan.leases)
+    if (!readings.some(blocksAfter) && held.some((h) => !h.lease)) await this.waitForLeases(identity, readings, held, context)
     if (readings.some(blocksAfter) || held.some((h) => !h.lease)) await this.refuse(readings, held)
     const quota: QuotaState[] = []
     const leases: Lease[] = []
@@ -180,6 +201,37 @@ export class QuotaAdmission {
       if (h.lease) leases.push(h.lease)
     }
     return new QuotaReservationImpl(quota, readings, leases, this.onStoreError)
+  }
+
+  /**
+   * Only concurrency blocks the call: wait in line for the missing leases (`queue.waitForConcurrency`),
+   * bounded by `queue.maxWaitMs` and the call's deadline, holding what was charged meanwhile. Fills
+   * `held` in place; a lease still missing at the end is refused by the caller.
+   */
+  private async waitForLeases(identity: Identity, readings: Reading[], held: Held[], context: ReserveContext): Promise<void> {
+    const queue = this.options.queue
+    if (!queue?.waitForConcurrency || queue.maxWaitMs <= 0) return
+    context.onWait?.()
+    const until = Date.now() + Math.min(queue.maxWaitMs, this.options.upstream.timeoutMs)
+    const wait = { user: identity.user ?? identity.key ?? '', until, ...(context.signal ? { signal: context.signal } : {}) }
+    try {
+      for (const h of held) {
+        if (h.lease) continue
+        const refused: LeaseAttempt & { ok: false } = { ok: false, count: h.count, nextExpiryMs: h.nextExpiryMs }
+        const attempt = await this.waiters.wait(h.limit.key, h.limit.limit, this.leaseTtlMs, refused, wait)
+        if (!attempt.ok) {
+          h.count = attempt.count
+          h.nextExpiryMs = attempt.nextExpiryMs
+          return
+        }
+        h.lease = attempt.lease
+        h.count = attempt.count
+      }
+    } catch (error) {
+      // The client went away (its abort reason is thrown) or the store failed: give everything back.
+      await this.undo(readings, held)
+      throw error
+    }
   }
 
   /** Undoes a charge that something refused, then throws the refusal. */
@@ -222,7 +274,7 @@ export class QuotaAdmission {
     }
     // Both started before either is awaited: on Redis they travel together.
     const consuming = consumeAll(charges, this.onStoreError).catch(fail)
-    const acquiring = limits.length === 0 ? [] : Promise.all(limits.map((l) => this.leases.acquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
+    const acquiring = limits.length === 0 ? [] : Promise.all(limits.map((l) => this.waiters.tryAcquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
     const readings = (await consuming)?.readings ?? []
     const held: Held[] = []
     ;(await acquiring).forEach((attempt, i) => {
@@ -232,7 +284,7 @@ export class QuotaAdmission {
     })
     if (failure !== undefined) {
       await this.undo(readings, held)
-      throw this.factory.unavailable(failure)
+      throw asUnavailable(failure, this.store)
     }
     return [readings, held]
   }
@@ -263,4 +315,9 @@ export class QuotaAdmission {
       retryAfterMs: error.retryAfterMs,
     })
   }
+}
+
+/** A store failure as the caller's refusal: 503 `store_unavailable` (the store may have made it already). */
+function asUnavailable(error: unknown, store: GuardStore): QwenGuardError {
+  return isQwenGuardError(error) ? error : store.unavailable()
 }

@@ -1,12 +1,267 @@
 /**
- * Where admission counters live: rate-limiter-flexible limiters in process memory, or on Redis
- * (ioredis) so every process sharing the Redis shares the limits. Also the Redis failure policy:
- * fail open (a per-instance in-memory insurance limiter) or fail closed (503 store_unavailable).
+ * Where the guard's shared state lives, and what happens when Redis stops answering.
+ *
+ * `createGuardStore` makes the one store of a guard: the app's ioredis client (or none: process
+ * memory), ONE health tracker for everything the guard keeps on Redis (quota counters, concurrency
+ * leases, the upstream pace meters), and `run`, the only way a Redis command is sent. `run` puts a
+ * timeout on every command (`store.commandTimeoutMs`, default 500 ms), and during an outage does
+ * not send at all (one probe per `PROBE_INTERVAL_MS`), so the failure policy answers at once:
+ * `'open'` serves from per-instance memory (an insurance limiter, memory leases, a memory meter),
+ * `'closed'` refuses with 503 `store_unavailable`.
+ *
+ * rate-limiter-flexible's own fail-over (`insuranceLimiter`, `RLWrapperTimeouts`) is not used: it
+ * falls back per limiter with no shared notion of an outage, and on a timeout it forgets the command
+ * while the command is still written on the socket: a paused Redis runs it when it resumes, and a
+ * Redis that was killed gets it again from ioredis (`autoResendUnfulfilledCommands`). Neither
+ * ioredis nor Redis can take back a command once written. So `run` hands a late answer to the
+ * caller's `late` callback, and callers undo what they no longer want (a consume that timed out is
+ * refunded; a lease acquired late is released; a pace take is settled to nothing).
  */
 import type { Redis } from 'ioredis'
-import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible'
+import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract, type RateLimiterRes } from 'rate-limiter-flexible'
 import { QwenGuardError } from './errors.js'
 import type { GuardEvent, ResolvedOptions } from './types.js'
+
+/** Default `store.commandTimeoutMs`: a Redis command that has not answered by then has failed. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 500
+
+/** During an outage, at most one command per this interval is sent to Redis to see if it is back. */
+export const PROBE_INTERVAL_MS = 1_000
+
+/** Longest a call waits for a connection being made (an app starting) before the policy applies. */
+export const CONNECT_WAIT_MS = 2_000
+
+/** `Retry-After` of a 503 `store_unavailable`: the next probe. */
+const UNAVAILABLE_RETRY_MS = PROBE_INTERVAL_MS
+
+/** The guard's view of Redis: one outage is reported once, and its end once. */
+export interface StoreHealth {
+  readonly policy: 'open' | 'closed'
+  /** True from the first failure until a Redis command answers again. */
+  readonly down: boolean
+  /** A Redis command failed or timed out: emits `store_error` when the store was healthy. */
+  failed(error: unknown): void
+  /** A Redis command answered in time: emits `store_recovered` when the store was down. */
+  succeeded(): void
+}
+
+/** The store of one guard, shared by quotas, leases and the upstream pool. */
+export interface GuardStore {
+  readonly redis: Redis | undefined
+  readonly policy: 'open' | 'closed'
+  /** Prefix of every key the guard writes. */
+  readonly prefix: string
+  readonly commandTimeoutMs: number
+  readonly health: StoreHealth
+  /**
+   * Sends one Redis operation. Rejects (never hangs longer than `commandTimeoutMs`, plus the wait
+   * for a connection being made at start-up) when Redis is not ready, fails, does not answer in
+   * time, or is in an outage and no probe is due; the failure is reported to `health`. When the
+   * operation answers after its timeout, `late` gets the value (to undo it). `always`: sent even
+   * during an outage (undoing what Redis ran late, releasing a lease: worth sending whenever the
+   * server may run it), without being a probe.
+   */
+  run<T>(operation: () => Promise<T>, late?: (value: T) => void, always?: boolean): Promise<T>
+  /**
+   * `run`, then the policy: under 'open' a failure returns `fallback()`; under 'closed' it throws
+   * `unavailable()`. The one fail-over of the guard.
+   */
+  attempt<T>(operation: () => Promise<T>, fallback: () => T | Promise<T>, late?: (value: T) => void): Promise<T>
+  /** The 503 refusal of the 'closed' policy. */
+  unavailable(): QwenGuardError
+  /** Calls `listener` each time the store recovers from an outage; returns the unsubscribe. */
+  onRecovered(listener: () => void): () => void
+  /** Stops listening to the Redis client. Does not close the client: it belongs to the app. */
+  close(): void
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error))
+}
+
+/** A Redis command that has not answered within the timeout. */
+export class StoreTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`Redis did not answer within ${ms} ms`)
+    this.name = 'StoreTimeoutError'
+  }
+}
+
+/** Skipped without sending: the store is in an outage and a probe is not due. */
+class StoreDownError extends Error {
+  constructor() {
+    super('Redis is unavailable (outage in progress)')
+    this.name = 'StoreDownError'
+  }
+}
+
+// ioredis statuses of a connection attempt in progress ('reconnecting' is a pause between attempts
+// during an outage: no wait then, the failure policy applies at once).
+const CONNECTING = new Set(['wait', 'connecting', 'connect'])
+
+function waitForConnection(redis: Redis): Promise<void> {
+  return new Promise((resolve) => {
+    const events = ['ready', 'error', 'close', 'end']
+    const done = () => {
+      clearTimeout(timer)
+      for (const event of events) redis.off(event, done)
+      resolve()
+    }
+    const timer = setTimeout(done, CONNECT_WAIT_MS)
+    for (const event of events) redis.once(event, done)
+  })
+}
+
+/**
+ * Creates the store of one guard from its resolved `store` options; `emit` hears `store_error`
+ * (once per outage) and `store_recovered` (once when it ends, with `downMs`).
+ */
+export function createGuardStore(options: ResolvedOptions['store'], emit: (event: GuardEvent) => void, now: () => number = Date.now): GuardStore {
+  const { redis, prefix, onError: policy } = options
+  const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS
+  const recoveredListeners = new Set<() => void>()
+  let downSince: number | undefined
+  let lastTry = 0
+  let probing = false
+  let connecting: Promise<void> | undefined
+
+  const health: StoreHealth = {
+    policy,
+    get down() {
+      return downSince !== undefined
+    },
+    failed(error) {
+      if (downSince !== undefined) return
+      downSince = now()
+      lastTry = downSince
+      emit({ type: 'store_error', error: asError(error), policy })
+    },
+    succeeded() {
+      if (downSince === undefined) return
+      const downMs = now() - downSince
+      downSince = undefined
+      emit({ type: 'store_recovered', downMs, policy })
+      for (const listener of [...recoveredListeners]) listener()
+    },
+  }
+
+  // A new connection is a reason to probe at once (it is not proof: only an answer ends an outage).
+  const onReady = () => {
+    lastTry = 0
+  }
+  redis?.on('ready', onReady)
+  // A lazyConnect client would never connect: commands are not queued behind a missing connection.
+  if (redis && redis.status === 'wait') redis.connect().catch((error: unknown) => health.failed(error))
+
+  const whenConnected = (): Promise<void> | undefined => {
+    if (!redis || !CONNECTING.has(redis.status)) return undefined
+    // One shared wait: a burst of calls at start-up must not add listeners each.
+    connecting ??= waitForConnection(redis).finally(() => {
+      connecting = undefined
+    })
+    return connecting
+  }
+
+  const send = <T>(operation: () => Promise<T>, late: ((value: T) => void) | undefined, always: boolean): Promise<T> => {
+    if (!redis) return operation()
+    if (redis.status !== 'ready') return Promise.reject(new Error(`Redis connection is not ready (${redis.status})`))
+    if (downSince !== undefined && !always) {
+      // In an outage: one probe at a time, at most one per interval; everything else fails at once.
+      if (probing || now() - lastTry < PROBE_INTERVAL_MS) return Promise.reject(new StoreDownError())
+      probing = true
+      lastTry = now()
+    }
+    const isProbe = downSince !== undefined && !always
+    return new Promise<T>((resolve, reject) => {
+      let timedOut = false
+      let settled = false
+      // The timers phase of the event loop runs before the I/O phase: after a long blocking task a
+      // reply may be waiting in the socket when the timer fires. setImmediate runs after the I/O
+      // phase, so such a reply still counts as in time and a busy process does not invent outages.
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (settled) return
+            timedOut = true
+            if (isProbe) probing = false
+            reject(new StoreTimeoutError(commandTimeoutMs))
+          }),
+        commandTimeoutMs,
+      )
+      operation().then(
+        (value) => {
+          settled = true
+          if (isProbe) probing = false
+          if (!timedOut) {
+            clearTimeout(timer)
+            resolve(value)
+          } else if (late) {
+            try {
+              late(value)
+            } catch {
+              // An undo that fails to start is as lost as one that fails to arrive: nothing to add.
+            }
+          }
+        },
+        (error: unknown) => {
+          settled = true
+          if (isProbe) probing = false
+          clearTimeout(timer)
+          if (!timedOut) reject(error)
+        },
+      )
+    })
+  }
+
+  const store: GuardStore = {
+    redis,
+    policy,
+    prefix,
+    commandTimeoutMs,
+    health,
+    async run(operation, late, always = false) {
+      const waiting = whenConnected()
+      if (waiting) await waiting
+      try {
+        const value = await send(operation, late, always)
+        if (redis) health.succeeded()
+        return value
+      } catch (error) {
+        health.failed(error)
+        throw error
+      }
+    },
+    async attempt(operation, fallback, late) {
+      try {
+        return await store.run(operation, late)
+      } catch {
+        if (policy === 'closed') throw store.unavailable()
+        return fallback()
+      }
+    },
+    unavailable() {
+      return new QwenGuardError({
+        status: 503,
+        code: 'store_unavailable',
+        message: 'The rate-limit store is unavailable; try again shortly.',
+        scope: 'store',
+        retryAfterMs: UNAVAILABLE_RETRY_MS,
+      })
+    },
+    onRecovered(listener) {
+      recoveredListeners.add(listener)
+      return () => recoveredListeners.delete(listener)
+    },
+    close() {
+      redis?.off('ready', onReady)
+      recoveredListeners.clear()
+    },
+  }
+  return store
+}
+
+// ---------------------------------------------------------------------------------------------
+// Windowed counters (rate-limiter-flexible)
 
 /**
  * `points` given to every limiter. The limit of a dimension is a property of the identity (tiers,
@@ -24,198 +279,124 @@ export interface LimiterSpec {
   durationSeconds: number
 }
 
+/** A counter's state as left by a consume or read by a get, and where it lives. */
+export interface Counted {
+  res: RateLimiterRes | null
+  /** Counted on the per-instance insurance limiter (Redis was failing): corrections go there too. */
+  insured: boolean
+}
+
+/** Options of one counter operation (`customDuration` for daily windows). */
+export interface CountOptions {
+  customDuration?: number
+}
+
 /**
- * The limiters of one counter. Charges go through `limiter` (on Redis with the insurance fallback
- * under 'open'); a correction must go where its charge went, so `direct` (Redis, no fallback) and
- * `insurance` are also exposed: a refund of a Redis charge must never land on the insurance limiter
- * (or the reverse), where it would make room that was never taken.
+ * One windowed counter, memory or Redis with the guard's failure policy. A correction goes where
+ * its charge went: a refund of a Redis charge never lands on the insurance limiter (or the
+ * reverse), where it would make room that was never taken.
  */
 export interface Counter {
-  limiter: RateLimiterAbstract
-  direct: RateLimiterAbstract
-  insurance?: RateLimiterAbstract
-}
-
-// RateLimiterRes objects produced by an insurance limiter: rate-limiter-flexible resolves the outer
-// promise with the insurance limiter's own result object, so it can be recognised afterwards.
-const insured = new WeakSet<object>()
-
-/** True when `res` came from an insurance limiter (the charge lives in this process only). */
-export function isInsured(res: object): boolean {
-  return insured.has(res)
-}
-
-/** Tracks one store outage so `store_error` is emitted once per outage, not once per call. */
-export interface StoreHealth {
-  /** Report a failed store operation (emits `store_error` when the store was healthy). */
-  failed(error: unknown): void
-  /** True between a failure and the next (re)connection. */
-  readonly down: boolean
-}
-
-/** Makes the limiters of one guard and carries its store policy. */
-export interface LimiterFactory {
-  readonly kind: 'memory' | 'redis'
-  readonly onError: 'open' | 'closed'
-  /** Prefix of every key the guard writes. */
-  readonly prefix: string
-  readonly health: StoreHealth
-  /** The limiter for `spec` (one instance per name, cached): `counter(spec).limiter`. */
-  limiter(spec: LimiterSpec): RateLimiterAbstract
-  /** The limiters of the counter `spec` (one set per name, cached). */
-  counter(spec: LimiterSpec): Counter
+  /** Adds `points`. Rejects with 503 `store_unavailable` under 'closed' when Redis fails. */
+  consume(key: string, points: number, options: CountOptions): Promise<Counted>
+  /** Reads without charging. Rejects like consume. */
+  get(key: string, options: CountOptions): Promise<Counted>
   /**
-   * Resolves when the store can be used: at once for memory or a ready Redis client; while the
-   * client is making a connection, when it is ready or fails (at most `CONNECT_WAIT_MS`). Without
-   * this wait, calls made while an app starts would all run on the insurance limiter (or be
-   * refused with 503), since limiters never queue commands behind a connection that is not ready.
+   * Adds `points` (negative: a refund) to a charge made by this counter, only while the charged
+   * window still has more than `minMs` to live and at most `maxMs` (the time it had left when
+   * charged): never into a later window, even when Redis runs the command late. Resolves false when
+   * not applied; rejects with the store's error (a Redis correction is never moved to memory).
    */
-  whenReady(): Promise<void> | undefined
-  /** The 503 refusal of the 'closed' policy (reports the failure too). */
-  unavailable(error: unknown): QwenGuardError
-  /** Stops listening to the Redis client. Does not close the client: it belongs to the app. */
+  adjust(key: string, points: number, options: CountOptions, insured: boolean, window: { minMs: number; maxMs: number }): Promise<boolean>
+}
+
+/**
+ * Adds ARGV[1] to KEYS[1] only while the key lives more than ARGV[2] ms and at most ARGV[3] ms:
+ * the window charged and no later one. An INCRBY on an expired key would create a key without
+ * expiry (or start the next window negative: more admitted than the limit).
+ */
+const ADJUST_LUA = `local ttl = redis.call('PTTL', KEYS[1])
+if ttl > tonumber(ARGV[2]) and ttl <= tonumber(ARGV[3]) then
+  return redis.call('INCRBY', KEYS[1], ARGV[1])
+end
+return false`
+
+interface AdjustCommand {
+  qgAdjust(key: string, points: string, minMs: string, maxMs: string): Promise<number | null>
+}
+
+/** Makes the counters of one guard (one per name, cached). */
+export interface LimiterFactory {
+  readonly store: GuardStore
+  counter(spec: LimiterSpec): Counter
+  /** Forgets the counters. */
   close(): void
 }
 
-function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error))
-}
-
-/**
- * One outage = from the first failure to the next 'ready' of the Redis client. ioredis emits
- * 'ready' on every (re)connection, which is the only reliable "it is back" signal: a successful
- * command cannot be told apart from one answered by the insurance limiter.
- */
-function createHealth(
-  redis: Redis | undefined,
-  policy: 'open' | 'closed',
-  emit: (event: GuardEvent) => void,
-): StoreHealth & { lastError?: Error; detach(): void } {
-  const health = {
-    down: false,
-    lastError: undefined as Error | undefined,
-    failed(error: unknown) {
-      if (health.down) return
-      health.down = true
-      emit({ type: 'store_error', error: asError(error), policy })
-    },
-    detach() {},
-  }
-  if (redis) {
-    const onReady = () => {
-      health.down = false
-    }
-    const onError = (error: unknown) => {
-      health.lastError = asError(error)
-    }
-    redis.on('ready', onReady)
-    redis.on('error', onError)
-    health.detach = () => {
-      redis.off('ready', onReady)
-      redis.off('error', onError)
-    }
-  }
-  return health
-}
-
-/**
- * The insurance limiter of the 'open' policy: rate-limiter-flexible calls it whenever a Redis
- * operation fails, so each call through it is a sign of an outage. It counts per instance only:
- * while Redis is down, N processes admit up to N times a limit.
- */
-class InsuranceLimiter extends RateLimiterMemory {
-  constructor(
-    opts: ConstructorParameters<typeof RateLimiterMemory>[0],
-    private readonly onUse: () => void,
-  ) {
-    super(opts)
-  }
-  override consume(...args: Parameters<RateLimiterMemory['consume']>) {
-    this.onUse()
-    return super.consume(...args).then((res) => {
-      insured.add(res)
-      return res
-    })
-  }
-  override penalty(...args: Parameters<RateLimiterMemory['penalty']>) {
-    this.onUse()
-    return super.penalty(...args)
-  }
-  override reward(...args: Parameters<RateLimiterMemory['reward']>) {
-    this.onUse()
-    return super.reward(...args)
-  }
-  override get(...args: Parameters<RateLimiterMemory['get']>) {
-    this.onUse()
-    return super.get(...args)
-  }
-}
-
-/** Longest a call waits for a connection being made before the failure policy applies. */
-export const CONNECT_WAIT_MS = 2_000
-
-// ioredis statuses of a connection attempt in progress ('reconnecting' is a pause between attempts
-// during an outage: no wait then, the failure policy applies at once).
-const CONNECTING = new Set(['wait', 'connecting', 'connect'])
-
-function waitForConnection(redis: Redis): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer)
-      for (const event of ['ready', 'error', 'close', 'end']) redis.off(event, done)
-      resolve()
-    }
-    const timer = setTimeout(done, CONNECT_WAIT_MS)
-    for (const event of ['ready', 'error', 'close', 'end']) redis.once(event, done)
-  })
-}
-
-/**
- * Creates the limiter factory of one guard.
- *
- * Memory: `RateLimiterMemory`. Redis: `RateLimiterRedis` on the app's ioredis client with
- * `rejectIfRedisNotReady` (a call during a reconnection fails at once instead of waiting in
- * ioredis' offline queue) and, under `onError: 'open'`, a `RateLimiterMemory` insurance limiter.
- * Under 'closed' a failed operation rejects with the Redis error; callers turn it into
- * `factory.unavailable(error)`.
- */
-export function createLimiterFactory(
-  store: ResolvedOptions['store'],
-  emit: (event: GuardEvent) => void,
-): LimiterFactory {
-  const { redis, prefix, onError } = store
-  const health = createHealth(redis, onError, emit)
+/** The counters of a guard, on its store. */
+export function createLimiterFactory(store: GuardStore): LimiterFactory {
+  const { redis, prefix, policy } = store
   const cache = new Map<string, Counter>()
-  let connecting: Promise<void> | undefined
-  // A lazyConnect client would never connect: rejectIfRedisNotReady keeps every command from it.
-  if (redis && redis.status === 'wait') redis.connect().catch((error: unknown) => health.failed(error))
+  if (redis) redis.defineCommand('qgAdjust', { numberOfKeys: 1, lua: ADJUST_LUA })
+  const adjustCommand = redis as unknown as AdjustCommand | undefined
+
+  // Memory windows cannot be reached late: the caller's own clock check (all-or-nothing.ts) suffices.
+  const memoryAdjust = (limiter: RateLimiterMemory): Counter['adjust'] =>
+    async (key, points, options) => {
+      if (points < 0) await limiter.reward(key, -points, options)
+      else await limiter.penalty(key, points, options)
+      return true
+    }
 
   const make = (spec: LimiterSpec): Counter => {
     const base = { keyPrefix: `${prefix}:${spec.name}`, points: COUNTER_POINTS, duration: spec.durationSeconds }
+    const memory = new RateLimiterMemory(base)
+    const adjustMemory = memoryAdjust(memory)
     if (!redis) {
-      const limiter = new RateLimiterMemory(base)
-      return { limiter, direct: limiter }
+      return {
+        consume: async (key, points, options) => ({ res: await memory.consume(key, points, options), insured: false }),
+        get: async (key, options) => ({ res: await memory.get(key, options), insured: false }),
+        adjust: adjustMemory,
+      }
     }
-    const redisBase = { ...base, storeClient: redis, rejectIfRedisNotReady: true }
-    const direct = new RateLimiterRedis(redisBase)
-    if (onError === 'closed') return { limiter: direct, direct }
-    const insurance = new InsuranceLimiter(base, () => health.failed(health.lastError ?? 'Redis unavailable'))
-    return { limiter: new RateLimiterRedis({ ...redisBase, insuranceLimiter: insurance }), direct, insurance }
+    const direct: RateLimiterAbstract = new RateLimiterRedis({ ...base, storeClient: redis, rejectIfRedisNotReady: true })
+    const insured = (res: RateLimiterRes | null): Counted => ({ res, insured: true })
+    return {
+      consume: (key, points, options) =>
+        store.attempt(
+          async (): Promise<Counted> => ({ res: await direct.consume(key, points, options), insured: false }),
+          async () => insured(await memory.consume(key, points, options)),
+          // Charged after its timeout (Redis paused, or a resend after reconnection): the call was
+          // answered by the policy meanwhile, so this charge belongs to no call. Give it back.
+          (late) => {
+            const left = late.res?.msBeforeNext ?? 0
+            void adjustRedis(direct.getKey(key), -points, { minMs: REFUND_FLOOR_MS, maxMs: left + ADJUST_SLACK_MS }).catch(() => undefined)
+          },
+        ),
+      get: (key, options) =>
+        store.attempt(
+          async (): Promise<Counted> => ({ res: await direct.get(key, options), insured: false }),
+          async () => insured(await memory.get(key, options)),
+        ),
+      async adjust(key, points, options, wasInsured, window) {
+        if (wasInsured) return policy === 'open' ? adjustMemory(key, points, options, true, window) : false
+        return adjustRedis(direct.getKey(key), points, window)
+      },
+    }
+  }
+
+  // Sent even during an outage: the script itself keeps a late correction out of later windows.
+  const adjustRedis = async (rlKey: string, points: number, window: { minMs: number; maxMs: number }) => {
+    const reply = await store.run(
+      () => (adjustCommand as AdjustCommand).qgAdjust(rlKey, String(points), String(Math.floor(window.minMs)), String(Math.ceil(window.maxMs))),
+      undefined,
+      true,
+    )
+    return reply !== null
   }
 
   return {
-    kind: redis ? 'redis' : 'memory',
-    whenReady() {
-      if (!redis || !CONNECTING.has(redis.status)) return undefined
-      // One shared wait: a burst of calls at start-up must not add a listener each.
-      connecting ??= waitForConnection(redis).finally(() => {
-        connecting = undefined
-      })
-      return connecting
-    },
-    onError,
-    prefix,
-    health,
+    store,
     counter(spec) {
       let counter = cache.get(spec.name)
       if (!counter) {
@@ -224,22 +405,13 @@ export function createLimiterFactory(
       }
       return counter
     },
-    limiter(spec) {
-      return this.counter(spec).limiter
-    },
-    unavailable(error) {
-      health.failed(error)
-      return new QwenGuardError({
-        status: 503,
-        code: 'store_unavailable',
-        message: 'The rate-limit store is unavailable; try again shortly.',
-        scope: 'store',
-        retryAfterMs: 1_000,
-      })
-    },
     close() {
-      health.detach()
       cache.clear()
     },
   }
 }
+
+/** A late refund is applied only while its window still has this long to live. */
+const REFUND_FLOOR_MS = 200
+/** Added to the time a window had left, for rounding between the server's clock and ours. */
+export const ADJUST_SLACK_MS = 100

@@ -144,6 +144,18 @@ export interface StoreOptions {
    * 'closed' refuses with 503. Default: 'open'.
    */
   onError?: 'open' | 'closed'
+  /**
+   * A Redis command that has not answered after this long has failed (the `onError` policy
+   * answers); during an outage the guard sends Redis one probe a second and answers every other
+   * call by the policy at once. Default: 500 ms.
+   */
+  commandTimeoutMs?: number
+  /**
+   * Lifetime of a concurrency lease after its last renewal. A call renews its leases every third
+   * of this while it runs (any length), so this only bounds how long the leases of a process that
+   * died stay counted. Default: 30,000 ms.
+   */
+  leaseTtlMs?: number
 }
 
 export interface QueueOptions {
@@ -151,6 +163,12 @@ export interface QueueOptions {
   maxWaitMs?: number
   /** Most calls waiting at once (all users); past it a call is refused at once. Default: 1,000. */
   maxSize?: number
+  /**
+   * A call over its user's or key's `concurrency` waits for a lease (up to `maxWaitMs`; fair between
+   * users, first come first served within a user; dropped when its client goes away) instead of
+   * being refused at once. Default: true.
+   */
+  waitForConcurrency?: boolean
 }
 
 /** Counts tokens of a chat request before it is sent. */
@@ -186,7 +204,10 @@ export type GuardEvent =
   | { type: 'settled'; identity: Identity; model: string; reservedTokens: number; usedTokens: number; basis: SettleBasis }
   /** Qwen's answer carried a `usage` the guard cannot count (not finite, negative, too large): settled from the reservation. */
   | { type: 'usage_invalid'; identity: Identity; model: string; reservedTokens: number }
+  /** Redis failed or stopped answering: once per outage, for quotas, leases and pace meters alike. */
   | { type: 'store_error'; error: Error; policy: 'open' | 'closed' }
+  /** The outage reported by `store_error` is over (a Redis command answered again); `downMs` is its length. */
+  | { type: 'store_recovered'; downMs: number; policy: 'open' | 'closed' }
 
 export type GuardEventType = GuardEvent['type']
 
@@ -294,8 +315,8 @@ export interface ResolvedOptions {
   accounts: ResolvedAccount[]
   models: Record<string, ResolvedModel>
   quotas: (identity: Identity) => Promise<QuotaPolicies>
-  store: { redis?: Redis; prefix: string; onError: 'open' | 'closed' }
-  queue: { maxWaitMs: number; maxSize: number }
+  store: { redis?: Redis; prefix: string; onError: 'open' | 'closed'; commandTimeoutMs?: number; leaseTtlMs?: number }
+  queue: { maxWaitMs: number; maxSize: number; waitForConcurrency?: boolean }
   upstream: {
     safetyMargin: number
     timeoutMs: number

@@ -23,8 +23,8 @@ describe('resolveOptions: defaults', () => {
     expect(o.accounts).toHaveLength(1)
     expect(o.accounts[0]!.id).toBe('default')
     expect(o.accounts[0]!.apiKeys).toEqual([KEY])
-    expect(o.store).toEqual({ prefix: 'qg', onError: 'open' })
-    expect(o.queue).toEqual({ maxWaitMs: 10_000, maxSize: 1_000 })
+    expect(o.store).toEqual({ prefix: 'qg', onError: 'open', commandTimeoutMs: 500, leaseTtlMs: 30_000 })
+    expect(o.queue).toEqual({ maxWaitMs: 10_000, maxSize: 1_000, waitForConcurrency: true })
     expect(o.upstream.safetyMargin).toBe(0.97)
     expect(o.upstream.timeoutMs).toBe(120_000)
     expect(o.upstream.maxAttempts).toBe(4)
@@ -67,8 +67,8 @@ describe('resolveOptions: defaults', () => {
     const redis = {} as never
     const o = resolveOptions({ upstream: { apiKey: KEY, rampUp: false }, queue: { maxWaitMs: 0, maxSize: 0 }, store: { redis, prefix: 'app', onError: 'closed' } })
     expect(o.upstream.rampUp).toBe(false)
-    expect(o.queue).toEqual({ maxWaitMs: 0, maxSize: 0 })
-    expect(o.store).toEqual({ redis, prefix: 'app', onError: 'closed' })
+    expect(o.queue).toEqual({ maxWaitMs: 0, maxSize: 0, waitForConcurrency: true })
+    expect(o.store).toEqual({ redis, prefix: 'app', onError: 'closed', commandTimeoutMs: 500, leaseTtlMs: 30_000 })
   })
 })
 
@@ -166,6 +166,9 @@ describe('resolveOptions: errors name the option', () => {
     ['queue size fraction', { ...base, queue: { maxSize: 2.5 } }, 'queue.maxSize: must be a non-negative integer, got 2.5'],
     ['queue typo', { ...base, queue: { maxWait: 5 } }, 'queue.maxWait: unknown option'],
     ['store onError', { ...base, store: { onError: 'ignore' } }, "store.onError: must be 'open' or 'closed'"],
+    ['store command timeout 0', { ...base, store: { commandTimeoutMs: 0 } }, 'store.commandTimeoutMs: must be a positive'],
+    ['store lease TTL fraction', { ...base, store: { leaseTtlMs: 10.5 } }, 'store.leaseTtlMs: must be an integer, got 10.5'],
+    ['queue waitForConcurrency', { ...base, queue: { waitForConcurrency: 'yes' as never } }, 'queue.waitForConcurrency: must be true or false, got "yes"'],
     [
       'auto-pipelining Redis client',
       { ...base, store: { redis: { options: { enableAutoPipelining: true } } as never } },

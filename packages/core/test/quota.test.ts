@@ -130,7 +130,7 @@ describeEachStore('QuotaAdmission', (kind) => {
     expect(dim(state, 'concurrency').remaining).toBe(1)
   })
 
-  it('holds a concurrency lease until settle or cancel, and lets it expire after its TTL', async () => {
+  it('holds a concurrency lease until settle or cancel, for as long as the call runs (past its TTL)', async () => {
     const { admission } = stores.make({ user: { concurrency: 2, rpm: 100 } }, { leaseTtlMs: 400 })
     const first = await admission.reserve({ user: 'u1' }, cost(1))
     const second = await admission.reserve({ user: 'u1' }, cost(1))
@@ -141,10 +141,13 @@ describeEachStore('QuotaAdmission', (kind) => {
     await first.settle({ tokens: 1, usd: 0 })
     const third = await admission.reserve({ user: 'u1' }, cost(1))
     await second.cancel()
-    await admission.reserve({ user: 'u1' }, cost(1))
+    const fourth = await admission.reserve({ user: 'u1' }, cost(1))
     await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
-    void third
-    await sleep(450) // neither lease is released: both expire
+    await sleep(1_000) // 2.5 TTLs: both calls still run, so both leases are still held
+    expect(dim(await admission.state({ user: 'u1' }), 'concurrency').remaining).toBe(0)
+    await refusalOf(admission.reserve({ user: 'u1' }, cost(1)))
+    await third.settle({ tokens: 1, usd: 0 })
+    await fourth.cancel()
     expect(dim(await admission.state({ user: 'u1' }), 'concurrency').remaining).toBe(2)
     await expect(admission.reserve({ user: 'u1' }, cost(1))).resolves.toBeDefined()
   })

@@ -5,7 +5,8 @@ import { isQwenGuardError } from '../src/errors.js'
 import type { GuardEvent } from '../src/types.js'
 import { MemoryMeter } from '../src/upstream/meter.js'
 import { paceLimits } from '../src/upstream/pace-limits.js'
-import { RedisMeter, StoreHealth } from '../src/upstream/redis-meter.js'
+import { RedisMeter } from '../src/upstream/redis-meter.js'
+import { createGuardStore } from '../src/store.js'
 import { makePool, request } from './upstream-support.js'
 
 const spec = { name: 'm', rpm: 600, tpm: 60_000, rps: 10, tps: 1_000, contextWindow: 131_072, maxOutputTokens: 8_192, fallback: [] }
@@ -15,7 +16,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 describeRedis('RedisMeter on a real redis-server', () => {
   const { redis, prefix } = redisClient()
   const meter = (name: string, events: GuardEvent[] = []) =>
-    new RedisMeter(redis, [`${prefix}:${name}:h`, `${prefix}:${name}:l`], new StoreHealth('open', (e) => events.push(e)), new MemoryMeter(() => Date.now()))
+    new RedisMeter(
+      createGuardStore({ redis: redis as never, prefix, onError: 'open' }, (e) => events.push(e)),
+      [`${prefix}:${name}:h`, `${prefix}:${name}:l`],
+      new MemoryMeter(() => Date.now()),
+    )
 
   it('admits up to the window, says how long to wait, and settles back', async () => {
     const m = meter('basic')

@@ -14,7 +14,8 @@ import { FairQueue } from './fair-queue.js'
 import { AccountRuntime, Lane } from './lane.js'
 import { MemoryMeter, type Meter, type MeterTicket } from './meter.js'
 import type { PaceConfig } from './pace-limits.js'
-import { RedisMeter, StoreHealth } from './redis-meter.js'
+import { RedisMeter } from './redis-meter.js'
+import { createGuardStore, type GuardStore } from '../store.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot, UpstreamState } from './types.js'
 
 export interface UpstreamPoolDeps {
@@ -25,6 +26,11 @@ export interface UpstreamPoolDeps {
    * in real time by this factor). Default 1.
    */
   timeScale?: number
+  /**
+   * The guard's store, shared with quota admission (one health tracker, one `store_error` per
+   * outage). Default: a store of the pool's own, closed with it.
+   */
+  store?: GuardStore
 }
 
 interface Grant {
@@ -67,6 +73,8 @@ export class UpstreamPool {
   private wakeTimer: NodeJS.Timeout | undefined
   private rotation = 0
   private closed = false
+  private readonly store: GuardStore
+  private readonly ownStore: boolean
 
   constructor(deps: UpstreamPoolDeps) {
     this.options = deps.options
@@ -77,11 +85,12 @@ export class UpstreamPool {
       rampUp: this.options.upstream.rampUp,
       timeScale: this.timeScale,
     }
-    const health = new StoreHealth(this.options.store.onError, this.emit)
+    this.ownStore = deps.store === undefined
+    this.store = deps.store ?? createGuardStore(this.options.store, this.emit)
     this.accounts = this.options.accounts.map((account, index) => new AccountRuntime(account, index))
     for (const owner of this.accounts) {
       for (const model of Object.values(owner.account.models)) {
-        const lane = new Lane(owner, model, this.meterFor(owner.account.id, model.name, health), config)
+        const lane = new Lane(owner, model, this.meterFor(owner.account.id, model.name), config)
         this.lanes.push(lane)
         const list = this.lanesByModel.get(model.name) ?? []
         list.push(lane)
@@ -138,6 +147,7 @@ export class UpstreamPool {
   async close(): Promise<void> {
     this.closed = true
     clearTimeout(this.wakeTimer)
+    if (this.ownStore) this.store.close()
     for (const waiter of this.queue.all()) this.finishWaiter(waiter, unavailable(0, 'The guard is closed.'))
   }
 
@@ -445,13 +455,12 @@ export class UpstreamPool {
     })
   }
 
-  private meterFor(accountId: string, model: string, health: StoreHealth): Meter {
+  private meterFor(accountId: string, model: string): Meter {
     const memory = new MemoryMeter(() => Date.now())
-    const { redis, prefix } = this.options.store
-    if (!redis) return memory
+    if (!this.store.redis) return memory
     // One hash tag per lane: both keys land in the same cluster slot, as a script needs.
-    const tag = `${prefix}:up:{${accountId}|${model}}`
-    return new RedisMeter(redis, [`${tag}:h`, `${tag}:l`], health, memory)
+    const tag = `${this.store.prefix}:up:{${accountId}|${model}}`
+    return new RedisMeter(this.store, [`${tag}:h`, `${tag}:l`], memory)
   }
 }
 
