@@ -19,6 +19,7 @@ import OpenAI, { APIError } from 'openai'
 import { afterAll, beforeAll, vi } from 'vitest'
 import { guardedCall, type CallDeps } from '../src/call.js'
 import { createGuardedClient } from '../src/client.js'
+import { hideGuardOptions } from '../src/guard-internals.js'
 import { isQwenGuardError } from '../src/errors.js'
 import type { Guard } from '../src/guard-types.js'
 import { resolveOptions } from '../src/options.js'
@@ -214,10 +215,10 @@ function setup(c: Case) {
   const pool = new UpstreamPool({ options, emit })
   const deps: CallDeps = { options, quota, pool, emit }
   const guard = {
-    options,
     call: (identity: Identity, body: Record<string, unknown>, callOptions?: { signal?: AbortSignal }) => guardedCall(deps, identity, body, callOptions),
     models: () => [],
   } as unknown as Guard
+  hideGuardOptions(guard, options)
   return { deps, guard, events, quota, pool }
 }
 
