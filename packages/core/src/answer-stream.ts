@@ -5,7 +5,7 @@
  * sends something that is not a chunk. The guard always asks Qwen for the usage chunk (it is the only
  * exact count of a stream) and hides it again from a caller that did not ask. Whatever ends the
  * stream (its end, an error, the caller cancelling the body or aborting its signal, even before
- * reading) settles the call at once, exactly once.
+ * reading, or the stream sitting idle for `idleMs`) settles the call at once, exactly once.
  */
 import { QwenGuardError } from './errors.js'
 import { estimateTextTokens } from './estimate.js'
@@ -105,6 +105,11 @@ export interface RelayStreamOptions {
   settlement: Settlement
   /** The caller's signal: its abort ends and settles the stream at once, read or not. */
   signal?: AbortSignal | undefined
+  /**
+   * Ends the stream (error event, settled) when Qwen sends nothing, or the caller reads nothing, for
+   * this long, in ms (`upstream.streamIdleMs`): a stream nobody reads must not hold its lease forever.
+   */
+  idleMs: number
 }
 
 /** How the caller's stream ended. */
@@ -117,29 +122,36 @@ type Ending =
   | { kind: 'cancelled' }
   /** The caller's signal aborted (the body is errored with its reason). */
   | { kind: 'aborted'; reason: unknown }
+  /** Nothing moved for `idleMs`: Qwen sent nothing (`waiting` on it) or the caller read nothing. */
+  | { kind: 'idle'; waitingForQwen: boolean }
 
 /** The caller's stream: chunks passed through one by one as they arrive. */
 export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStreamOptions): ReadableStream<Uint8Array> {
-  const { clientWantsUsage, slot, settlement, signal } = options
+  const { clientWantsUsage, slot, settlement, signal, idleMs } = options
   let usage: unknown
   let sawUsage = false
   let streamedTokens = 0
   let ended = false
+  let waitingForQwen = false
   let output: ReadableStreamDefaultController<Uint8Array> | undefined
   const onAbort = () => void end({ kind: 'aborted', reason: signal?.reason })
+  // One timer, re-armed whenever the stream moves (a pull starts, a chunk is written).
+  const idle = setTimeout(() => void end({ kind: 'idle', waitingForQwen }), idleMs)
+  idle.unref?.()
 
   /** The one place a stream ends: write its last event, stop Qwen's stream, settle. */
   async function end(ending: Ending): Promise<void> {
     if (ended) return
     ended = true
+    clearTimeout(idle)
     signal?.removeEventListener('abort', onAbort)
     const writer = output
     try {
       if (ending.kind === 'done') {
         writer?.enqueue(encodeSseData(SSE_DONE))
         writer?.close()
-      } else if (ending.kind === 'upstream_error' || ending.kind === 'broken') {
-        writer?.enqueue(encodeSseData(JSON.stringify(midStreamError(ending).toHttp().body)))
+      } else if (ending.kind === 'upstream_error' || ending.kind === 'broken' || ending.kind === 'idle') {
+        writer?.enqueue(encodeSseData(JSON.stringify(midStreamError(ending, idleMs).toHttp().body)))
         writer?.close()
       } else if (ending.kind === 'aborted') {
         writer?.error(ending.reason)
@@ -165,10 +177,14 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
       // Loops until something is written or the stream ends: a pull that writes nothing is not called again.
       while (!ended) {
         let next: IteratorResult<SseEvent>
+        idle.refresh()
+        waitingForQwen = true
         try {
           next = await events.next()
         } catch {
           return end({ kind: 'broken' })
+        } finally {
+          waitingForQwen = false
         }
         if (ended) return
         if (next.done) return end({ kind: 'broken' })
@@ -187,6 +203,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
         const data = outgoingData(event, chunk, clientWantsUsage)
         if (data === undefined) continue
         controller.enqueue(encodeSseData(data))
+        idle.refresh() // now the caller's turn to read
         return
       }
     },
@@ -219,7 +236,21 @@ function completionTokensOf(chunk: Chunk): number {
   return tokens
 }
 
-function midStreamError(ending: { kind: 'upstream_error'; refusal: UpstreamRefusal } | { kind: 'broken' }): QwenGuardError {
+function midStreamError(
+  ending: { kind: 'upstream_error'; refusal: UpstreamRefusal } | { kind: 'broken' } | { kind: 'idle'; waitingForQwen: boolean },
+  idleMs: number,
+): QwenGuardError {
+  if (ending.kind === 'idle') {
+    return new QwenGuardError({
+      status: 504,
+      code: 'upstream_timeout',
+      message: ending.waitingForQwen
+        ? `Qwen sent nothing for ${idleMs} ms; the guard ended the stream and the text so far is incomplete.`
+        : `The stream was not read for ${idleMs} ms; the guard ended it and the text so far is incomplete.`,
+      scope: 'upstream',
+      retryAfterMs: 1000,
+    })
+  }
   const retryable = ending.kind === 'broken' || ending.refusal.retryable
   return new QwenGuardError({
     status: 502,

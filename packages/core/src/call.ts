@@ -509,7 +509,7 @@ async function answerStream(deps: CallDeps, response: Response, send: SendReques
   return {
     kind: 'answered',
     async answer(info, settlement) {
-      const stream = relayStream(events, { clientWantsUsage, slot, settlement, signal: send.signal })
+      const stream = relayStream(events, { clientWantsUsage, slot, settlement, signal: send.signal, idleMs: deps.options.upstream.streamIdleMs })
       return { info, response: new PreparedStreamResponse(stream, answerHeaders(info, 'sse')) }
     },
   }

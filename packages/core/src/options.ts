@@ -61,7 +61,7 @@ const TOP_KEYS = [
   'estimator',
   'allowedModels',
 ]
-const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'maxRetryAfterMs', 'rampUp', 'fetch']
+const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'maxRetryAfterMs', 'streamIdleMs', 'rampUp', 'fetch']
 const ACCOUNT_KEYS = ['id', 'apiKey', 'apiKeys', 'models']
 const MODEL_KEYS = ['rpm', 'tpm', 'rps', 'tps', 'contextWindow', 'maxOutputTokens', 'thinking', 'maxReasoningTokens', 'fallback', 'price']
 const THINKING_MODES: ReadonlyArray<NonNullable<ModelSpec['thinking']>> = ['off', 'on', 'always', 'unsupported']
@@ -365,13 +365,15 @@ function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptio
   if (fetchOption !== undefined && typeof fetchOption !== 'function') {
     throw new QwenGuardConfigError('upstream.fetch', `must be a function, got ${describe(fetchOption)}`)
   }
+  const timeoutMs = upstream.timeoutMs === undefined ? DEFAULTS.timeoutMs : positiveInt(upstream.timeoutMs, 'upstream.timeoutMs')
   return {
     safetyMargin: margin,
-    timeoutMs: upstream.timeoutMs === undefined ? DEFAULTS.timeoutMs : positiveInt(upstream.timeoutMs, 'upstream.timeoutMs'),
+    timeoutMs,
     maxAttempts: upstream.maxAttempts === undefined ? DEFAULTS.maxAttempts : positiveInt(upstream.maxAttempts, 'upstream.maxAttempts'),
     disableMs: upstream.disableMs === undefined ? DEFAULTS.disableMs : positiveInt(upstream.disableMs, 'upstream.disableMs'),
     maxRetryAfterMs:
       upstream.maxRetryAfterMs === undefined ? DEFAULTS.maxRetryAfterMs : positiveInt(upstream.maxRetryAfterMs, 'upstream.maxRetryAfterMs'),
+    streamIdleMs: upstream.streamIdleMs === undefined ? timeoutMs : positiveInt(upstream.streamIdleMs, 'upstream.streamIdleMs'),
     rampUp: resolveRampUp(upstream.rampUp),
     // Looked up per call, so a test that replaces globalThis.fetch after start-up is honoured.
     fetch: (fetchOption as typeof fetch | undefined) ?? ((input, init) => globalThis.fetch(input, init)),

@@ -9,7 +9,7 @@
  * waits at most for the rest of the turn. ioredis' own `enableAutoPipelining` batches too, but it
  * breaks on rate-limiter-flexible's commands (see options.ts), so the guard refuses it.
  */
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './types.js'
 
 interface Corkable {
   cork(): void
@@ -18,7 +18,7 @@ interface Corkable {
 }
 
 /** Holds the client's writes until the end of this turn of the event loop. */
-export function coalesceWrites(redis: Redis | undefined): void {
+export function coalesceWrites(redis: RedisClient | undefined): void {
   if (!redis || redis.status !== 'ready') return
   const stream = (redis as unknown as { stream?: Partial<Corkable> }).stream
   if (!stream || typeof stream.cork !== 'function' || stream.writableCorked !== 0) return

@@ -117,7 +117,8 @@ function waitForConnection(redis: Redis): Promise<void> {
  * (once per outage) and `store_recovered` (once when it ends, with `downMs`).
  */
 export function createGuardStore(options: ResolvedOptions['store'], emit: (event: GuardEvent) => void, now: () => number = Date.now): GuardStore {
-  const { redis, prefix, onError: policy } = options
+  const { prefix, onError: policy } = options
+  const redis = options.redis as Redis | undefined // any ioredis client fits RedisClient (types.ts)
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS
   const recoveredListeners = new Set<() => void>()
   let downSince: number | undefined

@@ -2,7 +2,6 @@
  * Public option and result types of @qwen-guard/core. Every field is documented with its default;
  * `resolveOptions` (options.ts) validates these and fills the defaults.
  */
-import type { Redis } from 'ioredis'
 
 /** Who a call is made for. Both parts are optional; a missing part is not limited in that scope. */
 export interface Identity {
@@ -125,6 +124,13 @@ export interface UpstreamOptions {
    */
   maxRetryAfterMs?: number
   /**
+   * How long a stream may sit idle, in ms, once Qwen has answered: Qwen sending nothing, or the
+   * caller reading nothing (a stream created and then neither read nor aborted). The guard then ends
+   * it with an error event (504 `upstream_timeout`), settles it from what was streamed and releases
+   * its concurrency lease, which otherwise lives as long as the stream. Default: `timeoutMs`.
+   */
+  streamIdleMs?: number
+  /**
    * Ramp-up from cold, against burst protection: a cold account x model may start this many requests
    * in its first second, then at most `factor` times what it sent in the previous second.
    * Default: { initialRps: 2, factor: 1.5 }.
@@ -134,9 +140,21 @@ export interface UpstreamOptions {
   fetch?: typeof fetch
 }
 
+/**
+ * An ioredis 5 client (`new Redis(...)` from the app's own `ioredis`, a peer dependency), described
+ * by a few of its members so that the guard's types compile in an app without ioredis installed.
+ * Any ioredis `Redis` instance fits; the guard uses it as one (scripts, `status`, events).
+ */
+export interface RedisClient {
+  readonly status: string
+  eval(...args: never[]): Promise<unknown>
+  evalsha(...args: never[]): Promise<unknown>
+  defineCommand(name: string, definition: { numberOfKeys?: number; lua: string }): void
+}
+
 export interface StoreOptions {
   /** An ioredis client: limits are shared by every process using the same Redis. Default: memory. */
-  redis?: Redis
+  redis?: RedisClient
   /** Prefix of every key the guard writes. Default: 'qg'. */
   prefix?: string
   /**
@@ -315,7 +333,7 @@ export interface ResolvedOptions {
   accounts: ResolvedAccount[]
   models: Record<string, ResolvedModel>
   quotas: (identity: Identity) => Promise<QuotaPolicies>
-  store: { redis?: Redis; prefix: string; onError: 'open' | 'closed'; commandTimeoutMs?: number; leaseTtlMs?: number }
+  store: { redis?: RedisClient; prefix: string; onError: 'open' | 'closed'; commandTimeoutMs?: number; leaseTtlMs?: number }
   queue: { maxWaitMs: number; maxSize: number; waitForConcurrency?: boolean }
   upstream: {
     safetyMargin: number
@@ -323,6 +341,7 @@ export interface ResolvedOptions {
     maxAttempts: number
     disableMs: number
     maxRetryAfterMs: number
+    streamIdleMs: number
     rampUp: { initialRps: number; factor: number } | false
     fetch: typeof fetch
   }

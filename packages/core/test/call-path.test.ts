@@ -236,6 +236,55 @@ describe('issue 10.2: a stream dropped before it is read settles at once', () =>
   })
 })
 
+describe('issue 10.2: a stream nobody moves ends after upstream.streamIdleMs', () => {
+  const hold = (_req: unknown, res: Parameters<typeof sse>[0]) => sse(res, [chunkEvent('first')], false)
+
+  it('client: a stream created and then neither read nor aborted gives its lease back, settled once', async () => {
+    stub.handle = hold
+    const { guard, events } = guardWith({ upstream: { streamIdleMs: 150 }, quotas: { user: { concurrency: 1, tpm: 100_000 } } })
+    const stream = await guard.client({ user: 'unread' }).chat.completions.create({ ...body, stream: true })
+    expect(left(await guard.state({ user: 'unread' }), 'concurrency')).toBe(0)
+    await expect.poll(async () => left(await guard.state({ user: 'unread' }), 'concurrency'), { timeout: 3_000, interval: 25 }).toBe(1)
+    expect(events.filter((e) => e.type === 'settled')).toHaveLength(1)
+    // Read late, the stream gives what was streamed and then an error the SDK throws on.
+    const seen: string[] = []
+    await expect(
+      (async () => {
+        for await (const chunk of stream) seen.push(chunk.choices[0]?.delta?.content ?? '')
+      })(),
+    ).rejects.toBeInstanceOf(APIError)
+    expect(seen).toEqual(['first'])
+    await guard.close()
+  })
+
+  it('Qwen sending nothing after its first chunk: the reader gets an error event naming the wait, the lease comes back', async () => {
+    stub.handle = hold
+    const { guard } = guardWith({ upstream: { streamIdleMs: 150 }, quotas: { user: { concurrency: 1, tpm: 100_000 } } })
+    const { contents, error } = await iterate(guard, 'stalled')
+    expect(contents).toEqual(['first'])
+    expect(error).toBeInstanceOf(APIError)
+    expect(String((error as Error).message)).toContain('Qwen sent nothing for 150 ms')
+    expect(left(await guard.state({ user: 'stalled' }), 'concurrency')).toBe(1)
+    await guard.close()
+  })
+
+  it('a stream that keeps moving is never cut, however long it runs', async () => {
+    stub.handle = async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      for (let i = 0; i < 6; i++) {
+        res.write(chunkEvent(`c${i}`))
+        await new Promise((resolve) => setTimeout(resolve, 60))
+      }
+      res.end(`${usageEvent({ prompt_tokens: 9, completion_tokens: 6, total_tokens: 15 })}data: [DONE]\n\n`)
+    }
+    const { guard } = guardWith({ upstream: { streamIdleMs: 150 } })
+    const { contents, error } = await iterate(guard, 'steady')
+    expect(error).toBeUndefined()
+    expect(contents).toEqual(['c0', 'c1', 'c2', 'c3', 'c4', 'c5'])
+    await guard.close()
+  })
+})
+
 describe('issue 10.6: the answer at the deadline tells the truth', () => {
   it('persistent 5xx: every caller gets 502 upstream_error long before the deadline, never 429 or 500', async () => {
     stub.handle = (_req, res) => {
