@@ -1,6 +1,7 @@
 import { createGuard } from './guard.js'
 import type { Guard } from './guard-types.js'
 import { identityOrDefault } from './identity.js'
+import { QwenGuardConfigError } from './options.js'
 import type { GuardOptions, Identity } from './types.js'
 
 /** True for a guard made by `createGuard` (duck-typed, so a second copy of the package is recognised). */
@@ -34,10 +35,33 @@ function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
 }
 
 /**
+ * Checks the adapter's own options (`qwenGuard(guard, { identify })`): an object whose only key is
+ * `identify`, a function. A bare function or a misspelled key would otherwise be ignored in silence,
+ * and every call charged to the client address instead of the app's users.
+ * @throws QwenGuardConfigError naming the option at fault
+ */
+function checkAdapterOptions<Request>(adapterOptions: unknown): AdapterIdentify<Request> {
+  if (adapterOptions === undefined) return {}
+  if (typeof adapterOptions !== 'object' || adapterOptions === null || Array.isArray(adapterOptions)) {
+    const hint = typeof adapterOptions === 'function' ? ' (pass { identify: fn })' : ''
+    throw new QwenGuardConfigError('adapterOptions', `must be an object like { identify }${hint}, got ${typeof adapterOptions}`)
+  }
+  for (const key of Object.keys(adapterOptions)) {
+    if (key !== 'identify') throw new QwenGuardConfigError(key, "unknown adapter option (expected 'identify')")
+  }
+  const { identify } = adapterOptions as { identify?: unknown }
+  if (identify !== undefined && typeof identify !== 'function') {
+    throw new QwenGuardConfigError('identify', `must be a function, got ${typeof identify}`)
+  }
+  return adapterOptions as AdapterIdentify<Request>
+}
+
+/**
  * What both adapters do first: use the guard they were given, or create one from options after
  * taking out the adapter's own `identify` (which `createGuard` would reject as an unknown option).
  *
  * @param fallback the adapter's default identity (the socket's address: `defaultIdentify`)
+ * @throws QwenGuardConfigError for bad guard options or adapter options (not `{ identify?: function }`)
  */
 export function adoptGuard<Request>(
   options: (GuardOptions & AdapterIdentify<Request>) | Guard,
@@ -47,14 +71,18 @@ export function adoptGuard<Request>(
   let guard: Guard
   let custom: AdapterIdentify<Request>['identify']
   let owned = false
+  const adapter = checkAdapterOptions<Request>(adapterOptions)
   if (isGuard(options)) {
     guard = options
-    custom = adapterOptions.identify
+    custom = adapter.identify
   } else {
     const { identify, ...guardOptions } = options
+    if (identify !== undefined && typeof identify !== 'function') {
+      throw new QwenGuardConfigError('identify', `must be a function, got ${typeof identify}`)
+    }
     guard = createGuard(guardOptions)
     owned = true
-    custom = adapterOptions.identify ?? identify
+    custom = adapter.identify ?? identify
   }
   if (!custom) return { guard, owned, custom: false, identify: fallback }
   const appIdentify = custom

@@ -7,7 +7,7 @@
  */
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
-/** Chat template costs (QWEN-FACTS section 6): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
+/** Chat template costs (the Qwen3 tokenizer's ChatML template): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
 export const MESSAGE_OVERHEAD_TOKENS = 5
 export const ASSISTANT_PRIMER_TOKENS = 3
 

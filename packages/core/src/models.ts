@@ -1,6 +1,6 @@
 /**
  * The built-in model table: default per-account limits of the international (Singapore) endpoint,
- * QWEN-FACTS.md section 1. Check them against your own console; override with `options.models`
+ * Model Studio docs, "Rate limits" (international endpoint). Check them against your own console; override with `options.models`
  * (globally) or `accounts[i].models` (one account with a raised quota).
  *
  * Context windows and output caps are the published Model Studio figures for the current aliases
@@ -8,7 +8,7 @@
  * override them when your account differs. No fallbacks are configured by default, because
  * whether a cheaper model is an acceptable answer is the app's decision, not ours.
  *
- * Thinking (QWEN-FACTS section 7): the hybrid Qwen3 models reason only when asked
+ * Thinking (Model Studio docs, "Deep thinking" and OpenAI-compatible mode): the hybrid Qwen3 models reason only when asked
  * (`enable_thinking: true`); their longest reasoning is `maxReasoningTokens`. The dated qwen3-max
  * snapshot and qwen-max have no thinking mode. A thinking-only model (a `-thinking` variant, QwQ)
  * added through `options.models` should say `thinking: 'always'`; an open-source Qwen3 model that

@@ -74,7 +74,7 @@ export interface ModelSpec {
   /** Largest `max_tokens` the model accepts. Default: 8,192. */
   maxOutputTokens?: number
   /**
-   * Whether the model reasons before answering (QWEN-FACTS section 7; reasoning is billed as output):
+   * Whether the model reasons before answering (Model Studio docs, "Deep thinking" and OpenAI-compatible mode; reasoning is billed as output):
    * - 'off': only when the request sets `enable_thinking: true` (hybrid models with thinking off by default);
    * - 'on': unless the request sets `enable_thinking: false`;
    * - 'always': a thinking-only model, whatever the request says;
@@ -234,7 +234,7 @@ export type SettleBasis = 'usage' | 'reservation' | 'estimate' | 'prompt'
 
 export interface GuardOptions {
   upstream: UpstreamOptions
-  /** Merged over the built-in table (QWEN-FACTS section 1, international endpoint). */
+  /** Merged over the built-in table (Model Studio docs, "Rate limits", international endpoint). */
   models?: Record<string, Partial<ModelSpec>>
   /** Per-user and per-key limits. Default: none (only upstream limits apply). */
   quotas?: QuotaOption

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { BUILTIN_MODELS } from '../src/models.js'
 
 describe('BUILTIN_MODELS', () => {
-  it('has the international default limits of QWEN-FACTS section 1', () => {
+  it('has the international default limits of Model Studio docs, "Rate limits"', () => {
     const limits = Object.fromEntries(Object.entries(BUILTIN_MODELS).map(([name, m]) => [name, [m.rpm, m.tpm]]))
     expect(limits).toEqual({
       'qwen3-max': [600, 1_000_000],

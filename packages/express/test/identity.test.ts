@@ -174,3 +174,18 @@ describe('identity (Express)', () => {
     expect(errors).toEqual([new TypeError('qwenIdentity: identity.user must be a string, got number')])
   })
 })
+
+describe('adapter options beside a guard', () => {
+  it('refuses a bare identify function or a misspelled key at start-up instead of ignoring it', async () => {
+    const guard = createGuard(guardOptions(sim))
+    opened.push(guard)
+    const fn = (req: Request) => ({ user: String(req.get('x-user')) })
+    expect(() => qwenGuard(guard, fn as never)).toThrow(/pass \{ identify: fn \}/)
+    expect(() => qwenGuard(guard, { identfy: fn } as never)).toThrow(/identfy: unknown adapter option/)
+    const app = express().use(qwenGuard(guard, { identify: fn }))
+    app.get('/who', (req, res) => {
+      res.json(req.qwenIdentity)
+    })
+    expect((await request(app).get('/who').set('x-user', 'carol').expect(200)).body).toEqual({ user: 'carol' })
+  })
+})

@@ -9,7 +9,7 @@ export interface ErrorAnswer {
   param: string | null
 }
 
-/** The refusals of QWEN-FACTS section 2, compatible-mode bodies (type = code), messages as documented. */
+/** The refusals of Model Studio docs, "Error codes", compatible-mode bodies (type = code), messages as documented. */
 export const REFUSALS = {
   limit_requests: answer(429, 'limit_requests', 'Requests rate limit exceeded, please try again later.'),
   insufficient_quota: answer(

@@ -1,7 +1,7 @@
 import type { ResolvedLimits } from './types.js'
 
 /**
- * Default limits per model: QWEN-FACTS section 1 (international endpoint, Singapore). RPS and TPS are
+ * Default limits per model: Model Studio docs, "Rate limits" (international endpoint, Singapore). RPS and TPS are
  * RPM/60 and TPM/60. `maxTokens` is the simulator's output cap per model (the largest `max_tokens`
  * it accepts); it follows the public model pages loosely and only matters for the 400 on range.
  */

@@ -1,5 +1,5 @@
 /**
- * The simulator's token counting rule (QWEN-FACTS section 6), deterministic and cheap. It is an
+ * The simulator's token counting rule (the Qwen3 tokenizer's ChatML template), deterministic and cheap. It is an
  * approximation of Qwen's byte-level BPE that treats English, Chinese and code differently:
  *
  * - a run of ASCII letters (a word or identifier): ceil(letters / 8) tokens, so common English

@@ -98,7 +98,7 @@ export interface FaultSpec {
   /** Error code in the body. Defaults: stream-error limit_burst_rate, stream-error-native and native-error-body
    * Throttling.AllocationQuota / Throttling.RateQuota, sse-error-body limit_requests. */
   code?: string
-  /** Error message. Defaults follow QWEN-FACTS section 2 for the code. */
+  /** Error message. Defaults follow Model Studio docs, "Error codes" for the code. */
   message?: string
 }
 
@@ -117,7 +117,7 @@ export interface SimulatorOptions {
   host?: string
   /** Accounts and their keys. Default: one account `default` with key `sk-sim`. */
   accounts?: AccountOptions[]
-  /** Global per-model limit overrides, merged over the built-in table (QWEN-FACTS section 1).
+  /** Global per-model limit overrides, merged over the built-in table (Model Studio docs, "Rate limits").
    * A model name not in the table adds that model (rpm 600, tpm 1,000,000, maxTokens 8192 unless set). */
   limits?: Record<string, ModelLimits>
   /** Burst protection; `false` turns it off. Default `{ floor: max(2, ceil(rps / 2)), factor: 2 }`. */

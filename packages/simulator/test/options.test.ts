@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { resolveOptions } from '../src/options.js'
 
 describe('resolveOptions', () => {
-  it('defaults to QWEN-FACTS section 1 with RPS = RPM / 60 and TPS = TPM / 60', () => {
+  it('defaults to Model Studio docs, "Rate limits" with RPS = RPM / 60 and TPS = TPM / 60', () => {
     const limits = resolveOptions().accounts[0]!.limits
     expect(limits.get('qwen3-max')).toMatchObject({ rpm: 600, tpm: 1_000_000, rps: 10 })
     expect(limits.get('qwen3-max-2025-09-23')).toMatchObject({ rpm: 60, tpm: 100_000, rps: 1 })

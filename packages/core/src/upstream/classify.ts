@@ -1,5 +1,5 @@
 /**
- * Classifies an upstream refusal (QWEN-FACTS section 2) from whatever shape it arrived in: the
+ * Classifies an upstream refusal (Model Studio docs, "Error codes") from whatever shape it arrived in: the
  * compatible-mode JSON body, DashScope's flat native body, a body that is SSE text, native stream
  * framing (`event:error` / `:HTTP_STATUS/429` / `data:{...}`), or an error event found inside a 200
  * stream. Qwen's messages end with varying doc links and change wording: match "contains",
