@@ -7,7 +7,17 @@
  * the body, a bug) touches no upstream state and is never retried.
  */
 import { planCall, priceOf, type CallPlan } from './cost.js'
-import { QwenGuardError, isQwenGuardError } from './errors.js'
+import {
+  contentFilter,
+  invalidRequest,
+  isQwenGuardError,
+  upstreamError,
+  upstreamRejected,
+  upstreamSaturated,
+  upstreamTimeout,
+  upstreamUnavailable,
+  type QwenGuardError,
+} from './errors.js'
 import { answerHeaders, PreparedJsonResponse, PreparedStreamResponse } from './http-answer.js'
 import type { QuotaAdmission, QuotaReservation } from './quota.js'
 import { relayStream, firstEvent } from './answer-stream.js'
@@ -128,7 +138,7 @@ async function sendWithRetries(
       }
       if (error instanceof AttemptTimedOut) {
         ledger.reachedAttempts++
-        throw upstreamTimeout()
+        throw deadlinePassed()
       }
       // The guard's own failure: nothing upstream is blamed or cooled.
       await slot.cancel()
@@ -380,14 +390,7 @@ function upstreamText(send: SendRequest, model: string, stream: boolean): string
   try {
     return JSON.stringify({ ...body, ...caps, model, ...streamOptions })
   } catch {
-    throw new QwenGuardError({
-      status: 400,
-      code: 'invalid_request',
-      message: 'The request body cannot be serialised as JSON (too deeply nested, or a value JSON cannot hold).',
-      scope: 'request',
-      param: null,
-      retryable: false,
-    })
+    throw invalidRequest('The request body cannot be serialised as JSON (too deeply nested, or a value JSON cannot hold).')
   }
 }
 
@@ -451,14 +454,8 @@ class AttemptTimedOut extends Error {
   }
 }
 
-function upstreamTimeout(): QwenGuardError {
-  return new QwenGuardError({
-    status: 504,
-    code: 'upstream_timeout',
-    message: 'Qwen did not answer before the deadline.',
-    scope: 'upstream',
-    retryAfterMs: 1000,
-  })
+function deadlinePassed(): QwenGuardError {
+  return upstreamTimeout('Qwen did not answer before the deadline.', 1000)
 }
 
 async function answerJson(response: Response, slot: UpstreamSlot, refusal: (input: RefusalInput) => UpstreamRefusal): Promise<SendOutcome> {
@@ -559,57 +556,29 @@ function finalError(refusal: UpstreamRefusal | undefined): QwenGuardError {
   if (!refusal) return upstreamFailed(retryAfterMs)
   switch (refusal.kind) {
     case 'moderation':
-      return new QwenGuardError({
-        status: 400,
-        code: 'content_filter',
-        message: 'Qwen refused the request: the input may contain inappropriate content.',
-        scope: 'upstream',
-        retryable: false,
-      })
+      return contentFilter('Qwen refused the request: the input may contain inappropriate content.')
     case 'invalid_request':
-      return new QwenGuardError({
-        status: 400,
-        code: 'invalid_request',
-        message: `Qwen rejected the request as invalid${refusal.code ? ` (${refusal.code})` : ''}.`,
-        scope: 'upstream',
-        retryable: false,
-      })
+      return upstreamRejected(`Qwen rejected the request as invalid${refusal.code ? ` (${refusal.code})` : ''}.`)
     case 'server':
     case 'network':
     case 'unknown':
       return upstreamFailed(retryAfterMs)
     case 'timeout':
-      return upstreamTimeout() // Qwen itself answered 408 / 504, or never answered, on every attempt
+      return deadlinePassed() // Qwen itself answered 408 / 504, or never answered, on every attempt
     default:
       if (refusal.terminal) {
-        return new QwenGuardError({
-          status: 503,
-          code: 'upstream_unavailable',
-          message: 'No Qwen account can serve this model right now.',
-          scope: 'upstream',
-          retryAfterMs,
-        })
+        return upstreamUnavailable('No Qwen account can serve this model right now.', retryAfterMs)
       }
-      return new QwenGuardError({
-        status: 429,
-        code: 'upstream_saturated',
-        message: 'Qwen is at capacity for this model; try again after the indicated wait.',
-        scope: 'upstream',
-        dimension: refusal.kind === 'tokens' ? 'tpm' : refusal.kind === 'burst' ? 'rps' : 'rpm',
+      return upstreamSaturated(
+        'Qwen is at capacity for this model; try again after the indicated wait.',
+        refusal.kind === 'tokens' ? 'tpm' : refusal.kind === 'burst' ? 'rps' : 'rpm',
         retryAfterMs,
-      })
+      )
   }
 }
 
 function upstreamFailed(retryAfterMs: number): QwenGuardError {
-  return new QwenGuardError({
-    status: 502,
-    code: 'upstream_error',
-    message: 'Qwen failed to answer; try again shortly.',
-    scope: 'upstream',
-    retryAfterMs,
-    retryable: true,
-  })
+  return upstreamError('Qwen failed to answer; try again shortly.', retryAfterMs)
 }
 
 function emitRefused(deps: CallDeps, identity: Identity, model: string, error: QwenGuardError): void {

@@ -5,7 +5,7 @@
  * so no upstream answer ever reaches the client raw.
  */
 import { defaultIdentify } from './client-address.js'
-import { GUARD_ERROR_STATUS, isQwenGuardError, QwenGuardError } from './errors.js'
+import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
 import { safeErrorLine } from './safe-error-line.js'
 import { guardOptionsOf } from './guard-internals.js'
@@ -165,7 +165,7 @@ function methodNotAllowed(method: string, path: string, allow: string): RelayRes
 }
 
 function invalid(code: 'invalid_request' | 'request_too_large', message: string): QwenGuardError {
-  return new QwenGuardError({ status: GUARD_ERROR_STATUS[code], code, message, scope: 'request', param: null, retryable: false })
+  return code === 'request_too_large' ? requestTooLarge(message) : invalidRequest(message)
 }
 
 function headerValue(headers: RelayRequest['headers'], name: string): string | undefined {

@@ -19,7 +19,7 @@
  */
 import type { Redis } from 'ioredis'
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract, type RateLimiterRes } from 'rate-limiter-flexible'
-import { QwenGuardError } from './errors.js'
+import { storeUnavailable, type QwenGuardError } from './errors.js'
 import type { GuardEvent, ResolvedOptions } from './types.js'
 
 /** Default `store.commandTimeoutMs`: a Redis command that has not answered by then has failed. */
@@ -241,13 +241,7 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
       }
     },
     unavailable() {
-      return new QwenGuardError({
-        status: 503,
-        code: 'store_unavailable',
-        message: 'The rate-limit store is unavailable; try again shortly.',
-        scope: 'store',
-        retryAfterMs: UNAVAILABLE_RETRY_MS,
-      })
+      return storeUnavailable('The rate-limit store is unavailable; try again shortly.', UNAVAILABLE_RETRY_MS)
     },
     onRecovered(listener) {
       recoveredListeners.add(listener)
