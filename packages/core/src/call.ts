@@ -6,6 +6,7 @@
  * answer) cools the lane and may be retried; a failure of the guard's own code (its serialisation of
  * the body, a bug) touches no upstream state and is never retried.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import { planCall, priceOf, type CallPlan } from './cost.js'
 import {
   contentFilter,
@@ -602,18 +603,15 @@ function safeJson(text: string): unknown {
   }
 }
 
-/** Waits, or rejects with the signal's reason when it aborts first. */
-function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  if (ms <= 0) return Promise.resolve()
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer)
-      reject(signal?.reason)
-    }
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
+/**
+ * Waits, or rejects with the signal's reason when it aborts first (node:timers/promises rejects with
+ * its own AbortError; callers see the caller's abort reason, as everywhere else in the guard).
+ */
+async function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0) return
+  try {
+    await sleep(ms, undefined, signal ? { signal } : undefined)
+  } catch (error) {
+    throw signal?.aborted ? signal.reason : error
+  }
 }
