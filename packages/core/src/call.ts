@@ -20,7 +20,7 @@ import {
   type QwenGuardError,
 } from './errors.js'
 import { answerHeaders, PreparedJsonResponse, PreparedStreamResponse } from './http-answer.js'
-import type { QuotaAdmission, QuotaReservation } from './quota.js'
+import type { QuotaAdmission, QuotaReservation } from './quota/index.js'
 import { relayStream, firstEvent } from './answer-stream.js'
 import { chargeOf, usageCeiling, type Settlement } from './settlement.js'
 import { backoffDelay } from './upstream/backoff.js'
@@ -583,7 +583,7 @@ function upstreamFailed(retryAfterMs: number): QwenGuardError {
 }
 
 function emitRefused(deps: CallDeps, identity: Identity, model: string, error: QwenGuardError): void {
-  if (error.scope === 'user' || error.scope === 'key') return // quota.ts reports its own refusals
+  if (error.scope === 'user' || error.scope === 'key') return // quota/admission.ts reports its own refusals
   deps.emit({
     type: 'refused',
     identity,

@@ -335,7 +335,7 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
   if (redis) redis.defineCommand('qgAdjust', { numberOfKeys: 1, lua: ADJUST_LUA })
   const adjustCommand = redis as unknown as AdjustCommand | undefined
 
-  // Memory windows cannot be reached late: the caller's own clock check (all-or-nothing.ts) suffices.
+  // Memory windows cannot be reached late: the caller's own clock check (quota/counters.ts) suffices.
   const memoryAdjust = (limiter: RateLimiterMemory): Counter['adjust'] =>
     async (key, points, options) => {
       if (points < 0) await limiter.reward(key, -points, options)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { paceLimits, rampJitterMs, type PaceLimits } from '../src/upstream/pace-limits.js'
-import { SlidingLog } from '../src/upstream/sliding-log.js'
-import type { ResolvedModel } from '../src/types.js'
+import { paceLimits, rampJitterMs, type PaceLimits } from '../../src/upstream/pace-limits.js'
+import { SlidingLog } from '../../src/upstream/sliding-log.js'
+import type { ResolvedModel } from '../../src/types.js'
 
 const model = (over: Partial<ResolvedModel> = {}): ResolvedModel => ({
   name: 'm',

@@ -1,9 +1,9 @@
 // Shared by the store, lease and quota tests: a QuotaAdmission on the memory store or on the run's
 // redis-server, with ResolvedOptions built literally (only the fields admission reads).
 import { Redis } from 'ioredis'
-import { QuotaAdmission, type QuotaAdmissionDeps } from '../src/quota.js'
-import type { GuardEvent, QuotaPolicies, QuotaState, ResolvedOptions } from '../src/types.js'
-import { redisClient, type StoreKind } from '../../../test/support/redis.js'
+import { QuotaAdmission, type QuotaAdmissionDeps } from '../../src/quota/admission.js'
+import type { GuardEvent, QuotaPolicies, QuotaState, ResolvedOptions } from '../../src/types.js'
+import { redisClient, type StoreKind } from '../../../../test/support/redis.js'
 
 type StoreRedis = ResolvedOptions['store']['redis']
 

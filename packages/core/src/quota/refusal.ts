@@ -1,8 +1,8 @@
 /** The refusals of the user and key scopes: 429 with an exact wait, 413 for what can never fit. */
-import { waitMs, type Charge, type Reading } from './all-or-nothing.js'
-import { quotaRefusalOf, requestTooLarge, zeroLimit, type QuotaRefusalCode, type QwenGuardError } from './errors.js'
-import type { LeaseLimit, QuotaScope } from './quota-plan.js'
-import type { Dimension, QuotaState } from './types.js'
+import { waitMs, type Charge, type Reading } from './counters.js'
+import { quotaRefusalOf, requestTooLarge, zeroLimit, type QuotaRefusalCode, type QwenGuardError } from '../errors.js'
+import type { LeaseLimit, QuotaScope } from './plan.js'
+import type { Dimension, QuotaState } from '../types.js'
 import { fromPoints } from './windows.js'
 
 /**

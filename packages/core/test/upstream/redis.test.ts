@@ -1,13 +1,13 @@
 import { Redis } from 'ioredis'
 import { describe, expect, it } from 'vitest'
-import { describeRedis, redisClient } from '../../../test/support/redis.js'
-import { isQwenGuardError } from '../src/errors.js'
-import type { GuardEvent } from '../src/types.js'
-import { MemoryMeter } from '../src/upstream/meter.js'
-import { paceLimits } from '../src/upstream/pace-limits.js'
-import { RedisMeter } from '../src/upstream/redis-meter.js'
-import { createGuardStore } from '../src/store.js'
-import { makePool, request } from './upstream-support.js'
+import { describeRedis, redisClient } from '../../../../test/support/redis.js'
+import { isQwenGuardError } from '../../src/errors.js'
+import type { GuardEvent } from '../../src/types.js'
+import { MemoryMeter } from '../../src/upstream/meter.js'
+import { paceLimits } from '../../src/upstream/pace-limits.js'
+import { RedisMeter } from '../../src/upstream/redis-meter.js'
+import { createGuardStore } from '../../src/store.js'
+import { makePool, request } from './support.js'
 
 const spec = { name: 'm', rpm: 600, tpm: 60_000, rps: 10, tps: 1_000, contextWindow: 131_072, maxOutputTokens: 8_192, fallback: [] }
 const limits = paceLimits(spec, { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
