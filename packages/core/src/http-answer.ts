@@ -229,6 +229,7 @@ export class PreparedJsonResponse extends Response {
     return this.#bytes ? this.#bytes.text() : this.#take(this.#text)
   }
 
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the signature of Response.json() it overrides
   override json(): Promise<any> {
     return this.#bytes ? this.#bytes.json() : this.#take(this.#value)
   }
