@@ -111,7 +111,7 @@ export class UpstreamPool {
       const attempt = await this.tryNow(candidates, req, NOTHING_BLOCKED)
       if (attempt.grant) {
         if (!isGone(req)) return this.slotFor(attempt.grant, req, started)
-        await attempt.grant.ticket.settle(0, 0)
+        await attempt.grant.ticket.recount(0, 0)
         throwIfGone(req)
       }
     }
@@ -358,7 +358,7 @@ export class UpstreamPool {
           continue
         }
         if (attempt.grant && waiter.done) {
-          await attempt.grant.ticket.settle(0, 0) // aborted while we were taking: give it back
+          await attempt.grant.ticket.recount(0, 0) // aborted while we were taking: give it back
           continue
         }
         if (attempt.grant) {
@@ -411,7 +411,7 @@ export class UpstreamPool {
       if (done) return
       done = true
       lane.inFlight--
-      await ticket.settle(requests, tokens)
+      await ticket.recount(requests, tokens)
       after()
       this.kick()
     }
