@@ -3,7 +3,7 @@
 // reservation.settle for a user limited by rpm, tpm and concurrency; users vary over a large set.
 import { cpus, loadavg } from 'node:os'
 import { Redis } from 'ioredis'
-import { QuotaAdmission } from '../packages/core/src/quota.js'
+import { QuotaAdmission } from '../packages/core/src/quota/index.js'
 import type { ResolvedOptions } from '../packages/core/src/types.js'
 import { redisServerInstalled, startRedisServer } from '../test/support/redis-server.js'
 

@@ -1,4 +1,5 @@
 // README.md, "Tiers and tenants". Compiled only.
+/* eslint-disable @typescript-eslint/no-unused-vars -- the README shows both parts of the identity the quotas function gets */
 // #region readme
 import { createGuard } from '@qwen-guard/core'
 declare function planOf(user: string | undefined): Promise<'free' | 'pro' | 'suspended'>   // your own lookup

@@ -12,7 +12,6 @@ import type { NextFunction, Request, Response } from 'express'
 
 // Augments the global Express.Request, which Express's own Request extends (as @qwen-guard/express does).
 declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace Express {
     interface Request {
       /** The demo user of this browser, set by `demoSession`. */

@@ -7,7 +7,7 @@
  * stream (its end, an error, the caller cancelling the body or aborting its signal, even before
  * reading, or the stream sitting idle for `idleMs`) settles the call at once, exactly once.
  */
-import { QwenGuardError } from './errors.js'
+import { upstreamError, upstreamTimeout, type QwenGuardError } from './errors.js'
 import { estimateTextTokens } from './estimate.js'
 import type { Settlement } from './settlement.js'
 import { encodeSseData, isErrorEvent, readSseEvents, SSE_DONE, statusFromComments, type SseEvent } from './sse.js'
@@ -241,26 +241,19 @@ function midStreamError(
   idleMs: number,
 ): QwenGuardError {
   if (ending.kind === 'idle') {
-    return new QwenGuardError({
-      status: 504,
-      code: 'upstream_timeout',
-      message: ending.waitingForQwen
+    return upstreamTimeout(
+      ending.waitingForQwen
         ? `Qwen sent nothing for ${idleMs} ms; the guard ended the stream and the text so far is incomplete.`
         : `The stream was not read for ${idleMs} ms; the guard ended it and the text so far is incomplete.`,
-      scope: 'upstream',
-      retryAfterMs: 1000,
-    })
+      1000,
+    )
   }
   const retryable = ending.kind === 'broken' || ending.refusal.retryable
-  return new QwenGuardError({
-    status: 502,
-    code: 'upstream_error',
-    message:
-      ending.kind === 'broken'
-        ? 'The upstream stream ended before it completed; the text so far is incomplete.'
-        : 'Qwen stopped the answer midway; the text so far is incomplete.',
-    scope: 'upstream',
-    retryAfterMs: retryable ? 1000 : 0,
+  return upstreamError(
+    ending.kind === 'broken'
+      ? 'The upstream stream ended before it completed; the text so far is incomplete.'
+      : 'Qwen stopped the answer midway; the text so far is incomplete.',
+    retryable ? 1000 : 0,
     retryable,
-  })
+  )
 }

@@ -6,10 +6,21 @@
  * answer) cools the lane and may be retried; a failure of the guard's own code (its serialisation of
  * the body, a bug) touches no upstream state and is never retried.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import { planCall, priceOf, type CallPlan } from './cost.js'
-import { QwenGuardError, isQwenGuardError } from './errors.js'
+import {
+  contentFilter,
+  invalidRequest,
+  isQwenGuardError,
+  upstreamError,
+  upstreamRejected,
+  upstreamSaturated,
+  upstreamTimeout,
+  upstreamUnavailable,
+  type QwenGuardError,
+} from './errors.js'
 import { answerHeaders, PreparedJsonResponse, PreparedStreamResponse } from './http-answer.js'
-import type { QuotaAdmission, QuotaReservation } from './quota.js'
+import type { QuotaAdmission, QuotaReservation } from './quota/index.js'
 import { relayStream, firstEvent } from './answer-stream.js'
 import { chargeOf, usageCeiling, type Settlement } from './settlement.js'
 import { backoffDelay } from './upstream/backoff.js'
@@ -128,7 +139,7 @@ async function sendWithRetries(
       }
       if (error instanceof AttemptTimedOut) {
         ledger.reachedAttempts++
-        throw upstreamTimeout()
+        throw deadlinePassed()
       }
       // The guard's own failure: nothing upstream is blamed or cooled.
       await slot.cancel()
@@ -380,14 +391,7 @@ function upstreamText(send: SendRequest, model: string, stream: boolean): string
   try {
     return JSON.stringify({ ...body, ...caps, model, ...streamOptions })
   } catch {
-    throw new QwenGuardError({
-      status: 400,
-      code: 'invalid_request',
-      message: 'The request body cannot be serialised as JSON (too deeply nested, or a value JSON cannot hold).',
-      scope: 'request',
-      param: null,
-      retryable: false,
-    })
+    throw invalidRequest('The request body cannot be serialised as JSON (too deeply nested, or a value JSON cannot hold).')
   }
 }
 
@@ -451,14 +455,8 @@ class AttemptTimedOut extends Error {
   }
 }
 
-function upstreamTimeout(): QwenGuardError {
-  return new QwenGuardError({
-    status: 504,
-    code: 'upstream_timeout',
-    message: 'Qwen did not answer before the deadline.',
-    scope: 'upstream',
-    retryAfterMs: 1000,
-  })
+function deadlinePassed(): QwenGuardError {
+  return upstreamTimeout('Qwen did not answer before the deadline.', 1000)
 }
 
 async function answerJson(response: Response, slot: UpstreamSlot, refusal: (input: RefusalInput) => UpstreamRefusal): Promise<SendOutcome> {
@@ -559,61 +557,33 @@ function finalError(refusal: UpstreamRefusal | undefined): QwenGuardError {
   if (!refusal) return upstreamFailed(retryAfterMs)
   switch (refusal.kind) {
     case 'moderation':
-      return new QwenGuardError({
-        status: 400,
-        code: 'content_filter',
-        message: 'Qwen refused the request: the input may contain inappropriate content.',
-        scope: 'upstream',
-        retryable: false,
-      })
+      return contentFilter('Qwen refused the request: the input may contain inappropriate content.')
     case 'invalid_request':
-      return new QwenGuardError({
-        status: 400,
-        code: 'invalid_request',
-        message: `Qwen rejected the request as invalid${refusal.code ? ` (${refusal.code})` : ''}.`,
-        scope: 'upstream',
-        retryable: false,
-      })
+      return upstreamRejected(`Qwen rejected the request as invalid${refusal.code ? ` (${refusal.code})` : ''}.`)
     case 'server':
     case 'network':
     case 'unknown':
       return upstreamFailed(retryAfterMs)
     case 'timeout':
-      return upstreamTimeout() // Qwen itself answered 408 / 504, or never answered, on every attempt
+      return deadlinePassed() // Qwen itself answered 408 / 504, or never answered, on every attempt
     default:
       if (refusal.terminal) {
-        return new QwenGuardError({
-          status: 503,
-          code: 'upstream_unavailable',
-          message: 'No Qwen account can serve this model right now.',
-          scope: 'upstream',
-          retryAfterMs,
-        })
+        return upstreamUnavailable('No Qwen account can serve this model right now.', retryAfterMs)
       }
-      return new QwenGuardError({
-        status: 429,
-        code: 'upstream_saturated',
-        message: 'Qwen is at capacity for this model; try again after the indicated wait.',
-        scope: 'upstream',
-        dimension: refusal.kind === 'tokens' ? 'tpm' : refusal.kind === 'burst' ? 'rps' : 'rpm',
+      return upstreamSaturated(
+        'Qwen is at capacity for this model; try again after the indicated wait.',
+        refusal.kind === 'tokens' ? 'tpm' : refusal.kind === 'burst' ? 'rps' : 'rpm',
         retryAfterMs,
-      })
+      )
   }
 }
 
 function upstreamFailed(retryAfterMs: number): QwenGuardError {
-  return new QwenGuardError({
-    status: 502,
-    code: 'upstream_error',
-    message: 'Qwen failed to answer; try again shortly.',
-    scope: 'upstream',
-    retryAfterMs,
-    retryable: true,
-  })
+  return upstreamError('Qwen failed to answer; try again shortly.', retryAfterMs)
 }
 
 function emitRefused(deps: CallDeps, identity: Identity, model: string, error: QwenGuardError): void {
-  if (error.scope === 'user' || error.scope === 'key') return // quota.ts reports its own refusals
+  if (error.scope === 'user' || error.scope === 'key') return // quota/admission.ts reports its own refusals
   deps.emit({
     type: 'refused',
     identity,
@@ -633,18 +603,15 @@ function safeJson(text: string): unknown {
   }
 }
 
-/** Waits, or rejects with the signal's reason when it aborts first. */
-function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  if (ms <= 0) return Promise.resolve()
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer)
-      reject(signal?.reason)
-    }
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
+/**
+ * Waits, or rejects with the signal's reason when it aborts first (node:timers/promises rejects with
+ * its own AbortError; callers see the caller's abort reason, as everywhere else in the guard).
+ */
+async function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (ms <= 0) return
+  try {
+    await sleep(ms, undefined, signal ? { signal } : undefined)
+  } catch (error) {
+    throw signal?.aborted ? signal.reason : error
+  }
 }

@@ -10,7 +10,7 @@
  * to `extends`, which then builds plain `OpenAI` objects (the guard's refusals became `RateLimitError`).
  */
 import { OpenAI, type APIError } from 'openai'
-import { isQwenGuardError, QwenGuardError } from './errors.js'
+import { isQwenGuardError, unknownRoute, type QwenGuardError } from './errors.js'
 import type { InternalCallOptions } from './call.js'
 import type { GuardedResponse, ModelEntry } from './guard-types.js'
 import type { Identity } from './types.js'
@@ -58,13 +58,7 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
         return Response.json({ object: 'list', data: deps.models() })
       }
       if (method !== 'POST' || !path.endsWith('/chat/completions')) {
-        throw new QwenGuardError({
-          status: 404,
-          code: 'invalid_request',
-          message: `qwen-guard serves POST /chat/completions and GET /models, not ${method} ${path}.`,
-          scope: 'request',
-          retryable: false,
-        })
+        throw unknownRoute(`qwen-guard serves POST /chat/completions and GET /models, not ${method} ${path}.`)
       }
       const text = typeof init?.body === 'string' ? init.body : await new Response(init?.body ?? null).text()
       const body = validateChatRequest(text, deps.options) as unknown as Record<string, unknown>

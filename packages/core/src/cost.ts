@@ -5,7 +5,7 @@
  * Shared by the guarded call, `guard.check()` and validation (which runs the field rules early),
  * and home of the one "can this reservation ever fit this model" rule.
  */
-import { QwenGuardError } from './errors.js'
+import { contextTooLong, invalidRequest, modelNotFound } from './errors.js'
 import { estimatePromptTokens, estimateRequestExtrasTokens } from './estimate.js'
 import { DEFAULT_MAX_REASONING_TOKENS, DEFAULT_THINKING } from './models.js'
 import type { ChatMessageLike, ModelPrice, ResolvedModel, ResolvedOptions } from './types.js'
@@ -60,7 +60,7 @@ export interface OutputPlan {
 }
 
 function invalid(message: string, param: string): never {
-  throw new QwenGuardError({ status: 400, code: 'invalid_request', message, scope: 'request', param, retryable: false })
+  throw invalidRequest(message, param)
 }
 
 const isAbsent = (value: unknown): value is null | undefined => value === undefined || value === null
@@ -196,7 +196,7 @@ export function planCall(request: PlannedRequest, options: ResolvedOptions): Cal
   // guard.check() and guard.call() take bodies validation may not have seen: the fields the plan reads first.
   const model = typeof request.model === 'string' && Object.hasOwn(options.models, request.model) ? options.models[request.model] : undefined
   if (!model) {
-    throw new QwenGuardError({ status: 404, code: 'model_not_found', message: `The model ${echo(request.model)} does not exist.`, scope: 'request', param: 'model', retryable: false })
+    throw modelNotFound(`The model ${echo(request.model)} does not exist.`)
   }
   if (!Array.isArray(request.messages)) invalid('messages must be an array.', 'messages')
   const output = planOutput(request, model, options)
@@ -230,15 +230,9 @@ export function assertFits(plan: CallPlan): void {
   const { model, promptTokens, answerTokens, reasoningTokens } = plan
   if (plan.reservedTokens <= model.contextWindow) return
   const reasoning = reasoningTokens > 0 ? ` plus ${reasoningTokens} for reasoning` : ''
-  throw new QwenGuardError({
-    status: 400,
-    code: 'context_length_exceeded',
-    message: `This model's maximum context length is ${model.contextWindow} tokens; the request needs about ${promptTokens} for its input plus ${answerTokens} for the completion${reasoning}.`,
-    scope: 'request',
-    dimension: 'context',
-    param: 'messages',
-    retryable: false,
-  })
+  throw contextTooLong(
+    `This model's maximum context length is ${model.contextWindow} tokens; the request needs about ${promptTokens} for its input plus ${answerTokens} for the completion${reasoning}.`,
+  )
 }
 
 /** Spend of a call in US dollars. */

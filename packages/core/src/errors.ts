@@ -143,3 +143,184 @@ export function isQwenGuardError(error: unknown): error is QwenGuardError {
     typeof (error as { toHttp?: unknown }).toHttp === 'function'
   )
 }
+
+// ---- named constructors: every refusal the guard makes is built here ----
+
+/** What a kind of refusal fixes: status, code, scope, dimension, param and whether retrying can help. */
+interface RefusalRule {
+  status: number
+  code: GuardErrorCode
+  scope: Scope
+  dimension?: Dimension
+  param?: string | null
+  retryable: boolean
+}
+
+/**
+ * The one table of refusals. A call site gives the message and what the rule leaves open (the wait,
+ * the quota scope and dimension, the field at fault); everything else comes from here.
+ */
+export const REFUSAL_RULES = Object.freeze({
+  upstreamSaturated: { status: 429, code: 'upstream_saturated', scope: 'upstream', retryable: true },
+  queueFull: { status: 429, code: 'queue_full', scope: 'upstream', dimension: 'queue', retryable: true },
+  upstreamTimeout: { status: 504, code: 'upstream_timeout', scope: 'upstream', retryable: true },
+  upstreamError: { status: 502, code: 'upstream_error', scope: 'upstream', retryable: true },
+  upstreamUnavailable: { status: 503, code: 'upstream_unavailable', scope: 'upstream', retryable: true },
+  upstreamRejected: { status: 400, code: 'invalid_request', scope: 'upstream', retryable: false },
+  contentFilter: { status: 400, code: 'content_filter', scope: 'upstream', retryable: false },
+  storeUnavailable: { status: 503, code: 'store_unavailable', scope: 'store', retryable: true },
+  invalidRequest: { status: 400, code: 'invalid_request', scope: 'request', retryable: false },
+  invalidJson: { status: 400, code: 'invalid_json', scope: 'request', retryable: false },
+  unknownRoute: { status: 404, code: 'invalid_request', scope: 'request', retryable: false },
+  requestTooLarge: { status: 413, code: 'request_too_large', scope: 'request', retryable: false },
+  contextTooLong: { status: 400, code: 'context_length_exceeded', scope: 'request', dimension: 'context', param: 'messages', retryable: false },
+  modelNotFound: { status: 404, code: 'model_not_found', scope: 'request', param: 'model', retryable: false },
+  rateLimitExceeded: { status: 429, code: 'rate_limit_exceeded', scope: 'user', retryable: true },
+  quotaExceeded: { status: 429, code: 'quota_exceeded', scope: 'user', retryable: false },
+  concurrencyLimitExceeded: { status: 429, code: 'concurrency_limit_exceeded', scope: 'user', dimension: 'concurrency', retryable: true },
+} satisfies Record<string, RefusalRule>)
+
+export type RefusalKind = keyof typeof REFUSAL_RULES
+
+/** What a call site adds to its rule. */
+interface RefusalDetails {
+  scope?: Scope
+  dimension?: Dimension
+  param?: string | null
+  retryAfterMs?: number
+  retryable?: boolean
+  limits?: QuotaState[]
+}
+
+function refusal(kind: RefusalKind, message: string, details: RefusalDetails = {}): QwenGuardError {
+  const rule: RefusalRule = REFUSAL_RULES[kind]
+  return new QwenGuardError({
+    status: rule.status,
+    code: rule.code,
+    message,
+    scope: details.scope ?? rule.scope,
+    dimension: details.dimension ?? rule.dimension,
+    param: details.param ?? rule.param ?? null,
+    retryAfterMs: details.retryAfterMs,
+    retryable: details.retryable ?? rule.retryable,
+    limits: details.limits,
+  })
+}
+
+/** 429 upstream_saturated: Qwen (or the guard's pacing of it) has no room for this model now. */
+export function upstreamSaturated(message: string, dimension: Dimension, retryAfterMs: number): QwenGuardError {
+  return refusal('upstreamSaturated', message, { dimension, retryAfterMs })
+}
+
+/** 429 queue_full: too many calls already wait for upstream capacity. */
+export function queueFull(message: string, retryAfterMs: number): QwenGuardError {
+  return refusal('queueFull', message, { retryAfterMs })
+}
+
+/** 504 upstream_timeout: Qwen did not answer (or a stream went silent) in time. */
+export function upstreamTimeout(message: string, retryAfterMs: number): QwenGuardError {
+  return refusal('upstreamTimeout', message, { retryAfterMs })
+}
+
+/** 502 upstream_error: Qwen failed. Retryable unless Qwen's own refusal says retrying cannot help. */
+export function upstreamError(message: string, retryAfterMs: number, retryable = true): QwenGuardError {
+  return refusal('upstreamError', message, { retryAfterMs, retryable })
+}
+
+/** 503 upstream_unavailable: no account can serve the model (all disabled or cooling down, or the guard closed). */
+export function upstreamUnavailable(message: string, retryAfterMs: number): QwenGuardError {
+  return refusal('upstreamUnavailable', message, { retryAfterMs })
+}
+
+/** 400 invalid_request, scope upstream: Qwen rejected the request as invalid. */
+export function upstreamRejected(message: string): QwenGuardError {
+  return refusal('upstreamRejected', message)
+}
+
+/** 400 content_filter: Qwen's moderation refused the input. */
+export function contentFilter(message: string): QwenGuardError {
+  return refusal('contentFilter', message)
+}
+
+/** 503 store_unavailable: the rate-limit store is down and the policy is fail-closed. */
+export function storeUnavailable(message: string, retryAfterMs: number): QwenGuardError {
+  return refusal('storeUnavailable', message, { retryAfterMs })
+}
+
+/** 400 invalid_request: the caller's request is wrong; `param` names the field at fault (default null). */
+export function invalidRequest(message: string, param: string | null = null): QwenGuardError {
+  return refusal('invalidRequest', message, { param })
+}
+
+/** 400 invalid_json: the body is not JSON, or not a JSON object. */
+export function invalidJson(message: string): QwenGuardError {
+  return refusal('invalidJson', message)
+}
+
+/** 404 invalid_request: a method or path the guarded client does not serve. */
+export function unknownRoute(message: string): QwenGuardError {
+  return refusal('unknownRoute', message)
+}
+
+/**
+ * 413 request_too_large: the body, or a reservation no wait can admit. Scope `request` unless a
+ * user or key limit is the one it can never fit.
+ */
+export function requestTooLarge(
+  message: string,
+  details: { scope?: Scope; dimension?: Dimension; param?: string | null; limits?: QuotaState[] } = {},
+): QwenGuardError {
+  return refusal('requestTooLarge', message, details)
+}
+
+/** 400 context_length_exceeded (dimension context, param messages): the reservation can never fit the context window. */
+export function contextTooLong(message: string): QwenGuardError {
+  return refusal('contextTooLong', message)
+}
+
+/** 404 model_not_found (param model). */
+export function modelNotFound(message: string): QwenGuardError {
+  return refusal('modelNotFound', message)
+}
+
+/** The codes of the user and key scopes' refusals. */
+export type QuotaRefusalCode = 'rate_limit_exceeded' | 'quota_exceeded' | 'concurrency_limit_exceeded'
+
+/** What a user or key refusal names: the scope and dimension that refuse, the wait, the caller's quota state. */
+export interface QuotaRefusalDetails {
+  scope: 'user' | 'key'
+  dimension: Dimension
+  retryAfterMs?: number
+  limits: QuotaState[]
+}
+
+const QUOTA_KINDS: Readonly<Record<QuotaRefusalCode, RefusalKind>> = Object.freeze({
+  rate_limit_exceeded: 'rateLimitExceeded',
+  quota_exceeded: 'quotaExceeded',
+  concurrency_limit_exceeded: 'concurrencyLimitExceeded',
+})
+
+/** 429 rate_limit_exceeded (a per-second or per-minute window), retryable after the wait. */
+export function rateLimitExceeded(message: string, details: QuotaRefusalDetails): QwenGuardError {
+  return refusal('rateLimitExceeded', message, details)
+}
+
+/** 429 quota_exceeded (a daily window): never retryable, the day resets hours later. */
+export function quotaExceeded(message: string, details: QuotaRefusalDetails): QwenGuardError {
+  return refusal('quotaExceeded', message, details)
+}
+
+/** 429 concurrency_limit_exceeded: every concurrency lease of the scope is held. */
+export function concurrencyLimitExceeded(message: string, details: QuotaRefusalDetails): QwenGuardError {
+  return refusal('concurrencyLimitExceeded', message, details)
+}
+
+/** The user or key refusal of a code (the code a window's spec names). */
+export function quotaRefusalOf(code: QuotaRefusalCode, message: string, details: QuotaRefusalDetails): QwenGuardError {
+  return refusal(QUOTA_KINDS[code], message, details)
+}
+
+/** A user or key limit of 0: the refusal of its code, never retryable (no wait admits anything). */
+export function zeroLimit(code: QuotaRefusalCode, message: string, details: QuotaRefusalDetails): QwenGuardError {
+  return refusal(QUOTA_KINDS[code], message, { ...details, retryable: false })
+}

@@ -7,7 +7,7 @@ import { requireIdentity } from './identity.js'
 import { hideGuardOptions } from './guard-internals.js'
 import type { CheckRequest, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
 import { resolveOptions } from './options.js'
-import { QuotaAdmission } from './quota.js'
+import { QuotaAdmission } from './quota/index.js'
 import { createGuardStore } from './store.js'
 import { UpstreamPool } from './upstream/pool.js'
 import type { CheckResult, GuardOptions, Identity, QuotaState } from './types.js'
@@ -81,8 +81,8 @@ const CLIENT_CACHE_SIZE = 1_000
 
 /**
  * `guard.client()` is called once per request by the adapters (`req.qwen`, `ctx.qwen`), and an
- * `openai` client costs ~7 µs to build (environment reads, ~30 resource objects) plus its first
- * request's warm-up: ~15-20 µs per call in all. So clients are kept per identity, for identities
+ * `openai` client is costly to build (environment reads, ~30 resource objects) and to warm up on its
+ * first request (figures in bench/RESULTS.md). So clients are kept per identity, for identities
  * made only of `user` and `key` (copied, so a caller's later change to its object changes nothing).
  * An identity with other fields (read by a `quotas` function, say) gets a client of its own, as before.
  */

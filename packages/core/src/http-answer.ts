@@ -130,7 +130,7 @@ export function openAiRateLimitHeaders(states: readonly QuotaState[]): Record<st
  * Headers of a successful answer: quota state, the model that answered, a fallback marker, and how
  * long the call waited for upstream capacity (so a client can tell paced calls from instant ones).
  * The same fields as `openAiRateLimitHeaders` + `rateLimitHeaders`, written in one pass over the
- * states: this runs on every call (~2 µs instead of ~8 µs for the composed version).
+ * states: this runs on every call (a quarter of the composed version's cost, bench/RESULTS.md).
  */
 export function successHeaders(info: CallInfo): Record<string, string> {
   const headers: Record<string, string> = {}
@@ -192,7 +192,7 @@ function writeOpenAiTriple(headers: Record<string, string>, state: QuotaState, s
  * A JSON answer already held in memory, as text and as the parsed value (the guard parsed Qwen's
  * answer to read its `usage`). A plain `new Response(text)` would cost, per call, a ReadableStream,
  * the UTF-8 encoding of the text and, in the openai SDK, decoding and parsing it all over again
- * (measured: ~30 µs for a short completion, ~8 µs this way). So `json()` hands out the parsed value
+ * (about four times the cost of this way, bench/RESULTS.md). So `json()` hands out the parsed value
  * and `text()` the text, each once, like any body; `body`, `arrayBuffer()`, `blob()` and
  * `formData()` build the real byte stream on first use. Its headers are PreparedHeaders. The value
  * is the caller's to keep: it was parsed for this answer alone.
@@ -229,6 +229,7 @@ export class PreparedJsonResponse extends Response {
     return this.#bytes ? this.#bytes.text() : this.#take(this.#text)
   }
 
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the signature of Response.json() it overrides
   override json(): Promise<any> {
     return this.#bytes ? this.#bytes.json() : this.#take(this.#value)
   }

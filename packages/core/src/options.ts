@@ -77,12 +77,12 @@ function describe(value: unknown): string {
   return Array.isArray(value) ? 'an array' : `a ${typeof value}`
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+function isNonArrayObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
 function object(value: unknown, path: string): Record<string, unknown> {
-  if (!isPlainObject(value)) throw new QwenGuardConfigError(path, `must be an object, got ${describe(value)}`)
+  if (!isNonArrayObject(value)) throw new QwenGuardConfigError(path, `must be an object, got ${describe(value)}`)
   return value
 }
 

@@ -2,8 +2,8 @@
  * One socket write for the Redis commands of one turn of the event loop. A guarded call sends its
  * commands in two bursts (the upstream slot and every quota counter at admission; the refund and
  * the pace correction at settlement), and ioredis writes each command to the socket on its own: a
- * system call each, which on a loaded machine costs more than the command itself (measured: ~16 µs
- * of ioredis work and ~30 µs of write per command). Corking the client's socket until the end of
+ * system call each, which on a loaded machine costs more than the command itself (bench/RESULTS.md).
+ * Corking the client's socket until the end of
  * the loop's turn (setImmediate, right after the I/O callbacks of this turn) sends the bursts of
  * every call that ran in the turn in one write, and their replies come back together. A command
  * waits at most for the rest of the turn. ioredis' own `enableAutoPipelining` batches too, but it

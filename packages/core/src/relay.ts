@@ -5,7 +5,7 @@
  * so no upstream answer ever reaches the client raw.
  */
 import { defaultIdentify } from './client-address.js'
-import { GUARD_ERROR_STATUS, isQwenGuardError, QwenGuardError } from './errors.js'
+import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
 import { safeErrorLine } from './safe-error-line.js'
 import { guardOptionsOf } from './guard-internals.js'
@@ -165,7 +165,7 @@ function methodNotAllowed(method: string, path: string, allow: string): RelayRes
 }
 
 function invalid(code: 'invalid_request' | 'request_too_large', message: string): QwenGuardError {
-  return new QwenGuardError({ status: GUARD_ERROR_STATUS[code], code, message, scope: 'request', param: null, retryable: false })
+  return code === 'request_too_large' ? requestTooLarge(message) : invalidRequest(message)
 }
 
 function headerValue(headers: RelayRequest['headers'], name: string): string | undefined {
@@ -192,7 +192,7 @@ async function readBody(request: RelayRequest, maxBodyBytes: number): Promise<st
   const declared = Number(headerValue(headers, 'content-length'))
   if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge(maxBodyBytes)
   if (body === undefined || body === null) return ''
-  if (isPlainObject(body)) return body
+  if (isParsedBody(body)) return body
   return bodyText(body, maxBodyBytes)
 }
 
@@ -200,7 +200,8 @@ function tooLarge(maxBodyBytes: number): QwenGuardError {
   return invalid('request_too_large', `Request body is larger than ${maxBodyBytes} bytes.`)
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** A body a framework's parser already made: a plain object, or an array (refused later by validation as not an object). */
+function isParsedBody(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null) return false
   const proto = Object.getPrototypeOf(value) as unknown
   return proto === Object.prototype || proto === null || Array.isArray(value)

@@ -19,7 +19,7 @@
  */
 import type { Redis } from 'ioredis'
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract, type RateLimiterRes } from 'rate-limiter-flexible'
-import { QwenGuardError } from './errors.js'
+import { storeUnavailable, type QwenGuardError } from './errors.js'
 import type { GuardEvent, ResolvedOptions } from './types.js'
 
 /** Default `store.commandTimeoutMs`: a Redis command that has not answered by then has failed. */
@@ -241,13 +241,7 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
       }
     },
     unavailable() {
-      return new QwenGuardError({
-        status: 503,
-        code: 'store_unavailable',
-        message: 'The rate-limit store is unavailable; try again shortly.',
-        scope: 'store',
-        retryAfterMs: UNAVAILABLE_RETRY_MS,
-      })
+      return storeUnavailable('The rate-limit store is unavailable; try again shortly.', UNAVAILABLE_RETRY_MS)
     },
     onRecovered(listener) {
       recoveredListeners.add(listener)
@@ -341,7 +335,7 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
   if (redis) redis.defineCommand('qgAdjust', { numberOfKeys: 1, lua: ADJUST_LUA })
   const adjustCommand = redis as unknown as AdjustCommand | undefined
 
-  // Memory windows cannot be reached late: the caller's own clock check (all-or-nothing.ts) suffices.
+  // Memory windows cannot be reached late: the caller's own clock check (quota/counters.ts) suffices.
   const memoryAdjust = (limiter: RateLimiterMemory): Counter['adjust'] =>
     async (key, points, options) => {
       if (points < 0) await limiter.reward(key, -points, options)

@@ -6,7 +6,7 @@
  * no `__proto__` keys; then the fields the guard reads, and the reservation rule's fields (cost.ts).
  */
 import { planOutput } from './cost.js'
-import { GUARD_ERROR_STATUS, QwenGuardError, type GuardErrorCode } from './errors.js'
+import { invalidJson, invalidRequest, modelNotFound, requestTooLarge } from './errors.js'
 import type { ChatMessageLike, ResolvedModel, ResolvedOptions } from './types.js'
 
 /** Largest body accepted, in bytes (1 MiB): ~250k tokens of English, beyond most context windows' useful size. */
@@ -48,8 +48,11 @@ export interface ValidateLimits {
   maxDepth?: number
 }
 
-function fail(code: GuardErrorCode, message: string, param: string | null): never {
-  throw new QwenGuardError({ status: GUARD_ERROR_STATUS[code], code, message, scope: 'request', param, retryable: false })
+function fail(code: 'request_too_large' | 'invalid_json' | 'model_not_found' | 'invalid_request', message: string, param: string | null): never {
+  if (code === 'request_too_large') throw requestTooLarge(message, { param })
+  if (code === 'invalid_json') throw invalidJson(message)
+  if (code === 'model_not_found') throw modelNotFound(message)
+  throw invalidRequest(message, param)
 }
 
 function invalid(message: string, param: string): never {

@@ -7,7 +7,7 @@ import { describe, expect, it, vi } from 'vitest'
 import { guardedCall, type CallDeps } from '../src/call.js'
 import { QwenGuardError } from '../src/errors.js'
 import { resolveOptions } from '../src/options.js'
-import type { QuotaAdmission, QuotaReservation } from '../src/quota.js'
+import type { QuotaAdmission, QuotaReservation } from '../src/quota/index.js'
 import type { UpstreamPool } from '../src/upstream/pool.js'
 import type { AcquireRequest, UpstreamSlot } from '../src/upstream/types.js'
 

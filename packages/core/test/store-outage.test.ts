@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisServerInstalled, startRedisServer, type RedisServer } from '../../../test/support/redis-server.js'
 import { createGuard, type Guard, type GuardEvent } from '../src/index.js'
 import { createGuardStore } from '../src/store.js'
-import { createLeaseStore } from '../src/lease.js'
+import { createLeaseStore } from '../src/quota/lease.js'
 
 const messages = [{ role: 'user' as const, content: 'Hello' }]
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

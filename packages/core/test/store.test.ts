@@ -2,11 +2,11 @@ import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import { describeRedis, redisClient } from '../../../test/support/redis.js'
 import { freePort } from '../../../test/support/redis-server.js'
-import { adjust, type Charge, type Reading } from '../src/all-or-nothing.js'
-import { QuotaAdmission } from '../src/quota.js'
+import { adjust, type Charge, type Reading } from '../src/quota/counters.js'
+import { QuotaAdmission } from '../src/quota/admission.js'
 import { createGuardStore, createLimiterFactory } from '../src/store.js'
 import type { GuardEvent } from '../src/types.js'
-import { cost, dim, refusalOf, resolvedFor } from './quota-support.js'
+import { cost, dim, refusalOf, resolvedFor } from './quota/support.js'
 
 describe('createLimiterFactory', () => {
   it('makes one memory counter per name', async () => {

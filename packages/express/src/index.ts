@@ -9,7 +9,6 @@ export type { ExpressAdapterOptions, ExpressProxyOptions, IdentifyRequest } from
 // Express's `Request` (express-serve-static-core) extends the global `Express.Request`: augmenting
 // that reaches every handler's `req` without this package resolving express-serve-static-core.
 declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace Express {
     interface Request {
       /** The guarded `openai` client for this request's identity (made on first use). Set by `qwenGuard()`. */

@@ -1,10 +1,14 @@
 import type { RelayResponse } from '@qwen-guard/core'
 import type { ServerResponse } from 'node:http'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 
 /**
  * Writes a relay answer to a Node response: headers first (flushed at once for a stream, so an SDK
- * sees them before the first token), then each chunk as it comes, honouring back-pressure. When the
- * client goes away the stream is cancelled, which aborts the upstream call.
+ * sees them before the first token), then the stream piped with back-pressure (`stream.pipeline`).
+ * When the client goes away the pipeline destroys the readable, which cancels the relay's stream and
+ * so aborts the upstream call; when the stream fails the response is destroyed.
  */
 export async function sendRelayResponse(answer: RelayResponse, res: ServerResponse): Promise<void> {
   if (typeof answer.body === 'string') {
@@ -14,31 +18,10 @@ export async function sendRelayResponse(answer: RelayResponse, res: ServerRespon
   }
   res.writeHead(answer.status, answer.headers)
   res.flushHeaders()
-  const reader = answer.body.getReader()
-  const onClose = () => void reader.cancel(new Error('client disconnected')).catch(() => undefined)
-  res.once('close', onClose)
   try {
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done || res.destroyed) break
-      if (!res.write(value)) await drained(res)
-    }
-    if (!res.destroyed) res.end()
+    // The DOM and node:stream/web ReadableStream types differ only on paper.
+    await pipeline(Readable.fromWeb(answer.body as NodeReadableStream<Uint8Array>), res)
   } catch {
-    res.destroy()
-  } finally {
-    res.off('close', onClose)
+    res.destroy() // a client gone or a broken stream: the pipeline has cleaned up both ends already
   }
-}
-
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done)
-      res.off('close', done)
-      resolve()
-    }
-    res.once('drain', done)
-    res.once('close', done)
-  })
 }

@@ -4,7 +4,7 @@
  * prompt + max tokens, and the reservation fits the model's per-second and per-minute token
  * limits. A request that fits nowhere is refused at once (never queued: waiting cannot help).
  */
-import { QwenGuardError } from '../errors.js'
+import { contextTooLong, modelNotFound, requestTooLarge, type QwenGuardError } from '../errors.js'
 import type { ResolvedModel } from '../types.js'
 import type { Lane } from './lane.js'
 
@@ -57,39 +57,19 @@ export class CandidateCache {
 }
 
 function notServed(model: string): QwenGuardError {
-  return new QwenGuardError({
-    status: 404,
-    code: 'model_not_found',
-    message: `No upstream account serves the model '${model}'.`,
-    scope: 'request',
-    param: 'model',
-    retryable: false,
-  })
+  return modelNotFound(`No upstream account serves the model '${model}'.`)
 }
 
 function tooLarge(reserved: number, lanes: Lane[]): QwenGuardError {
   const contextFits = lanes.some((lane) => reserved <= lane.model.contextWindow)
   if (!contextFits) {
     const largest = Math.max(...lanes.map((lane) => lane.model.contextWindow))
-    return new QwenGuardError({
-      status: 400,
-      code: 'context_length_exceeded',
-      message: `The prompt plus max_tokens (${reserved} tokens) exceeds the context window (${largest}) of every model that could serve it.`,
-      scope: 'request',
-      dimension: 'context',
-      param: 'messages',
-      retryable: false,
-    })
+    return contextTooLong(`The prompt plus max_tokens (${reserved} tokens) exceeds the context window (${largest}) of every model that could serve it.`)
   }
   const overMinute = lanes.every((lane) => reserved > lane.model.tpm)
   const largest = Math.max(...lanes.map((lane) => Math.min(lane.model.tps, lane.model.tpm)))
-  return new QwenGuardError({
-    status: 413,
-    code: 'request_too_large',
-    message: `The request reserves ${reserved} tokens (prompt + max_tokens); the upstream accepts at most ${Math.floor(largest)} per ${overMinute ? 'minute' : 'second'}. Lower max_tokens or shorten the prompt.`,
-    scope: 'request',
-    dimension: overMinute ? 'tpm' : 'tps',
-    param: 'max_tokens',
-    retryable: false,
-  })
+  return requestTooLarge(
+    `The request reserves ${reserved} tokens (prompt + max_tokens); the upstream accepts at most ${Math.floor(largest)} per ${overMinute ? 'minute' : 'second'}. Lower max_tokens or shorten the prompt.`,
+    { dimension: overMinute ? 'tpm' : 'tps', param: 'max_tokens' },
+  )
 }

@@ -6,7 +6,7 @@ import { largestReservation } from '../cost.js'
 import type { ResolvedAccount, ResolvedModel } from '../types.js'
 import type { Meter } from './meter.js'
 import { paceLimits, type PaceConfig, type PaceLimits } from './pace-limits.js'
-import { PaceControl } from './ramp.js'
+import { PaceControl } from './pace-control.js'
 
 export class AccountRuntime {
   private nextKey = 0

@@ -13,7 +13,7 @@ export type MeterTake =
 
 export interface MeterTicket {
   /** Make the send count `requests` (0 or 1) and `tokens` in every window that still holds it. */
-  settle(requests: number, tokens: number): Promise<void>
+  recount(requests: number, tokens: number): Promise<void>
 }
 
 export interface Meter {
@@ -37,7 +37,7 @@ export class MemoryMeter implements Meter {
     if (!result.ok) return result
     const { id } = result
     const ticket: MeterTicket = {
-      settle: async (requests, used) => this.log.settle(this.now(), id, requests, used, limits),
+      recount: async (requests, used) => this.log.recount(this.now(), id, requests, used, limits),
     }
     return { ok: true, usedFraction: result.usedFraction, ticket }
   }

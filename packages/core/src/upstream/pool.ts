@@ -6,7 +6,7 @@
  * set to the earliest moment a meter, a cooldown or a disable says room appears, or when a slot
  * settles or cancels; never by polling.
  */
-import { QwenGuardError } from '../errors.js'
+import { queueFull, upstreamSaturated, upstreamUnavailable, type QwenGuardError } from '../errors.js'
 import type { GuardEvent, ResolvedOptions } from '../types.js'
 import { CandidateCache, type Candidate } from './candidates.js'
 import { applyRefusal } from './consequences.js'
@@ -111,7 +111,7 @@ export class UpstreamPool {
       const attempt = await this.tryNow(candidates, req, NOTHING_BLOCKED)
       if (attempt.grant) {
         if (!isGone(req)) return this.slotFor(attempt.grant, req, started)
-        await attempt.grant.ticket.settle(0, 0)
+        await attempt.grant.ticket.recount(0, 0)
         throwIfGone(req)
       }
     }
@@ -243,14 +243,7 @@ export class UpstreamPool {
   private enqueue(req: AcquireRequest, candidates: readonly Candidate[], started: number): Promise<UpstreamSlot> {
     if (this.closed) throw unavailable(0, 'The guard is closed.')
     if (this.queue.size >= this.options.queue.maxSize) {
-      throw new QwenGuardError({
-        status: 429,
-        code: 'queue_full',
-        message: 'Too many calls are waiting for upstream capacity; try again shortly.',
-        scope: 'upstream',
-        dimension: 'queue',
-        retryAfterMs: this.estimateWait(candidates, this.queue.size),
-      })
+      throw queueFull('Too many calls are waiting for upstream capacity; try again shortly.', this.estimateWait(candidates, this.queue.size))
     }
     const giveUpAt = Math.min(started + this.options.queue.maxWaitMs, req.deadline)
     return new Promise<UpstreamSlot>((resolve, reject) => {
@@ -295,14 +288,7 @@ export class UpstreamPool {
     const retryAfterMs = this.estimateWait(waiter.candidates, this.queue.ahead(waiter), waiter.nextAt)
     this.finishWaiter(
       waiter,
-      new QwenGuardError({
-        status: 429,
-        code: 'upstream_saturated',
-        message: 'Upstream capacity for this model is exhausted for now; try again after the indicated wait.',
-        scope: 'upstream',
-        dimension: 'queue',
-        retryAfterMs,
-      }),
+      upstreamSaturated('Upstream capacity for this model is exhausted for now; try again after the indicated wait.', 'queue', retryAfterMs),
     )
   }
 
@@ -372,7 +358,7 @@ export class UpstreamPool {
           continue
         }
         if (attempt.grant && waiter.done) {
-          await attempt.grant.ticket.settle(0, 0) // aborted while we were taking: give it back
+          await attempt.grant.ticket.recount(0, 0) // aborted while we were taking: give it back
           continue
         }
         if (attempt.grant) {
@@ -425,7 +411,7 @@ export class UpstreamPool {
       if (done) return
       done = true
       lane.inFlight--
-      await ticket.settle(requests, tokens)
+      await ticket.recount(requests, tokens)
       after()
       this.kick()
     }
@@ -487,11 +473,5 @@ function tokensAfterRefusal(refusal: UpstreamRefusal, reserved: number): number 
 }
 
 function unavailable(waitMs: number, message: string): QwenGuardError {
-  return new QwenGuardError({
-    status: 503,
-    code: 'upstream_unavailable',
-    message,
-    scope: 'upstream',
-    retryAfterMs: Math.max(1, Math.ceil(waitMs)),
-  })
+  return upstreamUnavailable(message, Math.max(1, Math.ceil(waitMs)))
 }

@@ -35,7 +35,7 @@ export class RedisMeter implements Meter {
       // Taken after its timeout: the call was paced in memory (or refused) meanwhile, so nobody
       // will send on this take. Settle it to nothing.
       (late) => {
-        if (late.ok) void late.ticket.settle(0, 0)
+        if (late.ok) void late.ticket.recount(0, 0)
       },
     )
   }
@@ -55,7 +55,7 @@ export class RedisMeter implements Meter {
     const ticket: MeterTicket = {
       // A lost settle only over-counts (the reservation stays charged until it leaves the window);
       // the store's health has reported the failure.
-      settle: (requests, used) =>
+      recount: (requests, used) =>
         this.store.run(() => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)]), undefined, true).then(
           () => undefined,
           () => undefined,

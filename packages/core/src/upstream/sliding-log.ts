@@ -73,7 +73,7 @@ export class SlidingLog {
   }
 
   /** Rewrites what entry `id` counts (settle to real usage, or 0/0 to cancel). Gone entries are ignored. */
-  settle(now: number, id: number, requests: number, tokens: number, limits: PaceLimits): void {
+  recount(now: number, id: number, requests: number, tokens: number, limits: PaceLimits): void {
     this.advance(now, limits)
     const i = id - this.base
     if (id < 0 || i < 0 || i >= this.times.length) return

@@ -1,8 +1,8 @@
-import { startSimulator, countPromptTokens } from '../../simulator/src/index.js'
+import { startSimulator, countPromptTokens } from '../../../simulator/src/index.js'
 import { describe, expect, it } from 'vitest'
-import { isQwenGuardError } from '../src/errors.js'
-import { classifyRefusal } from '../src/upstream/classify.js'
-import { makePool } from './upstream-support.js'
+import { isQwenGuardError } from '../../src/errors.js'
+import { classifyRefusal } from '../../src/upstream/classify.js'
+import { makePool } from './support.js'
 
 const TIME_SCALE = 2 // a simulated second in 500 real ms
 

@@ -1,12 +1,12 @@
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { describeEachStore, redisClient } from '../../../test/support/redis.js'
-import { createLeaseStore, createMemoryLeaseStore, type Lease, type LeaseAttempt } from '../src/lease.js'
-import { createGuardStore } from '../src/store.js'
-import { describeRedis } from '../../../test/support/redis.js'
-import { LeaseWaiters } from '../src/lease-wait.js'
-import { createGuard, isQwenGuardError, type Guard } from '../src/index.js'
-import { sleep } from './quota-support.js'
+import { describeEachStore, redisClient } from '../../../../test/support/redis.js'
+import { createLeaseStore, createMemoryLeaseStore, type Lease, type LeaseAttempt } from '../../src/quota/lease.js'
+import { createGuardStore } from '../../src/store.js'
+import { describeRedis } from '../../../../test/support/redis.js'
+import { LeaseWaiters } from '../../src/quota/lease-wait.js'
+import { createGuard, isQwenGuardError, type Guard } from '../../src/index.js'
+import { sleep } from './support.js'
 
 const refusal = { ok: false as const, count: 1, nextExpiryMs: 0 }
 const leaseOf = (attempt: LeaseAttempt): Lease => {

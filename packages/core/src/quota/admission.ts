@@ -2,20 +2,20 @@
  * Admission for the user and key scopes: every limited dimension has room for the call, or nothing
  * is charged. See docs/quotas.md for the dimensions, windows and failure policy.
  */
-import { blocksAfter, blocksBefore, consumeAll, readAll, refundAll, waitMs, type Charge, type Reading } from './all-or-nothing.js'
-import { isQwenGuardError, type QwenGuardError } from './errors.js'
+import { blocksAfter, blocksBefore, consumeAll, readAll, refundAll, waitMs, type Charge, type Reading } from './counters.js'
+import { isQwenGuardError, type QwenGuardError } from '../errors.js'
 import { createLeaseStore, type Lease, type LeaseAttempt, type LeaseCount, type LeaseStore } from './lease.js'
 import { LeaseWaiters } from './lease-wait.js'
-import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './quota-plan.js'
-import { impossible, leaseBlock, quotaRefusal, windowBlock } from './quota-refusal.js'
+import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './plan.js'
+import { impossible, leaseBlock, quotaRefusal, windowBlock } from './refusal.js'
 import { RecentRefusals } from './recent-refusals.js'
-import { QuotaReservationImpl, type QuotaReservation } from './quota-reservation.js'
-import { createGuardStore, createLimiterFactory, type GuardStore, type LimiterFactory } from './store.js'
-import type { CheckResult, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
+import { QuotaReservationImpl, type QuotaReservation } from './reservation.js'
+import { createGuardStore, createLimiterFactory, type GuardStore, type LimiterFactory } from '../store.js'
+import type { CheckResult, GuardEvent, Identity, QuotaState, ResolvedOptions } from '../types.js'
 import type { Cost } from './windows.js'
 
 export type { Cost } from './windows.js'
-export type { QuotaReservation } from './quota-reservation.js'
+export type { QuotaReservation } from './reservation.js'
 
 /**
  * Default lifetime of a concurrency lease after its last renewal (`store.leaseTtlMs`). The holder

@@ -1,13 +1,13 @@
 import { Redis } from 'ioredis'
 import { describe, expect, it } from 'vitest'
-import { describeRedis, redisClient } from '../../../test/support/redis.js'
-import { isQwenGuardError } from '../src/errors.js'
-import type { GuardEvent } from '../src/types.js'
-import { MemoryMeter } from '../src/upstream/meter.js'
-import { paceLimits } from '../src/upstream/pace-limits.js'
-import { RedisMeter } from '../src/upstream/redis-meter.js'
-import { createGuardStore } from '../src/store.js'
-import { makePool, request } from './upstream-support.js'
+import { describeRedis, redisClient } from '../../../../test/support/redis.js'
+import { isQwenGuardError } from '../../src/errors.js'
+import type { GuardEvent } from '../../src/types.js'
+import { MemoryMeter } from '../../src/upstream/meter.js'
+import { paceLimits } from '../../src/upstream/pace-limits.js'
+import { RedisMeter } from '../../src/upstream/redis-meter.js'
+import { createGuardStore } from '../../src/store.js'
+import { makePool, request } from './support.js'
 
 const spec = { name: 'm', rpm: 600, tpm: 60_000, rps: 10, tps: 1_000, contextWindow: 131_072, maxOutputTokens: 8_192, fallback: [] }
 const limits = paceLimits(spec, { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
@@ -33,7 +33,7 @@ describeRedis('RedisMeter on a real redis-server', () => {
       expect(b.waitMs).toBeGreaterThan(900)
       expect(b.waitMs).toBeLessThanOrEqual(1_000 / 0.97)
     }
-    if (a.ok) await a.ticket.settle(1, 100)
+    if (a.ok) await a.ticket.recount(1, 100)
     await sleep(Math.ceil(limits.spacingMs)) // the GCRA spacing between two sends
     expect((await m.take(800, limits)).ok).toBe(true)
     const never = await m.take(1_001, limits)
@@ -76,7 +76,7 @@ describeRedis('RedisMeter on a real redis-server', () => {
     const blocked = await m.take(50, limits, true)
     expect(blocked.ok === false && blocked.reason === 'spacing').toBe(true)
     if (!blocked.ok) expect(blocked.waitMs).toBeGreaterThan(500)
-    if (big.ok) await big.ticket.settle(1, 60)
+    if (big.ok) await big.ticket.recount(1, 60)
     await sleep(Math.ceil(limits.spacingMs / 2) + 5) // one request interval, minus the tolerance
     expect((await m.take(50, limits)).ok).toBe(true)
   })

@@ -1,8 +1,8 @@
 import { afterEach, expect, it, vi } from 'vitest'
 import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible'
-import { describeEachStore } from '../../../test/support/redis.js'
-import { QwenGuardError } from '../src/errors.js'
-import { admissionFactory, cost, dim, refusalOf, sleep } from './quota-support.js'
+import { describeEachStore } from '../../../../test/support/redis.js'
+import { QwenGuardError } from '../../src/errors.js'
+import { admissionFactory, cost, dim, refusalOf, sleep } from './support.js'
 
 describeEachStore('QuotaAdmission', (kind) => {
   const stores = admissionFactory(kind)

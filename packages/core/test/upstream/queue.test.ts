@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { isQwenGuardError } from '../src/errors.js'
-import { FairQueue } from '../src/upstream/fair-queue.js'
-import type { UpstreamSlot } from '../src/upstream/types.js'
-import { makePool, request } from './upstream-support.js'
+import { isQwenGuardError } from '../../src/errors.js'
+import { FairQueue } from '../../src/upstream/fair-queue.js'
+import type { UpstreamSlot } from '../../src/upstream/types.js'
+import { makePool, request } from './support.js'
 
 describe('FairQueue', () => {
   it('serves users round-robin, FIFO within a user', () => {

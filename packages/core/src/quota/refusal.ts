@@ -1,8 +1,8 @@
 /** The refusals of the user and key scopes: 429 with an exact wait, 413 for what can never fit. */
-import { waitMs, type Charge, type Reading } from './all-or-nothing.js'
-import { QwenGuardError, type GuardErrorCode } from './errors.js'
-import type { LeaseLimit, QuotaScope } from './quota-plan.js'
-import type { Dimension, QuotaState } from './types.js'
+import { waitMs, type Charge, type Reading } from './counters.js'
+import { quotaRefusalOf, requestTooLarge, zeroLimit, type QuotaRefusalCode, type QwenGuardError } from '../errors.js'
+import type { LeaseLimit, QuotaScope } from './plan.js'
+import type { Dimension, QuotaState } from '../types.js'
 import { fromPoints } from './windows.js'
 
 /**
@@ -17,7 +17,7 @@ export interface Block {
   scope: QuotaScope
   dimension: Dimension
   waitMs: number
-  code: GuardErrorCode
+  code: QuotaRefusalCode
 }
 
 /** The block of a window that has no room for its charge. */
@@ -42,10 +42,7 @@ const SCOPE_WORD: Record<QuotaScope, string> = { user: 'user', key: 'API key' }
 export function quotaRefusal(blocks: readonly Block[], limits: QuotaState[]): QwenGuardError {
   const worst = blocks.reduce((a, b) => (b.waitMs > a.waitMs ? b : a))
   const seconds = (worst.waitMs / 1_000).toFixed(1)
-  return new QwenGuardError({
-    status: 429,
-    code: worst.code,
-    message: `The ${SCOPE_WORD[worst.scope]} ${worst.dimension} limit is reached; retry in ${seconds} s.`,
+  return quotaRefusalOf(worst.code, `The ${SCOPE_WORD[worst.scope]} ${worst.dimension} limit is reached; retry in ${seconds} s.`, {
     scope: worst.scope,
     dimension: worst.dimension,
     retryAfterMs: worst.waitMs,
@@ -59,36 +56,22 @@ export function quotaRefusal(blocks: readonly Block[], limits: QuotaState[]): Qw
  */
 export function impossible(charges: readonly Charge[], leases: readonly LeaseLimit[], limits: QuotaState[]) {
   for (const lease of leases) {
-    if (lease.limit <= 0) return zeroLimit(lease.scope, 'concurrency', 'concurrency_limit_exceeded', limits)
+    if (lease.limit <= 0) return limitOfZero(lease.scope, 'concurrency', 'concurrency_limit_exceeded', limits)
   }
   for (const charge of charges) {
     const { scope, spec, limit, points } = charge
     if (points <= limit) continue
-    if (limit <= 0) return zeroLimit(scope, spec.dimension, spec.code, limits)
+    if (limit <= 0) return limitOfZero(scope, spec.dimension, spec.code, limits)
     const unit = spec.unit === 'usd' ? 'US dollars' : spec.unit
-    return new QwenGuardError({
-      status: 413,
-      code: 'request_too_large',
-      message:
-        `This request needs ${fromPoints(spec.unit, points)} ${unit} but the ${SCOPE_WORD[scope]} ` +
+    return requestTooLarge(
+      `This request needs ${fromPoints(spec.unit, points)} ${unit} but the ${SCOPE_WORD[scope]} ` +
         `${spec.dimension} limit is ${fromPoints(spec.unit, limit)}: it can never be admitted. Lower max_tokens or the prompt.`,
-      scope,
-      dimension: spec.dimension,
-      retryable: false,
-      limits,
-    })
+      { scope, dimension: spec.dimension, limits },
+    )
   }
   return undefined
 }
 
-function zeroLimit(scope: QuotaScope, dimension: Dimension, code: GuardErrorCode, limits: QuotaState[]) {
-  return new QwenGuardError({
-    status: 429,
-    code,
-    message: `The ${SCOPE_WORD[scope]} ${dimension} limit is 0: no call is allowed.`,
-    scope,
-    dimension,
-    retryable: false,
-    limits,
-  })
+function limitOfZero(scope: QuotaScope, dimension: Dimension, code: QuotaRefusalCode, limits: QuotaState[]) {
+  return zeroLimit(code, `The ${SCOPE_WORD[scope]} ${dimension} limit is 0: no call is allowed.`, { scope, dimension, limits })
 }

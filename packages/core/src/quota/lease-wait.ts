@@ -13,7 +13,7 @@
  * ahead of them: it joins the line (or is refused when it does not wait).
  */
 import type { Lease, LeaseAttempt, LeaseStore } from './lease.js'
-import { FairQueue } from './upstream/fair-queue.js'
+import { FairQueue } from '../upstream/fair-queue.js'
 
 /** How a call waits: until when, for whom (fairness), and the signal of its client. */
 export interface LeaseWait {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { isQwenGuardError, type QwenGuardError } from '../src/errors.js'
-import { classifyRefusal } from '../src/upstream/classify.js'
-import { makePool, request } from './upstream-support.js'
+import { isQwenGuardError, type QwenGuardError } from '../../src/errors.js'
+import { classifyRefusal } from '../../src/upstream/classify.js'
+import { makePool, request } from './support.js'
 
 const refusal = (status: number, code: string, message: string) =>
   classifyRefusal({ status, body: JSON.stringify({ code, message }) })

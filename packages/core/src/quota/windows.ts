@@ -2,8 +2,8 @@
  * The windowed dimensions of a quota policy: how long each window is, what a call costs in it, and
  * the UTC-day window of the daily dimensions.
  */
-import type { GuardErrorCode } from './errors.js'
-import type { QuotaPolicy } from './types.js'
+import type { QuotaRefusalCode } from '../errors.js'
+import type { QuotaPolicy } from '../types.js'
 
 /** What one call costs: 1 request, its reserved tokens, its estimated spend in US dollars. */
 export interface Cost {
@@ -24,7 +24,7 @@ export interface WindowSpec {
   windowSeconds: number
   daily: boolean
   /** Code of a refusal on this dimension. */
-  code: GuardErrorCode
+  code: QuotaRefusalCode
 }
 
 const DAY_SECONDS = 86_400

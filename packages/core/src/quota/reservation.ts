@@ -1,7 +1,7 @@
 /** What a reserve() holds until the call ends: charged counters and leases. */
-import { adjust, refundAll, type Reading } from './all-or-nothing.js'
+import { adjust, refundAll, type Reading } from './counters.js'
 import type { Lease } from './lease.js'
-import type { QuotaState } from './types.js'
+import type { QuotaState } from '../types.js'
 import { toPoints } from './windows.js'
 
 /** A call admitted by QuotaAdmission.reserve, to be settled (or cancelled) exactly once. */

@@ -1,8 +1,8 @@
-// Helpers for the upstream-*.test.ts suites (not a test file itself).
-import { resolveOptions } from '../src/options.js'
-import type { GuardEvent, GuardOptions, ModelSpec, ResolvedOptions } from '../src/types.js'
-import { UpstreamPool } from '../src/upstream/pool.js'
-import type { AcquireRequest } from '../src/upstream/types.js'
+// Helpers for the test/upstream/*.test.ts suites (not a test file itself).
+import { resolveOptions } from '../../src/options.js'
+import type { GuardEvent, GuardOptions, ModelSpec, ResolvedOptions } from '../../src/types.js'
+import { UpstreamPool } from '../../src/upstream/pool.js'
+import type { AcquireRequest } from '../../src/upstream/types.js'
 
 export interface PoolSetup {
   pool: UpstreamPool

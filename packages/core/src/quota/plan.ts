@@ -5,10 +5,10 @@
  *   `${prefix}:${scope}:${dimension}:${id}:${UTC date}`  tokensPerDay, usdPerDay
  *   `${prefix}:${scope}:concurrency:${id}`               lease sorted set (Redis)
  */
-import type { Charge, Reading } from './all-or-nothing.js'
+import type { Charge, Reading } from './counters.js'
 import type { LeaseCount } from './lease.js'
-import type { LimiterFactory } from './store.js'
-import type { Identity, QuotaPolicies, QuotaPolicy, QuotaState } from './types.js'
+import type { LimiterFactory } from '../store.js'
+import type { Identity, QuotaPolicies, QuotaPolicy, QuotaState } from '../types.js'
 import { WINDOW_SPECS, fromPoints, limitPoints, toPoints, utcDay, type Cost, type UtcDay, type WindowSpec } from './windows.js'
 
 /** The scopes QuotaAdmission limits (upstream scopes live in upstream/). */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { paceLimits, rampJitterMs, type PaceLimits } from '../src/upstream/pace-limits.js'
-import { SlidingLog } from '../src/upstream/sliding-log.js'
-import type { ResolvedModel } from '../src/types.js'
+import { paceLimits, rampJitterMs, type PaceLimits } from '../../src/upstream/pace-limits.js'
+import { SlidingLog } from '../../src/upstream/sliding-log.js'
+import type { ResolvedModel } from '../../src/types.js'
 
 const model = (over: Partial<ResolvedModel> = {}): ResolvedModel => ({
   name: 'm',
@@ -115,11 +115,11 @@ describe('SlidingLog: exact under sliding windows', () => {
     const a = log.take(0, 800, limits)
     expect(a.ok).toBe(true)
     expect(log.take(200, 800, limits, true).ok).toBe(false)
-    if (a.ok) log.settle(200, a.id, 1, 100, limits)
+    if (a.ok) log.recount(200, a.id, 1, 100, limits)
     expect(log.take(200, 800, limits).ok).toBe(true)
     const b = log.take(1_000, 100, limits) // after the second 800's share of the token rate (below)
     expect(b.ok).toBe(true)
-    if (b.ok) log.settle(1_000, b.id, 0, 0, limits)
+    if (b.ok) log.recount(1_000, b.id, 0, 0, limits)
     expect(log.fractionAt(1_000, limits)).toBeCloseTo(0.9, 6) // 100 + 800 of 1000 tokens
   })
 
@@ -146,13 +146,13 @@ describe('SlidingLog: exact under sliding windows', () => {
     expect(big.ok).toBe(true)
     const blocked = log.take(100, 50, limits, true)
     expect(blocked.ok === false && blocked.reason === 'spacing').toBe(true)
-    if (big.ok) log.settle(100, big.id, 1, 60, limits) // used 60: its share is one request interval
+    if (big.ok) log.recount(100, big.id, 1, 60, limits) // used 60: its share is one request interval
     expect(log.take(100, 50, limits).ok).toBe(true)
     const next = log.take(150, 50, limits, true)
     expect(next.ok === false && next.reason === 'spacing').toBe(true)
     const c = log.take(300, 500, limits)
     expect(c.ok).toBe(true)
-    if (c.ok) log.settle(300, c.id, 0, 0, limits) // cancelled: never sent
+    if (c.ok) log.recount(300, c.id, 0, 0, limits) // cancelled: never sent
     expect(log.take(400, 50, limits).ok).toBe(true)
   })
 

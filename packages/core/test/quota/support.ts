@@ -1,9 +1,10 @@
 // Shared by the store, lease and quota tests: a QuotaAdmission on the memory store or on the run's
 // redis-server, with ResolvedOptions built literally (only the fields admission reads).
 import { Redis } from 'ioredis'
-import { QuotaAdmission, type QuotaAdmissionDeps } from '../src/quota.js'
-import type { GuardEvent, QuotaPolicies, QuotaState, ResolvedOptions } from '../src/types.js'
-import { redisClient, type StoreKind } from '../../../test/support/redis.js'
+import { QuotaAdmission, type QuotaAdmissionDeps } from '../../src/quota/admission.js'
+import type { QwenGuardError } from '../../src/errors.js'
+import type { GuardEvent, QuotaPolicies, QuotaState, ResolvedOptions } from '../../src/types.js'
+import { redisClient, type StoreKind } from '../../../../test/support/redis.js'
 
 type StoreRedis = ResolvedOptions['store']['redis']
 
@@ -57,11 +58,11 @@ export function dim(states: QuotaState[], dimension: QuotaState['dimension'], sc
 }
 
 /** The rejection of a promise (fails when it resolves). */
-export async function refusalOf(promise: Promise<unknown>): Promise<any> {
+export async function refusalOf(promise: Promise<unknown>): Promise<QwenGuardError> {
   try {
     await promise
   } catch (error) {
-    return error
+    return error as QwenGuardError
   }
   throw new Error('expected a refusal, the call was admitted')
 }

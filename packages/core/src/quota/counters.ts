@@ -10,7 +10,7 @@
  * refused falsely; that is the accepted price.
  */
 import type { RateLimiterRes } from 'rate-limiter-flexible'
-import { ADJUST_SLACK_MS, type Counted, type Counter } from './store.js'
+import { ADJUST_SLACK_MS, type Counted, type Counter } from '../store.js'
 import type { WindowSpec } from './windows.js'
 
 /** One counter a call is charged on. Points are integers (see windows.ts toPoints). */

@@ -1,9 +1,9 @@
 import { afterAll, expect, it } from 'vitest'
-import { describeEachStore, describeRedis, redisClient } from '../../../test/support/redis.js'
-import { createMemoryLeaseStore, createRedisLeaseStore, type LeaseStore } from '../src/lease.js'
-import { createGuardStore } from '../src/store.js'
+import { describeEachStore, describeRedis, redisClient } from '../../../../test/support/redis.js'
+import { createMemoryLeaseStore, createRedisLeaseStore, type LeaseStore } from '../../src/quota/lease.js'
+import { createGuardStore } from '../../src/store.js'
 import type { Redis } from 'ioredis'
-import { sleep } from './quota-support.js'
+import { sleep } from './support.js'
 
 const onRedis = (redis: Redis, prefix = 'x') => createRedisLeaseStore(createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}))
 

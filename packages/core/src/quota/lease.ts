@@ -14,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
-import type { GuardStore } from './store.js'
+import type { GuardStore } from '../store.js'
 
 /** A held lease. `release()` is idempotent and never throws; it stops the renewals. */
 export interface Lease {

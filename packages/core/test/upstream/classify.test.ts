@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { backoffDelay } from '../src/upstream/backoff.js'
-import { classifyRefusal } from '../src/upstream/classify.js'
-import type { RefusalKind } from '../src/upstream/types.js'
+import { backoffDelay } from '../../src/upstream/backoff.js'
+import { classifyRefusal } from '../../src/upstream/classify.js'
+import type { RefusalKind } from '../../src/upstream/types.js'
 
 const compat = (code: string, message: string) =>
   JSON.stringify({ error: { message, type: code, param: null, code }, request_id: 'r' })
