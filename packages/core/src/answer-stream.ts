@@ -110,6 +110,8 @@ export interface RelayStreamOptions {
    * this long, in ms (`upstream.streamIdleMs`): a stream nobody reads must not hold its lease forever.
    */
   idleMs: number
+  /** Closes the connection to Qwen when the guard ends the stream before Qwen did (a read may be pending). */
+  stopUpstream?: () => void
 }
 
 /** How the caller's stream ended. */
@@ -125,19 +127,65 @@ type Ending =
   /** Nothing moved for `idleMs`: Qwen sent nothing (`waiting` on it) or the caller read nothing. */
   | { kind: 'idle'; waitingForQwen: boolean }
 
+/**
+ * How long the guard keeps reading Qwen's stream after the caller stopped reading it (cancel, abort,
+ * idle), in ms: what Qwen already sent (often the whole answer and its usage chunk, waiting in the
+ * socket) is counted before the connection is closed, so a caller cannot pay for less than it made
+ * Qwen produce by stopping early.
+ */
+const DRAIN_MS = 1_000
+
 /** The caller's stream: chunks passed through one by one as they arrive. */
 export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStreamOptions): ReadableStream<Uint8Array> {
-  const { clientWantsUsage, slot, settlement, signal, idleMs } = options
+  const { clientWantsUsage, slot, settlement, signal, idleMs, stopUpstream } = options
   let usage: unknown
   let sawUsage = false
-  let streamedTokens = 0
+  /** Completion tokens estimated from every chunk read from Qwen (delivered to the caller or not). */
+  let receivedTokens = 0
   let ended = false
   let waitingForQwen = false
+  /** The read from Qwen in progress, if any: one at a time, shared by the caller's pulls and the drain. */
+  let reading: Promise<IteratorResult<SseEvent>> | undefined
   let output: ReadableStreamDefaultController<Uint8Array> | undefined
   const onAbort = () => void end({ kind: 'aborted', reason: signal?.reason })
   // One timer, re-armed whenever the stream moves (a pull starts, a chunk is written).
   const idle = setTimeout(() => void end({ kind: 'idle', waitingForQwen }), idleMs)
   idle.unref?.()
+
+  function readQwen(): Promise<IteratorResult<SseEvent>> {
+    reading ??= events.next().finally(() => {
+      reading = undefined
+    })
+    return reading
+  }
+
+  /** Counts a chunk read from Qwen: its usage (the last one wins) and its text. */
+  function count(chunk: Chunk): void {
+    if (chunk.usage !== undefined && chunk.usage !== null) {
+      usage = chunk.usage
+      sawUsage = true
+    }
+    receivedTokens += completionTokensOf(chunk)
+  }
+
+  /** After the caller stopped reading: counts what Qwen sends within DRAIN_MS, until its end. */
+  async function drain(): Promise<void> {
+    const until = Date.now() + Math.min(DRAIN_MS, idleMs)
+    for (;;) {
+      const left = until - Date.now()
+      if (left <= 0) return
+      let timer: NodeJS.Timeout | undefined
+      const late = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), left)
+      })
+      const next = await Promise.race([readQwen().catch(() => undefined), late])
+      clearTimeout(timer)
+      if (next === 'late' || next === undefined || next.done) return
+      const read = readEvent(next.value)
+      if (read.kind === 'chunk') count(read.chunk)
+      else if (read.kind !== 'skip') return
+    }
+  }
 
   /** The one place a stream ends: write its last event, stop Qwen's stream, settle. */
   async function end(ending: Ending): Promise<void> {
@@ -159,10 +207,13 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     } catch {
       // The caller's side is already closed or errored: nothing more to tell it.
     }
-    // Stops reading Qwen (closes the connection when it has not ended); waits for a read in progress.
+    const callerStopped = ending.kind === 'cancelled' || ending.kind === 'aborted' || (ending.kind === 'idle' && !ending.waitingForQwen)
+    if (callerStopped) await drain()
+    // Closes the connection (a read still pending ends with it), then stops reading Qwen.
+    if (ending.kind !== 'done') stopUpstream?.()
     const closing = events.return(undefined).catch(() => undefined)
     if (ending.kind === 'upstream_error') await slot.fail(ending.refusal)
-    await settlement.settle(sawUsage ? { usage } : { streamedCompletionTokens: streamedTokens })
+    await settlement.settle(sawUsage ? { usage } : { streamedCompletionTokens: receivedTokens })
     await closing
   }
 
@@ -180,7 +231,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
         idle.refresh()
         waitingForQwen = true
         try {
-          next = await events.next()
+          next = await readQwen()
         } catch {
           return end({ kind: 'broken' })
         } finally {
@@ -195,11 +246,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
         if (read.kind === 'garbage') return end({ kind: 'broken' })
         if (read.kind === 'skip') continue
         const { chunk } = read
-        if (chunk.usage !== undefined && chunk.usage !== null) {
-          usage = chunk.usage
-          sawUsage = true
-        }
-        streamedTokens += completionTokensOf(chunk)
+        count(chunk)
         const data = outgoingData(event, chunk, clientWantsUsage)
         if (data === undefined) continue
         controller.enqueue(encodeSseData(data))
@@ -208,7 +255,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
       }
     },
     async cancel() {
-      // The caller went away: stop the upstream call and charge what was streamed so far.
+      // The caller went away: count what Qwen already sent, stop the upstream call, settle.
       await end({ kind: 'cancelled' })
     },
   })

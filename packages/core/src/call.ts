@@ -364,7 +364,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
         const errorText = await response.text()
         return { kind: 'refused', refusal: refusal({ status: response.status, body: errorText, headers: response.headers }), reached: false }
       }
-      return stream ? await answerStream(deps, response, send, slot) : await answerJson(response, slot, refusal)
+      return stream ? await answerStream(deps, response, send, slot, upstream) : await answerJson(response, slot, refusal)
     } catch (error) {
       // Reading Qwen's accepted answer failed: it may have billed the prompt.
       return await failedToSend(slot, send, error, upstream, true, refusal)
@@ -400,6 +400,8 @@ interface UpstreamAbort {
   timedOut(): boolean
   /** Qwen answered (or the attempt ended): the deadline no longer applies to this attempt. */
   answered(): void
+  /** Closes the connection to Qwen (a stream the guard ended before Qwen did). */
+  stop(): void
 }
 
 /**
@@ -417,7 +419,12 @@ function upstreamAbort(caller: AbortSignal | undefined, deadline: number): Upstr
     timedOut = true
     controller.abort(new Error('upstream deadline'))
   }, Math.max(1, deadline - Date.now()))
-  return { signal: controller.signal, timedOut: () => timedOut, answered: () => clearTimeout(timer) }
+  return {
+    signal: controller.signal,
+    timedOut: () => timedOut,
+    answered: () => clearTimeout(timer),
+    stop: () => controller.abort(new Error('stream ended by the guard')),
+  }
 }
 
 async function failedToSend(
@@ -498,7 +505,13 @@ function isCompletion(value: unknown): value is Completion {
   return Array.isArray(record.choices) && (record.error === undefined || record.error === null)
 }
 
-async function answerStream(deps: CallDeps, response: Response, send: SendRequest, slot: UpstreamSlot): Promise<SendOutcome> {
+async function answerStream(
+  deps: CallDeps,
+  response: Response,
+  send: SendRequest,
+  slot: UpstreamSlot,
+  upstream: UpstreamAbort,
+): Promise<SendOutcome> {
   if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }), reached: true }
   const first = await firstEvent(response.body, deps.options.upstream.maxRetryAfterMs)
   if (!first.events) return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }), reached: true }
@@ -507,7 +520,14 @@ async function answerStream(deps: CallDeps, response: Response, send: SendReques
   return {
     kind: 'answered',
     async answer(info, settlement) {
-      const stream = relayStream(events, { clientWantsUsage, slot, settlement, signal: send.signal, idleMs: deps.options.upstream.streamIdleMs })
+      const stream = relayStream(events, {
+        clientWantsUsage,
+        slot,
+        settlement,
+        signal: send.signal,
+        idleMs: deps.options.upstream.streamIdleMs,
+        stopUpstream: upstream.stop,
+      })
       return { info, response: new PreparedStreamResponse(stream, answerHeaders(info, 'sse')) }
     },
   }
