@@ -33,8 +33,10 @@ const EN_WORDS = (
 // Common Han characters (the simulator counts 2/3 token each, about 1.5 characters per token).
 const ZH_CHARS = '请解释这个问题的原因并给出一个简单例子我们需要翻译总结写代码旅行计划天气历史模型限制用户回答时间'
 
-/** Prompt sizes in (approximate) tokens and answer caps: short chat turns to long documents. */
-const PROMPT_TOKENS = [20, 40, 80, 150, 300, 600, 1_200]
+/** Prompt sizes in (approximate) tokens and answer caps: short chat turns to long answers. The largest
+ * call (about 1,480 tokens) fits the 1 s token window of 100,000 TPM (1,667 tokens): no call is one
+ * that no strategy could ever get accepted. */
+const PROMPT_TOKENS = [20, 40, 80, 150, 300, 450]
 const MAX_TOKENS = [32, 64, 128, 256, 512, 1_024]
 
 function text(rand: () => number, language: 'en' | 'zh', tokens: number): string {
