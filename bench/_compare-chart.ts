@@ -25,7 +25,7 @@ const W = 960
 const PANEL_H = 150
 const LEFT = 56
 const RIGHT = 16
-const TOP = 40
+const TOP = 52
 const GAP = 34
 const Y_MAX = 1.5 // 150 % of the limit
 
@@ -40,7 +40,8 @@ export function renderChart(title: string, panels: Panel[], limits: ChartLimits,
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" viewBox="0 0 ${W} ${h}" font-family="sans-serif" font-size="11">`,
     `<rect width="${W}" height="${h}" fill="#fff"/>`,
     `<text x="${LEFT}" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`,
-    `<text x="${LEFT}" y="32" fill="#555">grey bars: accepted per 1 s / RPS limit · blue: accepted per sliding 60 s / RPM limit · green: tokens per sliding 60 s / TPM limit · red marks under the axis: seconds with upstream 429s (taller = more) · dashed: the limit</text>`,
+    `<text x="${LEFT}" y="32" fill="#555">grey bars: accepted per 1 s / RPS limit · blue: accepted per sliding 60 s / RPM limit · green: tokens per sliding 60 s / TPM limit</text>`,
+    `<text x="${LEFT}" y="46" fill="#555">red marks under an axis: seconds with upstream 429s (taller = more) · dashed: the limit</text>`,
   ]
   panels.forEach((panel, i) => {
     const top = TOP + 14 + i * (PANEL_H + GAP)
