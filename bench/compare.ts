@@ -5,7 +5,8 @@
 // queue, (d) bottleneck, (e) qwen-guard. Each strategy runs in its own process with its own simulator
 // (same limits), all at once on this machine, so they share its noise but not an event loop (one
 // strategy's retry storm does not delay another's sends). Prints one table, writes
-// bench/results/compare-<full|quick>.svg.
+// bench/results/compare-<full|quick>.svg. Then scenario 4 (guard only): retrying after exactly the
+// refusal's retryAfterMs, and 20 ms early.
 //
 // Clock: REAL TIME for everything. The simulator runs at timeScale 1 and no strategy's clock is
 // scaled: the openai SDK's retry timer cannot be scaled from outside, so compressing time would make
@@ -15,11 +16,12 @@
 // + 15 s drain (about 1.6 min): shorter, and its busiest 60 s includes the guard's ramp-up.
 import { fork } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
-import { loadavg } from 'node:os'
+import { availableParallelism, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { countPromptTokens } from '@qwen-guard/simulator'
 import { renderChart } from './_compare-chart.js'
+import { runExactness } from './_compare-exactness.js'
 import { SIM_LATENCY, scheduleOf, type FromWorker, type Setup, type ToWorker } from './_compare-worker.js'
 
 const { values: args } = parseArgs({
@@ -126,6 +128,12 @@ console.log(
     load.map((x) => x.toFixed(2)).join(' / '),
 )
 console.table(rows)
+if (load[0]! > availableParallelism()) {
+  console.log(
+    `WARNING: load average ${load[0]!.toFixed(1)} on ${availableParallelism()} CPUs during the run: the machine was oversubscribed, ` +
+      'so late timers and sends measure it as much as the strategies. Rerun on a quieter machine before quoting these figures.',
+  )
+}
 for (const r of results) {
   const refused = Object.entries(r.stats.refused).map(([code, n]) => `${code} ${n}`)
   if (refused.length > 0) console.log(`  ${r.name}: upstream refusals by code: ${refused.join(', ')}`)
@@ -133,6 +141,23 @@ for (const r of results) {
 if (letters.includes('e')) console.log(`qwen-guard goals: ${guardPass ? 'PASS' : 'FAIL'}`)
 console.log('\nmarkdown:\n| strategy | completed | upstream 429s | busiest 60 s / RPM | completed / max | p50 / p99 latency | Jain |\n|---|---|---|---|---|---|---|')
 console.log(headline.join('\n'))
+
+// Scenario 4: exactness of the guard's retryAfterMs (guard only: the other strategies get no wait to honour).
+if (letters.includes('e')) {
+  const seconds = args.quick ? 15 : 30
+  const rows = await runExactness(seconds * 1000)
+  const [exact, early] = rows as [(typeof rows)[number], (typeof rows)[number]]
+  console.log(
+    `\nscenario 4, exactness (qwen-guard only, real time, ${seconds} s): 6 users over their own quota (user rps 2), half retrying ` +
+      'after exactly the refusal\'s retryAfterMs, half 20 ms early',
+  )
+  console.table(rows.map((r) => ({ ...r, 'refused again': `${r.refusedAgain} of ${r.retries} (${pct(r.retries ? r.refusedAgain / r.retries : 0)})` })).map(({ refusedAgain: _, ...r }) => r))
+  console.log(
+    `  exact waiters refused again: ${exact.refusedAgain} (goal 0: ${exact.refusedAgain === 0 ? 'PASS' : 'FAIL'}); ` +
+      `early waiters refused again: ${pct(early.retries ? early.refusedAgain / early.retries : 0)} (goal > 50 %, the wait is not padded: ` +
+      `${early.refusedAgain > early.retries / 2 ? 'PASS' : 'FAIL'})`,
+  )
+}
 
 if (!args['no-chart']) {
   const out = new URL('./results/', import.meta.url)
