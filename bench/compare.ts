@@ -11,9 +11,9 @@
 // Clock: REAL TIME for everything. The simulator runs at timeScale 1 and no strategy's clock is
 // scaled: the openai SDK's retry timer cannot be scaled from outside, so compressing time would make
 // (a), (b) and (d) wait too long relative to the simulator's windows. Full run: the dated snapshot's
-// limits (60 RPM / 100,000 TPM), 180 s of load + 30 s drain (about 3.7 min). --quick: the same shape
+// limits (60 RPM / 100,000 TPM), 180 s of load + 30 s drain (about 3.7 min, + 30 s of scenario 4). --quick: the same shape
 // at 600 RPM / 1,000,000 TPM (qwen-plus's limits; every strategy configured for that rate) for 75 s
-// + 15 s drain (about 1.6 min): shorter, and its busiest 60 s includes the guard's ramp-up.
+// + 15 s drain (about 1.6 min, + 15 s of scenario 4): shorter, and its busiest 60 s includes the guard's ramp-up.
 import { fork } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { availableParallelism, loadavg } from 'node:os'
