@@ -128,10 +128,11 @@ type Ending =
   | { kind: 'idle'; waitingForQwen: boolean }
 
 /**
- * How long the guard keeps reading Qwen's stream after the caller stopped reading it (cancel, abort,
- * idle), in ms: what Qwen already sent (often the whole answer and its usage chunk, waiting in the
- * socket) is counted before the connection is closed, so a caller cannot pay for less than it made
- * Qwen produce by stopping early.
+ * How long the guard keeps reading Qwen's stream after the caller left it unread for `idleMs`, in ms:
+ * what Qwen sent meanwhile (often the whole answer and its usage chunk, waiting in the socket) is
+ * counted before the connection is closed, so a caller that stalls cannot pay for less than it made
+ * Qwen produce. A caller that cancels or aborts is charged what it was sent (the connection closes at
+ * once, which is what stops Qwen from generating more).
  */
 const DRAIN_MS = 1_000
 
@@ -168,7 +169,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     receivedTokens += completionTokensOf(chunk)
   }
 
-  /** After the caller stopped reading: counts what Qwen sends within DRAIN_MS, until its end. */
+  /** After the caller left the stream unread: counts what Qwen sends within DRAIN_MS, until its end. */
   async function drain(): Promise<void> {
     const until = Date.now() + Math.min(DRAIN_MS, idleMs)
     for (;;) {
@@ -207,8 +208,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     } catch {
       // The caller's side is already closed or errored: nothing more to tell it.
     }
-    const callerStopped = ending.kind === 'cancelled' || ending.kind === 'aborted' || (ending.kind === 'idle' && !ending.waitingForQwen)
-    if (callerStopped) await drain()
+    if (ending.kind === 'idle' && !ending.waitingForQwen) await drain()
     // Closes the connection (a read still pending ends with it), then stops reading Qwen.
     if (ending.kind !== 'done') stopUpstream?.()
     const closing = events.return(undefined).catch(() => undefined)

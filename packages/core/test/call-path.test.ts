@@ -285,29 +285,12 @@ describe('issue 10.2: a stream nobody moves ends after upstream.streamIdleMs', (
   })
 })
 
-describe('issue 10.7: a caller that stops reading pays for what Qwen sent, not for what it read', () => {
+describe('issue 10.7: a caller that stalls pays for what Qwen sent, not for what it read', () => {
   const usage = { prompt_tokens: 9, completion_tokens: 400, total_tokens: 409 }
   // The whole answer and its usage chunk arrive at once and wait in the socket.
   const whole = (_req: unknown, res: Parameters<typeof sse>[0]) =>
     sse(res, [...Array.from({ length: 40 }, (_, i) => chunkEvent(`part ${i} `)), usageEvent(usage), 'data: [DONE]\n\n'])
   const settledOf = (events: GuardEvent[]) => events.filter((e) => e.type === 'settled')
-
-  it('relay: one chunk read, then the body cancelled: settled from Qwen\'s usage', async () => {
-    stub.handle = whole
-    const { guard, events } = guardWith()
-    const relayed = await createRelay(guard)({
-      method: 'POST',
-      path: '/chat/completions',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ ...body, stream: true, max_tokens: 500 }),
-      identity: { user: 'stopper' },
-    })
-    const reader = (relayed.body as ReadableStream<Uint8Array>).getReader()
-    await reader.read()
-    await reader.cancel()
-    expect(settledOf(events).at(-1)).toMatchObject({ basis: 'usage', usedTokens: 409 })
-    await guard.close()
-  })
 
   it('client: a stream read once and then left unread until streamIdleMs: settled from usage, not the one chunk', async () => {
     stub.handle = whole
