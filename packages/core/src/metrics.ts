@@ -53,7 +53,9 @@ export function createGuardMetrics(
 ): GuardMetrics {
   let recorder: Recorder | undefined
   let pending: Array<GuardEvent | number> = []
+  let failed = false
   const keep = (item: GuardEvent | number) => {
+    if (failed) return
     if (pending.length >= MAX_PENDING) pending.shift()
     pending.push(item)
   }
@@ -68,7 +70,8 @@ export function createGuardMetrics(
     return registry
   })
   ready.catch(() => {
-    pending = [] // nothing will count them; handled here so no unhandled rejection
+    failed = true // prom-client is missing: nothing will count events, so none are kept
+    pending = []
   })
 
   async function scrape(): Promise<MetricsScrape> {
