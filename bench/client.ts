@@ -61,6 +61,8 @@ try {
   const redis = redisServer ? new Redis(redisServer.url) : undefined
   const guards = [
     { store: 'memory', guard: createGuard(options()) },
+    // The same with Prometheus metrics on (issue 13: metrics cost no more than 5 µs per call).
+    { store: 'memory + metrics', guard: createGuard({ ...options(), metrics: true }) },
     ...(redis ? [{ store: 'Redis', guard: createGuard(options({ redis, prefix: 'bench-client' })) }] : []),
   ]
   const rows = []

@@ -192,7 +192,9 @@ describe('the installed packages (newest openai)', () => {
       expect((JSON.parse(manifest) as { license: string }).license).toBe('MIT')
     }
     const core = JSON.parse(readFileSync(join(installed('core'), 'package.json'), 'utf8')) as Record<string, Record<string, string>>
-    expect(core.peerDependencies).toEqual({ openai: `^${LOWEST_OPENAI}`, ioredis: '^5.0.0' })
+    expect(core.peerDependencies).toEqual({ openai: `^${LOWEST_OPENAI}`, ioredis: '^5.0.0', 'prom-client': '^15.0.0' })
+    // ioredis and prom-client are optional peers: an app installs them only for Redis or metrics.
+    expect(core.peerDependenciesMeta).toEqual({ ioredis: { optional: true }, 'prom-client': { optional: true } })
     expect(core.dependencies).not.toHaveProperty('openai')
     for (const name of ['express', 'koa']) {
       const manifest = JSON.parse(readFileSync(join(installed(name), 'package.json'), 'utf8')) as Record<string, Record<string, string>>

@@ -33,7 +33,7 @@ describe('the public Guard', () => {
   it('holds no options: nothing with the upstream key is enumerable, serialised or inspected', async () => {
     const guard = main.createGuard({ upstream: { apiKey: SECRET } })
     expect('options' in guard).toBe(false)
-    expect(Object.keys(guard).sort()).toEqual(['call', 'check', 'client', 'close', 'fetch', 'models', 'on', 'state'])
+    expect(Object.keys(guard).sort()).toEqual(['call', 'check', 'client', 'close', 'fetch', 'metrics', 'models', 'on', 'state'])
     expect(JSON.stringify(guard) ?? '').not.toContain(SECRET)
     expect(inspect(guard, { depth: 10 })).not.toContain(SECRET)
     // The relay still reads what it needs from a guard made by createGuard, and refuses anything else.

@@ -158,6 +158,7 @@ async function sendWithRetries(
         type: 'admitted',
         identity,
         model: slot.model,
+        account: slot.accountId,
         reservedTokens: plan.reservedTokens,
         queuedMs: slot.queuedMs,
       })

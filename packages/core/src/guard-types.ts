@@ -1,4 +1,5 @@
 import type OpenAI from 'openai'
+import type { MetricsHandler } from './metrics.js'
 import type {
   CallInfo,
   ChatMessageLike,
@@ -82,6 +83,14 @@ export interface Guard {
   models(): ModelEntry[]
   /** Subscribes to an event; returns the unsubscribe function. */
   on<T extends GuardEventType>(type: T, listener: GuardListener<T>): () => void
+  /**
+   * The Prometheus metrics handler (docs/metrics.md): `(req, res) => void`, usable as an Express
+   * route (`app.get('/metrics', guard.metrics())`), answering 200 with the text exposition format
+   * (`text/plain; version=0.0.4`), or 500 when prom-client is not installed; `.scrape()` gives the
+   * content type and text for other frameworks.
+   * @throws Error when the guard was created without `metrics`
+   */
+  metrics(): MetricsHandler
   /** Stops timers and rejects waiters; does not close a Redis client it was given. */
   close(): Promise<void>
 }

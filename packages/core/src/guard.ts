@@ -3,6 +3,7 @@ import { guardedCall } from './call.js'
 import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client.js'
 import { planCall } from './cost.js'
 import { createEmitter } from './events.js'
+import { createGuardMetrics, type GuardMetrics, type MetricsHandler } from './metrics.js'
 import { requireIdentity } from './identity.js'
 import { hideGuardOptions } from './guard-internals.js'
 import type { CheckRequest, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
@@ -10,7 +11,7 @@ import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota/index.js'
 import { createGuardStore } from './store.js'
 import { UpstreamPool } from './upstream/pool.js'
-import type { CheckResult, GuardOptions, Identity, QuotaState } from './types.js'
+import type { CheckResult, GuardOptions, Identity, QuotaState, ResolvedOptions } from './types.js'
 
 /**
  * Creates a guard: one per process, shared by every route that calls Qwen.
@@ -33,10 +34,12 @@ export function createGuard(options: GuardOptions): Guard {
   const pool = new UpstreamPool({ options: resolved, emit: events.emit, store })
   const callDeps = { options: resolved, quota, pool, emit: events.emit }
   const modelList = listModels(resolved.allowedModels)
+  const metrics = resolved.metrics ? createGuardMetrics(resolved.metrics, events, () => pool.state()) : undefined
+  const call: typeof guardedCall = metrics ? (deps, ...args) => timedCall(metrics, deps, ...args) : guardedCall
 
   const clientDeps: ClientDeps = {
     options: resolved,
-    call: (identity, body, callOptions) => guardedCall(callDeps, identity, body, callOptions),
+    call: (identity, body, callOptions) => call(callDeps, identity, body, callOptions),
     models: () => modelList,
   }
   const clients = new ClientCache()
@@ -50,7 +53,7 @@ export function createGuard(options: GuardOptions): Guard {
     },
     async call(identity, body, { signal } = {}): Promise<GuardedResponse> {
       const who = requireIdentity(identity)
-      return guardedCall(callDeps, who, body, signal ? { signal } : {})
+      return call(callDeps, who, body, signal ? { signal } : {})
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
       const who = requireIdentity(identity)
@@ -62,6 +65,10 @@ export function createGuard(options: GuardOptions): Guard {
     },
     models: () => modelList,
     on: events.on,
+    metrics(): MetricsHandler {
+      if (!metrics) throw new Error('guard.metrics() needs metrics turned on: createGuard({ ..., metrics: true }) (and prom-client installed)')
+      return metrics.handler()
+    },
     async close() {
       await Promise.all([pool.close(), quota.close()])
       store.close()
@@ -70,6 +77,28 @@ export function createGuard(options: GuardOptions): Guard {
   hideGuardOptions(guard, resolved)
   return guard
 }
+
+/**
+ * A call whose overhead is measured: from the guard receiving it to its first upstream request
+ * being sent, less the time it queued for upstream capacity. Only calls answered at the first
+ * attempt count (a retry's backoff is no overhead). The upstream fetch is wrapped for this call
+ * alone (call.ts reads `deps.options.upstream.fetch`), so nothing changes when metrics are off.
+ */
+async function timedCall(metrics: GuardMetrics, deps: Parameters<typeof guardedCall>[0], ...args: DropFirst<Parameters<typeof guardedCall>>) {
+  const started = performance.now()
+  let sentAt: number | undefined
+  const upstreamFetch = deps.options.upstream.fetch
+  const fetch: typeof globalThis.fetch = (input, init) => {
+    sentAt ??= performance.now()
+    return upstreamFetch(input, init)
+  }
+  const options: ResolvedOptions = { ...deps.options, upstream: { ...deps.options.upstream, fetch } }
+  const result = await guardedCall({ ...deps, options }, ...args)
+  if (result.info.attempts === 1 && sentAt !== undefined) metrics.overhead((sentAt - started - result.info.queuedMs) / 1000)
+  return result
+}
+
+type DropFirst<T extends unknown[]> = T extends [unknown, ...infer Rest] ? Rest : never
 
 function listModels(allowed: Set<string>): ModelEntry[] {
   const created = Math.floor(Date.now() / 1000)

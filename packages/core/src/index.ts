@@ -17,3 +17,4 @@ export { createRelay, type Relay, type RelayRequest, type RelayResponse, type Re
 export type * from './guard-types.js'
 export type * from './types.js'
 export { safeErrorLine, maskKeys } from './safe-error-line.js'
+export type { MetricsHandler, MetricsScrape } from './metrics.js'

@@ -8,6 +8,7 @@ import { BUILTIN_MODELS, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS, DEFA
 import type {
   GuardOptions,
   Identity,
+  MetricsRegistry,
   ModelSpec,
   QuotaPolicies,
   QuotaPolicy,
@@ -60,6 +61,7 @@ const TOP_KEYS = [
   'searchAllowanceTokens',
   'estimator',
   'allowedModels',
+  'metrics',
 ]
 const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'maxRetryAfterMs', 'streamIdleMs', 'rampUp', 'fetch']
 const ACCOUNT_KEYS = ['id', 'apiKey', 'apiKeys', 'models']
@@ -513,5 +515,27 @@ export function resolveOptions(options: GuardOptions, extraKeys: readonly string
     searchAllowanceTokens: resolveSearchAllowance(root.searchAllowanceTokens),
     estimator: resolveEstimator(root.estimator),
     allowedModels: resolveAllowed(root.allowedModels, models),
+    metrics: resolveMetrics(root.metrics),
   }
+}
+
+const METRICS_KEYS = ['registry', 'prefix']
+
+/** `metrics`: false / absent means off; true means a registry of the guard's own and the default prefix. */
+function resolveMetrics(value: unknown): ResolvedOptions['metrics'] {
+  if (value === undefined || value === false) return undefined
+  if (value === true) return { prefix: 'qwen_guard_' }
+  const raw = object(value, 'metrics')
+  knownKeys(raw, METRICS_KEYS, 'metrics')
+  const prefix = raw.prefix === undefined ? 'qwen_guard_' : nonEmptyString(raw.prefix, 'metrics.prefix')
+  if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new QwenGuardConfigError('metrics.prefix', `must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(prefix)}`)
+  const registry = raw.registry
+  if (registry !== undefined) {
+    const r = registry as { metrics?: unknown; registerMetric?: unknown }
+    if (typeof registry !== 'object' || registry === null || typeof r.metrics !== 'function' || typeof r.registerMetric !== 'function') {
+      throw new QwenGuardConfigError('metrics.registry', 'must be a prom-client Registry')
+    }
+    return { prefix, registry: registry as MetricsRegistry }
+  }
+  return { prefix }
 }

@@ -205,7 +205,8 @@ export interface ChatMessageLike {
 
 /** Everything the guard reports. Listen with `guard.on(type, listener)`. */
 export type GuardEvent =
-  | { type: 'admitted'; identity: Identity; model: string; reservedTokens: number; queuedMs: number }
+  /** Qwen answered the call: `model` served it on `account` (the configured account id). */
+  | { type: 'admitted'; identity: Identity; model: string; account: string; reservedTokens: number; queuedMs: number }
   | { type: 'refused'; identity: Identity; model: string; scope: Scope; dimension: Dimension | undefined; code: string; retryAfterMs: number }
   | { type: 'queued'; identity: Identity; model: string; position: number }
   | { type: 'upstream_refusal'; account: string; model: string; status: number; kind: string; retryable: boolean; cooldownMs: number }
@@ -260,6 +261,32 @@ export interface GuardOptions {
   estimator?: TokenEstimator
   /** Models a client may ask for. Default: every model in the table. */
   allowedModels?: string[]
+  /**
+   * Prometheus metrics (docs/metrics.md), served by `guard.metrics()`. Needs the optional peer
+   * dependency `prom-client` (15.x), loaded only when this is set. `true`: a registry of the guard's
+   * own, names prefixed `qwen_guard_`. `{ registry, prefix }`: your prom-client `Registry` (e.g.
+   * `client.register`, to serve the guard's metrics with yours) and/or another prefix.
+   * Default: off (prom-client is never loaded).
+   */
+  metrics?: boolean | MetricsOptions
+}
+
+/** `GuardOptions.metrics` as an object. */
+export interface MetricsOptions {
+  /** A prom-client `Registry` to register the guard's metrics in. Default: a new one of the guard's own. */
+  registry?: MetricsRegistry
+  /** Prefix of every metric name. Default: 'qwen_guard_'. */
+  prefix?: string
+}
+
+/**
+ * A prom-client `Registry`, described by the members the guard uses, so that the guard's types
+ * compile in an app without prom-client installed.
+ */
+export interface MetricsRegistry {
+  readonly contentType: string
+  metrics(): Promise<string>
+  registerMetric(metric: never): void
 }
 
 /** Remaining room in one dimension of one scope, for headers and quota panels. */
@@ -350,4 +377,6 @@ export interface ResolvedOptions {
   searchAllowanceTokens: number | false
   estimator: TokenEstimator
   allowedModels: Set<string>
+  /** Undefined when metrics are off. */
+  metrics?: { prefix: string; registry?: MetricsRegistry }
 }

@@ -22,6 +22,13 @@ export interface QwenGuardKoaMiddleware {
    * client address; a non-string part throws a TypeError), or the socket-address default.
    */
   identify: IdentifyContext
+  /**
+   * Koa middleware answering the guard's Prometheus metrics (text exposition format, 200), or 500
+   * when prom-client is not installed. `router.get('/metrics', guard.metrics())`, or
+   * `app.use(guard.metrics())` on an app of its own.
+   * @throws Error when the guard was created without `metrics` (docs/metrics.md in @qwen-guard/core)
+   */
+  metrics(): Middleware
   /** Closes the guard if `qwenGuard()` created it; a guard you passed in stays yours to close. */
   close(): Promise<void>
 }
@@ -64,6 +71,21 @@ export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, a
     proxy: (proxyOptions?: KoaProxyOptions) => createProxy(guard, proxyIdentity, proxyOptions),
     guard,
     identify,
+    metrics: (): Middleware => {
+      const handler = guard.metrics()
+      return async (ctx: Context) => {
+        try {
+          const { contentType, body } = await handler.scrape()
+          ctx.status = 200
+          ctx.type = contentType
+          ctx.body = body
+        } catch (error) {
+          ctx.status = 500
+          ctx.type = 'text/plain; charset=utf-8'
+          ctx.body = `${(error as Error).message}\n`
+        }
+      }
+    },
     close: async () => {
       if (owned) await guard.close()
     },

@@ -1,0 +1,218 @@
+/**
+ * Prometheus metrics of a guard (docs/metrics.md), built on its events and on the upstream pool's
+ * state read at scrape time. prom-client is an optional peer dependency: it is imported (dynamic
+ * `import()`, in the ESM and CJS builds alike) only when `GuardOptions.metrics` is set. Events that
+ * arrive while it loads are kept and counted once it has loaded. Labels are bounded: scopes,
+ * dimensions, outcomes and refusal kinds are fixed sets; accounts and models are the configured
+ * ones. No user, key or API key is ever a label.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Emitter } from './events.js'
+import type { UpstreamState } from './upstream/types.js'
+import type { GuardEvent, MetricsRegistry, ResolvedOptions } from './types.js'
+
+/** The answer of a scrape: Prometheus text exposition format. */
+export interface MetricsScrape {
+  /** `text/plain; version=0.0.4; charset=utf-8` (the registry's content type). */
+  contentType: string
+  body: string
+}
+
+/**
+ * What `guard.metrics()` returns: a Node request handler `(req, res) => void`, usable as an Express
+ * route or middleware (`app.get('/metrics', guard.metrics())`), answering 200 with the exposition
+ * text, or 500 (text) when prom-client cannot be loaded. `scrape()` gives the text to other frameworks.
+ */
+export interface MetricsHandler {
+  (req: IncomingMessage, res: ServerResponse): void
+  /** @throws Error when prom-client is not installed */
+  scrape(): Promise<MetricsScrape>
+}
+
+/** Events kept while prom-client loads; past this many the oldest are dropped. */
+const MAX_PENDING = 10_000
+
+interface Recorder {
+  event(event: GuardEvent): void
+  overhead(seconds: number): void
+}
+
+export interface GuardMetrics {
+  /** The guard's own time before sending a call upstream, queue wait excluded (seconds). */
+  overhead(seconds: number): void
+  handler(): MetricsHandler
+}
+
+type PromClient = typeof import('prom-client')
+
+/** Subscribes to the guard's events now; loads prom-client in the background. */
+export function createGuardMetrics(
+  config: NonNullable<ResolvedOptions['metrics']>,
+  events: Emitter,
+  upstreamState: () => UpstreamState[],
+): GuardMetrics {
+  let recorder: Recorder | undefined
+  let pending: Array<GuardEvent | number> = []
+  let failed = false
+  const keep = (item: GuardEvent | number) => {
+    if (failed) return
+    if (pending.length >= MAX_PENDING) pending.shift()
+    pending.push(item)
+  }
+  const onEvent = (event: GuardEvent) => (recorder ? recorder.event(event) : keep(event))
+  for (const type of EVENT_TYPES) events.on(type, onEvent)
+
+  const ready: Promise<MetricsRegistry> = loadPromClient().then((client) => {
+    const registry = config.registry ?? (new client.Registry() as unknown as MetricsRegistry)
+    recorder = buildRecorder(client, registry, config.prefix, upstreamState)
+    for (const item of pending) typeof item === 'number' ? recorder.overhead(item) : recorder.event(item)
+    pending = []
+    return registry
+  })
+  ready.catch(() => {
+    failed = true // prom-client is missing: nothing will count events, so none are kept
+    pending = []
+  })
+
+  async function scrape(): Promise<MetricsScrape> {
+    const registry = await ready
+    return { contentType: registry.contentType, body: await registry.metrics() }
+  }
+
+  return {
+    overhead(seconds) {
+      if (recorder) recorder.overhead(seconds)
+      else keep(seconds)
+    },
+    handler() {
+      const handle = (_req: IncomingMessage, res: ServerResponse): void => {
+        scrape().then(
+          ({ contentType, body }) => {
+            res.statusCode = 200
+            res.setHeader('content-type', contentType)
+            res.end(body)
+          },
+          (error: unknown) => {
+            res.statusCode = 500
+            res.setHeader('content-type', 'text/plain; charset=utf-8')
+            res.end(`${(error as Error).message}\n`)
+          },
+        )
+      }
+      return Object.assign(handle, { scrape })
+    },
+  }
+}
+
+const EVENT_TYPES = ['admitted', 'refused', 'queued', 'upstream_refusal', 'settled', 'store_error', 'store_recovered'] as const
+
+async function loadPromClient(): Promise<PromClient> {
+  try {
+    const loaded = (await import('prom-client')) as PromClient & { default?: PromClient }
+    // CJS interop: the namespace's named exports, or its default export when a bundler wrapped it.
+    return typeof loaded.Registry === 'function' ? loaded : (loaded.default as PromClient)
+  } catch (error) {
+    throw new Error(
+      `qwen-guard metrics need the optional peer dependency prom-client (npm install prom-client): ${(error as Error).message}`,
+    )
+  }
+}
+
+function buildRecorder(client: PromClient, registry: MetricsRegistry, prefix: string, upstreamState: () => UpstreamState[]): Recorder {
+  const registers = [registry as unknown as InstanceType<PromClient['Registry']>]
+  const decisions = new client.Counter({
+    name: `${prefix}decisions_total`,
+    help: 'Decisions on calls: admitted (Qwen answered), refused (by a quota, the upstream, the store or the request), queued (waited for upstream capacity).',
+    labelNames: ['scope', 'dimension', 'outcome'] as const,
+    registers,
+  })
+  const queueWait = new client.Histogram({
+    name: `${prefix}queue_wait_seconds`,
+    help: 'Time an admitted call waited for upstream capacity (account x model pace), in seconds.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers,
+  })
+  const upstreamRequests = new client.Counter({
+    name: `${prefix}upstream_requests_total`,
+    help: 'Requests Qwen answered or refused, per configured account and model; outcome is "answered" or the refusal kind.',
+    labelNames: ['account', 'model', 'outcome'] as const,
+    registers,
+  })
+  const upstreamRefusals = new client.Counter({
+    name: `${prefix}upstream_refusals_total`,
+    help: 'Upstream refusals and failures per model; code is the kind the guard classified it as (requests, tokens, burst, server, timeout, ...).',
+    labelNames: ['model', 'code'] as const,
+    registers,
+  })
+  const tokens = new client.Counter({
+    name: `${prefix}tokens_total`,
+    help: 'Tokens of settled calls: reserved at admission, settled (charged), refunded (reserved - charged) and charged_extra (charged - reserved).',
+    labelNames: ['kind'] as const,
+    registers,
+  })
+  new client.Gauge({
+    name: `${prefix}upstream_utilisation_ratio`,
+    help: 'Fraction used of the busiest pace window (requests or tokens, per second or per minute) of each account x model, 0..1+.',
+    labelNames: ['account', 'model', 'dimension'] as const,
+    registers,
+    collect() {
+      for (const lane of upstreamState()) {
+        const ratio = Number.isFinite(lane.usedFraction) ? lane.usedFraction : 0
+        this.set({ account: lane.account, model: lane.model, dimension: 'busiest' }, ratio)
+      }
+    },
+  })
+  const overhead = new client.Summary({
+    name: `${prefix}overhead_seconds`,
+    help: "The guard's own time before a call is sent to Qwen (plan, quota, store, pool), queue wait excluded; calls answered at the first attempt.",
+    percentiles: [0.5, 0.9, 0.99],
+    maxAgeSeconds: 600,
+    ageBuckets: 5,
+    registers,
+  })
+  const storeUp = new client.Gauge({
+    name: `${prefix}store_up`,
+    help: '1 while the store (memory or Redis) answers, 0 during an outage (store_error until store_recovered).',
+    registers,
+  })
+  storeUp.set(1)
+  for (const kind of ['reserved', 'settled', 'refunded', 'charged_extra']) tokens.inc({ kind }, 0)
+
+  return {
+    overhead: (seconds) => overhead.observe(Math.max(0, seconds)),
+    event(event) {
+      switch (event.type) {
+        case 'admitted':
+          decisions.inc({ scope: 'all', dimension: 'none', outcome: 'admitted' })
+          queueWait.observe(event.queuedMs / 1000)
+          upstreamRequests.inc({ account: event.account, model: event.model, outcome: 'answered' })
+          return
+        case 'refused':
+          decisions.inc({ scope: event.scope, dimension: event.dimension ?? 'none', outcome: 'refused' })
+          return
+        case 'queued':
+          decisions.inc({ scope: 'upstream', dimension: 'none', outcome: 'queued' })
+          return
+        case 'upstream_refusal':
+          upstreamRequests.inc({ account: event.account, model: event.model, outcome: event.kind })
+          upstreamRefusals.inc({ model: event.model, code: event.kind })
+          return
+        case 'settled': {
+          const { reservedTokens, usedTokens } = event
+          tokens.inc({ kind: 'reserved' }, reservedTokens)
+          tokens.inc({ kind: 'settled' }, usedTokens)
+          tokens.inc({ kind: 'refunded' }, Math.max(0, reservedTokens - usedTokens))
+          tokens.inc({ kind: 'charged_extra' }, Math.max(0, usedTokens - reservedTokens))
+          return
+        }
+        case 'store_error':
+          storeUp.set(0)
+          return
+        case 'store_recovered':
+          storeUp.set(1)
+  for (const kind of ['reserved', 'settled', 'refunded', 'charged_extra']) tokens.inc({ kind }, 0)
+          return
+      }
+    },
+  }
+}
