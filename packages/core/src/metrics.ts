@@ -65,7 +65,10 @@ export function createGuardMetrics(
   const ready: Promise<MetricsRegistry> = loadPromClient().then((client) => {
     const registry = config.registry ?? (new client.Registry() as unknown as MetricsRegistry)
     recorder = buildRecorder(client, registry, config.prefix, upstreamState)
-    for (const item of pending) typeof item === 'number' ? recorder.overhead(item) : recorder.event(item)
+    for (const item of pending) {
+      if (typeof item === 'number') recorder.overhead(item)
+      else recorder.event(item)
+    }
     pending = []
     return registry
   })
