@@ -118,4 +118,10 @@ describe('backoffDelay', () => {
     expect(backoffDelay(1, 2000, () => 1)).toBe(2200)
     expect(backoffDelay(1, 60_000, () => 1)).toBe(61_000)
   })
+  it('a hint shorter than half the backoff ceiling does not shorten it (an upstream Retry-After of 1 ms)', () => {
+    expect(backoffDelay(1, 1, () => 0)).toBe(125)
+    expect(backoffDelay(3, 1, () => 0)).toBe(500)
+    expect(backoffDelay(20, 1, () => 0)).toBe(4000)
+    expect(backoffDelay(3, 0.001, () => 1)).toBe(550)
+  })
 })
