@@ -2,17 +2,10 @@
 // strategy. Open loop: a user's next question comes at its scheduled moment whether or not the
 // previous one was answered (what 30 people typing into a chat page do).
 
-/** mulberry32: a small seeded generator, so a schedule is the same on every run. */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from '../packages/simulator/src/random.js'
+
+/** The simulator's seeded generator (mulberry32), so a schedule is the same on every run. */
+export const seeded = seededRandom
 
 export interface Arrival {
   /** Index in the schedule. */
