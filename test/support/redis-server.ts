@@ -25,8 +25,9 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-export async function startRedisServer(): Promise<RedisServer> {
-  const port = await freePort()
+/** Starts a redis-server on loopback: on `port` (a restart on the same address), or a free one. */
+export async function startRedisServer(port?: number): Promise<RedisServer> {
+  port ??= await freePort()
   const child: ChildProcess = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'],

@@ -124,6 +124,8 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
   let downSince: number | undefined
   let lastTry = 0
   let probing = false
+  /** Settles when the probe in flight ends (answered, failed or timed out). */
+  let probeDone: Promise<void> | undefined
   let connecting: Promise<void> | undefined
 
   const health: StoreHealth = {
@@ -167,12 +169,30 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
     if (!redis) return operation()
     if (redis.status !== 'ready') return Promise.reject(new Error(`Redis connection is not ready (${redis.status})`))
     if (downSince !== undefined && !always) {
-      // In an outage: one probe at a time, at most one per interval; everything else fails at once.
+      // In an outage: one probe at a time, at most one per interval; a command sent while a probe is
+      // in flight waits for its outcome (at most the command timeout) and goes to Redis if it ended
+      // the outage, so the call that finds Redis back is served, not refused. Others fail at once.
+      if (probing && probeDone) {
+        return probeDone.then(() => (downSince === undefined ? send(operation, late, always) : Promise.reject(new StoreDownError())))
+      }
       if (probing || now() - lastTry < PROBE_INTERVAL_MS) return Promise.reject(new StoreDownError())
       probing = true
       lastTry = now()
     }
     const isProbe = downSince !== undefined && !always
+    let endProbe = () => {}
+    if (isProbe) {
+      probeDone = new Promise<void>((resolve) => {
+        let ended = false
+        endProbe = () => {
+          if (ended) return // once per probe: a late answer must not end a later probe
+          ended = true
+          probing = false
+          probeDone = undefined
+          resolve()
+        }
+      })
+    }
     return new Promise<T>((resolve, reject) => {
       let timedOut = false
       let settled = false
@@ -184,7 +204,7 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
           setImmediate(() => {
             if (settled) return
             timedOut = true
-            if (isProbe) probing = false
+            endProbe()
             reject(new StoreTimeoutError(commandTimeoutMs))
           }),
         commandTimeoutMs,
@@ -192,9 +212,10 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
       operation().then(
         (value) => {
           settled = true
-          if (isProbe) probing = false
           if (!timedOut) {
             clearTimeout(timer)
+            if (isProbe) health.succeeded() // before the commands waiting on this probe go on
+            endProbe()
             resolve(value)
           } else if (late) {
             try {
@@ -206,7 +227,7 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
         },
         (error: unknown) => {
           settled = true
-          if (isProbe) probing = false
+          endProbe()
           clearTimeout(timer)
           if (!timedOut) reject(error)
         },

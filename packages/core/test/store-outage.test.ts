@@ -138,6 +138,18 @@ for (const policy of ['open', 'closed'] as const) {
       }
       expect(storeEvents().slice(before)).toEqual(['store_error'])
     })
+
+    it('serves the first call after Redis is back on the same address (restarted), with one store_recovered', async () => {
+      const before = storeEvents().length
+      server = await startRedisServer(server.port)
+      killed = false
+      if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve))
+      await new Promise((resolve) => setTimeout(resolve, 1_100)) // past the probe interval
+      const first = await timedCall(guard, 'u4')
+      expect(first).toMatchObject({ status: 200 })
+      expect(first.ms).toBeLessThan(ANSWER_BOUND_MS)
+      expect(storeEvents().slice(before)).toEqual(['store_recovered'])
+    })
   })
 }
 
