@@ -14,7 +14,7 @@ import * as adapter from '../packages/core/src/adapter.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const SECRET = 'sk-surface-secret-4e1d'
-const ADAPTER_ONLY = ['adoptGuard', 'attachLazyClient', 'isLazyClientAttached', 'isGuard', 'identityOrDefault', 'requireIdentity']
+const ADAPTER_ONLY = ['adoptGuard', 'attachLazyClient', 'isLazyClientAttached', 'isGuard', 'identityOrDefault', 'requireIdentity', 'clientGoneSignal']
 
 /** Runs a tiny program in a fresh Node process from an example folder (a real consumer of the packages). */
 function run(program: string, type: 'module' | 'commonjs'): unknown {

@@ -1,4 +1,5 @@
 import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
+import { clientGoneSignal } from '@qwen-guard/core/adapter'
 import { sendRelayResponse } from './send.js'
 import type { Request, RequestHandler } from 'express'
 import type { ExpressProxyOptions } from './options.js'
@@ -14,12 +15,7 @@ export function createProxy(
 ): RequestHandler {
   const relay = createRelay(guard, options)
   return async function qwenGuardProxy(req, res, next) {
-    const controller = new AbortController()
-    // 'close' before the answer is finished means the client went away: stop the upstream call.
-    const onClose = () => {
-      if (!res.writableFinished) controller.abort()
-    }
-    res.once('close', onClose)
+    const signal = clientGoneSignal(res) // the guard stops queueing or streaming and settles at once
     try {
       const identity = await identify(req)
       const answer = await relay({
@@ -28,13 +24,11 @@ export function createProxy(
         headers: req.headers,
         body: req.body === undefined ? req : (req.body as Record<string, unknown> | string),
         identity,
-        signal: controller.signal, // the guard stops queueing or streaming and settles at once
+        signal,
       })
       await sendRelayResponse(answer, res)
     } catch (error) {
       next(error)
-    } finally {
-      res.off('close', onClose)
     }
   }
 }

@@ -1,6 +1,7 @@
 import { Readable } from 'node:stream'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 import { createRelay, type Guard, type Identity, type RelayRequest } from '@qwen-guard/core'
+import { clientGoneSignal } from '@qwen-guard/core/adapter'
 import type { Context, Middleware } from 'koa'
 import type { KoaProxyOptions } from './options.js'
 
@@ -24,11 +25,7 @@ export function createProxy(
   return async function qwenGuardProxy(ctx, next) {
     const { path } = ctx
     if (prefix !== '' && path !== prefix && !path.startsWith(`${prefix}/`)) return next()
-    const controller = new AbortController()
-    // 'close' before the answer is finished means the client went away: stop the upstream call.
-    ctx.res.once('close', () => {
-      if (!ctx.res.writableFinished) controller.abort()
-    })
+    const signal = clientGoneSignal(ctx.res) // the guard stops queueing or streaming and settles at once
     const parsed = (ctx.request as { body?: unknown }).body
     const answer = await relay({
       method: ctx.method,
@@ -36,7 +33,7 @@ export function createProxy(
       headers: ctx.headers,
       body: parsed === undefined ? ctx.req : (parsed as RelayRequest['body']),
       identity: await identify(ctx),
-      signal: controller.signal, // the guard stops queueing or streaming and settles at once
+      signal,
     })
     ctx.status = answer.status
     ctx.set(answer.headers)
