@@ -27,7 +27,10 @@ export default tseslint.config(
     rules: {
       // `_name` marks a parameter a signature needs but the body does not (Express's 4-argument error
       // handler, a fetch stand-in); `const { secret: _secret, ...rest }` drops a field.
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true },
+      ],
       // `declare global { namespace Express { ... } }` is how an app types req.qwen (the README's snippets).
       '@typescript-eslint/no-namespace': ['error', { allowDeclarations: true }],
       '@typescript-eslint/no-floating-promises': 'error',

@@ -1,7 +1,8 @@
 import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
 
-const packageSource = (name: string, file = 'index') => fileURLToPath(new URL(`./packages/${name}/src/${file}.ts`, import.meta.url))
+const packageSource = (name: string, file = 'index') =>
+  fileURLToPath(new URL(`./packages/${name}/src/${file}.ts`, import.meta.url))
 
 export default defineConfig({
   resolve: {

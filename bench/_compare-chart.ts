@@ -48,7 +48,9 @@ export function renderChart(title: string, panels: Panel[], limits: ChartLimits,
     const y = (share: number) => top + PANEL_H - (Math.min(share, Y_MAX) / Y_MAX) * PANEL_H
     const accepted = panel.calls.filter((c) => c.accepted).sort((a, b) => a.t - b.t)
     const refused = panel.calls.filter((c) => !c.accepted)
-    out.push(`<text x="${LEFT}" y="${top - 4}" font-weight="bold">${esc(panel.name)} — ${refused.length} upstream 429s</text>`)
+    out.push(
+      `<text x="${LEFT}" y="${top - 4}" font-weight="bold">${esc(panel.name)} — ${refused.length} upstream 429s</text>`,
+    )
     out.push(`<rect x="${LEFT}" y="${top}" width="${plotW}" height="${PANEL_H}" fill="none" stroke="#ccc"/>`)
     for (const share of [0.5, 1, 1.5]) {
       out.push(`<text x="${LEFT - 6}" y="${y(share) + 4}" text-anchor="end" fill="#555">${share * 100} %</text>`)
@@ -58,7 +60,10 @@ export function renderChart(title: string, panels: Panel[], limits: ChartLimits,
     for (const c of accepted) perSecond[Math.min(seconds - 1, Math.floor(c.t / 1000))]! += 1
     const barW = Math.max(0.5, plotW / seconds - 0.3)
     perSecond.forEach((n, s) => {
-      if (n > 0) out.push(`<rect x="${x(s).toFixed(1)}" y="${y(n / limits.rps).toFixed(1)}" width="${barW.toFixed(2)}" height="${(y(0) - y(n / limits.rps)).toFixed(1)}" fill="#bbb"/>`)
+      if (n > 0)
+        out.push(
+          `<rect x="${x(s).toFixed(1)}" y="${y(n / limits.rps).toFixed(1)}" width="${barW.toFixed(2)}" height="${(y(0) - y(n / limits.rps)).toFixed(1)}" fill="#bbb"/>`,
+        )
     })
     // Sliding 60 s lines, sampled every 0.5 s.
     const requestsLine: string[] = []
@@ -83,7 +88,9 @@ export function renderChart(title: string, panels: Panel[], limits: ChartLimits,
     }
     for (const [s, n] of refusedPerSecond) {
       const len = 3 + Math.min(1, n / limits.rps) * 12
-      out.push(`<rect x="${x(s).toFixed(1)}" y="${top + PANEL_H + 2}" width="${barW.toFixed(2)}" height="${len.toFixed(1)}" fill="#d62728"/>`)
+      out.push(
+        `<rect x="${x(s).toFixed(1)}" y="${top + PANEL_H + 2}" width="${barW.toFixed(2)}" height="${len.toFixed(1)}" fill="#d62728"/>`,
+      )
     }
   })
   const axisY = TOP + 14 + panels.length * (PANEL_H + GAP) - GAP + 24

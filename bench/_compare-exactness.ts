@@ -18,7 +18,10 @@ export interface ExactnessRow {
 }
 
 export async function runExactness(durationMs: number, users = 6, userRps = 2): Promise<ExactnessRow[]> {
-  const sim = await startSimulator({ accounts: [{ id: 'acct', keys: ['sk-bench'] }], limits: { 'qwen-plus': { rpm: 6_000, tpm: 10_000_000 } } })
+  const sim = await startSimulator({
+    accounts: [{ id: 'acct', keys: ['sk-bench'] }],
+    limits: { 'qwen-plus': { rpm: 6_000, tpm: 10_000_000 } },
+  })
   const guard = createGuard({
     upstream: { baseURL: sim.url, accounts: [{ id: 'acct', apiKey: 'sk-bench' }] },
     models: { 'qwen-plus': { rpm: 6_000, tpm: 10_000_000, fallback: [] } },
@@ -33,7 +36,11 @@ export async function runExactness(durationMs: number, users = 6, userRps = 2): 
       row.calls++
       if (retrying) row.retries++
       try {
-        await openai.chat.completions.create({ model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 })
+        await openai.chat.completions.create({
+          model: 'qwen-plus',
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: 8,
+        })
         retrying = false
       } catch (error) {
         if (!isQwenGuardError(error) || error.retryAfterMs === undefined) throw error
@@ -55,12 +62,21 @@ export async function runExactness(durationMs: number, users = 6, userRps = 2): 
   const sum = (prefix: string, label: string): ExactnessRow =>
     rows
       .filter((r) => r.client.startsWith(prefix))
-      .reduce((a, r) => ({ client: label, calls: a.calls + r.calls, refusals: a.refusals + r.refusals, retries: a.retries + r.retries, refusedAgain: a.refusedAgain + r.refusedAgain }), {
-        client: label,
-        calls: 0,
-        refusals: 0,
-        retries: 0,
-        refusedAgain: 0,
-      })
+      .reduce(
+        (a, r) => ({
+          client: label,
+          calls: a.calls + r.calls,
+          refusals: a.refusals + r.refusals,
+          retries: a.retries + r.retries,
+          refusedAgain: a.refusedAgain + r.refusedAgain,
+        }),
+        {
+          client: label,
+          calls: 0,
+          refusals: 0,
+          retries: 0,
+          refusedAgain: 0,
+        },
+      )
   return [sum('exact', 'retry after exactly retryAfterMs'), sum('early', 'retry 20 ms before retryAfterMs')]
 }

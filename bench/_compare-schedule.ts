@@ -64,7 +64,13 @@ export function makeSchedule(o: ScheduleOptions): Arrival[] {
       const language = rand() < 0.6 ? 'en' : 'zh'
       const tokens = PROMPT_TOKENS[Math.floor(rand() * PROMPT_TOKENS.length)] as number
       const maxTokens = MAX_TOKENS[Math.floor(rand() * MAX_TOKENS.length)] as number
-      out.push({ at: t, user: `user-${String(u).padStart(2, '0')}`, language, content: text(rand, language, tokens), maxTokens })
+      out.push({
+        at: t,
+        user: `user-${String(u).padStart(2, '0')}`,
+        language,
+        content: text(rand, language, tokens),
+        maxTokens,
+      })
       t += (-Math.log(1 - rand()) / perUser) * 1000
     }
   }

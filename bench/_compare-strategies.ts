@@ -28,7 +28,8 @@ function body(lane: Lane, a: Arrival) {
   return { model: lane.model, messages: [{ role: 'user' as const, content: a.content }], max_tokens: a.maxTokens }
 }
 
-const isRetryable = (error: unknown) => error instanceof OpenAI.APIError && (error.status === 429 || (error.status ?? 0) >= 500)
+const isRetryable = (error: unknown) =>
+  error instanceof OpenAI.APIError && (error.status === 429 || (error.status ?? 0) >= 500)
 
 /** (a) The `openai` SDK as shipped: maxRetries 2, its own backoff (0.5 s x 2^n up to 8 s, jittered). */
 export function sdkAsIs(lane: Lane): Strategy {

@@ -9,7 +9,15 @@ import { performance } from 'node:perf_hooks'
 import { countPromptTokens, startSimulator, type SimulatorStats } from '@qwen-guard/simulator'
 import type { Arrived } from './_compare-chart.js'
 import { makeSchedule, type Arrival } from './_compare-schedule.js'
-import { bottleneck, qwenGuard, sdkAsIs, seedBackoff, seedFixedQueue, type Lane, type Strategy } from './_compare-strategies.js'
+import {
+  bottleneck,
+  qwenGuard,
+  sdkAsIs,
+  seedBackoff,
+  seedFixedQueue,
+  type Lane,
+  type Strategy,
+} from './_compare-strategies.js'
 
 export interface Setup {
   model: string
@@ -30,7 +38,12 @@ export type FromWorker =
 export const SIM_LATENCY = { ttftMs: 400, perTokenMs: 4 }
 
 export function scheduleOf(setup: Setup): Arrival[] {
-  return makeSchedule({ seed: setup.seed, users: setup.users, ratePerSecond: (setup.overload * setup.rpm) / 60, loadMs: setup.loadMs })
+  return makeSchedule({
+    seed: setup.seed,
+    users: setup.users,
+    ratePerSecond: (setup.overload * setup.rpm) / 60,
+    loadMs: setup.loadMs,
+  })
 }
 
 const factories: Record<string, (lane: Lane, seed: number) => Strategy> = {
@@ -53,13 +66,20 @@ async function run(letter: string, setup: Setup) {
     limits: { [setup.model]: { rpm: setup.rpm, tpm: setup.tpm } },
     ...SIM_LATENCY,
   })
-  const strategy = make({ url: sim.url, apiKey: 'sk-bench', model: setup.model, rpm: setup.rpm, tpm: setup.tpm }, setup.seed)
+  const strategy = make(
+    { url: sim.url, apiKey: 'sk-bench', model: setup.model, rpm: setup.rpm, tpm: setup.tpm },
+    setup.seed,
+  )
 
   // What the simulator saw, from its side: when it had a whole chat request and whether it accepted it.
   let startAt = Infinity
   const arrived: Arrived[] = []
   subscribe('http.server.request.start', (message) => {
-    const { request, response, server } = message as { request: IncomingMessage; response: ServerResponse; server: Server }
+    const { request, response, server } = message as {
+      request: IncomingMessage
+      response: ServerResponse
+      server: Server
+    }
     if ((server.address() as { port: number } | null)?.port !== sim.port) return
     if (request.method !== 'POST' || !request.url?.endsWith('/chat/completions')) return
     const chunks: Buffer[] = []
@@ -69,7 +89,10 @@ async function run(letter: string, setup: Setup) {
     response.once('finish', () => {
       let tokens = 0
       try {
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { messages: { role: string; content: string }[]; max_tokens?: number }
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+          messages: { role: string; content: string }[]
+          max_tokens?: number
+        }
         tokens = countPromptTokens(body.messages) + (body.max_tokens ?? 0)
       } catch {
         // an unreadable body is charged nothing by the simulator either
@@ -79,7 +102,9 @@ async function run(letter: string, setup: Setup) {
   })
 
   process.send!({ type: 'ready', name: strategy.name } satisfies FromWorker)
-  startAt = await new Promise<number>((resolve) => process.once('message', (m: ToWorker) => m.type === 'start' && resolve(m.startAt)))
+  startAt = await new Promise<number>((resolve) =>
+    process.once('message', (m: ToWorker) => m.type === 'start' && resolve(m.startAt)),
+  )
 
   const stop = new AbortController()
   setMaxListeners(0, stop.signal) // one listener per call in flight
@@ -105,7 +130,9 @@ async function run(letter: string, setup: Setup) {
   await Promise.all(pending)
   const stats = sim.stats()
   await sim.close()
-  process.send!({ type: 'done', name: strategy.name, latency, stats, arrived } satisfies FromWorker, () => process.exit(0))
+  process.send!({ type: 'done', name: strategy.name, latency, stats, arrived } satisfies FromWorker, () =>
+    process.exit(0),
+  )
 }
 
 if (process.send) {

@@ -20,7 +20,10 @@ const redisUrl = process.env.REDIS_URL ?? ''
 const KEY = 'sk-sim'
 
 /** The one call every Qwen route makes: a short chat, the simulator's default completion length. */
-export const CHAT = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'Write a haiku about rate limits.' }] }
+export const CHAT = {
+  model: 'qwen-plus',
+  messages: [{ role: 'user' as const, content: 'Write a haiku about rate limits.' }],
+}
 
 /** Limits far above the load, so every call is admitted but every dimension is still counted. */
 function options(store?: GuardOptions['store']): GuardOptions {
@@ -47,7 +50,12 @@ const redis = redisUrl ? qwenGuard(options({ redis: new Redis(redisUrl), prefix:
 
 // For scale: express-rate-limit's built-in memory store, one counter (keyed by client IP, so a
 // single key here) incremented per request; the limit is far above the load, so nothing is refused.
-const perRequestLimit = rateLimit({ windowMs: 60_000, limit: 1_000_000_000, standardHeaders: 'draft-8', legacyHeaders: false })
+const perRequestLimit = rateLimit({
+  windowMs: 60_000,
+  limit: 1_000_000_000,
+  standardHeaders: 'draft-8',
+  legacyHeaders: false,
+})
 
 const chatVia = (client: (req: express.Request) => OpenAI) => async (req: express.Request, res: express.Response) => {
   res.json(await client(req).chat.completions.create(CHAT))
@@ -71,11 +79,45 @@ const urls = {
   bare: await serve(express().get('/ping', ping)),
   mounted: await serve(express().use(memory).get('/ping', ping)),
   // The floor: what any one middleware costs in Express, whatever it does.
-  emptyMiddleware: await serve(express().use((_req, _res, next) => next()).get('/ping', ping)),
-  plainCall: await serve(express().get('/chat', chatVia(() => plain))),
-  guardedMemory: await serve(express().use(memory).get('/chat', chatVia((req) => req.qwen)).use(memory.errors)),
-  guardedRedis: redis ? await serve(express().use(redis).get('/chat', chatVia((req) => req.qwen)).use(redis.errors)) : '',
-  rateLimited: await serve(express().use(perRequestLimit).get('/chat', chatVia(() => plain))),
+  emptyMiddleware: await serve(
+    express()
+      .use((_req, _res, next) => next())
+      .get('/ping', ping),
+  ),
+  plainCall: await serve(
+    express().get(
+      '/chat',
+      chatVia(() => plain),
+    ),
+  ),
+  guardedMemory: await serve(
+    express()
+      .use(memory)
+      .get(
+        '/chat',
+        chatVia((req) => req.qwen),
+      )
+      .use(memory.errors),
+  ),
+  guardedRedis: redis
+    ? await serve(
+        express()
+          .use(redis)
+          .get(
+            '/chat',
+            chatVia((req) => req.qwen),
+          )
+          .use(redis.errors),
+      )
+    : '',
+  rateLimited: await serve(
+    express()
+      .use(perRequestLimit)
+      .get(
+        '/chat',
+        chatVia(() => plain),
+      ),
+  ),
   relay: await serve(express().use('/v1', memory.proxy())),
 }
 console.log(`READY ${JSON.stringify(urls)}`)

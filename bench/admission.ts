@@ -82,7 +82,9 @@ async function run(store: string, admission: QuotaAdmission, inFlight: number, g
 }
 
 const results: Result[] = []
-results.push(await run('memory', new QuotaAdmission({ options: options(undefined, 'bench'), emit: () => {} }), 64, 50_000))
+results.push(
+  await run('memory', new QuotaAdmission({ options: options(undefined, 'bench'), emit: () => {} }), 64, 50_000),
+)
 
 if (redisServerInstalled()) {
   const server = await startRedisServer()
@@ -98,12 +100,22 @@ if (redisServerInstalled()) {
   console.log('redis-server not installed: the Redis row is skipped')
 }
 
-console.log(`\nadmission + settlement decisions per second (${ROUNDS} rounds in ${SECONDS} s per store, ${USERS} users, policy ${JSON.stringify(POLICY.user)})\n`)
-console.log('| store | in flight | decisions (median round) | refused | decisions/s (median) | rounds | per CPU-second | goal | result |')
+console.log(
+  `\nadmission + settlement decisions per second (${ROUNDS} rounds in ${SECONDS} s per store, ${USERS} users, policy ${JSON.stringify(POLICY.user)})\n`,
+)
+console.log(
+  '| store | in flight | decisions (median round) | refused | decisions/s (median) | rounds | per CPU-second | goal | result |',
+)
 console.log('|---|---:|---:|---:|---:|---|---:|---:|---|')
 for (const r of results) {
   const pass = r.perSecond >= r.goal ? 'PASS' : 'FAIL'
-  console.log(`| ${r.store} | ${r.inFlight} | ${r.decisions} | ${r.refused} | ${r.perSecond.toLocaleString('en')} | ${r.all.join(' / ')} | ${r.perCpuSecond.toLocaleString('en')} | >= ${r.goal.toLocaleString('en')} | ${pass} |`)
+  console.log(
+    `| ${r.store} | ${r.inFlight} | ${r.decisions} | ${r.refused} | ${r.perSecond.toLocaleString('en')} | ${r.all.join(' / ')} | ${r.perCpuSecond.toLocaleString('en')} | >= ${r.goal.toLocaleString('en')} | ${pass} |`,
+  )
 }
-console.log(`\nload average while running: ${loadavg().map((l) => l.toFixed(1)).join(' ')} on ${cpus().length} CPUs (decisions/s is wall clock: other load lowers it)`)
+console.log(
+  `\nload average while running: ${loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')} on ${cpus().length} CPUs (decisions/s is wall clock: other load lowers it)`,
+)
 if (results.some((r) => r.perSecond < r.goal)) process.exitCode = 1

@@ -32,10 +32,24 @@ async function cpuFor(client: OpenAI, calls: number): Promise<number> {
   return used.user + used.system
 }
 
-const sim = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', 'packages/simulator/src/cli.ts', '--port', '0', '--no-burst', '--limit', 'qwen-plus:1000000000:1000000000000000'], {
-  cwd: root,
-  stdio: ['ignore', 'pipe', 'inherit'],
-})
+const sim = spawn(
+  process.execPath,
+  [
+    '--conditions=source',
+    '--import',
+    'tsx',
+    'packages/simulator/src/cli.ts',
+    '--port',
+    '0',
+    '--no-burst',
+    '--limit',
+    'qwen-plus:1000000000:1000000000000000',
+  ],
+  {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  },
+)
 let redisServer: RedisServer | undefined
 try {
   const simUrl = await new Promise<string>((resolve, reject) => {
@@ -48,7 +62,11 @@ try {
   redisServer = redisServerInstalled() ? await startRedisServer() : undefined
   const last = cpus().length - 1
   const pinned = last >= 1 && pin(process.pid, last) && pin(sim.pid, 0) && (!redisServer || pin(redisServer.pid, 0))
-  console.log(pinned ? `CPUs: this process alone on CPU ${last}; the simulator and Redis on CPU 0` : 'CPUs: not pinned (needs taskset and 2+ cores)')
+  console.log(
+    pinned
+      ? `CPUs: this process alone on CPU ${last}; the simulator and Redis on CPU 0`
+      : 'CPUs: not pinned (needs taskset and 2+ cores)',
+  )
 
   const options = (store?: GuardOptions['store']): GuardOptions => ({
     upstream: { baseURL: simUrl, apiKey: 'sk-sim', rampUp: false, safetyMargin: 1 },
@@ -94,10 +112,12 @@ try {
     await guard.close()
   }
   redis?.disconnect()
-  console.log(`\nguard.client() vs a plain openai client, one process, ${IN_FLIGHT} calls in flight, ${ROUNDS} alternating rounds of ${CALLS} calls\n`)
+  console.log(
+    `\nguard.client() vs a plain openai client, one process, ${IN_FLIGHT} calls in flight, ${ROUNDS} alternating rounds of ${CALLS} calls\n`,
+  )
   console.table(rows)
   if (!redis) console.log('Redis row skipped: redis-server is not installed.')
-  console.log('No goal: this separates the guard\'s own cost from a framework\'s (see `pnpm bench http` for the goals).')
+  console.log("No goal: this separates the guard's own cost from a framework's (see `pnpm bench http` for the goals).")
 } finally {
   sim.kill('SIGTERM')
   await redisServer?.stop()

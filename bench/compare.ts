@@ -41,7 +41,8 @@ const setup: Setup = args.quick
   ? { ...base, model: 'qwen-plus', rpm: 600, tpm: 1_000_000, loadMs: 75_000, drainMs: 15_000 }
   : { ...base, model: 'qwen3-max-2025-09-23', rpm: 60, tpm: 100_000, loadMs: 180_000, drainMs: 30_000 }
 
-const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
+const quantile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
 const pct = (x: number) => `${(100 * x).toFixed(1)} %`
 
 /** Jain's fairness index: 1 = equal shares, 1/n = one user got everything. */
@@ -52,7 +53,9 @@ function jain(values: number[]): number {
 }
 
 const schedule = scheduleOf(setup)
-const meanTokens = schedule.reduce((n, a) => n + countPromptTokens([{ role: 'user', content: a.content }]) + a.maxTokens, 0) / schedule.length
+const meanTokens =
+  schedule.reduce((n, a) => n + countPromptTokens([{ role: 'user', content: a.content }]) + a.maxTokens, 0) /
+  schedule.length
 const zh = schedule.filter((a) => a.language === 'zh').length
 const runMs = setup.loadMs + setup.drainMs
 console.log(
@@ -119,7 +122,9 @@ for (const r of results) {
     'p50 / p99 latency': latency,
     Jain: `${fairness.toFixed(3)}${goal(fairness >= 0.95, '>= 0.95')}`,
   })
-  headline.push(`| ${r.name} | ${done.length} | ${refusals.toLocaleString('en')} | ${pct(busiest)} | ${pct(share)} | ${latency} | ${fairness.toFixed(3)} |`)
+  headline.push(
+    `| ${r.name} | ${done.length} | ${refusals.toLocaleString('en')} | ${pct(busiest)} | ${pct(share)} | ${latency} | ${fairness.toFixed(3)} |`,
+  )
 }
 console.log(
   `theoretical maximum: ${theoretical} calls (${setup.rpm} RPM x ${runMs / 1000} s, capped by the ${schedule.length} offered). ` +
@@ -139,7 +144,9 @@ for (const r of results) {
   if (refused.length > 0) console.log(`  ${r.name}: upstream refusals by code: ${refused.join(', ')}`)
 }
 if (letters.includes('e')) console.log(`qwen-guard goals: ${guardPass ? 'PASS' : 'FAIL'}`)
-console.log('\nmarkdown:\n| strategy | completed | upstream 429s | busiest 60 s / RPM | completed / max | p50 / p99 latency | Jain |\n|---|---|---|---|---|---|---|')
+console.log(
+  '\nmarkdown:\n| strategy | completed | upstream 429s | busiest 60 s / RPM | completed / max | p50 / p99 latency | Jain |\n|---|---|---|---|---|---|---|',
+)
 console.log(headline.join('\n'))
 
 // Scenario 4: exactness of the guard's retryAfterMs (guard only: the other strategies get no wait to honour).
@@ -149,9 +156,16 @@ if (letters.includes('e')) {
   const [exact, early] = rows as [(typeof rows)[number], (typeof rows)[number]]
   console.log(
     `\nscenario 4, exactness (qwen-guard only, real time, ${seconds} s): 6 users over their own quota (user rps 2), half retrying ` +
-      'after exactly the refusal\'s retryAfterMs, half 20 ms early',
+      "after exactly the refusal's retryAfterMs, half 20 ms early",
   )
-  console.table(rows.map((r) => ({ ...r, 'refused again': `${r.refusedAgain} of ${r.retries} (${pct(r.retries ? r.refusedAgain / r.retries : 0)})` })).map(({ refusedAgain: _, ...r }) => r))
+  console.table(
+    rows
+      .map((r) => ({
+        ...r,
+        'refused again': `${r.refusedAgain} of ${r.retries} (${pct(r.retries ? r.refusedAgain / r.retries : 0)})`,
+      }))
+      .map(({ refusedAgain: _, ...r }) => r),
+  )
   console.log(
     `  exact waiters refused again: ${exact.refusedAgain} (goal 0: ${exact.refusedAgain === 0 ? 'PASS' : 'FAIL'}); ` +
       `early waiters refused again: ${pct(early.retries ? early.refusedAgain / early.retries : 0)} (goal > 50 %, the wait is not padded: ` +

@@ -16,7 +16,12 @@ interface Corpus {
 const corpusPath = process.env.QWEN_TOKEN_COUNTS ?? new URL('../../shared/data/qwen-token-counts.json', import.meta.url)
 const corpus = JSON.parse(readFileSync(corpusPath, 'utf8')) as Corpus
 
-interface Row { kind: string; errors: number[]; bytes: number; texts: string[] }
+interface Row {
+  kind: string
+  errors: number[]
+  bytes: number
+  texts: string[]
+}
 
 const rows = new Map<string, Row>()
 function add(kind: string, estimate: number, actual: number, text: string): void {
@@ -54,13 +59,30 @@ for (const row of rows.values()) {
   const bias = row.errors.reduce((s, e) => s + e, 0) / row.errors.length
   all.push(...row.errors)
   const speed = row.kind === 'chat' ? '' : fmt(throughput(row.texts), 0)
-  table.push([row.kind, String(row.errors.length), fmt(mean), fmt(worst), fmt(bias), bias < 0 ? 'UNDER' : 'over', speed])
+  table.push([
+    row.kind,
+    String(row.errors.length),
+    fmt(mean),
+    fmt(worst),
+    fmt(bias),
+    bias < 0 ? 'UNDER' : 'over',
+    speed,
+  ])
 }
 const allMean = all.reduce((s, e) => s + Math.abs(e), 0) / all.length
 const allBias = all.reduce((s, e) => s + e, 0) / all.length
-table.push(['all', String(all.length), fmt(allMean), fmt(all.reduce((w, e) => (Math.abs(e) > Math.abs(w) ? e : w), 0)), fmt(allBias), allBias < 0 ? 'UNDER' : 'over', fmt(throughput(corpus.texts.map((t) => t.text)), 0)])
+table.push([
+  'all',
+  String(all.length),
+  fmt(allMean),
+  fmt(all.reduce((w, e) => (Math.abs(e) > Math.abs(w) ? e : w), 0)),
+  fmt(allBias),
+  allBias < 0 ? 'UNDER' : 'over',
+  fmt(throughput(corpus.texts.map((t) => t.text)), 0),
+])
 
 const widths = header.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)))
-for (const r of table) console.log(r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '))
+for (const r of table)
+  console.log(r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  '))
 console.log('\nerr % = (estimate - exact) / exact. UNDER = the estimate is low on average for that kind:')
 console.log('the risky side, since reservations are made from the estimate before Qwen counts.')

@@ -42,7 +42,10 @@ const LATENCY_ROUNDS = 3
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','))
 const CONNECTIONS = 32
 const root = fileURLToPath(new URL('..', import.meta.url))
-const CHAT_BODY = JSON.stringify({ model: 'qwen-plus', messages: [{ role: 'user', content: 'Write a haiku about rate limits.' }] })
+const CHAT_BODY = JSON.stringify({
+  model: 'qwen-plus',
+  messages: [{ role: 'user', content: 'Write a haiku about rate limits.' }],
+})
 
 interface AutocannonResult {
   requests: { average: number; total: number }
@@ -100,7 +103,14 @@ async function throughput(
   controlUrl: string,
 ): Promise<{ rps: number; failed: number; cpuPerReq: number; cpuMicros: number; requests: number; loopBusy: number }> {
   const run = (duration: number) =>
-    autocannon({ url: target.url, method: target.method, headers: target.headers, body: target.body, connections: CONNECTIONS, duration })
+    autocannon({
+      url: target.url,
+      method: target.method,
+      headers: target.headers,
+      body: target.body,
+      connections: CONNECTIONS,
+      duration,
+    })
   if (warmup) await run(1)
   const before = await appUsage(controlUrl)
   const result = await run(SECONDS)
@@ -133,7 +143,10 @@ function once(agent: Agent, target: Target): Promise<{ ms: number; status: numbe
 async function latency(target: Target, warmup: boolean): Promise<{ p50: number; p99: number }> {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   const samples: number[] = []
-  for (const [seconds, keep] of [[warmup ? 1 : 0.2, false], [LATENCY_SECONDS, true]] as const) {
+  for (const [seconds, keep] of [
+    [warmup ? 1 : 0.2, false],
+    [LATENCY_SECONDS, true],
+  ] as const) {
     const until = performance.now() + seconds * 1000
     while (performance.now() < until) {
       const { ms, status } = await once(agent, target)
@@ -233,7 +246,10 @@ const NOISE_NOTE =
   'the result is judged on the CPU ratio: app-process CPU per request, pooled over all rounds (total CPU / total requests), baseline ÷ variant; its IQR is the spread of the per-round ratios (baseline and variant measured back to back). The req/s ratio (median of per-round ratios) is shown beside it'
 
 let redisServer: RedisServer | undefined
-const load = () => loadavg().map((value) => value.toFixed(1)).join(' ')
+const load = () =>
+  loadavg()
+    .map((value) => value.toFixed(1))
+    .join(' ')
 console.log(`load average at start: ${load()} on ${cpus().length} cores (other work on the machine skews every figure)`)
 const children: ChildProcess[] = []
 try {
@@ -245,10 +261,8 @@ try {
   children.push(sim.child)
   const simUrl = await sim.ready
   redisServer = redisServerInstalled() ? await startRedisServer() : undefined
-  const apps = startChild(
-    ['bench/_http-app.ts'],
-    { SIM_URL: simUrl, REDIS_URL: redisServer?.url ?? '' },
-    (line) => (line.startsWith('READY ') ? line.slice(6) : undefined),
+  const apps = startChild(['bench/_http-app.ts'], { SIM_URL: simUrl, REDIS_URL: redisServer?.url ?? '' }, (line) =>
+    line.startsWith('READY ') ? line.slice(6) : undefined,
   )
   children.push(apps.child)
   const ready = await apps.ready
@@ -264,7 +278,18 @@ try {
       ? `CPUs: the apps alone on CPU ${cpuCount - 1}; autocannon (this process), the simulator and Redis on CPU 0`
       : 'CPUs: not pinned (needs taskset and 2+ cores): the apps share the cores with the load generator, figures are noisier',
   )
-  const urls = JSON.parse(ready) as Record<'control' | 'bare' | 'mounted' | 'emptyMiddleware' | 'plainCall' | 'guardedMemory' | 'guardedRedis' | 'rateLimited' | 'relay', string>
+  const urls = JSON.parse(ready) as Record<
+    | 'control'
+    | 'bare'
+    | 'mounted'
+    | 'emptyMiddleware'
+    | 'plainCall'
+    | 'guardedMemory'
+    | 'guardedRedis'
+    | 'rateLimited'
+    | 'relay',
+    string
+  >
 
   const get = (base: string, path: string): Target => ({ url: `${base}${path}`, method: 'GET' })
   const post = (url: string): Target => ({
@@ -276,86 +301,108 @@ try {
 
   // (a) mount cost
   if (ONLY.has('a')) {
-  const [bare, empty, mounted] = (await compare(
-    [get(urls.bare, '/ping'), get(urls.emptyMiddleware, '/ping'), get(urls.mounted, '/ping')],
-    false,
-    urls.control,
-  )) as [Measured, Measured, Measured]
-  const mountRatio = rpsRatio(mounted, bare)
-  const mountCpuRatio = cpuRatio(mounted, bare)
-  console.log(`\n(a) mount cost: GET /ping that never calls Qwen (${CONNECTIONS} connections, ${ROUNDS} alternating ${SECONDS} s runs)\n`)
-  console.table([
-    { app: 'bare Express', 'req/s': Math.round(bare.rps), ratio: 1, ...cpuColumns(bare, bare), failed: bare.failed },
-    { app: 'app.use((req, res, next) => next())', 'req/s': Math.round(empty.rps), ratio: ms(rpsRatio(empty, bare)), ...cpuColumns(empty, bare), failed: empty.failed },
-    {
-      app: 'app.use(qwenGuard())',
-      'req/s': Math.round(mounted.rps),
-      ratio: ms(mountRatio),
-      ...cpuColumns(mounted, bare),
-      failed: mounted.failed,
-      goal: '>= 0.97',
-      result: pass(mountCpuRatio >= 0.97),
-      'req/s result': pass(mountRatio >= 0.97),
-    },
-  ])
-  console.log(`goal: CPU ratio >= 0.97. ${NOISE_NOTE}`)
-
+    const [bare, empty, mounted] = (await compare(
+      [get(urls.bare, '/ping'), get(urls.emptyMiddleware, '/ping'), get(urls.mounted, '/ping')],
+      false,
+      urls.control,
+    )) as [Measured, Measured, Measured]
+    const mountRatio = rpsRatio(mounted, bare)
+    const mountCpuRatio = cpuRatio(mounted, bare)
+    console.log(
+      `\n(a) mount cost: GET /ping that never calls Qwen (${CONNECTIONS} connections, ${ROUNDS} alternating ${SECONDS} s runs)\n`,
+    )
+    console.table([
+      { app: 'bare Express', 'req/s': Math.round(bare.rps), ratio: 1, ...cpuColumns(bare, bare), failed: bare.failed },
+      {
+        app: 'app.use((req, res, next) => next())',
+        'req/s': Math.round(empty.rps),
+        ratio: ms(rpsRatio(empty, bare)),
+        ...cpuColumns(empty, bare),
+        failed: empty.failed,
+      },
+      {
+        app: 'app.use(qwenGuard())',
+        'req/s': Math.round(mounted.rps),
+        ratio: ms(mountRatio),
+        ...cpuColumns(mounted, bare),
+        failed: mounted.failed,
+        goal: '>= 0.97',
+        result: pass(mountCpuRatio >= 0.97),
+        'req/s result': pass(mountRatio >= 0.97),
+      },
+    ])
+    console.log(`goal: CPU ratio >= 0.97. ${NOISE_NOTE}`)
   }
 
   // (b) per-call cost, and (d) express-rate-limit for scale
   if (ONLY.has('b')) {
-  // `goal`: the row is held to the goals below; (d) is there for scale only.
-  const variants = [
-    { name: 'plain openai client', target: get(urls.plainCall, '/chat'), goal: false },
-    { name: 'req.qwen (memory store)', target: get(urls.guardedMemory, '/chat'), goal: true },
-    ...(urls.guardedRedis ? [{ name: 'req.qwen (Redis store)', target: get(urls.guardedRedis, '/chat'), goal: true }] : []),
-    { name: 'express-rate-limit (one counter/request)', target: get(urls.rateLimited, '/chat'), goal: false },
-  ]
-  // (d) must measure the limiter, not a route it never saw: its answers carry its RateLimit header.
-  const probe = await fetch(get(urls.rateLimited, '/chat').url)
-  await probe.arrayBuffer()
-  if (probe.status !== 200 || !probe.headers.has('ratelimit')) {
-    throw new Error(`express-rate-limit row: expected 200 with a RateLimit header, got ${probe.status}`)
-  }
-  const figures = await compare(variants.map((variant) => variant.target), true, urls.control)
-  const measured = variants.map((variant, i) => ({ ...variant, ...figures[i]! }))
-  const base = measured[0]!
-  console.log(`\n(b) per-call cost: GET /chat making one chat completion (throughput: ${CONNECTIONS} connections; latency: 1 connection, sequential)\n`)
-  console.table([
-    ...measured.map((m) => ({
-      route: m.name,
-      'req/s': Math.round(m.rps),
-      ratio: ms(rpsRatio(m, base)),
-      'p50 ms': ms(m.p50),
-      'p99 ms': ms(m.p99),
-      'added p50 ms': ms(m.p50 - base.p50),
-      ...cpuColumns(m, base),
-      failed: m.failed,
-      result: m.goal ? pass(cpuRatio(m, base) >= 0.9 && m.p50 - base.p50 < 1) : '',
-      'req/s result': m.goal ? pass(rpsRatio(m, base) >= 0.9 && m.p50 - base.p50 < 1) : '',
-    })),
-  ])
-  if (!urls.guardedRedis) console.log('Redis row skipped: redis-server is not installed.')
-  console.log('goals (req.qwen rows): CPU ratio >= 0.90 and added p50 < 1 ms; the express-rate-limit row (d) is for scale, no goal')
-  console.log(NOISE_NOTE)
-
+    // `goal`: the row is held to the goals below; (d) is there for scale only.
+    const variants = [
+      { name: 'plain openai client', target: get(urls.plainCall, '/chat'), goal: false },
+      { name: 'req.qwen (memory store)', target: get(urls.guardedMemory, '/chat'), goal: true },
+      ...(urls.guardedRedis
+        ? [{ name: 'req.qwen (Redis store)', target: get(urls.guardedRedis, '/chat'), goal: true }]
+        : []),
+      { name: 'express-rate-limit (one counter/request)', target: get(urls.rateLimited, '/chat'), goal: false },
+    ]
+    // (d) must measure the limiter, not a route it never saw: its answers carry its RateLimit header.
+    const probe = await fetch(get(urls.rateLimited, '/chat').url)
+    await probe.arrayBuffer()
+    if (probe.status !== 200 || !probe.headers.has('ratelimit')) {
+      throw new Error(`express-rate-limit row: expected 200 with a RateLimit header, got ${probe.status}`)
+    }
+    const figures = await compare(
+      variants.map((variant) => variant.target),
+      true,
+      urls.control,
+    )
+    const measured = variants.map((variant, i) => ({ ...variant, ...figures[i]! }))
+    const base = measured[0]!
+    console.log(
+      `\n(b) per-call cost: GET /chat making one chat completion (throughput: ${CONNECTIONS} connections; latency: 1 connection, sequential)\n`,
+    )
+    console.table([
+      ...measured.map((m) => ({
+        route: m.name,
+        'req/s': Math.round(m.rps),
+        ratio: ms(rpsRatio(m, base)),
+        'p50 ms': ms(m.p50),
+        'p99 ms': ms(m.p99),
+        'added p50 ms': ms(m.p50 - base.p50),
+        ...cpuColumns(m, base),
+        failed: m.failed,
+        result: m.goal ? pass(cpuRatio(m, base) >= 0.9 && m.p50 - base.p50 < 1) : '',
+        'req/s result': m.goal ? pass(rpsRatio(m, base) >= 0.9 && m.p50 - base.p50 < 1) : '',
+      })),
+    ])
+    if (!urls.guardedRedis) console.log('Redis row skipped: redis-server is not installed.')
+    console.log(
+      'goals (req.qwen rows): CPU ratio >= 0.90 and added p50 < 1 ms; the express-rate-limit row (d) is for scale, no goal',
+    )
+    console.log(NOISE_NOTE)
   }
 
   // (c) relay vs the simulator directly
   if (ONLY.has('c')) {
-  const direct = post(`${simUrl}/chat/completions`)
-  const relayed = post(`${urls.relay}/v1/chat/completions`)
-  // The simulator runs outside the app process, so its CPU column would mean nothing here: not printed.
-  const [d, r] = (await compare([direct, relayed], true, urls.control)) as [Measured, Measured]
-  const rows = [
-    { name: 'simulator directly', ...d },
-    { name: 'through the relay', ...r },
-  ]
-  console.log(`\n(c) relay: POST /chat/completions, non-streaming (latency: 1 connection, sequential)\n`)
-  console.table([
-    ...rows.map((row) => ({ path: row.name, 'req/s': Math.round(row.rps), 'p50 ms': ms(row.p50), 'p99 ms': ms(row.p99), failed: row.failed })),
-    { path: 'added by the relay', 'p50 ms': ms(r.p50 - d.p50), 'p99 ms': ms(r.p99 - d.p99) },
-  ])
+    const direct = post(`${simUrl}/chat/completions`)
+    const relayed = post(`${urls.relay}/v1/chat/completions`)
+    // The simulator runs outside the app process, so its CPU column would mean nothing here: not printed.
+    const [d, r] = (await compare([direct, relayed], true, urls.control)) as [Measured, Measured]
+    const rows = [
+      { name: 'simulator directly', ...d },
+      { name: 'through the relay', ...r },
+    ]
+    console.log(`\n(c) relay: POST /chat/completions, non-streaming (latency: 1 connection, sequential)\n`)
+    console.table([
+      ...rows.map((row) => ({
+        path: row.name,
+        'req/s': Math.round(row.rps),
+        'p50 ms': ms(row.p50),
+        'p99 ms': ms(row.p99),
+        failed: row.failed,
+      })),
+      { path: 'added by the relay', 'p50 ms': ms(r.p50 - d.p50), 'p99 ms': ms(r.p99 - d.p99) },
+    ])
   }
   console.log(`\nload average at end: ${load()}`)
 } finally {

@@ -60,7 +60,10 @@ function load(url: string, seconds: number) {
     method: 'POST',
     headers: { authorization: 'Bearer sk-sim', 'content-type': 'application/json' },
     // A short chat and the default completion length (64 tokens): a typical small call.
-    body: JSON.stringify({ model: 'qwen-plus', messages: [{ role: 'user', content: 'Write a haiku about rate limits.' }] }),
+    body: JSON.stringify({
+      model: 'qwen-plus',
+      messages: [{ role: 'user', content: 'Write a haiku about rate limits.' }],
+    }),
     connections: CONNECTIONS,
     duration: seconds,
   })
@@ -72,7 +75,9 @@ try {
   const r = await load(url, DURATION_S)
   const errors = r.errors + r.timeouts + r.non2xx
   const pass = r.requests.average >= GOAL_RPS && errors === 0
-  console.log(`\nsimulator capacity (server in a child process, autocannon ${CONNECTIONS} connections, ${DURATION_S} s, non-streaming, zero latency)\n`)
+  console.log(
+    `\nsimulator capacity (server in a child process, autocannon ${CONNECTIONS} connections, ${DURATION_S} s, non-streaming, zero latency)\n`,
+  )
   console.table([
     {
       'req/s (avg)': Math.round(r.requests.average),

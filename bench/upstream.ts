@@ -20,7 +20,10 @@ import { UpstreamPool } from '../packages/core/src/upstream/pool.js'
 
 const timeScale = Number(process.env.TIME_SCALE ?? 1)
 const simSeconds = Number(process.env.SIM_SECONDS ?? 70)
-const margin = process.env.MARGIN === undefined ? resolveOptions({ upstream: { apiKey: 'sk-x' } }).upstream.safetyMargin : Number(process.env.MARGIN)
+const margin =
+  process.env.MARGIN === undefined
+    ? resolveOptions({ upstream: { apiKey: 'sk-x' } }).upstream.safetyMargin
+    : Number(process.env.MARGIN)
 const USERS = 20
 /** Every call of a scenario has the same prompt size (digits count one token each). */
 const PROMPT_TOKENS = countPromptTokens([{ role: 'user', content: 'bench call number 000000 from user 00' }])
@@ -51,18 +54,34 @@ interface Scenario {
 
 const scenarios: Scenario[] = [
   { name: 'RPM-bound (600 rpm)', rpm: 600, tpm: 10_000_000, maxTokens: 8, binding: 'requests' },
-  { name: 'TPM-bound (60k tpm, 250 tokens/call)', rpm: 6_000, tpm: 60_000, maxTokens: 250 - PROMPT_TOKENS, binding: 'tokens' },
+  {
+    name: 'TPM-bound (60k tpm, 250 tokens/call)',
+    rpm: 6_000,
+    tpm: 60_000,
+    maxTokens: 250 - PROMPT_TOKENS,
+    binding: 'tokens',
+  },
 ]
 
 async function run(s: Scenario) {
-  const sim = await startSimulator({ timeScale, accounts: [{ id: 'acct', keys: ['sk-bench'] }], limits: { 'qwen-plus': { rpm: s.rpm, tpm: s.tpm } }, ttftMs: 300, perTokenMs: 5 })
+  const sim = await startSimulator({
+    timeScale,
+    accounts: [{ id: 'acct', keys: ['sk-bench'] }],
+    limits: { 'qwen-plus': { rpm: s.rpm, tpm: s.tpm } },
+    ttftMs: 300,
+    perTokenMs: 5,
+  })
   const options = resolveOptions({
     upstream: { accounts: [{ id: 'acct', apiKey: 'sk-bench' }], safetyMargin: margin },
     models: { 'qwen-plus': { rpm: s.rpm, tpm: s.tpm, fallback: [] } },
     queue: { maxWaitMs: 2_000, maxSize: 1_000 },
   })
   const pool = new UpstreamPool({ options, emit: () => undefined, timeScale })
-  await Promise.all(Array.from({ length: 8 }, () => fetch(`${sim.url}/models`, { headers: { authorization: 'Bearer sk-bench' } }).then((r) => r.text())))
+  await Promise.all(
+    Array.from({ length: 8 }, () =>
+      fetch(`${sim.url}/models`, { headers: { authorization: 'Bearer sk-bench' } }).then((r) => r.text()),
+    ),
+  )
   delays = []
   // Offered: 3x the binding limit, spread over the users.
   const perCallTokens = PROMPT_TOKENS + s.maxTokens
@@ -74,14 +93,29 @@ async function run(s: Scenario) {
   const user = async (u: number) => {
     for (let n = 0; Date.now() < stopAt; n++) {
       const started = Date.now()
-      const messages = [{ role: 'user', content: `bench call number ${String(n).padStart(6, '0')} from user ${String(u).padStart(2, '0')}` }]
+      const messages = [
+        {
+          role: 'user',
+          content: `bench call number ${String(n).padStart(6, '0')} from user ${String(u).padStart(2, '0')}`,
+        },
+      ]
       const prompt = countPromptTokens(messages)
       try {
-        const slot = await pool.acquire({ user: `u${u}`, model: 'qwen-plus', promptTokens: prompt, reservedTokens: prompt + s.maxTokens, deadline: stopAt })
+        const slot = await pool.acquire({
+          user: `u${u}`,
+          model: 'qwen-plus',
+          promptTokens: prompt,
+          reservedTokens: prompt + s.maxTokens,
+          deadline: stopAt,
+        })
         const granted = performance.now()
         const res = await fetch(`${sim.url}/chat/completions`, {
           method: 'POST',
-          headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json', [SENT_HEADER]: String(granted) },
+          headers: {
+            authorization: `Bearer ${slot.apiKey}`,
+            'content-type': 'application/json',
+            [SENT_HEADER]: String(granted),
+          },
           body: JSON.stringify({ model: slot.model, messages, max_tokens: s.maxTokens }),
         })
         const text = await res.text()
@@ -108,13 +142,23 @@ async function run(s: Scenario) {
   const at = (q: number) => delays[Math.min(delays.length - 1, Math.floor(q * delays.length))] ?? NaN
   return {
     scenario: s.name,
-    'util 60s (binding)': pct(s.binding === 'requests' ? lane.maxRequestsPer60s / lane.limits.rpm : lane.maxTokensPer60s / lane.limits.tpm),
-    'util 1s (binding)': pct(s.binding === 'requests' ? lane.maxRequestsPer1s / lane.limits.rps : lane.maxTokensPer1s / lane.limits.tps),
+    'util 60s (binding)': pct(
+      s.binding === 'requests' ? lane.maxRequestsPer60s / lane.limits.rpm : lane.maxTokensPer60s / lane.limits.tpm,
+    ),
+    'util 1s (binding)': pct(
+      s.binding === 'requests' ? lane.maxRequestsPer1s / lane.limits.rps : lane.maxTokensPer1s / lane.limits.tps,
+    ),
     accepted: lane.accepted,
     // The simulator's own count (every refusal it answered); the bench's count of non-2xx answers is
     // the same calls seen from the other side, so the two are not added up.
-    'upstream 429s': Math.max(upstreamRefusals, Object.values(stats.refused).reduce((a, b) => a + b, 0)),
-    refused: Object.entries(lane.refused).map(([code, n]) => `${code}:${n}`).join(' ') || '-',
+    'upstream 429s': Math.max(
+      upstreamRefusals,
+      Object.values(stats.refused).reduce((a, b) => a + b, 0),
+    ),
+    refused:
+      Object.entries(lane.refused)
+        .map(([code, n]) => `${code}:${n}`)
+        .join(' ') || '-',
     'guard 429s (queue)': guardRefusals,
     'send->arrival ms p50/p99/max': `${at(0.5).toFixed(1)} / ${at(0.99).toFixed(1)} / ${at(1).toFixed(1)}`,
   }

@@ -54,13 +54,18 @@ export function syncSnippets(root) {
       let replacement = body
       if (TYPESCRIPT.has(fence[1])) {
         if (!marker) {
-          problems.push(`${readme}:${i + 1}: a TypeScript block without a <!-- snippet: examples/snippets/NAME.ts --> line before it`)
+          problems.push(
+            `${readme}:${i + 1}: a TypeScript block without a <!-- snippet: examples/snippets/NAME.ts --> line before it`,
+          )
         } else if (!existsSync(join(root, marker[1]))) {
           problems.push(`${readme}:${i}: ${marker[1]} does not exist`)
         } else {
           used.add(marker[1])
           replacement = shownPart(readFileSync(join(root, marker[1]), 'utf8'))
-          if (replacement !== body) problems.push(`${readme}:${i + 1}: differs from ${marker[1]} (run node scripts/readme-snippets.mjs --write)`)
+          if (replacement !== body)
+            problems.push(
+              `${readme}:${i + 1}: differs from ${marker[1]} (run node scripts/readme-snippets.mjs --write)`,
+            )
         }
       }
       out.push(lines[i], ...(replacement === '' ? [] : replacement.split('\n')), lines[end] ?? '```')

@@ -49,9 +49,15 @@ describe.each(Object.keys(apps))('%s proxy', (name) => {
       res.writeHead(503)
       res.end('{"error":{"code":"ServiceUnavailable","message":"busy"}}')
     }
-    const guard = createGuard({ upstream: { baseURL: stub.baseURL, apiKey: KEY, rampUp: false, timeoutMs: 300, maxAttempts: 5 } })
+    const guard = createGuard({
+      upstream: { baseURL: stub.baseURL, apiKey: KEY, rampUp: false, timeoutMs: 300, maxAttempts: 5 },
+    })
     const { url, server } = await listen(apps[name]!(guard))
-    const response = await fetch(`${url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const response = await fetch(`${url}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    })
     const text = await response.text()
     expect(response.status).toBe(502)
     expect(JSON.parse(text).error.code).toBe('upstream_error')

@@ -8,7 +8,14 @@
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Simulator } from '../packages/simulator/src/index.js'
-import { ResponseTap, guardOptions, startApp, startSecretSimulator, type Framework, type GuardedApp } from './http-support.js'
+import {
+  ResponseTap,
+  guardOptions,
+  startApp,
+  startSecretSimulator,
+  type Framework,
+  type GuardedApp,
+} from './http-support.js'
 
 const CALL_MS = 2_500 // each call streams 50 tokens at 50 ms: longer than the SDK's ~1.5 s of retry waits
 
@@ -47,7 +54,9 @@ for (const framework of ['express', 'koa'] as Framework[]) {
         }),
       )
       const elapsed = performance.now() - started
-      const failed = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))
+      const failed = results
+        .filter((r) => r.status === 'rejected')
+        .map((r) => String((r as PromiseRejectedResult).reason))
       expect(failed).toEqual([])
       expect(peak).toBeLessThanOrEqual(4)
       // The two that waited started when the first ones ended: about two call lengths in all.

@@ -7,7 +7,16 @@ import type { Identity, QuotaPolicies } from '../packages/core/src/index.js'
 import type { Simulator } from '../packages/simulator/src/index.js'
 import OpenAI, { APIError } from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { expectRefusal, guardOptions, ResponseTap, SECRETS, startApp, startSecretSimulator, type Framework, type GuardedApp } from './http-support.js'
+import {
+  expectRefusal,
+  guardOptions,
+  ResponseTap,
+  SECRETS,
+  startApp,
+  startSecretSimulator,
+  type Framework,
+  type GuardedApp,
+} from './http-support.js'
 
 const tap = new ResponseTap()
 afterAll(() => tap.assertNoSecrets())
@@ -86,7 +95,11 @@ describe.each<Framework>(['express', 'koa'])('%s relay with the openai SDK', (fr
     expect(first.choices[0]?.message.content).toBeTruthy()
     const { fetch: counting, attempts } = countingFetch()
     const started = performance.now()
-    const second = await sdk(app, 'rps-sdk', { maxRetries: 1, fetch: counting }).chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
+    const second = await sdk(app, 'rps-sdk', { maxRetries: 1, fetch: counting }).chat.completions.create({
+      model: 'qwen-plus',
+      messages,
+      max_tokens: 5,
+    })
     expect(second.choices[0]?.message.content).toBeTruthy()
     expect(attempts.map((attempt) => attempt.status)).toEqual([429, 200])
     const advertised = Number(attempts[0]!.headers.get('retry-after-ms'))
@@ -112,7 +125,8 @@ describe.each<Framework>(['express', 'koa'])('%s relay with the openai SDK', (fr
     const request = { model: 'qwen-plus', messages, max_tokens: 24, stream: true as const }
     const direct = new OpenAI({ baseURL: sim.url, apiKey: SECRETS.key, maxRetries: 0 })
     let expected = ''
-    for await (const chunk of await direct.chat.completions.create(request)) expected += chunk.choices[0]?.delta.content ?? ''
+    for await (const chunk of await direct.chat.completions.create(request))
+      expected += chunk.choices[0]?.delta.content ?? ''
 
     const { data: stream, response } = await sdk(app, 'stream-plain').chat.completions.create(request).withResponse()
     expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/)
@@ -128,7 +142,10 @@ describe.each<Framework>(['express', 'koa'])('%s relay with the openai SDK', (fr
     expect(relayed.length).toBeGreaterThan(0)
     expect(usageChunks).toBe(0)
 
-    const withUsage = await sdk(app, 'stream-usage').chat.completions.create({ ...request, stream_options: { include_usage: true } })
+    const withUsage = await sdk(app, 'stream-usage').chat.completions.create({
+      ...request,
+      stream_options: { include_usage: true },
+    })
     let last: OpenAI.Chat.Completions.ChatCompletionChunk | undefined
     let text = ''
     for await (const chunk of withUsage) {
@@ -140,7 +157,9 @@ describe.each<Framework>(['express', 'koa'])('%s relay with the openai SDK', (fr
   })
 
   it('answers a non-streaming call with the quota headers and the model that answered', async () => {
-    const { data, response } = await sdk(app, 'json-plain').chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 8 }).withResponse()
+    const { data, response } = await sdk(app, 'json-plain')
+      .chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 8 })
+      .withResponse()
     expect(data.object).toBe('chat.completion')
     expect(response.headers.get('x-qwen-guard-model')).toBe('qwen-plus')
     expect(response.headers.get('x-ratelimit-limit-requests')).toBe('1000')
@@ -149,7 +168,12 @@ describe.each<Framework>(['express', 'koa'])('%s relay with the openai SDK', (fr
 
   it('turns an error inside the upstream stream into an OpenAI stream error the SDK throws', async () => {
     sim.inject({ kind: 'stream-error', times: 1, afterChunks: 2 })
-    const stream = await sdk(app, 'stream-fault').chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 40, stream: true })
+    const stream = await sdk(app, 'stream-fault').chat.completions.create({
+      model: 'qwen-plus',
+      messages,
+      max_tokens: 40,
+      stream: true,
+    })
     let text = ''
     const error = await (async () => {
       for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? ''
@@ -201,7 +225,10 @@ describe.each<Framework>(['express', 'koa'])('%s relay when the client disconnec
 
     // Settled: the concurrency lease is back and only what was streamed stays charged.
     const guard = app.guard.guard
-    await until(async () => (await guard.state({ user })).some((s) => s.dimension === 'concurrency' && s.remaining === 1), 1_000)
+    await until(
+      async () => (await guard.state({ user })).some((s) => s.dimension === 'concurrency' && s.remaining === 1),
+      1_000,
+    )
     const tpm = (await guard.state({ user })).find((s) => s.dimension === 'tpm')
     expect(tpm).toBeDefined()
     expect(tpm!.limit - tpm!.remaining).toBeLessThan(200)
@@ -214,12 +241,26 @@ describe.each<Framework>(['express', 'koa'])('%s relay when the client disconnec
 describe.each<Framework>(['express', 'koa'])('%s relay translates upstream refusals', (framework) => {
   let sim: Simulator
   let app: GuardedApp
-  const guardCodes = ['rate_limit_exceeded', 'upstream_saturated', 'upstream_unavailable', 'upstream_timeout', 'upstream_error']
+  const guardCodes = [
+    'rate_limit_exceeded',
+    'upstream_saturated',
+    'upstream_unavailable',
+    'upstream_timeout',
+    'upstream_error',
+  ]
   beforeAll(async () => {
     sim = await startSecretSimulator({ burst: false })
     app = await startApp(
       framework,
-      guardOptions(sim, undefined, { queue: { maxWaitMs: 300 }, upstream: { baseURL: sim.url, accounts: [{ id: SECRETS.account, apiKey: SECRETS.key }], maxAttempts: 1, timeoutMs: 3_000 } }),
+      guardOptions(sim, undefined, {
+        queue: { maxWaitMs: 300 },
+        upstream: {
+          baseURL: sim.url,
+          accounts: [{ id: SECRETS.account, apiKey: SECRETS.key }],
+          maxAttempts: 1,
+          timeoutMs: 3_000,
+        },
+      }),
       tap,
     )
   })
@@ -236,7 +277,8 @@ describe.each<Framework>(['express', 'koa'])('%s relay translates upstream refus
     expect(guardCodes).toContain(body.error.code)
     // Nothing of DashScope's own answer: its codes, its request id, its messages.
     expect(text).not.toMatch(/Throttling|Arrearage|request_id|limit_requests|good standing|exceeded your current/i)
-    if (response.status === 429 || response.status === 503) expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
+    if (response.status === 429 || response.status === 503)
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThanOrEqual(1)
   }
 
   it('answers an upstream 429 (native body) with the guard own answer', async () => {

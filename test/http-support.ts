@@ -117,7 +117,8 @@ export interface GuardedApp {
   close(): Promise<void>
 }
 
-const userOf = (value: string | string[] | undefined): string => (Array.isArray(value) ? value[0] : value) ?? 'anonymous'
+const userOf = (value: string | string[] | undefined): string =>
+  (Array.isArray(value) ? value[0] : value) ?? 'anonymous'
 
 /**
  * An app of the given framework with the guard, the relay at /v1 (64 KiB body limit) and a route
@@ -173,7 +174,11 @@ export function parseRateLimitField(value: string): Array<{ name: string; params
 }
 
 /** Checks the refusal answer DESIGN.md specifies: 429, Retry-After = ceil(retry-after-ms / 1000) >= 1, fields, body. */
-export function expectRefusal(status: number, headers: Record<string, string | string[] | undefined>, body: unknown): void {
+export function expectRefusal(
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  body: unknown,
+): void {
   expect(status).toBe(429)
   const ms = Number(headers['retry-after-ms'])
   expect(Number.isInteger(ms) && ms > 0).toBe(true)
@@ -190,5 +195,7 @@ export function expectRefusal(status: number, headers: Record<string, string | s
     expect(policy.params).toHaveProperty('q')
     expect(policy.params).toHaveProperty('w')
   }
-  expect(body).toMatchObject({ error: { message: expect.any(String), type: 'rate_limit_error', code: expect.any(String), param: null } })
+  expect(body).toMatchObject({
+    error: { message: expect.any(String), type: 'rate_limit_error', code: expect.any(String), param: null },
+  })
 }

@@ -35,11 +35,17 @@ function metricGuard(registry?: Registry): Guard {
   })
 }
 
-async function value(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+async function value(
+  registry: Registry,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number | undefined> {
   const metric = registry.getSingleMetric(name)
   if (!metric) throw new Error(`no metric ${name}`)
   const { values } = await metric.get()
-  const found = values.find((v) => Object.entries(labels).every(([k, l]) => (v.labels as Record<string, unknown>)[k] === l))
+  const found = values.find((v) =>
+    Object.entries(labels).every(([k, l]) => (v.labels as Record<string, unknown>)[k] === l),
+  )
   return found?.value
 }
 
@@ -53,14 +59,30 @@ describe('guard metrics', () => {
     sim.inject({ kind: 'internal-error', times: 1 }) // the first call's first attempt: 500, retried
     await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 20 })
     await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 20 })
-    const refused = await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 20 }).catch((e: unknown) => e)
+    const refused = await client.chat.completions
+      .create({ model: 'qwen-plus', messages, max_tokens: 20 })
+      .catch((e: unknown) => e)
     expect(isQwenGuardError(refused)).toBe(true)
     await guard.metrics().scrape() // prom-client loaded
 
     expect(await value(registry, 'qwen_guard_decisions_total', { outcome: 'admitted' })).toBe(2)
-    expect(await value(registry, 'qwen_guard_decisions_total', { scope: 'user', dimension: 'rpm', outcome: 'refused' })).toBe(1)
-    expect(await value(registry, 'qwen_guard_upstream_requests_total', { account: ACCOUNT, model: 'qwen-plus', outcome: 'answered' })).toBe(2)
-    expect(await value(registry, 'qwen_guard_upstream_requests_total', { account: ACCOUNT, model: 'qwen-plus', outcome: 'server' })).toBe(1)
+    expect(
+      await value(registry, 'qwen_guard_decisions_total', { scope: 'user', dimension: 'rpm', outcome: 'refused' }),
+    ).toBe(1)
+    expect(
+      await value(registry, 'qwen_guard_upstream_requests_total', {
+        account: ACCOUNT,
+        model: 'qwen-plus',
+        outcome: 'answered',
+      }),
+    ).toBe(2)
+    expect(
+      await value(registry, 'qwen_guard_upstream_requests_total', {
+        account: ACCOUNT,
+        model: 'qwen-plus',
+        outcome: 'server',
+      }),
+    ).toBe(1)
     expect(await value(registry, 'qwen_guard_upstream_refusals_total', { model: 'qwen-plus', code: 'server' })).toBe(1)
     expect(await value(registry, 'qwen_guard_queue_wait_seconds', { le: '+Inf' })).toBe(2)
     expect(await value(registry, 'qwen_guard_store_up')).toBe(1)
@@ -80,7 +102,11 @@ describe('guard metrics', () => {
     // Overhead: only the call answered at its first attempt; utilisation: the lane has been used.
     const overhead = await registry.getSingleMetricAsString('qwen_guard_overhead_seconds')
     expect(overhead).toMatch(/^qwen_guard_overhead_seconds_count 1$/m)
-    const ratio = (await value(registry, 'qwen_guard_upstream_utilisation_ratio', { account: ACCOUNT, model: 'qwen-plus', dimension: 'busiest' }))!
+    const ratio = (await value(registry, 'qwen_guard_upstream_utilisation_ratio', {
+      account: ACCOUNT,
+      model: 'qwen-plus',
+      dimension: 'busiest',
+    }))!
     expect(ratio).toBeGreaterThan(0)
 
     const text = (await guard.metrics().scrape()).body
@@ -96,7 +122,16 @@ describe('guard metrics', () => {
     const res = await request(app).get('/metrics')
     expect(res.status).toBe(200)
     expect(res.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/)
-    for (const name of ['decisions_total', 'queue_wait_seconds', 'upstream_requests_total', 'upstream_refusals_total', 'tokens_total', 'upstream_utilisation_ratio', 'overhead_seconds', 'store_up']) {
+    for (const name of [
+      'decisions_total',
+      'queue_wait_seconds',
+      'upstream_requests_total',
+      'upstream_refusals_total',
+      'tokens_total',
+      'upstream_utilisation_ratio',
+      'overhead_seconds',
+      'store_up',
+    ]) {
       expect(res.text).toContain(`# TYPE qwen_guard_${name}`)
     }
     expect(res.text).toContain('qwen_guard_decisions_total{scope="all",dimension="none",outcome="admitted"} 1')
@@ -105,7 +140,10 @@ describe('guard metrics', () => {
   })
 
   it('the Koa adapter’s metrics() middleware answers the same', async () => {
-    const guarded = koaGuard({ upstream: { baseURL: sim.url, accounts: [{ id: ACCOUNT, apiKey: KEY }] }, metrics: { prefix: 'app_qwen_' } })
+    const guarded = koaGuard({
+      upstream: { baseURL: sim.url, accounts: [{ id: ACCOUNT, apiKey: KEY }] },
+      metrics: { prefix: 'app_qwen_' },
+    })
     await guarded.guard.client({ user: USER }).chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 8 })
     const app = new Koa()
     app.use(guarded.metrics())
@@ -122,8 +160,12 @@ describe('guard metrics', () => {
     const guard = createGuard({ upstream: { baseURL: sim.url, apiKey: KEY } })
     expect(() => guard.metrics()).toThrow(/metrics: true/)
     await guard.close()
-    expect(() => createGuard({ upstream: { apiKey: KEY }, metrics: { prefix: 'bad-prefix' } })).toThrow(/metrics\.prefix/)
-    expect(() => createGuard({ upstream: { apiKey: KEY }, metrics: { registry: {} as never } })).toThrow(/metrics\.registry/)
+    expect(() => createGuard({ upstream: { apiKey: KEY }, metrics: { prefix: 'bad-prefix' } })).toThrow(
+      /metrics\.prefix/,
+    )
+    expect(() => createGuard({ upstream: { apiKey: KEY }, metrics: { registry: {} as never } })).toThrow(
+      /metrics\.registry/,
+    )
   })
 
   it('prom-client is loaded only when metrics are on (built CJS and ESM, in a child process)', () => {
@@ -138,7 +180,10 @@ describe('guard metrics', () => {
         console.log(JSON.stringify({ before, after: loaded(), type: scrape.contentType }))
         await off.close(); await on.close()
       })`
-    const outCjs = JSON.parse(execFileSync(process.execPath, ['-e', cjs], { encoding: 'utf8' })) as Record<string, unknown>
+    const outCjs = JSON.parse(execFileSync(process.execPath, ['-e', cjs], { encoding: 'utf8' })) as Record<
+      string,
+      unknown
+    >
     expect(outCjs).toEqual({ before: false, after: true, type: expect.stringMatching(/^text\/plain/) })
     const esm = `
       const { createGuard } = await import(${JSON.stringify(`${core}index.js`)})
@@ -146,7 +191,9 @@ describe('guard metrics', () => {
       const scrape = await guard.metrics().scrape()
       console.log(JSON.stringify({ ok: scrape.body.includes('# TYPE qwen_guard_store_up gauge') }))
       await guard.close()`
-    const outEsm = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', esm], { encoding: 'utf8' })) as Record<string, unknown>
+    const outEsm = JSON.parse(
+      execFileSync(process.execPath, ['--input-type=module', '-e', esm], { encoding: 'utf8' }),
+    ) as Record<string, unknown>
     expect(outEsm).toEqual({ ok: true })
   })
 })

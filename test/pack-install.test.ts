@@ -33,7 +33,9 @@ const VARIANTS = { newest: 'openai@^6', lowest: `openai@${LOWEST_OPENAI}` } as c
 type Variant = keyof typeof VARIANTS
 
 /** npm must see the user's npm, not the pnpm run that started this test (pnpm exports npm_config_*). */
-const npmEnv = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name) && !/^pnpm_/i.test(name)))
+const npmEnv = Object.fromEntries(
+  Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name) && !/^pnpm_/i.test(name)),
+)
 
 let work = ''
 const typeChecks: Partial<Record<Variant, Promise<void>>> = {}
@@ -71,9 +73,21 @@ beforeAll(async () => {
       writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `qwen-guard-outside-${variant}`, private: true }))
       const { stderr } = await run(
         'npm',
-        ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=warn', ...tgz, VARIANTS[variant],
+        [
+          'install',
+          '--no-audit',
+          '--no-fund',
+          '--prefer-offline',
+          '--loglevel=warn',
+          ...tgz,
+          VARIANTS[variant],
           // No ioredis: an app on the memory store compiles the guard's types without it (strict, no skipLibCheck).
-          'express@^5', 'koa@^3', '@types/express@^5', '@types/koa@^3', '@types/node@^20'],
+          'express@^5',
+          'koa@^3',
+          '@types/express@^5',
+          '@types/koa@^3',
+          '@types/node@^20',
+        ],
         { cwd: dir, env: npmEnv, maxBuffer: 16 << 20 },
       )
       installLog[variant] = stderr
@@ -106,7 +120,8 @@ async function runApp(variant: Variant, file: 'app.mjs' | 'app.cjs'): Promise<Su
 }
 
 const installedVersion = (variant: Variant, name: string) =>
-  (JSON.parse(readFileSync(join(appDir(variant), 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
+  (JSON.parse(readFileSync(join(appDir(variant), 'node_modules', name, 'package.json'), 'utf8')) as { version: string })
+    .version
 
 /** Every `openai` package folder under node_modules (a second copy would break instanceof and types). */
 function openaiCopies(dir: string): string[] {
@@ -128,7 +143,7 @@ function openaiCopies(dir: string): string[] {
 
 for (const variant of Object.keys(VARIANTS) as Variant[]) {
   describe(`installed from the tarballs, with ${VARIANTS[variant]}`, () => {
-    it('installs one copy of openai, the app\'s own, without peer-dependency complaints', () => {
+    it("installs one copy of openai, the app's own, without peer-dependency complaints", () => {
       expect(openaiCopies(appDir(variant))).toEqual([join(appDir(variant), 'node_modules', 'openai')])
       const version = installedVersion(variant, 'openai')
       if (variant === 'lowest') expect(version).toBe(LOWEST_OPENAI)
@@ -137,7 +152,10 @@ for (const variant of Object.keys(VARIANTS) as Variant[]) {
     })
 
     const results: Partial<Record<'esm' | 'cjs', SuiteResult>> = {}
-    for (const [format, file] of [['esm', 'app.mjs'], ['cjs', 'app.cjs']] as const) {
+    for (const [format, file] of [
+      ['esm', 'app.mjs'],
+      ['cjs', 'app.cjs'],
+    ] as const) {
       it(`behaves as documented under ${format === 'esm' ? 'import' : 'require'} (${file})`, async () => {
         const result = await runApp(variant, file)
         results[format] = result
@@ -160,7 +178,15 @@ for (const variant of Object.keys(VARIANTS) as Variant[]) {
     it('exposes the same exports under import and require', () => {
       expect(results.esm && results.cjs, 'both apps ran').toBeTruthy()
       expect(results.cjs!.exports).toEqual(results.esm!.exports)
-      expect(results.esm!.exports.core).toEqual(expect.arrayContaining(['createGuard', 'QwenGuardError', 'isQwenGuardError', 'createRelay', 'validateChatRequest']))
+      expect(results.esm!.exports.core).toEqual(
+        expect.arrayContaining([
+          'createGuard',
+          'QwenGuardError',
+          'isQwenGuardError',
+          'createRelay',
+          'validateChatRequest',
+        ]),
+      )
       expect(results.esm!.exports.express).toContain('qwenGuard')
       expect(results.esm!.exports.koa).toContain('qwenGuard')
       expect(results.esm!.exports.simulator).toContain('startSimulator')
@@ -179,9 +205,13 @@ describe('the installed packages (newest openai)', () => {
   it('each ship LICENSE, a README whose relative links resolve, and no workspace: ranges', () => {
     for (const name of PACKAGES) {
       const dir = installed(name)
-      expect(readFileSync(join(dir, 'LICENSE'), 'utf8')).toMatch(/^MIT License\n\nCopyright \(c\) \d{4} qwen-guard contributors/)
+      expect(readFileSync(join(dir, 'LICENSE'), 'utf8')).toMatch(
+        /^MIT License\n\nCopyright \(c\) \d{4} qwen-guard contributors/,
+      )
       const readme = readFileSync(join(dir, 'README.md'), 'utf8')
-      const links = [...readme.matchAll(/\]\(([^)\s]+)\)/g)].map((m) => m[1]!).filter((href) => !/^(https?:|mailto:|#)/.test(href))
+      const links = [...readme.matchAll(/\]\(([^)\s]+)\)/g)]
+        .map((m) => m[1]!)
+        .filter((href) => !/^(https?:|mailto:|#)/.test(href))
       for (const href of links) {
         const target = resolve(dir, href.split('#')[0]!)
         expect(existsSync(target), `${name}/README.md links ${href}`).toBe(true)
@@ -191,13 +221,19 @@ describe('the installed packages (newest openai)', () => {
       expect(manifest).not.toMatch(/"source"/)
       expect((JSON.parse(manifest) as { license: string }).license).toBe('MIT')
     }
-    const core = JSON.parse(readFileSync(join(installed('core'), 'package.json'), 'utf8')) as Record<string, Record<string, string>>
+    const core = JSON.parse(readFileSync(join(installed('core'), 'package.json'), 'utf8')) as Record<
+      string,
+      Record<string, string>
+    >
     expect(core.peerDependencies).toEqual({ openai: `^${LOWEST_OPENAI}`, ioredis: '^5.0.0', 'prom-client': '^15.0.0' })
     // ioredis and prom-client are optional peers: an app installs them only for Redis or metrics.
     expect(core.peerDependenciesMeta).toEqual({ ioredis: { optional: true }, 'prom-client': { optional: true } })
     expect(core.dependencies).not.toHaveProperty('openai')
     for (const name of ['express', 'koa']) {
-      const manifest = JSON.parse(readFileSync(join(installed(name), 'package.json'), 'utf8')) as Record<string, Record<string, string>>
+      const manifest = JSON.parse(readFileSync(join(installed(name), 'package.json'), 'utf8')) as Record<
+        string,
+        Record<string, string>
+      >
       expect(manifest.peerDependencies).toHaveProperty('openai', `^${LOWEST_OPENAI}`)
       expect(manifest.dependencies).toEqual({ '@qwen-guard/core': expect.stringMatching(/^\^?\d+\.\d+\.\d+$/) })
     }
@@ -211,7 +247,12 @@ describe('the installed packages (newest openai)', () => {
 
   /** Starts `command` in its own process group (npx does not pass signals on) and reads its URL. */
   async function startAndReadUrl(command: string, args: string[]) {
-    const child = spawn(command, args, { cwd: appDir('newest'), env: npmEnv, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+    const child = spawn(command, args, {
+      cwd: appDir('newest'),
+      env: npmEnv,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    })
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
     const url = await new Promise<string>((resolveUrl, reject) => {
       let out = ''
@@ -220,7 +261,9 @@ describe('the installed packages (newest openai)', () => {
         const line = out.split('\n').find((l) => l.startsWith('http://'))
         if (line) resolveUrl(line.trim())
       })
-      child.once('exit', (code) => reject(new Error(`${command} ${args.join(' ')} exited (${code}) before printing its URL: ${out}`)))
+      child.once('exit', (code) =>
+        reject(new Error(`${command} ${args.join(' ')} exited (${code}) before printing its URL: ${out}`)),
+      )
     })
     const stop = async (signal: NodeJS.Signals) => {
       process.kill(-child.pid!, signal)

@@ -14,26 +14,49 @@ import * as adapter from '../packages/core/src/adapter.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const SECRET = 'sk-surface-secret-4e1d'
-const ADAPTER_ONLY = ['adoptGuard', 'attachLazyClient', 'isLazyClientAttached', 'isGuard', 'identityOrDefault', 'requireIdentity', 'clientGoneSignal']
+const ADAPTER_ONLY = [
+  'adoptGuard',
+  'attachLazyClient',
+  'isLazyClientAttached',
+  'isGuard',
+  'identityOrDefault',
+  'requireIdentity',
+  'clientGoneSignal',
+]
 
 /** Runs a tiny program in a fresh Node process from an example folder (a real consumer of the packages). */
 function run(program: string, type: 'module' | 'commonjs'): unknown {
-  const out = execFileSync(process.execPath, [type === 'module' ? '--input-type=module' : '--input-type=commonjs', '-e', program], {
-    cwd: `${root}examples/chat-backend`,
-    encoding: 'utf8',
-  })
+  const out = execFileSync(
+    process.execPath,
+    [type === 'module' ? '--input-type=module' : '--input-type=commonjs', '-e', program],
+    {
+      cwd: `${root}examples/chat-backend`,
+      encoding: 'utf8',
+    },
+  )
   return JSON.parse(out)
 }
 
 beforeAll(() => {
-  if (!existsSync(`${root}packages/core/dist/adapter.cjs`)) execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root })
+  if (!existsSync(`${root}packages/core/dist/adapter.cjs`))
+    execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root })
 }, 120_000)
 
 describe('the public Guard', () => {
   it('holds no options: nothing with the upstream key is enumerable, serialised or inspected', async () => {
     const guard = main.createGuard({ upstream: { apiKey: SECRET } })
     expect('options' in guard).toBe(false)
-    expect(Object.keys(guard).sort()).toEqual(['call', 'check', 'client', 'close', 'fetch', 'metrics', 'models', 'on', 'state'])
+    expect(Object.keys(guard).sort()).toEqual([
+      'call',
+      'check',
+      'client',
+      'close',
+      'fetch',
+      'metrics',
+      'models',
+      'on',
+      'state',
+    ])
     expect(JSON.stringify(guard) ?? '').not.toContain(SECRET)
     expect(inspect(guard, { depth: 10 })).not.toContain(SECRET)
     // The relay still reads what it needs from a guard made by createGuard, and refuses anything else.
@@ -66,7 +89,12 @@ describe('@qwen-guard/core/adapter', () => {
             adapter: Object.keys(adapter).filter((k) => k !== 'default').sort(),
           })),
         ).finally(() => guard.close())`
-      expect(run(program, type)).toEqual({ refused: true, sameClass: true, mainHasAdapter: false, adapter: [...ADAPTER_ONLY].sort() })
+      expect(run(program, type)).toEqual({
+        refused: true,
+        sameClass: true,
+        mainHasAdapter: false,
+        adapter: [...ADAPTER_ONLY].sort(),
+      })
     })
   }
 })

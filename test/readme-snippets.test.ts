@@ -64,7 +64,9 @@ describe('README snippets', () => {
 
   for (const name of ['express', 'express-package'] as const) {
     it(`${name}: /ask answers through req.qwen, the relay answers, guard.errors answers refusals`, async () => {
-      const { app, guard } = await import(`../examples/snippets/${name}.ts`) as typeof import('../examples/snippets/express.js')
+      const { app, guard } = (await import(
+        `../examples/snippets/${name}.ts`
+      )) as typeof import('../examples/snippets/express.js')
       closers.push(() => guard.close())
       const ask = await request(app).post('/ask').send({ messages: chat.messages })
       expect(ask.status).toBe(200)

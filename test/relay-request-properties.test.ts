@@ -16,7 +16,14 @@
  */
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createGuard, createRelay, type Guard, type GuardOptions, type QuotaState, type Relay } from '../packages/core/src/index.js'
+import {
+  createGuard,
+  createRelay,
+  type Guard,
+  type GuardOptions,
+  type QuotaState,
+  type Relay,
+} from '../packages/core/src/index.js'
 import { guardOptionsOf } from '../packages/core/src/guard-internals.js'
 
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 10_000)
@@ -36,7 +43,20 @@ const models: GuardOptions['models'] = {
 
 // ---------- arbitraries ----------
 
-const oddStrings = ['\ud800', 'a\udfffb', '\udc00\ud800', '\u202eevil\u202c', 'مرحبا بالعالم', 'שלום', '👩‍👩‍👧‍👦🚀', '你好，世界', '', ' ', '\u0000', 'x'.repeat(300)]
+const oddStrings = [
+  '\ud800',
+  'a\udfffb',
+  '\udc00\ud800',
+  '\u202eevil\u202c',
+  'مرحبا بالعالم',
+  'שלום',
+  '👩‍👩‍👧‍👦🚀',
+  '你好，世界',
+  '',
+  ' ',
+  '\u0000',
+  'x'.repeat(300),
+]
 const text = fc.oneof(
   { weight: 4, arbitrary: fc.string({ maxLength: 24 }) },
   { weight: 2, arbitrary: fc.string({ unit: 'binary', maxLength: 12 }) },
@@ -52,7 +72,9 @@ const deep = fc.record({ depth: fc.integer({ min: 1, max: 300 }), objects: fc.bo
   return value
 })
 /** An object with prototype-ish own keys (Object.fromEntries defines them, as JSON.parse does). */
-const protoObject = fc.array(fc.tuple(protoKey, fc.jsonValue({ maxDepth: 2 })), { minLength: 1, maxLength: 3 }).map((entries) => Object.fromEntries(entries))
+const protoObject = fc
+  .array(fc.tuple(protoKey, fc.jsonValue({ maxDepth: 2 })), { minLength: 1, maxLength: 3 })
+  .map((entries) => Object.fromEntries(entries))
 const wrong: fc.Arbitrary<unknown> = fc.oneof(
   fc.constant(null),
   fc.boolean(),
@@ -67,14 +89,55 @@ const maybe = <T>(arbitrary: fc.Arbitrary<T>, freq = 3) => fc.option(arbitrary, 
 
 const part = fc.oneof(
   { weight: 20, arbitrary: fc.record({ type: fc.constant('text'), text }) },
-  { weight: 2, arbitrary: fc.record({ type: fc.constant('image_url'), image_url: fc.oneof({ weight: 6, arbitrary: fc.record({ url: fc.constant('https://x.test/a.png') }) }, { weight: 1, arbitrary: wrong }) }) },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant('video'), video: fc.oneof({ weight: 6, arbitrary: fc.array(fc.constant('https://x.test/f.png'), { maxLength: 6 }) }, { weight: 1, arbitrary: wrong }) }) },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant('video_url'), video_url: fc.record({ url: fc.constant('https://x.test/v.mp4') }) }) },
-  { weight: 1, arbitrary: fc.record({ type: fc.constant('input_audio'), input_audio: fc.record({ data: fc.base64String({ maxLength: 24 }), format: fc.constant('wav') }) }) },
-  { weight: 1, arbitrary: fc.record({ type: fc.oneof(fc.constantFrom('refusal', 'hologram', 'file'), wrong), refusal: maybe(text), text: maybe(wrong) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      type: fc.constant('image_url'),
+      image_url: fc.oneof(
+        { weight: 6, arbitrary: fc.record({ url: fc.constant('https://x.test/a.png') }) },
+        { weight: 1, arbitrary: wrong },
+      ),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      type: fc.constant('video'),
+      video: fc.oneof(
+        { weight: 6, arbitrary: fc.array(fc.constant('https://x.test/f.png'), { maxLength: 6 }) },
+        { weight: 1, arbitrary: wrong },
+      ),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      type: fc.constant('video_url'),
+      video_url: fc.record({ url: fc.constant('https://x.test/v.mp4') }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      type: fc.constant('input_audio'),
+      input_audio: fc.record({ data: fc.base64String({ maxLength: 24 }), format: fc.constant('wav') }),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      type: fc.oneof(fc.constantFrom('refusal', 'hologram', 'file'), wrong),
+      refusal: maybe(text),
+      text: maybe(wrong),
+    }),
+  },
   { weight: 1, arbitrary: wrong },
 )
-const toolCall = fc.record({ id: fc.constant('call_1'), type: fc.constant('function'), function: fc.record({ name: fc.constant('f'), arguments: text }) })
+const toolCall = fc.record({
+  id: fc.constant('call_1'),
+  type: fc.constant('function'),
+  function: fc.record({ name: fc.constant('f'), arguments: text }),
+})
 const role = fc.oneof(
   { weight: 12, arbitrary: fc.constantFrom('user', 'user', 'user', 'system', 'assistant', 'developer') },
   { weight: 1, arbitrary: fc.constantFrom('tool', 'function') },
@@ -82,13 +145,24 @@ const role = fc.oneof(
 )
 const messageExtra = fc.oneof(
   fc.record({ name: fc.oneof({ weight: 4, arbitrary: text }, { weight: 1, arbitrary: wrong }) }),
-  fc.record({ tool_call_id: fc.oneof({ weight: 4, arbitrary: fc.constant('call_1') }, { weight: 1, arbitrary: wrong }) }),
-  fc.record({ tool_calls: fc.oneof({ weight: 4, arbitrary: fc.array(toolCall, { maxLength: 2 }) }, { weight: 1, arbitrary: wrong }) }),
+  fc.record({
+    tool_call_id: fc.oneof({ weight: 4, arbitrary: fc.constant('call_1') }, { weight: 1, arbitrary: wrong }),
+  }),
+  fc.record({
+    tool_calls: fc.oneof(
+      { weight: 4, arbitrary: fc.array(toolCall, { maxLength: 2 }) },
+      { weight: 1, arbitrary: wrong },
+    ),
+  }),
 )
 const message = fc
   .record({
     role,
-    content: fc.oneof({ weight: 16, arbitrary: text }, { weight: 6, arbitrary: fc.array(part, { maxLength: 4 }) }, { weight: 1, arbitrary: wrong }),
+    content: fc.oneof(
+      { weight: 16, arbitrary: text },
+      { weight: 6, arbitrary: fc.array(part, { maxLength: 4 }) },
+      { weight: 1, arbitrary: wrong },
+    ),
     extra: fc.option(messageExtra, { nil: undefined, freq: 3 }),
   })
   .map(({ role, content, extra }) => ({ role, content, ...extra }))
@@ -99,23 +173,45 @@ const schema = fc.oneof(
   protoObject,
 )
 const tool = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ type: fc.constant('function'), function: fc.record({ name: fc.oneof(fc.constant('weather'), wrong), description: text, parameters: schema }, { requiredKeys: ['name'] }) }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      type: fc.constant('function'),
+      function: fc.record(
+        { name: fc.oneof(fc.constant('weather'), wrong), description: text, parameters: schema },
+        { requiredKeys: ['name'] },
+      ),
+    }),
+  },
   { weight: 1, arbitrary: wrong },
 )
-const cap = fc.oneof({ weight: 5, arbitrary: fc.integer({ min: 1, max: 70_000 }) }, { weight: 1, arbitrary: hugeNumber }, { weight: 1, arbitrary: wrong })
+const cap = fc.oneof(
+  { weight: 5, arbitrary: fc.integer({ min: 1, max: 70_000 }) },
+  { weight: 1, arbitrary: hugeNumber },
+  { weight: 1, arbitrary: wrong },
+)
 
 const fields = fc.record(
   {
     model: fc.oneof(
-      { weight: 30, arbitrary: fc.constantFrom('qwen-plus', 'qwen3-max', 'qwen-max', 'qwen-turbo', 'qwen-open', 'qwen-thinker') },
+      {
+        weight: 30,
+        arbitrary: fc.constantFrom('qwen-plus', 'qwen3-max', 'qwen-max', 'qwen-turbo', 'qwen-open', 'qwen-thinker'),
+      },
       { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor', 'gpt-4o', 'qwen-flash') },
       { weight: 1, arbitrary: wrong },
     ),
-    messages: fc.oneof({ weight: 30, arbitrary: fc.array(message, { minLength: 1, maxLength: 3 }) }, { weight: 1, arbitrary: wrong }),
+    messages: fc.oneof(
+      { weight: 30, arbitrary: fc.array(message, { minLength: 1, maxLength: 3 }) },
+      { weight: 1, arbitrary: wrong },
+    ),
     max_tokens: cap,
     max_completion_tokens: cap,
     enable_thinking: fc.oneof({ weight: 4, arbitrary: fc.boolean() }, { weight: 1, arbitrary: wrong }),
-    thinking_budget: fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 1, max: 90_000 }) }, { weight: 1, arbitrary: wrong }),
+    thinking_budget: fc.oneof(
+      { weight: 4, arbitrary: fc.integer({ min: 1, max: 90_000 }) },
+      { weight: 1, arbitrary: wrong },
+    ),
     n: fc.oneof(fc.constantFrom(1, 2, 0, 1.5, '1'), wrong),
     enable_search: fc.oneof(fc.boolean(), wrong),
     stream: fc.oneof({ weight: 4, arbitrary: fc.boolean() }, { weight: 1, arbitrary: wrong }),
@@ -123,8 +219,16 @@ const fields = fc.record(
     temperature: fc.oneof(fc.double({ min: 0, max: 2, noNaN: true }), hugeNumber, wrong),
     tools: fc.oneof({ weight: 4, arbitrary: fc.array(tool, { maxLength: 3 }) }, { weight: 1, arbitrary: wrong }),
     functions: fc.oneof(fc.array(fc.record({ name: fc.constant('f'), parameters: schema }), { maxLength: 2 }), wrong),
-    tool_choice: fc.oneof(fc.constantFrom('auto', 'none'), fc.record({ type: fc.constant('function'), function: fc.record({ name: fc.constant('f') }) }), wrong),
-    response_format: fc.oneof(fc.record({ type: fc.constantFrom('json_object', 'text') }), fc.record({ type: fc.constant('json_schema'), json_schema: fc.record({ name: fc.constant('s'), schema }) }), wrong),
+    tool_choice: fc.oneof(
+      fc.constantFrom('auto', 'none'),
+      fc.record({ type: fc.constant('function'), function: fc.record({ name: fc.constant('f') }) }),
+      wrong,
+    ),
+    response_format: fc.oneof(
+      fc.record({ type: fc.constantFrom('json_object', 'text') }),
+      fc.record({ type: fc.constant('json_schema'), json_schema: fc.record({ name: fc.constant('s'), schema }) }),
+      wrong,
+    ),
     vl_high_resolution_images: fc.oneof(fc.boolean(), wrong),
     metadata: fc.oneof(deep, protoObject, wrong, fc.jsonValue({ maxDepth: 3 })),
     seed: fc.oneof(fc.integer(), hugeNumber),
@@ -177,7 +281,11 @@ function mostBillable(sent: Record<string, unknown>, guard: Guard): number {
   const thinking = model.thinking ?? 'off'
   const thinks =
     thinking === 'always' || sent.enable_thinking === true || (thinking === 'on' && sent.enable_thinking !== false)
-  const reasoning = thinks ? (typeof sent.thinking_budget === 'number' ? sent.thinking_budget : (model.maxReasoningTokens ?? 32_768)) : 0
+  const reasoning = thinks
+    ? typeof sent.thinking_budget === 'number'
+      ? sent.thinking_budget
+      : (model.maxReasoningTokens ?? 32_768)
+    : 0
   const n = typeof sent.n === 'number' && sent.n > 1 ? sent.n : 1
   return n * (answer + reasoning)
 }
@@ -185,15 +293,34 @@ function mostBillable(sent: Record<string, unknown>, guard: Guard): number {
 function upstreamAnswer(sent: Record<string, unknown>, completion: number): Response {
   const usage = { prompt_tokens: 1, completion_tokens: completion, total_tokens: completion + 1 }
   if (sent.stream === true) {
-    const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: sent.model, choices: [{ index: 0, delta: { content: 'ok' }, finish_reason: 'stop' }] }
+    const chunk = {
+      id: 'c',
+      object: 'chat.completion.chunk',
+      created: 1,
+      model: sent.model,
+      choices: [{ index: 0, delta: { content: 'ok' }, finish_reason: 'stop' }],
+    }
     const last = { id: 'c', object: 'chat.completion.chunk', created: 1, model: sent.model, choices: [], usage }
-    return new Response(`data: ${JSON.stringify(chunk)}\n\ndata: ${JSON.stringify(last)}\n\ndata: [DONE]\n\n`, { headers: { 'content-type': 'text/event-stream' } })
+    return new Response(`data: ${JSON.stringify(chunk)}\n\ndata: ${JSON.stringify(last)}\n\ndata: [DONE]\n\n`, {
+      headers: { 'content-type': 'text/event-stream' },
+    })
   }
-  const completionBody = { id: 'c', object: 'chat.completion', created: 1, model: sent.model, choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage }
+  const completionBody = {
+    id: 'c',
+    object: 'chat.completion',
+    created: 1,
+    model: sent.model,
+    choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+    usage,
+  }
   return Response.json(completionBody)
 }
 
-const remaining = (state: QuotaState[]) => state.map((s) => `${s.scope}/${s.dimension}=${s.remaining}`).sort().join(',')
+const remaining = (state: QuotaState[]) =>
+  state
+    .map((s) => `${s.scope}/${s.dimension}=${s.remaining}`)
+    .sort()
+    .join(',')
 
 async function readAll(answer: { body: string | ReadableStream<Uint8Array> }): Promise<string> {
   return typeof answer.body === 'string' ? answer.body : new Response(answer.body).text()
@@ -272,8 +399,12 @@ describe('relay request bodies (property suite, issue 10)', () => {
         expect(typeof parsed.error.message).toBe('string')
         expect(parsed.error.type).toBe('invalid_request_error')
         expect(typeof parsed.error.code).toBe('string')
-        if (parsed.error.code === 'invalid_request' && answer.status === 400) expect(typeof parsed.error.param).toBe('string')
-        const field = typeof parsed.error.param === 'string' ? (parsed.error.param.split(/[.[]/, 1)[0] ?? '') : String(parsed.error.code)
+        if (parsed.error.code === 'invalid_request' && answer.status === 400)
+          expect(typeof parsed.error.param).toBe('string')
+        const field =
+          typeof parsed.error.param === 'string'
+            ? (parsed.error.param.split(/[.[]/, 1)[0] ?? '')
+            : String(parsed.error.code)
         refusedBy[field] = (refusedBy[field] ?? 0) + 1
         expect(text).not.toContain(SECRET)
         expect(sent.length).toBe(sentBefore)

@@ -7,7 +7,15 @@
  */
 import type { Simulator } from '../packages/simulator/src/index.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { guardOptions, ResponseTap, SECRETS, startApp, startSecretSimulator, type Framework, type GuardedApp } from './http-support.js'
+import {
+  guardOptions,
+  ResponseTap,
+  SECRETS,
+  startApp,
+  startSecretSimulator,
+  type Framework,
+  type GuardedApp,
+} from './http-support.js'
 
 const tap = new ResponseTap()
 afterAll(() => tap.assertNoSecrets())
@@ -52,7 +60,10 @@ describe.each<Framework>(['express', 'koa'])('%s: ten concurrent calls of a tpm-
   it.each<[string, Record<string, unknown>]>([
     ['max_tokens 100', { max_tokens: 100 }],
     ['no cap at all (the default cap is sent upstream)', {}],
-    ['thinking with a budget of 100 and max_tokens 20', { enable_thinking: true, thinking_budget: 100, max_tokens: 20 }],
+    [
+      'thinking with a budget of 100 and max_tokens 20',
+      { enable_thinking: true, thinking_budget: 100, max_tokens: 20 },
+    ],
     ['thinking without a budget (the default budget is capped and sent)', { enable_thinking: true, max_tokens: 20 }],
   ])('%s: Qwen bills at most the 500 tokens of the minute', async (name, fields) => {
     const before = billed()

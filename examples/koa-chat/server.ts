@@ -25,10 +25,12 @@ function fail(message: string): never {
 /** PORT (default 3001, so it can run beside the Express example), DASHSCOPE_API_KEY, QWEN_BASE_URL. */
 function readEnv(): { port: number; apiKey?: string; baseURL?: string } {
   const rawPort = process.env.PORT?.trim() || '3001'
-  if (!/^\d{1,5}$/.test(rawPort) || Number(rawPort) > 65535) fail(`PORT must be a whole number from 0 to 65535, got "${rawPort}"`)
+  if (!/^\d{1,5}$/.test(rawPort) || Number(rawPort) > 65535)
+    fail(`PORT must be a whole number from 0 to 65535, got "${rawPort}"`)
   const apiKey = process.env.DASHSCOPE_API_KEY?.trim() || undefined
   const baseURL = process.env.QWEN_BASE_URL?.trim() || undefined
-  if (baseURL && !apiKey) fail('QWEN_BASE_URL is set but DASHSCOPE_API_KEY is not: set both, or neither to use the simulator')
+  if (baseURL && !apiKey)
+    fail('QWEN_BASE_URL is set but DASHSCOPE_API_KEY is not: set both, or neither to use the simulator')
   if (baseURL && !/^https?:\/\//.test(baseURL)) fail('QWEN_BASE_URL must start with http:// or https://')
   try {
     if (baseURL) new URL(baseURL)
@@ -95,14 +97,24 @@ async function main(): Promise<void> {
   if (env.apiKey) {
     upstream = { apiKey: env.apiKey, ...(env.baseURL ? { baseURL: env.baseURL } : {}) }
   } else {
-    simulator = await startSimulator({ port: 0, ttftMs: 300, perTokenMs: 20, limits: { 'qwen3-max': { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } } })
+    simulator = await startSimulator({
+      port: 0,
+      ttftMs: 300,
+      perTokenMs: 20,
+      limits: { 'qwen3-max': { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } },
+    })
     upstream = { baseURL: simulator.url, apiKey: 'sk-sim' }
   }
 
   const guard = qwenGuard({
     upstream,
     // The simulator's scarce qwen3-max is mirrored here so the guard paces under it and falls back.
-    models: { [MODEL]: { ...(simulator ? { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } : {}), fallback: ['qwen-plus', 'qwen-flash'] } },
+    models: {
+      [MODEL]: {
+        ...(simulator ? { rpm: 12, rps: 1, tpm: 20_000, tps: 2_000 } : {}),
+        fallback: ['qwen-plus', 'qwen-flash'],
+      },
+    },
     // Identity: the default, the client's address (IPv6 grouped by /64), never a client header.
     quotas: { user: { rpm: 10, tpm: 8_000, concurrency: 2 } },
   })
@@ -117,7 +129,8 @@ async function main(): Promise<void> {
       return
     }
     if (ctx.method === 'GET' && ctx.path === '/') {
-      ctx.body = 'qwen-guard Koa example: POST /chat {"message":"..."} (add ?stream=1 to stream), GET /quota, OpenAI relay at /v1\n'
+      ctx.body =
+        'qwen-guard Koa example: POST /chat {"message":"..."} (add ?stream=1 to stream), GET /quota, OpenAI relay at /v1\n'
       return
     }
     await next()

@@ -9,14 +9,17 @@ const guard = createGuard({
 })
 
 async function ask(client: OpenAI, question: string): Promise<string> {
-  const answer = await client.chat.completions.create({ model: 'qwen-plus', messages: [{ role: 'user', content: question }] })
+  const answer = await client.chat.completions.create({
+    model: 'qwen-plus',
+    messages: [{ role: 'user', content: question }],
+  })
   return answer.choices[0]?.message.content ?? ''
 }
 
 try {
-  console.log(await ask(guard.client({ user: 'alice' }), 'Hello'))   // guard.client() is your own OpenAI
+  console.log(await ask(guard.client({ user: 'alice' }), 'Hello')) // guard.client() is your own OpenAI
 } catch (err) {
-  if (!(err instanceof OpenAI.APIError)) throw err          // every refusal is an OpenAI.APIError ...
+  if (!(err instanceof OpenAI.APIError)) throw err // every refusal is an OpenAI.APIError ...
   if (isQwenGuardError(err)) console.log(`${err.scope} ${err.dimension}: retry in ${err.retryAfterMs} ms`) // ... with the guard's fields
 }
 await guard.close()

@@ -5,7 +5,9 @@ import type { GuardOptions } from '@qwen-guard/core'
 
 declare global {
   namespace Express {
-    interface Request { user?: { id: string } }   // set by your own auth middleware (session, JWT, ...)
+    interface Request {
+      user?: { id: string }
+    } // set by your own auth middleware (session, JWT, ...)
   }
 }
 declare const options: GuardOptions & ExpressAdapterOptions
@@ -14,5 +16,8 @@ const app = express()
 // #region readme
 import { clientAddress } from '@qwen-guard/core'
 app.set('trust proxy', 'loopback')
-qwenGuard({ ...options, identify: (req) => ({ user: req.user?.id ?? clientAddress(req.ip), key: req.get('x-api-key') }) })
+qwenGuard({
+  ...options,
+  identify: (req) => ({ user: req.user?.id ?? clientAddress(req.ip), key: req.get('x-api-key') }),
+})
 // #endregion readme

@@ -4,9 +4,9 @@ import type { Identity } from '@qwen-guard/core'
 import type { ExpressAdapterOptions } from '@qwen-guard/express'
 
 interface Shown {
-// #region readme
-identify?: (req: Request) => Identity | Promise<Identity>    // Identity = { user?: string; key?: string }
-// #endregion readme
+  // #region readme
+  identify?: (req: Request) => Identity | Promise<Identity> // Identity = { user?: string; key?: string }
+  // #endregion readme
 }
 
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false

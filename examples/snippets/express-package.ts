@@ -9,15 +9,15 @@ const guard = qwenGuard({
 })
 
 const app = express()
-app.use(guard)                            // req.qwen, req.qwenIdentity
+app.use(guard) // req.qwen, req.qwenIdentity
 
 app.post('/ask', express.json(), async (req, res) => {
   const answer = await req.qwen.chat.completions.create({ model: 'qwen-plus', messages: req.body.messages })
   res.json({ text: answer.choices[0]?.message.content })
 })
 
-app.use('/v1', guard.proxy())             // OpenAI-compatible relay
-app.use(guard.errors)                     // QwenGuardError -> 429/503 + Retry-After, RateLimit, JSON body
+app.use('/v1', guard.proxy()) // OpenAI-compatible relay
+app.use(guard.errors) // QwenGuardError -> 429/503 + Retry-After, RateLimit, JSON body
 
 process.on('SIGTERM', () => void guard.close())
 // #endregion readme

@@ -5,7 +5,9 @@ import { qwenGuard } from '@qwen-guard/express'
 
 declare global {
   namespace Express {
-    interface Request { user?: { id: string } }   // set by your own auth middleware (session, JWT, ...)
+    interface Request {
+      user?: { id: string }
+    } // set by your own auth middleware (session, JWT, ...)
   }
 }
 
@@ -17,13 +19,13 @@ const guard = qwenGuard({
 })
 
 const app = express()
-app.use(guard)                      // req.qwen: an openai client, every call guarded for this identity
+app.use(guard) // req.qwen: an openai client, every call guarded for this identity
 app.post('/ask', express.json(), async (req, res) => {
   const answer = await req.qwen.chat.completions.create({ model: 'qwen3-max', messages: req.body.messages })
   res.json(answer)
 })
-app.use('/v1', guard.proxy())       // an OpenAI-compatible relay: POST /v1/chat/completions, GET /v1/models
-app.use(guard.errors)               // a QwenGuardError from any route -> 429/503/504 + Retry-After + RateLimit
+app.use('/v1', guard.proxy()) // an OpenAI-compatible relay: POST /v1/chat/completions, GET /v1/models
+app.use(guard.errors) // a QwenGuardError from any route -> 429/503/504 + Retry-After + RateLimit
 // #endregion readme
 
 export { app, guard }

@@ -4,9 +4,9 @@ import type { Identity } from '@qwen-guard/core'
 import type { KoaAdapterOptions } from '@qwen-guard/koa'
 
 interface Shown {
-// #region readme
-identify?: (ctx: Context) => Identity | Promise<Identity>    // Identity = { user?: string; key?: string }
-// #endregion readme
+  // #region readme
+  identify?: (ctx: Context) => Identity | Promise<Identity> // Identity = { user?: string; key?: string }
+  // #endregion readme
 }
 
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false

@@ -9,11 +9,14 @@ const guard = qwenGuard({
 })
 
 const app = new Koa()
-app.use(guard)                              // ctx.qwen, ctx.state.qwen, ctx.qwenIdentity; translates QwenGuardError
-app.use(guard.proxy({ prefix: '/v1' }))     // OpenAI-compatible relay
+app.use(guard) // ctx.qwen, ctx.state.qwen, ctx.qwenIdentity; translates QwenGuardError
+app.use(guard.proxy({ prefix: '/v1' })) // OpenAI-compatible relay
 app.use(async (ctx) => {
   if (ctx.path !== '/ask') return
-  const answer = await ctx.qwen.chat.completions.create({ model: 'qwen-plus', messages: [{ role: 'user', content: String(ctx.query.q) }] })
+  const answer = await ctx.qwen.chat.completions.create({
+    model: 'qwen-plus',
+    messages: [{ role: 'user', content: String(ctx.query.q) }],
+  })
   ctx.body = { text: answer.choices[0]?.message.content }
 })
 

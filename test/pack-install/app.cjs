@@ -1,7 +1,11 @@
 // A CommonJS app: every package through `require`.
 const { run } = require('./suite.cjs')
 
-run('cjs', async (name) => require(name), (name) => require.resolve(name)).then(
+run(
+  'cjs',
+  async (name) => require(name),
+  (name) => require.resolve(name),
+).then(
   (result) => {
     console.log(JSON.stringify(result))
     if (result.failures.length > 0) process.exitCode = 1

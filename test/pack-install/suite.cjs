@@ -40,10 +40,18 @@ async function run(format, load, resolve) {
     ['@qwen-guard/core', '@qwen-guard/express', '@qwen-guard/koa', '@qwen-guard/simulator'].map((n) => [n, resolve(n)]),
   )
   const exported = {
-    core: Object.keys(core).filter((k) => k !== 'default').sort(),
-    express: Object.keys(expressAdapter).filter((k) => k !== 'default').sort(),
-    koa: Object.keys(koaAdapter).filter((k) => k !== 'default').sort(),
-    simulator: Object.keys(simulator).filter((k) => k !== 'default').sort(),
+    core: Object.keys(core)
+      .filter((k) => k !== 'default')
+      .sort(),
+    express: Object.keys(expressAdapter)
+      .filter((k) => k !== 'default')
+      .sort(),
+    koa: Object.keys(koaAdapter)
+      .filter((k) => k !== 'default')
+      .sort(),
+    simulator: Object.keys(simulator)
+      .filter((k) => k !== 'default')
+      .sort(),
   }
 
   const sim = await simulator.startSimulator({ port: 0 })
@@ -51,33 +59,39 @@ async function run(format, load, resolve) {
   const servers = []
   const listen = (handler) =>
     new Promise((res) => {
-      const server = require('node:http').createServer(handler).listen(0, '127.0.0.1', () => {
-        servers.push(server)
-        res(`http://127.0.0.1:${server.address().port}`)
-      })
+      const server = require('node:http')
+        .createServer(handler)
+        .listen(0, '127.0.0.1', () => {
+          servers.push(server)
+          res(`http://127.0.0.1:${server.address().port}`)
+        })
     })
 
   try {
     // --- core: guard.client() under a user quota of 1 request per second.
     await section('core client refusal', async () => {
-    const guard = core.createGuard({ upstream, quotas: { user: { rps: 1 } } })
-    const client = guard.client({ user: 'u' })
-    assert.ok(client instanceof openaiModule.OpenAI, 'guard.client() is an instance of the app\'s own OpenAI class')
-    const first = await client.chat.completions.create(ask('one'))
-    assert.equal(first.object, 'chat.completion')
-    const refusal = await client.chat.completions.create(ask('two')).then(
-      () => assert.fail('the second call in the same second was admitted'),
-      (err) => err,
-    )
-    assert.equal(core.isQwenGuardError(refusal), true, `a refusal is a QwenGuardError, got ${refusal && refusal.constructor && refusal.constructor.name}: ${refusal && refusal.message}`)
-    assert.ok(refusal instanceof core.QwenGuardError)
-    assert.ok(refusal instanceof OpenAI.APIError, 'a refusal is an instance of the app\'s OpenAI.APIError')
-    assert.equal(refusal.status, 429)
-    assert.equal(refusal.code, 'rate_limit_exceeded')
-    assert.equal(refusal.scope, 'user')
-    assert.equal(refusal.dimension, 'rps')
-    assert.ok(refusal.retryAfterMs > 0 && refusal.retryAfterMs <= 1000, `retryAfterMs ${refusal.retryAfterMs}`)
-    await guard.close()
+      const guard = core.createGuard({ upstream, quotas: { user: { rps: 1 } } })
+      const client = guard.client({ user: 'u' })
+      assert.ok(client instanceof openaiModule.OpenAI, "guard.client() is an instance of the app's own OpenAI class")
+      const first = await client.chat.completions.create(ask('one'))
+      assert.equal(first.object, 'chat.completion')
+      const refusal = await client.chat.completions.create(ask('two')).then(
+        () => assert.fail('the second call in the same second was admitted'),
+        (err) => err,
+      )
+      assert.equal(
+        core.isQwenGuardError(refusal),
+        true,
+        `a refusal is a QwenGuardError, got ${refusal && refusal.constructor && refusal.constructor.name}: ${refusal && refusal.message}`,
+      )
+      assert.ok(refusal instanceof core.QwenGuardError)
+      assert.ok(refusal instanceof OpenAI.APIError, "a refusal is an instance of the app's OpenAI.APIError")
+      assert.equal(refusal.status, 429)
+      assert.equal(refusal.code, 'rate_limit_exceeded')
+      assert.equal(refusal.scope, 'user')
+      assert.equal(refusal.dimension, 'rps')
+      assert.ok(refusal.retryAfterMs > 0 && refusal.retryAfterMs <= 1000, `retryAfterMs ${refusal.retryAfterMs}`)
+      await guard.close()
     })
 
     // An HTTP refusal: 429, every header, an OpenAI-shaped JSON body, nothing of a stack or a page.
@@ -89,7 +103,11 @@ async function run(format, load, resolve) {
       assert.match(response.headers.get('ratelimit-policy') ?? '', /"user-rps";q=1/, `${where}: RateLimit-Policy`)
       assert.match(response.headers.get('ratelimit') ?? '', /"user-rps";r=0;t=\d+/, `${where}: RateLimit`)
       assert.match(response.headers.get('content-type') ?? '', /^application\/json/, `${where}: content-type`)
-      assert.doesNotMatch(text, /<html|<pre|\bat \S+ \(|node_modules|\/dist\//i, `${where}: no page, no stack, no paths`)
+      assert.doesNotMatch(
+        text,
+        /<html|<pre|\bat \S+ \(|node_modules|\/dist\//i,
+        `${where}: no page, no stack, no paths`,
+      )
       const body = JSON.parse(text)
       assert.deepEqual(Object.keys(body), ['error'])
       assert.equal(body.error.code, 'rate_limit_exceeded')
@@ -98,7 +116,11 @@ async function run(format, load, resolve) {
     }
 
     // --- Express: req.qwen, guard.errors, the relay. One user per header so the routes do not share a quota.
-    const xg = expressAdapter.qwenGuard({ upstream, quotas: { user: { rps: 1 } }, identify: (req) => ({ user: req.get('x-user') }) })
+    const xg = expressAdapter.qwenGuard({
+      upstream,
+      quotas: { user: { rps: 1 } },
+      identify: (req) => ({ user: req.get('x-user') }),
+    })
     const app = express()
     app.use(xg)
     app.get('/ask', async (req, res) => {
@@ -115,15 +137,23 @@ async function run(format, load, resolve) {
     })
 
     await section('express relay answers the openai SDK', async () => {
-    const relayClient = new OpenAI({ baseURL: `${xurl}/v1`, apiKey: 'unused', maxRetries: 0, defaultHeaders: { 'x-user': 'relay' } })
-    const relayed = await relayClient.chat.completions.create(ask('relay'))
-    assert.equal(relayed.choices[0].message.role, 'assistant')
-    const relayRefusal = await relayClient.chat.completions.create(ask('relay 2')).then(
-      () => assert.fail('the relay admitted a call over the quota'),
-      (err) => err,
-    )
-    assert.ok(relayRefusal instanceof OpenAI.RateLimitError, `the SDK sees a RateLimitError, got ${relayRefusal && relayRefusal.constructor.name}`)
-    assert.match(relayRefusal.headers.get('retry-after-ms') ?? '', /^\d+$/)
+      const relayClient = new OpenAI({
+        baseURL: `${xurl}/v1`,
+        apiKey: 'unused',
+        maxRetries: 0,
+        defaultHeaders: { 'x-user': 'relay' },
+      })
+      const relayed = await relayClient.chat.completions.create(ask('relay'))
+      assert.equal(relayed.choices[0].message.role, 'assistant')
+      const relayRefusal = await relayClient.chat.completions.create(ask('relay 2')).then(
+        () => assert.fail('the relay admitted a call over the quota'),
+        (err) => err,
+      )
+      assert.ok(
+        relayRefusal instanceof OpenAI.RateLimitError,
+        `the SDK sees a RateLimitError, got ${relayRefusal && relayRefusal.constructor.name}`,
+      )
+      assert.match(relayRefusal.headers.get('retry-after-ms') ?? '', /^\d+$/)
     })
     await xg.close()
 
@@ -143,11 +173,11 @@ async function run(format, load, resolve) {
     })
     await new Promise((r) => setTimeout(r, 1100)) // the user's second is over
     await section('koa relay answers the openai SDK', async () => {
-    const koaRelay = new OpenAI({ baseURL: `${kurl}/v1`, apiKey: 'unused', maxRetries: 0 })
-    const stream = await koaRelay.chat.completions.create({ ...ask('koa relay stream'), stream: true })
-    let streamed = ''
-    for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? ''
-    assert.ok(streamed.length > 0, 'the relay streamed content')
+      const koaRelay = new OpenAI({ baseURL: `${kurl}/v1`, apiKey: 'unused', maxRetries: 0 })
+      const stream = await koaRelay.chat.completions.create({ ...ask('koa relay stream'), stream: true })
+      let streamed = ''
+      for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? ''
+      assert.ok(streamed.length > 0, 'the relay streamed content')
     })
     await kg.close()
   } finally {

@@ -5,13 +5,21 @@ import core = require('@qwen-guard/core')
 import expressAdapter = require('@qwen-guard/express')
 
 async function firstWords(client: OpenAI): Promise<string> {
-  const answer = await client.chat.completions.create({ model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] })
+  const answer = await client.chat.completions.create({
+    model: 'qwen-plus',
+    messages: [{ role: 'user', content: 'hi' }],
+  })
   return answer.choices[0]?.message.content ?? ''
 }
 
 const guard = core.createGuard({ upstream: { apiKey: 'sk-sim' } })
 const client: OpenAI = guard.client({ user: 'u' })
-const asApiError: APIError = new core.QwenGuardError({ status: 503, code: 'upstream_unavailable', message: 'later', scope: 'upstream' })
+const asApiError: APIError = new core.QwenGuardError({
+  status: 503,
+  code: 'upstream_unavailable',
+  message: 'later',
+  scope: 'upstream',
+})
 const xg = expressAdapter.qwenGuard(guard)
 const app = express()
 app.use(xg)

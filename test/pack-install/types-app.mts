@@ -10,7 +10,10 @@ import { startSimulator } from '@qwen-guard/simulator'
 
 /** App code written against the app's own `openai`. */
 async function firstWords(client: OpenAI): Promise<string> {
-  const answer = await client.chat.completions.create({ model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] })
+  const answer = await client.chat.completions.create({
+    model: 'qwen-plus',
+    messages: [{ role: 'user', content: 'hi' }],
+  })
   return answer.choices[0]?.message.content ?? ''
 }
 
@@ -22,9 +25,17 @@ function retryHint(err: unknown): number | undefined {
 const sim = await startSimulator({ port: 0 })
 const guard: Guard = createGuard({ upstream: { baseURL: sim.url, apiKey: 'sk-sim' }, quotas: { user: { rpm: 20 } } })
 const client: OpenAI = guard.client({ user: 'u' })
-const asApiError: APIError = new QwenGuardError({ status: 429, code: 'rate_limit_exceeded', message: 'slow down', scope: 'user' })
+const asApiError: APIError = new QwenGuardError({
+  status: 429,
+  code: 'rate_limit_exceeded',
+  message: 'slow down',
+  scope: 'user',
+})
 
-const xg = qwenGuard({ upstream: { baseURL: sim.url, apiKey: 'sk-sim' }, identify: (req) => ({ user: req.get('x-user') }) })
+const xg = qwenGuard({
+  upstream: { baseURL: sim.url, apiKey: 'sk-sim' },
+  identify: (req) => ({ user: req.get('x-user') }),
+})
 const app = express()
 app.use(xg)
 app.get('/ask', async (req, res) => {

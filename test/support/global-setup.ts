@@ -14,7 +14,9 @@ let server: RedisServer | undefined
 export async function setup(project: TestProject): Promise<void> {
   if (!redisServerInstalled()) {
     if (process.env.CI === 'true') throw new Error('CI=true but redis-server is not installed: .ci/run must install it')
-    console.warn('\n[qwen-guard] redis-server not found: every Redis suite is SKIPPED in this run (install redis-server to run them)\n')
+    console.warn(
+      '\n[qwen-guard] redis-server not found: every Redis suite is SKIPPED in this run (install redis-server to run them)\n',
+    )
     project.provide('redisUrl', '')
     return
   }

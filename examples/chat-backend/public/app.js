@@ -185,7 +185,8 @@ function formatWait(ms) {
   if (minutes < 120) return `${minutes} min`
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`
 }
-const formatWindow = (seconds) => (seconds >= 86_400 && seconds % 86_400 === 0 ? 'daily' : seconds >= 3600 ? `${seconds / 3600} h` : `${seconds} s`)
+const formatWindow = (seconds) =>
+  seconds >= 86_400 && seconds % 86_400 === 0 ? 'daily' : seconds >= 3600 ? `${seconds / 3600} h` : `${seconds} s`
 const formatMs = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : formatSeconds(ms))
 
 /** Short, human reasons for the guard's error codes. */
@@ -208,7 +209,15 @@ const DIMENSION_REASONS = {
 }
 const reasonFor = (code, message, dimension) => DIMENSION_REASONS[dimension] ?? REASONS[code] ?? message
 /** The same, in a couple of words, for the narrow burst rows. */
-const SHORT_DIMENSIONS = { rpm: 'rpm', rps: 'rps', tpm: 'tpm', tps: 'tps', tokensPerDay: 'daily', usdPerDay: 'budget', concurrency: 'in flight' }
+const SHORT_DIMENSIONS = {
+  rpm: 'rpm',
+  rps: 'rps',
+  tpm: 'tpm',
+  tps: 'tps',
+  tokensPerDay: 'daily',
+  usdPerDay: 'budget',
+  concurrency: 'in flight',
+}
 const SHORT_REASONS = {
   rate_limit_exceeded: 'your quota',
   concurrency_limit_exceeded: 'in flight',
@@ -286,11 +295,12 @@ function scheduleQuotaRefresh(delay = 0) {
   quotaRefresh = setTimeout(refreshQuota, delay)
 }
 
-
 function renderQuota() {
   if (!quota) return
   const elapsed = performance.now() - quotaFetchedAt
-  const limits = [...quota.limits].sort((a, b) => DIMENSION_ORDER.indexOf(a.dimension) - DIMENSION_ORDER.indexOf(b.dimension))
+  const limits = [...quota.limits].sort(
+    (a, b) => DIMENSION_ORDER.indexOf(a.dimension) - DIMENSION_ORDER.indexOf(b.dimension),
+  )
   const live = quota.live ?? { waiting: 0, streaming: 0, reservedTokens: 0 }
   if (limits.length === 0) {
     els.meters.innerHTML = '<p class="muted small">No per-user limits configured.</p>'
@@ -303,9 +313,10 @@ function renderQuota() {
     const resetLeft = Math.max(0, limit.resetMs - elapsed)
     const level = share === 0 ? 'empty' : share < 0.34 ? 'low' : 'ok'
     // Tokens held for answers still streaming: part of what is not "left", given back if unused.
-    const reserved = (limit.dimension === 'tpm' || limit.dimension === 'tps') && live.reservedTokens > 0
-      ? Math.min(live.reservedTokens, limit.limit - remaining)
-      : 0
+    const reserved =
+      (limit.dimension === 'tpm' || limit.dimension === 'tps') && live.reservedTokens > 0
+        ? Math.min(live.reservedTokens, limit.limit - remaining)
+        : 0
     const reservedShare = limit.limit > 0 ? reserved / limit.limit : 0
     let reset
     if (limit.dimension === 'concurrency') {
@@ -315,7 +326,8 @@ function renderQuota() {
       const used = limit.limit - remaining
       reset = parts.length > 0 ? parts.join(' · ') : used > 0 ? `${used} in use` : 'none in use'
     } else if (reserved > 0) reset = `${number.format(reserved)} reserved now`
-    else if (limit.resetMs <= 0 || remaining >= limit.limit) reset = `full · ${formatWindow(limit.windowSeconds)} window`
+    else if (limit.resetMs <= 0 || remaining >= limit.limit)
+      reset = `full · ${formatWindow(limit.windowSeconds)} window`
     else if (resetLeft <= 0) reset = 'resetting…'
     else reset = `resets in ${formatWait(resetLeft)}`
     return `
@@ -363,7 +375,8 @@ function keepInView(el, since) {
   const pane = els.messages.getBoundingClientRect()
   const box = el.getBoundingClientRect()
   const margin = 12
-  if (box.bottom > pane.bottom - margin) els.messages.scrollBy({ top: box.bottom - pane.bottom + margin, behavior: 'instant' })
+  if (box.bottom > pane.bottom - margin)
+    els.messages.scrollBy({ top: box.bottom - pane.bottom + margin, behavior: 'instant' })
   else if (box.top < pane.top + margin) els.messages.scrollBy({ top: box.top - pane.top - margin, behavior: 'instant' })
 }
 
@@ -411,48 +424,52 @@ async function ask(text) {
   let answer = ''
   let meta = null
 
-  const result = await chat({ messages: history }, {
-    async refused({ waitMs, code, dimension, message }) {
-      node.dataset.state = 'refused'
-      refusal.hidden = false
-      $('.refusal-reason', refusal).textContent = `${reasonFor(code, message, dimension)}.`
-      const shownAt = performance.now()
-      reveal(refusal)
-      scheduleQuotaRefresh()
-      await countdown(waitMs, (seconds, done) => {
-        $('.countdown', refusal).textContent = String(seconds)
-        $('.progress span', refusal).style.width = `${(done * 100).toFixed(1)}%`
-        keepInView(refusal, shownAt)
-      })
-      refusal.hidden = true
-      node.dataset.state = 'waiting'
-      node.dataset.retried = String(Number(node.dataset.retried ?? 0) + 1)
+  const result = await chat(
+    { messages: history },
+    {
+      async refused({ waitMs, code, dimension, message }) {
+        node.dataset.state = 'refused'
+        refusal.hidden = false
+        $('.refusal-reason', refusal).textContent = `${reasonFor(code, message, dimension)}.`
+        const shownAt = performance.now()
+        reveal(refusal)
+        scheduleQuotaRefresh()
+        await countdown(waitMs, (seconds, done) => {
+          $('.countdown', refusal).textContent = String(seconds)
+          $('.progress span', refusal).style.width = `${(done * 100).toFixed(1)}%`
+          keepInView(refusal, shownAt)
+        })
+        refusal.hidden = true
+        node.dataset.state = 'waiting'
+        node.dataset.retried = String(Number(node.dataset.retried ?? 0) + 1)
+      },
+      meta(data) {
+        meta = data
+        showModel(node, data)
+      },
+      delta(chunk) {
+        if (node.dataset.state !== 'streaming') node.dataset.state = 'streaming'
+        answer += chunk
+        textEl.textContent = answer
+        scrollToEnd()
+      },
+      done(data) {
+        node.dataset.state = 'done'
+        const parts = []
+        if (data.usage) parts.push(`${number.format(data.usage.total)} tokens`)
+        parts.push(formatSeconds(data.elapsedMs))
+        if (Number(node.dataset.retried ?? 0) > 0)
+          parts.push(`after ${node.dataset.retried} wait${node.dataset.retried === '1' ? '' : 's'}`)
+        $('.msg-foot', node).textContent = parts.join(' · ')
+        scrollToEnd()
+      },
+      failed(message) {
+        node.dataset.state = 'error'
+        refusal.hidden = true
+        textEl.textContent = answer ? `${answer}\n\n— ${message}` : message
+      },
     },
-    meta(data) {
-      meta = data
-      showModel(node, data)
-    },
-    delta(chunk) {
-      if (node.dataset.state !== 'streaming') node.dataset.state = 'streaming'
-      answer += chunk
-      textEl.textContent = answer
-      scrollToEnd()
-    },
-    done(data) {
-      node.dataset.state = 'done'
-      const parts = []
-      if (data.usage) parts.push(`${number.format(data.usage.total)} tokens`)
-      parts.push(formatSeconds(data.elapsedMs))
-      if (Number(node.dataset.retried ?? 0) > 0) parts.push(`after ${node.dataset.retried} wait${node.dataset.retried === '1' ? '' : 's'}`)
-      $('.msg-foot', node).textContent = parts.join(' · ')
-      scrollToEnd()
-    },
-    failed(message) {
-      node.dataset.state = 'error'
-      refusal.hidden = true
-      textEl.textContent = answer ? `${answer}\n\n— ${message}` : message
-    },
-  }).catch((error) => {
+  ).catch((error) => {
     node.dataset.state = 'error'
     textEl.textContent = `Could not reach the server (${error.message}).`
     return { ok: false }
@@ -598,7 +615,9 @@ class BurstStory {
   sentence() {
     const parts = []
     for (const [i, r] of this.refusals.entries()) {
-      parts.push(`try ${i + 1} refused (${r.reason}${r.queuedMs >= 50 ? ` after ${formatMs(r.queuedMs)} in the queue` : ''}), told to wait ${formatSeconds(r.waitMs)}, retried`)
+      parts.push(
+        `try ${i + 1} refused (${r.reason}${r.queuedMs >= 50 ? ` after ${formatMs(r.queuedMs)} in the queue` : ''}), told to wait ${formatSeconds(r.waitMs)}, retried`,
+      )
     }
     if (this.queuedMs >= 50) parts.push(`queued ${formatMs(this.queuedMs)} in all`)
     if (this.served) parts.push(this.served)
@@ -613,38 +632,54 @@ async function runBurstRow(row, index) {
   row.story = story
   let meta = null
   const prompt = BURST_PROMPTS[index % BURST_PROMPTS.length]
-  const result = await chat({ messages: [{ role: 'user', content: prompt }], burst: true }, {
-    async refused({ waitMs, code, dimension, message, queuedMs }) {
-      const reason = SHORT_DIMENSIONS[dimension] ?? SHORT_REASONS[code] ?? message
-      story.refused(reason, waitMs, queuedMs)
-      const bar = $('.burst-bar span', row)
-      await countdown(waitMs, (seconds, done) => {
-        setRow(row, 'refused', `<span class="burst-state">retry in <strong class="countdown">${seconds}</strong>&nbsp;s</span>`)
-        bar.style.width = `${(done * 100).toFixed(1)}%`
-      })
-      bar.style.width = '0'
-      setRow(row, 'retrying', `<span class="burst-state">retrying</span>`)
-      scheduleQuotaRefresh()
+  const result = await chat(
+    { messages: [{ role: 'user', content: prompt }], burst: true },
+    {
+      async refused({ waitMs, code, dimension, message, queuedMs }) {
+        const reason = SHORT_DIMENSIONS[dimension] ?? SHORT_REASONS[code] ?? message
+        story.refused(reason, waitMs, queuedMs)
+        const bar = $('.burst-bar span', row)
+        await countdown(waitMs, (seconds, done) => {
+          setRow(
+            row,
+            'refused',
+            `<span class="burst-state">retry in <strong class="countdown">${seconds}</strong>&nbsp;s</span>`,
+          )
+          bar.style.width = `${(done * 100).toFixed(1)}%`
+        })
+        bar.style.width = '0'
+        setRow(row, 'retrying', `<span class="burst-state">retrying</span>`)
+        scheduleQuotaRefresh()
+      },
+      meta(data) {
+        meta = data
+        story.admitted(data.queuedMs)
+        const state = data.fallback ? 'fallback' : story.queuedMs >= 50 ? 'queued' : 'admitted'
+        setRow(
+          row,
+          state,
+          `<span class="burst-state">streaming</span> <span class="burst-model">${escapeHtml(data.model)}</span>`,
+        )
+      },
+      done() {
+        const tries = story.refusals.length + 1
+        const model = `<span class="burst-model">${escapeHtml(meta?.model ?? '?')}</span>`
+        setRow(
+          row,
+          row.dataset.state,
+          `${meta?.fallback ? '<span class="burst-state">↪</span> ' : ''}${model}${tries > 1 ? ` <span class="burst-try">try&nbsp;${tries}</span>` : ''}`,
+        )
+        row.dataset.outcome = meta?.fallback ? 'fallback' : 'served'
+        story.served = `served by ${meta?.model ?? '?'}${meta?.fallback ? ` (a fallback: ${meta.requestedModel} was busy)` : ''} on try ${tries}`
+      },
+      failed(message) {
+        setRow(row, 'failed', `<span class="burst-state">gave up</span>`)
+        row.dataset.outcome = 'failed'
+        story.failure = message
+      },
     },
-    meta(data) {
-      meta = data
-      story.admitted(data.queuedMs)
-      const state = data.fallback ? 'fallback' : story.queuedMs >= 50 ? 'queued' : 'admitted'
-      setRow(row, state, `<span class="burst-state">streaming</span> <span class="burst-model">${escapeHtml(data.model)}</span>`)
-    },
-    done() {
-      const tries = story.refusals.length + 1
-      const model = `<span class="burst-model">${escapeHtml(meta?.model ?? '?')}</span>`
-      setRow(row, row.dataset.state, `${meta?.fallback ? '<span class="burst-state">↪</span> ' : ''}${model}${tries > 1 ? ` <span class="burst-try">try&nbsp;${tries}</span>` : ''}`)
-      row.dataset.outcome = meta?.fallback ? 'fallback' : 'served'
-      story.served = `served by ${meta?.model ?? '?'}${meta?.fallback ? ` (a fallback: ${meta.requestedModel} was busy)` : ''} on try ${tries}`
-    },
-    failed(message) {
-      setRow(row, 'failed', `<span class="burst-state">gave up</span>`)
-      row.dataset.outcome = 'failed'
-      story.failure = message
-    },
-  }, { maxRetries: BURST_MAX_RETRIES }).catch((error) => {
+    { maxRetries: BURST_MAX_RETRIES },
+  ).catch((error) => {
     setRow(row, 'failed', `<span class="burst-state">error</span>`)
     row.dataset.outcome = 'failed'
     story.failure = error.message
@@ -669,7 +704,9 @@ async function burst() {
     const count = (test) => rows.filter(test).length
     const parts = [`${count((r) => r.dataset.done === 'true')}/${BURST_SIZE} done`]
     const refused = count((r) => r.dataset.state === 'refused')
-    const streaming = count((r) => r.dataset.done !== 'true' && ['admitted', 'queued', 'fallback'].includes(r.dataset.state))
+    const streaming = count(
+      (r) => r.dataset.done !== 'true' && ['admitted', 'queued', 'fallback'].includes(r.dataset.state),
+    )
     const sent = count((r) => ['pending', 'retrying'].includes(r.dataset.state))
     if (sent > 0) parts.push(`${sent} waiting for the guard`)
     if (refused > 0) parts.push(`${refused} waiting out a refusal`)

@@ -7,7 +7,15 @@ import { fileURLToPath } from 'node:url'
 import express, { type Express, type NextFunction, type Request, type Response } from 'express'
 import { qwenGuard } from '@qwen-guard/express'
 import { clientAddress, safeErrorLine } from '@qwen-guard/core'
-import type { Guard, Identity, ModelSpec, QueueOptions, QuotaPolicy, StoreOptions, UpstreamOptions } from '@qwen-guard/core'
+import type {
+  Guard,
+  Identity,
+  ModelSpec,
+  QueueOptions,
+  QuotaPolicy,
+  StoreOptions,
+  UpstreamOptions,
+} from '@qwen-guard/core'
 import { collectTraces } from './call-trace.js'
 import { chatRoute } from './chat-route.js'
 import { LiveCalls } from './live-calls.js'
@@ -52,7 +60,9 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
     // The identity is the app's own session cookie (see session.ts), never a header the client
     // could set to spend someone else's quota; relay callers without it fall back to their address.
     // The socket address, not req.ip: with `trust proxy` set, req.ip follows a forgeable header.
-    identify: (req: Request) => ({ user: req.demoUser ?? readDemoUser(req) ?? `${RELAY_PREFIX}${clientAddress(req.socket.remoteAddress)}` }),
+    identify: (req: Request) => ({
+      user: req.demoUser ?? readDemoUser(req) ?? `${RELAY_PREFIX}${clientAddress(req.socket.remoteAddress)}`,
+    }),
   })
   const stopTraces = collectTraces(guard.guard)
   const live = new LiveCalls()
@@ -93,5 +103,12 @@ function lastResort(error: unknown, _req: Request, res: Response, _next: NextFun
     return
   }
   const message = status < 500 && error instanceof Error ? error.message : 'internal error'
-  res.status(status).json({ error: { message, type: status < 500 ? 'invalid_request_error' : 'server_error', code: status < 500 ? 'invalid_request' : 'internal_error', param: null } })
+  res.status(status).json({
+    error: {
+      message,
+      type: status < 500 ? 'invalid_request_error' : 'server_error',
+      code: status < 500 ? 'invalid_request' : 'internal_error',
+      param: null,
+    },
+  })
 }

@@ -20,9 +20,12 @@ export function parseChatBody(raw: unknown): ChatBody {
   const turns: OpenAI.ChatCompletionMessageParam[] = []
   for (const [index, message] of messages.slice(-MAX_TURNS).entries()) {
     const { role, content } = (message ?? {}) as { role?: unknown; content?: unknown }
-    if (role !== 'user' && role !== 'assistant') return fail('role must be "user" or "assistant"', `messages[${index}].role`)
-    if (typeof content !== 'string' || content.trim() === '') return fail('content must be a non-empty string', `messages[${index}].content`)
-    if (content.length > MAX_CHARS) return fail(`content is limited to ${MAX_CHARS} characters`, `messages[${index}].content`)
+    if (role !== 'user' && role !== 'assistant')
+      return fail('role must be "user" or "assistant"', `messages[${index}].role`)
+    if (typeof content !== 'string' || content.trim() === '')
+      return fail('content must be a non-empty string', `messages[${index}].content`)
+    if (content.length > MAX_CHARS)
+      return fail(`content is limited to ${MAX_CHARS} characters`, `messages[${index}].content`)
     turns.push({ role, content })
   }
   if (turns[turns.length - 1]?.role !== 'user') return fail('the last message must be from the user', 'messages')

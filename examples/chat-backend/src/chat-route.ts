@@ -40,7 +40,9 @@ export function chatRoute(live: LiveCalls) {
 async function answerChat(req: Request, res: Response, call: LiveCall): Promise<void> {
   const body = parseChatBody(req.body)
   if (!body.ok) {
-    res.status(400).json({ error: { message: body.message, type: 'invalid_request_error', code: 'invalid_request', param: body.param } })
+    res.status(400).json({
+      error: { message: body.message, type: 'invalid_request_error', code: 'invalid_request', param: body.param },
+    })
     return
   }
 
@@ -70,7 +72,8 @@ async function answerChat(req: Request, res: Response, call: LiveCall): Promise<
     answer = await result
   } catch (error) {
     if (abort.signal.aborted) return // the page left while queued: nobody to answer
-    if (trace.queuedAt !== undefined) res.set(REFUSED_AFTER_QUEUE_HEADER, String(Math.max(0, Date.now() - trace.queuedAt)))
+    if (trace.queuedAt !== undefined)
+      res.set(REFUSED_AFTER_QUEUE_HEADER, String(Math.max(0, Date.now() - trace.queuedAt)))
     // A QwenGuardError (refusal): Express 5 hands it to guard.errors (429 + Retry-After).
     throw error
   }
@@ -91,7 +94,9 @@ async function answerChat(req: Request, res: Response, call: LiveCall): Promise<
     }
     sse.send('done', {
       model: model ?? CHAT_MODEL,
-      usage: usage ? { prompt: usage.prompt_tokens, completion: usage.completion_tokens, total: usage.total_tokens } : null,
+      usage: usage
+        ? { prompt: usage.prompt_tokens, completion: usage.completion_tokens, total: usage.total_tokens }
+        : null,
       elapsedMs: Date.now() - started,
     })
   } catch (error) {
@@ -108,7 +113,10 @@ export function describeCall(headers: Headers, trace: CallTrace, waitedMs: numbe
   const headerModel = firstHeader(headers, MODEL_HEADERS)
   const model = headerModel ?? trace.fallbackModel ?? trace.admittedModel ?? CHAT_MODEL
   const queuedHeader = Number(firstHeader(headers, QUEUED_HEADERS))
-  const queuedMs = Number.isFinite(queuedHeader) && firstHeader(headers, QUEUED_HEADERS) !== undefined ? queuedHeader : (trace.queuedMs ?? 0)
+  const queuedMs =
+    Number.isFinite(queuedHeader) && firstHeader(headers, QUEUED_HEADERS) !== undefined
+      ? queuedHeader
+      : (trace.queuedMs ?? 0)
   return {
     requestedModel: CHAT_MODEL,
     model,

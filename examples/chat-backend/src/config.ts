@@ -5,9 +5,7 @@
  */
 
 /** Where the chat calls go. */
-export type UpstreamConfig =
-  | { kind: 'simulator' }
-  | { kind: 'qwen'; apiKey: string; baseURL: string }
+export type UpstreamConfig = { kind: 'simulator' } | { kind: 'qwen'; apiKey: string; baseURL: string }
 
 export interface Config {
   port: number
@@ -35,10 +33,16 @@ export function loadConfig(env: Env): Config {
 
   let upstream: UpstreamConfig
   if (apiKey) {
-    upstream = { kind: 'qwen', apiKey, baseURL: parseUrl('QWEN_BASE_URL', baseURL ?? DEFAULT_QWEN_BASE_URL, ['http:', 'https:']) }
+    upstream = {
+      kind: 'qwen',
+      apiKey,
+      baseURL: parseUrl('QWEN_BASE_URL', baseURL ?? DEFAULT_QWEN_BASE_URL, ['http:', 'https:']),
+    }
   } else if (baseURL) {
     // Silently using the simulator here would make someone believe they are talking to Qwen.
-    throw new ConfigError('QWEN_BASE_URL is set but DASHSCOPE_API_KEY is not: set both to use Qwen, or neither to use the built-in simulator')
+    throw new ConfigError(
+      'QWEN_BASE_URL is set but DASHSCOPE_API_KEY is not: set both to use Qwen, or neither to use the built-in simulator',
+    )
   } else {
     upstream = { kind: 'simulator' }
   }
@@ -72,7 +76,9 @@ function parseUrl(name: string, value: string, protocols: string[]): string {
     throw new ConfigError(`${name} is not a valid URL: "${redactUrl(value)}"`)
   }
   if (!protocols.includes(url.protocol)) {
-    throw new ConfigError(`${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, got "${redactUrl(value)}"`)
+    throw new ConfigError(
+      `${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, got "${redactUrl(value)}"`,
+    )
   }
   return value.replace(/\/+$/, '')
 }

@@ -68,12 +68,13 @@ async function main(): Promise<void> {
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException) => {
-      if (error.code === 'EADDRINUSE') reject(new ConfigError(`PORT ${port} is already in use on ${host}: stop the other process or set PORT`))
-      else if (error.code === 'EACCES') reject(new ConfigError(`PORT ${port} needs privileges on ${host}: use a port above 1023`))
+      if (error.code === 'EADDRINUSE')
+        reject(new ConfigError(`PORT ${port} is already in use on ${host}: stop the other process or set PORT`))
+      else if (error.code === 'EACCES')
+        reject(new ConfigError(`PORT ${port} needs privileges on ${host}: use a port above 1023`))
       else if (error.code === 'ENOTFOUND' || error.code === 'EADDRNOTAVAIL' || error.code === 'EAI_AGAIN') {
         reject(new ConfigError(`HOST "${host}" is not an address of this machine (${error.code})`))
-      }
-      else reject(error)
+      } else reject(error)
     }
     server.once('error', onError)
     server.listen(port, host, () => {

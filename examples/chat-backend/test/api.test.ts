@@ -145,9 +145,18 @@ describe('/api/chat', () => {
   it('answers 400 to a malformed chat body without calling Qwen', async () => {
     const cookie = await newBrowser()
     const before = running.simulator.stats().calls
-    const res = await request(running.url).post('/api/chat').set('cookie', cookie).send({ messages: [{ role: 'system', content: 'x' }] }).expect(400)
+    const res = await request(running.url)
+      .post('/api/chat')
+      .set('cookie', cookie)
+      .send({ messages: [{ role: 'system', content: 'x' }] })
+      .expect(400)
     expect(res.body.error.param).toBe('messages[0].role')
-    await request(running.url).post('/api/chat').set('cookie', cookie).set('content-type', 'application/json').send('{not json').expect(400)
+    await request(running.url)
+      .post('/api/chat')
+      .set('cookie', cookie)
+      .set('content-type', 'application/json')
+      .send('{not json')
+      .expect(400)
     expect(running.simulator.stats().calls).toBe(before)
   })
 })
@@ -185,7 +194,10 @@ describe('/api/quota while an answer streams', () => {
   let slow: RunningApp
   beforeAll(async () => {
     // Slow enough (20 ms a token) that the quota can be read between the first event and the last.
-    slow = await startApp({ simulator: { ttftMs: 20, perTokenMs: 20 }, app: { quotas: { browser: { rpm: 10, tpm: 10_000, concurrency: 2 } } } })
+    slow = await startApp({
+      simulator: { ttftMs: 20, perTokenMs: 20 },
+      app: { quotas: { browser: { rpm: 10, tpm: 10_000, concurrency: 2 } } },
+    })
   })
   afterAll(async () => {
     await slow?.close()
@@ -194,8 +206,10 @@ describe('/api/quota while an answer streams', () => {
   it('reports the streaming call, the lease it holds and the tokens reserved for it, then settles', async () => {
     const page = await request(slow.url).get('/').expect(200)
     const cookie = cookieFrom(page.headers['set-cookie'])!
-    const quota = async () => (await request(slow.url).get('/api/quota').set('cookie', cookie).expect(200)).body as QuotaBody
-    const remaining = (body: QuotaBody, dimension: string) => body.limits.find((l) => l.dimension === dimension)?.remaining
+    const quota = async () =>
+      (await request(slow.url).get('/api/quota').set('cookie', cookie).expect(200)).body as QuotaBody
+    const remaining = (body: QuotaBody, dimension: string) =>
+      body.limits.find((l) => l.dimension === dimension)?.remaining
 
     expect((await quota()).live).toEqual({ waiting: 0, streaming: 0, reservedTokens: 0 })
     const response = await fetch(`${slow.url}/api/chat`, {

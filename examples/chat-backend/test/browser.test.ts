@@ -36,7 +36,9 @@ if (!hasChromium) {
       })
     })
   } else {
-    console.warn(`\n[chat-backend] ${CHROMIUM} not found: the browser test is SKIPPED (apt-get install chromium to run it)\n`)
+    console.warn(
+      `\n[chat-backend] ${CHROMIUM} not found: the browser test is SKIPPED (apt-get install chromium to run it)\n`,
+    )
   }
 }
 
@@ -62,7 +64,16 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
     ])
     browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless=new',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     })
     mkdirSync(RESULTS, { recursive: true })
   })
@@ -84,14 +95,16 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
     return page
   }
 
-  const whyNotSeen = (page: Page, selector: string) => page.evaluate((s) => window.whyNotSeen(document.querySelector(s)), selector)
+  const whyNotSeen = (page: Page, selector: string) =>
+    page.evaluate((s) => window.whyNotSeen(document.querySelector(s)), selector)
 
   async function ask(page: Page, text: string): Promise<void> {
     await page.fill('#input', text)
     await page.press('#input', 'Enter')
   }
 
-  const lastAnswerState = (page: Page) => page.evaluate(() => [...document.querySelectorAll<HTMLElement>('.msg.assistant')].at(-1)?.dataset.state)
+  const lastAnswerState = (page: Page) =>
+    page.evaluate(() => [...document.querySelectorAll<HTMLElement>('.msg.assistant')].at(-1)?.dataset.state)
 
   async function screenshot(page: Page, name: string): Promise<void> {
     const path = resolve(RESULTS, name)
@@ -136,14 +149,21 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
         if (state === 'waiting') seen.typingShown ||= window.whyNotSeen(answer.querySelector('.typing')) === null
         const length = answer.querySelector('.text')?.textContent?.length ?? 0
         if (length > 0 && length !== seen.lengths.at(-1)) seen.lengths.push(length)
-      }).observe(document.querySelector('#messages')!, { childList: true, subtree: true, attributes: true, characterData: true })
+      }).observe(document.querySelector('#messages')!, {
+        childList: true,
+        subtree: true,
+        attributes: true,
+        characterData: true,
+      })
     })
 
     await ask(page, 'How does qwen-guard keep me under the rate limit?')
     const answer = page.locator('.msg.assistant').last()
     // Mid-stream: the panel says one answer is streaming, and it is on screen.
     await page.waitForFunction(
-      () => document.querySelector<HTMLElement>('#quota-meters')?.dataset.streaming === '1' && document.querySelector<HTMLElement>('.msg.assistant')?.dataset.state === 'streaming',
+      () =>
+        document.querySelector<HTMLElement>('#quota-meters')?.dataset.streaming === '1' &&
+        document.querySelector<HTMLElement>('.msg.assistant')?.dataset.state === 'streaming',
       null,
       { timeout: 10_000, polling: 50 },
     )
@@ -152,7 +172,10 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
     await screenshot(page, 'chat-backend-streaming.png')
     await page.waitForSelector('.msg.assistant[data-state="done"]', { timeout: 15_000 })
 
-    const seen = await page.evaluate(() => (window as unknown as { answerSeen: { states: string[]; lengths: number[]; typingShown: boolean } }).answerSeen)
+    const seen = await page.evaluate(
+      () =>
+        (window as unknown as { answerSeen: { states: string[]; lengths: number[]; typingShown: boolean } }).answerSeen,
+    )
     // A typing indicator first, then the text at several growing lengths.
     expect(seen.states).toEqual(['waiting', 'streaming', 'done'])
     expect(seen.typingShown).toBe(true)
@@ -166,13 +189,16 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
     await page.waitForFunction(
       () => {
         const meters = document.querySelector<HTMLElement>('#quota-meters')!
-        const remaining = (d: string) => meters.querySelector<HTMLElement>(`.meter[data-dimension="${d}"]`)?.dataset.remaining
+        const remaining = (d: string) =>
+          meters.querySelector<HTMLElement>(`.meter[data-dimension="${d}"]`)?.dataset.remaining
         return remaining('concurrency') === '4' && remaining('rpm') === '59' && meters.dataset.reserved === '0'
       },
       null,
       { timeout: 10_000 },
     )
-    const samples = await page.evaluate(() => (window as unknown as { panelSamples: Array<Record<string, string | undefined>> }).panelSamples)
+    const samples = await page.evaluate(
+      () => (window as unknown as { panelSamples: Array<Record<string, string | undefined>> }).panelSamples,
+    )
     // Mid-stream, the panel showed this answer holding one of the four leases and its reserved tokens.
     const midStream = samples.filter((s) => s.answer === 'streaming')
     expect(midStream.length, 'panel updates seen while the answer streamed').toBeGreaterThan(0)
@@ -193,15 +219,26 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
     await expect(rows.count()).resolves.toBe(12)
 
     // At three requests a second most of the twelve are refused at first, each counting down in view.
-    await page.locator('.burst-row[data-state="refused"] .countdown').first().waitFor({ state: 'visible', timeout: 10_000 })
+    await page
+      .locator('.burst-row[data-state="refused"] .countdown')
+      .first()
+      .waitFor({ state: 'visible', timeout: 10_000 })
     expect(await whyNotSeen(page, '.burst-row[data-state="refused"] .countdown')).toBeNull()
     // A waiting row's total counts up while it waits.
     const refusedRow = page.locator('.burst-row[data-state="refused"]').first()
     const totalBefore = Number(await refusedRow.getAttribute('data-total-ms'))
-    await expect.poll(async () => Number(await refusedRow.getAttribute('data-total-ms')), { timeout: 5_000 }).toBeGreaterThan(totalBefore)
+    await expect
+      .poll(async () => Number(await refusedRow.getAttribute('data-total-ms')), { timeout: 5_000 })
+      .toBeGreaterThan(totalBefore)
 
-    await page.waitForFunction(() => document.querySelectorAll('#burst-list .burst-row[data-done="true"]').length === 12, null, { timeout: 60_000 })
-    await expect(page.locator('#burst-summary').textContent()).resolves.toMatch(/^12\/12 served · \d+ by a fallback · \d+ refused then retried · all done in [\d.]+ s$/)
+    await page.waitForFunction(
+      () => document.querySelectorAll('#burst-list .burst-row[data-done="true"]').length === 12,
+      null,
+      { timeout: 60_000 },
+    )
+    await expect(page.locator('#burst-summary').textContent()).resolves.toMatch(
+      /^12\/12 served · \d+ by a fallback · \d+ refused then retried · all done in [\d.]+ s$/,
+    )
 
     const stories = await rows.evaluateAll((els) =>
       els.map((el) => {
@@ -242,7 +279,9 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
         expect(story.refusedText, where).toBe('–')
       }
       expect(story.queuedText, where).toEqual(story.queuedMs >= 50 ? expect.stringMatching(/^[\d.]+ (ms|s)$/) : '–')
-      expect(story.title, where).toMatch(/served by qwen[\w.-]* (\(a fallback: qwen3-max was busy\) )?on try \d+; total [\d.]+ s$/)
+      expect(story.title, where).toMatch(
+        /served by qwen[\w.-]* (\(a fallback: qwen3-max was busy\) )?on try \d+; total [\d.]+ s$/,
+      )
       expect(story.totalText, where).toMatch(/^[\d.]+ s$/)
       expect(story.totalMs, where).toBeGreaterThan(0)
     }
@@ -252,7 +291,11 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
     await page.waitForFunction(
       () => {
         const meters = document.querySelector<HTMLElement>('#quota-meters')!
-        return meters.dataset.streaming === '0' && meters.dataset.waiting === '0' && meters.querySelector<HTMLElement>('.meter[data-dimension="concurrency"]')?.dataset.remaining === '4'
+        return (
+          meters.dataset.streaming === '0' &&
+          meters.dataset.waiting === '0' &&
+          meters.querySelector<HTMLElement>('.meter[data-dimension="concurrency"]')?.dataset.remaining === '4'
+        )
       },
       null,
       { timeout: 4_000 },
@@ -265,7 +308,10 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
     it(`a refusal's reason and countdown are on screen at ${viewport.width}x${viewport.height} and stay there while it counts down`, async () => {
       const page = await openPage(tight, viewport)
       // Two answers fill the chat pane, so the refusal lands where the fold used to cut it off.
-      for (const question of ['First question: explain rate limits in detail', 'Second question: and the fair queue?']) {
+      for (const question of [
+        'First question: explain rate limits in detail',
+        'Second question: and the fair queue?',
+      ]) {
         await ask(page, question)
         await expect.poll(() => lastAnswerState(page), { timeout: 15_000 }).toBe('done')
       }
@@ -281,16 +327,23 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
       await screenshot(page, `chat-backend-refusal-${viewport.width}x${viewport.height}.png`)
 
       // Watched for a while as it ticks: always in view, and the number moves (about a minute to go).
-      const watched = await page.evaluate(async ({ reason, count }) => {
-        const samples: Array<{ value: string; seen: string | null }> = []
-        const until = performance.now() + 1_600
-        while (performance.now() < until) {
-          const value = document.querySelector(`${count} .countdown`)?.textContent ?? ''
-          samples.push({ value, seen: window.whyNotSeen(document.querySelector(reason)) ?? window.whyNotSeen(document.querySelector(count)) })
-          await new Promise((r) => setTimeout(r, 100))
-        }
-        return samples
-      }, { reason, count })
+      const watched = await page.evaluate(
+        async ({ reason, count }) => {
+          const samples: Array<{ value: string; seen: string | null }> = []
+          const until = performance.now() + 1_600
+          while (performance.now() < until) {
+            const value = document.querySelector(`${count} .countdown`)?.textContent ?? ''
+            samples.push({
+              value,
+              seen:
+                window.whyNotSeen(document.querySelector(reason)) ?? window.whyNotSeen(document.querySelector(count)),
+            })
+            await new Promise((r) => setTimeout(r, 100))
+          }
+          return samples
+        },
+        { reason, count },
+      )
       expect(watched.filter((s) => s.seen !== null)).toEqual([])
       const values = [...new Set(watched.map((s) => Number(s.value)))]
       expect(values.length).toBeGreaterThanOrEqual(2)

@@ -14,11 +14,15 @@ let child: ChildProcess
 let base = ''
 
 beforeAll(async () => {
-  child = spawn(process.execPath, [`${root}node_modules/tsx/dist/cli.mjs`, '--conditions=source', 'examples/koa-chat/server.ts'], {
-    cwd: root,
-    env: { ...process.env, PORT: '0', DASHSCOPE_API_KEY: '', REDIS_URL: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
+  child = spawn(
+    process.execPath,
+    [`${root}node_modules/tsx/dist/cli.mjs`, '--conditions=source', 'examples/koa-chat/server.ts'],
+    {
+      cwd: root,
+      env: { ...process.env, PORT: '0', DASHSCOPE_API_KEY: '', REDIS_URL: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  )
   base = await new Promise<string>((resolve, reject) => {
     let output = ''
     const timer = setTimeout(() => reject(new Error(`the Koa example did not start: ${output}`)), 20_000)
@@ -39,14 +43,22 @@ afterAll(() => {
 })
 
 const chat = (message: string) =>
-  fetch(`${base}/chat`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message }) })
+  fetch(`${base}/chat`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ message }),
+  })
 
 describe('examples/koa-chat', () => {
   it('answers through ctx.qwen and charges the caller quota', async () => {
     const answer = await chat('Hello from a test')
     expect(answer.status).toBe(200)
     expect((await answer.text()).length).toBeGreaterThan(0)
-    const quota = (await (await fetch(`${base}/quota`)).json()) as Array<{ dimension: string; remaining: number; limit: number }>
+    const quota = (await (await fetch(`${base}/quota`)).json()) as Array<{
+      dimension: string
+      remaining: number
+      limit: number
+    }>
     const rpm = quota.find((state) => state.dimension === 'rpm')!
     expect(rpm.remaining).toBe(rpm.limit - 1)
   })

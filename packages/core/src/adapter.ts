@@ -4,6 +4,6 @@
  * the lazy `qwen` / `qwenIdentity` request properties.
  */
 export { adoptGuard, isGuard, type AdapterIdentify, type AdoptedGuard } from './adopt-guard.js'
-export { attachLazyClient, isLazyClientAttached, type AttachOptions } from './lazy-client.js'
+export { attachLazyClient, isLazyClientAttached, type AttachOptions } from './client/lazy-client.js'
 export { identityOrDefault, requireIdentity } from './identity.js'
 export { clientGoneSignal } from './client-gone.js'

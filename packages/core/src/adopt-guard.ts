@@ -7,7 +7,11 @@ import type { GuardOptions, Identity } from './types.js'
 /** True for a guard made by `createGuard` (duck-typed, so a second copy of the package is recognised). */
 export function isGuard(value: unknown): value is Guard {
   const candidate = value as Partial<Guard> | undefined
-  return typeof candidate?.call === 'function' && typeof candidate.client === 'function' && typeof candidate.models === 'function'
+  return (
+    typeof candidate?.call === 'function' &&
+    typeof candidate.client === 'function' &&
+    typeof candidate.models === 'function'
+  )
 }
 
 /** Options an adapter takes on top of the guard's: how to tell who a request is for. */
@@ -44,7 +48,10 @@ function checkAdapterOptions<Request>(adapterOptions: unknown): AdapterIdentify<
   if (adapterOptions === undefined) return {}
   if (typeof adapterOptions !== 'object' || adapterOptions === null || Array.isArray(adapterOptions)) {
     const hint = typeof adapterOptions === 'function' ? ' (pass { identify: fn })' : ''
-    throw new QwenGuardConfigError('adapterOptions', `must be an object like { identify }${hint}, got ${typeof adapterOptions}`)
+    throw new QwenGuardConfigError(
+      'adapterOptions',
+      `must be an object like { identify }${hint}, got ${typeof adapterOptions}`,
+    )
   }
   for (const key of Object.keys(adapterOptions)) {
     if (key !== 'identify') throw new QwenGuardConfigError(key, "unknown adapter option (expected 'identify')")
@@ -87,7 +94,8 @@ export function adoptGuard<Request>(
   if (!custom) return { guard, owned, custom: false, identify: fallback }
   const appIdentify = custom
   const identify = (request: Request): Identity | Promise<Identity> => {
-    const checked = (identity: Identity | undefined) => identityOrDefault(identity, () => fallback(request), 'identify()')
+    const checked = (identity: Identity | undefined) =>
+      identityOrDefault(identity, () => fallback(request), 'identify()')
     const result = appIdentify(request)
     return isPromise(result) ? result.then(checked) : checked(result)
   }

@@ -284,7 +284,10 @@ function completionTokensOf(chunk: Chunk): number {
 }
 
 function midStreamError(
-  ending: { kind: 'upstream_error'; refusal: UpstreamRefusal } | { kind: 'broken' } | { kind: 'idle'; waitingForQwen: boolean },
+  ending:
+    | { kind: 'upstream_error'; refusal: UpstreamRefusal }
+    | { kind: 'broken' }
+    | { kind: 'idle'; waitingForQwen: boolean },
   idleMs: number,
 ): QwenGuardError {
   if (ending.kind === 'idle') {

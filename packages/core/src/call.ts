@@ -105,12 +105,25 @@ interface CallLedger {
  * A call that ended without an answer: a full refund only when no attempt reached Qwen; otherwise the
  * prompt part of the reservation per attempt that reached it (what Qwen may have billed).
  */
-async function chargeFailedCall(deps: CallDeps, identity: Identity, plan: CallPlan, reservation: QuotaReservation, ledger: CallLedger): Promise<void> {
+async function chargeFailedCall(
+  deps: CallDeps,
+  identity: Identity,
+  plan: CallPlan,
+  reservation: QuotaReservation,
+  ledger: CallLedger,
+): Promise<void> {
   if (ledger.reachedAttempts === 0) return reservation.cancel()
   const tokens = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
   const usd = priceOf(plan.model.price, tokens, 0)
   await reservation.settle({ tokens, usd })
-  deps.emit({ type: 'settled', identity, model: plan.model.name, reservedTokens: plan.reservedTokens, usedTokens: tokens, basis: 'prompt' })
+  deps.emit({
+    type: 'settled',
+    identity,
+    model: plan.model.name,
+    reservedTokens: plan.reservedTokens,
+    usedTokens: tokens,
+    basis: 'prompt',
+  })
 }
 
 async function sendWithRetries(
@@ -127,7 +140,15 @@ async function sendWithRetries(
   const deadline = started + options.upstream.timeoutMs
   let lastRefusal: UpstreamRefusal | undefined
   for (let attempt = 1; attempt <= options.upstream.maxAttempts; attempt++) {
-    const slot = await acquireSlot(deps, identity, plan, deadline, signal, attempt === 1 ? firstSlot : undefined, lastRefusal)
+    const slot = await acquireSlot(
+      deps,
+      identity,
+      plan,
+      deadline,
+      signal,
+      attempt === 1 ? firstSlot : undefined,
+      lastRefusal,
+    )
     const settlement = settlementFor(deps, identity, plan, reservation, slot, ledger)
     let outcome: SendOutcome
     try {
@@ -204,7 +225,8 @@ async function acquireSlot(
       waiting.delete(request)
     }
   } catch (error) {
-    if (error instanceof RetryBudgetSpent) throw lastRefusal && isFailure(lastRefusal) ? finalError(lastRefusal) : upstreamFailed(1000)
+    if (error instanceof RetryBudgetSpent)
+      throw lastRefusal && isFailure(lastRefusal) ? finalError(lastRefusal) : upstreamFailed(1000)
     if (!isQwenGuardError(error) || error.scope !== 'upstream' || error.status !== 429) throw error
     if (lastRefusal && isFailure(lastRefusal)) throw finalError(lastRefusal)
     if (failingModels(deps.pool, plan).length > 0) throw upstreamFailed(error.retryAfterMs)
@@ -214,7 +236,9 @@ async function acquireSlot(
 
 /** An upstream failure (not a refusal about capacity): what a retry of it ends with is a 502 or 504. */
 function isFailure(refusal: UpstreamRefusal): boolean {
-  return refusal.kind === 'server' || refusal.kind === 'network' || refusal.kind === 'timeout' || refusal.kind === 'unknown'
+  return (
+    refusal.kind === 'server' || refusal.kind === 'network' || refusal.kind === 'timeout' || refusal.kind === 'unknown'
+  )
 }
 
 /** A model whose latest upstream outcomes were failures (5xx, no answer, a timeout). */
@@ -262,7 +286,8 @@ function noteOutcome(deps: CallDeps, model: string, refusal: UpstreamRefusal | u
   entry.count = 0
   for (const request of waitersOf(deps.pool)) {
     const candidates = deps.options.models[request.model]
-    if (request.model === model || candidates?.fallback.includes(model)) deps.pool.abandon(request, new RetryBudgetSpent())
+    if (request.model === model || candidates?.fallback.includes(model))
+      deps.pool.abandon(request, new RetryBudgetSpent())
   }
   return true
 }
@@ -289,7 +314,12 @@ function roomBefore(deps: CallDeps, plan: CallPlan, deadline: number): boolean {
   return lanes.length === 0 || lanes.some((lane) => Math.max(lane.coolingUntil, lane.disabledUntil) < deadline)
 }
 
-function acquireRequest(identity: Identity, plan: CallPlan, deadline: number, signal: AbortSignal | undefined): AcquireRequest {
+function acquireRequest(
+  identity: Identity,
+  plan: CallPlan,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): AcquireRequest {
   return {
     user: identity.user ?? identity.key ?? 'anonymous',
     model: plan.model.name,
@@ -314,7 +344,12 @@ interface EarlySlot {
  * Not for an identity this process refused recently (an identity hammering past its limit must not
  * hold upstream room even briefly), nor on the memory store, where acquiring costs no wait.
  */
-function acquireEarly(deps: CallDeps, identity: Identity, plan: CallPlan, signal: AbortSignal | undefined): EarlySlot | undefined {
+function acquireEarly(
+  deps: CallDeps,
+  identity: Identity,
+  plan: CallPlan,
+  signal: AbortSignal | undefined,
+): EarlySlot | undefined {
   if (!deps.options.store.redis || signal?.aborted || deps.quota.recentlyRefused(identity)) return undefined
   const request = acquireRequest(identity, plan, Date.now() + deps.options.upstream.timeoutMs, signal)
   const slot = deps.pool.acquire(request)
@@ -347,7 +382,8 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
   const stream = body.stream === true
   const text = upstreamText(send, slot.model, stream) // before anything is sent: its failure is the guard's
   const upstream = upstreamAbort(signal, deadline)
-  const refusal = (input: RefusalInput) => classifyRefusal({ ...input, maxRetryAfterMs: deps.options.upstream.maxRetryAfterMs })
+  const refusal = (input: RefusalInput) =>
+    classifyRefusal({ ...input, maxRetryAfterMs: deps.options.upstream.maxRetryAfterMs })
   try {
     let response: Response
     try {
@@ -363,9 +399,15 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
     try {
       if (!response.ok) {
         const errorText = await response.text()
-        return { kind: 'refused', refusal: refusal({ status: response.status, body: errorText, headers: response.headers }), reached: false }
+        return {
+          kind: 'refused',
+          refusal: refusal({ status: response.status, body: errorText, headers: response.headers }),
+          reached: false,
+        }
       }
-      return stream ? await answerStream(deps, response, send, slot, upstream) : await answerJson(response, slot, refusal)
+      return stream
+        ? await answerStream(deps, response, send, slot, upstream)
+        : await answerJson(response, slot, refusal)
     } catch (error) {
       // Reading Qwen's accepted answer failed: it may have billed the prompt.
       return await failedToSend(slot, send, error, upstream, true, refusal)
@@ -388,11 +430,15 @@ function upstreamText(send: SendRequest, model: string, stream: boolean): string
   const caps = plan.upstreamFields
   const capsAdded = caps.max_tokens !== undefined || caps.thinking_budget !== undefined
   if (text !== undefined && !stream && body.model === model && !capsAdded) return text
-  const streamOptions = stream ? { stream_options: { ...(body.stream_options as object | undefined), include_usage: true } } : {}
+  const streamOptions = stream
+    ? { stream_options: { ...(body.stream_options as object | undefined), include_usage: true } }
+    : {}
   try {
     return JSON.stringify({ ...body, ...caps, model, ...streamOptions })
   } catch {
-    throw invalidRequest('The request body cannot be serialised as JSON (too deeply nested, or a value JSON cannot hold).')
+    throw invalidRequest(
+      'The request body cannot be serialised as JSON (too deeply nested, or a value JSON cannot hold).',
+    )
   }
 }
 
@@ -416,10 +462,13 @@ function upstreamAbort(caller: AbortSignal | undefined, deadline: number): Upstr
   if (caller?.aborted) follow()
   else caller?.addEventListener('abort', follow, { once: true })
   let timedOut = false
-  const timer = setTimeout(() => {
-    timedOut = true
-    controller.abort(new Error('upstream deadline'))
-  }, Math.max(1, deadline - Date.now()))
+  const timer = setTimeout(
+    () => {
+      timedOut = true
+      controller.abort(new Error('upstream deadline'))
+    },
+    Math.max(1, deadline - Date.now()),
+  )
   return {
     signal: controller.signal,
     timedOut: () => timedOut,
@@ -446,7 +495,11 @@ async function failedToSend(
     // The caller went away while the request was in flight: Qwen may have counted the prompt.
     throw new CallerAborted(send.signal.reason ?? error)
   }
-  return { kind: 'refused', refusal: refusal({ status: 0, body: String((error as Error)?.message ?? '') }), reached: accepted }
+  return {
+    kind: 'refused',
+    refusal: refusal({ status: 0, body: String((error as Error)?.message ?? '') }),
+    reached: accepted,
+  }
 }
 
 /** The caller aborted after the request was sent: settle, then surface the caller's abort reason. */
@@ -467,7 +520,11 @@ function deadlinePassed(): QwenGuardError {
   return upstreamTimeout('Qwen did not answer before the deadline.', 1000)
 }
 
-async function answerJson(response: Response, slot: UpstreamSlot, refusal: (input: RefusalInput) => UpstreamRefusal): Promise<SendOutcome> {
+async function answerJson(
+  response: Response,
+  slot: UpstreamSlot,
+  refusal: (input: RefusalInput) => UpstreamRefusal,
+): Promise<SendOutcome> {
   const text = await response.text()
   const completion = safeJson(text)
   if (!isCompletion(completion)) {
@@ -487,7 +544,10 @@ async function answerJson(response: Response, slot: UpstreamSlot, refusal: (inpu
       // still exact. On Redis that is one round trip less per call. settle() never rejects.
       void settlement.settle({ usage: completion.usage }).catch(() => undefined)
       // Text and parsed value both at hand: the SDK's response.json() gets the value without a re-parse.
-      return { info, response: new PreparedJsonResponse(json, value, { status: 200, headers: answerHeaders(info, 'json') }) }
+      return {
+        info,
+        response: new PreparedJsonResponse(json, value, { status: 200, headers: answerHeaders(info, 'json') }),
+      }
     },
   }
 }
@@ -515,7 +575,8 @@ async function answerStream(
 ): Promise<SendOutcome> {
   if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }), reached: true }
   const first = await firstEvent(response.body, deps.options.upstream.maxRetryAfterMs)
-  if (!first.events) return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }), reached: true }
+  if (!first.events)
+    return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }), reached: true }
   const events = first.events
   const clientWantsUsage = (send.body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true
   return {
@@ -561,13 +622,21 @@ function settlementFor(
       })
       const earlier = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
       const usd = priceOf(model?.price, charge.promptTokens + earlier, charge.completionTokens)
-      if (charge.usageInvalid) deps.emit({ type: 'usage_invalid', identity, model: slot.model, reservedTokens: plan.reservedTokens })
+      if (charge.usageInvalid)
+        deps.emit({ type: 'usage_invalid', identity, model: slot.model, reservedTokens: plan.reservedTokens })
       coalesceWrites(deps.options.store.redis)
       await Promise.all([
         reservation.settle({ tokens: charge.tokens + earlier, usd }).catch(() => undefined),
         slot.settle(charge.tokens).catch(() => undefined),
       ])
-      deps.emit({ type: 'settled', identity, model: slot.model, reservedTokens: plan.reservedTokens, usedTokens: charge.tokens + earlier, basis: charge.basis })
+      deps.emit({
+        type: 'settled',
+        identity,
+        model: slot.model,
+        reservedTokens: plan.reservedTokens,
+        usedTokens: charge.tokens + earlier,
+        basis: charge.basis,
+      })
     },
   }
 }

@@ -18,12 +18,18 @@ const UNKNOWN = 'unknown'
  */
 export function clientAddress(address: string | undefined | null): string {
   if (!address) return UNKNOWN
-  const bare = address.trim().replace(/^\[|\]$/g, '').replace(/%.*$/, '')
+  const bare = address
+    .trim()
+    .replace(/^\[|\]$/g, '')
+    .replace(/%.*$/, '')
   if (!bare.includes(':')) return bare || UNKNOWN
   const groups = expandIPv6(bare)
   if (!groups) return bare.toLowerCase()
   if (isIPv4Mapped(groups)) return ipv4FromGroups(groups[6]!, groups[7]!)
-  return `${groups.slice(0, 4).map((group) => group.toString(16)).join(':')}::/64`
+  return `${groups
+    .slice(0, 4)
+    .map((group) => group.toString(16))
+    .join(':')}::/64`
 }
 
 /**

@@ -79,7 +79,8 @@ function echo(value: unknown): string {
 function positiveIntUpTo(request: Fields, field: string, max: number, what: string): number | undefined {
   const value = request[field]
   if (isAbsent(value)) return undefined
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) invalid(`${field} must be a positive integer, got ${echo(value)}.`, field)
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1)
+    invalid(`${field} must be a positive integer, got ${echo(value)}.`, field)
   if (value > max) invalid(`${field} is too large: ${value}. ${what} at most ${max}.`, field)
   return value
 }
@@ -108,7 +109,8 @@ function thinks(model: ResolvedModel, enable: boolean | undefined): boolean {
 /** The requested model and the fallbacks the pool may serve the call with instead: the plan must cover each. */
 function servingModels(model: ResolvedModel, options: ResolvedOptions): ResolvedModel[] {
   const models = [model]
-  for (const name of model.fallback) if (Object.hasOwn(options.models, name)) models.push(options.models[name] as ResolvedModel)
+  for (const name of model.fallback)
+    if (Object.hasOwn(options.models, name)) models.push(options.models[name] as ResolvedModel)
   return models
 }
 
@@ -144,7 +146,8 @@ export function planOutput(planned: PlannedRequest, model: ResolvedModel, option
   }
 
   const { n } = request
-  if (!isAbsent(n) && n !== 1) invalid(`n must be 1; several choices per request are not supported, got ${echo(n)}.`, 'n')
+  if (!isAbsent(n) && n !== 1)
+    invalid(`n must be 1; several choices per request are not supported, got ${echo(n)}.`, 'n')
 
   const enable = optionalBoolean(request, 'enable_thinking')
   const maxReasoning = (m: ResolvedModel) => m.maxReasoningTokens ?? DEFAULT_MAX_REASONING_TOKENS
@@ -163,14 +166,18 @@ export function planOutput(planned: PlannedRequest, model: ResolvedModel, option
 
   let searchTokens = 0
   if (optionalBoolean(request, 'enable_search') === true) {
-    if (options.searchAllowanceTokens === false) invalid('Web search is not available through this server; enable_search must not be true.', 'enable_search')
+    if (options.searchAllowanceTokens === false)
+      invalid('Web search is not available through this server; enable_search must not be true.', 'enable_search')
     searchTokens = options.searchAllowanceTokens
   }
 
   // High-resolution images cost more input (estimate.ts); a value Qwen might read as true is refused.
   optionalBoolean(request, 'vl_high_resolution_images')
   if (optionalBoolean(request, 'enable_code_interpreter') === true) {
-    invalid('enable_code_interpreter is not supported: the tokens its runs add cannot be reserved in advance.', 'enable_code_interpreter')
+    invalid(
+      'enable_code_interpreter is not supported: the tokens its runs add cannot be reserved in advance.',
+      'enable_code_interpreter',
+    )
   }
   const { modalities, audio } = request
   if (!isAbsent(modalities) && !(Array.isArray(modalities) && modalities.length === 1 && modalities[0] === 'text')) {
@@ -194,13 +201,18 @@ function tokenCount(value: number, fallback: () => number): number {
  */
 export function planCall(request: PlannedRequest, options: ResolvedOptions): CallPlan {
   // guard.check() and guard.call() take bodies validation may not have seen: the fields the plan reads first.
-  const model = typeof request.model === 'string' && Object.hasOwn(options.models, request.model) ? options.models[request.model] : undefined
+  const model =
+    typeof request.model === 'string' && Object.hasOwn(options.models, request.model)
+      ? options.models[request.model]
+      : undefined
   if (!model) {
     throw modelNotFound(`The model ${echo(request.model)} does not exist.`)
   }
   if (!Array.isArray(request.messages)) invalid('messages must be an array.', 'messages')
   const output = planOutput(request, model, options)
-  const messages = tokenCount(options.estimator.countPromptTokens(request.messages), () => estimatePromptTokens(request.messages))
+  const messages = tokenCount(options.estimator.countPromptTokens(request.messages), () =>
+    estimatePromptTokens(request.messages),
+  )
   const promptTokens = messages + estimateRequestExtrasTokens(request as unknown as Fields) + output.searchTokens
   const maxTokens = output.answerTokens + output.reasoningTokens
   const plan: CallPlan = {

@@ -173,11 +173,24 @@ export const REFUSAL_RULES = Object.freeze({
   invalidJson: { status: 400, code: 'invalid_json', scope: 'request', retryable: false },
   unknownRoute: { status: 404, code: 'invalid_request', scope: 'request', retryable: false },
   requestTooLarge: { status: 413, code: 'request_too_large', scope: 'request', retryable: false },
-  contextTooLong: { status: 400, code: 'context_length_exceeded', scope: 'request', dimension: 'context', param: 'messages', retryable: false },
+  contextTooLong: {
+    status: 400,
+    code: 'context_length_exceeded',
+    scope: 'request',
+    dimension: 'context',
+    param: 'messages',
+    retryable: false,
+  },
   modelNotFound: { status: 404, code: 'model_not_found', scope: 'request', param: 'model', retryable: false },
   rateLimitExceeded: { status: 429, code: 'rate_limit_exceeded', scope: 'user', retryable: true },
   quotaExceeded: { status: 429, code: 'quota_exceeded', scope: 'user', retryable: false },
-  concurrencyLimitExceeded: { status: 429, code: 'concurrency_limit_exceeded', scope: 'user', dimension: 'concurrency', retryable: true },
+  concurrencyLimitExceeded: {
+    status: 429,
+    code: 'concurrency_limit_exceeded',
+    scope: 'user',
+    dimension: 'concurrency',
+    retryable: true,
+  },
 } satisfies Record<string, RefusalRule>)
 
 export type RefusalKind = keyof typeof REFUSAL_RULES

@@ -83,7 +83,11 @@ function classOf(c: number): number {
   if (c >= 0x3040 && c <= 0x30ff && c !== 0x30fb) return KANA
   if (c === 0xa0 || c === 0x3000 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029) return SPACE
   if ((c >= 0x3000 && c <= 0x303f) || (c >= 0xff00 && c <= 0xffef) || c === 0x30fb) {
-    return c >= 0xff10 && c <= 0xff19 ? DIGIT : (c >= 0xff21 && c <= 0xff5a && (c <= 0xff3a || c >= 0xff41)) ? OTHER_LETTER : CJK_PUNCT
+    return c >= 0xff10 && c <= 0xff19
+      ? DIGIT
+      : c >= 0xff21 && c <= 0xff5a && (c <= 0xff3a || c >= 0xff41)
+        ? OTHER_LETTER
+        : CJK_PUNCT
   }
   // Latin-1 and Latin Extended letters, Greek, Cyrillic, Armenian, Hebrew, Arabic: letters.
   if ((c >= 0xc0 && c <= 0x24f && c !== 0xd7 && c !== 0xf7) || (c >= 0x370 && c <= 0x6ff)) return OTHER_LETTER
@@ -173,9 +177,16 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
       i++
     } else if (cls !== NEWLINE && isLetter(nextCls)) {
       // A space is free before a word; a mark glued to a word often merges with it.
-      total += letterRun(text, i + 1, w, out) + (c === 32 ? 0 : cls === SPACE ? w.space : cls === PUNCT ? w.gluedMark : markCost(c, cls, true, w))
+      total +=
+        letterRun(text, i + 1, w, out) +
+        (c === 32 ? 0 : cls === SPACE ? w.space : cls === PUNCT ? w.gluedMark : markCost(c, cls, true, w))
       i = out.end
-    } else if (cls === PUNCT || cls === CJK_PUNCT || cls === SYMBOL || (c === 32 && (nextCls === PUNCT || nextCls === CJK_PUNCT || nextCls === SYMBOL))) {
+    } else if (
+      cls === PUNCT ||
+      cls === CJK_PUNCT ||
+      cls === SYMBOL ||
+      (c === 32 && (nextCls === PUNCT || nextCls === CJK_PUNCT || nextCls === SYMBOL))
+    ) {
       i = markRun(text, c === 32 ? i + 1 : i, w, out)
       total += out.end
     } else {
@@ -317,7 +328,8 @@ export function estimateRequestExtrasTokens(request: Readonly<Record<string, unk
     let images = 0
     for (const message of request.messages as Array<{ content?: unknown }>) {
       if (!Array.isArray(message?.content)) continue
-      for (const part of message.content) if (part && typeof part === 'object') images += imagesIn(part as { type?: unknown })
+      for (const part of message.content)
+        if (part && typeof part === 'object') images += imagesIn(part as { type?: unknown })
     }
     sum += images * (HIGH_RES_IMAGE_PART_TOKENS - IMAGE_PART_TOKENS)
   }

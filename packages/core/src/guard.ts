@@ -1,6 +1,6 @@
 import type OpenAI from 'openai'
 import { guardedCall } from './call.js'
-import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client.js'
+import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client/guarded-client.js'
 import { planCall } from './cost.js'
 import { createEmitter } from './events.js'
 import { createGuardMetrics, type GuardMetrics, type MetricsHandler } from './metrics.js'
@@ -66,7 +66,10 @@ export function createGuard(options: GuardOptions): Guard {
     models: () => modelList,
     on: events.on,
     metrics(): MetricsHandler {
-      if (!metrics) throw new Error('guard.metrics() needs metrics turned on: createGuard({ ..., metrics: true }) (and prom-client installed)')
+      if (!metrics)
+        throw new Error(
+          'guard.metrics() needs metrics turned on: createGuard({ ..., metrics: true }) (and prom-client installed)',
+        )
       return metrics.handler()
     },
     async close() {
@@ -84,7 +87,11 @@ export function createGuard(options: GuardOptions): Guard {
  * attempt count (a retry's backoff is no overhead). The upstream fetch is wrapped for this call
  * alone (call.ts reads `deps.options.upstream.fetch`), so nothing changes when metrics are off.
  */
-async function timedCall(metrics: GuardMetrics, deps: Parameters<typeof guardedCall>[0], ...args: DropFirst<Parameters<typeof guardedCall>>) {
+async function timedCall(
+  metrics: GuardMetrics,
+  deps: Parameters<typeof guardedCall>[0],
+  ...args: DropFirst<Parameters<typeof guardedCall>>
+) {
   const started = performance.now()
   let sentAt: number | undefined
   const upstreamFetch = deps.options.upstream.fetch
@@ -94,7 +101,8 @@ async function timedCall(metrics: GuardMetrics, deps: Parameters<typeof guardedC
   }
   const options: ResolvedOptions = { ...deps.options, upstream: { ...deps.options.upstream, fetch } }
   const result = await guardedCall({ ...deps, options }, ...args)
-  if (result.info.attempts === 1 && sentAt !== undefined) metrics.overhead((sentAt - started - result.info.queuedMs) / 1000)
+  if (result.info.attempts === 1 && sentAt !== undefined)
+    metrics.overhead((sentAt - started - result.info.queuedMs) / 1000)
   return result
 }
 
@@ -141,4 +149,3 @@ function cacheKey(identity: Identity): string | undefined {
   // Unambiguous whatever the strings hold: the user part is length-prefixed, '-' marks a missing key.
   return `${user.length}:${user}|${key === undefined ? '-' : `+${key}`}`
 }
-

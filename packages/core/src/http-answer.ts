@@ -3,7 +3,7 @@
  * Header syntax: draft-ietf-httpapi-ratelimit-headers-11 (RateLimit-Policy / RateLimit, Structured
  * Field lists) and OpenAI's x-ratelimit-* family, which SDK users already know how to read.
  */
-import { PreparedHeaders } from './prepared-headers.js'
+import { PreparedHeaders } from './client/prepared-headers.js'
 import type { CallInfo, Dimension, HttpAnswer, QuotaState } from './types.js'
 
 /** The part of a QwenGuardError a refusal answer is built from (errors.ts passes its own fields). */
@@ -38,7 +38,14 @@ export function internalErrorAnswer(): HttpAnswer {
   return {
     status: 500,
     headers: {},
-    body: { error: { message: 'The server had an error while processing the request.', type: 'server_error', code: 'internal_error', param: null } },
+    body: {
+      error: {
+        message: 'The server had an error while processing the request.',
+        type: 'server_error',
+        code: 'internal_error',
+        param: null,
+      },
+    },
   }
 }
 
@@ -80,7 +87,8 @@ export function rateLimitHeaders(states: readonly QuotaState[]): Record<string, 
   const shown = states.filter(expressible)
   if (shown.length === 0) return {}
   const policies = shown.map(
-    (s) => `"${policyName(s)}";q=${Math.floor(s.limit)};qu="${quotaUnit(s.dimension)}";w=${Math.max(1, Math.round(s.windowSeconds))}`,
+    (s) =>
+      `"${policyName(s)}";q=${Math.floor(s.limit)};qu="${quotaUnit(s.dimension)}";w=${Math.max(1, Math.round(s.windowSeconds))}`,
   )
   const current = shown.map(
     (s) => `"${policyName(s)}";r=${Math.max(0, Math.floor(s.remaining))};t=${Math.max(0, Math.ceil(s.resetMs / 1000))}`,
@@ -263,7 +271,11 @@ export class PreparedJsonResponse extends Response {
 
   #real(): Response {
     if (!this.#bytes) {
-      this.#bytes = new Response(this.#text, { status: this.status, statusText: this.statusText, headers: this.headers })
+      this.#bytes = new Response(this.#text, {
+        status: this.status,
+        statusText: this.statusText,
+        headers: this.headers,
+      })
       // Already read as text or JSON: the stream reads as used too.
       if (this.#used) void this.#bytes.text()
     }

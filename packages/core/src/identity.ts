@@ -53,7 +53,9 @@ function checkPart(identity: Record<string, unknown>, field: Field, source: stri
 
 function checkObject(identity: unknown, source: string): asserts identity is Record<string, unknown> {
   if (typeof identity !== 'object' || identity === null || Array.isArray(identity)) {
-    throw new TypeError(`${source ? `${source}: ` : ''}identity must be an object such as { user: 'u1' }, got ${kindOf(identity)}`)
+    throw new TypeError(
+      `${source ? `${source}: ` : ''}identity must be an object such as { user: 'u1' }, got ${kindOf(identity)}`,
+    )
   }
 }
 

@@ -107,7 +107,15 @@ export function createGuardMetrics(
   }
 }
 
-const EVENT_TYPES = ['admitted', 'refused', 'queued', 'upstream_refusal', 'settled', 'store_error', 'store_recovered'] as const
+const EVENT_TYPES = [
+  'admitted',
+  'refused',
+  'queued',
+  'upstream_refusal',
+  'settled',
+  'store_error',
+  'store_recovered',
+] as const
 
 async function loadPromClient(): Promise<PromClient> {
   try {
@@ -121,7 +129,12 @@ async function loadPromClient(): Promise<PromClient> {
   }
 }
 
-function buildRecorder(client: PromClient, registry: MetricsRegistry, prefix: string, upstreamState: () => UpstreamState[]): Recorder {
+function buildRecorder(
+  client: PromClient,
+  registry: MetricsRegistry,
+  prefix: string,
+  upstreamState: () => UpstreamState[],
+): Recorder {
   const registers = [registry as unknown as InstanceType<PromClient['Registry']>]
   const decisions = new client.Counter({
     name: `${prefix}decisions_total`,
@@ -213,7 +226,7 @@ function buildRecorder(client: PromClient, registry: MetricsRegistry, prefix: st
           return
         case 'store_recovered':
           storeUp.set(1)
-  for (const kind of ['reserved', 'settled', 'refunded', 'charged_extra']) tokens.inc({ kind }, 0)
+          for (const kind of ['reserved', 'settled', 'refunded', 'charged_extra']) tokens.inc({ kind }, 0)
           return
       }
     },

@@ -4,7 +4,13 @@
  * ever contains an API key.
  */
 import { createEstimator } from './estimate.js'
-import { BUILTIN_MODELS, DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_MAX_REASONING_TOKENS, DEFAULT_THINKING } from './models.js'
+import {
+  BUILTIN_MODELS,
+  DEFAULT_CONTEXT_WINDOW,
+  DEFAULT_MAX_OUTPUT_TOKENS,
+  DEFAULT_MAX_REASONING_TOKENS,
+  DEFAULT_THINKING,
+} from './models.js'
 import type {
   GuardOptions,
   Identity,
@@ -63,9 +69,32 @@ const TOP_KEYS = [
   'allowedModels',
   'metrics',
 ]
-const UPSTREAM_KEYS = ['baseURL', 'accounts', 'apiKey', 'safetyMargin', 'timeoutMs', 'maxAttempts', 'disableMs', 'maxRetryAfterMs', 'streamIdleMs', 'rampUp', 'fetch']
+const UPSTREAM_KEYS = [
+  'baseURL',
+  'accounts',
+  'apiKey',
+  'safetyMargin',
+  'timeoutMs',
+  'maxAttempts',
+  'disableMs',
+  'maxRetryAfterMs',
+  'streamIdleMs',
+  'rampUp',
+  'fetch',
+]
 const ACCOUNT_KEYS = ['id', 'apiKey', 'apiKeys', 'models']
-const MODEL_KEYS = ['rpm', 'tpm', 'rps', 'tps', 'contextWindow', 'maxOutputTokens', 'thinking', 'maxReasoningTokens', 'fallback', 'price']
+const MODEL_KEYS = [
+  'rpm',
+  'tpm',
+  'rps',
+  'tps',
+  'contextWindow',
+  'maxOutputTokens',
+  'thinking',
+  'maxReasoningTokens',
+  'fallback',
+  'price',
+]
 const THINKING_MODES: ReadonlyArray<NonNullable<ModelSpec['thinking']>> = ['off', 'on', 'always', 'unsupported']
 const POLICY_KEYS = ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay', 'usdPerDay']
 const STORE_KEYS = ['redis', 'prefix', 'onError', 'commandTimeoutMs', 'leaseTtlMs']
@@ -75,7 +104,8 @@ const QUEUE_KEYS = ['maxWaitMs', 'maxSize', 'waitForConcurrency']
 
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
-  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value)
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined)
+    return String(value)
   return Array.isArray(value) ? 'an array' : `a ${typeof value}`
 }
 
@@ -164,11 +194,13 @@ function accountKeys(account: Record<string, unknown>, path: string): string[] {
     throw new QwenGuardConfigError(path, 'give either apiKey or apiKeys, not both')
   }
   if (account.apiKey !== undefined) return [apiKey(account.apiKey, `${path}.apiKey`)]
-  if (account.apiKeys === undefined) throw new QwenGuardConfigError(`${path}.apiKeys`, 'at least one API key is required')
+  if (account.apiKeys === undefined)
+    throw new QwenGuardConfigError(`${path}.apiKeys`, 'at least one API key is required')
   if (!Array.isArray(account.apiKeys)) {
     throw new QwenGuardConfigError(`${path}.apiKeys`, `must be an array of strings, got ${describe(account.apiKeys)}`)
   }
-  if (account.apiKeys.length === 0) throw new QwenGuardConfigError(`${path}.apiKeys`, 'at least one API key is required')
+  if (account.apiKeys.length === 0)
+    throw new QwenGuardConfigError(`${path}.apiKeys`, 'at least one API key is required')
   return account.apiKeys.map((key, i) => apiKey(key, `${path}.apiKeys[${i}]`))
 }
 
@@ -187,7 +219,8 @@ function rawAccounts(upstream: Record<string, unknown>): RawAccount[] {
   if (shorthand !== undefined) {
     return [{ id: 'default', apiKeys: [apiKey(shorthand, 'upstream.apiKey')], models: undefined, path: 'upstream' }]
   }
-  if (accounts === undefined) throw new QwenGuardConfigError('upstream.apiKey', 'an API key is required (upstream.apiKey or upstream.accounts)')
+  if (accounts === undefined)
+    throw new QwenGuardConfigError('upstream.apiKey', 'an API key is required (upstream.apiKey or upstream.accounts)')
   if (!Array.isArray(accounts) || accounts.length === 0) {
     throw new QwenGuardConfigError('upstream.accounts', 'must be a non-empty array of accounts')
   }
@@ -204,7 +237,11 @@ function rawAccounts(upstream: Record<string, unknown>): RawAccount[] {
     keys.forEach((key, k) => {
       // The same key twice would make one account's quota look like two accounts' worth.
       const owner = keyOwner.get(key)
-      if (owner !== undefined) throw new QwenGuardConfigError(`${path}.apiKeys[${k}]`, `this key is already listed for account ${describe(owner)}`)
+      if (owner !== undefined)
+        throw new QwenGuardConfigError(
+          `${path}.apiKeys[${k}]`,
+          `this key is already listed for account ${describe(owner)}`,
+        )
       keyOwner.set(key, id)
     })
     const models = account.models === undefined ? undefined : object(account.models, `${path}.models`)
@@ -235,7 +272,10 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
   }
   if (spec.thinking !== undefined) {
     if (!THINKING_MODES.includes(spec.thinking as never)) {
-      throw new QwenGuardConfigError(`${path}.thinking`, `must be one of ${THINKING_MODES.join(', ')}, got ${describe(spec.thinking)}`)
+      throw new QwenGuardConfigError(
+        `${path}.thinking`,
+        `must be one of ${THINKING_MODES.join(', ')}, got ${describe(spec.thinking)}`,
+      )
     }
     out.thinking = spec.thinking as NonNullable<ModelSpec['thinking']>
   }
@@ -244,7 +284,11 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
     if (spec[key] !== undefined) out[key] = positive(spec[key], `${path}.${key}`)
   }
   if (spec.fallback !== undefined) {
-    if (!Array.isArray(spec.fallback)) throw new QwenGuardConfigError(`${path}.fallback`, `must be an array of model names, got ${describe(spec.fallback)}`)
+    if (!Array.isArray(spec.fallback))
+      throw new QwenGuardConfigError(
+        `${path}.fallback`,
+        `must be an array of model names, got ${describe(spec.fallback)}`,
+      )
     out.fallback = spec.fallback.map((name, i) => nonEmptyString(name, `${path}.fallback[${i}]`))
   }
   if (spec.price !== undefined) out.price = checkPrice(spec.price, `${path}.price`)
@@ -255,7 +299,12 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
 const MODEL_NAME = /^[\x21-\x7e]+$/
 
 /** Layers partial specs: later layers win field by field. */
-function mergeTables(base: Record<string, PartialSpec>, overrides: Record<string, unknown> | undefined, path: string, allowNew: boolean): Record<string, PartialSpec> {
+function mergeTables(
+  base: Record<string, PartialSpec>,
+  overrides: Record<string, unknown> | undefined,
+  path: string,
+  allowNew: boolean,
+): Record<string, PartialSpec> {
   // Null prototype: a model named "__proto__" or "constructor" is just a name.
   const out: Record<string, PartialSpec> = Object.assign(Object.create(null) as Record<string, PartialSpec>, base)
   if (!overrides) return out
@@ -265,11 +314,15 @@ function mergeTables(base: Record<string, PartialSpec>, overrides: Record<string
     const spec = checkPartialSpec(value, where)
     const existing = Object.hasOwn(out, name) ? out[name] : undefined
     if (!existing) {
-      if (!allowNew) throw new QwenGuardConfigError(where, `unknown model ${describe(name)} (add it to options.models first)`)
+      if (!allowNew)
+        throw new QwenGuardConfigError(where, `unknown model ${describe(name)} (add it to options.models first)`)
       // Answers name their model in a header (x-qwen-guard-model): it must be a valid header value.
-      if (!MODEL_NAME.test(name)) throw new QwenGuardConfigError(where, `a model name is printable ASCII without spaces, got ${describe(name)}`)
-      if (spec.rpm === undefined) throw new QwenGuardConfigError(`${where}.rpm`, 'a model not in the built-in table must give rpm')
-      if (spec.tpm === undefined) throw new QwenGuardConfigError(`${where}.tpm`, 'a model not in the built-in table must give tpm')
+      if (!MODEL_NAME.test(name))
+        throw new QwenGuardConfigError(where, `a model name is printable ASCII without spaces, got ${describe(name)}`)
+      if (spec.rpm === undefined)
+        throw new QwenGuardConfigError(`${where}.rpm`, 'a model not in the built-in table must give rpm')
+      if (spec.tpm === undefined)
+        throw new QwenGuardConfigError(`${where}.tpm`, 'a model not in the built-in table must give tpm')
     }
     out[name] = { ...existing, ...spec }
   }
@@ -367,15 +420,23 @@ function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptio
   if (fetchOption !== undefined && typeof fetchOption !== 'function') {
     throw new QwenGuardConfigError('upstream.fetch', `must be a function, got ${describe(fetchOption)}`)
   }
-  const timeoutMs = upstream.timeoutMs === undefined ? DEFAULTS.timeoutMs : positiveInt(upstream.timeoutMs, 'upstream.timeoutMs')
+  const timeoutMs =
+    upstream.timeoutMs === undefined ? DEFAULTS.timeoutMs : positiveInt(upstream.timeoutMs, 'upstream.timeoutMs')
   return {
     safetyMargin: margin,
     timeoutMs,
-    maxAttempts: upstream.maxAttempts === undefined ? DEFAULTS.maxAttempts : positiveInt(upstream.maxAttempts, 'upstream.maxAttempts'),
-    disableMs: upstream.disableMs === undefined ? DEFAULTS.disableMs : positiveInt(upstream.disableMs, 'upstream.disableMs'),
+    maxAttempts:
+      upstream.maxAttempts === undefined
+        ? DEFAULTS.maxAttempts
+        : positiveInt(upstream.maxAttempts, 'upstream.maxAttempts'),
+    disableMs:
+      upstream.disableMs === undefined ? DEFAULTS.disableMs : positiveInt(upstream.disableMs, 'upstream.disableMs'),
     maxRetryAfterMs:
-      upstream.maxRetryAfterMs === undefined ? DEFAULTS.maxRetryAfterMs : positiveInt(upstream.maxRetryAfterMs, 'upstream.maxRetryAfterMs'),
-    streamIdleMs: upstream.streamIdleMs === undefined ? timeoutMs : positiveInt(upstream.streamIdleMs, 'upstream.streamIdleMs'),
+      upstream.maxRetryAfterMs === undefined
+        ? DEFAULTS.maxRetryAfterMs
+        : positiveInt(upstream.maxRetryAfterMs, 'upstream.maxRetryAfterMs'),
+    streamIdleMs:
+      upstream.streamIdleMs === undefined ? timeoutMs : positiveInt(upstream.streamIdleMs, 'upstream.streamIdleMs'),
     rampUp: resolveRampUp(upstream.rampUp),
     // Looked up per call, so a test that replaces globalThis.fetch after start-up is honoured.
     fetch: (fetchOption as typeof fetch | undefined) ?? ((input, init) => globalThis.fetch(input, init)),
@@ -390,7 +451,10 @@ function resolveRampUp(value: unknown): ResolvedOptions['upstream']['rampUp'] {
   const factor = ramp.factor === undefined ? DEFAULTS.rampUp.factor : positive(ramp.factor, 'upstream.rampUp.factor')
   if (factor <= 1) throw new QwenGuardConfigError('upstream.rampUp.factor', `must be greater than 1, got ${factor}`)
   return {
-    initialRps: ramp.initialRps === undefined ? DEFAULTS.rampUp.initialRps : positive(ramp.initialRps, 'upstream.rampUp.initialRps'),
+    initialRps:
+      ramp.initialRps === undefined
+        ? DEFAULTS.rampUp.initialRps
+        : positive(ramp.initialRps, 'upstream.rampUp.initialRps'),
     factor,
   }
 }
@@ -415,18 +479,24 @@ function resolveStore(value: unknown): ResolvedOptions['store'] {
   }
   // ioredis 5's auto-pipelining crashes the process on rate-limiter-flexible's custom commands
   // (TypeError "results[i] is not iterable" thrown from a callback); measured here, and reported upstream.
-  if ((store.redis as { options?: { enableAutoPipelining?: unknown } } | undefined)?.options?.enableAutoPipelining === true) {
+  if (
+    (store.redis as { options?: { enableAutoPipelining?: unknown } } | undefined)?.options?.enableAutoPipelining ===
+    true
+  ) {
     throw new QwenGuardConfigError(
       'store.redis',
-      'an ioredis client with enableAutoPipelining is not supported (ioredis crashes on the limiters\' scripts); give the guard a client without it',
+      "an ioredis client with enableAutoPipelining is not supported (ioredis crashes on the limiters' scripts); give the guard a client without it",
     )
   }
   const out: ResolvedOptions['store'] = {
     prefix: store.prefix === undefined ? DEFAULTS.storePrefix : nonEmptyString(store.prefix, 'store.prefix'),
     onError,
     commandTimeoutMs:
-      store.commandTimeoutMs === undefined ? DEFAULTS.storeCommandTimeoutMs : positiveInt(store.commandTimeoutMs, 'store.commandTimeoutMs'),
-    leaseTtlMs: store.leaseTtlMs === undefined ? DEFAULTS.storeLeaseTtlMs : positiveInt(store.leaseTtlMs, 'store.leaseTtlMs'),
+      store.commandTimeoutMs === undefined
+        ? DEFAULTS.storeCommandTimeoutMs
+        : positiveInt(store.commandTimeoutMs, 'store.commandTimeoutMs'),
+    leaseTtlMs:
+      store.leaseTtlMs === undefined ? DEFAULTS.storeLeaseTtlMs : positiveInt(store.leaseTtlMs, 'store.leaseTtlMs'),
   }
   if (store.redis !== undefined) out.redis = store.redis as NonNullable<ResolvedOptions['store']['redis']>
   return out
@@ -434,7 +504,11 @@ function resolveStore(value: unknown): ResolvedOptions['store'] {
 
 function resolveQueue(value: unknown): ResolvedOptions['queue'] {
   if (value === undefined) {
-    return { maxWaitMs: DEFAULTS.queueMaxWaitMs, maxSize: DEFAULTS.queueMaxSize, waitForConcurrency: DEFAULTS.queueWaitForConcurrency }
+    return {
+      maxWaitMs: DEFAULTS.queueMaxWaitMs,
+      maxSize: DEFAULTS.queueMaxSize,
+      waitForConcurrency: DEFAULTS.queueWaitForConcurrency,
+    }
   }
   const queue = object(value, 'queue')
   knownKeys(queue, QUEUE_KEYS, 'queue')
@@ -444,7 +518,8 @@ function resolveQueue(value: unknown): ResolvedOptions['queue'] {
   }
   // 0 is meaningful for both: never wait / never queue (refuse at once when capacity is short).
   return {
-    maxWaitMs: queue.maxWaitMs === undefined ? DEFAULTS.queueMaxWaitMs : nonNegativeInt(queue.maxWaitMs, 'queue.maxWaitMs'),
+    maxWaitMs:
+      queue.maxWaitMs === undefined ? DEFAULTS.queueMaxWaitMs : nonNegativeInt(queue.maxWaitMs, 'queue.maxWaitMs'),
     maxSize: queue.maxSize === undefined ? DEFAULTS.queueMaxSize : nonNegativeInt(queue.maxSize, 'queue.maxSize'),
     waitForConcurrency: wait,
   }
@@ -467,7 +542,8 @@ function resolveAllowed(value: unknown, table: Record<string, ResolvedModel>): S
   return new Set(
     value.map((name, i) => {
       const model = nonEmptyString(name, `allowedModels[${i}]`)
-      if (!Object.hasOwn(table, model)) throw new QwenGuardConfigError(`allowedModels[${i}]`, `unknown model ${describe(model)}`)
+      if (!Object.hasOwn(table, model))
+        throw new QwenGuardConfigError(`allowedModels[${i}]`, `unknown model ${describe(model)}`)
       return model
     }),
   )
@@ -499,9 +575,14 @@ export function resolveOptions(options: GuardOptions, extraKeys: readonly string
   const userModels = root.models === undefined ? undefined : object(root.models, 'models')
   const globalRaw = mergeTables(BUILTIN_MODELS as Record<string, PartialSpec>, userModels, 'models', true)
   const models = resolveTable(globalRaw, 'models')
-  const defaultMaxTokens = root.defaultMaxTokens === undefined ? DEFAULTS.defaultMaxTokens : positiveInt(root.defaultMaxTokens, 'defaultMaxTokens')
+  const defaultMaxTokens =
+    root.defaultMaxTokens === undefined
+      ? DEFAULTS.defaultMaxTokens
+      : positiveInt(root.defaultMaxTokens, 'defaultMaxTokens')
   const defaultThinkingBudget =
-    root.defaultThinkingBudget === undefined ? DEFAULTS.defaultThinkingBudget : positiveInt(root.defaultThinkingBudget, 'defaultThinkingBudget')
+    root.defaultThinkingBudget === undefined
+      ? DEFAULTS.defaultThinkingBudget
+      : positiveInt(root.defaultThinkingBudget, 'defaultThinkingBudget')
   return {
     baseURL: resolveBaseURL(upstream.baseURL),
     accounts: accounts.map((raw) => resolveAccount(raw, globalRaw)),
@@ -528,11 +609,20 @@ function resolveMetrics(value: unknown): ResolvedOptions['metrics'] {
   const raw = object(value, 'metrics')
   knownKeys(raw, METRICS_KEYS, 'metrics')
   const prefix = raw.prefix === undefined ? 'qwen_guard_' : nonEmptyString(raw.prefix, 'metrics.prefix')
-  if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix)) throw new QwenGuardConfigError('metrics.prefix', `must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(prefix)}`)
+  if (!/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(prefix))
+    throw new QwenGuardConfigError(
+      'metrics.prefix',
+      `must be a Prometheus metric name prefix ([a-zA-Z_:][a-zA-Z0-9_:]*), got ${describe(prefix)}`,
+    )
   const registry = raw.registry
   if (registry !== undefined) {
     const r = registry as { metrics?: unknown; registerMetric?: unknown }
-    if (typeof registry !== 'object' || registry === null || typeof r.metrics !== 'function' || typeof r.registerMetric !== 'function') {
+    if (
+      typeof registry !== 'object' ||
+      registry === null ||
+      typeof r.metrics !== 'function' ||
+      typeof r.registerMetric !== 'function'
+    ) {
       throw new QwenGuardConfigError('metrics.registry', 'must be a prom-client Registry')
     }
     return { prefix, registry: registry as MetricsRegistry }

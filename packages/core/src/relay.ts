@@ -15,7 +15,13 @@ import type { HttpAnswer, Identity } from './types.js'
 import { validateChatRequest } from './validate.js'
 
 /** A request body as the framework has it: raw bytes, text, an already parsed object, or a stream. */
-export type RelayBody = Uint8Array | string | Record<string, unknown> | AsyncIterable<Uint8Array | string> | null | undefined
+export type RelayBody =
+  | Uint8Array
+  | string
+  | Record<string, unknown>
+  | AsyncIterable<Uint8Array | string>
+  | null
+  | undefined
 
 export interface RelayRequest {
   /** HTTP method, any case. */
@@ -84,7 +90,9 @@ const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-|content-type$|cach
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const guardOptions = guardOptionsOf(guard)
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-  const onError = options.onError ?? ((error: unknown) => console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`))
+  const onError =
+    options.onError ??
+    ((error: unknown) => console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`))
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw new TypeError(`relay option maxBodyBytes must be a positive integer, got ${String(options.maxBodyBytes)}`)
   }
@@ -149,15 +157,28 @@ function errorResponse(error: unknown): RelayResponse {
 }
 
 function jsonAnswer(status: number, headers: Record<string, string>, body: unknown): RelayResponse {
-  return { status, headers: { ...headers, 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify(body) }
+  return {
+    status,
+    headers: { ...headers, 'content-type': 'application/json; charset=utf-8' },
+    body: JSON.stringify(body),
+  }
 }
 
-function clientError(status: number, code: string, message: string, headers: Record<string, string> = {}): RelayResponse {
+function clientError(
+  status: number,
+  code: string,
+  message: string,
+  headers: Record<string, string> = {},
+): RelayResponse {
   return jsonAnswer(status, headers, { error: { message, type: 'invalid_request_error', code, param: null } })
 }
 
 function notFound(method: string, path: string): RelayResponse {
-  return clientError(404, 'not_found', `Unknown request URL: ${method} ${path}. This relay serves POST /chat/completions and GET /models.`)
+  return clientError(
+    404,
+    'not_found',
+    `Unknown request URL: ${method} ${path}. This relay serves POST /chat/completions and GET /models.`,
+  )
 }
 
 function methodNotAllowed(method: string, path: string, allow: string): RelayResponse {
@@ -208,7 +229,10 @@ function isParsedBody(value: unknown): value is Record<string, unknown> {
 }
 
 /** The body as text, reading a stream only up to the limit (a huge upload is not buffered). */
-async function bodyText(body: Exclude<RelayBody, null | undefined | Record<string, unknown>>, maxBodyBytes: number): Promise<string> {
+async function bodyText(
+  body: Exclude<RelayBody, null | undefined | Record<string, unknown>>,
+  maxBodyBytes: number,
+): Promise<string> {
   if (typeof body === 'string') {
     if (Buffer.byteLength(body) > maxBodyBytes) throw tooLarge(maxBodyBytes)
     return body
@@ -220,7 +244,8 @@ async function bodyText(body: Exclude<RelayBody, null | undefined | Record<strin
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of body) {
-    const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    const buffer =
+      typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
     size += buffer.byteLength
     if (size > maxBodyBytes) throw tooLarge(maxBodyBytes)
     chunks.push(buffer)

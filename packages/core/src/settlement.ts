@@ -58,7 +58,14 @@ export function usageCeiling(contextWindow: number | undefined, reservedTokens: 
 export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
   if ('usage' in input) {
     const usage = readUsage(input.usage, bounds.ceiling)
-    if (usage) return { tokens: usage.total, promptTokens: usage.prompt, completionTokens: usage.completion, basis: 'usage', usageInvalid: false }
+    if (usage)
+      return {
+        tokens: usage.total,
+        promptTokens: usage.prompt,
+        completionTokens: usage.completion,
+        basis: 'usage',
+        usageInvalid: false,
+      }
     return {
       tokens: bounds.reservedTokens,
       promptTokens: bounds.promptTokens,
@@ -71,7 +78,13 @@ export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
   // A stream cut short: the prompt estimate plus what was streamed, never more than was reserved.
   const streamed = countOrZero(input.streamedCompletionTokens)
   const completion = Math.min(streamed, Math.max(0, bounds.reservedTokens - bounds.promptTokens))
-  return { tokens: bounds.promptTokens + completion, promptTokens: bounds.promptTokens, completionTokens: completion, basis: 'estimate', usageInvalid: false }
+  return {
+    tokens: bounds.promptTokens + completion,
+    promptTokens: bounds.promptTokens,
+    completionTokens: completion,
+    basis: 'estimate',
+    usageInvalid: false,
+  }
 }
 
 /**
@@ -79,7 +92,10 @@ export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
  * `total_tokens` is prompt + completion; a present one is used, since Qwen may count more than the two
  * parts); undefined otherwise.
  */
-export function readUsage(value: unknown, ceiling: number): { prompt: number; completion: number; total: number } | undefined {
+export function readUsage(
+  value: unknown,
+  ceiling: number,
+): { prompt: number; completion: number; total: number } | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
   const usage = value as Record<string, unknown>
   const prompt = count(usage.prompt_tokens, ceiling)

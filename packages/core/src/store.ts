@@ -18,7 +18,12 @@
  * refunded; a lease acquired late is released; a pace take is settled to nothing).
  */
 import type { Redis } from 'ioredis'
-import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract, type RateLimiterRes } from 'rate-limiter-flexible'
+import {
+  RateLimiterMemory,
+  RateLimiterRedis,
+  type RateLimiterAbstract,
+  type RateLimiterRes,
+} from 'rate-limiter-flexible'
 import { storeUnavailable, type QwenGuardError } from './errors.js'
 import type { GuardEvent, ResolvedOptions } from './types.js'
 
@@ -116,7 +121,11 @@ function waitForConnection(redis: Redis): Promise<void> {
  * Creates the store of one guard from its resolved `store` options; `emit` hears `store_error`
  * (once per outage) and `store_recovered` (once when it ends, with `downMs`).
  */
-export function createGuardStore(options: ResolvedOptions['store'], emit: (event: GuardEvent) => void, now: () => number = Date.now): GuardStore {
+export function createGuardStore(
+  options: ResolvedOptions['store'],
+  emit: (event: GuardEvent) => void,
+  now: () => number = Date.now,
+): GuardStore {
   const { prefix, onError: policy } = options
   const redis = options.redis as Redis | undefined // any ioredis client fits RedisClient (types.ts)
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS
@@ -165,7 +174,11 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
     return connecting
   }
 
-  const send = <T>(operation: () => Promise<T>, late: ((value: T) => void) | undefined, always: boolean): Promise<T> => {
+  const send = <T>(
+    operation: () => Promise<T>,
+    late: ((value: T) => void) | undefined,
+    always: boolean,
+  ): Promise<T> => {
     if (!redis) return operation()
     if (redis.status !== 'ready') return Promise.reject(new Error(`Redis connection is not ready (${redis.status})`))
     if (downSince !== undefined && !always) {
@@ -173,7 +186,9 @@ export function createGuardStore(options: ResolvedOptions['store'], emit: (event
       // in flight waits for its outcome (at most the command timeout) and goes to Redis if it ended
       // the outage, so the call that finds Redis back is served, not refused. Others fail at once.
       if (probing && probeDone) {
-        return probeDone.then(() => (downSince === undefined ? send(operation, late, always) : Promise.reject(new StoreDownError())))
+        return probeDone.then(() =>
+          downSince === undefined ? send(operation, late, always) : Promise.reject(new StoreDownError()),
+        )
       }
       if (probing || now() - lastTry < PROBE_INTERVAL_MS) return Promise.reject(new StoreDownError())
       probing = true
@@ -323,7 +338,13 @@ export interface Counter {
    * charged): never into a later window, even when Redis runs the command late. Resolves false when
    * not applied; rejects with the store's error (a Redis correction is never moved to memory).
    */
-  adjust(key: string, points: number, options: CountOptions, insured: boolean, window: { minMs: number; maxMs: number }): Promise<boolean>
+  adjust(
+    key: string,
+    points: number,
+    options: CountOptions,
+    insured: boolean,
+    window: { minMs: number; maxMs: number },
+  ): Promise<boolean>
 }
 
 /**
@@ -357,7 +378,8 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
   const adjustCommand = redis as unknown as AdjustCommand | undefined
 
   // Memory windows cannot be reached late: the caller's own clock check (quota/counters.ts) suffices.
-  const memoryAdjust = (limiter: RateLimiterMemory): Counter['adjust'] =>
+  const memoryAdjust =
+    (limiter: RateLimiterMemory): Counter['adjust'] =>
     async (key, points, options) => {
       if (points < 0) await limiter.reward(key, -points, options)
       else await limiter.penalty(key, points, options)
@@ -375,7 +397,11 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
         adjust: adjustMemory,
       }
     }
-    const direct: RateLimiterAbstract = new RateLimiterRedis({ ...base, storeClient: redis, rejectIfRedisNotReady: true })
+    const direct: RateLimiterAbstract = new RateLimiterRedis({
+      ...base,
+      storeClient: redis,
+      rejectIfRedisNotReady: true,
+    })
     const insured = (res: RateLimiterRes | null): Counted => ({ res, insured: true })
     return {
       consume: (key, points, options) =>
@@ -386,7 +412,10 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
           // answered by the policy meanwhile, so this charge belongs to no call. Give it back.
           (late) => {
             const left = late.res?.msBeforeNext ?? 0
-            void adjustRedis(direct.getKey(key), -points, { minMs: REFUND_FLOOR_MS, maxMs: left + ADJUST_SLACK_MS }).catch(() => undefined)
+            void adjustRedis(direct.getKey(key), -points, {
+              minMs: REFUND_FLOOR_MS,
+              maxMs: left + ADJUST_SLACK_MS,
+            }).catch(() => undefined)
           },
         ),
       get: (key, options) =>
@@ -404,7 +433,13 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
   // Sent even during an outage: the script itself keeps a late correction out of later windows.
   const adjustRedis = async (rlKey: string, points: number, window: { minMs: number; maxMs: number }) => {
     const reply = await store.run(
-      () => (adjustCommand as AdjustCommand).qgAdjust(rlKey, String(points), String(Math.floor(window.minMs)), String(Math.ceil(window.maxMs))),
+      () =>
+        (adjustCommand as AdjustCommand).qgAdjust(
+          rlKey,
+          String(points),
+          String(Math.floor(window.minMs)),
+          String(Math.ceil(window.maxMs)),
+        ),
       undefined,
       true,
     )

@@ -207,9 +207,25 @@ export interface ChatMessageLike {
 export type GuardEvent =
   /** Qwen answered the call: `model` served it on `account` (the configured account id). */
   | { type: 'admitted'; identity: Identity; model: string; account: string; reservedTokens: number; queuedMs: number }
-  | { type: 'refused'; identity: Identity; model: string; scope: Scope; dimension: Dimension | undefined; code: string; retryAfterMs: number }
+  | {
+      type: 'refused'
+      identity: Identity
+      model: string
+      scope: Scope
+      dimension: Dimension | undefined
+      code: string
+      retryAfterMs: number
+    }
   | { type: 'queued'; identity: Identity; model: string; position: number }
-  | { type: 'upstream_refusal'; account: string; model: string; status: number; kind: string; retryable: boolean; cooldownMs: number }
+  | {
+      type: 'upstream_refusal'
+      account: string
+      model: string
+      status: number
+      kind: string
+      retryable: boolean
+      cooldownMs: number
+    }
   | { type: 'fallback'; identity: Identity; requested: string; served: string; reason: string }
   /** `model` is '*' when the whole account is out (billing, arrears, bad key); `untilMs` is an epoch time. */
   | { type: 'account_disabled'; account: string; model: string; kind: string; untilMs: number }
@@ -220,7 +236,14 @@ export type GuardEvent =
    * `prompt` (the call failed or timed out after Qwen accepted it: the prompt part of the
    * reservation, per attempt that reached Qwen). See docs/quotas.md "What is charged when".
    */
-  | { type: 'settled'; identity: Identity; model: string; reservedTokens: number; usedTokens: number; basis: SettleBasis }
+  | {
+      type: 'settled'
+      identity: Identity
+      model: string
+      reservedTokens: number
+      usedTokens: number
+      basis: SettleBasis
+    }
   /** Qwen's answer carried a `usage` the guard cannot count (not finite, negative, too large): settled from the reservation. */
   | { type: 'usage_invalid'; identity: Identity; model: string; reservedTokens: number }
   /** Redis failed or stopped answering: once per outage, for quotas, leases and pace meters alike. */
@@ -360,7 +383,13 @@ export interface ResolvedOptions {
   accounts: ResolvedAccount[]
   models: Record<string, ResolvedModel>
   quotas: (identity: Identity) => Promise<QuotaPolicies>
-  store: { redis?: RedisClient; prefix: string; onError: 'open' | 'closed'; commandTimeoutMs?: number; leaseTtlMs?: number }
+  store: {
+    redis?: RedisClient
+    prefix: string
+    onError: 'open' | 'closed'
+    commandTimeoutMs?: number
+    leaseTtlMs?: number
+  }
   queue: { maxWaitMs: number; maxSize: number; waitForConcurrency?: boolean }
   upstream: {
     safetyMargin: number

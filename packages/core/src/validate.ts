@@ -19,7 +19,14 @@ export const MAX_BODY_BYTES = 1_048_576
 export const MAX_JSON_DEPTH = 64
 
 /** Content part types Qwen's compatible mode reads (`refusal` in an assistant turn, as OpenAI sends it back). */
-export const CONTENT_PART_TYPES: ReadonlySet<string> = new Set(['text', 'image_url', 'input_audio', 'video', 'video_url', 'refusal'])
+export const CONTENT_PART_TYPES: ReadonlySet<string> = new Set([
+  'text',
+  'image_url',
+  'input_audio',
+  'video',
+  'video_url',
+  'refusal',
+])
 
 /** Roles of the OpenAI chat API ('function' is the deprecated form of 'tool'). */
 export const CHAT_ROLES: ReadonlySet<string> = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'function'])
@@ -48,7 +55,11 @@ export interface ValidateLimits {
   maxDepth?: number
 }
 
-function fail(code: 'request_too_large' | 'invalid_json' | 'model_not_found' | 'invalid_request', message: string, param: string | null): never {
+function fail(
+  code: 'request_too_large' | 'invalid_json' | 'model_not_found' | 'invalid_request',
+  message: string,
+  param: string | null,
+): never {
   if (code === 'request_too_large') throw requestTooLarge(message, { param })
   if (code === 'invalid_json') throw invalidJson(message)
   if (code === 'model_not_found') throw modelNotFound(message)
@@ -110,14 +121,17 @@ function checkJsonShape(root: unknown, maxDepth: number, maxBytes: number): void
       if (!Number.isFinite(value)) invalid(`Numbers must be finite, got ${String(value)}.`, pathOf(node))
       continue
     }
-    if (typeof value !== 'object') invalid(`A request body holds JSON values only, got a ${typeof value}.`, pathOf(node))
+    if (typeof value !== 'object')
+      invalid(`A request body holds JSON values only, got a ${typeof value}.`, pathOf(node))
     if (depth >= maxDepth) invalid(`The request body is nested more than ${maxDepth} levels deep.`, pathOf(node))
     if (Array.isArray(value)) {
-      for (let i = value.length - 1; i >= 0; i--) stack.push({ value: value[i], depth: depth + 1, parent: node, key: i })
+      for (let i = value.length - 1; i >= 0; i--)
+        stack.push({ value: value[i], depth: depth + 1, parent: node, key: i })
       continue
     }
     const proto = Object.getPrototypeOf(value) as unknown
-    if (proto !== Object.prototype && proto !== null) invalid('A request body holds plain JSON objects only.', pathOf(node))
+    if (proto !== Object.prototype && proto !== null)
+      invalid('A request body holds plain JSON objects only.', pathOf(node))
     const keys = Object.keys(value)
     for (let i = keys.length - 1; i >= 0; i--) {
       const key = keys[i] as string
@@ -142,8 +156,10 @@ function parseBody(body: unknown, limits: Required<ValidateLimits>): Record<stri
     // A UTF-16 code unit is at most 3 UTF-8 bytes: a short string needs no exact count.
     if (typeof body === 'string') bytes = body.length * 3 <= maxBytes ? body.length : Buffer.byteLength(body, 'utf8')
     else bytes = body.byteLength
-    if (bytes > maxBytes) fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)
-    const text = typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
+    if (bytes > maxBytes)
+      fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)
+    const text =
+      typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
     try {
       value = JSON.parse(text)
     } catch {
@@ -156,14 +172,16 @@ function parseBody(body: unknown, limits: Required<ValidateLimits>): Record<stri
   checkJsonShape(value, maxDepth, maxBytes)
   if (value !== body) return value as Record<string, unknown>
   const bytes = Buffer.byteLength(JSON.stringify(value), 'utf8')
-  if (bytes > maxBytes) fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)
+  if (bytes > maxBytes)
+    fail('request_too_large', `The request body is ${bytes} bytes; the limit is ${maxBytes} bytes.`, null)
   return value as Record<string, unknown>
 }
 
 function checkModel(body: Record<string, unknown>, options: ResolvedOptions): ResolvedModel {
   const { model } = body
   if (model === undefined || model === null) invalid('You must provide a model parameter.', 'model')
-  if (typeof model !== 'string' || model.trim() === '') invalid(`model must be a non-empty string, got ${echo(model)}.`, 'model')
+  if (typeof model !== 'string' || model.trim() === '')
+    invalid(`model must be a non-empty string, got ${echo(model)}.`, 'model')
   const spec = Object.hasOwn(options.models, model) ? options.models[model] : undefined
   if (!spec || !options.allowedModels.has(model)) {
     fail('model_not_found', `The model ${echo(model)} does not exist or you do not have access to it.`, 'model')
@@ -171,7 +189,8 @@ function checkModel(body: Record<string, unknown>, options: ResolvedOptions): Re
   return spec
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value)
 
 /** A part's media field: an object with a string url (or, as Qwen also takes, a bare URL string). */
 function checkMedia(part: Record<string, unknown>, field: string, param: string): void {
@@ -184,8 +203,13 @@ function checkContentPart(part: unknown, param: string): void {
   if (!isObject(part)) invalid('A content part must be an object.', param)
   const { type } = part
   if (typeof type !== 'string' || type === '') invalid('A content part must have a string type.', `${param}.type`)
-  if (!CONTENT_PART_TYPES.has(type)) invalid(`Unknown content part type ${echo(type)}; expected one of ${[...CONTENT_PART_TYPES].join(', ')}.`, `${param}.type`)
-  if ((type === 'text' || type === 'refusal') && typeof part[type] !== 'string') invalid(`A ${type} content part must have a string ${type}.`, `${param}.${type}`)
+  if (!CONTENT_PART_TYPES.has(type))
+    invalid(
+      `Unknown content part type ${echo(type)}; expected one of ${[...CONTENT_PART_TYPES].join(', ')}.`,
+      `${param}.type`,
+    )
+  if ((type === 'text' || type === 'refusal') && typeof part[type] !== 'string')
+    invalid(`A ${type} content part must have a string ${type}.`, `${param}.${type}`)
   if (type === 'image_url' || type === 'video_url') checkMedia(part, type, param)
   if (type === 'video' && !(Array.isArray(part.video) && part.video.every((frame) => typeof frame === 'string'))) {
     invalid('A video content part must have video, an array of image URLs.', `${param}.video`)
@@ -205,14 +229,16 @@ function checkContent(message: Record<string, unknown>, i: number): void {
     if (role === 'assistant' && (hasToolCalls || message.function_call !== undefined)) return
     invalid(`A ${String(role)} message must have content.`, param)
   }
-  if (!Array.isArray(content)) invalid(`content must be a string or an array of content parts, got ${typeof content}.`, param)
+  if (!Array.isArray(content))
+    invalid(`content must be a string or an array of content parts, got ${typeof content}.`, param)
   content.forEach((part, j) => checkContentPart(part, `${param}[${j}]`))
 }
 
 /** Checks one message; its `messages[i]` param is only spelled out for an error. */
 function checkMessage(value: unknown, i: number): void {
   const at = (field?: string) => `messages[${i}]${field ? `.${field}` : ''}`
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) invalid('Each message must be an object.', at())
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    invalid('Each message must be an object.', at())
   const message = value as Record<string, unknown>
   if (typeof message.role !== 'string' || !CHAT_ROLES.has(message.role)) {
     invalid(`Invalid role ${echo(message.role)}; expected one of ${[...CHAT_ROLES].join(', ')}.`, at('role'))
@@ -250,10 +276,12 @@ function checkRange(body: Record<string, unknown>, field: string, min: number, m
 
 function checkStreaming(body: Record<string, unknown>): void {
   const { stream, stream_options: options } = body
-  if (stream !== undefined && stream !== null && typeof stream !== 'boolean') invalid(`stream must be a boolean, got ${echo(stream)}.`, 'stream')
+  if (stream !== undefined && stream !== null && typeof stream !== 'boolean')
+    invalid(`stream must be a boolean, got ${echo(stream)}.`, 'stream')
   if (options === undefined || options === null) return
   if (stream !== true) invalid('The stream_options parameter is only allowed when stream is enabled.', 'stream_options')
-  if (typeof options !== 'object' || Array.isArray(options)) invalid('stream_options must be an object.', 'stream_options')
+  if (typeof options !== 'object' || Array.isArray(options))
+    invalid('stream_options must be an object.', 'stream_options')
   const includeUsage = (options as { include_usage?: unknown }).include_usage
   if (includeUsage !== undefined && typeof includeUsage !== 'boolean') {
     invalid('stream_options.include_usage must be a boolean.', 'stream_options.include_usage')
@@ -276,7 +304,8 @@ function checkDefinitions(body: Record<string, unknown>, field: 'tools' | 'funct
       if (!isObject(fn)) invalid('A function tool must have a function object.', fnAt)
     }
     const def = fn as Record<string, unknown>
-    if (typeof def.name !== 'string' || def.name === '') invalid('A function must have a non-empty string name.', `${fnAt}.name`)
+    if (typeof def.name !== 'string' || def.name === '')
+      invalid('A function must have a non-empty string name.', `${fnAt}.name`)
     if (def.parameters !== undefined && def.parameters !== null && !isObject(def.parameters)) {
       invalid('Function parameters must be a JSON schema object.', `${fnAt}.parameters`)
     }
@@ -308,7 +337,10 @@ function checkOthers(body: Record<string, unknown>): void {
  * planOutput), streaming flags, sampling ranges, tools, functions, tool_choice, response_format.
  */
 export function validateChatRequest(body: unknown, options: ResolvedOptions, limits: ValidateLimits = {}): ChatRequest {
-  const parsed = parseBody(body, { maxBodyBytes: limits.maxBodyBytes ?? MAX_BODY_BYTES, maxDepth: limits.maxDepth ?? MAX_JSON_DEPTH })
+  const parsed = parseBody(body, {
+    maxBodyBytes: limits.maxBodyBytes ?? MAX_BODY_BYTES,
+    maxDepth: limits.maxDepth ?? MAX_JSON_DEPTH,
+  })
   const model = checkModel(parsed, options)
   checkMessages(parsed)
   planOutput(parsed as unknown as ChatRequest, model, options)

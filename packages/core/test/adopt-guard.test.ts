@@ -22,8 +22,16 @@ describe('adoptGuard', () => {
   })
 
   it.each([
-    ['a bare function', (user: string) => ({ user }), /adapterOptions: must be an object like \{ identify \} \(pass \{ identify: fn \}\), got function/],
-    ['a misspelled key', { identfy: (user: string) => ({ user }) }, /identfy: unknown adapter option \(expected 'identify'\)/],
+    [
+      'a bare function',
+      (user: string) => ({ user }),
+      /adapterOptions: must be an object like \{ identify \} \(pass \{ identify: fn \}\), got function/,
+    ],
+    [
+      'a misspelled key',
+      { identfy: (user: string) => ({ user }) },
+      /identfy: unknown adapter option \(expected 'identify'\)/,
+    ],
     ['a non-function identify', { identify: 'user' }, /identify: must be a function, got string/],
     ['null', null, /adapterOptions: must be an object/],
   ])('refuses %s as adapter options with a QwenGuardConfigError', (_name, adapterOptions, message) => {
@@ -33,7 +41,9 @@ describe('adoptGuard', () => {
   })
 
   it('refuses a non-function identify among guard options, and creates no guard', () => {
-    expect(() => adoptGuard<string>({ ...options, identify: 'user' } as never, {}, byAddress)).toThrow(/identify: must be a function, got string/)
+    expect(() => adoptGuard<string>({ ...options, identify: 'user' } as never, {}, byAddress)).toThrow(
+      /identify: must be a function, got string/,
+    )
   })
 
   it('takes identify from guard options when none is given beside them', async () => {

@@ -9,7 +9,9 @@ const sourceFiles = (readdirSync(`${root}src`, { recursive: true }) as string[])
   .map((file) => file.split('\\').join('/'))
   .filter((file) => file.endsWith('.ts'))
   .sort()
-const tableRows = [...readFileSync(`${root}ARCHITECTURE.md`, 'utf8').matchAll(/^\| `([^`]+\.ts)` \|/gm)].map((match) => match[1]!)
+const tableRows = [...readFileSync(`${root}ARCHITECTURE.md`, 'utf8').matchAll(/^\| `([^`]+\.ts)` \|/gm)].map(
+  (match) => match[1]!,
+)
 
 describe('ARCHITECTURE.md', () => {
   it('has a row for every file in src/', () => {

@@ -22,14 +22,27 @@ afterAll(() => stub.close())
 const messages = [{ role: 'user' as const, content: 'hello there' }]
 const body = { model: 'qwen-plus', messages }
 
-function guardWith(over: { upstream?: Partial<GuardOptions['upstream']>; quotas?: GuardOptions['quotas']; models?: GuardOptions['models'] } = {}) {
+function guardWith(
+  over: {
+    upstream?: Partial<GuardOptions['upstream']>
+    quotas?: GuardOptions['quotas']
+    models?: GuardOptions['models']
+  } = {},
+) {
   const events: GuardEvent[] = []
   const guard = createGuard({
-    upstream: { baseURL: stub.baseURL, accounts: [{ id: 'acct-secret', apiKey: KEY }], rampUp: false, timeoutMs: 5_000, ...over.upstream },
+    upstream: {
+      baseURL: stub.baseURL,
+      accounts: [{ id: 'acct-secret', apiKey: KEY }],
+      rampUp: false,
+      timeoutMs: 5_000,
+      ...over.upstream,
+    },
     quotas: over.quotas ?? { user: { tpm: 100_000, concurrency: 2 } },
     ...(over.models ? { models: over.models } : {}),
   })
-  for (const type of ['settled', 'usage_invalid', 'upstream_refusal', 'refused'] as const) guard.on(type, (event) => events.push(event))
+  for (const type of ['settled', 'usage_invalid', 'upstream_refusal', 'refused'] as const)
+    guard.on(type, (event) => events.push(event))
   return { guard, events }
 }
 
@@ -78,7 +91,13 @@ describe('issue 9.4: every stream ends with [DONE] or an error event the SDK thr
   })
 
   it('a complete stream ends with exactly one [DONE] on every path (nothing after it is passed on)', async () => {
-    stub.handle = (_req, res) => sse(res, [chunkEvent('a'), usageEvent({ prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 }), 'data: [DONE]\n\n', chunkEvent('late')])
+    stub.handle = (_req, res) =>
+      sse(res, [
+        chunkEvent('a'),
+        usageEvent({ prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 }),
+        'data: [DONE]\n\n',
+        chunkEvent('late'),
+      ])
     const { guard } = guardWith()
     const viaClient = await iterate(guard, 'done')
     expect(viaClient).toEqual({ contents: ['a'], error: undefined })
@@ -90,19 +109,28 @@ describe('issue 9.4: every stream ends with [DONE] or an error event the SDK thr
   it.each([
     ['data that is not JSON', [chunkEvent('a'), 'data: <html>oops</html>\n\n', chunkEvent('b')]],
     ['a JSON value that is not a chunk', [chunkEvent('a'), 'data: 42\n\n']],
-    ['an error event mid-stream', [chunkEvent('a'), 'data: {"error":{"code":"InternalError","message":"boom acct-secret"}}\n\n']],
-    ['native error framing mid-stream', [chunkEvent('a'), 'event:error\n:HTTP_STATUS/500\ndata:{"code":"InternalError","message":"x"}\n\n']],
-  ])('%s: the client throws APIError after the chunks before it, the relay ends with an error event', async (_name, parts) => {
-    stub.handle = (_req, res) => sse(res, parts)
-    const { guard } = guardWith()
-    const viaClient = await iterate(guard, 'bad')
-    expect(viaClient.contents).toEqual(['a'])
-    expect(viaClient.error).toBeInstanceOf(APIError)
-    const { text } = await relayText(guard, { ...body, stream: true })
-    expect(text).toMatch(/data: \{"error":[^\n]*\n\n$/)
-    expect(text).not.toContain('acct-secret')
-    await guard.close()
-  })
+    [
+      'an error event mid-stream',
+      [chunkEvent('a'), 'data: {"error":{"code":"InternalError","message":"boom acct-secret"}}\n\n'],
+    ],
+    [
+      'native error framing mid-stream',
+      [chunkEvent('a'), 'event:error\n:HTTP_STATUS/500\ndata:{"code":"InternalError","message":"x"}\n\n'],
+    ],
+  ])(
+    '%s: the client throws APIError after the chunks before it, the relay ends with an error event',
+    async (_name, parts) => {
+      stub.handle = (_req, res) => sse(res, parts)
+      const { guard } = guardWith()
+      const viaClient = await iterate(guard, 'bad')
+      expect(viaClient.contents).toEqual(['a'])
+      expect(viaClient.error).toBeInstanceOf(APIError)
+      const { text } = await relayText(guard, { ...body, stream: true })
+      expect(text).toMatch(/data: \{"error":[^\n]*\n\n$/)
+      expect(text).not.toContain('acct-secret')
+      await guard.close()
+    },
+  )
 
   it('a connection dropped mid-stream throws APIError through the client', async () => {
     stub.handle = (_req, res) => {
@@ -138,7 +166,10 @@ describe('issue 10.4: hostile usage leaves every counter finite and settles from
   ]
 
   it.each(hostile)('usage with %s, in a JSON answer and in a stream', async (_name, usage) => {
-    const { guard, events } = guardWith({ quotas: { user: { tpm: 10_000 } }, models: { 'qwen-plus': { tpm: 600_000, rpm: 600 } } })
+    const { guard, events } = guardWith({
+      quotas: { user: { tpm: 10_000 } },
+      models: { 'qwen-plus': { tpm: 600_000, rpm: 600 } },
+    })
     for (const stream of [false, true]) {
       stub.handle = (_req, res) =>
         stream ? sse(res, [chunkEvent('ok'), usageEvent(usage), 'data: [DONE]\n\n']) : res.end(completion(usage))
@@ -241,10 +272,15 @@ describe('issue 10.2: a stream nobody moves ends after upstream.streamIdleMs', (
 
   it('client: a stream created and then neither read nor aborted gives its lease back, settled once', async () => {
     stub.handle = hold
-    const { guard, events } = guardWith({ upstream: { streamIdleMs: 150 }, quotas: { user: { concurrency: 1, tpm: 100_000 } } })
+    const { guard, events } = guardWith({
+      upstream: { streamIdleMs: 150 },
+      quotas: { user: { concurrency: 1, tpm: 100_000 } },
+    })
     const stream = await guard.client({ user: 'unread' }).chat.completions.create({ ...body, stream: true })
     expect(left(await guard.state({ user: 'unread' }), 'concurrency')).toBe(0)
-    await expect.poll(async () => left(await guard.state({ user: 'unread' }), 'concurrency'), { timeout: 3_000, interval: 25 }).toBe(1)
+    await expect
+      .poll(async () => left(await guard.state({ user: 'unread' }), 'concurrency'), { timeout: 3_000, interval: 25 })
+      .toBe(1)
     expect(events.filter((e) => e.type === 'settled')).toHaveLength(1)
     // Read late, the stream gives what was streamed and then an error the SDK throws on.
     const seen: string[] = []
@@ -295,7 +331,9 @@ describe('issue 10.7: a caller that stalls pays for what Qwen sent, not for what
   it('client: a stream read once and then left unread until streamIdleMs: settled from usage, not the one chunk', async () => {
     stub.handle = whole
     const { guard, events } = guardWith({ upstream: { streamIdleMs: 150 } })
-    const stream = await guard.client({ user: 'idler' }).chat.completions.create({ ...body, stream: true, max_tokens: 500 })
+    const stream = await guard
+      .client({ user: 'idler' })
+      .chat.completions.create({ ...body, stream: true, max_tokens: 500 })
     const iterator = stream[Symbol.asyncIterator]()
     await iterator.next()
     await expect.poll(() => settledOf(events).length, { timeout: 3_000, interval: 25 }).toBe(1)
@@ -312,7 +350,9 @@ describe('issue 10.6: the answer at the deadline tells the truth', () => {
     }
     const { guard } = guardWith({ upstream: { timeoutMs: 20_000, maxAttempts: 4 }, quotas: {} })
     const started = Date.now()
-    const errors = await Promise.all(Array.from({ length: 8 }, (_, i) => guard.call({ user: `u${i}` }, body).catch((e: unknown) => e)))
+    const errors = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => guard.call({ user: `u${i}` }, body).catch((e: unknown) => e)),
+    )
     for (const error of errors) expect(error).toMatchObject({ status: 502, code: 'upstream_error' })
     // The model's retry budget (maxAttempts failures in a row: cooldowns 0.5 + 1 + 2 s) is spent at ~3.5 s.
     expect(Date.now() - started).toBeLessThan(8_000)
@@ -337,7 +377,10 @@ describe('issue 10.6: the answer at the deadline tells the truth', () => {
     const { guard } = guardWith({ upstream: { timeoutMs: 1_000, maxAttempts: 20 } })
     const { answer } = await relayText(guard, body, new AbortController().signal)
     expect(answer.status).toBe(502)
-    const error = await guard.client({ user: 'c' }).chat.completions.create(body).catch((e: unknown) => e)
+    const error = await guard
+      .client({ user: 'c' })
+      .chat.completions.create(body)
+      .catch((e: unknown) => e)
     expect(error).toMatchObject({ status: 502, code: 'upstream_error' })
     await new Promise((resolve) => setTimeout(resolve, 1_100)) // past the deadline: no timer fires into anything
     await guard.close()
@@ -360,7 +403,8 @@ describe('issue 10.7: a call that reached Qwen is charged', () => {
   })
 
   it('a stream that fails at its first event after a 200, on every attempt: charged the prompt per attempt', async () => {
-    stub.handle = (_req, res) => sse(res, ['data: {"error":{"code":"limit_requests","message":"Requests rate limit exceeded"}}\n\n'])
+    stub.handle = (_req, res) =>
+      sse(res, ['data: {"error":{"code":"limit_requests","message":"Requests rate limit exceeded"}}\n\n'])
     const { guard, events } = guardWith({ upstream: { maxAttempts: 2, maxRetryAfterMs: 10 } })
     const before = left(await guard.state({ user: 'first' }), 'tpm')!
     const error = await guard.call({ user: 'first' }, { ...body, stream: true }).catch((e: unknown) => e)
@@ -392,7 +436,10 @@ describe('issue 10.8: a wait upstream asks for is capped', () => {
     }
     const capped = guardWith({ upstream: { maxAttempts: 1, maxRetryAfterMs: 150 } })
     await expect(capped.guard.call({ user: 'a' }, body)).rejects.toMatchObject({ status: 429 })
-    const refusal = capped.events.find((e) => e.type === 'upstream_refusal') as Extract<GuardEvent, { type: 'upstream_refusal' }>
+    const refusal = capped.events.find((e) => e.type === 'upstream_refusal') as Extract<
+      GuardEvent,
+      { type: 'upstream_refusal' }
+    >
     expect(refusal.cooldownMs).toBe(150)
     refuse = false
     await new Promise((resolve) => setTimeout(resolve, 200))
@@ -402,22 +449,30 @@ describe('issue 10.8: a wait upstream asks for is capped', () => {
     refuse = true
     const defaults = guardWith({ upstream: { maxAttempts: 1 } })
     await defaults.guard.call({ user: 'a' }, body).catch(() => undefined)
-    const cooled = defaults.events.find((e) => e.type === 'upstream_refusal') as Extract<GuardEvent, { type: 'upstream_refusal' }>
+    const cooled = defaults.events.find((e) => e.type === 'upstream_refusal') as Extract<
+      GuardEvent,
+      { type: 'upstream_refusal' }
+    >
     expect(cooled.cooldownMs).toBe(60_000)
     await defaults.guard.close()
   })
 
-  it.each(['-1', 'soon', '1e400', 'NaN', '  ', '9'.repeat(400)])('a garbage Retry-After (%j) leaves the cooldown finite and bounded', async (value) => {
-    stub.handle = (_req, res) => {
-      res.writeHead(429, { 'retry-after': value, 'retry-after-ms': value })
-      res.end('{"error":{"code":"limit_requests","message":"Requests rate limit exceeded"}}')
-    }
-    const { guard, events } = guardWith({ upstream: { maxAttempts: 1 } })
-    await expect(guard.call({ user: 'a' }, body)).rejects.toMatchObject({ status: 429 })
-    const refusal = events.find((e) => e.type === 'upstream_refusal') as Extract<GuardEvent, { type: 'upstream_refusal' }>
-    expect(Number.isFinite(refusal.cooldownMs)).toBe(true)
-    expect(refusal.cooldownMs).toBeLessThanOrEqual(60_000)
-    await guard.close()
-  })
+  it.each(['-1', 'soon', '1e400', 'NaN', '  ', '9'.repeat(400)])(
+    'a garbage Retry-After (%j) leaves the cooldown finite and bounded',
+    async (value) => {
+      stub.handle = (_req, res) => {
+        res.writeHead(429, { 'retry-after': value, 'retry-after-ms': value })
+        res.end('{"error":{"code":"limit_requests","message":"Requests rate limit exceeded"}}')
+      }
+      const { guard, events } = guardWith({ upstream: { maxAttempts: 1 } })
+      await expect(guard.call({ user: 'a' }, body)).rejects.toMatchObject({ status: 429 })
+      const refusal = events.find((e) => e.type === 'upstream_refusal') as Extract<
+        GuardEvent,
+        { type: 'upstream_refusal' }
+      >
+      expect(Number.isFinite(refusal.cooldownMs)).toBe(true)
+      expect(refusal.cooldownMs).toBeLessThanOrEqual(60_000)
+      await guard.close()
+    },
+  )
 })
-

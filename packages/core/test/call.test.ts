@@ -12,16 +12,40 @@ import type { UpstreamPool } from '../src/upstream/pool.js'
 import type { AcquireRequest, UpstreamSlot } from '../src/upstream/types.js'
 
 const body = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] }
-const answer = JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'qwen-plus', choices: [], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } })
+const answer = JSON.stringify({
+  id: 'c',
+  object: 'chat.completion',
+  created: 1,
+  model: 'qwen-plus',
+  choices: [],
+  usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 },
+})
 
 function refusal(): QwenGuardError {
-  return new QwenGuardError({ status: 429, code: 'rate_limit_exceeded', message: 'over', scope: 'user', dimension: 'rpm', retryAfterMs: 1000 })
+  return new QwenGuardError({
+    status: 429,
+    code: 'rate_limit_exceeded',
+    message: 'over',
+    scope: 'user',
+    dimension: 'rpm',
+    retryAfterMs: 1000,
+  })
 }
 
-function setup(opts: { redis: boolean; reserve: () => Promise<QuotaReservation>; acquire: (req: AcquireRequest) => Promise<UpstreamSlot>; recentlyRefused?: boolean }) {
+function setup(opts: {
+  redis: boolean
+  reserve: () => Promise<QuotaReservation>
+  acquire: (req: AcquireRequest) => Promise<UpstreamSlot>
+  recentlyRefused?: boolean
+}) {
   const fetch = vi.fn(async (_url: string, _init: RequestInit) => new Response(answer))
-  const resolved = resolveOptions({ upstream: { baseURL: 'http://127.0.0.1:9/v1', apiKey: 'sk-x', fetch: fetch as typeof globalThis.fetch } })
-  const options = { ...resolved, store: { ...resolved.store, ...(opts.redis ? { redis: {} as NonNullable<typeof resolved.store.redis> } : {}) } }
+  const resolved = resolveOptions({
+    upstream: { baseURL: 'http://127.0.0.1:9/v1', apiKey: 'sk-x', fetch: fetch as typeof globalThis.fetch },
+  })
+  const options = {
+    ...resolved,
+    store: { ...resolved.store, ...(opts.redis ? { redis: {} as NonNullable<typeof resolved.store.redis> } : {}) },
+  }
   const order: string[] = []
   const quota = {
     reserve: vi.fn(async () => {
@@ -40,12 +64,25 @@ function setup(opts: { redis: boolean; reserve: () => Promise<QuotaReservation>;
     abandon: vi.fn((req: AcquireRequest, reason: unknown) => pending.get(req)?.(reason)),
     state: vi.fn(() => []),
   }
-  const deps = { options, quota: quota as unknown as QuotaAdmission, pool: pool as unknown as UpstreamPool, emit: () => {} } satisfies CallDeps
+  const deps = {
+    options,
+    quota: quota as unknown as QuotaAdmission,
+    pool: pool as unknown as UpstreamPool,
+    emit: () => {},
+  } satisfies CallDeps
   return { deps, quota, pool, fetch, order, pending }
 }
 
 function slot(): UpstreamSlot & { cancel: ReturnType<typeof vi.fn>; settle: ReturnType<typeof vi.fn> } {
-  return { accountId: 'a', apiKey: 'sk-x', model: 'qwen-plus', queuedMs: 0, settle: vi.fn(async () => {}), fail: vi.fn(async () => {}), cancel: vi.fn(async () => {}) }
+  return {
+    accountId: 'a',
+    apiKey: 'sk-x',
+    model: 'qwen-plus',
+    queuedMs: 0,
+    settle: vi.fn(async () => {}),
+    fail: vi.fn(async () => {}),
+    cancel: vi.fn(async () => {}),
+  }
 }
 
 function reservation(): QuotaReservation {
@@ -55,7 +92,11 @@ function reservation(): QuotaReservation {
 describe('guardedCall: the first upstream slot is asked for during admission (Redis store)', () => {
   it('asks for both before either answers, and uses that slot', async () => {
     const s = slot()
-    const { deps, order, pool, fetch } = setup({ redis: true, reserve: async () => reservation(), acquire: async () => s })
+    const { deps, order, pool, fetch } = setup({
+      redis: true,
+      reserve: async () => reservation(),
+      acquire: async () => s,
+    })
     const { response } = await guardedCall(deps, { user: 'u' }, body)
     expect(await response.json()).toMatchObject({ id: 'c' })
     expect(order).toEqual(['acquire', 'reserve'])
@@ -67,7 +108,11 @@ describe('guardedCall: the first upstream slot is asked for during admission (Re
 
   it('cancels a granted slot when the quota refuses, and sends nothing', async () => {
     const s = slot()
-    const { deps, fetch } = setup({ redis: true, reserve: async () => Promise.reject(refusal()), acquire: async () => s })
+    const { deps, fetch } = setup({
+      redis: true,
+      reserve: async () => Promise.reject(refusal()),
+      acquire: async () => s,
+    })
     await expect(guardedCall(deps, { user: 'u' }, body)).rejects.toMatchObject({ status: 429, dimension: 'rpm' })
     expect(s.cancel).toHaveBeenCalledTimes(1)
     expect(fetch).not.toHaveBeenCalled()
@@ -117,7 +162,8 @@ describe('guardedCall: the first upstream slot is asked for during admission (Re
 })
 
 describe('guardedCall: what is sent upstream', () => {
-  const sent = (fetch: ReturnType<typeof vi.fn>) => (fetch.mock.calls[0] as unknown as [string, RequestInit])[1].body as string
+  const sent = (fetch: ReturnType<typeof vi.fn>) =>
+    (fetch.mock.calls[0] as unknown as [string, RequestInit])[1].body as string
 
   it("sends the caller's own JSON text when nothing in it changes", async () => {
     const { deps, fetch } = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
@@ -143,8 +189,14 @@ describe('guardedCall: what is sent upstream', () => {
     const stream = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
     stream.fetch.mockImplementation(async () => new Response('data: [DONE]\n\n'))
     const streamBody = { ...body, stream: true }
-    await guardedCall(stream.deps, { user: 'u' }, streamBody, { text: JSON.stringify(streamBody) }).catch(() => undefined)
-    expect(JSON.parse(sent(stream.fetch))).toEqual({ ...streamBody, max_tokens: 1_024, stream_options: { include_usage: true } })
+    await guardedCall(stream.deps, { user: 'u' }, streamBody, { text: JSON.stringify(streamBody) }).catch(
+      () => undefined,
+    )
+    expect(JSON.parse(sent(stream.fetch))).toEqual({
+      ...streamBody,
+      max_tokens: 1_024,
+      stream_options: { include_usage: true },
+    })
   })
 })
 

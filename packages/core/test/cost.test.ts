@@ -78,15 +78,22 @@ describe('thinking: reasoning is billed as output and not capped by max_tokens',
     const p = plan({ enable_thinking: true, thinking_budget: 500, max_tokens: 100 })
     expect(p.reasoningTokens).toBe(500)
     expect(p.upstreamFields).toEqual({})
-    expect(refusal({ enable_thinking: true, thinking_budget: 81_921 })).toMatchObject({ status: 400, param: 'thinking_budget' })
+    expect(refusal({ enable_thinking: true, thinking_budget: 81_921 })).toMatchObject({
+      status: 400,
+      param: 'thinking_budget',
+    })
     expect(refusal({ thinking_budget: -5 })).toMatchObject({ status: 400, param: 'thinking_budget' })
     expect(refusal({ enable_thinking: 'yes' })).toMatchObject({ status: 400, param: 'enable_thinking' })
   })
 
   it('follows the model: on by default, always, or unsupported', () => {
     expect(planCall({ model: 'qwen-open', messages }, options).reasoningTokens).toBe(4_096)
-    expect(planCall({ model: 'qwen-open', messages, enable_thinking: false } as PlannedRequest, options).reasoningTokens).toBe(0)
-    expect(planCall({ model: 'qwen-thinker', messages, enable_thinking: false } as PlannedRequest, options).reasoningTokens).toBe(4_096)
+    expect(
+      planCall({ model: 'qwen-open', messages, enable_thinking: false } as PlannedRequest, options).reasoningTokens,
+    ).toBe(0)
+    expect(
+      planCall({ model: 'qwen-thinker', messages, enable_thinking: false } as PlannedRequest, options).reasoningTokens,
+    ).toBe(4_096)
     expect(plan({ enable_thinking: false }).reasoningTokens).toBe(0)
     expect(plan({}).reasoningTokens).toBe(0)
     let error: unknown
@@ -99,17 +106,26 @@ describe('thinking: reasoning is billed as output and not capped by max_tokens',
   })
 
   it('covers a fallback that reasons by default, and caps the default answer by every serving model', () => {
-    const opts = resolveOptions({ ...base, models: { ...base.models, 'qwen-plus': { fallback: ['qwen-open', 'qwen-max'] } } })
+    const opts = resolveOptions({
+      ...base,
+      models: { ...base.models, 'qwen-plus': { fallback: ['qwen-open', 'qwen-max'] } },
+    })
     const p = planCall({ model: 'qwen-plus', messages }, opts)
     expect(p.reasoningTokens).toBe(4_096)
     expect(p.upstreamFields).toEqual({ max_tokens: 1_024, thinking_budget: 4_096 })
-    const long = resolveOptions({ ...base, defaultMaxTokens: 20_000, models: { ...base.models, 'qwen-plus': { fallback: ['qwen-max'] } } })
+    const long = resolveOptions({
+      ...base,
+      defaultMaxTokens: 20_000,
+      models: { ...base.models, 'qwen-plus': { fallback: ['qwen-max'] } },
+    })
     expect(planCall({ model: 'qwen-plus', messages }, long).upstreamFields).toEqual({ max_tokens: 8_192 })
   })
 
   it('caps the default budget by the model', () => {
     const opts = resolveOptions({ ...base, defaultThinkingBudget: 100_000 })
-    expect(planCall({ model: 'qwen-turbo', messages, enable_thinking: true } as PlannedRequest, opts).reasoningTokens).toBe(38_912)
+    expect(
+      planCall({ model: 'qwen-turbo', messages, enable_thinking: true } as PlannedRequest, opts).reasoningTokens,
+    ).toBe(38_912)
   })
 })
 
@@ -122,8 +138,13 @@ describe('fields that multiply or add billed tokens', () => {
   it('reserves the search allowance as input, or refuses search when the allowance is false', () => {
     expect(plan({ enable_search: true }).promptTokens).toBe(prompt + 8_192)
     expect(plan({ enable_search: false }).promptTokens).toBe(prompt)
-    expect(plan({ enable_search: true }, resolveOptions({ ...base, searchAllowanceTokens: 500 })).promptTokens).toBe(prompt + 500)
-    expect(refusal({ enable_search: true }, resolveOptions({ ...base, searchAllowanceTokens: false }))).toMatchObject({ status: 400, param: 'enable_search' })
+    expect(plan({ enable_search: true }, resolveOptions({ ...base, searchAllowanceTokens: 500 })).promptTokens).toBe(
+      prompt + 500,
+    )
+    expect(refusal({ enable_search: true }, resolveOptions({ ...base, searchAllowanceTokens: false }))).toMatchObject({
+      status: 400,
+      param: 'enable_search',
+    })
     expect(refusal({ enable_search: 1 })).toMatchObject({ status: 400, param: 'enable_search' })
   })
 
@@ -135,14 +156,23 @@ describe('fields that multiply or add billed tokens', () => {
   })
 
   it('counts tool and function definitions, tool_choice, response_format and prediction as input', () => {
-    const schema = { type: 'object', properties: { city: { type: 'string', description: 'The city to look the weather up for' } } }
+    const schema = {
+      type: 'object',
+      properties: { city: { type: 'string', description: 'The city to look the weather up for' } },
+    }
     const tool = { type: 'function', function: { name: 'weather', description: 'Current weather', parameters: schema } }
     expect(plan({ tools: [tool] }).promptTokens).toBeGreaterThan(prompt + 20)
     expect(plan({ functions: [tool.function] }).promptTokens).toBeGreaterThan(prompt + 20)
-    expect(plan({ tool_choice: { type: 'function', function: { name: 'weather' } } }).promptTokens).toBeGreaterThan(prompt + 5)
+    expect(plan({ tool_choice: { type: 'function', function: { name: 'weather' } } }).promptTokens).toBeGreaterThan(
+      prompt + 5,
+    )
     expect(plan({ tool_choice: 'auto' }).promptTokens).toBe(prompt)
-    expect(plan({ response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } }).promptTokens).toBeGreaterThan(prompt + 20)
-    expect(plan({ prediction: { type: 'content', content: 'a long predicted answer of many words' } }).promptTokens).toBeGreaterThan(prompt + 5)
+    expect(
+      plan({ response_format: { type: 'json_schema', json_schema: { name: 'w', schema } } }).promptTokens,
+    ).toBeGreaterThan(prompt + 20)
+    expect(
+      plan({ prediction: { type: 'content', content: 'a long predicted answer of many words' } }).promptTokens,
+    ).toBeGreaterThan(prompt + 5)
   })
 
   it('counts an image at its largest default size, and high-resolution images at theirs (the old flat cost was 256)', () => {
@@ -155,18 +185,27 @@ describe('fields that multiply or add billed tokens', () => {
     const text = estimatePromptTokens([{ role: 'user', content: 'Compare' }])
     const p = planCall({ model: 'qwen-plus', messages: withImages }, options)
     expect(p.promptTokens).toBe(text + 3 * IMAGE_PART_TOKENS)
-    const high = planCall({ model: 'qwen-plus', messages: withImages, vl_high_resolution_images: true } as PlannedRequest, options)
+    const high = planCall(
+      { model: 'qwen-plus', messages: withImages, vl_high_resolution_images: true } as PlannedRequest,
+      options,
+    )
     expect(high.promptTokens).toBe(text + 3 * HIGH_RES_IMAGE_PART_TOKENS)
   })
 })
 
 describe('what can never fit', () => {
   it('refuses a reservation over the context window, reasoning included', () => {
-    const small = resolveOptions({ ...base, models: { tiny: { rpm: 60, tpm: 100_000, contextWindow: 2_000, maxOutputTokens: 1_000, thinking: 'off' } } })
+    const small = resolveOptions({
+      ...base,
+      models: { tiny: { rpm: 60, tpm: 100_000, contextWindow: 2_000, maxOutputTokens: 1_000, thinking: 'off' } },
+    })
     expect(planCall({ model: 'tiny', messages, max_tokens: 1_000 }, small).reservedTokens).toBeLessThanOrEqual(2_000)
     let error: unknown
     try {
-      planCall({ model: 'tiny', messages, max_tokens: 1_000, enable_thinking: true, thinking_budget: 1_000 } as PlannedRequest, small)
+      planCall(
+        { model: 'tiny', messages, max_tokens: 1_000, enable_thinking: true, thinking_budget: 1_000 } as PlannedRequest,
+        small,
+      )
     } catch (e) {
       error = e
     }
@@ -183,9 +222,15 @@ describe('what can never fit', () => {
 
 describe('a request validation may not have seen (guard.check, guard.call)', () => {
   it('answers a model outside the table and messages that are not an array with guard errors', () => {
-    expect(() => planCall({ model: 'gpt-4o', messages }, options)).toThrow(expect.objectContaining({ status: 404, code: 'model_not_found', param: 'model' }))
-    expect(() => planCall({ model: 'constructor', messages }, options)).toThrow(expect.objectContaining({ status: 404 }))
-    expect(() => planCall({ model: 'qwen-plus', messages: 'hi' as never }, options)).toThrow(expect.objectContaining({ status: 400, param: 'messages' }))
+    expect(() => planCall({ model: 'gpt-4o', messages }, options)).toThrow(
+      expect.objectContaining({ status: 404, code: 'model_not_found', param: 'model' }),
+    )
+    expect(() => planCall({ model: 'constructor', messages }, options)).toThrow(
+      expect.objectContaining({ status: 404 }),
+    )
+    expect(() => planCall({ model: 'qwen-plus', messages: 'hi' as never }, options)).toThrow(
+      expect.objectContaining({ status: 400, param: 'messages' }),
+    )
   })
 })
 
@@ -197,7 +242,10 @@ describe('guard.check() uses the same rule', () => {
       const result = await guard.check({ user: 'u' }, request)
       expect(result.allowed).toBe(false)
       expect(result.retryAfterMs).toBe(0) // never: the reservation is larger than the whole window
-      const thinking = await guard.check({ user: 'u' }, { model: 'qwen-plus', messages, max_tokens: 10, enable_thinking: true })
+      const thinking = await guard.check(
+        { user: 'u' },
+        { model: 'qwen-plus', messages, max_tokens: 10, enable_thinking: true },
+      )
       expect(thinking.allowed).toBe(false)
       expect((await guard.check({ user: 'u' }, { model: 'qwen-plus', messages, max_tokens: 10 })).allowed).toBe(true)
     } finally {
@@ -211,8 +259,12 @@ describe('the reservation options', () => {
     expect(() => resolveOptions({ ...base, defaultThinkingBudget: 0 })).toThrow(/defaultThinkingBudget/)
     expect(() => resolveOptions({ ...base, searchAllowanceTokens: -1 })).toThrow(/searchAllowanceTokens/)
     expect(() => resolveOptions({ ...base, searchAllowanceTokens: true as never })).toThrow(/searchAllowanceTokens/)
-    expect(() => resolveOptions({ ...base, models: { 'qwen-plus': { thinking: 'maybe' as never } } })).toThrow(/models\.qwen-plus\.thinking/)
-    expect(() => resolveOptions({ ...base, models: { 'qwen-plus': { maxReasoningTokens: 1.5 } } })).toThrow(/maxReasoningTokens/)
+    expect(() => resolveOptions({ ...base, models: { 'qwen-plus': { thinking: 'maybe' as never } } })).toThrow(
+      /models\.qwen-plus\.thinking/,
+    )
+    expect(() => resolveOptions({ ...base, models: { 'qwen-plus': { maxReasoningTokens: 1.5 } } })).toThrow(
+      /maxReasoningTokens/,
+    )
   })
 
   it('fill the defaults, and a model override keeps the built-in fields it does not name', () => {

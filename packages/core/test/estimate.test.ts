@@ -73,7 +73,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   })
 
   it('is fast: several MB/s on mixed text', () => {
-    const text = corpus.texts.map((t) => t.text).join('\n').repeat(400) // ~1.3 MB
+    const text = corpus.texts
+      .map((t) => t.text)
+      .join('\n')
+      .repeat(400) // ~1.3 MB
     const bytes = Buffer.byteLength(text)
     estimateTextTokens(text)
     const start = performance.now()
@@ -93,16 +96,22 @@ describe('estimatePromptTokens (chat template)', () => {
     expect(estimate).toBeLessThanOrEqual(23)
   })
 
-  it.each(corpus.chats.map((c) => [c.prompt_tokens, c.messages] as const))('chat of %i prompt tokens', (exact, messages) => {
-    const estimate = estimatePromptTokens(messages)
-    expect(Math.abs(estimate - exact)).toBeLessThanOrEqual(Math.max(2, exact * 0.05))
-  })
+  it.each(corpus.chats.map((c) => [c.prompt_tokens, c.messages] as const))(
+    'chat of %i prompt tokens',
+    (exact, messages) => {
+      const estimate = estimatePromptTokens(messages)
+      expect(Math.abs(estimate - exact)).toBeLessThanOrEqual(Math.max(2, exact * 0.05))
+    },
+  )
 
   it('adds 5 per message and 3 for the assistant prefix', () => {
     expect(estimatePromptTokens([])).toBe(ASSISTANT_PRIMER_TOKENS)
     const one = estimatePromptTokens([{ role: 'user', content: 'Hello!' }])
     expect(one).toBe(estimateTextTokens('Hello!') + MESSAGE_OVERHEAD_TOKENS + ASSISTANT_PRIMER_TOKENS)
-    const two = estimatePromptTokens([{ role: 'user', content: 'Hello!' }, { role: 'user', content: 'Hello!' }])
+    const two = estimatePromptTokens([
+      { role: 'user', content: 'Hello!' },
+      { role: 'user', content: 'Hello!' },
+    ])
     expect(two - one).toBe(estimateTextTokens('Hello!') + MESSAGE_OVERHEAD_TOKENS)
   })
 
@@ -110,18 +119,39 @@ describe('estimatePromptTokens (chat template)', () => {
     const text = 'Summarize the following meeting notes in three bullet points.'
     const plain = estimatePromptTokens([{ role: 'user', content: text }])
     expect(estimatePromptTokens([{ role: 'user', content: [{ type: 'text', text }] }])).toBe(plain)
-    expect(estimatePromptTokens([{ role: 'user', content: [{ type: 'text', text }, { type: 'text', text }] }])).toBeGreaterThan(plain + 8)
-    expect(estimatePromptTokens([{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://x/y.png' } }] }])).toBeGreaterThan(100)
+    expect(
+      estimatePromptTokens([
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text },
+            { type: 'text', text },
+          ],
+        },
+      ]),
+    ).toBeGreaterThan(plain + 8)
+    expect(
+      estimatePromptTokens([{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://x/y.png' } }] }]),
+    ).toBeGreaterThan(100)
     expect(estimatePromptTokens([{ role: 'user', content: text, name: 'alice' }])).toBeGreaterThan(plain)
-    const call = { id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Hangzhou","unit":"celsius"}' } }
+    const call = {
+      id: 'call_1',
+      type: 'function',
+      function: { name: 'get_weather', arguments: '{"city":"Hangzhou","unit":"celsius"}' },
+    }
     const withCall = estimatePromptTokens([{ role: 'assistant', content: null, tool_calls: [call] }])
-    expect(withCall).toBeGreaterThanOrEqual(estimateTextTokens(JSON.stringify(call)) + MESSAGE_OVERHEAD_TOKENS + ASSISTANT_PRIMER_TOKENS)
+    expect(withCall).toBeGreaterThanOrEqual(
+      estimateTextTokens(JSON.stringify(call)) + MESSAGE_OVERHEAD_TOKENS + ASSISTANT_PRIMER_TOKENS,
+    )
   })
 
   it('counts tool definitions separately', () => {
     expect(estimateToolsTokens(undefined)).toBe(0)
     expect(estimateToolsTokens([])).toBe(0)
-    const tool = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }
+    const tool = {
+      type: 'function',
+      function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } },
+    }
     expect(estimateToolsTokens([tool])).toBeGreaterThan(estimateTextTokens(JSON.stringify(tool)))
   })
 

@@ -49,7 +49,9 @@ describe('pacing under load', () => {
       queue: { maxWaitMs: 1000 },
     })
     const users = Array.from({ length: 20 }, (_, i) => `u${i}`)
-    const outcomes = new Map<string, { ok: number; refused: number }>(users.map((user) => [user, { ok: 0, refused: 0 }]))
+    const outcomes = new Map<string, { ok: number; refused: number }>(
+      users.map((user) => [user, { ok: 0, refused: 0 }]),
+    )
     const errors: unknown[] = []
     // 3x the account's rate (30/s) for 2 s: each user sends 3 calls, spread over the two seconds.
     await Promise.all(
@@ -98,7 +100,10 @@ describe('several accounts', () => {
           guard
             .client({ user: `u${i % 8}` })
             .chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
-            .then(() => ok++, () => undefined),
+            .then(
+              () => ok++,
+              () => undefined,
+            ),
         ),
       )
       return { ok, ms: Date.now() - started }
@@ -110,7 +115,14 @@ describe('several accounts', () => {
     const single = await run(one)
     sim.reset()
     const two = guardFor(sim, {
-      upstream: { baseURL: sim.url, rampUp: false, accounts: [{ id: 'a', apiKey: 'sk-a' }, { id: 'b', apiKey: 'sk-b' }] },
+      upstream: {
+        baseURL: sim.url,
+        rampUp: false,
+        accounts: [
+          { id: 'a', apiKey: 'sk-a' },
+          { id: 'b', apiKey: 'sk-b' },
+        ],
+      },
       models: { 'qwen-plus': { rpm: 1200, tpm: 20_000_000 } },
     })
     const double = await run(two)
@@ -132,7 +144,14 @@ describe('several accounts', () => {
       ],
     })
     const guard = guardFor(sim, {
-      upstream: { baseURL: sim.url, rampUp: false, accounts: [{ id: 'a', apiKey: 'sk-a' }, { id: 'b', apiKey: 'sk-b' }] },
+      upstream: {
+        baseURL: sim.url,
+        rampUp: false,
+        accounts: [
+          { id: 'a', apiKey: 'sk-a' },
+          { id: 'b', apiKey: 'sk-b' },
+        ],
+      },
     })
     const disabled = recordEvents(guard, 'account_disabled')
     for (let i = 0; i < 4; i++) {
@@ -175,7 +194,12 @@ describe('refusals and faults are classified', () => {
       sim.inject(fault)
       const client = guard.client({ user: 'z' })
       if (stream) {
-        const chunks = await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5, stream: true })
+        const chunks = await client.chat.completions.create({
+          model: 'qwen-plus',
+          messages,
+          max_tokens: 5,
+          stream: true,
+        })
         let text = ''
         for await (const chunk of chunks) text += chunk.choices[0]?.delta?.content ?? ''
         expect(text.length).toBeGreaterThan(0)

@@ -191,13 +191,21 @@ describeEachStore('guard end to end', (kind) => {
 
 describe('guard.client() per identity', () => {
   const answer = JSON.stringify({
-    id: 'c1', object: 'chat.completion', created: 1, model: 'qwen-plus',
+    id: 'c1',
+    object: 'chat.completion',
+    created: 1,
+    model: 'qwen-plus',
     choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
     usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 },
   })
   const makeGuard = () =>
     createGuard({
-      upstream: { baseURL: 'http://127.0.0.1:9/v1', apiKey: 'sk-x', rampUp: false, fetch: (async () => new Response(answer)) as typeof fetch },
+      upstream: {
+        baseURL: 'http://127.0.0.1:9/v1',
+        apiKey: 'sk-x',
+        rampUp: false,
+        fetch: (async () => new Response(answer)) as typeof fetch,
+      },
       quotas: { user: { rpm: 100 }, key: { rpm: 100 } },
     })
   const rpmLeft = async (guard: Guard, identity: { user?: string; key?: string }) =>
@@ -207,7 +215,15 @@ describe('guard.client() per identity', () => {
     const guard = makeGuard()
     expect(guard.client({ user: 'a' })).toBe(guard.client({ user: 'a' }))
     expect(guard.client({ user: 'a', key: 'k' })).toBe(guard.client({ key: 'k', user: 'a' }))
-    const tricky = [{ user: 'a' }, { user: 'a|+b' }, { user: 'a', key: 'b' }, { user: 'b', key: 'a' }, { user: '-' }, { user: '1:a' }, { user: '1:a|-' }]
+    const tricky = [
+      { user: 'a' },
+      { user: 'a|+b' },
+      { user: 'a', key: 'b' },
+      { user: 'b', key: 'a' },
+      { user: '-' },
+      { user: '1:a' },
+      { user: '1:a|-' },
+    ]
     const made = tricky.map((identity) => guard.client(identity))
     expect(new Set(made).size).toBe(tricky.length)
     await made[1]!.chat.completions.create({ model: 'qwen-plus', messages })

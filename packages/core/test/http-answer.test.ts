@@ -15,12 +15,17 @@ import type { QuotaState } from '../src/types.js'
 
 // ---- a tiny strict parser for Structured Field Lists (RFC 9651), enough for RateLimit fields ----
 type Bare = number | string | boolean | { token: string }
-interface SfItem { value: Bare; params: Record<string, Bare> }
+interface SfItem {
+  value: Bare
+  params: Record<string, Bare>
+}
 
 function parseSfList(input: string): SfItem[] {
   let i = 0
   const s = input
-  const fail = (why: string): never => { throw new Error(`not a Structured Field list at ${i}: ${why} in ${JSON.stringify(s)}`) }
+  const fail = (why: string): never => {
+    throw new Error(`not a Structured Field list at ${i}: ${why} in ${JSON.stringify(s)}`)
+  }
   const bare = (): Bare => {
     const c = s[i]
     if (c === '"') {
@@ -29,7 +34,12 @@ function parseSfList(input: string): SfItem[] {
       for (;;) {
         const ch = s[i++]
         if (ch === undefined) fail('unterminated string')
-        if (ch === '\\') { const e = s[i++]; if (e !== '"' && e !== '\\') fail('bad escape'); out += e; continue }
+        if (ch === '\\') {
+          const e = s[i++]
+          if (e !== '"' && e !== '\\') fail('bad escape')
+          out += e
+          continue
+        }
         if (ch === '"') return out
         const code = ch!.charCodeAt(0)
         if (code < 0x20 || code > 0x7e) fail('non-printable in string')
@@ -41,7 +51,12 @@ function parseSfList(input: string): SfItem[] {
       i += m[0].length
       return Number(m[0])
     }
-    if (c === '?') { const b = s[i + 1]; if (b !== '0' && b !== '1') fail('bad boolean'); i += 2; return b === '1' }
+    if (c === '?') {
+      const b = s[i + 1]
+      if (b !== '0' && b !== '1') fail('bad boolean')
+      i += 2
+      return b === '1'
+    }
     const m = /^[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*/.exec(s.slice(i)) ?? fail('bad item')
     i += m[0].length
     return { token: m[0] }
@@ -53,7 +68,10 @@ function parseSfList(input: string): SfItem[] {
       while (s[i] === ' ') i++
       const m = /^[a-z*][a-z0-9_\-.*]*/.exec(s.slice(i)) ?? fail('bad key')
       i += m[0].length
-      if (s[i] === '=') { i++; out[m[0]] = bare() } else out[m[0]] = true
+      if (s[i] === '=') {
+        i++
+        out[m[0]] = bare()
+      } else out[m[0]] = true
     }
     return out
   }
@@ -75,7 +93,14 @@ const states: QuotaState[] = [
   { scope: 'user', dimension: 'rpm', limit: 20, remaining: 3, resetMs: 41_200, windowSeconds: 60 },
   { scope: 'user', dimension: 'rps', limit: 2, remaining: 1, resetMs: 300, windowSeconds: 1 },
   { scope: 'user', dimension: 'tpm', limit: 40_000, remaining: 1_234.6, resetMs: 41_200, windowSeconds: 60 },
-  { scope: 'key', dimension: 'tokensPerDay', limit: 500_000, remaining: 499_000, resetMs: 3_600_000, windowSeconds: 86_400 },
+  {
+    scope: 'key',
+    dimension: 'tokensPerDay',
+    limit: 500_000,
+    remaining: 499_000,
+    resetMs: 3_600_000,
+    windowSeconds: 86_400,
+  },
   { scope: 'user', dimension: 'usdPerDay', limit: 1, remaining: 0.37, resetMs: 3_600_000, windowSeconds: 86_400 },
   { scope: 'user', dimension: 'concurrency', limit: 2, remaining: 0, resetMs: 0, windowSeconds: 60 },
 ]
@@ -85,7 +110,13 @@ describe('rateLimitHeaders', () => {
     const h = rateLimitHeaders(states)
     const policy = parseSfList(h['ratelimit-policy']!)
     const current = parseSfList(h.ratelimit!)
-    expect(policy.map((p) => p.value)).toEqual(['user-rpm', 'user-rps', 'user-tpm', 'key-tokens-per-day', 'user-concurrency'])
+    expect(policy.map((p) => p.value)).toEqual([
+      'user-rpm',
+      'user-rps',
+      'user-tpm',
+      'key-tokens-per-day',
+      'user-concurrency',
+    ])
     expect(current.map((p) => p.value)).toEqual(policy.map((p) => p.value))
     expect(policy[0]!.params).toEqual({ q: 20, qu: 'requests', w: 60 })
     expect(policy[2]!.params).toEqual({ q: 40_000, qu: 'tokens', w: 60 })
@@ -137,24 +168,51 @@ describe('retry headers', () => {
 
 describe('refusalAnswer', () => {
   it('answers a retryable 429 with waits, RateLimit fields and no x-should-retry', () => {
-    const err = new QwenGuardError({ status: 429, code: 'rate_limit_exceeded', message: 'Rate limit reached for user requests per minute.', scope: 'user', dimension: 'rpm', retryAfterMs: 41_200, limits: states.slice(0, 1) })
+    const err = new QwenGuardError({
+      status: 429,
+      code: 'rate_limit_exceeded',
+      message: 'Rate limit reached for user requests per minute.',
+      scope: 'user',
+      dimension: 'rpm',
+      retryAfterMs: 41_200,
+      limits: states.slice(0, 1),
+    })
     const a = refusalAnswer(err)
     expect(a.status).toBe(429)
     expect(a.headers['retry-after']).toBe('42')
     expect(a.headers['retry-after-ms']).toBe('41200')
     expect(a.headers['x-should-retry']).toBeUndefined()
     expect(parseSfList(a.headers['ratelimit-policy']!)).toHaveLength(1)
-    expect(a.body).toEqual({ error: { message: 'Rate limit reached for user requests per minute.', type: 'rate_limit_error', code: 'rate_limit_exceeded', param: null } })
+    expect(a.body).toEqual({
+      error: {
+        message: 'Rate limit reached for user requests per minute.',
+        type: 'rate_limit_error',
+        code: 'rate_limit_exceeded',
+        param: null,
+      },
+    })
   })
 
   it('gives a retryable refusal without a computed wait at least 1 s', () => {
-    const a = new QwenGuardError({ status: 503, code: 'upstream_unavailable', message: 'm', scope: 'upstream' }).toHttp()
+    const a = new QwenGuardError({
+      status: 503,
+      code: 'upstream_unavailable',
+      message: 'm',
+      scope: 'upstream',
+    }).toHttp()
     expect(a.headers['retry-after']).toBe('1')
     expect(a.headers['retry-after-ms']).toBe('1')
   })
 
   it('marks non-retryable refusals and still says when a daily quota resets', () => {
-    const quota = new QwenGuardError({ status: 429, code: 'quota_exceeded', message: 'm', scope: 'user', dimension: 'tokensPerDay', retryAfterMs: 7_200_000 }).toHttp()
+    const quota = new QwenGuardError({
+      status: 429,
+      code: 'quota_exceeded',
+      message: 'm',
+      scope: 'user',
+      dimension: 'tokensPerDay',
+      retryAfterMs: 7_200_000,
+    }).toHttp()
     expect(quota.headers['x-should-retry']).toBe('false')
     expect(quota.headers['retry-after']).toBe('7200')
     const bad = new QwenGuardError({ status: 400, code: 'content_filter', message: 'm', scope: 'upstream' }).toHttp()
@@ -186,13 +244,23 @@ describe('OpenAI x-ratelimit headers', () => {
 
   it('gives nothing for dimensions that are not limited', () => {
     expect(openAiRateLimitHeaders([])).toEqual({})
-    expect(Object.keys(openAiRateLimitHeaders(states.slice(0, 1)))).toEqual(['x-ratelimit-limit-requests', 'x-ratelimit-remaining-requests', 'x-ratelimit-reset-requests'])
+    expect(Object.keys(openAiRateLimitHeaders(states.slice(0, 1)))).toEqual([
+      'x-ratelimit-limit-requests',
+      'x-ratelimit-remaining-requests',
+      'x-ratelimit-reset-requests',
+    ])
   })
 })
 
 describe('successHeaders', () => {
   it('names the model and marks a fallback', () => {
-    const h = successHeaders({ model: 'qwen-plus', requestedModel: 'qwen3-max', quota: states, queuedMs: 0, attempts: 1 })
+    const h = successHeaders({
+      model: 'qwen-plus',
+      requestedModel: 'qwen3-max',
+      quota: states,
+      queuedMs: 0,
+      attempts: 1,
+    })
     expect(h['x-qwen-guard-model']).toBe('qwen-plus')
     expect(h['x-qwen-guard-fallback']).toBe('qwen3-max')
     expect(h['x-ratelimit-remaining-requests']).toBe('1')
@@ -200,13 +268,24 @@ describe('successHeaders', () => {
   })
 
   it('has no fallback header when the requested model answered', () => {
-    const h = successHeaders({ model: 'qwen3-max', requestedModel: 'qwen3-max', quota: [], queuedMs: 412.6, attempts: 1 })
+    const h = successHeaders({
+      model: 'qwen3-max',
+      requestedModel: 'qwen3-max',
+      quota: [],
+      queuedMs: 412.6,
+      attempts: 1,
+    })
     expect(h).toEqual({ 'x-qwen-guard-model': 'qwen3-max', 'x-qwen-guard-queued-ms': '413' })
   })
   it('is exactly the OpenAI triples and the RateLimit fields of the same states, in that order', () => {
     const info = { model: 'qwen-plus', requestedModel: 'qwen-plus', queuedMs: 3, attempts: 1 }
     for (const quota of [states, states.slice(0, 1), states.slice(2), [...states].reverse(), []]) {
-      const expected = { ...openAiRateLimitHeaders(quota), ...rateLimitHeaders(quota), 'x-qwen-guard-model': 'qwen-plus', 'x-qwen-guard-queued-ms': '3' }
+      const expected = {
+        ...openAiRateLimitHeaders(quota),
+        ...rateLimitHeaders(quota),
+        'x-qwen-guard-model': 'qwen-plus',
+        'x-qwen-guard-queued-ms': '3',
+      }
       const h = successHeaders({ ...info, quota })
       expect(h).toEqual(expected)
       expect(Object.keys(h)).toEqual(Object.keys(expected))
@@ -217,7 +296,8 @@ describe('successHeaders', () => {
 describe('PreparedJsonResponse', () => {
   const value = { id: 'c1', model: 'qwen-plus', choices: [] }
   const text = JSON.stringify(value)
-  const make = () => new PreparedJsonResponse(text, value, { status: 200, headers: { 'content-type': 'application/json', 'x-a': '1' } })
+  const make = () =>
+    new PreparedJsonResponse(text, value, { status: 200, headers: { 'content-type': 'application/json', 'x-a': '1' } })
 
   it('is a Response with its status and headers', () => {
     const r = make()

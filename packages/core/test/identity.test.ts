@@ -12,7 +12,10 @@ import type { Identity } from '../src/types.js'
 
 const messages = [{ role: 'user' as const, content: 'Hi' }]
 const answer = JSON.stringify({
-  id: 'c1', object: 'chat.completion', created: 1, model: 'qwen-plus',
+  id: 'c1',
+  object: 'chat.completion',
+  created: 1,
+  model: 'qwen-plus',
   choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
   usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 },
 })
@@ -21,7 +24,12 @@ const answer = JSON.stringify({
 function makeGuard(quotas: Parameters<typeof createGuard>[0]['quotas'] = { user: { rpm: 20 }, key: { rpm: 100 } }) {
   const upstream = vi.fn(async () => new Response(answer))
   const guard = createGuard({
-    upstream: { baseURL: 'http://127.0.0.1:9/v1', apiKey: 'sk-x', rampUp: false, fetch: upstream as unknown as typeof fetch },
+    upstream: {
+      baseURL: 'http://127.0.0.1:9/v1',
+      apiKey: 'sk-x',
+      rampUp: false,
+      fetch: upstream as unknown as typeof fetch,
+    },
     ...(quotas ? { quotas } : {}),
   })
   return { guard, upstream }
@@ -52,17 +60,28 @@ const NOT_STRINGS: Array<[unknown, string]> = [
 describe('requireIdentity (the guard methods)', () => {
   it.each(NO_USER)('refuses %s with a TypeError naming identity.user and saying what to pass', (_name, identity) => {
     expect(() => requireIdentity(identity)).toThrow(TypeError)
-    expect(() => requireIdentity(identity)).toThrow(/^identity\.user is (missing|empty): pass the end user's id, e\.g\. \{ user: 'u1' \}/)
+    expect(() => requireIdentity(identity)).toThrow(
+      /^identity\.user is (missing|empty): pass the end user's id, e\.g\. \{ user: 'u1' \}/,
+    )
   })
 
   it.each(NOT_STRINGS)('refuses user %o: "identity.user must be a string, got %s"', (value, kind) => {
     expect(() => requireIdentity({ user: value })).toThrow(new TypeError(`identity.user must be a string, got ${kind}`))
-    expect(() => requireIdentity({ user: 'u1', key: value })).toThrow(new TypeError(`identity.key must be a string, got ${kind}`))
+    expect(() => requireIdentity({ user: 'u1', key: value })).toThrow(
+      new TypeError(`identity.key must be a string, got ${kind}`),
+    )
   })
 
   it('refuses something that is not an identity object', () => {
-    for (const [value, kind] of [[undefined, 'undefined'], [null, 'null'], ['u1', 'string'], [[], 'array']] as const) {
-      expect(() => requireIdentity(value)).toThrow(new TypeError(`identity must be an object such as { user: 'u1' }, got ${kind}`))
+    for (const [value, kind] of [
+      [undefined, 'undefined'],
+      [null, 'null'],
+      ['u1', 'string'],
+      [[], 'array'],
+    ] as const) {
+      expect(() => requireIdentity(value)).toThrow(
+        new TypeError(`identity must be an object such as { user: 'u1' }, got ${kind}`),
+      )
     }
   })
 
@@ -104,7 +123,10 @@ describe('identityOrDefault (adapters and relay)', () => {
   )
 
   it('drops a blank key and keeps extra fields', () => {
-    expect(identityOrDefault({ user: '', key: '  ', tier: 'pro' }, fallback)).toEqual({ user: '203.0.113.9', tier: 'pro' })
+    expect(identityOrDefault({ user: '', key: '  ', tier: 'pro' }, fallback)).toEqual({
+      user: '203.0.113.9',
+      tier: 'pro',
+    })
   })
 
   it('asks for the default only when it is needed', () => {
@@ -124,17 +146,22 @@ describe('identityOrDefault (adapters and relay)', () => {
 })
 
 describe('guard entry points', () => {
-  it.each(NO_USER)('guard.client/fetch throw and call/check/state reject for %s, counting and sending nothing', async (_name, identity) => {
-    const { guard, upstream } = makeGuard()
-    const id = identity as Identity
-    expect(() => guard.client(id)).toThrow(/identity\.user is (missing|empty)/)
-    expect(() => guard.fetch(id)).toThrow(/identity\.user is (missing|empty)/)
-    await expect(guard.call(id, { model: 'qwen-plus', messages })).rejects.toThrow(/identity\.user is (missing|empty)/)
-    await expect(guard.check(id, { model: 'qwen-plus', messages })).rejects.toThrow(TypeError)
-    await expect(guard.state(id)).rejects.toThrow(TypeError)
-    expect(upstream).not.toHaveBeenCalled()
-    await guard.close()
-  })
+  it.each(NO_USER)(
+    'guard.client/fetch throw and call/check/state reject for %s, counting and sending nothing',
+    async (_name, identity) => {
+      const { guard, upstream } = makeGuard()
+      const id = identity as Identity
+      expect(() => guard.client(id)).toThrow(/identity\.user is (missing|empty)/)
+      expect(() => guard.fetch(id)).toThrow(/identity\.user is (missing|empty)/)
+      await expect(guard.call(id, { model: 'qwen-plus', messages })).rejects.toThrow(
+        /identity\.user is (missing|empty)/,
+      )
+      await expect(guard.check(id, { model: 'qwen-plus', messages })).rejects.toThrow(TypeError)
+      await expect(guard.state(id)).rejects.toThrow(TypeError)
+      expect(upstream).not.toHaveBeenCalled()
+      await guard.close()
+    },
+  )
 
   it('guard.client() with no identity at all throws too (JavaScript callers)', async () => {
     const { guard } = makeGuard()
@@ -153,7 +180,9 @@ describe('guard entry points', () => {
     for (const user of [{ id: 1 }, { id: 2 }, 123]) {
       const identity = { user } as unknown as Identity
       expect(() => guard.client(identity)).toThrow(TypeError)
-      await expect(guard.call(identity, { model: 'qwen-plus', messages })).rejects.toThrow(/identity\.user must be a string/)
+      await expect(guard.call(identity, { model: 'qwen-plus', messages })).rejects.toThrow(
+        /identity\.user must be a string/,
+      )
       await expect(guard.state(identity)).rejects.toThrow(/identity\.user must be a string/)
     }
     expect(upstream).not.toHaveBeenCalled()

@@ -49,7 +49,9 @@ describe('resolveOptions: defaults', () => {
   })
 
   it('strips a trailing slash from baseURL', () => {
-    expect(resolveOptions({ upstream: { apiKey: KEY, baseURL: 'http://127.0.0.1:8080/compatible-mode/v1/' } }).baseURL).toBe('http://127.0.0.1:8080/compatible-mode/v1')
+    expect(
+      resolveOptions({ upstream: { apiKey: KEY, baseURL: 'http://127.0.0.1:8080/compatible-mode/v1/' } }).baseURL,
+    ).toBe('http://127.0.0.1:8080/compatible-mode/v1')
   })
 
   it('looks globalThis.fetch up per call', async () => {
@@ -65,7 +67,11 @@ describe('resolveOptions: defaults', () => {
 
   it('accepts rampUp: false, queue zeros and a redis-like store', () => {
     const redis = {} as never
-    const o = resolveOptions({ upstream: { apiKey: KEY, rampUp: false }, queue: { maxWaitMs: 0, maxSize: 0 }, store: { redis, prefix: 'app', onError: 'closed' } })
+    const o = resolveOptions({
+      upstream: { apiKey: KEY, rampUp: false },
+      queue: { maxWaitMs: 0, maxSize: 0 },
+      store: { redis, prefix: 'app', onError: 'closed' },
+    })
     expect(o.upstream.rampUp).toBe(false)
     expect(o.queue).toEqual({ maxWaitMs: 0, maxSize: 0, waitForConcurrency: true })
     expect(o.store).toEqual({ redis, prefix: 'app', onError: 'closed', commandTimeoutMs: 500, leaseTtlMs: 30_000 })
@@ -85,13 +91,24 @@ describe('resolveOptions: model tables', () => {
 
   it('adds a new model that gives rpm and tpm', () => {
     const o = resolveOptions({ ...base, models: { 'qwen-vl-max': { rpm: 60, tpm: 50_000 } } })
-    expect(o.models['qwen-vl-max']).toMatchObject({ rpm: 60, tpm: 50_000, rps: 1, contextWindow: 131_072, maxOutputTokens: 8_192 })
+    expect(o.models['qwen-vl-max']).toMatchObject({
+      rpm: 60,
+      tpm: 50_000,
+      rps: 1,
+      contextWindow: 131_072,
+      maxOutputTokens: 8_192,
+    })
     expect(o.allowedModels.has('qwen-vl-max')).toBe(true)
   })
 
   it('gives each account the global table plus its own overrides', () => {
     const o = resolveOptions({
-      upstream: { accounts: [{ id: 'a', apiKeys: ['k1', 'k2'] }, { id: 'b', apiKey: 'k3', models: { 'qwen3-max': { rpm: 3000 } } }] },
+      upstream: {
+        accounts: [
+          { id: 'a', apiKeys: ['k1', 'k2'] },
+          { id: 'b', apiKey: 'k3', models: { 'qwen3-max': { rpm: 3000 } } },
+        ],
+      },
       models: { 'qwen3-max': { tpm: 2_000_000 } },
     })
     expect(o.accounts.map((a) => a.id)).toEqual(['a', 'b'])
@@ -109,7 +126,10 @@ describe('resolveOptions: model tables', () => {
   })
 
   it('allows fallback cycles between different models', () => {
-    const o = resolveOptions({ ...base, models: { 'qwen-plus': { fallback: ['qwen-flash'] }, 'qwen-flash': { fallback: ['qwen-plus'] } } })
+    const o = resolveOptions({
+      ...base,
+      models: { 'qwen-plus': { fallback: ['qwen-flash'] }, 'qwen-flash': { fallback: ['qwen-plus'] } },
+    })
     expect(o.models['qwen-flash']!.fallback).toEqual(['qwen-plus'])
   })
 
@@ -125,63 +145,236 @@ describe('resolveOptions: errors name the option', () => {
     ['no upstream', {}, 'upstream: must be an object'],
     ['no API key', { upstream: {} }, 'upstream.apiKey: an API key is required'],
     ['empty accounts', { upstream: { accounts: [] } }, 'upstream.accounts: must be a non-empty array'],
-    ['both apiKey and accounts', { upstream: { apiKey: KEY, accounts: [{ id: 'a', apiKey: 'x' }] } }, 'upstream: give either apiKey or accounts'],
-    ['account without keys', { upstream: { accounts: [{ id: 'a', apiKeys: ['k'] }, { id: 'b', apiKeys: [] }] } }, 'upstream.accounts[1].apiKeys: at least one API key is required'],
-    ['account missing keys', { upstream: { accounts: [{ id: 'a' }] } }, 'upstream.accounts[0].apiKeys: at least one API key is required'],
-    ['empty key string', { upstream: { accounts: [{ id: 'a', apiKeys: ['k', ' '] }] } }, 'upstream.accounts[0].apiKeys[1]: must not be empty'],
+    [
+      'both apiKey and accounts',
+      { upstream: { apiKey: KEY, accounts: [{ id: 'a', apiKey: 'x' }] } },
+      'upstream: give either apiKey or accounts',
+    ],
+    [
+      'account without keys',
+      {
+        upstream: {
+          accounts: [
+            { id: 'a', apiKeys: ['k'] },
+            { id: 'b', apiKeys: [] },
+          ],
+        },
+      },
+      'upstream.accounts[1].apiKeys: at least one API key is required',
+    ],
+    [
+      'account missing keys',
+      { upstream: { accounts: [{ id: 'a' }] } },
+      'upstream.accounts[0].apiKeys: at least one API key is required',
+    ],
+    [
+      'empty key string',
+      { upstream: { accounts: [{ id: 'a', apiKeys: ['k', ' '] }] } },
+      'upstream.accounts[0].apiKeys[1]: must not be empty',
+    ],
     ['empty apiKey', { upstream: { apiKey: '' } }, 'upstream.apiKey: must not be empty'],
-    ['key with whitespace', { upstream: { apiKey: `${KEY}\n` } }, 'upstream.apiKey: must not start or end with whitespace'],
-    ['duplicate account id', { upstream: { accounts: [{ id: 'a', apiKey: 'k1' }, { id: 'a', apiKey: 'k2' }] } }, 'upstream.accounts[1].id: duplicate account id "a"'],
-    ['same key on two accounts', { upstream: { accounts: [{ id: 'a', apiKey: KEY }, { id: 'b', apiKeys: ['x', KEY] }] } }, 'upstream.accounts[1].apiKeys[1]: this key is already listed for account "a"'],
-    ['account id missing', { upstream: { accounts: [{ apiKey: 'k' }] } }, 'upstream.accounts[0].id: must be a non-empty string'],
-    ['bad baseURL', { upstream: { apiKey: KEY, baseURL: 'dashscope-intl.aliyuncs.com' } }, 'upstream.baseURL: must be an absolute http(s) URL'],
+    [
+      'key with whitespace',
+      { upstream: { apiKey: `${KEY}\n` } },
+      'upstream.apiKey: must not start or end with whitespace',
+    ],
+    [
+      'duplicate account id',
+      {
+        upstream: {
+          accounts: [
+            { id: 'a', apiKey: 'k1' },
+            { id: 'a', apiKey: 'k2' },
+          ],
+        },
+      },
+      'upstream.accounts[1].id: duplicate account id "a"',
+    ],
+    [
+      'same key on two accounts',
+      {
+        upstream: {
+          accounts: [
+            { id: 'a', apiKey: KEY },
+            { id: 'b', apiKeys: ['x', KEY] },
+          ],
+        },
+      },
+      'upstream.accounts[1].apiKeys[1]: this key is already listed for account "a"',
+    ],
+    [
+      'account id missing',
+      { upstream: { accounts: [{ apiKey: 'k' }] } },
+      'upstream.accounts[0].id: must be a non-empty string',
+    ],
+    [
+      'bad baseURL',
+      { upstream: { apiKey: KEY, baseURL: 'dashscope-intl.aliyuncs.com' } },
+      'upstream.baseURL: must be an absolute http(s) URL',
+    ],
     ['ftp baseURL', { upstream: { apiKey: KEY, baseURL: 'ftp://x/v1' } }, 'upstream.baseURL: must use http or https'],
-    ['safetyMargin 0', { upstream: { apiKey: KEY, safetyMargin: 0 } }, 'upstream.safetyMargin: must be a number in (0, 1], got 0'],
-    ['safetyMargin 1.2', { upstream: { apiKey: KEY, safetyMargin: 1.2 } }, 'upstream.safetyMargin: must be a number in (0, 1], got 1.2'],
-    ['timeoutMs NaN', { upstream: { apiKey: KEY, timeoutMs: Number.NaN } }, 'upstream.timeoutMs: must be a positive number, got NaN'],
-    ['maxAttempts 1.5', { upstream: { apiKey: KEY, maxAttempts: 1.5 } }, 'upstream.maxAttempts: must be an integer, got 1.5'],
-    ['rampUp factor 1', { upstream: { apiKey: KEY, rampUp: { factor: 1 } } }, 'upstream.rampUp.factor: must be greater than 1'],
+    [
+      'safetyMargin 0',
+      { upstream: { apiKey: KEY, safetyMargin: 0 } },
+      'upstream.safetyMargin: must be a number in (0, 1], got 0',
+    ],
+    [
+      'safetyMargin 1.2',
+      { upstream: { apiKey: KEY, safetyMargin: 1.2 } },
+      'upstream.safetyMargin: must be a number in (0, 1], got 1.2',
+    ],
+    [
+      'timeoutMs NaN',
+      { upstream: { apiKey: KEY, timeoutMs: Number.NaN } },
+      'upstream.timeoutMs: must be a positive number, got NaN',
+    ],
+    [
+      'maxAttempts 1.5',
+      { upstream: { apiKey: KEY, maxAttempts: 1.5 } },
+      'upstream.maxAttempts: must be an integer, got 1.5',
+    ],
+    [
+      'rampUp factor 1',
+      { upstream: { apiKey: KEY, rampUp: { factor: 1 } } },
+      'upstream.rampUp.factor: must be greater than 1',
+    ],
     ['fetch not a function', { upstream: { apiKey: KEY, fetch: 'x' } }, 'upstream.fetch: must be a function'],
-    ['negative user rpm', { ...base, quotas: { user: { rpm: -1 } } }, 'quotas.user.rpm: must be a non-negative integer, got -1'],
-    ['fractional key tpm', { ...base, quotas: { key: { tpm: 10.5 } } }, 'quotas.key.tpm: must be a non-negative integer, got 10.5'],
-    ['fractional concurrency', { ...base, quotas: { user: { concurrency: 1.5 } } }, 'quotas.user.concurrency: must be a non-negative integer, got 1.5'],
+    [
+      'negative user rpm',
+      { ...base, quotas: { user: { rpm: -1 } } },
+      'quotas.user.rpm: must be a non-negative integer, got -1',
+    ],
+    [
+      'fractional key tpm',
+      { ...base, quotas: { key: { tpm: 10.5 } } },
+      'quotas.key.tpm: must be a non-negative integer, got 10.5',
+    ],
+    [
+      'fractional concurrency',
+      { ...base, quotas: { user: { concurrency: 1.5 } } },
+      'quotas.user.concurrency: must be a non-negative integer, got 1.5',
+    ],
     ['quota typo', { ...base, quotas: { user: { rmp: 5 } } }, 'quotas.user.rmp: unknown option'],
     ['quota scope typo', { ...base, quotas: { users: {} } }, 'quotas.users: unknown option'],
     ['quotas a number', { ...base, quotas: 5 }, 'quotas: must be an object, got 5'],
-    ['unknown fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-nope'] } } }, 'models.qwen3-max.fallback[0]: unknown model "qwen-nope"'],
-    ['self fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen3-max'] } } }, 'models.qwen3-max.fallback[1]: a model cannot fall back to itself'],
-    ['duplicate fallback', { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen-plus'] } } }, 'models.qwen3-max.fallback[1]: duplicate fallback'],
-    ['fallback to an inherited name', { ...base, models: { 'qwen3-max': { fallback: ['constructor'] } } }, 'models.qwen3-max.fallback[0]: unknown model "constructor"'],
-    ['model named like a prototype property', { ...base, models: { toString: { rpm: 1 } } }, 'models.toString.tpm: a model not in the built-in table must give tpm'],
-    ['new model without tpm', { ...base, models: { 'qwen-new': { rpm: 10 } } }, 'models.qwen-new.tpm: a model not in the built-in table must give tpm'],
-    ['new model without rpm', { ...base, models: { 'qwen-new': { tpm: 10 } } }, 'models.qwen-new.rpm: a model not in the built-in table must give rpm'],
-    ['model name with a space', { ...base, models: { 'qwen new': { rpm: 10, tpm: 10 } } }, 'models.qwen new: a model name is printable ASCII without spaces, got "qwen new"'],
-    ['model name with a line break', { ...base, models: { 'qwen\r\nx-evil': { rpm: 10, tpm: 10 } } }, 'models.qwen\r\nx-evil: a model name is printable ASCII without spaces, got "qwen\\r\\nx-evil"'],
-    ['negative model rpm', { ...base, models: { 'qwen-plus': { rpm: -5 } } }, 'models.qwen-plus.rpm: must be a positive number, got -5'],
+    [
+      'unknown fallback',
+      { ...base, models: { 'qwen3-max': { fallback: ['qwen-nope'] } } },
+      'models.qwen3-max.fallback[0]: unknown model "qwen-nope"',
+    ],
+    [
+      'self fallback',
+      { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen3-max'] } } },
+      'models.qwen3-max.fallback[1]: a model cannot fall back to itself',
+    ],
+    [
+      'duplicate fallback',
+      { ...base, models: { 'qwen3-max': { fallback: ['qwen-plus', 'qwen-plus'] } } },
+      'models.qwen3-max.fallback[1]: duplicate fallback',
+    ],
+    [
+      'fallback to an inherited name',
+      { ...base, models: { 'qwen3-max': { fallback: ['constructor'] } } },
+      'models.qwen3-max.fallback[0]: unknown model "constructor"',
+    ],
+    [
+      'model named like a prototype property',
+      { ...base, models: { toString: { rpm: 1 } } },
+      'models.toString.tpm: a model not in the built-in table must give tpm',
+    ],
+    [
+      'new model without tpm',
+      { ...base, models: { 'qwen-new': { rpm: 10 } } },
+      'models.qwen-new.tpm: a model not in the built-in table must give tpm',
+    ],
+    [
+      'new model without rpm',
+      { ...base, models: { 'qwen-new': { tpm: 10 } } },
+      'models.qwen-new.rpm: a model not in the built-in table must give rpm',
+    ],
+    [
+      'model name with a space',
+      { ...base, models: { 'qwen new': { rpm: 10, tpm: 10 } } },
+      'models.qwen new: a model name is printable ASCII without spaces, got "qwen new"',
+    ],
+    [
+      'model name with a line break',
+      { ...base, models: { 'qwen\r\nx-evil': { rpm: 10, tpm: 10 } } },
+      'models.qwen\r\nx-evil: a model name is printable ASCII without spaces, got "qwen\\r\\nx-evil"',
+    ],
+    [
+      'negative model rpm',
+      { ...base, models: { 'qwen-plus': { rpm: -5 } } },
+      'models.qwen-plus.rpm: must be a positive number, got -5',
+    ],
     ['model field typo', { ...base, models: { 'qwen-plus': { tmp: 5 } } }, 'models.qwen-plus.tmp: unknown option'],
-    ['negative price', { ...base, models: { 'qwen-plus': { price: { inputPerMillion: -1, outputPerMillion: 1 } } } }, 'models.qwen-plus.price.inputPerMillion: must be a non-negative number'],
-    ['account model unknown', { upstream: { accounts: [{ id: 'a', apiKey: 'k', models: { 'qwen-nope': { rpm: 5, tpm: 5 } } }] } }, 'upstream.accounts[0].models.qwen-nope: unknown model "qwen-nope"'],
-    ['account fallback to self', { upstream: { accounts: [{ id: 'a', apiKey: 'k', models: { 'qwen-plus': { fallback: ['qwen-plus'] } } }] } }, 'upstream.accounts[0].models.qwen-plus.fallback[0]: a model cannot fall back to itself'],
-    ['queue negative', { ...base, queue: { maxWaitMs: -1 } }, 'queue.maxWaitMs: must be a non-negative integer, got -1'],
-    ['queue size fraction', { ...base, queue: { maxSize: 2.5 } }, 'queue.maxSize: must be a non-negative integer, got 2.5'],
+    [
+      'negative price',
+      { ...base, models: { 'qwen-plus': { price: { inputPerMillion: -1, outputPerMillion: 1 } } } },
+      'models.qwen-plus.price.inputPerMillion: must be a non-negative number',
+    ],
+    [
+      'account model unknown',
+      { upstream: { accounts: [{ id: 'a', apiKey: 'k', models: { 'qwen-nope': { rpm: 5, tpm: 5 } } }] } },
+      'upstream.accounts[0].models.qwen-nope: unknown model "qwen-nope"',
+    ],
+    [
+      'account fallback to self',
+      { upstream: { accounts: [{ id: 'a', apiKey: 'k', models: { 'qwen-plus': { fallback: ['qwen-plus'] } } }] } },
+      'upstream.accounts[0].models.qwen-plus.fallback[0]: a model cannot fall back to itself',
+    ],
+    [
+      'queue negative',
+      { ...base, queue: { maxWaitMs: -1 } },
+      'queue.maxWaitMs: must be a non-negative integer, got -1',
+    ],
+    [
+      'queue size fraction',
+      { ...base, queue: { maxSize: 2.5 } },
+      'queue.maxSize: must be a non-negative integer, got 2.5',
+    ],
     ['queue typo', { ...base, queue: { maxWait: 5 } }, 'queue.maxWait: unknown option'],
     ['store onError', { ...base, store: { onError: 'ignore' } }, "store.onError: must be 'open' or 'closed'"],
-    ['store command timeout 0', { ...base, store: { commandTimeoutMs: 0 } }, 'store.commandTimeoutMs: must be a positive'],
-    ['store lease TTL fraction', { ...base, store: { leaseTtlMs: 10.5 } }, 'store.leaseTtlMs: must be an integer, got 10.5'],
-    ['queue waitForConcurrency', { ...base, queue: { waitForConcurrency: 'yes' as never } }, 'queue.waitForConcurrency: must be true or false, got "yes"'],
+    [
+      'store command timeout 0',
+      { ...base, store: { commandTimeoutMs: 0 } },
+      'store.commandTimeoutMs: must be a positive',
+    ],
+    [
+      'store lease TTL fraction',
+      { ...base, store: { leaseTtlMs: 10.5 } },
+      'store.leaseTtlMs: must be an integer, got 10.5',
+    ],
+    [
+      'queue waitForConcurrency',
+      { ...base, queue: { waitForConcurrency: 'yes' as never } },
+      'queue.waitForConcurrency: must be true or false, got "yes"',
+    ],
     [
       'auto-pipelining Redis client',
       { ...base, store: { redis: { options: { enableAutoPipelining: true } } as never } },
       'store.redis: an ioredis client with enableAutoPipelining is not supported',
     ],
     ['defaultMaxTokens 0', { ...base, defaultMaxTokens: 0 }, 'defaultMaxTokens: must be a positive number, got 0'],
-    ['defaultMaxTokens fraction', { ...base, defaultMaxTokens: 100.5 }, 'defaultMaxTokens: must be an integer, got 100.5'],
-    ['allowedModels unknown', { ...base, allowedModels: ['qwen-plus', 'gpt-4o'] }, 'allowedModels[1]: unknown model "gpt-4o"'],
+    [
+      'defaultMaxTokens fraction',
+      { ...base, defaultMaxTokens: 100.5 },
+      'defaultMaxTokens: must be an integer, got 100.5',
+    ],
+    [
+      'allowedModels unknown',
+      { ...base, allowedModels: ['qwen-plus', 'gpt-4o'] },
+      'allowedModels[1]: unknown model "gpt-4o"',
+    ],
     ['allowedModels empty', { ...base, allowedModels: [] }, 'allowedModels: must be a non-empty array'],
     ['estimator without method', { ...base, estimator: {} }, 'estimator.countPromptTokens: must be a function'],
     ['top-level typo', { ...base, quota: {} }, 'quota: unknown option'],
     ['upstream typo', { upstream: { apiKey: KEY, acounts: [] } }, 'upstream.acounts: unknown option'],
-    ['account typo', { upstream: { accounts: [{ id: 'a', apikey: 'k' }] } }, 'upstream.accounts[0].apikey: unknown option'],
+    [
+      'account typo',
+      { upstream: { accounts: [{ id: 'a', apikey: 'k' }] } },
+      'upstream.accounts[0].apikey: unknown option',
+    ],
   ])('%s', (_name, options, message) => {
     const err = configError(options)
     expect(err.message.startsWith(message), err.message).toBe(true)
@@ -196,9 +389,14 @@ describe('resolveOptions: errors name the option', () => {
 
 describe('quota functions', () => {
   it('validates what a quota function returns, at call time', async () => {
-    const o = resolveOptions({ ...base, quotas: (id) => (id.user === 'bad' ? { user: { rpm: -2 } } : { user: { rpm: 5 } }) })
+    const o = resolveOptions({
+      ...base,
+      quotas: (id) => (id.user === 'bad' ? { user: { rpm: -2 } } : { user: { rpm: 5 } }),
+    })
     expect(await o.quotas({ user: 'good' })).toEqual({ user: { rpm: 5 } })
-    await expect(o.quotas({ user: 'bad' })).rejects.toThrow('quotas(identity).user.rpm: must be a non-negative integer, got -2')
+    await expect(o.quotas({ user: 'bad' })).rejects.toThrow(
+      'quotas(identity).user.rpm: must be a non-negative integer, got -2',
+    )
   })
 
   it('accepts async functions and treats undefined as no limits', async () => {
@@ -211,6 +409,8 @@ describe('quota functions', () => {
     const out = validateQuotaPolicies(input, 'p')
     expect(out).toEqual({ user: { rpm: 5 } })
     expect(out.user).not.toBe(input.user)
-    expect(() => validateQuotaPolicies({ key: { usdPerDay: -1 } }, 'tier.gold')).toThrow('tier.gold.key.usdPerDay: must be a non-negative number, got -1')
+    expect(() => validateQuotaPolicies({ key: { usdPerDay: -1 } }, 'tier.gold')).toThrow(
+      'tier.gold.key.usdPerDay: must be a non-negative number, got -1',
+    )
   })
 })

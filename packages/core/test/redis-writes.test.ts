@@ -12,7 +12,9 @@ describeRedis('coalesceWrites', () => {
   const socket = () => (redis as unknown as { stream: Socket }).stream
   /** Watches one of the socket's internal write methods (what reaches the kernel: one call, one write). */
   const watch = (stream: Socket, method: '_write' | '_writev') =>
-    vi.spyOn(stream as unknown as Record<string, (...args: unknown[]) => unknown>, method) as MockInstance<(...args: unknown[]) => unknown>
+    vi.spyOn(stream as unknown as Record<string, (...args: unknown[]) => unknown>, method) as MockInstance<
+      (...args: unknown[]) => unknown
+    >
 
   it('sends the commands of one tick in one write, each answered', async () => {
     await redis.ping() // connected

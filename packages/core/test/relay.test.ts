@@ -17,7 +17,9 @@ const info: CallInfo = {
 }
 
 function fakeGuard(answer: (body: Record<string, unknown>) => GuardedResponse | Promise<GuardedResponse>) {
-  const call = vi.fn(async (_identity: unknown, body: Record<string, unknown>, _options?: { signal?: AbortSignal }) => answer(body))
+  const call = vi.fn(async (_identity: unknown, body: Record<string, unknown>, _options?: { signal?: AbortSignal }) =>
+    answer(body),
+  )
   const guard = {
     [Symbol.for('qwen-guard.options')]: resolveOptions({ upstream: { apiKey: SECRET } }),
     call,
@@ -28,14 +30,20 @@ function fakeGuard(answer: (body: Record<string, unknown>) => GuardedResponse | 
 
 const chat = { model: 'qwen-plus', messages: [{ role: 'user', content: 'Hi' }] }
 
-function post(body: RelayRequest['body'], headers: RelayRequest['headers'] = { 'content-type': 'application/json' }): RelayRequest {
+function post(
+  body: RelayRequest['body'],
+  headers: RelayRequest['headers'] = { 'content-type': 'application/json' },
+): RelayRequest {
   return { method: 'POST', path: '/chat/completions', headers, body, identity: { user: 'u1' } }
 }
 
 function jsonResponse(): GuardedResponse {
-  const response = new Response(JSON.stringify({ id: 'c1', object: 'chat.completion', model: 'qwen-plus', choices: [] }), {
-    headers: { ...answerHeaders(info, 'json'), authorization: `Bearer ${SECRET}`, 'x-dashscope-account': 'acct-1' },
-  })
+  const response = new Response(
+    JSON.stringify({ id: 'c1', object: 'chat.completion', model: 'qwen-plus', choices: [] }),
+    {
+      headers: { ...answerHeaders(info, 'json'), authorization: `Bearer ${SECRET}`, 'x-dashscope-account': 'acct-1' },
+    },
+  )
   return { info, response }
 }
 
@@ -60,7 +68,8 @@ async function text(answer: RelayResponse): Promise<string> {
   return typeof answer.body === 'string' ? answer.body : new Response(answer.body).text()
 }
 
-const chunk = (content: string) => `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }] })}\n\n`
+const chunk = (content: string) =>
+  `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }] })}\n\n`
 
 describe('createRelay', () => {
   it('lists the guard models on GET /models', async () => {
@@ -118,7 +127,11 @@ describe('createRelay', () => {
 
   it('refuses a declared content-length over the limit without reading the body', async () => {
     const { guard, call } = fakeGuard(jsonResponse)
-    const body = { [Symbol.asyncIterator]: () => { throw new Error('must not read') } }
+    const body = {
+      [Symbol.asyncIterator]: () => {
+        throw new Error('must not read')
+      },
+    }
     const answer = await createRelay(guard, { maxBodyBytes: 1000 })(
       post(body as AsyncIterable<Uint8Array>, { 'content-type': 'application/json', 'content-length': '5000' }),
     )
@@ -135,7 +148,14 @@ describe('createRelay', () => {
   })
 
   it('answers a QwenGuardError with its own status, headers and body', async () => {
-    const refusal = new QwenGuardError({ status: 429, code: 'rate_limit_exceeded', message: 'slow down', scope: 'user', dimension: 'rpm', retryAfterMs: 1500 })
+    const refusal = new QwenGuardError({
+      status: 429,
+      code: 'rate_limit_exceeded',
+      message: 'slow down',
+      scope: 'user',
+      dimension: 'rpm',
+      retryAfterMs: 1500,
+    })
     const { guard } = fakeGuard(() => {
       throw refusal
     })

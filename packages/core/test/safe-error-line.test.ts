@@ -10,7 +10,9 @@ describe('safeErrorLine', () => {
   })
 
   it('masks anything shaped like an API key or a bearer token', () => {
-    expect(safeErrorLine(new TypeError('bad key sk-abc123XYZ_9 for account'))).toBe('TypeError: bad key sk-*** for account')
+    expect(safeErrorLine(new TypeError('bad key sk-abc123XYZ_9 for account'))).toBe(
+      'TypeError: bad key sk-*** for account',
+    )
     expect(maskKeys('Authorization: Bearer sk-live-secret')).toBe('Authorization: Bearer ***')
     expect(safeErrorLine('plain sk-1234567 text')).toBe('plain sk-*** text')
   })

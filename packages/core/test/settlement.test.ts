@@ -31,7 +31,11 @@ describe('chargeOf', () => {
   })
 
   it('settles a missing usage from the reservation without flagging it as invalid', () => {
-    expect(chargeOf({ usage: undefined }, bounds)).toMatchObject({ tokens: 1_100, basis: 'reservation', usageInvalid: false })
+    expect(chargeOf({ usage: undefined }, bounds)).toMatchObject({
+      tokens: 1_100,
+      basis: 'reservation',
+      usageInvalid: false,
+    })
   })
 
   it('estimates a stream without usage as prompt + streamed, never above the reservation', () => {
@@ -46,7 +50,11 @@ describe('readUsage / usageCeiling', () => {
     expect(usageCeiling(131_072, 1_000)).toBe(262_144)
     expect(usageCeiling(undefined, 5_000)).toBe(10_000)
     expect(usageCeiling(1e12, 1)).toBe(1e9)
-    expect(readUsage({ prompt_tokens: 262_144, completion_tokens: 0 }, 262_144)).toEqual({ prompt: 262_144, completion: 0, total: 262_144 })
+    expect(readUsage({ prompt_tokens: 262_144, completion_tokens: 0 }, 262_144)).toEqual({
+      prompt: 262_144,
+      completion: 0,
+      total: 262_144,
+    })
     expect(readUsage({ prompt_tokens: 262_145, completion_tokens: 0 }, 262_144)).toBeUndefined()
   })
 })

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest'
-import { isErrorEvent, parseEventBlock, parseSseText, readSseEvents, statusFromComments, type SseEvent } from '../src/sse.js'
+import {
+  isErrorEvent,
+  parseEventBlock,
+  parseSseText,
+  readSseEvents,
+  statusFromComments,
+  type SseEvent,
+} from '../src/sse.js'
 
 /** An event's data as JSON; undefined for `[DONE]` or text that is not JSON. */
 function parseEventData(event: SseEvent): unknown {
@@ -34,7 +41,9 @@ describe('readSseEvents', () => {
 
   it('keeps the native error framing: event name, status comment and data without a space', async () => {
     const [event] = await collect(
-      streamOf('event:error\n:HTTP_STATUS/429\ndata:{"code":"Throttling.AllocationQuota","message":"Allocated quota exceeded"}\n\n'),
+      streamOf(
+        'event:error\n:HTTP_STATUS/429\ndata:{"code":"Throttling.AllocationQuota","message":"Allocated quota exceeded"}\n\n',
+      ),
     )
     expect(event?.event).toBe('error')
     expect(statusFromComments(event?.comments ?? [])).toBe(429)

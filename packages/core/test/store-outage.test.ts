@@ -20,7 +20,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const ANSWER_BOUND_MS = 1_500
 
 /** Outcome of one call: status (200 or the guard's refusal) and how long until it was answered. */
-async function timedCall(guard: Guard, user: string): Promise<{ status: number; code?: string; retryAfterMs?: number; ms: number }> {
+async function timedCall(
+  guard: Guard,
+  user: string,
+): Promise<{ status: number; code?: string; retryAfterMs?: number; ms: number }> {
   const started = performance.now()
   try {
     const answer = await guard.call({ user }, { model: 'qwen-plus', messages, max_tokens: 5 })
@@ -42,7 +45,8 @@ for (const policy of ['open', 'closed'] as const) {
     let guard: Guard
     const events: GuardEvent[] = []
     const prefix = `outage-${policy}`
-    const storeEvents = () => events.filter((e) => e.type === 'store_error' || e.type === 'store_recovered').map((e) => e.type)
+    const storeEvents = () =>
+      events.filter((e) => e.type === 'store_error' || e.type === 'store_recovered').map((e) => e.type)
 
     beforeAll(async () => {
       server = await startRedisServer()
@@ -106,7 +110,10 @@ for (const policy of ['open', 'closed'] as const) {
       }
       expect(back).toMatchObject({ status: 200 })
       expect(storeEvents()).toEqual(['store_error', 'store_recovered'])
-      const recovered = events.find((e) => e.type === 'store_recovered') as Extract<GuardEvent, { type: 'store_recovered' }>
+      const recovered = events.find((e) => e.type === 'store_recovered') as Extract<
+        GuardEvent,
+        { type: 'store_recovered' }
+      >
       expect(recovered.downMs).toBeGreaterThan(1_000)
       expect(recovered.policy).toBe(policy)
       // The consumes the paused server ran after their callers had been answered by the policy

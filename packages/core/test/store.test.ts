@@ -22,7 +22,9 @@ describe('createLimiterFactory', () => {
 describeRedis('createLimiterFactory on Redis', () => {
   const { redis, prefix } = redisClient()
   it('counts on the shared Redis under `${prefix}:${name}:${key}`', async () => {
-    const factory = createLimiterFactory(createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}))
+    const factory = createLimiterFactory(
+      createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}),
+    )
     await factory.counter({ name: 'user:tpm', durationSeconds: 60 }).consume('u1', 42, {})
     expect(await redis.get(`${prefix}:user:tpm:u1`)).toBe('42')
     const pttl = await redis.pttl(`${prefix}:user:tpm:u1`)
@@ -31,7 +33,9 @@ describeRedis('createLimiterFactory on Redis', () => {
   })
 
   it('applies a correction only inside the window it was charged in, however late Redis runs it', async () => {
-    const factory = createLimiterFactory(createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}))
+    const factory = createLimiterFactory(
+      createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}),
+    )
     const counter = factory.counter({ name: 'user:rps', durationSeconds: 1 })
     const charged = await counter.consume('late', 10, {})
     const left = charged.res?.msBeforeNext ?? 0
@@ -56,7 +60,10 @@ describe('Redis failure policy (client on a closed port)', () => {
     dead = new Redis({ port: await freePort(), lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
     dead.on('error', () => {})
     const events: GuardEvent[] = []
-    const options = resolvedFor({ user: { rpm: 2, tpm: 1_000, concurrency: 5 } }, { redis: dead, prefix: 'dead', onError })
+    const options = resolvedFor(
+      { user: { rpm: 2, tpm: 1_000, concurrency: 5 } },
+      { redis: dead, prefix: 'dead', onError },
+    )
     const admission = new QuotaAdmission({ options, emit: (e) => events.push(e) })
     admissions.push(admission)
     return { admission, events, dead }
@@ -111,7 +118,13 @@ describe('corrections go where the charge went', () => {
     const counter = { adjust: vi.fn(async () => true) }
     await adjust(reading(true, counter), -40, () => {})
     expect(counter.adjust).toHaveBeenCalledWith('u1', -40, {}, true, expect.objectContaining({ minMs: 200 }))
-    const [, , , , window] = counter.adjust.mock.calls[0] as unknown as [string, number, object, boolean, { maxMs: number }]
+    const [, , , , window] = counter.adjust.mock.calls[0] as unknown as [
+      string,
+      number,
+      object,
+      boolean,
+      { maxMs: number },
+    ]
     expect(window.maxMs).toBeGreaterThan(29_000)
     expect(window.maxMs).toBeLessThanOrEqual(30_000 + 100)
   })

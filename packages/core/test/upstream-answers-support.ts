@@ -18,7 +18,7 @@ import fc from 'fast-check'
 import OpenAI, { APIError } from 'openai'
 import { afterAll, beforeAll, vi } from 'vitest'
 import { guardedCall, type CallDeps } from '../src/call.js'
-import { createGuardedClient } from '../src/client.js'
+import { createGuardedClient } from '../src/client/guarded-client.js'
 import { hideGuardOptions } from '../src/guard-internals.js'
 import { isQwenGuardError } from '../src/errors.js'
 import type { Guard } from '../src/guard-types.js'
@@ -47,12 +47,29 @@ const hostileNumber = fc.oneof(
   fc.constantFrom(null, true, [], {}),
 )
 const usage = fc.oneof(
-  fc.record({ prompt_tokens: fc.nat(3_000), completion_tokens: fc.nat(3_000) }).map((u) => ({ ...u, total_tokens: u.prompt_tokens + u.completion_tokens })),
-  fc.record({ prompt_tokens: hostileNumber, completion_tokens: hostileNumber, total_tokens: hostileNumber }, { requiredKeys: [] }),
+  fc
+    .record({ prompt_tokens: fc.nat(3_000), completion_tokens: fc.nat(3_000) })
+    .map((u) => ({ ...u, total_tokens: u.prompt_tokens + u.completion_tokens })),
+  fc.record(
+    { prompt_tokens: hostileNumber, completion_tokens: hostileNumber, total_tokens: hostileNumber },
+    { requiredKeys: [] },
+  ),
   fc.constantFrom(undefined, null, 'lots', 42, []),
 )
 const headerValue = fc.oneof(
-  fc.constantFrom('0', '1', '86400', '-1', '1e400', 'NaN', '  ', 'soon', '9'.repeat(400), 'Wed, 21 Oct 2099 07:28:00 GMT', 'Thu, 01 Jan 1970 00:00:00 GMT'),
+  fc.constantFrom(
+    '0',
+    '1',
+    '86400',
+    '-1',
+    '1e400',
+    'NaN',
+    '  ',
+    'soon',
+    '9'.repeat(400),
+    'Wed, 21 Oct 2099 07:28:00 GMT',
+    'Thu, 01 Jan 1970 00:00:00 GMT',
+  ),
   fc.nat(200_000).map(String),
   fc.string({ maxLength: 12 }).filter((s) => /^[\x20-\x7e]*$/.test(s)),
 )
@@ -79,34 +96,114 @@ const errorCode = fc.constantFrom(
 )
 const errorMessage = fc.oneof(
   secretText,
-  fc.constantFrom('Requests rate limit exceeded', 'Free allocated quota exceeded.', 'The quota will reset at 07-15 00:00:00 UTC', 'Allocated quota exceeded', 'Input data may contain inappropriate content.', 'increased too quickly'),
+  fc.constantFrom(
+    'Requests rate limit exceeded',
+    'Free allocated quota exceeded.',
+    'The quota will reset at 07-15 00:00:00 UTC',
+    'Allocated quota exceeded',
+    'Input data may contain inappropriate content.',
+    'increased too quickly',
+  ),
 )
 const errorJson = fc.oneof(
   fc.record({ error: fc.record({ code: errorCode, message: errorMessage, type: fc.constant('x') }) }),
   fc.record({ code: errorCode, message: errorMessage, request_id: fc.constant(ACCOUNT) }),
 )
-const completionBody = fc.record({ usage, content: fc.string({ maxLength: 20 }), model: fc.constantFrom('qwen-plus', 'other', undefined) }).map(({ usage: u, content, model }) =>
-  JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model, choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }], usage: u }),
-)
+const completionBody = fc
+  .record({ usage, content: fc.string({ maxLength: 20 }), model: fc.constantFrom('qwen-plus', 'other', undefined) })
+  .map(({ usage: u, content, model }) =>
+    JSON.stringify({
+      id: 'c',
+      object: 'chat.completion',
+      created: 1,
+      model,
+      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+      usage: u,
+    }),
+  )
 const jsonBody = fc.oneof(
   { weight: 5, arbitrary: completionBody },
   { weight: 2, arbitrary: errorJson.map((e) => JSON.stringify(e)) },
   { weight: 1, arbitrary: errorJson.map((e) => `event:error\n:HTTP_STATUS/429\ndata:${JSON.stringify(e)}\n\n`) },
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)) },
-  { weight: 1, arbitrary: fc.oneof(fc.string({ maxLength: 40 }), fc.constantFrom('', '<html>502 Bad Gateway</html>', `{"choices": [], "error": "${KEY}"}`, '{"choices": 5}', '{"choices": []')) },
+  {
+    weight: 1,
+    arbitrary: fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.constantFrom(
+        '',
+        '<html>502 Bad Gateway</html>',
+        `{"choices": [], "error": "${KEY}"}`,
+        '{"choices": 5}',
+        '{"choices": []',
+      ),
+    ),
+  },
 )
 const status = fc.oneof(
   { weight: 6, arbitrary: fc.constant(200) },
-  { weight: 4, arbitrary: fc.constantFrom(201, 302, 400, 401, 403, 404, 408, 409, 413, 418, 422, 429, 451, 500, 502, 503, 504, 599) },
+  {
+    weight: 4,
+    arbitrary: fc.constantFrom(
+      201,
+      302,
+      400,
+      401,
+      403,
+      404,
+      408,
+      409,
+      413,
+      418,
+      422,
+      429,
+      451,
+      500,
+      502,
+      503,
+      504,
+      599,
+    ),
+  },
 )
 
-const chunk = (content: unknown) => JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'qwen-plus', choices: [{ index: 0, delta: { content }, finish_reason: null }] })
+const chunk = (content: unknown) =>
+  JSON.stringify({
+    id: 'c',
+    object: 'chat.completion.chunk',
+    created: 1,
+    model: 'qwen-plus',
+    choices: [{ index: 0, delta: { content }, finish_reason: null }],
+  })
 const streamEvent = fc.oneof(
   { weight: 6, arbitrary: fc.string({ maxLength: 12 }).map((c) => `data: ${chunk(c)}\n\n`) },
-  { weight: 2, arbitrary: usage.map((u) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [], usage: u })}\n\n`) },
+  {
+    weight: 2,
+    arbitrary: usage.map(
+      (u) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', choices: [], usage: u })}\n\n`,
+    ),
+  },
   { weight: 1, arbitrary: errorJson.map((e) => `data: ${JSON.stringify(e)}\n\n`) },
-  { weight: 1, arbitrary: fc.tuple(errorJson, fc.constantFrom(400, 429, 500)).map(([e, s]) => `event:error\n:HTTP_STATUS/${s}\ndata:${JSON.stringify(e)}\n\n`) },
-  { weight: 1, arbitrary: fc.constantFrom(': keep-alive\n\n', 'data: [DONE]\n\n', 'data: not json\n\n', 'data: 42\n\n', 'data: null\n\n', '\n\n', 'event: ping\n\n', `data: ${chunk(5)}\n\n`, 'data: {"choices": {"a": 1}}\n\n') },
+  {
+    weight: 1,
+    arbitrary: fc
+      .tuple(errorJson, fc.constantFrom(400, 429, 500))
+      .map(([e, s]) => `event:error\n:HTTP_STATUS/${s}\ndata:${JSON.stringify(e)}\n\n`),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      ': keep-alive\n\n',
+      'data: [DONE]\n\n',
+      'data: not json\n\n',
+      'data: 42\n\n',
+      'data: null\n\n',
+      '\n\n',
+      'event: ping\n\n',
+      `data: ${chunk(5)}\n\n`,
+      'data: {"choices": {"a": 1}}\n\n',
+    ),
+  },
   { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }).map((v) => `data: ${JSON.stringify(v)}\n\n`) },
 )
 /** How Qwen's stream ends: cleanly, after [DONE], cut mid-event, or with a read error. */
@@ -115,7 +212,10 @@ const streamEnd = fc.constantFrom('close', 'done', 'done', 'cut', 'error')
 export const jsonCase = fc.record({
   kind: fc.constant('json' as const),
   path: fc.constantFrom('call', 'client', 'relay'),
-  answers: fc.array(fc.record({ status, body: jsonBody, headers, noAnswer: fc.nat(39).map((n) => n === 0) }), { minLength: 1, maxLength: 3 }),
+  answers: fc.array(fc.record({ status, body: jsonBody, headers, noAnswer: fc.nat(39).map((n) => n === 0) }), {
+    minLength: 1,
+    maxLength: 3,
+  }),
   maxAttempts: fc.integer({ min: 1, max: 3 }),
   timeoutMs: fc.constantFrom(10, 25),
 })
@@ -124,13 +224,22 @@ export const streamCase = fc.record({
   path: fc.constantFrom('call', 'client', 'relay'),
   includeUsage: fc.boolean(),
   answers: fc.array(
-    fc.record({ status, events: fc.array(streamEvent, { maxLength: 6 }), end: streamEnd, split: fc.nat(40), headers, errorBody: jsonBody }),
+    fc.record({
+      status,
+      events: fc.array(streamEvent, { maxLength: 6 }),
+      end: streamEnd,
+      split: fc.nat(40),
+      headers,
+      errorBody: jsonBody,
+    }),
     { minLength: 1, maxLength: 3 },
   ),
   maxAttempts: fc.integer({ min: 1, max: 3 }),
   timeoutMs: fc.constantFrom(10, 25),
 })
-type Case = (typeof jsonCase extends fc.Arbitrary<infer T> ? T : never) | (typeof streamCase extends fc.Arbitrary<infer T> ? T : never)
+type Case =
+  | (typeof jsonCase extends fc.Arbitrary<infer T> ? T : never)
+  | (typeof streamCase extends fc.Arbitrary<infer T> ? T : never)
 
 // ---------- the stub upstream ----------
 
@@ -161,13 +270,18 @@ function stubFetch(c: Case): typeof fetch {
     if (c.kind === 'json') {
       const answer = c.answers[i]!
       if (answer.noAnswer) {
-        return new Promise<Response>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }))
+        return new Promise<Response>((_, reject) =>
+          signal?.addEventListener('abort', () => reject(signal.reason), { once: true }),
+        )
       }
       return new Response(answer.body, { status: answer.status, headers: answer.headers })
     }
     const answer = c.answers[i]!
     if (answer.status !== 200) return new Response(answer.errorBody, { status: answer.status, headers: answer.headers })
-    return new Response(streamBody(answer.events, answer.end, answer.split), { status: 200, headers: { ...answer.headers, 'content-type': 'text/event-stream' } })
+    return new Response(streamBody(answer.events, answer.end, answer.split), {
+      status: 200,
+      headers: { ...answer.headers, 'content-type': 'text/event-stream' },
+    })
   }) as typeof fetch
 }
 
@@ -215,7 +329,8 @@ function setup(c: Case) {
   const pool = new UpstreamPool({ options, emit })
   const deps: CallDeps = { options, quota, pool, emit }
   const guard = {
-    call: (identity: Identity, body: Record<string, unknown>, callOptions?: { signal?: AbortSignal }) => guardedCall(deps, identity, body, callOptions),
+    call: (identity: Identity, body: Record<string, unknown>, callOptions?: { signal?: AbortSignal }) =>
+      guardedCall(deps, identity, body, callOptions),
     models: () => [],
   } as unknown as Guard
   hideGuardOptions(guard, options)
@@ -226,7 +341,9 @@ const request = (c: Case) => ({
   model: 'qwen-plus',
   messages: [{ role: 'user' as const, content: 'hello' }],
   max_tokens: 50,
-  ...(c.kind === 'stream' ? { stream: true, ...(c.includeUsage ? { stream_options: { include_usage: true } } : {}) } : {}),
+  ...(c.kind === 'stream'
+    ? { stream: true, ...(c.includeUsage ? { stream_options: { include_usage: true } } : {}) }
+    : {}),
 })
 
 /** A plain check (vitest's expect costs ~50 µs a call; these run ~40 times per case). */
@@ -241,7 +358,10 @@ function expectEnded(text: string, upstreamSentDone: boolean): void {
     ensure(upstreamSentDone, 'the stream ended with [DONE] that Qwen never sent')
     return
   }
-  ensure(/^data: \{"error":\{/.test(last), `the stream ended with neither [DONE] nor an error event: ${last.slice(0, 200)}`)
+  ensure(
+    /^data: \{"error":\{/.test(last),
+    `the stream ended with neither [DONE] nor an error event: ${last.slice(0, 200)}`,
+  )
 }
 
 function expectRefusal(error: unknown, seen: string[]): number {
@@ -255,7 +375,9 @@ async function runCase(c: Case, deps: CallDeps, guard: Guard): Promise<Outcome> 
   const identity = { user: 'prop-user' }
   const body = request(c)
   const seen: string[] = []
-  const sentDone = c.kind === 'stream' && c.answers.some((a) => a.status === 200 && (a.end === 'done' || a.events.some((e) => e.startsWith('data: [DONE]'))))
+  const sentDone =
+    c.kind === 'stream' &&
+    c.answers.some((a) => a.status === 200 && (a.end === 'done' || a.events.some((e) => e.startsWith('data: [DONE]'))))
   if (c.path === 'call') {
     try {
       const { response } = await guardedCall(deps, identity, body)
@@ -269,7 +391,10 @@ async function runCase(c: Case, deps: CallDeps, guard: Guard): Promise<Outcome> 
     }
   }
   if (c.path === 'client') {
-    const client = createGuardedClient({ options: deps.options, call: (i, b, o) => guardedCall(deps, i, b, o), models: () => [] }, identity)
+    const client = createGuardedClient(
+      { options: deps.options, call: (i, b, o) => guardedCall(deps, i, b, o), models: () => [] },
+      identity,
+    )
     try {
       if (c.kind === 'json') {
         const completion = await client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming)
@@ -285,7 +410,7 @@ async function runCase(c: Case, deps: CallDeps, guard: Guard): Promise<Outcome> 
         seen.push((error as Error).message)
         return { seen, status: 200 }
       }
-      ensure(sentDone, 'the SDK stream ended normally without Qwen\'s [DONE]')
+      ensure(sentDone, "the SDK stream ended normally without Qwen's [DONE]")
       return { seen, status: 200 }
     } catch (error) {
       return { seen, status: expectRefusal(error, seen) }
@@ -300,7 +425,10 @@ async function runCase(c: Case, deps: CallDeps, guard: Guard): Promise<Outcome> 
   })
   const text = typeof answer.body === 'string' ? answer.body : await new Response(answer.body).text()
   seen.push(text, JSON.stringify(answer.headers))
-  ensure(answer.status === 200 || ALLOWED_STATUS.has(answer.status), `relay status ${answer.status}: ${text.slice(0, 200)}`)
+  ensure(
+    answer.status === 200 || ALLOWED_STATUS.has(answer.status),
+    `relay status ${answer.status}: ${text.slice(0, 200)}`,
+  )
   if (answer.status === 200 && c.kind === 'stream') expectEnded(text, sentDone)
   else JSON.parse(text)
   return { seen, status: answer.status }
@@ -310,22 +438,37 @@ async function checkCounters(quota: QuotaAdmission, pool: UpstreamPool, events: 
   await new Promise((resolve) => setImmediate(resolve)) // a JSON answer's settle is sent without waiting
   for (const state of await quota.state({ user: 'prop-user' })) {
     const { dimension, remaining, limit } = state
-    ensure(Number.isFinite(remaining) && remaining >= 0 && remaining <= limit, `${dimension}: remaining ${remaining} of ${limit}`)
+    ensure(
+      Number.isFinite(remaining) && remaining >= 0 && remaining <= limit,
+      `${dimension}: remaining ${remaining} of ${limit}`,
+    )
     if (dimension === 'concurrency') ensure(remaining === limit, `a lease was left (${remaining} of ${limit})`)
   }
   const now = Date.now()
   for (const lane of pool.state()) {
     ensure(lane.inFlight === 0, `an upstream slot was left (${lane.inFlight})`)
-    ensure(Number.isFinite(lane.usedFraction) && lane.usedFraction >= 0, `pace meter used fraction ${lane.usedFraction}`)
-    ensure(Number.isFinite(lane.coolingUntil) && lane.coolingUntil <= now + 61_000, `cooling until ${lane.coolingUntil - now} ms from now`)
-    ensure(Number.isFinite(lane.disabledUntil) && lane.disabledUntil <= now + 31 * 86_400_000 + 1_000, `disabled until ${lane.disabledUntil - now} ms from now`)
+    ensure(
+      Number.isFinite(lane.usedFraction) && lane.usedFraction >= 0,
+      `pace meter used fraction ${lane.usedFraction}`,
+    )
+    ensure(
+      Number.isFinite(lane.coolingUntil) && lane.coolingUntil <= now + 61_000,
+      `cooling until ${lane.coolingUntil - now} ms from now`,
+    )
+    ensure(
+      Number.isFinite(lane.disabledUntil) && lane.disabledUntil <= now + 31 * 86_400_000 + 1_000,
+      `disabled until ${lane.disabledUntil - now} ms from now`,
+    )
     ensure(Number.isFinite(lane.pace) && lane.pace > 0 && lane.pace <= 1, `pace ${lane.pace}`)
   }
   let settled = 0
   for (const e of events) {
     if (e.type !== 'settled') continue
     settled++
-    ensure(Number.isFinite(e.usedTokens) && e.usedTokens >= 0 && e.usedTokens <= 4_000_000, `settled ${e.usedTokens} tokens`)
+    ensure(
+      Number.isFinite(e.usedTokens) && e.usedTokens >= 0 && e.usedTokens <= 4_000_000,
+      `settled ${e.usedTokens} tokens`,
+    )
   }
   ensure(settled <= 1, `settled ${settled} times`)
 }
@@ -339,16 +482,21 @@ const onUnhandled = (reason: unknown) => unhandled.push(reason)
 /** Call at the top of a property file: watches unhandled rejections and every console line. */
 export function watchProcess(): void {
   beforeAll(() => {
-  process.on('unhandledRejection', onUnhandled)
-  for (const method of ['log', 'info', 'warn', 'error', 'debug'] as const) {
-    vi.spyOn(console, method).mockImplementation((...args: unknown[]) => void logged.push(args.map(String).join(' ')))
-  }
+    process.on('unhandledRejection', onUnhandled)
+    for (const method of ['log', 'info', 'warn', 'error', 'debug'] as const) {
+      vi.spyOn(console, method).mockImplementation((...args: unknown[]) => void logged.push(args.map(String).join(' ')))
+    }
   })
   afterAll(() => {
     process.off('unhandledRejection', onUnhandled)
     vi.restoreAllMocks()
-    if (process.env.PROP_TIMING) process.stdout.write(`${JSON.stringify([...timing].sort((a, b) => b[1][0] - a[1][0]).map(([k, [t, n]]) => `${k}: ${n} cases ${Math.round(t)} ms`))}\n`)
-    process.stdout.write(`upstream-answers property: ${counts.cases} cases, ${counts.answered} answered 200, refused by status ${JSON.stringify(Object.fromEntries(counts.refused))}\n`)
+    if (process.env.PROP_TIMING)
+      process.stdout.write(
+        `${JSON.stringify([...timing].sort((a, b) => b[1][0] - a[1][0]).map(([k, [t, n]]) => `${k}: ${n} cases ${Math.round(t)} ms`))}\n`,
+      )
+    process.stdout.write(
+      `upstream-answers property: ${counts.cases} cases, ${counts.answered} answered 200, refused by status ${JSON.stringify(Object.fromEntries(counts.refused))}\n`,
+    )
   })
 }
 
@@ -370,7 +518,8 @@ export function property(arbitrary: fc.Arbitrary<Case>) {
       if (outcome.status === 200) counts.answered++
       else counts.refused.set(outcome.status, (counts.refused.get(outcome.status) ?? 0) + 1)
       await checkCounters(quota, pool, events)
-      for (const text of [...outcome.seen, ...logged]) for (const secret of SECRETS) ensure(!text.includes(secret), `secret in: ${text.slice(0, 300)}`)
+      for (const text of [...outcome.seen, ...logged])
+        for (const secret of SECRETS) ensure(!text.includes(secret), `secret in: ${text.slice(0, 300)}`)
       ensure(unhandled.length === 0, `unhandled rejection: ${String(unhandled[0])}`)
     } finally {
       logged.length = 0
@@ -378,4 +527,3 @@ export function property(arbitrary: fc.Arbitrary<Case>) {
     }
   })
 }
-

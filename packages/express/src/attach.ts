@@ -6,7 +6,8 @@ import type { Request } from 'express'
 /** The object just above IncomingMessage.prototype in the request's chain: Express's `request`. */
 function extensionPrototype(req: Request): object | undefined {
   let proto: object | null = Object.getPrototypeOf(req) as object | null
-  while (proto && Object.getPrototypeOf(proto) !== IncomingMessage.prototype) proto = Object.getPrototypeOf(proto) as object | null
+  while (proto && Object.getPrototypeOf(proto) !== IncomingMessage.prototype)
+    proto = Object.getPrototypeOf(proto) as object | null
   return proto ?? undefined
 }
 
@@ -14,7 +15,12 @@ function extensionPrototype(req: Request): object | undefined {
  * Makes `req.qwenIdentity` and `req.qwen` lazy (core's lazy-client), installed on Express's request
  * prototype, its documented extension point shared by every app of one Express copy.
  */
-export function attachGuard(req: Request, guard: Guard, identify: (req: Request) => Identity, identity?: Identity): void {
+export function attachGuard(
+  req: Request,
+  guard: Guard,
+  identify: (req: Request) => Identity,
+  identity?: Identity,
+): void {
   attachLazyClient([{ holder: req, shared: extensionPrototype(req) }], {
     guard,
     subject: req,

@@ -29,7 +29,6 @@ export interface QwenGuardMiddleware {
   close(): Promise<void>
 }
 
-
 function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
   return typeof (value as Promise<T> | undefined)?.then === 'function'
 }

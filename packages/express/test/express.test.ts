@@ -53,15 +53,23 @@ describe('qwenGuard (Express)', () => {
 
   it('keeps req.qwen inside a mounted sub-app and a router', async () => {
     const guard = qwenGuard(core, { identify: () => ({ user: 'express-sub' }) })
-    const sub = express().get('/who', (req, res) => void res.json({ identity: req.qwenIdentity, client: typeof req.qwen?.chat }))
-    const router = express.Router().get('/who', (req, res) => void res.json({ identity: req.qwenIdentity, client: typeof req.qwen?.chat }))
+    const sub = express().get(
+      '/who',
+      (req, res) => void res.json({ identity: req.qwenIdentity, client: typeof req.qwen?.chat }),
+    )
+    const router = express
+      .Router()
+      .get('/who', (req, res) => void res.json({ identity: req.qwenIdentity, client: typeof req.qwen?.chat }))
     const app = express().use(guard).use('/sub', sub).use('/router', router)
     for (const path of ['/sub/who', '/router/who']) {
       const { body } = await client(app).get(path).expect(200)
       expect(body).toEqual({ identity: { user: 'express-sub' }, client: 'object' })
     }
     // A request that did not pass the middleware has neither.
-    const bare = express().get('/who', (req, res) => void res.json({ identity: req.qwenIdentity ?? null, client: req.qwen ?? null }))
+    const bare = express().get(
+      '/who',
+      (req, res) => void res.json({ identity: req.qwenIdentity ?? null, client: req.qwen ?? null }),
+    )
     expect((await client(bare).get('/who').expect(200)).body).toEqual({ identity: null, client: null })
   })
 

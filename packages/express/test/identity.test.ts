@@ -41,7 +41,10 @@ type WithUser = Request & { user?: { id: unknown } }
 
 /** The README's own example: user from the session, key from a header, 20 calls a minute per user. */
 function readmeGuard(quotas: QuotaPolicies = { user: { rpm: 20 } }) {
-  const guard = qwenGuard({ ...options(quotas), identify: (req) => ({ user: (req as WithUser).user?.id as string, key: req.get('x-api-key') }) })
+  const guard = qwenGuard({
+    ...options(quotas),
+    identify: (req) => ({ user: (req as WithUser).user?.id as string, key: req.get('x-api-key') }),
+  })
   opened.push(guard)
   return guard
 }
@@ -96,7 +99,7 @@ describe('identity (Express)', () => {
   ])('charges user %s to the client address, keeping the key', async (_name, user) => {
     const guard = readmeGuard()
     const { app } = appWith(guard, (req) => {
-      (req as unknown as { user: unknown }).user = { id: user }
+      ;(req as unknown as { user: unknown }).user = { id: user }
     })
     const { body } = await client(app).get('/ask').set('x-api-key', 'k1').expect(200)
     expect(body.identity).toEqual({ user: '127.0.0.1', key: 'k1' })
@@ -120,13 +123,14 @@ describe('identity (Express)', () => {
   ])('passes user %o to the error handlers as a TypeError, counting and calling nothing', async (user, kind) => {
     const guard = readmeGuard({ user: { rpm: 1 } })
     const { app, seen } = appWith(guard, (req) => {
-      (req as unknown as { user: unknown }).user = { id: user }
+      ;(req as unknown as { user: unknown }).user = { id: user }
     })
     const calls = sim.stats().calls
     for (const path of ['/ask', '/ask']) await client(app).get(path).expect(500)
     await client(app).post('/v1/chat/completions').send(chat).expect(500)
     expect(seen).toHaveLength(3)
-    for (const error of seen) expect(error).toEqual(new TypeError(`identify(): identity.user must be a string, got ${kind}`))
+    for (const error of seen)
+      expect(error).toEqual(new TypeError(`identify(): identity.user must be a string, got ${kind}`))
     expect(sim.stats().calls).toBe(calls)
   })
 

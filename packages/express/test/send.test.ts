@@ -22,12 +22,16 @@ function endlessStream(seen: { cancelled: boolean }): ReadableStream<Uint8Array>
 
 function listen(handler: http.RequestListener): Promise<number> {
   server = http.createServer(handler)
-  return new Promise((resolve) => server!.listen(0, '127.0.0.1', () => resolve((server!.address() as AddressInfo).port)))
+  return new Promise((resolve) =>
+    server!.listen(0, '127.0.0.1', () => resolve((server!.address() as AddressInfo).port)),
+  )
 }
 
 describe('sendRelayResponse', () => {
   it('writes a string answer with its length', async () => {
-    const port = await listen((_req, res) => void sendRelayResponse({ status: 201, headers: { 'x-a': '1' }, body: 'héllo' }, res))
+    const port = await listen(
+      (_req, res) => void sendRelayResponse({ status: 201, headers: { 'x-a': '1' }, body: 'héllo' }, res),
+    )
     const response = await fetch(`http://127.0.0.1:${port}/`)
     expect(response.status).toBe(201)
     expect(response.headers.get('content-length')).toBe('6')
@@ -43,7 +47,10 @@ describe('sendRelayResponse', () => {
         controller.close()
       },
     })
-    const port = await listen((_req, res) => void sendRelayResponse({ status: 200, headers: { 'content-type': 'text/event-stream' }, body }, res))
+    const port = await listen(
+      (_req, res) =>
+        void sendRelayResponse({ status: 200, headers: { 'content-type': 'text/event-stream' }, body }, res),
+    )
     expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe(chunks.join(''))
   })
 
@@ -51,7 +58,10 @@ describe('sendRelayResponse', () => {
     const seen = { cancelled: false }
     let sent: Promise<void> | undefined
     const port = await listen((_req, res) => {
-      sent = sendRelayResponse({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: endlessStream(seen) }, res)
+      sent = sendRelayResponse(
+        { status: 200, headers: { 'content-type': 'text/event-stream' }, body: endlessStream(seen) },
+        res,
+      )
     })
     await new Promise<void>((resolve) => {
       const req = http.get({ host: '127.0.0.1', port }, (res) => {
@@ -76,7 +86,10 @@ describe('sendRelayResponse', () => {
         controller.error(new Error('broken'))
       },
     })
-    const port = await listen((_req, res) => void sendRelayResponse({ status: 200, headers: { 'content-type': 'text/event-stream' }, body }, res))
+    const port = await listen(
+      (_req, res) =>
+        void sendRelayResponse({ status: 200, headers: { 'content-type': 'text/event-stream' }, body }, res),
+    )
     const response = await fetch(`http://127.0.0.1:${port}/`)
     await expect(response.text()).rejects.toThrow()
   })

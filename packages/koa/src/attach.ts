@@ -7,7 +7,12 @@ import type { Context } from 'koa'
  * accessors go once on the app's context prototype (`app.context`, Koa's extension point);
  * `ctx.state` is a plain object made per request, so it gets its own `qwen` accessor.
  */
-export function attachGuard(ctx: Context, guard: Guard, identify: (ctx: Context) => Identity, identity?: Identity): void {
+export function attachGuard(
+  ctx: Context,
+  guard: Guard,
+  identify: (ctx: Context) => Identity,
+  identity?: Identity,
+): void {
   const proto = Object.getPrototypeOf(ctx) as object | null
   const holders: Array<{ holder: object; shared?: object; only?: 'qwen' }> = [
     { holder: ctx, ...(proto && proto !== Object.prototype ? { shared: proto } : {}) },

@@ -33,7 +33,6 @@ export interface QwenGuardKoaMiddleware {
   close(): Promise<void>
 }
 
-
 /**
  * Koa 3 middleware that guards every Qwen call made through `ctx.qwen`, and answers a
  * QwenGuardError with its full answer: Koa's default error handler would drop the headers
@@ -45,7 +44,10 @@ export interface QwenGuardKoaMiddleware {
  * app.use(guard.proxy({ prefix: '/v1' }))
  * router.post('/ask', async (ctx) => { ctx.body = await ctx.qwen.chat.completions.create({ model: 'qwen-plus', messages }) })
  */
-export function qwenGuard(options: (GuardOptions & KoaAdapterOptions) | Guard, adapterOptions: KoaAdapterOptions = {}): QwenGuardKoaMiddleware {
+export function qwenGuard(
+  options: (GuardOptions & KoaAdapterOptions) | Guard,
+  adapterOptions: KoaAdapterOptions = {},
+): QwenGuardKoaMiddleware {
   const { guard, owned, custom, identify } = adoptGuard<Context>(options, adapterOptions, identifyBySocket)
 
   async function qwenGuardMiddleware(ctx: Context, next: Next): Promise<void> {

@@ -38,7 +38,10 @@ function options(quotas: QuotaPolicies): GuardOptions {
 function readmeGuard(quotas: QuotaPolicies = { user: { rpm: 20 } }) {
   const guard = qwenGuard({
     ...options(quotas),
-    identify: (ctx) => ({ user: (ctx.state.user as { id?: string } | undefined)?.id as string, key: ctx.get('x-api-key') }),
+    identify: (ctx) => ({
+      user: (ctx.state.user as { id?: string } | undefined)?.id as string,
+      key: ctx.get('x-api-key'),
+    }),
   })
   opened.push(guard)
   return guard
@@ -79,7 +82,8 @@ describe('identity (Koa)', () => {
     relayOnly.use(guard.proxy({ prefix: '/v1' }))
     const bare = () => request(tap.wrap(relayOnly.callback()))
     const statuses: number[] = []
-    for (const agent of [mounted, mounted, bare, bare]) statuses.push((await agent().post('/v1/chat/completions').send(chat)).status)
+    for (const agent of [mounted, mounted, bare, bare])
+      statuses.push((await agent().post('/v1/chat/completions').send(chat)).status)
     expect(statuses).toEqual([200, 200, 200, 429])
   })
 
@@ -91,7 +95,7 @@ describe('identity (Koa)', () => {
   ])('charges user %s to the client address, keeping the key', async (_name, user) => {
     const guard = readmeGuard()
     const { agent } = appWith(guard, (state) => {
-      (state as { user?: unknown }).user = { id: user }
+      ;(state as { user?: unknown }).user = { id: user }
     })
     const { body } = await agent().get('/ask').set('x-api-key', 'k1').expect(200)
     expect(body.identity).toEqual({ user: '127.0.0.1', key: 'k1' })
@@ -114,10 +118,11 @@ describe('identity (Koa)', () => {
   ])('throws user %o to Koa as a TypeError (500), counting and calling nothing', async (user, kind) => {
     const guard = readmeGuard({ user: { rpm: 1 } })
     const { agent, seen } = appWith(guard, (state) => {
-      (state as { user?: unknown }).user = { id: user }
+      ;(state as { user?: unknown }).user = { id: user }
     })
     const calls = sim.stats().calls
-    for (const path of ['/ask', '/ask']) expect((await agent().get(path).expect(500)).text).toBe('Internal Server Error')
+    for (const path of ['/ask', '/ask'])
+      expect((await agent().get(path).expect(500)).text).toBe('Internal Server Error')
     await agent().post('/v1/chat/completions').send(chat).expect(500)
     expect(seen).toHaveLength(3)
     for (const error of seen) {

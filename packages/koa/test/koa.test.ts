@@ -46,7 +46,11 @@ describe('qwenGuard (Koa)', () => {
     app.use(qwenGuard(core))
     app.use(async (ctx) => {
       const answer = await ctx.qwen.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
-      ctx.body = { identity: ctx.qwenIdentity, same: ctx.state.qwen === ctx.qwen, text: answer.choices[0]?.message.content }
+      ctx.body = {
+        identity: ctx.qwenIdentity,
+        same: ctx.state.qwen === ctx.qwen,
+        text: answer.choices[0]?.message.content,
+      }
     })
     const { body } = await request(tap.wrap(app.callback())).get('/').set('x-forwarded-for', '198.51.100.7').expect(200)
     expect(body).toMatchObject({ identity: { user: '127.0.0.1' }, same: true })
@@ -67,7 +71,13 @@ describe('qwenGuard (Koa)', () => {
 
   it('translates a QwenGuardError the app throws itself, and leaves other errors to Koa', async () => {
     const guard = qwenGuard(core)
-    const refusal = new QwenGuardError({ status: 503, code: 'upstream_unavailable', message: 'busy', scope: 'upstream', retryAfterMs: 2500 })
+    const refusal = new QwenGuardError({
+      status: 503,
+      code: 'upstream_unavailable',
+      message: 'busy',
+      scope: 'upstream',
+      retryAfterMs: 2500,
+    })
     const thrown = await koa(guard, () => {
       throw refusal
     }).get('/')
@@ -91,7 +101,10 @@ describe('qwenGuard (Koa)', () => {
     await app().get('/v1x/models').expect(200, 'app route')
     const models = await app().get('/v1/models').expect(200)
     expect(models.body.object).toBe('list')
-    const { body, headers } = await app().post('/v1/chat/completions').send({ model: 'qwen-plus', messages, max_tokens: 5 }).expect(200)
+    const { body, headers } = await app()
+      .post('/v1/chat/completions')
+      .send({ model: 'qwen-plus', messages, max_tokens: 5 })
+      .expect(200)
     expect(body.object).toBe('chat.completion')
     expect(headers['x-qwen-guard-model']).toBe('qwen-plus')
     expect((await app().get('/v1/nope').expect(404)).body.error.code).toBe('not_found')

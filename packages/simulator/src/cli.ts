@@ -79,7 +79,8 @@ export function parseArgs(argv: string[]): SimulatorOptions {
   if (values['time-scale'] !== undefined) options.timeScale = num('--time-scale', values['time-scale'])
   if (values.ttft !== undefined) options.ttftMs = num('--ttft', values.ttft)
   if (values['per-token'] !== undefined) options.perTokenMs = num('--per-token', values['per-token'])
-  if (values['default-max-tokens'] !== undefined) options.defaultMaxTokens = num('--default-max-tokens', values['default-max-tokens'])
+  if (values['default-max-tokens'] !== undefined)
+    options.defaultMaxTokens = num('--default-max-tokens', values['default-max-tokens'])
   if (values.seed !== undefined) options.seed = num('--seed', values.seed)
   if (values.burst !== undefined) {
     if (values['no-burst']) throw new Error('--burst and --no-burst exclude each other')
@@ -90,7 +91,12 @@ export function parseArgs(argv: string[]): SimulatorOptions {
   for (const spec of values.limit ?? []) {
     const [model, rpm, tpm, rps, tps] = spec.split(':')
     if (!model) throw new Error('--limit needs MODEL:RPM:TPM[:RPS:TPS]')
-    const limits: ModelLimits = { rpm: optNum('--limit', rpm), tpm: optNum('--limit', tpm), rps: optNum('--limit', rps), tps: optNum('--limit', tps) }
+    const limits: ModelLimits = {
+      rpm: optNum('--limit', rpm),
+      tpm: optNum('--limit', tpm),
+      rps: optNum('--limit', rps),
+      tps: optNum('--limit', tps),
+    }
     options.limits = { ...options.limits, [model]: stripUndefined(limits) }
   }
 
@@ -133,14 +139,20 @@ function parseFlagsOrExplain(args: string[]) {
   } catch (err) {
     const { code, message } = err as { code?: string; message: string }
     // Node's own messages go on about positionals; name the flag and stop there.
-    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new Error(`unknown flag ${/'([^']+)'/.exec(message)?.[1] ?? message}`)
-    if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') throw new Error(`unexpected argument ${/'([^']+)'/.exec(message)?.[1] ?? message}`)
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION')
+      throw new Error(`unknown flag ${/'([^']+)'/.exec(message)?.[1] ?? message}`)
+    if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')
+      throw new Error(`unexpected argument ${/'([^']+)'/.exec(message)?.[1] ?? message}`)
     throw err
   }
 }
 
 /** The values of repeatable flags in command-line order (parseArgs groups them per flag). */
-function inOrder(args: string[], flags: string[], values: Record<string, unknown>): Array<{ flag: string; text: string }> {
+function inOrder(
+  args: string[],
+  flags: string[],
+  values: Record<string, unknown>,
+): Array<{ flag: string; text: string }> {
   const queues = new Map(flags.map((flag) => [flag, [...((values[flag] as string[] | undefined) ?? [])]]))
   const out: Array<{ flag: string; text: string }> = []
   for (const arg of args) {
@@ -162,7 +174,9 @@ export function parseFault(text: string): FaultSpec {
     if (eq < 0) throw new Error(`--fault ${text}: expected key=value, got ${pair}`)
     const key = pair.slice(0, eq)
     const raw = pair.slice(eq + 1)
-    spec[key] = ['probability', 'times', 'afterChunks', 'delayMs', 'status'].includes(key) ? num(`--fault ${key}`, raw) : raw
+    spec[key] = ['probability', 'times', 'afterChunks', 'delayMs', 'status'].includes(key)
+      ? num(`--fault ${key}`, raw)
+      : raw
   }
   return spec as unknown as FaultSpec
 }

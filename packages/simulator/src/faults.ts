@@ -65,7 +65,11 @@ export class FaultTable {
     for (const fault of this.faults) {
       const { spec } = fault
       if (fault.exhausted || PHASE[spec.kind] !== phase) continue
-      if ((spec.account !== undefined && spec.account !== account) || (spec.model !== undefined && spec.model !== model)) continue
+      if (
+        (spec.account !== undefined && spec.account !== account) ||
+        (spec.model !== undefined && spec.model !== model)
+      )
+        continue
       if (!stream && STREAM_ONLY.has(spec.kind)) continue
       if (spec.probability !== undefined && this.random() >= spec.probability) continue
       fault.fired++

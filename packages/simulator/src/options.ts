@@ -1,12 +1,5 @@
 import { builtinLimits, NEW_MODEL_DEFAULTS } from './models.js'
-import type {
-  AccountOptions,
-  AccountState,
-  FaultSpec,
-  ModelLimits,
-  ResolvedLimits,
-  SimulatorOptions,
-} from './types.js'
+import type { AccountOptions, AccountState, FaultSpec, ModelLimits, ResolvedLimits, SimulatorOptions } from './types.js'
 
 export interface ResolvedAccount {
   id: string

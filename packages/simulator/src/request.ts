@@ -65,7 +65,12 @@ export function invalidParam(param: string, message: string): ErrorAnswer {
 }
 
 export function modelNotFound(model: string): ErrorAnswer {
-  return badRequest(404, 'model_not_found', `The model \`${model}\` does not exist or you do not have access to it.`, 'model')
+  return badRequest(
+    404,
+    'model_not_found',
+    `The model \`${model}\` does not exist or you do not have access to it.`,
+    'model',
+  )
 }
 
 export function maxTokensOutOfRange(max: number): ErrorAnswer {

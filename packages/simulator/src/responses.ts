@@ -54,9 +54,13 @@ export function streamFrames(c: Completion, includeUsage: boolean): Frame[] {
   const frames: Frame[] = [{ text: chunk('{"role":"assistant","content":""}', 'null'), token: 0 }]
   let token = 0
   for (const piece of c.reasoning) {
-    frames.push({ text: chunk(`{"content":null,"reasoning_content":${JSON.stringify(piece)}}`, 'null'), token: token++ })
+    frames.push({
+      text: chunk(`{"content":null,"reasoning_content":${JSON.stringify(piece)}}`, 'null'),
+      token: token++,
+    })
   }
-  for (const piece of c.pieces) frames.push({ text: chunk(`{"content":${JSON.stringify(piece)}}`, 'null'), token: token++ })
+  for (const piece of c.pieces)
+    frames.push({ text: chunk(`{"content":${JSON.stringify(piece)}}`, 'null'), token: token++ })
   frames.push({ text: chunk('{}', `"${c.finishReason}"`), token: -1 })
   if (includeUsage) frames.push({ text: `${head}[],"usage":${JSON.stringify(usage(c))}}\n\n`, token: -1 })
   frames.push({ text: 'data: [DONE]\n\n', token: -1 })

@@ -50,7 +50,13 @@ export function createHandler(state: SimState) {
     if (path === CHAT_PATH && req.method === 'POST') return chat(state, req, res, requestId)
     if (path === MODELS_PATH && req.method === 'GET') return models(state, req, res, requestId)
     const status = path === CHAT_PATH || path === MODELS_PATH ? 405 : 404
-    const e = { status, code: 'not_found', type: 'invalid_request_error', message: `No route for ${req.method} ${path}.`, param: null }
+    const e = {
+      status,
+      code: 'not_found',
+      type: 'invalid_request_error',
+      message: `No route for ${req.method} ${path}.`,
+      param: null,
+    }
     sendError(state, res, e, requestId)
   }
 }
@@ -99,7 +105,9 @@ function readBody(req: IncomingMessage, limit: number, done: (text: string | und
     if (size > limit) over = true
     else chunks.push(chunk)
   })
-  req.on('end', () => done(over ? undefined : chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')))
+  req.on('end', () =>
+    done(over ? undefined : chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')),
+  )
 }
 
 function handleChat(
@@ -172,9 +180,12 @@ function admit(
     return true
   }
   if (attempt()) return
-  const timer = setInterval(() => {
-    if (attempt()) clearInterval(timer)
-  }, Math.max(1, state.clock.toReal(BURST_POLL_MS)))
+  const timer = setInterval(
+    () => {
+      if (attempt()) clearInterval(timer)
+    },
+    Math.max(1, state.clock.toReal(BURST_POLL_MS)),
+  )
   res.once('close', () => clearInterval(timer))
 }
 
@@ -199,7 +210,13 @@ function buildCompletion(
 }
 
 /** Writes an accepted completion following the latency model and any 'after' fault. */
-function respond(state: SimState, req: ChatRequest, c: Completion, fault: FaultSpec | undefined, res: ServerResponse): void {
+function respond(
+  state: SimState,
+  req: ChatRequest,
+  c: Completion,
+  fault: FaultSpec | undefined,
+  res: ServerResponse,
+): void {
   if (fault?.kind === 'hang') return // answered never; the socket closes when the client or close() ends it
   const { ttftMs, perTokenMs } = state.options
   const extra = fault?.kind === 'slow-first-byte' ? (fault.delayMs ?? 1000) : 0
@@ -226,7 +243,14 @@ function later(res: ServerResponse, ms: number, fn: () => void): void {
 }
 
 /** Streams frames, each at ttft + (its token index) x per-token time; batches frames already due. */
-function writeStream(res: ServerResponse, frames: Frame[], firstMs: number, tokenMs: number, tokens: number, requestId: string): void {
+function writeStream(
+  res: ServerResponse,
+  frames: Frame[],
+  firstMs: number,
+  tokenMs: number,
+  tokens: number,
+  requestId: string,
+): void {
   const start = performance.now()
   const due = (f: Frame) => firstMs + tokenMs * (f.token < 0 ? Math.max(0, tokens - 1) : f.token)
   let next = 0
@@ -252,7 +276,13 @@ function streamHeaders(requestId: string) {
 }
 
 /** Refusal-type faults: charged nothing, counted as refused by their code. */
-function applyRefusalFault(state: SimState, lane: Lane, fault: FaultSpec, res: ServerResponse, requestId: string): void {
+function applyRefusalFault(
+  state: SimState,
+  lane: Lane,
+  fault: FaultSpec,
+  res: ServerResponse,
+  requestId: string,
+): void {
   switch (fault.kind) {
     case 'reset':
       lane.refuse('reset')
@@ -269,7 +299,13 @@ function applyRefusalFault(state: SimState, lane: Lane, fault: FaultSpec, res: S
       const code = fault.code ?? 'limit_requests'
       lane.refuse(code)
       state.stats.refuse(code)
-      return sendRaw(res, fault.status ?? 429, 'text/event-stream; charset=utf-8', sseErrorBody(fault, requestId), requestId)
+      return sendRaw(
+        res,
+        fault.status ?? 429,
+        'text/event-stream; charset=utf-8',
+        sseErrorBody(fault, requestId),
+        requestId,
+      )
     }
     default: {
       const code = fault.code ?? 'Throttling.RateQuota'
@@ -293,6 +329,13 @@ function sendJson(res: ServerResponse, status: number, body: string, requestId: 
 function sendRaw(res: ServerResponse, status: number, contentType: string, body: string, requestId: string): void {
   if (res.destroyed) return
   // A flat header list skips Node's per-key object handling on the hot path.
-  res.writeHead(status, ['content-type', contentType, 'content-length', String(Buffer.byteLength(body)), 'x-request-id', requestId])
+  res.writeHead(status, [
+    'content-type',
+    contentType,
+    'content-length',
+    String(Buffer.byteLength(body)),
+    'x-request-id',
+    requestId,
+  ])
   res.end(body)
 }

@@ -57,7 +57,8 @@ export function countTextTokens(text: string): number {
       spaces++
       if (c !== 32) spaceRunIsFree = false
     } else if (kind === Kind.Symbol) symbols++
-    else if (c < 128) tokens++ // digit
+    else if (c < 128)
+      tokens++ // digit
     else if (isCjk(c)) cjk++
     else if (c < 0xdc00 || c > 0xdfff) tokens++ // a low surrogate belongs to the code point already counted
   }

@@ -6,10 +6,33 @@ import { HelpRequested, parseArgs, parseFault, USAGE } from '../src/cli.js'
 describe('CLI flags', () => {
   it('map to simulator options', () => {
     const options = parseArgs([
-      '--', '--port', '9000', '--time-scale', '10', '--ttft', '300', '--per-token', '20',
-      '--limit', 'qwen-plus:60:1000', '--limit', 'qwen-max:::5:', '--key', 'sk-a:acme', '--key', 'sk-b:acme',
-      '--free-tokens', 'acme:5000', '--state', 'late:arrears', '--key', 'sk-late:late', '--burst', '3:1.5',
-      '--fault', 'stream-error,probability=0.25,model=qwen-plus,afterChunks=4',
+      '--',
+      '--port',
+      '9000',
+      '--time-scale',
+      '10',
+      '--ttft',
+      '300',
+      '--per-token',
+      '20',
+      '--limit',
+      'qwen-plus:60:1000',
+      '--limit',
+      'qwen-max:::5:',
+      '--key',
+      'sk-a:acme',
+      '--key',
+      'sk-b:acme',
+      '--free-tokens',
+      'acme:5000',
+      '--state',
+      'late:arrears',
+      '--key',
+      'sk-late:late',
+      '--burst',
+      '3:1.5',
+      '--fault',
+      'stream-error,probability=0.25,model=qwen-plus,afterChunks=4',
     ])
     expect(options).toEqual({
       port: 9000,
@@ -25,7 +48,9 @@ describe('CLI flags', () => {
       faults: [{ kind: 'stream-error', probability: 0.25, model: 'qwen-plus', afterChunks: 4 }],
     })
     expect(parseArgs(['--no-burst'])).toEqual({ port: 8787, burst: false })
-    expect(parseArgs(['--state', 'default:free_tier_only']).accounts).toEqual([{ id: 'default', keys: ['sk-sim'], state: 'free_tier_only' }])
+    expect(parseArgs(['--state', 'default:free_tier_only']).accounts).toEqual([
+      { id: 'default', keys: ['sk-sim'], state: 'free_tier_only' },
+    ])
   })
 
   it('reject unknown flags and malformed values', () => {
@@ -36,10 +61,14 @@ describe('CLI flags', () => {
 
   it('prints the URL and exits 0 on SIGTERM', async () => {
     const root = fileURLToPath(new URL('../../..', import.meta.url))
-    const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', 'packages/simulator/src/cli.ts', '--port', '0'], {
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const child = spawn(
+      process.execPath,
+      ['--conditions=source', '--import', 'tsx', 'packages/simulator/src/cli.ts', '--port', '0'],
+      {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
     const url = await new Promise<string>((resolve, reject) => {
       child.stdout.on('data', (d: Buffer) => resolve(d.toString().trim()))
       child.once('exit', () => reject(new Error('exited early')))

@@ -29,7 +29,11 @@ describe('errors inside a 200 stream', () => {
     const frames = raw.text.split('\n\n').filter(Boolean)
     expect(frames).toHaveLength(5) // role chunk, 3 content chunks, the error
     expect(JSON.parse(frames[4]!.slice(6))).toEqual({
-      error: { code: 'limit_burst_rate', type: 'limit_burst_rate', message: expect.stringContaining('Request rate increased too quickly') },
+      error: {
+        code: 'limit_burst_rate',
+        type: 'limit_burst_rate',
+        message: expect.stringContaining('Request rate increased too quickly'),
+      },
     })
     expect(raw.text).not.toContain('[DONE]')
 
@@ -37,7 +41,8 @@ describe('errors inside a 200 stream', () => {
     const seen: string[] = []
     const err = await rejection(
       (async () => {
-        for await (const c of await ai.chat.completions.create(streamCall)) if (c.choices[0]?.delta.content) seen.push(c.choices[0].delta.content)
+        for await (const c of await ai.chat.completions.create(streamCall))
+          if (c.choices[0]?.delta.content) seen.push(c.choices[0].delta.content)
       })(),
     )
     expect(err).toBeInstanceOf(OpenAI.APIError)
@@ -141,7 +146,9 @@ describe('timing faults (charged)', () => {
   it('a hang never answers until the client gives up; in-flight shows it meanwhile', async () => {
     sim.inject({ kind: 'hang', times: 1 })
     const controller = new AbortController()
-    const pending = rejection(ai.chat.completions.create({ model: 'qwen-plus', messages: USER }, { signal: controller.signal }))
+    const pending = rejection(
+      ai.chat.completions.create({ model: 'qwen-plus', messages: USER }, { signal: controller.signal }),
+    )
     await new Promise((r) => setTimeout(r, 100))
     expect(sim.stats().inFlight).toBe(1)
     expect(sim.stats().accepted).toBe(1)

@@ -20,7 +20,10 @@ export async function rejection(promise: Promise<unknown>): Promise<InstanceType
 }
 
 /** A chat call that resolves to 'ok' or the refusal code (or status when there is no code). */
-export async function outcome(ai: OpenAI, body: Partial<OpenAI.ChatCompletionCreateParamsNonStreaming> = {}): Promise<string> {
+export async function outcome(
+  ai: OpenAI,
+  body: Partial<OpenAI.ChatCompletionCreateParamsNonStreaming> = {},
+): Promise<string> {
   try {
     await ai.chat.completions.create({ model: 'qwen-plus', messages: USER, ...body })
     return 'ok'

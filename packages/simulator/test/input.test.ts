@@ -16,13 +16,43 @@ const cases: [string, string | object, number, string, string | null][] = [
   ['no model', { messages: USER }, 400, 'invalid_parameter_error', 'model'],
   ['no messages', { model: 'qwen-plus' }, 400, 'invalid_parameter_error', 'messages'],
   ['empty messages', { model: 'qwen-plus', messages: [] }, 400, 'invalid_parameter_error', 'messages'],
-  ['a message without role', { model: 'qwen-plus', messages: [{ content: 'hi' }] }, 400, 'invalid_parameter_error', 'messages'],
+  [
+    'a message without role',
+    { model: 'qwen-plus', messages: [{ content: 'hi' }] },
+    400,
+    'invalid_parameter_error',
+    'messages',
+  ],
   ['unknown model', { model: 'qwen-nope', messages: USER }, 404, 'model_not_found', 'model'],
   ['max_tokens 0', { model: 'qwen-plus', messages: USER, max_tokens: 0 }, 400, 'invalid_parameter_error', 'max_tokens'],
-  ['max_tokens over the model cap', { model: 'qwen-flash', messages: USER, max_tokens: 32_769 }, 400, 'invalid_parameter_error', 'max_tokens'],
-  ['max_tokens over a configured cap', { model: 'my-model', messages: USER, max_tokens: 101 }, 400, 'invalid_parameter_error', 'max_tokens'],
-  ['max_tokens not an integer', { model: 'qwen-plus', messages: USER, max_tokens: 1.5 }, 400, 'invalid_parameter_error', 'max_tokens'],
-  ['a body over maxBodyBytes', { model: 'qwen-plus', messages: [{ role: 'user', content: 'x'.repeat(20_000) }] }, 413, 'request_too_large', null],
+  [
+    'max_tokens over the model cap',
+    { model: 'qwen-flash', messages: USER, max_tokens: 32_769 },
+    400,
+    'invalid_parameter_error',
+    'max_tokens',
+  ],
+  [
+    'max_tokens over a configured cap',
+    { model: 'my-model', messages: USER, max_tokens: 101 },
+    400,
+    'invalid_parameter_error',
+    'max_tokens',
+  ],
+  [
+    'max_tokens not an integer',
+    { model: 'qwen-plus', messages: USER, max_tokens: 1.5 },
+    400,
+    'invalid_parameter_error',
+    'max_tokens',
+  ],
+  [
+    'a body over maxBodyBytes',
+    { model: 'qwen-plus', messages: [{ role: 'user', content: 'x'.repeat(20_000) }] },
+    413,
+    'request_too_large',
+    null,
+  ],
 ]
 
 describe('bad input', () => {
@@ -60,7 +90,17 @@ describe('routes', () => {
   it('GET /models lists the model table, with a valid key only', async () => {
     const list = await client(sim).models.list()
     const ids = list.data.map((m) => m.id)
-    expect(ids).toEqual(expect.arrayContaining(['qwen3-max', 'qwen3-max-2025-09-23', 'qwen-max', 'qwen-plus', 'qwen-flash', 'qwen-turbo', 'my-model']))
+    expect(ids).toEqual(
+      expect.arrayContaining([
+        'qwen3-max',
+        'qwen3-max-2025-09-23',
+        'qwen-max',
+        'qwen-plus',
+        'qwen-flash',
+        'qwen-turbo',
+        'my-model',
+      ]),
+    )
     const err = await rejection(client(sim, 'sk-bad').models.list())
     expect(err.status).toBe(401)
   })

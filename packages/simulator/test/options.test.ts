@@ -22,7 +22,14 @@ describe('resolveOptions', () => {
   })
 
   it('rejects duplicate keys and nonsense values', () => {
-    expect(() => resolveOptions({ accounts: [{ id: 'a', keys: ['k'] }, { id: 'b', keys: ['k'] }] })).toThrow(/twice/)
+    expect(() =>
+      resolveOptions({
+        accounts: [
+          { id: 'a', keys: ['k'] },
+          { id: 'b', keys: ['k'] },
+        ],
+      }),
+    ).toThrow(/twice/)
     expect(() => resolveOptions({ timeScale: 0 })).toThrow(/timeScale/)
     expect(() => resolveOptions({ limits: { 'qwen-plus': { rpm: -1 } } })).toThrow(/rpm/)
   })

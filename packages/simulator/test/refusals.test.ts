@@ -173,10 +173,14 @@ describe('accounts and terminal states', () => {
   })
 
   it('answers arrears with 400 Arrearage and free-tier-only with 403', async () => {
-    const owing = await rejection(client(sim, 'sk-owing').chat.completions.create({ model: 'qwen-plus', messages: USER }))
+    const owing = await rejection(
+      client(sim, 'sk-owing').chat.completions.create({ model: 'qwen-plus', messages: USER }),
+    )
     expect(owing).toBeInstanceOf(OpenAI.BadRequestError)
     expectRefusal(owing, 400, 'Arrearage', 'make sure your account is in good standing')
-    const only = await rejection(client(sim, 'sk-freeonly').chat.completions.create({ model: 'qwen-plus', messages: USER }))
+    const only = await rejection(
+      client(sim, 'sk-freeonly').chat.completions.create({ model: 'qwen-plus', messages: USER }),
+    )
     expect(only).toBeInstanceOf(OpenAI.PermissionDeniedError)
     expectRefusal(only, 403, 'AllocationQuota.FreeTierOnly', 'free tier of the model has been exhausted')
     sim.setAccountState('owing', 'ok')
@@ -191,7 +195,12 @@ describe('accounts and terminal states', () => {
     const body = JSON.parse(res.text)
     expect(res.status).toBe(429)
     expect(body).toEqual({
-      error: { message: expect.stringContaining('Requests rate limit exceeded'), type: 'limit_requests', param: null, code: 'limit_requests' },
+      error: {
+        message: expect.stringContaining('Requests rate limit exceeded'),
+        type: 'limit_requests',
+        param: null,
+        code: 'limit_requests',
+      },
       request_id: res.headers.get('x-request-id'),
     })
     expect(res.headers.get('retry-after')).toBeNull()

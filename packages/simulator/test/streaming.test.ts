@@ -86,7 +86,14 @@ describe('streams', () => {
   })
 
   it('stream reasoning_content before the content', async () => {
-    const raw = await post(sim, { model: 'qwen-plus', messages: USER, max_tokens: 2, stream: true, enable_thinking: true, thinking_budget: 3 })
+    const raw = await post(sim, {
+      model: 'qwen-plus',
+      messages: USER,
+      max_tokens: 2,
+      stream: true,
+      enable_thinking: true,
+      thinking_budget: 3,
+    })
     const deltas = raw.text
       .split('\n\n')
       .filter((l) => l.startsWith('data: {'))
@@ -107,7 +114,12 @@ describe('latency model', () => {
       expect(plain).toBeGreaterThanOrEqual(290)
       expect(plain).toBeLessThan(1_500) // generous: the machine is shared
       t = performance.now()
-      const stream = await c.chat.completions.create({ model: 'qwen-plus', messages: USER, max_tokens: 11, stream: true })
+      const stream = await c.chat.completions.create({
+        model: 'qwen-plus',
+        messages: USER,
+        max_tokens: 11,
+        stream: true,
+      })
       const arrivals: number[] = []
       for await (const chunk of stream) if (chunk.choices[0]?.delta.content) arrivals.push(performance.now() - t)
       expect(arrivals[0]).toBeGreaterThanOrEqual(190) // first token at 200 ms

@@ -36,7 +36,9 @@ describe('counting rule', () => {
       { role: 'user', content: '你是谁？' },
     ]
     expect(countPromptTokens(chat)).toBe(7 + 3 + 2 * 5 + 3)
-    expect(countPromptTokens([{ role: 'user', content: [{ type: 'text', text: 'Hello!' }, { type: 'image_url' }] }])).toBe(2 + 5 + 3)
+    expect(
+      countPromptTokens([{ role: 'user', content: [{ type: 'text', text: 'Hello!' }, { type: 'image_url' }] }]),
+    ).toBe(2 + 5 + 3)
   })
 })
 

@@ -95,7 +95,10 @@ describe('limits of one account x model', () => {
   it('uses a custom burst floor and factor, and none when burst is false', () => {
     const l = lane({}, { burst: { floor: 2, factor: 3 } })
     expect([0, 1, 2].map((t) => offer(l, t))).toEqual(['ok', 'ok', 'limit_burst_rate'])
-    expect(Array.from({ length: 7 }, (_, i) => offer(l, 1000 + i))).toEqual([...Array(6).fill('ok'), 'limit_burst_rate'])
+    expect(Array.from({ length: 7 }, (_, i) => offer(l, 1000 + i))).toEqual([
+      ...Array(6).fill('ok'),
+      'limit_burst_rate',
+    ])
     const off = lane({}, { burst: false })
     expect(Array.from({ length: 100 }, (_, i) => offer(off, i)).every((r) => r === 'ok')).toBe(true)
   })
@@ -110,7 +113,15 @@ describe('limits of one account x model', () => {
   it('reports the exact largest 1 s and 60 s windows', () => {
     const l = lane({}, { burst: false })
     // Busiest second: (600, 1600] holds 900, 1500 and 1600 (3 calls, 105 tokens); [0, 900] also has 3 calls.
-    for (const [t, n] of [[0, 5], [300, 5], [900, 5], [1500, 50], [1600, 50], [61_000, 1]] as const) offer(l, t, n)
+    for (const [t, n] of [
+      [0, 5],
+      [300, 5],
+      [900, 5],
+      [1500, 50],
+      [1600, 50],
+      [61_000, 1],
+    ] as const)
+      offer(l, t, n)
     const s = l.snapshot()
     expect(s.maxRequestsPer1s).toBe(3)
     expect(s.maxTokensPer1s).toBe(105) // 900, 1500, 1600

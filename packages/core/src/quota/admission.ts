@@ -2,7 +2,16 @@
  * Admission for the user and key scopes: every limited dimension has room for the call, or nothing
  * is charged. See docs/quotas.md for the dimensions, windows and failure policy.
  */
-import { blocksAfter, blocksBefore, consumeAll, readAll, refundAll, waitMs, type Charge, type Reading } from './counters.js'
+import {
+  blocksAfter,
+  blocksBefore,
+  consumeAll,
+  readAll,
+  refundAll,
+  waitMs,
+  type Charge,
+  type Reading,
+} from './counters.js'
 import { isQwenGuardError, type QwenGuardError } from '../errors.js'
 import { createLeaseStore, type Lease, type LeaseAttempt, type LeaseCount, type LeaseStore } from './lease.js'
 import { LeaseWaiters } from './lease-wait.js'
@@ -118,7 +127,12 @@ export class QuotaAdmission {
     ]
     const never = impossible(charges, plan.leases, remaining)
     if (never) {
-      return { allowed: false, retryAfterMs: 0, remaining, blockedBy: [{ scope: never.scope, dimension: never.dimension ?? 'context' }] }
+      return {
+        allowed: false,
+        retryAfterMs: 0,
+        remaining,
+        blockedBy: [{ scope: never.scope, dimension: never.dimension ?? 'context' }],
+      }
     }
     const blocks = [
       ...readings.filter(blocksBefore).map(windowBlock),
@@ -191,7 +205,8 @@ export class QuotaAdmission {
     }
     if (this.shouldPrecheck(charges)) await this.refuseIfFull(charges)
     const [readings, held] = await this.charge(charges, plan.leases)
-    if (!readings.some(blocksAfter) && held.some((h) => !h.lease)) await this.waitForLeases(identity, readings, held, context)
+    if (!readings.some(blocksAfter) && held.some((h) => !h.lease))
+      await this.waitForLeases(identity, readings, held, context)
     if (readings.some(blocksAfter) || held.some((h) => !h.lease)) await this.refuse(readings, held)
     const quota: QuotaState[] = []
     const leases: Lease[] = []
@@ -208,12 +223,21 @@ export class QuotaAdmission {
    * bounded by `queue.maxWaitMs` and the call's deadline, holding what was charged meanwhile. Fills
    * `held` in place; a lease still missing at the end is refused by the caller.
    */
-  private async waitForLeases(identity: Identity, readings: Reading[], held: Held[], context: ReserveContext): Promise<void> {
+  private async waitForLeases(
+    identity: Identity,
+    readings: Reading[],
+    held: Held[],
+    context: ReserveContext,
+  ): Promise<void> {
     const queue = this.options.queue
     if (!queue?.waitForConcurrency || queue.maxWaitMs <= 0) return
     context.onWait?.()
     const until = Date.now() + Math.min(queue.maxWaitMs, this.options.upstream.timeoutMs)
-    const wait = { user: identity.user ?? identity.key ?? '', until, ...(context.signal ? { signal: context.signal } : {}) }
+    const wait = {
+      user: identity.user ?? identity.key ?? '',
+      until,
+      ...(context.signal ? { signal: context.signal } : {}),
+    }
     try {
       for (const h of held) {
         if (h.lease) continue
@@ -237,7 +261,10 @@ export class QuotaAdmission {
   /** Undoes a charge that something refused, then throws the refusal. */
   private async refuse(readings: Reading[], held: Held[]): Promise<never> {
     const over = readings.filter(blocksAfter)
-    const blocks = [...over.map(windowBlock), ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs))]
+    const blocks = [
+      ...over.map(windowBlock),
+      ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs)),
+    ]
     this.remember(over)
     await this.undo(readings, held)
     throw quotaRefusal(blocks, this.statesAfterUndo(readings, held))
@@ -249,7 +276,10 @@ export class QuotaAdmission {
     const full = readings.filter(blocksBefore)
     if (full.length === 0) return
     this.remember(full)
-    throw quotaRefusal(full.map(windowBlock), readings.map((r) => windowState(r)))
+    throw quotaRefusal(
+      full.map(windowBlock),
+      readings.map((r) => windowState(r)),
+    )
   }
 
   private shouldPrecheck(charges: Charge[]): boolean {
@@ -274,7 +304,10 @@ export class QuotaAdmission {
     }
     // Both started before either is awaited: on Redis they travel together.
     const consuming = consumeAll(charges, this.onStoreError).catch(fail)
-    const acquiring = limits.length === 0 ? [] : Promise.all(limits.map((l) => this.waiters.tryAcquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
+    const acquiring =
+      limits.length === 0
+        ? []
+        : Promise.all(limits.map((l) => this.waiters.tryAcquire(l.key, l.limit, this.leaseTtlMs).catch(fail)))
     const readings = (await consuming)?.readings ?? []
     const held: Held[] = []
     ;(await acquiring).forEach((attempt, i) => {
@@ -290,10 +323,7 @@ export class QuotaAdmission {
   }
 
   private async undo(readings: Reading[], held: Held[]): Promise<void> {
-    await Promise.all([
-      refundAll(readings, this.onStoreError),
-      ...held.map((h) => h.lease?.release()),
-    ])
+    await Promise.all([refundAll(readings, this.onStoreError), ...held.map((h) => h.lease?.release())])
   }
 
   /** Quota state after a rollback: this call's points and leases given back. */

@@ -99,7 +99,10 @@ export async function adjust(reading: Reading, points: number, onError: (error: 
   // Redis the store checks the window too, so a correction that Redis runs late (after a stall)
   // never lands in a later window.
   try {
-    return await counter.adjust(key, points, options, reading.insured, { minMs: REFUND_MARGIN_MS, maxMs: left + ADJUST_SLACK_MS })
+    return await counter.adjust(key, points, options, reading.insured, {
+      minMs: REFUND_MARGIN_MS,
+      maxMs: left + ADJUST_SLACK_MS,
+    })
   } catch (error) {
     onError(error)
     return false
@@ -126,14 +129,17 @@ export async function consumeAll(
   charges: readonly Charge[],
   onError: (error: unknown) => void,
 ): Promise<ConsumeOutcome> {
-  const settled = await Promise.allSettled(charges.map((charge) => charge.counter.consume(charge.key, charge.points, charge.options)))
+  const settled = await Promise.allSettled(
+    charges.map((charge) => charge.counter.consume(charge.key, charge.points, charge.options)),
+  )
   const now = Date.now()
   const readings: Reading[] = []
   let failure: unknown
   settled.forEach((result, index) => {
     const charge = charges[index] as Charge
     if (result.status === 'fulfilled') readings.push(toReading(charge, result.value, now))
-    else if (isRateLimiterRes(result.reason)) readings.push(toReading(charge, { res: result.reason, insured: false }, now))
+    else if (isRateLimiterRes(result.reason))
+      readings.push(toReading(charge, { res: result.reason, insured: false }, now))
     else failure ??= result.reason
   })
   if (failure !== undefined) {

@@ -72,7 +72,13 @@ export class LeaseWaiters {
    * `wait.until` passes; rejects with the signal's reason when the client goes away, or with the
    * store's error.
    */
-  wait(key: string, limit: number, ttlMs: number, refused: LeaseAttempt & { ok: false }, wait: LeaseWait): Promise<LeaseAttempt> {
+  wait(
+    key: string,
+    limit: number,
+    ttlMs: number,
+    refused: LeaseAttempt & { ok: false },
+    wait: LeaseWait,
+  ): Promise<LeaseAttempt> {
     if (wait.signal?.aborted) return Promise.reject(wait.signal.reason)
     if (this.closed || wait.until <= Date.now()) return Promise.resolve(refused)
     let line = this.lines.get(key)

@@ -242,12 +242,14 @@ export function createRedisLeaseStore(store: GuardStore): LeaseStore {
       let expiresAt = Date.now() + ttl
       const stop = renewals.start(ttl, () => {
         // A failed renewal is reported by the store's health; the next one may still succeed.
-        store.run(() => commands.qgLeaseRenew(key, limit, ttl, id)).then(
-          (held) => {
-            if (held === 1) expiresAt = Date.now() + ttl
-          },
-          () => undefined,
-        )
+        store
+          .run(() => commands.qgLeaseRenew(key, limit, ttl, id))
+          .then(
+            (held) => {
+              if (held === 1) expiresAt = Date.now() + ttl
+            },
+            () => undefined,
+          )
       })
       let done = false
       const release = async () => {
@@ -301,8 +303,16 @@ export function createLeaseStore(store: GuardStore): LeaseStore {
     }
   }
   return {
-    acquire: (key, limit, ttlMs) => withPolicy(() => remote.acquire(key, limit, ttlMs), () => memory.acquire(key, limit, ttlMs)),
-    count: (key) => withPolicy(() => remote.count(key), () => memory.count(key)),
+    acquire: (key, limit, ttlMs) =>
+      withPolicy(
+        () => remote.acquire(key, limit, ttlMs),
+        () => memory.acquire(key, limit, ttlMs),
+      ),
+    count: (key) =>
+      withPolicy(
+        () => remote.count(key),
+        () => memory.count(key),
+      ),
     onRelease(listener) {
       memory.onRelease(listener)
       remote.onRelease(listener)

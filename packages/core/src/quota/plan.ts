@@ -9,7 +9,16 @@ import type { Charge, Reading } from './counters.js'
 import type { LeaseCount } from './lease.js'
 import type { LimiterFactory } from '../store.js'
 import type { Identity, QuotaPolicies, QuotaPolicy, QuotaState } from '../types.js'
-import { WINDOW_SPECS, fromPoints, limitPoints, toPoints, utcDay, type Cost, type UtcDay, type WindowSpec } from './windows.js'
+import {
+  WINDOW_SPECS,
+  fromPoints,
+  limitPoints,
+  toPoints,
+  utcDay,
+  type Cost,
+  type UtcDay,
+  type WindowSpec,
+} from './windows.js'
 
 /** The scopes QuotaAdmission limits (upstream scopes live in upstream/). */
 export type QuotaScope = 'user' | 'key'
@@ -58,7 +67,13 @@ function policyWindows(policy: QuotaPolicy): PolicyWindows {
   return windows
 }
 
-function scopeLimits(scope: QuotaScope, id: string | undefined, policy: QuotaPolicy | undefined, prefix: string, plan: Plan) {
+function scopeLimits(
+  scope: QuotaScope,
+  id: string | undefined,
+  policy: QuotaPolicy | undefined,
+  prefix: string,
+  plan: Plan,
+) {
   // A missing identity part (or policy) is not limited in that scope.
   if (!id || !policy) return
   for (const { spec, limit } of policyWindows(policy)) plan.windows.push({ scope, spec, id, limit })

@@ -42,12 +42,16 @@ const SCOPE_WORD: Record<QuotaScope, string> = { user: 'user', key: 'API key' }
 export function quotaRefusal(blocks: readonly Block[], limits: QuotaState[]): QwenGuardError {
   const worst = blocks.reduce((a, b) => (b.waitMs > a.waitMs ? b : a))
   const seconds = (worst.waitMs / 1_000).toFixed(1)
-  return quotaRefusalOf(worst.code, `The ${SCOPE_WORD[worst.scope]} ${worst.dimension} limit is reached; retry in ${seconds} s.`, {
-    scope: worst.scope,
-    dimension: worst.dimension,
-    retryAfterMs: worst.waitMs,
-    limits,
-  })
+  return quotaRefusalOf(
+    worst.code,
+    `The ${SCOPE_WORD[worst.scope]} ${worst.dimension} limit is reached; retry in ${seconds} s.`,
+    {
+      scope: worst.scope,
+      dimension: worst.dimension,
+      retryAfterMs: worst.waitMs,
+      limits,
+    },
+  )
 }
 
 /**
@@ -73,5 +77,9 @@ export function impossible(charges: readonly Charge[], leases: readonly LeaseLim
 }
 
 function limitOfZero(scope: QuotaScope, dimension: Dimension, code: QuotaRefusalCode, limits: QuotaState[]) {
-  return zeroLimit(code, `The ${SCOPE_WORD[scope]} ${dimension} limit is 0: no call is allowed.`, { scope, dimension, limits })
+  return zeroLimit(code, `The ${SCOPE_WORD[scope]} ${dimension} limit is 0: no call is allowed.`, {
+    scope,
+    dimension,
+    limits,
+  })
 }

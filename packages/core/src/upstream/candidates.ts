@@ -64,7 +64,9 @@ function tooLarge(reserved: number, lanes: Lane[]): QwenGuardError {
   const contextFits = lanes.some((lane) => reserved <= lane.model.contextWindow)
   if (!contextFits) {
     const largest = Math.max(...lanes.map((lane) => lane.model.contextWindow))
-    return contextTooLong(`The prompt plus max_tokens (${reserved} tokens) exceeds the context window (${largest}) of every model that could serve it.`)
+    return contextTooLong(
+      `The prompt plus max_tokens (${reserved} tokens) exceeds the context window (${largest}) of every model that could serve it.`,
+    )
   }
   const overMinute = lanes.every((lane) => reserved > lane.model.tpm)
   const largest = Math.max(...lanes.map((lane) => Math.min(lane.model.tps, lane.model.tpm)))

@@ -42,11 +42,19 @@ interface Rule {
 const RULES: Rule[] = [
   { kind: 'free_quota', messages: ['free allocated quota exceeded'] },
   { kind: 'quota_reset', messages: ['quota will reset at', 'quota has been exhausted'] },
-  { kind: 'free_tier_only', codes: ['allocationquota.freetieronly'], messages: ['free tier of the model has been exhausted'] },
+  {
+    kind: 'free_tier_only',
+    codes: ['allocationquota.freetieronly'],
+    messages: ['free tier of the model has been exhausted'],
+  },
   { kind: 'billing', codes: ['prepaidbilloverdue', 'postpaidbilloverdue', 'commoditynotpurchased'] },
   { kind: 'arrears', codes: ['arrearage'], messages: ['account is in good standing'] },
   { kind: 'invalid_key', codes: ['invalid_api_key', 'invalidapikey'], messages: ['invalid api-key'] },
-  { kind: 'moderation', codes: ['data_inspection_failed', 'datainspectionfailed'], messages: ['inappropriate content'] },
+  {
+    kind: 'moderation',
+    codes: ['data_inspection_failed', 'datainspectionfailed'],
+    messages: ['inappropriate content'],
+  },
   { kind: 'burst', codes: ['limit_burst_rate', 'throttling.burstrate'], messages: ['increased too quickly'] },
   {
     kind: 'requests',
@@ -61,12 +69,27 @@ const RULES: Rule[] = [
   { kind: 'throttling', codes: ['throttling'], messages: ['throttling triggered'] },
   {
     kind: 'server',
-    codes: ['modelservingerror', 'modelunavailable', 'internalerror', 'internal_error', 'internalerror.algo', 'serviceunavailable'],
+    codes: [
+      'modelservingerror',
+      'modelunavailable',
+      'internalerror',
+      'internal_error',
+      'internalerror.algo',
+      'serviceunavailable',
+    ],
     messages: ['system capacity limits'],
   },
 ]
 
-const TRANSIENT: ReadonlySet<RefusalKind> = new Set(['requests', 'tokens', 'burst', 'throttling', 'server', 'timeout', 'network'])
+const TRANSIENT: ReadonlySet<RefusalKind> = new Set([
+  'requests',
+  'tokens',
+  'burst',
+  'throttling',
+  'server',
+  'timeout',
+  'network',
+])
 const REACH: Partial<Record<RefusalKind, RefusalReach>> = {
   free_quota: 'account_model',
   quota_reset: 'account_model',
@@ -87,7 +110,8 @@ export function classifyRefusal(input: RefusalInput, now: number = Date.now()): 
     status: parsed.status,
     message: parsed.message,
     // A terminal refusal is retryable elsewhere (another account or a fallback model).
-    retryable: TRANSIENT.has(kind) || terminal || (kind === 'unknown' && (parsed.status === 429 || parsed.status >= 500)),
+    retryable:
+      TRANSIENT.has(kind) || terminal || (kind === 'unknown' && (parsed.status === 429 || parsed.status >= 500)),
     terminal,
     reach,
   }

@@ -18,7 +18,14 @@ export interface ConsequenceContext {
 export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): void {
   if (refusal.terminal) return disable(lane, refusal, ctx)
   const kind = refusal.kind
-  const transient = kind === 'requests' || kind === 'tokens' || kind === 'throttling' || kind === 'burst' || kind === 'server' || kind === 'timeout' || kind === 'network'
+  const transient =
+    kind === 'requests' ||
+    kind === 'tokens' ||
+    kind === 'throttling' ||
+    kind === 'burst' ||
+    kind === 'server' ||
+    kind === 'timeout' ||
+    kind === 'network'
   let cooldown = 0
   if (transient) {
     lane.consecutive++
@@ -47,7 +54,10 @@ export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: Conseque
 export const MAX_QUOTA_RESET_MS = 31 * 86_400_000
 
 function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): void {
-  const announced = refusal.kind === 'quota_reset' && refusal.resetAt !== undefined && refusal.resetAt > ctx.now ? refusal.resetAt : undefined
+  const announced =
+    refusal.kind === 'quota_reset' && refusal.resetAt !== undefined && refusal.resetAt > ctx.now
+      ? refusal.resetAt
+      : undefined
   const resetAt = announced === undefined ? undefined : Math.min(announced, ctx.now + MAX_QUOTA_RESET_MS)
   const until = resetAt ?? ctx.now + ctx.disableMs
   const wholeAccount = refusal.reach === 'account'
@@ -64,5 +74,11 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
     cooldownMs: Math.ceil(until - ctx.now),
   })
   // model '*': the whole account (every model) is out.
-  ctx.emit({ type: 'account_disabled', account, model: wholeAccount ? '*' : lane.model.name, kind: refusal.kind, untilMs: until })
+  ctx.emit({
+    type: 'account_disabled',
+    account,
+    model: wholeAccount ? '*' : lane.model.name,
+    kind: refusal.kind,
+    untilMs: until,
+  })
 }

@@ -158,7 +158,11 @@ export class UpstreamPool {
    * not cooling or disabled are tried least-loaded first. Models in `blocked` are skipped: an
    * earlier waiter in this round is waiting for them, and taking their room would jump the queue.
    */
-  private async tryNow(candidates: readonly Candidate[], req: AcquireRequest, blocked: ReadonlySet<string>): Promise<Attempt> {
+  private async tryNow(
+    candidates: readonly Candidate[],
+    req: AcquireRequest,
+    blocked: ReadonlySet<string>,
+  ): Promise<Attempt> {
     let nextAt = Infinity
     // The requested model is not a candidate at all when the request does not fit its context.
     let firstReason: string | undefined = candidates[0]?.model === req.model ? undefined : 'context'
@@ -243,7 +247,10 @@ export class UpstreamPool {
   private enqueue(req: AcquireRequest, candidates: readonly Candidate[], started: number): Promise<UpstreamSlot> {
     if (this.closed) throw unavailable(0, 'The guard is closed.')
     if (this.queue.size >= this.options.queue.maxSize) {
-      throw queueFull('Too many calls are waiting for upstream capacity; try again shortly.', this.estimateWait(candidates, this.queue.size))
+      throw queueFull(
+        'Too many calls are waiting for upstream capacity; try again shortly.',
+        this.estimateWait(candidates, this.queue.size),
+      )
     }
     const giveUpAt = Math.min(started + this.options.queue.maxWaitMs, req.deadline)
     return new Promise<UpstreamSlot>((resolve, reject) => {
@@ -283,12 +290,19 @@ export class UpstreamPool {
     if (waiter.done) return
     const back = this.allDisabledUntil(waiter.candidates)
     if (back !== undefined) {
-      return this.finishWaiter(waiter, unavailable(back - Date.now(), 'No upstream account can serve this model right now.'))
+      return this.finishWaiter(
+        waiter,
+        unavailable(back - Date.now(), 'No upstream account can serve this model right now.'),
+      )
     }
     const retryAfterMs = this.estimateWait(waiter.candidates, this.queue.ahead(waiter), waiter.nextAt)
     this.finishWaiter(
       waiter,
-      upstreamSaturated('Upstream capacity for this model is exhausted for now; try again after the indicated wait.', 'queue', retryAfterMs),
+      upstreamSaturated(
+        'Upstream capacity for this model is exhausted for now; try again after the indicated wait.',
+        'queue',
+        retryAfterMs,
+      ),
     )
   }
 
@@ -347,7 +361,10 @@ export class UpstreamPool {
         if (waiter.done || waiter.candidates.every((c) => blocked.has(c.model))) continue
         const back = this.allDisabledUntil(waiter.candidates)
         if (back !== undefined) {
-          this.finishWaiter(waiter, unavailable(back - Date.now(), 'No upstream account can serve this model right now.'))
+          this.finishWaiter(
+            waiter,
+            unavailable(back - Date.now(), 'No upstream account can serve this model right now.'),
+          )
           continue
         }
         let attempt: Attempt
@@ -404,7 +421,13 @@ export class UpstreamPool {
     lane.inFlight++
     const model = lane.model.name
     if (grant.fallbackReason !== undefined) {
-      this.emit({ type: 'fallback', identity: { user: req.user }, requested: req.model, served: model, reason: grant.fallbackReason })
+      this.emit({
+        type: 'fallback',
+        identity: { user: req.user },
+        requested: req.model,
+        served: model,
+        reason: grant.fallbackReason,
+      })
     }
     let done = false
     const finish = async (requests: number, tokens: number, after: () => void) => {
@@ -425,7 +448,8 @@ export class UpstreamPool {
           lane.consecutive = 0
           lane.control.success(Date.now(), 1000 / this.timeScale)
         }),
-      fail: (refusal) => finish(1, tokensAfterRefusal(refusal, req.reservedTokens), () => this.onRefusal(lane, refusal)),
+      fail: (refusal) =>
+        finish(1, tokensAfterRefusal(refusal, req.reservedTokens), () => this.onRefusal(lane, refusal)),
       cancel: () => finish(0, 0, () => undefined),
     }
     if (grant.fallbackReason !== undefined) slot.fallbackReason = grant.fallbackReason

@@ -49,17 +49,24 @@ export class RedisMeter implements Meter {
     this.lastFraction = fraction
     if (Number(reply[0]) !== 1) {
       const wait = Number(reply[1])
-      return { ok: false, waitMs: wait < 0 ? Infinity : wait, reason: String(reply[2]) as BlockReason, usedFraction: fraction }
+      return {
+        ok: false,
+        waitMs: wait < 0 ? Infinity : wait,
+        reason: String(reply[2]) as BlockReason,
+        usedFraction: fraction,
+      }
     }
     const id = String(reply[1])
     const ticket: MeterTicket = {
       // A lost settle only over-counts (the reservation stays charged until it leaves the window);
       // the store's health has reported the failure.
       recount: (requests, used) =>
-        this.store.run(() => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)]), undefined, true).then(
-          () => undefined,
-          () => undefined,
-        ),
+        this.store
+          .run(() => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)]), undefined, true)
+          .then(
+            () => undefined,
+            () => undefined,
+          ),
     }
     return { ok: true, usedFraction: fraction, ticket }
   }
@@ -81,9 +88,20 @@ const argsByLimits = new WeakMap<PaceLimits, readonly string[]>()
 function limitArgs(l: PaceLimits): readonly string[] {
   let args = argsByLimits.get(l)
   if (!args) {
-    args = [l.rateWindowMs, l.minuteWindowMs, l.rampWindowMs, l.rampPairWindowMs, l.rps, l.tps, l.rpm, l.tpm, l.rampInitial, l.rampFactor, l.spacingMs, l.tokenSpacingMs].map(
-      (n) => String(n),
-    )
+    args = [
+      l.rateWindowMs,
+      l.minuteWindowMs,
+      l.rampWindowMs,
+      l.rampPairWindowMs,
+      l.rps,
+      l.tps,
+      l.rpm,
+      l.tpm,
+      l.rampInitial,
+      l.rampFactor,
+      l.spacingMs,
+      l.tokenSpacingMs,
+    ].map((n) => String(n))
     argsByLimits.set(l, args)
   }
   return args

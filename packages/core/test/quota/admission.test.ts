@@ -155,7 +155,9 @@ describeEachStore('QuotaAdmission', (kind) => {
   for (const precheck of [true, false, 'auto'] as const) {
     it(`50 concurrent reserves never admit more than the limits (precheck ${precheck})`, async () => {
       const { admission } = stores.make({ user: { rpm: 10, tpm: 10_000, concurrency: 7 } }, { precheck })
-      const results = await Promise.allSettled(Array.from({ length: 50 }, () => admission.reserve({ user: 'u1' }, cost(100))))
+      const results = await Promise.allSettled(
+        Array.from({ length: 50 }, () => admission.reserve({ user: 'u1' }, cost(100))),
+      )
       const admitted = results.filter((r) => r.status === 'fulfilled').length
       expect(admitted).toBeGreaterThan(0)
       expect(admitted).toBeLessThanOrEqual(7)
@@ -189,7 +191,13 @@ describeEachStore('QuotaAdmission', (kind) => {
   it('refuses a cost that can never fit with 413, charging nothing', async () => {
     const { admission, events } = stores.make({ user: { rpm: 5, tpm: 1_000 } })
     const error = await refusalOf(admission.reserve({ user: 'u1' }, cost(1_500), { model: 'qwen-plus' }))
-    expect(error).toMatchObject({ status: 413, code: 'request_too_large', dimension: 'tpm', scope: 'user', retryable: false })
+    expect(error).toMatchObject({
+      status: 413,
+      code: 'request_too_large',
+      dimension: 'tpm',
+      scope: 'user',
+      retryable: false,
+    })
     const state = await admission.state({ user: 'u1' })
     expect(dim(state, 'rpm').remaining).toBe(5)
     expect(dim(state, 'tpm').remaining).toBe(1_000)
@@ -210,7 +218,12 @@ describeEachStore('QuotaAdmission', (kind) => {
     await admission.reserve({ user: 'b', key: 'k' }, cost(1))
     const error = await refusalOf(admission.reserve({ user: 'c', key: 'k' }, cost(1)))
     expect(error).toMatchObject({ scope: 'key', dimension: 'rpm' })
-    expect(events.at(-1)).toMatchObject({ type: 'refused', scope: 'key', dimension: 'rpm', identity: { user: 'c', key: 'k' } })
+    expect(events.at(-1)).toMatchObject({
+      type: 'refused',
+      scope: 'key',
+      dimension: 'rpm',
+      identity: { user: 'c', key: 'k' },
+    })
     // user 'c' was charged nothing by the refusal
     expect(dim(await admission.state({ user: 'c' }), 'rpm').remaining).toBe(100)
     for (let i = 0; i < 5; i += 1) await admission.reserve({ user: 'a' }, cost(1)) // no key: key scope not limited

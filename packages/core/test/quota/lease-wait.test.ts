@@ -52,7 +52,11 @@ describe('LeaseWaiters', () => {
     const waiters = new LeaseWaiters(store, 10_000)
     const holder = leaseOf(await waiters.tryAcquire('k', 1, 60_000))
     const gone = new AbortController()
-    const abandoned = waiters.wait('k', 1, 60_000, refusal, { user: 'a', until: Date.now() + 5_000, signal: gone.signal })
+    const abandoned = waiters.wait('k', 1, 60_000, refusal, {
+      user: 'a',
+      until: Date.now() + 5_000,
+      signal: gone.signal,
+    })
     const bounded = waiters.wait('k', 1, 60_000, refusal, { user: 'b', until: Date.now() + 100 })
     gone.abort(new Error('client went away'))
     await expect(abandoned).rejects.toThrow('client went away')
@@ -71,8 +75,12 @@ describeRedis('LeaseWaiters across two processes sharing a Redis', () => {
   const a = redisClient()
   const b = redisClient()
   it('a waiter in one process gets the lease another process releases, within the poll interval', async () => {
-    const one = createLeaseStore(createGuardStore({ redis: a.redis as never, prefix: a.prefix, onError: 'closed' }, () => {}))
-    const two = createLeaseStore(createGuardStore({ redis: b.redis as never, prefix: a.prefix, onError: 'closed' }, () => {}))
+    const one = createLeaseStore(
+      createGuardStore({ redis: a.redis as never, prefix: a.prefix, onError: 'closed' }, () => {}),
+    )
+    const two = createLeaseStore(
+      createGuardStore({ redis: b.redis as never, prefix: a.prefix, onError: 'closed' }, () => {}),
+    )
     const waitersTwo = new LeaseWaiters(two)
     const key = `${a.prefix}:key:concurrency:shared`
     const held = leaseOf(await one.acquire(key, 1, 60_000))
@@ -104,7 +112,10 @@ describeEachStore('a stream longer than the lease TTL', (kind) => {
     guard = createGuard({
       upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false },
       quotas: { user: { concurrency: 1 } },
-      store: { ...(shared ? { redis: shared.redis as never, prefix: `${shared.prefix}-stream` } : {}), leaseTtlMs: 300 },
+      store: {
+        ...(shared ? { redis: shared.redis as never, prefix: `${shared.prefix}-stream` } : {}),
+        leaseTtlMs: 300,
+      },
       queue: { waitForConcurrency: false },
     })
   })
@@ -115,7 +126,10 @@ describeEachStore('a stream longer than the lease TTL', (kind) => {
 
   const tryCall = async () => {
     try {
-      const answer = await guard.call({ user: 'u1' }, { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 })
+      const answer = await guard.call(
+        { user: 'u1' },
+        { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 },
+      )
       await answer.response.text()
       return 'admitted'
     } catch (error) {

@@ -5,7 +5,8 @@ import { createGuardStore } from '../../src/store.js'
 import type { Redis } from 'ioredis'
 import { sleep } from './support.js'
 
-const onRedis = (redis: Redis, prefix = 'x') => createRedisLeaseStore(createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}))
+const onRedis = (redis: Redis, prefix = 'x') =>
+  createRedisLeaseStore(createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}))
 
 describeEachStore('lease store', (kind) => {
   const shared = kind === 'redis' ? redisClient() : undefined
@@ -60,9 +61,7 @@ describeRedis('lease store shared by two processes', () => {
     const one = onRedis(a.redis)
     const two = onRedis(b.redis)
     const k = `${a.prefix}:user:concurrency:shared`
-    const results = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => (i % 2 ? one : two).acquire(k, 3, 5_000)),
-    )
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? one : two).acquire(k, 3, 5_000)))
     expect(results.filter((r) => r.ok)).toHaveLength(3)
   })
 

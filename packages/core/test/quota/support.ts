@@ -16,7 +16,11 @@ export function resolvedFor(
   return {
     quotas: typeof quotas === 'function' ? quotas : async () => quotas,
     // The workspace root and core resolve different ioredis patch versions; same runtime class.
-    store: { redis: store.redis as unknown as StoreRedis, prefix: store.prefix ?? 'qg', onError: store.onError ?? 'open' },
+    store: {
+      redis: store.redis as unknown as StoreRedis,
+      prefix: store.prefix ?? 'qg',
+      onError: store.onError ?? 'open',
+    },
     upstream: { timeoutMs: 120_000 },
   } as unknown as ResolvedOptions
 }
@@ -51,7 +55,11 @@ export function admissionFactory(kind: StoreKind) {
 }
 
 /** The QuotaState of one dimension (throws when absent, so a test cannot pass vacuously). */
-export function dim(states: QuotaState[], dimension: QuotaState['dimension'], scope: QuotaState['scope'] = 'user'): QuotaState {
+export function dim(
+  states: QuotaState[],
+  dimension: QuotaState['dimension'],
+  scope: QuotaState['scope'] = 'user',
+): QuotaState {
   const found = states.find((s) => s.dimension === dimension && s.scope === scope)
   if (!found) throw new Error(`no ${scope} ${dimension} in ${JSON.stringify(states)}`)
   return found

@@ -13,40 +13,216 @@ const nativeFrame = (status: number, code: string, message: string) =>
 const NOW = Date.UTC(2025, 6, 14, 12, 0, 0)
 
 const table: Array<[string, number, string, RefusalKind, { retryable: boolean; terminal: boolean }]> = [
-  ['compat limit_requests', 429, compat('limit_requests', 'You exceeded your current requests list.'), 'requests', { retryable: true, terminal: false }],
-  ['native RateQuota', 429, native('Throttling.RateQuota', 'Requests rate limit exceeded, please try again later.'), 'requests', { retryable: true, terminal: false }],
-  ['message only: request limit', 429, native('X', 'You have exceeded your request limit'), 'requests', { retryable: true, terminal: false }],
-  ['compat burst', 429, compat('limit_burst_rate', 'Request rate increased too quickly. To ensure system stability...'), 'burst', { retryable: true, terminal: false }],
-  ['native burst', 429, native('Throttling.BurstRate', 'Request rate increased too quickly.'), 'burst', { retryable: true, terminal: false }],
-  ['compat insufficient_quota (TPM, temporary)', 429, compat('insufficient_quota', 'You exceeded your current quota, please check your plan'), 'tokens', { retryable: true, terminal: false }],
-  ['native allocated quota (TPM)', 429, native('Throttling.AllocationQuota', 'Allocated quota exceeded, please increase your quota limit.'), 'tokens', { retryable: true, terminal: false }],
-  ['generic throttling', 429, native('Throttling', 'Requests throttling triggered.'), 'throttling', { retryable: true, terminal: false }],
-  ['free quota', 429, native('Throttling.AllocationQuota', 'Free allocated quota exceeded.'), 'free_quota', { retryable: true, terminal: true }],
-  ['plan quota with reset time', 429, native('Throttling.AllocationQuota', 'The quota has been exhausted. The quota will reset at 07-15 00:00:00 UTC'), 'quota_reset', { retryable: true, terminal: true }],
-  ['prepaid bill overdue', 429, native('PrepaidBillOverdue', 'The prepaid bill is overdue.'), 'billing', { retryable: true, terminal: true }],
-  ['postpaid bill overdue', 429, native('PostpaidBillOverdue', 'The postpaid bill is overdue.'), 'billing', { retryable: true, terminal: true }],
-  ['commodity not purchased', 429, native('CommodityNotPurchased', 'Commodity has not purchased yet.'), 'billing', { retryable: true, terminal: true }],
-  ['free tier only', 403, native('AllocationQuota.FreeTierOnly', 'The free tier of the model has been exhausted.'), 'free_tier_only', { retryable: true, terminal: true }],
-  ['arrears (compat)', 400, compat('Arrearage', 'Access denied, please make sure your account is in good standing.'), 'arrears', { retryable: true, terminal: true }],
-  ['invalid key (compat)', 401, compat('invalid_api_key', 'Incorrect API key provided.'), 'invalid_key', { retryable: true, terminal: true }],
-  ['invalid key (native)', 401, native('InvalidApiKey', 'Invalid API-key provided.'), 'invalid_key', { retryable: true, terminal: true }],
-  ['moderation (compat)', 400, compat('data_inspection_failed', 'Input data may contain inappropriate content.'), 'moderation', { retryable: false, terminal: false }],
-  ['moderation (native)', 400, native('DataInspectionFailed', 'Input data may contain inappropriate content.'), 'moderation', { retryable: false, terminal: false }],
-  ['other 400', 400, compat('invalid_parameter_error', 'Range of max_tokens should be [1, 8192]'), 'invalid_request', { retryable: false, terminal: false }],
-  ['model serving error', 503, native('ModelServingError', 'Too many requests. Your requests exceed the system capacity limits.'), 'server', { retryable: true, terminal: false }],
-  ['model unavailable', 503, native('ModelUnavailable', 'Model is unavailable'), 'server', { retryable: true, terminal: false }],
-  ['internal error', 500, compat('internal_error', 'An internal error has occured'), 'server', { retryable: true, terminal: false }],
+  [
+    'compat limit_requests',
+    429,
+    compat('limit_requests', 'You exceeded your current requests list.'),
+    'requests',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'native RateQuota',
+    429,
+    native('Throttling.RateQuota', 'Requests rate limit exceeded, please try again later.'),
+    'requests',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'message only: request limit',
+    429,
+    native('X', 'You have exceeded your request limit'),
+    'requests',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'compat burst',
+    429,
+    compat('limit_burst_rate', 'Request rate increased too quickly. To ensure system stability...'),
+    'burst',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'native burst',
+    429,
+    native('Throttling.BurstRate', 'Request rate increased too quickly.'),
+    'burst',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'compat insufficient_quota (TPM, temporary)',
+    429,
+    compat('insufficient_quota', 'You exceeded your current quota, please check your plan'),
+    'tokens',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'native allocated quota (TPM)',
+    429,
+    native('Throttling.AllocationQuota', 'Allocated quota exceeded, please increase your quota limit.'),
+    'tokens',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'generic throttling',
+    429,
+    native('Throttling', 'Requests throttling triggered.'),
+    'throttling',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'free quota',
+    429,
+    native('Throttling.AllocationQuota', 'Free allocated quota exceeded.'),
+    'free_quota',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'plan quota with reset time',
+    429,
+    native('Throttling.AllocationQuota', 'The quota has been exhausted. The quota will reset at 07-15 00:00:00 UTC'),
+    'quota_reset',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'prepaid bill overdue',
+    429,
+    native('PrepaidBillOverdue', 'The prepaid bill is overdue.'),
+    'billing',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'postpaid bill overdue',
+    429,
+    native('PostpaidBillOverdue', 'The postpaid bill is overdue.'),
+    'billing',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'commodity not purchased',
+    429,
+    native('CommodityNotPurchased', 'Commodity has not purchased yet.'),
+    'billing',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'free tier only',
+    403,
+    native('AllocationQuota.FreeTierOnly', 'The free tier of the model has been exhausted.'),
+    'free_tier_only',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'arrears (compat)',
+    400,
+    compat('Arrearage', 'Access denied, please make sure your account is in good standing.'),
+    'arrears',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'invalid key (compat)',
+    401,
+    compat('invalid_api_key', 'Incorrect API key provided.'),
+    'invalid_key',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'invalid key (native)',
+    401,
+    native('InvalidApiKey', 'Invalid API-key provided.'),
+    'invalid_key',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'moderation (compat)',
+    400,
+    compat('data_inspection_failed', 'Input data may contain inappropriate content.'),
+    'moderation',
+    { retryable: false, terminal: false },
+  ],
+  [
+    'moderation (native)',
+    400,
+    native('DataInspectionFailed', 'Input data may contain inappropriate content.'),
+    'moderation',
+    { retryable: false, terminal: false },
+  ],
+  [
+    'other 400',
+    400,
+    compat('invalid_parameter_error', 'Range of max_tokens should be [1, 8192]'),
+    'invalid_request',
+    { retryable: false, terminal: false },
+  ],
+  [
+    'model serving error',
+    503,
+    native('ModelServingError', 'Too many requests. Your requests exceed the system capacity limits.'),
+    'server',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'model unavailable',
+    503,
+    native('ModelUnavailable', 'Model is unavailable'),
+    'server',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'internal error',
+    500,
+    compat('internal_error', 'An internal error has occured'),
+    'server',
+    { retryable: true, terminal: false },
+  ],
   ['502 html', 502, '<html>Bad Gateway</html>', 'server', { retryable: true, terminal: false }],
   ['504 empty', 504, '', 'timeout', { retryable: true, terminal: false }],
   ['network failure', 0, 'fetch failed: ECONNRESET', 'network', { retryable: true, terminal: false }],
   ['network timeout', 0, 'The operation was aborted due to timeout', 'timeout', { retryable: true, terminal: false }],
   ['bare 429', 429, '', 'throttling', { retryable: true, terminal: false }],
-  ['SSE-text 429 body', 429, sse('limit_requests', 'Requests rate limit exceeded'), 'requests', { retryable: true, terminal: false }],
-  ['SSE-text with CRLF', 429, sse('limit_burst_rate', 'Request rate increased too quickly').replace(/\n/g, '\r\n'), 'burst', { retryable: true, terminal: false }],
-  ['error inside a 200 stream', 200, JSON.stringify({ error: { code: 'limit_burst_rate', message: 'Request rate increased too quickly', type: 'limit_burst_rate' } }), 'burst', { retryable: true, terminal: false }],
-  ['native framing inside a 200 stream', 200, nativeFrame(429, 'Throttling.AllocationQuota', 'Allocated quota exceeded, please increase your quota limit.'), 'tokens', { retryable: true, terminal: false }],
-  ['native framing, free quota', 200, nativeFrame(429, 'Throttling.AllocationQuota', 'Free allocated quota exceeded.'), 'free_quota', { retryable: true, terminal: true }],
-  ['case-insensitive message', 429, native('', 'REQUEST RATE INCREASED TOO QUICKLY'), 'burst', { retryable: true, terminal: false }],
+  [
+    'SSE-text 429 body',
+    429,
+    sse('limit_requests', 'Requests rate limit exceeded'),
+    'requests',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'SSE-text with CRLF',
+    429,
+    sse('limit_burst_rate', 'Request rate increased too quickly').replace(/\n/g, '\r\n'),
+    'burst',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'error inside a 200 stream',
+    200,
+    JSON.stringify({
+      error: { code: 'limit_burst_rate', message: 'Request rate increased too quickly', type: 'limit_burst_rate' },
+    }),
+    'burst',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'native framing inside a 200 stream',
+    200,
+    nativeFrame(429, 'Throttling.AllocationQuota', 'Allocated quota exceeded, please increase your quota limit.'),
+    'tokens',
+    { retryable: true, terminal: false },
+  ],
+  [
+    'native framing, free quota',
+    200,
+    nativeFrame(429, 'Throttling.AllocationQuota', 'Free allocated quota exceeded.'),
+    'free_quota',
+    { retryable: true, terminal: true },
+  ],
+  [
+    'case-insensitive message',
+    429,
+    native('', 'REQUEST RATE INCREASED TOO QUICKLY'),
+    'burst',
+    { retryable: true, terminal: false },
+  ],
   ['unknown 418', 418, 'teapot', 'unknown', { retryable: false, terminal: false }],
 ]
 
@@ -66,20 +242,38 @@ describe('classifyRefusal', () => {
 
   it('reach: whole account for billing / arrears / invalid key, account x model for quotas', () => {
     expect(classifyRefusal({ status: 400, body: compat('Arrearage', 'x') }).reach).toBe('account')
-    expect(classifyRefusal({ status: 429, body: native('Throttling.AllocationQuota', 'Free allocated quota exceeded.') }).reach).toBe('account_model')
+    expect(
+      classifyRefusal({ status: 429, body: native('Throttling.AllocationQuota', 'Free allocated quota exceeded.') })
+        .reach,
+    ).toBe('account_model')
     expect(classifyRefusal({ status: 429, body: compat('limit_requests', 'x') }).reach).toBe('none')
   })
 
   it('parses the reset time of an exhausted plan quota (UTC, next occurrence)', () => {
-    const r = classifyRefusal({ status: 429, body: native('Throttling.AllocationQuota', 'The quota has been exhausted. The quota will reset at 07-15 00:00:00 UTC. See https://help') }, NOW)
+    const r = classifyRefusal(
+      {
+        status: 429,
+        body: native(
+          'Throttling.AllocationQuota',
+          'The quota has been exhausted. The quota will reset at 07-15 00:00:00 UTC. See https://help',
+        ),
+      },
+      NOW,
+    )
     expect(r.resetAt).toBe(Date.UTC(2025, 6, 15, 0, 0, 0))
-    const wrap = classifyRefusal({ status: 429, body: native('Throttling.AllocationQuota', 'The quota will reset at 01-01 00:00:00 UTC') }, Date.UTC(2025, 11, 31, 20))
+    const wrap = classifyRefusal(
+      { status: 429, body: native('Throttling.AllocationQuota', 'The quota will reset at 01-01 00:00:00 UTC') },
+      Date.UTC(2025, 11, 31, 20),
+    )
     expect(wrap.resetAt).toBe(Date.UTC(2026, 0, 1))
   })
 
   it('reads retry-after-ms first, then Retry-After in seconds or as a date', () => {
     const body = compat('limit_requests', 'x')
-    expect(classifyRefusal({ status: 429, body, headers: new Headers({ 'retry-after-ms': '1500', 'retry-after': '9' }) }).retryAfterMs).toBe(1500)
+    expect(
+      classifyRefusal({ status: 429, body, headers: new Headers({ 'retry-after-ms': '1500', 'retry-after': '9' }) })
+        .retryAfterMs,
+    ).toBe(1500)
     expect(classifyRefusal({ status: 429, body, headers: { 'Retry-After': '2' } }).retryAfterMs).toBe(2000)
     const date = new Date(NOW + 3_000).toUTCString()
     expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': date } }, NOW).retryAfterMs).toBe(3000)
@@ -89,18 +283,28 @@ describe('classifyRefusal', () => {
   it('caps an asked-for wait at maxRetryAfterMs (default 60 s) and ignores garbage', () => {
     const body = compat('limit_requests', 'x')
     expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': '86400' } }).retryAfterMs).toBe(60_000)
-    expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': '86400' }, maxRetryAfterMs: 5_000 }).retryAfterMs).toBe(5_000)
+    expect(
+      classifyRefusal({ status: 429, body, headers: { 'retry-after': '86400' }, maxRetryAfterMs: 5_000 }).retryAfterMs,
+    ).toBe(5_000)
     expect(classifyRefusal({ status: 429, body, headers: { 'retry-after-ms': '1e400' } }).retryAfterMs).toBeUndefined()
-    expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': '9'.repeat(400) } }).retryAfterMs).toBeUndefined()
+    expect(
+      classifyRefusal({ status: 429, body, headers: { 'retry-after': '9'.repeat(400) } }).retryAfterMs,
+    ).toBeUndefined()
     const farDate = new Date(NOW + 86_400_000 * 365).toUTCString()
     expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': farDate } }, NOW).retryAfterMs).toBe(60_000)
     for (const garbage of ['-1', 'soon', 'NaN', '  ', '1,5', '0x10']) {
-      expect(classifyRefusal({ status: 429, body, headers: { 'retry-after': garbage, 'retry-after-ms': garbage } }).retryAfterMs).toBeUndefined()
+      expect(
+        classifyRefusal({ status: 429, body, headers: { 'retry-after': garbage, 'retry-after-ms': garbage } })
+          .retryAfterMs,
+      ).toBeUndefined()
     }
   })
 
   it('keeps the code but never invents a message', () => {
-    const r = classifyRefusal({ status: 429, body: compat('limit_requests', 'You exceeded your current requests list.') })
+    const r = classifyRefusal({
+      status: 429,
+      body: compat('limit_requests', 'You exceeded your current requests list.'),
+    })
     expect(r.code).toBe('limit_requests')
     expect(r.message).toContain('requests list')
   })

@@ -25,7 +25,11 @@ function rng(seed: number): () => number {
 }
 
 /** Largest sum of `pick` over any window (t - w, t] ending at an admission (the busiest windows end at one). */
-function maxWindow(sent: Array<{ t: number; tokens: number }>, w: number, pick: (e: { tokens: number }) => number): number {
+function maxWindow(
+  sent: Array<{ t: number; tokens: number }>,
+  w: number,
+  pick: (e: { tokens: number }) => number,
+): number {
   let best = 0
   let start = 0
   let sum = 0
@@ -57,7 +61,11 @@ function drive(limits: PaceLimits, seed: number, steps: number) {
 describe('SlidingLog: exact under sliding windows', () => {
   for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
     it(`never exceeds a limit in any sliding window (random arrivals, seed ${seed})`, () => {
-      const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 }, 1)
+      const limits = paceLimits(
+        model(),
+        { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 },
+        1,
+      )
       const sent = drive(limits, seed, 4_000)
       expect(sent.length).toBeGreaterThan(100)
       const count = () => 1
@@ -157,7 +165,11 @@ describe('SlidingLog: exact under sliding windows', () => {
   })
 
   it('ramp-up: a cold lane starts at initialRps and grows by at most factor per second', () => {
-    const limits = paceLimits(model({ rps: 100, rpm: 6_000, tps: 1e9, tpm: 1e9 }), { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 }, 1)
+    const limits = paceLimits(
+      model({ rps: 100, rpm: 6_000, tps: 1e9, tpm: 1e9 }),
+      { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 },
+      1,
+    )
     const log = new SlidingLog()
     const sent: number[] = []
     for (let t = 0; t < 6_000; t += 1) if (log.take(t, 1, limits).ok) sent.push(t)
@@ -179,7 +191,11 @@ describe('SlidingLog: exact under sliding windows', () => {
   // "last second" (the simulator's limit_burst_rate at 3 s - 4 s of a bench ramp).
   for (const seed of [11, 12, 13, 14, 15, 16]) {
     it(`ramp-up: holds at upstream's arrivals under jitter within the margin's budget (seed ${seed})`, () => {
-      const limits = paceLimits(model({ rps: 20, rpm: 1_200, tps: 1e9, tpm: 1e9 }), { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 }, 1)
+      const limits = paceLimits(
+        model({ rps: 20, rpm: 1_200, tps: 1e9, tpm: 1e9 }),
+        { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 },
+        1,
+      )
       const jitter = 1_000 / 0.97 - 1_000
       const random = rng(seed)
       const log = new SlidingLog()
@@ -208,7 +224,11 @@ describe('SlidingLog: exact under sliding windows', () => {
   it('ramp-up: the widened windows do not throttle a lane that sends steadily at full rate', () => {
     for (const rps of [1, 2, 3, 4, 5, 7, 10, 33, 100]) {
       for (const margin of [0.8, 0.9, 0.97, 0.99]) {
-        const limits = paceLimits(model({ rps, rpm: rps * 60, tps: 1e9, tpm: 1e9 }), { safetyMargin: margin, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 }, 1)
+        const limits = paceLimits(
+          model({ rps, rpm: rps * 60, tps: 1e9, tpm: 1e9 }),
+          { safetyMargin: margin, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 },
+          1,
+        )
         const log = new SlidingLog()
         let late = 0
         for (let t = 0; t < 40_000; t += 0.5) if (log.take(t, 1, limits).ok && t >= 20_000) late++
@@ -218,7 +238,7 @@ describe('SlidingLog: exact under sliding windows', () => {
     }
   })
 
-  it('ramp-up: the ramp jitter budget is the margin\'s, capped so a steady lane still passes the rule', () => {
+  it("ramp-up: the ramp jitter budget is the margin's, capped so a steady lane still passes the rule", () => {
     expect(rampJitterMs(1_000, 0.97, 1.5)).toBeCloseTo(1_000 / 0.97 - 1_000, 9)
     expect(rampJitterMs(1_000, 0.8, 1.5)).toBeCloseTo(1_000 / 28, 9)
     expect(rampJitterMs(250, 1, 1.5)).toBe(0)

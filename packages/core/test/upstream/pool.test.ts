@@ -33,7 +33,10 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
       slots.push(await pool.acquire(request({ model: 'small' })))
       await vi.advanceTimersByTimeAsync(20)
     }
-    const perAccount = slots.reduce<Record<string, number>>((m, s) => ((m[s.accountId] = (m[s.accountId] ?? 0) + 1), m), {})
+    const perAccount = slots.reduce<Record<string, number>>(
+      (m, s) => ((m[s.accountId] = (m[s.accountId] ?? 0) + 1), m),
+      {},
+    )
     expect(perAccount).toEqual({ 'acct-a': 4, 'acct-b': 4 })
     const keysOfA = slots.filter((s) => s.accountId === 'acct-a').map((s) => s.apiKey)
     expect(keysOfA).toEqual(['key-a1', 'key-a2', 'key-a1', 'key-a2'])
@@ -47,7 +50,13 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
     const second = await pool.acquire(request({ user: 'u2' }))
     expect(second.model).toBe('small')
     expect(second.fallbackReason).toBe('saturated')
-    expect(events).toContainEqual({ type: 'fallback', identity: { user: 'u2' }, requested: 'big', served: 'small', reason: 'saturated' })
+    expect(events).toContainEqual({
+      type: 'fallback',
+      identity: { user: 'u2' },
+      requested: 'big',
+      served: 'small',
+      reason: 'saturated',
+    })
   })
 
   it('falls back to a model whose context fits when the requested one cannot hold the request', async () => {
@@ -83,7 +92,10 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
   })
 
   it('consecutive refusals grow the cooldown', async () => {
-    const { pool, events } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }], models: { small: { rpm: 6_000, tpm: 6_000_000 } } })
+    const { pool, events } = makePool({
+      accounts: [{ id: 'acct-a', apiKey: 'k' }],
+      models: { small: { rpm: 6_000, tpm: 6_000_000 } },
+    })
     for (let i = 0; i < 3; i++) {
       const slot = await pool.acquire(request({ model: 'small' }))
       await slot.fail(rateLimit)
@@ -95,7 +107,11 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
   })
 
   it('a burst refusal halves the pace, which climbs back with successes', async () => {
-    const { pool } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }], models: { small: { rpm: 600, tpm: 6_000_000 } }, upstream: { rampUp: { initialRps: 2, factor: 1.5 } } })
+    const { pool } = makePool({
+      accounts: [{ id: 'acct-a', apiKey: 'k' }],
+      models: { small: { rpm: 600, tpm: 6_000_000 } },
+      upstream: { rampUp: { initialRps: 2, factor: 1.5 } },
+    })
     const pace = () => pool.state().find((s) => s.model === 'small')!.pace
     await (await pool.acquire(request({ model: 'small' }))).fail(burst)
     expect(pace()).toBe(0.5)
@@ -110,14 +126,22 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
     const { pool, events, options } = makePool()
     const a = await pool.acquire(request({ model: 'small' }))
     await a.fail(freeQuota)
-    expect(events.find((e) => e.type === 'account_disabled')).toMatchObject({ account: a.accountId, model: 'small', kind: 'free_quota' })
+    expect(events.find((e) => e.type === 'account_disabled')).toMatchObject({
+      account: a.accountId,
+      model: 'small',
+      kind: 'free_quota',
+    })
     await vi.advanceTimersByTimeAsync(20)
     const b = await pool.acquire(request({ model: 'small' }))
     expect(b.accountId).not.toBe(a.accountId)
     // 'small' on this account is out, 'big' is not.
     expect(pool.state().find((s) => s.account === a.accountId && s.model === 'big')!.disabledUntil).toBe(0)
     await b.fail(arrears)
-    expect(events.filter((e) => e.type === 'account_disabled').at(-1)).toMatchObject({ account: b.accountId, model: '*', kind: 'arrears' })
+    expect(events.filter((e) => e.type === 'account_disabled').at(-1)).toMatchObject({
+      account: b.accountId,
+      model: '*',
+      kind: 'arrears',
+    })
     const err = await rejection(pool.acquire(request({ model: 'small' })))
     expect([err.status, err.code]).toEqual([503, 'upstream_unavailable'])
     expect(err.retryAfterMs).toBeGreaterThan(options.upstream.disableMs - 1_000)
@@ -136,7 +160,10 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
   })
 
   it('cancel gives the pace back; settle is idempotent', async () => {
-    const { pool } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }], models: { big: { rpm: 60, tpm: 60_000, fallback: [] } } })
+    const { pool } = makePool({
+      accounts: [{ id: 'acct-a', apiKey: 'k' }],
+      models: { big: { rpm: 60, tpm: 60_000, fallback: [] } },
+    })
     const slot = await pool.acquire(request({ reservedTokens: 900 }))
     await slot.cancel()
     await slot.settle(900)

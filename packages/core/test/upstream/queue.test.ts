@@ -107,7 +107,8 @@ describe('UpstreamPool queue', () => {
     await vi.advanceTimersByTimeAsync(600)
     const errors = (await Promise.all(results)).filter(isQwenGuardError)
     expect(errors).toHaveLength(3)
-    for (const e of errors) expect([e.status, e.code, e.scope, e.dimension]).toEqual([429, 'upstream_saturated', 'upstream', 'queue'])
+    for (const e of errors)
+      expect([e.status, e.code, e.scope, e.dimension]).toEqual([429, 'upstream_saturated', 'upstream', 'queue'])
     // The first waiter's wait is what is left of the meter's second (about 1031 - 500 ms).
     expect(errors[0]!.retryAfterMs).toBeGreaterThan(400)
     expect(errors[0]!.retryAfterMs).toBeLessThan(700)

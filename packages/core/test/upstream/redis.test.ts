@@ -9,7 +9,16 @@ import { RedisMeter } from '../../src/upstream/redis-meter.js'
 import { createGuardStore } from '../../src/store.js'
 import { makePool, request } from './support.js'
 
-const spec = { name: 'm', rpm: 600, tpm: 60_000, rps: 10, tps: 1_000, contextWindow: 131_072, maxOutputTokens: 8_192, fallback: [] }
+const spec = {
+  name: 'm',
+  rpm: 600,
+  tpm: 60_000,
+  rps: 10,
+  tps: 1_000,
+  contextWindow: 131_072,
+  maxOutputTokens: 8_192,
+  fallback: [],
+}
 const limits = paceLimits(spec, { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -82,7 +91,11 @@ describeRedis('RedisMeter on a real redis-server', () => {
   })
 
   it('an acquire abandoned while Redis answers its take is refused and gives the take back', async () => {
-    const { pool } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }], models: { small: { rpm: 600, tpm: 6_000_000 } }, store: { redis, prefix: `${prefix}-abandon` } })
+    const { pool } = makePool({
+      accounts: [{ id: 'acct-a', apiKey: 'k' }],
+      models: { small: { rpm: 600, tpm: 6_000_000 } },
+      store: { redis, prefix: `${prefix}-abandon` },
+    })
     const req = request({ user: 'u', model: 'small', reservedTokens: 1_000 })
     const acquiring = pool.acquire(req)
     pool.abandon(req, new Error('quota refused')) // the take is on its way to Redis
@@ -105,7 +118,9 @@ describeRedis('RedisMeter on a real redis-server', () => {
     const worker = async (i: number) => {
       const { pool } = pools[i % 2]!
       while (Date.now() < stopAt) {
-        const slot = await pool.acquire(request({ user: `u${i}`, model: 'small', deadline: stopAt })).catch(() => undefined)
+        const slot = await pool
+          .acquire(request({ user: `u${i}`, model: 'small', deadline: stopAt }))
+          .catch(() => undefined)
         if (slot) {
           granted.push(Date.now())
           void slot.settle(10)
@@ -127,7 +142,13 @@ describeRedis('RedisMeter on a real redis-server', () => {
 })
 
 describe('RedisMeter when Redis is down', () => {
-  const dead = () => new Redis('redis://127.0.0.1:1', { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null })
+  const dead = () =>
+    new Redis('redis://127.0.0.1:1', {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    })
 
   it("onError 'open' paces in memory and reports the outage once", async () => {
     const redis = dead()

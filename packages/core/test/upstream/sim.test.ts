@@ -27,7 +27,11 @@ describe('UpstreamPool against the simulator', () => {
     })
     // Open the connections first: a request that has to set up a TCP connection reaches the
     // simulator up to ~100 ms late under load, more than the margin's jitter budget (docs/upstream.md).
-    await Promise.all(Array.from({ length: 6 }, () => fetch(`${sim.url}/models`, { headers: { authorization: 'Bearer sk-a' } }).then((r) => r.text())))
+    await Promise.all(
+      Array.from({ length: 6 }, () =>
+        fetch(`${sim.url}/models`, { headers: { authorization: 'Bearer sk-a' } }).then((r) => r.text()),
+      ),
+    )
     const served = new Map<string, number>()
     let upstream429 = 0
     let guardRefusals = 0
@@ -39,7 +43,13 @@ describe('UpstreamPool against the simulator', () => {
         const messages = [{ role: 'user', content: `hello from ${name} at ${started}` }]
         const prompt = countPromptTokens(messages)
         try {
-          const slot = await pool.acquire({ user: name, model: 'qwen-plus', promptTokens: prompt, reservedTokens: prompt + 16, deadline: stopAt + 1_000 })
+          const slot = await pool.acquire({
+            user: name,
+            model: 'qwen-plus',
+            promptTokens: prompt,
+            reservedTokens: prompt + 16,
+            deadline: stopAt + 1_000,
+          })
           const res = await fetch(`${sim.url}/chat/completions`, {
             method: 'POST',
             headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },

@@ -38,7 +38,11 @@ export function makePool(
     ...(over.store ? { store: over.store } : {}),
   })
   const events: GuardEvent[] = []
-  const pool = new UpstreamPool({ options, emit: (e) => events.push(e), ...(over.timeScale ? { timeScale: over.timeScale } : {}) })
+  const pool = new UpstreamPool({
+    options,
+    emit: (e) => events.push(e),
+    ...(over.timeScale ? { timeScale: over.timeScale } : {}),
+  })
   return { pool, options, events }
 }
 

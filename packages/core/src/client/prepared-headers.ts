@@ -70,7 +70,9 @@ export class PreparedHeaders extends Headers {
   override entries(): HeadersIterator<[string, string]> {
     const list = this.#list
     if (!list) return super.entries()
-    return list.map(([key, value]): [string, string] => [key, value])[Symbol.iterator]() as HeadersIterator<[string, string]>
+    return list.map(([key, value]): [string, string] => [key, value])[Symbol.iterator]() as HeadersIterator<
+      [string, string]
+    >
   }
 
   override keys(): HeadersIterator<string> {
@@ -92,7 +94,9 @@ export class PreparedHeaders extends Headers {
   /** `console.log(headers)` shows the entries, like Headers does. */
   [INSPECT](...args: unknown[]): unknown {
     this.#materialize()
-    const inspect = (Headers.prototype as unknown as Record<symbol, ((...a: unknown[]) => unknown) | undefined>)[INSPECT]
+    const inspect = (Headers.prototype as unknown as Record<symbol, ((...a: unknown[]) => unknown) | undefined>)[
+      INSPECT
+    ]
     return inspect ? inspect.apply(this, args) : Object.fromEntries(super.entries())
   }
 

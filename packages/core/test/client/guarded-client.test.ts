@@ -3,13 +3,22 @@
  * model list is answered locally, any other path is refused without reaching Qwen.
  */
 import { describe, expect, it, vi } from 'vitest'
-import { pathnameOf } from '../src/client.js'
-import { createGuard } from '../src/index.js'
+import { pathnameOf } from '../../src/client/guarded-client.js'
+import { createGuard } from '../../src/index.js'
 
-const completion = { id: 'c', object: 'chat.completion', created: 1, model: 'qwen-plus', choices: [], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } }
+const completion = {
+  id: 'c',
+  object: 'chat.completion',
+  created: 1,
+  model: 'qwen-plus',
+  choices: [],
+  usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 },
+}
 
 function guardWith(upstream: typeof fetch) {
-  return createGuard({ upstream: { baseURL: 'http://127.0.0.1:9/compatible-mode/v1', apiKey: 'sk-x', fetch: upstream, rampUp: false } })
+  return createGuard({
+    upstream: { baseURL: 'http://127.0.0.1:9/compatible-mode/v1', apiKey: 'sk-x', fetch: upstream, rampUp: false },
+  })
 }
 
 describe('pathnameOf', () => {
@@ -67,11 +76,20 @@ describe('guard.fetch', () => {
         }),
     )
     const guard = createGuard({
-      upstream: { baseURL: 'http://127.0.0.1:9/compatible-mode/v1', apiKey: 'sk-x', fetch: hanging as unknown as typeof fetch, rampUp: false, timeoutMs: 50 },
+      upstream: {
+        baseURL: 'http://127.0.0.1:9/compatible-mode/v1',
+        apiKey: 'sk-x',
+        fetch: hanging as unknown as typeof fetch,
+        rampUp: false,
+        timeoutMs: 50,
+      },
     })
     const controller = new AbortController()
     const body = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] }
-    await expect(guard.call({ user: 'u' }, body, { signal: controller.signal })).rejects.toMatchObject({ status: 504, code: 'upstream_timeout' })
+    await expect(guard.call({ user: 'u' }, body, { signal: controller.signal })).rejects.toMatchObject({
+      status: 504,
+      code: 'upstream_timeout',
+    })
     expect(upstreamSignal?.aborted).toBe(true)
     expect(controller.signal.aborted).toBe(false)
     await guard.close()

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import type { Guard } from '../src/guard-types.js'
-import { attachLazyClient, isLazyClientAttached } from '../src/lazy-client.js'
+import type { Guard } from '../../src/guard-types.js'
+import { attachLazyClient, isLazyClientAttached } from '../../src/client/lazy-client.js'
 
 function fakeGuard() {
   const made: unknown[] = []
@@ -38,7 +38,11 @@ describe('attachLazyClient', () => {
     const { guard, made } = fakeGuard()
     const req = {} as { qwen?: unknown; qwenIdentity?: unknown }
     const state = {} as { qwen?: unknown; qwenIdentity?: unknown }
-    attachLazyClient([{ holder: req }, { holder: state, only: 'qwen' }], { guard, subject: req, identify: () => ({ user: 'x' }) })
+    attachLazyClient([{ holder: req }, { holder: state, only: 'qwen' }], {
+      guard,
+      subject: req,
+      identify: () => ({ user: 'x' }),
+    })
     const first = req.qwen
     req.qwenIdentity = { user: 'y' }
     expect(req.qwen).not.toBe(first)
@@ -49,7 +53,11 @@ describe('attachLazyClient', () => {
 
   it('leaves objects it never attached to alone: assigning defines a plain property', () => {
     const shared = {}
-    attachLazyClient([{ holder: Object.create(shared), shared }], { guard: fakeGuard().guard, subject: {}, identify: () => ({}) })
+    attachLazyClient([{ holder: Object.create(shared), shared }], {
+      guard: fakeGuard().guard,
+      subject: {},
+      identify: () => ({}),
+    })
     const other = Object.create(shared) as { qwen?: unknown }
     expect(other.qwen).toBeUndefined()
     other.qwen = 'mine'

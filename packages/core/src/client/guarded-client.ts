@@ -10,12 +10,12 @@
  * to `extends`, which then builds plain `OpenAI` objects (the guard's refusals became `RateLimitError`).
  */
 import { OpenAI, type APIError } from 'openai'
-import { isQwenGuardError, unknownRoute, type QwenGuardError } from './errors.js'
-import type { InternalCallOptions } from './call.js'
-import type { GuardedResponse, ModelEntry } from './guard-types.js'
-import type { Identity } from './types.js'
-import { validateChatRequest } from './validate.js'
-import type { ResolvedOptions } from './types.js'
+import { isQwenGuardError, unknownRoute, type QwenGuardError } from '../errors.js'
+import type { InternalCallOptions } from '../call.js'
+import type { GuardedResponse, ModelEntry } from '../guard-types.js'
+import type { Identity } from '../types.js'
+import { validateChatRequest } from '../validate.js'
+import type { ResolvedOptions } from '../types.js'
 
 export interface ClientDeps {
   options: ResolvedOptions

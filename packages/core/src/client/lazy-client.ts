@@ -7,9 +7,9 @@
  * -40 % req/s on a route that never calls Qwen).
  */
 import type OpenAI from 'openai'
-import type { Guard } from './guard-types.js'
-import { identityOrDefault } from './identity.js'
-import type { Identity } from './types.js'
+import type { Guard } from '../guard-types.js'
+import { identityOrDefault } from '../identity.js'
+import type { Identity } from '../types.js'
 
 const ATTACHED = Symbol('qwen-guard.attached')
 
@@ -42,7 +42,13 @@ function getIdentity(this: Holder): Identity | undefined {
 
 function setIdentity(this: Holder, value: Identity): void {
   const attachment = this[ATTACHED]
-  if (!attachment) return void Object.defineProperty(this, 'qwenIdentity', { value, writable: true, configurable: true, enumerable: true })
+  if (!attachment)
+    return void Object.defineProperty(this, 'qwenIdentity', {
+      value,
+      writable: true,
+      configurable: true,
+      enumerable: true,
+    })
   // The same rule as the adapters' `identify`: no user means the client address; a bad part throws here.
   attachment.who = identityOrDefault(value, defaultOf(attachment), 'qwenIdentity')
   attachment.client = undefined
@@ -55,7 +61,8 @@ function getClient(this: Holder): OpenAI | undefined {
 
 function setClient(this: Holder, value: OpenAI): void {
   const attachment = this[ATTACHED]
-  if (!attachment) return void Object.defineProperty(this, 'qwen', { value, writable: true, configurable: true, enumerable: true })
+  if (!attachment)
+    return void Object.defineProperty(this, 'qwen', { value, writable: true, configurable: true, enumerable: true })
   attachment.client = value
 }
 

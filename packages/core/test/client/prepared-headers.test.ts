@@ -4,7 +4,7 @@
  */
 import { inspect } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { PreparedHeaders } from '../src/prepared-headers.js'
+import { PreparedHeaders } from '../../src/client/prepared-headers.js'
 
 const record = {
   'x-ratelimit-remaining-requests': '19',
