@@ -73,26 +73,9 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
   } as typeof fetch
 }
 
-/** The last URL asked about: the SDK asks about the same chat completions URL on every call. */
-let lastHref = ''
-let lastPath = ''
-
-/** The path of an absolute URL, without query or fragment (what `new URL(href).pathname` gives, cheaper). */
+/** The path of a URL (absolute, or relative to the SDK's base), without query or fragment. */
 export function pathnameOf(href: string): string {
-  if (href !== lastHref) {
-    lastPath = parsePathname(href)
-    lastHref = href
-  }
-  return lastPath
-}
-
-function parsePathname(href: string): string {
-  const scheme = href.indexOf('://')
-  // The path starts at the first '/' after the authority; a '?' or '#' first means there is none.
-  const rest = scheme < 0 ? href : href.slice(href.slice(scheme + 3).search(/[/?#]|$/) + scheme + 3)
-  const end = rest.search(/[?#]/)
-  const path = end < 0 ? rest : rest.slice(0, end)
-  return path === '' ? '/' : path
+  return new URL(href, 'http://localhost').pathname
 }
 
 function errorResponse(error: QwenGuardError): Response {
