@@ -43,8 +43,9 @@ export interface RedisCluster {
 export interface RedisClusterOptions {
   /**
    * `cluster-node-timeout`: how long a node may not answer before the others mark it failed and the
-   * cluster refuses commands (CLUSTERDOWN; no replicas to fail over to). Default 5,000 ms: a fault
-   * test's pause must stay below it to test one node stalled rather than the cluster down.
+   * cluster refuses commands (CLUSTERDOWN; no replicas to fail over to). Default 15,000 ms (Redis'
+   * own default): a fault test's pause must stay well below it to test one node stalled rather
+   * than the cluster down.
    */
   nodeTimeoutMs?: number
 }
@@ -127,7 +128,7 @@ async function readSlotMap(port: number): Promise<SlotRange[]> {
 
 /** Starts three cluster-mode redis-servers on free loopback ports and joins them into one cluster. */
 export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisCluster> {
-  const nodeTimeoutMs = options.nodeTimeoutMs ?? 5_000
+  const nodeTimeoutMs = options.nodeTimeoutMs ?? 15_000
   const dir = await mkdtemp(join(tmpdir(), 'qg-cluster-'))
   const children: ChildProcess[] = []
   const clients: Cluster[] = []
