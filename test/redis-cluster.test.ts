@@ -127,6 +127,37 @@ describeCluster('the guard on a 3-node Redis Cluster', () => {
     })
   })
 
+  describe('the client', () => {
+    it('a lazyConnect Cluster is connected by the guard and its first call is served from the cluster', async () => {
+      const sim = await startSimulator({ burst: false })
+      const lazy = cluster.client({ lazyConnect: true })
+      expect(lazy.status).toBe('wait')
+      const guard = createGuard({
+        upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false },
+        quotas: { user: { rpm: 100 } },
+        store: { redis: lazy, prefix: 'lazy', onError: 'closed' },
+      })
+      try {
+        const answer = await guard.call(
+          { user: 'alice' },
+          { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] },
+        )
+        await answer.response.text()
+        expect(await a.get('lazy:user:rpm:{user:alice}')).toBe('1')
+      } finally {
+        await guard.close()
+        await sim.close()
+      }
+    })
+
+    it('a Cluster with enableAutoPipelining is refused like a Redis with it', () => {
+      const piped = cluster.client({ enableAutoPipelining: true, lazyConnect: true })
+      expect(() => createGuard({ upstream: { apiKey: 'sk-unused' }, store: { redis: piped } })).toThrow(
+        /enableAutoPipelining/,
+      )
+    })
+  })
+
   describe('quotas', () => {
     const admissions: QuotaAdmission[] = []
     let n = 0
