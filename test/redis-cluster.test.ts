@@ -477,4 +477,61 @@ describeCluster('the guard on a 3-node Redis Cluster', () => {
       })
     })
   }
+
+  // Last: the cluster has lost a node for good after it.
+  describe('one node killed (SIGKILL)', () => {
+    it("answers every call by each policy within the bound: 'open' serves, 'closed' refuses 503", async () => {
+      const sim = await startSimulator({ burst: false })
+      const guards = (['open', 'closed'] as const).map((policy) =>
+        createGuard({
+          upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false },
+          quotas: { user: { rpm: 1_000, tpm: 1_000_000, concurrency: 10 } },
+          store: { redis: cluster.client(), prefix: `killed-${policy}`, onError: policy },
+        }),
+      )
+      const laneNodes = await Promise.all(
+        ['open', 'closed'].map(async (p) =>
+          cluster.nodes.indexOf(await cluster.nodeOf(`killed-${p}:up:{default|qwen-plus}:h`)),
+        ),
+      )
+      // The lanes' slots depend only on their tag: both on one node; kill another.
+      expect(laneNodes[0]).toBe(laneNodes[1])
+      const killed = (laneNodes[0]! + 1) % 3
+      const user = usersByNode[killed]!
+      const call = async (guard: Guard) => {
+        const started = performance.now()
+        try {
+          const answer = await guard.call({ user }, { model: 'qwen-plus', messages: [{ role: 'user', content: 'Hi' }] })
+          await answer.response.text()
+          return { status: 200, ms: performance.now() - started }
+        } catch (error) {
+          const e = error as { status?: number; code?: string }
+          return { status: e.status ?? 0, code: e.code, ms: performance.now() - started }
+        }
+      }
+      try {
+        for (const guard of guards) expect(await call(guard)).toMatchObject({ status: 200 })
+        const inFlight = guards.map((guard) => call(guard))
+        await cluster.kill(killed)
+        const results = [await Promise.all(inFlight)]
+        for (let round = 0; round < 3; round += 1) {
+          await sleep(300)
+          results.push(await Promise.all(guards.map((guard) => call(guard))))
+        }
+        console.log(
+          `[redis-cluster killed] open: ${results.map((r) => `${r[0]!.status}/${r[0]!.ms.toFixed(0)}`).join(', ')}; ` +
+            `closed: ${results.map((r) => `${r[1]!.status}/${r[1]!.ms.toFixed(0)}`).join(', ')}`,
+        )
+        for (const [open, closed] of results) {
+          expect(open!.ms).toBeLessThan(ANSWER_BOUND_MS)
+          expect(closed!.ms).toBeLessThan(ANSWER_BOUND_MS)
+          expect(open).toMatchObject({ status: 200 })
+          expect(closed).toMatchObject({ status: 503, code: 'store_unavailable' })
+        }
+      } finally {
+        await Promise.all(guards.map((guard) => guard.close()))
+        await sim.close()
+      }
+    })
+  })
 })

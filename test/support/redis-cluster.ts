@@ -3,7 +3,8 @@
  * redis-server.ts: three masters in cluster mode (no replicas, persistence off, each in its own
  * temporary directory), joined by `redis-cli --cluster create`, ready once every node reports
  * `cluster_state:ok` and agrees on the slot map. Takes about 2 s (redis-cli waits for the nodes to
- * join in 1 s steps). Faults: `pause(i)` / `resume(i)` send SIGSTOP / SIGCONT to one node.
+ * join in 1 s steps). Faults: `pause(i)` / `resume(i)` send SIGSTOP / SIGCONT to one node, `kill(i)`
+ * SIGKILL.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
@@ -36,6 +37,8 @@ export interface RedisCluster {
   pause(index: number): void
   /** SIGCONT to node `index`. */
   resume(index: number): void
+  /** SIGKILL to node `index`, resolved once it has exited (it stays dead: no restart). */
+  kill(index: number): Promise<void>
   /** Stops every node (resumed first) and every client made by `client()`, and removes the directory. */
   stop(): Promise<void>
 }
@@ -209,6 +212,14 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       resume(index) {
         child(index).kill('SIGCONT')
         paused.delete(index)
+      },
+      async kill(index) {
+        const dying = child(index)
+        if (dying.exitCode !== null || dying.signalCode !== null) return
+        const exited = once(dying, 'exit')
+        dying.kill('SIGKILL')
+        await exited
+        paused.add(index) // never asked again
       },
       stop,
     }
