@@ -17,7 +17,7 @@
  * caller's `late` callback, and callers undo what they no longer want (a consume that timed out is
  * refunded; a lease acquired late is released; a pace take is settled to nothing).
  */
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import {
   RateLimiterMemory,
   RateLimiterRedis,
@@ -26,6 +26,13 @@ import {
 } from 'rate-limiter-flexible'
 import { storeUnavailable, type QwenGuardError } from './errors.js'
 import type { GuardEvent, ResolvedOptions } from './types.js'
+
+/**
+ * The client a guard's store talks to: an ioredis `Redis` (one server) or `Cluster`. Every command
+ * the guard sends names its keys, and every multi-key script keeps them in one hash slot, so both
+ * run the same code (docs/redis-cluster.md).
+ */
+export type RedisConnection = Redis | Cluster
 
 /** Default `store.commandTimeoutMs`: a Redis command that has not answered by then has failed. */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 500
@@ -52,7 +59,7 @@ export interface StoreHealth {
 
 /** The store of one guard, shared by quotas, leases and the upstream pool. */
 export interface GuardStore {
-  readonly redis: Redis | undefined
+  readonly redis: RedisConnection | undefined
   readonly policy: 'open' | 'closed'
   /** Prefix of every key the guard writes. */
   readonly prefix: string
@@ -104,7 +111,7 @@ class StoreDownError extends Error {
 // during an outage: no wait then, the failure policy applies at once).
 const CONNECTING = new Set(['wait', 'connecting', 'connect'])
 
-function waitForConnection(redis: Redis): Promise<void> {
+function waitForConnection(redis: RedisConnection): Promise<void> {
   return new Promise((resolve) => {
     const events = ['ready', 'error', 'close', 'end']
     const done = () => {
@@ -127,7 +134,7 @@ export function createGuardStore(
   now: () => number = Date.now,
 ): GuardStore {
   const { prefix, onError: policy } = options
-  const redis = options.redis as Redis | undefined // any ioredis client fits RedisClient (types.ts)
+  const redis = options.redis as RedisConnection | undefined // an ioredis Redis or Cluster fits RedisClient (types.ts)
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS
   const recoveredListeners = new Set<() => void>()
   let downSince: number | undefined

@@ -143,7 +143,9 @@ export interface UpstreamOptions {
 /**
  * An ioredis 5 client (`new Redis(...)` from the app's own `ioredis`, a peer dependency), described
  * by a few of its members so that the guard's types compile in an app without ioredis installed.
- * Any ioredis `Redis` instance fits; the guard uses it as one (scripts, `status`, events).
+ * Any ioredis `Redis` or `Cluster` instance fits; the guard uses it as one (scripts, `status`,
+ * events). A `Cluster` needs nothing more: every multi-key script keeps its keys in one hash slot
+ * (docs/redis-cluster.md).
  */
 export interface RedisClient {
   readonly status: string
@@ -153,7 +155,10 @@ export interface RedisClient {
 }
 
 export interface StoreOptions {
-  /** An ioredis client: limits are shared by every process using the same Redis. Default: memory. */
+  /**
+   * An ioredis client, `Redis` or `Cluster`: limits are shared by every process using the same Redis.
+   * Default: memory.
+   */
   redis?: RedisClient
   /** Prefix of every key the guard writes. Default: 'qg'. */
   prefix?: string

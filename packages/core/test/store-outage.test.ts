@@ -71,7 +71,7 @@ for (const policy of ['open', 'closed'] as const) {
 
     it('answers by the policy within 1 s while Redis is paused, in-flight calls included; one store_error', async () => {
       expect(await timedCall(guard, 'u1')).toMatchObject({ status: 200 })
-      expect(await redis.get(`${prefix}:user:rpm:u1`)).toBe('1')
+      expect(await redis.get(`${prefix}:user:rpm:{user:u1}`)).toBe('1')
 
       process.kill(server.pid, 'SIGSTOP')
       // The first calls' commands are written to the paused server: they are in flight when it stalls.
@@ -121,10 +121,10 @@ for (const policy of ['open', 'closed'] as const) {
       // of the nine calls of u1 made during the outage, and nothing for u2 (whose only calls were
       // in flight when Redis stalled).
       await sleep(300)
-      const charged = Number(await redis.get(`${prefix}:user:rpm:u1`))
+      const charged = Number(await redis.get(`${prefix}:user:rpm:{user:u1}`))
       expect(charged).toBeGreaterThanOrEqual(1)
       expect(charged).toBeLessThanOrEqual(1 + afterResume)
-      expect(Number((await redis.get(`${prefix}:user:rpm:u2`)) ?? 0)).toBe(0)
+      expect(Number((await redis.get(`${prefix}:user:rpm:{user:u2}`)) ?? 0)).toBe(0)
     })
 
     it('answers calls in flight within 1 s when Redis is killed, with one more store_error', async () => {

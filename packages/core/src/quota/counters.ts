@@ -20,7 +20,7 @@ export interface Charge {
   counter: Counter
   /** The identity part this counter belongs to (user id or key). */
   id: string
-  /** Key inside the limiter (the identity part, plus the UTC date for daily windows). */
+  /** Key inside the limiter: the identity's hash tag (plan.ts), plus the UTC date for daily windows. */
   key: string
   /** The identity's limit in points. */
   limit: number

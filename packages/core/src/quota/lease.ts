@@ -13,8 +13,7 @@
  * count and add or renew atomically, so two processes on one Redis never exceed the limit.
  */
 import { randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
-import type { GuardStore } from '../store.js'
+import type { GuardStore, RedisConnection } from '../store.js'
 
 /** A held lease. `release()` is idempotent and never throws; it stops the renewals. */
 export interface Lease {
@@ -201,11 +200,11 @@ interface PendingRelease {
  * store's error; `createLeaseStore` applies the failure policy.
  */
 export function createRedisLeaseStore(store: GuardStore): LeaseStore {
-  const redis = store.redis as Redis
+  const redis = store.redis as RedisConnection
   redis.defineCommand('qgLeaseAcquire', { numberOfKeys: 1, lua: ACQUIRE_LUA })
   redis.defineCommand('qgLeaseRenew', { numberOfKeys: 1, lua: RENEW_LUA })
   redis.defineCommand('qgLeaseCount', { numberOfKeys: 1, lua: COUNT_LUA })
-  const commands = redis as unknown as Redis & LeaseCommands
+  const commands = redis as unknown as LeaseCommands
   const renewals = new Renewals()
   const released = new Set<(key: string) => void>()
   const pending = new Map<string, PendingRelease>()

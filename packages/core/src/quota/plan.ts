@@ -1,9 +1,10 @@
 /**
  * Which counters and leases apply to one identity, what a call costs in each, and how they read as
- * QuotaState. Key layout (documented in docs/quotas.md):
- *   `${prefix}:${scope}:${dimension}:${id}`              rpm, rps, tpm, tps (rate-limiter-flexible)
- *   `${prefix}:${scope}:${dimension}:${id}:${UTC date}`  tokensPerDay, usdPerDay
- *   `${prefix}:${scope}:concurrency:${id}`               lease sorted set (Redis)
+ * QuotaState. Key layout (documented in docs/quotas.md and docs/redis-cluster.md):
+ *   `${prefix}:${scope}:${dimension}:{${scope}:${id}}`              rpm, rps, tpm, tps (rate-limiter-flexible)
+ *   `${prefix}:${scope}:${dimension}:{${scope}:${id}}:${UTC date}`  tokensPerDay, usdPerDay
+ *   `${prefix}:${scope}:concurrency:{${scope}:${id}}`               lease sorted set (Redis)
+ * The `{scope:id}` hash tag puts every key of one identity in one scope on one Redis Cluster slot.
  */
 import type { Charge, Reading } from './counters.js'
 import type { LeaseCount } from './lease.js'
@@ -22,6 +23,17 @@ import {
 
 /** The scopes QuotaAdmission limits (upstream scopes live in upstream/). */
 export type QuotaScope = 'user' | 'key'
+
+/**
+ * The Redis Cluster hash tag of one identity in one scope, e.g. `{user:alice}`: a cluster hashes
+ * only the text between the first `{` and the next `}`, so all of the identity's counters and its
+ * lease set share one slot (one node). Every command on them is single-key today; the tag keeps one
+ * identity's admission on one node (a stalled node stalls the identities it serves, not every
+ * call) and keeps a future multi-key script on them legal. On one redis-server it is only a name.
+ */
+export function identityTag(scope: QuotaScope, id: string): string {
+  return `{${scope}:${id}}`
+}
 
 /** A limited windowed dimension of one scope. */
 export interface WindowLimit {
@@ -79,7 +91,8 @@ function scopeLimits(
   for (const { spec, limit } of policyWindows(policy)) plan.windows.push({ scope, spec, id, limit })
   const concurrency = policy.concurrency
   if (concurrency !== undefined && Number.isFinite(concurrency)) {
-    plan.leases.push({ scope, key: `${prefix}:${scope}:concurrency:${id}`, limit: Math.floor(concurrency) })
+    const key = `${prefix}:${scope}:concurrency:${identityTag(scope, id)}`
+    plan.leases.push({ scope, key, limit: Math.floor(concurrency) })
   }
 }
 
@@ -97,14 +110,15 @@ export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now:
   return plan.windows.map(({ scope, spec, id, limit }) => {
     const counter = factory.counter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
     const points = toPoints(spec.unit, cost[spec.unit])
-    if (!spec.daily) return { scope, spec, counter, id, key: id, limit, points, options: {} }
+    const tagged = identityTag(scope, id)
+    if (!spec.daily) return { scope, spec, counter, id, key: tagged, limit, points, options: {} }
     day ??= utcDay(now)
     return {
       scope,
       spec,
       counter,
       id,
-      key: `${id}:${day.date}`,
+      key: `${tagged}:${day.date}`,
       limit,
       points,
       options: { customDuration: day.customDuration },

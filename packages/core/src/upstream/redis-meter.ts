@@ -6,8 +6,7 @@
  * answers again, 'closed' refuses with 503 `store_unavailable`.
  */
 import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
-import type { GuardStore } from '../store.js'
+import type { GuardStore, RedisConnection } from '../store.js'
 import { METER_LUA } from './meter-lua.js'
 import { MemoryMeter, type Meter, type MeterTake, type MeterTicket } from './meter.js'
 import type { PaceLimits } from './pace-limits.js'
@@ -17,14 +16,14 @@ const SCRIPT_SHA = createHash('sha1').update(METER_LUA).digest('hex')
 
 export class RedisMeter implements Meter {
   private lastFraction = 0
-  private readonly redis: Redis
+  private readonly redis: RedisConnection
 
   constructor(
     private readonly store: GuardStore,
     private readonly keys: [hash: string, list: string],
     private readonly fallback: MemoryMeter,
   ) {
-    this.redis = store.redis as Redis
+    this.redis = store.redis as RedisConnection
   }
 
   async take(tokens: number, limits: PaceLimits, dry = false): Promise<MeterTake> {

@@ -28,7 +28,7 @@ describeEachStore('QuotaAdmission', (kind) => {
       vi.setSystemTime(start + 20_000 + error.retryAfterMs)
       await expect(admission.reserve({ user: 'u1' }, cost(10))).resolves.toBeDefined()
     } else {
-      const pttl = await stores.redis!.pttl(`${prefix}:user:rpm:u1`)
+      const pttl = await stores.redis!.pttl(`${prefix}:user:rpm:{user:u1}`)
       expect(pttl).toBeGreaterThan(55_000)
       expect(Math.abs(error.retryAfterMs - pttl)).toBeLessThanOrEqual(1_000)
     }
