@@ -395,6 +395,8 @@ export class UpstreamPool {
       for (const waiter of this.queue.all()) waiter.nextAt = Infinity
       const blocked = new Set<string>()
       let served = false
+      // A waiter refused in this pass (all disabled, the store's policy) lets its user's next one be tried.
+      let finished = false
       const order = (this.sharedQueue && (await this.sharedOrder())) || this.queue.heads()
       for (const waiter of order) {
         if (waiter.done || waiter.candidates.every((c) => blocked.has(c.model))) continue
@@ -404,6 +406,7 @@ export class UpstreamPool {
             waiter,
             unavailable(back - Date.now(), 'No upstream account can serve this model right now.'),
           )
+          finished = true
           continue
         }
         let attempt: Attempt
@@ -411,6 +414,7 @@ export class UpstreamPool {
           attempt = await this.tryNow(waiter.candidates, waiter.req, blocked)
         } catch (error) {
           this.finishWaiter(waiter, error) // e.g. store_unavailable under onError 'closed'
+          finished = true
           continue
         }
         if (attempt.grant && waiter.done) {
@@ -426,11 +430,12 @@ export class UpstreamPool {
         // No room before its deadline (every lane cooling past it, say): refused now, not at the deadline.
         if (Number.isFinite(attempt.nextAt) && attempt.nextAt >= waiter.req.deadline) {
           this.expire(waiter)
+          finished = true
           continue
         }
         for (const c of waiter.candidates) blocked.add(c.model)
       }
-      if (!served) return
+      if (!served && !finished) return
     }
   }
 
