@@ -110,20 +110,22 @@ export class UpstreamPool {
     this.accounts = this.options.accounts.map((account, index) => new AccountRuntime(account, index))
     for (const owner of this.accounts) {
       for (const model of Object.values(owner.account.models)) {
-        let lane: Lane | undefined
+        // The shared state reports to its lane, which is built on the meter that runs behind its gate.
+        const built: { lane?: Lane } = {}
         const shared = this.sharedStateFor(
           owner.account.id,
           model.name,
-          (view) => lane?.adoptShared(view, Date.now()),
+          (view) => built.lane?.adoptShared(view, Date.now()),
           {
             get floor() {
-              return lane?.control.floor ?? 0.1
+              return built.lane?.control.floor ?? 0.1
             },
             step: INCREASE_STEP,
             secondMs: 1000 / this.timeScale,
           },
         )
-        lane = new Lane(owner, model, this.meterFor(owner.account.id, model.name, shared), config)
+        const lane = new Lane(owner, model, this.meterFor(owner.account.id, model.name, shared), config)
+        built.lane = lane
         if (shared) this.sharedState.set(lane, shared)
         this.lanes.push(lane)
         const list = this.lanesByModel.get(model.name) ?? []

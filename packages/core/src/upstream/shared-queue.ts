@@ -26,6 +26,8 @@ export interface SharedEntry {
   readonly ttlMs: number
   /** Start tag, once known. */
   tag?: number
+  /** A check was sent: Redis may hold the entry, so its end must be sent too. */
+  sent?: boolean
 }
 
 export interface SharedCheck {
@@ -37,6 +39,9 @@ export interface SharedCheck {
   size: number
 }
 
+/** Most ends kept for sending again after an outage. */
+const MAX_UNSENT = 10_000
+
 const SHA = createHash('sha1').update(SHARED_QUEUE_LUA).digest('hex')
 
 export class SharedQueue {
@@ -46,6 +51,9 @@ export class SharedQueue {
   /** Entries of this instance, per model: the heartbeat runs while there are any. */
   private readonly live = new Map<string, Set<SharedEntry>>()
   private heartbeat: NodeJS.Timeout | undefined
+  /** Ends that Redis did not get (an outage): sent again when the store recovers. */
+  private readonly unsent: Array<{ entry: SharedEntry; served: boolean }> = []
+  private stopRetry: (() => void) | undefined
 
   constructor(
     private readonly store: GuardStore,
@@ -75,6 +83,7 @@ export class SharedQueue {
       this.instance,
       String(this.leaseMs),
     ]
+    entry.sent = true
     try {
       const reply = (await this.store.run(() => this.send(entry.model, args))) as unknown[]
       const tag = Number(reply[0])
@@ -94,11 +103,26 @@ export class SharedQueue {
     if (!set?.delete(entry)) return
     if (set.size === 0) this.live.delete(entry.model)
     if (this.live.size === 0) this.stopHeartbeat()
-    // Only sent for entries Redis has seen; a lost one is dropped as stale by the others.
-    if (entry.tag === undefined && !served) return
+    if (entry.sent) this.sendDone(entry, served)
+  }
+
+  /**
+   * Sent after the entry's checks on the same connection, so never overtaken by one. One that fails
+   * is sent again when the store recovers: until then the entry may hold the order up (at most its
+   * own wait plus a lease, when it reaches the head).
+   */
+  private sendDone(entry: SharedEntry, served: boolean): void {
     void this.store
       .run(() => this.send(entry.model, ['done', entry.member, entry.user, served ? '1' : '0']), undefined, true)
-      .catch(() => undefined)
+      .catch(() => {
+        if (this.unsent.length >= MAX_UNSENT) return // beyond that, left to expire (own wait + lease)
+        this.unsent.push({ entry, served })
+        this.stopRetry ??= this.store.onRecovered(() => {
+          this.stopRetry?.()
+          this.stopRetry = undefined
+          for (const lost of this.unsent.splice(0)) this.sendDone(lost.entry, lost.served)
+        })
+      })
   }
 
   /** Ends the heartbeat and this instance's lease (its entries stop counting at once). */
@@ -106,6 +130,8 @@ export class SharedQueue {
     const models = [...this.live.keys()]
     for (const set of [...this.live.values()]) for (const entry of [...set]) this.done(entry, false)
     this.stopHeartbeat()
+    this.stopRetry?.()
+    this.stopRetry = undefined
     for (const model of models) {
       void this.store.run(() => this.send(model, ['leave', this.instance]), undefined, true).catch(() => undefined)
     }
