@@ -144,6 +144,27 @@ describeRedis('the fair queue shared by several instances', () => {
     await doomed.pool.close()
     await survivor.pool.close()
   })
+
+  it('a waiter whose client left gives up its place at once: the next in the shared order is served', async () => {
+    const models = { m1: { rpm: 600, tpm: 600_000, fallback: [] } }
+    const accounts = [{ id: 'acct-a', apiKey: 'sk-a' }]
+    const store = { redis, prefix: `${prefix}-left` } // default lease: 3 s
+    const a = makePool({ accounts, models, store, queue: { maxWaitMs: 10_000, maxSize: 100 } })
+    const b = makePool({ accounts, models, store, queue: { maxWaitMs: 10_000, maxSize: 100 } })
+    const held = await a.pool.acquire(request({ user: 'k', model: 'm1' }))
+    const left = new AbortController()
+    const leaving = a.pool.acquire(request({ user: 'k', model: 'm1', signal: left.signal })).catch((e: unknown) => e)
+    await sleep(20) // its entry is first in the order
+    const next = b.pool.acquire(request({ user: 'k', model: 'm1' })) // after it, same user
+    await sleep(20)
+    left.abort(new Error('client left'))
+    expect(String(await leaving)).toContain('client left')
+    void held.cancel()
+    const slot = await next
+    expect(slot.queuedMs).toBeLessThan(1_000) // not the 3 s lease, not the 10 s wait
+    await a.pool.close()
+    await b.pool.close()
+  })
 })
 
 describeRedis('the shared queue and shared state when Redis is paused (SIGSTOP)', () => {
