@@ -4,7 +4,10 @@
  * account with room, falling back to the configured models when the requested one has no room, and
  * queueing fairly between users when nothing has room (fair-queue.ts). Waiters are woken by a timer
  * set to the earliest moment a meter, a cooldown or a disable says room appears, or when a slot
- * settles or cancels; never by polling.
+ * settles or cancels; never by polling. On a Redis store, lanes' cooldowns, disables and pace are
+ * shared with every instance (shared-lane-state.ts), and waiters follow one fair order across
+ * instances (shared-queue.ts); a waiter not yet in that order's head round looks again every half
+ * emission interval of its lanes, the one wake-up that is not told by a meter.
  */
 import { queueFull, upstreamSaturated, upstreamUnavailable, type QwenGuardError } from '../errors.js'
 import type { GuardEvent, ResolvedOptions } from '../types.js'
