@@ -4,6 +4,7 @@ import { startSimulator, type Simulator } from '../../../simulator/src/index.js'
 import { afterEach, expect, it } from 'vitest'
 import { describeRedis, redisClient } from '../../../../test/support/redis.js'
 import { isQwenGuardError } from '../../src/errors.js'
+import { createGuard } from '../../src/index.js'
 import { classifyRefusal } from '../../src/upstream/classify.js'
 import type { UpstreamPool } from '../../src/upstream/pool.js'
 import type { UpstreamSlot } from '../../src/upstream/types.js'
@@ -87,6 +88,32 @@ describeRedis('shared upstream state on one Redis', () => {
     // And at once from then on, without a round trip: B knows the account is out.
     const again = await b.pool.acquire(request({ user: 'u2', model: 'm1' })).catch((e: unknown) => e)
     expect(isQwenGuardError(again) && again.code).toBe('upstream_unavailable')
+  })
+
+  it('two guards: an account in arrears seen by one makes the other answer 503 without calling Qwen', async () => {
+    sim = await startSimulator({ accounts: [{ id: 'acct-a', keys: ['sk-a'] }], burst: false })
+    const store = { redis, prefix: `${prefix}-guards` }
+    const make = () =>
+      createGuard({
+        upstream: { baseURL: sim!.url, rampUp: false, accounts: [{ id: 'acct-a', apiKey: 'sk-a' }] },
+        store,
+      })
+    const [a, b] = [make(), make()]
+    sim.setAccountState('acct-a', 'arrears')
+    const ask = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 8 }
+    const first = await a
+      .client({ user: 'u1' })
+      .chat.completions.create(ask)
+      .catch((e: unknown) => e)
+    expect(isQwenGuardError(first) && first.status).toBeGreaterThanOrEqual(400)
+    const calls = sim.stats().calls
+    const second = await b
+      .client({ user: 'u2' })
+      .chat.completions.create(ask)
+      .catch((e: unknown) => e)
+    expect(isQwenGuardError(second) && [second.status, second.code]).toEqual([503, 'upstream_unavailable'])
+    expect(sim.stats().calls).toBe(calls)
+    await Promise.all([a.close(), b.close()])
   })
 
   it('a burst refusal slows every instance: the shared pace is halved and read with the next take', async () => {
