@@ -19,6 +19,7 @@ function tpmLeft(states: Awaited<ReturnType<Guard['state']>>): number {
 describeEachStore('guard end to end', (kind) => {
   let sim: Simulator
   const guards: Guard[] = []
+  let made = 0
   const redis = kind === 'redis' ? redisClient() : undefined
 
   beforeAll(async () => {
@@ -39,7 +40,8 @@ describeEachStore('guard end to end', (kind) => {
       upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, ...overrides.upstream },
       quotas: { user: { rpm: 100, tpm: 100_000 } },
       defaultMaxTokens: 100,
-      ...(redis ? { store: { redis: redis.redis, prefix: `${redis.prefix}-${guards.length}` } } : {}),
+      // A prefix per guard: on Redis a cooldown is shared by every guard on the same prefix.
+      ...(redis ? { store: { redis: redis.redis, prefix: `${redis.prefix}-${++made}` } } : {}),
       ...overrides,
     })
     guards.push(guard)

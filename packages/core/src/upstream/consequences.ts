@@ -1,11 +1,13 @@
 /**
  * What a refusal does to the lane (account x model) that got it: transient kinds cool it down (burst
  * also halves its pace), terminal kinds disable it (or the whole account) for `disableMs`, or until
- * the announced reset time for a plan quota. Returns nothing: effects are on the lanes and events.
+ * the announced reset time for a plan quota. Effects are on the lane and in events; the returned
+ * `LaneEffect` is what the pool tells other instances (shared-lane-state.ts).
  */
 import type { GuardEvent } from '../types.js'
 import { cooldownMs } from './cooldown.js'
 import type { Lane } from './lane.js'
+import type { LaneEffect } from './shared-lane-state.js'
 import type { UpstreamRefusal } from './types.js'
 
 export interface ConsequenceContext {
@@ -15,7 +17,7 @@ export interface ConsequenceContext {
   emit: (event: GuardEvent) => void
 }
 
-export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): void {
+export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): LaneEffect {
   if (refusal.terminal) return disable(lane, refusal, ctx)
   const kind = refusal.kind
   const transient =
@@ -48,12 +50,13 @@ export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: Conseque
     retryable: refusal.retryable,
     cooldownMs: Math.ceil(cooldown),
   })
+  return { coolMs: cooldown, disableMs: 0, accountDisableMs: 0, burst: kind === 'burst' }
 }
 
 /** Longest a reset time read from Qwen's message may disable a lane: a plan quota resets within a month. */
 export const MAX_QUOTA_RESET_MS = 31 * 86_400_000
 
-function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): void {
+function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext): LaneEffect {
   const announced =
     refusal.kind === 'quota_reset' && refusal.resetAt !== undefined && refusal.resetAt > ctx.now
       ? refusal.resetAt
@@ -81,4 +84,6 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
     kind: refusal.kind,
     untilMs: until,
   })
+  const ms = until - ctx.now
+  return { coolMs: 0, disableMs: wholeAccount ? 0 : ms, accountDisableMs: wholeAccount ? ms : 0, burst: false }
 }

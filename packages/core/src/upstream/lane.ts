@@ -1,12 +1,14 @@
 /**
  * A lane is one account x model: its meter, AIMD pace, cooldown, disable time and in-flight count.
- * Capacity lives here; the account only adds its keys (rotated) and whole-account disables.
+ * Capacity lives here; the account only adds its keys (rotated) and whole-account disables. On a
+ * Redis store the cooldown, disables and pace are also shared (shared-lane-state.ts, `adoptShared`).
  */
 import { largestReservation } from '../cost.js'
 import type { ResolvedAccount, ResolvedModel } from '../types.js'
 import type { Meter } from './meter.js'
 import { paceLimits, type PaceConfig, type PaceLimits } from './pace-limits.js'
 import { PaceControl } from './pace-control.js'
+import type { SharedLaneView } from './shared-lane-state.js'
 
 export class AccountRuntime {
   private nextKey = 0
@@ -64,6 +66,19 @@ export class Lane {
 
   coolingAt(now: number): number {
     return this.coolingUntil > now ? this.coolingUntil : 0
+  }
+
+  /**
+   * What another instance said through the shared state (shared-lane-state.ts): cooldown and
+   * disable times are only ever extended here, the pace is the shared one.
+   */
+  adoptShared(view: SharedLaneView, now: number): void {
+    if (view.coolMs > 0) this.coolingUntil = Math.max(this.coolingUntil, now + view.coolMs)
+    if (view.disableMs > 0) this.disabledUntil = Math.max(this.disabledUntil, now + view.disableMs)
+    if (view.accountDisableMs > 0) {
+      this.owner.disabledUntil = Math.max(this.owner.disabledUntil, now + view.accountDisableMs)
+    }
+    this.control.adopt(view.pace, now)
   }
 
   /** Whether a request of this size can ever be admitted here (tokens and context). */

@@ -2,8 +2,9 @@
  * AIMD pace of one account x model, against Qwen's burst ("growth rate") protection, whose
  * threshold is undocumented and moves with load. A burst refusal halves the pace (never below the
  * ramp's starting rate); every second with a success adds a fixed step back, up to full rate. The
- * pace scales the request spacing (pace-limits.ts). It lives in memory, per instance: it reacts to
- * what this instance saw, and the shared limits (windows, ramp rule on Redis) stay exact anyway.
+ * pace scales the request spacing (pace-limits.ts). On a memory store it lives here, per instance;
+ * on Redis the shared pace (shared-lane-state.ts: halved by any instance's burst refusal, growing
+ * back by the same step per second) is `adopt`ed from each take's answer.
  *
  * The ramp-up rule itself (cur + 1 <= max(initialRps, factor x prev) over the guard's own sends in
  * sliding seconds) is checked by the meter from its log, so on Redis it holds across instances.
@@ -16,7 +17,7 @@ export class PaceControl {
   private lastChange = -Infinity
 
   /** `floor`: the lowest pace (the ramp's initial rate over the model's rps). */
-  constructor(private readonly floor: number) {}
+  constructor(readonly floor: number) {}
 
   get pace(): number {
     return this.value
@@ -24,6 +25,14 @@ export class PaceControl {
 
   decrease(now: number): void {
     this.value = Math.max(this.floor, this.value * DECREASE_FACTOR)
+    this.lastChange = now
+  }
+
+  /** The pace every instance shares (read from Redis with a take). */
+  adopt(pace: number, now: number): void {
+    const next = Math.min(1, Math.max(this.floor, pace))
+    if (next === this.value) return
+    this.value = next
     this.lastChange = now
   }
 

@@ -4,7 +4,10 @@
  * account with room, falling back to the configured models when the requested one has no room, and
  * queueing fairly between users when nothing has room (fair-queue.ts). Waiters are woken by a timer
  * set to the earliest moment a meter, a cooldown or a disable says room appears, or when a slot
- * settles or cancels; never by polling.
+ * settles or cancels; never by polling. On a Redis store, lanes' cooldowns, disables and pace are
+ * shared with every instance (shared-lane-state.ts), and waiters follow one fair order across
+ * instances (shared-queue.ts); a waiter not yet in that order's head round looks again every half
+ * emission interval of its lanes, the one wake-up that is not told by a meter.
  */
 import { queueFull, upstreamSaturated, upstreamUnavailable, type QwenGuardError } from '../errors.js'
 import type { GuardEvent, ResolvedOptions } from '../types.js'
@@ -14,7 +17,10 @@ import { FairQueue } from './fair-queue.js'
 import { AccountRuntime, Lane } from './lane.js'
 import { MemoryMeter, type Meter, type MeterTicket } from './meter.js'
 import type { PaceConfig } from './pace-limits.js'
+import { INCREASE_STEP } from './pace-control.js'
 import { RedisMeter } from './redis-meter.js'
+import { SharedLaneState, type SharedLaneView } from './shared-lane-state.js'
+import { SharedQueue, type SharedEntry } from './shared-queue.js'
 import { createGuardStore, type GuardStore } from '../store.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot, UpstreamState } from './types.js'
 
@@ -31,6 +37,11 @@ export interface UpstreamPoolDeps {
    * outage). Default: a store of the pool's own, closed with it.
    */
   store?: GuardStore
+  /**
+   * Real ms an instance's entries in the shared queue (Redis store) count after its last heartbeat:
+   * how long a dead instance can hold up the shared order. Default SHARED_QUEUE_LEASE_MS (3 s).
+   */
+  queueLeaseMs?: number
 }
 
 interface Grant {
@@ -52,6 +63,8 @@ interface Waiter {
   enqueuedAt: number
   nextAt: number
   done: boolean
+  /** Its place in the order shared by every instance (Redis store only). */
+  shared?: SharedEntry
   resolve(slot: UpstreamSlot): void
   reject(error: unknown): void
   cleanup(): void
@@ -75,6 +88,16 @@ export class UpstreamPool {
   private closed = false
   private readonly store: GuardStore
   private readonly ownStore: boolean
+  /** Per lane, its state shared through Redis (none on a memory store). */
+  private readonly sharedState = new Map<Lane, SharedLaneState>()
+  /** The fair order shared by every instance on the Redis store (none on a memory store). */
+  private readonly sharedQueue: SharedQueue | undefined
+  /**
+   * Per model: until when (epoch ms) the shared queue was last seen to hold waiters. Until then a
+   * new call of that model queues here instead of taking the meter at once, so a user cannot jump
+   * the shared order by sending to an instance where nobody waits.
+   */
+  private readonly sharedBusyUntil = new Map<string, number>()
 
   constructor(deps: UpstreamPoolDeps) {
     this.options = deps.options
@@ -90,7 +113,23 @@ export class UpstreamPool {
     this.accounts = this.options.accounts.map((account, index) => new AccountRuntime(account, index))
     for (const owner of this.accounts) {
       for (const model of Object.values(owner.account.models)) {
-        const lane = new Lane(owner, model, this.meterFor(owner.account.id, model.name), config)
+        // The shared state reports to its lane, which is built on the meter that runs behind its gate.
+        const built: { lane?: Lane } = {}
+        const shared = this.sharedStateFor(
+          owner.account.id,
+          model.name,
+          (view) => built.lane?.adoptShared(view, Date.now()),
+          {
+            get floor() {
+              return built.lane?.control.floor ?? 0.1
+            },
+            step: INCREASE_STEP,
+            secondMs: 1000 / this.timeScale,
+          },
+        )
+        const lane = new Lane(owner, model, this.meterFor(owner.account.id, model.name, shared), config)
+        built.lane = lane
+        if (shared) this.sharedState.set(lane, shared)
         this.lanes.push(lane)
         const list = this.lanesByModel.get(model.name) ?? []
         list.push(lane)
@@ -98,6 +137,7 @@ export class UpstreamPool {
       }
     }
     this.candidates = new CandidateCache(this.lanesByModel, this.options.models)
+    this.sharedQueue = this.store.redis ? new SharedQueue(this.store, deps.queueLeaseMs) : undefined
   }
 
   /** Waits (fairly, bounded) for room on the requested model or a fallback; see ARCHITECTURE.md. */
@@ -107,7 +147,7 @@ export class UpstreamPool {
     if (this.closed) throw unavailable(0, 'The guard is closed.')
     const candidates = this.candidates.get(req)
     this.throwIfAllDisabled(candidates)
-    if (this.queue.size === 0 && !this.draining) {
+    if (this.queue.size === 0 && !this.draining && !this.sharedBusy(req.model, started)) {
       const attempt = await this.tryNow(candidates, req, NOTHING_BLOCKED)
       if (attempt.grant) {
         if (!isGone(req)) return this.slotFor(attempt.grant, req, started)
@@ -147,8 +187,9 @@ export class UpstreamPool {
   async close(): Promise<void> {
     this.closed = true
     clearTimeout(this.wakeTimer)
-    if (this.ownStore) this.store.close()
     for (const waiter of this.queue.all()) this.finishWaiter(waiter, unavailable(0, 'The guard is closed.'))
+    this.sharedQueue?.close()
+    if (this.ownStore) this.store.close()
   }
 
   // ---- choosing a lane ----
@@ -270,6 +311,7 @@ export class UpstreamPool {
           req.signal?.removeEventListener('abort', onAbort)
         },
       }
+      if (this.sharedQueue) waiter.shared = this.sharedQueue.entry(req.model, req.user, giveUpAt - Date.now())
       req.signal?.addEventListener('abort', onAbort, { once: true })
       const position = this.queue.push(waiter)
       this.emit({ type: 'queued', identity: { user: req.user }, model: req.model, position })
@@ -282,6 +324,7 @@ export class UpstreamPool {
     if (waiter.done) return
     waiter.done = true
     this.queue.remove(waiter)
+    if (waiter.shared) this.sharedQueue?.done(waiter.shared, false)
     waiter.cleanup()
     waiter.reject(error)
   }
@@ -357,7 +400,10 @@ export class UpstreamPool {
       for (const waiter of this.queue.all()) waiter.nextAt = Infinity
       const blocked = new Set<string>()
       let served = false
-      for (const waiter of this.queue.heads()) {
+      // A waiter refused in this pass (all disabled, the store's policy) lets its user's next one be tried.
+      let finished = false
+      const order = (this.sharedQueue && (await this.sharedOrder())) || this.queue.heads()
+      for (const waiter of order) {
         if (waiter.done || waiter.candidates.every((c) => blocked.has(c.model))) continue
         const back = this.allDisabledUntil(waiter.candidates)
         if (back !== undefined) {
@@ -365,6 +411,7 @@ export class UpstreamPool {
             waiter,
             unavailable(back - Date.now(), 'No upstream account can serve this model right now.'),
           )
+          finished = true
           continue
         }
         let attempt: Attempt
@@ -372,6 +419,7 @@ export class UpstreamPool {
           attempt = await this.tryNow(waiter.candidates, waiter.req, blocked)
         } catch (error) {
           this.finishWaiter(waiter, error) // e.g. store_unavailable under onError 'closed'
+          finished = true
           continue
         }
         if (attempt.grant && waiter.done) {
@@ -387,17 +435,76 @@ export class UpstreamPool {
         // No room before its deadline (every lane cooling past it, say): refused now, not at the deadline.
         if (Number.isFinite(attempt.nextAt) && attempt.nextAt >= waiter.req.deadline) {
           this.expire(waiter)
+          finished = true
           continue
         }
         for (const c of waiter.candidates) blocked.add(c.model)
       }
-      if (!served) return
+      if (!served && !finished) return
     }
+  }
+
+  /**
+   * The waiters that may take room now, in the shared fair order: those whose start tag is in the
+   * head's round (every instance together), lowest tag first. The others wait for the round to
+   * move: they look again after half the candidates' emission interval (when room can next appear).
+   * Undefined when Redis did not answer: the memory fair queue orders this instance's waiters.
+   */
+  private async sharedOrder(): Promise<Waiter[] | undefined> {
+    const shared = this.sharedQueue!
+    const waiters = this.queue.all().filter((w) => !w.done && w.shared)
+    // Every entry Redis has not seen yet, and per model the lowest known one (reads the head).
+    const lowest = new Map<string, Waiter>()
+    const toCheck: Waiter[] = []
+    for (const waiter of waiters) {
+      const entry = waiter.shared!
+      if (entry.tag === undefined) toCheck.push(waiter)
+      else {
+        const low = lowest.get(entry.model)
+        if (!low || entry.tag < low.shared!.tag!) lowest.set(entry.model, waiter)
+      }
+    }
+    toCheck.push(...lowest.values())
+    const checks = await Promise.all(toCheck.map((w) => shared.check(w.shared!)))
+    const heads = new Map<string, number>()
+    const now = Date.now()
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i]
+      if (!check) return undefined
+      const model = toCheck[i]!.shared!.model
+      heads.set(model, Math.min(heads.get(model) ?? Infinity, check.head))
+      if (check.size > 1) this.sharedBusyUntil.set(model, now + SHARED_BUSY_MS)
+    }
+    const eligible: Waiter[] = []
+    for (const waiter of waiters) {
+      if (waiter.done) continue
+      const { tag, model } = waiter.shared!
+      const head = heads.get(model) ?? -Infinity
+      if (tag === undefined || tag < head + 1) eligible.push(waiter)
+      else waiter.nextAt = now + this.recheckMs(waiter.candidates)
+    }
+    return eligible.sort((a, b) => a.shared!.tag! - b.shared!.tag! || a.enqueuedAt - b.enqueuedAt)
+  }
+
+  /** Half the emission interval of these candidates' lanes together: how soon room can reappear. */
+  private recheckMs(candidates: readonly Candidate[]): number {
+    const now = Date.now()
+    let perMs = 0
+    for (const c of candidates) {
+      for (const lane of c.lanes) if (!lane.disabledAt(now)) perMs += 1 / lane.limits().spacingMs
+    }
+    return perMs > 0 ? Math.max(1, 1 / perMs / 2) : 1000 / this.timeScale
+  }
+
+  /** Whether other instances were recently seen queueing for this model (Redis store only). */
+  private sharedBusy(model: string, now: number): boolean {
+    return this.sharedQueue !== undefined && (this.sharedBusyUntil.get(model) ?? 0) > now
   }
 
   private serve(waiter: Waiter, grant: Grant): void {
     waiter.done = true
     this.queue.served(waiter)
+    if (waiter.shared) this.sharedQueue?.done(waiter.shared, true)
     waiter.cleanup()
     waiter.resolve(this.slotFor(grant, waiter.req, waiter.enqueuedAt))
   }
@@ -457,20 +564,41 @@ export class UpstreamPool {
   }
 
   private onRefusal(lane: Lane, refusal: UpstreamRefusal): void {
-    applyRefusal(lane, refusal, {
+    const effect = applyRefusal(lane, refusal, {
       now: Date.now(),
       disableMs: this.options.upstream.disableMs,
       timeScale: this.timeScale,
       emit: this.emit,
     })
+    if (this.sharedState.size === 0) return
+    if (effect.accountDisableMs > 0) {
+      // A whole-account disable is written to each lane of the account: every script keeps to its lane's slot.
+      for (const other of this.lanes) if (other.owner === lane.owner) void this.sharedState.get(other)?.publish(effect)
+    } else if (effect.coolMs > 0 || effect.disableMs > 0 || effect.burst) {
+      void this.sharedState.get(lane)?.publish(effect)
+    }
   }
 
-  private meterFor(accountId: string, model: string): Meter {
+  /** The key tag of one lane: one hash tag, so every key of a lane's scripts lands in one cluster slot. */
+  private laneTag(accountId: string, model: string): string {
+    return `${this.store.prefix}:up:{${accountId}|${model}}`
+  }
+
+  private sharedStateFor(
+    accountId: string,
+    model: string,
+    apply: (view: SharedLaneView) => void,
+    pace: { floor: number; step: number; secondMs: number },
+  ): SharedLaneState | undefined {
+    if (!this.store.redis) return undefined
+    return new SharedLaneState(this.store, `${this.laneTag(accountId, model)}:s`, apply, pace)
+  }
+
+  private meterFor(accountId: string, model: string, shared: SharedLaneState | undefined): Meter {
     const memory = new MemoryMeter(() => Date.now())
     if (!this.store.redis) return memory
-    // One hash tag per lane: both keys land in the same cluster slot, as a script needs.
-    const tag = `${this.store.prefix}:up:{${accountId}|${model}}`
-    return new RedisMeter(this.store, [`${tag}:h`, `${tag}:l`], memory)
+    const tag = this.laneTag(accountId, model)
+    return new RedisMeter(this.store, [`${tag}:h`, `${tag}:l`], memory, shared?.gate)
   }
 }
 
@@ -483,6 +611,9 @@ function throwIfGone(req: AcquireRequest): void {
   if (req.signal?.aborted) throw req.signal.reason
   if (req.abandoned) throw req.abandoned.reason
 }
+
+/** How long a shared queue seen holding other waiters keeps new calls of its model from the fast path. */
+const SHARED_BUSY_MS = 1_000
 
 /** tryNow's `blocked` when no earlier waiter holds a model. */
 const NOTHING_BLOCKED: ReadonlySet<string> = new Set()

@@ -10,6 +10,7 @@ import type { GuardStore, RedisConnection } from '../store.js'
 import { METER_LUA } from './meter-lua.js'
 import { MemoryMeter, type Meter, type MeterTake, type MeterTicket } from './meter.js'
 import type { PaceLimits } from './pace-limits.js'
+import type { MeterGate } from './shared-lane-state.js'
 import type { BlockReason } from './sliding-log.js'
 
 const SCRIPT_SHA = createHash('sha1').update(METER_LUA).digest('hex')
@@ -22,6 +23,8 @@ export class RedisMeter implements Meter {
     private readonly store: GuardStore,
     private readonly keys: [hash: string, list: string],
     private readonly fallback: MemoryMeter,
+    /** The lane's shared state (shared-lane-state.ts): takes run behind its gate. */
+    private readonly gate?: MeterGate,
   ) {
     this.redis = store.redis as RedisConnection
   }
@@ -29,7 +32,7 @@ export class RedisMeter implements Meter {
   async take(tokens: number, limits: PaceLimits, dry = false): Promise<MeterTake> {
     const args = [dry ? 'dry' : 'take', ...limitArgs(limits), String(tokens)]
     return this.store.attempt(
-      async () => this.decode(await this.send(args), limits),
+      async () => this.decode(await this.sendTake(args), limits),
       () => this.fallback.takeSync(tokens, limits, dry),
       // Taken after its timeout: the call was paced in memory (or refused) meanwhile, so nobody
       // will send on this take. Settle it to nothing.
@@ -68,6 +71,28 @@ export class RedisMeter implements Meter {
           ),
     }
     return { ok: true, usedFraction: fraction, ticket }
+  }
+
+  /**
+   * A take, behind the lane's gate when it has one: the gate's part of the reply updates the lane,
+   * and when the lane is cooling or disabled the meter did not run (a 'spacing' wait until then).
+   */
+  private async sendTake(args: readonly string[]): Promise<unknown[]> {
+    const gate = this.gate
+    if (!gate) return this.send(args)
+    const reply = (await this.evalScript(gate.sha, gate.script, [...this.keys, gate.key], args)) as unknown[]
+    const outMs = gate.read(reply[0])
+    if (Array.isArray(reply[1])) return reply[1] as unknown[]
+    return [0, String(outMs ?? 0), 'spacing', String(this.lastFraction)]
+  }
+
+  private async evalScript(sha: string, script: string, keys: string[], args: readonly string[]): Promise<unknown> {
+    try {
+      return await this.redis.evalsha(sha, keys.length, ...keys, ...args)
+    } catch (error) {
+      if (!String((error as Error)?.message).includes('NOSCRIPT')) throw error
+      return this.redis.eval(script, keys.length, ...keys, ...args)
+    }
   }
 
   /** EVALSHA, or EVAL once when the server does not know the script yet. */

@@ -19,6 +19,7 @@ export function makePool(
     queue?: GuardOptions['queue']
     store?: GuardOptions['store']
     timeScale?: number
+    queueLeaseMs?: number
   } = {},
 ): PoolSetup {
   const options = resolveOptions({
@@ -42,6 +43,7 @@ export function makePool(
     options,
     emit: (e) => events.push(e),
     ...(over.timeScale ? { timeScale: over.timeScale } : {}),
+    ...(over.queueLeaseMs ? { queueLeaseMs: over.queueLeaseMs } : {}),
   })
   return { pool, options, events }
 }
