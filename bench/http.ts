@@ -24,12 +24,13 @@
 // of its per-round values (interquartile range).
 // Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput, and
 // variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request } from 'node:http'
 import { createRequire } from 'node:module'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { redisServerInstalled, startRedisServer, type RedisServer } from '../test/support/redis-server.js'
+import type { OpenLoopResult } from './_http-open-loop.js'
 import { pin } from './_pin.js'
 
 /** Throughput: ROUNDS alternating runs of SECONDS per variant (short runs, many pairs: see above). */
@@ -38,6 +39,10 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
 /** Latency: fewer, longer alternating runs (one connection, sequential requests). */
 const LATENCY_SECONDS = 2
 const LATENCY_ROUNDS = 3
+/** Relay latency: open-loop rates (req/s), alternating rounds per rate and their length. */
+const OPEN_LOOP_RATES = [100, 500, 1_000]
+const OPEN_LOOP_ROUNDS = Number(process.env.BENCH_OPEN_LOOP_ROUNDS ?? 3)
+const OPEN_LOOP_SECONDS = Number(process.env.BENCH_OPEN_LOOP_SECONDS ?? 3)
 /** Scenarios to run, e.g. BENCH_ONLY=a,c. Default: all. */
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','))
 const CONNECTIONS = 32
@@ -386,22 +391,74 @@ try {
   if (ONLY.has('c')) {
     const direct = post(`${simUrl}/chat/completions`)
     const relayed = post(`${urls.relay}/v1/chat/completions`)
-    // The simulator runs outside the app process, so its CPU column would mean nothing here: not printed.
-    const [d, r] = (await compare([direct, relayed], true, urls.control)) as [Measured, Measured]
-    const rows = [
-      { name: 'simulator directly', ...d },
-      { name: 'through the relay', ...r },
-    ]
-    console.log(`\n(c) relay: POST /chat/completions, non-streaming (latency: 1 connection, sequential)\n`)
+    // Open loop at fixed rates, the load from its own process (on CPU 0 with the simulator).
+    const sender = fork(fileURLToPath(new URL('./_http-open-loop.ts', import.meta.url)), [], {
+      execArgv: ['--conditions=source', '--import', 'tsx'],
+    })
+    children.push(sender)
+    await new Promise((resolve) => sender.once('message', resolve))
+    if (pinned) pin(sender.pid, 0)
+    const openLoop = (target: Target, rate: number, seconds: number) =>
+      new Promise<OpenLoopResult>((resolve) => {
+        sender.once('message', resolve)
+        sender.send({ url: target.url, headers: target.headers ?? {}, body: target.body ?? '', rate, seconds })
+      })
+    const rows: Record<string, string | number>[] = []
+    let verdict = ''
+    for (const rate of OPEN_LOOP_RATES) {
+      // Alternating rounds, pooled samples: a slow spell weighs on both sides.
+      const pooled: [number[], number[]] = [[], []]
+      let failed = 0
+      let late = 0
+      for (let round = 0; round < OPEN_LOOP_ROUNDS; round++) {
+        for (let k = 0; k < 2; k++) {
+          const i = (round + k) % 2
+          const result = await openLoop(i === 0 ? direct : relayed, rate, OPEN_LOOP_SECONDS)
+          pooled[i]!.push(...result.samples)
+          failed += result.failed
+          late = Math.max(late, result.lateP99Ms)
+        }
+      }
+      const [d, r] = pooled.map((list) => list.sort((a, b) => a - b)) as [number[], number[]]
+      const at = (list: number[], q: number) => list[Math.min(list.length - 1, Math.floor(q * list.length))] ?? NaN
+      const addedP50 = at(r, 0.5) - at(d, 0.5)
+      const addedP99 = at(r, 0.99) - at(d, 0.99)
+      const goal = rate === 500 ? addedP50 <= 0.3 && addedP99 <= 1 : undefined
+      if (goal !== undefined)
+        verdict = `goal at 500 req/s: added p50 <= 0.3 ms and p99 <= 1 ms: ${pass(goal)} (+${ms(addedP50)} / +${ms(addedP99)} ms)`
+      rows.push({
+        'req/s': rate,
+        'direct p50 / p99 ms': `${ms(at(d, 0.5))} / ${ms(at(d, 0.99))}`,
+        'relay p50 / p99 ms': `${ms(at(r, 0.5))} / ${ms(at(r, 0.99))}`,
+        'added p50 ms': ms(addedP50),
+        'added p99 ms': ms(addedP99),
+        samples: `${d.length} / ${r.length}`,
+        failed,
+        'sender late p99 ms': ms(late),
+        ...(goal === undefined ? {} : { goal: '<= 0.3 / <= 1 ms', result: pass(goal) }),
+      })
+    }
+    console.log(
+      `\n(c) relay latency: POST /chat/completions, non-streaming, zero-latency simulator; open loop at a fixed rate from its own process ` +
+        `(${OPEN_LOOP_ROUNDS} alternating rounds of ${OPEN_LOOP_SECONDS} s per path and rate, samples pooled; latency from write to last byte)\n`,
+    )
+    console.table(rows)
+    console.log(verdict)
+    // Saturation: closed loop (autocannon, 32 connections), the relay app alone on its core.
+    const [sd, sr] = (await compare([direct, relayed], false, urls.control)) as [Measured, Measured]
+    console.log(
+      `\n(c) relay maximum rate, closed loop (${CONNECTIONS} connections, ${ROUNDS} alternating ${SECONDS} s runs, median), ` +
+        `${pinned ? 'the relay alone on one core' : 'NOT pinned'}:\n`,
+    )
     console.table([
-      ...rows.map((row) => ({
-        path: row.name,
-        'req/s': Math.round(row.rps),
-        'p50 ms': ms(row.p50),
-        'p99 ms': ms(row.p99),
-        failed: row.failed,
-      })),
-      { path: 'added by the relay', 'p50 ms': ms(r.p50 - d.p50), 'p99 ms': ms(r.p99 - d.p99) },
+      { path: 'simulator directly', 'req/s': Math.round(sd.rps), failed: sd.failed },
+      {
+        path: 'through the relay',
+        'req/s': Math.round(sr.rps),
+        'app CPU µs/req': us(sr.cpuPerReq),
+        'loop busy': Number(sr.loopBusy.toFixed(2)),
+        failed: sr.failed,
+      },
     ])
   }
   console.log(`\nload average at end: ${load()}`)
