@@ -102,6 +102,19 @@ async function appUsage(controlUrl: string): Promise<AppUsage> {
   return (await res.json()) as AppUsage
 }
 
+interface Pauses {
+  gc: { count: number; totalMs: number; maxMs: number; over1ms: number }
+  loopDelayMs: { p50: number; p99: number; max: number }
+}
+
+/** The app process's GC pauses and event-loop delay since the previous call (bench/_http-app.ts). */
+async function appPauses(controlUrl: string): Promise<Pauses> {
+  const res = await fetch(`${controlUrl}?pauses`)
+  return (await res.json()) as Pauses
+}
+
+const sum = <T>(list: T[], figure: (item: T) => number) => list.reduce((n, item) => n + figure(item), 0)
+
 async function throughput(
   target: Target,
   warmup: boolean,
@@ -410,10 +423,19 @@ try {
       const pooled: [number[], number[]] = [[], []]
       let failed = 0
       let late = 0
+      const relayPauses: Pauses[] = []
+      const relayCpu = { micros: 0, requests: 0 }
       for (let round = 0; round < OPEN_LOOP_ROUNDS; round++) {
         for (let k = 0; k < 2; k++) {
           const i = (round + k) % 2
+          await appPauses(urls.control) // start over
+          const before = await appUsage(urls.control)
           const result = await openLoop(i === 0 ? direct : relayed, rate, OPEN_LOOP_SECONDS)
+          if (i === 1) {
+            relayPauses.push(await appPauses(urls.control))
+            relayCpu.micros += (await appUsage(urls.control)).cpuMicros - before.cpuMicros
+            relayCpu.requests += result.sent
+          }
           pooled[i]!.push(...result.samples)
           failed += result.failed
           late = Math.max(late, result.lateP99Ms)
@@ -435,6 +457,9 @@ try {
         samples: `${d.length} / ${r.length}`,
         failed,
         'sender late p99 ms': ms(late),
+        'relay CPU µs/req': us(relayCpu.micros / relayCpu.requests),
+        'relay GC pauses (> 1 ms) / max ms': `${sum(relayPauses, (p) => p.gc.count)} (${sum(relayPauses, (p) => p.gc.over1ms)}) / ${ms(Math.max(...relayPauses.map((p) => p.gc.maxMs)))}`,
+        'relay loop delay p99 / max ms': `${ms(median(relayPauses.map((p) => p.loopDelayMs.p99)))} / ${ms(Math.max(...relayPauses.map((p) => p.loopDelayMs.max)))}`,
         ...(goal === undefined ? {} : { goal: '<= 0.3 / <= 1 ms', result: pass(goal) }),
       })
     }
