@@ -22,8 +22,15 @@
 // The machine itself is noisy: a fixed CPU-bound loop pinned to one core takes anywhere from 430 to
 // 825 ms of CPU from one repetition to the next here, so every CPU ratio is printed with the spread
 // of its per-round values (interquartile range).
-// Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput, and
-// variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency.
+// (c) the relay: its ADDED latency (relay minus the same request straight to the simulator) at 100,
+// 500 and 1,000 req/s, open loop at a fixed rate from its own process (bench/_http-open-loop.ts),
+// alternating the two paths over OPEN_LOOP_ROUNDS rounds and pooling the samples; beside it the relay
+// process's CPU per request, its GC pauses and event-loop delay during the relay rounds (where a tail
+// comes from). Goal at 500 req/s: added <= 0.3 ms p50 and <= 1 ms p99. Then its maximum rate on one
+// core: closed loop (autocannon, 32 connections), the relay process alone on its CPU.
+// Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput,
+// variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency, 3 rates x 2 paths x OPEN_LOOP_ROUNDS x
+// OPEN_LOOP_SECONDS for the relay's open loop.
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request } from 'node:http'
 import { createRequire } from 'node:module'
