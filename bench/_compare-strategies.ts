@@ -1,20 +1,29 @@
-// The five ways of calling Qwen that `pnpm bench compare` puts side by side. Each gets its own
-// simulator (same limits) and sees the same arrivals at the same moments. Every clock here is the
-// real one: the simulator runs at timeScale 1 and no strategy's waits are scaled.
+// The ways of calling Qwen that `pnpm bench compare` puts side by side. Each gets its own simulator
+// (same limits) and sees the same arrivals at the same moments. Scenario 1: (a)-(e) on one account.
+// Scenario 2: (r) the seed's round robin over K accounts against (e) over the same K. Scenario 3:
+// (f) the seed's fallback chain against (e) with the same fallbacks. Every clock here is the process's
+// own: real time, or the worker's virtual clock (_virtual-clock.ts) which scales all of them alike.
 import { setTimeout as sleep } from 'node:timers/promises'
 import Bottleneck from 'bottleneck'
 import { OpenAI } from 'openai'
 import { createGuard } from '@qwen-guard/core'
 import { seeded, type Arrival } from './_compare-schedule.js'
 
-export interface Lane {
-  /** Simulator base URL. */
-  url: string
-  /** Account key for that simulator. */
-  apiKey: string
+export interface ModelLimit {
   model: string
   rpm: number
   tpm: number
+}
+
+export interface Lane extends ModelLimit {
+  /** Simulator base URL. */
+  url: string
+  /** The first account's key (the one-account strategies use only this one). */
+  apiKey: string
+  /** One key per account (scenario 2: K accounts with the same limits). */
+  apiKeys: string[]
+  /** The requested model's fallbacks, in order (scenario 3). */
+  fallbacks: ModelLimit[]
 }
 
 export interface Strategy {
@@ -24,8 +33,8 @@ export interface Strategy {
   close(): Promise<void>
 }
 
-function body(lane: Lane, a: Arrival) {
-  return { model: lane.model, messages: [{ role: 'user' as const, content: a.content }], max_tokens: a.maxTokens }
+function body(lane: Lane, a: Arrival, model = lane.model) {
+  return { model, messages: [{ role: 'user' as const, content: a.content }], max_tokens: a.maxTokens }
 }
 
 const isRetryable = (error: unknown) =>
@@ -48,26 +57,71 @@ export function sdkAsIs(lane: Lane): Strategy {
   }
 }
 
+/** The seed article's backoff around one call: on a 429 (or 5xx) wait 2^n + U(0,1) s, up to 5 retries. */
+async function withSeedBackoff(
+  attempt: () => Promise<unknown>,
+  rand: () => number,
+  signal: AbortSignal,
+): Promise<boolean> {
+  for (let n = 0; ; n++) {
+    try {
+      await attempt()
+      return true
+    } catch (error) {
+      if (n >= 5 || !isRetryable(error) || signal.aborted) return false
+      try {
+        await sleep((2 ** n + rand()) * 1000, undefined, { signal })
+      } catch {
+        return false
+      }
+    }
+  }
+}
+
 /** (b) The seed article's backoff: on a 429 (or 5xx) wait 2^n + U(0,1) s, up to 5 retries. */
 export function seedBackoff(lane: Lane, seed: number): Strategy {
   const client = new OpenAI({ baseURL: lane.url, apiKey: lane.apiKey, maxRetries: 0 })
   const rand = seeded(seed)
   return {
     name: 'seed backoff (2^n + U(0,1) s, 5 retries)',
+    send: (a, signal) => withSeedBackoff(() => client.chat.completions.create(body(lane, a), { signal }), rand, signal),
+    close: async () => undefined,
+  }
+}
+
+/** (r) The seed article's round robin: call i goes to account i mod K, with the seed's backoff on
+ * that same account (what a list of clients and a counter in front of (b) does). */
+export function seedRoundRobin(lane: Lane, seed: number): Strategy {
+  const clients = lane.apiKeys.map((apiKey) => new OpenAI({ baseURL: lane.url, apiKey, maxRetries: 0 }))
+  const rand = seeded(seed)
+  let next = 0
+  return {
+    name: `seed round robin over ${clients.length} + backoff`,
+    send(a, signal) {
+      const client = clients[next++ % clients.length]!
+      return withSeedBackoff(() => client.chat.completions.create(body(lane, a), { signal }), rand, signal)
+    },
+    close: async () => undefined,
+  }
+}
+
+/** (f) The seed article's fallback chain: try the model, on a 429 its first fallback, then the next;
+ * the call fails when the last one refuses too. No backoff, no retry of the same model. */
+export function seedFallbackChain(lane: Lane): Strategy {
+  const client = new OpenAI({ baseURL: lane.url, apiKey: lane.apiKey, maxRetries: 0 })
+  const chain = [lane.model, ...lane.fallbacks.map((f) => f.model)]
+  return {
+    name: `seed fallback chain (${chain.join(' > ')})`,
     async send(a, signal) {
-      for (let n = 0; ; n++) {
+      for (const model of chain) {
         try {
-          await client.chat.completions.create(body(lane, a), { signal })
+          await client.chat.completions.create(body(lane, a, model), { signal })
           return true
         } catch (error) {
-          if (n >= 5 || !isRetryable(error) || signal.aborted) return false
-          try {
-            await sleep((2 ** n + rand()) * 1000, undefined, { signal })
-          } catch {
-            return false
-          }
+          if (!(error instanceof OpenAI.APIError && error.status === 429) || signal.aborted) return false
         }
       }
+      return false
     },
     close: async () => undefined,
   }
@@ -132,11 +186,16 @@ export function bottleneck(lane: Lane): Strategy {
   }
 }
 
-/** (e) qwen-guard: `guard.client({ user })` with the account's limits and every other option default. */
+/** (e) qwen-guard: `guard.client({ user })` with the accounts' limits (and the fallbacks, in
+ * scenario 3) and every other option at its default. */
 export function qwenGuard(lane: Lane): Strategy {
+  const models = Object.fromEntries(lane.fallbacks.map((f) => [f.model, { rpm: f.rpm, tpm: f.tpm, fallback: [] }]))
   const guard = createGuard({
-    upstream: { baseURL: lane.url, accounts: [{ id: 'acct', apiKey: lane.apiKey }] },
-    models: { [lane.model]: { rpm: lane.rpm, tpm: lane.tpm, fallback: [] } },
+    upstream: { baseURL: lane.url, accounts: lane.apiKeys.map((apiKey, i) => ({ id: `acct-${i}`, apiKey })) },
+    models: {
+      ...models,
+      [lane.model]: { rpm: lane.rpm, tpm: lane.tpm, fallback: lane.fallbacks.map((f) => f.model) },
+    },
   })
   const clients = new Map<string, OpenAI>()
   return {

@@ -2,6 +2,9 @@
 // another machine in real life; here it only shares this strategy's event loop, not the others').
 // The parent (compare.ts) forks one worker per strategy, waits until all are ready, then sends every
 // worker the same start moment; each replays the same seeded schedule from there and reports back.
+// A time-scaled run forks the worker with the virtual clock's environment (_virtual-clock.ts, imported
+// first so every clock of the process is scaled before anything else reads one).
+import { virtualEpoch } from './_virtual-clock.js'
 import { subscribe } from 'node:diagnostics_channel'
 import { setMaxListeners } from 'node:events'
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
@@ -14,15 +17,24 @@ import {
   qwenGuard,
   sdkAsIs,
   seedBackoff,
+  seedFallbackChain,
   seedFixedQueue,
+  seedRoundRobin,
   type Lane,
+  type ModelLimit,
   type Strategy,
 } from './_compare-strategies.js'
 
 export interface Setup {
+  /** The requested model and its limits per account. */
   model: string
   rpm: number
   tpm: number
+  /** Accounts with those limits (scenario 2). Default 1. */
+  accounts?: number
+  /** The model's fallbacks with their limits (scenario 3). Default none. */
+  fallbacks?: ModelLimit[]
+  /** Virtual ms (every clock of the worker) of load and drain. */
   loadMs: number
   drainMs: number
   users: number
@@ -41,7 +53,7 @@ export function scheduleOf(setup: Setup): Arrival[] {
   return makeSchedule({
     seed: setup.seed,
     users: setup.users,
-    ratePerSecond: (setup.overload * setup.rpm) / 60,
+    ratePerSecond: (setup.overload * setup.rpm * (setup.accounts ?? 1)) / 60,
     loadMs: setup.loadMs,
   })
 }
@@ -52,6 +64,8 @@ const factories: Record<string, (lane: Lane, seed: number) => Strategy> = {
   c: seedFixedQueue,
   d: bottleneck,
   e: qwenGuard,
+  r: seedRoundRobin,
+  f: seedFallbackChain,
 }
 
 /** Epoch ms with sub-ms precision, comparable between processes. */
@@ -61,13 +75,17 @@ async function run(letter: string, setup: Setup) {
   const make = factories[letter]
   if (!make) throw new Error(`no strategy ${letter}`)
   const schedule = scheduleOf(setup)
+  const accounts = setup.accounts ?? 1
+  const fallbacks = setup.fallbacks ?? []
+  const keys = Array.from({ length: accounts }, (_, i) => (i === 0 ? 'sk-bench' : `sk-bench-${i}`))
   const sim = await startSimulator({
-    accounts: [{ id: 'acct', keys: ['sk-bench'] }],
-    limits: { [setup.model]: { rpm: setup.rpm, tpm: setup.tpm } },
+    // The first account is 'acct' (scenario 1 reads its stats by that id).
+    accounts: keys.map((key, i) => ({ id: i === 0 ? 'acct' : `acct-${i}`, keys: [key] })),
+    limits: Object.fromEntries([setup, ...fallbacks].map((m) => [m.model, { rpm: m.rpm, tpm: m.tpm }])),
     ...SIM_LATENCY,
   })
   const strategy = make(
-    { url: sim.url, apiKey: 'sk-bench', model: setup.model, rpm: setup.rpm, tpm: setup.tpm },
+    { url: sim.url, apiKey: keys[0]!, apiKeys: keys, model: setup.model, rpm: setup.rpm, tpm: setup.tpm, fallbacks },
     setup.seed,
   )
 
@@ -103,7 +121,7 @@ async function run(letter: string, setup: Setup) {
 
   process.send!({ type: 'ready', name: strategy.name } satisfies FromWorker)
   startAt = await new Promise<number>((resolve) =>
-    process.once('message', (m: ToWorker) => m.type === 'start' && resolve(m.startAt)),
+    process.once('message', (m: ToWorker) => m.type === 'start' && resolve(virtualEpoch(m.startAt))),
   )
 
   const stop = new AbortController()

@@ -3,11 +3,12 @@
 // `READY {json}` on stdout names them. SIM_URL is the simulator, REDIS_URL an empty redis-server.
 // `control` is not a variant: GET on it answers this process's CPU time so far (`process.cpuUsage()`,
 // user + system, in µs) and its event-loop utilization, so bench/http.ts can charge each variant the
-// CPU the app spent while it was the only one under load.
+// CPU the app spent while it was the only one under load; GET on `control?pauses` answers the GC
+// pauses and event-loop delay since the last such reading (and starts over).
 import { once } from 'node:events'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import express from 'express'
 import { rateLimit } from 'express-rate-limit'
 import { Redis } from 'ioredis'
@@ -61,12 +62,39 @@ const chatVia = (client: (req: express.Request) => OpenAI) => async (req: expres
   res.json(await client(req).chat.completions.create(CHAT))
 }
 
+// Where a latency tail can come from, in this process: garbage-collection pauses (each one stops
+// the event loop) and event-loop delay (how late a 1 ms timer fires: any long synchronous stretch,
+// GC included). Read and reset with GET <control>?pauses.
+const gc = { count: 0, totalMs: 0, maxMs: 0, over1ms: 0 }
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gc.count++
+    gc.totalMs += entry.duration
+    gc.maxMs = Math.max(gc.maxMs, entry.duration)
+    if (entry.duration > 1) gc.over1ms++
+  }
+}).observe({ entryTypes: ['gc'] })
+const loopDelay = monitorEventLoopDelay({ resolution: 1 })
+loopDelay.enable()
+
 /** Loopback only, plain node:http (no Express), so a reading costs a few µs, not a variant's worth. */
 async function control(): Promise<string> {
-  const server = createServer((_req, res) => {
+  const server = createServer((req, res) => {
+    res.setHeader('content-type', 'application/json')
+    if (req.url?.endsWith('?pauses')) {
+      const ms = (ns: number) => ns / 1e6
+      res.end(
+        JSON.stringify({
+          gc: { ...gc },
+          loopDelayMs: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) },
+        }),
+      )
+      Object.assign(gc, { count: 0, totalMs: 0, maxMs: 0, over1ms: 0 })
+      loopDelay.reset()
+      return
+    }
     const { user, system } = process.cpuUsage()
     const { idle, active } = performance.eventLoopUtilization()
-    res.setHeader('content-type', 'application/json')
     res.end(JSON.stringify({ cpuMicros: user + system, user, system, loopIdleMs: idle, loopActiveMs: active }))
   })
   server.listen(0, '127.0.0.1')

@@ -22,14 +22,22 @@
 // The machine itself is noisy: a fixed CPU-bound loop pinned to one core takes anywhere from 430 to
 // 825 ms of CPU from one repetition to the next here, so every CPU ratio is printed with the spread
 // of its per-round values (interquartile range).
-// Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput, and
-// variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency.
-import { spawn, type ChildProcess } from 'node:child_process'
+// (c) the relay: its ADDED latency (relay minus the same request straight to the simulator) at 100,
+// 500 and 1,000 req/s, open loop at a fixed rate from its own process (bench/_http-open-loop.ts),
+// alternating the two paths over OPEN_LOOP_ROUNDS rounds and pooling the samples; beside it the relay
+// process's CPU per request, its GC pauses and event-loop delay during the relay rounds (where a tail
+// comes from). Goal at 500 req/s: added <= 0.3 ms p50 and <= 1 ms p99. Then its maximum rate on one
+// core: closed loop (autocannon, 32 connections), the relay process alone on its CPU.
+// Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput,
+// variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency, 3 rates x 2 paths x OPEN_LOOP_ROUNDS x
+// OPEN_LOOP_SECONDS for the relay's open loop.
+import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { Agent, request } from 'node:http'
 import { createRequire } from 'node:module'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { redisServerInstalled, startRedisServer, type RedisServer } from '../test/support/redis-server.js'
+import type { OpenLoopResult } from './_http-open-loop.js'
 import { pin } from './_pin.js'
 
 /** Throughput: ROUNDS alternating runs of SECONDS per variant (short runs, many pairs: see above). */
@@ -38,6 +46,10 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
 /** Latency: fewer, longer alternating runs (one connection, sequential requests). */
 const LATENCY_SECONDS = 2
 const LATENCY_ROUNDS = 3
+/** Relay latency: open-loop rates (req/s), alternating rounds per rate and their length. */
+const OPEN_LOOP_RATES = [100, 500, 1_000]
+const OPEN_LOOP_ROUNDS = Number(process.env.BENCH_OPEN_LOOP_ROUNDS ?? 3)
+const OPEN_LOOP_SECONDS = Number(process.env.BENCH_OPEN_LOOP_SECONDS ?? 3)
 /** Scenarios to run, e.g. BENCH_ONLY=a,c. Default: all. */
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','))
 const CONNECTIONS = 32
@@ -96,6 +108,19 @@ async function appUsage(controlUrl: string): Promise<AppUsage> {
   if (!res.ok) throw new Error(`control endpoint answered ${res.status}`)
   return (await res.json()) as AppUsage
 }
+
+interface Pauses {
+  gc: { count: number; totalMs: number; maxMs: number; over1ms: number }
+  loopDelayMs: { p50: number; p99: number; max: number }
+}
+
+/** The app process's GC pauses and event-loop delay since the previous call (bench/_http-app.ts). */
+async function appPauses(controlUrl: string): Promise<Pauses> {
+  const res = await fetch(`${controlUrl}?pauses`)
+  return (await res.json()) as Pauses
+}
+
+const sum = <T>(list: T[], figure: (item: T) => number) => list.reduce((n, item) => n + figure(item), 0)
 
 async function throughput(
   target: Target,
@@ -386,22 +411,86 @@ try {
   if (ONLY.has('c')) {
     const direct = post(`${simUrl}/chat/completions`)
     const relayed = post(`${urls.relay}/v1/chat/completions`)
-    // The simulator runs outside the app process, so its CPU column would mean nothing here: not printed.
-    const [d, r] = (await compare([direct, relayed], true, urls.control)) as [Measured, Measured]
-    const rows = [
-      { name: 'simulator directly', ...d },
-      { name: 'through the relay', ...r },
-    ]
-    console.log(`\n(c) relay: POST /chat/completions, non-streaming (latency: 1 connection, sequential)\n`)
+    // Open loop at fixed rates, the load from its own process (on CPU 0 with the simulator).
+    const sender = fork(fileURLToPath(new URL('./_http-open-loop.ts', import.meta.url)), [], {
+      execArgv: ['--conditions=source', '--import', 'tsx'],
+    })
+    children.push(sender)
+    await new Promise((resolve) => sender.once('message', resolve))
+    if (pinned) pin(sender.pid, 0)
+    const openLoop = (target: Target, rate: number, seconds: number) =>
+      new Promise<OpenLoopResult>((resolve) => {
+        sender.once('message', resolve)
+        sender.send({ url: target.url, headers: target.headers ?? {}, body: target.body ?? '', rate, seconds })
+      })
+    const rows: Record<string, string | number>[] = []
+    let verdict = ''
+    for (const rate of OPEN_LOOP_RATES) {
+      // Alternating rounds, pooled samples: a slow spell weighs on both sides.
+      const pooled: [number[], number[]] = [[], []]
+      let failed = 0
+      let late = 0
+      const relayPauses: Pauses[] = []
+      const relayCpu = { micros: 0, requests: 0 }
+      for (let round = 0; round < OPEN_LOOP_ROUNDS; round++) {
+        for (let k = 0; k < 2; k++) {
+          const i = (round + k) % 2
+          await appPauses(urls.control) // start over
+          const before = await appUsage(urls.control)
+          const result = await openLoop(i === 0 ? direct : relayed, rate, OPEN_LOOP_SECONDS)
+          if (i === 1) {
+            relayPauses.push(await appPauses(urls.control))
+            relayCpu.micros += (await appUsage(urls.control)).cpuMicros - before.cpuMicros
+            relayCpu.requests += result.sent
+          }
+          pooled[i]!.push(...result.samples)
+          failed += result.failed
+          late = Math.max(late, result.lateP99Ms)
+        }
+      }
+      const [d, r] = pooled.map((list) => list.sort((a, b) => a - b)) as [number[], number[]]
+      const at = (list: number[], q: number) => list[Math.min(list.length - 1, Math.floor(q * list.length))] ?? NaN
+      const addedP50 = at(r, 0.5) - at(d, 0.5)
+      const addedP99 = at(r, 0.99) - at(d, 0.99)
+      const goal = rate === 500 ? addedP50 <= 0.3 && addedP99 <= 1 : undefined
+      if (goal !== undefined)
+        verdict = `goal at 500 req/s: added p50 <= 0.3 ms and p99 <= 1 ms: ${pass(goal)} (+${ms(addedP50)} / +${ms(addedP99)} ms)`
+      rows.push({
+        'req/s': rate,
+        'direct p50 / p99 ms': `${ms(at(d, 0.5))} / ${ms(at(d, 0.99))}`,
+        'relay p50 / p99 ms': `${ms(at(r, 0.5))} / ${ms(at(r, 0.99))}`,
+        'added p50 ms': ms(addedP50),
+        'added p99 ms': ms(addedP99),
+        samples: `${d.length} / ${r.length}`,
+        failed,
+        'sender late p99 ms': ms(late),
+        'relay CPU µs/req': us(relayCpu.micros / relayCpu.requests),
+        'relay GC pauses (> 1 ms) / max ms': `${sum(relayPauses, (p) => p.gc.count)} (${sum(relayPauses, (p) => p.gc.over1ms)}) / ${ms(Math.max(...relayPauses.map((p) => p.gc.maxMs)))}`,
+        'relay loop delay p99 / max ms': `${ms(median(relayPauses.map((p) => p.loopDelayMs.p99)))} / ${ms(Math.max(...relayPauses.map((p) => p.loopDelayMs.max)))}`,
+        ...(goal === undefined ? {} : { goal: '<= 0.3 / <= 1 ms', result: pass(goal) }),
+      })
+    }
+    console.log(
+      `\n(c) relay latency: POST /chat/completions, non-streaming, zero-latency simulator; open loop at a fixed rate from its own process ` +
+        `(${OPEN_LOOP_ROUNDS} alternating rounds of ${OPEN_LOOP_SECONDS} s per path and rate, samples pooled; latency from write to last byte)\n`,
+    )
+    console.table(rows)
+    console.log(verdict)
+    // Saturation: closed loop (autocannon, 32 connections), the relay app alone on its core.
+    const [sd, sr] = (await compare([direct, relayed], false, urls.control)) as [Measured, Measured]
+    console.log(
+      `\n(c) relay maximum rate, closed loop (${CONNECTIONS} connections, ${ROUNDS} alternating ${SECONDS} s runs, median), ` +
+        `${pinned ? 'the relay alone on one core' : 'NOT pinned'}:\n`,
+    )
     console.table([
-      ...rows.map((row) => ({
-        path: row.name,
-        'req/s': Math.round(row.rps),
-        'p50 ms': ms(row.p50),
-        'p99 ms': ms(row.p99),
-        failed: row.failed,
-      })),
-      { path: 'added by the relay', 'p50 ms': ms(r.p50 - d.p50), 'p99 ms': ms(r.p99 - d.p99) },
+      { path: 'simulator directly', 'req/s': Math.round(sd.rps), failed: sd.failed },
+      {
+        path: 'through the relay',
+        'req/s': Math.round(sr.rps),
+        'app CPU µs/req': us(sr.cpuPerReq),
+        'loop busy': Number(sr.loopBusy.toFixed(2)),
+        failed: sr.failed,
+      },
     ])
   }
   console.log(`\nload average at end: ${load()}`)
