@@ -38,12 +38,15 @@ interface Recorder {
 }
 
 export interface GuardMetrics {
-  /** The guard's own time before sending a call upstream, queue wait excluded (seconds). */
+  /** The guard's own time in an answered call, every wait that is not its work excluded (seconds; call.ts OwnTime). */
   overhead(seconds: number): void
   handler(): MetricsHandler
 }
 
 type PromClient = typeof import('prom-client')
+
+/** The `dimension` label values of `upstream_utilisation_ratio`. */
+const UPSTREAM_DIMENSIONS = ['rpm', 'tpm', 'rps', 'tps'] as const
 
 /** Subscribes to the guard's events now; loads prom-client in the background. */
 export function createGuardMetrics(
@@ -110,6 +113,7 @@ export function createGuardMetrics(
 const EVENT_TYPES = [
   'admitted',
   'refused',
+  'shadow_refused',
   'queued',
   'upstream_refusal',
   'settled',
@@ -138,7 +142,7 @@ function buildRecorder(
   const registers = [registry as unknown as InstanceType<PromClient['Registry']>]
   const decisions = new client.Counter({
     name: `${prefix}decisions_total`,
-    help: 'Decisions on calls: admitted (Qwen answered), refused (by a quota, the upstream, the store or the request), queued (waited for upstream capacity).',
+    help: 'Decisions on calls: admitted (Qwen answered), refused (by a quota, the upstream, the store or the request), queued (waited for upstream capacity), shadow_refused (a shadow-mode quota would have refused it; the call went on).',
     labelNames: ['scope', 'dimension', 'outcome'] as const,
     registers,
   })
@@ -168,19 +172,21 @@ function buildRecorder(
   })
   new client.Gauge({
     name: `${prefix}upstream_utilisation_ratio`,
-    help: 'Fraction used of the busiest pace window (requests or tokens, per second or per minute) of each account x model, 0..1+.',
+    help: 'Fraction used of each upstream limit of each account x model (dimension rpm, tpm, rps, tps: the sliding window sum over the limit), 0..1+.',
     labelNames: ['account', 'model', 'dimension'] as const,
     registers,
     collect() {
       for (const lane of upstreamState()) {
-        const ratio = Number.isFinite(lane.usedFraction) ? lane.usedFraction : 0
-        this.set({ account: lane.account, model: lane.model, dimension: 'busiest' }, ratio)
+        for (const dimension of UPSTREAM_DIMENSIONS) {
+          const ratio = lane.used[dimension]
+          this.set({ account: lane.account, model: lane.model, dimension }, Number.isFinite(ratio) ? ratio : 0)
+        }
       }
     },
   })
   const overhead = new client.Summary({
     name: `${prefix}overhead_seconds`,
-    help: "The guard's own time before a call is sent to Qwen (plan, quota, store, pool), queue wait excluded; calls answered at the first attempt.",
+    help: "The guard's own time per answered call, in seconds: from taking the call to handing back Qwen's answer, less the waits for Qwen, the upstream queue, a concurrency lease and retry backoff.",
     percentiles: [0.5, 0.9, 0.99],
     maxAgeSeconds: 600,
     ageBuckets: 5,
@@ -208,6 +214,9 @@ function buildRecorder(
           return
         case 'queued':
           decisions.inc({ scope: 'upstream', dimension: 'none', outcome: 'queued' })
+          return
+        case 'shadow_refused':
+          decisions.inc({ scope: event.scope, dimension: event.dimension ?? 'none', outcome: 'shadow_refused' })
           return
         case 'upstream_refusal':
           upstreamRequests.inc({ account: event.account, model: event.model, outcome: event.kind })
