@@ -30,7 +30,12 @@ const ask = { model: 'qwen-plus', messages, max_tokens: 16 }
 
 let sim: Simulator
 beforeAll(async () => {
-  sim = await startSimulator({ accounts: [{ id: ACCOUNT, keys: [KEY] }] })
+  // Generous upstream limits: every guard of the file shares the account.
+  sim = await startSimulator({
+    accounts: [{ id: ACCOUNT, keys: [KEY] }],
+    burst: false,
+    limits: { 'qwen-plus': { rpm: 60_000, rps: 1_000 } },
+  })
 })
 afterAll(() => sim.close())
 
