@@ -120,10 +120,8 @@ describe('guard metrics', () => {
     const quick = (await value(registry, 'qwen_guard_queue_wait_seconds', { le: '0.25' }))!
     expect(quick).toBeGreaterThanOrEqual(2)
     expect(quick).toBeLessThanOrEqual(3)
-    const waitSum = (await registry.getSingleMetric('qwen_guard_queue_wait_seconds')!.get()).values.find((v) =>
-      v.metricName?.endsWith('_sum'),
-    )!.value
-    expect(waitSum).toBeGreaterThan(0.3)
+    const histogram = await registry.getSingleMetricAsString('qwen_guard_queue_wait_seconds')
+    expect(Number(/^qwen_guard_queue_wait_seconds_sum (\S+)$/m.exec(histogram)![1])).toBeGreaterThan(0.3)
 
     // Tokens: reserved from the admitted events, settled equal to what the simulator counted.
     const admitted = events.filter((e): e is Extract<GuardEvent, { type: 'admitted' }> => e.type === 'admitted')

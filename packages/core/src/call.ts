@@ -61,7 +61,7 @@ export interface InternalCallOptions extends CallOptions {
  * admission and pacing (with their store round trips), serialisation, classification, answer
  * building. Made only when metrics are on.
  */
-class OwnTime {
+export class OwnTime {
   private readonly started = performance.now()
   private waited = 0
 

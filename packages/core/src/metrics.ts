@@ -188,8 +188,10 @@ function buildRecorder(
     name: `${prefix}overhead_seconds`,
     help: "The guard's own time per answered call, in seconds: from taking the call to handing back Qwen's answer, less the waits for Qwen, the upstream queue, a concurrency lease and retry backoff.",
     percentiles: [0.5, 0.9, 0.99],
+    // Two age buckets: quantiles over the last 5 to 10 minutes. Each bucket is a t-digest that every
+    // observation goes into (about 0.6 µs each); prom-client's default five cost 3 µs per call.
     maxAgeSeconds: 600,
-    ageBuckets: 5,
+    ageBuckets: 2,
     registers,
   })
   const storeUp = new client.Gauge({
@@ -198,6 +200,12 @@ function buildRecorder(
     registers,
   })
   storeUp.set(1)
+  // Fixed label sets, bound once: an inc on a bound child skips hashing the labels on every call.
+  const admittedDecisions = decisions.labels({ scope: 'all', dimension: 'none', outcome: 'admitted' })
+  const reservedTokens = tokens.labels({ kind: 'reserved' })
+  const settledTokens = tokens.labels({ kind: 'settled' })
+  const refundedTokens = tokens.labels({ kind: 'refunded' })
+  const extraTokens = tokens.labels({ kind: 'charged_extra' })
   for (const kind of ['reserved', 'settled', 'refunded', 'charged_extra']) tokens.inc({ kind }, 0)
 
   return {
@@ -205,7 +213,7 @@ function buildRecorder(
     event(event) {
       switch (event.type) {
         case 'admitted':
-          decisions.inc({ scope: 'all', dimension: 'none', outcome: 'admitted' })
+          admittedDecisions.inc()
           queueWait.observe(event.queuedMs / 1000)
           upstreamRequests.inc({ account: event.account, model: event.model, outcome: 'answered' })
           return
@@ -223,11 +231,11 @@ function buildRecorder(
           upstreamRefusals.inc({ model: event.model, code: event.kind })
           return
         case 'settled': {
-          const { reservedTokens, usedTokens } = event
-          tokens.inc({ kind: 'reserved' }, reservedTokens)
-          tokens.inc({ kind: 'settled' }, usedTokens)
-          tokens.inc({ kind: 'refunded' }, Math.max(0, reservedTokens - usedTokens))
-          tokens.inc({ kind: 'charged_extra' }, Math.max(0, usedTokens - reservedTokens))
+          const { usedTokens } = event
+          reservedTokens.inc(event.reservedTokens)
+          settledTokens.inc(usedTokens)
+          refundedTokens.inc(Math.max(0, event.reservedTokens - usedTokens))
+          extraTokens.inc(Math.max(0, usedTokens - event.reservedTokens))
           return
         }
         case 'store_error':
