@@ -13,7 +13,6 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import {
   createGuard,
   isQwenGuardError,
-  type Guard,
   type GuardEvent,
   type GuardOptions,
   type QuotaOption,
