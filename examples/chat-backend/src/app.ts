@@ -16,7 +16,6 @@ import type {
   StoreOptions,
   UpstreamOptions,
 } from '@qwen-guard/core'
-import { collectTraces } from './call-trace.js'
 import { chatRoute } from './chat-route.js'
 import { LiveCalls } from './live-calls.js'
 import { DEMO_USER_QUOTA, RELAY_USER_QUOTA, demoModels } from './demo-settings.js'
@@ -64,7 +63,6 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
       user: req.demoUser ?? readDemoUser(req) ?? `${RELAY_PREFIX}${clientAddress(req.socket.remoteAddress)}`,
     }),
   })
-  const stopTraces = collectTraces(guard.guard)
   const live = new LiveCalls()
 
   const app = express()
@@ -73,7 +71,7 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
   app.use(guard)
   app.use('/v1', guard.proxy())
   app.get('/api/quota', quotaRoute(guard.guard, options.backend, live))
-  app.post('/api/chat', express.json({ limit: '64kb' }), chatRoute(live))
+  app.post('/api/chat', express.json({ limit: '64kb' }), chatRoute(live, guard.guard))
   app.use(express.static(PUBLIC_DIR, { index: 'index.html', maxAge: 0 }))
   app.use(guard.errors)
   app.use(lastResort)
@@ -82,7 +80,6 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
     app,
     guard: guard.guard,
     async close() {
-      stopTraces()
       await guard.guard.close()
     },
   }

@@ -8,10 +8,15 @@
  *
  * Every call is registered in `LiveCalls` from start to end, so the quota panel can show what is in
  * progress (waiting, streaming, tokens reserved) while the answers stream.
+ *
+ * What the guard did with the call (queued? which position? a fallback? tokens reserved?) comes from
+ * its events: the route gives the call its own id (the `x-qwen-guard-call-id` request header) and
+ * keeps the events carrying that `callId`.
  */
+import { randomUUID } from 'node:crypto'
+import type { Guard } from '@qwen-guard/core'
 import type { Request, Response } from 'express'
 import type OpenAI from 'openai'
-import { traceCall, type CallTrace } from './call-trace.js'
 import { BURST_MAX_TOKENS, CHAT_MAX_TOKENS, CHAT_MODEL } from './demo-settings.js'
 import { parseChatBody } from './chat-body.js'
 import type { LiveCall, LiveCalls } from './live-calls.js'
@@ -26,18 +31,60 @@ const QUEUED_HEADERS = ['x-qwen-guard-queued-ms']
  */
 export const REFUSED_AFTER_QUEUE_HEADER = 'x-demo-queued-ms'
 
-export function chatRoute(live: LiveCalls) {
+/** What the guard's events said about one call, for the page's burst panel. */
+export interface CallTrace {
+  /** Position in the fair queue when the call had to wait for upstream capacity. */
+  queuedPosition?: number
+  /** When (epoch ms) the call joined the fair queue, so a refusal after queueing can say how long it waited. */
+  queuedAt?: number
+  /** Time spent waiting for upstream capacity (0 when admitted at once). */
+  queuedMs?: number
+  /** Tokens the guard reserved for the call (its `max_tokens` plus the prompt estimate), from `admitted`. */
+  reservedTokens?: number
+  /** The model that was admitted, from the guard's `admitted` event. */
+  admittedModel?: string
+  /** Why a fallback served the call, from the guard's `fallback` event. */
+  fallbackReason?: string
+  fallbackModel?: string
+}
+
+/** Fills `trace` from the events of the call `callId`; returns the unsubscribe function. */
+function follow(guard: Guard, callId: string, trace: CallTrace): () => void {
+  const offs = [
+    guard.on('queued', (event) => {
+      if (event.callId !== callId) return
+      trace.queuedAt ??= Date.now()
+      trace.queuedPosition ??= event.position
+    }),
+    guard.on('admitted', (event) => {
+      if (event.callId !== callId) return
+      trace.admittedModel = event.model
+      trace.queuedMs = event.queuedMs
+      trace.reservedTokens = event.reservedTokens
+    }),
+    guard.on('fallback', (event) => {
+      if (event.callId !== callId) return
+      trace.fallbackModel = event.served
+      trace.fallbackReason = event.reason
+    }),
+  ]
+  return () => {
+    for (const off of offs) off()
+  }
+}
+
+export function chatRoute(live: LiveCalls, guard: Guard) {
   return async (req: Request, res: Response): Promise<void> => {
     const call = live.start(req.demoUser ?? '')
     try {
-      await answerChat(req, res, call)
+      await answerChat(req, res, call, guard)
     } finally {
       call.end()
     }
   }
 }
 
-async function answerChat(req: Request, res: Response, call: LiveCall): Promise<void> {
+async function answerChat(req: Request, res: Response, call: LiveCall, guard: Guard): Promise<void> {
   const body = parseChatBody(req.body)
   if (!body.ok) {
     res.status(400).json({
@@ -53,20 +100,21 @@ async function answerChat(req: Request, res: Response, call: LiveCall): Promise<
   })
 
   const started = Date.now()
-  const { trace, result } = traceCall(() =>
-    req.qwen.chat.completions
-      .create(
-        {
-          model: CHAT_MODEL,
-          messages: body.messages,
-          max_tokens: body.burst ? BURST_MAX_TOKENS : CHAT_MAX_TOKENS,
-          stream: true,
-          stream_options: { include_usage: true },
-        },
-        { signal: abort.signal },
-      )
-      .withResponse(),
-  )
+  const callId = randomUUID()
+  const trace: CallTrace = {}
+  const stopFollowing = follow(guard, callId, trace)
+  const result = req.qwen.chat.completions
+    .create(
+      {
+        model: CHAT_MODEL,
+        messages: body.messages,
+        max_tokens: body.burst ? BURST_MAX_TOKENS : CHAT_MAX_TOKENS,
+        stream: true,
+        stream_options: { include_usage: true },
+      },
+      { signal: abort.signal, headers: { 'x-qwen-guard-call-id': callId } },
+    )
+    .withResponse()
   let answer: Awaited<typeof result>
   try {
     answer = await result
@@ -76,6 +124,8 @@ async function answerChat(req: Request, res: Response, call: LiveCall): Promise<
       res.set(REFUSED_AFTER_QUEUE_HEADER, String(Math.max(0, Date.now() - trace.queuedAt)))
     // A QwenGuardError (refusal): Express 5 hands it to guard.errors (429 + Retry-After).
     throw error
+  } finally {
+    stopFollowing() // queued, fallback and admitted all come before the answer (or the refusal)
   }
   const { data: stream, response } = answer
   call.streaming(trace.reservedTokens ?? 0)

@@ -19,7 +19,9 @@ import {
   upstreamUnavailable,
   type QwenGuardError,
 } from './errors.js'
-import { answerHeaders, PreparedJsonResponse, PreparedStreamResponse } from './http-answer.js'
+import { answerHeaders, policyName, PreparedJsonResponse, PreparedStreamResponse } from './http-answer.js'
+import { newCallId } from './call-id.js'
+import { markRefusal, withDecision } from './decision-header.js'
 import type { QuotaAdmission, QuotaReservation } from './quota/index.js'
 import { relayStream, firstEvent } from './answer-stream.js'
 import { chargeOf, usageCeiling, type Settlement } from './settlement.js'
@@ -29,7 +31,7 @@ import { classifyRefusal, type RefusalInput } from './upstream/classify.js'
 import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
-import type { CallInfo, GuardEvent, Identity, ResolvedOptions } from './types.js'
+import type { CallInfo, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
 
 export type { Settlement, Usage } from './settlement.js'
 
@@ -38,12 +40,54 @@ export interface CallDeps {
   quota: QuotaAdmission
   pool: UpstreamPool
   emit: (event: GuardEvent) => void
+  /**
+   * Told, per call that got an answer, the guard's own time in it in seconds (see OwnTime); set only
+   * when metrics are on (`qwen_guard_overhead_seconds`).
+   */
+  overhead?: (seconds: number) => void
 }
 
 /** What the guard's own `openai` client may add to a call. */
 export interface InternalCallOptions extends CallOptions {
   /** The body as the JSON text it was parsed from: sent as is when nothing in it needs rewriting. */
   text?: string
+}
+
+/**
+ * The guard's own time in one call (`qwen_guard_overhead_seconds`): wall time from the guard taking
+ * the call to handing back Qwen's answer, less every wait it does not spend working: Qwen (from
+ * handing a request to fetch until its answer's JSON, or a stream's first event, is read), the
+ * upstream queue, a concurrency lease, the backoff between attempts. What is left is planning,
+ * admission and pacing (with their store round trips), serialisation, classification, answer
+ * building. Made only when metrics are on.
+ */
+export class OwnTime {
+  private readonly started = performance.now()
+  private waited = 0
+
+  /** `work` is a wait that is not the guard's (its time is left out). */
+  async waiting<T>(work: Promise<T>): Promise<T> {
+    const from = performance.now()
+    try {
+      return await work
+    } finally {
+      this.waited += performance.now() - from
+    }
+  }
+
+  /** A wait measured elsewhere, in ms. */
+  add(ms: number): void {
+    this.waited += ms
+  }
+
+  /** From `from` (performance.now()) until now, as a wait. */
+  since(from: number): void {
+    this.waited += performance.now() - from
+  }
+
+  seconds(): number {
+    return Math.max(0, performance.now() - this.started - this.waited) / 1000
+  }
 }
 
 export async function guardedCall(
@@ -54,33 +98,53 @@ export async function guardedCall(
 ): Promise<GuardedResponse> {
   const { options } = deps
   const { signal } = callOptions
-  const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
-  coalesceWrites(options.store.redis)
-  let early = acquireEarly(deps, identity, plan, signal)
-  let reservation: QuotaReservation
+  const callId = callOptions.callId ?? newCallId()
+  const clock = deps.overhead ? new OwnTime() : undefined
   try {
-    // A call that waits for a concurrency lease gives its early upstream slot back (its pace would
-    // be charged at the wrong time); it asks for one again once admitted.
-    const onWait = () => {
-      void early?.withdraw()
-      early = undefined
+    const plan = planCall(body as unknown as Parameters<typeof planCall>[0], options)
+    coalesceWrites(options.store.redis)
+    let early = acquireEarly(deps, identity, plan, callId, signal)
+    let reservation: QuotaReservation
+    let leaseWaitFrom: number | undefined
+    try {
+      // A call that waits for a concurrency lease gives its early upstream slot back (its pace would
+      // be charged at the wrong time); it asks for one again once admitted.
+      const onWait = () => {
+        if (clock) leaseWaitFrom = performance.now()
+        void early?.withdraw()
+        early = undefined
+      }
+      reservation = await deps.quota.reserve(
+        identity,
+        { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd },
+        { callId, model: plan.model.name, onWait, ...(signal ? { signal } : {}) },
+      )
+    } catch (error) {
+      await early?.withdraw()
+      throw error
     }
-    reservation = await deps.quota.reserve(
-      identity,
-      { requests: 1, tokens: plan.reservedTokens, usd: plan.reservedUsd },
-      { model: plan.model.name, onWait, ...(signal ? { signal } : {}) },
-    )
+    if (clock && leaseWaitFrom !== undefined) clock.since(leaseWaitFrom)
+    const send: SendRequest = {
+      body,
+      text: callOptions.text,
+      plan,
+      signal,
+      callId,
+      clock,
+      decision: options.headers.decision,
+    }
+    const ledger: CallLedger = { reachedAttempts: 0, settled: false }
+    try {
+      const answered = await sendWithRetries(deps, identity, send, reservation, ledger, early?.slot)
+      if (clock) deps.overhead?.(clock.seconds())
+      return answered
+    } catch (error) {
+      if (!ledger.settled) await chargeFailedCall(deps, identity, send, reservation, ledger)
+      if (isQwenGuardError(error)) emitRefused(deps, identity, plan.model.name, callId, error)
+      throw error
+    }
   } catch (error) {
-    await early?.withdraw()
-    throw error
-  }
-  const send: SendRequest = { body, text: callOptions.text, plan, signal }
-  const ledger: CallLedger = { reachedAttempts: 0, settled: false }
-  try {
-    return await sendWithRetries(deps, identity, send, reservation, ledger, early?.slot)
-  } catch (error) {
-    if (!ledger.settled) await chargeFailedCall(deps, identity, plan, reservation, ledger)
-    if (isQwenGuardError(error)) emitRefused(deps, identity, plan.model.name, error)
+    if (options.headers.decision && isQwenGuardError(error)) markRefusal(error, callId)
     throw error
   }
 }
@@ -91,6 +155,11 @@ interface SendRequest {
   text: string | undefined
   plan: CallPlan
   signal: AbortSignal | undefined
+  callId: string
+  /** Set when metrics are on. */
+  clock: OwnTime | undefined
+  /** `headers.decision`: answers carry `x-qwen-guard-decision`. */
+  decision: boolean
 }
 
 /** What a call's attempts left to charge when the call itself did not settle. */
@@ -108,16 +177,18 @@ interface CallLedger {
 async function chargeFailedCall(
   deps: CallDeps,
   identity: Identity,
-  plan: CallPlan,
+  send: SendRequest,
   reservation: QuotaReservation,
   ledger: CallLedger,
 ): Promise<void> {
+  const { plan } = send
   if (ledger.reachedAttempts === 0) return reservation.cancel()
   const tokens = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
   const usd = priceOf(plan.model.price, tokens, 0)
   await reservation.settle({ tokens, usd })
   deps.emit({
     type: 'settled',
+    callId: send.callId,
     identity,
     model: plan.model.name,
     reservedTokens: plan.reservedTokens,
@@ -140,16 +211,9 @@ async function sendWithRetries(
   const deadline = started + options.upstream.timeoutMs
   let lastRefusal: UpstreamRefusal | undefined
   for (let attempt = 1; attempt <= options.upstream.maxAttempts; attempt++) {
-    const slot = await acquireSlot(
-      deps,
-      identity,
-      plan,
-      deadline,
-      signal,
-      attempt === 1 ? firstSlot : undefined,
-      lastRefusal,
-    )
-    const settlement = settlementFor(deps, identity, plan, reservation, slot, ledger)
+    const slot = await acquireSlot(deps, identity, send, deadline, attempt === 1 ? firstSlot : undefined, lastRefusal)
+    if (send.clock && slot.waitedFor !== undefined) send.clock.add(slot.queuedMs)
+    const settlement = settlementFor(deps, identity, send, reservation, slot, ledger)
     let outcome: SendOutcome
     try {
       outcome = await sendOnce(deps, slot, send, deadline)
@@ -174,9 +238,14 @@ async function sendWithRetries(
         quota: reservation.quota,
         queuedMs: slot.queuedMs,
         attempts: attempt,
+        callId: send.callId,
       }
+      const binding = bindingOf(slot, reservation)
+      if (binding !== undefined) info.binding = binding
+      if (reservation.shadowRefused) info.shadowRefused = reservation.shadowRefused
       deps.emit({
         type: 'admitted',
+        callId: send.callId,
         identity,
         model: slot.model,
         account: slot.accountId,
@@ -192,7 +261,7 @@ async function sendWithRetries(
     if (attempt === options.upstream.maxAttempts || budgetSpent) break
     const wait = outcome.refusal.terminal ? 0 : backoffDelay(attempt, outcome.refusal.retryAfterMs)
     if (Date.now() + wait >= deadline || !roomBefore(deps, plan, deadline)) break
-    await delay(wait, signal)
+    await (send.clock ? send.clock.waiting(delay(wait, signal)) : delay(wait, signal))
   }
   throw finalError(lastRefusal)
 }
@@ -208,15 +277,15 @@ async function sendWithRetries(
 async function acquireSlot(
   deps: CallDeps,
   identity: Identity,
-  plan: CallPlan,
+  send: SendRequest,
   deadline: number,
-  signal: AbortSignal | undefined,
   early: Promise<UpstreamSlot> | undefined,
   lastRefusal: UpstreamRefusal | undefined,
 ): Promise<UpstreamSlot> {
+  const { plan } = send
   try {
     if (early) return await early
-    const request = acquireRequest(identity, plan, deadline, signal)
+    const request = acquireRequest(identity, plan, deadline, send.callId, send.signal)
     const waiting = waitersOf(deps.pool)
     waiting.add(request)
     try {
@@ -318,6 +387,7 @@ function acquireRequest(
   identity: Identity,
   plan: CallPlan,
   deadline: number,
+  callId: string,
   signal: AbortSignal | undefined,
 ): AcquireRequest {
   return {
@@ -327,6 +397,7 @@ function acquireRequest(
     reservedTokens: plan.reservedTokens,
     ...(signal ? { signal } : {}),
     deadline,
+    callId,
   }
 }
 
@@ -348,10 +419,11 @@ function acquireEarly(
   deps: CallDeps,
   identity: Identity,
   plan: CallPlan,
+  callId: string,
   signal: AbortSignal | undefined,
 ): EarlySlot | undefined {
   if (!deps.options.store.redis || signal?.aborted || deps.quota.recentlyRefused(identity)) return undefined
-  const request = acquireRequest(identity, plan, Date.now() + deps.options.upstream.timeoutMs, signal)
+  const request = acquireRequest(identity, plan, Date.now() + deps.options.upstream.timeoutMs, callId, signal)
   const slot = deps.pool.acquire(request)
   // Handled at once (no unhandled rejection while the quota is checked); awaited again by its user.
   const outcome = slot.then(
@@ -386,6 +458,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
     classifyRefusal({ ...input, maxRetryAfterMs: deps.options.upstream.maxRetryAfterMs })
   try {
     let response: Response
+    const sent = send.clock ? performance.now() : 0
     try {
       response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
         method: 'POST',
@@ -394,11 +467,13 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
         signal: upstream.signal,
       })
     } catch (error) {
+      send.clock?.since(sent)
       return await failedToSend(slot, send, error, upstream, false, refusal)
     }
     try {
       if (!response.ok) {
         const errorText = await response.text()
+        send.clock?.since(sent)
         return {
           kind: 'refused',
           refusal: refusal({ status: response.status, body: errorText, headers: response.headers }),
@@ -406,8 +481,8 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
         }
       }
       return stream
-        ? await answerStream(deps, response, send, slot, upstream)
-        : await answerJson(response, slot, refusal)
+        ? await answerStream(deps, response, send, slot, upstream, sent)
+        : await answerJson(response, send, slot, refusal, sent)
     } catch (error) {
       // Reading Qwen's accepted answer failed: it may have billed the prompt.
       return await failedToSend(slot, send, error, upstream, true, refusal)
@@ -520,12 +595,16 @@ function deadlinePassed(): QwenGuardError {
   return upstreamTimeout('Qwen did not answer before the deadline.', 1000)
 }
 
+/** `sent`: when the request was handed to fetch (performance.now(); read only when metrics are on). */
 async function answerJson(
   response: Response,
+  send: SendRequest,
   slot: UpstreamSlot,
   refusal: (input: RefusalInput) => UpstreamRefusal,
+  sent: number,
 ): Promise<SendOutcome> {
   const text = await response.text()
+  send.clock?.since(sent) // Qwen's answer is in: the wait for it ends here
   const completion = safeJson(text)
   if (!isCompletion(completion)) {
     // An error inside a 200, or a body that is no chat completion: Qwen's failure, after accepting.
@@ -546,7 +625,10 @@ async function answerJson(
       // Text and parsed value both at hand: the SDK's response.json() gets the value without a re-parse.
       return {
         info,
-        response: new PreparedJsonResponse(json, value, { status: 200, headers: answerHeaders(info, 'json') }),
+        response: new PreparedJsonResponse(json, value, {
+          status: 200,
+          headers: withDecision(answerHeaders(info, 'json'), info, send.decision),
+        }),
       }
     },
   }
@@ -572,9 +654,11 @@ async function answerStream(
   send: SendRequest,
   slot: UpstreamSlot,
   upstream: UpstreamAbort,
+  sent: number,
 ): Promise<SendOutcome> {
   if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }), reached: true }
   const first = await firstEvent(response.body, deps.options.upstream.maxRetryAfterMs)
+  send.clock?.since(sent) // Qwen's first event is in: the wait for it ends here
   if (!first.events)
     return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }), reached: true }
   const events = first.events
@@ -590,7 +674,10 @@ async function answerStream(
         idleMs: deps.options.upstream.streamIdleMs,
         stopUpstream: upstream.stop,
       })
-      return { info, response: new PreparedStreamResponse(stream, answerHeaders(info, 'sse')) }
+      return {
+        info,
+        response: new PreparedStreamResponse(stream, withDecision(answerHeaders(info, 'sse'), info, send.decision)),
+      }
     },
   }
 }
@@ -603,11 +690,12 @@ async function answerStream(
 function settlementFor(
   deps: CallDeps,
   identity: Identity,
-  plan: CallPlan,
+  send: SendRequest,
   reservation: QuotaReservation,
   slot: UpstreamSlot,
   ledger: CallLedger,
 ): Settlement {
+  const { plan, callId } = send
   let done = false
   return {
     async settle(input) {
@@ -623,7 +711,7 @@ function settlementFor(
       const earlier = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
       const usd = priceOf(model?.price, charge.promptTokens + earlier, charge.completionTokens)
       if (charge.usageInvalid)
-        deps.emit({ type: 'usage_invalid', identity, model: slot.model, reservedTokens: plan.reservedTokens })
+        deps.emit({ type: 'usage_invalid', callId, identity, model: slot.model, reservedTokens: plan.reservedTokens })
       coalesceWrites(deps.options.store.redis)
       await Promise.all([
         reservation.settle({ tokens: charge.tokens + earlier, usd }).catch(() => undefined),
@@ -631,6 +719,7 @@ function settlementFor(
       ])
       deps.emit({
         type: 'settled',
+        callId,
         identity,
         model: slot.model,
         reservedTokens: plan.reservedTokens,
@@ -672,10 +761,11 @@ function upstreamFailed(retryAfterMs: number): QwenGuardError {
   return upstreamError('Qwen failed to answer; try again shortly.', retryAfterMs)
 }
 
-function emitRefused(deps: CallDeps, identity: Identity, model: string, error: QwenGuardError): void {
+function emitRefused(deps: CallDeps, identity: Identity, model: string, callId: string, error: QwenGuardError): void {
   if (error.scope === 'user' || error.scope === 'key') return // quota/admission.ts reports its own refusals
   deps.emit({
     type: 'refused',
+    callId,
     identity,
     model,
     scope: error.scope,
@@ -704,4 +794,24 @@ async function delay(ms: number, signal: AbortSignal | undefined): Promise<void>
   } catch (error) {
     throw signal?.aborted ? signal.reason : error
   }
+}
+
+/**
+ * The limit that bound an answered call (`CallInfo.binding`): the upstream dimension it queued for,
+ * else the caller's quota dimension with the least room left (as a fraction of its limit), shadow
+ * limits aside; undefined when neither applies.
+ */
+function bindingOf(slot: UpstreamSlot, reservation: QuotaReservation): string | undefined {
+  if (slot.waitedFor !== undefined) return `upstream-${slot.waitedFor}`
+  let best: QuotaState | undefined
+  let bestRoom = Infinity
+  for (const state of reservation.quota) {
+    if (state.shadow || !(state.limit > 0)) continue
+    const room = state.remaining / state.limit
+    if (room < bestRoom) {
+      best = state
+      bestRoom = room
+    }
+  }
+  return best ? policyName(best) : undefined
 }

@@ -45,6 +45,13 @@ export interface CallOptions {
    * once (read or not): the call is settled from what was streamed and its concurrency lease released.
    */
   signal?: AbortSignal
+  /**
+   * The call's id: the `callId` of its events and `info.callId` (1 to 128 visible ASCII characters,
+   * no `"` or `\`; keep it unique per call). Default: one made by the guard. Through the guarded
+   * `openai` client: the request header `x-qwen-guard-call-id` (`create(body, { headers })`).
+   * @throws TypeError (the call rejects) for any other value
+   */
+  callId?: string
 }
 
 /** One model in `GET /models`. */

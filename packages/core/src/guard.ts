@@ -1,9 +1,10 @@
 import type OpenAI from 'openai'
-import { guardedCall } from './call.js'
+import { guardedCall, type CallDeps } from './call.js'
+import { callIdOrNew } from './call-id.js'
 import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client/guarded-client.js'
 import { planCall } from './cost.js'
 import { createEmitter } from './events.js'
-import { createGuardMetrics, type GuardMetrics, type MetricsHandler } from './metrics.js'
+import { createGuardMetrics, type MetricsHandler } from './metrics.js'
 import { requireIdentity } from './identity.js'
 import { hideGuardOptions } from './guard-internals.js'
 import type { CheckRequest, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
@@ -11,7 +12,7 @@ import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota/index.js'
 import { createGuardStore } from './store.js'
 import { UpstreamPool } from './upstream/pool.js'
-import type { CheckResult, GuardOptions, Identity, QuotaState, ResolvedOptions } from './types.js'
+import type { CheckResult, GuardOptions, Identity, QuotaState } from './types.js'
 
 /**
  * Creates a guard: one per process, shared by every route that calls Qwen.
@@ -32,10 +33,11 @@ export function createGuard(options: GuardOptions): Guard {
   const store = createGuardStore(resolved.store, events.emit)
   const quota = new QuotaAdmission({ options: resolved, emit: events.emit, store })
   const pool = new UpstreamPool({ options: resolved, emit: events.emit, store })
-  const callDeps = { options: resolved, quota, pool, emit: events.emit }
-  const modelList = listModels(resolved.allowedModels)
   const metrics = resolved.metrics ? createGuardMetrics(resolved.metrics, events, () => pool.state()) : undefined
-  const call: typeof guardedCall = metrics ? (deps, ...args) => timedCall(metrics, deps, ...args) : guardedCall
+  const callDeps: CallDeps = { options: resolved, quota, pool, emit: events.emit }
+  if (metrics) callDeps.overhead = (seconds) => metrics.overhead(seconds)
+  const modelList = listModels(resolved.allowedModels)
+  const call = guardedCall
 
   const clientDeps: ClientDeps = {
     options: resolved,
@@ -51,9 +53,10 @@ export function createGuard(options: GuardOptions): Guard {
     fetch(identity: Identity): typeof fetch {
       return createGuardedFetch(clientDeps, { ...requireIdentity(identity) })
     },
-    async call(identity, body, { signal } = {}): Promise<GuardedResponse> {
+    async call(identity, body, { signal, callId } = {}): Promise<GuardedResponse> {
       const who = requireIdentity(identity)
-      return call(callDeps, who, body, signal ? { signal } : {})
+      const id = callIdOrNew(callId, 'callId')
+      return call(callDeps, who, body, signal ? { signal, callId: id } : { callId: id })
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
       const who = requireIdentity(identity)
@@ -80,33 +83,6 @@ export function createGuard(options: GuardOptions): Guard {
   hideGuardOptions(guard, resolved)
   return guard
 }
-
-/**
- * A call whose overhead is measured: from the guard receiving it to its first upstream request
- * being sent, less the time it queued for upstream capacity. Only calls answered at the first
- * attempt count (a retry's backoff is no overhead). The upstream fetch is wrapped for this call
- * alone (call.ts reads `deps.options.upstream.fetch`), so nothing changes when metrics are off.
- */
-async function timedCall(
-  metrics: GuardMetrics,
-  deps: Parameters<typeof guardedCall>[0],
-  ...args: DropFirst<Parameters<typeof guardedCall>>
-) {
-  const started = performance.now()
-  let sentAt: number | undefined
-  const upstreamFetch = deps.options.upstream.fetch
-  const fetch: typeof globalThis.fetch = (input, init) => {
-    sentAt ??= performance.now()
-    return upstreamFetch(input, init)
-  }
-  const options: ResolvedOptions = { ...deps.options, upstream: { ...deps.options.upstream, fetch } }
-  const result = await guardedCall({ ...deps, options }, ...args)
-  if (result.info.attempts === 1 && sentAt !== undefined)
-    metrics.overhead((sentAt - started - result.info.queuedMs) / 1000)
-  return result
-}
-
-type DropFirst<T extends unknown[]> = T extends [unknown, ...infer Rest] ? Rest : never
 
 function listModels(allowed: Set<string>): ModelEntry[] {
   const created = Math.floor(Date.now() / 1000)

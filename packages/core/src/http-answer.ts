@@ -6,6 +6,9 @@
 import { PreparedHeaders } from './client/prepared-headers.js'
 import type { CallInfo, Dimension, HttpAnswer, QuotaState } from './types.js'
 
+/** The decision header (`headers.decision`, decision-header.ts, docs/http.md). */
+export const DECISION_HEADER = 'x-qwen-guard-decision'
+
 /** The part of a QwenGuardError a refusal answer is built from (errors.ts passes its own fields). */
 export interface RefusalLike {
   status: number
@@ -13,11 +16,15 @@ export interface RefusalLike {
   retryAfterMs: number
   retryable: boolean
   limits: QuotaState[]
+  /** The error's own headers: the decision header, when the guard marked it, is passed on. */
+  headers?: { get(name: string): string | null } | undefined
 }
 
 /** Status, headers and body for a guard refusal. */
 export function refusalAnswer(err: RefusalLike): HttpAnswer {
   const headers: Record<string, string> = {}
+  const decision = err.headers?.get(DECISION_HEADER)
+  if (decision) headers[DECISION_HEADER] = decision
   // A wait is worth telling even when not retryable (a daily quota says when it resets);
   // a retryable refusal always carries one, at least 1 s, so clients never spin.
   if (err.retryable || err.retryAfterMs > 0) Object.assign(headers, retryAfterHeaders(err.retryAfterMs))
@@ -76,10 +83,11 @@ function quotaUnit(dimension: Dimension): string {
 
 /**
  * Only dimensions with integer limits fit the fields (q and r are sf-integers): dollars per day
- * cannot be expressed, so it is left out rather than rounded into a lie.
+ * cannot be expressed, so it is left out rather than rounded into a lie. A shadow-mode limit is
+ * never shown: it must not change what a client does.
  */
 function expressible(state: QuotaState): boolean {
-  return state.dimension !== 'usdPerDay' && Number.isFinite(state.limit) && state.limit > 0
+  return state.dimension !== 'usdPerDay' && Number.isFinite(state.limit) && state.limit > 0 && !state.shadow
 }
 
 /** `RateLimit-Policy` and `RateLimit` for the given states; {} when none is expressible. */
@@ -129,8 +137,8 @@ function openAiTriple(state: QuotaState | undefined, suffix: 'requests' | 'token
 
 /** `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` from the most constraining dimensions. */
 export function openAiRateLimitHeaders(states: readonly QuotaState[]): Record<string, string> {
-  const requests = tightest(states.filter((s) => REQUEST_DIMENSIONS.has(s.dimension)))
-  const tokens = tightest(states.filter((s) => TOKEN_DIMENSIONS.has(s.dimension)))
+  const requests = tightest(states.filter((s) => REQUEST_DIMENSIONS.has(s.dimension) && !s.shadow))
+  const tokens = tightest(states.filter((s) => TOKEN_DIMENSIONS.has(s.dimension) && !s.shadow))
   return { ...openAiTriple(requests, 'requests'), ...openAiTriple(tokens, 'tokens') }
 }
 
@@ -147,6 +155,7 @@ export function successHeaders(info: CallInfo): Record<string, string> {
   let policies = ''
   let current = ''
   for (const s of info.quota) {
+    if (s.shadow) continue // shadow-mode limits never reach a client (expressible() says the same)
     if (REQUEST_DIMENSIONS.has(s.dimension)) {
       if (!requests || tighter(s, requests)) requests = s
     } else if (TOKEN_DIMENSIONS.has(s.dimension) && (!tokens || tighter(s, tokens))) tokens = s

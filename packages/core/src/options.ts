@@ -17,6 +17,7 @@ import type {
   MetricsRegistry,
   ModelSpec,
   QuotaPolicies,
+  QuotaMode,
   QuotaPolicy,
   ResolvedAccount,
   ResolvedModel,
@@ -68,6 +69,7 @@ const TOP_KEYS = [
   'estimator',
   'allowedModels',
   'metrics',
+  'headers',
 ]
 const UPSTREAM_KEYS = [
   'baseURL',
@@ -96,7 +98,8 @@ const MODEL_KEYS = [
   'price',
 ]
 const THINKING_MODES: ReadonlyArray<NonNullable<ModelSpec['thinking']>> = ['off', 'on', 'always', 'unsupported']
-const POLICY_KEYS = ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay', 'usdPerDay']
+const POLICY_KEYS = ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay', 'usdPerDay', 'mode']
+const QUOTA_MODES = ['enforce', 'shadow'] as const
 const STORE_KEYS = ['redis', 'prefix', 'onError', 'commandTimeoutMs', 'leaseTtlMs']
 const QUEUE_KEYS = ['maxWaitMs', 'maxSize', 'waitForConcurrency']
 
@@ -383,6 +386,11 @@ function checkPolicy(value: unknown, path: string): QuotaPolicy {
     if (policy[key] !== undefined) out[key] = nonNegativeInt(policy[key], `${path}.${key}`)
   }
   if (policy.usdPerDay !== undefined) out.usdPerDay = nonNegative(policy.usdPerDay, `${path}.usdPerDay`)
+  if (policy.mode !== undefined) {
+    if (!QUOTA_MODES.includes(policy.mode as never))
+      throw new QwenGuardConfigError(`${path}.mode`, `must be 'enforce' or 'shadow', got ${describe(policy.mode)}`)
+    out.mode = policy.mode as QuotaMode
+  }
   return out
 }
 
@@ -597,7 +605,18 @@ export function resolveOptions(options: GuardOptions, extraKeys: readonly string
     estimator: resolveEstimator(root.estimator),
     allowedModels: resolveAllowed(root.allowedModels, models),
     metrics: resolveMetrics(root.metrics),
+    headers: resolveHeaders(root.headers),
   }
+}
+
+/** `headers`: optional answer headers, each off unless set to true. */
+function resolveHeaders(value: unknown): ResolvedOptions['headers'] {
+  if (value === undefined) return { decision: false }
+  const raw = object(value, 'headers')
+  knownKeys(raw, ['decision'], 'headers')
+  if (raw.decision !== undefined && typeof raw.decision !== 'boolean')
+    throw new QwenGuardConfigError('headers.decision', `must be a boolean, got ${describe(raw.decision)}`)
+  return { decision: raw.decision === true }
 }
 
 const METRICS_KEYS = ['registry', 'prefix']

@@ -11,6 +11,7 @@ import { safeErrorLine } from './safe-error-line.js'
 import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer } from './http-answer.js'
+import { markRefusal } from './decision-header.js'
 import type { HttpAnswer, Identity } from './types.js'
 import { validateChatRequest } from './validate.js'
 
@@ -131,6 +132,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
     } catch (error) {
       // A client that left while queued is no error worth reporting.
       if (!isQwenGuardError(error) && !request.signal?.aborted) onError(error)
+      // A request refused before it became a call (validation) gets its decision header here.
+      else if (isQwenGuardError(error) && guardOptions.headers.decision) markRefusal(error)
       return errorResponse(error)
     }
   }

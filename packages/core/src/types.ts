@@ -42,7 +42,20 @@ export interface QuotaPolicy {
   tokensPerDay?: number
   /** Spend per UTC day in US dollars, priced with the model table. */
   usdPerDay?: number
+  /**
+   * 'enforce' refuses a call over any limit of this policy. 'shadow' evaluates the limits and reports
+   * a call that would be refused (the `shadow_refused` event, the `shadow_refused` outcome of
+   * `qwen_guard_decisions_total`, the decision header) but admits it: for trying limits on live
+   * traffic before enforcing them. A shadow-refused call is not charged on this policy's counters
+   * (they count what enforcing would have admitted) and shadow limits never appear in the answer's
+   * rate-limit headers. Per scope: a policy is enforced or shadowed as a whole (docs/quotas.md
+   * "Shadow mode"). Default: 'enforce'.
+   */
+  mode?: QuotaMode
 }
+
+/** How a quota policy is applied (`QuotaPolicy.mode`). */
+export type QuotaMode = 'enforce' | 'shadow'
 
 /** The per-scope policies that apply to one identity. */
 export interface QuotaPolicies {
@@ -208,12 +221,30 @@ export interface ChatMessageLike {
   tool_calls?: unknown
 }
 
-/** Everything the guard reports. Listen with `guard.on(type, listener)`. */
+/**
+ * Everything the guard reports. Listen with `guard.on(type, listener)`.
+ *
+ * Every event about one call (`admitted`, `refused`, `shadow_refused`, `queued`, `upstream_refusal`,
+ * `fallback`, `account_disabled`, `settled`, `usage_invalid`) carries the call's `callId`: the same
+ * string on every event of that call, different for every call (`CallInfo.callId`; given by the
+ * caller with `CallOptions.callId` or the SDK request header `x-qwen-guard-call-id`, else made by the
+ * guard: a random per-process prefix and a counter, e.g. `3f9a1c07-1k`). `store_error` and
+ * `store_recovered` belong to no call.
+ */
 export type GuardEvent =
   /** Qwen answered the call: `model` served it on `account` (the configured account id). */
-  | { type: 'admitted'; identity: Identity; model: string; account: string; reservedTokens: number; queuedMs: number }
+  | {
+      type: 'admitted'
+      callId: string
+      identity: Identity
+      model: string
+      account: string
+      reservedTokens: number
+      queuedMs: number
+    }
   | {
       type: 'refused'
+      callId: string
       identity: Identity
       model: string
       scope: Scope
@@ -221,9 +252,26 @@ export type GuardEvent =
       code: string
       retryAfterMs: number
     }
-  | { type: 'queued'; identity: Identity; model: string; position: number }
+  /**
+   * A policy in shadow mode (`QuotaPolicy.mode: 'shadow'`) would have refused the call, which goes on
+   * (admitted, or refused later for another reason). Fields as `refused` would have had them: the
+   * dimension that refuses with the longest wait; `shadow` is always true.
+   */
+  | {
+      type: 'shadow_refused'
+      callId: string
+      shadow: true
+      identity: Identity
+      model: string
+      scope: Scope
+      dimension: Dimension | undefined
+      code: string
+      retryAfterMs: number
+    }
+  | { type: 'queued'; callId: string; identity: Identity; model: string; position: number }
   | {
       type: 'upstream_refusal'
+      callId: string
       account: string
       model: string
       status: number
@@ -231,9 +279,12 @@ export type GuardEvent =
       retryable: boolean
       cooldownMs: number
     }
-  | { type: 'fallback'; identity: Identity; requested: string; served: string; reason: string }
-  /** `model` is '*' when the whole account is out (billing, arrears, bad key); `untilMs` is an epoch time. */
-  | { type: 'account_disabled'; account: string; model: string; kind: string; untilMs: number }
+  | { type: 'fallback'; callId: string; identity: Identity; requested: string; served: string; reason: string }
+  /**
+   * `model` is '*' when the whole account is out (billing, arrears, bad key); `untilMs` is an epoch
+   * time; `callId` is the call whose refusal disabled it.
+   */
+  | { type: 'account_disabled'; callId: string; account: string; model: string; kind: string; untilMs: number }
   /**
    * A call that reached Qwen was charged `usedTokens`. `basis` says from what: `usage` (Qwen's own
    * count), `reservation` (Qwen's usage was missing or unusable: the whole reservation),
@@ -243,6 +294,7 @@ export type GuardEvent =
    */
   | {
       type: 'settled'
+      callId: string
       identity: Identity
       model: string
       reservedTokens: number
@@ -250,7 +302,7 @@ export type GuardEvent =
       basis: SettleBasis
     }
   /** Qwen's answer carried a `usage` the guard cannot count (not finite, negative, too large): settled from the reservation. */
-  | { type: 'usage_invalid'; identity: Identity; model: string; reservedTokens: number }
+  | { type: 'usage_invalid'; callId: string; identity: Identity; model: string; reservedTokens: number }
   /** Redis failed or stopped answering: once per outage, for quotas, leases and pace meters alike. */
   | { type: 'store_error'; error: Error; policy: 'open' | 'closed' }
   /** The outage reported by `store_error` is over (a Redis command answered again); `downMs` is its length. */
@@ -297,6 +349,19 @@ export interface GuardOptions {
    * Default: off (prom-client is never loaded).
    */
   metrics?: boolean | MetricsOptions
+  /** Optional headers on the guard's answers (docs/http.md). Default: none of them. */
+  headers?: HeaderOptions
+}
+
+/** `GuardOptions.headers`. */
+export interface HeaderOptions {
+  /**
+   * `x-qwen-guard-decision` on every answer of a chat call (success, stream, refusal), an RFC 8941
+   * structured field naming the decision and the binding limit, e.g.
+   * `admitted;queued-ms=120;binding="user-tpm";call-id="3f9a1c07-1k"` (grammar in docs/http.md).
+   * Default: false.
+   */
+  decision?: boolean
 }
 
 /** `GuardOptions.metrics` as an object. */
@@ -327,6 +392,8 @@ export interface QuotaState {
   resetMs: number
   /** Window length in seconds. */
   windowSeconds: number
+  /** Set on a limit of a policy in shadow mode: reported, never enforced, never in answer headers. */
+  shadow?: true
 }
 
 /** The result of `guard.check()`: a dry run that counts nothing. */
@@ -338,6 +405,8 @@ export interface CheckResult {
   remaining: QuotaState[]
   /** When refused, what blocks. */
   blockedBy?: Array<{ scope: Scope; dimension: Dimension }>
+  /** Limits of shadow-mode policies that would refuse this call (they do not change `allowed`). */
+  shadowBlockedBy?: Array<{ scope: Scope; dimension: Dimension }>
 }
 
 /** What the guard charged a call; attached to answers so adapters can send x-ratelimit-* headers. */
@@ -349,6 +418,16 @@ export interface CallInfo {
   quota: QuotaState[]
   queuedMs: number
   attempts: number
+  /** The call's id, the `callId` of its events. */
+  callId: string
+  /**
+   * The limit that bound the call: the upstream limit it queued for (`upstream-rpm`, `upstream-tpm`,
+   * ...: `upstream` when the pool cannot tell), else the caller's quota dimension with the least room
+   * left (`user-tpm`, ...); undefined when nothing limited it. Policy names as in RateLimit-Policy.
+   */
+  binding?: string
+  /** A shadow-mode policy would have refused the call: its scope and dimension (`shadow_refused` event). */
+  shadowRefused?: { scope: Scope; dimension: Dimension | undefined }
 }
 
 /** An HTTP answer: status, headers and a JSON body. */
@@ -413,4 +492,5 @@ export interface ResolvedOptions {
   allowedModels: Set<string>
   /** Undefined when metrics are off. */
   metrics?: { prefix: string; registry?: MetricsRegistry }
+  headers: { decision: boolean }
 }

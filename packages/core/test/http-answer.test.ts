@@ -260,6 +260,7 @@ describe('successHeaders', () => {
       quota: states,
       queuedMs: 0,
       attempts: 1,
+      callId: 'c-1',
     })
     expect(h['x-qwen-guard-model']).toBe('qwen-plus')
     expect(h['x-qwen-guard-fallback']).toBe('qwen3-max')
@@ -274,11 +275,12 @@ describe('successHeaders', () => {
       quota: [],
       queuedMs: 412.6,
       attempts: 1,
+      callId: 'c-2',
     })
     expect(h).toEqual({ 'x-qwen-guard-model': 'qwen3-max', 'x-qwen-guard-queued-ms': '413' })
   })
   it('is exactly the OpenAI triples and the RateLimit fields of the same states, in that order', () => {
-    const info = { model: 'qwen-plus', requestedModel: 'qwen-plus', queuedMs: 3, attempts: 1 }
+    const info = { model: 'qwen-plus', requestedModel: 'qwen-plus', queuedMs: 3, attempts: 1, callId: 'c-3' }
     for (const quota of [states, states.slice(0, 1), states.slice(2), [...states].reverse(), []]) {
       const expected = {
         ...openAiRateLimitHeaders(quota),

@@ -14,6 +14,7 @@ const info: CallInfo = {
   quota: [{ scope: 'user', dimension: 'rpm', limit: 10, remaining: 9, resetMs: 30_000, windowSeconds: 60 }],
   queuedMs: 0,
   attempts: 1,
+  callId: 'c-1',
 }
 
 function fakeGuard(answer: (body: Record<string, unknown>) => GuardedResponse | Promise<GuardedResponse>) {

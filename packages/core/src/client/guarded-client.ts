@@ -10,11 +10,13 @@
  * to `extends`, which then builds plain `OpenAI` objects (the guard's refusals became `RateLimitError`).
  */
 import { OpenAI, type APIError } from 'openai'
-import { isQwenGuardError, unknownRoute, type QwenGuardError } from '../errors.js'
+import { invalidRequest, isQwenGuardError, unknownRoute, type QwenGuardError } from '../errors.js'
 import type { InternalCallOptions } from '../call.js'
 import type { GuardedResponse, ModelEntry } from '../guard-types.js'
 import type { Identity } from '../types.js'
 import { validateChatRequest } from '../validate.js'
+import { isCallId, MAX_CALL_ID_LENGTH } from '../call-id.js'
+import { markRefusal } from '../decision-header.js'
 import type { ResolvedOptions } from '../types.js'
 
 export interface ClientDeps {
@@ -64,13 +66,35 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
       const body = validateChatRequest(text, deps.options) as unknown as Record<string, unknown>
       const signal = init?.signal ?? undefined
       const options: InternalCallOptions = signal ? { text, signal } : { text }
+      const callId = requestCallId(init?.headers)
+      if (callId !== undefined) {
+        if (!isCallId(callId))
+          throw invalidRequest(
+            `The ${CALL_ID_HEADER} request header must be 1 to ${MAX_CALL_ID_LENGTH} visible ASCII characters without '"' or '\\'.`,
+          )
+        options.callId = callId
+      }
       const { response } = await deps.call(identity, body, options)
       return response
     } catch (error) {
       if (!isQwenGuardError(error)) throw error
+      if (deps.options.headers.decision) markRefusal(error) // refused before it became a call: no id
       return errorResponse(error)
     }
   } as typeof fetch
+}
+
+/** The request header that sets a call's id through the SDK (`create(body, { headers })`). */
+export const CALL_ID_HEADER = 'x-qwen-guard-call-id'
+
+/** The call id a request asks for, from the headers the SDK hands its fetch (a `Headers`) or a plain record. */
+function requestCallId(headers: RequestInit['headers']): string | undefined {
+  if (!headers) return undefined
+  if (headers instanceof Headers) return headers.get(CALL_ID_HEADER) ?? undefined
+  if (Array.isArray(headers)) return headers.find(([name]) => name.toLowerCase() === CALL_ID_HEADER)?.[1]
+  const record = headers as Record<string, string | undefined>
+  for (const name in record) if (name.toLowerCase() === CALL_ID_HEADER) return record[name]
+  return undefined
 }
 
 /** The path of a URL (absolute, or relative to the SDK's base), without query or fragment. */

@@ -16,7 +16,7 @@ import { isQwenGuardError, type QwenGuardError } from '../errors.js'
 import { createLeaseStore, type Lease, type LeaseAttempt, type LeaseCount, type LeaseStore } from './lease.js'
 import { LeaseWaiters } from './lease-wait.js'
 import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './plan.js'
-import { impossible, leaseBlock, quotaRefusal, windowBlock } from './refusal.js'
+import { impossible, leaseBlock, quotaRefusal, windowBlock, type Block } from './refusal.js'
 import { RecentRefusals } from './recent-refusals.js'
 import { QuotaReservationImpl, type QuotaReservation } from './reservation.js'
 import { createGuardStore, createLimiterFactory, type GuardStore, type LimiterFactory } from '../store.js'
@@ -53,8 +53,10 @@ export interface QuotaAdmissionDeps {
   precheck?: boolean | 'auto'
 }
 
-/** Context of a reservation, for the `refused` event. */
+/** Context of a reservation, for the `refused` and `shadow_refused` events. */
 export interface ReserveContext {
+  /** The call's id (the events' `callId`; '' when not given). */
+  callId?: string
   /** The model the call asks for (the event's `model`; '' when not given). */
   model?: string
   /** The client's signal: a call waiting for a concurrency lease leaves the line when it aborts. */
@@ -116,7 +118,10 @@ export class QuotaAdmission {
     }
   }
 
-  /** Dry run of `reserve`: reads (`get`) and charges nothing. `remaining` is as after this call. */
+  /**
+   * Dry run of `reserve`: reads (`get`) and charges nothing. `remaining` is as after this call.
+   * Limits of shadow-mode policies never make `allowed` false: they are listed in `shadowBlockedBy`.
+   */
   async check(identity: Identity, cost: Cost): Promise<CheckResult> {
     const plan = await this.plan(identity)
     const charges = chargesFor(plan, cost, this.factory, Date.now())
@@ -125,29 +130,50 @@ export class QuotaAdmission {
       ...readings.map((reading) => windowState(reading, reading.charge.points)),
       ...plan.leases.map((limit, i) => leaseState(limit, (counts[i]?.count ?? 0) + 1)),
     ]
-    const never = impossible(charges, plan.leases, remaining)
+    const blocks: Array<Block & { shadow: boolean }> = [
+      ...readings.filter(blocksBefore).map((r) => ({ ...windowBlock(r), shadow: r.charge.shadow === true })),
+      ...plan.leases.flatMap((limit, i) => {
+        const count = counts[i]
+        return count && count.count >= limit.limit
+          ? [{ ...leaseBlock(limit, count.nextExpiryMs), shadow: limit.shadow === true }]
+          : []
+      }),
+    ]
+    const shadowBlockedBy: NonNullable<CheckResult['shadowBlockedBy']> = blocks
+      .filter((b) => b.shadow)
+      .map(({ scope, dimension }) => ({ scope, dimension }))
+    const shadowNever = plan.shadow
+      ? impossible(
+          charges.filter((c) => c.shadow),
+          plan.leases.filter((l) => l.shadow),
+          remaining,
+        )
+      : undefined
+    if (shadowNever && shadowBlockedBy.length === 0)
+      shadowBlockedBy.push({ scope: shadowNever.scope, dimension: shadowNever.dimension ?? 'context' })
+    const withShadow = (result: CheckResult): CheckResult =>
+      shadowBlockedBy.length > 0 ? { ...result, shadowBlockedBy } : result
+    const never = impossible(
+      plan.shadow ? charges.filter((c) => !c.shadow) : charges,
+      plan.shadow ? plan.leases.filter((l) => !l.shadow) : plan.leases,
+      remaining,
+    )
     if (never) {
-      return {
+      return withShadow({
         allowed: false,
         retryAfterMs: 0,
         remaining,
         blockedBy: [{ scope: never.scope, dimension: never.dimension ?? 'context' }],
-      }
+      })
     }
-    const blocks = [
-      ...readings.filter(blocksBefore).map(windowBlock),
-      ...plan.leases.flatMap((limit, i) => {
-        const count = counts[i]
-        return count && count.count >= limit.limit ? [leaseBlock(limit, count.nextExpiryMs)] : []
-      }),
-    ]
-    if (blocks.length === 0) return { allowed: true, retryAfterMs: 0, remaining }
-    return {
+    const enforced = blocks.filter((b) => !b.shadow)
+    if (enforced.length === 0) return withShadow({ allowed: true, retryAfterMs: 0, remaining })
+    return withShadow({
       allowed: false,
-      retryAfterMs: Math.max(...blocks.map((b) => b.waitMs)),
+      retryAfterMs: Math.max(...enforced.map((b) => b.waitMs)),
       remaining,
-      blockedBy: blocks.map(({ scope, dimension }) => ({ scope, dimension })),
-    }
+      blockedBy: enforced.map(({ scope, dimension }) => ({ scope, dimension })),
+    })
   }
 
   /** Every limited dimension of the identity, as it stands (for headers and quota panels). */
@@ -198,16 +224,93 @@ export class QuotaAdmission {
     const plan = await this.plan(identity)
     const charges = chargesFor(plan, cost, this.factory, Date.now())
     if (charges.length === 0 && plan.leases.length === 0) return QuotaReservationImpl.empty()
-    if (impossible(charges, plan.leases, [])) {
-      // Rebuilt with the identity's state: the error's RateLimit headers are computed when it is made.
-      const limits = await this.state(identity).catch(() => [])
-      throw impossible(charges, plan.leases, limits) as QwenGuardError
-    }
+    if (plan.shadow) return this.admitWithShadow(identity, plan, charges, context)
+    await this.refuseImpossible(identity, charges, plan.leases)
     if (this.shouldPrecheck(charges)) await this.refuseIfFull(charges)
     const [readings, held] = await this.charge(charges, plan.leases)
-    if (!readings.some(blocksAfter) && held.some((h) => !h.lease))
-      await this.waitForLeases(identity, readings, held, context)
-    if (readings.some(blocksAfter) || held.some((h) => !h.lease)) await this.refuse(readings, held)
+    await this.enforce(identity, readings, held, context)
+    return this.reservation(readings, held)
+  }
+
+  /**
+   * Shadow mode (docs/quotas.md): the enforced scopes decide as always; the shadow scopes are charged
+   * beside them (the same store round trip) and, when one of their limits would refuse, their charge
+   * is given back at once (an enforcing guard would not have charged a refused call, so the shadow
+   * counters keep counting what enforcing would have admitted) and the call goes on, reported by a
+   * `shadow_refused` event and `reservation.shadowRefused`. Nothing of a shadow scope ever refuses:
+   * not a full counter, not a limit no wait can meet, not a store failure (the shadow part is then
+   * simply not evaluated). A shadow scope does not wait for a concurrency lease.
+   */
+  private async admitWithShadow(
+    identity: Identity,
+    plan: Plan,
+    charges: Charge[],
+    context: ReserveContext,
+  ): Promise<QuotaReservation> {
+    const enforcedCharges = charges.filter((c) => !c.shadow)
+    const enforcedLeases = plan.leases.filter((l) => !l.shadow)
+    const shadowCharges = charges.filter((c) => c.shadow)
+    const shadowLeases = plan.leases.filter((l) => l.shadow)
+    await this.refuseImpossible(identity, enforcedCharges, enforcedLeases)
+    if (this.shouldPrecheck(enforcedCharges)) await this.refuseIfFull(enforcedCharges)
+    let verdict = impossible(shadowCharges, shadowLeases, [])
+    const nothing: Promise<[Reading[], Held[]]> = Promise.resolve([[], []])
+    const [enforced, shadow] = await Promise.allSettled([
+      this.charge(enforcedCharges, enforcedLeases),
+      verdict ? nothing : this.charge(shadowCharges, shadowLeases),
+    ])
+    if (enforced.status === 'rejected') {
+      if (shadow.status === 'fulfilled') await this.undo(...shadow.value)
+      throw enforced.reason
+    }
+    const [readings, held] = enforced.value
+    let [shadowReadings, shadowHeld] = shadow.status === 'fulfilled' ? shadow.value : [[], []]
+    const blocks = [
+      ...shadowReadings.filter(blocksAfter).map(windowBlock),
+      ...shadowHeld.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs)),
+    ]
+    if (blocks.length > 0) {
+      verdict = quotaRefusal(blocks, [])
+      await this.undo(shadowReadings, shadowHeld)
+      shadowReadings = []
+      shadowHeld = []
+    }
+    await this.enforce(identity, readings, held, context, { readings: shadowReadings, held: shadowHeld })
+    if (verdict) this.emitShadowRefused(identity, context, verdict)
+    return this.reservation([...readings, ...shadowReadings], [...held, ...shadowHeld], verdict)
+  }
+
+  /** 413 / a zero limit: what no wait can admit is refused before anything is charged. */
+  private async refuseImpossible(identity: Identity, charges: Charge[], leases: LeaseLimit[]): Promise<void> {
+    if (!impossible(charges, leases, [])) return
+    // Rebuilt with the identity's state: the error's RateLimit headers are computed when it is made.
+    const limits = await this.state(identity).catch(() => [])
+    throw impossible(charges, leases, limits) as QwenGuardError
+  }
+
+  /**
+   * The enforced charge decides: when only concurrency blocks, wait for the leases; when anything
+   * still blocks, undo (with `also`, the shadow scopes' charge) and throw the refusal.
+   */
+  private async enforce(
+    identity: Identity,
+    readings: Reading[],
+    held: Held[],
+    context: ReserveContext,
+    also?: { readings: Reading[]; held: Held[] },
+  ): Promise<void> {
+    if (!readings.some(blocksAfter) && held.some((h) => !h.lease)) {
+      try {
+        await this.waitForLeases(identity, readings, held, context)
+      } catch (error) {
+        if (also) await this.undo(also.readings, also.held)
+        throw error
+      }
+    }
+    if (readings.some(blocksAfter) || held.some((h) => !h.lease)) await this.refuse(readings, held, also)
+  }
+
+  private reservation(readings: Reading[], held: Held[], shadow?: QwenGuardError): QuotaReservation {
     const quota: QuotaState[] = []
     const leases: Lease[] = []
     for (const r of readings) quota.push(windowState(r))
@@ -215,7 +318,9 @@ export class QuotaAdmission {
       quota.push(leaseState(h.limit, h.count))
       if (h.lease) leases.push(h.lease)
     }
-    return new QuotaReservationImpl(quota, readings, leases, this.onStoreError)
+    const reservation = new QuotaReservationImpl(quota, readings, leases, this.onStoreError)
+    if (shadow) reservation.shadowRefused = { scope: shadow.scope, dimension: shadow.dimension }
+    return reservation
   }
 
   /**
@@ -258,16 +363,23 @@ export class QuotaAdmission {
     }
   }
 
-  /** Undoes a charge that something refused, then throws the refusal. */
-  private async refuse(readings: Reading[], held: Held[]): Promise<never> {
+  /** Undoes a charge that something refused (and `also`, a shadow charge beside it), then throws the refusal. */
+  private async refuse(
+    readings: Reading[],
+    held: Held[],
+    also: { readings: Reading[]; held: Held[] } = { readings: [], held: [] },
+  ): Promise<never> {
     const over = readings.filter(blocksAfter)
     const blocks = [
       ...over.map(windowBlock),
       ...held.filter((h) => !h.lease).map((h) => leaseBlock(h.limit, h.nextExpiryMs)),
     ]
     this.remember(over)
-    await this.undo(readings, held)
-    throw quotaRefusal(blocks, this.statesAfterUndo(readings, held))
+    await Promise.all([this.undo(readings, held), this.undo(also.readings, also.held)])
+    throw quotaRefusal(blocks, [
+      ...this.statesAfterUndo(readings, held),
+      ...this.statesAfterUndo(also.readings, also.held),
+    ])
   }
 
   /** The precheck: refuse at once, charging nothing, when a counter is already full. */
@@ -323,6 +435,7 @@ export class QuotaAdmission {
   }
 
   private async undo(readings: Reading[], held: Held[]): Promise<void> {
+    if (readings.length === 0 && held.length === 0) return
     await Promise.all([refundAll(readings, this.onStoreError), ...held.map((h) => h.lease?.release())])
   }
 
@@ -337,12 +450,27 @@ export class QuotaAdmission {
   private emitRefused(identity: Identity, context: ReserveContext, error: QwenGuardError): void {
     this.emit({
       type: 'refused',
+      callId: context.callId ?? '',
       identity,
       model: context.model ?? '',
       scope: error.scope,
       dimension: error.dimension,
       code: error.code,
       retryAfterMs: error.retryAfterMs,
+    })
+  }
+
+  private emitShadowRefused(identity: Identity, context: ReserveContext, verdict: QwenGuardError): void {
+    this.emit({
+      type: 'shadow_refused',
+      callId: context.callId ?? '',
+      shadow: true,
+      identity,
+      model: context.model ?? '',
+      scope: verdict.scope,
+      dimension: verdict.dimension,
+      code: verdict.code,
+      retryAfterMs: verdict.retryAfterMs,
     })
   }
 }

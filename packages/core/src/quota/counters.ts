@@ -30,6 +30,8 @@ export interface Charge {
   options: { customDuration?: number }
   /** Milliseconds until the next UTC midnight, for daily windows. */
   dayMsLeft?: number
+  /** The scope's policy is in shadow mode (quota/admission.ts "Shadow mode"). */
+  shadow?: true
 }
 
 /** A counter as read or as left by a consume. */

@@ -43,6 +43,8 @@ export interface WindowLimit {
   id: string
   /** Limit in points. */
   limit: number
+  /** The scope's policy is in shadow mode: evaluated and reported, never enforced. */
+  shadow?: true
 }
 
 /** A concurrency limit of one scope. */
@@ -51,12 +53,16 @@ export interface LeaseLimit {
   /** Store key of the lease set. */
   key: string
   limit: number
+  /** The scope's policy is in shadow mode. */
+  shadow?: true
 }
 
 /** Everything that limits one identity. Empty arrays: the identity is not limited at all. */
 export interface Plan {
   windows: WindowLimit[]
   leases: LeaseLimit[]
+  /** Some scope of the plan is in shadow mode (its windows and leases say `shadow`). */
+  shadow?: true
 }
 
 /** A policy's windowed limits in points. */
@@ -88,11 +94,19 @@ function scopeLimits(
 ) {
   // A missing identity part (or policy) is not limited in that scope.
   if (!id || !policy) return
-  for (const { spec, limit } of policyWindows(policy)) plan.windows.push({ scope, spec, id, limit })
+  const shadow = policy.mode === 'shadow'
+  if (shadow) plan.shadow = true
+  for (const { spec, limit } of policyWindows(policy))
+    plan.windows.push(shadow ? { scope, spec, id, limit, shadow } : { scope, spec, id, limit })
   const concurrency = policy.concurrency
   if (concurrency !== undefined && Number.isFinite(concurrency)) {
-    const key = `${prefix}:${scope}:concurrency:${identityTag(scope, id)}`
-    plan.leases.push({ scope, key, limit: Math.floor(concurrency) })
+    const lease: LeaseLimit = {
+      scope,
+      key: `${prefix}:${scope}:concurrency:${identityTag(scope, id)}`,
+      limit: Math.floor(concurrency),
+    }
+    if (shadow) lease.shadow = true
+    plan.leases.push(lease)
   }
 }
 
@@ -107,13 +121,17 @@ export function planFor(identity: Identity, policies: QuotaPolicies, prefix: str
 /** The counters of a plan charged with `cost` at time `now`. */
 export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now: number): Charge[] {
   let day: UtcDay | undefined
-  return plan.windows.map(({ scope, spec, id, limit }) => {
+  return plan.windows.map(({ scope, spec, id, limit, shadow }) => {
     const counter = factory.counter({ name: `${scope}:${spec.dimension}`, durationSeconds: spec.windowSeconds })
     const points = toPoints(spec.unit, cost[spec.unit])
     const tagged = identityTag(scope, id)
-    if (!spec.daily) return { scope, spec, counter, id, key: tagged, limit, points, options: {} }
+    if (!spec.daily) {
+      const charge: Charge = { scope, spec, counter, id, key: tagged, limit, points, options: {} }
+      if (shadow) charge.shadow = true
+      return charge
+    }
     day ??= utcDay(now)
-    return {
+    const charge: Charge = {
       scope,
       spec,
       counter,
@@ -124,17 +142,19 @@ export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now:
       options: { customDuration: day.customDuration },
       dayMsLeft: day.msLeft,
     }
+    if (shadow) charge.shadow = true
+    return charge
   })
 }
 
 /** A window reading as QuotaState; `extra` points are added first (check(): "after this call"). */
 export function windowState(reading: Reading, extra = 0): QuotaState {
-  const { spec, limit, scope, dayMsLeft } = reading.charge
+  const { spec, limit, scope, dayMsLeft, shadow } = reading.charge
   const consumed = reading.consumed + extra
   // An empty window that this call would open resets one full window (or midnight) from now.
   const windowMs = reading.resetMs > 0 ? reading.resetMs : spec.windowSeconds * 1_000
   const resetMs = consumed > 0 ? Math.min(windowMs, dayMsLeft ?? Infinity) : 0
-  return {
+  const state: QuotaState = {
     scope,
     dimension: spec.dimension,
     limit: fromPoints(spec.unit, limit),
@@ -142,12 +162,14 @@ export function windowState(reading: Reading, extra = 0): QuotaState {
     resetMs,
     windowSeconds: spec.windowSeconds,
   }
+  if (shadow) state.shadow = true
+  return state
 }
 
 /** A lease count as QuotaState: no window, so resetMs and windowSeconds are 0. */
 export function leaseState(limit: LeaseLimit, count: LeaseCount | number): QuotaState {
   const held = typeof count === 'number' ? count : count.count
-  return {
+  const state: QuotaState = {
     scope: limit.scope,
     dimension: 'concurrency',
     limit: limit.limit,
@@ -155,4 +177,6 @@ export function leaseState(limit: LeaseLimit, count: LeaseCount | number): Quota
     resetMs: 0,
     windowSeconds: 0,
   }
+  if (limit.shadow) state.shadow = true
+  return state
 }

@@ -1,13 +1,15 @@
 /** What a reserve() holds until the call ends: charged counters and leases. */
 import { adjust, refundAll, type Reading } from './counters.js'
 import type { Lease } from './lease.js'
-import type { QuotaState } from '../types.js'
+import type { Dimension, QuotaState, Scope } from '../types.js'
 import { toPoints } from './windows.js'
 
 /** A call admitted by QuotaAdmission.reserve, to be settled (or cancelled) exactly once. */
 export interface QuotaReservation {
   /** Quota state of the identity after this call was charged (for x-ratelimit-* headers). */
   quota: QuotaState[]
+  /** A shadow-mode policy would have refused the call: the limit that would have (quota/admission.ts). */
+  shadowRefused?: { scope: Scope; dimension: Dimension | undefined }
   /**
    * Corrects the token and spend charges to actual use (refund with `reward`, extra with
    * `penalty`) in each window that is still the one charged, and releases the concurrency leases.
@@ -24,6 +26,7 @@ export interface QuotaReservation {
 /** The one implementation; `empty()` for an identity no limit applies to. */
 export class QuotaReservationImpl implements QuotaReservation {
   private done: Promise<void> | undefined
+  shadowRefused?: { scope: Scope; dimension: Dimension | undefined }
 
   constructor(
     readonly quota: QuotaState[],

@@ -11,6 +11,8 @@ import type { LaneEffect } from './shared-lane-state.js'
 import type { UpstreamRefusal } from './types.js'
 
 export interface ConsequenceContext {
+  /** The call whose refusal this is (the events' `callId`). */
+  callId: string
   now: number
   disableMs: number
   timeScale: number
@@ -43,6 +45,7 @@ export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: Conseque
   }
   ctx.emit({
     type: 'upstream_refusal',
+    callId: ctx.callId,
     account: lane.owner.account.id,
     model: lane.model.name,
     status: refusal.status,
@@ -69,6 +72,7 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
   const account = lane.owner.account.id
   ctx.emit({
     type: 'upstream_refusal',
+    callId: ctx.callId,
     account,
     model: lane.model.name,
     status: refusal.status,
@@ -79,6 +83,7 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
   // model '*': the whole account (every model) is out.
   ctx.emit({
     type: 'account_disabled',
+    callId: ctx.callId,
     account,
     model: wholeAccount ? '*' : lane.model.name,
     kind: refusal.kind,

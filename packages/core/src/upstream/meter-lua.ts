@@ -11,7 +11,8 @@
  *
  * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
  * rampFactor (0 = off), spacing, tokenSpacing, then: take/dry -> tokens; settle -> id, requests, tokens.
- * Returns take: {1, id, fraction}; blocked: {0, waitMs ('-1' = never), reason, fraction}; settle: {2}.
+ * Returns take: {1, id, fractions...}; blocked: {0, waitMs ('-1' = never), reason, fractions...}; settle: {2}.
+ * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers).
  * Numbers go back as strings: Redis would truncate Lua floats to integers.
  */
 export const METER_LUA = `
@@ -64,6 +65,11 @@ end
 local function fraction()
   return math.max(R[1] / rps, K[1] / tps, R[2] / rpm, K[2] / tpm)
 end
+local function num(x) return string.format('%.3f', x) end
+-- The busiest fraction, then each dimension's: rps, tps, rpm, tpm.
+local function fractions()
+  return num(fraction()), num(R[1] / rps), num(K[1] / tps), num(R[2] / rpm), num(K[2] / tpm)
+end
 local function save()
   redis.call('HSET', H, 'base', base, 'tat', string.format('%.3f', tat), 'last', string.format('%.3f', now),
     'c1', C[1], 'r1', R[1], 'k1', K[1], 'c2', C[2], 'r2', R[2], 'k2', K[2],
@@ -72,7 +78,6 @@ local function save()
   redis.call('PEXPIRE', H, ttl)
   redis.call('PEXPIRE', L, ttl)
 end
-local function num(x) return string.format('%.3f', x) end
 
 if op == 'settle' then
   local id, nr, nk = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
@@ -138,11 +143,11 @@ else
 end
 if reason ~= '' then
   save()
-  return { 0, worst == math.huge and '-1' or num(worst), reason, num(fraction()) }
+  return { 0, worst == math.huge and '-1' or num(worst), reason, fractions() }
 end
 if op == 'dry' then
   save()
-  return { 1, '-1', num(fraction()) }
+  return { 1, '-1', fractions() }
 end
 local id = stop
 redis.call('RPUSH', L, string.format('%.3f:1:%.17g', now, tokens))
@@ -152,5 +157,5 @@ for w = 1, 4 do
 end
 tat = math.max(tat, now) + emission(tokens)
 save()
-return { 1, tostring(id), num(fraction()) }
+return { 1, tostring(id), fractions() }
 `

@@ -5,7 +5,7 @@
  * across every process sharing the Redis.
  */
 import type { PaceLimits } from './pace-limits.js'
-import { SlidingLog, type BlockReason } from './sliding-log.js'
+import { SlidingLog, type BlockReason, type DimensionFractions } from './sliding-log.js'
 
 export type MeterTake =
   | { ok: true; usedFraction: number; ticket: MeterTicket }
@@ -21,6 +21,8 @@ export interface Meter {
   take(tokens: number, limits: PaceLimits, dry?: boolean): Promise<MeterTake>
   /** Latest known fraction used (sync: from the last take on a shared meter). */
   usedFraction(limits: PaceLimits): number
+  /** Latest known fraction used of each dimension (sync, like usedFraction). */
+  usedFractions(limits: PaceLimits): DimensionFractions
 }
 
 export class MemoryMeter implements Meter {
@@ -44,5 +46,9 @@ export class MemoryMeter implements Meter {
 
   usedFraction(limits: PaceLimits): number {
     return this.log.fractionAt(this.now(), limits)
+  }
+
+  usedFractions(limits: PaceLimits): DimensionFractions {
+    return this.log.fractionsAt(this.now(), limits)
   }
 }

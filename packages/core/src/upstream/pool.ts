@@ -18,10 +18,12 @@ import { AccountRuntime, Lane } from './lane.js'
 import { MemoryMeter, type Meter, type MeterTicket } from './meter.js'
 import type { PaceConfig } from './pace-limits.js'
 import { INCREASE_STEP } from './pace-control.js'
+import type { DimensionFractions } from './sliding-log.js'
 import { RedisMeter } from './redis-meter.js'
 import { SharedLaneState, type SharedLaneView } from './shared-lane-state.js'
 import { SharedQueue, type SharedEntry } from './shared-queue.js'
 import { createGuardStore, type GuardStore } from '../store.js'
+import { newCallId } from '../call-id.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot, UpstreamState } from './types.js'
 
 export interface UpstreamPoolDeps {
@@ -143,6 +145,7 @@ export class UpstreamPool {
   /** Waits (fairly, bounded) for room on the requested model or a fallback; see ARCHITECTURE.md. */
   async acquire(req: AcquireRequest): Promise<UpstreamSlot> {
     const started = Date.now()
+    req.callId ??= newCallId()
     throwIfGone(req)
     if (this.closed) throw unavailable(0, 'The guard is closed.')
     const candidates = this.candidates.get(req)
@@ -177,6 +180,7 @@ export class UpstreamPool {
       model: lane.model.name,
       inFlight: lane.inFlight,
       usedFraction: lane.meter.usedFraction(lane.limits()),
+      used: lane.meter.usedFractions(lane.limits()),
       coolingUntil: lane.coolingAt(now),
       disabledUntil: lane.disabledAt(now),
       pace: lane.control.pace,
@@ -314,7 +318,7 @@ export class UpstreamPool {
       if (this.sharedQueue) waiter.shared = this.sharedQueue.entry(req.model, req.user, giveUpAt - Date.now())
       req.signal?.addEventListener('abort', onAbort, { once: true })
       const position = this.queue.push(waiter)
-      this.emit({ type: 'queued', identity: { user: req.user }, model: req.model, position })
+      this.emit({ type: 'queued', callId: req.callId ?? '', identity: { user: req.user }, model: req.model, position })
       this.kick()
     })
   }
@@ -506,7 +510,7 @@ export class UpstreamPool {
     this.queue.served(waiter)
     if (waiter.shared) this.sharedQueue?.done(waiter.shared, true)
     waiter.cleanup()
-    waiter.resolve(this.slotFor(grant, waiter.req, waiter.enqueuedAt))
+    waiter.resolve(this.slotFor(grant, waiter.req, waiter.enqueuedAt, true))
   }
 
   /** One timer, at the earliest moment some waiter's candidate may have room. */
@@ -523,13 +527,15 @@ export class UpstreamPool {
 
   // ---- slots ----
 
-  private slotFor(grant: Grant, req: AcquireRequest, started: number): UpstreamSlot {
+  /** `queued`: the call waited in the queue for this slot (its `waitedFor` is then worked out). */
+  private slotFor(grant: Grant, req: AcquireRequest, started: number, queued = false): UpstreamSlot {
     const { lane, ticket } = grant
     lane.inFlight++
     const model = lane.model.name
     if (grant.fallbackReason !== undefined) {
       this.emit({
         type: 'fallback',
+        callId: req.callId ?? '',
         identity: { user: req.user },
         requested: req.model,
         served: model,
@@ -556,15 +562,19 @@ export class UpstreamPool {
           lane.control.success(Date.now(), 1000 / this.timeScale)
         }),
       fail: (refusal) =>
-        finish(1, tokensAfterRefusal(refusal, req.reservedTokens), () => this.onRefusal(lane, refusal)),
+        finish(1, tokensAfterRefusal(refusal, req.reservedTokens), () =>
+          this.onRefusal(lane, refusal, req.callId ?? ''),
+        ),
       cancel: () => finish(0, 0, () => undefined),
     }
     if (grant.fallbackReason !== undefined) slot.fallbackReason = grant.fallbackReason
+    if (queued) slot.waitedFor = busiestDimension(lane.meter.usedFractions(lane.limits()))
     return slot
   }
 
-  private onRefusal(lane: Lane, refusal: UpstreamRefusal): void {
+  private onRefusal(lane: Lane, refusal: UpstreamRefusal, callId: string): void {
     const effect = applyRefusal(lane, refusal, {
+      callId,
       now: Date.now(),
       disableMs: this.options.upstream.disableMs,
       timeScale: this.timeScale,
@@ -629,4 +639,11 @@ function tokensAfterRefusal(refusal: UpstreamRefusal, reserved: number): number 
 
 function unavailable(waitMs: number, message: string): QwenGuardError {
   return upstreamUnavailable(message, Math.max(1, Math.ceil(waitMs)))
+}
+
+/** The dimension with the largest fraction used (what a queued call most likely waited for). */
+function busiestDimension(used: DimensionFractions): 'rpm' | 'tpm' | 'rps' | 'tps' {
+  let best: 'rpm' | 'tpm' | 'rps' | 'tps' = 'rpm'
+  for (const dimension of ['tpm', 'rps', 'tps'] as const) if (used[dimension] > used[best]) best = dimension
+  return best
 }

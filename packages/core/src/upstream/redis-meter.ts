@@ -11,12 +11,13 @@ import { METER_LUA } from './meter-lua.js'
 import { MemoryMeter, type Meter, type MeterTake, type MeterTicket } from './meter.js'
 import type { PaceLimits } from './pace-limits.js'
 import type { MeterGate } from './shared-lane-state.js'
-import type { BlockReason } from './sliding-log.js'
+import type { BlockReason, DimensionFractions } from './sliding-log.js'
 
 const SCRIPT_SHA = createHash('sha1').update(METER_LUA).digest('hex')
 
 export class RedisMeter implements Meter {
   private lastFraction = 0
+  private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
   private readonly redis: RedisConnection
 
   constructor(
@@ -46,9 +47,21 @@ export class RedisMeter implements Meter {
     return this.store.health.down ? this.fallback.usedFraction(limits) : this.lastFraction
   }
 
+  usedFractions(limits: PaceLimits): DimensionFractions {
+    return this.store.health.down ? this.fallback.usedFractions(limits) : this.lastFractions
+  }
+
   private decode(reply: unknown[], limits: PaceLimits): MeterTake {
-    const fraction = Number(reply[reply.length - 1])
+    // The five fractions (busiest, rps, tps, rpm, tpm) end the reply (meter-lua.ts).
+    const at = reply.length - 5
+    const fraction = Number(reply[at])
     this.lastFraction = fraction
+    this.lastFractions = {
+      rps: Number(reply[at + 1]),
+      tps: Number(reply[at + 2]),
+      rpm: Number(reply[at + 3]),
+      tpm: Number(reply[at + 4]),
+    }
     if (Number(reply[0]) !== 1) {
       const wait = Number(reply[1])
       return {
@@ -83,7 +96,9 @@ export class RedisMeter implements Meter {
     const reply = (await this.evalScript(gate.sha, gate.script, [...this.keys, gate.key], args)) as unknown[]
     const outMs = gate.read(reply[0])
     if (Array.isArray(reply[1])) return reply[1] as unknown[]
-    return [0, String(outMs ?? 0), 'spacing', String(this.lastFraction)]
+    // The meter did not run: its last fractions stand (decode reads the five numbers ending a reply).
+    const f = this.lastFractions
+    return [0, String(outMs ?? 0), 'spacing', this.lastFraction, f.rps, f.tps, f.rpm, f.tpm].map(String)
   }
 
   private async evalScript(sha: string, script: string, keys: string[], args: readonly string[]): Promise<unknown> {

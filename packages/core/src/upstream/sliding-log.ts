@@ -32,6 +32,14 @@ export type TakeResult =
   | { ok: true; id: number; usedFraction: number }
   | { ok: false; waitMs: number; reason: BlockReason; usedFraction: number }
 
+/** Fraction used of each upstream limit of one account x model (0..1, above 1 briefly after a settle). */
+export interface DimensionFractions {
+  rpm: number
+  tpm: number
+  rps: number
+  tps: number
+}
+
 /** What blocks a take. 'never': the cost exceeds a whole window's limit. */
 export type BlockReason = 'spacing' | 'rate' | 'minute' | 'ramp' | 'never'
 
@@ -106,6 +114,17 @@ export class SlidingLog {
   fractionAt(now: number, limits: PaceLimits): number {
     this.advance(now, limits)
     return this.usedFraction(limits)
+  }
+
+  /** Each dimension's fraction used (sliding second and minute, stretched by the margin) at `now`. */
+  fractionsAt(now: number, limits: PaceLimits): DimensionFractions {
+    this.advance(now, limits)
+    return {
+      rps: this.sumReq[RATE]! / limits.rps,
+      tps: this.sumTok[RATE]! / limits.tps,
+      rpm: this.sumReq[MINUTE]! / limits.rpm,
+      tpm: this.sumTok[MINUTE]! / limits.tpm,
+    }
   }
 
   /** Requests in the ramp's last second and the second before it (for tests and state). */

@@ -59,6 +59,8 @@ export interface AcquireRequest {
   signal?: AbortSignal
   /** Epoch ms: the call is refused rather than wait past it. */
   deadline: number
+  /** The call's id, carried by the events this request causes (set by `acquire` when missing). */
+  callId?: string
   /** Set by `UpstreamPool.abandon`: the caller no longer wants the slot (rejects with `reason`). */
   abandoned?: { reason: unknown }
 }
@@ -71,6 +73,11 @@ export interface UpstreamSlot {
   /** Set when `model` is a fallback: why the requested model was not used ('saturated' | 'cooling' | 'disabled'). */
   fallbackReason?: string
   queuedMs: number
+  /**
+   * Set when the slot had to wait in the queue: the lane's busiest dimension when it was granted
+   * (what the wait was most likely for).
+   */
+  waitedFor?: 'rpm' | 'tpm' | 'rps' | 'tps'
   /** Correct the token pace to the tokens the call really used (prompt + completion). Idempotent. */
   settle(usedTokens: number): Promise<void>
   /** The request was refused or failed: cool down / slow down / disable as the refusal says. */
@@ -88,6 +95,11 @@ export interface UpstreamState {
   inFlight: number
   /** Highest fraction used of any limit window (requests or tokens, 1 s or 60 s), 0..1. */
   usedFraction: number
+  /**
+   * Fraction used of each limit (rpm, tpm, rps, tps: the sliding window's sum over the limit), 0..1.
+   * On Redis, as of this process's latest exchange with Redis for this lane.
+   */
+  used: { rpm: number; tpm: number; rps: number; tps: number }
   /** Epoch ms, 0 when not cooling. */
   coolingUntil: number
   /** Epoch ms, 0 when not disabled. */

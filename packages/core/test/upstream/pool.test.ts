@@ -52,6 +52,7 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
     expect(second.fallbackReason).toBe('saturated')
     expect(events).toContainEqual({
       type: 'fallback',
+      callId: expect.any(String),
       identity: { user: 'u2' },
       requested: 'big',
       served: 'small',
