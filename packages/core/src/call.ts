@@ -30,6 +30,7 @@ import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
 import type { CallInfo, GuardEvent, Identity, ResolvedOptions } from './types.js'
+import type { UsageHooks } from './usage/index.js'
 
 export type { Settlement, Usage } from './settlement.js'
 
@@ -38,6 +39,8 @@ export interface CallDeps {
   quota: QuotaAdmission
   pool: UpstreamPool
   emit: (event: GuardEvent) => void
+  /** The usage recorder (usage/), told of each upstream send and its charge; absent when off. */
+  usage?: UsageHooks
 }
 
 /** What the guard's own `openai` client may add to a call. */
@@ -387,6 +390,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
   try {
     let response: Response
     try {
+      deps.usage?.sent(slot)
       response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
@@ -622,6 +626,7 @@ function settlementFor(
       })
       const earlier = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
       const usd = priceOf(model?.price, charge.promptTokens + earlier, charge.completionTokens)
+      deps.usage?.settled(slot, charge)
       if (charge.usageInvalid)
         deps.emit({ type: 'usage_invalid', identity, model: slot.model, reservedTokens: plan.reservedTokens })
       coalesceWrites(deps.options.store.redis)

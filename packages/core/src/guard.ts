@@ -11,6 +11,7 @@ import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota/index.js'
 import { createGuardStore } from './store.js'
 import { UpstreamPool } from './upstream/pool.js'
+import { UsageRecorder } from './usage/index.js'
 import type { CheckResult, GuardOptions, Identity, QuotaState, ResolvedOptions } from './types.js'
 
 /**
@@ -32,7 +33,9 @@ export function createGuard(options: GuardOptions): Guard {
   const store = createGuardStore(resolved.store, events.emit)
   const quota = new QuotaAdmission({ options: resolved, emit: events.emit, store })
   const pool = new UpstreamPool({ options: resolved, emit: events.emit, store })
-  const callDeps = { options: resolved, quota, pool, emit: events.emit }
+  const usage = resolved.usage ? new UsageRecorder(resolved, resolved.usage, store) : undefined
+  if (usage) events.on('upstream_refusal', usage.onEvent)
+  const callDeps = { options: resolved, quota, pool, emit: events.emit, ...(usage ? { usage } : {}) }
   const modelList = listModels(resolved.allowedModels)
   const metrics = resolved.metrics ? createGuardMetrics(resolved.metrics, events, () => pool.state()) : undefined
   const call: typeof guardedCall = metrics ? (deps, ...args) => timedCall(metrics, deps, ...args) : guardedCall
@@ -71,6 +74,11 @@ export function createGuard(options: GuardOptions): Guard {
           'guard.metrics() needs metrics turned on: createGuard({ ..., metrics: true }) (and prom-client installed)',
         )
       return metrics.handler()
+    },
+    async usageReport(period) {
+      if (!usage)
+        throw new Error('guard.usageReport() needs the usage recorder: it is off (createGuard({ usage: false }))')
+      return usage.report(period)
     },
     async close() {
       await Promise.all([pool.close(), quota.close()])

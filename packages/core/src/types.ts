@@ -225,6 +225,8 @@ export type GuardEvent =
       kind: string
       retryable: boolean
       cooldownMs: number
+      /** Qwen's error code (`limit_requests`, `Throttling.AllocationQuota`, ...) when the answer had one: upstream text, untrusted. */
+      code?: string
     }
   | { type: 'fallback'; identity: Identity; requested: string; served: string; reason: string }
   /** `model` is '*' when the whole account is out (billing, arrears, bad key); `untilMs` is an epoch time. */
@@ -292,6 +294,24 @@ export interface GuardOptions {
    * Default: off (prom-client is never loaded).
    */
   metrics?: boolean | MetricsOptions
+  /**
+   * The usage recorder behind `guard.usageReport()` (docs/usage-report.md): per account x model and
+   * per minute, the requests Qwen answered, their tokens, the busiest second, queue waits, upstream
+   * refusals and fallbacks, kept in the guard's store (memory, or Redis shared by every instance).
+   * `false` turns it off. Default: on, `{ retentionMs: 604_800_000 }` (7 days).
+   */
+  usage?: false | UsageOptions
+}
+
+/** `GuardOptions.usage` as an object. */
+export interface UsageOptions {
+  /** How long each minute's figures are kept, in ms (at least 60,000, at most 400 days). Default: 604,800,000 (7 days). */
+  retentionMs?: number
+  /**
+   * The recorder's clock, epoch ms; only the recorder reads it. Default: `Date.now`. For runs against
+   * a time-scaled simulator: `() => T0 + sim.now()` makes the report's minutes simulated minutes.
+   */
+  now?: () => number
 }
 
 /** `GuardOptions.metrics` as an object. */
@@ -408,4 +428,6 @@ export interface ResolvedOptions {
   allowedModels: Set<string>
   /** Undefined when metrics are off. */
   metrics?: { prefix: string; registry?: MetricsRegistry }
+  /** Undefined when the usage recorder is off (`usage: false`). */
+  usage?: { retentionMs: number; now: () => number }
 }

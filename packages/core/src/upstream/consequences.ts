@@ -47,6 +47,7 @@ export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: Conseque
     kind,
     retryable: refusal.retryable,
     cooldownMs: Math.ceil(cooldown),
+    ...(refusal.code ? { code: refusal.code } : {}),
   })
 }
 
@@ -72,6 +73,7 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
     kind: refusal.kind,
     retryable: refusal.retryable,
     cooldownMs: Math.ceil(until - ctx.now),
+    ...(refusal.code ? { code: refusal.code } : {}),
   })
   // model '*': the whole account (every model) is out.
   ctx.emit({
