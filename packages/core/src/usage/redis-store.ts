@@ -172,9 +172,13 @@ export class RedisUsageStore implements UsageStore {
     return `${this.prefix}:{${encodeURIComponent(lane.account)}|${encodeURIComponent(lane.model)}}`
   }
 
-  /** Milliseconds minute `minute` is kept from now: until `retentionMs` after its end. */
+  /**
+   * Milliseconds minute `minute` is kept from now: until `retentionMs` after its end. A whole
+   * number (the clock may be fractional: a simulator's): PEXPIRE refuses anything else, and a
+   * script error would count as a Redis failure.
+   */
   private ttlOf(minute: number): number {
-    return Math.max(MINUTE_MS, (minute + 1) * MINUTE_MS + (this.retentionMs ?? 0) - this.now())
+    return Math.ceil(Math.max(MINUTE_MS, (minute + 1) * MINUTE_MS + (this.retentionMs ?? 0) - this.now()))
   }
 
   private oldestKept(): number {
