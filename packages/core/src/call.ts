@@ -626,10 +626,10 @@ function settlementFor(
       })
       const earlier = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
       const usd = priceOf(model?.price, charge.promptTokens + earlier, charge.completionTokens)
-      deps.usage?.settled(slot, charge)
       if (charge.usageInvalid)
         deps.emit({ type: 'usage_invalid', identity, model: slot.model, reservedTokens: plan.reservedTokens })
       coalesceWrites(deps.options.store.redis)
+      deps.usage?.settled(slot, charge) // fire-and-forget, in the same corked write as the settlement
       await Promise.all([
         reservation.settle({ tokens: charge.tokens + earlier, usd }).catch(() => undefined),
         slot.settle(charge.tokens).catch(() => undefined),
