@@ -114,6 +114,36 @@ describeRedis('usage report on Redis', () => {
     expect(table.stdout).toContain('2026-01-01')
   })
 
+  it("upstream refusals by code and fallbacks are kept on Redis too, equal to the simulator's counts", async () => {
+    const sim = await startSimulator({ timeScale: 1, burst: false, limits: { 'qwen3-max': { rpm: 60 } } })
+    open.push(sim)
+    const { redis: client, prefix: own } = redisClient()
+    const guard = createGuard({
+      upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false, maxAttempts: 3 },
+      models: { 'qwen3-max': { rpm: 6_000, fallback: ['qwen-plus'] } },
+      store: { redis: client, prefix: own },
+      usage: { now: () => T0 + sim.now() },
+    })
+    open.push(guard)
+    moveTo(sim, 2_000)
+    await Promise.allSettled(
+      Array.from({ length: 4 }, (_, i) =>
+        guard
+          .client({ user: `u${i}` })
+          .chat.completions.create({ model: 'qwen3-max', messages: [{ role: 'user', content: 'hi' }], max_tokens: 10 }),
+      ),
+    )
+    const report = await guard.usageReport({ from: T0, to: T0 + 60_000 })
+    const stats = sim.stats().accounts.default!
+    const max = report.lanes.find((lane) => lane.model === 'qwen3-max')!
+    const plus = report.lanes.find((lane) => lane.model === 'qwen-plus')!
+    expect(max.refusals.byCode).toEqual(stats['qwen3-max']!.refused)
+    expect(max.refusals.total).toBeGreaterThan(0)
+    expect(max.atLimit.minutes).toBe(1)
+    expect(plus.fallbacks).toBe(stats['qwen-plus']!.accepted)
+    expect(report.unrecorded).toBe(0)
+  })
+
   it('the command fails with exit code 1 and a masked URL when Redis cannot be reached', async () => {
     const result = await run(['report', '--redis', 'redis://:hunter2@127.0.0.1:1', '--last', '1h'])
     expect(result.code).toBe(1)
