@@ -56,6 +56,7 @@ describe('the public Guard', () => {
       'models',
       'on',
       'state',
+      'usageReport',
     ])
     expect(JSON.stringify(guard) ?? '').not.toContain(SECRET)
     expect(inspect(guard, { depth: 10 })).not.toContain(SECRET)

@@ -46,6 +46,21 @@ describe('README snippets', () => {
     expect(busiestMinute).toBe(1)
   })
 
+  it('usage report: the one call it made is in the report, with the limits of its account x model', async () => {
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {})
+    try {
+      const { report } = await import('../examples/snippets/usage-report.js')
+      expect(
+        report.lanes.map((lane) => [lane.account, lane.model, lane.requests, lane.peaks.requestsPerMinute.limit]),
+      ).toEqual([['default', 'qwen-plus', 1, 600]])
+      expect(log.mock.calls.flat().join(' ')).toMatch(
+        /^default x qwen-plus: peak 1\/600 RPM, \d+\/1000000 TPM, at the limit 0\.0 %/,
+      )
+    } finally {
+      log.mockRestore()
+    }
+  })
+
   it('core (README.md and packages/core): the guarded client answers and the guard closes', async () => {
     const log = vi.spyOn(console, 'log').mockImplementation(() => {})
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true)

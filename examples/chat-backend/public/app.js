@@ -259,6 +259,7 @@ function callEnded() {
   livePoll = null
   delete els.quotaCard.dataset.live
   scheduleQuotaRefresh()
+  refreshUsage()
 }
 
 async function refreshQuota() {
@@ -739,6 +740,101 @@ els.burstClear.addEventListener('click', () => {
 $('#burst-count').textContent = String(BURST_SIZE)
 
 // ---------------------------------------------------------------------------------------------
+// Upstream usage chart: GET /api/usage (guard.usageReport() for the last 30 minutes), drawn as one
+// small SVG per account x model and figure: a bar per minute, the limit as a red line.
+
+const SVG = 'http://www.w3.org/2000/svg'
+const CHART_WIDTH = 150
+const CHART_HEIGHT = 64
+let usageFetching = false
+
+async function refreshUsage() {
+  if (usageFetching) return
+  usageFetching = true
+  try {
+    const response = await fetch('/api/usage', { cache: 'no-store' })
+    if (response.ok) renderUsage(await response.json())
+  } catch {
+    // Tried again at the next refresh.
+  } finally {
+    usageFetching = false
+  }
+}
+
+function renderUsage(usage) {
+  const chart = $('#usage-chart')
+  if (usage.lanes.length === 0) return
+  const slots = Math.max(1, Math.round((usage.to - usage.from) / 60_000))
+  chart.replaceChildren(
+    ...usage.lanes.map((lane) => {
+      const box = document.createElement('div')
+      box.className = 'usage-lane'
+      box.dataset.model = lane.model
+      const title = document.createElement('h3')
+      title.innerHTML = `${escapeHtml(lane.model)} <span class="muted">· ${escapeHtml(lane.account)}</span>`
+      const pair = document.createElement('div')
+      pair.className = 'usage-pair'
+      pair.append(
+        plot(
+          'requests / min',
+          lane.peakRequestsPerMinute,
+          lane.limits.rpm,
+          lane.minutes,
+          'requests',
+          usage.from,
+          slots,
+        ),
+        plot('tokens / min', lane.peakTokensPerMinute, lane.limits.tpm, lane.minutes, 'tokens', usage.from, slots),
+      )
+      box.append(title, pair)
+      return box
+    }),
+  )
+}
+
+/** One figure of one account x model: a bar per minute with data, the limit as a line across. */
+function plot(label, peak, limit, minutes, field, from, slots) {
+  const figure = document.createElement('figure')
+  figure.className = 'usage-plot'
+  figure.dataset.figure = field
+  const caption = document.createElement('figcaption')
+  caption.innerHTML = `${label}: peak <strong>${number.format(peak)}</strong> · <span class="limit-key">limit ${number.format(limit)}</span>`
+  const svg = document.createElementNS(SVG, 'svg')
+  svg.setAttribute('viewBox', `0 0 ${CHART_WIDTH} ${CHART_HEIGHT}`)
+  svg.setAttribute('preserveAspectRatio', 'none')
+  svg.setAttribute('role', 'img')
+  svg.setAttribute('aria-label', `${label}: peak ${peak}, limit ${limit}`)
+  // The limit sits at 85 % of the height unless a minute went above it.
+  const top = Math.max(limit / 0.85, peak * 1.05, 1)
+  const y = (value) => CHART_HEIGHT - (value / top) * CHART_HEIGHT
+  const step = CHART_WIDTH / slots
+  for (const minute of minutes) {
+    const value = minute[field]
+    if (!(value > 0)) continue
+    const slot = Math.round((minute.at - from) / 60_000)
+    const height = Math.max(3, CHART_HEIGHT - y(value)) // a small minute stays visible
+    const bar = document.createElementNS(SVG, 'rect')
+    bar.setAttribute('class', 'usage-bar')
+    bar.setAttribute('x', String(slot * step + 0.5))
+    bar.setAttribute('width', String(Math.max(1, step - 1)))
+    bar.setAttribute('y', String(CHART_HEIGHT - height))
+    bar.setAttribute('height', String(height))
+    bar.dataset.value = String(value)
+    svg.append(bar)
+  }
+  const line = document.createElementNS(SVG, 'rect')
+  line.setAttribute('class', 'usage-limit')
+  line.setAttribute('x', '0')
+  line.setAttribute('width', String(CHART_WIDTH))
+  line.setAttribute('y', String(y(limit) - 1))
+  line.setAttribute('height', '2')
+  line.dataset.value = String(limit)
+  svg.append(line)
+  figure.append(caption, svg)
+  return figure
+}
+
+// ---------------------------------------------------------------------------------------------
 // Start
 
 els.relayUrl.textContent = `${location.origin}/v1`
@@ -747,4 +843,6 @@ refreshQuota()
 // Reset times count down locally every second; a slow poll catches other tabs' usage.
 setInterval(renderQuota, 1000)
 setInterval(() => scheduleQuotaRefresh(), 5000)
+refreshUsage()
+setInterval(refreshUsage, 3000)
 els.input.focus()

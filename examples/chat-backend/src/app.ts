@@ -20,6 +20,7 @@ import { chatRoute } from './chat-route.js'
 import { LiveCalls } from './live-calls.js'
 import { DEMO_USER_QUOTA, RELAY_USER_QUOTA, demoModels } from './demo-settings.js'
 import { quotaRoute } from './quota-route.js'
+import { usageRoute } from './usage-route.js'
 import { demoSession, readDemoUser } from './session.js'
 
 export interface ChatAppOptions {
@@ -71,6 +72,7 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
   app.use(guard)
   app.use('/v1', guard.proxy())
   app.get('/api/quota', quotaRoute(guard.guard, options.backend, live))
+  app.get('/api/usage', usageRoute(guard.guard, accountIdsOf(options.upstream)))
   app.post('/api/chat', express.json({ limit: '64kb' }), chatRoute(live, guard.guard))
   app.use(express.static(PUBLIC_DIR, { index: 'index.html', maxAge: 0 }))
   app.use(guard.errors)
@@ -83,6 +85,11 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
       await guard.guard.close()
     },
   }
+}
+
+/** The configured account ids in order (`apiKey` alone is the one account 'default'). */
+function accountIdsOf(upstream: UpstreamOptions): string[] {
+  return upstream.accounts?.map((account) => account.id) ?? ['default']
 }
 
 /** Mints the demo cookie for the page and its API, not for /v1: an SDK script should not collect cookies. */

@@ -7,6 +7,7 @@ import request from 'supertest'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { COOKIE_NAME } from '../src/session.js'
 import type { QuotaBody } from '../src/quota-route.js'
+import type { UsageBody } from '../src/usage-route.js'
 import { startApp, type RunningApp } from './start-app.js'
 
 let running: RunningApp
@@ -119,6 +120,24 @@ describe('/api/chat', () => {
     const rpm = (quota.body as QuotaBody).limits.find((l) => l.dimension === 'rpm')!
     expect(rpm.remaining).toBe(1)
     expect(rpm.resetMs).toBeGreaterThan(0)
+  })
+
+  it('reports upstream usage for the chart: requests and tokens per minute against the limits, accounts by number only', async () => {
+    const cookie = await newBrowser()
+    const done = sseEvents((await ask(cookie, 'count me in the usage report').expect(200)).body as string).at(-1)!
+    expect(done.event).toBe('done')
+    const res = await request(running.url).get('/api/usage').set('cookie', cookie).expect(200)
+    expect(res.headers['cache-control']).toBe('no-store')
+    const body = res.body as UsageBody
+    expect(body.to - body.from).toBe(30 * 60_000)
+    const requests = body.lanes.reduce((n, lane) => n + lane.minutes.reduce((m, minute) => m + minute.requests, 0), 0)
+    expect(requests).toBeGreaterThanOrEqual(1)
+    for (const lane of body.lanes) {
+      expect(lane.account).toMatch(/^account \d+$/)
+      expect(lane.limits.rpm).toBeGreaterThan(0)
+      expect(lane.peakRequestsPerMinute).toBeLessThanOrEqual(lane.limits.rpm)
+    }
+    expect(JSON.stringify(body)).not.toMatch(/sk-/) // no key, whatever the account ids are
   })
 
   it('refuses the browser past its quota with 429, Retry-After and retry-after-ms; another browser is unaffected', async () => {

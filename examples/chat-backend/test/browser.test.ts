@@ -6,6 +6,7 @@
  *   and then settles back;
  * - a burst's rows each tell their whole story (refusals and the wait each asked for, retries,
  *   queue time, total time, the model that served it), all twelve rows on screen at 1280x860;
+ * - the upstream usage chart (guard.usageReport()) shows a bar per minute under the limit line;
  * - a refusal's reason and its "Retrying in N s" countdown are on screen (inside the viewport, not
  *   hidden, not clipped by the chat pane's fold, not covered) when they appear and all the while
  *   they count down, at 1280x860 and at a phone's 390x844.
@@ -301,6 +302,42 @@ describe.skipIf(!hasChromium)('chat page in Chromium', () => {
       { timeout: 4_000 },
     )
     await screenshot(page, 'chat-backend-burst.png')
+    await page.context().close()
+  })
+
+  it('the upstream usage chart: per account x model, a bar per minute and the limit line, on screen', async () => {
+    const page = await openPage(fast, WIDE)
+    await ask(page, 'A question for the usage chart')
+    await expect.poll(() => lastAnswerState(page), { timeout: 15_000 }).toBe('done')
+    // The page asks for the report when a call ends: a lane with a bar appears.
+    const plot = '#usage-chart .usage-lane .usage-plot[data-figure="requests"]'
+    await page.locator(`${plot} .usage-bar`).first().waitFor({ timeout: 10_000 })
+    await page.locator('#usage-card').scrollIntoViewIfNeeded() // the side column scrolls, as a person would
+    expect(await whyNotSeen(page, `${plot} svg`)).toBeNull()
+    expect(await whyNotSeen(page, `${plot} .usage-limit`)).toBeNull()
+    expect(await whyNotSeen(page, `${plot} .usage-bar`)).toBeNull()
+    expect(await whyNotSeen(page, `${plot} figcaption`)).toBeNull()
+    // The bar is at least the one answer just given, under the line of the limit the caption names.
+    const figures = await page.evaluate((selector) => {
+      const figure = document.querySelector(selector)!
+      const bar = figure.querySelector('.usage-bar')!.getBoundingClientRect()
+      const limit = figure.querySelector<SVGElement>('.usage-limit')!
+      return {
+        bar: Number(figure.querySelector<SVGElement>('.usage-bar')!.dataset.value),
+        limit: Number(limit.dataset.value),
+        caption: figure.querySelector('figcaption')!.textContent,
+        barTop: bar.top,
+        limitTop: limit.getBoundingClientRect().top,
+      }
+    }, plot)
+    expect(figures.bar).toBeGreaterThanOrEqual(1)
+    expect(figures.limit).toBeGreaterThan(figures.bar)
+    expect(figures.caption).toBe(`requests / min: peak ${figures.bar} · limit ${figures.limit}`)
+    expect(figures.limitTop).toBeLessThan(figures.barTop) // the line above the bar
+    await expect(page.locator('#usage-chart .usage-lane h3').first().textContent()).resolves.toMatch(
+      / · account 1$/, // never the server's account id
+    )
+    await screenshot(page, 'chat-backend-usage.png')
     await page.context().close()
   })
 

@@ -32,6 +32,7 @@ import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
 import type { CallInfo, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
+import type { UsageHooks } from './usage/index.js'
 
 export type { Settlement, Usage } from './settlement.js'
 
@@ -45,6 +46,8 @@ export interface CallDeps {
    * when metrics are on (`qwen_guard_overhead_seconds`).
    */
   overhead?: (seconds: number) => void
+  /** The usage recorder (usage/), told of each upstream send and its charge; absent when off. */
+  usage?: UsageHooks
 }
 
 /** What the guard's own `openai` client may add to a call. */
@@ -460,6 +463,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
     let response: Response
     const sent = send.clock ? performance.now() : 0
     try {
+      deps.usage?.sent(slot)
       response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
@@ -713,6 +717,7 @@ function settlementFor(
       if (charge.usageInvalid)
         deps.emit({ type: 'usage_invalid', callId, identity, model: slot.model, reservedTokens: plan.reservedTokens })
       coalesceWrites(deps.options.store.redis)
+      deps.usage?.settled(slot, charge) // fire-and-forget, in the same corked write as the settlement
       await Promise.all([
         reservation.settle({ tokens: charge.tokens + earlier, usd }).catch(() => undefined),
         slot.settle(charge.tokens).catch(() => undefined),

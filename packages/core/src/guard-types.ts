@@ -1,5 +1,6 @@
 import type OpenAI from 'openai'
 import type { MetricsHandler } from './metrics.js'
+import type { UsagePeriod, UsageReport } from './usage/types.js'
 import type {
   CallInfo,
   ChatMessageLike,
@@ -98,6 +99,16 @@ export interface Guard {
    * @throws Error when the guard was created without `metrics`
    */
   metrics(): MetricsHandler
+  /**
+   * The usage report of a period (docs/usage-report.md), for a quota-increase request: per
+   * account x model (configured ids, never keys), peak requests and tokens per minute and per
+   * second against the limits, the share of minutes at the limit, queue waits, upstream refusals
+   * by code, fallbacks served, tokens per UTC day, and the minute series. On Redis it covers every
+   * guard sharing the store. `from` / `to`: Dates or epoch ms; default the last 24 hours.
+   * @throws TypeError / RangeError for a bad period; Error when the guard was created with
+   *   `usage: false`; the store's 503 `store_unavailable` (QwenGuardError) when Redis fails
+   */
+  usageReport(period?: UsagePeriod): Promise<UsageReport>
   /** Stops timers and rejects waiters; does not close a Redis client it was given. */
   close(): Promise<void>
 }

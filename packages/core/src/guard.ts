@@ -12,6 +12,7 @@ import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota/index.js'
 import { createGuardStore } from './store.js'
 import { UpstreamPool } from './upstream/pool.js'
+import { UsageRecorder } from './usage/index.js'
 import type { CheckResult, GuardOptions, Identity, QuotaState } from './types.js'
 
 /**
@@ -33,8 +34,11 @@ export function createGuard(options: GuardOptions): Guard {
   const store = createGuardStore(resolved.store, events.emit)
   const quota = new QuotaAdmission({ options: resolved, emit: events.emit, store })
   const pool = new UpstreamPool({ options: resolved, emit: events.emit, store })
+  const usage = resolved.usage ? new UsageRecorder(resolved, resolved.usage, store) : undefined
+  if (usage) events.on('upstream_refusal', usage.onEvent)
   const metrics = resolved.metrics ? createGuardMetrics(resolved.metrics, events, () => pool.state()) : undefined
   const callDeps: CallDeps = { options: resolved, quota, pool, emit: events.emit }
+  if (usage) callDeps.usage = usage
   if (metrics) callDeps.overhead = (seconds) => metrics.overhead(seconds)
   const modelList = listModels(resolved.allowedModels)
   const call = guardedCall
@@ -74,6 +78,11 @@ export function createGuard(options: GuardOptions): Guard {
           'guard.metrics() needs metrics turned on: createGuard({ ..., metrics: true }) (and prom-client installed)',
         )
       return metrics.handler()
+    },
+    async usageReport(period) {
+      if (!usage)
+        throw new Error('guard.usageReport() needs the usage recorder: it is off (createGuard({ usage: false }))')
+      return usage.report(period)
     },
     async close() {
       await Promise.all([pool.close(), quota.close()])

@@ -55,6 +55,7 @@ export const DEFAULTS = Object.freeze({
   defaultMaxTokens: 1_024,
   defaultThinkingBudget: 4_096,
   searchAllowanceTokens: 8_192,
+  usageRetentionMs: 604_800_000,
 })
 
 const TOP_KEYS = [
@@ -70,6 +71,7 @@ const TOP_KEYS = [
   'allowedModels',
   'metrics',
   'headers',
+  'usage',
 ]
 const UPSTREAM_KEYS = [
   'baseURL',
@@ -606,6 +608,7 @@ export function resolveOptions(options: GuardOptions, extraKeys: readonly string
     allowedModels: resolveAllowed(root.allowedModels, models),
     metrics: resolveMetrics(root.metrics),
     headers: resolveHeaders(root.headers),
+    ...resolveUsage(root.usage),
   }
 }
 
@@ -617,6 +620,30 @@ function resolveHeaders(value: unknown): ResolvedOptions['headers'] {
   if (raw.decision !== undefined && typeof raw.decision !== 'boolean')
     throw new QwenGuardConfigError('headers.decision', `must be a boolean, got ${describe(raw.decision)}`)
   return { decision: raw.decision === true }
+}
+
+const USAGE_KEYS = ['retentionMs', 'now']
+/** Most `usage.retentionMs`: 400 days. */
+const MAX_USAGE_RETENTION_MS = 400 * 86_400_000
+
+/** `usage`: on unless `false` (docs/usage-report.md); absent from the result when off. */
+function resolveUsage(value: unknown): { usage?: NonNullable<ResolvedOptions['usage']> } {
+  if (value === false) return {}
+  const raw = value === undefined || value === true ? {} : object(value, 'usage')
+  knownKeys(raw, USAGE_KEYS, 'usage')
+  let retentionMs: number = DEFAULTS.usageRetentionMs
+  if (raw.retentionMs !== undefined) {
+    retentionMs = positiveInt(raw.retentionMs, 'usage.retentionMs')
+    if (retentionMs < 60_000 || retentionMs > MAX_USAGE_RETENTION_MS)
+      throw new QwenGuardConfigError(
+        'usage.retentionMs',
+        `must be from 60,000 (a minute) to ${MAX_USAGE_RETENTION_MS} (400 days), got ${retentionMs}`,
+      )
+  }
+  if (raw.now !== undefined && typeof raw.now !== 'function')
+    throw new QwenGuardConfigError('usage.now', `must be a function returning epoch ms, got ${describe(raw.now)}`)
+  const now = (raw.now as (() => number) | undefined) ?? Date.now
+  return { usage: { retentionMs, now } }
 }
 
 const METRICS_KEYS = ['registry', 'prefix']

@@ -278,6 +278,8 @@ export type GuardEvent =
       kind: string
       retryable: boolean
       cooldownMs: number
+      /** Qwen's error code (`limit_requests`, `Throttling.AllocationQuota`, ...) when the answer had one: upstream text, untrusted. */
+      code?: string
     }
   | { type: 'fallback'; callId: string; identity: Identity; requested: string; served: string; reason: string }
   /**
@@ -351,6 +353,13 @@ export interface GuardOptions {
   metrics?: boolean | MetricsOptions
   /** Optional headers on the guard's answers (docs/http.md). Default: none of them. */
   headers?: HeaderOptions
+  /**
+   * The usage recorder behind `guard.usageReport()` (docs/usage-report.md): per account x model and
+   * per minute, the requests Qwen answered, their tokens, the busiest second, queue waits, upstream
+   * refusals and fallbacks, kept in the guard's store (memory, or Redis shared by every instance).
+   * `false` turns it off. Default: on, `{ retentionMs: 604_800_000 }` (7 days).
+   */
+  usage?: false | UsageOptions
 }
 
 /** `GuardOptions.headers`. */
@@ -362,6 +371,17 @@ export interface HeaderOptions {
    * Default: false.
    */
   decision?: boolean
+}
+
+/** `GuardOptions.usage` as an object. */
+export interface UsageOptions {
+  /** How long each minute's figures are kept, in ms (at least 60,000, at most 400 days). Default: 604,800,000 (7 days). */
+  retentionMs?: number
+  /**
+   * The recorder's clock, epoch ms; only the recorder reads it. Default: `Date.now`. For runs against
+   * a time-scaled simulator: `() => T0 + sim.now()` makes the report's minutes simulated minutes.
+   */
+  now?: () => number
 }
 
 /** `GuardOptions.metrics` as an object. */
@@ -493,4 +513,6 @@ export interface ResolvedOptions {
   /** Undefined when metrics are off. */
   metrics?: { prefix: string; registry?: MetricsRegistry }
   headers: { decision: boolean }
+  /** Undefined when the usage recorder is off (`usage: false`). */
+  usage?: { retentionMs: number; now: () => number }
 }

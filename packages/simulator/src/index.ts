@@ -16,6 +16,7 @@ export type {
   FaultKind,
   FaultSpec,
   ModelLimits,
+  MinuteStats,
   ModelStats,
   ResolvedLimits,
   Simulator,

@@ -1,7 +1,10 @@
 import type { ResolvedAccount, ResolvedBurst } from './options.js'
-import { ArrivalLog } from './sliding-window.js'
+import { ArrivalLog, MINUTE, SECOND } from './sliding-window.js'
 import type { RefusalName } from './errors.js'
-import type { ModelStats, ResolvedLimits } from './types.js'
+import type { MinuteStats, ModelStats, ResolvedLimits } from './types.js'
+
+/** Most fixed minutes kept per account x model in `stats().accounts[..][..].minutes` (a week): the oldest go first. */
+export const MAX_MINUTES_KEPT = 10_080
 
 /**
  * One account x model: its sliding windows, its free-allowance use and its counters. Admission
@@ -18,6 +21,12 @@ export class Lane {
   maxRequests60 = 0
   maxTokens1 = 0
   maxTokens60 = 0
+  /** Fixed (calendar) buckets of simulated time: minute k is [k * 60 s, (k + 1) * 60 s). */
+  private minutes: MinuteStats[] = []
+  /** The fixed second the last accepted arrival fell in, and what it held. */
+  private second = -1
+  private secondRequests = 0
+  private secondTokens = 0
 
   constructor(
     readonly account: ResolvedAccount,
@@ -58,6 +67,30 @@ export class Lane {
     if (log.count60 > this.maxRequests60) this.maxRequests60 = log.count60
     if (log.tokensIn1 > this.maxTokens1) this.maxTokens1 = log.tokensIn1
     if (log.tokensIn60 > this.maxTokens60) this.maxTokens60 = log.tokensIn60
+    this.countFixed(now, prompt + completion)
+  }
+
+  /** Adds an accepted arrival to its fixed minute and fixed second (time only moves forward). */
+  private countFixed(now: number, tokens: number): void {
+    const second = Math.floor(now / SECOND)
+    if (second !== this.second) {
+      this.second = second
+      this.secondRequests = 0
+      this.secondTokens = 0
+    }
+    this.secondRequests++
+    this.secondTokens += tokens
+    const start = Math.floor(now / MINUTE) * MINUTE
+    let minute = this.minutes[this.minutes.length - 1]
+    if (!minute || minute.start !== start) {
+      minute = { start, requests: 0, tokens: 0, maxRequestsPerSecond: 0, maxTokensPerSecond: 0 }
+      this.minutes.push(minute)
+      if (this.minutes.length > MAX_MINUTES_KEPT) this.minutes.shift()
+    }
+    minute.requests++
+    minute.tokens += tokens
+    if (this.secondRequests > minute.maxRequestsPerSecond) minute.maxRequestsPerSecond = this.secondRequests
+    if (this.secondTokens > minute.maxTokensPerSecond) minute.maxTokensPerSecond = this.secondTokens
   }
 
   refuse(code: string): void {
@@ -77,6 +110,11 @@ export class Lane {
       maxRequestsPer60s: this.maxRequests60,
       maxTokensPer1s: this.maxTokens1,
       maxTokensPer60s: this.maxTokens60,
+      maxRequestsPerMinute: max(this.minutes, 'requests'),
+      maxTokensPerMinute: max(this.minutes, 'tokens'),
+      maxRequestsPerSecond: max(this.minutes, 'maxRequestsPerSecond'),
+      maxTokensPerSecond: max(this.minutes, 'maxTokensPerSecond'),
+      minutes: this.minutes.map((minute) => ({ ...minute })),
       limits: { ...this.limits },
     }
   }
@@ -108,4 +146,10 @@ export class LaneTable {
   clear(): void {
     this.lanes.clear()
   }
+}
+
+function max(minutes: MinuteStats[], field: Exclude<keyof MinuteStats, 'start'>): number {
+  let best = 0
+  for (const minute of minutes) if (minute[field] > best) best = minute[field]
+  return best
 }

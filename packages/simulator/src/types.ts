@@ -160,8 +160,36 @@ export interface ModelStats {
   maxTokensPer1s: number
   /** Largest number of tokens accepted in any sliding 60 s window. */
   maxTokensPer60s: number
+  /**
+   * Largest number of calls accepted in one fixed minute of simulated time (minute k is
+   * [k * 60,000, (k + 1) * 60,000) simulated ms since start): what a report kept at one-minute
+   * resolution sees, where `maxRequestsPer60s` is the busiest sliding window.
+   */
+  maxRequestsPerMinute: number
+  /** Largest number of tokens accepted in one fixed minute of simulated time. */
+  maxTokensPerMinute: number
+  /** Largest number of calls accepted in one fixed second of simulated time ([k * 1,000, (k + 1) * 1,000) ms). */
+  maxRequestsPerSecond: number
+  /** Largest number of tokens accepted in one fixed second of simulated time. */
+  maxTokensPerSecond: number
+  /** The fixed minutes that saw an accepted call, oldest first (at most the last 10,080: a week). */
+  minutes: MinuteStats[]
   /** The effective limits of this account x model. */
   limits: ResolvedLimits
+}
+
+/** One fixed minute of simulated time of one account x model (accepted calls only). */
+export interface MinuteStats {
+  /** Simulated ms since start at which the minute begins (a multiple of 60,000). */
+  start: number
+  /** Calls accepted in the minute. */
+  requests: number
+  /** Tokens (prompt + completion) of those calls. */
+  tokens: number
+  /** Calls accepted in the busiest fixed second of the minute. */
+  maxRequestsPerSecond: number
+  /** Tokens accepted in the busiest fixed second of the minute. */
+  maxTokensPerSecond: number
 }
 
 /** A snapshot returned by `stats()`. */

@@ -43,6 +43,37 @@ describe('stats()', () => {
     expect(s.simulatedMs).toBeGreaterThan(61_000)
   })
 
+  it('reports the busiest fixed minute and fixed second of simulated time, and each minute', async () => {
+    sim.reset()
+    const ai = client(sim)
+    const call = { max_tokens: 10 - USER_PROMPT_TOKENS } // 10 tokens each
+    // Calls land 100 ms (plus the loopback time) after a whole simulated second: never on a boundary.
+    const at = (ms: number) => sim.advance(ms + 100 - sim.now())
+    at(5_000)
+    for (let i = 0; i < 3; i++) await outcome(ai, call) // minute 0, second 5: 3
+    at(6_000)
+    for (let i = 0; i < 2; i++) await outcome(ai, call) // minute 0, second 6: 2
+    at(58_000)
+    for (let i = 0; i < 2; i++) await outcome(ai, call) // minute 0, second 58: 2 -> minute 0 holds 7
+    at(60_000)
+    for (let i = 0; i < 4; i++) await outcome(ai, call) // minute 1, second 0: 4
+    at(185_000)
+    await outcome(ai, call) // minute 3: 1
+    const plus = sim.stats().accounts.default!['qwen-plus']!
+    expect(plus).toMatchObject({
+      maxRequestsPer60s: 11, // the sliding 60 s ending at 60.1 s holds all 11: more than any fixed minute
+      maxRequestsPerMinute: 7,
+      maxTokensPerMinute: 70,
+      maxRequestsPerSecond: 4,
+      maxTokensPerSecond: 40,
+    })
+    expect(plus.minutes).toEqual([
+      { start: 0, requests: 7, tokens: 70, maxRequestsPerSecond: 3, maxTokensPerSecond: 30 },
+      { start: 60_000, requests: 4, tokens: 40, maxRequestsPerSecond: 4, maxTokensPerSecond: 40 },
+      { start: 180_000, requests: 1, tokens: 10, maxRequestsPerSecond: 1, maxTokensPerSecond: 10 },
+    ])
+  })
+
   it('reset() clears windows, counters and the clock', async () => {
     sim.reset()
     const s = sim.stats()

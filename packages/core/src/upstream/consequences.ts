@@ -52,6 +52,7 @@ export function applyRefusal(lane: Lane, refusal: UpstreamRefusal, ctx: Conseque
     kind,
     retryable: refusal.retryable,
     cooldownMs: Math.ceil(cooldown),
+    ...(refusal.code ? { code: refusal.code } : {}),
   })
   return { coolMs: cooldown, disableMs: 0, accountDisableMs: 0, burst: kind === 'burst' }
 }
@@ -79,6 +80,7 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
     kind: refusal.kind,
     retryable: refusal.retryable,
     cooldownMs: Math.ceil(until - ctx.now),
+    ...(refusal.code ? { code: refusal.code } : {}),
   })
   // model '*': the whole account (every model) is out.
   ctx.emit({
