@@ -2,10 +2,13 @@
  * Where the guard's shared state lives, and what happens when Redis stops answering.
  *
  * `createGuardStore` makes the one store of a guard: the app's ioredis client (or none: process
- * memory), ONE health tracker for everything the guard keeps on Redis (quota counters, concurrency
- * leases, the upstream pace meters), and `run`, the only way a Redis command is sent. `run` puts a
- * timeout on every command (`store.commandTimeoutMs`, default 500 ms), and during an outage does
- * not send at all (one probe per `PROBE_INTERVAL_MS`), so the failure policy answers at once:
+ * memory), the health of everything the guard keeps on Redis (quota counters, concurrency leases,
+ * the upstream meters, shared state and queue): one tracker for one server, one per master node for
+ * a Cluster (a command's key gives its slot, the slot its node), and `run`, the only way a Redis
+ * command is sent. `run` puts a timeout on every command (`store.commandTimeoutMs`, default
+ * 500 ms), and during an outage of the command's node does not send at all (one server: one probe
+ * per `PROBE_INTERVAL_MS`; a Cluster node: probed in the background), so the failure policy answers
+ * at once:
  * `'open'` serves from per-instance memory (an insurance limiter, memory leases, a memory meter),
  * `'closed'` refuses with 503 `store_unavailable`.
  *
