@@ -597,6 +597,50 @@ describeCluster('the guard on a 3-node Redis Cluster', () => {
     })
   }
 
+  describe('per-node store health: two nodes stalled, one after the other', () => {
+    it('one store_error when the first goes down, one store_recovered when the last is back; a node back serves its users at once', async () => {
+      const client = cluster.client()
+      const events: GuardEvent[] = []
+      const store = createGuardStore({ redis: client, prefix: 'two', onError: 'closed', commandTimeoutMs: 400 }, (e) =>
+        events.push(e),
+      )
+      const keyOn = (i: number) => `two:user:rpm:${identityTag('user', usersByNode[i]!)}`
+      const incr = (i: number) => store.run(keyOn(i), () => client.incr(keyOn(i)))
+      const [first, second, healthy] = [0, 1, 2]
+      try {
+        for (const i of [first, second, healthy]) await incr(i)
+        cluster.pause(first)
+        await expect(incr(first)).rejects.toThrow(/did not answer/)
+        cluster.pause(second)
+        await expect(incr(second)).rejects.toThrow(/did not answer/)
+        expect(events.map((e) => e.type)).toEqual(['store_error'])
+        expect(store.health.downFor(keyOn(first))).toBe(true)
+        expect(store.health.downFor(keyOn(second))).toBe(true)
+        expect(store.health.downFor(keyOn(healthy))).toBe(false)
+        const started = performance.now()
+        await expect(incr(first)).rejects.toThrow(/unavailable/) // at once: no wait for a down node
+        expect(performance.now() - started).toBeLessThan(100)
+        expect(await incr(healthy)).toBe(2)
+        // The first node back: its users are served again, the store is still down (the second is not).
+        cluster.resume(first)
+        const resumedAt = performance.now()
+        while (store.health.downFor(keyOn(first)) && performance.now() - resumedAt < 5_000) await sleep(50)
+        expect(store.health.downFor(keyOn(first))).toBe(false)
+        expect(await incr(first)).toBeGreaterThanOrEqual(2)
+        expect(store.health.down).toBe(true)
+        expect(events.map((e) => e.type)).toEqual(['store_error'])
+        cluster.resume(second)
+        while (store.health.down && performance.now() - resumedAt < 10_000) await sleep(50)
+        expect(events.map((e) => e.type)).toEqual(['store_error', 'store_recovered'])
+        expect(await incr(second)).toBeGreaterThanOrEqual(2)
+      } finally {
+        cluster.resume(first)
+        cluster.resume(second)
+        store.close()
+      }
+    })
+  })
+
   // Last: the cluster has lost a node for good after it.
   describe('one node killed (SIGKILL)', () => {
     it("answers every call by each policy within the bound: 'open' serves, 'closed' refuses 503", async () => {
