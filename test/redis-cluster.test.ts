@@ -10,13 +10,14 @@
 import type { Socket } from 'node:net'
 import { startSimulator, countPromptTokens, type Simulator } from '@qwen-guard/simulator'
 import type { Cluster } from 'ioredis'
+import { Registry } from 'prom-client'
 import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest'
 import { createGuard, type Guard, type GuardEvent, type GuardOptions } from '@qwen-guard/core'
 import { QuotaAdmission } from '../packages/core/src/quota/admission.js'
 import { createRedisLeaseStore, type LeaseStore } from '../packages/core/src/quota/lease.js'
 import { identityTag, planFor } from '../packages/core/src/quota/plan.js'
 import { coalesceWrites } from '../packages/core/src/redis-writes.js'
-import { createGuardStore } from '../packages/core/src/store.js'
+import { createGuardStore, PROBE_INTERVAL_MS } from '../packages/core/src/store.js'
 import { isQwenGuardError } from '../packages/core/src/errors.js'
 import { classifyRefusal } from '../packages/core/src/upstream/classify.js'
 import { cost, dim, refusalOf, resolvedFor } from '../packages/core/test/quota/support.js'
@@ -477,6 +478,168 @@ describeCluster('the guard on a 3-node Redis Cluster', () => {
       })
     })
   }
+
+  for (const policy of ['open', 'closed'] as const) {
+    describe(`per-node store health: one node stalled (SIGSTOP), store.onError '${policy}'`, () => {
+      it('one store_error and one store_recovered for the outage, store_up 0 throughout; healthy nodes served from the cluster without delay; the stalled node answered by the policy, at once after the first call', async () => {
+        const TIMEOUT_MS = 1_000 // store.commandTimeoutMs: wide, so "at once" (< half of it) is clear on a busy machine
+        const AT_ONCE_MS = TIMEOUT_MS / 2
+        const sim = await startSimulator({ burst: false })
+        const client = cluster.client()
+        const prefix = `node-${policy}`
+        const registry = new Registry()
+        const guard = createGuard({
+          upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false },
+          quotas: { user: { rpm: 1_000, tpm: 1_000_000, concurrency: 10 } },
+          store: { redis: client, prefix, onError: policy, commandTimeoutMs: TIMEOUT_MS },
+          metrics: { registry },
+        })
+        const events: Array<GuardEvent & { at: number }> = []
+        for (const type of ['store_error', 'store_recovered'] as const) {
+          guard.on(type, (e) => events.push({ ...e, at: performance.now() }))
+        }
+        const storeUp = async () => (await registry.getSingleMetric('qwen_guard_store_up')?.get())?.values[0]?.value
+        // Stall a node that holds neither the lane's meter nor the shared queue: only its users' quotas.
+        const laneNode = cluster.nodes.indexOf(await cluster.nodeOf(`${prefix}:up:{default|qwen-plus}:h`))
+        const queueNode = cluster.nodes.indexOf(await cluster.nodeOf(`${prefix}:fq:{qwen-plus}:z`))
+        const stalled = [0, 1, 2].find((i) => i !== laneNode && i !== queueNode)!
+        const stalledUser = usersByNode[stalled]!
+        const healthyUsers = usersByNode.filter((_, i) => i !== stalled)
+        const timedCall = async (user: string) => {
+          const started = performance.now()
+          try {
+            const answer = await guard.call(
+              { user },
+              { model: 'qwen-plus', messages: [{ role: 'user', content: 'Hi' }] },
+            )
+            await answer.response.text()
+            return { status: 200, ms: performance.now() - started }
+          } catch (error) {
+            const e = error as { status?: number; code?: string }
+            return { status: e.status ?? 0, code: e.code, ms: performance.now() - started }
+          }
+        }
+        const byPolicy = policy === 'open' ? { status: 200 } : { status: 503, code: 'store_unavailable' }
+        try {
+          for (const user of usersByNode) expect(await timedCall(user)).toMatchObject({ status: 200 })
+          cluster.pause(stalled)
+          const pausedAt = performance.now()
+          // The first call of the stalled node's user waits the command timeout; a healthy user's
+          // call made at the same time does not wait for it.
+          const [first, ...healthyFirst] = await Promise.all([
+            timedCall(stalledUser),
+            ...healthyUsers.map((user) => timedCall(user)),
+          ])
+          expect(first).toMatchObject(byPolicy)
+          expect(first!.ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 50)
+          expect(first!.ms).toBeLessThan(TIMEOUT_MS + ANSWER_BOUND_MS)
+          for (const result of healthyFirst) {
+            expect(result).toMatchObject({ status: 200 })
+            expect(result.ms).toBeLessThan(AT_ONCE_MS)
+          }
+          expect(events.map((e) => e.type)).toEqual(['store_error'])
+          expect(String((events[0] as { error?: Error }).error?.message)).toContain(
+            `node 127.0.0.1:${cluster.nodes[stalled]!.port}`,
+          )
+          // About 3 s more (well below the cluster's 15 s node timeout), probes of the node included.
+          const stalledResults: Array<{ status: number; ms: number }> = []
+          const healthyResults: Array<{ status: number; ms: number }> = []
+          const upDuring: unknown[] = []
+          while (performance.now() - pausedAt < 3_000 + TIMEOUT_MS) {
+            const [s, ...h] = await Promise.all([
+              timedCall(stalledUser),
+              ...healthyUsers.map((user) => timedCall(user)),
+            ])
+            stalledResults.push(s!)
+            healthyResults.push(...h)
+            upDuring.push(await storeUp())
+            await sleep(100)
+          }
+          console.log(
+            `[redis-cluster per-node ${policy}] first ${first!.status}/${first!.ms.toFixed(0)} ms; ` +
+              `stalled node after: ${stalledResults.map((r) => `${r.status}/${r.ms.toFixed(0)}`).join(', ')}; ` +
+              `healthy max ${Math.max(...healthyResults.map((r) => r.ms)).toFixed(0)} ms over ${healthyResults.length}`,
+          )
+          for (const result of stalledResults) {
+            expect(result).toMatchObject(byPolicy)
+            expect(result.ms).toBeLessThan(AT_ONCE_MS)
+          }
+          for (const result of healthyResults) {
+            expect(result).toMatchObject({ status: 200 })
+            expect(result.ms).toBeLessThan(AT_ONCE_MS)
+          }
+          expect(stalledResults.length).toBeGreaterThan(5)
+          expect(events.map((e) => e.type)).toEqual(['store_error'])
+          expect(new Set(upDuring)).toEqual(new Set([0]))
+          // Healthy users were counted on the cluster (not in per-instance memory): every call.
+          for (const user of healthyUsers) {
+            expect(Number(await client.get(`${prefix}:user:rpm:{user:${user}}`))).toBe(
+              2 + healthyResults.length / healthyUsers.length,
+            )
+          }
+          // SIGCONT: the store's own probe ends the outage within a probe interval, with no call made.
+          cluster.resume(stalled)
+          const resumedAt = performance.now()
+          while (events.length < 2 && performance.now() - resumedAt < 5_000) await sleep(50)
+          expect(events.map((e) => e.type)).toEqual(['store_error', 'store_recovered'])
+          expect(events[1]!.at - resumedAt).toBeLessThan(PROBE_INTERVAL_MS + ANSWER_BOUND_MS)
+          const downMs = (events[1] as { downMs: number }).downMs
+          expect(downMs).toBeGreaterThanOrEqual(3_000)
+          expect(await storeUp()).toBe(1)
+          expect(await timedCall(stalledUser)).toMatchObject({ status: 200 })
+          expect(events).toHaveLength(2)
+        } finally {
+          cluster.resume(stalled)
+          await guard.close()
+          await sim.close()
+        }
+      })
+    })
+  }
+
+  describe('per-node store health: two nodes stalled, one after the other', () => {
+    it('one store_error when the first goes down, one store_recovered when the last is back; a node back serves its users at once', async () => {
+      const client = cluster.client()
+      const events: GuardEvent[] = []
+      const store = createGuardStore({ redis: client, prefix: 'two', onError: 'closed', commandTimeoutMs: 400 }, (e) =>
+        events.push(e),
+      )
+      const keyOn = (i: number) => `two:user:rpm:${identityTag('user', usersByNode[i]!)}`
+      const incr = (i: number) => store.run(keyOn(i), () => client.incr(keyOn(i)))
+      const [first, second, healthy] = [0, 1, 2]
+      try {
+        for (const i of [first, second, healthy]) await incr(i)
+        cluster.pause(first)
+        await expect(incr(first)).rejects.toThrow(/did not answer/)
+        cluster.pause(second)
+        await expect(incr(second)).rejects.toThrow(/did not answer/)
+        expect(events.map((e) => e.type)).toEqual(['store_error'])
+        expect(store.health.downFor(keyOn(first))).toBe(true)
+        expect(store.health.downFor(keyOn(second))).toBe(true)
+        expect(store.health.downFor(keyOn(healthy))).toBe(false)
+        const started = performance.now()
+        await expect(incr(first)).rejects.toThrow(/unavailable/) // at once: no wait for a down node
+        expect(performance.now() - started).toBeLessThan(100)
+        expect(await incr(healthy)).toBe(2)
+        // The first node back: its users are served again, the store is still down (the second is not).
+        cluster.resume(first)
+        const resumedAt = performance.now()
+        while (store.health.downFor(keyOn(first)) && performance.now() - resumedAt < 5_000) await sleep(50)
+        expect(store.health.downFor(keyOn(first))).toBe(false)
+        expect(await incr(first)).toBeGreaterThanOrEqual(2)
+        expect(store.health.down).toBe(true)
+        expect(events.map((e) => e.type)).toEqual(['store_error'])
+        cluster.resume(second)
+        while (store.health.down && performance.now() - resumedAt < 10_000) await sleep(50)
+        expect(events.map((e) => e.type)).toEqual(['store_error', 'store_recovered'])
+        expect(await incr(second)).toBeGreaterThanOrEqual(2)
+      } finally {
+        cluster.resume(first)
+        cluster.resume(second)
+        store.close()
+      }
+    })
+  })
 
   // Last: the cluster has lost a node for good after it.
   describe('one node killed (SIGKILL)', () => {

@@ -2,10 +2,13 @@
  * Where the guard's shared state lives, and what happens when Redis stops answering.
  *
  * `createGuardStore` makes the one store of a guard: the app's ioredis client (or none: process
- * memory), ONE health tracker for everything the guard keeps on Redis (quota counters, concurrency
- * leases, the upstream pace meters), and `run`, the only way a Redis command is sent. `run` puts a
- * timeout on every command (`store.commandTimeoutMs`, default 500 ms), and during an outage does
- * not send at all (one probe per `PROBE_INTERVAL_MS`), so the failure policy answers at once:
+ * memory), the health of everything the guard keeps on Redis (quota counters, concurrency leases,
+ * the upstream meters, shared state and queue): one tracker for one server, one per master node for
+ * a Cluster (a command's key gives its slot, the slot its node), and `run`, the only way a Redis
+ * command is sent. `run` puts a timeout on every command (`store.commandTimeoutMs`, default
+ * 500 ms), and during an outage of the command's node does not send at all (one server: one probe
+ * per `PROBE_INTERVAL_MS`; a Cluster node: probed in the background), so the failure policy answers
+ * at once:
  * `'open'` serves from per-instance memory (an insurance limiter, memory leases, a memory meter),
  * `'closed'` refuses with 503 `store_unavailable`.
  *
@@ -17,6 +20,7 @@
  * caller's `late` callback, and callers undo what they no longer want (a consume that timed out is
  * refunded; a lease acquired late is released; a pace take is settled to nothing).
  */
+import calculateSlot from 'cluster-key-slot'
 import type { Cluster, Redis } from 'ioredis'
 import {
   RateLimiterMemory,
@@ -46,15 +50,26 @@ export const CONNECT_WAIT_MS = 2_000
 /** `Retry-After` of a 503 `store_unavailable`: the next probe. */
 const UNAVAILABLE_RETRY_MS = PROBE_INTERVAL_MS
 
-/** The guard's view of Redis: one outage is reported once, and its end once. */
+/**
+ * The guard's view of Redis. On one server: one outage, reported once (`store_error`) and its end
+ * once (`store_recovered`). On a Cluster every master has its own health (the node serving a key's
+ * hash slot, from the client's slot map), and the events describe the store as a whole: the first
+ * node to fail emits `store_error`, and `store_recovered` comes when every node answers again
+ * (`downMs`: from the first failure to then). See docs/redis-cluster.md.
+ */
 export interface StoreHealth {
   readonly policy: 'open' | 'closed'
-  /** True from the first failure until a Redis command answers again. */
+  /** True from the first failure until every node answers again (one server: until it answers). */
   readonly down: boolean
-  /** A Redis command failed or timed out: emits `store_error` when the store was healthy. */
-  failed(error: unknown): void
-  /** A Redis command answered in time: emits `store_recovered` when the store was down. */
-  succeeded(): void
+  /** True while the node serving `key` is in an outage (one server: the same as `down`). */
+  downFor(key: string): boolean
+  /**
+   * A command for `key` failed or timed out (no key: the client as a whole, e.g. connecting): its
+   * node is down; emits `store_error` when the store was healthy.
+   */
+  failed(error: unknown, key?: string): void
+  /** A command for `key` answered in time: its node is up; emits `store_recovered` when it was the last one down. */
+  succeeded(key?: string): void
 }
 
 /** The store of one guard, shared by quotas, leases and the upstream pool. */
@@ -66,24 +81,35 @@ export interface GuardStore {
   readonly commandTimeoutMs: number
   readonly health: StoreHealth
   /**
-   * Sends one Redis operation. Rejects (never hangs longer than `commandTimeoutMs`, plus the wait
-   * for a connection being made at start-up) when Redis is not ready, fails, does not answer in
-   * time, or is in an outage and no probe is due; the failure is reported to `health`. When the
+   * Sends one Redis operation on `key` (the command's key, or any one of its keys: a multi-key
+   * command keeps them in one hash slot). Rejects (never hangs longer than `commandTimeoutMs`,
+   * plus the wait for a connection being made at start-up) when Redis is not ready, fails, does
+   * not answer in time, or is in an outage; the failure is reported to `health`. During an outage
+   * of one server a probe is sent at most once per `PROBE_INTERVAL_MS`; on a Cluster a command for
+   * a node in an outage fails at once, and the store probes that node in the background. When the
    * operation answers after its timeout, `late` gets the value (to undo it). `always`: sent even
    * during an outage (undoing what Redis ran late, releasing a lease: worth sending whenever the
    * server may run it), without being a probe.
    */
-  run<T>(operation: () => Promise<T>, late?: (value: T) => void, always?: boolean): Promise<T>
+  run<T>(key: string, operation: () => Promise<T>, late?: (value: T) => void, always?: boolean): Promise<T>
   /**
    * `run`, then the policy: under 'open' a failure returns `fallback()`; under 'closed' it throws
    * `unavailable()`. The one fail-over of the guard.
    */
-  attempt<T>(operation: () => Promise<T>, fallback: () => T | Promise<T>, late?: (value: T) => void): Promise<T>
+  attempt<T>(
+    key: string,
+    operation: () => Promise<T>,
+    fallback: () => T | Promise<T>,
+    late?: (value: T) => void,
+  ): Promise<T>
   /** The 503 refusal of the 'closed' policy. */
   unavailable(): QwenGuardError
-  /** Calls `listener` each time the store recovers from an outage; returns the unsubscribe. */
+  /**
+   * Calls `listener` each time the store, or one node of a Cluster, recovers from an outage (to
+   * send again what failed); returns the unsubscribe.
+   */
   onRecovered(listener: () => void): () => void
-  /** Stops listening to the Redis client. Does not close the client: it belongs to the app. */
+  /** Stops listening to the Redis client and probing. Does not close the client: it belongs to the app. */
   close(): void
 }
 
@@ -93,19 +119,44 @@ function asError(error: unknown): Error {
 
 /** A Redis command that has not answered within the timeout. */
 export class StoreTimeoutError extends Error {
-  constructor(ms: number) {
-    super(`Redis did not answer within ${ms} ms`)
+  constructor(ms: number, node?: string) {
+    super(`Redis ${node ? `node ${node} ` : ''}did not answer within ${ms} ms`)
     this.name = 'StoreTimeoutError'
   }
 }
 
-/** Skipped without sending: the store is in an outage and a probe is not due. */
+/** Skipped without sending: the store (or the key's node) is in an outage and a probe is not due. */
 class StoreDownError extends Error {
-  constructor() {
-    super('Redis is unavailable (outage in progress)')
+  constructor(node?: string) {
+    super(`Redis ${node ? `node ${node} ` : ''}is unavailable (outage in progress)`)
     this.name = 'StoreDownError'
   }
 }
+
+/** The health of one server, or of one master of a Cluster. */
+interface NodeHealth {
+  /** `host:port` of a Cluster master; '' for one server, or a Cluster command before its slot map. */
+  readonly name: string
+  downSince: number | undefined
+  lastTry: number
+  probing: boolean
+  /** Settles when the probe in flight ends (answered, failed or timed out). One server only. */
+  probeDone: Promise<void> | undefined
+  /** A key the node serves (the one that failed): what the Cluster's background probe reads. */
+  probeKey: string | undefined
+  /** The Cluster's background probe of a node in an outage. */
+  timer: NodeJS.Timeout | undefined
+}
+
+const newNode = (name: string): NodeHealth => ({
+  name,
+  downSince: undefined,
+  lastTry: 0,
+  probing: false,
+  probeDone: undefined,
+  probeKey: undefined,
+  timer: undefined,
+})
 
 // ioredis statuses of a connection attempt in progress ('reconnecting' is a pause between attempts
 // during an outage: no wait then, the failure policy applies at once).
@@ -125,6 +176,60 @@ function waitForConnection(redis: RedisConnection): Promise<void> {
 }
 
 /**
+ * Runs `operation` with the command timeout: rejects with StoreTimeoutError when it has not
+ * answered by then, and hands a later answer to `late`. `inTime` runs before the promise settles
+ * with an answer in time.
+ */
+function withTimeout<T>(
+  operation: () => Promise<T>,
+  ms: number,
+  node: string | undefined,
+  late: ((value: T) => void) | undefined,
+  hooks: { inTime?: () => void; ended?: () => void } = {},
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timedOut = false
+    let settled = false
+    // The timers phase of the event loop runs before the I/O phase: after a long blocking task a
+    // reply may be waiting in the socket when the timer fires. setImmediate runs after the I/O
+    // phase, so such a reply still counts as in time and a busy process does not invent outages.
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (settled) return
+          timedOut = true
+          hooks.ended?.()
+          reject(new StoreTimeoutError(ms, node))
+        }),
+      ms,
+    )
+    operation().then(
+      (value) => {
+        settled = true
+        if (!timedOut) {
+          clearTimeout(timer)
+          hooks.inTime?.() // before the commands waiting on this probe go on
+          hooks.ended?.()
+          resolve(value)
+        } else if (late) {
+          try {
+            late(value)
+          } catch {
+            // An undo that fails to start is as lost as one that fails to arrive: nothing to add.
+          }
+        }
+      },
+      (error: unknown) => {
+        settled = true
+        hooks.ended?.()
+        clearTimeout(timer)
+        if (!timedOut) reject(error)
+      },
+    )
+  })
+}
+
+/**
  * Creates the store of one guard from its resolved `store` options; `emit` hears `store_error`
  * (once per outage) and `store_recovered` (once when it ends, with `downMs`).
  */
@@ -135,38 +240,103 @@ export function createGuardStore(
 ): GuardStore {
   const { prefix, onError: policy } = options
   const redis = options.redis as RedisConnection | undefined // an ioredis Redis or Cluster fits RedisClient (types.ts)
+  const cluster = redis?.isCluster === true ? (redis as Cluster) : undefined
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS
   const recoveredListeners = new Set<() => void>()
-  let downSince: number | undefined
-  let lastTry = 0
-  let probing = false
-  /** Settles when the probe in flight ends (answered, failed or timed out). */
-  let probeDone: Promise<void> | undefined
+  /** One server: its one node. A Cluster: one per master, by `host:port`, made when first used. */
+  const nodes = new Map<string, NodeHealth>()
+  const downNodes = new Set<NodeHealth>()
+  /** When the first node of the current outage failed (the store's `store_error`). */
+  let outageSince: number | undefined
   let connecting: Promise<void> | undefined
+  let closed = false
+
+  const nodeNamed = (name: string): NodeHealth => {
+    let node = nodes.get(name)
+    if (!node) nodes.set(name, (node = newNode(name)))
+    return node
+  }
+  /** The node serving `key`: the master of its hash slot on a Cluster (one server: the one node). */
+  const nodeFor = (key: string | undefined): NodeHealth => {
+    if (!cluster || key === undefined) return nodeNamed('')
+    return nodeNamed(cluster.slots[calculateSlot(key)]?.[0] ?? '')
+  }
+
+  const markDown = (node: NodeHealth, error: unknown, key: string | undefined) => {
+    if (node.downSince !== undefined) return
+    node.downSince = now()
+    node.lastTry = node.downSince
+    node.probeKey = key
+    downNodes.add(node)
+    if (downNodes.size === 1) {
+      outageSince = node.downSince
+      emit({ type: 'store_error', error: asError(error), policy })
+    }
+    if (cluster && !closed) {
+      node.timer = setInterval(() => probe(node), PROBE_INTERVAL_MS)
+      node.timer.unref()
+    }
+  }
+
+  const markUp = (node: NodeHealth) => {
+    if (node.downSince === undefined) return
+    node.downSince = undefined
+    clearInterval(node.timer)
+    node.timer = undefined
+    downNodes.delete(node)
+    if (downNodes.size === 0) {
+      const downMs = now() - (outageSince ?? now())
+      outageSince = undefined
+      emit({ type: 'store_recovered', downMs, policy })
+    }
+    for (const listener of [...recoveredListeners]) listener()
+  }
+
+  /**
+   * A Cluster node in an outage: one read of a key it serves at a time, each `PROBE_INTERVAL_MS`;
+   * an answer in time ends the node's outage. (Calls for its keys fail at once meanwhile: a call
+   * never waits for a probe.)
+   */
+  const probe = (node: NodeHealth) => {
+    if (!cluster || node.probing || node.downSince === undefined || cluster.status !== 'ready') return
+    node.probing = true
+    const key = node.probeKey
+    void withTimeout(
+      (): Promise<unknown> => (key === undefined ? cluster.ping() : cluster.exists(key)),
+      commandTimeoutMs,
+      node.name,
+      undefined,
+      {
+        inTime: () => markUp(node),
+        ended: () => {
+          node.probing = false
+        },
+      },
+    ).catch(() => undefined)
+  }
 
   const health: StoreHealth = {
     policy,
     get down() {
-      return downSince !== undefined
+      return downNodes.size > 0
     },
-    failed(error) {
-      if (downSince !== undefined) return
-      downSince = now()
-      lastTry = downSince
-      emit({ type: 'store_error', error: asError(error), policy })
+    downFor(key) {
+      return nodeFor(key).downSince !== undefined
     },
-    succeeded() {
-      if (downSince === undefined) return
-      const downMs = now() - downSince
-      downSince = undefined
-      emit({ type: 'store_recovered', downMs, policy })
-      for (const listener of [...recoveredListeners]) listener()
+    failed(error, key) {
+      markDown(nodeFor(key), error, key)
+    },
+    succeeded(key) {
+      markUp(nodeFor(key))
     },
   }
 
   // A new connection is a reason to probe at once (it is not proof: only an answer ends an outage).
   const onReady = () => {
-    lastTry = 0
+    for (const node of downNodes) {
+      node.lastTry = 0
+      probe(node)
+    }
   }
   redis?.on('ready', onReady)
   // A lazyConnect client would never connect: commands are not queued behind a missing connection.
@@ -181,80 +351,60 @@ export function createGuardStore(
     return connecting
   }
 
+  /** One server: during an outage, one probe at a time, at most one per interval. */
+  const sendToServer = <T>(
+    node: NodeHealth,
+    operation: () => Promise<T>,
+    late: ((value: T) => void) | undefined,
+    always: boolean,
+  ): Promise<T> => {
+    if (node.downSince !== undefined && !always) {
+      // A command sent while a probe is in flight waits for its outcome (at most the command
+      // timeout) and goes to Redis if it ended the outage, so the call that finds Redis back is
+      // served, not refused. Others fail at once.
+      if (node.probing && node.probeDone) {
+        return node.probeDone.then(() =>
+          node.downSince === undefined
+            ? sendToServer(node, operation, late, always)
+            : Promise.reject(new StoreDownError()),
+        )
+      }
+      if (node.probing || now() - node.lastTry < PROBE_INTERVAL_MS) return Promise.reject(new StoreDownError())
+      node.probing = true
+      node.lastTry = now()
+    }
+    const isProbe = node.downSince !== undefined && !always
+    let endProbe = () => {}
+    if (isProbe) {
+      node.probeDone = new Promise<void>((resolve) => {
+        let ended = false
+        endProbe = () => {
+          if (ended) return // once per probe: a late answer must not end a later probe
+          ended = true
+          node.probing = false
+          node.probeDone = undefined
+          resolve()
+        }
+      })
+    }
+    return withTimeout(operation, commandTimeoutMs, undefined, late, {
+      ...(isProbe ? { inTime: () => markUp(node) } : {}),
+      ended: () => endProbe(),
+    })
+  }
+
   const send = <T>(
+    node: NodeHealth,
     operation: () => Promise<T>,
     late: ((value: T) => void) | undefined,
     always: boolean,
   ): Promise<T> => {
     if (!redis) return operation()
     if (redis.status !== 'ready') return Promise.reject(new Error(`Redis connection is not ready (${redis.status})`))
-    if (downSince !== undefined && !always) {
-      // In an outage: one probe at a time, at most one per interval; a command sent while a probe is
-      // in flight waits for its outcome (at most the command timeout) and goes to Redis if it ended
-      // the outage, so the call that finds Redis back is served, not refused. Others fail at once.
-      if (probing && probeDone) {
-        return probeDone.then(() =>
-          downSince === undefined ? send(operation, late, always) : Promise.reject(new StoreDownError()),
-        )
-      }
-      if (probing || now() - lastTry < PROBE_INTERVAL_MS) return Promise.reject(new StoreDownError())
-      probing = true
-      lastTry = now()
-    }
-    const isProbe = downSince !== undefined && !always
-    let endProbe = () => {}
-    if (isProbe) {
-      probeDone = new Promise<void>((resolve) => {
-        let ended = false
-        endProbe = () => {
-          if (ended) return // once per probe: a late answer must not end a later probe
-          ended = true
-          probing = false
-          probeDone = undefined
-          resolve()
-        }
-      })
-    }
-    return new Promise<T>((resolve, reject) => {
-      let timedOut = false
-      let settled = false
-      // The timers phase of the event loop runs before the I/O phase: after a long blocking task a
-      // reply may be waiting in the socket when the timer fires. setImmediate runs after the I/O
-      // phase, so such a reply still counts as in time and a busy process does not invent outages.
-      const timer = setTimeout(
-        () =>
-          setImmediate(() => {
-            if (settled) return
-            timedOut = true
-            endProbe()
-            reject(new StoreTimeoutError(commandTimeoutMs))
-          }),
-        commandTimeoutMs,
-      )
-      operation().then(
-        (value) => {
-          settled = true
-          if (!timedOut) {
-            clearTimeout(timer)
-            if (isProbe) health.succeeded() // before the commands waiting on this probe go on
-            endProbe()
-            resolve(value)
-          } else if (late) {
-            try {
-              late(value)
-            } catch {
-              // An undo that fails to start is as lost as one that fails to arrive: nothing to add.
-            }
-          }
-        },
-        (error: unknown) => {
-          settled = true
-          endProbe()
-          clearTimeout(timer)
-          if (!timedOut) reject(error)
-        },
-      )
-    })
+    if (!cluster) return sendToServer(node, operation, late, always)
+    // A Cluster node in an outage: no wait at all; its background probe ends the outage.
+    if (node.downSince !== undefined && !always) return Promise.reject(new StoreDownError(node.name))
+    return withTimeout(operation, commandTimeoutMs, node.name || undefined, late)
   }
 
   const store: GuardStore = {
@@ -263,21 +413,22 @@ export function createGuardStore(
     prefix,
     commandTimeoutMs,
     health,
-    async run(operation, late, always = false) {
+    async run(key, operation, late, always = false) {
       const waiting = whenConnected()
       if (waiting) await waiting
+      const node = nodeFor(key) // after the wait: a Cluster's slot map is known once it is ready
       try {
-        const value = await send(operation, late, always)
-        if (redis) health.succeeded()
+        const value = await send(node, operation, late, always)
+        if (redis) markUp(node)
         return value
       } catch (error) {
-        health.failed(error)
+        markDown(node, error, key)
         throw error
       }
     },
-    async attempt(operation, fallback, late) {
+    async attempt(key, operation, fallback, late) {
       try {
-        return await store.run(operation, late)
+        return await store.run(key, operation, late)
       } catch {
         if (policy === 'closed') throw store.unavailable()
         return fallback()
@@ -291,7 +442,9 @@ export function createGuardStore(
       return () => recoveredListeners.delete(listener)
     },
     close() {
+      closed = true
       redis?.off('ready', onReady)
+      for (const node of nodes.values()) clearInterval(node.timer)
       recoveredListeners.clear()
     },
   }
@@ -413,6 +566,7 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
     return {
       consume: (key, points, options) =>
         store.attempt(
+          direct.getKey(key),
           async (): Promise<Counted> => ({ res: await direct.consume(key, points, options), insured: false }),
           async () => insured(await memory.consume(key, points, options)),
           // Charged after its timeout (Redis paused, or a resend after reconnection): the call was
@@ -427,6 +581,7 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
         ),
       get: (key, options) =>
         store.attempt(
+          direct.getKey(key),
           async (): Promise<Counted> => ({ res: await direct.get(key, options), insured: false }),
           async () => insured(await memory.get(key, options)),
         ),
@@ -440,6 +595,7 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
   // Sent even during an outage: the script itself keeps a late correction out of later windows.
   const adjustRedis = async (rlKey: string, points: number, window: { minMs: number; maxMs: number }) => {
     const reply = await store.run(
+      rlKey,
       () =>
         (adjustCommand as AdjustCommand).qgAdjust(
           rlKey,

@@ -210,7 +210,7 @@ export function createRedisLeaseStore(store: GuardStore): LeaseStore {
   const pending = new Map<string, PendingRelease>()
 
   // Sent even during an outage: a paused server runs it when it resumes; a release is idempotent.
-  const zrem = (key: string, id: string) => store.run(() => redis.zrem(key, id), undefined, true)
+  const zrem = (key: string, id: string) => store.run(key, () => redis.zrem(key, id), undefined, true)
   // Releases that failed during an outage are sent again as soon as Redis answers.
   const retryPending = () => {
     const now = Date.now()
@@ -231,6 +231,7 @@ export function createRedisLeaseStore(store: GuardStore): LeaseStore {
       const id = newLeaseId()
       const ttl = Math.ceil(ttlMs)
       const [ok, count, nextExpiryMs] = await store.run(
+        key,
         () => commands.qgLeaseAcquire(key, limit, ttl, id),
         // Taken after its timeout: the caller was answered without it (policy), so nobody holds it.
         ([late]) => {
@@ -242,7 +243,7 @@ export function createRedisLeaseStore(store: GuardStore): LeaseStore {
       const stop = renewals.start(ttl, () => {
         // A failed renewal is reported by the store's health; the next one may still succeed.
         store
-          .run(() => commands.qgLeaseRenew(key, limit, ttl, id))
+          .run(key, () => commands.qgLeaseRenew(key, limit, ttl, id))
           .then(
             (held) => {
               if (held === 1) expiresAt = Date.now() + ttl
@@ -270,7 +271,7 @@ export function createRedisLeaseStore(store: GuardStore): LeaseStore {
       return { ok: true, count, lease: { id, release } }
     },
     async count(key) {
-      const [count, nextExpiryMs] = await store.run(() => commands.qgLeaseCount(key))
+      const [count, nextExpiryMs] = await store.run(key, () => commands.qgLeaseCount(key))
       return { count, nextExpiryMs }
     },
     onRelease(listener) {

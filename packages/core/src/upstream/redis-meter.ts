@@ -33,6 +33,7 @@ export class RedisMeter implements Meter {
   async take(tokens: number, limits: PaceLimits, dry = false): Promise<MeterTake> {
     const args = [dry ? 'dry' : 'take', ...limitArgs(limits), String(tokens)]
     return this.store.attempt(
+      this.keys[0],
       async () => this.decode(await this.sendTake(args), limits),
       () => this.fallback.takeSync(tokens, limits, dry),
       // Taken after its timeout: the call was paced in memory (or refused) meanwhile, so nobody
@@ -44,7 +45,7 @@ export class RedisMeter implements Meter {
   }
 
   usedFraction(limits: PaceLimits): number {
-    return this.store.health.down ? this.fallback.usedFraction(limits) : this.lastFraction
+    return this.store.health.downFor(this.keys[0]) ? this.fallback.usedFraction(limits) : this.lastFraction
   }
 
   usedFractions(limits: PaceLimits): DimensionFractions {
@@ -77,7 +78,12 @@ export class RedisMeter implements Meter {
       // the store's health has reported the failure.
       recount: (requests, used) =>
         this.store
-          .run(() => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)]), undefined, true)
+          .run(
+            this.keys[0],
+            () => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)]),
+            undefined,
+            true,
+          )
           .then(
             () => undefined,
             () => undefined,

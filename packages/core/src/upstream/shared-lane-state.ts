@@ -84,7 +84,7 @@ export class SharedLaneState {
       String(this.pace.secondMs),
     ]
     try {
-      const reply = await this.store.run(() => this.eval(args))
+      const reply = await this.store.run(this.key, () => this.eval(args))
       const view = decodeView(reply)
       if (view) this.apply(view)
     } catch {

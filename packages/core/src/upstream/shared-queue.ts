@@ -85,7 +85,7 @@ export class SharedQueue {
     ]
     entry.sent = true
     try {
-      const reply = (await this.store.run(() => this.send(entry.model, args))) as unknown[]
+      const reply = (await this.store.run(this.keyOf(entry.model), () => this.send(entry.model, args))) as unknown[]
       const tag = Number(reply[0])
       const head = Number(reply[1])
       const size = Number(reply[2])
@@ -113,7 +113,12 @@ export class SharedQueue {
    */
   private sendDone(entry: SharedEntry, served: boolean): void {
     void this.store
-      .run(() => this.send(entry.model, ['done', entry.member, entry.user, served ? '1' : '0']), undefined, true)
+      .run(
+        this.keyOf(entry.model),
+        () => this.send(entry.model, ['done', entry.member, entry.user, served ? '1' : '0']),
+        undefined,
+        true,
+      )
       .catch(() => {
         if (this.unsent.length >= MAX_UNSENT) return // beyond that, left to expire (own wait + lease)
         this.unsent.push({ entry, served })
@@ -133,7 +138,9 @@ export class SharedQueue {
     this.stopRetry?.()
     this.stopRetry = undefined
     for (const model of models) {
-      void this.store.run(() => this.send(model, ['leave', this.instance]), undefined, true).catch(() => undefined)
+      void this.store
+        .run(this.keyOf(model), () => this.send(model, ['leave', this.instance]), undefined, true)
+        .catch(() => undefined)
     }
   }
 
@@ -142,7 +149,7 @@ export class SharedQueue {
     this.heartbeat = setInterval(() => {
       for (const model of this.live.keys()) {
         void this.store
-          .run(() => this.send(model, ['beat', this.instance, String(this.leaseMs)]))
+          .run(this.keyOf(model), () => this.send(model, ['beat', this.instance, String(this.leaseMs)]))
           .catch(() => undefined)
       }
     }, this.heartbeatMs)
@@ -152,6 +159,11 @@ export class SharedQueue {
   private stopHeartbeat(): void {
     clearInterval(this.heartbeat)
     this.heartbeat = undefined
+  }
+
+  /** The key that names the node of one model's queue (store.run): its first key. */
+  private keyOf(model: string): string {
+    return `${this.store.prefix}:fq:{${model}}:z`
   }
 
   /** The four keys of one model's queue, under one hash tag (one cluster slot). */

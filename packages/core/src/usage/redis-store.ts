@@ -100,7 +100,7 @@ export class RedisUsageStore implements UsageStore {
     const wait = count(sample.waitMs)
     await Promise.all([
       this.register(lane),
-      this.store.run(() =>
+      this.store.run(`${tag}:i`, () =>
         this.commands.qgUsageRecord(
           `${tag}:m:${minute}`,
           `${tag}:s:${minute}`,
@@ -125,7 +125,7 @@ export class RedisUsageStore implements UsageStore {
     const tag = this.tag(lane)
     await Promise.all([
       this.register(lane),
-      this.store.run(() =>
+      this.store.run(`${tag}:i`, () =>
         this.commands.qgUsageRefusal(
           `${tag}:m:${minute}`,
           `${tag}:i`,
@@ -140,17 +140,19 @@ export class RedisUsageStore implements UsageStore {
   }
 
   async read(fromMinute: number, toMinute: number): Promise<LaneMinutes[]> {
-    const lanes = await this.store.run(() => this.redis.hgetall(`${this.prefix}:lanes`))
+    const lanes = await this.store.run(`${this.prefix}:lanes`, () => this.redis.hgetall(`${this.prefix}:lanes`))
     const out: LaneMinutes[] = []
     for (const [field, value] of Object.entries(lanes)) {
       const lane = parseLane(field, value)
       if (!lane) continue
       const tag = this.tag(lane)
-      const members = await this.store.run(() => this.redis.zrangebyscore(`${tag}:i`, fromMinute, `(${toMinute}`))
+      const members = await this.store.run(`${tag}:i`, () =>
+        this.redis.zrangebyscore(`${tag}:i`, fromMinute, `(${toMinute}`),
+      )
       const minutes = new Map<number, MinuteRecord>()
       for (let i = 0; i < members.length; i += READ_CHUNK) {
         const chunk = members.slice(i, i + READ_CHUNK).map(Number)
-        const replies = await this.store.run(() => {
+        const replies = await this.store.run(`${tag}:i`, () => {
           const pipeline = this.redis.pipeline()
           for (const minute of chunk) pipeline.hgetall(`${tag}:m:${minute}`)
           return pipeline.exec()
@@ -190,7 +192,9 @@ export class RedisUsageStore implements UsageStore {
     if (this.registered.has(field)) return
     this.registered.add(field)
     try {
-      await this.store.run(() => this.redis.hset(`${this.prefix}:lanes`, field, JSON.stringify(lane.limits)))
+      await this.store.run(`${this.prefix}:lanes`, () =>
+        this.redis.hset(`${this.prefix}:lanes`, field, JSON.stringify(lane.limits)),
+      )
     } catch (error) {
       this.registered.delete(field)
       throw error
