@@ -30,6 +30,9 @@ afterAll(() => sim.close())
 function options(extra: Partial<GuardOptions> = {}): GuardOptions {
   return {
     upstream: { baseURL: sim.url, accounts: [{ id: ACCOUNT, apiKey: KEY }], rampUp: false },
+    // The simulator's generous limits, so the guard's own pacing never spaces two calls in a row
+    // (a spaced call would name the upstream dimension it waited for, not the user's).
+    models: { 'qwen-plus': { rpm: 60_000, rps: 1_000, tpm: 100_000_000, tps: 10_000_000 } },
     quotas: { user: { rpm: 2, tpm: 100_000 } },
     headers: { decision: true },
     ...extra,

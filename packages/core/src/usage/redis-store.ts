@@ -3,7 +3,7 @@
  * every guard on the same Redis and prefix adds into the same minutes, so one report covers them all.
  *
  * Keys (one hash tag per account x model, so each script touches one Redis Cluster slot):
- *   `${prefix}:usage:lanes`                      hash: JSON [account, model] -> JSON limits
+ *   `${prefix}:usage:{lanes}`                    hash: JSON [account, model] -> JSON limits
  *   `${prefix}:usage:{${account}|${model}}:i`    sorted set of the minutes with data (score = member = minute number)
  *   `${prefix}:usage:{${account}|${model}}:m:N`  hash: minute N's figures (FIELDS below), expires retention after the minute
  *   `${prefix}:usage:{${account}|${model}}:s:N`  hash: minute N's per-second requests (rS) and tokens (tS), expires after 15 minutes
@@ -140,7 +140,7 @@ export class RedisUsageStore implements UsageStore {
   }
 
   async read(fromMinute: number, toMinute: number): Promise<LaneMinutes[]> {
-    const lanes = await this.store.run(`${this.prefix}:lanes`, () => this.redis.hgetall(`${this.prefix}:lanes`))
+    const lanes = await this.store.run(`${this.prefix}:{lanes}`, () => this.redis.hgetall(`${this.prefix}:{lanes}`))
     const out: LaneMinutes[] = []
     for (const [field, value] of Object.entries(lanes)) {
       const lane = parseLane(field, value)
@@ -192,8 +192,8 @@ export class RedisUsageStore implements UsageStore {
     if (this.registered.has(field)) return
     this.registered.add(field)
     try {
-      await this.store.run(`${this.prefix}:lanes`, () =>
-        this.redis.hset(`${this.prefix}:lanes`, field, JSON.stringify(lane.limits)),
+      await this.store.run(`${this.prefix}:{lanes}`, () =>
+        this.redis.hset(`${this.prefix}:{lanes}`, field, JSON.stringify(lane.limits)),
       )
     } catch (error) {
       this.registered.delete(field)
