@@ -16,19 +16,13 @@ import { classifyRefusal } from '../packages/core/src/upstream/classify.js'
 import type { UpstreamPool } from '../packages/core/src/upstream/pool.js'
 import type { UpstreamSlot } from '../packages/core/src/upstream/types.js'
 import { makePool, request } from '../packages/core/test/upstream/support.js'
+import { jain, runFairLoad } from '../packages/core/test/upstream/fair-load.js'
 import { startRedisCluster, type RedisCluster } from './support/redis-cluster.js'
 import { redisServerInstalled } from './support/redis-server.js'
 
 // Like the single-server suites: skipped only without redis-server, never under CI=true.
 const describeCluster = describe.skipIf(!redisServerInstalled() && process.env.CI !== 'true')
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Jain's fairness index of the shares: 1 when all equal, 1/n when one user gets everything. */
-function jain(values: number[]): number {
-  const sum = values.reduce((a, b) => a + b, 0)
-  const squares = values.reduce((a, b) => a + b * b, 0)
-  return (sum * sum) / (values.length * squares)
-}
 
 /** The keys of every script call (EVALSHA / EVAL) a client sends, recorded as sent. */
 function recordScriptKeys(client: Cluster, into: string[][]): void {
@@ -178,49 +172,11 @@ describeCluster('shared upstream state and the shared fair queue on a 3-node Red
     // The queue's keys and the lane's keys are on the cluster: say where (the queue is its own slot).
     const queueNode = await cluster.nodeOf('fair:fq:{m1}:z')
     const laneNode = await cluster.nodeOf('fair:up:{acct-a|m1}:h')
-    const plan: Array<[user: string, pool: number]> = [
-      ['spread', 0],
-      ['spread', 1],
-      ['spread', 2],
-      ['spread', 3],
-      ...['b', 'c', 'd'].flatMap((u) => [0, 0, 0, 0].map((p) => [u, p] as [string, number])),
-    ]
-    const served = new Map<string, number>()
-    const waits: number[] = []
-    let upstream429 = 0
-    let refusedLate = 0
-    const stopAt = Date.now() + 5_000
-    const countFrom = Date.now() + 1_000 // after the queue has formed
-    const loop = async (user: string, index: number) => {
-      const pool = made[index]!.pool
-      while (Date.now() < stopAt) {
-        const asked = Date.now()
-        try {
-          const slot = await pool.acquire(request({ user, model: 'm1', deadline: asked + 60_000 }))
-          waits.push(slot.queuedMs)
-          const res = await fetch(`${simulator.url}/chat/completions`, {
-            method: 'POST',
-            headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ model: slot.model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }),
-          })
-          const text = await res.text()
-          if (res.ok) {
-            await slot.settle(20)
-            if (asked >= countFrom && Date.now() < stopAt) served.set(user, (served.get(user) ?? 0) + 1)
-          } else {
-            upstream429++
-            await slot.fail(classifyRefusal({ status: res.status, body: text }))
-          }
-        } catch (error) {
-          if (!isQwenGuardError(error)) throw error
-          expect(error.code).toBe('upstream_saturated')
-          if (Date.now() - asked > maxWaitMs + 250) refusedLate++
-          await sleep(20)
-        }
-      }
-    }
-    await Promise.all(plan.map(([user, index]) => loop(user, index)))
-    const shares = ['spread', 'b', 'c', 'd'].map((u) => served.get(u) ?? 0)
+    const { shares, waits, upstream429, refusedLate } = await runFairLoad(
+      made.map((m) => m.pool),
+      simulator.url,
+      maxWaitMs,
+    )
     const index = jain(shares)
     console.info(
       `[redis-cluster shared queue] queue on :${queueNode.port}, lane on :${laneNode.port}; served ${shares.join(' / ')} ` +

@@ -7,17 +7,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import { describeRedis, redisClient } from '../../../../test/support/redis.js'
 import { startRedisServer, type RedisServer } from '../../../../test/support/redis-server.js'
 import { isQwenGuardError } from '../../src/errors.js'
-import { classifyRefusal } from '../../src/upstream/classify.js'
 import { makePool, request } from './support.js'
+import { jain, runFairLoad } from './fair-load.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Jain's fairness index of the shares: 1 when all equal, 1/n when one user gets everything. */
-function jain(values: number[]): number {
-  const sum = values.reduce((a, b) => a + b, 0)
-  const squares = values.reduce((a, b) => a + b * b, 0)
-  return (sum * sum) / (values.length * squares)
-}
 
 describeRedis('the fair queue shared by several instances', () => {
   const { redis, prefix } = redisClient()
@@ -45,53 +38,9 @@ describeRedis('the fair queue shared by several instances', () => {
           timeScale,
         }).pool,
     )
-    // 'spread' sends from all four instances (one call at a time on each); b, c and d send four
-    // calls at a time, all on instance 0. Each user keeps 4 calls waiting: 16 for ~24 sends a second.
-    const plan: Array<[user: string, pool: number]> = [
-      ['spread', 0],
-      ['spread', 1],
-      ['spread', 2],
-      ['spread', 3],
-      ...['b', 'c', 'd'].flatMap((u) => [0, 0, 0, 0].map((p) => [u, p] as [string, number])),
-    ]
-    const served = new Map<string, number>()
-    const waits: number[] = []
-    let upstream429 = 0
-    let refusedLate = 0
-    const stopAt = Date.now() + 5_000
-    const countFrom = Date.now() + 1_000 // after the queue has formed
-    const loop = async (user: string, index: number) => {
-      const pool = pools[index]!
-      while (Date.now() < stopAt) {
-        const asked = Date.now()
-        try {
-          const slot = await pool.acquire(request({ user, model: 'm1', deadline: asked + 60_000 }))
-          waits.push(slot.queuedMs)
-          const res = await fetch(`${sim.url}/chat/completions`, {
-            method: 'POST',
-            headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ model: slot.model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }),
-          })
-          const text = await res.text()
-          if (res.ok) {
-            await slot.settle(20)
-            if (asked >= countFrom && Date.now() < stopAt) served.set(user, (served.get(user) ?? 0) + 1)
-          } else {
-            upstream429++
-            await slot.fail(classifyRefusal({ status: res.status, body: text }))
-          }
-        } catch (error) {
-          if (!isQwenGuardError(error)) throw error
-          expect(error.code).toBe('upstream_saturated')
-          if (Date.now() - asked > maxWaitMs + 250) refusedLate++
-          await sleep(20)
-        }
-      }
-    }
-    await Promise.all(plan.map(([user, index]) => loop(user, index)))
+    const { shares, waits, upstream429, refusedLate } = await runFairLoad(pools, sim.url, maxWaitMs)
     await Promise.all(pools.map((p) => p.close()))
     await sim.close()
-    const shares = ['spread', 'b', 'c', 'd'].map((u) => served.get(u) ?? 0)
     const index = jain(shares)
     console.info(
       `shared queue: served ${shares.join(' / ')} (spread, b, c, d), Jain ${index.toFixed(4)}, max wait ${Math.max(...waits)} ms, upstream 429s ${upstream429}`,
