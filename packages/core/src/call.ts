@@ -387,6 +387,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
   try {
     let response: Response
     try {
+      slot.sending?.()
       response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },

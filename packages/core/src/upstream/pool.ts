@@ -15,6 +15,7 @@ import { AccountRuntime, Lane } from './lane.js'
 import { MemoryMeter, type Meter, type MeterTicket } from './meter.js'
 import type { PaceConfig } from './pace-limits.js'
 import { RedisMeter } from './redis-meter.js'
+import { SendDelays } from './send-delays.js'
 import { createGuardStore, type GuardStore } from '../store.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot, UpstreamState } from './types.js'
 
@@ -37,6 +38,8 @@ interface Grant {
   lane: Lane
   ticket: MeterTicket
   fallbackReason: string | undefined
+  /** When the meter was asked for this grant (`SendDelays` clock, ms). */
+  askedAt: number
 }
 
 interface Attempt {
@@ -75,6 +78,8 @@ export class UpstreamPool {
   private closed = false
   private readonly store: GuardStore
   private readonly ownStore: boolean
+  /** Grant-to-wire delays of this process's sends: the pacer's jitter allowance (send-delays.ts). */
+  private readonly delays = new SendDelays()
 
   constructor(deps: UpstreamPoolDeps) {
     this.options = deps.options
@@ -84,6 +89,7 @@ export class UpstreamPool {
       safetyMargin: this.options.upstream.safetyMargin,
       rampUp: this.options.upstream.rampUp,
       timeScale: this.timeScale,
+      jitterMs: () => this.delays.allowanceMs(),
     }
     this.ownStore = deps.store === undefined
     this.store = deps.store ?? createGuardStore(this.options.store, this.emit)
@@ -203,8 +209,11 @@ export class UpstreamPool {
     }
     if (live === 0) return { nextAt: backAt, reason: 'disabled' }
     for (const lane of ready.length > 1 ? this.byLoad(ready) : ready) {
+      const askedAt = this.delays.now()
       const taken = await lane.meter.take(req.reservedTokens, lane.limits())
-      if (taken.ok) return { grant: { lane, ticket: taken.ticket, fallbackReason: undefined }, nextAt: now, reason: '' }
+      if (taken.ok) {
+        return { grant: { lane, ticket: taken.ticket, fallbackReason: undefined, askedAt }, nextAt: now, reason: '' }
+      }
       nextAt = Math.min(nextAt, Date.now() + taken.waitMs)
     }
     return { nextAt, reason: ready.length === 0 ? 'cooling' : 'saturated' }
@@ -443,6 +452,7 @@ export class UpstreamPool {
       apiKey: lane.owner.key(),
       model,
       queuedMs: Date.now() - started,
+      sending: () => this.delays.sent(grant.askedAt),
       settle: (usedTokens) =>
         finish(1, Math.max(0, usedTokens), () => {
           lane.consecutive = 0

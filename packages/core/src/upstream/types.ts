@@ -71,6 +71,11 @@ export interface UpstreamSlot {
   /** Set when `model` is a fallback: why the requested model was not used ('saturated' | 'cooling' | 'disabled'). */
   fallbackReason?: string
   queuedMs: number
+  /**
+   * Call right before the request goes out (`fetch()`): measures how late sends leave after their
+   * grant, which sizes the pacer's jitter allowance (send-delays.ts). Optional for stand-in slots.
+   */
+  sending?(): void
   /** Correct the token pace to the tokens the call really used (prompt + completion). Idempotent. */
   settle(usedTokens: number): Promise<void>
   /** The request was refused or failed: cool down / slow down / disable as the refusal says. */
