@@ -16,6 +16,7 @@ import { MemoryMeter, type Meter, type MeterTicket } from './meter.js'
 import type { PaceConfig } from './pace-limits.js'
 import { RedisMeter } from './redis-meter.js'
 import { SendDelays } from './send-delays.js'
+import { watchWireDelays } from './wire-delays.js'
 import { createGuardStore, type GuardStore } from '../store.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot, UpstreamState } from './types.js'
 
@@ -80,6 +81,7 @@ export class UpstreamPool {
   private readonly ownStore: boolean
   /** Grant-to-wire delays of this process's sends: the pacer's jitter allowance (send-delays.ts). */
   private readonly delays = new SendDelays()
+  private readonly stopWireDelays: () => void
 
   constructor(deps: UpstreamPoolDeps) {
     this.options = deps.options
@@ -104,6 +106,7 @@ export class UpstreamPool {
       }
     }
     this.candidates = new CandidateCache(this.lanesByModel, this.options.models)
+    this.stopWireDelays = watchWireDelays(this.options.baseURL, this.delays)
   }
 
   /** Waits (fairly, bounded) for room on the requested model or a fallback; see ARCHITECTURE.md. */
@@ -153,6 +156,7 @@ export class UpstreamPool {
   async close(): Promise<void> {
     this.closed = true
     clearTimeout(this.wakeTimer)
+    this.stopWireDelays()
     if (this.ownStore) this.store.close()
     for (const waiter of this.queue.all()) this.finishWaiter(waiter, unavailable(0, 'The guard is closed.'))
   }

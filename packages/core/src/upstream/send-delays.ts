@@ -8,16 +8,21 @@
  * counts every pair that upstream counts together, and upstream never sees more than the limit. A
  * delay every send shares (a steady Redis round trip) moves all arrivals alike and costs nothing.
  *
- * One sample per send (`sent`): local time from the moment the meter was ASKED for the slot (an upper
- * bound of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's clock)
- * to the first turn of the event loop after `fetch()` was called (when the request can actually be
- * written: a busy loop, a slow quota round trip, a queue wake-up all show up here). The allowance is
- *   J = quantile(samples, 0.99) - min(samples) + 1 ms
- * over the last 512 sends (the 1 ms: the memory meter's clock ticks in whole milliseconds). It rises at
- * once when a send is later than the allowance covers, and is recomputed at most every 250 ms
- * otherwise (a lane's limits, and the Redis meter's argument list, are rebuilt only when it changes).
- * What happens after the wire (network, the upstream's own reading) is not measurable from here: the
- * safety margin's stretch stays the floor for it (pace-limits.ts).
+ Two measured parts, each over its last 512 samples:
+ *   - grant -> send (`sent`): local time from the moment the meter was ASKED for the slot (an upper
+ *     bound of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's
+ *     clock) to the first turn of the event loop after `fetch()` was called. A busy loop, a slow
+ *     quota round trip, a queue wake-up all show up here.
+ *   - send -> wire (`wire`, wire-delays.ts): from undici creating the request to its body being
+ *     written to the socket (a connection being opened, a busy loop), for requests to the upstream's
+ *     origin. Absent with a custom `upstream.fetch` that is not undici's.
+ * The allowance is the sum of each part's spread, plus the clock's resolution:
+ *   J = (p99 - min)(grant -> send) + (p99 - min)(send -> wire) + 1 ms
+ * (the 1 ms: the memory meter's clock ticks in whole milliseconds). It rises at once when a sample is
+ * later than the allowance covers, and is recomputed at most every 250 ms otherwise (a lane's limits,
+ * and the Redis meter's argument list, are rebuilt only when it changes). What happens after the wire
+ * (network, the upstream's own reading) is not measurable from here: the safety margin's stretch stays
+ * the floor for it (pace-limits.ts).
  */
 import { performance } from 'node:perf_hooks'
 
@@ -37,9 +42,8 @@ export interface SendDelayOptions {
 }
 
 export class SendDelays {
-  private readonly ring: Float64Array
-  private size = 0
-  private next = 0
+  private readonly grant: DelayRing
+  private readonly wired: DelayRing
   private allowance: number
   private computedAt = -Infinity
   private dirty = false
@@ -50,7 +54,9 @@ export class SendDelays {
   private readonly nextTurn: (fn: () => void) => void
 
   constructor(options: SendDelayOptions = {}) {
-    this.ring = new Float64Array(Math.max(2, options.samples ?? 512))
+    const samples = Math.max(2, options.samples ?? 512)
+    this.grant = new DelayRing(samples)
+    this.wired = new DelayRing(samples)
     this.quantile = options.quantile ?? 0.99
     this.refreshMs = options.refreshMs ?? 250
     this.resolutionMs = options.resolutionMs ?? 1
@@ -67,15 +73,14 @@ export class SendDelays {
     this.nextTurn(() => this.record(this.now() - askedAt))
   }
 
-  /** One measured delay, real ms (negative values count as 0). */
+  /** One grant -> send delay, real ms (negative values count as 0). */
   record(delayMs: number): void {
-    const delay = Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0
-    this.ring[this.next] = delay
-    this.next = (this.next + 1) % this.ring.length
-    if (this.size < this.ring.length) this.size++
-    this.dirty = true
-    // Later than the allowance covers (measured from the current floor): take it into account now.
-    if (delay - this.floor() + this.resolutionMs > this.allowance) this.computedAt = -Infinity
+    this.add(this.grant, delayMs)
+  }
+
+  /** One send -> wire delay, real ms (negative values count as 0). */
+  wire(delayMs: number): void {
+    this.add(this.wired, delayMs)
   }
 
   /** The jitter allowance, real ms: how much the meter's windows must outlast upstream's. */
@@ -89,17 +94,55 @@ export class SendDelays {
     return this.allowance
   }
 
-  private floor(): number {
-    let min = Infinity
-    for (let i = 0; i < this.size; i++) min = Math.min(min, this.ring[i]!)
-    return Number.isFinite(min) ? min : 0
+  private add(ring: DelayRing, delayMs: number): void {
+    const delay = Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0
+    ring.push(delay)
+    this.dirty = true
+    // Later than the allowance covers: take it into account at the next read.
+    if (delay - ring.min() + this.resolutionMs > this.allowance) this.computedAt = -Infinity
   }
 
   private compute(): number {
-    if (this.size === 0) return this.resolutionMs
-    const sorted = Float64Array.from(this.ring.subarray(0, this.size)).sort()
-    const high = sorted[Math.min(this.size - 1, Math.ceil(this.quantile * this.size) - 1)]!
+    const spread = this.grant.spread(this.quantile) + this.wired.spread(this.quantile)
     // Rounded up to 0.1 ms: a lane's limits are rebuilt only when the allowance really moves.
-    return Math.ceil((high - sorted[0]! + this.resolutionMs) * 10) / 10
+    return Math.ceil((spread + this.resolutionMs) * 10) / 10
+  }
+}
+
+/** The last `n` delays of one kind. */
+class DelayRing {
+  private readonly ring: Float64Array
+  private size = 0
+  private next = 0
+  private low = Infinity
+
+  constructor(n: number) {
+    this.ring = new Float64Array(n)
+  }
+
+  push(delay: number): void {
+    const replaced = this.size === this.ring.length ? this.ring[this.next]! : Infinity
+    this.ring[this.next] = delay
+    this.next = (this.next + 1) % this.ring.length
+    if (this.size < this.ring.length) this.size++
+    if (delay <= this.low) this.low = delay
+    else if (replaced === this.low) this.low = this.scanMin() // the minimum left the ring
+  }
+
+  min(): number {
+    return this.size === 0 ? 0 : this.low
+  }
+
+  /** quantile(q) - min over the ring; 0 when empty. */
+  spread(q: number): number {
+    if (this.size === 0) return 0
+    const sorted = Float64Array.from(this.ring.subarray(0, this.size)).sort()
+    return sorted[Math.min(this.size - 1, Math.max(0, Math.ceil(q * this.size) - 1))]! - sorted[0]!
+  }
+
+  private scanMin(): number {
+    let min = Infinity
+    for (let i = 0; i < this.size; i++) min = Math.min(min, this.ring[i]!)
+    return min
   }
 }
