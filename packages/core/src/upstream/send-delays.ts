@@ -8,27 +8,32 @@
  * counts every pair that upstream counts together, and upstream never sees more than the limit. A
  * delay every send shares (a steady Redis round trip) moves all arrivals alike and costs nothing.
  *
- Two measured parts, each over its last 512 samples:
- *   - grant -> send (`sent`): local time from the moment the meter was ASKED for the slot (an upper
- *     bound of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's
- *     clock) to the first turn of the event loop after `fetch()` was called. A busy loop, a slow
- *     quota round trip, a queue wake-up all show up here.
- *   - send -> wire (`wire`, wire-delays.ts): from undici creating the request to its body being
- *     written to the socket (a connection being opened, a busy loop), for requests to the upstream's
- *     origin. Absent with a custom `upstream.fetch` that is not undici's.
- * The allowance is the sum of each part's spread, plus the clock's resolution:
- *   J = (p99 - min)(grant -> send) + (p99 - min)(send -> wire) + 1 ms
+ * One sample per send: local time from the moment the meter was ASKED for the slot (an upper bound
+ * of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's clock) to the
+ * moment the request's body is written to the socket, as undici (Node's fetch) reports it on its
+ * diagnostics channels (wire-delays.ts; the send is matched through AsyncLocalStorage). With a custom
+ * `upstream.fetch` that reports nothing, to the first turn of the event loop after `fetch()` was
+ * called. A busy loop, a slow quota round trip, a queue wake-up, a connection being opened all show
+ * up here. The allowance is the spread of the samples of the last 30 s, plus the clock's resolution:
+ *   J = p99 - min + 1 ms
  * (the 1 ms: the memory meter's clock ticks in whole milliseconds). It rises at once when a sample is
  * later than the allowance covers, and is recomputed at most every 250 ms otherwise (a lane's limits,
- * and the Redis meter's argument list, are rebuilt only when it changes). What happens after the wire
- * (network, the upstream's own reading) is not measurable from here: the safety margin's stretch stays
- * the floor for it (pace-limits.ts).
+ * and the Redis meter's argument list, are rebuilt only when it changes). The first 8 sends of a
+ * process are not sampled: they pay one-time costs (module loading, JIT, new connections) and a cold
+ * lane is ramping up anyway, far from its limits. What happens after the wire (network, the
+ * upstream's own reading) is not measurable from here: the safety margin's stretch stays the floor for
+ * it (pace-limits.ts).
  */
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
 
 export interface SendDelayOptions {
   /** Samples kept (the most recent sends). Default 512. */
   samples?: number
+  /** Samples older than this (real ms) no longer count. Default 30,000. */
+  maxAgeMs?: number
+  /** The first sends of a process whose samples are ignored (module loading, JIT, new connections). Default 8. */
+  warmUp?: number
   /** Quantile of the delays taken as the late end. Default 0.99. */
   quantile?: number
   /** Real ms between recomputations when no sample exceeds the allowance. Default 250. */
@@ -42,8 +47,7 @@ export interface SendDelayOptions {
 }
 
 export class SendDelays {
-  private readonly grant: DelayRing
-  private readonly wired: DelayRing
+  private readonly ring: DelayRing
   private allowance: number
   private computedAt = -Infinity
   private dirty = false
@@ -52,11 +56,11 @@ export class SendDelays {
   private readonly resolutionMs: number
   readonly now: () => number
   private readonly nextTurn: (fn: () => void) => void
+  /** The send in progress in this async context, for the wire's diagnostics (wire-delays.ts). */
+  private readonly context = new AsyncLocalStorage<PendingSend>()
 
   constructor(options: SendDelayOptions = {}) {
-    const samples = Math.max(2, options.samples ?? 512)
-    this.grant = new DelayRing(samples)
-    this.wired = new DelayRing(samples)
+    this.ring = new DelayRing(Math.max(2, options.samples ?? 512), options.maxAgeMs ?? 30_000, options.warmUp ?? 8)
     this.quantile = options.quantile ?? 0.99
     this.refreshMs = options.refreshMs ?? 250
     this.resolutionMs = options.resolutionMs ?? 1
@@ -66,78 +70,114 @@ export class SendDelays {
   }
 
   /**
-   * A send is about to go out (`fetch()` is being called) for a slot whose meter take was asked for
-   * at `askedAt` (this clock's ms). The sample is taken at the next turn of the event loop.
+   * A send is about to go out (`fetch()` is called right after, in the same synchronous turn) for a
+   * slot whose meter take was asked for at `askedAt` (this clock's ms). Its sample is taken when the
+   * HTTP client reports the body written (`wired`), or, when the client reports nothing (a custom
+   * fetch), at the next turn of the event loop.
    */
   sent(askedAt: number): void {
-    this.nextTurn(() => this.record(this.now() - askedAt))
+    const pending: PendingSend = { askedAt, seen: false, done: false }
+    this.context.enterWith(pending)
+    this.nextTurn(() => {
+      if (!pending.seen) this.finish(pending)
+    })
   }
 
-  /** One grant -> send delay, real ms (negative values count as 0). */
+  /** The HTTP client created the request of the send in progress (wire-delays.ts); undefined when none. */
+  sending(): PendingSend | undefined {
+    const pending = this.context.getStore()
+    if (!pending || pending.done || pending.seen) return undefined
+    pending.seen = true
+    return pending
+  }
+
+  /** The request of `pending` is on the wire: its sample is taken now. */
+  wired(pending: PendingSend): void {
+    this.finish(pending)
+  }
+
+  /** One grant -> wire delay, real ms (negative values count as 0). */
   record(delayMs: number): void {
-    this.add(this.grant, delayMs)
-  }
-
-  /** One send -> wire delay, real ms (negative values count as 0). */
-  wire(delayMs: number): void {
-    this.add(this.wired, delayMs)
+    const delay = Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0
+    if (!this.ring.push(delay, this.now())) return
+    this.dirty = true
+    // Later than the allowance covers: take it into account at the next read.
+    if (delay - this.ring.min() + this.resolutionMs > this.allowance) this.computedAt = -Infinity
   }
 
   /** The jitter allowance, real ms: how much the meter's windows must outlast upstream's. */
   allowanceMs(): number {
     const now = this.now()
     if (this.dirty && now - this.computedAt >= this.refreshMs) {
-      this.allowance = this.compute()
+      // Rounded up to 0.1 ms: a lane's limits are rebuilt only when the allowance really moves.
+      this.allowance = Math.ceil((this.ring.spread(this.quantile, now) + this.resolutionMs) * 10) / 10
       this.computedAt = now
       this.dirty = false
     }
     return this.allowance
   }
 
-  private add(ring: DelayRing, delayMs: number): void {
-    const delay = Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0
-    ring.push(delay)
-    this.dirty = true
-    // Later than the allowance covers: take it into account at the next read.
-    if (delay - ring.min() + this.resolutionMs > this.allowance) this.computedAt = -Infinity
-  }
-
-  private compute(): number {
-    const spread = this.grant.spread(this.quantile) + this.wired.spread(this.quantile)
-    // Rounded up to 0.1 ms: a lane's limits are rebuilt only when the allowance really moves.
-    return Math.ceil((spread + this.resolutionMs) * 10) / 10
+  private finish(pending: PendingSend): void {
+    if (pending.done) return
+    pending.done = true
+    this.record(this.now() - pending.askedAt)
   }
 }
 
-/** The last `n` delays of one kind. */
+/** One send between `sent()` and its sample. */
+export interface PendingSend {
+  askedAt: number
+  /** The HTTP client created its request (then the body's write ends it). */
+  seen: boolean
+  done: boolean
+}
+
+/** The last `n` delays of one kind, each with the time it was taken. */
 class DelayRing {
   private readonly ring: Float64Array
+  private readonly times: Float64Array
   private size = 0
   private next = 0
   private low = Infinity
+  private skipped = 0
 
-  constructor(n: number) {
+  constructor(
+    n: number,
+    private readonly maxAgeMs: number,
+    private readonly warmUp: number,
+  ) {
     this.ring = new Float64Array(n)
+    this.times = new Float64Array(n)
   }
 
-  push(delay: number): void {
+  /** Adds a sample; false while warming up (ignored). */
+  push(delay: number, now: number): boolean {
+    if (this.skipped < this.warmUp) {
+      this.skipped++
+      return false
+    }
     const replaced = this.size === this.ring.length ? this.ring[this.next]! : Infinity
     this.ring[this.next] = delay
+    this.times[this.next] = now
     this.next = (this.next + 1) % this.ring.length
     if (this.size < this.ring.length) this.size++
     if (delay <= this.low) this.low = delay
     else if (replaced === this.low) this.low = this.scanMin() // the minimum left the ring
+    return true
   }
 
+  /** Smallest sample kept (whatever its age); 0 when empty. */
   min(): number {
     return this.size === 0 ? 0 : this.low
   }
 
-  /** quantile(q) - min over the ring; 0 when empty. */
-  spread(q: number): number {
-    if (this.size === 0) return 0
-    const sorted = Float64Array.from(this.ring.subarray(0, this.size)).sort()
-    return sorted[Math.min(this.size - 1, Math.max(0, Math.ceil(q * this.size) - 1))]! - sorted[0]!
+  /** quantile(q) - min over the samples younger than maxAgeMs; 0 when there are none. */
+  spread(q: number, now: number): number {
+    const recent: number[] = []
+    for (let i = 0; i < this.size; i++) if (now - this.times[i]! < this.maxAgeMs) recent.push(this.ring[i]!)
+    if (recent.length === 0) return 0
+    recent.sort((a, b) => a - b)
+    return recent[Math.min(recent.length - 1, Math.max(0, Math.ceil(q * recent.length) - 1))]! - recent[0]!
   }
 
   private scanMin(): number {

@@ -1,18 +1,18 @@
 /**
- * The send -> wire part of the pacer's jitter allowance (send-delays.ts): how long undici, the HTTP
- * client behind Node's global `fetch`, takes from creating a request to the upstream's origin to
- * having written its body to the socket (opening a connection, a busy event loop). Read from
- * undici's diagnostics channels, so nothing in the call path changes; a custom `upstream.fetch` that
- * is not undici's simply adds no samples.
+ * The end of a send's grant -> wire delay (send-delays.ts): when undici, the HTTP client behind
+ * Node's global `fetch`, has written the request's body to the socket (after opening a connection,
+ * waiting for a busy event loop). Read from undici's diagnostics channels, so nothing in the call
+ * path changes; a custom `upstream.fetch` that is not undici's reports nothing (its sends are sampled
+ * at the next turn of the loop instead).
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
-import type { SendDelays } from './send-delays.js'
+import type { PendingSend, SendDelays } from './send-delays.js'
 
 interface UndiciRequest {
   origin?: unknown
 }
 
-/** Feeds `delays.wire()` for requests to `baseURL`'s origin until the returned function is called. */
+/** Ends the samples of sends to `baseURL`'s origin when undici has written them, until the returned function is called. */
 export function watchWireDelays(baseURL: string, delays: SendDelays): () => void {
   let origin: string
   try {
@@ -20,17 +20,20 @@ export function watchWireDelays(baseURL: string, delays: SendDelays): () => void
   } catch {
     return () => undefined
   }
-  const created = new WeakMap<object, number>()
+  const created = new WeakMap<object, PendingSend>()
   const onCreate = (message: unknown) => {
     const request = (message as { request?: UndiciRequest } | undefined)?.request
-    if (request && typeof request === 'object' && originOf(request) === origin) created.set(request, delays.now())
+    if (!request || typeof request !== 'object' || originOf(request) !== origin) return
+    // Published inside fetch's own async chain: the send in progress is the one this request carries.
+    const pending = delays.sending()
+    if (pending) created.set(request, pending)
   }
   const onBodySent = (message: unknown) => {
     const request = (message as { request?: UndiciRequest } | undefined)?.request
-    const at = request && typeof request === 'object' ? created.get(request) : undefined
-    if (at === undefined) return
+    const pending = request && typeof request === 'object' ? created.get(request) : undefined
+    if (!pending) return
     created.delete(request!)
-    delays.wire(delays.now() - at)
+    delays.wired(pending)
   }
   subscribe('undici:request:create', onCreate)
   subscribe('undici:request:bodySent', onBodySent)
