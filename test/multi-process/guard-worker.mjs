@@ -3,6 +3,7 @@
 // loops, counting what each user was admitted. Protocol over the IPC channel:
 //   parent -> { type: 'setup', setup }      child -> { type: 'ready' }   (guard built, connection open)
 //   parent -> { type: 'start', startAt }    child -> { type: 'done', result }
+/* global fetch, setTimeout */
 import { createGuard, isQwenGuardError } from '@qwen-guard/core'
 import { Cluster, Redis } from 'ioredis'
 
