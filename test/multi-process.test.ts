@@ -67,7 +67,8 @@ interface WorkerResult {
 const workerPath = fileURLToPath(new URL('./multi-process/guard-worker.mjs', import.meta.url))
 
 function startWorker(): { child: ChildProcess; message(type: string): Promise<{ result?: WorkerResult }> } {
-  const child = fork(workerPath, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  // execArgv []: plain node, so '@qwen-guard/core' resolves to the built dist/, not the sources.
+  const child = fork(workerPath, [], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const waiting = new Map<string, (m: { result?: WorkerResult }) => void>()
   child.on('message', (m: { type: string; result?: WorkerResult }) => waiting.get(m.type)?.(m))
   return {

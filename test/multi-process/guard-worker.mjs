@@ -26,14 +26,16 @@ process.on('message', (message) => {
     setup = message.setup
     redis = connect(setup.store)
     guard = createGuard({
-      upstream: { baseURL: setup.simUrl, accounts: [{ id: 'acct-mp', apiKey: 'sk-mp' }] },
+      // One account unless the parent gives several (bench/scale.ts).
+      upstream: { baseURL: setup.simUrl, accounts: setup.accounts ?? [{ id: 'acct-mp', apiKey: 'sk-mp' }] },
       models: { [setup.model]: { rpm: setup.rpm, rps: setup.rps, tpm: 100_000_000, fallback: [] } },
       quotas: (identity) => ({ user: setup.quotas[identity.user] ?? setup.quotas['*'] }),
       store: { redis, prefix: setup.prefix },
       queue: { maxWaitMs: setup.maxWaitMs },
     })
     // Open a connection to the simulator before the start (a first connection is slow to set up).
-    void fetch(`${setup.simUrl}/models`, { headers: { authorization: 'Bearer sk-mp' } })
+    const key = setup.accounts?.[0]?.apiKey ?? 'sk-mp'
+    void fetch(`${setup.simUrl}/models`, { headers: { authorization: `Bearer ${key}` } })
       .then((r) => r.text())
       .then(() => redis.ping())
       .then(() => process.send({ type: 'ready' }))
