@@ -464,6 +464,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
     const sent = send.clock ? performance.now() : 0
     try {
       deps.usage?.sent(slot)
+      slot.sending?.()
       response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },

@@ -36,9 +36,10 @@ export class Lane {
   disabledUntil = 0
   /** Transient refusals in a row (reset by a success): grows the cooldown. */
   consecutive = 0
-  /** The limits at `limitsPace` (NaN: none yet): they change only with the pace, and every call reads them. */
+  /** The limits at `limitsPace` and `limitsJitter` (NaN: none yet): every call reads them, they change seldom. */
   private cachedLimits!: PaceLimits
   private limitsPace = NaN
+  private limitsJitter = NaN
 
   constructor(
     readonly owner: AccountRuntime,
@@ -52,9 +53,11 @@ export class Lane {
 
   limits(): PaceLimits {
     const pace = this.control.pace
-    if (pace !== this.limitsPace) {
-      this.cachedLimits = paceLimits(this.model, this.config, pace)
+    const jitter = this.config.jitterMs?.() ?? 0
+    if (pace !== this.limitsPace || jitter !== this.limitsJitter) {
+      this.cachedLimits = paceLimits(this.model, this.config, pace, jitter)
       this.limitsPace = pace
+      this.limitsJitter = jitter
     }
     return this.cachedLimits
   }

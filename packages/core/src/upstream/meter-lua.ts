@@ -10,9 +10,17 @@
  * script effects, which makes TIME legal in a writing script.)
  *
  * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
- * rampFactor (0 = off), spacing, tokenSpacing, then: take/dry -> tokens; settle -> id, requests, tokens.
+ * rampFactor (0 = off), spacing, tokenSpacing, second (unstretched, ms), jitter (this process's
+ * measured allowance J, ms), then: take/dry -> tokens; settle -> id, requests, tokens.
  * Returns take: {1, id, fractions...}; blocked: {0, waitMs ('-1' = never), reason, fractions...}; settle: {2}.
  * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers).
+ *
+ * Shared jitter allowance (send-delays.ts): an upstream window can hold one process's late send and
+ * another's early one, so every process must cover the largest J of them all. The hash keeps the
+ * largest J reported in the last JITTER_TTL ms ('ja', 'jt'); each call uses max(its own, that), and the
+ * rate and minute windows are max(the stretched window, W + J). Window lengths can therefore change
+ * between calls: cursors move back as well as forward, and the list keeps one second of entries past
+ * the minute window for a window that grows (J is capped at one second by paceLimits).
  * Numbers go back as strings: Redis would truncate Lua floats to integers.
  */
 export const METER_LUA = `
@@ -22,14 +30,22 @@ local lens = { tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber
 local rps, tps, rpm, tpm = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local rampInit, rampFactor, spacing = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local tokenSpacing = tonumber(ARGV[13])
+local second, ownJitter = tonumber(ARGV[14]), tonumber(ARGV[15])
+local JITTER_TTL = 10000
 local function emission(k) return math.max(spacing, k * tokenSpacing) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4')
+local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4',
+  'ja', 'jt')
 local base = tonumber(s[1]) or 0
 local tat = tonumber(s[2]) or -1
 local last = tonumber(s[3]) or 0
 if now < last then now = last end
+local ja, jt = tonumber(s[16]) or 0, tonumber(s[17]) or -1e18
+if ownJitter >= ja or now - jt >= JITTER_TTL then ja, jt = ownJitter, now end
+if ja > second then ja = second end
+lens[1] = math.max(lens[1], second + ja)
+lens[2] = math.max(lens[2], 60 * second + ja)
 local C, R, K = {}, {}, {}
 for w = 1, 4 do
   C[w] = tonumber(s[1 + 3 * w]) or base
@@ -47,6 +63,13 @@ local function entry(id) return parse(redis.call('LINDEX', L, id - base)) end
 
 for w = 1, 4 do
   local c = C[w]
+  while c > base do
+    local et, er, ek = entry(c - 1)
+    if now - et >= lens[w] then break end
+    c = c - 1
+    R[w] = R[w] + er
+    K[w] = K[w] + ek
+  end
   while c < stop do
     local et, er, ek = entry(c)
     if now - et < lens[w] then break end
@@ -56,7 +79,9 @@ for w = 1, 4 do
   end
   C[w] = c
 end
-local keep = math.min(C[1], C[2], C[3], C[4])
+local passed = math.min(C[1], C[2], C[3], C[4])
+local keep = base
+while keep < passed and now - entry(keep) >= lens[2] + second do keep = keep + 1 end
 if keep > base then
   redis.call('LTRIM', L, keep - base, -1)
   base = keep
@@ -73,14 +98,15 @@ end
 local function save()
   redis.call('HSET', H, 'base', base, 'tat', string.format('%.3f', tat), 'last', string.format('%.3f', now),
     'c1', C[1], 'r1', R[1], 'k1', K[1], 'c2', C[2], 'r2', R[2], 'k2', K[2],
-    'c3', C[3], 'r3', R[3], 'k3', K[3], 'c4', C[4], 'r4', R[4], 'k4', K[4])
+    'c3', C[3], 'r3', R[3], 'k3', K[3], 'c4', C[4], 'r4', R[4], 'k4', K[4],
+    'ja', string.format('%.3f', ja), 'jt', string.format('%.3f', jt))
   local ttl = math.ceil(lens[2] + 60000)
   redis.call('PEXPIRE', H, ttl)
   redis.call('PEXPIRE', L, ttl)
 end
 
 if op == 'settle' then
-  local id, nr, nk = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+  local id, nr, nk = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
   if id >= base and id < stop then
     local et, er, ek = entry(id)
     redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
@@ -99,7 +125,7 @@ if op == 'settle' then
   return { 2 }
 end
 
-local tokens = tonumber(ARGV[14])
+local tokens = tonumber(ARGV[16])
 local function windowWait(w, maxReq, maxTok)
   local needR = R[w] + 1 - maxReq
   local needK = K[w] + tokens - maxTok

@@ -11,15 +11,24 @@
  *   - tolerates (1/m - 1) x W of transport jitter: any upstream window of length W holds requests
  *     the guard sent within at most W + (1/m - 1) W = W / m when jitter is below that, so upstream
  *     never counts more than L in its window. At m = 0.97 that is 31 ms per second, 1.86 s per minute.
+ *
+ * The jitter the path really has is measured (send-delays.ts): a window is W + J when the measured
+ * allowance J is larger than the margin's stretch (a busy machine, a slow store), so the stretch is
+ * the floor and the measurement only ever lengthens a window. The request and token spacing follow
+ * the stretched second, so a lane sends at the rate its window allows instead of clumping at its ends.
  */
 import type { ResolvedModel } from '../types.js'
 
 export interface PaceLimits {
-  /** Stretched per-second window (1000 / m ms) and its limits. */
+  /** The unstretched second at the time scale (1000 / timeScale ms). */
+  secondMs: number
+  /** The measured jitter allowance these limits were built with, real ms (0: none). */
+  jitterMs: number
+  /** Stretched per-second window (max(1000 / m, 1000 + J) ms) and its limits. */
   rateWindowMs: number
   rps: number
   tps: number
-  /** Stretched per-minute window (60000 / m ms) and its limits. */
+  /** Stretched per-minute window (max(60000 / m, 60000 + J) ms) and its limits. */
   minuteWindowMs: number
   rpm: number
   tpm: number
@@ -49,27 +58,42 @@ export interface PaceConfig {
   rampUp: { initialRps: number; factor: number } | false
   /** Simulated ms per real ms (1 in production). Windows shrink by this factor. */
   timeScale: number
+  /**
+   * The measured jitter allowance J, real ms (send-delays.ts), read whenever a lane's limits are
+   * built. Absent: 0 (the margin's stretch alone).
+   */
+  jitterMs?: () => number
 }
 
-export function paceLimits(model: ResolvedModel, config: PaceConfig, pace: number): PaceLimits {
+/**
+ * `jitterMs`: the measured allowance J in real ms (default 0); each window is max(W / m, W + J), W its
+ * length at the time scale.
+ */
+export function paceLimits(model: ResolvedModel, config: PaceConfig, pace: number, jitterMs = 0): PaceLimits {
   const m = config.safetyMargin
   const second = 1000 / config.timeScale
+  // At most one second: beyond that the measurement is broken, not the path (and the logs keep
+  // one second of entries past the minute window for a window that grows, sliding-log.ts).
+  const jitter = Number.isFinite(jitterMs) && jitterMs > 0 ? Math.min(jitterMs, second) : 0
+  const rateWindowMs = Math.max(second / m, second + jitter)
   // An rps below 1 would forbid every request; treat it as one per (stretched) second.
   const rps = Math.max(1, model.rps)
   const rampJitter = config.rampUp ? rampJitterMs(second, m, config.rampUp.factor) : 0
   return {
-    rateWindowMs: second / m,
+    secondMs: second,
+    jitterMs: jitter,
+    rateWindowMs,
     rps,
     tps: model.tps,
-    minuteWindowMs: (60 * second) / m,
+    minuteWindowMs: Math.max((60 * second) / m, 60 * second + jitter),
     rpm: Math.max(1, model.rpm),
     tpm: model.tpm,
     rampWindowMs: second + rampJitter,
     rampPairWindowMs: 2 * second - rampJitter,
     rampInitial: config.rampUp ? config.rampUp.initialRps : 0,
     rampFactor: config.rampUp ? config.rampUp.factor : 0,
-    spacingMs: second / (m * rps * pace),
-    tokenSpacingMs: model.tps > 0 && Number.isFinite(model.tps) ? second / (m * model.tps * pace) : 0,
+    spacingMs: rateWindowMs / (rps * pace),
+    tokenSpacingMs: model.tps > 0 && Number.isFinite(model.tps) ? rateWindowMs / (model.tps * pace) : 0,
   }
 }
 

@@ -22,6 +22,8 @@ import type { DimensionFractions } from './sliding-log.js'
 import { RedisMeter } from './redis-meter.js'
 import { SharedLaneState, type SharedLaneView } from './shared-lane-state.js'
 import { SharedQueue, type SharedEntry } from './shared-queue.js'
+import { SendDelays } from './send-delays.js'
+import { watchWireDelays } from './wire-delays.js'
 import { createGuardStore, type GuardStore } from '../store.js'
 import { newCallId } from '../call-id.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot, UpstreamState } from './types.js'
@@ -50,6 +52,8 @@ interface Grant {
   lane: Lane
   ticket: MeterTicket
   fallbackReason: string | undefined
+  /** When the meter was asked for this grant (`SendDelays` clock, ms). */
+  askedAt: number
 }
 
 interface Attempt {
@@ -100,6 +104,9 @@ export class UpstreamPool {
    * the shared order by sending to an instance where nobody waits.
    */
   private readonly sharedBusyUntil = new Map<string, number>()
+  /** Grant-to-wire delays of this process's sends: the pacer's jitter allowance (send-delays.ts). */
+  private readonly delays = new SendDelays()
+  private readonly stopWireDelays: () => void
 
   constructor(deps: UpstreamPoolDeps) {
     this.options = deps.options
@@ -109,6 +116,7 @@ export class UpstreamPool {
       safetyMargin: this.options.upstream.safetyMargin,
       rampUp: this.options.upstream.rampUp,
       timeScale: this.timeScale,
+      jitterMs: () => this.delays.allowanceMs(),
     }
     this.ownStore = deps.store === undefined
     this.store = deps.store ?? createGuardStore(this.options.store, this.emit)
@@ -140,6 +148,7 @@ export class UpstreamPool {
     }
     this.candidates = new CandidateCache(this.lanesByModel, this.options.models)
     this.sharedQueue = this.store.redis ? new SharedQueue(this.store, deps.queueLeaseMs) : undefined
+    this.stopWireDelays = watchWireDelays(this.options.baseURL, this.delays)
   }
 
   /** Waits (fairly, bounded) for room on the requested model or a fallback; see ARCHITECTURE.md. */
@@ -191,6 +200,7 @@ export class UpstreamPool {
   async close(): Promise<void> {
     this.closed = true
     clearTimeout(this.wakeTimer)
+    this.stopWireDelays()
     for (const waiter of this.queue.all()) this.finishWaiter(waiter, unavailable(0, 'The guard is closed.'))
     this.sharedQueue?.close()
     if (this.ownStore) this.store.close()
@@ -248,8 +258,11 @@ export class UpstreamPool {
     }
     if (live === 0) return { nextAt: backAt, reason: 'disabled' }
     for (const lane of ready.length > 1 ? this.byLoad(ready) : ready) {
+      const askedAt = this.delays.now()
       const taken = await lane.meter.take(req.reservedTokens, lane.limits())
-      if (taken.ok) return { grant: { lane, ticket: taken.ticket, fallbackReason: undefined }, nextAt: now, reason: '' }
+      if (taken.ok) {
+        return { grant: { lane, ticket: taken.ticket, fallbackReason: undefined, askedAt }, nextAt: now, reason: '' }
+      }
       nextAt = Math.min(nextAt, Date.now() + taken.waitMs)
     }
     return { nextAt, reason: ready.length === 0 ? 'cooling' : 'saturated' }
@@ -556,6 +569,7 @@ export class UpstreamPool {
       apiKey: lane.owner.key(),
       model,
       queuedMs: Date.now() - started,
+      sending: () => this.delays.sent(grant.askedAt),
       settle: (usedTokens) =>
         finish(1, Math.max(0, usedTokens), () => {
           lane.consecutive = 0

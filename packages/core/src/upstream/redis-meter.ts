@@ -146,6 +146,8 @@ function limitArgs(l: PaceLimits): readonly string[] {
       l.rampFactor,
       l.spacingMs,
       l.tokenSpacingMs,
+      l.secondMs,
+      l.jitterMs,
     ].map((n) => String(n))
     argsByLimits.set(l, args)
   }

@@ -24,7 +24,8 @@
  * shifted by up to J of jitter.
  *
  * Window membership: an entry at time e is inside the window of length W at time t while t - e < W
- * (the simulator's convention).
+ * (the simulator's convention). Window lengths may change between calls (the measured jitter
+ * allowance): a cursor then moves back as well as forward, so each check uses exactly its own length.
  */
 import { emissionMs, type PaceLimits } from './pace-limits.js'
 
@@ -140,6 +141,13 @@ export class SlidingLog {
     for (let w = 0; w < 4; w++) {
       const length = windowLength(limits, w)
       let c = this.cursor[w]!
+      // A window that grew (a larger measured jitter allowance, pace-limits.ts) takes back the
+      // entries it holds again; they are still in the log, since the minute window is the longest.
+      while (c > this.base && now - this.times[c - 1 - this.base]! < length) {
+        c--
+        this.sumReq[w]! += this.reqs[c - this.base]!
+        this.sumTok[w]! += this.toks[c - this.base]!
+      }
       while (c < end && now - this.times[c - this.base]! >= length) {
         this.sumReq[w]! -= this.reqs[c - this.base]!
         this.sumTok[w]! -= this.toks[c - this.base]!
@@ -147,16 +155,25 @@ export class SlidingLog {
       }
       this.cursor[w] = c
     }
-    this.trim()
+    this.trim(now, limits)
     return now
   }
 
-  /** Drops entries that every window has passed (compacting in batches: shift() is O(n)). */
-  private trim(): void {
+  /**
+   * Drops entries that every window has passed and that no window can take back (older than the
+   * longest window plus the largest growth of a window, one second: paceLimits caps the jitter
+   * allowance there), compacting in batches: shift() is O(n).
+   */
+  private trim(now: number, limits: PaceLimits): void {
     const [a, b, c, d] = this.cursor as [number, number, number, number]
-    const keepFrom = Math.min(a, b, c, d)
+    const passed = Math.min(a, b, c, d)
+    const drop0 = passed - this.base
+    if (drop0 < 256 && drop0 * 2 < this.times.length) return
+    const horizon = limits.minuteWindowMs + limits.secondMs
+    let keepFrom = this.base
+    while (keepFrom < passed && now - this.times[keepFrom - this.base]! >= horizon) keepFrom++
     const drop = keepFrom - this.base
-    if (drop < 256 && drop * 2 < this.times.length) return
+    if (drop === 0) return
     this.times.splice(0, drop)
     this.reqs.splice(0, drop)
     this.toks.splice(0, drop)

@@ -78,6 +78,11 @@ export interface UpstreamSlot {
    * (what the wait was most likely for).
    */
   waitedFor?: 'rpm' | 'tpm' | 'rps' | 'tps'
+  /**
+   * Call right before the request goes out (`fetch()`): measures how late sends leave after their
+   * grant, which sizes the pacer's jitter allowance (send-delays.ts). Optional for stand-in slots.
+   */
+  sending?(): void
   /** Correct the token pace to the tokens the call really used (prompt + completion). Idempotent. */
   settle(usedTokens: number): Promise<void>
   /** The request was refused or failed: cool down / slow down / disable as the refusal says. */

@@ -1,0 +1,196 @@
+/**
+ * The jitter allowance of the pacer, measured: how much later than the meter's grant a send reaches
+ * the wire, and how much that delay varies from one send to the next.
+ *
+ * Why the variation is what matters: upstream counts a request when it arrives, the meter when it
+ * granted it. With arrival a = g + d, two requests i (earlier) and j land in one upstream window of
+ * length W only if g_j - g_i < W + d_i - d_j. A meter window of W + J, J >= max(d_i - d_j), therefore
+ * counts every pair that upstream counts together, and upstream never sees more than the limit. A
+ * delay every send shares (a steady Redis round trip) moves all arrivals alike and costs nothing.
+ *
+ * One sample per send: local time from the moment the meter was ASKED for the slot (an upper bound
+ * of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's clock) to the
+ * moment the request's body is written to the socket, as undici (Node's fetch) reports it on its
+ * diagnostics channels (wire-delays.ts; the send is matched through AsyncLocalStorage). With a custom
+ * `upstream.fetch` that reports nothing, to the first turn of the event loop after `fetch()` was
+ * called. A busy loop, a slow quota round trip, a queue wake-up, a connection being opened all show
+ * up here. The allowance is the spread of the samples of the last 30 s, plus the clock's resolution:
+ *   J = p99 - min + 1 ms
+ * (the 1 ms: the memory meter's clock ticks in whole milliseconds). It rises at once when a sample is
+ * later than the allowance covers, and is recomputed at most every 250 ms otherwise (a lane's limits,
+ * and the Redis meter's argument list, are rebuilt only when it changes). The first 8 sends of a
+ * process are not sampled: they pay one-time costs (module loading, JIT, new connections) and a cold
+ * lane is ramping up anyway, far from its limits. What happens after the wire (network, the
+ * upstream's own reading) is not measurable from here: the safety margin's stretch stays the floor for
+ * it (pace-limits.ts).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { performance } from 'node:perf_hooks'
+
+/**
+ * The send in progress in this async context, for the wire's diagnostics (wire-delays.ts). One for
+ * the process, shared by every SendDelays: each AsyncLocalStorage in use adds work to every async
+ * operation of the process, and is never released, so one per pool made a process that builds many
+ * guards slower with each.
+ */
+const sendInProgress = new AsyncLocalStorage<PendingSend>()
+
+export interface SendDelayOptions {
+  /** Samples kept (the most recent sends). Default 512. */
+  samples?: number
+  /** Samples older than this (real ms) no longer count. Default 30,000. */
+  maxAgeMs?: number
+  /** The first sends of a process whose samples are ignored (module loading, JIT, new connections). Default 8. */
+  warmUp?: number
+  /** Quantile of the delays taken as the late end. Default 0.99. */
+  quantile?: number
+  /** Real ms between recomputations when no sample exceeds the allowance. Default 250. */
+  refreshMs?: number
+  /** Added to every allowance: the resolution of the meter's clock, real ms. Default 1. */
+  resolutionMs?: number
+  /** Monotonic clock, real ms. Default `performance.now`. */
+  now?: () => number
+  /** Runs `fn` at the next turn of the event loop. Default `setImmediate`. */
+  nextTurn?: (fn: () => void) => void
+}
+
+export class SendDelays {
+  private readonly ring: DelayRing
+  private allowance: number
+  private computedAt = -Infinity
+  private dirty = false
+  private readonly quantile: number
+  private readonly refreshMs: number
+  private readonly resolutionMs: number
+  readonly now: () => number
+  private readonly nextTurn: (fn: () => void) => void
+
+  constructor(options: SendDelayOptions = {}) {
+    this.ring = new DelayRing(Math.max(2, options.samples ?? 512), options.maxAgeMs ?? 30_000, options.warmUp ?? 8)
+    this.quantile = options.quantile ?? 0.99
+    this.refreshMs = options.refreshMs ?? 250
+    this.resolutionMs = options.resolutionMs ?? 1
+    this.now = options.now ?? (() => performance.now())
+    this.nextTurn = options.nextTurn ?? ((fn) => void setImmediate(fn))
+    this.allowance = this.resolutionMs
+  }
+
+  /**
+   * A send is about to go out (`fetch()` is called right after, in the same synchronous turn) for a
+   * slot whose meter take was asked for at `askedAt` (this clock's ms). Its sample is taken when the
+   * HTTP client reports the body written (`wired`), or, when the client reports nothing (a custom
+   * fetch), at the next turn of the event loop.
+   */
+  sent(askedAt: number): void {
+    const pending: PendingSend = { owner: this, askedAt, seen: false, done: false }
+    sendInProgress.enterWith(pending)
+    this.nextTurn(() => {
+      if (!pending.seen) this.finish(pending)
+    })
+  }
+
+  /** The HTTP client created the request of the send in progress (wire-delays.ts); undefined when none. */
+  sending(): PendingSend | undefined {
+    const pending = sendInProgress.getStore()
+    if (!pending || pending.owner !== this || pending.done || pending.seen) return undefined
+    pending.seen = true
+    return pending
+  }
+
+  /** The request of `pending` is on the wire: its sample is taken now. */
+  wired(pending: PendingSend): void {
+    this.finish(pending)
+  }
+
+  /** One grant -> wire delay, real ms (negative values count as 0). */
+  record(delayMs: number): void {
+    const delay = Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0
+    if (!this.ring.push(delay, this.now())) return
+    this.dirty = true
+    // Later than the allowance covers: take it into account at the next read.
+    if (delay - this.ring.min() + this.resolutionMs > this.allowance) this.computedAt = -Infinity
+  }
+
+  /** The jitter allowance, real ms: how much the meter's windows must outlast upstream's. */
+  allowanceMs(): number {
+    const now = this.now()
+    if (this.dirty && now - this.computedAt >= this.refreshMs) {
+      // Rounded up to 0.1 ms: a lane's limits are rebuilt only when the allowance really moves.
+      this.allowance = Math.ceil((this.ring.spread(this.quantile, now) + this.resolutionMs) * 10) / 10
+      this.computedAt = now
+      this.dirty = false
+    }
+    return this.allowance
+  }
+
+  private finish(pending: PendingSend): void {
+    if (pending.done) return
+    pending.done = true
+    this.record(this.now() - pending.askedAt)
+  }
+}
+
+/** One send between `sent()` and its sample. */
+export interface PendingSend {
+  /** The SendDelays that measures it (another guard's send is not this one's). */
+  owner: SendDelays
+  askedAt: number
+  /** The HTTP client created its request (then the body's write ends it). */
+  seen: boolean
+  done: boolean
+}
+
+/** The last `n` delays of one kind, each with the time it was taken. */
+class DelayRing {
+  private readonly ring: Float64Array
+  private readonly times: Float64Array
+  private size = 0
+  private next = 0
+  private low = Infinity
+  private skipped = 0
+
+  constructor(
+    n: number,
+    private readonly maxAgeMs: number,
+    private readonly warmUp: number,
+  ) {
+    this.ring = new Float64Array(n)
+    this.times = new Float64Array(n)
+  }
+
+  /** Adds a sample; false while warming up (ignored). */
+  push(delay: number, now: number): boolean {
+    if (this.skipped < this.warmUp) {
+      this.skipped++
+      return false
+    }
+    const replaced = this.size === this.ring.length ? this.ring[this.next]! : Infinity
+    this.ring[this.next] = delay
+    this.times[this.next] = now
+    this.next = (this.next + 1) % this.ring.length
+    if (this.size < this.ring.length) this.size++
+    if (delay <= this.low) this.low = delay
+    else if (replaced === this.low) this.low = this.scanMin() // the minimum left the ring
+    return true
+  }
+
+  /** Smallest sample kept (whatever its age); 0 when empty. */
+  min(): number {
+    return this.size === 0 ? 0 : this.low
+  }
+
+  /** quantile(q) - min over the samples younger than maxAgeMs; 0 when there are none. */
+  spread(q: number, now: number): number {
+    const recent: number[] = []
+    for (let i = 0; i < this.size; i++) if (now - this.times[i]! < this.maxAgeMs) recent.push(this.ring[i]!)
+    if (recent.length === 0) return 0
+    recent.sort((a, b) => a - b)
+    return recent[Math.min(recent.length - 1, Math.max(0, Math.ceil(q * recent.length) - 1))]! - recent[0]!
+  }
+
+  private scanMin(): number {
+    let min = Infinity
+    for (let i = 0; i < this.size; i++) min = Math.min(min, this.ring[i]!)
+    return min
+  }
+}
