@@ -142,7 +142,9 @@ try {
     for (const instances of INSTANCES) {
       const r = await runOne(k, halfLast, instances, redis.url)
       results.push(r)
-      console.error(`  done K=${label(r)} x ${instances}: ${r.steadyRps.toFixed(1)} rps, ${r.upstream429} upstream 429s`)
+      console.error(
+        `  done K=${label(r)} x ${instances}: ${r.steadyRps.toFixed(1)} rps, ${r.upstream429} upstream 429s`,
+      )
     }
   }
 } finally {
