@@ -33,6 +33,10 @@ function options(store?: GuardOptions['store']): GuardOptions {
     models: { 'qwen-plus': { rpm: 1_000_000_000, tpm: 1_000_000_000_000 } },
     quotas: { user: { rpm: 100_000_000, tpm: 100_000_000_000 } },
     queue: { maxSize: 100_000 },
+    // The guard sends its reservation cap as max_tokens when a request sets none, and the simulator
+    // answers exactly max_tokens tokens when set (64 when not): with the default cap (1,024) every
+    // guarded or relayed call got a 16x longer answer than the plain or direct one it is compared with.
+    defaultMaxTokens: 64,
     ...(store ? { store } : {}),
   }
 }

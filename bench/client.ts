@@ -27,6 +27,24 @@ const IN_FLIGHT = 32
 const CHAT = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'Write a haiku about rate limits.' }] }
 const root = fileURLToPath(new URL('..', import.meta.url))
 
+/** Completion tokens of the simulator's answer to a request without max_tokens (its default). */
+const SIM_ANSWER_TOKENS = 64
+
+/**
+ * Added CPU only compares like with like when both clients get the same answer: throws unless every
+ * guarded client's answer to CHAT is as long as the plain client's.
+ */
+async function sameAnswers(plain: OpenAI, guarded: OpenAI[]): Promise<void> {
+  const lengthOf = async (client: OpenAI) => JSON.stringify(await client.chat.completions.create(CHAT)).length
+  const expected = await lengthOf(plain)
+  for (const client of guarded) {
+    const length = await lengthOf(client)
+    // (Ids and token counts may differ by a few characters; a 1,024-token answer is ~5,000 longer.)
+    if (Math.abs(length - expected) > 64)
+      throw new Error(`the guarded answer is ${length} characters, the plain one ${expected}: not the same work`)
+  }
+}
+
 /** CPU µs this process spends making `calls` calls, IN_FLIGHT at a time. */
 async function cpuFor(client: OpenAI, calls: number): Promise<number> {
   let left = calls
@@ -181,6 +199,11 @@ try {
     models: { 'qwen-plus': { rpm: 1_000_000_000, tpm: 1_000_000_000_000 } },
     quotas: { user: { rpm: 100_000_000, tpm: 100_000_000_000 } },
     queue: { maxSize: 100_000 },
+    // The guard sends its reservation cap upstream as max_tokens when a request sets none, and the
+    // simulator answers exactly max_tokens tokens when it is set (64 when not): with the default
+    // cap (1,024) a guarded call got a 16x longer answer than the plain one. The cap equal to the
+    // simulator's default length gives both clients the same answer (checked below).
+    defaultMaxTokens: SIM_ANSWER_TOKENS,
     ...(store ? { store } : {}),
   })
   const plain = new OpenAI({ baseURL: simUrl, apiKey: 'sk-sim', maxRetries: 0 })
@@ -191,6 +214,10 @@ try {
     { store: 'memory + metrics', guard: createGuard({ ...options(), metrics: true }) },
     ...(redis ? [{ store: 'Redis', guard: createGuard(options({ redis, prefix: 'bench-client' })) }] : []),
   ]
+  await sameAnswers(
+    plain,
+    guards.map(({ guard }) => guard.client({ user: 'u1' })),
+  )
   const rows = []
   const median = (values: number[]) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)]!
   const fixed = (value: number) => Number(value.toFixed(1))

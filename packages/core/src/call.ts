@@ -525,7 +525,10 @@ function upstreamText(send: SendRequest, model: string, stream: boolean): string
 interface UpstreamAbort {
   signal: AbortSignal
   timedOut(): boolean
-  /** Qwen answered (or the attempt ended): the deadline no longer applies to this attempt. */
+  /**
+   * Qwen answered (or the attempt ended): the deadline no longer applies to this attempt, and the
+   * caller's signal is no longer followed (a stream's relay follows it itself, answer-stream.ts).
+   */
   answered(): void
   /** Closes the connection to Qwen (a stream the guard ended before Qwen did). */
   stop(): void
@@ -534,7 +537,8 @@ interface UpstreamAbort {
 /**
  * Aborts the upstream request when the caller goes away or the deadline passes before Qwen answers,
  * with a controller of the guard's own that follows the caller's signal (the caller's is never aborted
- * by the guard).
+ * by the guard). The listener goes when the attempt is answered: a signal the caller keeps for many
+ * calls would otherwise hold one listener and controller per attempt.
  */
 function upstreamAbort(caller: AbortSignal | undefined, deadline: number): UpstreamAbort {
   const controller = new AbortController()
@@ -552,7 +556,10 @@ function upstreamAbort(caller: AbortSignal | undefined, deadline: number): Upstr
   return {
     signal: controller.signal,
     timedOut: () => timedOut,
-    answered: () => clearTimeout(timer),
+    answered: () => {
+      clearTimeout(timer)
+      caller?.removeEventListener('abort', follow)
+    },
     stop: () => controller.abort(new Error('stream ended by the guard')),
   }
 }

@@ -3,7 +3,7 @@
  * is the guard. The SDK wraps anything a fetch throws into `APIConnectionError`, so a refusal travels
  * as a synthetic error response instead, and `makeStatusError` (the SDK's protected hook for turning
  * an error response into an error, meant for subclasses) hands the SDK the original `QwenGuardError`.
- * Nothing else of the SDK is overridden.
+ * The one other override skips building request headers that never leave the process (below).
  *
  * The class is the named export `OpenAI`, never the default: under `require`, the SDK's module is a
  * factory function whose `default` is the class, and a bundler's CommonJS interop hands the factory
@@ -39,6 +39,29 @@ class GuardedOpenAI extends OpenAI {
     if (guardError) return guardError
     return super.makeStatusError(status, error, message, headers)
   }
+}
+
+/**
+ * The SDK's request headers (user agent, platform telemetry, retry count, idempotency key, the
+ * placeholder key) go nowhere: the guarded fetch sends Qwen headers of its own and reads only the
+ * call-id header a caller may set (`create(body, { headers })`). Building them is about a third of
+ * the SDK's own work per call (bench/RESULTS.md, `pnpm bench client`), so a request that sets no
+ * headers gets an empty `Headers`; one that does gets the SDK's full set, as a plain client would.
+ * `buildHeaders` is private in the SDK's types, hence the prototype assignment, made only when the
+ * SDK has the method; the pinned SDK version is checked by test/client/guarded-client.test.ts.
+ */
+type BuildHeaders = (this: OpenAI, request: { options: { headers?: unknown } }) => Promise<unknown>
+const sdkBuildHeaders = (OpenAI.prototype as unknown as { buildHeaders?: BuildHeaders }).buildHeaders
+if (typeof sdkBuildHeaders === 'function') {
+  Object.defineProperty(GuardedOpenAI.prototype, 'buildHeaders', {
+    value: function buildHeadersWhenAsked(this: OpenAI, request: { options: { headers?: unknown } }) {
+      if (request.options.headers === undefined || request.options.headers === null)
+        return Promise.resolve(new Headers())
+      return sdkBuildHeaders.call(this, request)
+    },
+    writable: true,
+    configurable: true,
+  })
 }
 
 export function createGuardedClient(deps: ClientDeps, identity: Identity): OpenAI {

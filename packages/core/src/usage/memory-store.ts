@@ -36,7 +36,7 @@ export class MemoryUsageStore implements UsageStore {
     private readonly now: () => number,
   ) {}
 
-  record(lane: LaneRef, sample: UsageSample): Promise<void> {
+  record(lane: LaneRef, sample: UsageSample): undefined {
     const entry = this.entry(lane)
     const minute = minuteOf(sample.at)
     const record = this.minute(entry, minute)
@@ -57,14 +57,14 @@ export class MemoryUsageStore implements UsageStore {
     const tokensInSecond = seconds ? (seconds[60 + second]! += tokens) : tokens
     if (inSecond > record.peakRequestsPerSecond) record.peakRequestsPerSecond = inSecond
     if (tokensInSecond > record.peakTokensPerSecond) record.peakTokensPerSecond = tokensInSecond
-    return Promise.resolve()
+    return undefined // done: nothing for the recorder to track
   }
 
-  refusal(lane: LaneRef, at: number, code: string, rate: boolean): Promise<void> {
+  refusal(lane: LaneRef, at: number, code: string, rate: boolean): undefined {
     const record = this.minute(this.entry(lane), minuteOf(at))
     record.refusals[code] = (record.refusals[code] ?? 0) + 1
     if (rate) record.rateRefusals += 1
-    return Promise.resolve()
+    return undefined
   }
 
   read(fromMinute: number, toMinute: number): Promise<LaneMinutes[]> {

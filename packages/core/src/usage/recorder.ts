@@ -83,7 +83,9 @@ export class UsageRecorder implements UsageHooks {
     return buildReport(lanes, { period: resolved, unrecorded: this.unrecorded, retentionMs: this.retentionMs })
   }
 
-  private track(write: Promise<void>): void {
+  /** Keeps a write still in flight for `report()` and counts it if it fails; a finished one (memory) costs nothing. */
+  private track(write: Promise<void> | undefined): void {
+    if (!write) return
     const tracked = write.then(
       () => undefined,
       () => {

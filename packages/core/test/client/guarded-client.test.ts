@@ -2,9 +2,10 @@
  * guard.fetch(): the fetch behind guard.client(), used alone. Chat completions are guarded, the
  * model list is answered locally, any other path is refused without reaching Qwen.
  */
+import { OpenAI } from 'openai'
 import { describe, expect, it, vi } from 'vitest'
 import { pathnameOf } from '../../src/client/guarded-client.js'
-import { createGuard } from '../../src/index.js'
+import { createGuard, type GuardEvent } from '../../src/index.js'
 
 const completion = {
   id: 'c',
@@ -63,6 +64,32 @@ describe('guard.fetch', () => {
     expect(other.headers.get('x-should-retry')).toBe('false')
     expect((await other.json()).error.message).toContain('POST /compatible-mode/v1/embeddings')
     expect(upstream).not.toHaveBeenCalled()
+    await guard.close()
+  })
+
+  it("builds none of the SDK's request headers (they never leave the process) unless the request sets headers of its own", async () => {
+    const building = vi.spyOn(OpenAI.prototype as unknown as { buildHeaders: () => Promise<unknown> }, 'buildHeaders')
+    const upstream = vi.fn(async () => Response.json(completion))
+    const guard = guardWith(upstream as typeof fetch)
+    const admitted: GuardEvent[] = []
+    guard.on('admitted', (event) => admitted.push(event))
+    const client = guard.client({ user: 'u' })
+    const request = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'hi' }] }
+    expect((await client.chat.completions.create(request)).id).toBe('c')
+    expect(building).not.toHaveBeenCalled()
+    // A request's own headers still reach the guarded fetch (the SDK builds them as for a plain client).
+    await client.chat.completions.create(request, { headers: { 'x-qwen-guard-call-id': 'req-own-headers' } })
+    expect(admitted.map((event) => event.type === 'admitted' && event.callId)).toContain('req-own-headers')
+    // The spy does see the method when a plain client uses it (the SDK still has it under that name).
+    const plain = new OpenAI({
+      apiKey: 'sk-x',
+      baseURL: 'http://127.0.0.1:9/v1',
+      maxRetries: 0,
+      fetch: upstream as typeof fetch,
+    })
+    await plain.chat.completions.create(request)
+    expect(building).toHaveBeenCalledTimes(1)
+    building.mockRestore()
     await guard.close()
   })
 
