@@ -38,6 +38,23 @@ export default tseslint.config(
     },
   },
   {
+    // The packages run inside the app's process: nothing in them may turn on async hooks, which on
+    // Node 20 slow every promise of the whole app (AsyncLocalStorage cost ~45 CPU µs per guarded
+    // call in `pnpm bench client`; upstream/send-delays.ts matches sends without it).
+    files: ['packages/*/src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: ['node:async_hooks', 'async_hooks'].map((name) => ({
+            name,
+            message: 'async hooks (AsyncLocalStorage included) slow every promise of the host app on Node 20.',
+          })),
+        },
+      ],
+    },
+  },
+  {
     files: ['**/*.mjs', '**/*.cjs', '**/*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

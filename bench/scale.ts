@@ -1,4 +1,4 @@
-// `pnpm bench scale [--quick]`: K = 1, 3, 5, 10 accounts x 1, 2, 4 instances side by side. Each
+// `pnpm bench scale [--quick] [--margin 0.99] [--sets 10,3h]`: K = 1, 3, 5, 10 accounts x 1, 2, 4 instances side by side. Each
 // instance is a child process with a guard from the built @qwen-guard/core (the multi-process test's
 // worker, test/multi-process/guard-worker.mjs) on one shared redis-server; one simulator (this
 // process) holds the K accounts. 30 users call through every instance in closed loops, far more than
@@ -6,6 +6,7 @@
 // configuration loaded 75 s so the busiest sliding 60 s is measured; --quick loads 15 s and reports
 // the steady per-second rate instead. The last rows make the accounts uneven: K = 3 with one account at
 // half the limit (300 RPM / 5 rps, told to the guard and the simulator alike), so the goal is 2.5 x one.
+// --margin sets every guard's upstream.safetyMargin; --sets picks the account sets (K = 1 always runs).
 import { fork, type ChildProcess } from 'node:child_process'
 import { availableParallelism, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
@@ -13,8 +14,20 @@ import { parseArgs } from 'node:util'
 import { startSimulator } from '@qwen-guard/simulator'
 import { startRedisServer } from '../test/support/redis-server.js'
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false } }, allowPositionals: true })
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    // upstream.safetyMargin of every guard; default: the guard's own (0.97).
+    margin: { type: 'string' },
+    // Which account sets to run besides K = 1, e.g. `--sets 10,3h` (3h: K = 3 with one at half); default all.
+    sets: { type: 'string' },
+  },
+  allowPositionals: true,
+})
 const QUICK = values.quick
+const MARGIN = values.margin === undefined ? undefined : Number(values.margin)
+if (MARGIN !== undefined && !(MARGIN > 0 && MARGIN <= 1))
+  throw new Error(`--margin must be in (0, 1], got ${values.margin}`)
 const RPS = 10 // per account; rpm 600: both the second and the minute bind
 const RPM = 600
 const MODEL = 'scale-model'
@@ -25,7 +38,17 @@ const USERS = Array.from({ length: 30 }, (_, i) => `user-${i}`)
 const KS = [1, 3, 5, 10]
 const INSTANCES = [1, 2, 4]
 /** Account sets: K even accounts, then K = 3 with the last at half the limit. */
-const SETS: { k: number; halfLast: boolean }[] = [...KS.map((k) => ({ k, halfLast: false })), { k: 3, halfLast: true }]
+const ALL_SETS: { k: number; halfLast: boolean }[] = [
+  ...KS.map((k) => ({ k, halfLast: false })),
+  { k: 3, halfLast: true },
+]
+const setName = (set: { k: number; halfLast: boolean }) => `${set.k}${set.halfLast ? 'h' : ''}`
+// K = 1 always runs: it is the "one account" every other row is measured against.
+const SETS = values.sets
+  ? ALL_SETS.filter((set) => set.k === 1 || values.sets!.split(',').includes(setName(set)))
+  : ALL_SETS
+const unknown = values.sets?.split(',').filter((name) => !ALL_SETS.some((set) => setName(set) === name)) ?? []
+if (unknown.length > 0) throw new Error(`--sets: ${unknown.join(',')} not among ${ALL_SETS.map(setName).join(',')}`)
 
 interface Result {
   k: number
@@ -72,6 +95,7 @@ async function runOne(k: number, halfLast: boolean, instances: number, redisUrl:
     quotas: { '*': { rpm: 100_000 } },
     prefix: `scale-${k}${halfLast ? 'h' : ''}-${instances}-${Date.now().toString(36)}`,
     maxWaitMs: MAX_WAIT_MS,
+    safetyMargin: MARGIN,
     loadMs: LOAD_MS,
     retryPauseMs: 200,
     loops: USERS,
@@ -155,7 +179,7 @@ const one = results.find((r) => r.k === 1 && !r.halfLast && r.instances === 1)!.
 const pf = (ok: boolean) => (ok ? 'PASS' : '**FAIL**')
 console.log(
   `\npnpm bench scale${QUICK ? ' --quick' : ''}: real time, ${LOAD_MS / 1000} s of load per row (steady rate from ${STEADY_FROM_MS / 1000} s), ` +
-    `${USERS.length} users in closed loops on every instance, accounts at ${RPM} RPM / ${RPS} rps, safetyMargin 0.97 (default), queue.maxWaitMs ${MAX_WAIT_MS}; ` +
+    `${USERS.length} users in closed loops on every instance, accounts at ${RPM} RPM / ${RPS} rps, safetyMargin ${MARGIN ?? '0.97 (default)'}, queue.maxWaitMs ${MAX_WAIT_MS}; ` +
     `one account = K=1 x 1 instance: ${one.toFixed(2)} rps steady\n`,
 )
 console.log(

@@ -27,7 +27,12 @@ process.on('message', (message) => {
     redis = connect(setup.store)
     guard = createGuard({
       // One account unless the parent gives several (bench/scale.ts).
-      upstream: { baseURL: setup.simUrl, accounts: setup.accounts ?? [{ id: 'acct-mp', apiKey: 'sk-mp' }] },
+      upstream: {
+        baseURL: setup.simUrl,
+        accounts: setup.accounts ?? [{ id: 'acct-mp', apiKey: 'sk-mp' }],
+        // The default (0.97) unless the parent sets one (bench/scale.ts --margin).
+        ...(setup.safetyMargin === undefined ? {} : { safetyMargin: setup.safetyMargin }),
+      },
       models: { [setup.model]: { rpm: setup.rpm, rps: setup.rps, tpm: 100_000_000, fallback: [] } },
       quotas: (identity) => ({ user: setup.quotas[identity.user] ?? setup.quotas['*'] }),
       store: { redis, prefix: setup.prefix },

@@ -11,7 +11,13 @@
  * One sample per send: local time from the moment the meter was ASKED for the slot (an upper bound
  * of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's clock) to the
  * moment the request's body is written to the socket, as undici (Node's fetch) reports it on its
- * diagnostics channels (wire-delays.ts; the send is matched through AsyncLocalStorage). With a custom
+ * diagnostics channels (wire-delays.ts). Each request undici creates for the upstream's origin is
+ * matched to the oldest send not yet matched: fetch takes the same steps for every call, so requests
+ * are created in the order their sends started. (AsyncLocalStorage would match exactly, but on
+ * Node 20 it turns on async hooks for the whole process: every promise of the app paid for it, about
+ * 40-50 CPU µs per guarded call in `pnpm bench client`.) A request to the same origin that is not the
+ * guard's (the app's own client to Qwen, another guard in the process) can take a send's place: its
+ * sample is then early, which lowers the minimum and so only widens the allowance. With a custom
  * `upstream.fetch` that reports nothing, to the first turn of the event loop after `fetch()` was
  * called. A busy loop, a slow quota round trip, a queue wake-up, a connection being opened all show
  * up here. The allowance is the spread of the samples of the last 30 s, plus the clock's resolution:
@@ -24,16 +30,7 @@
  * upstream's own reading) is not measurable from here: the safety margin's stretch stays the floor for
  * it (pace-limits.ts).
  */
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
-
-/**
- * The send in progress in this async context, for the wire's diagnostics (wire-delays.ts). One for
- * the process, shared by every SendDelays: each AsyncLocalStorage in use adds work to every async
- * operation of the process, and is never released, so one per pool made a process that builds many
- * guards slower with each.
- */
-const sendInProgress = new AsyncLocalStorage<PendingSend>()
 
 export interface SendDelayOptions {
   /** Samples kept (the most recent sends). Default 512. */
@@ -64,6 +61,8 @@ export class SendDelays {
   private readonly resolutionMs: number
   readonly now: () => number
   private readonly nextTurn: (fn: () => void) => void
+  /** Sends whose request the HTTP client has not reported yet, oldest first. */
+  private readonly unmatched: PendingSend[] = []
 
   constructor(options: SendDelayOptions = {}) {
     this.ring = new DelayRing(Math.max(2, options.samples ?? 512), options.maxAgeMs ?? 30_000, options.warmUp ?? 8)
@@ -82,19 +81,28 @@ export class SendDelays {
    * fetch), at the next turn of the event loop.
    */
   sent(askedAt: number): void {
-    const pending: PendingSend = { owner: this, askedAt, seen: false, done: false }
-    sendInProgress.enterWith(pending)
+    const pending: PendingSend = { askedAt, seen: false, done: false }
+    this.unmatched.push(pending)
     this.nextTurn(() => {
-      if (!pending.seen) this.finish(pending)
+      if (pending.seen) return
+      this.finish(pending)
+      const at = this.unmatched.indexOf(pending) // the head, unless a later send was matched first
+      if (at >= 0) this.unmatched.splice(at, 1)
     })
   }
 
-  /** The HTTP client created the request of the send in progress (wire-delays.ts); undefined when none. */
-  sending(): PendingSend | undefined {
-    const pending = sendInProgress.getStore()
-    if (!pending || pending.owner !== this || pending.done || pending.seen) return undefined
-    pending.seen = true
-    return pending
+  /**
+   * The HTTP client created a request to the upstream's origin (wire-delays.ts): it belongs to the
+   * oldest send not matched yet, returned; undefined when there is none.
+   */
+  claim(): PendingSend | undefined {
+    for (let pending = this.unmatched.shift(); pending; pending = this.unmatched.shift()) {
+      if (!pending.done) {
+        pending.seen = true
+        return pending
+      }
+    }
+    return undefined
   }
 
   /** The request of `pending` is on the wire: its sample is taken now. */
@@ -132,8 +140,6 @@ export class SendDelays {
 
 /** One send between `sent()` and its sample. */
 export interface PendingSend {
-  /** The SendDelays that measures it (another guard's send is not this one's). */
-  owner: SendDelays
   askedAt: number
   /** The HTTP client created its request (then the body's write ends it). */
   seen: boolean

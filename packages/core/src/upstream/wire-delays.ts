@@ -24,8 +24,8 @@ export function watchWireDelays(baseURL: string, delays: SendDelays): () => void
   const onCreate = (message: unknown) => {
     const request = (message as { request?: UndiciRequest } | undefined)?.request
     if (!request || typeof request !== 'object' || originOf(request) !== origin) return
-    // Published inside fetch's own async chain: the send in progress is the one this request carries.
-    const pending = delays.sending()
+    // Requests are created in the order their sends started (send-delays.ts).
+    const pending = delays.claim()
     if (pending) created.set(request, pending)
   }
   const onBodySent = (message: unknown) => {

@@ -78,9 +78,9 @@ describe('SendDelays: the measured jitter allowance', () => {
     const { delays, advance, turn } = fakeDelays({ refreshMs: 0 })
     // A send whose request undici creates (same async context) and writes 40 ms after the grant.
     delays.sent(0)
-    const pending = delays.sending()
+    const pending = delays.claim()
     expect(pending).toBeDefined()
-    expect(delays.sending()).toBeUndefined() // one request per send
+    expect(delays.claim()).toBeUndefined() // one request per send
     advance(5)
     turn() // the next turn: nothing yet, the write is awaited
     advance(35)
@@ -92,14 +92,22 @@ describe('SendDelays: the measured jitter allowance', () => {
     expect(delays.allowanceMs()).toBe(39) // p99 40 - min 2 + 1
   })
 
-  it("a send in progress belongs to the guard that sent it: another guard's HTTP request never claims it", () => {
-    // Every SendDelays shares one AsyncLocalStorage (one per pool slowed every async operation of a
-    // process that built many guards: a property test's 5,000 pools took 150 s instead of 5 s).
-    const mine = fakeDelays()
-    const other = fakeDelays()
-    mine.delays.sent(0)
-    expect(other.delays.sending()).toBeUndefined()
-    expect(mine.delays.sending()).toBeDefined()
+  it('requests are matched to sends oldest first; a send sampled at the next turn is no longer matched', () => {
+    const { delays, advance, turn } = fakeDelays({ refreshMs: 0 })
+    delays.sent(0)
+    delays.sent(10)
+    const first = delays.claim()
+    const second = delays.claim()
+    expect([first?.askedAt, second?.askedAt]).toEqual([0, 10])
+    // Not claimed before the next turn: sampled then, and a later request does not take it.
+    delays.sent(20)
+    advance(23)
+    turn()
+    expect(delays.claim()).toBeUndefined()
+    advance(7)
+    delays.wired(first!) // 30 ms
+    delays.wired(second!) // 20 ms
+    expect(delays.allowanceMs()).toBe(28) // p99 30 - min 3 + 1
   })
 
   it('ignores the first sends of a process (warm-up) and samples older than maxAgeMs', () => {
