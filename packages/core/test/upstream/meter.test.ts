@@ -1,19 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { paceLimits, rampJitterMs, type PaceLimits } from '../../src/upstream/pace-limits.js'
 import { SlidingLog } from '../../src/upstream/sliding-log.js'
-import type { ResolvedModel } from '../../src/types.js'
-
-const model = (over: Partial<ResolvedModel> = {}): ResolvedModel => ({
-  name: 'm',
-  rpm: 600,
-  tpm: 60_000,
-  rps: 10,
-  tps: 1_000,
-  contextWindow: 131_072,
-  maxOutputTokens: 8_192,
-  fallback: [],
-  ...over,
-})
+import { model } from './support.js'
 
 /** A seeded generator so a failing pattern can be replayed. */
 function rng(seed: number): () => number {

@@ -7,18 +7,9 @@ import { MemoryMeter } from '../../src/upstream/meter.js'
 import { paceLimits } from '../../src/upstream/pace-limits.js'
 import { RedisMeter } from '../../src/upstream/redis-meter.js'
 import { createGuardStore } from '../../src/store.js'
-import { makePool, request } from './support.js'
+import { makePool, model, request } from './support.js'
 
-const spec = {
-  name: 'm',
-  rpm: 600,
-  tpm: 60_000,
-  rps: 10,
-  tps: 1_000,
-  contextWindow: 131_072,
-  maxOutputTokens: 8_192,
-  fallback: [],
-}
+const spec = model()
 const limits = paceLimits(spec, { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 

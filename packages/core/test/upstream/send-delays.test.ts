@@ -5,24 +5,12 @@ import { describe, expect, it } from 'vitest'
 import { describeRedis, redisClient } from '../../../../test/support/redis.js'
 import { createGuardStore } from '../../src/store.js'
 import { resolveOptions } from '../../src/options.js'
-import type { ResolvedModel } from '../../src/types.js'
+import { model } from './support.js'
 import { MemoryMeter } from '../../src/upstream/meter.js'
 import { paceLimits, type PaceConfig } from '../../src/upstream/pace-limits.js'
 import { RedisMeter } from '../../src/upstream/redis-meter.js'
 import { SendDelays } from '../../src/upstream/send-delays.js'
 import { SlidingLog } from '../../src/upstream/sliding-log.js'
-
-const model = (over: Partial<ResolvedModel> = {}): ResolvedModel => ({
-  name: 'm',
-  rpm: 600,
-  tpm: 60_000,
-  rps: 10,
-  tps: 1_000,
-  contextWindow: 131_072,
-  maxOutputTokens: 8_192,
-  fallback: [],
-  ...over,
-})
 
 const config: PaceConfig = { safetyMargin: 0.97, rampUp: false, timeScale: 1 }
 

@@ -1,6 +1,6 @@
 // Helpers for the test/upstream/*.test.ts suites (not a test file itself).
 import { resolveOptions } from '../../src/options.js'
-import type { GuardEvent, GuardOptions, ModelSpec, ResolvedOptions } from '../../src/types.js'
+import type { GuardEvent, GuardOptions, ModelSpec, ResolvedModel, ResolvedOptions } from '../../src/types.js'
 import { UpstreamPool } from '../../src/upstream/pool.js'
 import type { AcquireRequest } from '../../src/upstream/types.js'
 
@@ -51,3 +51,16 @@ export function makePool(
 export function request(over: Partial<AcquireRequest> = {}): AcquireRequest {
   return { user: 'u1', model: 'big', promptTokens: 100, reservedTokens: 200, deadline: Date.now() + 120_000, ...over }
 }
+
+/** A resolved model of 600 RPM / 10 rps, 60,000 TPM / 1,000 TPS (the meter and pacing tests' unit), with overrides. */
+export const model = (over: Partial<ResolvedModel> = {}): ResolvedModel => ({
+  name: 'm',
+  rpm: 600,
+  tpm: 60_000,
+  rps: 10,
+  tps: 1_000,
+  contextWindow: 131_072,
+  maxOutputTokens: 8_192,
+  fallback: [],
+  ...over,
+})
