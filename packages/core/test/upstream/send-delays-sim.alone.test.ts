@@ -2,7 +2,9 @@
 // leave their grant late by a varying amount (a slow store round trip, a busy loop) reach upstream
 // out of the pacer's step. Measured, the allowance covers them: no upstream 429. The control run
 // hides the same delays from the measurement (they happen after `sending()`), which is the fixed
-// margin of before: the simulator refuses some.
+// margin of before: the simulator refuses some. An `.alone.test.ts` (vitest.config.ts): the simulator
+// runs in this process and stamps arrivals on its own event loop, so other test files beside it on a
+// 2-core machine add delays after the wire that no guard can measure (2 upstream 429s seen once in CI).
 import { startSimulator, countPromptTokens } from '../../../simulator/src/index.js'
 import { describe, expect, it } from 'vitest'
 import { isQwenGuardError } from '../../src/errors.js'
