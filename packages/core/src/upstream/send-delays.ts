@@ -96,13 +96,10 @@ export class SendDelays {
    * oldest send not matched yet, returned; undefined when there is none.
    */
   claim(): PendingSend | undefined {
-    for (let pending = this.unmatched.shift(); pending; pending = this.unmatched.shift()) {
-      if (!pending.done) {
-        pending.seen = true
-        return pending
-      }
-    }
-    return undefined
+    // Only unfinished sends are listed: one sampled at the next turn leaves the list then.
+    const pending = this.unmatched.shift()
+    if (pending) pending.seen = true
+    return pending
   }
 
   /** The request of `pending` is on the wire: its sample is taken now. */
