@@ -10,7 +10,7 @@
 import { upstreamError, upstreamTimeout, type QwenGuardError } from './errors.js'
 import { estimateTextTokens } from './estimate.js'
 import type { Settlement } from './settlement.js'
-import { encodeSseData, isErrorEvent, readSseEvents, SSE_DONE, statusFromComments, type SseEvent } from './sse.js'
+import { encodeSseData, isErrorEvent, readSseEvents, SSE_DONE, statusFromComments, type ByteStream, type SseEvent } from './sse.js'
 import { classifyRefusal } from './upstream/classify.js'
 import type { UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 
@@ -26,7 +26,7 @@ export interface PeekedStream {
  * that refusal is as retryable as an HTTP 429, because the caller has seen nothing yet. So is a 200
  * stream that ends, or sends something that is not a chunk, before its first chunk.
  */
-export async function firstEvent(body: ReadableStream<Uint8Array>, maxRetryAfterMs?: number): Promise<PeekedStream> {
+export async function firstEvent(body: ByteStream, maxRetryAfterMs?: number): Promise<PeekedStream> {
   const events = readSseEvents(body)
   const head: SseEvent[] = []
   for (;;) {

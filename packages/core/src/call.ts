@@ -31,6 +31,7 @@ import { classifyRefusal, type RefusalInput } from './upstream/classify.js'
 import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
+import type { UpstreamResponse } from './transport.js'
 import type { CallInfo, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
 import type { UsageHooks } from './usage/index.js'
 
@@ -460,13 +461,12 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
   const refusal = (input: RefusalInput) =>
     classifyRefusal({ ...input, maxRetryAfterMs: deps.options.upstream.maxRetryAfterMs })
   try {
-    let response: Response
+    let response: UpstreamResponse
     const sent = send.clock ? performance.now() : 0
     try {
       deps.usage?.sent(slot)
       slot.sending?.()
-      response = await deps.options.upstream.fetch(`${deps.options.baseURL}/chat/completions`, {
-        method: 'POST',
+      response = await deps.options.upstream.post(`${deps.options.baseURL}/chat/completions`, {
         headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
         body: text,
         signal: upstream.signal,
@@ -476,7 +476,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
       return await failedToSend(slot, send, error, upstream, false, refusal)
     }
     try {
-      if (!response.ok) {
+      if (response.status < 200 || response.status > 299) {
         const errorText = await response.text()
         send.clock?.since(sent)
         return {
@@ -609,7 +609,7 @@ function deadlinePassed(): QwenGuardError {
 
 /** `sent`: when the request was handed to fetch (performance.now(); read only when metrics are on). */
 async function answerJson(
-  response: Response,
+  response: UpstreamResponse,
   send: SendRequest,
   slot: UpstreamSlot,
   refusal: (input: RefusalInput) => UpstreamRefusal,
@@ -662,14 +662,13 @@ function isCompletion(value: unknown): value is Completion {
 
 async function answerStream(
   deps: CallDeps,
-  response: Response,
+  response: UpstreamResponse,
   send: SendRequest,
   slot: UpstreamSlot,
   upstream: UpstreamAbort,
   sent: number,
 ): Promise<SendOutcome> {
-  if (!response.body) return { kind: 'refused', refusal: classifyRefusal({ status: 502, body: '' }), reached: true }
-  const first = await firstEvent(response.body, deps.options.upstream.maxRetryAfterMs)
+  const first = await firstEvent(response.body(), deps.options.upstream.maxRetryAfterMs)
   send.clock?.since(sent) // Qwen's first event is in: the wait for it ends here
   if (!first.events)
     return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }), reached: true }

@@ -11,6 +11,7 @@ import {
   DEFAULT_MAX_REASONING_TOKENS,
   DEFAULT_THINKING,
 } from './models.js'
+import { upstreamPost } from './transport.js'
 import type {
   GuardOptions,
   Identity,
@@ -448,8 +449,8 @@ function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptio
     streamIdleMs:
       upstream.streamIdleMs === undefined ? timeoutMs : positiveInt(upstream.streamIdleMs, 'upstream.streamIdleMs'),
     rampUp: resolveRampUp(upstream.rampUp),
-    // Looked up per call, so a test that replaces globalThis.fetch after start-up is honoured.
-    fetch: (fetchOption as typeof fetch | undefined) ?? ((input, init) => globalThis.fetch(input, init)),
+    fetch: fetchOption as typeof fetch | undefined,
+    post: upstreamPost(fetchOption as typeof fetch | undefined),
   }
 }
 

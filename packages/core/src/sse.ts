@@ -16,15 +16,22 @@ export interface SseEvent {
 
 const encoder = new TextEncoder()
 
-/** Reads SSE events from a byte stream; stopping the generator early cancels the stream. */
-export async function* readSseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<SseEvent> {
-  const reader = body.getReader()
+/** Bytes as they arrive: a web ReadableStream (fetch) or a Node Readable (undici's request). */
+export type ByteStream = ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>
+
+/**
+ * Reads SSE events from a byte stream (a web ReadableStream or a Node Readable: both iterate as
+ * bytes); stopping the generator early cancels the stream.
+ */
+export async function* readSseEvents(body: ByteStream): AsyncGenerator<SseEvent> {
+  // Node's web ReadableStream is async iterable (since Node 16.5); the DOM typings do not say so.
+  const reader = (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
   const decoder = new TextDecoder()
   let buffer = ''
   let finished = false
   try {
     for (;;) {
-      const { done, value } = await reader.read()
+      const { done, value } = await reader.next()
       buffer += done ? decoder.decode() : decoder.decode(value, { stream: true })
       buffer = buffer.replace(/\r\n?/g, '\n')
       let end: number
@@ -40,8 +47,7 @@ export async function* readSseEvents(body: ReadableStream<Uint8Array>): AsyncGen
     if (last) yield last
   } finally {
     // A consumer that stops early must close the upstream connection, not just stop reading it.
-    if (!finished) await reader.cancel().catch(() => undefined)
-    reader.releaseLock()
+    if (!finished) await reader.return?.().catch(() => undefined)
   }
 }
 

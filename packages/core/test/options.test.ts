@@ -30,7 +30,8 @@ describe('resolveOptions: defaults', () => {
     expect(o.upstream.maxAttempts).toBe(4)
     expect(o.upstream.disableMs).toBe(3_600_000)
     expect(o.upstream.rampUp).toEqual({ initialRps: 2, factor: 1.5 })
-    expect(typeof o.upstream.fetch).toBe('function')
+    expect(o.upstream.fetch).toBeUndefined()
+    expect(typeof o.upstream.post).toBe('function')
     expect(o.defaultMaxTokens).toBe(1_024)
     expect(o.estimator.countPromptTokens([{ role: 'user', content: 'Hello!' }])).toBe(10)
     expect([...o.allowedModels].sort()).toEqual(Object.keys(o.models).sort())
@@ -54,12 +55,15 @@ describe('resolveOptions: defaults', () => {
     ).toBe('http://127.0.0.1:8080/compatible-mode/v1')
   })
 
-  it('looks globalThis.fetch up per call', async () => {
+  it('looks globalThis.fetch up per call: a replacement made after start-up is used', async () => {
     const o = resolveOptions(base)
     const original = globalThis.fetch
-    globalThis.fetch = (async () => new Response('stubbed')) as typeof fetch
+    globalThis.fetch = (async () => new Response('stubbed', { status: 201 })) as typeof fetch
     try {
-      expect(await (await o.upstream.fetch('http://x.invalid')).text()).toBe('stubbed')
+      const init = { headers: {}, body: '{}', signal: new AbortController().signal }
+      const response = await o.upstream.post('http://x.invalid', init)
+      expect(response.status).toBe(201)
+      expect(await response.text()).toBe('stubbed')
     } finally {
       globalThis.fetch = original
     }

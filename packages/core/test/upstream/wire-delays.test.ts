@@ -4,6 +4,8 @@
 // turn instead.
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { Readable } from 'node:stream'
+import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SendDelays } from '../../src/upstream/send-delays.js'
 import { watchWireDelays } from '../../src/upstream/wire-delays.js'
@@ -37,6 +39,31 @@ async function send(delays: SendDelays, url: string, body: BodyInit | ReadableSt
   delays.sent(delays.now())
   const init = { method: 'POST', body, duplex: 'half' } as RequestInit
   await (await fetch(url, init)).text()
+}
+
+describe("watchWireDelays (undici's request, the guard's default transport)", () => {
+  it('a send is measured until undici has written its whole body', async () => {
+    const delays = new SendDelays({ warmUp: 0, refreshMs: 0 })
+    const stop = watchWireDelays(base, delays)
+    const post = async (body: string | Readable) => {
+      delays.sent(delays.now())
+      await (await request(`${base}/v1/chat`, { method: 'POST', body })).body.text()
+    }
+    try {
+      await post('{"a":1}')
+      await post('{"a":1}')
+      await post(Readable.from(slowChunks(150)))
+      expect(delays.allowanceMs()).toBeGreaterThanOrEqual(145)
+    } finally {
+      stop()
+    }
+  })
+})
+
+async function* slowChunks(ms: number): AsyncGenerator<Buffer> {
+  yield Buffer.from('{"a":')
+  await new Promise((r) => setTimeout(r, ms))
+  yield Buffer.from('1}')
 }
 
 describe('watchWireDelays (real fetch, loopback)', () => {
