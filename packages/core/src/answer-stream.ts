@@ -10,7 +10,15 @@
 import { upstreamError, upstreamTimeout, type QwenGuardError } from './errors.js'
 import { estimateTextTokens } from './estimate.js'
 import type { Settlement } from './settlement.js'
-import { encodeSseData, isErrorEvent, readSseEvents, SSE_DONE, statusFromComments, type ByteStream, type SseEvent } from './sse.js'
+import {
+  encodeSseData,
+  isErrorEvent,
+  readSseEvents,
+  SSE_DONE,
+  statusFromComments,
+  type ByteStream,
+  type SseEvent,
+} from './sse.js'
 import { classifyRefusal } from './upstream/classify.js'
 import type { UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 
