@@ -110,7 +110,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
     response.headers.forEach((value, name) => {
       if (PASSED_HEADER.test(name)) headers[name] = value
     })
-    if (response.body && headers['content-type']?.startsWith('text/event-stream')) {
+    // The content type first: reading `body` turns a prepared JSON answer into a real one (web streams).
+    if (headers['content-type']?.startsWith('text/event-stream') && response.body) {
       return { status: response.status, headers, body: response.body }
     }
     return { status: response.status, headers, body: await response.text() }
