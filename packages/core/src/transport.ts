@@ -4,9 +4,8 @@
  *
  * Default: undici's `request` (undici is the HTTP client inside Node's own `fetch`), without the WHATWG
  * layer `fetch` puts on top: no `Request`, `Headers`, web streams and transferable objects per call.
- * On loopback that is about 250 CPU µs less per call (bench/RESULTS.md, "the upstream transport"),
- * which is most of what relaying a call costs. Connections are kept alive by undici's global
- * dispatcher, as `fetch` does.
+ * That layer was most of the CPU a relayed call cost (bench/RESULTS.md, "The upstream transport").
+ * Connections are kept alive by undici's global dispatcher, as `fetch` does.
  *
  * A fetch is used instead when the app gives one (`upstream.fetch`), or when `globalThis.fetch` is no
  * longer the one Node had when this module loaded (a test stub, a mock server's interceptor, a tracing

@@ -153,7 +153,7 @@ export interface UpstreamOptions {
   /**
    * A fetch to reach Qwen with (a mock server's, a tracing wrapper, a proxy agent's). Default: none,
    * and the guard sends with undici's `request` (the HTTP client inside Node's fetch, without its
-   * WHATWG layer: about 250 CPU µs less per call) while `globalThis.fetch` is Node's own; once
+   * WHATWG layer, which cost most of a relayed call's CPU: bench/RESULTS.md) while `globalThis.fetch` is Node's own; once
    * `globalThis.fetch` is replaced (after the guard was imported), the replacement is used.
    */
   fetch?: typeof fetch

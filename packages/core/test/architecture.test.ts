@@ -24,3 +24,12 @@ describe('ARCHITECTURE.md', () => {
     expect(new Set(tableRows).size).toBe(tableRows.length)
   })
 })
+
+describe('source comments', () => {
+  it('quote no timings: measured figures live in bench/RESULTS.md, beside the command that measured them', () => {
+    const timed = sourceFiles.filter((file) =>
+      /\d\s*(CPU\s+)?(µs|microseconds?)/.test(readFileSync(`${root}src/${file}`, 'utf8')),
+    )
+    expect(timed).toEqual([])
+  })
+})

@@ -14,9 +14,9 @@
  * diagnostics channels (wire-delays.ts). Each request undici creates for the upstream's origin is
  * matched to the oldest send not yet matched: fetch takes the same steps for every call, so requests
  * are created in the order their sends started. (AsyncLocalStorage would match exactly, but on
- * Node 20 it turns on async hooks for the whole process: every promise of the app paid for it, about
- * 40-50 CPU µs per guarded call in `pnpm bench client`.) A request to the same origin that is not the
- * guard's (the app's own client to Qwen, another guard in the process) can take a send's place: its
+ * Node 20 it turns on async hooks for the whole process: every promise of the app paid for it
+ * (`pnpm bench client`, bench/RESULTS.md).) A request to the same origin that is not the guard's
+ * (the app's own client to Qwen, another guard in the process) can take a send's place: its
  * sample is then early, which lowers the minimum and so only widens the allowance. With a custom
  * `upstream.fetch` that reports nothing, to the first turn of the event loop after `fetch()` was
  * called. A busy loop, a slow quota round trip, a queue wake-up, a connection being opened all show
