@@ -449,7 +449,6 @@ function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptio
     streamIdleMs:
       upstream.streamIdleMs === undefined ? timeoutMs : positiveInt(upstream.streamIdleMs, 'upstream.streamIdleMs'),
     rampUp: resolveRampUp(upstream.rampUp),
-    fetch: fetchOption as typeof fetch | undefined,
     post: upstreamPost(fetchOption as typeof fetch | undefined),
   }
 }

@@ -61,7 +61,15 @@ async function viaUndici(url: string, init: UpstreamPostInit): Promise<UpstreamR
 
 function viaFetch(fetchFn: typeof fetch): UpstreamPost {
   return async (url, init) => {
-    const response = await fetchFn(url, { method: 'POST', headers: init.headers, body: init.body, signal: init.signal })
+    // redirect 'manual': a 3xx comes back as it is, as on undici's path (a prompt is never re-sent elsewhere).
+    const request = {
+      method: 'POST',
+      headers: init.headers,
+      body: init.body,
+      signal: init.signal,
+      redirect: 'manual' as const,
+    }
+    const response = await fetchFn(url, request)
     return {
       status: response.status,
       headers: response.headers,

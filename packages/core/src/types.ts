@@ -153,8 +153,10 @@ export interface UpstreamOptions {
   /**
    * A fetch to reach Qwen with (a mock server's, a tracing wrapper, a proxy agent's). Default: none,
    * and the guard sends with undici's `request` (the HTTP client inside Node's fetch, without its
-   * WHATWG layer, which cost most of a relayed call's CPU: bench/RESULTS.md) while `globalThis.fetch` is Node's own; once
-   * `globalThis.fetch` is replaced (after the guard was imported), the replacement is used.
+   * WHATWG layer, which cost most of a relayed call's CPU: bench/RESULTS.md) while
+   * `globalThis.fetch` is Node's own; once `globalThis.fetch` is replaced (after the guard was
+   * imported), the replacement is used. Either way redirects are not followed (a 3xx is an upstream
+   * failure), so a prompt is never sent on to another address.
    */
   fetch?: typeof fetch
 }
@@ -509,9 +511,7 @@ export interface ResolvedOptions {
     maxRetryAfterMs: number
     streamIdleMs: number
     rampUp: { initialRps: number; factor: number } | false
-    /** The app's own fetch, when it gave one. */
-    fetch: typeof fetch | undefined
-    /** How each attempt reaches Qwen (transport.ts): that fetch, or undici's request. */
+    /** How each attempt reaches Qwen (transport.ts): the app's `upstream.fetch`, or undici's request. */
     post: UpstreamPost
   }
   defaultMaxTokens: number

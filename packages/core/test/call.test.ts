@@ -227,10 +227,10 @@ describe("guardedCall: the deadline and the caller's signal", () => {
   })
 
   it("tells the caller's own abort from the deadline", async () => {
-    const { deps, slot: s } = hanging()
+    const { deps, slot: s, fetch } = hanging()
     const caller = new AbortController()
     const call = guardedCall(deps, { user: 'u' }, body, { signal: caller.signal })
-    await vi.waitFor(() => expect(deps.options.upstream.fetch).toHaveBeenCalled())
+    await vi.waitFor(() => expect(fetch).toHaveBeenCalled())
     caller.abort(new Error('client gone'))
     await expect(call).rejects.toThrow('client gone')
     expect(s.settle).toHaveBeenCalledWith(expect.any(Number))

@@ -30,7 +30,6 @@ describe('resolveOptions: defaults', () => {
     expect(o.upstream.maxAttempts).toBe(4)
     expect(o.upstream.disableMs).toBe(3_600_000)
     expect(o.upstream.rampUp).toEqual({ initialRps: 2, factor: 1.5 })
-    expect(o.upstream.fetch).toBeUndefined()
     expect(typeof o.upstream.post).toBe('function')
     expect(o.defaultMaxTokens).toBe(1_024)
     expect(o.estimator.countPromptTokens([{ role: 'user', content: 'Hello!' }])).toBe(10)

@@ -32,6 +32,9 @@ function handle(req: IncomingMessage, res: ServerResponse) {
       res.writeHead(200, { 'content-type': 'text/event-stream' })
       res.write('data: {"n":1}\n\ndata: {"n":2}\n\n') // then nothing: the client must stop it
       res.on('close', () => closed())
+    } else if (req.url === '/moved') {
+      res.writeHead(307, { location: '/chat' }) // following it would POST the prompt again
+      res.end()
     } else if (req.url === '/silent') {
       res.on('close', () => closed()) // never answers
     } else {
@@ -75,6 +78,14 @@ describe.each([
     expect(header('retry-after-ms')).toBe('1500')
     expect(header('x-note')).toBe('a, b') // a repeated header reads as Headers.get reads it
     expect(await refused.text()).toContain('limit_requests')
+  })
+
+  it('answers a redirect as it came: the prompt is not sent on to the new address', async () => {
+    seen.length = 0
+    const moved = await make()(`${base}/moved`, init())
+    expect(moved.status).toBe(307)
+    await moved.text()
+    expect(seen).toHaveLength(1)
   })
 
   it('streams the body as bytes; stopping early closes the connection', async () => {
