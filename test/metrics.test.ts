@@ -58,9 +58,10 @@ describe('guard metrics', () => {
     const registry = new Registry()
     const guard = createGuard({
       upstream: { baseURL: sim.url, accounts: [{ id: ACCOUNT, apiKey: KEY }], rampUp: false },
-      // Exact limits for the utilisation ratios; qwen-max paced at 1 rps so a second call queues.
+      // Exact limits for the utilisation ratios; qwen-max paced at 1 rps so a second call queues, qwen-plus
+      // at 1,000 rps so its spacing (1 ms) never queues a call that follows an answer, however fast it came.
       models: {
-        'qwen-plus': { rpm: 600, tpm: 1_000_000, rps: 100, tps: 100_000 },
+        'qwen-plus': { rpm: 600, tpm: 1_000_000, rps: 1_000, tps: 100_000 },
         'qwen-max': { rpm: 600, tpm: 1_000_000, rps: 1, tps: 100_000 },
       },
       quotas: { user: { rpm: 2 }, key: { rpm: 1, mode: 'shadow' } },

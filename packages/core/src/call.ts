@@ -31,7 +31,7 @@ import { classifyRefusal, type RefusalInput } from './upstream/classify.js'
 import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
-import type { UpstreamResponse } from './transport.js'
+import { type UpstreamResponse, unansweredReason } from './transport.js'
 import type { CallInfo, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
 import type { UsageHooks } from './usage/index.js'
 
@@ -584,7 +584,7 @@ async function failedToSend(
   }
   return {
     kind: 'refused',
-    refusal: refusal({ status: 0, body: String((error as Error)?.message ?? '') }),
+    refusal: refusal({ status: 0, body: unansweredReason(error) }),
     reached: accepted,
   }
 }

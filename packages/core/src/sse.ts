@@ -16,12 +16,19 @@ export interface SseEvent {
 
 const encoder = new TextEncoder()
 
+/**
+ * The longest event the reader holds, in characters: 4 Mi. Qwen's chunks are a few KiB; a stream that
+ * sends more without a blank line is broken (or hostile), and the reader fails rather than fill memory.
+ */
+export const MAX_EVENT_CHARS = 4 * 1024 * 1024
+
 /** Bytes as they arrive: a web ReadableStream (fetch) or a Node Readable (undici's request). */
 export type ByteStream = ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>
 
 /**
  * Reads SSE events from a byte stream (a web ReadableStream or a Node Readable: both iterate as
- * bytes); stopping the generator early cancels the stream.
+ * bytes); stopping the generator early cancels the stream. Throws when an event grows past
+ * `MAX_EVENT_CHARS` (the stream is then cancelled too).
  */
 export async function* readSseEvents(body: ByteStream): AsyncGenerator<SseEvent> {
   // Node's web ReadableStream is async iterable (since Node 16.5); the DOM typings do not say so.
@@ -36,10 +43,12 @@ export async function* readSseEvents(body: ByteStream): AsyncGenerator<SseEvent>
       buffer = buffer.replace(/\r\n?/g, '\n')
       let end: number
       while ((end = buffer.indexOf('\n\n')) !== -1) {
+        if (end > MAX_EVENT_CHARS) throw tooLong()
         const event = parseEventBlock(buffer.slice(0, end))
         buffer = buffer.slice(end + 2)
         if (event) yield event
       }
+      if (buffer.length > MAX_EVENT_CHARS) throw tooLong()
       if (done) break
     }
     finished = true
@@ -50,6 +59,8 @@ export async function* readSseEvents(body: ByteStream): AsyncGenerator<SseEvent>
     if (!finished) await reader.return?.().catch(() => undefined)
   }
 }
+
+const tooLong = () => new Error(`an event of Qwen's stream is longer than ${MAX_EVENT_CHARS} characters`)
 
 /**
  * The events of an SSE text already in memory (an error body that came as SSE): the same parser as

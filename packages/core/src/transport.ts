@@ -12,7 +12,10 @@
  * wrapper installed later), so replacing `globalThis.fetch` keeps working as it always did. A mock
  * installed before the guard was imported is not detected: pass it as `upstream.fetch`.
  */
-import { request } from 'undici'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream'
+import zlib from 'node:zlib'
+import { DecoratorHandler, type Dispatcher, getGlobalDispatcher, request } from 'undici'
 import type { ByteStream } from './sse.js'
 
 /** What the call layer reads from Qwen's answer to one attempt. */
@@ -20,7 +23,10 @@ export interface UpstreamResponse {
   status: number
   /** Lower-case names (undici) or a `Headers` (fetch). */
   headers: Headers | Record<string, string | undefined>
-  /** Reads the whole body as UTF-8 text (once). */
+  /**
+   * Reads the whole body as UTF-8 text (once). Rejects when it holds more than `MAX_ANSWER_BYTES`
+   * (decoded): a chat completion is far smaller, and an upstream must not be able to fill memory.
+   */
   text(): Promise<string>
   /**
    * The body as bytes, for a stream (once). Stopping the iteration early (`return()`) closes the
@@ -38,6 +44,33 @@ export interface UpstreamPostInit {
 /** Sends one POST; rejects when no answer came (connection refused or reset, aborted). */
 export type UpstreamPost = (url: string, init: UpstreamPostInit) => Promise<UpstreamResponse>
 
+/** Error codes that mean the peer took too long (undici's, a socket's), whichever transport failed. */
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ETIMEDOUT',
+  'ESOCKETTIMEDOUT',
+])
+
+/**
+ * Why an attempt got no answer (or its body broke), named by the error's code rather than its message,
+ * so undici's request and fetch (which wraps the same error as `cause` of "fetch failed") read alike:
+ * `timeout (CODE)` or `no answer (CODE)`. Error messages are not repeated: they can hold the address.
+ */
+export function unansweredReason(error: unknown): string {
+  let code: string | undefined
+  let timedOut = false
+  for (let link = error, depth = 0; typeof link === 'object' && link !== null && depth < 5; depth++) {
+    const { code: own, name } = link as { code?: unknown; name?: unknown }
+    if (typeof own === 'string') code ??= own
+    if (name === 'TimeoutError' || (typeof own === 'string' && TIMEOUT_CODES.has(own))) timedOut = true
+    link = (link as { cause?: unknown }).cause
+  }
+  const label = code === undefined ? '' : ` (${code.slice(0, 40)})`
+  return `${timedOut ? 'timeout' : 'no answer'}${label}`
+}
+
 const nodeFetch = globalThis.fetch
 
 /**
@@ -49,14 +82,117 @@ export function upstreamPost(customFetch: typeof fetch | undefined): UpstreamPos
   return (url, init) => (globalThis.fetch === nodeFetch ? viaUndici(url, init) : viaFetch(globalThis.fetch)(url, init))
 }
 
+/**
+ * undici's own header and body timeouts (300 s by default) are off: the attempt's deadline
+ * (`upstream.timeoutMs`) and a stream's idle limit (`upstream.streamIdleMs`) are the only clocks, so a
+ * `timeoutMs` above 300000 is honoured. No `accept-encoding` is sent; a body Qwen compresses anyway is
+ * decoded (gzip, deflate, br), as fetch would.
+ */
 async function viaUndici(url: string, init: UpstreamPostInit): Promise<UpstreamResponse> {
-  const answer = await request(url, { method: 'POST', headers: init.headers, body: init.body, signal: init.signal })
+  const answer = await request(url, {
+    method: 'POST',
+    headers: init.headers,
+    body: init.body,
+    signal: init.signal,
+    dispatcher: dispatcher(),
+    headersTimeout: 0,
+    bodyTimeout: 0,
+  })
+  const headers = flatHeaders(answer.headers)
+  const body = decoded(answer.body, headers['content-encoding'])
   return {
     status: answer.statusCode,
-    headers: flatHeaders(answer.headers),
-    text: () => answer.body.text(),
-    body: () => answer.body,
+    headers,
+    text: () => readText(body),
+    body: () => body,
   }
+}
+
+/**
+ * The body with its content codings undone, last applied first (RFC 9110, 8.4). A coding the guard
+ * cannot undo makes reading the body fail (a broken answer), never hands the app compressed bytes.
+ * Decoders flush what they have as it comes, so a compressed stream's events are not held back.
+ */
+function decoded(body: Readable, encoding: string | undefined): Readable {
+  if (encoding === undefined) return body
+  const codings = encoding
+    .split(',')
+    .map((coding) => coding.trim().toLowerCase())
+    .filter((coding) => coding !== '' && coding !== 'identity')
+  let stream = body
+  for (const coding of codings.reverse()) {
+    const decoder = decoderFor(coding)
+    stream = decoder
+      ? pipeline(stream, decoder, () => undefined) // an error reaches the reader through the last stream
+      : failed(stream, new Error(`Qwen's answer uses a content coding the guard cannot read: ${coding.slice(0, 40)}`))
+  }
+  return stream
+}
+
+const { Z_SYNC_FLUSH, BROTLI_OPERATION_FLUSH } = zlib.constants
+
+function decoderFor(coding: string): zlib.Gunzip | zlib.Unzip | zlib.BrotliDecompress | undefined {
+  switch (coding) {
+    case 'gzip':
+    case 'x-gzip':
+      return zlib.createGunzip({ flush: Z_SYNC_FLUSH, finishFlush: Z_SYNC_FLUSH })
+    case 'deflate': // zlib-wrapped, as RFC 9110 says; Unzip also reads a gzip body sent under this name
+      return zlib.createUnzip({ flush: Z_SYNC_FLUSH, finishFlush: Z_SYNC_FLUSH })
+    case 'br':
+      return zlib.createBrotliDecompress({ flush: BROTLI_OPERATION_FLUSH, finishFlush: BROTLI_OPERATION_FLUSH })
+    default:
+      return undefined
+  }
+}
+
+function failed(body: Readable, error: Error): Readable {
+  body.destroy(error)
+  return body
+}
+
+/**
+ * The global dispatcher (the app's, when it set one: a proxy, its own pool), with response header
+ * names that would shadow an object's own members (`constructor`, `__proto__`, `toString`) dropped
+ * before undici reads them: undici 6 builds the header object from a plain `{}` and throws on them,
+ * which would lose an answer Qwen already gave. Built again only when the global dispatcher changes.
+ */
+function dispatcher(): Dispatcher {
+  const base = getGlobalDispatcher()
+  if (composed?.base !== base) composed = { base, dispatcher: base.compose(dropShadowingHeaders) }
+  return composed.dispatcher
+}
+
+let composed: { base: Dispatcher; dispatcher: Dispatcher } | undefined
+
+const dropShadowingHeaders: Dispatcher.DispatchInterceptor = (dispatch) => (options, handler) =>
+  dispatch(options, new PlainHeaders(handler))
+
+class PlainHeaders extends DecoratorHandler {
+  readonly #handler: Dispatcher.DispatchHandlers
+
+  constructor(handler: Dispatcher.DispatchHandlers) {
+    super(handler) // passes every other event on as it came
+    this.#handler = handler
+  }
+
+  onHeaders(status: number, raw: Buffer[], resume: () => void, statusText: string): boolean {
+    return this.#handler.onHeaders?.(status, plain(raw), resume, statusText) ?? true
+  }
+
+  onComplete(trailers: string[] | null): void {
+    this.#handler.onComplete?.(trailers === null ? null : plain(trailers))
+  }
+}
+
+/** Raw name/value pairs without those whose name an object already has (`constructor`, ...). */
+function plain<T extends Buffer | string>(raw: T[]): T[] {
+  let kept: T[] | undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const shadows = String(raw[i]).toLowerCase() in Object.prototype
+    if (shadows && kept === undefined) kept = raw.slice(0, i)
+    else if (!shadows && kept !== undefined) kept.push(raw[i] as T, raw[i + 1] as T)
+  }
+  return kept ?? raw
 }
 
 function viaFetch(fetchFn: typeof fetch): UpstreamPost {
@@ -73,13 +209,31 @@ function viaFetch(fetchFn: typeof fetch): UpstreamPost {
     return {
       status: response.status,
       headers: response.headers,
-      text: () => response.text(),
+      text: () => readText(response.body ?? emptyBody()),
       body: () => response.body ?? emptyBody(),
     }
   }
 }
 
 async function* emptyBody(): AsyncGenerator<Uint8Array> {}
+
+/**
+ * The most of an answer's body read as text, in bytes after decoding: 32 MiB. Qwen's largest answers
+ * (a 64k-token output, with logprobs) are a few MiB; a compressed body can decode to far more.
+ */
+export const MAX_ANSWER_BYTES = 32 * 1024 * 1024
+
+/** The body as UTF-8 text; rejects past `MAX_ANSWER_BYTES` (and stops reading: the connection closes). */
+async function readText(body: ByteStream): Promise<string> {
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of body as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength
+    if (size > MAX_ANSWER_BYTES) throw new Error(`Qwen's answer is larger than ${MAX_ANSWER_BYTES} bytes`)
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks).toString('utf8')
+}
 
 /** A header sent more than once reads as its values joined by ', ' (as `Headers.get` does). */
 function flatHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | undefined> {

@@ -156,7 +156,9 @@ export interface UpstreamOptions {
    * WHATWG layer, which cost most of a relayed call's CPU: bench/RESULTS.md) while
    * `globalThis.fetch` is Node's own; once `globalThis.fetch` is replaced (after the guard was
    * imported), the replacement is used. Either way redirects are not followed (a 3xx is an upstream
-   * failure), so a prompt is never sent on to another address.
+   * failure), so a prompt is never sent on to another address, and a compressed answer is decoded.
+   * This fetch keeps its own timeouts (Node's: 300 s for headers); one that fires reads as a timeout
+   * (504 `upstream_timeout`). The default transport has no clock but `timeoutMs` and `streamIdleMs`.
    */
   fetch?: typeof fetch
 }
