@@ -11,8 +11,10 @@
  *
  * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
  * rampFactor (0 = off), spacing, tokenSpacing, second (unstretched, ms), jitter (this process's
- * measured allowance J, ms), then: take/dry -> tokens; settle -> id, requests, tokens.
- * Returns take: {1, id, fractions...}; blocked: {0, waitMs ('-1' = never), reason, fractions...}; settle: {2}.
+ * measured allowance J, ms), backdate (ms), then: take/dry -> tokens; settle -> id, requests, tokens.
+ * Returns take: {1, id, lateMs, fractions...}; dry: {1, '-1', fractions...}; blocked: {0, waitMs ('-1' =
+ * never), reason, fractions...}; settle: {2}. A take records its entry up to `backdate` ms before now,
+ * at the moment it became admissible (sliding-log.ts, "Entry time"), and returns how far back.
  * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers).
  *
  * Shared jitter allowance (send-delays.ts): an upstream window can hold one process's late send and
@@ -30,7 +32,7 @@ local lens = { tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber
 local rps, tps, rpm, tpm = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local rampInit, rampFactor, spacing = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local tokenSpacing = tonumber(ARGV[13])
-local second, ownJitter = tonumber(ARGV[14]), tonumber(ARGV[15])
+local second, ownJitter, backdate = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
 local JITTER_TTL = 10000
 local function emission(k) return math.max(spacing, k * tokenSpacing) end
 local t = redis.call('TIME')
@@ -106,7 +108,7 @@ local function save()
 end
 
 if op == 'settle' then
-  local id, nr, nk = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
+  local id, nr, nk = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
   if id >= base and id < stop then
     local et, er, ek = entry(id)
     redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
@@ -125,7 +127,7 @@ if op == 'settle' then
   return { 2 }
 end
 
-local tokens = tonumber(ARGV[16])
+local tokens = tonumber(ARGV[17])
 local function windowWait(w, maxReq, maxTok)
   local needR = R[w] + 1 - maxReq
   local needK = K[w] + tokens - maxTok
@@ -176,12 +178,27 @@ if op == 'dry' then
   return { 1, '-1', fractions() }
 end
 local id = stop
-redis.call('RPUSH', L, string.format('%.3f:1:%.17g', now, tokens))
+-- Entry time: the latest of the newest entry, the spacing's due time and each window's newest
+-- departure (rounded up to the 3 decimals an entry is stored with, so it has left by the rule above).
+local due = tat - math.max(emission(tokens) / 2, 1)
+if stop > base then due = math.max(due, entry(stop - 1)) end
+for w = 1, 4 do
+  if C[w] > base then
+    local et = entry(C[w] - 1)
+    local left = math.ceil((et + lens[w]) * 1000) / 1000
+    while left - et < lens[w] do left = left + 0.001 end
+    due = math.max(due, left)
+  end
+end
+due = math.ceil(due * 1000) / 1000
+local at = now
+if due < now and now - due <= backdate then at = due end
+redis.call('RPUSH', L, string.format('%.3f:1:%.17g', at, tokens))
 for w = 1, 4 do
   R[w] = R[w] + 1
   K[w] = K[w] + tokens
 end
-tat = math.max(tat, now) + emission(tokens)
+tat = math.max(tat, at) + emission(tokens)
 save()
-return { 1, tostring(id), fractions() }
+return { 1, tostring(id), num(now - at), fractions() }
 `

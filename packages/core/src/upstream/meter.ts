@@ -8,7 +8,11 @@ import type { PaceLimits } from './pace-limits.js'
 import { SlidingLog, type BlockReason, type DimensionFractions } from './sliding-log.js'
 
 export type MeterTake =
-  | { ok: true; usedFraction: number; ticket: MeterTicket }
+  /**
+   * `lateMs`: how long before the meter's "now" the send was recorded (its entry is backdated to when
+   * it became admissible, at most `limits.backdateMs`: sliding-log.ts, "Entry time").
+   */
+  | { ok: true; usedFraction: number; ticket: MeterTicket; lateMs: number }
   | { ok: false; waitMs: number; reason: BlockReason; usedFraction: number }
 
 export interface MeterTicket {
@@ -41,7 +45,7 @@ export class MemoryMeter implements Meter {
     const ticket: MeterTicket = {
       recount: async (requests, used) => this.log.recount(this.now(), id, requests, used, limits),
     }
-    return { ok: true, usedFraction: result.usedFraction, ticket }
+    return { ok: true, usedFraction: result.usedFraction, ticket, lateMs: result.lateMs }
   }
 
   usedFraction(limits: PaceLimits): number {

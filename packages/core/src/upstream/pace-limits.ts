@@ -33,13 +33,21 @@ export interface PaceLimits {
   rpm: number
   tpm: number
   /**
-   * Ramp-up windows, widened and narrowed by the ramp's jitter budget J (`rampJitterMs`) so the rule
+   * Ramp-up windows, widened and narrowed by the ramp's jitter budget J (`rampJitterMs`, plus
+   * `backdateMs`) so the rule
    * still holds where upstream counts arrivals: "the last second" is the last 1 s + J (every send
    * that can arrive in upstream's last second), "the second before" is what is in the last 2 s - J
    * but not in the last 1 s + J (only sends that must arrive in upstream's second before).
    */
   rampWindowMs: number
   rampPairWindowMs: number
+  /**
+   * How far back a take may record its entry: to the moment it became admissible (the window or
+   * spacing that held it freed), when that was at most this long ago (sliding-log.ts, "Entry time").
+   * A quarter of the margin's stretch of the second, at most 5 ms (real: timer and round-trip
+   * lateness), and no more than the ramp windows' budget leaves (they are widened by it too).
+   */
+  backdateMs: number
   /** 0 disables the ramp rule. */
   rampInitial: number
   rampFactor: number
@@ -65,6 +73,9 @@ export interface PaceConfig {
   jitterMs?: () => number
 }
 
+/** The most a take's entry is ever backdated, real ms (PaceLimits.backdateMs). */
+const MAX_BACKDATE_MS = 5
+
 /**
  * `jitterMs`: the measured allowance J in real ms (default 0); each window is max(W / m, W + J), W its
  * length at the time scale.
@@ -79,6 +90,10 @@ export function paceLimits(model: ResolvedModel, config: PaceConfig, pace: numbe
   // An rps below 1 would forbid every request; treat it as one per (stretched) second.
   const rps = Math.max(1, model.rps)
   const rampJitter = config.rampUp ? rampJitterMs(second, m, config.rampUp.factor) : 0
+  // A backdated entry (sliding-log.ts) is sent up to backdateMs after its recorded time: the rate
+  // windows' measured J covers that, the ramp windows' fixed budget must hold it too, within its cap.
+  const rampRoom = config.rampUp ? rampJitterCapMs(second, config.rampUp.factor) - rampJitter : Infinity
+  const backdateMs = Math.max(0, Math.min(MAX_BACKDATE_MS, (second / m - second) / 4, rampRoom))
   return {
     secondMs: second,
     jitterMs: jitter,
@@ -88,8 +103,9 @@ export function paceLimits(model: ResolvedModel, config: PaceConfig, pace: numbe
     minuteWindowMs: Math.max((60 * second) / m, 60 * second + jitter),
     rpm: Math.max(1, model.rpm),
     tpm: model.tpm,
-    rampWindowMs: second + rampJitter,
-    rampPairWindowMs: 2 * second - rampJitter,
+    backdateMs,
+    rampWindowMs: second + rampJitter + backdateMs,
+    rampPairWindowMs: 2 * second - rampJitter - backdateMs,
     rampInitial: config.rampUp ? config.rampUp.initialRps : 0,
     rampFactor: config.rampUp ? config.rampUp.factor : 0,
     spacingMs: rateWindowMs / (rps * pace),
@@ -112,5 +128,10 @@ export function emissionMs(limits: PaceLimits, tokens: number): number {
  * 1-100 rps at margins 0.8-0.99).
  */
 export function rampJitterMs(secondMs: number, margin: number, factor: number): number {
-  return secondMs * Math.max(0, Math.min(1 / margin - 1, (factor - 1) / (4 * (factor + 2))))
+  return Math.max(0, Math.min(secondMs * (1 / margin - 1), rampJitterCapMs(secondMs, factor)))
+}
+
+/** The most the ramp windows may be widened and narrowed by at `factor` (see rampJitterMs). */
+function rampJitterCapMs(secondMs: number, factor: number): number {
+  return (secondMs * (factor - 1)) / (4 * (factor + 2))
 }

@@ -52,7 +52,10 @@ interface Grant {
   lane: Lane
   ticket: MeterTicket
   fallbackReason: string | undefined
-  /** When the meter was asked for this grant (`SendDelays` clock, ms). */
+  /**
+   * When the meter was asked for this grant, less how far back it recorded the send (`SendDelays`
+   * clock, ms): where the send-delay sample starts.
+   */
   askedAt: number
 }
 
@@ -261,7 +264,9 @@ export class UpstreamPool {
       const askedAt = this.delays.now()
       const taken = await lane.meter.take(req.reservedTokens, lane.limits())
       if (taken.ok) {
-        return { grant: { lane, ticket: taken.ticket, fallbackReason: undefined, askedAt }, nextAt: now, reason: '' }
+        // The sample runs from when the meter recorded the send: it may have backdated it.
+        const grant = { lane, ticket: taken.ticket, fallbackReason: undefined, askedAt: askedAt - taken.lateMs }
+        return { grant, nextAt: now, reason: '' }
       }
       nextAt = Math.min(nextAt, Date.now() + taken.waitMs)
     }

@@ -89,7 +89,9 @@ export class RedisMeter implements Meter {
             () => undefined,
           ),
     }
-    return { ok: true, usedFraction: fraction, ticket }
+    // A take's reply holds how far back its entry was recorded; a dry one's does not.
+    const lateMs = reply.length === 8 ? Number(reply[2]) : 0
+    return { ok: true, usedFraction: fraction, ticket, lateMs }
   }
 
   /**
@@ -148,6 +150,7 @@ function limitArgs(l: PaceLimits): readonly string[] {
       l.tokenSpacingMs,
       l.secondMs,
       l.jitterMs,
+      l.backdateMs,
     ].map((n) => String(n))
     argsByLimits.set(l, args)
   }

@@ -9,7 +9,8 @@
  * delay every send shares (a steady Redis round trip) moves all arrivals alike and costs nothing.
  *
  * One sample per send: local time from the moment the meter was ASKED for the slot (an upper bound
- * of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's clock) to the
+ * of the grant: on Redis the grant happened somewhere inside that round trip, on Redis's clock), less
+ * how far back the meter recorded the send (sliding-log.ts, "Entry time"), to the
  * moment the request's body is written to the socket, as undici (Node's fetch) reports it on its
  * diagnostics channels (wire-delays.ts). Each request undici creates for the upstream's origin is
  * matched to the oldest send not yet matched: fetch takes the same steps for every call, so requests
@@ -76,7 +77,7 @@ export class SendDelays {
 
   /**
    * A send is about to go out (`fetch()` is called right after, in the same synchronous turn) for a
-   * slot whose meter take was asked for at `askedAt` (this clock's ms). Its sample is taken when the
+   * slot whose meter take was asked for at `askedAt` (this clock's ms, less the take's backdating). Its sample is taken when the
    * HTTP client reports the body written (`wired`), or, when the client reports nothing (a custom
    * fetch), at the next turn of the event loop.
    */

@@ -23,6 +23,17 @@
  * the 1 s - 2J before it (pace-limits.ts), so it also holds where upstream counts, at arrivals
  * shifted by up to J of jitter.
  *
+ * Entry time: a take records its entry at the moment it became admissible, when that was at most
+ * `limits.backdateMs` ago, instead of at `now`. A caller woken by the wait a blocked take announced
+ * arrives late by its timer's lateness (and on Redis a round trip); recording it then would shift
+ * every later window by that lateness, send after send (about 0.3 % of a lane's rate at 3 ms per
+ * second). The moment is the latest of: the newest entry, the spacing's due time, and for each window
+ * the time its newest departed entry left it. From it to `now` no entry arrives or leaves any window,
+ * so every window holds at the recorded time exactly what it holds at `now`: the check made at `now`
+ * is the check at that time, and the bound below is unchanged. What upstream sees moves by the
+ * backdating too: `lateMs` is returned so the send-delay sample (send-delays.ts) includes it, and the
+ * jitter allowance covers how much it varies.
+ *
  * Window membership: an entry at time e is inside the window of length W at time t while t - e < W
  * (the simulator's convention). Window lengths may change between calls (the measured jitter
  * allowance): a cursor then moves back as well as forward, so each check uses exactly its own length.
@@ -30,7 +41,8 @@
 import { emissionMs, type PaceLimits } from './pace-limits.js'
 
 export type TakeResult =
-  | { ok: true; id: number; usedFraction: number }
+  /** `lateMs`: how long before `now` the entry was recorded (0..limits.backdateMs). */
+  | { ok: true; id: number; usedFraction: number; lateMs: number }
   | { ok: false; waitMs: number; reason: BlockReason; usedFraction: number }
 
 /** Fraction used of each upstream limit of one account x model (0..1, above 1 briefly after a settle). */
@@ -68,17 +80,31 @@ export class SlidingLog {
     const blocked = this.blocked(now, tokens, limits)
     const usedFraction = this.usedFraction(limits)
     if (blocked) return { ok: false, ...blocked, usedFraction }
-    if (dry) return { ok: true, id: -1, usedFraction }
+    if (dry) return { ok: true, id: -1, usedFraction, lateMs: 0 }
     const id = this.base + this.times.length
-    this.times.push(now)
+    const at = this.entryTime(now, tokens, limits)
+    this.times.push(at)
     this.reqs.push(1)
     this.toks.push(tokens)
     for (let w = 0; w < 4; w++) {
       this.sumReq[w]! += 1
       this.sumTok[w]! += tokens
     }
-    this.tat = Math.max(this.tat, now) + emissionMs(limits, tokens)
-    return { ok: true, id, usedFraction: this.usedFraction(limits) }
+    this.tat = Math.max(this.tat, at) + emissionMs(limits, tokens)
+    return { ok: true, id, usedFraction: this.usedFraction(limits), lateMs: now - at }
+  }
+
+  /** When an admitted take's entry is recorded (see "Entry time" above): `now`, or up to backdateMs before. */
+  private entryTime(now: number, tokens: number, limits: PaceLimits): number {
+    let due = Math.max(
+      this.times[this.times.length - 1] ?? -Infinity,
+      this.tat - spacingTolerance(emissionMs(limits, tokens)),
+    )
+    for (let w = 0; w < 4; w++) {
+      const c = this.cursor[w]!
+      if (c > this.base) due = Math.max(due, leftAt(this.times[c - 1 - this.base]!, windowLength(limits, w)))
+    }
+    return due < now && now - due <= limits.backdateMs ? due : now
   }
 
   /** Rewrites what entry `id` counts (settle to real usage, or 0/0 to cancel). Gone entries are ignored. */
@@ -224,6 +250,16 @@ export class SlidingLog {
     }
     return 0
   }
+}
+
+/**
+ * The first time at which an entry at `e` is outside a window of `length` by the membership rule
+ * (t - e >= length), as the floating-point subtraction computes it: e + length can round below.
+ */
+function leftAt(e: number, length: number): number {
+  let t = e + length
+  while (t - e < length) t += Math.abs(t) * Number.EPSILON || Number.MIN_VALUE
+  return t
 }
 
 /** Length of window `w` (RATE, MINUTE, RAMP1, RAMP2). */

@@ -32,7 +32,8 @@ function maxWindow(
 function drive(limits: PaceLimits, seed: number, steps: number) {
   const log = new SlidingLog()
   const random = rng(seed)
-  const sent: Array<{ t: number; tokens: number }> = []
+  // t: when the take was made (the send leaves then); recorded: the entry's time (backdated).
+  const sent: Array<{ t: number; tokens: number; recorded: number }> = []
   let t = 0
   for (let i = 0; i < steps; i++) {
     // Bursts, pauses and steady stretches: gaps from 0 to 3 s, mostly short.
@@ -40,8 +41,11 @@ function drive(limits: PaceLimits, seed: number, steps: number) {
     t += r < 0.6 ? random() * 20 : r < 0.95 ? random() * 300 : random() * 3_000
     const tokens = 1 + Math.floor(random() ** 3 * limits.tps)
     const result = log.take(t, tokens, limits)
-    if (result.ok) sent.push({ t, tokens })
-    else expect(result.waitMs).toBeGreaterThan(0)
+    if (result.ok) {
+      expect(result.lateMs).toBeGreaterThanOrEqual(0)
+      expect(result.lateMs).toBeLessThanOrEqual(limits.backdateMs)
+      sent.push({ t, tokens, recorded: t - result.lateMs })
+    } else expect(result.waitMs).toBeGreaterThan(0)
   }
   return sent
 }
@@ -63,11 +67,54 @@ describe('SlidingLog: exact under sliding windows', () => {
       expect(maxWindow(sent, 1_000, tokens)).toBeLessThanOrEqual(1_000)
       expect(maxWindow(sent, 60_000, count)).toBeLessThanOrEqual(600)
       expect(maxWindow(sent, 60_000, tokens)).toBeLessThanOrEqual(60_000)
-      // ...and the stretched ones that give the jitter slack.
-      expect(maxWindow(sent, 1_000 / 0.97, count)).toBeLessThanOrEqual(10)
-      expect(maxWindow(sent, 60_000 / 0.97, tokens)).toBeLessThanOrEqual(60_000)
+      // ...and the stretched ones that give the jitter slack: exact at the recorded times, and at the
+      // take times short of the backdating (a backdated send leaves up to backdateMs after its entry).
+      const recorded = sent.map((e) => ({ ...e, t: e.recorded }))
+      expect(limits.backdateMs).toBeGreaterThan(0)
+      expect(maxWindow(recorded, 1_000 / 0.97, count)).toBeLessThanOrEqual(10)
+      expect(maxWindow(recorded, 1_000 / 0.97, tokens)).toBeLessThanOrEqual(1_000)
+      expect(maxWindow(recorded, 60_000 / 0.97, tokens)).toBeLessThanOrEqual(60_000)
+      expect(maxWindow(sent, 1_000 / 0.97 - limits.backdateMs, count)).toBeLessThanOrEqual(10)
+      expect(maxWindow(sent, 60_000 / 0.97 - limits.backdateMs, tokens)).toBeLessThanOrEqual(60_000)
+      expect(sent.some((e) => e.recorded < e.t)).toBe(true) // the random pattern does backdate
     })
   }
+
+  it('a caller its timer wakes late loses nothing: entries are recorded when they became admissible', () => {
+    const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
+    for (const lateness of [0, 1, 3, limits.backdateMs]) {
+      const log = new SlidingLog()
+      let admitted = 0
+      let t = 0
+      // Retries the announced wait, arriving `lateness` ms after it (a timer, a round trip).
+      while (t < 60_000) {
+        const r = log.take(t, 1, limits)
+        if (r.ok) {
+          admitted++
+          if (admitted > 10) expect(r.lateMs).toBeCloseTo(lateness, 6) // once the windows are full
+        }
+        t += r.ok ? 0 : r.waitMs + lateness
+      }
+      // 10 per stretched second whatever the lateness, as if each retry had come on time: before
+      // entries were backdated, 3 ms late cost 10 x 60 x (1 - 1031 / 1034) = 1.7 requests a minute.
+      expect(admitted, `lateness ${lateness}`).toBeGreaterThanOrEqual(Math.floor((60_000 / (1_000 / 0.97)) * 10))
+    }
+  })
+
+  it('an entry is backdated only while the wait that held it ended at most backdateMs ago', () => {
+    const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
+    const log = new SlidingLog()
+    const first = log.take(0, 1, limits) // an idle lane: nothing held it
+    expect(first.ok && first.lateMs).toBe(0)
+    const spaced = log.take(limits.spacingMs / 2 + 2, 1, limits) // the spacing freed it 2 ms ago
+    expect(spaced.ok && spaced.lateMs).toBeCloseTo(2, 6)
+    const slow = log.take(5_000, 1, limits) // long after anything held it
+    expect(slow.ok && slow.lateMs).toBe(0)
+    const late = new SlidingLog()
+    late.take(0, 1, limits)
+    const beyond = late.take(limits.spacingMs / 2 + limits.backdateMs + 0.5, 1, limits) // more than backdateMs late
+    expect(beyond.ok && beyond.lateMs).toBe(0)
+  })
 
   it('sustains safetyMargin x rps when offered more, evenly spaced', () => {
     const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)

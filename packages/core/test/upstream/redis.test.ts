@@ -69,6 +69,25 @@ describeRedis('RedisMeter on a real redis-server', () => {
     expect(fourth.ok === false && fourth.reason === 'ramp').toBe(true)
   })
 
+  it('records a late take at the moment it became admissible, as the memory log does', async () => {
+    const wide = { ...limits, backdateMs: 200 } // wide enough that the test's timers never overrun it
+    const m = meter('backdate')
+    const first = await m.take(1, wide)
+    expect(first.ok && first.lateMs).toBe(0) // an idle lane: nothing held it
+    await sleep(Math.ceil(wide.spacingMs / 2) + 20) // the spacing frees the next send half an interval on
+    const second = await m.take(1, wide)
+    expect(second.ok).toBe(true)
+    if (!second.ok) return
+    expect(second.lateMs).toBeGreaterThanOrEqual(19)
+    expect(second.lateMs).toBeLessThanOrEqual(200)
+    const times = (await redis.lrange(`${prefix}:backdate:l`, 0, -1)).map((e) => Number(e.split(':')[0]))
+    // Recorded at the spacing's due time (tat - half an interval), not when the take ran.
+    expect(times[1]! - times[0]!).toBeCloseTo(wide.spacingMs / 2, 2)
+    await sleep(400) // the spacing freed the next send ~100 ms after the second: now 300 ms past it
+    const third = await m.take(1, wide)
+    expect(third.ok && third.lateMs).toBe(0)
+  })
+
   it('spaces by the token rate too, and a settle gives the unused share back (as the memory log)', async () => {
     const m = meter('tokens')
     const big = await m.take(800, limits) // 800 of 1,000 TPS: the next send would wait ~0.8 s
