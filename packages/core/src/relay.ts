@@ -29,6 +29,10 @@ export interface RelayRequest {
   method: string
   /** Path after the mount prefix, query string allowed: `/chat/completions`, `/models`. */
   path: string
+  /**
+   * Where the relay is mounted (`/v1`), only to name whole URLs in a 404 or 405 message. Default: ''.
+   */
+  mountPath?: string
   /** Request headers (Node's lower-cased `IncomingHttpHeaders` fit). */
   headers: Record<string, string | string[] | undefined>
   /**
@@ -119,17 +123,18 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
 
   return async function relay(request: RelayRequest): Promise<RelayResponse> {
     const path = routePath(request.path)
+    const mount = request.mountPath ?? ''
     const method = request.method.toUpperCase()
     try {
       if (path === '/chat/completions') {
-        if (method !== 'POST') return methodNotAllowed(method, path, 'POST')
+        if (method !== 'POST') return methodNotAllowed(method, mount + path, 'POST')
         return await chatCompletions(request)
       }
       if (path === '/models') {
-        if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(method, path, 'GET, HEAD')
+        if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(method, mount + path, 'GET, HEAD')
         return jsonAnswer(200, {}, { object: 'list', data: guard.models() })
       }
-      return notFound(method, path)
+      return notFound(method, mount, path)
     } catch (error) {
       // A client that left while queued is no error worth reporting.
       if (!isQwenGuardError(error) && !request.signal?.aborted) onError(error)
@@ -177,11 +182,11 @@ function clientError(
   return jsonAnswer(status, headers, { error: { message, type: 'invalid_request_error', code, param: null } })
 }
 
-function notFound(method: string, path: string): RelayResponse {
+function notFound(method: string, mount: string, path: string): RelayResponse {
   return clientError(
     404,
     'not_found',
-    `Unknown request URL: ${method} ${path}. This relay serves POST /chat/completions and GET /models.`,
+    `Unknown request URL: ${method} ${mount}${path}. This relay serves POST ${mount}/chat/completions and GET ${mount}/models.`,
   )
 }
 

@@ -21,6 +21,7 @@ export function createProxy(
       const answer = await relay({
         method: req.method,
         path: req.path,
+        mountPath: req.baseUrl,
         headers: req.headers,
         body: req.body === undefined ? req : (req.body as Record<string, unknown> | string),
         identity,

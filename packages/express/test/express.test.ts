@@ -133,6 +133,11 @@ describe('qwenGuard (Express)', () => {
     await client(raw).get('/v1/models').expect(200)
     const missing = await client(raw).get('/v1/nope').expect(404)
     expect(missing.body.error.code).toBe('not_found')
+    // The message names the URL the client called, mount included, and the routes under that mount.
+    expect(missing.body.error.message).toContain('GET /v1/nope')
+    expect(missing.body.error.message).toContain('POST /v1/chat/completions')
+    const wrong = await client(raw).get('/v1/chat/completions').expect(405)
+    expect(wrong.body.error.message).toBe('GET is not allowed on /v1/chat/completions; use POST.')
   })
 
   it('closes only a guard it created', async () => {

@@ -30,6 +30,7 @@ export function createProxy(
     const answer = await relay({
       method: ctx.method,
       path: path.slice(prefix.length) || '/',
+      mountPath: prefix,
       headers: ctx.headers,
       body: parsed === undefined ? ctx.req : (parsed as RelayRequest['body']),
       identity: await identify(ctx),

@@ -107,7 +107,10 @@ describe('qwenGuard (Koa)', () => {
       .expect(200)
     expect(body.object).toBe('chat.completion')
     expect(headers['x-qwen-guard-model']).toBe('qwen-plus')
-    expect((await app().get('/v1/nope').expect(404)).body.error.code).toBe('not_found')
+    const missing = (await app().get('/v1/nope').expect(404)).body.error
+    expect(missing.code).toBe('not_found')
+    expect(missing.message).toContain('GET /v1/nope') // the URL the client called, mount included
+    expect(missing.message).toContain('GET /v1/models')
   })
 
   it('uses a body a parser already put on ctx.request.body', async () => {

@@ -16,7 +16,10 @@
  *   'check' entry user ttlMs instance leaseMs -> adds the entry if absent, renews the lease, drops
  *           stale heads; returns {S of the entry ('-1' when gone), S of the head, entries waiting}
  *   'done'  entry user served('1'|'0')         -> removes it; served moves V, else the user's finish
- *           tag is given back when it was the user's last entry; returns {entries waiting}
+ *           tag goes back by one, so the user's next entry takes the turn it lost (when the entry was
+ *           not the user's last, e.g. its oldest waiter timed out while younger ones still wait, the
+ *           next entry shares the tag of the user's last one; before, the lost turn was a hole that
+ *           put the user a round behind users whose waiters did not time out); returns {entries waiting}
  *   'beat'  instance leaseMs                   -> renews the lease
  *   'leave' instance                           -> ends the lease (a closing instance)
  */
@@ -47,8 +50,9 @@ if op == 'done' then
     if ARGV[4] == '1' then
       local v = tonumber(redis.call('HGET', F, '~v')) or 0
       if s > v then redis.call('HSET', F, '~v', tostring(s)) end
-    elseif tonumber(redis.call('HGET', F, user)) == s + 1 then
-      redis.call('HSET', F, user, tostring(s))
+    else
+      local f = tonumber(redis.call('HGET', F, user))
+      if f and f > s then redis.call('HSET', F, user, tostring(f - 1)) end
     end
   end
   local n = redis.call('ZCARD', Z)

@@ -7,6 +7,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import { describeRedis, redisClient } from '../../../../test/support/redis.js'
 import { startRedisServer, type RedisServer } from '../../../../test/support/redis-server.js'
 import { isQwenGuardError } from '../../src/errors.js'
+import { createGuardStore } from '../../src/store.js'
+import { SharedQueue } from '../../src/upstream/shared-queue.js'
 import { makePool, request } from './support.js'
 import { jain, runFairLoad } from './fair-load.js'
 
@@ -92,6 +94,25 @@ describeRedis('the fair queue shared by several instances', () => {
     await Promise.all(queued)
     await doomed.pool.close()
     await survivor.pool.close()
+  })
+
+  it("a waiter that leaves unserved gives its user the turn back, even when it was not the user's last", async () => {
+    const queue = new SharedQueue(
+      createGuardStore({ redis, prefix: `${prefix}-turn`, onError: 'open' }, () => undefined),
+    )
+    const entries = [0, 1, 2].map(() => queue.entry('m1', 'a', 10_000))
+    for (const entry of entries) await queue.check(entry)
+    expect(entries.map((e) => e.tag)).toEqual([0, 1, 2])
+    queue.done(entries[0]!, false) // its oldest waiter timed out; two younger ones still wait
+    const next = queue.entry('m1', 'a', 10_000)
+    await queue.check(next) // on the same connection, after the done
+    // Tag 2, in the round of its last entry: the user gets back the turn it lost. (It was 3: a round
+    // behind a user whose waiters were all served, for every waiter of its that timed out.)
+    expect(next.tag).toBe(2)
+    const other = queue.entry('m1', 'b', 10_000)
+    await queue.check(other)
+    expect(other.tag).toBe(0) // another user still starts at the current round
+    queue.close()
   })
 
   it('a waiter whose client left gives up its place at once: the next in the shared order is served', async () => {
