@@ -477,7 +477,9 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
     }
     try {
       if (response.status < 200 || response.status > 299) {
-        const errorText = await response.text()
+        // A refusal is read by its status and headers even when its body cannot be (a broken or
+        // unreadable coding, past the size cap): Qwen refused, so nothing was accepted or billed.
+        const errorText = await response.text().catch(() => '')
         send.clock?.since(sent)
         return {
           kind: 'refused',
@@ -584,7 +586,7 @@ async function failedToSend(
   }
   return {
     kind: 'refused',
-    refusal: refusal({ status: 0, body: unansweredReason(error) }),
+    refusal: refusal({ status: 0, body: unansweredReason(error, accepted) }),
     reached: accepted,
   }
 }

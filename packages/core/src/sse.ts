@@ -34,29 +34,79 @@ export async function* readSseEvents(body: ByteStream): AsyncGenerator<SseEvent>
   // Node's web ReadableStream is async iterable (since Node 16.5); the DOM typings do not say so.
   const reader = (body as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
   const decoder = new TextDecoder()
-  let buffer = ''
+  const blocks = new BlockSplitter()
   let finished = false
   try {
     for (;;) {
       const { done, value } = await reader.next()
-      buffer += done ? decoder.decode() : decoder.decode(value, { stream: true })
-      buffer = buffer.replace(/\r\n?/g, '\n')
-      let end: number
-      while ((end = buffer.indexOf('\n\n')) !== -1) {
-        if (end > MAX_EVENT_CHARS) throw tooLong()
-        const event = parseEventBlock(buffer.slice(0, end))
-        buffer = buffer.slice(end + 2)
+      for (const block of blocks.feed(done ? decoder.decode() : decoder.decode(value, { stream: true }))) {
+        const event = parseEventBlock(block)
         if (event) yield event
       }
-      if (buffer.length > MAX_EVENT_CHARS) throw tooLong()
       if (done) break
     }
     finished = true
-    const last = parseEventBlock(buffer)
+    const last = parseEventBlock(blocks.rest())
     if (last) yield last
   } finally {
     // A consumer that stops early must close the upstream connection, not just stop reading it.
     if (!finished) await reader.return?.().catch(() => undefined)
+  }
+}
+
+/**
+ * Cuts text as it arrives into event blocks (the text between blank lines), line ends normalised to
+ * `\n`. Each piece of text is scanned once: an event that arrives in many small pieces costs its
+ * length, not its length times the number of pieces (a stream trickled byte by byte must not burn
+ * the CPU). Throws past `MAX_EVENT_CHARS` in one block.
+ */
+class BlockSplitter {
+  /** The incomplete block's text, in the pieces it came in. */
+  private pending: string[] = []
+  private pendingChars = 0
+  /** The pending text ends with a line end: a piece starting with one completes the block. */
+  private endsWithNewline = false
+  /** The last piece ended with `\r`: a `\n` starting the next is the same line end. */
+  private endsWithCR = false
+
+  feed(piece: string): string[] {
+    if (this.endsWithCR && piece.startsWith('\n')) piece = piece.slice(1)
+    this.endsWithCR = piece.endsWith('\r')
+    if (piece === '') return []
+    const text = piece.replace(/\r\n?/g, '\n')
+    const blocks: string[] = []
+    let from = 0
+    if (this.endsWithNewline && text.startsWith('\n')) {
+      blocks.push(this.take(''))
+      from = 1
+    }
+    for (let end = text.indexOf('\n\n', from); end !== -1; end = text.indexOf('\n\n', from)) {
+      blocks.push(this.take(text.slice(from, end)))
+      from = end + 2
+    }
+    const rest = text.slice(from)
+    if (rest !== '') {
+      this.pending.push(rest)
+      this.pendingChars += rest.length
+      this.endsWithNewline = rest.endsWith('\n')
+      if (this.pendingChars > MAX_EVENT_CHARS) throw tooLong()
+    }
+    return blocks
+  }
+
+  /** What is left when the stream ends (a last block without its blank line). */
+  rest(): string {
+    return this.take('')
+  }
+
+  /** The pending block completed by `tail`, and a fresh start. */
+  private take(tail: string): string {
+    if (this.pendingChars + tail.length > MAX_EVENT_CHARS) throw tooLong()
+    const block = this.pending.length === 0 ? tail : this.pending.join('') + tail
+    this.pending = []
+    this.pendingChars = 0
+    this.endsWithNewline = false
+    return block
   }
 }
 

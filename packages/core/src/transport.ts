@@ -56,9 +56,11 @@ const TIMEOUT_CODES = new Set([
 /**
  * Why an attempt got no answer (or its body broke), named by the error's code rather than its message,
  * so undici's request and fetch (which wraps the same error as `cause` of "fetch failed") read alike:
- * `timeout (CODE)` or `no answer (CODE)`. Error messages are not repeated: they can hold the address.
+ * `timeout (CODE)`, else `no answer (CODE)`, or `broken answer (CODE)` when Qwen had answered
+ * (`answered`: its body broke, could not be decoded, or passed a size cap). Error messages are not
+ * repeated: they can hold the address.
  */
-export function unansweredReason(error: unknown): string {
+export function unansweredReason(error: unknown, answered = false): string {
   let code: string | undefined
   let timedOut = false
   for (let link = error, depth = 0; typeof link === 'object' && link !== null && depth < 5; depth++) {
@@ -68,7 +70,7 @@ export function unansweredReason(error: unknown): string {
     link = (link as { cause?: unknown }).cause
   }
   const label = code === undefined ? '' : ` (${code.slice(0, 40)})`
-  return `${timedOut ? 'timeout' : 'no answer'}${label}`
+  return `${timedOut ? 'timeout' : answered ? 'broken answer' : 'no answer'}${label}`
 }
 
 const nodeFetch = globalThis.fetch
@@ -119,6 +121,9 @@ function decoded(body: Readable, encoding: string | undefined): Readable {
     .split(',')
     .map((coding) => coding.trim().toLowerCase())
     .filter((coding) => coding !== '' && coding !== 'identity')
+  // As Node's fetch: more codings than that is no real answer, and each would cost a decoder.
+  if (codings.length > MAX_CODINGS)
+    return failed(body, new Error(`Qwen's answer lists ${codings.length} content codings`))
   let stream = body
   for (const coding of codings.reverse()) {
     const decoder = decoderFor(coding)
@@ -128,6 +133,9 @@ function decoded(body: Readable, encoding: string | undefined): Readable {
   }
   return stream
 }
+
+/** The most content codings one answer may list (Node's fetch refuses more than 5 too). */
+const MAX_CODINGS = 5
 
 const { Z_SYNC_FLUSH, BROTLI_OPERATION_FLUSH } = zlib.constants
 

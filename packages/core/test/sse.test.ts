@@ -1,6 +1,8 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   isErrorEvent,
+  MAX_EVENT_CHARS,
   parseEventBlock,
   parseSseText,
   readSseEvents,
@@ -101,5 +103,59 @@ describe('parseSseText', () => {
       { event: 'error', data: '{"code":"a"}', comments: ['HTTP_STATUS/429'] },
       { data: '[DONE]', comments: [] },
     ])
+  })
+})
+
+describe('readSseEvents: however the bytes are cut', () => {
+  // Lines of Qwen's framing, joined by any line end (\n, \r\n, \r) and blank lines between events.
+  const line = fc.constantFrom(
+    'data: {"a":1}',
+    'data: [DONE]',
+    ':HTTP_STATUS/429',
+    'event:error',
+    'data:{"b":"中文"}',
+    'data: x',
+  )
+  const ending = fc.constantFrom('\n', '\r\n', '\r')
+  const text = fc
+    .array(fc.tuple(fc.array(fc.tuple(line, ending), { minLength: 1, maxLength: 4 }), ending), { maxLength: 8 })
+    .map((events) => events.map(([lines, blank]) => lines.map(([l, e]) => l + e).join('') + blank).join(''))
+
+  it('gives the events parseSseText gives for the whole text, whatever the cuts (CRLF split included)', async () => {
+    await fc.assert(
+      fc.asyncProperty(text, fc.array(fc.nat(), { maxLength: 12 }), async (whole, cuts) => {
+        const bytes = new TextEncoder().encode(whole)
+        const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b)
+        const parts = [0, ...at, bytes.length]
+          .slice(1)
+          .map((end, i, ends) => bytes.slice(i === 0 ? 0 : ends[i - 1], end))
+        const stream = new ReadableStream<Uint8Array>({
+          start(controller) {
+            for (const part of parts) controller.enqueue(part)
+            controller.close()
+          },
+        })
+        const events: SseEvent[] = []
+        for await (const event of readSseEvents(stream)) events.push(event)
+        expect(events).toEqual(parseSseText(whole))
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('an event sent one byte at a time is read whole; one past MAX_EVENT_CHARS fails the stream', async () => {
+    const event = `data: {"a":"${'x'.repeat(2_000)}"}\n\n`
+    const bytes = new TextEncoder().encode(event + event)
+    const oneByOne = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < bytes.length; i++) controller.enqueue(bytes.slice(i, i + 1))
+        controller.close()
+      },
+    })
+    const events: SseEvent[] = []
+    for await (const e of readSseEvents(oneByOne)) events.push(e)
+    expect(events.map((e) => e.data.length)).toEqual([2_008, 2_008])
+    const long = streamOf('data: ', 'y'.repeat(MAX_EVENT_CHARS / 2), 'y'.repeat(MAX_EVENT_CHARS / 2))
+    await expect(collect(long)).rejects.toThrow(/longer than/)
   })
 })

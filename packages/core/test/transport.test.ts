@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { readSseEvents } from '../src/sse.js'
-import { upstreamPost, type UpstreamPostInit } from '../src/transport.js'
+import { unansweredReason, upstreamPost, type UpstreamPostInit } from '../src/transport.js'
 
 let server: Server
 let base: string
@@ -130,5 +130,23 @@ describe('upstreamPost chooses', () => {
       globalThis.fetch = original
     }
     expect(await (await post(`${base}/chat`, init())).text()).toBe('{"id":"x","choices":[]}')
+  })
+})
+
+describe('unansweredReason', () => {
+  const failed = (code: string) =>
+    Object.assign(new TypeError('fetch failed'), {
+      cause: Object.assign(new Error(`connect ${code} 10.0.0.1:443`), { code }),
+    })
+  it("names a failure by its code, through fetch's cause too, never by its message (it can hold the address)", () => {
+    expect(unansweredReason(failed('UND_ERR_HEADERS_TIMEOUT'))).toBe('timeout (UND_ERR_HEADERS_TIMEOUT)')
+    expect(unansweredReason(Object.assign(new Error('x'), { code: 'ETIMEDOUT' }))).toBe('timeout (ETIMEDOUT)')
+    expect(unansweredReason(new DOMException('signal timed out', 'TimeoutError'))).toBe('timeout')
+    expect(unansweredReason(failed('ECONNRESET'))).toBe('no answer (ECONNRESET)')
+    expect(unansweredReason(Object.assign(new Error('incorrect header check'), { code: 'Z_DATA_ERROR' }), true)).toBe(
+      'broken answer (Z_DATA_ERROR)',
+    )
+    expect(unansweredReason('not an error')).toBe('no answer')
+    expect(unansweredReason(failed('ECONNREFUSED'))).not.toContain('10.0.0.1')
   })
 })

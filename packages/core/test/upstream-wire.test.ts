@@ -180,6 +180,43 @@ describe.each([
     await guard.close()
   })
 
+  it.each([
+    ['a coding nobody can read', 'x-unknown', () => Promise.resolve(Buffer.from('not readable'))],
+    [
+      'a corrupt gzip body',
+      'gzip',
+      () => Promise.resolve(Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff])),
+    ],
+  ])(
+    'a refusal under %s is still read by its status and headers: 429, its retry-after-ms, nothing charged',
+    async (_name, coding, wire) => {
+      const packed = await wire()
+      stub.handle = (_req, res) => {
+        res.writeHead(429, { 'content-type': 'application/json', 'content-encoding': coding, 'retry-after-ms': '2500' })
+        res.end(packed)
+      }
+      const { guard, refusal } = guardWith(appFetch)
+      const before = left(await guard.state({ user: 'u' }))!
+      await expect(guard.call({ user: 'u' }, body)).rejects.toMatchObject({ status: 429 })
+      expect(refusal()).toMatchObject({ status: 429, cooldownMs: 2500 })
+      expect(left(await guard.state({ user: 'u' }))).toBe(before)
+      await guard.close()
+    },
+  )
+
+  it('an answer listing more than 5 content codings is a broken one, even when each could be undone', async () => {
+    let packed: Buffer = Buffer.from(completion(USAGE))
+    for (let i = 0; i < 6; i++) packed = zlib.gzipSync(packed) // 6 real layers
+    stub.handle = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': Array(6).fill('gzip').join(', ') })
+      res.end(packed)
+    }
+    const { guard } = guardWith(appFetch)
+    // A chain of any length would otherwise cost a decoder per coding (4,000 fit in one header).
+    await expect(guard.call({ user: 'u' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
+    await guard.close()
+  })
+
   it('a content coding nobody can read: 502 upstream_error, and the prompt Qwen accepted is charged', async () => {
     stub.handle = (_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'x-unknown' })

@@ -57,6 +57,13 @@ end
 local stop = base + redis.call('LLEN', L)
 for w = 1, 4 do if C[w] > stop then C[w] = stop end end
 
+-- The first time (3 decimals, as entries are stored) at which an entry at et has left a window of
+-- length len by the rule now - et >= len (et + len can round below it).
+local function leftAt(et, len)
+  local left = math.ceil((et + len) * 1000) / 1000
+  while left - et < len do left = left + 0.001 end
+  return left
+end
 local function parse(v)
   local a, b, c = string.match(v, '^([^:]+):([^:]+):([^:]+)$')
   return tonumber(a), tonumber(b), tonumber(c)
@@ -137,7 +144,7 @@ local function windowWait(w, maxReq, maxTok)
     local et, er, ek = parse(items[i])
     needR = needR - er
     needK = needK - ek
-    if needR <= 0 and needK <= 0 then return et + lens[w] - now end
+    if needR <= 0 and needK <= 0 then return leftAt(et, lens[w]) - now end
   end
   return math.huge
 end
@@ -149,7 +156,7 @@ local function rampWait()
   local items = redis.call('LRANGE', L, C[3] - base, -1)
   for i = 1, #items do
     local et, er = parse(items[i])
-    if er > 0 then return et + lens[3] - now end
+    if er > 0 then return leftAt(et, lens[3]) - now end
   end
   return 0
 end
@@ -179,16 +186,11 @@ if op == 'dry' then
 end
 local id = stop
 -- Entry time: the latest of the newest entry, the spacing's due time and each window's newest
--- departure (rounded up to the 3 decimals an entry is stored with, so it has left by the rule above).
+-- departure (leftAt: rounded up to the 3 decimals an entry is stored with).
 local due = tat - math.max(emission(tokens) / 2, 1)
 if stop > base then due = math.max(due, entry(stop - 1)) end
 for w = 1, 4 do
-  if C[w] > base then
-    local et = entry(C[w] - 1)
-    local left = math.ceil((et + lens[w]) * 1000) / 1000
-    while left - et < lens[w] do left = left + 0.001 end
-    due = math.max(due, left)
-  end
+  if C[w] > base then due = math.max(due, leftAt(entry(C[w] - 1), lens[w])) end
 end
 due = math.ceil(due * 1000) / 1000
 local at = now

@@ -233,7 +233,7 @@ export class SlidingLog {
     for (let c = this.cursor[w]!; c < end; c++) {
       needReq -= this.reqs[c - this.base]!
       needTok -= this.toks[c - this.base]!
-      if (needReq <= 0 && needTok <= 0) return this.times[c - this.base]! + length - now
+      if (needReq <= 0 && needTok <= 0) return leftAt(this.times[c - this.base]!, length) - now
     }
     return Infinity
   }
@@ -246,7 +246,7 @@ export class SlidingLog {
     if (cur + 1 <= Math.max(l.rampInitial, l.rampFactor * prev)) return 0
     const end = this.base + this.times.length
     for (let c = this.cursor[RAMP1]!; c < end; c++) {
-      if (this.reqs[c - this.base]! > 0) return this.times[c - this.base]! + l.rampWindowMs - now
+      if (this.reqs[c - this.base]! > 0) return leftAt(this.times[c - this.base]!, l.rampWindowMs) - now
     }
     return 0
   }
@@ -254,7 +254,9 @@ export class SlidingLog {
 
 /**
  * The first time at which an entry at `e` is outside a window of `length` by the membership rule
- * (t - e >= length), as the floating-point subtraction computes it: e + length can round below.
+ * (t - e >= length), as the floating-point subtraction computes it: e + length can round below, and
+ * a wait of e + length - now could then read 0 while the entry still counts (a double near an
+ * epoch-ms time keeps few fractional digits). Entry times, and the waits a blocked take announces, use it.
  */
 function leftAt(e: number, length: number): number {
   let t = e + length

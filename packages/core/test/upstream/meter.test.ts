@@ -101,6 +101,35 @@ describe('SlidingLog: exact under sliding windows', () => {
     }
   })
 
+  it('on an epoch-ms integer clock a saturated lane is never over its window, backdated entries included', () => {
+    // Backdated entries sit at fractional times (e0 + k x 1030.93 ms); near 1.7e12 a double keeps
+    // about 0.2 µs of fraction, so e + W - now could read 0 while e still counts (found by fuzzing).
+    const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
+    for (const seed of [1, 2, 3]) {
+      const random = rng(seed)
+      const log = new SlidingLog()
+      const recorded = (log as unknown as { times: number[] }).times // the entries as stored
+      const kept: number[] = []
+      let start = 0
+      let over = 0
+      let backdated = 0
+      let now = 1_700_000_000_000
+      for (let i = 0; i < 100_000; i++) {
+        const r = log.take(now, 1, limits)
+        if (r.ok) {
+          const at = recorded[recorded.length - 1]!
+          if (at < now) backdated++
+          kept.push(at)
+          while (now - kept[start]! >= limits.rateWindowMs) start++ // the membership rule, at now
+          if (kept.length - start > limits.rps) over++
+          now += Math.floor(random() * 2) // another caller right behind, or not
+        } else now += Math.ceil(r.waitMs) + (random() < 0.7 ? 0 : Math.floor(random() * 4)) // a timer, a bit late
+      }
+      expect(backdated, `seed ${seed}`).toBeGreaterThan(1_000)
+      expect(over, `seed ${seed}`).toBe(0)
+    }
+  })
+
   it('an entry is backdated only while the wait that held it ended at most backdateMs ago', () => {
     const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
     const log = new SlidingLog()
