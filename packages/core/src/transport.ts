@@ -12,8 +12,7 @@
  * wrapper installed later), so replacing `globalThis.fetch` keeps working as it always did. A mock
  * installed before the guard was imported is not detected: pass it as `upstream.fetch`.
  */
-import type { Readable } from 'node:stream'
-import { pipeline } from 'node:stream'
+import { pipeline, Readable } from 'node:stream'
 import zlib from 'node:zlib'
 import { DecoratorHandler, type Dispatcher, getGlobalDispatcher, request } from 'undici'
 import type { ByteStream } from './sse.js'
@@ -153,9 +152,19 @@ function decoderFor(coding: string): zlib.Gunzip | zlib.Unzip | zlib.BrotliDecom
   }
 }
 
+/**
+ * A body nobody can read: the connection is closed now, and `error` is thrown to whoever reads it,
+ * whenever that is (destroying the body with the error would emit it at once, unhandled when the
+ * body is read later or never: a crash of the app).
+ */
 function failed(body: Readable, error: Error): Readable {
-  body.destroy(error)
-  return body
+  body.on('error', () => undefined) // undici reports the destroy below as an AbortError: nobody's
+  body.destroy()
+  return new Readable({
+    read() {
+      this.destroy(error) // only once someone reads: the reader's own listener gets the error
+    },
+  })
 }
 
 /**

@@ -150,3 +150,25 @@ describe('unansweredReason', () => {
     expect(unansweredReason(failed('ECONNREFUSED'))).not.toContain('10.0.0.1')
   })
 })
+
+describe('an answer nobody can decode', () => {
+  it.each([
+    ['a coding the guard cannot read', 'x-unknown'],
+    ['more than 5 codings', 'gzip, gzip, gzip, gzip, gzip, gzip'],
+  ])('(%s) fails when read, however late, and is never an unhandled error', async (_name, coding) => {
+    const server = createServer((_req, res) => {
+      res.writeHead(429, { 'content-encoding': coding })
+      res.end('abc')
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+    try {
+      const answer = await upstreamPost(undefined)(url, init())
+      expect(answer.status).toBe(429)
+      await new Promise((resolve) => setTimeout(resolve, 50)) // an error emitted at once would be unhandled by now
+      await expect(answer.text()).rejects.toThrow(/content coding/)
+    } finally {
+      server.close()
+    }
+  })
+})
