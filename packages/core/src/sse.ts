@@ -64,8 +64,6 @@ class BlockSplitter {
   /** The incomplete block's text, in the pieces it came in. */
   private pending: string[] = []
   private pendingChars = 0
-  /** The pending text ends with a line end: a piece starting with one completes the block. */
-  private endsWithNewline = false
   /** The last piece ended with `\r`: a `\n` starting the next is the same line end. */
   private endsWithCR = false
 
@@ -76,7 +74,8 @@ class BlockSplitter {
     const text = piece.replace(/\r\n?/g, '\n')
     const blocks: string[] = []
     let from = 0
-    if (this.endsWithNewline && text.startsWith('\n')) {
+    // The pending text ends with a line end and this piece starts with one: a blank line between them.
+    if (text.startsWith('\n') && this.pending[this.pending.length - 1]?.endsWith('\n')) {
       blocks.push(this.take(''))
       from = 1
     }
@@ -88,7 +87,6 @@ class BlockSplitter {
     if (rest !== '') {
       this.pending.push(rest)
       this.pendingChars += rest.length
-      this.endsWithNewline = rest.endsWith('\n')
       if (this.pendingChars > MAX_EVENT_CHARS) throw tooLong()
     }
     return blocks
@@ -105,7 +103,6 @@ class BlockSplitter {
     const block = this.pending.length === 0 ? tail : this.pending.join('') + tail
     this.pending = []
     this.pendingChars = 0
-    this.endsWithNewline = false
     return block
   }
 }

@@ -12,7 +12,7 @@
  * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
  * rampFactor (0 = off), spacing, tokenSpacing, second (unstretched, ms), jitter (this process's
  * measured allowance J, ms), backdate (ms), then: take/dry -> tokens; settle -> id, requests, tokens.
- * Returns take: {1, id, lateMs, fractions...}; dry: {1, '-1', fractions...}; blocked: {0, waitMs ('-1' =
+ * Returns take: {1, id, lateMs, fractions...}; dry: {1, '-1', '0', fractions...}; blocked: {0, waitMs ('-1' =
  * never), reason, fractions...}; settle: {2}. A take records its entry up to `backdate` ms before now,
  * at the moment it became admissible (sliding-log.ts, "Entry time"), and returns how far back.
  * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers).
@@ -182,7 +182,7 @@ if reason ~= '' then
 end
 if op == 'dry' then
   save()
-  return { 1, '-1', fractions() }
+  return { 1, '-1', '0', fractions() }
 end
 local id = stop
 -- Entry time: the latest of the newest entry, the spacing's due time and each window's newest

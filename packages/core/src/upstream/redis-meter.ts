@@ -89,9 +89,8 @@ export class RedisMeter implements Meter {
             () => undefined,
           ),
     }
-    // A take's reply holds how far back its entry was recorded; a dry one's does not.
-    const lateMs = reply.length === 8 ? Number(reply[2]) : 0
-    return { ok: true, usedFraction: fraction, ticket, lateMs }
+    // How far back the entry was recorded (0 for a dry take).
+    return { ok: true, usedFraction: fraction, ticket, lateMs: Number(reply[2]) }
   }
 
   /**
