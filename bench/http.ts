@@ -52,6 +52,11 @@ const OPEN_LOOP_ROUNDS = Number(process.env.BENCH_OPEN_LOOP_ROUNDS ?? 3)
 const OPEN_LOOP_SECONDS = Number(process.env.BENCH_OPEN_LOOP_SECONDS ?? 3)
 /** Scenarios to run, e.g. BENCH_ONLY=a,c. Default: all. */
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','))
+/**
+ * Node flags for the apps' process, e.g. BENCH_APP_FLAGS=--single-threaded-gc (V8's GC helper
+ * threads compete with the app for the one core it is pinned to). Default: none.
+ */
+const APP_FLAGS = (process.env.BENCH_APP_FLAGS ?? '').split(' ').filter(Boolean)
 const CONNECTIONS = 32
 const root = fileURLToPath(new URL('..', import.meta.url))
 const CHAT_BODY = JSON.stringify({
@@ -76,8 +81,13 @@ interface Target {
 }
 
 /** Starts a child and resolves with the first stdout line that `pick` accepts. */
-function startChild(args: string[], env: Record<string, string>, pick: (line: string) => string | undefined) {
-  const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', ...args], {
+function startChild(
+  args: string[],
+  env: Record<string, string>,
+  pick: (line: string) => string | undefined,
+  nodeFlags: string[] = [],
+) {
+  const child = spawn(process.execPath, [...nodeFlags, '--conditions=source', '--import', 'tsx', ...args], {
     cwd: root,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -286,8 +296,11 @@ try {
   children.push(sim.child)
   const simUrl = await sim.ready
   redisServer = redisServerInstalled() ? await startRedisServer() : undefined
-  const apps = startChild(['bench/_http-app.ts'], { SIM_URL: simUrl, REDIS_URL: redisServer?.url ?? '' }, (line) =>
-    line.startsWith('READY ') ? line.slice(6) : undefined,
+  const apps = startChild(
+    ['bench/_http-app.ts'],
+    { SIM_URL: simUrl, REDIS_URL: redisServer?.url ?? '' },
+    (line) => (line.startsWith('READY ') ? line.slice(6) : undefined),
+    APP_FLAGS,
   )
   children.push(apps.child)
   const ready = await apps.ready
@@ -312,7 +325,9 @@ try {
     | 'guardedMemory'
     | 'guardedRedis'
     | 'rateLimited'
-    | 'relay',
+    | 'relay'
+    | 'relayKoa'
+    | 'relayNodeHttp',
     string
   >
 
@@ -410,7 +425,16 @@ try {
   // (c) relay vs the simulator directly
   if (ONLY.has('c')) {
     const direct = post(`${simUrl}/chat/completions`)
-    const relayed = post(`${urls.relay}/v1/chat/completions`)
+    const relays = [
+      { name: 'express', what: "app.use('/v1', guard.proxy())", target: post(`${urls.relay}/v1/chat/completions`) },
+      { name: 'koa', what: 'new Koa().use(guard.proxy())', target: post(`${urls.relayKoa}/v1/chat/completions`) },
+      {
+        name: 'node:http',
+        what: 'createRelay(guard) in a node:http handler',
+        target: post(`${urls.relayNodeHttp}/v1/chat/completions`),
+      },
+    ]
+    const relayed = relays[0]!.target
     // Open loop at fixed rates, the load from its own process (on CPU 0 with the simulator).
     const sender = fork(fileURLToPath(new URL('./_http-open-loop.ts', import.meta.url)), [], {
       execArgv: ['--conditions=source', '--import', 'tsx'],
@@ -424,58 +448,73 @@ try {
         sender.send({ url: target.url, headers: target.headers ?? {}, body: target.body ?? '', rate, seconds })
       })
     const rows: Record<string, string | number>[] = []
-    let verdict = ''
+    const verdicts: string[] = []
+    const paths = [direct, ...relays.map((relay) => relay.target)]
     for (const rate of OPEN_LOOP_RATES) {
-      // Alternating rounds, pooled samples: a slow spell weighs on both sides.
-      const pooled: [number[], number[]] = [[], []]
-      let failed = 0
-      let late = 0
-      const relayPauses: Pauses[] = []
-      const relayCpu = { micros: 0, requests: 0 }
+      // Alternating rounds, pooled samples: a slow spell weighs on every path.
+      const pooled: number[][] = paths.map(() => [])
+      const failed = paths.map(() => 0)
+      const late = paths.map(() => 0)
+      const pauses: Pauses[][] = paths.map(() => [])
+      const cpu = paths.map(() => ({ micros: 0, requests: 0 }))
       for (let round = 0; round < OPEN_LOOP_ROUNDS; round++) {
-        for (let k = 0; k < 2; k++) {
-          const i = (round + k) % 2
+        for (let k = 0; k < paths.length; k++) {
+          const i = (round + k) % paths.length
           await appPauses(urls.control) // start over
           const before = await appUsage(urls.control)
-          const result = await openLoop(i === 0 ? direct : relayed, rate, OPEN_LOOP_SECONDS)
-          if (i === 1) {
-            relayPauses.push(await appPauses(urls.control))
-            relayCpu.micros += (await appUsage(urls.control)).cpuMicros - before.cpuMicros
-            relayCpu.requests += result.sent
-          }
+          const result = await openLoop(paths[i]!, rate, OPEN_LOOP_SECONDS)
+          pauses[i]!.push(await appPauses(urls.control))
+          cpu[i]!.micros += (await appUsage(urls.control)).cpuMicros - before.cpuMicros
+          cpu[i]!.requests += result.sent
           pooled[i]!.push(...result.samples)
-          failed += result.failed
-          late = Math.max(late, result.lateP99Ms)
+          failed[i]! += result.failed
+          late[i] = Math.max(late[i]!, result.lateP99Ms)
         }
       }
-      const [d, r] = pooled.map((list) => list.sort((a, b) => a - b)) as [number[], number[]]
+      const sorted = pooled.map((list) => list.sort((a, b) => a - b))
       const at = (list: number[], q: number) => list[Math.min(list.length - 1, Math.floor(q * list.length))] ?? NaN
-      const addedP50 = at(r, 0.5) - at(d, 0.5)
-      const addedP99 = at(r, 0.99) - at(d, 0.99)
-      const goal = rate === 500 ? addedP50 <= 0.3 && addedP99 <= 1 : undefined
-      if (goal !== undefined)
-        verdict = `goal at 500 req/s: added p50 <= 0.3 ms and p99 <= 1 ms: ${pass(goal)} (+${ms(addedP50)} / +${ms(addedP99)} ms)`
+      const d = sorted[0]!
+      relays.forEach((relay, j) => {
+        const i = j + 1
+        const r = sorted[i]!
+        const addedP50 = at(r, 0.5) - at(d, 0.5)
+        const addedP99 = at(r, 0.99) - at(d, 0.99)
+        const goal = rate === 500 ? addedP50 <= 0.3 && addedP99 <= 1 : undefined
+        if (goal !== undefined)
+          verdicts.push(
+            `goal at 500 req/s, ${relay.name}: added p50 <= 0.3 ms and p99 <= 1 ms: ${pass(goal)} (+${ms(addedP50)} / +${ms(addedP99)} ms)`,
+          )
+        rows.push({
+          'req/s': rate,
+          relay: relay.name,
+          'direct p50 / p99 ms': `${ms(at(d, 0.5))} / ${ms(at(d, 0.99))}`,
+          'relay p50 / p99 ms': `${ms(at(r, 0.5))} / ${ms(at(r, 0.99))}`,
+          'added p50 ms': ms(addedP50),
+          'added p99 ms': ms(addedP99),
+          samples: `${d.length} / ${r.length}`,
+          failed: failed[0]! + failed[i]!,
+          'sender late p99 ms': ms(Math.max(late[0]!, late[i]!)),
+          'app CPU µs/req': us(cpu[i]!.micros / cpu[i]!.requests),
+          'app GC pauses (> 1 ms) / max ms': `${sum(pauses[i]!, (p) => p.gc.count)} (${sum(pauses[i]!, (p) => p.gc.over1ms)}) / ${ms(Math.max(...pauses[i]!.map((p) => p.gc.maxMs)))}`,
+          'app loop delay p99 / max ms': `${ms(median(pauses[i]!.map((p) => p.loopDelayMs.p99)))} / ${ms(Math.max(...pauses[i]!.map((p) => p.loopDelayMs.max)))}`,
+          ...(goal === undefined ? {} : { goal: '<= 0.3 / <= 1 ms', result: pass(goal) }),
+        })
+      })
+      // The app's own GC while the simulator was called directly: what the process does idle.
       rows.push({
         'req/s': rate,
-        'direct p50 / p99 ms': `${ms(at(d, 0.5))} / ${ms(at(d, 0.99))}`,
-        'relay p50 / p99 ms': `${ms(at(r, 0.5))} / ${ms(at(r, 0.99))}`,
-        'added p50 ms': ms(addedP50),
-        'added p99 ms': ms(addedP99),
-        samples: `${d.length} / ${r.length}`,
-        failed,
-        'sender late p99 ms': ms(late),
-        'relay CPU µs/req': us(relayCpu.micros / relayCpu.requests),
-        'relay GC pauses (> 1 ms) / max ms': `${sum(relayPauses, (p) => p.gc.count)} (${sum(relayPauses, (p) => p.gc.over1ms)}) / ${ms(Math.max(...relayPauses.map((p) => p.gc.maxMs)))}`,
-        'relay loop delay p99 / max ms': `${ms(median(relayPauses.map((p) => p.loopDelayMs.p99)))} / ${ms(Math.max(...relayPauses.map((p) => p.loopDelayMs.max)))}`,
-        ...(goal === undefined ? {} : { goal: '<= 0.3 / <= 1 ms', result: pass(goal) }),
+        relay: '(none: direct)',
+        'app CPU µs/req': us(cpu[0]!.micros / cpu[0]!.requests),
+        'app GC pauses (> 1 ms) / max ms': `${sum(pauses[0]!, (p) => p.gc.count)} (${sum(pauses[0]!, (p) => p.gc.over1ms)}) / ${ms(Math.max(0, ...pauses[0]!.map((p) => p.gc.maxMs)))}`,
       })
     }
     console.log(
       `\n(c) relay latency: POST /chat/completions, non-streaming, zero-latency simulator; open loop at a fixed rate from its own process ` +
-        `(${OPEN_LOOP_ROUNDS} alternating rounds of ${OPEN_LOOP_SECONDS} s per path and rate, samples pooled; latency from write to last byte)\n`,
+        `(${OPEN_LOOP_ROUNDS} alternating rounds of ${OPEN_LOOP_SECONDS} s per path and rate, samples pooled; latency from write to last byte). ` +
+        `Relays: ${relays.map((relay) => `${relay.name} = ${relay.what}`).join('; ')}. App flags: ${APP_FLAGS.join(' ') || '(none)'}\n`,
     )
     console.table(rows)
-    console.log(verdict)
+    for (const verdict of verdicts) console.log(verdict)
     // Saturation: closed loop (autocannon, 32 connections), the relay app alone on its core.
     const [sd, sr] = (await compare([direct, relayed], false, urls.control)) as [Measured, Measured]
     console.log(

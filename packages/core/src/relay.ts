@@ -13,6 +13,7 @@ import type { Guard } from './guard-types.js'
 import { internalErrorAnswer } from './http-answer.js'
 import { markRefusal } from './decision-header.js'
 import type { HttpAnswer, Identity } from './types.js'
+import { readText } from './read-text.js'
 import { validateChatRequest } from './validate.js'
 
 /** A request body as the framework has it: raw bytes, text, an already parsed object, or a stream. */
@@ -250,14 +251,5 @@ async function bodyText(
     if (body.byteLength > maxBodyBytes) throw tooLarge(maxBodyBytes)
     return Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
   }
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of body) {
-    const buffer =
-      typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    size += buffer.byteLength
-    if (size > maxBodyBytes) throw tooLarge(maxBodyBytes)
-    chunks.push(buffer)
-  }
-  return Buffer.concat(chunks, size).toString('utf8')
+  return readText(body, maxBodyBytes, () => tooLarge(maxBodyBytes))
 }

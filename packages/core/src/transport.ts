@@ -15,6 +15,7 @@
 import { pipeline, Readable } from 'node:stream'
 import zlib from 'node:zlib'
 import { DecoratorHandler, type Dispatcher, getGlobalDispatcher, request } from 'undici'
+import { readText } from './read-text.js'
 import type { ByteStream } from './sse.js'
 
 /** What the call layer reads from Qwen's answer to one attempt. */
@@ -104,7 +105,7 @@ async function viaUndici(url: string, init: UpstreamPostInit): Promise<UpstreamR
   return {
     status: answer.statusCode,
     headers,
-    text: () => readText(body),
+    text: () => answerText(body),
     body: () => body,
   }
 }
@@ -201,16 +202,29 @@ class PlainHeaders extends DecoratorHandler {
   }
 }
 
-/** Raw name/value pairs without those whose name an object already has (`constructor`, ...). */
+/**
+ * Raw name/value pairs without those whose name, lower-cased as undici reads it, an object already
+ * has (`constructor`, `__proto__`). Only a name as long as one of those is decoded and looked up: the
+ * rest (nearly every header) cannot shadow anything. Lengths are in bytes, which for these ASCII
+ * names is also letters (no other letter lower-cases to one of theirs).
+ */
 function plain<T extends Buffer | string>(raw: T[]): T[] {
   let kept: T[] | undefined
   for (let i = 0; i < raw.length; i += 2) {
-    const shadows = String(raw[i]).toLowerCase() in Object.prototype
+    const name = raw[i]!
+    const shadows = SHADOWING_LENGTHS.has(name.length) && String(name).toLowerCase() in Object.prototype
     if (shadows && kept === undefined) kept = raw.slice(0, i)
-    else if (!shadows && kept !== undefined) kept.push(raw[i] as T, raw[i + 1] as T)
+    else if (!shadows && kept !== undefined) kept.push(name, raw[i + 1] as T)
   }
   return kept ?? raw
 }
+
+/** The lengths of Object.prototype's lower-case member names (9 and 11 on Node 20). */
+const SHADOWING_LENGTHS = new Set(
+  Object.getOwnPropertyNames(Object.prototype)
+    .filter((name) => name === name.toLowerCase())
+    .map((name) => name.length),
+)
 
 function viaFetch(fetchFn: typeof fetch): UpstreamPost {
   return async (url, init) => {
@@ -226,7 +240,7 @@ function viaFetch(fetchFn: typeof fetch): UpstreamPost {
     return {
       status: response.status,
       headers: response.headers,
-      text: () => readText(response.body ?? emptyBody()),
+      text: () => answerText(response.body ?? emptyBody()),
       body: () => response.body ?? emptyBody(),
     }
   }
@@ -241,15 +255,12 @@ async function* emptyBody(): AsyncGenerator<Uint8Array> {}
 export const MAX_ANSWER_BYTES = 32 * 1024 * 1024
 
 /** The body as UTF-8 text; rejects past `MAX_ANSWER_BYTES` (and stops reading: the connection closes). */
-async function readText(body: ByteStream): Promise<string> {
-  const chunks: Uint8Array[] = []
-  let size = 0
-  for await (const chunk of body as AsyncIterable<Uint8Array>) {
-    size += chunk.byteLength
-    if (size > MAX_ANSWER_BYTES) throw new Error(`Qwen's answer is larger than ${MAX_ANSWER_BYTES} bytes`)
-    chunks.push(chunk)
-  }
-  return Buffer.concat(chunks).toString('utf8')
+function answerText(body: ByteStream): Promise<string> {
+  return readText(
+    body as AsyncIterable<Uint8Array>,
+    MAX_ANSWER_BYTES,
+    () => new Error(`Qwen's answer is larger than ${MAX_ANSWER_BYTES} bytes`),
+  )
 }
 
 /** A header sent more than once reads as its values joined by ', ' (as `Headers.get` does). */
