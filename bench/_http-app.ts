@@ -6,12 +6,12 @@
 // CPU the app spent while it was the only one under load; GET on `control?pauses` answers the GC
 // pauses and event-loop delay since the last such reading (and starts over).
 import { once } from 'node:events'
-import { createServer, type RequestListener, type Server } from 'node:http'
+import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import express from 'express'
 import Koa from 'koa'
-import { createRelay } from '../packages/core/src/index.js'
+import { createNodeRelay } from '../packages/core/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
 import { rateLimit } from 'express-rate-limit'
 import { Redis } from 'ioredis'
@@ -54,27 +54,6 @@ async function listen(server: Server): Promise<string> {
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
-
-/** The relay with no framework: what `createRelay` costs by itself on node:http. */
-function nodeHttpRelay(): RequestListener {
-  const relay = createRelay(memory.guard)
-  return (req, res) => {
-    const path = req.url?.startsWith('/v1/') ? req.url.slice(3) : (req.url ?? '/')
-    void relay({
-      method: req.method ?? 'GET',
-      path,
-      mountPath: '/v1',
-      headers: req.headers,
-      body: req,
-      identity: {},
-      remoteAddress: req.socket.remoteAddress,
-    }).then((answer) => {
-      if (typeof answer.body !== 'string') throw new Error('streams are not part of this bench')
-      res.writeHead(answer.status, { ...answer.headers, 'content-length': String(Buffer.byteLength(answer.body)) })
-      res.end(answer.body)
-    })
-  }
 }
 
 const ping = (_req: express.Request, res: express.Response) => void res.send('pong')
@@ -136,6 +115,8 @@ async function control(): Promise<string> {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
 }
 
+const nodeRelay = createNodeRelay(memory.guard, { prefix: '/v1' })
+
 const urls = {
   control: await control(),
   bare: await serve(express().get('/ping', ping)),
@@ -182,6 +163,7 @@ const urls = {
   ),
   relay: await serve(express().use('/v1', memory.proxy())),
   relayKoa: await listen(createServer(new Koa().use(koaGuard(memory.guard).proxy()).callback())),
-  relayNodeHttp: await listen(createServer(nodeHttpRelay())),
+  // The relay before any framework: createNodeRelay in a plain node:http listener.
+  relayNodeHttp: await listen(createServer((req, res) => void nodeRelay(req, res))),
 }
 console.log(`READY ${JSON.stringify(urls)}`)

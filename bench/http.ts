@@ -430,7 +430,7 @@ try {
       { name: 'koa', what: 'new Koa().use(guard.proxy())', target: post(`${urls.relayKoa}/v1/chat/completions`) },
       {
         name: 'node:http',
-        what: 'createRelay(guard) in a node:http handler',
+        what: 'createNodeRelay(guard) as the node:http listener',
         target: post(`${urls.relayNodeHttp}/v1/chat/completions`),
       },
     ]

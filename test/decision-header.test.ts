@@ -130,7 +130,7 @@ describe('decision header through the guarded openai client', () => {
   })
 })
 
-describe.each(['express', 'koa'] as Framework[])('decision header through %s', (framework) => {
+describe.each(['express', 'koa', 'node'] as Framework[])('decision header through %s', (framework) => {
   it('on the relay (JSON, stream, 429, 400) and on a route refusal translated by the adapter', async () => {
     const tap = new ResponseTap()
     const app = await startApp(framework, options(), tap)

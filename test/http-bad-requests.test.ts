@@ -207,39 +207,42 @@ const table: BadRequest[] = [
   { name: 'an unknown path', path: '/embeddings', body: JSON.stringify(ok), status: 404, code: 'not_found' },
 ]
 
-describe.each<Framework>(['express', 'koa'])('%s relay refuses bad requests before any upstream call', (framework) => {
-  let sim: Simulator
-  let app: GuardedApp
-  beforeAll(async () => {
-    sim = await startSecretSimulator()
-    app = await startApp(framework, guardOptions(sim, { user: { rpm: 1_000 } }), tap)
-  })
-  afterAll(async () => {
-    await app?.close()
-    await sim?.close()
-    expect(sim.stats().calls).toBe(0)
-  })
-
-  it.each(table)(
-    '$name -> $status $code',
-    async ({ method = 'POST', path = '/chat/completions', headers = json, body, status, code, param }) => {
-      const response = await fetch(`${app.baseURL}${path}`, {
-        method,
-        headers: { ...headers, 'x-user': 'bad' },
-        ...(body === undefined ? {} : { body }),
-      })
-      expect(response.status).toBe(status)
-      const answer = (await response.json()) as { error: Record<string, unknown> }
-      expect(Object.keys(answer)).toEqual(['error'])
-      expect(answer.error).toMatchObject({ message: expect.any(String), type: 'invalid_request_error', code })
-      if (param !== undefined) expect(answer.error.param).toBe(param)
-      // Answers of the guard's validation tell the SDK not to retry (the same body fails again).
-      if (code !== 'not_found' && code !== 'method_not_allowed')
-        expect(response.headers.get('x-should-retry')).toBe('false')
-      // Nothing reached Qwen and nothing was counted.
+describe.each<Framework>(['express', 'koa', 'node'])(
+  '%s relay refuses bad requests before any upstream call',
+  (framework) => {
+    let sim: Simulator
+    let app: GuardedApp
+    beforeAll(async () => {
+      sim = await startSecretSimulator()
+      app = await startApp(framework, guardOptions(sim, { user: { rpm: 1_000 } }), tap)
+    })
+    afterAll(async () => {
+      await app?.close()
+      await sim?.close()
       expect(sim.stats().calls).toBe(0)
-      const rpm = (await app.guard.guard.state({ user: 'bad' })).find((s) => s.dimension === 'rpm')
-      expect(rpm?.remaining).toBe(1_000)
-    },
-  )
-})
+    })
+
+    it.each(table)(
+      '$name -> $status $code',
+      async ({ method = 'POST', path = '/chat/completions', headers = json, body, status, code, param }) => {
+        const response = await fetch(`${app.baseURL}${path}`, {
+          method,
+          headers: { ...headers, 'x-user': 'bad' },
+          ...(body === undefined ? {} : { body }),
+        })
+        expect(response.status).toBe(status)
+        const answer = (await response.json()) as { error: Record<string, unknown> }
+        expect(Object.keys(answer)).toEqual(['error'])
+        expect(answer.error).toMatchObject({ message: expect.any(String), type: 'invalid_request_error', code })
+        if (param !== undefined) expect(answer.error.param).toBe(param)
+        // Answers of the guard's validation tell the SDK not to retry (the same body fails again).
+        if (code !== 'not_found' && code !== 'method_not_allowed')
+          expect(response.headers.get('x-should-retry')).toBe('false')
+        // Nothing reached Qwen and nothing was counted.
+        expect(sim.stats().calls).toBe(0)
+        const rpm = (await app.guard.guard.state({ user: 'bad' })).find((s) => s.dimension === 'rpm')
+        expect(rpm?.remaining).toBe(1_000)
+      },
+    )
+  },
+)

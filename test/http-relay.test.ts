@@ -70,7 +70,7 @@ async function until(condition: () => boolean | Promise<boolean>, timeoutMs: num
   return performance.now() - start
 }
 
-describe.each<Framework>(['express', 'koa'])('%s relay with the openai SDK', (framework) => {
+describe.each<Framework>(['express', 'koa', 'node'])('%s relay with the openai SDK', (framework) => {
   let sim: Simulator
   let app: GuardedApp
   beforeAll(async () => {
@@ -190,7 +190,7 @@ describe.each<Framework>(['express', 'koa'])('%s relay with the openai SDK', (fr
   })
 })
 
-describe.each<Framework>(['express', 'koa'])('%s relay when the client disconnects mid-stream', (framework) => {
+describe.each<Framework>(['express', 'koa', 'node'])('%s relay when the client disconnects mid-stream', (framework) => {
   let sim: Simulator
   let app: GuardedApp
   beforeAll(async () => {
@@ -243,7 +243,7 @@ describe.each<Framework>(['express', 'koa'])('%s relay when the client disconnec
   })
 })
 
-describe.each<Framework>(['express', 'koa'])('%s relay translates upstream refusals', (framework) => {
+describe.each<Framework>(['express', 'koa', 'node'])('%s relay translates upstream refusals', (framework) => {
   let sim: Simulator
   let app: GuardedApp
   const guardCodes = [

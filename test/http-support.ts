@@ -6,7 +6,7 @@
 import { once } from 'node:events'
 import { createServer, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { GuardOptions, QuotaPolicies } from '../packages/core/src/index.js'
+import { createNodeRelay, type GuardOptions, type QuotaPolicies } from '../packages/core/src/index.js'
 import { qwenGuard as expressGuard, type QwenGuardMiddleware } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard, type QwenGuardKoaMiddleware } from '../packages/koa/src/index.js'
 import { startSimulator, type Simulator, type SimulatorOptions } from '../packages/simulator/src/index.js'
@@ -106,7 +106,11 @@ export async function listen(listener: RequestListener): Promise<Running> {
   }
 }
 
-export type Framework = 'express' | 'koa'
+/**
+ * `node`: the Express app of `express`, with the relay served in front of it by `createNodeRelay` (a
+ * plain node:http listener) instead of `guard.proxy()`.
+ */
+export type Framework = 'express' | 'koa' | 'node'
 
 export interface GuardedApp {
   framework: Framework
@@ -136,6 +140,22 @@ export async function startApp(framework: Framework, options: GuardOptions, tap:
     })
     app.use(guard.errors)
     const running = await listen(tap.wrap(app))
+    return { framework, running, baseURL: `${running.url}/v1`, guard, close: () => closeBoth(running, guard) }
+  }
+  if (framework === 'node') {
+    const guard = expressGuard({ ...options, identify: (req) => ({ user: userOf(req.headers['x-user']) }) })
+    const app = express()
+    app.use(guard)
+    app.post('/ask', express.json(), async (req, res) => {
+      res.json(await req.qwen.chat.completions.create(req.body))
+    })
+    app.use(guard.errors)
+    const relay = createNodeRelay(guard.guard, {
+      prefix: '/v1',
+      maxBodyBytes,
+      identify: (req) => ({ user: userOf(req.headers['x-user']) }),
+    })
+    const running = await listen(tap.wrap((req, res) => void relay(req, res, () => app(req, res))))
     return { framework, running, baseURL: `${running.url}/v1`, guard, close: () => closeBoth(running, guard) }
   }
   const guard = koaGuard({ ...options, identify: (ctx) => ({ user: userOf(ctx.headers['x-user']) }) })

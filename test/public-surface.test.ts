@@ -22,6 +22,9 @@ const ADAPTER_ONLY = [
   'identityOrDefault',
   'requireIdentity',
   'clientGoneSignal',
+  'sendRelayResponse',
+  'normalizePrefix',
+  'pathUnder',
 ]
 
 /** Runs a tiny program in a fresh Node process from an example folder (a real consumer of the packages). */
@@ -63,6 +66,10 @@ describe('the public Guard', () => {
     // The relay still reads what it needs from a guard made by createGuard, and refuses anything else.
     expect(typeof main.createRelay(guard)).toBe('function')
     expect(() => main.createRelay({ call: () => undefined } as unknown as main.Guard)).toThrow(/made by createGuard/)
+    expect(typeof main.createNodeRelay(guard, { prefix: '/v1' })).toBe('function')
+    expect(() => main.createNodeRelay({ call: () => undefined } as unknown as main.Guard)).toThrow(
+      /made by createGuard/,
+    )
     await guard.close()
   })
 })

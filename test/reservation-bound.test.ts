@@ -22,7 +22,7 @@ afterAll(() => tap.assertNoSecrets())
 
 const messages = [{ role: 'user', content: 'Hi' }]
 
-describe.each<Framework>(['express', 'koa'])('%s: ten concurrent calls of a tpm-500 user', (framework) => {
+describe.each<Framework>(['express', 'koa', 'node'])('%s: ten concurrent calls of a tpm-500 user', (framework) => {
   let sim: Simulator
   let app: GuardedApp
   beforeAll(async () => {

@@ -14,6 +14,7 @@ export { validateChatRequest, MAX_BODY_BYTES, type ChatRequest, type ChatMessage
 export { defaultIdentify, clientAddress } from './client-address.js'
 export { MAX_IDENTITY_LENGTH } from './identity.js'
 export { createRelay, type Relay, type RelayRequest, type RelayResponse, type RelayOptions } from './relay.js'
+export { createNodeRelay, type NodeRelay, type NodeRelayOptions } from './node-relay.js'
 export type * from './guard-types.js'
 export type * from './types.js'
 export type * from './usage/types.js'

@@ -3,13 +3,16 @@
  * answer (transport.ts). A Node stream is read with its own events; any other async iterable (a web
  * `ReadableStream` from a custom fetch) with `for await`. Both end alike: the text, or a rejection with
  * the stream's error (a closed connection reads as `ERR_STREAM_PREMATURE_CLOSE`), or with
- * `tooLarge()` past the cap, after which nothing more is read (a Node stream is destroyed, an
- * iterator returned: either closes the connection).
+ * `tooLarge()` past the cap, after which nothing more is kept: a server's request (`IncomingMessage`)
+ * is drained, so its connection can still carry the answer (413); any other Node stream is destroyed
+ * and an iterator returned, which close their connection. A chunk that is neither bytes nor text is
+ * a TypeError rejection.
  *
  * Why two ways: `for await` over a Node stream builds an async generator, a promise per chunk and a
  * stream watcher per call, the largest share of a relayed call's own allocations after the HTTP
  * layers (bench/RESULTS.md, "The relay's added latency").
  */
+import { IncomingMessage } from 'node:http'
 import { finished, Readable } from 'node:stream'
 
 /**
@@ -29,25 +32,37 @@ function readNodeStream(stream: Readable, maxBytes: number, tooLarge: () => Erro
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    let over = false
-    const onData = (chunk: Uint8Array | string) => {
-      const buffer = bufferOf(chunk)
-      size += buffer.byteLength
-      if (size > maxBytes) {
-        over = true
-        stream.off('data', onData)
-        stream.destroy()
-        return
+    // 'readable' and read(), not 'data': read() works whatever mode the stream is in, even paused by
+    // an earlier middleware (pause(), a 'readable' listener of its own, an unpipe()).
+    const onReadable = () => {
+      try {
+        for (let chunk: unknown = stream.read(); chunk !== null; chunk = stream.read()) {
+          const buffer = bufferOf(chunk)
+          size += buffer.byteLength
+          if (size > maxBytes) return stop(tooLarge())
+          chunks.push(buffer)
+        }
+      } catch (error) {
+        stop(error) // a chunk that is neither bytes nor text: a rejection, not an uncaught throw
       }
-      chunks.push(buffer)
     }
-    stream.on('data', onData)
-    finished(stream, (error) => {
-      stream.off('data', onData)
-      if (over) reject(tooLarge())
-      else if (error) reject(error)
-      else resolve(Buffer.concat(chunks, size).toString('utf8'))
-    })
+    const done = (error: unknown, text?: string) => {
+      stream.off('readable', onReadable)
+      cleanup()
+      if (error === undefined) resolve(text!)
+      else reject(error instanceof Error ? error : new Error(String(error)))
+    }
+    const stop = (error: unknown) => {
+      done(error)
+      // A server request stays open, its rest discarded, so the answer (a 413) can still be written
+      // on its connection; destroying it would close the socket too. Any other stream is closed.
+      if (stream instanceof IncomingMessage) stream.resume()
+      else stream.destroy()
+    }
+    const cleanup = finished(stream, (error) =>
+      done(error ?? undefined, error ? undefined : Buffer.concat(chunks, size).toString('utf8')),
+    )
+    stream.on('readable', onReadable)
   })
 }
 
@@ -67,6 +82,8 @@ async function readIterable(
   return Buffer.concat(chunks, size).toString('utf8')
 }
 
-function bufferOf(chunk: Uint8Array | string): Buffer {
-  return typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+function bufferOf(chunk: unknown): Buffer {
+  if (typeof chunk === 'string') return Buffer.from(chunk)
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  throw new TypeError(`a body chunk must be bytes or a string, got ${typeof chunk}`)
 }

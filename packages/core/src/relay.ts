@@ -96,9 +96,7 @@ const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-|content-type$|cach
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const guardOptions = guardOptionsOf(guard)
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-  const onError =
-    options.onError ??
-    ((error: unknown) => console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`))
+  const onError = options.onError ?? reportUnexpected
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
     throw new TypeError(`relay option maxBodyBytes must be a positive integer, got ${String(options.maxBodyBytes)}`)
   }
@@ -146,6 +144,11 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   }
 }
 
+/** RelayOptions.onError's default: one line, no stack, keys masked. */
+export function reportUnexpected(error: unknown): void {
+  console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`)
+}
+
 /** The routed part of a path: no query string, no trailing slash. */
 function routePath(path: string): string {
   const bare = path.split('?', 1)[0] ?? ''
@@ -161,7 +164,8 @@ function errorAnswer(error: unknown): HttpAnswer {
   return isQwenGuardError(error) ? error.toHttp() : internalErrorAnswer()
 }
 
-function errorResponse(error: unknown): RelayResponse {
+/** The relay's answer for any error (a QwenGuardError's own, else a generic 500). */
+export function errorResponse(error: unknown): RelayResponse {
   const answer = errorAnswer(error)
   return jsonAnswer(answer.status, answer.headers, answer.body)
 }

@@ -1,6 +1,7 @@
 import { PassThrough, Readable } from 'node:stream'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { createGuard, createRelay } from '../src/index.js'
 import { readText } from '../src/read-text.js'
 
 const tooLarge = () => new Error('too large')
@@ -88,8 +89,47 @@ describe('readText', () => {
     await expect(closed).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' })
   })
 
+  it('reads a Node stream someone paused or left a readable listener on, and refuses a chunk that is no bytes', async () => {
+    const paused = new PassThrough()
+    paused.pause()
+    const reading = readText(paused, 100, tooLarge)
+    paused.end('still read')
+    expect(await reading).toBe('still read')
+
+    const watched = new PassThrough()
+    watched.on('readable', () => undefined)
+    const read = readText(watched, 100, tooLarge)
+    watched.end('read too')
+    expect(await read).toBe('read too')
+
+    await expect(readText(Readable.from([{ no: 'bytes' }]), 100, tooLarge)).rejects.toThrow(TypeError)
+  })
+
   it('reads string chunks as UTF-8 and an empty stream as empty text', async () => {
     expect(await readText(Readable.from(['ab', 'ç'], { objectMode: true }), 10, tooLarge)).toBe('abç')
     expect(await readText(Readable.from([]), 10, tooLarge)).toBe('')
+  })
+})
+
+describe('createRelay with a stream of chunks that are not bytes', () => {
+  it('answers 500 through onError, never an uncaught exception (a JS caller passing an object-mode stream)', async () => {
+    const guard = createGuard({
+      upstream: { baseURL: 'http://127.0.0.1:9/v1', accounts: [{ id: 'a', apiKey: 'sk-read-text-0123456789' }] },
+    })
+    const errors: unknown[] = []
+    const relay = createRelay(guard, { onError: (error) => errors.push(error) })
+    try {
+      const answer = await relay({
+        method: 'POST',
+        path: '/chat/completions',
+        headers: { 'content-type': 'application/json' },
+        body: Readable.from([{ not: 'bytes' }], { objectMode: true }) as unknown as AsyncIterable<Uint8Array>,
+        identity: { user: 'u' },
+      })
+      expect(answer.status).toBe(500)
+      expect(errors).toEqual([expect.any(TypeError)])
+    } finally {
+      await guard.close()
+    }
   })
 })

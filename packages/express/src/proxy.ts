@@ -1,6 +1,5 @@
 import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
-import { clientGoneSignal } from '@qwen-guard/core/adapter'
-import { sendRelayResponse } from './send.js'
+import { clientGoneSignal, sendRelayResponse } from '@qwen-guard/core/adapter'
 import type { Request, RequestHandler } from 'express'
 import type { ExpressProxyOptions } from './options.js'
 

@@ -1,15 +1,9 @@
 import { Readable } from 'node:stream'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 import { createRelay, type Guard, type Identity, type RelayRequest } from '@qwen-guard/core'
-import { clientGoneSignal } from '@qwen-guard/core/adapter'
+import { clientGoneSignal, normalizePrefix, pathUnder } from '@qwen-guard/core/adapter'
 import type { Context, Middleware } from 'koa'
 import type { KoaProxyOptions } from './options.js'
-
-/** '/v1/' -> '/v1'; '' and '/' mean every path. */
-function normalizePrefix(prefix: string): string {
-  const trimmed = prefix.replace(/\/+$/, '')
-  return trimmed === '' ? '' : trimmed.startsWith('/') ? trimmed : `/${trimmed}`
-}
 
 /**
  * The OpenAI-compatible relay as Koa middleware. It reads the raw body itself (size-limited), so it
@@ -23,13 +17,13 @@ export function createProxy(
   const prefix = normalizePrefix(options.prefix ?? '/v1')
   const relay = createRelay(guard, options)
   return async function qwenGuardProxy(ctx, next) {
-    const { path } = ctx
-    if (prefix !== '' && path !== prefix && !path.startsWith(`${prefix}/`)) return next()
+    const path = pathUnder(prefix, ctx.path)
+    if (path === undefined) return next()
     const signal = clientGoneSignal(ctx.res) // the guard stops queueing or streaming and settles at once
     const parsed = (ctx.request as { body?: unknown }).body
     const answer = await relay({
       method: ctx.method,
-      path: path.slice(prefix.length) || '/',
+      path,
       mountPath: prefix,
       headers: ctx.headers,
       body: parsed === undefined ? ctx.req : (parsed as RelayRequest['body']),

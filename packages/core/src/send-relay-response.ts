@@ -1,8 +1,12 @@
-import type { RelayResponse } from '@qwen-guard/core'
+/**
+ * Writing a relay answer to a Node `ServerResponse`, written once for Express and `createNodeRelay`
+ * (Koa hands its body to Koa instead).
+ */
 import type { ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
+import type { RelayResponse } from './relay.js'
 
 /**
  * Writes a relay answer to a Node response: headers first (flushed at once for a stream, so an SDK
