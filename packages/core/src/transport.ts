@@ -219,7 +219,10 @@ function plain<T extends Buffer | string>(raw: T[]): T[] {
   return kept ?? raw
 }
 
-/** The lengths of Object.prototype's lower-case member names (9 and 11 on Node 20). */
+/**
+ * The lengths of Object.prototype's lower-case member names (9 and 11 on Node 20), read once: a member
+ * an app adds to Object.prototype later (prototype pollution) is not looked for.
+ */
 const SHADOWING_LENGTHS = new Set(
   Object.getOwnPropertyNames(Object.prototype)
     .filter((name) => name === name.toLowerCase())
