@@ -57,7 +57,12 @@ function readNodeStream(stream: Readable, maxBytes: number, tooLarge: () => Erro
       // A server request stays open, its rest discarded, so the answer (a 413) can still be written
       // on its connection; destroying it would close the socket too. Any other stream is closed.
       if (stream instanceof IncomingMessage) stream.resume()
-      else stream.destroy()
+      else {
+        // Nobody listens any more: undici reports its body's destroy as an AbortError 'error' event,
+        // which would be an uncaught exception (a crash of the app).
+        stream.on('error', () => undefined)
+        stream.destroy()
+      }
     }
     const cleanup = finished(stream, (error) =>
       done(error ?? undefined, error ? undefined : Buffer.concat(chunks, size).toString('utf8')),

@@ -61,6 +61,28 @@ describe('readText', () => {
     expect(source.destroyed).toBe(true)
   })
 
+  it("past the cap, a stream that reports its destroy as an error (undici's body does) leaves no error unhandled", async () => {
+    let unhandled = 0
+    const body = new Readable({
+      read() {},
+      destroy(error, callback) {
+        callback(error ?? Object.assign(new Error('Request aborted'), { code: 'UND_ERR_ABORTED' }))
+      },
+    })
+    const emit = body.emit.bind(body)
+    body.emit = (event: string | symbol, ...args: unknown[]) => {
+      if (event === 'error' && body.listenerCount('error') === 0) unhandled++
+      return event === 'error' && body.listenerCount('error') === 0 ? false : emit(event, ...args)
+    }
+    const reading = readText(body, 10, tooLarge)
+    body.push(Buffer.alloc(8))
+    body.push(Buffer.alloc(8))
+    await expect(reading).rejects.toThrow('too large')
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(body.destroyed).toBe(true)
+    expect(unhandled).toBe(0)
+  })
+
   it('returns an iterator past the cap (a web stream is cancelled)', async () => {
     let cancelled = false
     const stream = new ReadableStream<Uint8Array>({
