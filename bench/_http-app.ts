@@ -6,7 +6,7 @@
 // CPU the app spent while it was the only one under load; GET on `control?pauses` answers the GC
 // pauses and event-loop delay since the last such reading (and starts over).
 import { once } from 'node:events'
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import express from 'express'
@@ -15,6 +15,7 @@ import { createNodeRelay } from '../packages/core/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
 import { rateLimit } from 'express-rate-limit'
 import { Redis } from 'ioredis'
+import { request } from 'undici'
 import OpenAI from 'openai'
 import type { GuardOptions } from '../packages/core/src/index.js'
 import { qwenGuard } from '../packages/express/src/index.js'
@@ -117,6 +118,27 @@ async function control(): Promise<string> {
 
 const nodeRelay = createNodeRelay(memory.guard, { prefix: '/v1' })
 
+/**
+ * The floor: a proxy with nothing of the guard, written as small as a Node proxy gets. It reads the
+ * request, POSTs it to the simulator with undici's `request` (the guard's transport), reads the answer
+ * as text and writes it back. What any Node hop in this place adds, on this machine.
+ */
+const proxyFloor = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const chunks: Buffer[] = []
+  for await (const chunk of req) chunks.push(chunk as Buffer)
+  const answer = await request(`${simUrl}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: Buffer.concat(chunks),
+  })
+  const text = await answer.body.text()
+  res.writeHead(answer.statusCode, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(text)),
+  })
+  res.end(text)
+}
+
 const urls = {
   control: await control(),
   bare: await serve(express().get('/ping', ping)),
@@ -165,5 +187,6 @@ const urls = {
   relayKoa: await listen(createServer(new Koa().use(koaGuard(memory.guard).proxy()).callback())),
   // The relay before any framework: createNodeRelay in a plain node:http listener.
   relayNodeHttp: await listen(createServer((req, res) => void nodeRelay(req, res))),
+  proxyFloor: await listen(createServer((req, res) => void proxyFloor(req, res))),
 }
 console.log(`READY ${JSON.stringify(urls)}`)
