@@ -14,17 +14,11 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createGuard } from '../packages/core/src/guard.js'
 import { MAX_ANSWER_BYTES, upstreamPost, type UpstreamPostInit } from '../packages/core/src/transport.js'
 import type { GuardEvent, QuotaState } from '../packages/core/src/types.js'
+import { completion as stubCompletion } from '../packages/core/test/upstream-stub.js'
 
 const USAGE = { prompt_tokens: 11, completion_tokens: 7, total_tokens: 18 }
-const completion = (pad = 0) =>
-  JSON.stringify({
-    id: 'c',
-    object: 'chat.completion',
-    created: 1,
-    model: 'qwen-plus',
-    choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
-    usage: USAGE,
-  }) + ' '.repeat(pad)
+/** A chat completion's JSON, padded with `pad` spaces (still valid JSON). */
+const completion = (pad = 0) => stubCompletion(USAGE) + ' '.repeat(pad)
 const BASE_LENGTH = Buffer.byteLength(completion())
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
