@@ -35,7 +35,7 @@ export type NodeRelay = (req: IncomingMessage, res: ServerResponse, next?: () =>
 /**
  * The OpenAI-compatible relay (`createRelay`) for `node:http`, `https` or anything that hands out
  * Node's request and response: reads the body itself (size-limited), follows the client going away,
- * writes JSON or SSE answers with the guard's headers. Never rejects.
+ * writes JSON or SSE answers with the guard's headers. Never rejects (a throw of `next` aside).
  *
  * @example
  * const relay = createNodeRelay(guard, { prefix: '/v1' })
