@@ -7,10 +7,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { clientGoneSignal } from './client-gone.js'
-import { isQwenGuardError } from './errors.js'
 import type { Guard } from './guard-types.js'
 import { normalizePrefix, pathUnder } from './relay-prefix.js'
-import { createRelay, errorResponse, reportUnexpected, type RelayOptions } from './relay.js'
+import { createRelay, type RelayOptions } from './relay.js'
 import { sendRelayResponse } from './send-relay-response.js'
 import type { Identity } from './types.js'
 
@@ -45,19 +44,11 @@ export type NodeRelay = (req: IncomingMessage, res: ServerResponse, next?: () =>
 export function createNodeRelay(guard: Guard, options: NodeRelayOptions = {}): NodeRelay {
   const prefix = normalizePrefix(options.prefix ?? '/v1')
   const relay = createRelay(guard, options)
-  const onError = options.onError ?? reportUnexpected
   const identify = options.identify ?? ((): Identity => ({}))
   return async function qwenGuardNodeRelay(req, res, next) {
     const path = pathUnder(prefix, req.url ?? '/')
     if (path === undefined && next) return next()
     const signal = clientGoneSignal(res) // the guard stops queueing or streaming and settles at once
-    let identity: Identity
-    try {
-      identity = await identify(req)
-    } catch (error) {
-      if (!isQwenGuardError(error)) onError(error) // the client only sees a generic 500
-      return sendRelayResponse(errorResponse(error), res)
-    }
     const answer = await relay({
       method: req.method ?? 'GET',
       // Not under the prefix (no `next`): the whole URL, which the relay answers with its 404.
@@ -65,7 +56,7 @@ export function createNodeRelay(guard: Guard, options: NodeRelayOptions = {}): N
       mountPath: path === undefined ? '' : prefix,
       headers: req.headers,
       body: req,
-      identity,
+      identity: () => identify(req),
       remoteAddress: req.socket.remoteAddress,
       signal,
     })

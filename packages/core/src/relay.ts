@@ -42,10 +42,13 @@ export interface RelayRequest {
    */
   body?: RelayBody
   /**
-   * Whose quota the call is charged to. A missing, null, empty or blank `user` is charged to the
-   * client address (`remoteAddress`), never to nobody; a non-string part is a TypeError (answered 500).
+   * Whose quota the call is charged to, or a function that finds it (an adapter's `identify`), called
+   * only for a chat completion whose body passed validation. A missing, null, empty or blank `user`
+   * is charged to the client address (`remoteAddress`), never to nobody; a non-string part is a
+   * TypeError, and a function that throws or rejects ends the call: each answered with a generic 500
+   * and told to `onError` (a QwenGuardError with its own answer).
    */
-  identity: Identity
+  identity: Identity | (() => Identity | Promise<Identity>)
   /**
    * The socket's remote address (`req.socket.remoteAddress`), the user when `identity` names none
    * (IPv6 grouped by /64). Without it such calls share one 'unknown' user.
@@ -105,7 +108,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
     const raw = await readBody(request, maxBodyBytes)
     const body = validateChatRequest(raw, guardOptions, { maxBodyBytes })
     const { signal } = request
-    const identity = identityOrDefault(request.identity, () => defaultIdentify(request.remoteAddress), 'relay request')
+    const given = typeof request.identity === 'function' ? await request.identity() : request.identity
+    const identity = identityOrDefault(given, () => defaultIdentify(request.remoteAddress), 'relay request')
     const { response } = await guard.call(identity, body, signal ? { signal } : {})
     // The guard's answer carries every header it should have (built once, in call.ts), and its stream
     // already ends with [DONE] or an error event: both are passed on as they are.
@@ -145,7 +149,7 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
 }
 
 /** RelayOptions.onError's default: one line, no stack, keys masked. */
-export function reportUnexpected(error: unknown): void {
+function reportUnexpected(error: unknown): void {
   console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`)
 }
 
@@ -165,7 +169,7 @@ function errorAnswer(error: unknown): HttpAnswer {
 }
 
 /** The relay's answer for any error (a QwenGuardError's own, else a generic 500). */
-export function errorResponse(error: unknown): RelayResponse {
+function errorResponse(error: unknown): RelayResponse {
   const answer = errorAnswer(error)
   return jsonAnswer(answer.status, answer.headers, answer.body)
 }

@@ -16,14 +16,13 @@ export function createProxy(
   return async function qwenGuardProxy(req, res, next) {
     const signal = clientGoneSignal(res) // the guard stops queueing or streaming and settles at once
     try {
-      const identity = await identify(req)
       const answer = await relay({
         method: req.method,
         path: req.path,
         mountPath: req.baseUrl,
         headers: req.headers,
         body: req.body === undefined ? req : (req.body as Record<string, unknown> | string),
-        identity,
+        identity: () => identify(req), // found only for a chat completion; a throw is the relay's 500
         signal,
       })
       await sendRelayResponse(answer, res)
