@@ -13,7 +13,7 @@ import { connect, type AddressInfo } from 'node:net'
 import express from 'express'
 import Koa from 'koa'
 import OpenAI, { APIError } from 'openai'
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createGuard, createNodeRelay, createRelay, type Guard } from '../packages/core/src/index.js'
 import { clientGoneSignal } from '../packages/core/src/adapter.js'
 import { completion, startUpstreamStub, type UpstreamStub } from '../packages/core/test/upstream-stub.js'
@@ -143,8 +143,14 @@ const MOUNTS: Record<string, (user: string, before?: Before) => Promise<App>> = 
   },
 }
 
+/** Every app a test started, closed after it. */
+const opened: App[] = []
+afterEach(async () => {
+  for (const app of opened.splice(0)) await app.close()
+})
+
 function wrap(server: Server, errors: unknown[], settled: () => number): App {
-  return {
+  const app: App = {
     port: (server.address() as AddressInfo).port,
     errors,
     settled,
@@ -154,6 +160,8 @@ function wrap(server: Server, errors: unknown[], settled: () => number): App {
         server.close(() => resolve())
       }),
   }
+  opened.push(app)
+  return app
 }
 
 interface Exchange {
@@ -268,153 +276,113 @@ describe.each(Object.keys(MOUNTS))('the relay reading a streamed request body (%
 
   it('a chunked body just under and exactly at maxBodyBytes is relayed whole', async () => {
     const app = await start(`under-${mount}`)
-    try {
-      for (const size of [MAX - 1, MAX]) {
-        const answer = await exchange(app.port, CHUNKED_HEAD, [...chunksOf(requestOfSize(size), 100), LAST_CHUNK])
-        expect(answer.status, `${size} bytes`).toBe(200)
-        expect(answer.body).toMatchObject({ object: 'chat.completion' })
-      }
-      expect(prompts).toEqual(['hello', 'hello'])
-    } finally {
-      await app.close()
+    for (const size of [MAX - 1, MAX]) {
+      const answer = await exchange(app.port, CHUNKED_HEAD, [...chunksOf(requestOfSize(size), 100), LAST_CHUNK])
+      expect(answer.status, `${size} bytes`).toBe(200)
+      expect(answer.body).toMatchObject({ object: 'chat.completion' })
     }
+    expect(prompts).toEqual(['hello', 'hello'])
   })
   it('a chunked body one byte over maxBodyBytes is answered 413 request_too_large, nothing charged or sent', async () => {
     const user = `over-${mount}`
     const app = await start(user)
-    try {
-      const before = await requestsLeft(user)
-      // The whole body, then the terminating chunk: a well-behaved client waiting for its answer.
-      const answer = await exchange(app.port, CHUNKED_HEAD, [...chunksOf(requestOfSize(MAX + 1), 100), LAST_CHUNK])
-      expect(answer.timedOut).toBe(false)
-      expect(answer.status, `server sent: ${JSON.stringify(answer.raw.slice(0, 80))}`).toBe(413)
-      expect(answer.body).toEqual(openAiError('request_too_large'))
-      expect(await requestsLeft(user)).toBe(before)
-      expect(prompts).toEqual([])
-    } finally {
-      await app.close()
-    }
+    const before = await requestsLeft(user)
+    // The whole body, then the terminating chunk: a well-behaved client waiting for its answer.
+    const answer = await exchange(app.port, CHUNKED_HEAD, [...chunksOf(requestOfSize(MAX + 1), 100), LAST_CHUNK])
+    expect(answer.timedOut).toBe(false)
+    expect(answer.status, `server sent: ${JSON.stringify(answer.raw.slice(0, 80))}`).toBe(413)
+    expect(answer.body).toEqual(openAiError('request_too_large'))
+    expect(await requestsLeft(user)).toBe(before)
+    expect(prompts).toEqual([])
   })
   it('a client still sending a long chunked body gets its 413 once past the limit', async () => {
     const user = `long-${mount}`
     const app = await start(user)
-    try {
-      // 4 KiB in 64-byte chunks, no terminating chunk: the server must answer without the rest.
-      const answer = await exchange(app.port, CHUNKED_HEAD, chunksOf(Buffer.alloc(4096, 0x20), 64))
-      expect(answer.status, `server sent: ${JSON.stringify(answer.raw.slice(0, 80))}`).toBe(413)
-      expect(answer.body).toEqual(openAiError('request_too_large'))
-      expect(prompts).toEqual([])
-    } finally {
-      await app.close()
-    }
+    // 4 KiB in 64-byte chunks, no terminating chunk: the server must answer without the rest.
+    const answer = await exchange(app.port, CHUNKED_HEAD, chunksOf(Buffer.alloc(4096, 0x20), 64))
+    expect(answer.status, `server sent: ${JSON.stringify(answer.raw.slice(0, 80))}`).toBe(413)
+    expect(answer.body).toEqual(openAiError('request_too_large'))
+    expect(prompts).toEqual([])
   })
 
   it('multi-byte UTF-8 split across TCP writes (inside every character) reaches Qwen intact', async () => {
     const content = 'héllo wörld 😀 中文 ✓ ßü'
     const app = await start(`utf8-${mount}`)
-    try {
-      // One byte per chunk, each chunk its own TCP write: every multi-byte character is cut.
-      const bytes = requestOfSize(200, content)
-      const answer = await exchange(app.port, CHUNKED_HEAD, [
-        ...chunksOf(bytes.subarray(0, 80), 1),
-        chunk(bytes.subarray(80)),
-        LAST_CHUNK,
-      ])
-      expect(answer.status).toBe(200)
-      expect(prompts).toEqual([content])
-    } finally {
-      await app.close()
-    }
+    // One byte per chunk, each chunk its own TCP write: every multi-byte character is cut.
+    const bytes = requestOfSize(200, content)
+    const answer = await exchange(app.port, CHUNKED_HEAD, [
+      ...chunksOf(bytes.subarray(0, 80), 1),
+      chunk(bytes.subarray(80)),
+      LAST_CHUNK,
+    ])
+    expect(answer.status).toBe(200)
+    expect(prompts).toEqual([content])
   })
 
   it('very many tiny chunks (one byte each, in one write) are read whole', async () => {
     const app = await start(`tiny-${mount}`)
-    try {
-      const bytes = requestOfSize(MAX)
-      const answer = await exchange(app.port, CHUNKED_HEAD, [
-        Buffer.concat([...chunksOf(bytes, 1), Buffer.from(LAST_CHUNK)]),
-      ])
-      expect(answer.status).toBe(200)
-      expect(prompts).toEqual(['hello'])
-    } finally {
-      await app.close()
-    }
+    const bytes = requestOfSize(MAX)
+    const answer = await exchange(app.port, CHUNKED_HEAD, [
+      Buffer.concat([...chunksOf(bytes, 1), Buffer.from(LAST_CHUNK)]),
+    ])
+    expect(answer.status).toBe(200)
+    expect(prompts).toEqual(['hello'])
   })
 
   it('an empty chunked body is a 400 OpenAI-shaped error, nothing charged', async () => {
     const user = `empty-${mount}`
     const app = await start(user)
-    try {
-      const before = await requestsLeft(user)
-      const answer = await exchange(app.port, CHUNKED_HEAD, [LAST_CHUNK])
-      expect(answer.status).toBe(400)
-      expect(answer.body).toMatchObject({ error: { type: 'invalid_request_error', param: null } })
-      expect(await requestsLeft(user)).toBe(before)
-    } finally {
-      await app.close()
-    }
+    const before = await requestsLeft(user)
+    const answer = await exchange(app.port, CHUNKED_HEAD, [LAST_CHUNK])
+    expect(answer.status).toBe(400)
+    expect(answer.body).toMatchObject({ error: { type: 'invalid_request_error', param: null } })
+    expect(await requestsLeft(user)).toBe(before)
   })
 
   it('a client that leaves mid-body: nothing charged, nothing sent upstream, no error reported, the relay settles', async () => {
     const user = `abort-${mount}`
     const app = await start(user)
-    try {
-      const before = await requestsLeft(user)
-      const body = requestOfSize(300)
-      await exchange(app.port, CHUNKED_HEAD, [chunk(body.subarray(0, 100))], { abort: true })
-      const lengthHead = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', 'Content-Length: 300')
-      await exchange(app.port, lengthHead, [body.subarray(0, 100)], { abort: true })
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      if (mount === 'node:http' || mount === 'createNodeRelay') expect(app.settled()).toBe(2)
-      expect(app.errors).toEqual([])
-      expect(await requestsLeft(user)).toBe(before)
-      expect(prompts).toEqual([])
-    } finally {
-      await app.close()
-    }
+    const before = await requestsLeft(user)
+    const body = requestOfSize(300)
+    await exchange(app.port, CHUNKED_HEAD, [chunk(body.subarray(0, 100))], { abort: true })
+    const lengthHead = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', 'Content-Length: 300')
+    await exchange(app.port, lengthHead, [body.subarray(0, 100)], { abort: true })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    if (mount === 'node:http' || mount === 'createNodeRelay') expect(app.settled()).toBe(2)
+    expect(app.errors).toEqual([])
+    expect(await requestsLeft(user)).toBe(before)
+    expect(prompts).toEqual([])
   })
 
   it('a body another middleware already read (and left no parsed body) is a prompt 400, not a hang', async () => {
     const app = await start(`consumed-${mount}`, (req) => req.resume())
-    try {
-      const bytes = requestOfSize(200)
-      const head = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', `Content-Length: ${bytes.length}`)
-      // The body goes out with the head, so it is drained before the relay runs... or while it waits.
-      const answer = await exchange(app.port, head, [bytes])
-      expect(answer.timedOut).toBe(false)
-      expect([200, 400]).toContain(answer.status)
-    } finally {
-      await app.close()
-    }
+    const bytes = requestOfSize(200)
+    const head = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', `Content-Length: ${bytes.length}`)
+    // The body goes out with the head, so it is drained before the relay runs... or while it waits.
+    const answer = await exchange(app.port, head, [bytes])
+    expect(answer.timedOut).toBe(false)
+    expect([200, 400]).toContain(answer.status)
   })
   it('a request a middleware paused (req.pause()) is still read', async () => {
     const app = await start(`paused-${mount}`, (req) => req.pause())
-    try {
-      const bytes = requestOfSize(200)
-      const head = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', `Content-Length: ${bytes.length}`)
-      const answer = await exchange(app.port, head, [bytes], { waitMs: 1_500 })
-      // Whatever happened, the relay's promise has settled once the client is gone (no leak).
-      if (mount === 'node:http' || mount === 'createNodeRelay') await vi.waitFor(() => expect(app.settled()).toBe(1))
-      expect(answer.timedOut, 'the relay never answered').toBe(false)
-      expect(answer.status).toBe(200)
-      expect(prompts).toEqual(['hello'])
-    } finally {
-      await app.close()
-    }
+    const bytes = requestOfSize(200)
+    const head = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', `Content-Length: ${bytes.length}`)
+    const answer = await exchange(app.port, head, [bytes], { waitMs: 1_500 })
+    // Whatever happened, the relay's promise has settled once the client is gone (no leak).
+    if (mount === 'node:http' || mount === 'createNodeRelay') await vi.waitFor(() => expect(app.settled()).toBe(1))
+    expect(answer.timedOut, 'the relay never answered').toBe(false)
+    expect(answer.status).toBe(200)
+    expect(prompts).toEqual(['hello'])
   })
   it("a request with a 'readable' listener left on it (a stream in paused mode) is still read", async () => {
     const app = await start(`readable-${mount}`, (req) => void req.on('readable', () => undefined))
-    try {
-      const bytes = requestOfSize(200)
-      const head = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', `Content-Length: ${bytes.length}`)
-      const answer = await exchange(app.port, head, [bytes], { waitMs: 1_500 })
-      // Whatever happened, the relay's promise has settled once the client is gone (no leak).
-      if (mount === 'node:http' || mount === 'createNodeRelay') await vi.waitFor(() => expect(app.settled()).toBe(1))
-      expect(answer.timedOut, 'the relay never answered').toBe(false)
-      expect(answer.status).toBe(200)
-    } finally {
-      await app.close()
-    }
+    const bytes = requestOfSize(200)
+    const head = CHUNKED_HEAD.replace('Transfer-Encoding: chunked', `Content-Length: ${bytes.length}`)
+    const answer = await exchange(app.port, head, [bytes], { waitMs: 1_500 })
+    // Whatever happened, the relay's promise has settled once the client is gone (no leak).
+    if (mount === 'node:http' || mount === 'createNodeRelay') await vi.waitFor(() => expect(app.settled()).toBe(1))
+    expect(answer.timedOut, 'the relay never answered').toBe(false)
+    expect(answer.status).toBe(200)
   })
 })
 
@@ -448,66 +416,54 @@ describe('the real openai SDK through the Express relay', () => {
 
   it('a streamed body within the limit is relayed', async () => {
     const { app } = await expressApp('sdk-ok')
-    try {
-      const client = new OpenAI({
-        baseURL: `http://127.0.0.1:${app.port}/v1`,
-        apiKey: 'unused',
-        fetch: streamingFetch,
-        maxRetries: 0,
-      })
-      const answer = await client.chat.completions.create({
-        model: 'qwen-plus',
-        messages: [{ role: 'user', content: 'hello' }],
-        max_tokens: 5,
-      })
-      expect(answer.choices[0]?.message.content).toBe('ok')
-    } finally {
-      await app.close()
-    }
+    const client = new OpenAI({
+      baseURL: `http://127.0.0.1:${app.port}/v1`,
+      apiKey: 'unused',
+      fetch: streamingFetch,
+      maxRetries: 0,
+    })
+    const answer = await client.chat.completions.create({
+      model: 'qwen-plus',
+      messages: [{ role: 'user', content: 'hello' }],
+      max_tokens: 5,
+    })
+    expect(answer.choices[0]?.message.content).toBe('ok')
   })
   it('a streamed body over the limit is a 413 APIError request_too_large, not retried', async () => {
     const { app, seen } = await expressApp('sdk-over')
-    try {
-      const client = new OpenAI({
-        baseURL: `http://127.0.0.1:${app.port}/v1`,
-        apiKey: 'unused',
-        fetch: streamingFetch,
-        maxRetries: 2,
-      })
-      const error = await client.chat.completions
-        .create({ model: 'qwen-plus', messages: [{ role: 'user', content: 'x'.repeat(2 * MAX) }], max_tokens: 5 })
-        .then(
-          () => undefined,
-          (e: unknown) => e,
-        )
-      expect(error).toBeInstanceOf(APIError) // (APIConnectionError is one too)
-      const { status, code } = error as APIError
-      expect({ name: (error as Error).constructor.name, status, code, requests: seen() }).toEqual({
-        name: 'APIError',
-        status: 413,
-        code: 'request_too_large',
-        requests: 1,
-      })
-      expect(prompts).toEqual([])
-    } finally {
-      await app.close()
-    }
+    const client = new OpenAI({
+      baseURL: `http://127.0.0.1:${app.port}/v1`,
+      apiKey: 'unused',
+      fetch: streamingFetch,
+      maxRetries: 2,
+    })
+    const error = await client.chat.completions
+      .create({ model: 'qwen-plus', messages: [{ role: 'user', content: 'x'.repeat(2 * MAX) }], max_tokens: 5 })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+    expect(error).toBeInstanceOf(APIError) // (APIConnectionError is one too)
+    const { status, code } = error as APIError
+    expect({ name: (error as Error).constructor.name, status, code, requests: seen() }).toEqual({
+      name: 'APIError',
+      status: 413,
+      code: 'request_too_large',
+      requests: 1,
+    })
+    expect(prompts).toEqual([])
   })
 })
 
 describe('a request body with a Content-Encoding', () => {
   it('is not decoded: a gzip body is answered 400 (OpenAI-shaped), not 500, nothing sent upstream', async () => {
     const app = await MOUNTS.express!('gzip-body')
-    try {
-      const { gzipSync } = await import('node:zlib')
-      const packed = gzipSync(requestOfSize(200))
-      const head = `${CHUNKED_HEAD}\r\nContent-Encoding: gzip`
-      const answer = await exchange(app.port, head, [chunk(packed), LAST_CHUNK])
-      expect(answer.status).toBe(400)
-      expect(answer.body).toMatchObject({ error: { type: 'invalid_request_error', param: null } })
-      expect(prompts).toEqual([])
-    } finally {
-      await app.close()
-    }
+    const { gzipSync } = await import('node:zlib')
+    const packed = gzipSync(requestOfSize(200))
+    const head = `${CHUNKED_HEAD}\r\nContent-Encoding: gzip`
+    const answer = await exchange(app.port, head, [chunk(packed), LAST_CHUNK])
+    expect(answer.status).toBe(400)
+    expect(answer.body).toMatchObject({ error: { type: 'invalid_request_error', param: null } })
+    expect(prompts).toEqual([])
   })
 })

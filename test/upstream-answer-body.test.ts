@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net'
 import { promisify } from 'node:util'
 import zlib from 'node:zlib'
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createGuard } from '../packages/core/src/guard.js'
 import { MAX_ANSWER_BYTES, upstreamPost, type UpstreamPostInit } from '../packages/core/src/transport.js'
 import type { GuardEvent, QuotaState } from '../packages/core/src/types.js'
@@ -59,6 +59,12 @@ const TRANSPORTS = [
   ['upstream.fetch: globalThis.fetch', globalThis.fetch],
 ] as const
 
+/** Every guard a test made, closed after it. */
+const opened: Array<{ close(): Promise<void> }> = []
+afterEach(async () => {
+  for (const guard of opened.splice(0)) await guard.close()
+})
+
 function guardWith(fetch: typeof globalThis.fetch | undefined, timeoutMs = 8_000) {
   const events: GuardEvent[] = []
   const guard = createGuard({
@@ -72,6 +78,7 @@ function guardWith(fetch: typeof globalThis.fetch | undefined, timeoutMs = 8_000
     },
     quotas: { user: { tpm: 100_000, concurrency: 4 } },
   })
+  opened.push(guard)
   guard.on('settled', (event) => events.push(event))
   const settled = () => events.find((e) => e.type === 'settled') as Extract<GuardEvent, { type: 'settled' }> | undefined
   return { guard, settled }
@@ -127,13 +134,9 @@ describe.each(TRANSPORTS)('Qwen answer bodies via %s', (_name, appFetch) => {
       void writeLarge(res, Buffer.from(completion(MAX_ANSWER_BYTES * 2)))
     }
     const { guard, settled } = guardWith(appFetch)
-    try {
-      await expect(guard.call({ user: 'chunked' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
-      await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
-      await vi.waitFor(() => expect(cutByClient).toBe(cutBefore + 1))
-    } finally {
-      await guard.close()
-    }
+    await expect(guard.call({ user: 'chunked' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
+    await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
+    await vi.waitFor(() => expect(cutByClient).toBe(cutBefore + 1))
   })
 
   it.each(['gzip', 'br'])(
@@ -148,12 +151,8 @@ describe.each(TRANSPORTS)('Qwen answer bodies via %s', (_name, appFetch) => {
         res.end(packed)
       }
       const { guard, settled } = guardWith(appFetch)
-      try {
-        await expect(guard.call({ user: 'bomb' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
-        await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
-      } finally {
-        await guard.close()
-      }
+      await expect(guard.call({ user: 'bomb' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
+      await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
     },
   )
 
@@ -164,12 +163,8 @@ describe.each(TRANSPORTS)('Qwen answer bodies via %s', (_name, appFetch) => {
       setTimeout(() => res.socket?.resetAndDestroy(), 20)
     }
     const { guard, settled } = guardWith(appFetch)
-    try {
-      await expect(guard.call({ user: 'reset' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
-      await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
-    } finally {
-      await guard.close()
-    }
+    await expect(guard.call({ user: 'reset' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
+    await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
   })
 
   it('a body that stalls after the headers ends within the deadline, the same on both readers', async () => {
@@ -208,12 +203,8 @@ describe.each(TRANSPORTS)('Qwen answer bodies via %s', (_name, appFetch) => {
       setTimeout(() => res.destroy(), 20)
     }
     const { guard, settled } = guardWith(appFetch)
-    try {
-      await expect(guard.call({ user: 'gzcut' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
-      await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
-    } finally {
-      await guard.close()
-    }
+    await expect(guard.call({ user: 'gzcut' }, body)).rejects.toMatchObject({ status: 502, code: 'upstream_error' })
+    await vi.waitFor(() => expect(settled()).toMatchObject({ basis: 'prompt' }))
   })
 
   it('text() read late (after the whole body arrived) and text() of a compressed answer read late give the whole text', async () => {

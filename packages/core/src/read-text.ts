@@ -57,18 +57,22 @@ function readNodeStream(stream: Readable, maxBytes: number, tooLarge: () => Erro
       // A server request stays open, its rest discarded, so the answer (a 413) can still be written
       // on its connection; destroying it would close the socket too. Any other stream is closed.
       if (stream instanceof IncomingMessage) stream.resume()
-      else {
-        // Nobody listens any more: undici reports its body's destroy as an AbortError 'error' event,
-        // which would be an uncaught exception (a crash of the app).
-        stream.on('error', () => undefined)
-        stream.destroy()
-      }
+      else discard(stream)
     }
     const cleanup = finished(stream, (error) =>
       done(error ?? undefined, error ? undefined : Buffer.concat(chunks, size).toString('utf8')),
     )
     stream.on('readable', onReadable)
   })
+}
+
+/**
+ * Closes a body nobody will read. undici reports destroying its body as an AbortError 'error' event,
+ * an uncaught exception (a crash of the app) when nobody listens, so a listener is left on it.
+ */
+export function discard(stream: Readable): void {
+  stream.on('error', () => undefined)
+  stream.destroy()
 }
 
 async function readIterable(

@@ -15,7 +15,7 @@
 import { pipeline, Readable } from 'node:stream'
 import zlib from 'node:zlib'
 import { DecoratorHandler, type Dispatcher, getGlobalDispatcher, request } from 'undici'
-import { readText } from './read-text.js'
+import { discard, readText } from './read-text.js'
 import type { ByteStream } from './sse.js'
 
 /** What the call layer reads from Qwen's answer to one attempt. */
@@ -159,8 +159,7 @@ function decoderFor(coding: string): zlib.Gunzip | zlib.Unzip | zlib.BrotliDecom
  * body is read later or never: a crash of the app).
  */
 function failed(body: Readable, error: Error): Readable {
-  body.on('error', () => undefined) // undici reports the destroy below as an AbortError: nobody's
-  body.destroy()
+  discard(body)
   return new Readable({
     read() {
       this.destroy(error) // only once someone reads: the reader's own listener gets the error
