@@ -7,8 +7,8 @@
  * stream (its end, an error, the caller cancelling the body or aborting its signal, even before
  * reading, or the stream sitting idle for `idleMs`) settles the call at once, exactly once.
  */
+import { shownTokensOf } from './answer-tokens.js'
 import { upstreamError, upstreamTimeout, type QwenGuardError } from './errors.js'
-import { estimateTextTokens } from './estimate.js'
 import type { Settlement } from './settlement.js'
 import {
   encodeSseData,
@@ -168,13 +168,20 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     return reading
   }
 
-  /** Counts a chunk read from Qwen: its usage (the last one wins) and its text. */
+  /**
+   * Counts a chunk read from Qwen: its text, and its usage (the last one wins). A usage counts only
+   * what came before it: text in a later chunk without one (a usage sent early, by a broken or
+   * hostile upstream) voids it, and the stream is charged its estimate instead.
+   */
   function count(chunk: Chunk): void {
+    const shown = shownTokensOf(chunk.choices, 'delta')
+    receivedTokens += shown
     if (chunk.usage !== undefined && chunk.usage !== null) {
       usage = chunk.usage
       sawUsage = true
+    } else if (shown > 0) {
+      sawUsage = false
     }
-    receivedTokens += completionTokensOf(chunk)
   }
 
   /** After the caller left the stream unread: counts what Qwen sends within DRAIN_MS, until its end. */
@@ -220,8 +227,12 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     // Closes the connection (a read still pending ends with it), then stops reading Qwen.
     if (ending.kind !== 'done') stopUpstream?.()
     const closing = events.return(undefined).catch(() => undefined)
-    if (ending.kind === 'upstream_error') await slot.fail(ending.refusal)
-    await settlement.settle(sawUsage ? { usage } : { streamedCompletionTokens: receivedTokens })
+    // Qwen answered 200 and streamed before this error, whatever status its framing names
+    // (`:HTTP_STATUS/429`): the call was served, so the account's pace keeps its reservation.
+    if (ending.kind === 'upstream_error') await slot.fail({ ...ending.refusal, status: 200 })
+    await settlement.settle(
+      sawUsage ? { usage, shownCompletionTokens: receivedTokens } : { streamedCompletionTokens: receivedTokens },
+    )
     await closing
   }
 
@@ -275,20 +286,6 @@ function outgoingData(event: SseEvent, chunk: Chunk, clientWantsUsage: boolean):
   if (!Array.isArray(chunk.choices) || chunk.choices.length === 0) return undefined
   const { usage: _hidden, ...rest } = chunk
   return JSON.stringify(rest)
-}
-
-/** Completion tokens estimated from a chunk's text (strings only: a chunk is upstream data). */
-function completionTokensOf(chunk: Chunk): number {
-  if (!Array.isArray(chunk.choices)) return 0
-  let tokens = 0
-  for (const choice of chunk.choices as unknown[]) {
-    const delta = typeof choice === 'object' && choice !== null ? (choice as { delta?: unknown }).delta : undefined
-    if (typeof delta !== 'object' || delta === null) continue
-    const { content, reasoning_content: reasoning } = delta as { content?: unknown; reasoning_content?: unknown }
-    if (typeof content === 'string') tokens += estimateTextTokens(content)
-    if (typeof reasoning === 'string') tokens += estimateTextTokens(reasoning)
-  }
-  return tokens
 }
 
 function midStreamError(

@@ -24,6 +24,7 @@ import { newCallId } from './call-id.js'
 import { markRefusal, withDecision } from './decision-header.js'
 import type { QuotaAdmission, QuotaReservation } from './quota/index.js'
 import { relayStream, firstEvent } from './answer-stream.js'
+import { shownTokensOf } from './answer-tokens.js'
 import { chargeOf, usageCeiling, type Settlement } from './settlement.js'
 import { backoffDelay } from './upstream/backoff.js'
 import { coalesceWrites } from './redis-writes.js'
@@ -223,7 +224,10 @@ async function sendWithRetries(
       outcome = await sendOnce(deps, slot, send, deadline)
     } catch (error) {
       if (error instanceof CallerAborted) {
-        await settlement.settle({ streamedCompletionTokens: 0 })
+        // Closing a stream's connection stops Qwen: it is charged what it streamed (nothing yet).
+        // A JSON call goes on and is billed whatever the caller does, and its answer is never seen:
+        // both ledgers keep the reservation, so aborting cannot buy output at the price of a prompt.
+        await settlement.settle(send.body.stream === true ? { streamedCompletionTokens: 0 } : { usage: undefined })
         throw error.reason
       }
       if (error instanceof AttemptTimedOut) {
@@ -581,7 +585,7 @@ async function failedToSend(
     throw new AttemptTimedOut()
   }
   if (send.signal?.aborted) {
-    // The caller went away while the request was in flight: Qwen may have counted the prompt.
+    // The caller went away while the request was in flight (settled by sendWithRetries).
     throw new CallerAborted(send.signal.reason ?? error)
   }
   return {
@@ -635,7 +639,9 @@ async function answerJson(
       // extra charge, lease release, pace) is sent to the store by this call, and this process's
       // memory or its Redis connection keeps their order, so the caller's next read of its quota is
       // still exact. On Redis that is one round trip less per call. settle() never rejects.
-      void settlement.settle({ usage: completion.usage }).catch(() => undefined)
+      void settlement
+        .settle({ usage: completion.usage, shownCompletionTokens: shownTokensOf(completion.choices, 'message') })
+        .catch(() => undefined)
       // Text and parsed value both at hand: the SDK's response.json() gets the value without a re-parse.
       return {
         info,

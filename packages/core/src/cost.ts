@@ -26,7 +26,7 @@ export interface CallPlan {
   reasoningTokens: number
   /** Tokens reserved from every limit: promptTokens + maxTokens. */
   reservedTokens: number
-  /** Spend reserved, in US dollars (0 when the model has no price). */
+  /** Spend reserved, in US dollars: the reserved tokens at the dearest price of the model and its fallbacks (0 without prices). */
   reservedUsd: number
   /**
    * Fields the guard adds to the body it sends upstream so that Qwen's own caps are the reserved
@@ -222,7 +222,8 @@ export function planCall(request: PlannedRequest, options: ResolvedOptions): Cal
     answerTokens: output.answerTokens,
     reasoningTokens: output.reasoningTokens,
     reservedTokens: promptTokens + maxTokens,
-    reservedUsd: priceOf(model.price, promptTokens, maxTokens),
+    // Priced like the tokens: at the dearest model that may serve the call (a fallback may cost more).
+    reservedUsd: Math.max(...servingModels(model, options).map((m) => priceOf(m.price, promptTokens, maxTokens))),
     upstreamFields: output.upstreamFields,
   }
   assertFits(plan)

@@ -2,7 +2,8 @@
  * What a call is charged once it reached Qwen, decided in one place: Qwen's `usage` when it is
  * usable, otherwise the reservation; a stream without a usage chunk, its estimate; a call that failed
  * after Qwen accepted it, the prompt part. Upstream numbers are untrusted input: nothing that is not
- * a finite, non-negative count within the bound below ever reaches a counter.
+ * a finite, non-negative count within the bound below ever reaches a counter, and a usage that claims
+ * far fewer completion tokens than the answer visibly holds is not believed (MIN_USAGE_SHARE).
  */
 import type { SettleBasis } from './types.js'
 
@@ -15,8 +16,11 @@ export interface Usage {
 
 /** How one attempt's answer ended, as far as counting goes. */
 export type SettleInput =
-  /** A complete answer: its `usage` as received (anything; checked here). */
-  | { usage: unknown }
+  /**
+   * A complete answer: its `usage` as received (anything; checked here), and the completion tokens
+   * its text is estimated at (answer-tokens.ts; default 0).
+   */
+  | { usage: unknown; shownCompletionTokens?: number }
   /** A stream that ended (or was cancelled) without a usage chunk: completion tokens estimated from its text. */
   | { streamedCompletionTokens: number }
 
@@ -58,7 +62,7 @@ export function usageCeiling(contextWindow: number | undefined, reservedTokens: 
 export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
   if ('usage' in input) {
     const usage = readUsage(input.usage, bounds.ceiling)
-    if (usage)
+    if (usage && usage.completion >= usageFloor(input.shownCompletionTokens))
       return {
         tokens: usage.total,
         promptTokens: usage.prompt,
@@ -85,6 +89,22 @@ export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
     basis: 'estimate',
     usageInvalid: false,
   }
+}
+
+/**
+ * The fewest completion tokens a usage may claim for an answer whose text is estimated at `shown`,
+ * as a share of it: the estimate is within +17 % of Qwen's tokenizer on text (bench/RESULTS.md,
+ * estimator), so an honest count stays far above a quarter of it even for text the estimate reads
+ * badly (long runs of one character). A usage below the floor (all zeros, say, from a broken proxy)
+ * is as unusable as a missing one: the call is charged its reservation.
+ */
+export const MIN_USAGE_SHARE = 0.25
+
+/** Tokens below the share a short answer may still claim (rounding, a one-word answer). */
+const USAGE_FLOOR_SLACK = 8
+
+function usageFloor(shown: number | undefined): number {
+  return Math.max(0, countOrZero(shown ?? 0) * MIN_USAGE_SHARE - USAGE_FLOOR_SLACK)
 }
 
 /**

@@ -30,6 +30,22 @@ describe('chargeOf', () => {
     expect(chargeOf({ usage }, bounds)).toMatchObject({ tokens: 1_100, basis: 'reservation', usageInvalid: true })
   })
 
+  it('does not believe a usage below a quarter of the completion the answer visibly holds (less 8)', () => {
+    const usage = (completion: number) => ({ prompt_tokens: 90, completion_tokens: completion })
+    // 400 tokens of text shown: at least 400 / 4 - 8 = 92 completion tokens may be claimed.
+    expect(chargeOf({ usage: usage(92), shownCompletionTokens: 400 }, bounds)).toMatchObject({
+      tokens: 182,
+      basis: 'usage',
+    })
+    expect(chargeOf({ usage: usage(91), shownCompletionTokens: 400 }, bounds)).toMatchObject({
+      tokens: 1_100,
+      basis: 'reservation',
+      usageInvalid: true,
+    })
+    expect(chargeOf({ usage: usage(0), shownCompletionTokens: 30 }, bounds)).toMatchObject({ basis: 'usage' })
+    expect(chargeOf({ usage: usage(0), shownCompletionTokens: Number.NaN }, bounds)).toMatchObject({ basis: 'usage' })
+  })
+
   it('settles a missing usage from the reservation without flagging it as invalid', () => {
     expect(chargeOf({ usage: undefined }, bounds)).toMatchObject({
       tokens: 1_100,

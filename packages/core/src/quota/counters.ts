@@ -10,8 +10,9 @@
  * refused falsely; that is the accepted price.
  */
 import type { RateLimiterRes } from 'rate-limiter-flexible'
-import { ADJUST_SLACK_MS, type Counted, type Counter } from '../store.js'
-import type { WindowSpec } from './windows.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { ADJUST_SLACK_MS, type Counted, type CountOptions, type Counter } from '../store.js'
+import { dailyKey, utcDay, type WindowSpec } from './windows.js'
 
 /** One counter a call is charged on. Points are integers (see windows.ts toPoints). */
 export interface Charge {
@@ -22,6 +23,8 @@ export interface Charge {
   id: string
   /** Key inside the limiter: the identity's hash tag (plan.ts), plus the UTC date for daily windows. */
   key: string
+  /** The identity's hash tag alone (daily windows: a later charge goes to the day current then). */
+  tag: string
   /** The identity's limit in points. */
   limit: number
   /** What this call takes. */
@@ -30,6 +33,8 @@ export interface Charge {
   options: { customDuration?: number }
   /** Milliseconds until the next UTC midnight, for daily windows. */
   dayMsLeft?: number
+  /** Epoch ms of that midnight: a daily window's day ends there, its counter up to a second later (whole-second TTL). */
+  dayEndsAt?: number
   /** The scope's policy is in shadow mode (quota/admission.ts "Shadow mode"). */
   shadow?: true
 }
@@ -41,7 +46,7 @@ export interface Reading {
   consumed: number
   /** Milliseconds until the window resets; 0 when nothing is counted. */
   resetMs: number
-  /** Epoch ms at which the window that was read or charged ends. */
+  /** Epoch ms at which the window that was read or charged ends (its counter's expiry). */
   windowEndAt: number
   /** Charged on the insurance limiter (Redis was failing): corrections go there too. */
   insured: boolean
@@ -88,27 +93,54 @@ export function blocksAfter(reading: Reading): boolean {
 }
 
 /**
- * Adds `points` (negative: refunds) to a charged counter, only while its window is alive (see
- * REFUND_MARGIN_MS; the same rule for extra charges keeps settlement symmetric). Errors are
- * reported to `onError`, never thrown: the call this belongs to has already happened.
+ * Adds `points` (negative: refunds) to a charged counter while its window is alive (see
+ * REFUND_MARGIN_MS). A refund the window can no longer take is dropped with it; an extra charge
+ * (usage above the reservation) is never dropped: it goes to the window current once the charged one
+ * has ended (lateCharge). Errors are reported to `onError`, never thrown: the call this belongs to
+ * has already happened.
  */
 export async function adjust(reading: Reading, points: number, onError: (error: unknown) => void): Promise<boolean> {
-  const left = reading.windowEndAt - Date.now()
-  if (points === 0 || left <= REFUND_MARGIN_MS) return false
-  const { counter, key, options } = reading.charge
-  // Where the charge went, without fallback: a failed Redis correction is dropped (the charge then
+  const { counter, key, options, dayEndsAt } = reading.charge
+  const endsAt = Math.min(reading.windowEndAt, dayEndsAt ?? Infinity)
+  const left = endsAt - Date.now()
+  if (points === 0 || (points < 0 && left <= REFUND_MARGIN_MS)) return false
+  // Where the charge went, without fallback: a failed Redis correction is dropped (a refund then
   // expires with its window: a false refusal at worst), never moved to the insurance limiter. On
   // Redis the store checks the window too, so a correction that Redis runs late (after a stall)
   // never lands in a later window.
   try {
-    return await counter.adjust(key, points, options, reading.insured, {
-      minMs: REFUND_MARGIN_MS,
-      maxMs: left + ADJUST_SLACK_MS,
-    })
+    if (left > REFUND_MARGIN_MS) {
+      const applied = await counter.adjust(key, points, options, reading.insured, {
+        minMs: REFUND_MARGIN_MS,
+        maxMs: reading.windowEndAt - Date.now() + ADJUST_SLACK_MS,
+      })
+      if (applied || points < 0) return applied
+    }
+    return await lateCharge(reading.charge, points, endsAt)
   } catch (error) {
     onError(error)
     return false
   }
+}
+
+/**
+ * An extra charge settled after its window ended (a long stream, a call settled in the window's last
+ * moments): consumed in the window current then, after the charged one has ended (waiting out its
+ * last REFUND_MARGIN_MS at most), so what Qwen billed above the reservation is always counted.
+ */
+async function lateCharge(charge: Charge, points: number, endsAt: number): Promise<boolean> {
+  const wait = endsAt - Date.now()
+  if (wait >= 0) await sleep(wait + 1, undefined, { ref: false })
+  const { key, options } = currentWindow(charge, Date.now())
+  await charge.counter.consume(key, points, options)
+  return true
+}
+
+/** Where a charge made at `now` goes: the same key, or that day's for a daily window. */
+function currentWindow(charge: Charge, now: number): { key: string; options: CountOptions } {
+  if (charge.dayMsLeft === undefined) return { key: charge.key, options: charge.options }
+  const day = utcDay(now)
+  return { key: dailyKey(charge.tag, day), options: { customDuration: day.customDuration } }
 }
 
 /** Refunds every charge in full (rollback and cancel). */

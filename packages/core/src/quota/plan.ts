@@ -12,6 +12,7 @@ import type { LimiterFactory } from '../store.js'
 import type { Identity, QuotaPolicies, QuotaPolicy, QuotaState } from '../types.js'
 import {
   WINDOW_SPECS,
+  dailyKey,
   fromPoints,
   limitPoints,
   toPoints,
@@ -126,7 +127,7 @@ export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now:
     const points = toPoints(spec.unit, cost[spec.unit])
     const tagged = identityTag(scope, id)
     if (!spec.daily) {
-      const charge: Charge = { scope, spec, counter, id, key: tagged, limit, points, options: {} }
+      const charge: Charge = { scope, spec, counter, id, key: tagged, tag: tagged, limit, points, options: {} }
       if (shadow) charge.shadow = true
       return charge
     }
@@ -136,11 +137,13 @@ export function chargesFor(plan: Plan, cost: Cost, factory: LimiterFactory, now:
       spec,
       counter,
       id,
-      key: `${tagged}:${day.date}`,
+      key: dailyKey(tagged, day),
+      tag: tagged,
       limit,
       points,
       options: { customDuration: day.customDuration },
       dayMsLeft: day.msLeft,
+      dayEndsAt: now + day.msLeft,
     }
     if (shadow) charge.shadow = true
     return charge

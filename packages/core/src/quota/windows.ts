@@ -78,6 +78,11 @@ export interface UtcDay {
   customDuration: number
 }
 
+/** The key of a daily window's counter: the identity's hash tag and the UTC date. */
+export function dailyKey(tag: string, day: UtcDay): string {
+  return `${tag}:${day.date}`
+}
+
 /** The UTC day containing `now` (epoch ms). */
 export function utcDay(now: number): UtcDay {
   const msLeft = DAY_MS - (now % DAY_MS)

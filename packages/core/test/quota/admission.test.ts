@@ -117,6 +117,31 @@ describeEachStore('QuotaAdmission', (kind) => {
     expect(dim(state, 'tpm').remaining).toBe(100_000 - 100)
   })
 
+  it('charges extra use settled after the charged window ended to the window current then', async () => {
+    const { admission } = stores.make({ user: { tps: 2_000, tpm: 100_000 } })
+    const reservation = await admission.reserve({ user: 'u1' }, cost(1_000))
+    await sleep(1_050)
+    await reservation.settle({ tokens: 1_500, usd: 0 })
+    const state = await admission.state({ user: 'u1' })
+    // The 500 the reservation did not cover weigh on the second now; the minute took them in its window.
+    expect(dim(state, 'tps').remaining).toBe(1_500)
+    expect(dim(state, 'tpm').remaining).toBe(100_000 - 1_500)
+  })
+
+  it('charges extra use settled after UTC midnight to the new day, refunds none into it', async () => {
+    const { admission } = stores.make({ user: { tokensPerDay: 10_000, usdPerDay: 1 } })
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(Date.UTC(2025, 0, 1, 23, 59, 59, 900))
+    const over = await admission.reserve({ user: 'u1' }, cost(1_000, 0.1))
+    const under = await admission.reserve({ user: 'u1' }, cost(1_000, 0.1))
+    vi.setSystemTime(Date.UTC(2025, 0, 2, 0, 0, 0, 500))
+    await over.settle({ tokens: 1_800, usd: 0.25 })
+    await under.settle({ tokens: 100, usd: 0.01 })
+    const state = await admission.state({ user: 'u1' })
+    expect(dim(state, 'tokensPerDay').remaining).toBe(10_000 - 800)
+    expect(dim(state, 'usdPerDay').remaining).toBeCloseTo(1 - 0.15, 9)
+  })
+
   it('cancel gives back requests, tokens and spend', async () => {
     const { admission } = stores.make({ user: { rpm: 5, tpm: 1_000, usdPerDay: 1, concurrency: 1 } })
     const reservation = await admission.reserve({ user: 'u1' }, cost(300, 0.25))
