@@ -18,6 +18,7 @@ const closers: Array<() => Promise<void>> = []
 beforeAll(async () => {
   sim = await startSimulator({ port: 0 })
   vi.stubEnv('DASHSCOPE_API_KEY', 'sk-sim')
+  vi.stubEnv('PORT', '0') // the package snippets listen (a free port here) to show the SIGTERM shutdown
   const realFetch = globalThis.fetch
   vi.stubGlobal('fetch', (input: string | URL | Request, init?: RequestInit) => {
     const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url
@@ -79,10 +80,11 @@ describe('README snippets', () => {
 
   for (const name of ['express', 'express-package'] as const) {
     it(`${name}: /ask answers through req.qwen, the relay answers, guard.errors answers refusals`, async () => {
-      const { app, guard } = (await import(
+      const { app, guard, server } = (await import(
         `../examples/snippets/${name}.ts`
-      )) as typeof import('../examples/snippets/express.js')
+      )) as typeof import('../examples/snippets/express.js') & { server?: import('node:http').Server }
       closers.push(() => guard.close())
+      if (server) closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
       const ask = await request(app).post('/ask').send({ messages: chat.messages })
       expect(ask.status).toBe(200)
       const relayed = await request(app).post('/v1/chat/completions').send(chat)
@@ -106,8 +108,10 @@ describe('README snippets', () => {
   })
 
   it('koa-package: /ask answers through ctx.qwen', async () => {
-    const { app, guard } = await import('../examples/snippets/koa-package.js')
+    const { app, guard, server } = await import('../examples/snippets/koa-package.js')
     closers.push(() => guard.close())
+    closers.push(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    expect(server.listening).toBe(true)
     const ask = await request(app.callback()).get('/ask').query({ q: 'hi' })
     expect(ask.status).toBe(200)
     expect(typeof ask.body.text).toBe('string')

@@ -19,7 +19,9 @@ app.post('/ask', express.json(), async (req, res) => {
 app.use('/v1', guard.proxy()) // OpenAI-compatible relay
 app.use(guard.errors) // QwenGuardError -> 429/503 + Retry-After, RateLimit, JSON body
 
-process.on('SIGTERM', () => void guard.close())
+const server = app.listen(Number(process.env.PORT ?? 3000))
+// On SIGTERM: stop taking requests, then close the guard; the process exits once both are done.
+process.once('SIGTERM', () => server.close(() => void guard.close()))
 // #endregion readme
 
-export { app, guard }
+export { app, guard, server }

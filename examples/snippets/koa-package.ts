@@ -20,7 +20,9 @@ app.use(async (ctx) => {
   ctx.body = { text: answer.choices[0]?.message.content }
 })
 
-process.on('SIGTERM', () => void guard.close())
+const server = app.listen(Number(process.env.PORT ?? 3000))
+// On SIGTERM: stop taking requests, then close the guard; the process exits once both are done.
+process.once('SIGTERM', () => server.close(() => void guard.close()))
 // #endregion readme
 
-export { app, guard }
+export { app, guard, server }

@@ -83,6 +83,9 @@ export function adoptGuard<Request>(
     guard = options
     custom = adapter.identify
   } else {
+    // createGuard names this error for itself; destructuring would throw a bare TypeError first.
+    if (typeof options !== 'object' || options === null)
+      throw new QwenGuardConfigError('options', `must be an object, got ${options === null ? 'null' : typeof options}`)
     const { identify, ...guardOptions } = options
     if (identify !== undefined && typeof identify !== 'function') {
       throw new QwenGuardConfigError('identify', `must be a function, got ${typeof identify}`)

@@ -46,6 +46,12 @@ describe('adoptGuard', () => {
     )
   })
 
+  it.each([undefined, null, 'sk-key', 42])('refuses %s as options with a config error, not a TypeError', (given) => {
+    const adopt = () => adoptGuard<string>(given as never, {}, byAddress)
+    expect(adopt).toThrow(QwenGuardConfigError)
+    expect(adopt).toThrow(`options: must be an object, got ${given === null ? 'null' : typeof given}`)
+  })
+
   it('takes identify from guard options when none is given beside them', async () => {
     const adopted = adoptGuard<string>({ ...options, identify: (user: string) => ({ user }) }, {}, byAddress)
     expect(adopted.owned).toBe(true)

@@ -226,7 +226,7 @@ export class QuotaAdmission {
     if (charges.length === 0 && plan.leases.length === 0) return QuotaReservationImpl.empty()
     if (plan.shadow) return this.admitWithShadow(identity, plan, charges, context)
     await this.refuseImpossible(identity, charges, plan.leases)
-    if (this.shouldPrecheck(charges)) await this.refuseIfFull(charges)
+    if (this.shouldPrecheck(charges)) await this.refuseIfFull(charges, plan.leases)
     const [readings, held] = await this.charge(charges, plan.leases)
     await this.enforce(identity, readings, held, context)
     return this.reservation(readings, held)
@@ -252,7 +252,7 @@ export class QuotaAdmission {
     const shadowCharges = charges.filter((c) => c.shadow)
     const shadowLeases = plan.leases.filter((l) => l.shadow)
     await this.refuseImpossible(identity, enforcedCharges, enforcedLeases)
-    if (this.shouldPrecheck(enforcedCharges)) await this.refuseIfFull(enforcedCharges)
+    if (this.shouldPrecheck(enforcedCharges)) await this.refuseIfFull(enforcedCharges, enforcedLeases)
     let verdict = impossible(shadowCharges, shadowLeases, [])
     const nothing: Promise<[Reading[], Held[]]> = Promise.resolve([[], []])
     const [enforced, shadow] = await Promise.allSettled([
@@ -383,15 +383,16 @@ export class QuotaAdmission {
   }
 
   /** The precheck: refuse at once, charging nothing, when a counter is already full. */
-  private async refuseIfFull(charges: Charge[]): Promise<void> {
-    const [readings] = await this.read(charges, [])
+  private async refuseIfFull(charges: Charge[], leases: LeaseLimit[]): Promise<void> {
+    // The leases are read too, so the refusal's headers name every limit, as after charging.
+    const [readings, counts] = await this.read(charges, leases)
     const full = readings.filter(blocksBefore)
     if (full.length === 0) return
     this.remember(full)
-    throw quotaRefusal(
-      full.map(windowBlock),
-      readings.map((r) => windowState(r)),
-    )
+    throw quotaRefusal(full.map(windowBlock), [
+      ...readings.map((r) => windowState(r)),
+      ...leases.map((limit, i) => leaseState(limit, counts[i]?.count ?? 0)),
+    ])
   }
 
   private shouldPrecheck(charges: Charge[]): boolean {

@@ -76,6 +76,17 @@ describeEachStore('QuotaAdmission', (kind) => {
     consume.mockRestore()
   })
 
+  it('a refusal by the dry read names the same limits as one after charging, concurrency included', async () => {
+    const { admission } = stores.make({ user: { rpm: 1, concurrency: 2 } })
+    const held = await admission.reserve({ user: 'u1' }, cost(1))
+    const charged = await refusalOf(admission.reserve({ user: 'u1' }, cost(1))) // charged, then rolled back
+    const dry = await refusalOf(admission.reserve({ user: 'u1' }, cost(1))) // refused by the dry read
+    const named = (e: typeof dry) => e.limits.map((l) => `${l.scope}:${l.dimension}:${l.remaining}`)
+    expect(named(charged)).toEqual(['user:rpm:0', 'user:concurrency:1'])
+    expect(named(dry)).toEqual(named(charged))
+    await held.settle({ tokens: 1, usd: 0 })
+  })
+
   it('recentlyRefused names the identities refused until their wait ends, by user or by key', async () => {
     const { admission } = stores.make({ user: { rpm: 1 }, key: { rpm: 1 } })
     expect(admission.recentlyRefused({ user: 'u1' })).toBe(false)
