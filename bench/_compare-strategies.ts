@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import Bottleneck from 'bottleneck'
 import { OpenAI } from 'openai'
-import { createGuard } from '@qwen-guard/core'
+import { createGuard, isQwenGuardError } from '@qwen-guard/core'
 import { seeded, type Arrival } from './_compare-schedule.js'
 
 export interface ModelLimit {
@@ -186,9 +186,9 @@ export function bottleneck(lane: Lane): Strategy {
   }
 }
 
-/** (e) qwen-guard: `guard.client({ user })` with the accounts' limits (and the fallbacks, in
- * scenario 3) and every other option at its default. */
-export function qwenGuard(lane: Lane): Strategy {
+/** The guard every qwen-guard strategy uses: the accounts' limits (and the fallbacks, in scenario 3)
+ * and every other option at its default; one `guard.client({ user })` per user. */
+function guardedCalls(lane: Lane) {
   const models = Object.fromEntries(lane.fallbacks.map((f) => [f.model, { rpm: f.rpm, tpm: f.tpm, fallback: [] }]))
   const guard = createGuard({
     upstream: { baseURL: lane.url, accounts: lane.apiKeys.map((apiKey, i) => ({ id: `acct-${i}`, apiKey })) },
@@ -199,17 +199,54 @@ export function qwenGuard(lane: Lane): Strategy {
   })
   const clients = new Map<string, OpenAI>()
   return {
-    name: 'qwen-guard guard.client',
-    async send(a, signal) {
+    call(a: Arrival, signal: AbortSignal) {
       let client = clients.get(a.user)
       if (!client) clients.set(a.user, (client = guard.client({ user: a.user })))
+      return client.chat.completions.create(body(lane, a), { signal })
+    },
+    close: () => guard.close(),
+  }
+}
+
+/** (e) qwen-guard: `guard.client({ user })`; a refused call (its queue wait would pass
+ * `queue.maxWaitMs`, 10 s) is given up, as a caller that does not read Retry-After would. */
+export function qwenGuard(lane: Lane): Strategy {
+  const guarded = guardedCalls(lane)
+  return {
+    name: 'qwen-guard guard.client',
+    async send(a, signal) {
       try {
-        await client.chat.completions.create(body(lane, a), { signal })
+        await guarded.call(a, signal)
         return true
       } catch {
         return false
       }
     },
-    close: () => guard.close(),
+    close: guarded.close,
+  }
+}
+
+/** (g) (e) with callers that do what the guard's refusal asks: wait exactly its `retryAfterMs`
+ * (the Retry-After a relayed client gets) and try again, up to 5 retries like the seed's backoff. */
+export function qwenGuardRetryAfter(lane: Lane): Strategy {
+  const guarded = guardedCalls(lane)
+  return {
+    name: 'qwen-guard + callers honour Retry-After',
+    async send(a, signal) {
+      for (let n = 0; ; n++) {
+        try {
+          await guarded.call(a, signal)
+          return true
+        } catch (error) {
+          if (n >= 5 || !isQwenGuardError(error) || error.retryAfterMs === undefined || signal.aborted) return false
+          try {
+            await sleep(error.retryAfterMs, undefined, { signal })
+          } catch {
+            return false
+          }
+        }
+      }
+    },
+    close: guarded.close,
   }
 }

@@ -15,6 +15,7 @@ import { makeSchedule, type Arrival } from './_compare-schedule.js'
 import {
   bottleneck,
   qwenGuard,
+  qwenGuardRetryAfter,
   sdkAsIs,
   seedBackoff,
   seedFallbackChain,
@@ -64,6 +65,7 @@ const factories: Record<string, (lane: Lane, seed: number) => Strategy> = {
   c: seedFixedQueue,
   d: bottleneck,
   e: qwenGuard,
+  g: qwenGuardRetryAfter,
   r: seedRoundRobin,
   f: seedFallbackChain,
 }
