@@ -9,7 +9,7 @@ import { createProxy } from './proxy.js'
 
 /** The middleware returned by `qwenGuard()`, with the relay, the error handler and the guard. */
 export interface QwenGuardMiddleware {
-  /** Sets `req.qwen` and `req.qwenIdentity` (both lazy). */
+  /** Sets `req.qwen` and `req.qwenIdentity` (both lazy; reading them throws what a failed `identify` threw). */
   (req: Request, res: Response, next: NextFunction): void
   /**
    * The OpenAI-compatible relay: `POST /chat/completions` (JSON or SSE), `GET /models`.
@@ -55,24 +55,29 @@ export function qwenGuard(
       next()
       return
     }
-    // A throwing or rejecting `identify`, or one that returns a non-string part, goes to the app's
-    // error handlers like any middleware error.
+    // A throwing or rejecting `identify`, or one that returns a non-string part, fails only what needs
+    // the identity: reading req.qwen or req.qwenIdentity throws its error (to the app's error handlers
+    // from a route, the relay's generic 500 on the relay). Routes that never call Qwen go on.
+    const failed = (error: unknown) => {
+      attachGuard(req, guard, identifyBySocket, { failure: { error } })
+      next()
+    }
     let result: Identity | Promise<Identity>
     try {
       result = identify(req)
     } catch (error) {
-      next(error)
+      failed(error)
       return
     }
     if (!isPromise(result)) {
-      attachGuard(req, guard, identifyBySocket, result)
+      attachGuard(req, guard, identifyBySocket, { identity: result })
       next()
       return
     }
     result.then((identity) => {
-      attachGuard(req, guard, identifyBySocket, identity)
+      attachGuard(req, guard, identifyBySocket, { identity })
       next()
-    }, next)
+    }, failed)
   }
 
   // The relay reuses the identity the middleware found when both are mounted.

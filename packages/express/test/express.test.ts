@@ -104,7 +104,28 @@ describe('qwenGuard (Express)', () => {
     expect(seen).toHaveLength(1)
   })
 
-  it('passes an error thrown by identify to next', async () => {
+  it.each([
+    [
+      'throws',
+      () => {
+        throw new Error('no session')
+      },
+    ],
+    ['rejects', async () => Promise.reject(new Error('no session'))],
+  ])('an identify that %s fails the routes that read req.qwen (next(err)), not the others', async (_how, identify) => {
+    const guard = qwenGuard(core, { identify })
+    const app = express()
+      .use(guard)
+      .get('/page', (_req, res) => void res.send('no Qwen here'))
+      .get('/ask', (req, res) => void res.json(req.qwen.baseURL))
+      .get('/who', (req, res) => void res.json(req.qwenIdentity))
+      .use(((err: Error, _req, res, _next) => void res.status(401).send(`who? ${err.message}`)) as ErrorRequestHandler)
+    await client(app).get('/page').expect(200, 'no Qwen here')
+    await client(app).get('/ask').expect(401, 'who? no session')
+    await client(app).get('/who').expect(401, 'who? no session')
+  })
+
+  it('a later middleware that sets req.qwenIdentity mends a failed identify', async () => {
     const guard = qwenGuard(core, {
       identify: () => {
         throw new Error('no session')
@@ -112,9 +133,12 @@ describe('qwenGuard (Express)', () => {
     })
     const app = express()
       .use(guard)
-      .get('/x', (_req, res) => void res.send('unreachable'))
-      .use(((_err, _req, res, _next) => void res.status(401).send('who?')) as ErrorRequestHandler)
-    await client(app).get('/x').expect(401)
+      .use((req, _res, next) => {
+        req.qwenIdentity = { user: 'mended' }
+        next()
+      })
+      .get('/who', (req, res) => void res.json(req.qwenIdentity))
+    await client(app).get('/who').expect(200, { user: 'mended' })
   })
 
   it('relays without express.json() and with a body express.json() already parsed', async () => {

@@ -49,7 +49,10 @@ function readmeGuard(quotas: QuotaPolicies = { user: { rpm: 20 } }) {
   return guard
 }
 
-/** An app where `setUser` decides `req.user`, a route asking Qwen through req.qwen, the relay at /v1. */
+/**
+ * An app where `setUser` decides `req.user`, a route asking Qwen through req.qwen, one that does not,
+ * the relay at /v1. `seen`: what the app's error handler and the relay's onError were given.
+ */
 function appWith(guard: QwenGuardMiddleware, setUser: (req: WithUser) => void = () => {}) {
   const seen: unknown[] = []
   const app = express()
@@ -62,7 +65,8 @@ function appWith(guard: QwenGuardMiddleware, setUser: (req: WithUser) => void = 
       await req.qwen.chat.completions.create(chat)
       res.json({ identity: req.qwenIdentity })
     })
-    .use('/v1', guard.proxy())
+    .get('/page', (_req, res) => void res.send('no Qwen here'))
+    .use('/v1', guard.proxy({ onError: (error) => void seen.push(error) }))
     .use(guard.errors)
     .use(((err, _req, res, _next) => {
       seen.push(err)
@@ -120,19 +124,25 @@ describe('identity (Express)', () => {
     [{ id: 2 }, 'object'],
     [123, 'number'],
     [true, 'boolean'],
-  ])('passes user %o to the error handlers as a TypeError, counting and calling nothing', async (user, kind) => {
-    const guard = readmeGuard({ user: { rpm: 1 } })
-    const { app, seen } = appWith(guard, (req) => {
-      ;(req as unknown as { user: unknown }).user = { id: user }
-    })
-    const calls = sim.stats().calls
-    for (const path of ['/ask', '/ask']) await client(app).get(path).expect(500)
-    await client(app).post('/v1/chat/completions').send(chat).expect(500)
-    expect(seen).toHaveLength(3)
-    for (const error of seen)
-      expect(error).toEqual(new TypeError(`identify(): identity.user must be a string, got ${kind}`))
-    expect(sim.stats().calls).toBe(calls)
-  })
+  ])(
+    'fails what uses user %o with a TypeError, counting and calling nothing; other routes answer',
+    async (user, kind) => {
+      const guard = readmeGuard({ user: { rpm: 1 } })
+      const { app, seen } = appWith(guard, (req) => {
+        ;(req as unknown as { user: unknown }).user = { id: user }
+      })
+      const calls = sim.stats().calls
+      for (const path of ['/ask', '/ask']) await client(app).get(path).expect(500)
+      // The relay answers with its own OpenAI-shaped 500 and tells onError, even behind app.use(guard).
+      const relayed = await client(app).post('/v1/chat/completions').send(chat).expect(500)
+      expect(relayed.body).toEqual({ error: expect.objectContaining({ code: 'internal_error' }) })
+      await client(app).get('/page').expect(200, 'no Qwen here')
+      expect(seen).toHaveLength(3)
+      for (const error of seen)
+        expect(error).toEqual(new TypeError(`identify(): identity.user must be a string, got ${kind}`))
+      expect(sim.stats().calls).toBe(calls)
+    },
+  )
 
   it('passes an over-long identity part to the error handlers as a RangeError that does not echo it', async () => {
     const { app, seen } = appWith(readmeGuard(), (req) => {

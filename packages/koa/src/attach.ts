@@ -1,5 +1,5 @@
 import type { Guard, Identity } from '@qwen-guard/core'
-import { attachLazyClient, isLazyClientAttached } from '@qwen-guard/core/adapter'
+import { attachLazyClient, isLazyClientAttached, type AttachOptions } from '@qwen-guard/core/adapter'
 import type { Context } from 'koa'
 
 /**
@@ -11,14 +11,14 @@ export function attachGuard(
   ctx: Context,
   guard: Guard,
   identify: (ctx: Context) => Identity,
-  identity?: Identity,
+  known: Pick<AttachOptions<Context>, 'identity' | 'failure'> = {},
 ): void {
   const proto = Object.getPrototypeOf(ctx) as object | null
   const holders: Array<{ holder: object; shared?: object; only?: 'qwen' }> = [
     { holder: ctx, ...(proto && proto !== Object.prototype ? { shared: proto } : {}) },
   ]
   if (ctx.state && typeof ctx.state === 'object') holders.push({ holder: ctx.state, only: 'qwen' })
-  attachLazyClient(holders, { guard, subject: ctx, identify, ...(identity ? { identity } : {}) })
+  attachLazyClient(holders, { guard, subject: ctx, identify, ...known })
 }
 
 /** Whether `attachGuard` ran on this context (the relay then reuses its identity). */

@@ -51,8 +51,18 @@ export function qwenGuard(
   const { guard, owned, custom, identify } = adoptGuard<Context>(options, adapterOptions, identifyBySocket)
 
   async function qwenGuardMiddleware(ctx: Context, next: Next): Promise<void> {
-    // A throwing `identify`, or one that returns a non-string part, is thrown to Koa's error handling.
-    attachGuard(ctx, guard, identifyBySocket, custom ? await identify(ctx) : undefined)
+    // A throwing or rejecting `identify`, or one that returns a non-string part, fails only what needs
+    // the identity: reading ctx.qwen or ctx.qwenIdentity throws its error (to Koa's error handling
+    // from a route, the relay's generic 500 on the relay). Routes that never call Qwen go on.
+    let known: Parameters<typeof attachGuard>[3] = {}
+    if (custom) {
+      try {
+        known = { identity: await identify(ctx) }
+      } catch (error) {
+        known = { failure: { error } }
+      }
+    }
+    attachGuard(ctx, guard, identifyBySocket, known)
     try {
       await next()
     } catch (error) {

@@ -58,8 +58,9 @@ function appWith(guard: QwenGuardKoaMiddleware, setUser: (state: Koa.DefaultStat
     await next()
   })
   app.use(guard)
-  app.use(guard.proxy({ prefix: '/v1' }))
+  app.use(guard.proxy({ prefix: '/v1', onError: (error) => void seen.push(error) }))
   app.use(async (ctx) => {
+    if (ctx.path === '/page') return void (ctx.body = 'no Qwen here')
     await ctx.qwen.chat.completions.create(chat)
     ctx.body = { identity: ctx.qwenIdentity }
   })
@@ -115,22 +116,28 @@ describe('identity (Koa)', () => {
     [{ id: 2 }, 'object'],
     [123, 'number'],
     [true, 'boolean'],
-  ])('throws user %o to Koa as a TypeError (500), counting and calling nothing', async (user, kind) => {
-    const guard = readmeGuard({ user: { rpm: 1 } })
-    const { agent, seen } = appWith(guard, (state) => {
-      ;(state as { user?: unknown }).user = { id: user }
-    })
-    const calls = sim.stats().calls
-    for (const path of ['/ask', '/ask'])
-      expect((await agent().get(path).expect(500)).text).toBe('Internal Server Error')
-    await agent().post('/v1/chat/completions').send(chat).expect(500)
-    expect(seen).toHaveLength(3)
-    for (const error of seen) {
-      expect(error).toBeInstanceOf(TypeError)
-      expect((error as Error).message).toBe(`identify(): identity.user must be a string, got ${kind}`)
-    }
-    expect(sim.stats().calls).toBe(calls)
-  })
+  ])(
+    'throws user %o to Koa as a TypeError (500) where it is used, counting and calling nothing',
+    async (user, kind) => {
+      const guard = readmeGuard({ user: { rpm: 1 } })
+      const { agent, seen } = appWith(guard, (state) => {
+        ;(state as { user?: unknown }).user = { id: user }
+      })
+      const calls = sim.stats().calls
+      for (const path of ['/ask', '/ask'])
+        expect((await agent().get(path).expect(500)).text).toBe('Internal Server Error')
+      // The relay answers with its own OpenAI-shaped 500 and tells onError, even behind app.use(guard).
+      const relayed = await agent().post('/v1/chat/completions').send(chat).expect(500)
+      expect(relayed.body).toEqual({ error: expect.objectContaining({ code: 'internal_error' }) })
+      await agent().get('/page').expect(200, 'no Qwen here')
+      expect(seen).toHaveLength(3)
+      for (const error of seen) {
+        expect(error).toBeInstanceOf(TypeError)
+        expect((error as Error).message).toBe(`identify(): identity.user must be a string, got ${kind}`)
+      }
+      expect(sim.stats().calls).toBe(calls)
+    },
+  )
 
   it('throws an over-long identity part as a RangeError that does not echo it', async () => {
     const { agent, seen } = appWith(readmeGuard(), (state) => {

@@ -1,6 +1,7 @@
 /**
  * `req.qwen` / `ctx.qwen` and `qwenIdentity`, for every adapter: lazy, so a route that never calls
- * Qwen pays for neither the identity nor the client. The accessors are module-level functions
+ * Qwen pays for neither the identity nor the client, and is not failed by an app `identify` that
+ * threw (reading either property throws that error, where Qwen is used). The accessors are module-level functions
  * installed once on a framework's shared prototype (Express's `request`, Koa's `app.context`); each
  * request object only gets one data property. Accessors defined per request would give every
  * request its own hidden class and turn the framework's property accesses megamorphic (measured:
@@ -22,6 +23,8 @@ interface Attachment {
   identify: (subject: never) => Identity
   /** The identity in use, always checked (`identityOrDefault`). */
   who: Identity | undefined
+  /** The app's `identify` failed: reading `qwenIdentity` or `qwen` throws this, until one is assigned. */
+  failure: { error: unknown } | undefined
   client: OpenAI | undefined
 }
 
@@ -32,6 +35,7 @@ function defaultOf(attachment: Attachment): () => Identity {
 }
 
 function identityOf(attachment: Attachment): Identity {
+  if (attachment.failure) throw attachment.failure.error
   return (attachment.who ??= identityOrDefault(undefined, defaultOf(attachment)))
 }
 
@@ -51,6 +55,7 @@ function setIdentity(this: Holder, value: Identity): void {
     })
   // The same rule as the adapters' `identify`: no user means the client address; a bad part throws here.
   attachment.who = identityOrDefault(value, defaultOf(attachment), 'qwenIdentity')
+  attachment.failure = undefined
   attachment.client = undefined
 }
 
@@ -84,6 +89,12 @@ export interface AttachOptions<Subject extends object> {
    * `identityOrDefault`: a missing or blank user becomes the default's; a non-string part throws.
    */
   identity?: Identity
+  /**
+   * The app's `identify` threw or rejected (or returned a part `identityOrDefault` refuses): nothing is
+   * charged, and reading `qwenIdentity` or `qwen` throws `error` (the relay answers it with its
+   * generic 500; a route gets it in its framework's error handling).
+   */
+  failure?: { error: unknown }
 }
 
 /**
@@ -102,8 +113,15 @@ export function attachLazyClient<Subject extends object>(
     identify: options.identify,
     who: undefined,
     client: undefined,
+    failure: options.failure,
   }
-  if (options.identity !== undefined) attachment.who = identityOrDefault(options.identity, defaultOf(attachment))
+  if (options.identity !== undefined && !options.failure) {
+    try {
+      attachment.who = identityOrDefault(options.identity, defaultOf(attachment))
+    } catch (error) {
+      attachment.failure = { error }
+    }
+  }
   for (const { holder, shared, only } of holders) {
     ;(holder as Holder)[ATTACHED] = attachment
     const accessors = only ? { qwen: ACCESSORS.qwen } : ACCESSORS
