@@ -271,7 +271,7 @@ async function sendWithRetries(
     if (Date.now() + wait >= deadline || !roomBefore(deps, plan, deadline)) break
     await (send.clock ? send.clock.waiting(delay(wait, signal)) : delay(wait, signal))
   }
-  throw finalError(lastRefusal)
+  throw finalError(lastRefusal, laneBackInMs(deps, plan))
 }
 
 /**
@@ -385,6 +385,14 @@ function failingModels(pool: UpstreamPool, plan: CallPlan): Failing[] {
  * False when every lane that could serve the call (its model and fallbacks) is cooling or disabled
  * past the deadline: another attempt cannot be sent in time, so the call ends now.
  */
+/** How long until a lane of the call's models (requested or fallback) is neither cooling nor disabled, in ms (0: one is now). */
+function laneBackInMs(deps: CallDeps, plan: CallPlan): number {
+  const models = new Set([plan.model.name, ...plan.model.fallback])
+  const lanes = deps.pool.state().filter((lane) => models.has(lane.model))
+  if (lanes.length === 0) return 0
+  return Math.max(0, Math.min(...lanes.map((lane) => Math.max(lane.coolingUntil, lane.disabledUntil))) - Date.now())
+}
+
 function roomBefore(deps: CallDeps, plan: CallPlan, deadline: number): boolean {
   const models = new Set([plan.model.name, ...plan.model.fallback])
   const lanes = deps.pool.state().filter((lane) => models.has(lane.model))
@@ -750,9 +758,13 @@ function settlementFor(
   }
 }
 
-/** The error a call ends with when its retries or its deadline ran out. */
-function finalError(refusal: UpstreamRefusal | undefined): QwenGuardError {
-  const retryAfterMs = Math.max(1000, refusal?.retryAfterMs ?? 0)
+/**
+ * The error a call ends with when its retries or its deadline ran out. Its wait is at least 1 s, the
+ * wait the refusal named, and `backInMs` (until a lane that could serve the call is back: after an
+ * invalid key disabled the only account, that is the disable's end, not 1 s).
+ */
+function finalError(refusal: UpstreamRefusal | undefined, backInMs = 0): QwenGuardError {
+  const retryAfterMs = Math.max(1000, refusal?.retryAfterMs ?? 0, backInMs)
   if (!refusal) return upstreamFailed(retryAfterMs)
   switch (refusal.kind) {
     case 'moderation':

@@ -5,6 +5,7 @@
  * Shared by the guarded call, `guard.check()` and validation (which runs the field rules early),
  * and home of the one "can this reservation ever fit this model" rule.
  */
+import { echo } from './echo.js'
 import { contextTooLong, invalidRequest, modelNotFound } from './errors.js'
 import { estimatePromptTokens, estimateRequestExtrasTokens } from './estimate.js'
 import { DEFAULT_MAX_REASONING_TOKENS, DEFAULT_THINKING } from './models.js'
@@ -64,17 +65,6 @@ function invalid(message: string, param: string): never {
 }
 
 const isAbsent = (value: unknown): value is null | undefined => value === undefined || value === null
-
-/** A short, printable echo of a client value for messages. */
-function echo(value: unknown): string {
-  let text: string
-  try {
-    text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value))
-  } catch {
-    text = typeof value
-  }
-  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text)
-}
 
 function positiveIntUpTo(request: Fields, field: string, max: number, what: string): number | undefined {
   const value = request[field]

@@ -6,6 +6,7 @@
  * no `__proto__` keys; then the fields the guard reads, and the reservation rule's fields (cost.ts).
  */
 import { planOutput } from './cost.js'
+import { echo } from './echo.js'
 import { invalidJson, invalidRequest, modelNotFound, requestTooLarge } from './errors.js'
 import type { ChatMessageLike, ResolvedModel, ResolvedOptions } from './types.js'
 
@@ -68,12 +69,6 @@ function fail(
 
 function invalid(message: string, param: string): never {
   fail('invalid_request', message, param)
-}
-
-/** A short, printable echo of a client value for messages. */
-function echo(value: unknown): string {
-  const text = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value))
-  return JSON.stringify(text.length > 64 ? `${text.slice(0, 64)}…` : text)
 }
 
 /** A path of keys and indexes as a `param`: `tools[0].function.parameters`, long keys shortened, at most 256 characters. */

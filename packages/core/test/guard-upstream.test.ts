@@ -174,6 +174,24 @@ describe('several accounts', () => {
     expect(error).toMatchObject({ status: 503, code: 'upstream_unavailable' })
     expect(JSON.stringify((error as { error: unknown }).error)).not.toMatch(/sk-o|only/)
   })
+
+  it('an invalid key: the first refusal and the next name the same wait (the disable) and message', async () => {
+    const sim = await simulator({ burst: false })
+    const guard = guardFor(sim, { upstream: { baseURL: sim.url, rampUp: false, apiKey: 'sk-wrong' } })
+    const ask = () =>
+      guard
+        .client({ user: 'z' })
+        .chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
+        .catch((e: unknown) => e)
+    const first = await ask()
+    const second = await ask()
+    for (const error of [first, second]) {
+      expect(error).toMatchObject({ status: 503, code: 'upstream_unavailable' })
+      expect(isQwenGuardError(error) && error.message).toMatch(/No Qwen account can serve this model right now\.$/)
+      // upstream.disableMs (1 h by default), not the 1 s floor
+      expect(isQwenGuardError(error) && error.retryAfterMs).toBeGreaterThan(3_590_000)
+    }
+  })
 })
 
 describe('refusals and faults are classified', () => {

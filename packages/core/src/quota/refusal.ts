@@ -41,10 +41,9 @@ const SCOPE_WORD: Record<QuotaScope, string> = { user: 'user', key: 'API key' }
  */
 export function quotaRefusal(blocks: readonly Block[], limits: QuotaState[]): QwenGuardError {
   const worst = blocks.reduce((a, b) => (b.waitMs > a.waitMs ? b : a))
-  const seconds = (worst.waitMs / 1_000).toFixed(1)
   return quotaRefusalOf(
     worst.code,
-    `The ${SCOPE_WORD[worst.scope]} ${worst.dimension} limit is reached; retry in ${seconds} s.`,
+    `The ${SCOPE_WORD[worst.scope]} ${worst.dimension} limit is reached; retry in ${spokenWait(worst.waitMs)}.`,
     {
       scope: worst.scope,
       dimension: worst.dimension,
@@ -82,4 +81,13 @@ function limitOfZero(scope: QuotaScope, dimension: Dimension, code: QuotaRefusal
     dimension,
     limits,
   })
+}
+
+/** A wait as a person reads it: `0.4 s`, `12.3 s`, `5 min 3 s`, `9 h 5 min` (retryAfterMs has the exact ms). */
+export function spokenWait(ms: number): string {
+  if (ms < 60_000) return `${(ms / 1_000).toFixed(1)} s`
+  const seconds = Math.ceil(ms / 1_000)
+  if (seconds < 3_600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s`
+  const minutes = Math.ceil(seconds / 60)
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`
 }

@@ -288,7 +288,7 @@ export class UpstreamPool {
 
   private throwIfAllDisabled(candidates: readonly Candidate[]): void {
     const back = this.allDisabledUntil(candidates)
-    if (back !== undefined) throw unavailable(back - Date.now(), 'No upstream account can serve this model right now.')
+    if (back !== undefined) throw unavailable(back - Date.now(), 'No Qwen account can serve this model right now.')
   }
 
   /** When every lane of every candidate is disabled: the epoch ms the first comes back. */
@@ -357,7 +357,7 @@ export class UpstreamPool {
     if (back !== undefined) {
       return this.finishWaiter(
         waiter,
-        unavailable(back - Date.now(), 'No upstream account can serve this model right now.'),
+        unavailable(back - Date.now(), 'No Qwen account can serve this model right now.'),
       )
     }
     const retryAfterMs = this.estimateWait(waiter.candidates, this.queue.ahead(waiter), waiter.nextAt)
@@ -429,10 +429,7 @@ export class UpstreamPool {
         if (waiter.done || waiter.candidates.every((c) => blocked.has(c.model))) continue
         const back = this.allDisabledUntil(waiter.candidates)
         if (back !== undefined) {
-          this.finishWaiter(
-            waiter,
-            unavailable(back - Date.now(), 'No upstream account can serve this model right now.'),
-          )
+          this.finishWaiter(waiter, unavailable(back - Date.now(), 'No Qwen account can serve this model right now.'))
           finished = true
           continue
         }

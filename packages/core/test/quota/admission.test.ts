@@ -2,6 +2,7 @@ import { afterEach, expect, it, vi } from 'vitest'
 import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible'
 import { describeEachStore } from '../../../../test/support/redis.js'
 import { QwenGuardError } from '../../src/errors.js'
+import { spokenWait } from '../../src/quota/refusal.js'
 import { admissionFactory, cost, dim, refusalOf, sleep } from './support.js'
 
 describeEachStore('QuotaAdmission', (kind) => {
@@ -291,4 +292,17 @@ describeEachStore('QuotaAdmission', (kind) => {
     const never = await admission.check({ user: 'u1' }, cost(5_000))
     expect(never).toMatchObject({ allowed: false, retryAfterMs: 0, blockedBy: [{ scope: 'user', dimension: 'tpm' }] })
   })
+})
+
+it.each([
+  [400, '0.4 s'],
+  [12_345, '12.3 s'],
+  [59_949, '59.9 s'],
+  [60_000, '1 min 0 s'],
+  [303_001, '5 min 4 s'],
+  [3_599_000, '59 min 59 s'],
+  [32_688_300, '9 h 5 min'],
+  [86_400_000, '24 h 0 min'],
+])('spokenWait(%d) reads %s', (ms, text) => {
+  expect(spokenWait(ms)).toBe(text)
 })
