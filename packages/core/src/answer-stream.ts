@@ -7,7 +7,7 @@
  * stream (its end, an error, the caller cancelling the body or aborting its signal, even before
  * reading, or the stream sitting idle for `idleMs`) settles the call at once, exactly once.
  */
-import { shownTokensOf } from './answer-tokens.js'
+import { shownIn } from './answer-tokens.js'
 import { upstreamError, upstreamTimeout, type QwenGuardError } from './errors.js'
 import type { Settlement } from './settlement.js'
 import {
@@ -151,6 +151,8 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
   let sawUsage = false
   /** Completion tokens estimated from every chunk read from Qwen (delivered to the caller or not). */
   let receivedTokens = 0
+  /** The UTF-8 bytes of that text: a floor under the usage Qwen may claim (settlement.ts). */
+  let receivedBytes = 0
   let ended = false
   let waitingForQwen = false
   /** The read from Qwen in progress, if any: one at a time, shared by the caller's pulls and the drain. */
@@ -174,12 +176,13 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
    * hostile upstream) voids it, and the stream is charged its estimate instead.
    */
   function count(chunk: Chunk): void {
-    const shown = shownTokensOf(chunk.choices, 'delta')
-    receivedTokens += shown
+    const shown = shownIn(chunk.choices, 'delta')
+    receivedTokens += shown.tokens
+    receivedBytes += shown.bytes
     if (chunk.usage !== undefined && chunk.usage !== null) {
       usage = chunk.usage
       sawUsage = true
-    } else if (shown > 0) {
+    } else if (shown.bytes > 0) {
       sawUsage = false
     }
   }
@@ -231,7 +234,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     // (`:HTTP_STATUS/429`): the call was served, so the account's pace keeps its reservation.
     if (ending.kind === 'upstream_error') await slot.fail({ ...ending.refusal, status: 200 })
     await settlement.settle(
-      sawUsage ? { usage, shownCompletionTokens: receivedTokens } : { streamedCompletionTokens: receivedTokens },
+      sawUsage ? { usage, shownBytes: receivedBytes } : { streamedCompletionTokens: receivedTokens },
     )
     await closing
   }

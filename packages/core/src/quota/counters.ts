@@ -115,6 +115,9 @@ export async function adjust(reading: Reading, points: number, onError: (error: 
         maxMs: reading.windowEndAt - Date.now() + ADJUST_SLACK_MS,
       })
       if (applied || points < 0) return applied
+      // The store no longer holds the charged window (its counter expired, was evicted, or a
+      // restart lost it): the extra goes to the window current now.
+      return await lateCharge(reading.charge, points, Date.now())
     }
     return await lateCharge(reading.charge, points, endsAt)
   } catch (error) {
@@ -124,13 +127,14 @@ export async function adjust(reading: Reading, points: number, onError: (error: 
 }
 
 /**
- * An extra charge settled after its window ended (a long stream, a call settled in the window's last
- * moments): consumed in the window current then, after the charged one has ended (waiting out its
- * last REFUND_MARGIN_MS at most), so what Qwen billed above the reservation is always counted.
+ * An extra charge the charged window cannot take (a long stream, a call settled in the window's last
+ * moments, a counter the store lost): consumed in the window current after `endsAt` (waiting out the
+ * charged window's last REFUND_MARGIN_MS at most), so what Qwen billed above the reservation is always
+ * counted.
  */
 async function lateCharge(charge: Charge, points: number, endsAt: number): Promise<boolean> {
   const wait = endsAt - Date.now()
-  if (wait >= 0) await sleep(wait + 1, undefined, { ref: false })
+  if (wait > 0) await sleep(wait + 1, undefined, { ref: false })
   const { key, options } = currentWindow(charge, Date.now())
   await charge.counter.consume(key, points, options)
   return true
