@@ -200,14 +200,48 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
         else if (k !== SPACE) break
         j++
       }
-      total += w.space
-      if (lastNewline >= 0) i = lastNewline + 1
-      else if (j < n && j - i > 1) i = j - 1
-      else i = j
+      const end = lastNewline >= 0 ? lastNewline + 1 : j < n && j - i > 1 ? j - 1 : j
+      total += Math.max(w.space, longWhitespaceCost(text, i, end))
+      i = end
     }
   }
   return Math.ceil(total)
 }
+
+/**
+ * Tokens of a long whitespace piece, from above. Qwen's vocabulary merges runs of one character
+ * (up to 128 spaces, about 32 newlines or 16 tabs a token) but has no long run of most others: a
+ * `\r` alone is a token each, an ideographic space two a token, `\r\n` pairs four a token (Qwen3
+ * tokenizer, measured). A change of character inside the piece usually starts a token. Short
+ * pieces (a blank line, indentation) stay one token (`space`); this only decides long ones.
+ */
+function longWhitespaceCost(text: string, from: number, to: number): number {
+  let cost = 0
+  let previous = -1
+  for (let j = from; j < to; j++) {
+    const c = text.charCodeAt(j)
+    if (c === 13 && j + 1 < to && text.charCodeAt(j + 1) === 10) {
+      cost += CRLF_TOKENS + (previous === 13 ? 0 : CHANGE_TOKENS)
+      previous = 13
+      j++
+      continue
+    }
+    cost +=
+      c === 32 ? SPACE_TOKENS : c === 10 ? NEWLINE_TOKENS : c === 9 ? TAB_TOKENS : c === 13 ? 1 : OTHER_SPACE_TOKENS
+    if (previous !== -1 && c !== previous) cost += CHANGE_TOKENS
+    previous = c
+  }
+  return cost
+}
+
+// Per character of a long whitespace piece, rounded up from the Qwen3 tokenizer's counts of
+// 1,000-character runs (space 9, newline 32, tab 63, \r 1,000, \r\n pairs 250, U+3000 500).
+const SPACE_TOKENS = 1 / 64
+const NEWLINE_TOKENS = 1 / 16
+const TAB_TOKENS = 1 / 8
+const CRLF_TOKENS = 0.3
+const OTHER_SPACE_TOKENS = 0.5
+const CHANGE_TOKENS = 0.5
 
 /** Cost of a run of marks from `i` (plus trailing newlines); the index after it goes to `out.end`. */
 function markRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
@@ -221,8 +255,10 @@ function markRun(text: string, i: number, w: EstimatorWeights, out: { end: numbe
     cost += markCost(c, cls, first, w)
     first = false
   }
+  const newlines = j
   while (j < text.length && classAt(text, j) === NEWLINE) j++
-  out.end = cost
+  // The newlines after marks merge with them while they are few; a long run costs what it costs.
+  out.end = cost + (j - newlines > 2 ? longWhitespaceCost(text, newlines, j) : 0)
   return j
 }
 

