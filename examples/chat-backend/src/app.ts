@@ -65,6 +65,14 @@ export function createChatApp(options: ChatAppOptions): ChatApp {
     }),
   })
   const live = new LiveCalls()
+  // Qwen took an account out of service (a wrong key, arrears, a free tier used up): the guard answers
+  // 503 until it comes back, so say so where the operator looks. Neither the key nor the account id.
+  guard.guard.on('account_disabled', (event) => {
+    const minutes = Math.max(1, Math.round((event.untilMs - Date.now()) / 60_000))
+    console.warn(
+      `[chat-backend] Qwen refused an upstream account (${event.kind}); it is out of service for about ${minutes} min. Check DASHSCOPE_API_KEY and the account's billing.`,
+    )
+  })
 
   const app = express()
   app.disable('x-powered-by')

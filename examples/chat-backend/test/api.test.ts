@@ -4,7 +4,7 @@
  */
 import OpenAI from 'openai'
 import request from 'supertest'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { COOKIE_NAME } from '../src/session.js'
 import type { QuotaBody } from '../src/quota-route.js'
 import type { UsageBody } from '../src/usage-route.js'
@@ -265,5 +265,26 @@ describe('/api/quota while an answer streams', () => {
     // Settled to what the answer really used.
     const done = sseEvents(text).find((e) => e.event === 'done')!
     expect(remaining(after, 'tpm')).toBe(10_000 - done.data.usage.total)
+  })
+})
+
+describe('an upstream key Qwen refuses', () => {
+  it('answers 503 with the wait, and warns the operator once, naming neither the key nor the account', async () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined)
+    const wrong = await startApp({ simulator: { ttftMs: 0, perTokenMs: 0 }, apiKey: 'sk-wrong-key-123456' })
+    try {
+      const chat = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] }
+      for (let i = 0; i < 2; i++) {
+        const res = await request(wrong.url).post('/v1/chat/completions').send(chat).expect(503)
+        expect(Number(res.headers['retry-after'])).toBeGreaterThan(3_500)
+      }
+      expect(warn).toHaveBeenCalledTimes(1)
+      const line = String(warn.mock.calls[0]?.[0])
+      expect(line).toMatch(/Qwen refused an upstream account \(invalid_key\); it is out of service for about 60 min/)
+      expect(line).not.toMatch(/sk-wrong|default/)
+    } finally {
+      warn.mockRestore()
+      await wrong.close()
+    }
   })
 })

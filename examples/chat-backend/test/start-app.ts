@@ -20,11 +20,13 @@ export async function startApp(
     /** Merged over the demo's simulator options (latency, limits). */
     simulator?: SimulatorOptions
     app?: Partial<Omit<ChatAppOptions, 'upstream' | 'backend'>>
+    /** The upstream key instead of the simulator's own (a wrong one, say). */
+    apiKey?: string
   } = {},
 ): Promise<RunningApp> {
   const simulator = await startSimulator(demoSimulatorOptions(options.simulator))
   const chat = createChatApp({
-    upstream: simulatorUpstream(simulator.url),
+    upstream: { ...simulatorUpstream(simulator.url), ...(options.apiKey ? { apiKey: options.apiKey } : {}) },
     backend: 'simulator',
     ...options.app,
   })
