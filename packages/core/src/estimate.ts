@@ -70,7 +70,71 @@ const PUNCT = 9
 const CJK_PUNCT = 10
 const SYMBOL = 11
 
+/**
+ * Tokens of one letter the vocabulary barely merges, where its script's weight reads it too cheap;
+ * 0 for the rest. From the Qwen3 tokenizer's counts: Greek (prose: 45 tokens for 50 characters),
+ * Armenian, Latin Extended-A/B, Cyrillic beyond Russian's alphabet, Persian and Urdu letters and
+ * full-width Latin about 1 each, Russian capitals 0.8, Hangul jamo 2, Han Extension A 2.6,
+ * compatibility ideographs 1.5.
+ */
+const LETTER_COST = new Float32Array(0x10000)
+for (const [from, to, cost] of [
+  [0x100, 0x24f, 1],
+  [0x370, 0x3ff, 1],
+  [0x1f00, 0x1fff, 1],
+  [0x400, 0x40f, 1],
+  [0x410, 0x42f, 0.8],
+  [0x452, 0x4ff, 1],
+  [0x530, 0x58f, 1],
+  [0x671, 0x6d3, 1],
+  [0x1100, 0x11ff, 2],
+  [0x3130, 0x318f, 2],
+  [0x3400, 0x4dbf, 2.6],
+  [0xf900, 0xfaff, 1.5],
+  [0xff21, 0xff5a, 1],
+] as const)
+  LETTER_COST.fill(cost, from, to + 1)
+
+/**
+ * Tokens of one code unit the vocabulary does not merge, where its UTF-8 bytes x `symbolByte`
+ * (fitted on emoji) reads it too cheap; 0 for the rest. From the Qwen3 tokenizer's counts of random
+ * runs of each block: control characters a token a byte; combining marks (zalgo accents, Hebrew
+ * points, Arabic vowel marks) and Arabic-Indic digits 2 each; private use, specials and variation
+ * selectors a token a byte; supplementary characters by plane, on the high surrogate (the low one
+ * costs nothing): ancient scripts 3, Han Extension B and later, tags and supplementary private use 4,
+ * emoji (U+1F000-1FAFF) left to `symbolByte`.
+ */
+const SYMBOL_COST = new Float32Array(0x10000)
+for (const [from, to, cost] of [
+  [0x00, 0x08, 1],
+  [0x0e, 0x1f, 1],
+  [0x7f, 0x7f, 1],
+  [0x80, 0x9f, 2],
+  [0x300, 0x36f, 2],
+  [0x483, 0x489, 2],
+  [0x591, 0x5c7, 2],
+  [0x610, 0x61a, 2],
+  [0x64b, 0x65f, 2],
+  [0x660, 0x669, 2],
+  [0x670, 0x670, 2],
+  [0x6d6, 0x6ed, 2],
+  [0x6f0, 0x6f9, 2],
+  [0x1ab0, 0x1aff, 2],
+  [0x1dc0, 0x1dff, 2],
+  [0x20d0, 0x20ff, 2],
+  [0xd800, 0xd83b, 3],
+  [0xd83f, 0xdbff, 4],
+  [0xe000, 0xf8ff, 3],
+  [0xfe00, 0xfe0f, 2],
+  [0xfe20, 0xfe2f, 2],
+  [0xfff0, 0xffff, 3],
+  [0x3100, 0x312f, 2],
+  [0xa000, 0xa4cf, 2],
+] as const)
+  SYMBOL_COST.fill(cost, from, to + 1)
+
 function classOf(c: number): number {
+  if (SYMBOL_COST[c] !== 0) return SYMBOL
   if (c < 128) {
     if ((c >= 97 && c <= 122) || (c >= 65 && c <= 90)) return LATIN
     if (c >= 48 && c <= 57) return DIGIT
@@ -90,6 +154,7 @@ function classOf(c: number): number {
         : CJK_PUNCT
   }
   // Latin-1 and Latin Extended letters, Greek, Cyrillic, Armenian, Hebrew, Arabic: letters.
+  if (LETTER_COST[c] !== 0) return OTHER_LETTER
   if ((c >= 0xc0 && c <= 0x24f && c !== 0xd7 && c !== 0xf7) || (c >= 0x370 && c <= 0x6ff)) return OTHER_LETTER
   return SYMBOL
 }
@@ -140,7 +205,7 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     cost += pieceCost(piece, w)
     piece = 0
     prevLower = false
-    cost += cls === HAN ? w.han : cls === HANGUL ? w.hangul : cls === KANA ? w.kana : w.otherLetter
+    cost += (LETTER_COST[c] as number) || letterCost(cls, w)
   }
   out.end = j
   return cost + pieceCost(piece, w)
@@ -149,7 +214,7 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
 /** Cost of one non-letter, non-digit, non-space character. */
 function markCost(c: number, cls: number, first: boolean, w: EstimatorWeights): number {
   if (cls === CJK_PUNCT) return w.cjkPunct
-  if (cls === SYMBOL) return utf8Bytes(c) * w.symbolByte
+  if (cls === SYMBOL) return (SYMBOL_COST[c] as number) || utf8Bytes(c) * w.symbolByte
   return first ? w.punctFirst : w.punctMore
 }
 
@@ -227,11 +292,25 @@ function longWhitespaceCost(text: string, from: number, to: number): number {
       continue
     }
     cost +=
-      c === 32 ? SPACE_TOKENS : c === 10 ? NEWLINE_TOKENS : c === 9 ? TAB_TOKENS : c === 13 ? 1 : OTHER_SPACE_TOKENS
+      c === 32
+        ? SPACE_TOKENS
+        : c === 10
+          ? NEWLINE_TOKENS
+          : c === 9
+            ? TAB_TOKENS
+            : c === 13 || c === 11 || c === 12
+              ? 1
+              : c >= 0x2000 && c <= 0x2029
+                ? 2
+                : OTHER_SPACE_TOKENS
     if (previous !== -1 && c !== previous) cost += CHANGE_TOKENS
     previous = c
   }
   return cost
+}
+
+function letterCost(cls: number, w: EstimatorWeights): number {
+  return cls === HAN ? w.han : cls === HANGUL ? w.hangul : cls === KANA ? w.kana : w.otherLetter
 }
 
 // Per character of a long whitespace piece, rounded up from the Qwen3 tokenizer's counts of
@@ -243,17 +322,87 @@ const CRLF_TOKENS = 0.3
 const OTHER_SPACE_TOKENS = 0.5
 const CHANGE_TOKENS = 0.5
 
+/** A surrogate without its other half. */
+function lone(text: string, j: number): boolean {
+  const c = text.charCodeAt(j)
+  if (c <= 0xdbff) {
+    const next = j + 1 < text.length ? text.charCodeAt(j + 1) : 0
+    return next < 0xdc00 || next > 0xdfff
+  }
+  const before = j > 0 ? text.charCodeAt(j - 1) : 0
+  return before < 0xd800 || before > 0xdbff
+}
+
+/**
+ * A further ASCII mark unlike the one before it (`<^`, `"_{`): the vocabulary merges runs of one
+ * mark (`====`, `----`) and the common pairs of code and JSON (COMMON_PAIRS, `punctMore`), and
+ * little else.
+ */
+const PUNCT_CHANGE_TOKENS = 0.3
+const COMMON_PAIRS = new Set(
+  // JSON, then code: each adjacent pair of each entry.
+  [
+    '":',
+    '",',
+    ':"',
+    ',"',
+    ':{',
+    ':[',
+    '{"',
+    '"}',
+    '["',
+    '"]',
+    '},',
+    '],',
+    '}]',
+    ']}',
+    '();',
+    '));',
+    ');',
+    '),',
+    ').',
+    '()',
+    '{}',
+    '[]',
+    '://',
+    '=>',
+    '->',
+    '</',
+    '/>',
+    '!=',
+    '<=',
+    '>=',
+    '*/',
+    '/*',
+    '${',
+    '}}',
+    '{{',
+    "',",
+    "')",
+    '")',
+    "':",
+  ].flatMap((p) => [...p].slice(1).map((c, i) => p.charCodeAt(i) * 128 + c.charCodeAt(0))),
+)
+
 /** Cost of a run of marks from `i` (plus trailing newlines); the index after it goes to `out.end`. */
 function markRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
   let cost = 0
   let j = i
   let first = true
+  let previous = -1
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
     const cls = CLASS[c] as number
     if (cls !== PUNCT && cls !== CJK_PUNCT && cls !== SYMBOL) break
-    cost += markCost(c, cls, first, w)
+    if (c >= 0xd800 && c <= 0xdfff && lone(text, j))
+      cost += 1 // read as U+FFFD
+    else
+      cost +=
+        cls === PUNCT && !first && c !== previous && !COMMON_PAIRS.has(previous * 128 + c)
+          ? PUNCT_CHANGE_TOKENS
+          : markCost(c, cls, first, w)
     first = false
+    previous = c
   }
   const newlines = j
   while (j < text.length && classAt(text, j) === NEWLINE) j++
