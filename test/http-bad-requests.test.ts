@@ -222,6 +222,17 @@ describe.each<Framework>(['express', 'koa', 'node'])(
       expect(sim.stats().calls).toBe(0)
     })
 
+    it.each([
+      ['', 'GET /v1.'],
+      ['/', 'GET /v1.'],
+      ['/embeddings', 'GET /v1/embeddings.'],
+    ])('names the URL the client asked for: GET /v1%s', async (path, named) => {
+      const response = await fetch(`${app.baseURL}${path}`)
+      expect(response.status).toBe(404)
+      const { error } = (await response.json()) as { error: { message: string } }
+      expect(error.message).toContain(`Unknown request URL: ${named} This relay serves POST /v1/chat/completions`)
+    })
+
     it.each(table)(
       '$name -> $status $code',
       async ({ method = 'POST', path = '/chat/completions', headers = json, body, status, code, param }) => {

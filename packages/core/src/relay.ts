@@ -192,10 +192,12 @@ function clientError(
 }
 
 function notFound(method: string, mount: string, path: string): RelayResponse {
+  // The mount itself (`GET /v1`) arrives as path '/': name it as the client wrote it.
+  const url = mount && path === '/' ? mount : mount + path
   return clientError(
     404,
     'not_found',
-    `Unknown request URL: ${method} ${mount}${path}. This relay serves POST ${mount}/chat/completions and GET ${mount}/models.`,
+    `Unknown request URL: ${method} ${url}. This relay serves POST ${mount}/chat/completions and GET ${mount}/models.`,
   )
 }
 
