@@ -6,9 +6,19 @@
  */
 import type { ServerResponse } from 'node:http'
 
-/** Aborts when `res` closes before its answer was finished (the client went away). */
+/**
+ * Aborts when `res` closes before its answer was finished (the client went away), at once when that
+ * already happened (a middleware before the relay, an async `identify`, took longer than the client
+ * stayed: its 'close' event is past).
+ */
 export function clientGoneSignal(res: ServerResponse): AbortSignal {
   const controller = new AbortController()
+  if (res.writableFinished) return controller.signal
+  // Not `req.destroyed`: a request whose body was read is destroyed while its client still waits.
+  if (res.destroyed) {
+    controller.abort()
+    return controller.signal
+  }
   res.once('close', () => {
     if (!res.writableFinished) controller.abort()
   })

@@ -113,7 +113,7 @@ export function attachLazyClient<Subject extends object>(
     identify: options.identify,
     who: undefined,
     client: undefined,
-    failure: options.failure,
+    failure: options.failure && { error: asError(options.failure.error) },
   }
   if (options.identity !== undefined && !options.failure) {
     try {
@@ -131,6 +131,15 @@ export function attachLazyClient<Subject extends object>(
       installed.add(shared)
     }
   }
+}
+
+/**
+ * What a failed `identify` threw, as an Error: Express takes `next(undefined)` (and `next('route')`)
+ * for "go on", Koa answers nothing for a null error, so a value that is no Error is wrapped (the
+ * value kept as its `cause`).
+ */
+function asError(thrown: unknown): unknown {
+  return thrown instanceof Error ? thrown : new Error('identify() failed without an Error', { cause: thrown })
 }
 
 /** Whether `attachLazyClient` ran on this holder (the relay then reuses its identity). */
