@@ -238,8 +238,10 @@ export function assertFits(plan: CallPlan): void {
   )
 }
 
-/** Spend of a call in US dollars. */
+/** Spend of a call in US dollars: every token at the price of the tier its input tokens fall in. */
 export function priceOf(price: ModelPrice | undefined, inputTokens: number, outputTokens: number): number {
   if (!price) return 0
-  return (inputTokens * price.inputPerMillion + outputTokens * price.outputPerMillion) / 1_000_000
+  let rate: { inputPerMillion: number; outputPerMillion: number } = price
+  for (const tier of price.tiers ?? []) if (inputTokens > tier.inputAbove) rate = tier
+  return (inputTokens * rate.inputPerMillion + outputTokens * rate.outputPerMillion) / 1_000_000
 }

@@ -16,6 +16,7 @@ import type {
   GuardOptions,
   Identity,
   MetricsRegistry,
+  ModelPrice,
   ModelSpec,
   QuotaPolicies,
   QuotaMode,
@@ -112,7 +113,8 @@ function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)
   if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined)
     return String(value)
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`
 }
 
 function isNonArrayObject(value: unknown): value is Record<string, unknown> {
@@ -261,11 +263,34 @@ type PartialSpec = Partial<ModelSpec>
 
 function checkPrice(value: unknown, path: string): ModelSpec['price'] {
   const price = object(value, path)
-  knownKeys(price, ['inputPerMillion', 'outputPerMillion'], path)
-  return {
+  knownKeys(price, ['inputPerMillion', 'outputPerMillion', 'tiers'], path)
+  const checked: ModelPrice = {
     inputPerMillion: nonNegative(price.inputPerMillion, `${path}.inputPerMillion`),
     outputPerMillion: nonNegative(price.outputPerMillion, `${path}.outputPerMillion`),
   }
+  if (price.tiers === undefined) return checked
+  if (!Array.isArray(price.tiers))
+    throw new QwenGuardConfigError(`${path}.tiers`, `must be an array, got ${describe(price.tiers)}`)
+  let previous = 0
+  checked.tiers = price.tiers.map((value, i) => {
+    const at = `${path}.tiers[${i}]`
+    const tier = object(value, at)
+    knownKeys(tier, ['inputAbove', 'inputPerMillion', 'outputPerMillion'], at)
+    const inputAbove = positiveInt(tier.inputAbove, `${at}.inputAbove`)
+    if (inputAbove <= previous) {
+      throw new QwenGuardConfigError(
+        `${at}.inputAbove`,
+        `must be above the tier before it (${previous}), got ${inputAbove}`,
+      )
+    }
+    previous = inputAbove
+    return {
+      inputAbove,
+      inputPerMillion: nonNegative(tier.inputPerMillion, `${at}.inputPerMillion`),
+      outputPerMillion: nonNegative(tier.outputPerMillion, `${at}.outputPerMillion`),
+    }
+  })
+  return checked
 }
 
 /** Shape-checks one partial spec (names are checked later, once the table is complete). */

@@ -69,6 +69,22 @@ export type QuotaOption = QuotaPolicies | ((identity: Identity) => QuotaPolicies
 
 /** Price of a model in US dollars per million tokens. */
 export interface ModelPrice {
+  /** USD per million input tokens (of a call below the first tier). */
+  inputPerMillion: number
+  /** USD per million output tokens (of a call below the first tier). */
+  outputPerMillion: number
+  /**
+   * Dearer prices for calls with more input: Qwen prices some models by the call's input tokens
+   * (qwen3-max in tiers of 0-32K, 32K-128K and 128K-252K input tokens; Model Studio "Models" page).
+   * A call whose input tokens are above a tier's `inputAbove` is priced wholly at that tier (the
+   * highest such tier). `inputAbove` strictly increasing. Default: none (one price for every call).
+   */
+  tiers?: PriceTier[]
+}
+
+/** One tier of a ModelPrice: USD per million tokens for calls above `inputAbove` input tokens. */
+export interface PriceTier {
+  inputAbove: number
   inputPerMillion: number
   outputPerMillion: number
 }

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { createGuard } from '../src/guard.js'
-import { planCall, type CallPlan, type PlannedRequest } from '../src/cost.js'
+import { planCall, priceOf, type CallPlan, type PlannedRequest } from '../src/cost.js'
 import { QwenGuardError } from '../src/errors.js'
 import { estimatePromptTokens, HIGH_RES_IMAGE_PART_TOKENS, IMAGE_PART_TOKENS } from '../src/estimate.js'
 import { resolveOptions } from '../src/options.js'
@@ -274,5 +274,37 @@ describe('the reservation options', () => {
     expect(resolved.models['qwen-plus']).toMatchObject({ thinking: 'on', maxReasoningTokens: 81_920 })
     expect(resolved.models['qwen-max']).toMatchObject({ thinking: 'unsupported' })
     expect(resolveOptions({ ...base, searchAllowanceTokens: false }).searchAllowanceTokens).toBe(false)
+  })
+})
+
+describe('priceOf: a call priced at the tier its input falls in', () => {
+  const price = {
+    inputPerMillion: 1.2,
+    outputPerMillion: 6,
+    tiers: [
+      { inputAbove: 32_000, inputPerMillion: 2.4, outputPerMillion: 12 },
+      { inputAbove: 128_000, inputPerMillion: 3, outputPerMillion: 15 },
+    ],
+  }
+  it.each([
+    [32_000, 1_000, 32_000 * 1.2 + 1_000 * 6],
+    [32_001, 1_000, 32_001 * 2.4 + 1_000 * 12],
+    [128_000, 0, 128_000 * 2.4],
+    [200_000, 1_000, 200_000 * 3 + 1_000 * 15],
+  ])('%i input + %i output tokens', (input, output, micro) => {
+    expect(priceOf(price, input, output)).toBeCloseTo(micro / 1_000_000, 12)
+  })
+
+  it('reserves a long prompt at its tier, and a guard checks usdPerDay against it', () => {
+    const options = resolveOptions({
+      upstream: { apiKey: 'sk-x' },
+      models: { 'qwen-plus': { price, contextWindow: 262_144, tpm: 10_000_000, tps: 1_000_000 } },
+    })
+    const long = planCall(
+      { model: 'qwen-plus', messages: [{ role: 'user', content: 'word '.repeat(40_000) }], max_tokens: 100 },
+      options,
+    )
+    expect(long.promptTokens).toBeGreaterThan(32_000)
+    expect(long.reservedUsd).toBeCloseTo((long.promptTokens * 2.4 + 100 * 12) / 1_000_000, 12)
   })
 })

@@ -317,6 +317,46 @@ describe('resolveOptions: errors name the option', () => {
       'models.qwen-plus.price.inputPerMillion: must be a non-negative number',
     ],
     [
+      'price tiers not a list',
+      { ...base, models: { 'qwen-plus': { price: { inputPerMillion: 1, outputPerMillion: 1, tiers: {} } } } },
+      'models.qwen-plus.price.tiers: must be an array, got an object',
+    ],
+    [
+      'price tiers out of order',
+      {
+        ...base,
+        models: {
+          'qwen-plus': {
+            price: {
+              inputPerMillion: 1,
+              outputPerMillion: 1,
+              tiers: [
+                { inputAbove: 128_000, inputPerMillion: 3, outputPerMillion: 15 },
+                { inputAbove: 32_000, inputPerMillion: 2, outputPerMillion: 12 },
+              ],
+            },
+          },
+        },
+      },
+      'models.qwen-plus.price.tiers[1].inputAbove: must be above the tier before it (128000), got 32000',
+    ],
+    [
+      'price tier typo',
+      {
+        ...base,
+        models: {
+          'qwen-plus': {
+            price: {
+              inputPerMillion: 1,
+              outputPerMillion: 1,
+              tiers: [{ above: 32_000, inputPerMillion: 2, outputPerMillion: 12 }],
+            },
+          },
+        },
+      },
+      'models.qwen-plus.price.tiers[0].above: unknown option',
+    ],
+    [
       'account model unknown',
       { upstream: { accounts: [{ id: 'a', apiKey: 'k', models: { 'qwen-nope': { rpm: 5, tpm: 5 } } }] } },
       'upstream.accounts[0].models.qwen-nope: unknown model "qwen-nope"',
