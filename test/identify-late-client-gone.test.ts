@@ -102,43 +102,40 @@ describe('an identify that settles after the client left', () => {
     expect(unhandled).toEqual([])
   })
 
-  for (const outcome of ['resolve', 'reject'] as const) {
-    it(`Express relay, identify ${outcome}s late: the client's departure is not reported to onError as an unexpected error`, async () => {
-      const { identify, done } = lateIdentify(outcome)
-      const errors: unknown[] = []
+  const relays: Record<
+    string,
+    (identify: () => Promise<Identity>, onError: (error: unknown) => void) => RequestListener
+  > = {
+    Express: (identify, onError) => {
       const guardMw = expressGuard(guard, { identify })
-      const app = express()
-        .use(guardMw)
-        .use('/v1', guardMw.proxy({ onError: (error) => void errors.push(error) }))
-      const server = await serve(app)
-      try {
-        await sendAndLeave(server.port)
-        await done
-        await delay(200)
-        expect(errors.filter(isClientGone)).toEqual([])
-      } finally {
-        await server.close()
-      }
-      expect(unhandled).toEqual([])
-    })
-
-    it(`Koa relay, identify ${outcome}s late: the client's departure is not reported to onError as an unexpected error`, async () => {
-      const { identify, done } = lateIdentify(outcome)
-      const errors: unknown[] = []
+      return express().use(guardMw).use('/v1', guardMw.proxy({ onError }))
+    },
+    Koa: (identify, onError) => {
       const guardMw = koaGuard(guard, { identify })
       const app = new Koa()
       app.silent = true
-      app.use(guardMw).use(guardMw.proxy({ prefix: '/v1', onError: (error) => void errors.push(error) }))
-      const server = await serve(app.callback())
-      try {
-        await sendAndLeave(server.port)
-        await done
-        await delay(200)
-        expect(errors.filter(isClientGone)).toEqual([])
-      } finally {
-        await server.close()
-      }
-      expect(unhandled).toEqual([])
-    })
+      app.use(guardMw).use(guardMw.proxy({ prefix: '/v1', onError }))
+      return app.callback()
+    },
+  }
+
+  for (const outcome of ['resolve', 'reject'] as const) {
+    it.each(Object.keys(relays))(
+      `%s relay, identify ${outcome}s late: the client's departure is not reported to onError as an unexpected error`,
+      async (framework) => {
+        const { identify, done } = lateIdentify(outcome)
+        const errors: unknown[] = []
+        const server = await serve(relays[framework]!(identify, (error) => void errors.push(error)))
+        try {
+          await sendAndLeave(server.port)
+          await done
+          await delay(200)
+          expect(errors.filter(isClientGone)).toEqual([])
+        } finally {
+          await server.close()
+        }
+        expect(unhandled).toEqual([])
+      },
+    )
   }
 })

@@ -385,18 +385,24 @@ function failingModels(pool: UpstreamPool, plan: CallPlan): Failing[] {
  * False when every lane that could serve the call (its model and fallbacks) is cooling or disabled
  * past the deadline: another attempt cannot be sent in time, so the call ends now.
  */
-/** How long until a lane of the call's models (requested or fallback) is neither cooling nor disabled, in ms (0: one is now). */
-function laneBackInMs(deps: CallDeps, plan: CallPlan): number {
+/** Epoch ms at which each lane of the call's models (requested or fallback) is neither cooling nor disabled. */
+function lanesBackAt(deps: CallDeps, plan: CallPlan): number[] {
   const models = new Set([plan.model.name, ...plan.model.fallback])
-  const lanes = deps.pool.state().filter((lane) => models.has(lane.model))
-  if (lanes.length === 0) return 0
-  return Math.max(0, Math.min(...lanes.map((lane) => Math.max(lane.coolingUntil, lane.disabledUntil))) - Date.now())
+  return deps.pool
+    .state()
+    .filter((lane) => models.has(lane.model))
+    .map((lane) => Math.max(lane.coolingUntil, lane.disabledUntil))
+}
+
+/** How long until a lane that could serve the call is back, in ms (0: one is now). */
+function laneBackInMs(deps: CallDeps, plan: CallPlan): number {
+  const backAt = lanesBackAt(deps, plan)
+  return backAt.length === 0 ? 0 : Math.max(0, Math.min(...backAt) - Date.now())
 }
 
 function roomBefore(deps: CallDeps, plan: CallPlan, deadline: number): boolean {
-  const models = new Set([plan.model.name, ...plan.model.fallback])
-  const lanes = deps.pool.state().filter((lane) => models.has(lane.model))
-  return lanes.length === 0 || lanes.some((lane) => Math.max(lane.coolingUntil, lane.disabledUntil) < deadline)
+  const backAt = lanesBackAt(deps, plan)
+  return backAt.length === 0 || backAt.some((at) => at < deadline)
 }
 
 function acquireRequest(

@@ -70,6 +70,13 @@ const PUNCT = 9
 const CJK_PUNCT = 10
 const SYMBOL = 11
 
+/** Tokens per UTF-16 code unit: `cost` over each inclusive [from, to] range, 0 elsewhere. */
+function costTable(ranges: ReadonlyArray<readonly [from: number, to: number, cost: number]>): Float32Array {
+  const table = new Float32Array(0x10000)
+  for (const [from, to, cost] of ranges) table.fill(cost, from, to + 1)
+  return table
+}
+
 /**
  * Tokens of one letter the vocabulary barely merges, where its script's weight reads it too cheap;
  * 0 for the rest. From the Qwen3 tokenizer's counts: Greek (prose: 45 tokens for 50 characters),
@@ -77,8 +84,7 @@ const SYMBOL = 11
  * full-width Latin about 1 each, Russian capitals 0.8, Hangul jamo 2, Han Extension A 2.6,
  * compatibility ideographs 1.5.
  */
-const LETTER_COST = new Float32Array(0x10000)
-for (const [from, to, cost] of [
+const LETTER_COST = costTable([
   [0x100, 0x24f, 1],
   [0x370, 0x3ff, 1],
   [0x1f00, 0x1fff, 1],
@@ -92,8 +98,7 @@ for (const [from, to, cost] of [
   [0x3400, 0x4dbf, 2.6],
   [0xf900, 0xfaff, 1.5],
   [0xff21, 0xff5a, 1],
-] as const)
-  LETTER_COST.fill(cost, from, to + 1)
+])
 
 /**
  * Tokens of one code unit the vocabulary does not merge, where its UTF-8 bytes x `symbolByte`
@@ -104,8 +109,7 @@ for (const [from, to, cost] of [
  * costs nothing): ancient scripts 3, Han Extension B and later, tags and supplementary private use 4,
  * emoji (U+1F000-1FAFF) left to `symbolByte`.
  */
-const SYMBOL_COST = new Float32Array(0x10000)
-for (const [from, to, cost] of [
+const SYMBOL_COST = costTable([
   [0x00, 0x08, 1],
   [0x0e, 0x1f, 1],
   [0x7f, 0x7f, 1],
@@ -130,8 +134,7 @@ for (const [from, to, cost] of [
   [0xfff0, 0xffff, 3],
   [0x3100, 0x312f, 2],
   [0xa000, 0xa4cf, 2],
-] as const)
-  SYMBOL_COST.fill(cost, from, to + 1)
+])
 
 function classOf(c: number): number {
   if (SYMBOL_COST[c] !== 0) return SYMBOL

@@ -8,7 +8,7 @@ import { afterEach, expect, it, vi } from 'vitest'
 import { describeRedis, redisClient } from '../../../test/support/redis.js'
 import { createGuard } from '../src/guard.js'
 import type { GuardEvent } from '../src/types.js'
-import { startUpstreamStub } from './upstream-stub.js'
+import { completion, startUpstreamStub } from './upstream-stub.js'
 
 type Settled = Extract<GuardEvent, { type: 'settled' }>
 
@@ -47,16 +47,7 @@ describeRedis('an extra charge whose Redis counter vanished before the settlemen
         arrived()
         await held
         res.writeHead(200, { 'content-type': 'application/json' })
-        res.end(
-          JSON.stringify({
-            id: 'c',
-            object: 'chat.completion',
-            created: 1,
-            model: 'qwen-plus',
-            choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
-            usage: { prompt_tokens: 1_000, completion_tokens: 1, total_tokens: 1_001 },
-          }),
-        )
+        res.end(completion({ prompt_tokens: 1_000, completion_tokens: 1, total_tokens: 1_001 }))
       }
       const call = guard
         .client({ user: 'u1' })

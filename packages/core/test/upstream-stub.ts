@@ -41,13 +41,13 @@ export const chunkEvent = (content: string) =>
 export const usageEvent = (usage: unknown) =>
   `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'qwen-plus', choices: [], usage })}\n\n`
 
-export const completion = (usage: unknown) =>
+export const completion = (usage: unknown, content = 'ok') =>
   JSON.stringify({
     id: 'c',
     object: 'chat.completion',
     created: 1,
     model: 'qwen-plus',
-    choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }],
+    choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
     usage,
   })
 
