@@ -5,6 +5,7 @@
  * Settlement from `usage` corrects whatever it gets wrong; an under-estimate is the risky side
  * (it reserves too little), so the weights lean slightly high. Accuracy: docs/estimator.md.
  */
+import { SINGLE_TOKEN_HAN, SINGLE_TOKEN_HANGUL } from './single-token-chars.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
 /** Chat template costs (the Qwen3 tokenizer's ChatML template): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
@@ -99,6 +100,20 @@ const LETTER_COST = costTable([
   [0xf900, 0xfaff, 1.5],
   [0xff21, 0xff5a, 1],
 ])
+
+/**
+ * A Han character or Hangul syllable the vocabulary has no token of its own for (12,491 of the 20,992
+ * Han of U+4E00-9FFF, 8,660 of the Hangul syllables: rare ones) is two or three tokens, not the
+ * script's weight (which fits common text, where two-character words merge).
+ */
+const RARE_CHAR_TOKENS = 2
+function markRare(singleTokenBits: string, from: number, to: number): void {
+  const bits = Uint8Array.from(atob(singleTokenBits), (ch) => ch.charCodeAt(0))
+  for (let c = from; c <= to; c++)
+    if (((bits[(c - from) >> 3] as number) & (1 << ((c - from) & 7))) === 0) LETTER_COST[c] = RARE_CHAR_TOKENS
+}
+markRare(SINGLE_TOKEN_HAN, 0x4e00, 0x9fff)
+markRare(SINGLE_TOKEN_HANGUL, 0xac00, 0xd7a3)
 
 /**
  * Tokens of one code unit the vocabulary does not merge, where its UTF-8 bytes x `symbolByte`

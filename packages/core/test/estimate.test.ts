@@ -93,9 +93,9 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
 
   // Seeded random texts in 153 kinds with their exact Qwen3 counts (test/data/qwen3-fuzz-counts.json):
   // on 2026-12-01 the estimate read 91 kinds more than 30 % low (control characters as 0.2 tokens
-  // instead of 1, lone surrogates as 0, Greek and Armenian at a third of their cost...). Rare Han,
-  // Hangul and random letters (IDs, base64) stay low: a script-aware estimate cannot tell them from
-  // words without a vocabulary; bench/RESULTS.md lists what is left.
+  // instead of 1, lone surrogates as 0, Greek and Armenian at a third of their cost, rare Han at a
+  // quarter...). Random letters (IDs, base64) and rare kana stay low: a script-aware estimate cannot
+  // tell them from words without a vocabulary; bench/RESULTS.md lists what is left.
   describe('the hard cases', () => {
     const fuzz = JSON.parse(readFileSync(new URL('./data/qwen3-fuzz-counts.json', import.meta.url), 'utf8')) as {
       texts: Array<{ kind: string; text: string; tokens: number }>
@@ -110,10 +110,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       for (const [kind, [exact, estimate]] of sums) under.set(kind, exact / Math.max(1, estimate))
     }
 
-    it('no kind is under-counted more than 3x, and at most 41 of 153 by more than 30 %', () => {
+    it('no kind is under-counted more than 3x, and at most 37 of 153 by more than 30 %', () => {
       expect(under.size).toBe(153)
       expect(Math.max(...under.values())).toBeLessThanOrEqual(3)
-      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(41)
+      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(37)
     })
 
     it.each([
@@ -135,6 +135,8 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       'private use BMP',
       'tag characters E0020-E007F',
       'CR run',
+      'han random 4E00-9FFF',
+      'hangul random syllables',
     ])('%s: within 30 % of the exact count', (kind) => {
       expect(under.get(kind)).toBeLessThanOrEqual(1.3)
     })
