@@ -7,12 +7,11 @@
  * error: the request hung). The lazy accessors now throw an Error with the value as its `cause`.
  * Found by an attack on 037f1af.
  */
-import { createServer, type RequestListener, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import express, { type ErrorRequestHandler } from 'express'
 import Koa from 'koa'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { listen } from './support/listen.js'
 import { createGuard, type Guard, type Identity } from '../packages/core/src/index.js'
 import { qwenGuard as expressGuard } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
@@ -34,18 +33,7 @@ afterAll(async () => {
   await sim?.close()
 })
 
-async function serve(listener: RequestListener): Promise<{ url: string; close(): Promise<void> }> {
-  const server: Server = createServer(listener)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  }
-}
+const serve = listen
 
 /** The status and body, or 'no answer' when none came within 2 s. */
 async function answer(url: string): Promise<{ status: number | 'no answer'; text: string }> {

@@ -5,13 +5,13 @@
  * departed client, and reading its destroyed body is not reported to `onError` as an unexpected error
  * (ECONNRESET 'aborted'). Found by an attack on 037f1af.
  */
-import { createServer, type RequestListener, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { RequestListener } from 'node:http'
 import { connect } from 'node:net'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import express from 'express'
 import Koa from 'koa'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { listen } from './support/listen.js'
 import { createGuard, type Guard, type GuardEvent, type Identity } from '../packages/core/src/index.js'
 import { qwenGuard as expressGuard } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
@@ -35,18 +35,7 @@ afterAll(async () => {
   await sim?.close()
 })
 
-async function serve(listener: RequestListener): Promise<{ port: number; close(): Promise<void> }> {
-  const server: Server = createServer(listener)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  }
-}
+const serve = listen
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const body = JSON.stringify({ model: 'qwen-plus', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1 })

@@ -5,12 +5,12 @@
  * reported to `onError`), never by the framework's own error page (Express's shows the message and
  * stack outside production).
  */
-import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { IncomingMessage, RequestListener } from 'node:http'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import express from 'express'
 import Koa from 'koa'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { listen } from './support/listen.js'
 import { createGuard, createNodeRelay, type Guard, type Identity } from '../packages/core/src/index.js'
 import { qwenGuard as expressGuard } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
@@ -48,16 +48,8 @@ function listenerFor(mount: string, identify: Identify, errors: unknown[]): Requ
 }
 
 async function serve(listener: RequestListener): Promise<{ url: string; close(): Promise<void> }> {
-  const server: Server = createServer(listener)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  }
+  const server = await listen(listener)
+  return { url: `${server.url}/v1`, close: server.close }
 }
 
 const chat = (url: string, body: unknown = { model: 'qwen-plus', messages: [{ role: 'user', content: 'Hi' }] }) =>
