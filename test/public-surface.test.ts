@@ -19,6 +19,7 @@ const ADAPTER_ONLY = [
   'attachLazyClient',
   'isLazyClientAttached',
   'isGuard',
+  'knownIdentity',
   'identityOrDefault',
   'requireIdentity',
   'clientGoneSignal',

@@ -3,7 +3,14 @@
  * the main entry because apps never call it. Adopting a guard or its options, the identity rule, and
  * the lazy `qwen` / `qwenIdentity` request properties, and the relay's mount and answer for Node servers.
  */
-export { adoptGuard, isGuard, type AdapterIdentify, type AdoptedGuard } from './adopt-guard.js'
+export {
+  adoptGuard,
+  isGuard,
+  knownIdentity,
+  type AdapterIdentify,
+  type AdoptedGuard,
+  type KnownIdentity,
+} from './adopt-guard.js'
 export { attachLazyClient, isLazyClientAttached, type AttachOptions } from './client/lazy-client.js'
 export { identityOrDefault, requireIdentity } from './identity.js'
 export { clientGoneSignal } from './client-gone.js'

@@ -1,5 +1,6 @@
 import { createGuard } from './guard.js'
 import type { Guard } from './guard-types.js'
+import type { AttachOptions } from './client/lazy-client.js'
 import { identityOrDefault } from './identity.js'
 import { QwenGuardConfigError } from './options.js'
 import type { GuardOptions, Identity } from './types.js'
@@ -32,6 +33,32 @@ export interface AdoptedGuard<Request> {
    * (an async `identify` rejects with it), a part over 256 characters a RangeError.
    */
   identify: (request: Request) => Identity | Promise<Identity>
+}
+
+/** What an adapter's middleware learned from `identify`: the identity, or the failure to throw where it is read. */
+export type KnownIdentity = Pick<AttachOptions<object>, 'identity' | 'failure'>
+
+/**
+ * Runs an adopted `identify` for a middleware, never throwing: `{ identity }`, or `{ failure }` when it
+ * threw, rejected or returned a bad part (attachLazyClient throws it where the identity is read, so a
+ * route that never calls Qwen is not failed by it). Synchronous when `identify` is; otherwise a
+ * native Promise.
+ */
+export function knownIdentity<Request>(
+  identify: (request: Request) => Identity | Promise<Identity>,
+  request: Request,
+): KnownIdentity | Promise<KnownIdentity> {
+  let result: Identity | Promise<Identity>
+  try {
+    result = identify(request)
+  } catch (error) {
+    return { failure: { error } }
+  }
+  if (!isPromise(result)) return { identity: result }
+  return Promise.resolve(result).then(
+    (identity) => ({ identity }),
+    (error: unknown) => ({ failure: { error } }),
+  )
 }
 
 function isPromise<T>(value: T | Promise<T>): value is Promise<T> {

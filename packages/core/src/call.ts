@@ -381,10 +381,6 @@ function failingModels(pool: UpstreamPool, plan: CallPlan): Failing[] {
   return found
 }
 
-/**
- * False when every lane that could serve the call (its model and fallbacks) is cooling or disabled
- * past the deadline: another attempt cannot be sent in time, so the call ends now.
- */
 /** Epoch ms at which each lane of the call's models (requested or fallback) is neither cooling nor disabled. */
 function lanesBackAt(deps: CallDeps, plan: CallPlan): number[] {
   const models = new Set([plan.model.name, ...plan.model.fallback])
@@ -400,6 +396,10 @@ function laneBackInMs(deps: CallDeps, plan: CallPlan): number {
   return backAt.length === 0 ? 0 : Math.max(0, Math.min(...backAt) - Date.now())
 }
 
+/**
+ * False when every lane that could serve the call (its model and fallbacks) is cooling or disabled
+ * past the deadline: another attempt cannot be sent in time, so the call ends now.
+ */
 function roomBefore(deps: CallDeps, plan: CallPlan, deadline: number): boolean {
   const backAt = lanesBackAt(deps, plan)
   return backAt.length === 0 || backAt.some((at) => at < deadline)

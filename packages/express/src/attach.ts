@@ -1,6 +1,6 @@
 import { IncomingMessage } from 'node:http'
 import type { Guard, Identity } from '@qwen-guard/core'
-import { attachLazyClient, isLazyClientAttached, type AttachOptions } from '@qwen-guard/core/adapter'
+import { attachLazyClient, isLazyClientAttached, type KnownIdentity } from '@qwen-guard/core/adapter'
 import type { Request } from 'express'
 
 /** The object just above IncomingMessage.prototype in the request's chain: Express's `request`. */
@@ -19,7 +19,7 @@ export function attachGuard(
   req: Request,
   guard: Guard,
   identify: (req: Request) => Identity,
-  known: Pick<AttachOptions<Request>, 'identity' | 'failure'> = {},
+  known: KnownIdentity = {},
 ): void {
   attachLazyClient([{ holder: req, shared: extensionPrototype(req) }], {
     guard,

@@ -1,5 +1,5 @@
 import type { Guard, GuardOptions, Identity } from '@qwen-guard/core'
-import { adoptGuard } from '@qwen-guard/core/adapter'
+import { adoptGuard, knownIdentity } from '@qwen-guard/core/adapter'
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express'
 import { attachGuard, isAttached } from './attach.js'
 import { qwenGuardErrors } from './errors.js'
@@ -29,10 +29,6 @@ export interface QwenGuardMiddleware {
   close(): Promise<void>
 }
 
-function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
-  return typeof (value as Promise<T> | undefined)?.then === 'function'
-}
-
 /**
  * Express 5 middleware that guards every Qwen call made through `req.qwen`.
  *
@@ -55,29 +51,17 @@ export function qwenGuard(
       next()
       return
     }
-    // A throwing or rejecting `identify`, or one that returns a non-string part, fails only what needs
-    // the identity: reading req.qwen or req.qwenIdentity throws its error (to the app's error handlers
-    // from a route, the relay's generic 500 on the relay). Routes that never call Qwen go on.
-    const failed = (error: unknown) => {
-      attachGuard(req, guard, identifyBySocket, { failure: { error } })
-      next()
-    }
-    let result: Identity | Promise<Identity>
-    try {
-      result = identify(req)
-    } catch (error) {
-      failed(error)
-      return
-    }
-    if (!isPromise(result)) {
-      attachGuard(req, guard, identifyBySocket, { identity: result })
+    // A failing `identify` fails only what reads the identity (core's knownIdentity, lazy-client.ts).
+    const known = knownIdentity(identify, req)
+    if (!(known instanceof Promise)) {
+      attachGuard(req, guard, identifyBySocket, known)
       next()
       return
     }
-    result.then((identity) => {
-      attachGuard(req, guard, identifyBySocket, { identity })
+    void known.then((found) => {
+      attachGuard(req, guard, identifyBySocket, found)
       next()
-    }, failed)
+    })
   }
 
   // The relay reuses the identity the middleware found when both are mounted.

@@ -1,5 +1,5 @@
 import type { Guard, Identity } from '@qwen-guard/core'
-import { attachLazyClient, isLazyClientAttached, type AttachOptions } from '@qwen-guard/core/adapter'
+import { attachLazyClient, isLazyClientAttached, type KnownIdentity } from '@qwen-guard/core/adapter'
 import type { Context } from 'koa'
 
 /**
@@ -11,7 +11,7 @@ export function attachGuard(
   ctx: Context,
   guard: Guard,
   identify: (ctx: Context) => Identity,
-  known: Pick<AttachOptions<Context>, 'identity' | 'failure'> = {},
+  known: KnownIdentity = {},
 ): void {
   const proto = Object.getPrototypeOf(ctx) as object | null
   const holders: Array<{ holder: object; shared?: object; only?: 'qwen' }> = [

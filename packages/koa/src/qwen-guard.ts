@@ -1,5 +1,5 @@
 import { isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
-import { adoptGuard } from '@qwen-guard/core/adapter'
+import { adoptGuard, knownIdentity } from '@qwen-guard/core/adapter'
 import type { Context, Middleware, Next } from 'koa'
 import { attachGuard, isAttached } from './attach.js'
 import { identifyBySocket } from './identity.js'
@@ -51,17 +51,8 @@ export function qwenGuard(
   const { guard, owned, custom, identify } = adoptGuard<Context>(options, adapterOptions, identifyBySocket)
 
   async function qwenGuardMiddleware(ctx: Context, next: Next): Promise<void> {
-    // A throwing or rejecting `identify`, or one that returns a non-string part, fails only what needs
-    // the identity: reading ctx.qwen or ctx.qwenIdentity throws its error (to Koa's error handling
-    // from a route, the relay's generic 500 on the relay). Routes that never call Qwen go on.
-    let known: Parameters<typeof attachGuard>[3] = {}
-    if (custom) {
-      try {
-        known = { identity: await identify(ctx) }
-      } catch (error) {
-        known = { failure: { error } }
-      }
-    }
+    // A failing `identify` fails only what reads the identity (core's knownIdentity, lazy-client.ts).
+    const known = custom ? await knownIdentity(identify, ctx) : {}
     attachGuard(ctx, guard, identifyBySocket, known)
     try {
       await next()
