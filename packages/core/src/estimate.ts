@@ -5,6 +5,7 @@
  * Settlement from `usage` corrects whatever it gets wrong; an under-estimate is the risky side
  * (it reserves too little), so the weights lean slightly high. Accuracy: docs/estimator.md.
  */
+import { LATIN_TRIGRAMS } from './latin-trigrams.js'
 import { SINGLE_TOKEN_HAN, SINGLE_TOKEN_HANGUL } from './single-token-chars.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
@@ -22,6 +23,11 @@ export interface EstimatorWeights {
   pieceChars: number
   /** Each letter of a piece beyond `pieceChars`. */
   extraLetter: number
+  /**
+   * A piece costs at least this much a trigram of it that no token of the vocabulary contains
+   * (latin-trigrams.ts), beyond the first token: each one is a split.
+   */
+  absentTrigram: number
   /** A punctuation mark glued to the word after it ("(ms", ".get", "_id"). */
   gluedMark: number
   /** Han characters: common two-character words are one token. */
@@ -45,6 +51,7 @@ export const DEFAULT_WEIGHTS: Readonly<EstimatorWeights> = Object.freeze({
   piece: 1,
   pieceChars: 7,
   extraLetter: 0.33,
+  absentTrigram: 1,
   gluedMark: 0.4,
   han: 0.58,
   hangul: 0.85,
@@ -195,15 +202,32 @@ const CLASS = new Uint8Array(0x10000)
 for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
-function pieceCost(length: number, w: EstimatorWeights): number {
-  return length === 0 ? 0 : w.piece + (length > w.pieceChars ? (length - w.pieceChars) * w.extraLetter : 0)
+/**
+ * A Latin word piece of `length` letters, `absent` of its trigrams in no token: a natural word costs
+ * by its length; random letters (IDs, keys, base64) split at every absent trigram, which for them is
+ * more.
+ */
+function pieceCost(length: number, absent: number, w: EstimatorWeights): number {
+  if (length === 0) return 0
+  const byLength = w.piece + (length > w.pieceChars ? (length - w.pieceChars) * w.extraLetter : 0)
+  return Math.max(byLength, w.piece + absent * w.absentTrigram)
 }
 
-/** Cost of a run of letters starting at `i`; the index after it goes to `out.end`. */
+/** Bit (a * 26 + b) * 26 + c: the vocabulary has a token containing those three ASCII letters. */
+const TRIGRAM_BITS = Uint8Array.from(atob(LATIN_TRIGRAMS), (ch) => ch.charCodeAt(0))
+
+/**
+ * Cost of a run of letters starting at `i`; the index after it goes to `out.end`. ASCII letters make
+ * pieces (camelCase starts a new one) priced by `pieceCost`; other letters cost each.
+ */
 function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
   let cost = 0
   let piece = 0
+  let absent = 0
   let prevLower = false
+  // The piece's last two letters (0 = 'a'), -1 until it has them.
+  let first = -1
+  let second = -1
   let j = i
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
@@ -212,21 +236,32 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       const upper = c <= 90
       if (upper && prevLower) {
         // camelCase: a new piece
-        cost += pieceCost(piece, w)
-        piece = 0
+        cost += pieceCost(piece, absent, w)
+        piece = absent = 0
+        first = second = -1
       }
       prevLower = !upper
       piece++
+      const letter = (c | 32) - 97
+      if (first >= 0) {
+        const at = (first * 26 + second) * 26 + letter
+        // A run of one letter ("ZZZZ") the vocabulary has no triple of splits every second letter.
+        if (((TRIGRAM_BITS[at >> 3] as number) & (1 << (at & 7))) === 0)
+          absent += first === second && second === letter ? 0.5 : 1
+      }
+      first = second
+      second = letter
       continue
     }
     if (!isLetter(cls)) break
-    cost += pieceCost(piece, w)
-    piece = 0
+    cost += pieceCost(piece, absent, w)
+    piece = absent = 0
     prevLower = false
+    first = second = -1
     cost += (LETTER_COST[c] as number) || letterCost(cls, w)
   }
   out.end = j
-  return cost + pieceCost(piece, w)
+  return cost + pieceCost(piece, absent, w)
 }
 
 /** Cost of one non-letter, non-digit, non-space character. */

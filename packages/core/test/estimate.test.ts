@@ -18,7 +18,7 @@ const corpus = JSON.parse(readFileSync('/work/shared/data/qwen-token-counts.json
 
 // Bounds we meet on the corpus (docs/estimator.md has the figures). Small texts get an absolute
 // allowance: one token of a 2-token greeting is 50 %.
-const OVER_PCT = 18 // over-estimates waste some quota: tolerated a little more
+const OVER_PCT = 19 // over-estimates waste some quota: tolerated a little more
 const UNDER_PCT = 8 // under-estimates let a burst through: held tighter
 const ABS_TOKENS = 2
 
@@ -94,8 +94,9 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // Seeded random texts in 153 kinds with their exact Qwen3 counts (test/data/qwen3-fuzz-counts.json):
   // on 2026-12-01 the estimate read 91 kinds more than 30 % low (control characters as 0.2 tokens
   // instead of 1, lone surrogates as 0, Greek and Armenian at a third of their cost, rare Han at a
-  // quarter...). Random letters (IDs, base64) and rare kana stay low: a script-aware estimate cannot
-  // tell them from words without a vocabulary; bench/RESULTS.md lists what is left.
+  // quarter...), 37 after per-character costs; random letters (IDs, keys, base64) read up to 2.7x
+  // low until the pieces paid for the trigrams no token contains (latin-trigrams.ts): 24 left.
+  // Rare kana and mixed punctuation stay low; bench/RESULTS.md lists what is left.
   describe('the hard cases', () => {
     const fuzz = JSON.parse(readFileSync(new URL('./data/qwen3-fuzz-counts.json', import.meta.url), 'utf8')) as {
       texts: Array<{ kind: string; text: string; tokens: number }>
@@ -110,10 +111,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       for (const [kind, [exact, estimate]] of sums) under.set(kind, exact / Math.max(1, estimate))
     }
 
-    it('no kind is under-counted more than 3x, and at most 37 of 153 by more than 30 %', () => {
+    it('no kind is under-counted more than 3x, and at most 24 of 153 by more than 30 %', () => {
       expect(under.size).toBe(153)
       expect(Math.max(...under.values())).toBeLessThanOrEqual(3)
-      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(37)
+      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(24)
     })
 
     it.each([
@@ -137,6 +138,13 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       'CR run',
       'han random 4E00-9FFF',
       'hangul random syllables',
+      'base64',
+      'base64url',
+      'random alnum',
+      'random lowercase word',
+      'random short lowercase words',
+      'random UPPERCASE',
+      'repeated ASCII letter',
     ])('%s: within 30 % of the exact count', (kind) => {
       expect(under.get(kind)).toBeLessThanOrEqual(1.3)
     })
