@@ -19,7 +19,7 @@ import {
   type ByteStream,
   type SseEvent,
 } from './sse.js'
-import { classifyRefusal } from './upstream/classify.js'
+import { classifyRefusal, type RefusalInput } from './upstream/classify.js'
 import type { UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 
 export interface PeekedStream {
@@ -34,7 +34,7 @@ export interface PeekedStream {
  * that refusal is as retryable as an HTTP 429, because the caller has seen nothing yet. So is a 200
  * stream that ends, or sends something that is not a chunk, before its first chunk.
  */
-export async function firstEvent(body: ByteStream, maxRetryAfterMs?: number): Promise<PeekedStream> {
+export async function firstEvent(body: ByteStream, refusalOptions: RefusalOptions = {}): Promise<PeekedStream> {
   const events = readSseEvents(body)
   const head: SseEvent[] = []
   for (;;) {
@@ -44,7 +44,7 @@ export async function firstEvent(body: ByteStream, maxRetryAfterMs?: number): Pr
     const read = readEvent(event)
     if (read.kind === 'error') {
       await events.return(undefined)
-      return { refusal: classifyStreamError(event, maxRetryAfterMs) }
+      return { refusal: classifyStreamError(event, refusalOptions) }
     }
     if (read.kind === 'garbage') {
       await events.return(undefined)
@@ -65,12 +65,11 @@ async function* prepend(head: SseEvent[], rest: AsyncGenerator<SseEvent>): Async
   }
 }
 
-export function classifyStreamError(event: SseEvent, maxRetryAfterMs?: number): UpstreamRefusal {
-  return classifyRefusal({
-    status: statusFromComments(event.comments) ?? 200,
-    body: event.data,
-    ...(maxRetryAfterMs === undefined ? {} : { maxRetryAfterMs }),
-  })
+/** What a refusal read from a stream is classified with: the wait cap and the secrets its code must not hold. */
+export type RefusalOptions = Pick<RefusalInput, 'maxRetryAfterMs' | 'secrets'>
+
+export function classifyStreamError(event: SseEvent, options: RefusalOptions = {}): UpstreamRefusal {
+  return classifyRefusal({ status: statusFromComments(event.comments) ?? 200, body: event.data, ...options })
 }
 
 /** A 200 stream that broke before anything reached the caller: an upstream server failure. */
@@ -104,6 +103,10 @@ function readEvent(event: SseEvent): ReadEvent {
   }
   if (isErrorEvent(event, parsed)) return { kind: 'error' }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { kind: 'garbage' }
+  // `choices` that is not a list (an object keyed "0", which `choices[0]` would still read) is no
+  // chunk: what it shows would reach the caller uncounted.
+  const choices = (parsed as { choices?: unknown }).choices
+  if (choices !== undefined && choices !== null && !Array.isArray(choices)) return { kind: 'garbage' }
   return { kind: 'chunk', chunk: parsed as Chunk }
 }
 
@@ -226,7 +229,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     } catch {
       // The caller's side is already closed or errored: nothing more to tell it.
     }
-    if (ending.kind === 'idle' && !ending.waitingForQwen) await drain()
+    if (ending.kind === 'idle' && !ending.waitingForQwen) await drain().catch(() => undefined)
     // Closes the connection (a read still pending ends with it), then stops reading Qwen.
     if (ending.kind !== 'done') stopUpstream?.()
     const closing = events.return(undefined).catch(() => undefined)
@@ -239,6 +242,45 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     await closing
   }
 
+  /**
+   * Writes the next chunk for the caller, or ends the stream: loops until something is written (a
+   * pull that writes nothing is not called again).
+   */
+  async function pullChunk(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    while (!ended) {
+      let next: IteratorResult<SseEvent>
+      idle.refresh()
+      waitingForQwen = true
+      try {
+        next = await readQwen()
+      } catch {
+        return end({ kind: 'broken' })
+      } finally {
+        waitingForQwen = false
+      }
+      if (ended) return
+      if (next.done) return end({ kind: 'broken' })
+      const event = next.value
+      const read = readEvent(event)
+      if (read.kind === 'done') return end({ kind: 'done' })
+      if (read.kind === 'error') {
+        return end({
+          kind: 'upstream_error',
+          refusal: classifyStreamError(event, { secrets: [slot.apiKey, slot.accountId] }),
+        })
+      }
+      if (read.kind === 'garbage') return end({ kind: 'broken' })
+      if (read.kind === 'skip') continue
+      const { chunk } = read
+      count(chunk)
+      const data = outgoingData(event, chunk, clientWantsUsage)
+      if (data === undefined) continue
+      controller.enqueue(encodeSseData(data))
+      idle.refresh() // now the caller's turn to read
+      return
+    }
+  }
+
   return new ReadableStream<Uint8Array>({
     start(controller) {
       output = controller
@@ -247,33 +289,12 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
       else signal.addEventListener('abort', onAbort, { once: true })
     },
     async pull(controller) {
-      // Loops until something is written or the stream ends: a pull that writes nothing is not called again.
-      while (!ended) {
-        let next: IteratorResult<SseEvent>
-        idle.refresh()
-        waitingForQwen = true
-        try {
-          next = await readQwen()
-        } catch {
-          return end({ kind: 'broken' })
-        } finally {
-          waitingForQwen = false
-        }
-        if (ended) return
-        if (next.done) return end({ kind: 'broken' })
-        const event = next.value
-        const read = readEvent(event)
-        if (read.kind === 'done') return end({ kind: 'done' })
-        if (read.kind === 'error') return end({ kind: 'upstream_error', refusal: classifyStreamError(event) })
-        if (read.kind === 'garbage') return end({ kind: 'broken' })
-        if (read.kind === 'skip') continue
-        const { chunk } = read
-        count(chunk)
-        const data = outgoingData(event, chunk, clientWantsUsage)
-        if (data === undefined) continue
-        controller.enqueue(encodeSseData(data))
-        idle.refresh() // now the caller's turn to read
-        return
+      // Whatever throws here (upstream data the guard cannot handle, say a chunk nested too deep to
+      // write back) ends the stream as broken, settled, instead of erroring it unsettled.
+      try {
+        await pullChunk(controller)
+      } catch {
+        await end({ kind: 'broken' })
       }
     },
     async cancel() {

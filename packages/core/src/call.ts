@@ -23,9 +23,9 @@ import { answerHeaders, policyName, PreparedJsonResponse, PreparedStreamResponse
 import { newCallId } from './call-id.js'
 import { markRefusal, withDecision } from './decision-header.js'
 import type { QuotaAdmission, QuotaReservation } from './quota/index.js'
-import { relayStream, firstEvent } from './answer-stream.js'
+import { relayStream, firstEvent, type RefusalOptions } from './answer-stream.js'
 import { shownIn } from './answer-tokens.js'
-import { chargeOf, usageCeiling, type Settlement } from './settlement.js'
+import { chargeOf, promptTextBytes, usageCeiling, type Settlement } from './settlement.js'
 import { backoffDelay } from './upstream/backoff.js'
 import { coalesceWrites } from './redis-writes.js'
 import { classifyRefusal, type RefusalInput } from './upstream/classify.js'
@@ -231,7 +231,12 @@ async function sendWithRetries(
         throw error.reason
       }
       if (error instanceof AttemptTimedOut) {
-        ledger.reachedAttempts++
+        // Sent and not answered in time: the guard closes the connection as a caller's abort does, and
+        // the same rule holds. A JSON call goes on at Qwen and is billed: the reservation, on both
+        // ledgers (else a call made to outlast the deadline would buy its answer at a prompt's price).
+        // A stream's closing stops Qwen: the prompt part (the account's pace keeps the reservation).
+        if (send.body.stream === true) ledger.reachedAttempts++
+        else await settlement.settle({ usage: undefined })
         throw deadlinePassed()
       }
       // The guard's own failure: nothing upstream is blamed or cooled.
@@ -476,8 +481,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
   const stream = body.stream === true
   const text = upstreamText(send, slot.model, stream) // before anything is sent: its failure is the guard's
   const upstream = upstreamAbort(signal, deadline)
-  const refusal = (input: RefusalInput) =>
-    classifyRefusal({ ...input, maxRetryAfterMs: deps.options.upstream.maxRetryAfterMs })
+  const refusal = (input: RefusalInput) => classifyRefusal({ ...input, ...refusalOptions(deps, slot) })
   try {
     let response: UpstreamResponse
     const sent = send.clock ? performance.now() : 0
@@ -690,7 +694,7 @@ async function answerStream(
   upstream: UpstreamAbort,
   sent: number,
 ): Promise<SendOutcome> {
-  const first = await firstEvent(response.body(), deps.options.upstream.maxRetryAfterMs)
+  const first = await firstEvent(response.body(), refusalOptions(deps, slot))
   send.clock?.since(sent) // Qwen's first event is in: the wait for it ends here
   if (!first.events)
     return { kind: 'refused', refusal: first.refusal ?? classifyRefusal({ status: 502, body: '' }), reached: true }
@@ -740,6 +744,7 @@ function settlementFor(
         promptTokens: plan.promptTokens,
         reservedTokens: plan.reservedTokens,
         ceiling: usageCeiling(model?.contextWindow, plan.reservedTokens),
+        ...('usage' in input ? { promptBytes: promptTextBytes(send.body.messages) } : {}),
       })
       const earlier = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
       const usd = priceOf(model?.price, charge.promptTokens + earlier, charge.completionTokens)
@@ -793,6 +798,11 @@ function finalError(refusal: UpstreamRefusal | undefined, backInMs = 0): QwenGua
         retryAfterMs,
       )
   }
+}
+
+/** How a refusal from this slot's account is classified: the wait cap, and the key and id its code must not repeat. */
+function refusalOptions(deps: CallDeps, slot: UpstreamSlot): RefusalOptions {
+  return { maxRetryAfterMs: deps.options.upstream.maxRetryAfterMs, secrets: [slot.apiKey, slot.accountId] }
 }
 
 function upstreamFailed(retryAfterMs: number): QwenGuardError {

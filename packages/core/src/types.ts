@@ -304,7 +304,11 @@ export type GuardEvent =
       kind: string
       retryable: boolean
       cooldownMs: number
-      /** Qwen's error code (`limit_requests`, `Throttling.AllocationQuota`, ...) when the answer had one: upstream text, untrusted. */
+      /**
+       * Qwen's error code (`limit_requests`, `Throttling.AllocationQuota`, ...) when the answer had one
+       * of Qwen's shape (words joined by `_` or `.`, at most 64 characters) holding no API key or
+       * account id of the guard's: upstream text, shown only then.
+       */
       code?: string
     }
   | { type: 'fallback'; callId: string; identity: Identity; requested: string; served: string; reason: string }

@@ -388,12 +388,25 @@ describe('issue 10.6: the answer at the deadline tells the truth', () => {
 })
 
 describe('issue 10.7: a call that reached Qwen is charged', () => {
-  it('timed out after Qwen accepted it: 504, charged the prompt part (settled basis "prompt")', async () => {
+  it('a JSON call timed out after Qwen accepted it: 504, charged the reservation, as a caller abort is (Qwen goes on and bills it)', async () => {
     stub.handle = () => undefined // accepts the request, never answers
     const { guard, events } = guardWith({ upstream: { timeoutMs: 200 } })
     const before = left(await guard.state({ user: 'slow' }), 'tpm')!
     await expect(guard.call({ user: 'slow' }, body)).rejects.toMatchObject({ status: 504 })
     const after = left(await guard.state({ user: 'slow' }), 'tpm')!
+    const settled = events.find((e) => e.type === 'settled') as Extract<GuardEvent, { type: 'settled' }>
+    expect(settled).toMatchObject({ basis: 'reservation' })
+    expect(settled.usedTokens).toBe(settled.reservedTokens)
+    expect(before - after).toBe(settled.usedTokens)
+    await guard.close()
+  })
+
+  it('a stream timed out before its first event: 504, charged the prompt part (closing it stops Qwen)', async () => {
+    stub.handle = () => undefined
+    const { guard, events } = guardWith({ upstream: { timeoutMs: 200 } })
+    const before = left(await guard.state({ user: 'slow-stream' }), 'tpm')!
+    await expect(guard.call({ user: 'slow-stream' }, { ...body, stream: true })).rejects.toMatchObject({ status: 504 })
+    const after = left(await guard.state({ user: 'slow-stream' }), 'tpm')!
     const settled = events.find((e) => e.type === 'settled') as Extract<GuardEvent, { type: 'settled' }>
     expect(settled).toMatchObject({ basis: 'prompt' })
     expect(settled.usedTokens).toBeGreaterThan(0)

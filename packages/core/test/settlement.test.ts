@@ -1,6 +1,6 @@
 /** settlement.ts: what a call is charged, from any `usage` upstream sends (docs/quotas.md "What is charged when"). */
 import { describe, expect, it } from 'vitest'
-import { chargeOf, MAX_TOKEN_BYTES, readUsage, usageCeiling } from '../src/settlement.js'
+import { chargeOf, MAX_TOKEN_BYTES, promptTextBytes, readUsage, usageCeiling } from '../src/settlement.js'
 
 const bounds = { promptTokens: 100, reservedTokens: 1_100, ceiling: usageCeiling(131_072, 1_100) }
 
@@ -42,6 +42,40 @@ describe('chargeOf', () => {
     })
     expect(chargeOf({ usage: usage(0), shownBytes: 127 }, bounds)).toMatchObject({ basis: 'usage' })
     expect(chargeOf({ usage: usage(0), shownBytes: Number.NaN }, bounds)).toMatchObject({ basis: 'usage' })
+  })
+
+  it("does not believe a usage claiming fewer prompt tokens than the prompt's text can be written in", () => {
+    const usage = (prompt: number) => ({ prompt_tokens: prompt, completion_tokens: 10 })
+    // 1,280 bytes of prompt text: at least 10 prompt tokens.
+    expect(chargeOf({ usage: usage(10) }, { ...bounds, promptBytes: 1_280 })).toMatchObject({ basis: 'usage' })
+    expect(chargeOf({ usage: usage(9) }, { ...bounds, promptBytes: 1_280 })).toMatchObject({
+      tokens: 1_100,
+      basis: 'reservation',
+      usageInvalid: true,
+    })
+  })
+
+  it('reads the text of every message shape for the prompt floor, and nothing else', () => {
+    const messages = [
+      { role: 'system', content: 'héllo' }, // 6 bytes
+      {
+        role: 'user',
+        name: 'ann',
+        content: [
+          { type: 'text', text: 'ab' },
+          { type: 'image_url', image_url: { url: 'x'.repeat(99) } },
+        ],
+      },
+      {
+        role: 'assistant',
+        content: null,
+        tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{}' } }],
+      },
+      { role: 'tool', content: 42 },
+      'not a message',
+    ]
+    expect(promptTextBytes(messages)).toBe(6 + 3 + 2 + 1 + 2)
+    expect(promptTextBytes('messages')).toBe(0)
   })
 
   it('settles a missing usage from the reservation without flagging it as invalid', () => {

@@ -23,6 +23,11 @@ export interface RefusalInput {
    * for a day must not keep the lane out for a day; it is probed again after the cap.
    */
   maxRetryAfterMs?: number
+  /**
+   * What the refusal's `code` must not contain (the account's API key and id): a code is upstream
+   * text, and an upstream that echoes the request's key in it must not have the guard repeat it.
+   */
+  secrets?: readonly string[]
 }
 
 interface Parsed {
@@ -115,7 +120,8 @@ export function classifyRefusal(input: RefusalInput, now: number = Date.now()): 
     terminal,
     reach,
   }
-  if (parsed.code !== undefined) refusal.code = parsed.code
+  const code = shownCode(parsed.code, input.secrets)
+  if (code !== undefined) refusal.code = code
   const hint = retryAfterHint(input.headers, now)
   if (hint !== undefined) refusal.retryAfterMs = Math.min(hint, input.maxRetryAfterMs ?? DEFAULT_MAX_RETRY_AFTER_MS)
   if (kind === 'quota_reset') {
@@ -123,6 +129,26 @@ export function classifyRefusal(input: RefusalInput, now: number = Date.now()): 
     if (resetAt !== undefined) refusal.resetAt = resetAt
   }
   return refusal
+}
+
+/**
+ * Qwen's codes are short words joined by `_` or `.` (`limit_requests`, `Throttling.AllocationQuota`,
+ * `InvalidParameter`): `refusal.code` keeps a code of that shape, at most 64 characters, that contains
+ * no secret (nor is part of one), and drops anything else, since the guard repeats it in its own
+ * messages and events. The kind is still read from the whole code.
+ */
+const CODE_SHAPE = /^[A-Za-z][A-Za-z0-9]*(?:[._][A-Za-z0-9]+)*$/
+const MAX_CODE_CHARS = 64
+/** Shorter account ids (`a`, `eu`) are labels, not secrets: a code may contain them. */
+const MIN_SECRET_CHARS = 4
+function shownCode(code: string | undefined, secrets: readonly string[] = []): string | undefined {
+  if (code === undefined || code.length > MAX_CODE_CHARS || !CODE_SHAPE.test(code)) return undefined
+  const lower = code.toLowerCase()
+  for (const secret of secrets) {
+    const s = secret.toLowerCase()
+    if (s.length >= MIN_SECRET_CHARS && (lower.includes(s) || s.includes(lower))) return undefined
+  }
+  return code
 }
 
 function kindOf(p: Parsed): RefusalKind {

@@ -300,6 +300,33 @@ describe('classifyRefusal', () => {
     }
   })
 
+  it("repeats only an upstream code shaped like Qwen's, short, and holding no secret", () => {
+    const code = (value: string, secrets?: string[]) =>
+      classifyRefusal({
+        status: 400,
+        body: JSON.stringify({ error: { code: value, message: 'm' } }),
+        ...(secrets ? { secrets } : {}),
+      }).code
+    expect(code('Throttling.AllocationQuota')).toBe('Throttling.AllocationQuota')
+    expect(code('InvalidParameter')).toBe('InvalidParameter')
+    expect(code('sk-0123456789abcdef')).toBeUndefined() // a key's shape
+    expect(code('InvalidParameter:sk-1@acct')).toBeUndefined()
+    expect(code('bad code')).toBeUndefined()
+    expect(code('A'.repeat(65))).toBeUndefined()
+    expect(code('abcdef0123', ['abcdef0123'])).toBeUndefined() // a key without dashes, echoed
+    expect(code('Key_abcdef0123_bad', ['abcdef0123'])).toBeUndefined()
+    expect(code('abcdef', ['xxabcdefxx'])).toBeUndefined() // part of a key
+    expect(code('limit_requests', ['eu'])).toBe('limit_requests') // a short account label is no secret
+    // The kind is still read from the whole code.
+    expect(
+      classifyRefusal({
+        status: 429,
+        body: JSON.stringify({ code: 'Throttling.RateQuota' }),
+        secrets: ['throttling.ratequota'],
+      }).kind,
+    ).toBe('requests')
+  })
+
   it('keeps the code but never invents a message', () => {
     const r = classifyRefusal({
       status: 429,
