@@ -162,6 +162,20 @@ const newNode = (name: string): NodeHealth => ({
 // during an outage: no wait then, the failure policy applies at once).
 const CONNECTING = new Set(['wait', 'connecting', 'connect'])
 
+/**
+ * An error reply about one key's contents (`WRONGTYPE`: another app wrote a hash where the guard keeps
+ * a counter; a counter that is not a number), also from inside a script: Redis is up and every other
+ * key still works, so it is no outage (no `store_error`, no other caller refused). Replies about the
+ * server (`LOADING`, `BUSY`, `READONLY`, `OOM`, `CLUSTERDOWN`...) are outages.
+ */
+function isKeyFault(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    error.name === 'ReplyError' &&
+    /WRONGTYPE|not an integer|not a valid float/.test(error.message)
+  )
+}
+
 function waitForConnection(redis: RedisConnection): Promise<void> {
   return new Promise((resolve) => {
     const events = ['ready', 'error', 'close', 'end']
@@ -343,7 +357,9 @@ export function createGuardStore(
   if (redis && redis.status === 'wait') redis.connect().catch((error: unknown) => health.failed(error))
 
   const whenConnected = (): Promise<void> | undefined => {
-    if (!redis || !CONNECTING.has(redis.status)) return undefined
+    // During an outage a reconnection in progress (a restarted Redis still loading, a stalled host
+    // that accepts TCP) is no reason to wait: the policy answers at once until a probe succeeds.
+    if (!redis || downNodes.size > 0 || !CONNECTING.has(redis.status)) return undefined
     // One shared wait: a burst of calls at start-up must not add listeners each.
     connecting ??= waitForConnection(redis).finally(() => {
       connecting = undefined
@@ -422,7 +438,9 @@ export function createGuardStore(
         if (redis) markUp(node)
         return value
       } catch (error) {
-        markDown(node, error, key)
+        // Redis answered, about this key only: the call follows the policy, the store is not down.
+        if (isKeyFault(error)) markUp(node)
+        else markDown(node, error, key)
         throw error
       }
     },

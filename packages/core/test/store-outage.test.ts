@@ -199,3 +199,106 @@ describeServer('a lease released while Redis cannot be reached', () => {
     store.close()
   })
 })
+
+describeServer('what is not an outage, and an outage that looks like a connection', () => {
+  let server: RedisServer
+  let redis: Redis
+  let observer: Redis
+  let sim: Simulator
+  let stopped = false
+  const guards: Guard[] = []
+  let n = 0
+  const guardWith = (policy: 'open' | 'closed') => {
+    const prefix = `not-outage-${++n}`
+    const guard = createGuard({
+      upstream: { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false },
+      quotas: { user: { rpm: 100, concurrency: 1 } },
+      queue: { waitForConcurrency: false },
+      store: { redis, prefix, onError: policy },
+    })
+    guards.push(guard)
+    const events: GuardEvent[] = []
+    for (const type of ['store_error', 'store_recovered'] as const) guard.on(type, (e) => events.push(e))
+    return { guard, prefix, events }
+  }
+
+  beforeAll(async () => {
+    server = await startRedisServer()
+    redis = new Redis(server.url)
+    redis.on('error', () => undefined)
+    observer = new Redis(server.url, { maxRetriesPerRequest: 1 })
+    observer.on('error', () => undefined)
+    sim = await startSimulator({ burst: false })
+  })
+  afterAll(async () => {
+    if (stopped) process.kill(server.pid, 'SIGCONT')
+    await Promise.all(guards.map((guard) => guard.close()))
+    redis.disconnect()
+    observer.disconnect()
+    await sim.close()
+    await server.stop()
+  })
+
+  it("a key of the guard's holding another type (another app wrote it) refuses that key's calls only, and is no outage", async () => {
+    for (const policy of ['closed', 'open'] as const) {
+      const { guard, prefix, events } = guardWith(policy)
+      expect(await timedCall(guard, 'good')).toMatchObject({ status: 200 })
+      await observer.hset(`${prefix}:user:rpm:{user:bad}`, 'x', '1')
+      await observer.set(`${prefix}:user:concurrency:{user:bad}`, 'not-a-sorted-set')
+      const bad = await timedCall(guard, 'bad')
+      // Redis answers: every other user is served from it, and nobody hears of an outage.
+      expect(await timedCall(guard, 'good')).toMatchObject({ status: 200 })
+      expect(await timedCall(guard, 'good2')).toMatchObject({ status: 200 })
+      expect(events.map((e) => e.type)).toEqual([])
+      expect(Number(await observer.get(`${prefix}:user:rpm:{user:good}`))).toBe(2)
+      // The broken key's own call follows the policy.
+      if (policy === 'closed') expect(bad).toMatchObject({ status: 503, code: 'store_unavailable' })
+      else expect(bad).toMatchObject({ status: 200 })
+    }
+  })
+
+  it("a lease taken by Redis whose reply the connection lost is the call's own when ioredis sends it again: no orphan, no refusal", async () => {
+    const { guard, prefix } = guardWith('open')
+    expect(await timedCall(guard, 'k0')).toMatchObject({ status: 200 })
+    const id = String(await redis.client('ID'))
+    const killer = new Redis(server.url)
+    await killer.ping()
+    // The call's commands wait in the paused server's socket, the kill of its connection behind them:
+    // Redis runs them, then drops the connection before the replies leave; ioredis sends them again.
+    process.kill(server.pid, 'SIGSTOP')
+    stopped = true
+    const call = timedCall(guard, 'L1')
+    await sleep(60)
+    const kill = killer.client('KILL', 'ID', id).catch(() => 0)
+    await sleep(30)
+    process.kill(server.pid, 'SIGCONT')
+    stopped = false
+    await kill
+    killer.disconnect()
+    const first = await call
+    if (redis.status !== 'ready') await new Promise((resolve) => redis.once('ready', resolve))
+    await sleep(1_100) // past the probe interval: the store is back on Redis
+    await timedCall(guard, 'k0')
+    expect(first.status).toBe(200)
+    expect(await observer.zcard(`${prefix}:user:concurrency:{user:L1}`)).toBe(0)
+    expect(await timedCall(guard, 'L1')).toMatchObject({ status: 200 })
+  })
+
+  it('Redis restarted on the same port but not answering yet (it accepts TCP): the policy answers at once, not after the connect wait', async () => {
+    const { guard } = guardWith('closed')
+    expect(await timedCall(guard, 'r1')).toMatchObject({ status: 200 })
+    process.kill(server.pid, 'SIGKILL')
+    await sleep(100)
+    server = await startRedisServer(server.port)
+    process.kill(server.pid, 'SIGSTOP') // a restart still loading its data, a stalled host
+    stopped = true
+    await sleep(600) // ioredis reconnects: the kernel accepts, the ready check is never answered
+    const results = [await timedCall(guard, 'r1'), await timedCall(guard, 'r1'), await timedCall(guard, 'r1')]
+    process.kill(server.pid, 'SIGCONT')
+    stopped = false
+    for (const result of results) {
+      expect(result).toMatchObject({ status: 503, code: 'store_unavailable' })
+      expect(result.ms).toBeLessThan(ANSWER_BOUND_MS)
+    }
+  })
+})

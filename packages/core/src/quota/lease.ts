@@ -159,8 +159,17 @@ local function hold(ttl)
   if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 end
 `
-/** ARGV: limit, ttlMs, lease id. Returns {1, count} or {0, count, ms until the earliest expiry}. */
+/**
+ * ARGV: limit, ttlMs, lease id. Returns {1, count} or {0, count, ms until the earliest expiry}. A lease
+ * id already held is granted again: the same acquire run twice (ioredis sends a command again when the
+ * connection dropped before its reply came, after Redis ran it) must not refuse the call its own lease
+ * and leave that lease held until it expires.
+ */
 const ACQUIRE_LUA = `${NOW_LUA}
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  hold(tonumber(ARGV[2]))
+  return {1, n, 0}
+end
 if n < tonumber(ARGV[1]) then
   hold(tonumber(ARGV[2]))
   return {1, n + 1, 0}

@@ -24,6 +24,8 @@
  * between calls: cursors move back as well as forward, and the list keeps one second of entries past
  * the minute window for a window that grows (J is capped at one second by paceLimits).
  * Numbers go back as strings: Redis would truncate Lua floats to integers.
+ * The two keys are written together and expire together; an eviction of one of them alone is
+ * repaired (see "One of the two keys gone" below).
  */
 export const METER_LUA = `
 local H, L = KEYS[1], KEYS[2]
@@ -56,6 +58,15 @@ for w = 1, 4 do
 end
 local stop = base + redis.call('LLEN', L)
 for w = 1, 4 do if C[w] > stop then C[w] = stop end end
+-- One of the two keys gone without the other (evicted under maxmemory, deleted by hand): the sums no
+-- longer match the list. Both are rebuilt from the list under a new base, above every id issued so far
+-- (tickets issued before settle nothing), and the scan below adds back what each window still holds.
+local len = stop - base
+if (not s[1] and len > 0) or (len == 0 and (R[1] ~= 0 or K[1] ~= 0 or R[2] ~= 0 or K[2] ~= 0)) then
+  base = math.max(math.floor(now), stop)
+  stop = base + len
+  for w = 1, 4 do C[w], R[w], K[w] = stop, 0, 0 end
+end
 
 -- The first time (3 decimals, as entries are stored) at which an entry at et has left a window of
 -- length len by the rule now - et >= len (et + len can round below it).

@@ -118,6 +118,44 @@ describeRedis('RedisMeter on a real redis-server', () => {
     await pool.close()
   })
 
+  // The meter's two keys (a hash of sums and cursors, a list of sends) are separate keys: a Redis under
+  // maxmemory with allkeys-lru can evict one without the other. Time scale 10: a second is 100 ms.
+  const fast = paceLimits(spec, { safetyMargin: 0.97, rampUp: false, timeScale: 10 }, 1)
+  const pastSecond = () => sleep(130)
+
+  it('the list evicted, the hash kept: the sums it held are gone with it, not kept as phantom sends', async () => {
+    const m = meter('lost-list')
+    expect((await m.take(900, fast)).ok).toBe(true) // 900 of ~970 tokens of this second
+    await redis.del(`${prefix}:lost-list:l`)
+    await pastSecond()
+    expect((await m.take(1, fast)).ok).toBe(true)
+    await pastSecond()
+    const takes = []
+    for (let i = 0; i < 3; i++) {
+      takes.push(await m.take(100, fast))
+      await sleep(Math.ceil(fast.spacingMs) + 5)
+    }
+    expect(takes.map((t) => t.ok)).toEqual([true, true, true])
+    const h = await redis.hgetall(`${prefix}:lost-list:h`)
+    expect(Number(h.k1)).toBeLessThanOrEqual(301)
+  })
+
+  it('the hash evicted, the list kept: the sums are rebuilt from the list, never negative, and an old ticket settles nothing', async () => {
+    const m = meter('lost-hash')
+    const first = await m.take(100, fast)
+    await sleep(Math.ceil(fast.spacingMs) + 5)
+    expect(first.ok && (await m.take(100, fast)).ok).toBe(true)
+    await redis.del(`${prefix}:lost-hash:h`)
+    const third = await m.take(100, fast)
+    expect(third.ok).toBe(true)
+    const h = await redis.hgetall(`${prefix}:lost-hash:h`)
+    for (const f of ['r1', 'k1', 'r2', 'k2', 'r3', 'r4']) expect(Number(h[f])).toBeGreaterThanOrEqual(0)
+    expect(Number(h.k2)).toBe(300) // the two sends before the eviction and this one, all in the minute
+    const list = await redis.lrange(`${prefix}:lost-hash:l`, 0, -1)
+    if (first.ok) await first.ticket.recount(1, 1) // issued before: its id is below the new base
+    expect(await redis.lrange(`${prefix}:lost-hash:l`, 0, -1)).toEqual(list)
+  })
+
   it('two pools on one Redis never exceed the pace between them', async () => {
     const shared = { redis, prefix: `${prefix}-pools` }
     const models = { small: { rpm: 600, tpm: 6_000_000 } }
