@@ -12,7 +12,7 @@ try {
   if (!isQwenGuardError(err)) throw err
   console.log(`${err.code}: retry in ${err.retryAfterMs} ms`) // over the user's quota; also an OpenAI.APIError
 }
-await guard.check({ user: 'u1' }, { model: 'qwen3-max', messages }) // dry run: { allowed, retryAfterMs, remaining }
+await guard.check({ user: 'u1' }, { model: 'qwen3-max', messages }) // dry run: { allowed, retryAfterMs, remaining }, remaining as after this call
 await guard.state({ user: 'u1' }) // requests and tokens left, and when they reset
 guard.on('fallback', (event) => console.log(`${event.requested} -> ${event.served}`))
 await guard.close()

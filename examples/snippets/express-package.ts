@@ -20,7 +20,8 @@ app.use('/v1', guard.proxy()) // OpenAI-compatible relay
 app.use(guard.errors) // QwenGuardError -> 429/503 + Retry-After, RateLimit, JSON body
 
 const server = app.listen(Number(process.env.PORT ?? 3000))
-// On SIGTERM: stop taking requests, then close the guard; the process exits once both are done.
+// On SIGTERM: stop taking requests, then close the guard; the process exits once both are done
+// (with `store: { redis }`, quit your Redis client after the guard: the guard never closes it).
 process.once('SIGTERM', () => server.close(() => void guard.close()))
 // #endregion readme
 

@@ -21,7 +21,8 @@ app.use(async (ctx) => {
 })
 
 const server = app.listen(Number(process.env.PORT ?? 3000))
-// On SIGTERM: stop taking requests, then close the guard; the process exits once both are done.
+// On SIGTERM: stop taking requests, then close the guard; the process exits once both are done
+// (with `store: { redis }`, quit your Redis client after the guard: the guard never closes it).
 process.once('SIGTERM', () => server.close(() => void guard.close()))
 // #endregion readme
 

@@ -102,7 +102,10 @@ export async function guardedCall(
   callOptions: InternalCallOptions = {},
 ): Promise<GuardedResponse> {
   const { options } = deps
-  const { signal } = callOptions
+  // Waits (the quota's lease, the queue, backoff) end when either signal aborts, and so does a stream;
+  // a JSON call already sent follows only the caller's own signal (CallOptions.clientGone).
+  const signal = eitherSignal(callOptions.signal, callOptions.clientGone)
+  const sendSignal = body.stream === true ? signal : callOptions.signal
   const callId = callOptions.callId ?? newCallId()
   const clock = deps.overhead ? new OwnTime() : undefined
   try {
@@ -133,7 +136,8 @@ export async function guardedCall(
       body,
       text: callOptions.text,
       plan,
-      signal,
+      signal: sendSignal,
+      waitSignal: signal,
       callId,
       clock,
       decision: options.headers.decision,
@@ -159,7 +163,10 @@ interface SendRequest {
   body: Record<string, unknown>
   text: string | undefined
   plan: CallPlan
+  /** Followed by the upstream request and the stream (CallOptions.signal; a stream's clientGone too). */
   signal: AbortSignal | undefined
+  /** Followed by every wait: the queue, backoff (CallOptions.signal and clientGone). */
+  waitSignal: AbortSignal | undefined
   callId: string
   /** Set when metrics are on. */
   clock: OwnTime | undefined
@@ -211,7 +218,7 @@ async function sendWithRetries(
   firstSlot?: Promise<UpstreamSlot>,
 ): Promise<GuardedResponse> {
   const { options } = deps
-  const { plan, signal } = send
+  const { plan, waitSignal: signal } = send
   const started = Date.now()
   const deadline = started + options.upstream.timeoutMs
   let lastRefusal: UpstreamRefusal | undefined
@@ -234,9 +241,12 @@ async function sendWithRetries(
         // Sent and not answered in time: the guard closes the connection as a caller's abort does, and
         // the same rule holds. A JSON call goes on at Qwen and is billed: the reservation, on both
         // ledgers (else a call made to outlast the deadline would buy its answer at a prompt's price).
-        // A stream's closing stops Qwen: the prompt part (the account's pace keeps the reservation).
-        if (send.body.stream === true) ledger.reachedAttempts++
-        else await settlement.settle({ usage: undefined })
+        // A stream's closing stops Qwen: the prompt part; Qwen may still have been working on it, so the
+        // account's pace keeps the reservation.
+        if (send.body.stream === true) {
+          ledger.reachedAttempts++
+          await slot.settle(plan.reservedTokens)
+        } else await settlement.settle({ usage: undefined })
         throw deadlinePassed()
       }
       // The guard's own failure: nothing upstream is blamed or cooled.
@@ -298,7 +308,7 @@ async function acquireSlot(
   const { plan } = send
   try {
     if (early) return await early
-    const request = acquireRequest(identity, plan, deadline, send.callId, send.signal)
+    const request = acquireRequest(identity, plan, deadline, send.callId, send.waitSignal)
     const waiting = waitersOf(deps.pool)
     waiting.add(request)
     try {
@@ -598,8 +608,7 @@ async function failedToSend(
 ): Promise<SendOutcome> {
   upstream.answered()
   if (upstream.timedOut()) {
-    // Sent and not answered in time: Qwen may be working on it, so its pace keeps the reservation.
-    await slot.settle(send.plan.reservedTokens)
+    // Sent and not answered in time: Qwen may be working on it (settled by sendWithRetries).
     throw new AttemptTimedOut()
   }
   if (send.signal?.aborted) {
@@ -829,6 +838,19 @@ function safeJson(text: string): unknown {
   } catch {
     return undefined
   }
+}
+
+/** Aborts when either does (AbortSignal.any, which Node 20 has from 20.3). */
+function eitherSignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
+  if (!a || !b) return a ?? b
+  if (typeof AbortSignal.any === 'function') return AbortSignal.any([a, b])
+  const controller = new AbortController()
+  const follow = (from: AbortSignal) => () => controller.abort(from.reason)
+  for (const signal of [a, b]) {
+    if (signal.aborted) controller.abort(signal.reason)
+    else signal.addEventListener('abort', follow(signal), { once: true })
+  }
+  return controller.signal
 }
 
 /**

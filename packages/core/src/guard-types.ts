@@ -47,12 +47,25 @@ export interface CallOptions {
    */
   signal?: AbortSignal
   /**
+   * Aborts when the caller's own client went away (the relay and `req.qwen` / `ctx.qwen` pass the
+   * request's): queueing ends and a stream stops (settled from what was streamed), as with `signal`,
+   * but a JSON call already sent runs to its answer and is settled from Qwen's usage, its answer
+   * dropped (Qwen bills it whatever happens, and aborting it would charge the whole reservation).
+   */
+  clientGone?: AbortSignal
+  /**
    * The call's id: the `callId` of its events and `info.callId` (1 to 128 visible ASCII characters,
    * no `"` or `\`; keep it unique per call). Default: one made by the guard. Through the guarded
    * `openai` client: the request header `x-qwen-guard-call-id` (`create(body, { headers })`).
    * @throws TypeError (the call rejects) for any other value
    */
   callId?: string
+}
+
+/** Options of `guard.client()`. */
+export interface ClientOptions {
+  /** Aborts when the caller's own client went away (see `CallOptions.clientGone`). */
+  clientGone?: AbortSignal
 }
 
 /** One model in `GET /models`. */
@@ -77,8 +90,12 @@ export interface Guard {
    * @throws TypeError when `user` is missing or blank, or a part is not a string
    *   (`identity.user must be a string, got number`); `call`, `check` and `state` reject with it
    * @throws RangeError when a part is longer than 256 characters
+   *
+   * `options.clientGone`: every call of this client follows it as `CallOptions.clientGone` (the
+   * adapters' `req.qwen` / `ctx.qwen` pass the request's: the client going away). A client with it is
+   * built for the caller; one without is kept per identity and shared.
    */
-  client(identity: Identity): OpenAI
+  client(identity: Identity, options?: ClientOptions): OpenAI
   /** The fetch behind `client()`: POST `.../chat/completions` guarded, GET `.../models` answered locally. */
   fetch(identity: Identity): typeof fetch
   /** One guarded chat completion from a request body already validated by `validateChatRequest`. */

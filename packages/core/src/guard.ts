@@ -1,5 +1,5 @@
 import type OpenAI from 'openai'
-import { guardedCall, type CallDeps } from './call.js'
+import { guardedCall, type CallDeps, type InternalCallOptions } from './call.js'
 import { callIdOrNew } from './call-id.js'
 import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client/guarded-client.js'
 import { planCall } from './cost.js'
@@ -7,7 +7,7 @@ import { createEmitter } from './events.js'
 import { createGuardMetrics, type MetricsHandler } from './metrics.js'
 import { requireIdentity } from './identity.js'
 import { hideGuardOptions } from './guard-internals.js'
-import type { CheckRequest, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
+import type { CheckRequest, ClientOptions, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
 import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota/index.js'
 import { createGuardStore } from './store.js'
@@ -51,16 +51,20 @@ export function createGuard(options: GuardOptions): Guard {
   const clients = new ClientCache()
 
   const guard: Guard = {
-    client(identity: Identity): OpenAI {
-      return clients.get(clientDeps, requireIdentity(identity))
+    client(identity: Identity, options?: ClientOptions): OpenAI {
+      const who = requireIdentity(identity)
+      if (options?.clientGone) return createGuardedClient(clientDeps, { ...who }, options.clientGone)
+      return clients.get(clientDeps, who)
     },
     fetch(identity: Identity): typeof fetch {
       return createGuardedFetch(clientDeps, { ...requireIdentity(identity) })
     },
-    async call(identity, body, { signal, callId } = {}): Promise<GuardedResponse> {
+    async call(identity, body, { signal, clientGone, callId } = {}): Promise<GuardedResponse> {
       const who = requireIdentity(identity)
-      const id = callIdOrNew(callId, 'callId')
-      return call(callDeps, who, body, signal ? { signal, callId: id } : { callId: id })
+      const options: InternalCallOptions = { callId: callIdOrNew(callId, 'callId') }
+      if (signal) options.signal = signal
+      if (clientGone) options.clientGone = clientGone
+      return call(callDeps, who, body, options)
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
       const who = requireIdentity(identity)

@@ -55,8 +55,9 @@ export interface RelayRequest {
    */
   remoteAddress?: string
   /**
-   * Aborted when the client goes away: the guard stops queueing or streaming and settles at once,
-   * whether or not the answer's body was read.
+   * Aborted when the client goes away (`CallOptions.clientGone`): the guard stops queueing or
+   * streaming and settles at once, whether or not the answer's body was read; a JSON call already
+   * sent runs to its answer and is settled from Qwen's usage.
    */
   signal?: AbortSignal
 }
@@ -110,7 +111,8 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
     const { signal } = request
     const given = typeof request.identity === 'function' ? await request.identity() : request.identity
     const identity = identityOrDefault(given, () => defaultIdentify(request.remoteAddress), 'relay request')
-    const { response } = await guard.call(identity, body, signal ? { signal } : {})
+    // The client going away ends queueing and streams; a JSON call already sent runs to its usage.
+    const { response } = await guard.call(identity, body, signal ? { clientGone: signal } : {})
     // The guard's answer carries every header it should have (built once, in call.ts), and its stream
     // already ends with [DONE] or an error event: both are passed on as they are.
     const headers: Record<string, string> = {}

@@ -451,7 +451,11 @@ export interface CheckResult {
   allowed: boolean
   /** 0 when allowed; otherwise the wait until every blocking dimension has room. */
   retryAfterMs: number
-  /** Every limited dimension of the identity, after this call would be charged. */
+  /**
+   * Every limited dimension of the identity, as it would be after this call is charged (its
+   * reservation: estimated prompt + answer cap); a dimension the call does not fit reads 0. (A
+   * refusal's `RateLimit` header says what is left now, before the call.)
+   */
   remaining: QuotaState[]
   /** When refused, what blocks. */
   blockedBy?: Array<{ scope: Scope; dimension: Dimension }>

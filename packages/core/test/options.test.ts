@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { QwenGuardConfigError, resolveOptions, validateQuotaPolicies, DEFAULT_BASE_URL } from '../src/options.js'
 import type { GuardOptions } from '../src/types.js'
@@ -144,6 +145,28 @@ describe('resolveOptions: model tables', () => {
 })
 
 describe('resolveOptions: errors name the option', () => {
+  it("docs/errors.md's examples are the messages thrown, word for word", () => {
+    const doc = readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8')
+    const block = /## Configuration errors[\s\S]*?```\n([\s\S]*?)```/.exec(doc)?.[1] ?? ''
+    const documented = block.trim().split('\n')
+    const thrown = [
+      { upstream: { accounts: [{ id: 'a', apiKey: 'k' }, { id: 'b' }] } },
+      { upstream: { apiKey: 'k' }, quotas: { user: { rpm: -1 } } },
+      { upstream: { apiKey: 'k' }, models: { 'qwen3-max': { fallback: ['qwen-nope'] } } },
+      { upstream: { apiKey: 'k' }, queus: {} },
+    ].map((options) => {
+      try {
+        resolveOptions(options as unknown as GuardOptions)
+      } catch (error) {
+        return (error as Error).message
+      }
+      return 'no error'
+    })
+    expect(documented).toHaveLength(thrown.length)
+    // The last example is cut short with "...": the message starts with what it shows.
+    thrown.forEach((message, i) => expect(message.startsWith(documented[i]!.replace(/, \.\.\.\)$/, ''))).toBe(true))
+  })
+
   it.each<[string, unknown, string]>([
     ['no upstream', {}, 'upstream: must be an object'],
     ['no API key', { upstream: {} }, 'upstream.apiKey: an API key is required'],

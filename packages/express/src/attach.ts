@@ -1,6 +1,6 @@
 import { IncomingMessage } from 'node:http'
 import type { Guard, Identity } from '@qwen-guard/core'
-import { attachLazyClient, isLazyClientAttached, type KnownIdentity } from '@qwen-guard/core/adapter'
+import { attachLazyClient, clientGoneSignal, isLazyClientAttached, type KnownIdentity } from '@qwen-guard/core/adapter'
 import type { Request } from 'express'
 
 /** The object just above IncomingMessage.prototype in the request's chain: Express's `request`. */
@@ -21,10 +21,12 @@ export function attachGuard(
   identify: (req: Request) => Identity,
   known: KnownIdentity = {},
 ): void {
+  const res = req.res
   attachLazyClient([{ holder: req, shared: extensionPrototype(req) }], {
     guard,
     subject: req,
     identify,
+    ...(res ? { clientGone: () => clientGoneSignal(res) } : {}),
     ...known,
   })
 }

@@ -1,5 +1,5 @@
 import type { Guard, Identity } from '@qwen-guard/core'
-import { attachLazyClient, isLazyClientAttached, type KnownIdentity } from '@qwen-guard/core/adapter'
+import { attachLazyClient, clientGoneSignal, isLazyClientAttached, type KnownIdentity } from '@qwen-guard/core/adapter'
 import type { Context } from 'koa'
 
 /**
@@ -18,7 +18,7 @@ export function attachGuard(
     { holder: ctx, ...(proto && proto !== Object.prototype ? { shared: proto } : {}) },
   ]
   if (ctx.state && typeof ctx.state === 'object') holders.push({ holder: ctx.state, only: 'qwen' })
-  attachLazyClient(holders, { guard, subject: ctx, identify, ...known })
+  attachLazyClient(holders, { guard, subject: ctx, identify, clientGone: () => clientGoneSignal(ctx.res), ...known })
 }
 
 /** Whether `attachGuard` ran on this context (the relay then reuses its identity). */

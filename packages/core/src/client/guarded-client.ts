@@ -64,17 +64,18 @@ if (typeof sdkBuildHeaders === 'function') {
   })
 }
 
-export function createGuardedClient(deps: ClientDeps, identity: Identity): OpenAI {
+/** `clientGone`: followed by every call (CallOptions.clientGone). */
+export function createGuardedClient(deps: ClientDeps, identity: Identity, clientGone?: AbortSignal): OpenAI {
   return new GuardedOpenAI({
     apiKey: 'qwen-guard', // the real keys never leave the guard
     baseURL: deps.options.baseURL,
     maxRetries: 0, // the guard retries upstream refusals itself, against the right account
-    fetch: createGuardedFetch(deps, identity),
+    fetch: createGuardedFetch(deps, identity, clientGone),
   })
 }
 
 /** The fetch behind the client: chat completions guarded, the model list answered locally. */
-export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof fetch {
+export function createGuardedFetch(deps: ClientDeps, identity: Identity, clientGone?: AbortSignal): typeof fetch {
   return async function guardedFetch(input, init) {
     const path = pathnameOf(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url)
     const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase()
@@ -89,6 +90,7 @@ export function createGuardedFetch(deps: ClientDeps, identity: Identity): typeof
       const body = validateChatRequest(text, deps.options) as unknown as Record<string, unknown>
       const signal = init?.signal ?? undefined
       const options: InternalCallOptions = signal ? { text, signal } : { text }
+      if (clientGone) options.clientGone = clientGone
       const callId = requestCallId(init?.headers)
       if (callId !== undefined) {
         if (!isCallId(callId))

@@ -26,6 +26,8 @@ interface Attachment {
   /** The app's `identify` failed: reading `qwenIdentity` or `qwen` throws this, until one is assigned. */
   failure: { error: unknown } | undefined
   client: OpenAI | undefined
+  /** The request's "client went away" signal (AttachOptions.clientGone), made when the client is. */
+  clientGone: (() => AbortSignal) | undefined
 }
 
 type Holder = { [ATTACHED]?: Attachment }
@@ -61,7 +63,11 @@ function setIdentity(this: Holder, value: Identity): void {
 
 function getClient(this: Holder): OpenAI | undefined {
   const attachment = this[ATTACHED]
-  return attachment && (attachment.client ??= attachment.guard.client(identityOf(attachment)))
+  if (!attachment) return undefined
+  if (attachment.client) return attachment.client
+  const identity = identityOf(attachment)
+  const clientGone = attachment.clientGone?.()
+  return (attachment.client = attachment.guard.client(identity, clientGone ? { clientGone } : undefined))
 }
 
 function setClient(this: Holder, value: OpenAI): void {
@@ -95,6 +101,12 @@ export interface AttachOptions<Subject extends object> {
    * generic 500; a route gets it in its framework's error handling).
    */
   failure?: { error: unknown }
+  /**
+   * The request's "client went away" signal (`clientGoneSignal(res)`), asked for when `qwen` is first
+   * read: its calls follow it as `CallOptions.clientGone` (queueing and streams end when the client
+   * leaves; a JSON call already sent runs to its usage).
+   */
+  clientGone?: () => AbortSignal
 }
 
 /**
@@ -113,6 +125,7 @@ export function attachLazyClient<Subject extends object>(
     identify: options.identify,
     who: undefined,
     client: undefined,
+    clientGone: options.clientGone,
     failure: options.failure && { error: asError(options.failure.error) },
   }
   if (options.identity !== undefined && !options.failure) {
