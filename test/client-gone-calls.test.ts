@@ -31,7 +31,11 @@ const options = () => ({
   quotas: { user: { rpm: 100, tpm: 1_000_000, concurrency: 1 } },
   identify: () => ({ user: 'ann' }),
 })
-const chat = { model: 'qwen-plus', messages: [{ role: 'user', content: 'Tell me a long story.' }], max_tokens: 200 }
+const chat = {
+  model: 'qwen-plus',
+  messages: [{ role: 'user' as const, content: 'Tell me a long story.' }],
+  max_tokens: 200,
+}
 
 /** POSTs `body` to `url` and destroys the socket once `leaveWhen` says so (after a chunk, or a delay). */
 function leave(url: string, body: unknown, leaveWhen: { afterFirstChunk: true } | { afterMs: number }): Promise<void> {
@@ -64,26 +68,38 @@ async function expectStreamStopped(url: string, events: GuardEvent[], concurrenc
 }
 
 describe("req.qwen (Express) follows the request's client", () => {
-  async function app() {
-    const guard = expressGuard(options())
+  async function app(identifyMs = 0) {
+    const guard = expressGuard({
+      ...options(),
+      identify: async () => {
+        if (identifyMs) await new Promise((resolve) => setTimeout(resolve, identifyMs))
+        return { user: 'ann' }
+      },
+    })
     const events: GuardEvent[] = []
+    const errors: unknown[] = []
     guard.guard.on('settled', (e) => events.push(e))
     const server = express()
       .use(guard)
       .post('/stream', express.json(), async (req, res) => {
-        const stream = await req.qwen.chat.completions.create({ ...req.body, stream: true })
+        const stream = await req.qwen.chat.completions.create({ ...(req.body as typeof chat), stream: true })
         res.writeHead(200, { 'content-type': 'text/event-stream' })
         try {
           for await (const chunk of stream) res.write(`data: ${JSON.stringify(chunk)}\n\n`)
           res.end()
-        } catch {
+        } catch (error) {
+          errors.push(error)
           res.destroy() // the client left: the stream was ended for it
         }
       })
       .post('/ask', express.json(), async (req, res, next) => {
         try {
-          res.json(await req.qwen.chat.completions.create(req.body))
+          // The body a client that left early never finished sending is the same short question.
+          res.json(
+            await req.qwen.chat.completions.create((req.body as typeof chat | undefined) ?? { ...chat, max_tokens: 5 }),
+          )
         } catch (error) {
+          errors.push(error)
           next(error)
         }
       })
@@ -95,12 +111,27 @@ describe("req.qwen (Express) follows the request's client", () => {
     })
     const concurrencyLeft = async () =>
       (await guard.guard.state({ user: 'ann' })).find((s) => s.dimension === 'concurrency')!.remaining
-    return { guard, events, url: running.url, concurrencyLeft }
+    return { guard, events, errors, url: running.url, concurrencyLeft }
   }
 
-  it('a stream stops when the client leaves: settled from what was streamed, the lease back at once', async () => {
-    const { events, url, concurrencyLeft } = await app()
+  it('a stream stops when the client leaves: settled from what was streamed, the lease back at once; the iteration throws', async () => {
+    const { events, errors, url, concurrencyLeft } = await app()
     await expectStreamStopped(`${url}/stream`, events, concurrencyLeft)
+    // Not a quiet end, as if the answer were complete: the SDK ends an iteration quietly on an AbortError.
+    await vi.waitFor(() => expect(errors).toHaveLength(1))
+    expect((errors[0] as Error).name).toBe('ClientGoneError')
+  })
+
+  it('a call whose client left before it was made (a slow identify) is never sent, and says why', async () => {
+    const { errors, url } = await app(200)
+    const callsBefore = sim.stats().calls
+    await leave(`${url}/ask`, { ...chat, max_tokens: 5 }, { afterMs: 50 })
+    await vi.waitFor(() => expect(errors).toHaveLength(1), { timeout: 2_000 })
+    const error = errors[0] as Error & { cause?: Error }
+    // The SDK wraps what its fetch threw: a connection error whose cause is the guard's, not "Request timed out.".
+    expect(error.message).not.toMatch(/timed out/i)
+    expect(error.cause?.name).toBe('ClientGoneError')
+    expect(sim.stats().calls).toBe(callsBefore)
   })
 
   it('a call waiting for a concurrency lease is dropped when its client leaves: never sent, nothing charged', async () => {
@@ -135,7 +166,7 @@ describe("ctx.qwen (Koa) follows the request's client", () => {
       const chunks: Buffer[] = []
       for await (const chunk of ctx.req) chunks.push(chunk as Buffer)
       const stream = await ctx.qwen.chat.completions.create({
-        ...JSON.parse(Buffer.concat(chunks).toString()),
+        ...(JSON.parse(Buffer.concat(chunks).toString()) as typeof chat),
         stream: true,
       })
       ctx.respond = false

@@ -104,7 +104,8 @@ export async function guardedCall(
   const { options } = deps
   // Waits (the quota's lease, the queue, backoff) end when either signal aborts, and so does a stream;
   // a JSON call already sent follows only the caller's own signal (CallOptions.clientGone).
-  const signal = eitherSignal(callOptions.signal, callOptions.clientGone)
+  const either = eitherSignal(callOptions.signal, callOptions.clientGone)
+  const signal = either.signal
   const sendSignal = body.stream === true ? signal : callOptions.signal
   const callId = callOptions.callId ?? newCallId()
   const clock = deps.overhead ? new OwnTime() : undefined
@@ -138,6 +139,7 @@ export async function guardedCall(
       plan,
       signal: sendSignal,
       waitSignal: signal,
+      unlink: either.unlink,
       callId,
       clock,
       decision: options.headers.decision,
@@ -153,6 +155,7 @@ export async function guardedCall(
       throw error
     }
   } catch (error) {
+    either.unlink()
     if (options.headers.decision && isQwenGuardError(error)) markRefusal(error, callId)
     throw error
   }
@@ -167,6 +170,8 @@ interface SendRequest {
   signal: AbortSignal | undefined
   /** Followed by every wait: the queue, backoff (CallOptions.signal and clientGone). */
   waitSignal: AbortSignal | undefined
+  /** Stops following the caller's signals (eitherSignal): at settlement, or when the call fails. */
+  unlink: () => void
   callId: string
   /** Set when metrics are on. */
   clock: OwnTime | undefined
@@ -748,6 +753,7 @@ function settlementFor(
       if (done) return
       done = true
       ledger.settled = true
+      send.unlink() // the stream (if any) has ended: nothing follows the caller's signals any more
       const model = deps.options.models[slot.model]
       const charge = chargeOf(input, {
         promptTokens: plan.promptTokens,
@@ -840,17 +846,30 @@ function safeJson(text: string): unknown {
   }
 }
 
-/** Aborts when either does (AbortSignal.any, which Node 20 has from 20.3). */
-function eitherSignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
-  if (!a || !b) return a ?? b
-  if (typeof AbortSignal.any === 'function') return AbortSignal.any([a, b])
+/**
+ * A signal that aborts when either does, and `unlink` to stop following them. Not AbortSignal.any:
+ * on Node 20 it keeps an entry on each source for as long as the source lives, so a signal a caller
+ * keeps for many calls would grow with every call (and Node 20.0-20.2 lack it).
+ */
+function eitherSignal(
+  a: AbortSignal | undefined,
+  b: AbortSignal | undefined,
+): { signal: AbortSignal | undefined; unlink: () => void } {
+  if (!a || !b) return { signal: a ?? b, unlink: () => undefined }
   const controller = new AbortController()
-  const follow = (from: AbortSignal) => () => controller.abort(from.reason)
-  for (const signal of [a, b]) {
-    if (signal.aborted) controller.abort(signal.reason)
-    else signal.addEventListener('abort', follow(signal), { once: true })
+  const fromA = () => controller.abort(a.reason)
+  const fromB = () => controller.abort(b.reason)
+  const unlink = () => {
+    a.removeEventListener('abort', fromA)
+    b.removeEventListener('abort', fromB)
   }
-  return controller.signal
+  if (a.aborted) fromA()
+  else if (b.aborted) fromB()
+  else {
+    a.addEventListener('abort', fromA, { once: true })
+    b.addEventListener('abort', fromB, { once: true })
+  }
+  return { signal: controller.signal, unlink }
 }
 
 /**

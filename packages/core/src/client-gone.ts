@@ -9,18 +9,28 @@ import type { ServerResponse } from 'node:http'
 /**
  * Aborts when `res` closes before its answer was finished (the client went away), at once when that
  * already happened (a middleware before the relay, an async `identify`, took longer than the client
- * stayed: its 'close' event is past).
+ * stayed: its 'close' event is past). Its reason is an Error named `ClientGoneError`, not an
+ * AbortError: what a call ended by it rejects with, or a stream errors with (the openai SDK ends a
+ * stream's iteration quietly on an AbortError, as if the answer were complete, and calls a failed
+ * fetch's AbortError "Request timed out.").
  */
 export function clientGoneSignal(res: ServerResponse): AbortSignal {
   const controller = new AbortController()
+  const gone = () => controller.abort(clientGone())
   if (res.writableFinished) return controller.signal
   // Not `req.destroyed`: a request whose body was read is destroyed while its client still waits.
   if (res.destroyed) {
-    controller.abort()
+    gone()
     return controller.signal
   }
   res.once('close', () => {
-    if (!res.writableFinished) controller.abort()
+    if (!res.writableFinished) gone()
   })
   return controller.signal
+}
+
+function clientGone(): Error {
+  const error = new Error('The client went away before its answer was finished.')
+  error.name = 'ClientGoneError'
+  return error
 }

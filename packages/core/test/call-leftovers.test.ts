@@ -51,4 +51,40 @@ describe("a finished call leaves no listener on the caller's signal", () => {
     expect(getEventListeners(shared.signal, 'abort')).toHaveLength(0)
     expect(shared.signal.aborted).toBe(false)
   })
+
+  it('with a clientGone beside it, either one kept for many calls: answered, streamed, or refused by the quota', async () => {
+    stub.handle = (_req, res, body) => {
+      if ((JSON.parse(body) as { stream?: boolean }).stream)
+        return sse(res, [chunkEvent('ok'), usageEvent(usage), 'data: [DONE]\n\n'])
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(completion(usage))
+    }
+    const limited = createGuard({
+      upstream: { baseURL: stub.baseURL, apiKey: 'sk-leftovers', rampUp: false },
+      quotas: { user: { rpm: 5 } },
+    })
+    try {
+      const job = new AbortController() // kept for every call, as a job's or a shutdown signal
+      const connection = new AbortController() // a client-gone signal kept for a whole connection
+      for (let i = 0; i < 5; i++) {
+        const one = () => new AbortController().signal
+        const json = await limited.call({ user: 'v' }, ask, { signal: job.signal, clientGone: one() })
+        await json.response.json()
+        const stream = await limited.call(
+          { user: 'w' },
+          { ...ask, stream: true },
+          { signal: one(), clientGone: connection.signal },
+        )
+        await stream.response.text()
+      }
+      // Past the quota (rpm 5): refused before anything is sent.
+      await expect(
+        limited.call({ user: 'v' }, ask, { signal: job.signal, clientGone: connection.signal }),
+      ).rejects.toMatchObject({ status: 429 })
+      expect(getEventListeners(job.signal, 'abort')).toHaveLength(0)
+      expect(getEventListeners(connection.signal, 'abort')).toHaveLength(0)
+    } finally {
+      await limited.close()
+    }
+  })
 })

@@ -93,7 +93,7 @@ describe('createRelay', () => {
     expect(call).not.toHaveBeenCalled()
   })
 
-  it('reads a raw stream body, passes identity, body and signal to guard.call, and answers JSON with success headers only', async () => {
+  it('reads a raw stream body, passes identity, body and its signal (as clientGone) to guard.call, and answers JSON with success headers only', async () => {
     const { guard, call } = fakeGuard(jsonResponse)
     const signal = new AbortController().signal
     const answer = await createRelay(guard)({ ...post(Readable.from([Buffer.from(JSON.stringify(chat))])), signal })
@@ -101,7 +101,7 @@ describe('createRelay', () => {
     expect(call).toHaveBeenCalledOnce()
     expect(call.mock.calls[0]?.[0]).toEqual({ user: 'u1' })
     expect(call.mock.calls[0]?.[1]).toMatchObject(chat)
-    expect(call.mock.calls[0]?.[2]?.signal).toBe(signal)
+    expect(call.mock.calls[0]?.[2]).toEqual({ clientGone: signal })
     expect(answer.headers).toMatchObject({ 'x-qwen-guard-model': 'qwen-plus', 'x-ratelimit-remaining-requests': '9' })
     expect(answer.headers['content-type']).toMatch(/^application\/json/)
     // Upstream's own headers never pass.

@@ -133,20 +133,25 @@ export function classifyRefusal(input: RefusalInput, now: number = Date.now()): 
 
 /**
  * Qwen's codes are short words joined by `_` or `.` (`limit_requests`, `Throttling.AllocationQuota`,
- * `InvalidParameter`): `refusal.code` keeps a code of that shape, at most 64 characters, that contains
- * no secret (nor is part of one), and drops anything else, since the guard repeats it in its own
- * messages and events. The kind is still read from the whole code.
+ * `InvalidParameter`): `refusal.code` keeps a code of that shape, at most 64 characters, that shares
+ * no run of SECRET_RUN characters with a secret (nor holds a short secret whole, nor is part of one),
+ * and drops anything else, since the guard repeats it in its own messages and events. A key echoed
+ * without its `sk-` prefix, or cut in two, shares such a run. The kind is still read from the whole code.
  */
 const CODE_SHAPE = /^[A-Za-z][A-Za-z0-9]*(?:[._][A-Za-z0-9]+)*$/
 const MAX_CODE_CHARS = 64
 /** Shorter account ids (`a`, `eu`) are labels, not secrets: a code may contain them. */
 const MIN_SECRET_CHARS = 4
+/** A code sharing this many characters in a row with a secret holds a piece of it. */
+const SECRET_RUN = 8
 function shownCode(code: string | undefined, secrets: readonly string[] = []): string | undefined {
   if (code === undefined || code.length > MAX_CODE_CHARS || !CODE_SHAPE.test(code)) return undefined
   const lower = code.toLowerCase()
   for (const secret of secrets) {
     const s = secret.toLowerCase()
-    if (s.length >= MIN_SECRET_CHARS && (lower.includes(s) || s.includes(lower))) return undefined
+    if (s.length < MIN_SECRET_CHARS) continue
+    if (lower.includes(s) || s.includes(lower)) return undefined
+    for (let i = 0; i + SECRET_RUN <= s.length; i++) if (lower.includes(s.slice(i, i + SECRET_RUN))) return undefined
   }
   return code
 }

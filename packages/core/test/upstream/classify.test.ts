@@ -316,6 +316,9 @@ describe('classifyRefusal', () => {
     expect(code('abcdef0123', ['abcdef0123'])).toBeUndefined() // a key without dashes, echoed
     expect(code('Key_abcdef0123_bad', ['abcdef0123'])).toBeUndefined()
     expect(code('abcdef', ['xxabcdefxx'])).toBeUndefined() // part of a key
+    const key = 'sk-0123456789abcdef0123456789abcdef'
+    expect(code('InvalidApiKey.0123456789abcdef0123456789abcdef', [key])).toBeUndefined() // the key without its sk- prefix
+    expect(code('key_89abcdef01', [key])).toBeUndefined() // a piece of it
     expect(code('limit_requests', ['eu'])).toBe('limit_requests') // a short account label is no secret
     // The kind is still read from the whole code.
     expect(
