@@ -107,3 +107,28 @@ console.log(
     `(goal 0): ${failing.length} (${failing.length === 0 ? 'PASS' : 'FAIL'}). Worst, exact / estimate:`,
 )
 for (const r of failing.slice(0, 12)) console.log(`  ${r.under.toFixed(2)}  ${r.kind}`)
+
+// Latin-script languages other than English (packages/core/test/data/qwen3-latin-counts.json): goal
+// per paragraph, at most 15 % under (the test's bound).
+const latin = JSON.parse(
+  readFileSync(new URL('../packages/core/test/data/qwen3-latin-counts.json', import.meta.url), 'utf8'),
+) as { texts: Array<{ language: string; text: string; tokens: number }> }
+const latinRows = latin.texts.map((t) => ({
+  language: t.language,
+  err: (estimateTextTokens(t.text) - t.tokens) / t.tokens,
+}))
+const latinUnder = latinRows.filter((r) => r.err < -0.15)
+const latinBias =
+  latin.texts.reduce((n, t) => n + estimateTextTokens(t.text), 0) / latin.texts.reduce((n, t) => n + t.tokens, 0) - 1
+console.log(
+  `\nother Latin-script languages: ${latin.texts.length} paragraphs, all together ${fmt(latinBias * 100)} %; ` +
+    `more than 15 % under (goal 0): ${latinUnder.length} (${latinUnder.length === 0 ? 'PASS' : 'FAIL'}). Per paragraph, err %:`,
+)
+for (let i = 0; i < latinRows.length; i += 4)
+  console.log(
+    '  ' +
+      latinRows
+        .slice(i, i + 4)
+        .map((r) => `${r.language} ${r.err >= 0 ? '+' : ''}${fmt(r.err * 100, 0)}`.padEnd(30))
+        .join(''),
+  )

@@ -5,8 +5,15 @@
  * Settlement from `usage` corrects whatever it gets wrong; an under-estimate is the risky side
  * (it reserves too little), so the weights lean slightly high. Accuracy: docs/estimator.md.
  */
-import { LATIN_TRIGRAMS } from './latin-trigrams.js'
-import { SINGLE_TOKEN_HAN, SINGLE_TOKEN_HANGUL } from './single-token-chars.js'
+import {
+  ONE_TOKEN_WORD_BLOOM,
+  ONE_TOKEN_WORDS,
+  SINGLE_TOKEN_HAN,
+  SINGLE_TOKEN_HANGUL,
+  SPACED_HAN_EXTRA,
+  SPACED_HANGUL_EXTRA,
+  SPLIT_CHANCES,
+} from './vocabulary-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
 /** Chat template costs (the Qwen3 tokenizer's ChatML template): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
@@ -18,16 +25,11 @@ export const ASSISTANT_PRIMER_TOKENS = 3
  * because an under-estimate reserves too little.
  */
 export interface EstimatorWeights {
-  /** A Latin word piece of up to `pieceChars` letters (camelCase splits pieces). */
-  piece: number
-  pieceChars: number
-  /** Each letter of a piece beyond `pieceChars`. */
-  extraLetter: number
   /**
-   * A piece costs at least this much a trigram of it that no token of the vocabulary contains
-   * (latin-trigrams.ts), beyond the first token: each one is a split.
+   * A word piece of ASCII letters (camelCase splits pieces) that is one token of the vocabulary; one
+   * that is not costs at least 2, more by the chance of each split (vocabulary-tables.ts).
    */
-  absentTrigram: number
+  piece: number
   /** A punctuation mark glued to the word after it ("(ms", ".get", "_id"). */
   gluedMark: number
   /** Han characters: common two-character words are one token. */
@@ -49,12 +51,9 @@ export interface EstimatorWeights {
 
 export const DEFAULT_WEIGHTS: Readonly<EstimatorWeights> = Object.freeze({
   piece: 1,
-  pieceChars: 7,
-  extraLetter: 0.33,
-  absentTrigram: 1,
   gluedMark: 0.4,
   han: 0.58,
-  hangul: 0.85,
+  hangul: 0.8,
   kana: 0.6,
   otherLetter: 0.45,
   punctFirst: 1,
@@ -202,29 +201,67 @@ const CLASS = new Uint8Array(0x10000)
 for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
-/**
- * A Latin word piece of `length` letters, `absent` of its trigrams in no token: a natural word costs
- * by its length; random letters (IDs, keys, base64) split at every absent trigram, which for them is
- * more.
- */
-function pieceCost(length: number, absent: number, w: EstimatorWeights): number {
-  if (length === 0) return 0
-  const byLength = w.piece + (length > w.pieceChars ? (length - w.pieceChars) * w.extraLetter : 0)
-  return Math.max(byLength, w.piece + absent * w.absentTrigram)
+const bitsOf = (base64: string) => Uint8Array.from(atob(base64), (ch) => ch.charCodeAt(0))
+const WORD_BLOOM = bitsOf(ONE_TOKEN_WORD_BLOOM)
+const SPLITS = bitsOf(SPLIT_CHANCES)
+const SPACED_HAN = bitsOf(SPACED_HAN_EXTRA)
+const SPACED_HANGUL = bitsOf(SPACED_HANGUL_EXTRA)
+/** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */
+const FIRST_SPLIT = 26 * 26 * 26
+
+// 32-bit FNV-1a of a piece's characters, of ' ' + piece after a space (scripts/vocabulary-tables.mjs).
+const FNV_BASIS = 0x811c9dc5
+const FNV_PRIME = 0x01000193
+const FNV_SPACED_BASIS = Math.imul(FNV_BASIS ^ 0x20, FNV_PRIME) >>> 0
+
+/** Whether a piece with this hash is (probably: about 3 % of other words pass too) one token of the vocabulary. */
+function oneToken(hash: number): boolean {
+  let h2 = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b) >>> 0
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 0x45d9f3b) >>> 0
+  h2 = ((h2 ^ (h2 >>> 16)) | 1) >>> 0
+  for (let i = 0; i < ONE_TOKEN_WORDS.probes; i++) {
+    const at = (hash + Math.imul(i, h2)) & (ONE_TOKEN_WORDS.bits - 1) // bits: a power of two
+    if (((WORD_BLOOM[at >> 3] as number) & (1 << (at & 7))) === 0) return false
+  }
+  return true
 }
 
-/** Bit (a * 26 + b) * 26 + c: the vocabulary has a token containing those three ASCII letters. */
-const TRIGRAM_BITS = Uint8Array.from(atob(LATIN_TRIGRAMS), (ch) => ch.charCodeAt(0))
+/** The chance (0-1) that the tokenizer splits a word before letter `c`, after `a` `b` (a = -1: `b` is the first). */
+function splitChance(a: number, b: number, c: number): number {
+  const i = a < 0 ? FIRST_SPLIT + b * 26 + c : (a * 26 + b) * 26 + c
+  return (((SPLITS[i >> 1] as number) >> ((i & 1) * 4)) & 15) / 15
+}
+
+/**
+ * A word piece of ASCII letters: `piece` when the vocabulary has it as one token (a common word, with
+ * its leading space when one came before it), else at least 2, and 1 + the expected splits when more
+ * (a word of another language, a name, random letters: IDs, keys, base64).
+ */
+function pieceCost(length: number, hash: number, splits: number, w: EstimatorWeights): number {
+  if (length === 0) return 0
+  return oneToken(hash) ? w.piece : Math.max(2, 1 + splits)
+}
+
+/** The tokens a space before a Han character or Hangul syllable adds (vocabulary-tables.ts); 0 before others. */
+function spacedExtra(c: number): number {
+  if (c >= 0x4e00 && c <= 0x9fff) return twoBits(SPACED_HAN, c - 0x4e00)
+  if (c >= 0xac00 && c <= 0xd7a3) return twoBits(SPACED_HANGUL, c - 0xac00)
+  return 0
+}
+
+const twoBits = (bits: Uint8Array, i: number): number => ((bits[i >> 2] as number) >> ((i & 3) * 2)) & 3
 
 /**
  * Cost of a run of letters starting at `i`; the index after it goes to `out.end`. ASCII letters make
- * pieces (camelCase starts a new one) priced by `pieceCost`; other letters cost each.
+ * pieces (camelCase starts a new one) priced by `pieceCost`, each hashed (FNV-1a) and its splits'
+ * chances summed as it is read; other letters cost each.
  */
 function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
   let cost = 0
   let piece = 0
-  let absent = 0
   let prevLower = false
+  let hash = i > 0 && text.charCodeAt(i - 1) === 32 ? FNV_SPACED_BASIS : FNV_BASIS
+  let splits = 0
   // The piece's last two letters (0 = 'a'), -1 until it has them.
   let first = -1
   let second = -1
@@ -236,32 +273,30 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       const upper = c <= 90
       if (upper && prevLower) {
         // camelCase: a new piece
-        cost += pieceCost(piece, absent, w)
-        piece = absent = 0
+        cost += pieceCost(piece, hash, splits, w)
+        piece = splits = 0
+        hash = FNV_BASIS
         first = second = -1
       }
       prevLower = !upper
       piece++
+      hash = Math.imul(hash ^ c, FNV_PRIME) >>> 0
       const letter = (c | 32) - 97
-      if (first >= 0) {
-        const at = (first * 26 + second) * 26 + letter
-        // A run of one letter ("ZZZZ") the vocabulary has no triple of splits every second letter.
-        if (((TRIGRAM_BITS[at >> 3] as number) & (1 << (at & 7))) === 0)
-          absent += first === second && second === letter ? 0.5 : 1
-      }
+      if (second >= 0) splits += splitChance(first, second, letter)
       first = second
       second = letter
       continue
     }
     if (!isLetter(cls)) break
-    cost += pieceCost(piece, absent, w)
-    piece = absent = 0
-    prevLower = false
+    cost += pieceCost(piece, hash, splits, w)
+    piece = splits = 0
+    hash = FNV_BASIS
     first = second = -1
+    prevLower = false
     cost += (LETTER_COST[c] as number) || letterCost(cls, w)
   }
   out.end = j
-  return cost + pieceCost(piece, absent, w)
+  return cost + pieceCost(piece, hash, splits, w)
 }
 
 /** Cost of one non-letter, non-digit, non-space character. */
@@ -297,7 +332,13 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
       // A space is free before a word; a mark glued to a word often merges with it.
       total +=
         letterRun(text, i + 1, w, out) +
-        (c === 32 ? 0 : cls === SPACE ? w.space : cls === PUNCT ? w.gluedMark : markCost(c, cls, true, w))
+        (c === 32
+          ? spacedExtra(text.charCodeAt(i + 1))
+          : cls === SPACE
+            ? w.space
+            : cls === PUNCT
+              ? w.gluedMark
+              : markCost(c, cls, true, w))
       i = out.end
     } else if (
       cls === PUNCT ||
