@@ -90,17 +90,26 @@ function expressible(state: QuotaState): boolean {
   return state.dimension !== 'usdPerDay' && Number.isFinite(state.limit) && state.limit > 0 && !state.shadow
 }
 
+/**
+ * One item of `RateLimit-Policy`: quota, unit and window in seconds. A concurrency limit has no window
+ * (`windowSeconds` 0), so it has no `w` (the draft's parameter is optional; `w=1` claimed one second).
+ */
+function policyItem(s: QuotaState): string {
+  const window = s.windowSeconds > 0 ? `;w=${Math.max(1, Math.round(s.windowSeconds))}` : ''
+  return `"${policyName(s)}";q=${Math.floor(s.limit)};qu="${quotaUnit(s.dimension)}"${window}`
+}
+
+/** One item of `RateLimit`: what is left and the seconds until it resets. */
+function currentItem(s: QuotaState): string {
+  return `"${policyName(s)}";r=${Math.max(0, Math.floor(s.remaining))};t=${Math.max(0, Math.ceil(s.resetMs / 1000))}`
+}
+
 /** `RateLimit-Policy` and `RateLimit` for the given states; {} when none is expressible. */
 export function rateLimitHeaders(states: readonly QuotaState[]): Record<string, string> {
   const shown = states.filter(expressible)
   if (shown.length === 0) return {}
-  const policies = shown.map(
-    (s) =>
-      `"${policyName(s)}";q=${Math.floor(s.limit)};qu="${quotaUnit(s.dimension)}";w=${Math.max(1, Math.round(s.windowSeconds))}`,
-  )
-  const current = shown.map(
-    (s) => `"${policyName(s)}";r=${Math.max(0, Math.floor(s.remaining))};t=${Math.max(0, Math.ceil(s.resetMs / 1000))}`,
-  )
+  const policies = shown.map(policyItem)
+  const current = shown.map(currentItem)
   return { 'ratelimit-policy': policies.join(', '), ratelimit: current.join(', ') }
 }
 
@@ -160,10 +169,9 @@ export function successHeaders(info: CallInfo): Record<string, string> {
       if (!requests || tighter(s, requests)) requests = s
     } else if (TOKEN_DIMENSIONS.has(s.dimension) && (!tokens || tighter(s, tokens))) tokens = s
     if (!expressible(s)) continue
-    const name = policyName(s)
     const sep = policies === '' ? '' : ', '
-    policies += `${sep}"${name}";q=${Math.floor(s.limit)};qu="${quotaUnit(s.dimension)}";w=${Math.max(1, Math.round(s.windowSeconds))}`
-    current += `${sep}"${name}";r=${Math.max(0, Math.floor(s.remaining))};t=${Math.max(0, Math.ceil(s.resetMs / 1000))}`
+    policies += `${sep}${policyItem(s)}`
+    current += `${sep}${currentItem(s)}`
   }
   if (requests) writeOpenAiTriple(headers, requests, 'requests')
   if (tokens) writeOpenAiTriple(headers, tokens, 'tokens')
