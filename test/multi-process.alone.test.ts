@@ -17,7 +17,7 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
 import { startSimulator } from '../packages/simulator/src/index.js'
 import { redisUrl } from './support/redis.js'
 import { startRedisCluster } from './support/redis-cluster.js'
@@ -44,7 +44,8 @@ const STORES: StoreVariant[] = [
     available: redisServerInstalled() || process.env.CI === 'true',
     async start() {
       const cluster = await startRedisCluster()
-      afterAll(() => cluster.stop())
+      // Called inside the test: an afterAll registered here never ran, and left three redis-servers.
+      onTestFinished(() => cluster.stop())
       return { kind: 'cluster', nodes: cluster.startupNodes }
     },
   },
