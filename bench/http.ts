@@ -454,74 +454,94 @@ try {
         sender.once('message', resolve)
         sender.send({ url: target.url, headers: target.headers ?? {}, body: target.body ?? '', rate, seconds })
       })
-    const rows: Record<string, string | number>[] = []
-    const verdicts: string[] = []
     const paths = [direct, ...relays.map((relay) => relay.target)]
-    for (const rate of OPEN_LOOP_RATES) {
-      // Alternating rounds, pooled samples: a slow spell weighs on every path.
-      const pooled: number[][] = paths.map(() => [])
-      const failed = paths.map(() => 0)
-      const late = paths.map(() => 0)
-      const pauses: Pauses[][] = paths.map(() => [])
-      const cpu = paths.map(() => ({ micros: 0, requests: 0 }))
-      for (let round = 0; round < OPEN_LOOP_ROUNDS; round++) {
-        for (let k = 0; k < paths.length; k++) {
-          const i = (round + k) % paths.length
-          await appPauses(urls.control) // start over
-          const before = await appUsage(urls.control)
-          const result = await openLoop(paths[i]!, rate, OPEN_LOOP_SECONDS)
-          pauses[i]!.push(await appPauses(urls.control))
-          cpu[i]!.micros += (await appUsage(urls.control)).cpuMicros - before.cpuMicros
-          cpu[i]!.requests += result.sent
-          pooled[i]!.push(...result.samples)
-          failed[i]! += result.failed
-          late[i] = Math.max(late[i]!, result.lateP99Ms)
+    /** The open-loop rounds at every rate, printed as one table under `layout`. */
+    const openLoopTable = async (layout: string, layoutShort: string) => {
+      const rows: Record<string, string | number>[] = []
+      const verdicts: string[] = []
+      for (const rate of OPEN_LOOP_RATES) {
+        // Alternating rounds, pooled samples: a slow spell weighs on every path.
+        const pooled: number[][] = paths.map(() => [])
+        const failed = paths.map(() => 0)
+        const late = paths.map(() => 0)
+        const pauses: Pauses[][] = paths.map(() => [])
+        const cpu = paths.map(() => ({ micros: 0, requests: 0 }))
+        for (let round = 0; round < OPEN_LOOP_ROUNDS; round++) {
+          for (let k = 0; k < paths.length; k++) {
+            const i = (round + k) % paths.length
+            await appPauses(urls.control) // start over
+            const before = await appUsage(urls.control)
+            const result = await openLoop(paths[i]!, rate, OPEN_LOOP_SECONDS)
+            pauses[i]!.push(await appPauses(urls.control))
+            cpu[i]!.micros += (await appUsage(urls.control)).cpuMicros - before.cpuMicros
+            cpu[i]!.requests += result.sent
+            pooled[i]!.push(...result.samples)
+            failed[i]! += result.failed
+            late[i] = Math.max(late[i]!, result.lateP99Ms)
+          }
         }
-      }
-      const sorted = pooled.map((list) => list.sort((a, b) => a - b))
-      const at = (list: number[], q: number) => list[Math.min(list.length - 1, Math.floor(q * list.length))] ?? NaN
-      const d = sorted[0]!
-      relays.forEach((relay, j) => {
-        const i = j + 1
-        const r = sorted[i]!
-        const addedP50 = at(r, 0.5) - at(d, 0.5)
-        const addedP99 = at(r, 0.99) - at(d, 0.99)
-        const goal = rate === 500 && !relay.noGoal ? addedP50 <= 0.3 && addedP99 <= 1 : undefined
-        if (goal !== undefined)
-          verdicts.push(
-            `goal at 500 req/s, ${relay.name}: added p50 <= 0.3 ms and p99 <= 1 ms: ${pass(goal)} (+${ms(addedP50)} / +${ms(addedP99)} ms)`,
-          )
+        const sorted = pooled.map((list) => list.sort((a, b) => a - b))
+        const at = (list: number[], q: number) => list[Math.min(list.length - 1, Math.floor(q * list.length))] ?? NaN
+        const d = sorted[0]!
+        relays.forEach((relay, j) => {
+          const i = j + 1
+          const r = sorted[i]!
+          const addedP50 = at(r, 0.5) - at(d, 0.5)
+          const addedP99 = at(r, 0.99) - at(d, 0.99)
+          const goal = rate === 500 && !relay.noGoal ? addedP50 <= 0.3 && addedP99 <= 1 : undefined
+          if (goal !== undefined)
+            verdicts.push(
+              `goal at 500 req/s, ${relay.name}, ${layoutShort}: added p50 <= 0.3 ms and p99 <= 1 ms: ${pass(goal)} (+${ms(addedP50)} / +${ms(addedP99)} ms)`,
+            )
+          rows.push({
+            'req/s': rate,
+            relay: relay.name,
+            'direct p50 / p99 ms': `${ms(at(d, 0.5))} / ${ms(at(d, 0.99))}`,
+            'relay p50 / p99 ms': `${ms(at(r, 0.5))} / ${ms(at(r, 0.99))}`,
+            'added p50 ms': ms(addedP50),
+            'added p99 ms': ms(addedP99),
+            samples: `${d.length} / ${r.length}`,
+            failed: failed[0]! + failed[i]!,
+            'sender late p99 ms': ms(Math.max(late[0]!, late[i]!)),
+            'app CPU µs/req': us(cpu[i]!.micros / cpu[i]!.requests),
+            'app GC pauses (> 1 ms) / max ms': `${sum(pauses[i]!, (p) => p.gc.count)} (${sum(pauses[i]!, (p) => p.gc.over1ms)}) / ${ms(Math.max(...pauses[i]!.map((p) => p.gc.maxMs)))}`,
+            'app loop delay p99 / max ms': `${ms(median(pauses[i]!.map((p) => p.loopDelayMs.p99)))} / ${ms(Math.max(...pauses[i]!.map((p) => p.loopDelayMs.max)))}`,
+            ...(goal === undefined ? {} : { goal: '<= 0.3 / <= 1 ms', result: pass(goal) }),
+          })
+        })
+        // The app's own GC while the simulator was called directly: what the process does idle.
         rows.push({
           'req/s': rate,
-          relay: relay.name,
-          'direct p50 / p99 ms': `${ms(at(d, 0.5))} / ${ms(at(d, 0.99))}`,
-          'relay p50 / p99 ms': `${ms(at(r, 0.5))} / ${ms(at(r, 0.99))}`,
-          'added p50 ms': ms(addedP50),
-          'added p99 ms': ms(addedP99),
-          samples: `${d.length} / ${r.length}`,
-          failed: failed[0]! + failed[i]!,
-          'sender late p99 ms': ms(Math.max(late[0]!, late[i]!)),
-          'app CPU µs/req': us(cpu[i]!.micros / cpu[i]!.requests),
-          'app GC pauses (> 1 ms) / max ms': `${sum(pauses[i]!, (p) => p.gc.count)} (${sum(pauses[i]!, (p) => p.gc.over1ms)}) / ${ms(Math.max(...pauses[i]!.map((p) => p.gc.maxMs)))}`,
-          'app loop delay p99 / max ms': `${ms(median(pauses[i]!.map((p) => p.loopDelayMs.p99)))} / ${ms(Math.max(...pauses[i]!.map((p) => p.loopDelayMs.max)))}`,
-          ...(goal === undefined ? {} : { goal: '<= 0.3 / <= 1 ms', result: pass(goal) }),
+          relay: '(none: direct)',
+          'app CPU µs/req': us(cpu[0]!.micros / cpu[0]!.requests),
+          'app GC pauses (> 1 ms) / max ms': `${sum(pauses[0]!, (p) => p.gc.count)} (${sum(pauses[0]!, (p) => p.gc.over1ms)}) / ${ms(Math.max(0, ...pauses[0]!.map((p) => p.gc.maxMs)))}`,
         })
-      })
-      // The app's own GC while the simulator was called directly: what the process does idle.
-      rows.push({
-        'req/s': rate,
-        relay: '(none: direct)',
-        'app CPU µs/req': us(cpu[0]!.micros / cpu[0]!.requests),
-        'app GC pauses (> 1 ms) / max ms': `${sum(pauses[0]!, (p) => p.gc.count)} (${sum(pauses[0]!, (p) => p.gc.over1ms)}) / ${ms(Math.max(0, ...pauses[0]!.map((p) => p.gc.maxMs)))}`,
-      })
+      }
+      console.log(
+        `\n(c) relay latency: POST /chat/completions, non-streaming, zero-latency simulator; open loop at a fixed rate from its own process ` +
+          `(${OPEN_LOOP_ROUNDS} alternating rounds of ${OPEN_LOOP_SECONDS} s per path and rate, samples pooled; latency from write to last byte). ` +
+          `Relays: ${relays.map((relay) => `${relay.name} = ${relay.what}`).join('; ')}. App flags: ${APP_FLAGS.join(' ') || '(none)'}. ` +
+          `CPUs: ${layout}\n`,
+      )
+      console.table(rows)
+      for (const verdict of verdicts) console.log(verdict)
     }
-    console.log(
-      `\n(c) relay latency: POST /chat/completions, non-streaming, zero-latency simulator; open loop at a fixed rate from its own process ` +
-        `(${OPEN_LOOP_ROUNDS} alternating rounds of ${OPEN_LOOP_SECONDS} s per path and rate, samples pooled; latency from write to last byte). ` +
-        `Relays: ${relays.map((relay) => `${relay.name} = ${relay.what}`).join('; ')}. App flags: ${APP_FLAGS.join(' ') || '(none)'}\n`,
+    // Where the simulator runs decides how often a request crosses between the two CPUs: beside the
+    // sender (CPU 0), the direct path never crosses and the relayed one crosses four times (sender ->
+    // relay -> simulator -> relay -> sender); beside the relay, each path crosses twice, so "added"
+    // is the relay's own work and one more loopback hop, not two more wake-ups on another core.
+    await openLoopTable(
+      pinned ? 'the simulator with the sender on CPU 0 (direct path: no CPU crossing; relayed: four)' : 'not pinned',
+      pinned ? 'simulator with the sender' : 'not pinned',
     )
-    console.table(rows)
-    for (const verdict of verdicts) console.log(verdict)
+    if (pinned) {
+      pin(sim.child.pid, cpuCount - 1)
+      await openLoopTable(
+        `the simulator with the relay on CPU ${cpuCount - 1} (each path crosses between the CPUs twice)`,
+        'simulator with the relay',
+      )
+      pin(sim.child.pid, 0)
+    }
     // Saturation: closed loop (autocannon, 32 connections), the relay app alone on its core.
     const [sd, sr] = (await compare([direct, relayed], false, urls.control)) as [Measured, Measured]
     console.log(
