@@ -151,6 +151,23 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
     })
   })
 
+  it('words the vocabulary filter lets pass by mistake cannot make random letters read one token each', () => {
+    // About 3 % of words that are not one token pass the (public) Bloom filter; an attacker can find
+    // them offline. 20,000 random words of 12 and 16 letters (5-7 real tokens each): none reads 1.
+    let seed = 11
+    const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff) / 0x7fffffff
+    const word = (length: number) =>
+      Array.from({ length }, () => String.fromCharCode(97 + Math.floor(random() * 26))).join('')
+    for (const [length, least] of [
+      [12, 2],
+      [16, 4],
+    ] as const) {
+      let fewest = Infinity
+      for (let i = 0; i < 20_000; i++) fewest = Math.min(fewest, estimateTextTokens(` ${word(length)}`))
+      expect(fewest, `${length} letters`).toBeGreaterThanOrEqual(least)
+    }
+  })
+
   // Paragraphs in Latin-script languages other than English (some typed without their accents), with
   // exact counts (test/data/qwen3-latin-counts.json). Before the vocabulary tables every one of them
   // read low, 17 to 49 % (word weights fitted on English, whose words are mostly one token).
