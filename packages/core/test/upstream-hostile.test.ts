@@ -44,7 +44,8 @@ async function setup(over: { upstream?: Partial<GuardOptions['upstream']>; quota
 
 const left = (states: QuotaState[], dimension: string) => states.find((s) => s.dimension === dimension)?.remaining
 
-async function relayText(guard: Guard, request: Record<string, unknown>, user = 'relay') {
+/** A chat completion through the relay, and what reached its `onError`. */
+async function relayAnswer(guard: Guard, request: Record<string, unknown>, user = 'relay') {
   const errors: unknown[] = []
   const answer = await createRelay(guard, { onError: (e: unknown) => errors.push(e) })({
     method: 'POST',
@@ -53,8 +54,18 @@ async function relayText(guard: Guard, request: Record<string, unknown>, user = 
     body: JSON.stringify(request),
     identity: { user },
   })
-  const text = typeof answer.body === 'string' ? answer.body : await new Response(answer.body as BodyInit).text()
-  return { answer, text, errors }
+  return { answer, errors }
+}
+
+/** The answer's body as text ("READ FAILED: ..." when reading it threw). */
+async function textOf(answer: Awaited<ReturnType<typeof relayAnswer>>['answer']): Promise<string> {
+  if (typeof answer.body === 'string') return answer.body
+  return new Response(answer.body as BodyInit).text().catch((e: unknown) => `READ FAILED: ${String(e)}`)
+}
+
+async function relayText(guard: Guard, request: Record<string, unknown>, user = 'relay') {
+  const { answer, errors } = await relayAnswer(guard, request, user)
+  return { answer, text: await textOf(answer), errors }
 }
 
 const body = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'hello there' }], max_tokens: 100 }
@@ -192,16 +203,9 @@ describe('a usage chunk with choices nested too deep to re-serialise', () => {
     })
     stub.handle = (_req, res) => sse(res, [chunkEvent('hi'), deepChunk, 'data: [DONE]\n\n'])
     const started = Date.now()
-    const onError: unknown[] = []
-    const r = await createRelay(guard, { onError: (e: unknown) => onError.push(e) })({
-      method: 'POST',
-      path: '/chat/completions',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ ...body, stream: true }),
-      identity: { user: 'relay2' },
-    })
-    expect(r.status).toBe(200)
-    const text = await new Response(r.body as BodyInit).text().catch((e: unknown) => `READ FAILED: ${String(e)}`)
+    const { answer } = await relayAnswer(guard, { ...body, stream: true }, 'relay2')
+    expect(answer.status).toBe(200)
+    const text = await textOf(answer)
     expect(text).not.toMatch(/READ FAILED/)
     const last = text.trimEnd().split('\n\n').at(-1) ?? ''
     expect(last === 'data: [DONE]' || last.startsWith('data: {"error"')).toBe(true)
@@ -218,14 +222,7 @@ describe('a usage chunk with choices nested too deep to re-serialise', () => {
       quotas: { user: { tpm: 100_000, concurrency: 1 } },
     })
     stub.handle = (_req, res) => sse(res, [chunkEvent('hi'), deepChunk, 'data: [DONE]\n\n'], false)
-    const r = await createRelay(guard)({
-      method: 'POST',
-      path: '/chat/completions',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ ...body, stream: true }),
-      identity: { user: 'relay3' },
-    })
-    await new Response(r.body as BodyInit).text().catch(() => undefined)
+    await textOf((await relayAnswer(guard, { ...body, stream: true }, 'relay3')).answer)
     await vi.waitFor(() => expect(events.some((e) => e.type === 'settled')).toBe(true), { timeout: 1_500 })
     await vi.waitFor(async () => expect(left(await guard.state({ user: 'relay3' }), 'concurrency')).toBe(1), {
       timeout: 1_000,
