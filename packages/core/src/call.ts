@@ -510,7 +510,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
       })
     } catch (error) {
       send.clock?.since(sent)
-      return await failedToSend(slot, send, error, upstream, false, refusal)
+      return failedToSend(send, error, upstream, false, refusal)
     }
     try {
       if (response.status < 200 || response.status > 299) {
@@ -529,7 +529,7 @@ async function sendOnce(deps: CallDeps, slot: UpstreamSlot, send: SendRequest, d
         : await answerJson(response, send, slot, refusal, sent)
     } catch (error) {
       // Reading Qwen's accepted answer failed: it may have billed the prompt.
-      return await failedToSend(slot, send, error, upstream, true, refusal)
+      return failedToSend(send, error, upstream, true, refusal)
     }
   } finally {
     upstream.answered() // the deadline covers the wait for an answer, not a long stream
@@ -603,14 +603,13 @@ function upstreamAbort(caller: AbortSignal | undefined, deadline: number): Upstr
   }
 }
 
-async function failedToSend(
-  slot: UpstreamSlot,
+function failedToSend(
   send: SendRequest,
   error: unknown,
   upstream: UpstreamAbort,
   accepted: boolean,
   refusal: (input: RefusalInput) => UpstreamRefusal,
-): Promise<SendOutcome> {
+): SendOutcome {
   upstream.answered()
   if (upstream.timedOut()) {
     // Sent and not answered in time: Qwen may be working on it (settled by sendWithRetries).
