@@ -78,6 +78,7 @@ describe("req.qwen (Express) follows the request's client", () => {
     })
     const events: GuardEvent[] = []
     const errors: unknown[] = []
+    const leaked: unknown[] = []
     guard.guard.on('settled', (e) => events.push(e))
     const server = express()
       .use(guard)
@@ -104,6 +105,10 @@ describe("req.qwen (Express) follows the request's client", () => {
         }
       })
       .use(guard.errors)
+      .use((error: unknown, _req: express.Request, _res: express.Response, next: express.NextFunction) => {
+        leaked.push(error) // what guard.errors passed on to the app's own handlers
+        next(error)
+      })
     const running: Running = await listen(server)
     closing.push(async () => {
       await running.close()
@@ -111,7 +116,7 @@ describe("req.qwen (Express) follows the request's client", () => {
     })
     const concurrencyLeft = async () =>
       (await guard.guard.state({ user: 'ann' })).find((s) => s.dimension === 'concurrency')!.remaining
-    return { guard, events, errors, url: running.url, concurrencyLeft }
+    return { guard, events, errors, leaked, url: running.url, concurrencyLeft }
   }
 
   it('a stream stops when the client leaves: settled from what was streamed, the lease back at once; the iteration throws', async () => {
@@ -122,8 +127,8 @@ describe("req.qwen (Express) follows the request's client", () => {
     expect((errors[0] as Error).name).toBe('ClientGoneError')
   })
 
-  it('a call whose client left before it was made (a slow identify) is never sent, and says why', async () => {
-    const { errors, url } = await app(200)
+  it('a call whose client left before it was made (a slow identify) is never sent, says why, and guard.errors ends it quietly', async () => {
+    const { errors, leaked, url } = await app(200)
     const callsBefore = sim.stats().calls
     await leave(`${url}/ask`, { ...chat, max_tokens: 5 }, { afterMs: 50 })
     await vi.waitFor(() => expect(errors).toHaveLength(1), { timeout: 2_000 })
@@ -132,6 +137,7 @@ describe("req.qwen (Express) follows the request's client", () => {
     expect(error.message).not.toMatch(/timed out/i)
     expect(error.cause?.name).toBe('ClientGoneError')
     expect(sim.stats().calls).toBe(callsBefore)
+    expect(leaked).toEqual([]) // not Express's default handler, which would print its stack
   })
 
   it('a call waiting for a concurrency lease is dropped when its client leaves: never sent, nothing charged', async () => {
@@ -186,6 +192,42 @@ describe("ctx.qwen (Koa) follows the request's client", () => {
     const concurrencyLeft = async () =>
       (await guard.guard.state({ user: 'ann' })).find((s) => s.dimension === 'concurrency')!.remaining
     await expectStreamStopped(`${running.url}/`, events, concurrencyLeft)
+  })
+})
+
+describe('ctx.qwen (Koa): a call whose client left before it was made', () => {
+  it('is never sent, and the middleware ends it quietly (nothing reaches app.on("error"))', async () => {
+    const guard = koaGuard({
+      ...options(),
+      identify: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        return { user: 'ann' }
+      },
+    })
+    const app = new Koa()
+    const appErrors: unknown[] = []
+    const routeErrors: unknown[] = []
+    app.on('error', (error) => appErrors.push(error))
+    app.use(guard).use(async (ctx) => {
+      try {
+        ctx.body = await ctx.qwen.chat.completions.create({ ...chat, max_tokens: 5 })
+      } catch (error) {
+        routeErrors.push(error)
+        throw error
+      }
+    })
+    const running = await listen(app.callback())
+    closing.push(async () => {
+      await running.close()
+      await guard.close()
+    })
+    const callsBefore = sim.stats().calls
+    await leave(`${running.url}/`, {}, { afterMs: 50 })
+    await vi.waitFor(() => expect(routeErrors).toHaveLength(1), { timeout: 2_000 })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((routeErrors[0] as { cause?: Error }).cause?.name).toBe('ClientGoneError')
+    expect(sim.stats().calls).toBe(callsBefore)
+    expect(appErrors).toEqual([])
   })
 })
 

@@ -29,6 +29,17 @@ export function clientGoneSignal(res: ServerResponse): AbortSignal {
   return controller.signal
 }
 
+/**
+ * Whether `error` is what a call ended by the client going away rejects with: the `ClientGoneError`
+ * itself (a stream's iteration, `guard.call`), or the openai SDK's connection error wrapping it (a call
+ * dropped before it was sent). The adapters' error handling ends such a request quietly: its client is
+ * gone, there is nobody to answer and nothing went wrong.
+ */
+export function isClientGone(error: unknown): boolean {
+  const named = (value: unknown) => value instanceof Error && value.name === 'ClientGoneError'
+  return named(error) || (error instanceof Error && named(error.cause))
+}
+
 function clientGone(): Error {
   const error = new Error('The client went away before its answer was finished.')
   error.name = 'ClientGoneError'

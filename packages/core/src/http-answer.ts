@@ -99,9 +99,13 @@ function policyItem(s: QuotaState): string {
   return `"${policyName(s)}";q=${Math.floor(s.limit)};qu="${quotaUnit(s.dimension)}"${window}`
 }
 
-/** One item of `RateLimit`: what is left and the seconds until it resets. */
+/**
+ * One item of `RateLimit`: what is left and the seconds until it resets. A concurrency limit resets
+ * when a running call ends, which nobody knows: no `t` (`t=0` with `r=0` read "full again now").
+ */
 function currentItem(s: QuotaState): string {
-  return `"${policyName(s)}";r=${Math.max(0, Math.floor(s.remaining))};t=${Math.max(0, Math.ceil(s.resetMs / 1000))}`
+  const reset = s.windowSeconds > 0 ? `;t=${Math.max(0, Math.ceil(s.resetMs / 1000))}` : ''
+  return `"${policyName(s)}";r=${Math.max(0, Math.floor(s.remaining))}${reset}`
 }
 
 /** `RateLimit-Policy` and `RateLimit` for the given states; {} when none is expressible. */

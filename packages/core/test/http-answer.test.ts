@@ -130,7 +130,8 @@ describe('rateLimitHeaders', () => {
     expect(current[1]!.params).toEqual({ r: 1, t: 1 })
     // remaining rounds down (never promise room that is not there), reset rounds up
     expect(current[2]!.params).toEqual({ r: 1234, t: 42 })
-    for (const c of current) expect(Number.isInteger(c.params.r) && Number.isInteger(c.params.t)).toBe(true)
+    expect(current[4]!.params).toEqual({ r: 0 }) // no reset time for a concurrency limit
+    for (const c of current.slice(0, 4)) expect(Number.isInteger(c.params.r) && Number.isInteger(c.params.t)).toBe(true)
   })
 
   it('leaves out dollars (not an integer quota) and gives nothing for no states', () => {

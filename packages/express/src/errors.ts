@@ -1,12 +1,18 @@
 import { isQwenGuardError } from '@qwen-guard/core'
+import { isClientGone } from '@qwen-guard/core/adapter'
 import type { ErrorRequestHandler } from 'express'
 
 /**
  * Error-handling middleware: a QwenGuardError (what `req.qwen` throws on a refusal) becomes its full
- * answer: status, headers (Retry-After, RateLimit...) and OpenAI-shaped body. Any other error goes
- * on to the app's own handlers.
+ * answer: status, headers (Retry-After, RateLimit...) and OpenAI-shaped body. A call ended because the
+ * client went away (`ClientGoneError`) ends the request quietly: nobody is left to answer. Any other
+ * error goes on to the app's own handlers.
  */
 export const qwenGuardErrors: ErrorRequestHandler = function qwenGuardErrors(err, _req, res, next) {
+  if (isClientGone(err)) {
+    res.destroy()
+    return
+  }
   if (!isQwenGuardError(err) || res.headersSent) {
     next(err)
     return

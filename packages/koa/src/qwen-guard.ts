@@ -1,5 +1,5 @@
 import { isQwenGuardError, type Guard, type GuardOptions, type Identity } from '@qwen-guard/core'
-import { adoptGuard, knownIdentity } from '@qwen-guard/core/adapter'
+import { adoptGuard, isClientGone, knownIdentity } from '@qwen-guard/core/adapter'
 import type { Context, Middleware, Next } from 'koa'
 import { attachGuard, isAttached } from './attach.js'
 import { identifyBySocket } from './identity.js'
@@ -57,6 +57,10 @@ export function qwenGuard(
     try {
       await next()
     } catch (error) {
+      if (isClientGone(error)) {
+        ctx.respond = false // the client went away: nobody to answer, nothing went wrong
+        return
+      }
       const found = isQwenGuardError(error) ? error : undefined
       if (!found || ctx.headerSent) throw error
       const answer = found.toHttp()
