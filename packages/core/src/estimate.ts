@@ -5,13 +5,12 @@
  * Settlement from `usage` corrects whatever it gets wrong; an under-estimate is the risky side
  * (it reserves too little), so the weights lean slightly high. Accuracy: docs/estimator.md.
  */
+import { brotliDecompressSync } from 'node:zlib'
 import {
-  ONE_TOKEN_WORD_BLOOM,
-  ONE_TOKEN_WORDS,
+  ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
-  SPACED_HAN_EXTRA,
-  SPACED_HANGUL_EXTRA,
+  SPACED_LETTER_EXTRA,
   SPLIT_CHANCES,
 } from './vocabulary-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
@@ -202,26 +201,59 @@ for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
 const bitsOf = (base64: string) => Uint8Array.from(atob(base64), (ch) => ch.charCodeAt(0))
-const WORD_BLOOM = bitsOf(ONE_TOKEN_WORD_BLOOM)
 const SPLITS = bitsOf(SPLIT_CHANCES)
-const SPACED_HAN = bitsOf(SPACED_HAN_EXTRA)
-const SPACED_HANGUL = bitsOf(SPACED_HANGUL_EXTRA)
+const SPACED_LETTER = bitsOf(SPACED_LETTER_EXTRA)
 /** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */
 const FIRST_SPLIT = 26 * 26 * 26
 
-// 32-bit FNV-1a of a piece's characters, of ' ' + piece after a space (scripts/vocabulary-tables.mjs).
-const FNV_BASIS = 0x811c9dc5
+// 32-bit FNV-1a of a piece's characters, of ' ' + piece after a space, from a basis of this process's
+// own: the filter below is built with it, so the few words it passes by mistake (which read one token
+// each) differ from process to process and cannot be searched for offline.
 const FNV_PRIME = 0x01000193
+const FNV_BASIS = (0x811c9dc5 ^ (crypto.getRandomValues(new Uint32Array(1))[0] as number)) >>> 0
 const FNV_SPACED_BASIS = Math.imul(FNV_BASIS ^ 0x20, FNV_PRIME) >>> 0
 
-/** Whether a piece with this hash is (probably: about 3 % of other words pass too) one token of the vocabulary. */
+/**
+ * The one-token words' Bloom filter: 2^21 bits (256 KB, 30 a word) and 10 probes, so about 3 in a
+ * million other words pass by mistake (a smaller one let 3 % pass: a prompt's estimate would move from
+ * process to process); built on first use, in about 10 ms.
+ */
+const BLOOM_BITS = 1 << 21
+const BLOOM_PROBES = 10
+let wordBloom: Uint8Array | undefined
+
+function buildWordBloom(): Uint8Array {
+  const bloom = new Uint8Array(BLOOM_BITS / 8)
+  const list = brotliDecompressSync(Buffer.from(ONE_TOKEN_WORD_LIST, 'base64')).toString('latin1')
+  let previous = ''
+  for (const line of list.split('\n')) {
+    const word = previous.slice(0, line.charCodeAt(0) - 48) + line.slice(1)
+    previous = word
+    let hash = FNV_BASIS
+    for (let i = 0; i < word.length; i++) hash = Math.imul(hash ^ word.charCodeAt(i), FNV_PRIME) >>> 0
+    const h2 = probeStep(hash)
+    for (let i = 0; i < BLOOM_PROBES; i++) {
+      const at = (hash + Math.imul(i, h2)) & (BLOOM_BITS - 1)
+      bloom[at >> 3] = (bloom[at >> 3] as number) | (1 << (at & 7))
+    }
+  }
+  return bloom
+}
+
+/** The second hash of double hashing (probe i at h + i * step), odd. */
+function probeStep(hash: number): number {
+  let h = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b) >>> 0
+  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0
+  return ((h ^ (h >>> 16)) | 1) >>> 0
+}
+
+/** Whether a piece with this hash is (probably) one token of the vocabulary. */
 function oneToken(hash: number): boolean {
-  let h2 = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b) >>> 0
-  h2 = Math.imul(h2 ^ (h2 >>> 16), 0x45d9f3b) >>> 0
-  h2 = ((h2 ^ (h2 >>> 16)) | 1) >>> 0
-  for (let i = 0; i < ONE_TOKEN_WORDS.probes; i++) {
-    const at = (hash + Math.imul(i, h2)) & (ONE_TOKEN_WORDS.bits - 1) // bits: a power of two
-    if (((WORD_BLOOM[at >> 3] as number) & (1 << (at & 7))) === 0) return false
+  const bloom = (wordBloom ??= buildWordBloom())
+  const step = probeStep(hash)
+  for (let i = 0; i < BLOOM_PROBES; i++) {
+    const at = (hash + Math.imul(i, step)) & (BLOOM_BITS - 1)
+    if (((bloom[at >> 3] as number) & (1 << (at & 7))) === 0) return false
   }
   return true
 }
@@ -239,27 +271,13 @@ function splitChance(a: number, b: number, c: number): number {
  */
 function pieceCost(length: number, hash: number, splits: number, w: EstimatorWeights): number {
   if (length === 0) return 0
-  if (!oneToken(hash)) return Math.max(2, 1 + splits)
-  // The filter is public: a prompt of words it lets pass by mistake (found offline) would read one
-  // token each. Letters that read like more splits than nearly all of the vocabulary's own words
-  // still pay for the excess.
-  return Math.max(w.piece, 1 + splits - KNOWN_WORD_SPLITS)
+  return oneToken(hash) ? w.piece : Math.max(2, 1 + splits)
 }
 
-/**
- * The sum of split chances a one-token ASCII word of the vocabulary stays under (95 % of them; half
- * are under 1, 99 % under 3.6); random letters read 3.5 at 10 letters, 5.6 at 12.
- */
-const KNOWN_WORD_SPLITS = 2.5
-
-/** The tokens a space before a Han character or Hangul syllable adds (vocabulary-tables.ts); 0 before others. */
+/** The tokens a space before letter `c` adds (vocabulary-tables.ts): 0 before ASCII (priced with the word). */
 function spacedExtra(c: number): number {
-  if (c >= 0x4e00 && c <= 0x9fff) return twoBits(SPACED_HAN, c - 0x4e00)
-  if (c >= 0xac00 && c <= 0xd7a3) return twoBits(SPACED_HANGUL, c - 0xac00)
-  return 0
+  return c < 0x80 ? 0 : ((SPACED_LETTER[c >> 2] as number) >> ((c & 3) * 2)) & 3
 }
-
-const twoBits = (bits: Uint8Array, i: number): number => ((bits[i >> 2] as number) >> ((i & 3) * 2)) & 3
 
 /**
  * Cost of a run of letters starting at `i`; the index after it goes to `out.end`. ASCII letters make

@@ -151,21 +151,33 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
     })
   })
 
-  it('words the vocabulary filter lets pass by mistake cannot make random letters read one token each', () => {
-    // About 3 % of words that are not one token pass the (public) Bloom filter; an attacker can find
-    // them offline. 20,000 random words of 12 and 16 letters (5-7 real tokens each): none reads 1.
+  it('random letters almost never read one token: the one-token word filter is salted per process', () => {
+    // A filter shipped ready-made let about 3 % of other words pass, the same ones in every process:
+    // a prompt of them (searched for offline) read one token a word where 10 random letters are 4-7.
+    // Now about 2 in 100,000 pass, different ones in each process. 50,000 random words of 8-16 letters.
     let seed = 11
     const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff) / 0x7fffffff
-    const word = (length: number) =>
-      Array.from({ length }, () => String.fromCharCode(97 + Math.floor(random() * 26))).join('')
-    for (const [length, least] of [
-      [12, 2],
-      [16, 4],
-    ] as const) {
-      let fewest = Infinity
-      for (let i = 0; i < 20_000; i++) fewest = Math.min(fewest, estimateTextTokens(` ${word(length)}`))
-      expect(fewest, `${length} letters`).toBeGreaterThanOrEqual(least)
+    let one = 0
+    for (let i = 0; i < 50_000; i++) {
+      const word = Array.from({ length: 8 + Math.floor(random() * 9) }, () =>
+        String.fromCharCode(97 + Math.floor(random() * 26)),
+      ).join('')
+      if (estimateTextTokens(` ${word}`) === 1) one++
     }
+    expect(one).toBeLessThanOrEqual(10)
+  })
+
+  // Texts an attack built (or wrote) to read low, with exact counts (test/data/qwen3-attack-counts.json):
+  // before, words an unsalted filter passed by mistake read 7x low, a space before each uncommon
+  // letter 1.3-6.6x, spaced Japanese and Armenian prose 1.2-1.4x.
+  it.each(
+    (
+      JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
+        texts: Array<{ what: string; text: string; tokens: number }>
+      }
+    ).texts.map((t) => [t.what, t.tokens, t.text] as const),
+  )('%s (%i tokens): at most 2.2x low', (_what, exact, text) => {
+    expect(exact / estimateTextTokens(text)).toBeLessThanOrEqual(2.2)
   })
 
   // Paragraphs in Latin-script languages other than English (some typed without their accents), with
