@@ -546,7 +546,20 @@ function contentTokens(content: unknown): number {
     return sum
   }
   if (content === null || content === undefined) return 0
-  return estimateTextTokens(JSON.stringify(content))
+  return estimateTextTokens(jsonText(content))
+}
+
+/**
+ * A value as the JSON text a request would carry it, for counting: '' for what JSON leaves out
+ * (undefined, functions, symbols), and `String(value)` for what it cannot write (a BigInt, a cycle).
+ * The estimate is public API: odd input gets a count, never a TypeError.
+ */
+function jsonText(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? ''
+  } catch {
+    return String(value)
+  }
 }
 
 /**
@@ -586,11 +599,12 @@ function partTokens(part: unknown): number {
 }
 
 function messageTokens(message: ChatMessageLike): number {
+  if (typeof message !== 'object' || message === null) return MESSAGE_OVERHEAD_TOKENS
   let sum = MESSAGE_OVERHEAD_TOKENS + contentTokens(message.content)
   if (typeof message.name === 'string') sum += estimateTextTokens(message.name) + 1
   // Qwen's template renders tool calls as JSON inside <tool_call> tags (~4 tokens of wrapping each).
   if (Array.isArray(message.tool_calls)) {
-    for (const call of message.tool_calls) sum += estimateTextTokens(JSON.stringify(call)) + 4
+    for (const call of message.tool_calls) sum += estimateTextTokens(jsonText(call)) + 4
   }
   return sum
 }
@@ -609,7 +623,7 @@ export function estimatePromptTokens(messages: ReadonlyArray<ChatMessageLike>): 
 export function estimateToolsTokens(tools: unknown): number {
   if (!Array.isArray(tools) || tools.length === 0) return 0
   let sum = 0
-  for (const tool of tools) sum += estimateTextTokens(JSON.stringify(tool)) + 2
+  for (const tool of tools) sum += estimateTextTokens(jsonText(tool)) + 2
   // Qwen3's template adds a fixed preamble explaining the <tools> block.
   return sum + 90
 }
@@ -617,7 +631,7 @@ export function estimateToolsTokens(tools: unknown): number {
 /** Tokens of a JSON value rendered into the prompt as text. */
 function jsonTokens(value: unknown): number {
   if (value === undefined || value === null) return 0
-  return estimateTextTokens(typeof value === 'string' ? value : (JSON.stringify(value) ?? ''))
+  return estimateTextTokens(typeof value === 'string' ? value : jsonText(value))
 }
 
 /**

@@ -5,6 +5,7 @@ import {
   MESSAGE_OVERHEAD_TOKENS,
   createEstimator,
   estimatePromptTokens,
+  estimateRequestExtrasTokens,
   estimateTextTokens,
   estimateToolsTokens,
 } from '../src/estimate.js'
@@ -216,6 +217,18 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
 })
 
 describe('estimatePromptTokens (chat template)', () => {
+  it('counts odd values instead of throwing (public API: undefined, functions, symbols, BigInt, cycles, null messages)', () => {
+    const cycle: Record<string, unknown> = {}
+    cycle.self = cycle
+    const odd = [undefined, () => 1, Symbol('s'), 10n, cycle, null]
+    for (const value of odd) {
+      expect(Number.isFinite(estimateToolsTokens([value]))).toBe(true)
+      expect(Number.isFinite(estimateRequestExtrasTokens({ tools: [value], tool_choice: value }))).toBe(true)
+      const messages = [{ role: 'user', content: value, tool_calls: [value] }, value] as unknown as ChatMessageLike[]
+      expect(Number.isFinite(estimatePromptTokens(messages))).toBe(true)
+    }
+  })
+
   it('reproduces the documented example: system + 你是谁？ = 22, never below', () => {
     const estimate = estimatePromptTokens([
       { role: 'system', content: 'You are a helpful assistant.' },
