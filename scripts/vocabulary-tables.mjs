@@ -1,6 +1,7 @@
 // Writes packages/core/src/vocabulary-tables.ts, what the token estimator knows of the Qwen3
 // tokenizer's vocabulary without carrying it (84 MB):
-// - which Han characters (U+4E00-9FFF) and Hangul syllables (U+AC00-D7A3) are one token;
+// - which Han characters (U+4E00-9FFF) and Hangul syllables (U+AC00-D7A3) are one token, and which
+//   Han characters are inside a token of several (the others never merge);
 // - how many tokens a space before a letter adds (most Han, Hangul and letters outside the common
 //   alphabets have no token with a leading space);
 // - which words of ASCII letters are one token, with and without their leading space (the list,
@@ -169,6 +170,20 @@ for (let two = 0; two < PAIRS; two++)
   put(TRIGRAMS + two, nibble((first[two * 2] + SMOOTHING * pairRate(two)) / (first[two * 2 + 1] + SMOOTHING)))
 
 const han = singleTokenBits(0x4e00, 0x9fff)
+// Han characters inside a token of two or more Han characters (a word the vocabulary merges): the
+// others, when they are one token, are one token wherever they stand (most traditional characters).
+const inWords = Buffer.alloc(Math.ceil((0x9fff - 0x4e00 + 1) / 8))
+let mergers = 0
+vocabulary.forEach((_, id) => {
+  const hans = [...tokenizer.decode([id])].filter((ch) => /\p{Script=Han}/u.test(ch))
+  if (hans.length < 2) return
+  for (const ch of hans) {
+    const c = ch.charCodeAt(0)
+    if (ch.length !== 1 || c < 0x4e00 || c > 0x9fff) continue
+    if (!(inWords[(c - 0x4e00) >> 3] & (1 << ((c - 0x4e00) & 7)))) mergers++
+    inWords[(c - 0x4e00) >> 3] |= 1 << ((c - 0x4e00) & 7)
+  }
+})
 const spaced = spacedExtraBits()
 const hangul = singleTokenBits(0xac00, 0xd7a3)
 // Long base64 as a list of 100-character lines joined once (one concatenation of ~900 strings is too
@@ -194,6 +209,14 @@ ${wrap(han.base64)}
 
 export const SINGLE_TOKEN_HANGUL =
 ${wrap(hangul.base64)}
+
+/**
+ * One bit per Han character (U+4E00-9FFF): set when some token of two or more Han characters contains
+ * it (${mergers} of them), so that it often merges with its neighbour; a one-token character that is
+ * in none is one token wherever it stands (most traditional characters).
+ */
+export const HAN_IN_WORDS =
+${wrap(inWords.toString('base64'))}
 
 /**
  * Two bits per code unit below U+10000 (index: the code unit): how many tokens a space before the

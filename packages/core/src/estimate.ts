@@ -7,6 +7,7 @@
  */
 import { brotliDecompressSync } from 'node:zlib'
 import {
+  HAN_IN_WORDS,
   ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
@@ -119,6 +120,21 @@ function markRare(singleTokenBits: string, from: number, to: number): void {
 }
 markRare(SINGLE_TOKEN_HAN, 0x4e00, 0x9fff)
 markRare(SINGLE_TOKEN_HANGUL, 0xac00, 0xd7a3)
+
+/**
+ * A Han character that is one token but in no token of two or more Han characters (HAN_IN_WORDS:
+ * most traditional characters) is one token wherever it stands, not the script's weight (which counts
+ * on common two-character words merging).
+ */
+const LONE_CHAR_TOKENS = 1
+{
+  const inWords = Uint8Array.from(atob(HAN_IN_WORDS), (ch) => ch.charCodeAt(0))
+  for (let c = 0x4e00; c <= 0x9fff; c++) {
+    const i = c - 0x4e00
+    if (LETTER_COST[c] !== RARE_CHAR_TOKENS && ((inWords[i >> 3] as number) & (1 << (i & 7))) === 0)
+      LETTER_COST[c] = LONE_CHAR_TOKENS
+  }
+}
 
 /**
  * Tokens of one code unit the vocabulary does not merge, where its UTF-8 bytes x `symbolByte`

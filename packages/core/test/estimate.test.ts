@@ -170,15 +170,16 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
 
   // Texts an attack built (or wrote) to read low, with exact counts (test/data/qwen3-attack-counts.json):
   // before, words an unsalted filter passed by mistake read 7x low, a space before each uncommon
-  // letter 1.3-6.6x, spaced Japanese and Armenian prose 1.2-1.4x.
+  // letter 1.3-6.6x, spaced Japanese and Armenian prose 1.2-1.4x; traditional Chinese 1.2-1.5x (its
+  // characters are mostly in no multi-character token: one token each, HAN_IN_WORDS).
   it.each(
     (
       JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
-        texts: Array<{ what: string; text: string; tokens: number }>
+        texts: Array<{ what: string; text: string; tokens: number; maxLow?: number }>
       }
-    ).texts.map((t) => [t.what, t.tokens, t.text] as const),
-  )('%s (%i tokens): at most 2.2x low', (_what, exact, text) => {
-    expect(exact / estimateTextTokens(text)).toBeLessThanOrEqual(2.2)
+    ).texts.map((t) => [t.what, t.tokens, t.maxLow ?? 2.2, t.text] as const),
+  )('%s (%i tokens): at most %fx low', (_what, exact, maxLow, text) => {
+    expect(exact / estimateTextTokens(text)).toBeLessThanOrEqual(maxLow)
   })
 
   // Paragraphs in Latin-script languages other than English (some typed without their accents), with
