@@ -232,7 +232,7 @@ const FNV_SPACED_BASIS = Math.imul(FNV_BASIS ^ 0x20, FNV_PRIME) >>> 0
 /**
  * The one-token words' Bloom filter: 2^21 bits (256 KB, 30 a word) and 10 probes, so about 3 in a
  * million other words pass by mistake (a smaller one let 3 % pass: a prompt's estimate would move from
- * process to process); built on first use, in about 10 ms.
+ * process to process); built by `prepareEstimator` (createGuard calls it) or on first use, in about 20 ms.
  */
 const BLOOM_BITS = 1 << 21
 const BLOOM_PROBES = 10
@@ -261,6 +261,14 @@ function probeStep(hash: number): number {
   let h = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b) >>> 0
   h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0
   return ((h ^ (h >>> 16)) | 1) >>> 0
+}
+
+/**
+ * Builds what the estimate reads on first use (the one-token word filter, about 20 ms), so that the
+ * first call does not wait for it. `createGuard` calls it; idempotent.
+ */
+export function prepareEstimator(): void {
+  wordBloom ??= buildWordBloom()
 }
 
 /** Whether a piece with this hash is (probably) one token of the vocabulary. */

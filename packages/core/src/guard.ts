@@ -3,6 +3,7 @@ import { guardedCall, type CallDeps, type InternalCallOptions } from './call.js'
 import { callIdOrNew } from './call-id.js'
 import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client/guarded-client.js'
 import { planCall } from './cost.js'
+import { prepareEstimator } from './estimate.js'
 import { createEmitter } from './events.js'
 import { createGuardMetrics, type MetricsHandler } from './metrics.js'
 import { requireIdentity } from './identity.js'
@@ -29,6 +30,7 @@ import type { CheckResult, GuardOptions, Identity, QuotaState } from './types.js
  */
 export function createGuard(options: GuardOptions): Guard {
   const resolved = resolveOptions(options)
+  prepareEstimator() // the first call must not wait for the estimator's word filter
   const events = createEmitter()
   // One store for quotas, leases and pace meters: one health tracker, one store_error per outage.
   const store = createGuardStore(resolved.store, events.emit)
