@@ -30,14 +30,20 @@ export function clientGoneSignal(res: ServerResponse): AbortSignal {
 }
 
 /**
- * Whether `error` is what a call ended by the client going away rejects with: the `ClientGoneError`
- * itself (a stream's iteration, `guard.call`), or the openai SDK's connection error wrapping it (a call
- * dropped before it was sent). The adapters' error handling ends such a request quietly: its client is
- * gone, there is nobody to answer and nothing went wrong.
+ * Whether `error` ended a call because this response's own client went away: it is, or wraps (as its
+ * `cause`, a few levels deep: the openai SDK's connection error, an app's own wrapper), a
+ * `ClientGoneError`, and `res` closed before its answer was finished. The adapters' error handling
+ * then ends the request quietly: nobody is left to answer and nothing went wrong. A `ClientGoneError`
+ * from another request's client (a client kept across requests) is an ordinary error here.
  */
-export function isClientGone(error: unknown): boolean {
-  const named = (value: unknown) => value instanceof Error && value.name === 'ClientGoneError'
-  return named(error) || (error instanceof Error && named(error.cause))
+export function isClientGone(error: unknown, res: ServerResponse): boolean {
+  if (!res.destroyed || res.writableFinished) return false
+  let value: unknown = error
+  for (let depth = 0; depth < 5 && value instanceof Error; depth++) {
+    if (value.name === 'ClientGoneError') return true
+    value = value.cause
+  }
+  return false
 }
 
 function clientGone(): Error {

@@ -230,9 +230,9 @@ const FNV_BASIS = (0x811c9dc5 ^ (crypto.getRandomValues(new Uint32Array(1))[0] a
 const FNV_SPACED_BASIS = Math.imul(FNV_BASIS ^ 0x20, FNV_PRIME) >>> 0
 
 /**
- * The one-token words' Bloom filter: 2^21 bits (256 KB, 30 a word) and 10 probes, so about 3 in a
- * million other words pass by mistake (a smaller one let 3 % pass: a prompt's estimate would move from
- * process to process); built by `prepareEstimator` (createGuard calls it) or on first use, in about 20 ms.
+ * The one-token words' Bloom filter: 2^21 bits (256 KB, 30 a word) and 10 probes: about 2 in 100,000
+ * other words pass by mistake, most of them by a collision of the 32-bit hash (a smaller filter let 3 %
+ * pass: a prompt's estimate would move from process to process); built by `prepareEstimator` (createGuard calls it) or on first use, in about 20 ms.
  */
 const BLOOM_BITS = 1 << 21
 const BLOOM_PROBES = 10

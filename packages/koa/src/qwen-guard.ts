@@ -57,7 +57,7 @@ export function qwenGuard(
     try {
       await next()
     } catch (error) {
-      if (isClientGone(error)) {
+      if (isClientGone(error, ctx.res)) {
         ctx.respond = false // the client went away: nobody to answer, nothing went wrong
         return
       }

@@ -26,8 +26,10 @@ interface Attachment {
   /** The app's `identify` failed: reading `qwenIdentity` or `qwen` throws this, until one is assigned. */
   failure: { error: unknown } | undefined
   client: OpenAI | undefined
-  /** The request's "client went away" signal (AttachOptions.clientGone), made when the client is. */
+  /** Makes the request's "client went away" signal (AttachOptions.clientGone); made once, when a client first is. */
   clientGone: (() => AbortSignal) | undefined
+  /** That signal, shared by every client of the request (a later `qwenIdentity` makes a new client). */
+  goneSignal: AbortSignal | undefined
 }
 
 type Holder = { [ATTACHED]?: Attachment }
@@ -66,7 +68,7 @@ function getClient(this: Holder): OpenAI | undefined {
   if (!attachment) return undefined
   if (attachment.client) return attachment.client
   const identity = identityOf(attachment)
-  const clientGone = attachment.clientGone?.()
+  const clientGone = (attachment.goneSignal ??= attachment.clientGone?.())
   return (attachment.client = attachment.guard.client(identity, clientGone ? { clientGone } : undefined))
 }
 
@@ -126,6 +128,7 @@ export function attachLazyClient<Subject extends object>(
     who: undefined,
     client: undefined,
     clientGone: options.clientGone,
+    goneSignal: undefined,
     failure: options.failure && { error: asError(options.failure.error) },
   }
   if (options.identity !== undefined && !options.failure) {
