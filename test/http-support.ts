@@ -4,7 +4,7 @@
  * the apps send so a suite can assert at the end that no key or account id ever left the server.
  */
 import { once } from 'node:events'
-import { createServer, type RequestListener, type Server } from 'node:http'
+import { createServer, request as httpRequest, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createNodeRelay, type GuardOptions, type QuotaPolicies } from '../packages/core/src/index.js'
 import { qwenGuard as expressGuard, type QwenGuardMiddleware } from '../packages/express/src/index.js'
@@ -104,6 +104,32 @@ export async function listen(listener: RequestListener): Promise<Running> {
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
+}
+
+/**
+ * GETs `url`: resolves its status, or the error's text when the socket died without an answer (or
+ * nothing came within `timeoutMs`). `abortAfterMs`: the client leaves then (resolves 'aborted by test').
+ */
+export function getStatus(
+  url: string,
+  options: { abortAfterMs?: number; timeoutMs?: number } = {},
+): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = httpRequest(url, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+      res.on('error', (e) => resolve(`response error: ${e.message}`))
+    })
+    req.on('error', (e) => resolve(`request error: ${e.message}`))
+    const timeoutMs = options.timeoutMs ?? 3_000
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)))
+    req.end()
+    if (options.abortAfterMs !== undefined)
+      setTimeout(() => {
+        req.destroy()
+        resolve('aborted by test')
+      }, options.abortAfterMs)
+  })
 }
 
 /**

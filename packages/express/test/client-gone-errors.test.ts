@@ -4,14 +4,12 @@
  * may wrap one as its cause: the client still waiting gets an answer. And a request that makes
  * several clients (a later req.qwenIdentity) follows its client with one listener.
  */
-import { request as httpRequest } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { createGuard, type Guard } from '@qwen-guard/core'
 import express from 'express'
 import type OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Simulator } from '../../simulator/src/index.js'
-import { guardOptions, startSecretSimulator } from '../../../test/http-support.js'
+import { getStatus, guardOptions, listen, startSecretSimulator } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const messages = [{ role: 'user' as const, content: 'Hello there' }]
@@ -26,39 +24,6 @@ afterAll(async () => {
   await core?.close()
   await sim?.close()
 })
-
-async function serve(app: express.Express) {
-  const server = app.listen(0, '127.0.0.1')
-  await new Promise((r) => server.once('listening', r))
-  const port = (server.address() as AddressInfo).port
-  return {
-    port,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections()
-        server.close(() => r())
-      }),
-  }
-}
-
-/** GET path; resolves the status, or the error text when the socket died without an answer. */
-function get(port: number, path: string, abortAfterMs?: number): Promise<number | string> {
-  return new Promise((resolve) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path }, (res) => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-      res.on('error', (e) => resolve(`response error: ${e.message}`))
-    })
-    req.on('error', (e) => resolve(`request error: ${e.message}`))
-    req.setTimeout(3000, () => req.destroy(new Error('timeout')))
-    req.end()
-    if (abortAfterMs !== undefined)
-      setTimeout(() => {
-        req.destroy()
-        resolve('aborted by test')
-      }, abortAfterMs)
-  })
-}
 
 describe('guard.errors and a ClientGoneError from another request', () => {
   it('answers a request whose own client is still connected, even when the ClientGoneError came from another request', async () => {
@@ -89,13 +54,13 @@ describe('guard.errors and a ClientGoneError from another request', () => {
         }
       })
       .use(guard.errors)
-    const { port, close } = await serve(app)
+    const { url, close } = await listen(app)
     try {
-      await get(port, '/a', 50) // A's client leaves before its answer
+      await getStatus(`${url}/a`, { abortAfterMs: 50 }) // A's client leaves before its answer
       await new Promise((r) => setTimeout(r, 100))
-      const b = await get(port, '/b')
+      const b = await getStatus(`${url}/b`)
       expect(seen).toMatch(/ClientGoneError/) // B's call failed because A's client left
-      expect(b).toBeTypeOf('number') // today: 'request error: socket hang up' (res.destroy(), nothing logged)
+      expect(b).toBeTypeOf('number') // it was 'request error: socket hang up' (res.destroy(), nothing logged)
     } finally {
       await close()
     }
@@ -112,9 +77,9 @@ describe('guard.errors and a ClientGoneError from another request', () => {
         next(new Error('summary job failed', { cause: gone }))
       })
       .use(guard.errors)
-    const { port, close } = await serve(app)
+    const { url, close } = await listen(app)
     try {
-      expect(await get(port, '/c')).toBe(500) // today: socket hang up
+      expect(await getStatus(`${url}/c`)).toBe(500) // it was: socket hang up
     } finally {
       await close()
     }
@@ -140,11 +105,11 @@ describe('one client-gone listener per request, however many clients it builds',
         after = res.listenerCount('close')
         res.send('ok')
       })
-    const { port, close } = await serve(app)
+    const { url, close } = await listen(app)
     try {
-      expect(await get(port, '/batch')).toBe(200)
+      expect(await getStatus(`${url}/batch`)).toBe(200)
       await new Promise((r) => setTimeout(r, 50))
-      expect(after - before).toBeLessThanOrEqual(1) // today: 12
+      expect(after - before).toBeLessThanOrEqual(1) // it was 12
       expect(warnings.filter((w) => w.includes('MaxListenersExceeded'))).toEqual([])
     } finally {
       process.off('warning', onWarning)
