@@ -6,19 +6,55 @@
 import { once } from 'node:events'
 import { createServer, request as httpRequest, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { createNodeRelay, type GuardOptions, type QuotaPolicies } from '../packages/core/src/index.js'
+import {
+  createGuard,
+  createNodeRelay,
+  type Guard,
+  type GuardOptions,
+  type QuotaPolicies,
+} from '../packages/core/src/index.js'
 import { qwenGuard as expressGuard, type QwenGuardMiddleware } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard, type QwenGuardKoaMiddleware } from '../packages/koa/src/index.js'
 import { startSimulator, type Simulator, type SimulatorOptions } from '../packages/simulator/src/index.js'
 import express from 'express'
 import Koa from 'koa'
-import { expect } from 'vitest'
+import type OpenAI from 'openai'
+import { afterAll, beforeAll, expect } from 'vitest'
 
 /** Credentials that must never appear in anything the apps answer. */
 export const SECRETS = { key: 'sk-e2e-secret-key-7f3a91', account: 'acct-e2e-hidden-9b2c' } as const
 
 export function startSecretSimulator(options: SimulatorOptions = {}): Promise<Simulator> {
   return startSimulator({ accounts: [{ id: SECRETS.account, keys: [SECRETS.key] }], ...options })
+}
+
+/**
+ * A secret-credential simulator and a guard on it for one test file: started before its tests, closed
+ * after them. The guard is read through the returned function (it exists once the file started).
+ */
+export function simulatorGuardForFile(options: SimulatorOptions = { burst: false }): () => Guard {
+  let sim: Simulator | undefined
+  let guard: Guard | undefined
+  beforeAll(async () => {
+    sim = await startSecretSimulator(options)
+    guard = createGuard(guardOptions(sim))
+  })
+  afterAll(async () => {
+    await guard?.close()
+    await sim?.close()
+  })
+  return () => guard!
+}
+
+/** Streams a short answer (qwen-plus, 5 tokens) through `client` and returns its text. */
+export async function streamedText(
+  client: OpenAI,
+  messages: OpenAI.Chat.ChatCompletionMessageParam[],
+): Promise<string> {
+  const stream = await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5, stream: true })
+  let text = ''
+  for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
+  return text
 }
 
 /** Guard options against `sim`; tests name their user with an `x-user` header (read by `identify`). */

@@ -114,6 +114,8 @@ export interface RelayStreamOptions {
   clientWantsUsage: boolean
   slot: UpstreamSlot
   settlement: Settlement
+  /** How an error event inside the stream is classified (the wait cap, the secrets its code must not hold). */
+  refusalOptions: RefusalOptions
   /** The caller's signal: its abort ends and settles the stream at once, read or not. */
   signal?: AbortSignal | undefined
   /**
@@ -149,7 +151,7 @@ const DRAIN_MS = 1_000
 
 /** The caller's stream: chunks passed through one by one as they arrive. */
 export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStreamOptions): ReadableStream<Uint8Array> {
-  const { clientWantsUsage, slot, settlement, signal, idleMs, stopUpstream } = options
+  const { clientWantsUsage, slot, settlement, refusalOptions, signal, idleMs, stopUpstream } = options
   let usage: unknown
   let sawUsage = false
   /** Completion tokens estimated from every chunk read from Qwen (delivered to the caller or not). */
@@ -266,7 +268,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
       if (read.kind === 'error') {
         return end({
           kind: 'upstream_error',
-          refusal: classifyStreamError(event, { secrets: [slot.apiKey, slot.accountId] }),
+          refusal: classifyStreamError(event, refusalOptions),
         })
       }
       if (read.kind === 'garbage') return end({ kind: 'broken' })

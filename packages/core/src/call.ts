@@ -720,6 +720,7 @@ async function answerStream(
         clientWantsUsage,
         slot,
         settlement,
+        refusalOptions: refusalOptions(deps, slot),
         signal: send.signal,
         idleMs: deps.options.upstream.streamIdleMs,
         stopUpstream: upstream.stop,

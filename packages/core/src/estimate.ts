@@ -107,6 +107,9 @@ const LETTER_COST = costTable([
   [0xff21, 0xff5a, 1],
 ])
 
+/** The bytes of a base64 table of vocabulary-tables.ts. */
+const bitsOf = (base64: string) => Uint8Array.from(atob(base64), (ch) => ch.charCodeAt(0))
+
 /**
  * A Han character or Hangul syllable the vocabulary has no token of its own for (12,491 of the 20,992
  * Han of U+4E00-9FFF, 8,660 of the Hangul syllables: rare ones) is two or three tokens, not the
@@ -114,7 +117,7 @@ const LETTER_COST = costTable([
  */
 const RARE_CHAR_TOKENS = 2
 function markRare(singleTokenBits: string, from: number, to: number): void {
-  const bits = Uint8Array.from(atob(singleTokenBits), (ch) => ch.charCodeAt(0))
+  const bits = bitsOf(singleTokenBits)
   for (let c = from; c <= to; c++)
     if (((bits[(c - from) >> 3] as number) & (1 << ((c - from) & 7))) === 0) LETTER_COST[c] = RARE_CHAR_TOKENS
 }
@@ -128,7 +131,7 @@ markRare(SINGLE_TOKEN_HANGUL, 0xac00, 0xd7a3)
  */
 const LONE_CHAR_TOKENS = 1
 {
-  const inWords = Uint8Array.from(atob(HAN_IN_WORDS), (ch) => ch.charCodeAt(0))
+  const inWords = bitsOf(HAN_IN_WORDS)
   for (let c = 0x4e00; c <= 0x9fff; c++) {
     const i = c - 0x4e00
     if (LETTER_COST[c] !== RARE_CHAR_TOKENS && ((inWords[i >> 3] as number) & (1 << (i & 7))) === 0)
@@ -250,7 +253,6 @@ const CLASS = new Uint8Array(0x10000)
 for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
-const bitsOf = (base64: string) => Uint8Array.from(atob(base64), (ch) => ch.charCodeAt(0))
 const SPLITS = bitsOf(SPLIT_CHANCES)
 const SPACED_LETTER = bitsOf(SPACED_LETTER_EXTRA)
 /** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */

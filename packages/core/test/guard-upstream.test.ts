@@ -7,6 +7,7 @@
 import { startSimulator, type Simulator, type SimulatorOptions } from '@qwen-guard/simulator'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createGuard, isQwenGuardError, type Guard, type GuardEvent, type GuardOptions } from '../src/index.js'
+import { streamedText } from '../../../test/http-support.js'
 
 const messages = [{ role: 'user' as const, content: 'Tell me about pacing.' }]
 const open: Array<{ close(): Promise<void> }> = []
@@ -212,15 +213,7 @@ describe('refusals and faults are classified', () => {
       sim.inject(fault)
       const client = guard.client({ user: 'z' })
       if (stream) {
-        const chunks = await client.chat.completions.create({
-          model: 'qwen-plus',
-          messages,
-          max_tokens: 5,
-          stream: true,
-        })
-        let text = ''
-        for await (const chunk of chunks) text += chunk.choices[0]?.delta?.content ?? ''
-        expect(text.length).toBeGreaterThan(0)
+        expect((await streamedText(client, messages)).length).toBeGreaterThan(0)
       } else {
         const completion = await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
         expect(completion.choices[0]?.message.content).toBeTruthy()

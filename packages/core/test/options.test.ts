@@ -5,6 +5,9 @@ import type { GuardOptions } from '../src/types.js'
 
 const KEY = 'sk-secret-0123456789'
 const base: GuardOptions = { upstream: { apiKey: KEY } }
+/** Options whose qwen-plus price has these `tiers`. */
+const withTiers = (tiers: unknown) =>
+  ({ ...base, models: { 'qwen-plus': { price: { inputPerMillion: 1, outputPerMillion: 1, tiers } } } }) as unknown
 
 function configError(options: unknown): QwenGuardConfigError {
   try {
@@ -339,44 +342,18 @@ describe('resolveOptions: errors name the option', () => {
       { ...base, models: { 'qwen-plus': { price: { inputPerMillion: -1, outputPerMillion: 1 } } } },
       'models.qwen-plus.price.inputPerMillion: must be a non-negative number',
     ],
-    [
-      'price tiers not a list',
-      { ...base, models: { 'qwen-plus': { price: { inputPerMillion: 1, outputPerMillion: 1, tiers: {} } } } },
-      'models.qwen-plus.price.tiers: must be an array, got an object',
-    ],
+    ['price tiers not a list', withTiers({}), 'models.qwen-plus.price.tiers: must be an array, got an object'],
     [
       'price tiers out of order',
-      {
-        ...base,
-        models: {
-          'qwen-plus': {
-            price: {
-              inputPerMillion: 1,
-              outputPerMillion: 1,
-              tiers: [
-                { inputAbove: 128_000, inputPerMillion: 3, outputPerMillion: 15 },
-                { inputAbove: 32_000, inputPerMillion: 2, outputPerMillion: 12 },
-              ],
-            },
-          },
-        },
-      },
+      withTiers([
+        { inputAbove: 128_000, inputPerMillion: 3, outputPerMillion: 15 },
+        { inputAbove: 32_000, inputPerMillion: 2, outputPerMillion: 12 },
+      ]),
       'models.qwen-plus.price.tiers[1].inputAbove: must be above the tier before it (128000), got 32000',
     ],
     [
       'price tier typo',
-      {
-        ...base,
-        models: {
-          'qwen-plus': {
-            price: {
-              inputPerMillion: 1,
-              outputPerMillion: 1,
-              tiers: [{ above: 32_000, inputPerMillion: 2, outputPerMillion: 12 }],
-            },
-          },
-        },
-      },
+      withTiers([{ above: 32_000, inputPerMillion: 2, outputPerMillion: 12 }]),
       'models.qwen-plus.price.tiers[0].above: unknown option',
     ],
     [

@@ -4,30 +4,18 @@
  * may wrap one as its cause: the client still waiting gets an answer. And a request that makes
  * several clients (a later req.qwenIdentity) follows its client with one listener.
  */
-import { createGuard, type Guard } from '@qwen-guard/core'
 import express from 'express'
 import type OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { Simulator } from '../../simulator/src/index.js'
-import { getStatus, guardOptions, listen, startSecretSimulator } from '../../../test/http-support.js'
+import { describe, expect, it } from 'vitest'
+import { getStatus, listen, simulatorGuardForFile, streamedText } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const messages = [{ role: 'user' as const, content: 'Hello there' }]
-let sim: Simulator
-let core: Guard
-
-beforeAll(async () => {
-  sim = await startSecretSimulator({ burst: false })
-  core = createGuard(guardOptions(sim))
-})
-afterAll(async () => {
-  await core?.close()
-  await sim?.close()
-})
+const core = simulatorGuardForFile()
 
 describe('guard.errors and a ClientGoneError from another request', () => {
   it('answers a request whose own client is still connected, even when the ClientGoneError came from another request', async () => {
-    const guard = qwenGuard(core)
+    const guard = qwenGuard(core())
     let cached: OpenAI | undefined
     let seen = ''
     const app = express()
@@ -39,14 +27,7 @@ describe('guard.errors and a ClientGoneError from another request', () => {
       })
       .get('/b', async (_req, res, next) => {
         try {
-          const stream = await cached!.chat.completions.create({
-            model: 'qwen-plus',
-            messages,
-            max_tokens: 5,
-            stream: true,
-          })
-          let text = ''
-          for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? ''
+          const text = await streamedText(cached!, messages)
           res.json({ text })
         } catch (error) {
           seen = `${(error as Error).name}/${((error as Error).cause as Error | undefined)?.name}`
@@ -67,7 +48,7 @@ describe('guard.errors and a ClientGoneError from another request', () => {
   })
 
   it('answers an app error that wraps a ClientGoneError as cause when this request is still connected', async () => {
-    const guard = qwenGuard(core)
+    const guard = qwenGuard(core())
     const app = express()
       .use(guard)
       .get('/c', (_req, _res, next) => {
@@ -88,7 +69,7 @@ describe('guard.errors and a ClientGoneError from another request', () => {
 
 describe('one client-gone listener per request, however many clients it builds', () => {
   it('does not add a res close listener per req.qwen rebuilt after reassigning req.qwenIdentity (batch route, 12 owners)', async () => {
-    const guard = qwenGuard(core)
+    const guard = qwenGuard(core())
     const warnings: string[] = []
     const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`)
     process.on('warning', onWarning)
