@@ -643,29 +643,43 @@ function imagesIn(part: { type?: unknown; video?: unknown }): number {
   return 0
 }
 
+/**
+ * A part's tokens: every payload it carries counts, whatever its `type`. Qwen reads a part by its
+ * type, so a field another type would read (a stray `text: ''` on an image) must not hide the media.
+ */
 function partTokens(part: unknown): number {
   if (typeof part === 'string') return estimateTextTokens(part)
-  if (part && typeof part === 'object') {
-    const p = part as { type?: unknown; text?: unknown; refusal?: unknown; video?: unknown }
-    if (typeof p.text === 'string') return estimateTextTokens(p.text)
-    if (typeof p.refusal === 'string') return estimateTextTokens(p.refusal)
-    const images = imagesIn(p)
-    if (images > 0) return images * IMAGE_PART_TOKENS
-    if (p.type === 'video_url' || p.type === 'video') return VIDEO_URL_PART_TOKENS
-    if (p.type === 'input_audio') return AUDIO_PART_TOKENS
-    if (p.type !== undefined) return OTHER_PART_TOKENS
-  }
-  return 0
+  if (!part || typeof part !== 'object') return 0
+  const p = part as { type?: unknown; text?: unknown; refusal?: unknown; video?: unknown }
+  let sum = imagesIn(p) * IMAGE_PART_TOKENS
+  if (typeof p.text === 'string') sum += estimateTextTokens(p.text)
+  if (typeof p.refusal === 'string') sum += estimateTextTokens(p.refusal)
+  if (p.type === 'video_url' || (p.type === 'video' && !Array.isArray(p.video))) sum += VIDEO_URL_PART_TOKENS
+  else if (p.type === 'input_audio') sum += AUDIO_PART_TOKENS
+  else if (p.type !== undefined && !KNOWN_PART_TYPES.has(p.type)) sum += OTHER_PART_TOKENS
+  return sum
 }
 
+/** Part types priced above by what they hold. */
+const KNOWN_PART_TYPES = new Set<unknown>(['text', 'refusal', 'image_url', 'video', 'video_url', 'input_audio'])
+
+/**
+ * A message's tokens: the template's wrapping, its content, and every other field Qwen's template
+ * renders into the prompt: `name`, tool calls (as JSON inside <tool_call> tags, ~4 tokens of wrapping
+ * each), the legacy `function_call` alike, and `reasoning_content` (Qwen3's template renders an
+ * assistant turn's reasoning after the last user message; counted wherever it is, the safe side).
+ */
 function messageTokens(message: ChatMessageLike): number {
   if (typeof message !== 'object' || message === null) return MESSAGE_OVERHEAD_TOKENS
   let sum = MESSAGE_OVERHEAD_TOKENS + contentTokens(message.content)
   if (typeof message.name === 'string') sum += estimateTextTokens(message.name) + 1
-  // Qwen's template renders tool calls as JSON inside <tool_call> tags (~4 tokens of wrapping each).
   if (Array.isArray(message.tool_calls)) {
     for (const call of message.tool_calls) sum += estimateTextTokens(jsonText(call)) + 4
   }
+  if (message.function_call !== undefined && message.function_call !== null)
+    sum += estimateTextTokens(jsonText(message.function_call)) + 4
+  if (message.reasoning_content !== undefined && message.reasoning_content !== null)
+    sum += contentTokens(message.reasoning_content)
   return sum
 }
 

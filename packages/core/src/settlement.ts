@@ -146,7 +146,7 @@ function countOrZero(value: number): number {
 
 /**
  * UTF-8 bytes of the text in chat messages: string contents, the text of content parts, names, tool
- * calls' names and arguments. Only what is surely sent as text counts (the template and media add
+ * calls' names and arguments (the legacy `function_call` too). Only what is surely sent as text counts (the template and media add
  * more), so the prompt floor it sets stays below any honest count. Anything not a string counts 0.
  */
 export function promptTextBytes(messages: unknown): number {
@@ -157,21 +157,22 @@ export function promptTextBytes(messages: unknown): number {
   }
   for (const message of messages as unknown[]) {
     if (typeof message !== 'object' || message === null) continue
-    const { content, name, tool_calls: calls } = message as Record<string, unknown>
+    const { content, name, tool_calls: calls, function_call: legacyCall } = message as Record<string, unknown>
     add(name)
     if (Array.isArray(content)) {
       for (const part of content as unknown[])
         if (typeof part === 'object' && part !== null) add((part as { text?: unknown }).text)
     } else add(content)
-    if (Array.isArray(calls)) {
-      for (const call of calls as unknown[]) {
-        const fn = typeof call === 'object' && call !== null ? (call as { function?: unknown }).function : undefined
-        if (typeof fn === 'object' && fn !== null) {
-          add((fn as { name?: unknown }).name)
-          add((fn as { arguments?: unknown }).arguments)
-        }
-      }
+    const addCall = (fn: unknown) => {
+      if (typeof fn !== 'object' || fn === null) return
+      add((fn as { name?: unknown }).name)
+      add((fn as { arguments?: unknown }).arguments)
     }
+    if (Array.isArray(calls)) {
+      for (const call of calls as unknown[])
+        addCall(typeof call === 'object' && call !== null ? (call as { function?: unknown }).function : undefined)
+    }
+    addCall(legacyCall)
   }
   return bytes
 }

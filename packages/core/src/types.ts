@@ -245,6 +245,10 @@ export interface ChatMessageLike {
   content?: unknown
   name?: string
   tool_calls?: unknown
+  /** The legacy form of an assistant's tool call (`{ name, arguments }`). */
+  function_call?: unknown
+  /** An assistant turn's reasoning (Qwen3 thinking models). */
+  reasoning_content?: unknown
 }
 
 /**

@@ -289,6 +289,38 @@ describe('estimatePromptTokens (chat template)', () => {
     )
   })
 
+  // Every payload a message or a part carries into Qwen's prompt is reserved, whichever other fields
+  // sit beside it: a field the estimate skips is input bought at no reservation.
+  const payload = 'lorem ipsum dolor sit amet '.repeat(400) // ~2,000 tokens
+  const alone = estimatePromptTokens([{ role: 'assistant', content: '' }])
+  it.each<[string, Record<string, unknown>]>([
+    ['string content', { content: payload }],
+    ['a text part', { content: [{ type: 'text', text: payload }] }],
+    ['a refusal part', { content: [{ type: 'refusal', refusal: payload }] }],
+    ['a name', { content: '', name: payload }],
+    ['tool call arguments', { tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: payload } }] }],
+    ['a legacy function_call', { function_call: { name: 'f', arguments: payload } }],
+    ['reasoning_content', { content: '', reasoning_content: payload }],
+  ])('counts %s', (_what, fields) => {
+    const message = { role: 'assistant', content: null, ...fields } as ChatMessageLike
+    expect(estimatePromptTokens([message]) - alone).toBeGreaterThan(1_500)
+  })
+
+  it.each([
+    { type: 'image_url', image_url: { url: 'https://x/y.png' } },
+    { type: 'video', video: ['https://x/1.png', 'https://x/2.png'] },
+    { type: 'video_url', video_url: { url: 'https://x/y.mp4' } },
+    { type: 'input_audio', input_audio: { data: 'https://x/y.mp3', format: 'mp3' } },
+    { type: 'some_future_type', data: 'x' },
+  ])('a $type part costs its media whatever text sits beside it', (part) => {
+    const cost = (p: unknown) => estimatePromptTokens([{ role: 'user', content: [p] }])
+    const media = cost(part)
+    expect(media).toBeGreaterThan(1_000)
+    expect(cost({ ...part, text: '' })).toBeGreaterThanOrEqual(media)
+    expect(cost({ ...part, refusal: '' })).toBeGreaterThanOrEqual(media)
+    expect(cost({ ...part, text: payload })).toBeGreaterThan(media + 1_500)
+  })
+
   it('counts tool definitions separately', () => {
     expect(estimateToolsTokens(undefined)).toBe(0)
     expect(estimateToolsTokens([])).toBe(0)
