@@ -144,7 +144,7 @@ export async function guardedCall(
       clock,
       decision: options.headers.decision,
     }
-    const ledger: CallLedger = { reachedAttempts: 0, settled: false }
+    const ledger: CallLedger = { reached: [], settled: false }
     try {
       const answered = await sendWithRetries(deps, identity, send, reservation, ledger, early?.slot)
       if (clock) deps.overhead?.(clock.seconds())
@@ -181,10 +181,28 @@ interface SendRequest {
 
 /** What a call's attempts left to charge when the call itself did not settle. */
 interface CallLedger {
-  /** Attempts that reached Qwen and then failed (timed out, or broke after Qwen accepted them). */
-  reachedAttempts: number
+  /**
+   * The model of each attempt that reached Qwen and then failed (timed out, or broke after Qwen
+   * accepted it): Qwen may have billed its prompt, at that model's price.
+   */
+  reached: string[]
   /** An attempt settled the caller's reservation (an answer, or a caller abort after sending). */
   settled: boolean
+}
+
+/**
+ * What the attempts that reached Qwen and failed may have been billed: their prompts, in tokens (at
+ * most the reservation, all together) and in USD, each priced as the one request Qwen billed it as, at
+ * its own model's price (a price tier applies per request: two prompts of 20k tokens are two requests
+ * at the lower tier, not one of 40k).
+ */
+function earlierAttempts(deps: CallDeps, plan: CallPlan, ledger: CallLedger): { tokens: number; usd: number } {
+  const count = ledger.reached.length
+  if (count === 0) return { tokens: 0, usd: 0 }
+  const tokens = Math.min(plan.reservedTokens, plan.promptTokens * count)
+  let usd = 0
+  for (const model of ledger.reached) usd += priceOf(deps.options.models[model]?.price, tokens / count, 0)
+  return { tokens, usd }
 }
 
 /**
@@ -199,9 +217,8 @@ async function chargeFailedCall(
   ledger: CallLedger,
 ): Promise<void> {
   const { plan } = send
-  if (ledger.reachedAttempts === 0) return reservation.cancel()
-  const tokens = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
-  const usd = priceOf(plan.model.price, tokens, 0)
+  if (ledger.reached.length === 0) return reservation.cancel()
+  const { tokens, usd } = earlierAttempts(deps, plan, ledger)
   await reservation.settle({ tokens, usd })
   deps.emit({
     type: 'settled',
@@ -249,7 +266,7 @@ async function sendWithRetries(
         // A stream's closing stops Qwen: the prompt part; Qwen may still have been working on it, so the
         // account's pace keeps the reservation.
         if (send.body.stream === true) {
-          ledger.reachedAttempts++
+          ledger.reached.push(slot.model)
           await slot.settle(plan.reservedTokens)
         } else await settlement.settle({ usage: undefined })
         throw deadlinePassed()
@@ -283,7 +300,7 @@ async function sendWithRetries(
       return outcome.answer(info, settlement)
     }
     lastRefusal = outcome.refusal
-    if (outcome.reached) ledger.reachedAttempts++
+    if (outcome.reached) ledger.reached.push(slot.model)
     await slot.fail(outcome.refusal)
     if (!outcome.refusal.retryable && !outcome.refusal.terminal) break
     if (attempt === options.upstream.maxAttempts || budgetSpent) break
@@ -761,14 +778,14 @@ function settlementFor(
         ceiling: usageCeiling(model?.contextWindow, plan.reservedTokens),
         ...('usage' in input ? { promptBytes: promptTextBytes(send.body.messages) } : {}),
       })
-      const earlier = Math.min(plan.reservedTokens, plan.promptTokens * ledger.reachedAttempts)
-      const usd = priceOf(model?.price, charge.promptTokens + earlier, charge.completionTokens)
+      const earlier = earlierAttempts(deps, plan, ledger)
+      const usd = priceOf(model?.price, charge.promptTokens, charge.completionTokens) + earlier.usd
       if (charge.usageInvalid)
         deps.emit({ type: 'usage_invalid', callId, identity, model: slot.model, reservedTokens: plan.reservedTokens })
       coalesceWrites(deps.options.store.redis)
       deps.usage?.settled(slot, charge) // fire-and-forget, in the same corked write as the settlement
       await Promise.all([
-        reservation.settle({ tokens: charge.tokens + earlier, usd }).catch(() => undefined),
+        reservation.settle({ tokens: charge.tokens + earlier.tokens, usd }).catch(() => undefined),
         slot.settle(charge.tokens).catch(() => undefined),
       ])
       deps.emit({
@@ -777,7 +794,7 @@ function settlementFor(
         identity,
         model: slot.model,
         reservedTokens: plan.reservedTokens,
-        usedTokens: charge.tokens + earlier,
+        usedTokens: charge.tokens + earlier.tokens,
         basis: charge.basis,
       })
     },

@@ -305,3 +305,48 @@ describe('price tiers and a retried call', () => {
     expect(spent).toBeLessThanOrEqual(2 * perAttempt + 1e-5)
   })
 })
+
+describe('a failed call whose attempts reached Qwen', () => {
+  // Each attempt that reached Qwen may have been billed its prompt at the price of the model it was
+  // sent to: a dearer fallback's attempt must not be charged at the requested model's price.
+  it('charges each attempt at the price of the model it went to', async () => {
+    const stub: UpstreamStub = await startUpstreamStub()
+    open.push(stub)
+    const guard = createGuard({
+      upstream: {
+        baseURL: stub.baseURL,
+        accounts: [{ id: ACCOUNT, apiKey: KEY }],
+        rampUp: false,
+        timeoutMs: 5_000,
+        maxAttempts: 3,
+      },
+      models: {
+        // A minute's tokens the call can never fit in: every attempt goes to the fallback.
+        'qwen-plus': { tpm: 300, price: { inputPerMillion: 1, outputPerMillion: 1 }, fallback: ['qwen-max'] },
+        'qwen-max': { price: { inputPerMillion: 100, outputPerMillion: 100 } },
+      },
+      quotas: { user: { usdPerDay: 100, tpm: 1_000_000 } },
+    })
+    open.push(guard)
+    const models: string[] = []
+    stub.handle = (_req, res, text) => {
+      models.push((JSON.parse(text) as { model: string }).model)
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end('{"object":"chat.completion"}') // accepted, then no completion: Qwen's failure
+    }
+    const body = {
+      model: 'qwen-plus',
+      max_tokens: 10,
+      messages: [{ role: 'user' as const, content: 'hello '.repeat(500) }],
+    }
+    const before = left(await guard.state({ user: 'u-fb' }), 'usdPerDay')!
+    await expect(guard.client({ user: 'u-fb' }).chat.completions.create(body)).rejects.toMatchObject({ status: 502 })
+    await new Promise((r) => setTimeout(r, 50))
+    expect(models).toEqual(['qwen-max', 'qwen-max', 'qwen-max'])
+    const spent = before - left(await guard.state({ user: 'u-fb' }), 'usdPerDay')!
+    const prompt = 500 // at least: 'hello ' is a token
+    // Three prompts reached Qwen; a failed call is charged at most its reservation's tokens (about one
+    // prompt here), and those at qwen-max's price, not qwen-plus's hundredth of it.
+    expect(spent).toBeGreaterThanOrEqual((prompt * 100) / 1_000_000)
+  })
+})
