@@ -102,11 +102,13 @@ export async function guardedCall(
   callOptions: InternalCallOptions = {},
 ): Promise<GuardedResponse> {
   const { options } = deps
-  // Waits (the quota's lease, the queue, backoff) end when either signal aborts, and so does a stream;
-  // a JSON call already sent follows only the caller's own signal (CallOptions.clientGone).
+  // Waits (the quota's lease, the queue, backoff) end when either signal aborts, and so does a stream.
+  // A JSON call already sent follows neither: Qwen goes on with it and bills it whatever the caller
+  // does, so the guard goes on too, settles it from its usage and holds its lease until then (the
+  // caller's own promise rejects at once, below).
   const either = eitherSignal(callOptions.signal, callOptions.clientGone)
   const signal = either.signal
-  const sendSignal = body.stream === true ? signal : callOptions.signal
+  const sendSignal = body.stream === true ? signal : undefined
   const callId = callOptions.callId ?? newCallId()
   const clock = deps.overhead ? new OwnTime() : undefined
   try {
@@ -145,15 +147,12 @@ export async function guardedCall(
       decision: options.headers.decision,
     }
     const ledger: CallLedger = { reached: [], settled: false }
-    try {
-      const answered = await sendWithRetries(deps, identity, send, reservation, ledger, early?.slot)
-      if (clock) deps.overhead?.(clock.seconds())
-      return answered
-    } catch (error) {
-      if (!ledger.settled) await chargeFailedCall(deps, identity, send, reservation, ledger)
-      if (isQwenGuardError(error)) emitRefused(deps, identity, plan.model.name, callId, error)
-      throw error
-    }
+    const answering = answerOrCharge(deps, identity, send, reservation, ledger, early?.slot)
+    const answered = await (sendSignal === undefined && callOptions.signal
+      ? unlessAborted(answering, callOptions.signal)
+      : answering)
+    if (clock) deps.overhead?.(clock.seconds())
+    return answered
   } catch (error) {
     either.unlink()
     if (options.headers.decision && isQwenGuardError(error)) markRefusal(error, callId)
@@ -161,12 +160,56 @@ export async function guardedCall(
   }
 }
 
+/** The call's attempts; when none answers, what they left to charge is charged (chargeFailedCall). */
+async function answerOrCharge(
+  deps: CallDeps,
+  identity: Identity,
+  send: SendRequest,
+  reservation: QuotaReservation,
+  ledger: CallLedger,
+  firstSlot: Promise<UpstreamSlot> | undefined,
+): Promise<GuardedResponse> {
+  try {
+    return await sendWithRetries(deps, identity, send, reservation, ledger, firstSlot)
+  } catch (error) {
+    send.unlink()
+    if (!ledger.settled) await chargeFailedCall(deps, identity, send, reservation, ledger)
+    if (isQwenGuardError(error)) emitRefused(deps, identity, send.plan.model.name, send.callId, error)
+    throw error
+  }
+}
+
+/**
+ * `work`, or a rejection with the signal's reason as soon as it aborts: the caller stops waiting for a
+ * JSON call the guard goes on with (its outcome, then, is nobody's: handled here).
+ */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const leave = () => {
+      work.catch(() => undefined)
+      reject(signal.reason)
+    }
+    if (signal.aborted) return leave()
+    signal.addEventListener('abort', leave, { once: true })
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', leave)
+        resolve(value)
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', leave)
+        reject(error)
+      },
+    )
+  })
+}
+
 /** One call's request, as every attempt sends it. */
 interface SendRequest {
   body: Record<string, unknown>
   text: string | undefined
   plan: CallPlan
-  /** Followed by the upstream request and the stream (CallOptions.signal; a stream's clientGone too). */
+  /** Followed by a stream's upstream request and the stream itself (CallOptions.signal and clientGone); none for a JSON call. */
   signal: AbortSignal | undefined
   /** Followed by every wait: the queue, backoff (CallOptions.signal and clientGone). */
   waitSignal: AbortSignal | undefined
@@ -253,10 +296,9 @@ async function sendWithRetries(
       outcome = await sendOnce(deps, slot, send, deadline)
     } catch (error) {
       if (error instanceof CallerAborted) {
-        // Closing a stream's connection stops Qwen: it is charged what it streamed (nothing yet).
-        // A JSON call goes on and is billed whatever the caller does, and its answer is never seen:
-        // both ledgers keep the reservation, so aborting cannot buy output at the price of a prompt.
-        await settlement.settle(send.body.stream === true ? { streamedCompletionTokens: 0 } : { usage: undefined })
+        // Only a stream follows the caller once sent: closing its connection stops Qwen, so it is
+        // charged what it streamed (nothing yet).
+        await settlement.settle({ streamedCompletionTokens: 0 })
         throw error.reason
       }
       if (error instanceof AttemptTimedOut) {

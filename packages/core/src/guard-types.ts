@@ -42,15 +42,18 @@ export interface GuardedResponse {
 
 export interface CallOptions {
   /**
-   * Aborts queueing and the upstream call. Once the answer is returned, aborting it ends a stream at
+   * Aborts the call: queueing ends, a stream's upstream request is closed (which stops Qwen) and the
+   * call rejects with the signal's reason. Once the answer is returned, aborting it ends a stream at
    * once (read or not): the call is settled from what was streamed and its concurrency lease released.
+   * A JSON call already sent rejects at once too, but Qwen goes on with it and bills it whatever
+   * happens: the guard lets it run to its answer, settles it from Qwen's usage and holds its
+   * concurrency lease until then (aborting cannot run more calls at once than `concurrency`).
    */
   signal?: AbortSignal
   /**
    * Aborts when the caller's own client went away (the relay and `req.qwen` / `ctx.qwen` pass the
-   * request's): queueing ends and a stream stops (settled from what was streamed), as with `signal`,
-   * but a JSON call already sent runs to its answer and is settled from Qwen's usage, its answer
-   * dropped (Qwen bills it whatever happens, and aborting it would charge the whole reservation).
+   * request's): queueing ends and a stream stops (settled from what was streamed), as with `signal`;
+   * a JSON call already sent runs to its answer and is settled from Qwen's usage, its answer dropped.
    */
   clientGone?: AbortSignal
   /**

@@ -226,24 +226,38 @@ describe("guardedCall: the deadline and the caller's signal", () => {
     expect(s.settle).toHaveBeenCalledTimes(1)
   })
 
-  it("tells the caller's own abort from the deadline", async () => {
+  it("tells a stream caller's own abort from the deadline", async () => {
     const { deps, slot: s, fetch } = hanging()
     const caller = new AbortController()
-    const call = guardedCall(deps, { user: 'u' }, body, { signal: caller.signal })
+    const call = guardedCall(deps, { user: 'u' }, { ...body, stream: true }, { signal: caller.signal })
     await vi.waitFor(() => expect(fetch).toHaveBeenCalled())
     caller.abort(new Error('client gone'))
     await expect(call).rejects.toThrow('client gone')
     expect(s.settle).toHaveBeenCalledWith(expect.any(Number))
   })
 
-  it('follows a plain signal with a controller of its own', async () => {
+  it("follows a stream caller's plain signal with a controller of its own", async () => {
     const { deps, upstreamSignal } = hanging()
     const caller = new AbortController()
-    const call = guardedCall(deps, { user: 'u' }, body, { signal: caller.signal })
+    const call = guardedCall(deps, { user: 'u' }, { ...body, stream: true }, { signal: caller.signal })
     await vi.waitFor(() => expect(upstreamSignal()).toBeDefined())
     expect(upstreamSignal()).not.toBe(caller.signal)
     caller.abort(new Error('client gone'))
     await expect(call).rejects.toThrow('client gone')
     expect(upstreamSignal()?.aborted).toBe(true)
+  })
+
+  it('rejects a JSON call at its abort, while the request Qwen goes on with runs on (here, to its deadline)', async () => {
+    const { deps, slot: s, upstreamSignal } = hanging()
+    deps.options = { ...deps.options, upstream: { ...deps.options.upstream, timeoutMs: 300 } }
+    const caller = new AbortController()
+    const call = guardedCall(deps, { user: 'u' }, body, { signal: caller.signal })
+    await vi.waitFor(() => expect(upstreamSignal()).toBeDefined())
+    caller.abort(new Error('client gone'))
+    await expect(call).rejects.toThrow('client gone')
+    expect(upstreamSignal()?.aborted).toBe(false)
+    expect(s.settle).not.toHaveBeenCalled() // its lease and pace are held while Qwen may still run it
+    await vi.waitFor(() => expect(s.settle).toHaveBeenCalledTimes(1))
+    expect(upstreamSignal()?.aborted).toBe(true) // the deadline, not the caller
   })
 })

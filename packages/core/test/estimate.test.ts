@@ -298,7 +298,10 @@ describe('estimatePromptTokens (chat template)', () => {
     ['a text part', { content: [{ type: 'text', text: payload }] }],
     ['a refusal part', { content: [{ type: 'refusal', refusal: payload }] }],
     ['a name', { content: '', name: payload }],
-    ['tool call arguments', { tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: payload } }] }],
+    [
+      'tool call arguments',
+      { tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: payload } }] },
+    ],
     ['a legacy function_call', { function_call: { name: 'f', arguments: payload } }],
     ['reasoning_content', { content: '', reasoning_content: payload }],
   ])('counts %s', (_what, fields) => {
