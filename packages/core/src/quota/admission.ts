@@ -5,6 +5,7 @@
 import {
   blocksAfter,
   blocksBefore,
+  chargeEndedWindowsAgain,
   consumeAll,
   readAll,
   refundAll,
@@ -12,6 +13,7 @@ import {
   type Charge,
   type Reading,
 } from './counters.js'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { isQwenGuardError, type QwenGuardError } from '../errors.js'
 import { createLeaseStore, type Lease, type LeaseAttempt, type LeaseCount, type LeaseStore } from './lease.js'
 import { LeaseWaiters } from './lease-wait.js'
@@ -356,10 +358,38 @@ export class QuotaAdmission {
         h.lease = attempt.lease
         h.count = attempt.count
       }
+      await this.chargeEndedAgain(readings, until, context.signal)
     } catch (error) {
       // The client went away (its abort reason is thrown) or the store failed: give everything back.
       await this.undo(readings, held)
       throw error
+    }
+  }
+
+  /**
+   * After a wait: the call is sent now, so it must count now. A window that ended during the wait no
+   * longer holds its charge (rps 1: waiters charged in three seconds would all be sent in one), so it
+   * is charged again in the window current now (chargeEndedWindowsAgain), waiting there for room
+   * until `until` (an over charge is left to expire with its window: that window was full anyway).
+   * Still over at the end: the caller refuses. Rejects with the caller's abort reason, or 503 when the
+   * store fails.
+   */
+  private async chargeEndedAgain(readings: Reading[], until: number, signal: AbortSignal | undefined): Promise<void> {
+    for (;;) {
+      try {
+        await chargeEndedWindowsAgain(readings, this.onStoreError)
+      } catch (error) {
+        throw asUnavailable(error, this.store)
+      }
+      const over = readings.filter(blocksAfter)
+      if (over.length === 0) return
+      const ms = Math.max(...over.map(waitMs))
+      if (Date.now() + ms >= until) return
+      try {
+        await sleep(ms, undefined, signal ? { signal } : undefined)
+      } catch (error) {
+        throw signal?.aborted ? signal.reason : error
+      }
     }
   }
 

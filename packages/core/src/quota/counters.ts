@@ -11,7 +11,7 @@
  */
 import type { RateLimiterRes } from 'rate-limiter-flexible'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ADJUST_SLACK_MS, type Counted, type CountOptions, type Counter } from '../store.js'
+import { ADJUST_SLACK_MS, type Counted, type Counter } from '../store.js'
 import { dailyKey, utcDay, type WindowSpec } from './windows.js'
 
 /** One counter a call is charged on. Points are integers (see windows.ts toPoints). */
@@ -135,21 +135,51 @@ export async function adjust(reading: Reading, points: number, onError: (error: 
 async function lateCharge(charge: Charge, points: number, endsAt: number): Promise<boolean> {
   const wait = endsAt - Date.now()
   if (wait > 0) await sleep(wait + 1, undefined, { ref: false })
-  const { key, options } = currentWindow(charge, Date.now())
+  const { key, options } = chargeAt(charge, Date.now())
   await charge.counter.consume(key, points, options)
   return true
 }
 
-/** Where a charge made at `now` goes: the same key, or that day's for a daily window. */
-function currentWindow(charge: Charge, now: number): { key: string; options: CountOptions } {
-  if (charge.dayMsLeft === undefined) return { key: charge.key, options: charge.options }
+/** The charge as made at `now`: the same, or for a daily window that day's key and time left. */
+function chargeAt(charge: Charge, now: number): Charge {
+  if (charge.dayMsLeft === undefined) return charge
   const day = utcDay(now)
-  return { key: dailyKey(charge.tag, day), options: { customDuration: day.customDuration } }
+  return {
+    ...charge,
+    key: dailyKey(charge.tag, day),
+    options: { customDuration: day.customDuration },
+    dayMsLeft: day.msLeft,
+    dayEndsAt: now + day.msLeft,
+  }
 }
 
 /** Refunds every charge in full (rollback and cancel). */
 export async function refundAll(readings: readonly Reading[], onError: (error: unknown) => void): Promise<void> {
   await Promise.all(readings.map((reading) => adjust(reading, -reading.charge.points, onError)))
+}
+
+/**
+ * Charges again, in the window current now, every charge whose window has ended (or ends within
+ * REFUND_MARGIN_MS) since it was made: a call that waited (for a concurrency lease) after being
+ * charged is sent now, and a window that no longer holds its charge would let the next window admit
+ * a whole limit beside it (rps 1: waiters charged in three seconds sent in one). The ended window's
+ * charge has gone with it (nothing to refund); `readings` is updated in place, so the call settles
+ * and reports the windows it now counts in. Rejects with the store's error after refunding the new
+ * charges made so far.
+ */
+export async function chargeEndedWindowsAgain(readings: Reading[], onError: (error: unknown) => void): Promise<void> {
+  const now = Date.now()
+  const ended = readings
+    .map((reading, index) => ({ reading, index }))
+    .filter(
+      ({ reading }) => Math.min(reading.windowEndAt, reading.charge.dayEndsAt ?? Infinity) - now <= REFUND_MARGIN_MS,
+    )
+  if (ended.length === 0) return
+  const { readings: again } = await consumeAll(
+    ended.map(({ reading }) => chargeAt(reading.charge, now)),
+    onError,
+  )
+  ended.forEach(({ index }, i) => (readings[index] = again[i] as Reading))
 }
 
 /** What `consumeAll` did: every counter charged, and the ones now over their limit. */

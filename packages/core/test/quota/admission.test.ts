@@ -3,7 +3,8 @@ import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible'
 import { describeEachStore } from '../../../../test/support/redis.js'
 import { QwenGuardError } from '../../src/errors.js'
 import { spokenWait } from '../../src/quota/refusal.js'
-import { admissionFactory, cost, dim, refusalOf, sleep } from './support.js'
+import type { ResolvedOptions } from '../../src/types.js'
+import { admissionFactory, cost, dim, refusalOf, resolvedFor, sleep } from './support.js'
 
 describeEachStore('QuotaAdmission', (kind) => {
   const stores = admissionFactory(kind)
@@ -46,6 +47,27 @@ describeEachStore('QuotaAdmission', (kind) => {
     expect(error.retryAfterMs).toBeLessThanOrEqual(1_000)
     await sleep(error.retryAfterMs)
     await expect(admission.reserve({ user: 'u1' }, cost(1))).resolves.toBeDefined()
+  })
+
+  it('counts a call that waited for a lease in the windows current when it got it (a window that ended meanwhile is charged again)', async () => {
+    const quotas = { user: { rps: 2, concurrency: 1 } }
+    const prefix = `recharge-${kind}-${Math.random().toString(36).slice(2)}`
+    const options = {
+      ...resolvedFor(quotas, { redis: stores.redis, prefix }),
+      queue: { waitForConcurrency: true, maxWaitMs: 5_000, maxSize: 100 },
+    } as ResolvedOptions
+    const { admission } = stores.make(quotas, { prefix, options })
+    const first = await admission.reserve({ user: 'u1' }, cost(1))
+    const waiting = admission.reserve({ user: 'u1' }, cost(1)) // charged in this second, then waits
+    await sleep(1_300) // that second's window has ended
+    expect(dim(await admission.state({ user: 'u1' }), 'rps').remaining).toBe(2)
+    await first.settle({ tokens: 1, usd: 0 })
+    const second = await waiting
+    // Sent now, so counted now: without it, this second would admit two more calls beside it.
+    expect(dim(await admission.state({ user: 'u1' }), 'rps').remaining).toBe(1)
+    await second.settle({ tokens: 1, usd: 0 })
+    await admission.reserve({ user: 'u1' }, cost(1)).then((r) => r.cancel())
+    expect(dim(await admission.state({ user: 'u1' }), 'rps').remaining).toBe(1) // a cancel gives its request back
   })
 
   for (const precheck of [true, false, 'auto'] as const) {
