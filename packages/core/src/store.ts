@@ -28,6 +28,7 @@ import {
   type RateLimiterAbstract,
   type RateLimiterRes,
 } from 'rate-limiter-flexible'
+import { newCallId } from './call-id.js'
 import { storeUnavailable, type QwenGuardError } from './errors.js'
 import type { GuardEvent, ResolvedOptions } from './types.js'
 
@@ -529,15 +530,36 @@ export interface Counter {
  * Adds ARGV[1] to KEYS[1] only while the key lives more than ARGV[2] ms and at most ARGV[3] ms:
  * the window charged and no later one. An INCRBY on an expired key would create a key without
  * expiry (or start the next window negative: more admitted than the limit).
+ *
+ * Once only: KEYS[2] marks the correction applied (for at most ARGV[4] ms). ioredis sends a command
+ * again when the connection dropped before its reply came (`autoResendUnfulfilledCommands`): a
+ * refund run twice would give back room that was never taken (a user past their limit).
  */
 const ADJUST_LUA = `local ttl = redis.call('PTTL', KEYS[1])
 if ttl > tonumber(ARGV[2]) and ttl <= tonumber(ARGV[3]) then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', math.min(ttl, tonumber(ARGV[4]))) then
+    return tonumber(redis.call('GET', KEYS[1]))
+  end
   return redis.call('INCRBY', KEYS[1], ARGV[1])
 end
 return false`
 
+/**
+ * How long a correction's applied-mark lives (ms), at most: far longer than ioredis takes to
+ * reconnect and send a command again, short enough that the marks (one small key per correction)
+ * stay few: at 1,000 corrections a second, 60,000 keys.
+ */
+const CORRECTION_MARK_MS = 60_000
+
 interface AdjustCommand {
-  qgAdjust(key: string, points: string, minMs: string, maxMs: string): Promise<number | null>
+  qgAdjust(
+    key: string,
+    mark: string,
+    points: string,
+    minMs: string,
+    maxMs: string,
+    markMs: string,
+  ): Promise<number | null>
 }
 
 /** Makes the counters of one guard (one per name, cached). */
@@ -552,7 +574,7 @@ export interface LimiterFactory {
 export function createLimiterFactory(store: GuardStore): LimiterFactory {
   const { redis, prefix, policy } = store
   const cache = new Map<string, Counter>()
-  if (redis) redis.defineCommand('qgAdjust', { numberOfKeys: 1, lua: ADJUST_LUA })
+  if (redis) redis.defineCommand('qgAdjust', { numberOfKeys: 2, lua: ADJUST_LUA })
   const adjustCommand = redis as unknown as AdjustCommand | undefined
 
   // Memory windows cannot be reached late: the caller's own clock check (quota/counters.ts) suffices.
@@ -617,9 +639,12 @@ export function createLimiterFactory(store: GuardStore): LimiterFactory {
       () =>
         (adjustCommand as AdjustCommand).qgAdjust(
           rlKey,
+          // Beside its counter (the same hash tag, so the same Cluster slot); unique per correction.
+          `${rlKey}:applied:${newCallId()}`,
           String(points),
           String(Math.floor(window.minMs)),
           String(Math.ceil(window.maxMs)),
+          String(CORRECTION_MARK_MS),
         ),
       undefined,
       true,

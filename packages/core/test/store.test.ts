@@ -53,6 +53,36 @@ describeRedis('createLimiterFactory on Redis', () => {
   })
 })
 
+describeRedis('a correction sent twice', () => {
+  const { redis, prefix } = redisClient()
+  it('is applied once: ioredis sends a command again when its reply was lost, and a refund run twice gives back room never taken', async () => {
+    const factory = createLimiterFactory(
+      createGuardStore({ redis: redis as never, prefix, onError: 'closed' }, () => {}),
+    )
+    // What the factory sends, captured so that it can be sent again exactly as ioredis would.
+    const client = redis as unknown as Record<string, (...args: string[]) => Promise<unknown>>
+    const send = client.qgAdjust!.bind(redis)
+    const sent: string[][] = []
+    client.qgAdjust = (...args: string[]) => {
+      sent.push(args)
+      return send(...args)
+    }
+    try {
+      const counter = factory.counter({ name: 'user:tpm', durationSeconds: 60 })
+      const charged = await counter.consume('twice', 300, {})
+      const window = { minMs: 200, maxMs: (charged.res?.msBeforeNext ?? 0) + 100 }
+      expect(await counter.adjust('twice', -295, {}, false, window)).toBe(true)
+      expect(await counter.adjust('twice', 40, {}, false, window)).toBe(true)
+      expect(await redis.get(`${prefix}:user:tpm:twice`)).toBe('45')
+      for (const args of sent) await send(...args) // both corrections, resent
+      expect(await redis.get(`${prefix}:user:tpm:twice`)).toBe('45')
+    } finally {
+      client.qgAdjust = send
+      factory.close()
+    }
+  })
+})
+
 describe('Redis failure policy (client on a closed port)', () => {
   let dead: Redis
   const admissions: QuotaAdmission[] = []

@@ -9,11 +9,14 @@
  * to that clock, so a local timer of that length is right whatever the skew. (Redis >= 5 replicates
  * script effects, which makes TIME legal in a writing script.)
  *
- * ARGV: op ('take' | 'dry' | 'settle'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
+ * ARGV: op ('take' | 'dry' | 'settle' | 'absorb'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
  * rampFactor (0 = off), spacing, tokenSpacing, second (unstretched, ms), jitter (this process's
- * measured allowance J, ms), backdate (ms), then: take/dry -> tokens; settle -> id, requests, tokens.
+ * measured allowance J, ms), backdate (ms), then: take/dry -> tokens; settle -> id, requests, tokens;
+ * absorb -> n, then n x (ageMs, requests, tokens): sends made elsewhere (a process's memory meter
+ * while Redis did not answer), recorded ageMs before now (no earlier than the newest entry, so the
+ * list stays in time order: at worst a send counts a little longer than it should).
  * Returns take: {1, id, lateMs, fractions...}; dry: {1, '-1', '0', fractions...}; blocked: {0, waitMs ('-1' =
- * never), reason, fractions...}; settle: {2}. A take records its entry up to `backdate` ms before now,
+ * never), reason, fractions...}; settle: {2}; absorb: {3}. A take records its entry up to `backdate` ms before now,
  * at the moment it became admissible (sliding-log.ts, "Entry time"), and returns how far back.
  * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers).
  *
@@ -81,6 +84,24 @@ local function parse(v)
 end
 local function entry(id) return parse(redis.call('LINDEX', L, id - base)) end
 
+if op == 'absorb' then
+  -- Appended after every cursor, so counted in every window; the scan below drops what a window
+  -- no longer holds.
+  local newest = -1e18
+  if stop > base then newest = entry(stop - 1) end
+  for i = 0, tonumber(ARGV[17]) - 1 do
+    local at = math.max(now - tonumber(ARGV[18 + 3 * i]), newest)
+    local nr, nk = tonumber(ARGV[19 + 3 * i]), tonumber(ARGV[20 + 3 * i])
+    redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, nr, nk))
+    newest = tonumber(string.format('%.3f', at))
+    stop = stop + 1
+    for w = 1, 4 do
+      R[w] = R[w] + nr
+      K[w] = K[w] + nk
+    end
+  end
+end
+
 for w = 1, 4 do
   local c = C[w]
   while c > base do
@@ -123,6 +144,11 @@ local function save()
   local ttl = math.ceil(lens[2] + 60000)
   redis.call('PEXPIRE', H, ttl)
   redis.call('PEXPIRE', L, ttl)
+end
+
+if op == 'absorb' then
+  save()
+  return { 3 }
 end
 
 if op == 'settle' then

@@ -30,7 +30,7 @@ export interface Meter {
 }
 
 export class MemoryMeter implements Meter {
-  readonly log = new SlidingLog()
+  log = new SlidingLog()
 
   constructor(private readonly now: () => number) {}
 
@@ -50,6 +50,16 @@ export class MemoryMeter implements Meter {
 
   usedFraction(limits: PaceLimits): number {
     return this.log.fractionAt(this.now(), limits)
+  }
+
+  /** The sends the minute window still holds (SlidingLog.recent). */
+  recent(limits: PaceLimits): ReturnType<SlidingLog['recent']> {
+    return this.log.recent(this.now(), limits)
+  }
+
+  /** Starts over with nothing counted (its sends were handed to another meter). */
+  forget(): void {
+    this.log = new SlidingLog()
   }
 
   usedFractions(limits: PaceLimits): DimensionFractions {

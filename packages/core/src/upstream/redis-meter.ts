@@ -16,6 +16,9 @@ import type { BlockReason, DimensionFractions } from './sliding-log.js'
 const SCRIPT_SHA = createHash('sha1').update(METER_LUA).digest('hex')
 
 export class RedisMeter implements Meter {
+  /** Sends were paced on the memory meter (an outage): Redis must take them over before the next take. */
+  private pacedInMemory = false
+  private handingOver: Promise<void> | undefined
   private lastFraction = 0
   private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
   private readonly redis: RedisConnection
@@ -34,14 +37,40 @@ export class RedisMeter implements Meter {
     const args = [dry ? 'dry' : 'take', ...limitArgs(limits), String(tokens)]
     return this.store.attempt(
       this.keys[0],
-      async () => this.decode(await this.sendTake(args), limits),
-      () => this.fallback.takeSync(tokens, limits, dry),
+      async () => {
+        if (this.pacedInMemory) await (this.handingOver ??= this.handOver(limits))
+        return this.decode(await this.sendTake(args), limits)
+      },
+      () => {
+        this.pacedInMemory ||= !dry
+        return this.fallback.takeSync(tokens, limits, dry)
+      },
       // Taken after its timeout: the call was paced in memory (or refused) meanwhile, so nobody
       // will send on this take. Settle it to nothing.
       (late) => {
         if (late.ok) void late.ticket.recount(0, 0)
       },
     )
+  }
+
+  /**
+   * Redis answers again: the sends this process paced on its memory meter meanwhile are added to the
+   * shared log (they are in Qwen's windows too: forgotten, one instance alone would send a whole
+   * minute's limit beside them), then the memory meter starts over. Rejects (the take falls back
+   * again, the sends kept for the next try) when Redis fails again.
+   */
+  private async handOver(limits: PaceLimits): Promise<void> {
+    try {
+      const sends = this.fallback.recent(limits)
+      if (sends.length > 0) {
+        const triples = sends.flatMap((s) => [String(s.ageMs), String(s.requests), String(s.tokens)])
+        await this.send(['absorb', ...limitArgs(limits), String(sends.length), ...triples])
+      }
+      this.fallback.forget()
+      this.pacedInMemory = false
+    } finally {
+      this.handingOver = undefined
+    }
   }
 
   usedFraction(limits: PaceLimits): number {

@@ -154,6 +154,22 @@ export class SlidingLog {
     }
   }
 
+  /**
+   * The sends the minute window still holds at `now`, oldest first: how long ago each was recorded
+   * (ms), and what it counts (the Redis meter takes them over after an outage: redis-meter.ts).
+   */
+  recent(now: number, limits: PaceLimits): Array<{ ageMs: number; requests: number; tokens: number }> {
+    now = this.advance(now, limits)
+    const out: Array<{ ageMs: number; requests: number; tokens: number }> = []
+    const end = this.base + this.times.length
+    for (let c = this.cursor[MINUTE]!; c < end; c++) {
+      const i = c - this.base
+      if (this.reqs[i]! > 0 || this.toks[i]! > 0)
+        out.push({ ageMs: now - this.times[i]!, requests: this.reqs[i]!, tokens: this.toks[i]! })
+    }
+    return out
+  }
+
   /** Requests in the ramp's last second and the second before it (for tests and state). */
   rampCounts(now: number, limits: PaceLimits): { cur: number; prev: number } {
     this.advance(now, limits)
