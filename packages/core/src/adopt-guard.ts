@@ -1,7 +1,7 @@
 import { createGuard } from './guard.js'
 import type { Guard } from './guard-types.js'
 import type { AttachOptions } from './client/lazy-client.js'
-import { identityOrDefault } from './identity.js'
+import { identityOrDefault, namesUser } from './identity.js'
 import { QwenGuardConfigError } from './options.js'
 import type { GuardOptions, Identity } from './types.js'
 
@@ -30,31 +30,37 @@ export interface AdoptedGuard<Request> {
    * The identity a request is charged to: the app's `identify` (sync stays sync), checked by
    * `identityOrDefault`, or the default identity when the app gave none. A missing, null, empty or
    * blank `user` becomes the default's (the client address); a non-string part throws a TypeError
-   * (an async `identify` rejects with it), a part over 256 characters a RangeError.
+   * (an async `identify` rejects with it); a part over 256 characters is keyed by its SHA-256.
    */
   identify: (request: Request) => Identity | Promise<Identity>
 }
 
 /** What an adapter's middleware learned from `identify`: the identity, or the failure to throw where it is read. */
-export type KnownIdentity = Pick<AttachOptions<object>, 'identity' | 'failure'>
+export type KnownIdentity = Pick<AttachOptions<object>, 'identity' | 'failure' | 'recheck'>
+
+/** Identities an adopted `identify` completed with the default user: the app's own named none. */
+const defaulted = new WeakSet<Identity>()
 
 /**
  * Runs an adopted `identify` for a middleware, never throwing: `{ identity }`, or `{ failure }` when it
  * threw, rejected or returned a bad part (attachLazyClient throws it where the identity is read, so a
  * route that never calls Qwen is not failed by it). Synchronous when `identify` is; otherwise a
- * native Promise.
+ * native Promise. A synchronous `identify` that threw or named no user is asked again where the
+ * identity is first read (`recheck`): an auth middleware mounted after the guard, or on the route
+ * itself, has set the user by then (else every such call would be charged to the client address).
  */
 export function knownIdentity<Request>(
   identify: (request: Request) => Identity | Promise<Identity>,
   request: Request,
 ): KnownIdentity | Promise<KnownIdentity> {
   let result: Identity | Promise<Identity>
+  const recheck = () => identify(request)
   try {
     result = identify(request)
   } catch (error) {
-    return { failure: { error } }
+    return { failure: { error }, recheck }
   }
-  if (!isPromise(result)) return { identity: result }
+  if (!isPromise(result)) return defaulted.has(result) ? { identity: result, recheck } : { identity: result }
   return Promise.resolve(result).then(
     (identity) => ({ identity }),
     (error: unknown) => ({ failure: { error } }),
@@ -124,8 +130,11 @@ export function adoptGuard<Request>(
   if (!custom) return { guard, owned, custom: false, identify: fallback }
   const appIdentify = custom
   const identify = (request: Request): Identity | Promise<Identity> => {
-    const checked = (identity: Identity | undefined) =>
-      identityOrDefault(identity, () => fallback(request), 'identify()')
+    const checked = (identity: Identity | undefined) => {
+      const found = identityOrDefault(identity, () => fallback(request), 'identify()')
+      if (!namesUser(identity)) defaulted.add(found)
+      return found
+    }
     const result = appIdentify(request)
     return isPromise(result) ? result.then(checked) : checked(result)
   }

@@ -89,10 +89,9 @@ export interface Guard {
    *
    * Every method taking an identity (`client`, `fetch`, `call`, `check`, `state`) needs `user`, a
    * non-blank string (a missing user would mean no user limits); `key` is optional (empty means
-   * none). Each part is at most 256 characters.
+   * none). A part longer than 256 characters is keyed by its SHA-256 (`sha256:...`, 50 characters).
    * @throws TypeError when `user` is missing or blank, or a part is not a string
    *   (`identity.user must be a string, got number`); `call`, `check` and `state` reject with it
-   * @throws RangeError when a part is longer than 256 characters
    *
    * `options.clientGone`: every call of this client follows it as `CallOptions.clientGone` (the
    * adapters' `req.qwen` / `ctx.qwen` pass the request's: the client going away). A client with it is

@@ -8,14 +8,17 @@
  * - The adapters and the relay fall back to the default identity (the client address) when `user`
  *   is missing, null, empty or only whitespace.
  * - Everywhere: a part that is not a string is a `TypeError` naming the field; a part longer than
- *   `MAX_IDENTITY_LENGTH` is a `RangeError`. `key` is optional; empty or blank means no key.
+ *   `MAX_IDENTITY_LENGTH` is replaced by its SHA-256 (`sha256:` and 43 base64url characters), so a
+ *   long id (a JWT, a header a client filled) is keyed by a short, distinct name: no error for a
+ *   client to provoke, no long key in the store. `key` is optional; empty or blank means no key.
  *
  * Messages name the field and the type or length, never the value: an identity may be an email or
  * a key, and these errors reach logs.
  */
+import { createHash } from 'node:crypto'
 import type { Identity } from './types.js'
 
-/** Longest `user` or `key` accepted, in characters. Hash longer ids (a JWT, say) before passing them. */
+/** Longest `user` or `key` used as it is, in characters; a longer one is keyed by its SHA-256. */
 export const MAX_IDENTITY_LENGTH = 256
 
 const FIELDS = ['user', 'key'] as const
@@ -34,21 +37,25 @@ function isBlank(value: unknown): boolean {
 }
 
 /**
- * Checks one part's type and length (absent or blank parts pass: the callers decide what absent means).
+ * Checks one part's type (absent or blank parts pass: the callers decide what absent means).
  * `source` tells where the identity came from, for the message.
  */
 function checkPart(identity: Record<string, unknown>, field: Field, source: string): void {
-  const at = source ? `${source}: ` : ''
   const value = identity[field]
-  if (isBlank(value)) return
-  if (typeof value !== 'string') {
-    throw new TypeError(`${at}identity.${field} must be a string, got ${kindOf(value)}`)
+  if (isBlank(value) || typeof value === 'string') return
+  throw new TypeError(`${source ? `${source}: ` : ''}identity.${field} must be a string, got ${kindOf(value)}`)
+}
+
+/** Checks both parts; a part longer than MAX_IDENTITY_LENGTH is replaced by its hash (in a copy). */
+function checkParts<T extends Record<string, unknown>>(identity: T, source: string): T {
+  let checked = identity
+  for (const field of FIELDS) {
+    checkPart(identity, field, source)
+    const value = identity[field]
+    if (typeof value === 'string' && value.length > MAX_IDENTITY_LENGTH)
+      checked = { ...checked, [field]: `sha256:${createHash('sha256').update(value).digest('base64url')}` }
   }
-  if (value.length > MAX_IDENTITY_LENGTH) {
-    throw new RangeError(
-      `${at}identity.${field} is ${value.length} characters long; the most is ${MAX_IDENTITY_LENGTH} (hash longer ids)`,
-    )
-  }
+  return checked
 }
 
 function checkObject(identity: unknown, source: string): asserts identity is Record<string, unknown> {
@@ -57,6 +64,11 @@ function checkObject(identity: unknown, source: string): asserts identity is Rec
       `${source ? `${source}: ` : ''}identity must be an object such as { user: 'u1' }, got ${kindOf(identity)}`,
     )
   }
+}
+
+/** Whether an identity an app gave names a user (a non-blank `user`); the rest get the default's. */
+export function namesUser(identity: unknown): boolean {
+  return typeof identity === 'object' && identity !== null && !isBlank((identity as { user?: unknown }).user)
 }
 
 /** The identity without a blank `key` (a copy only when something was dropped). */
@@ -68,16 +80,17 @@ function withoutBlankKey<T extends Record<string, unknown>>(identity: T): T {
 
 /**
  * The identity the guard's own entry points accept (`guard.client`, `fetch`, `call`, `check`,
- * `state`): an object whose `user` is a non-blank string of at most 256 characters, and whose `key`,
- * if given, is a string of at most 256 characters (empty or blank means no key). Other fields (read by
+ * `state`): an object whose `user` is a non-blank string, and whose `key`, if given, is a string
+ * (empty or blank means no key). Other fields (read by
  * a `quotas` function) pass as they are.
  *
+ * A part longer than 256 characters is replaced by its SHA-256 (`sha256:...`).
+ *
  * @throws TypeError when `user` is missing, blank or not a string, or `key` is not a string
- * @throws RangeError when `user` or `key` is longer than 256 characters
  */
-export function requireIdentity(identity: unknown): Identity {
-  checkObject(identity, '')
-  for (const field of FIELDS) checkPart(identity, field, '')
+export function requireIdentity(given: unknown): Identity {
+  checkObject(given, '')
+  const identity = checkParts(given, '')
   if (isBlank(identity.user)) {
     const what = typeof identity.user === 'string' ? 'is empty' : 'is missing'
     throw new TypeError(
@@ -96,14 +109,13 @@ export function requireIdentity(identity: unknown): Identity {
  * @param fallback the default identity, asked for only when needed (`defaultIdentify(socketAddress)`)
  * @param source where the identity came from, named in errors: `'identify()'` gives
  *   `identify(): identity.user must be a string, got number`
- * @throws TypeError when a part is not a string, or `identity` is not an object
- * @throws RangeError when a part is longer than 256 characters
+ * @throws TypeError when a part is not a string, or `identity` is not an object (a part longer than
+ *   256 characters is replaced by its SHA-256)
  */
 export function identityOrDefault(identity: unknown, fallback: () => Identity, source = ''): Identity {
   if (identity === undefined || identity === null) return requireIdentity(fallback())
   checkObject(identity, source)
-  for (const field of FIELDS) checkPart(identity, field, source)
-  const trimmed = withoutBlankKey(identity)
+  const trimmed = withoutBlankKey(checkParts(identity, source))
   if (!isBlank(trimmed.user)) return trimmed as Identity
   return { ...trimmed, user: requireIdentity(fallback()).user } as Identity
 }

@@ -85,20 +85,20 @@ describe('requireIdentity (the guard methods)', () => {
     }
   })
 
-  it(`refuses a part longer than ${MAX_IDENTITY_LENGTH} characters, without echoing it`, () => {
+  it(`keys a part longer than ${MAX_IDENTITY_LENGTH} characters by its SHA-256: short, distinct, never echoed`, () => {
     const secret = `sk-${'s'.repeat(MAX_IDENTITY_LENGTH)}`
-    expect(() => requireIdentity({ user: 'x'.repeat(MAX_IDENTITY_LENGTH) })).not.toThrow()
-    for (const identity of [{ user: secret }, { user: 'u1', key: secret }]) {
-      let error: unknown
-      try {
-        requireIdentity(identity)
-      } catch (thrown) {
-        error = thrown
-      }
-      expect(error).toBeInstanceOf(RangeError)
-      expect((error as Error).message).toMatch(/^identity\.(user|key) is 259 characters long; the most is 256/)
-      expect((error as Error).message).not.toContain('sk-')
-    }
+    const exact = 'x'.repeat(MAX_IDENTITY_LENGTH)
+    expect(requireIdentity({ user: exact })).toEqual({ user: exact })
+    const long = requireIdentity({ user: secret, key: `${secret}2`, tier: 'pro' })
+    expect(long).toEqual({
+      user: expect.stringMatching(/^sha256:[\w-]{43}$/),
+      key: expect.stringMatching(/^sha256:/),
+      tier: 'pro',
+    })
+    expect(long.key).not.toBe(long.user)
+    expect(JSON.stringify(long)).not.toContain('sk-')
+    expect(requireIdentity({ user: secret })).toEqual({ user: long.user }) // the same id, the same quota
+    expect(identityOrDefault({ user: secret }, () => ({ user: 'addr' }))).toEqual({ user: long.user })
   })
 
   it('keeps a usable identity as it is, extra fields included, and drops only a blank key', () => {

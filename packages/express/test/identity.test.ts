@@ -144,15 +144,21 @@ describe('identity (Express)', () => {
     },
   )
 
-  it('passes an over-long identity part to the error handlers as a RangeError that does not echo it', async () => {
-    const { app, seen } = appWith(readmeGuard(), (req) => {
-      req.user = { id: `secret-${'x'.repeat(300)}` }
+  it('keys an over-long identity part (a header any client fills) by its hash: answered, nothing reported', async () => {
+    const guard = readmeGuard()
+    const { app, seen } = appWith(guard, (req) => {
+      req.user = { id: 'alice' }
     })
-    const answer = await client(app).get('/ask').expect(500)
-    expect(seen[0]).toBeInstanceOf(RangeError)
-    expect((seen[0] as Error).message).toMatch(/^identify\(\): identity\.user is 307 characters long; the most is 256/)
-    expect((seen[0] as Error).message).not.toContain('secret')
+    const key = `secret-${'x'.repeat(300)}`
+    const answer = await client(app).get('/ask').set('x-api-key', key).expect(200)
+    expect(answer.body.identity).toEqual({ user: 'alice', key: expect.stringMatching(/^sha256:/) })
     expect(answer.text).not.toContain('secret')
+    await client(app).post('/v1/chat/completions').set('x-api-key', key).send(chat).expect(200)
+    expect(seen).toEqual([])
+    const left = (await guard.guard.state(answer.body.identity)).find(
+      (s) => s.scope === 'user' && s.dimension === 'rpm',
+    )
+    expect(left?.remaining).toBe(18) // both calls charged to alice, whatever the key's length
   })
 
   it('rejects an async identify that resolves to a non-string part', async () => {
@@ -186,6 +192,48 @@ describe('identity (Express)', () => {
     expect((await client(app).get('/blank').expect(200)).body).toEqual({ user: '127.0.0.1', key: 'k9' })
     expect((await client(app).get('/number').expect(200)).body).toEqual({ user: '127.0.0.1' })
     expect(errors).toEqual([new TypeError('qwenIdentity: identity.user must be a string, got number')])
+  })
+})
+
+describe('auth mounted after the guard (identify asked again where Qwen is used)', () => {
+  const strict = (req: Request) => ({ user: (req as WithUser).user!.id as string }) // throws without req.user
+  const lenient = (req: Request) => ({ user: (req as WithUser).user?.id as string })
+  const auth: express.RequestHandler = (req, _res, next) => {
+    ;(req as WithUser).user = { id: req.get('x-user') }
+    next()
+  }
+
+  it.each([
+    ['names no user', lenient],
+    ['throws', strict],
+  ])('an identify that %s at the middleware is charged to the user the route auth set', async (_what, identify) => {
+    const guard = qwenGuard({ ...options({ user: { rpm: 5 } }), identify })
+    opened.push(guard)
+    const app = express()
+      .use(guard)
+      .get('/ask', auth, async (req, res) => {
+        await req.qwen.chat.completions.create(chat)
+        res.json(req.qwenIdentity)
+      })
+      .use('/v1', auth, guard.proxy())
+    expect((await client(app).get('/ask').set('x-user', 'alice').expect(200)).body).toEqual({ user: 'alice' })
+    await client(app).post('/v1/chat/completions').set('x-user', 'alice').send(chat).expect(200)
+    const rpm = async (user: string) =>
+      (await guard.guard.state({ user })).find((s) => s.dimension === 'rpm')?.remaining
+    expect(await rpm('alice')).toBe(3)
+    expect(await rpm('127.0.0.1')).toBe(5)
+  })
+
+  it('still charges an anonymous caller (no auth anywhere) to its address', async () => {
+    const guard = qwenGuard({ ...options({ user: { rpm: 5 } }), identify: lenient })
+    opened.push(guard)
+    const app = express()
+      .use(guard)
+      .get('/ask', async (req, res) => {
+        await req.qwen.chat.completions.create(chat)
+        res.json(req.qwenIdentity)
+      })
+    expect((await client(app).get('/ask').expect(200)).body).toEqual({ user: '127.0.0.1' })
   })
 })
 

@@ -25,6 +25,8 @@ interface Attachment {
   who: Identity | undefined
   /** The app's `identify` failed: reading `qwenIdentity` or `qwen` throws this, until one is assigned. */
   failure: { error: unknown } | undefined
+  /** Asks the app's `identify` again at the first read (AttachOptions.recheck). */
+  recheck: (() => Identity | Promise<Identity>) | undefined
   client: OpenAI | undefined
   /** Makes the request's "client went away" signal (AttachOptions.clientGone); made once, when a client first is. */
   clientGone: (() => AbortSignal) | undefined
@@ -39,8 +41,28 @@ function defaultOf(attachment: Attachment): () => Identity {
 }
 
 function identityOf(attachment: Attachment): Identity {
+  if (attachment.recheck) recheckIdentity(attachment)
   if (attachment.failure) throw attachment.failure.error
   return (attachment.who ??= identityOrDefault(undefined, defaultOf(attachment)))
+}
+
+/**
+ * The app's `identify` asked once more, where the identity is first read: its answer, when it gives
+ * one synchronously, replaces what the middleware found (which named no user, or was a failure).
+ * A throw now keeps the middleware's outcome.
+ */
+function recheckIdentity(attachment: Attachment): void {
+  const again = attachment.recheck as () => Identity | Promise<Identity>
+  attachment.recheck = undefined
+  let identity: Identity | Promise<Identity>
+  try {
+    identity = again()
+  } catch {
+    return
+  }
+  if (typeof (identity as Promise<Identity>).then === 'function') return
+  attachment.who = identity as Identity // checked by the adopted identify, as the middleware's was
+  attachment.failure = undefined
 }
 
 function getIdentity(this: Holder): Identity | undefined {
@@ -60,6 +82,7 @@ function setIdentity(this: Holder, value: Identity): void {
   // The same rule as the adapters' `identify`: no user means the client address; a bad part throws here.
   attachment.who = identityOrDefault(value, defaultOf(attachment), 'qwenIdentity')
   attachment.failure = undefined
+  attachment.recheck = undefined
   attachment.client = undefined
 }
 
@@ -104,6 +127,11 @@ export interface AttachOptions<Subject extends object> {
    */
   failure?: { error: unknown }
   /**
+   * The app's `identify` again, when the middleware's answer was provisional (it threw, or named no
+   * user): asked once more where the identity is first read, and its synchronous answer used.
+   */
+  recheck?: () => Identity | Promise<Identity>
+  /**
    * The request's "client went away" signal (`clientGoneSignal(res)`), asked for when `qwen` is first
    * read: its calls follow it as `CallOptions.clientGone` (queueing and streams end when the client
    * leaves; a JSON call already sent runs to its usage).
@@ -130,6 +158,7 @@ export function attachLazyClient<Subject extends object>(
     clientGone: options.clientGone,
     goneSignal: undefined,
     failure: options.failure && { error: asError(options.failure.error) },
+    recheck: options.recheck,
   }
   if (options.identity !== undefined && !options.failure) {
     try {
