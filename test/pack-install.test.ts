@@ -162,6 +162,7 @@ for (const variant of Object.keys(VARIANTS) as Variant[]) {
         expect(result.failures).toEqual([])
         expect(result.checks).toEqual([
           'core client refusal',
+          'metrics without prom-client',
           'express req.qwen refusal answer',
           'express relay answers the openai SDK',
           'koa ctx.qwen refusal answer',

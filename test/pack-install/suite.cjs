@@ -115,6 +115,20 @@ async function run(format, load, resolve) {
       assert.ok('param' in body.error && typeof body.error.message === 'string')
     }
 
+    // --- metrics on, prom-client not installed (an optional peer this app did not add): a clear 500
+    // naming what to install, from the core handler and the Express adapter's route; no path, no stack.
+    await section('metrics without prom-client', async () => {
+      const xm = expressAdapter.qwenGuard({ upstream, metrics: true })
+      const murl = await listen(express().get('/metrics', xm.metrics()))
+      const answer = await fetch(`${murl}/metrics`)
+      const text = await answer.text()
+      assert.equal(answer.status, 500, text)
+      assert.match(text, /npm install prom-client/)
+      assert.doesNotMatch(text, /Require stack|node_modules|\/[a-z]+\/|\bat \S+ \(/i, 'no path, no stack')
+      await assert.rejects(xm.guard.metrics().scrape(), /prom-client/)
+      await xm.close()
+    })
+
     // --- Express: req.qwen, guard.errors, the relay. One user per header so the routes do not share a quota.
     const xg = expressAdapter.qwenGuard({
       upstream,

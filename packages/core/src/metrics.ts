@@ -21,7 +21,8 @@ export interface MetricsScrape {
 /**
  * What `guard.metrics()` returns: a Node request handler `(req, res) => void`, usable as an Express
  * route or middleware (`app.get('/metrics', guard.metrics())`), answering 200 with the exposition
- * text, or 500 (text) when prom-client cannot be loaded. `scrape()` gives the text to other frameworks.
+ * text, or 500 (text: how to install it, no path) when prom-client cannot be loaded (tried again at
+ * each scrape, so installing it needs no restart). `scrape()` gives the text to other frameworks.
  */
 export interface MetricsHandler {
   (req: IncomingMessage, res: ServerResponse): void
@@ -65,22 +66,31 @@ export function createGuardMetrics(
   const onEvent = (event: GuardEvent) => (recorder ? recorder.event(event) : keep(event))
   for (const type of EVENT_TYPES) events.on(type, onEvent)
 
-  const ready: Promise<MetricsRegistry> = loadPromClient().then((client) => {
-    const registry = config.registry ?? (new client.Registry() as unknown as MetricsRegistry)
-    recorder = buildRecorder(client, registry, config.prefix, upstreamState)
-    for (const item of pending) {
-      if (typeof item === 'number') recorder.overhead(item)
-      else recorder.event(item)
-    }
-    pending = []
-    return registry
-  })
-  ready.catch(() => {
-    failed = true // prom-client is missing: nothing will count events, so none are kept
-    pending = []
-  })
+  const load = (): Promise<MetricsRegistry> => {
+    const loading = loadPromClient().then((client) => {
+      const registry = config.registry ?? (new client.Registry() as unknown as MetricsRegistry)
+      recorder = buildRecorder(client, registry, config.prefix, upstreamState)
+      for (const item of pending) {
+        if (typeof item === 'number') recorder.overhead(item)
+        else recorder.event(item)
+      }
+      pending = []
+      failed = false
+      return registry
+    })
+    loading.catch(() => {
+      if (failed) return
+      failed = true // prom-client is missing: nothing will count events, so none are kept
+      pending = []
+      console.error(`[qwen-guard] ${MISSING_PROM_CLIENT}`)
+    })
+    return loading
+  }
+  let ready = load()
 
   async function scrape(): Promise<MetricsScrape> {
+    // Installed since? Loaded at the next scrape, no restart needed (counting starts then).
+    if (failed) ready = load()
     const registry = await ready
     return { contentType: registry.contentType, body: await registry.metrics() }
   }
@@ -121,15 +131,20 @@ const EVENT_TYPES = [
   'store_recovered',
 ] as const
 
+const MISSING_PROM_CLIENT =
+  'metrics are on but prom-client cannot be loaded: install the optional peer dependency (npm install prom-client); the next scrape loads it'
+
+/**
+ * prom-client, or an Error saying how to get it. Its message names no path (the loader's own error,
+ * with the app's file paths and require stack, is only its `cause`): a scrape answer repeats it.
+ */
 async function loadPromClient(): Promise<PromClient> {
   try {
     const loaded = (await import('prom-client')) as PromClient & { default?: PromClient }
     // CJS interop: the namespace's named exports, or its default export when a bundler wrapped it.
     return typeof loaded.Registry === 'function' ? loaded : (loaded.default as PromClient)
   } catch (error) {
-    throw new Error(
-      `qwen-guard metrics need the optional peer dependency prom-client (npm install prom-client): ${(error as Error).message}`,
-    )
+    throw new Error(`qwen-guard ${MISSING_PROM_CLIENT}`, { cause: error })
   }
 }
 

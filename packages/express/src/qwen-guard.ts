@@ -18,6 +18,13 @@ export interface QwenGuardMiddleware {
   proxy(options?: ExpressProxyOptions): RequestHandler
   /** Error middleware: QwenGuardError -> status, headers, body; other errors -> next(err). */
   errors: ErrorRequestHandler
+  /**
+   * The guard's Prometheus metrics as a route: 200 with the text exposition format, or 500 (text) when
+   * prom-client is not installed (docs/metrics.md in @qwen-guard/core).
+   * @example app.get('/metrics', guard.metrics())
+   * @throws Error when the guard was created without `metrics`
+   */
+  metrics(): RequestHandler
   /** The core guard (check, state, on, client...). */
   guard: Guard
   /**
@@ -71,6 +78,8 @@ export function qwenGuard(
   return Object.assign(qwenGuardMiddleware, {
     proxy: (proxyOptions?: ExpressProxyOptions) => createProxy(guard, proxyIdentity, proxyOptions),
     errors: qwenGuardErrors,
+    // A Node handler: Express's request and response are Node's own, extended.
+    metrics: (): RequestHandler => guard.metrics(),
     guard,
     identify,
     close: async () => {

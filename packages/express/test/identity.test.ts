@@ -199,7 +199,7 @@ describe('auth mounted after the guard (identify asked again where Qwen is used)
   const strict = (req: Request) => ({ user: (req as WithUser).user!.id as string }) // throws without req.user
   const lenient = (req: Request) => ({ user: (req as WithUser).user?.id as string })
   const auth: express.RequestHandler = (req, _res, next) => {
-    ;(req as WithUser).user = { id: req.get('x-user') }
+    ;(req as WithUser).user = { id: req.get('x-user') ?? '' }
     next()
   }
 
