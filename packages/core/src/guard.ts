@@ -4,6 +4,7 @@ import { callIdOrNew } from './call-id.js'
 import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client/guarded-client.js'
 import { planCall } from './cost.js'
 import { prepareEstimator } from './estimate.js'
+import { logDisabledAccounts } from './disabled-account-line.js'
 import { createEmitter } from './events.js'
 import { createGuardMetrics, type MetricsHandler } from './metrics.js'
 import { requireIdentity } from './identity.js'
@@ -39,6 +40,7 @@ export function createGuard(options: GuardOptions): Guard {
   const usage = resolved.usage ? new UsageRecorder(resolved, resolved.usage, store) : undefined
   if (usage) events.on('upstream_refusal', usage.onEvent)
   const metrics = resolved.metrics ? createGuardMetrics(resolved.metrics, events, () => pool.state()) : undefined
+  const disabledLine = logDisabledAccounts(events, resolved)
   const callDeps: CallDeps = { options: resolved, quota, pool, emit: events.emit }
   if (usage) callDeps.usage = usage
   if (metrics) callDeps.overhead = (seconds) => metrics.overhead(seconds)
@@ -77,7 +79,10 @@ export function createGuard(options: GuardOptions): Guard {
       return quota.state(requireIdentity(identity))
     },
     models: () => modelList,
-    on: events.on,
+    on(type, listener) {
+      if (type === 'account_disabled') disabledLine.appListens()
+      return events.on(type, listener)
+    },
     metrics(): MetricsHandler {
       if (!metrics)
         throw new Error(

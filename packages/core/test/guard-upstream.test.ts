@@ -5,9 +5,10 @@
  * the guard is given the matching real-time limits.
  */
 import { startSimulator, type Simulator, type SimulatorOptions } from '@qwen-guard/simulator'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createGuard, isQwenGuardError, type Guard, type GuardEvent, type GuardOptions } from '../src/index.js'
 import { streamedText } from '../../../test/http-support.js'
+import { describeRedis, redisClient } from '../../../test/support/redis.js'
 
 const messages = [{ role: 'user' as const, content: 'Tell me about pacing.' }]
 const open: Array<{ close(): Promise<void> }> = []
@@ -274,5 +275,72 @@ describe('fallback models', () => {
     for (const answer of served) expect(answer.header).toBe(answer.model)
     expect(fallbacks.length).toBe(models.filter((model) => model === 'qwen-plus').length)
     expect(sim.stats().accounts.default?.['qwen3-max']?.refused).toEqual({})
+  })
+})
+
+describeRedis('an invalid key, then the corrected key, on one Redis', () => {
+  const { redis, prefix } = redisClient()
+  it("the corrected key does not inherit the invalid one's hour of disable (the same account id)", async () => {
+    const sim = await simulator({ burst: false })
+    const call = (guard: Guard) =>
+      guard
+        .client({ user: 'u' })
+        .chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
+        .then(
+          () => 200,
+          (error: { status?: number }) => error.status,
+        )
+    const store = { redis: redis as never, prefix: `${prefix}-rekey` }
+    const wrong = guardFor(sim, { upstream: { baseURL: sim.url, rampUp: false, apiKey: 'sk-wrong' }, store })
+    expect(await call(wrong)).toBe(503)
+    await wrong.close()
+    const again = guardFor(sim, { upstream: { baseURL: sim.url, rampUp: false, apiKey: 'sk-wrong' }, store })
+    const calls = sim.stats().calls
+    expect(await call(again)).toBe(503) // the same key: disabled by the shared state, Qwen not asked again
+    expect(sim.stats().calls).toBe(calls)
+    await again.close()
+    const fixed = guardFor(sim, { upstream: { baseURL: sim.url, rampUp: false, apiKey: 'sk-sim' }, store })
+    expect(await call(fixed)).toBe(200)
+  })
+})
+
+describe('an account Qwen puts out of service, with nobody listening', () => {
+  const ask = (guard: Guard) =>
+    guard
+      .client({ user: 'u' })
+      .chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
+      .catch(() => undefined)
+
+  it('is logged once, naming the option to check and neither the key nor the account id', async () => {
+    const sim = await simulator({ burst: false })
+    const lines: string[] = []
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)))
+    try {
+      const guard = guardFor(sim, {
+        upstream: {
+          baseURL: sim.url,
+          rampUp: false,
+          accounts: [
+            { id: 'acct-private-9', apiKey: 'sk-wrong-private' },
+            { id: 'acct-two', apiKey: 'sk-sim' },
+          ],
+        },
+      })
+      for (let i = 0; i < 3; i++) await ask(guard)
+      expect(lines).toHaveLength(1)
+      expect(lines[0]).toMatch(/^\[qwen-guard\] Qwen put account 1 of 2 out of service for every model \(invalid_key\)/)
+      expect(lines[0]).toContain('upstream.accounts[0]')
+      expect(lines[0]).not.toMatch(/acct-private|sk-wrong|private/)
+
+      lines.length = 0
+      const heard: GuardEvent[] = []
+      const listened = guardFor(sim, { upstream: { baseURL: sim.url, rampUp: false, apiKey: 'sk-wrong' } })
+      listened.on('account_disabled', (event) => heard.push(event))
+      await ask(listened)
+      expect(heard).toHaveLength(1)
+      expect(lines).toEqual([]) // the app reports it its own way
+    } finally {
+      spy.mockRestore()
+    }
   })
 })

@@ -9,6 +9,7 @@
  * instances (shared-queue.ts); a waiter not yet in that order's head round looks again every half
  * emission interval of its lanes, the one wake-up that is not told by a meter.
  */
+import { createHash } from 'node:crypto'
 import { queueFull, upstreamSaturated, upstreamUnavailable, type QwenGuardError } from '../errors.js'
 import type { GuardEvent, ResolvedOptions } from '../types.js'
 import { CandidateCache, type Candidate } from './candidates.js'
@@ -129,7 +130,7 @@ export class UpstreamPool {
         // The shared state reports to its lane, which is built on the meter that runs behind its gate.
         const built: { lane?: Lane } = {}
         const shared = this.sharedStateFor(
-          owner.account.id,
+          owner.account,
           model.name,
           (view) => built.lane?.adoptShared(view, Date.now()),
           {
@@ -610,14 +611,22 @@ export class UpstreamPool {
     return `${this.store.prefix}:up:{${accountId}|${model}}`
   }
 
+  /**
+   * The lane's shared state, under a fingerprint of the account's API keys (12 hex digits of their
+   * SHA-256, not a key): a disable, cooldown or pace learned with one key is not applied to another.
+   * A key Qwen refused as invalid disables its account for an hour, and the corrected key, deployed
+   * on the same Redis, must not inherit that hour (billing states, kept by the account, are learned
+   * again by the first call refused for them).
+   */
   private sharedStateFor(
-    accountId: string,
+    account: { id: string; apiKeys: readonly string[] },
     model: string,
     apply: (view: SharedLaneView) => void,
     pace: { floor: number; step: number; secondMs: number },
   ): SharedLaneState | undefined {
     if (!this.store.redis) return undefined
-    return new SharedLaneState(this.store, `${this.laneTag(accountId, model)}:s`, apply, pace)
+    const keyPrint = createHash('sha256').update(account.apiKeys.join('\n')).digest('hex').slice(0, 12)
+    return new SharedLaneState(this.store, `${this.laneTag(account.id, model)}:s:${keyPrint}`, apply, pace)
   }
 
   private meterFor(accountId: string, model: string, shared: SharedLaneState | undefined): Meter {
