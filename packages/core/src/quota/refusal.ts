@@ -68,7 +68,7 @@ export function impossible(charges: readonly Charge[], leases: readonly LeaseLim
     const unit = spec.unit === 'usd' ? 'US dollars' : spec.unit
     return requestTooLarge(
       `This request needs ${fromPoints(spec.unit, points)} ${unit} but the ${SCOPE_WORD[scope]} ` +
-        `${spec.dimension} limit is ${fromPoints(spec.unit, limit)}: it can never be admitted. Lower max_tokens or the prompt.`,
+        `${spec.dimension} limit is ${fromPoints(spec.unit, limit)}: it can never be admitted. Lower max_tokens (a request without it reserves the guard's defaultMaxTokens) or the prompt.`,
       { scope, dimension: spec.dimension, limits },
     )
   }

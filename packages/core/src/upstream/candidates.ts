@@ -71,7 +71,7 @@ function tooLarge(reserved: number, lanes: Lane[]): QwenGuardError {
   const overMinute = lanes.every((lane) => reserved > lane.model.tpm)
   const largest = Math.max(...lanes.map((lane) => Math.min(lane.model.tps, lane.model.tpm)))
   return requestTooLarge(
-    `The request reserves ${reserved} tokens (prompt + max_tokens); the upstream accepts at most ${Math.floor(largest)} per ${overMinute ? 'minute' : 'second'}. Lower max_tokens or shorten the prompt.`,
+    `The request reserves ${reserved} tokens (prompt + max_tokens); the upstream accepts at most ${Math.floor(largest)} per ${overMinute ? 'minute' : 'second'}. Lower max_tokens (a request without it reserves the guard's defaultMaxTokens) or shorten the prompt.`,
     { dimension: overMinute ? 'tpm' : 'tps', param: 'max_tokens' },
   )
 }
