@@ -196,15 +196,14 @@ describeCluster('shared upstream state and the shared fair queue on a 3-node Red
     for (const keys of multi) {
       const slots = await Promise.all(keys.map(async (key) => Number(await a.call('CLUSTER', 'KEYSLOT', key))))
       expect(new Set(slots).size, keys.join(' ')).toBe(1)
-      // The lane state's key ends with its API keys' fingerprint (':s:<12 hex>').
-      kinds.add(keys.map((key) => key.replace(/^.*\}/, '').replace(/^:s:[0-9a-f]{12}$/, ':s')).join(','))
+      // The disables' hash ends with the API keys' fingerprint (':d:<12 hex>').
+      kinds.add(keys.map((key) => key.replace(/^.*\}/, '').replace(/^:d:[0-9a-f]{12}$/, ':d')).join(','))
     }
-    // What was sent: the gated meter take (meter hash, log, lane state), the meter's settle (hash,
-    // log) and the queue's four keys.
-    expect(kinds).toContain(':h,:l,:s')
+    // What was sent: the gated meter take (meter hash, log, lane state, disables), the meter's settle
+    // (hash, log), the lane state's own write (state, disables) and the queue's four keys.
+    expect(kinds).toContain(':h,:l,:s,:d')
     expect(kinds).toContain(':z,:f,:e,:a')
-    for (const kind of kinds) expect([':h,:l,:s', ':h,:l', ':z,:f,:e,:a']).toContain(kind)
-    // And the lane state's own write script (one key) went to that same slot as the meter.
-    expect(scriptKeys.some((keys) => keys.length === 1 && /:s:[0-9a-f]{12}$/.test(keys[0]!))).toBe(true)
+    expect(kinds).toContain(':s,:d')
+    for (const kind of kinds) expect([':h,:l,:s,:d', ':h,:l', ':s,:d', ':z,:f,:e,:a']).toContain(kind)
   })
 })

@@ -141,6 +141,8 @@ class ClientCache {
 /** A key for a `{ user, key? }` identity (checked: strings); undefined for any other shape. */
 function cacheKey(identity: Identity): string | undefined {
   for (const field in identity) if (field !== 'user' && field !== 'key') return undefined
+  // Parts keyed by their hash carry what was given (identity.ts, givenIdentity): kept by `{ ...identity }`.
+  if (Object.getOwnPropertySymbols(identity).length > 0) return undefined
   const { user = '', key } = identity
   // Unambiguous whatever the strings hold: the user part is length-prefixed, '-' marks a missing key.
   return `${user.length}:${user}|${key === undefined ? '-' : `+${key}`}`

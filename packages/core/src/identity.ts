@@ -46,16 +46,35 @@ function checkPart(identity: Record<string, unknown>, field: Field, source: stri
   throw new TypeError(`${source ? `${source}: ` : ''}identity.${field} must be a string, got ${kindOf(value)}`)
 }
 
+/**
+ * The parts an identity had before they were keyed by their hash, under a symbol its copies keep
+ * (`{ ...identity }` copies symbol keys; JSON and events' logs leave them out): `quotas(identity)` is
+ * asked with them (`givenIdentity`), so a tier looked up by a long tenant key still finds it.
+ */
+const GIVEN = Symbol('qwen-guard.given-parts')
+
 /** Checks both parts; a part longer than MAX_IDENTITY_LENGTH is replaced by its hash (in a copy). */
 function checkParts<T extends Record<string, unknown>>(identity: T, source: string): T {
   let checked = identity
+  let given: Partial<Record<Field, string>> | undefined
   for (const field of FIELDS) {
     checkPart(identity, field, source)
     const value = identity[field]
-    if (typeof value === 'string' && value.length > MAX_IDENTITY_LENGTH)
+    if (typeof value === 'string' && value.length > MAX_IDENTITY_LENGTH) {
       checked = { ...checked, [field]: `sha256:${createHash('sha256').update(value).digest('base64url')}` }
+      given = { ...given, [field]: value }
+    }
   }
+  if (given) (checked as Record<symbol, unknown>)[GIVEN] = given
   return checked
+}
+
+/** The identity as the app gave it: long parts as they were, not their hash (see GIVEN). */
+export function givenIdentity(identity: Identity): Identity {
+  const given = (identity as Record<symbol, unknown>)[GIVEN] as Partial<Record<Field, string>> | undefined
+  if (!given) return identity
+  const { [GIVEN]: _parts, ...rest } = identity as Identity & Record<symbol, unknown>
+  return { ...rest, ...given } as Identity
 }
 
 function checkObject(identity: unknown, source: string): asserts identity is Record<string, unknown> {

@@ -7,6 +7,7 @@
  * ones. No user, key or API key is ever a label.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { safeErrorLine } from './safe-error-line.js'
 import type { Emitter } from './events.js'
 import type { UpstreamState } from './upstream/types.js'
 import type { GuardEvent, MetricsRegistry, ResolvedOptions } from './types.js'
@@ -78,11 +79,14 @@ export function createGuardMetrics(
       failed = false
       return registry
     })
-    loading.catch(() => {
+    loading.catch((error: unknown) => {
       if (failed) return
-      failed = true // prom-client is missing: nothing will count events, so none are kept
+      failed = true // nothing will count events, so none are kept
       pending = []
-      console.error(`[qwen-guard] ${MISSING_PROM_CLIENT}`)
+      // prom-client missing, or the metrics refused by it (a name already in the given registry).
+      console.error(
+        `[qwen-guard] ${error instanceof MissingPromClient ? MISSING_PROM_CLIENT : `metrics: ${safeErrorLine(error)}`}`,
+      )
     })
     return loading
   }
@@ -144,7 +148,13 @@ async function loadPromClient(): Promise<PromClient> {
     // CJS interop: the namespace's named exports, or its default export when a bundler wrapped it.
     return typeof loaded.Registry === 'function' ? loaded : (loaded.default as PromClient)
   } catch (error) {
-    throw new Error(`qwen-guard ${MISSING_PROM_CLIENT}`, { cause: error })
+    throw new MissingPromClient(error)
+  }
+}
+
+class MissingPromClient extends Error {
+  constructor(cause: unknown) {
+    super(`qwen-guard ${MISSING_PROM_CLIENT}`, { cause })
   }
 }
 

@@ -126,6 +126,17 @@ export class StoreTimeoutError extends Error {
   }
 }
 
+/**
+ * A key of the guard's in the same Cluster slot as `key`: `key`'s hash tag (or `key` itself, hashed
+ * whole when it has none) as its tag. Lives a second.
+ */
+function probeKeyFor(prefix: string, key: string): string {
+  const open = key.indexOf('{')
+  const close = open < 0 ? -1 : key.indexOf('}', open + 1)
+  const tag = close > open + 1 ? key.slice(open + 1, close) : key
+  return `${prefix}:probe:{${tag}}`
+}
+
 /** Skipped without sending: the store (or the key's node) is in an outage and a probe is not due. */
 class StoreDownError extends Error {
   constructor(node?: string) {
@@ -308,16 +319,20 @@ export function createGuardStore(
   }
 
   /**
-   * A Cluster node in an outage: one read of a key it serves at a time, each `PROBE_INTERVAL_MS`;
-   * an answer in time ends the node's outage. (Calls for its keys fail at once meanwhile: a call
-   * never waits for a probe.)
+   * A Cluster node in an outage: one write to a key of the slot that failed at a time, each
+   * `PROBE_INTERVAL_MS`; an answer in time ends the node's outage. A write, not a read: a node that
+   * answers reads but refuses writes (past `maxmemory` under noeviction: OOM; a demoted master:
+   * READONLY) is still out for the guard, whose every call writes, and a read would end its outage
+   * each second for the next write to begin another. (Calls for its keys fail at once meanwhile: a
+   * call never waits for a probe.)
    */
   const probe = (node: NodeHealth) => {
     if (!cluster || node.probing || node.downSince === undefined || cluster.status !== 'ready') return
     node.probing = true
     const key = node.probeKey
     void withTimeout(
-      (): Promise<unknown> => (key === undefined ? cluster.ping() : cluster.exists(key)),
+      (): Promise<unknown> =>
+        key === undefined ? cluster.ping() : cluster.set(probeKeyFor(prefix, key), '1', 'PX', 1_000),
       commandTimeoutMs,
       node.name,
       undefined,

@@ -6,7 +6,7 @@
 import { describe, expect, it, vi } from 'vitest'
 import { createGuard } from '../src/guard.js'
 import type { Guard } from '../src/guard-types.js'
-import { identityOrDefault, MAX_IDENTITY_LENGTH, requireIdentity } from '../src/identity.js'
+import { givenIdentity, identityOrDefault, MAX_IDENTITY_LENGTH, requireIdentity } from '../src/identity.js'
 import { createRelay } from '../src/relay.js'
 import type { Identity } from '../src/types.js'
 
@@ -90,15 +90,18 @@ describe('requireIdentity (the guard methods)', () => {
     const exact = 'x'.repeat(MAX_IDENTITY_LENGTH)
     expect(requireIdentity({ user: exact })).toEqual({ user: exact })
     const long = requireIdentity({ user: secret, key: `${secret}2`, tier: 'pro' })
-    expect(long).toEqual({
+    expect(JSON.parse(JSON.stringify(long))).toEqual({
       user: expect.stringMatching(/^sha256:[\w-]{43}$/),
       key: expect.stringMatching(/^sha256:/),
       tier: 'pro',
     })
     expect(long.key).not.toBe(long.user)
     expect(JSON.stringify(long)).not.toContain('sk-')
-    expect(requireIdentity({ user: secret })).toEqual({ user: long.user }) // the same id, the same quota
-    expect(identityOrDefault({ user: secret }, () => ({ user: 'addr' }))).toEqual({ user: long.user })
+    expect(requireIdentity({ user: secret }).user).toBe(long.user) // the same id, the same quota
+    expect(identityOrDefault({ user: secret }, () => ({ user: 'addr' })).user).toBe(long.user)
+    // What the app's quotas function is asked with: the parts as given.
+    expect(givenIdentity(long)).toEqual({ user: secret, key: `${secret}2`, tier: 'pro' })
+    expect(givenIdentity({ ...long }).user).toBe(secret) // copies keep it
   })
 
   it('keeps a usable identity as it is, extra fields included, and drops only a blank key', () => {

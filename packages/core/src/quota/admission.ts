@@ -15,6 +15,7 @@ import {
 } from './counters.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { isQwenGuardError, type QwenGuardError } from '../errors.js'
+import { givenIdentity } from '../identity.js'
 import { createLeaseStore, type Lease, type LeaseAttempt, type LeaseCount, type LeaseStore } from './lease.js'
 import { LeaseWaiters } from './lease-wait.js'
 import { chargesFor, leaseState, planFor, windowState, type LeaseLimit, type Plan } from './plan.js'
@@ -211,7 +212,8 @@ export class QuotaAdmission {
   }
 
   private async plan(identity: Identity): Promise<Plan> {
-    return planFor(identity, await this.options.quotas(identity), this.store.prefix)
+    // The app's function is asked with the identity it knows (long parts as given, not their hash).
+    return planFor(identity, await this.options.quotas(givenIdentity(identity)), this.store.prefix)
   }
 
   private async read(charges: Charge[], leases: LeaseLimit[]): Promise<[Reading[], LeaseCount[]]> {

@@ -68,6 +68,8 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
   const resetAt = announced === undefined ? undefined : Math.min(announced, ctx.now + MAX_QUOTA_RESET_MS)
   const until = resetAt ?? ctx.now + ctx.disableMs
   const wholeAccount = refusal.reach === 'account'
+  // Calls in flight when Qwen refused are refused alike: one `account_disabled` for the disable.
+  const wasDisabled = (wholeAccount ? lane.owner.disabledUntil : lane.disabledUntil) > ctx.now
   if (wholeAccount) lane.owner.disabledUntil = Math.max(lane.owner.disabledUntil, until)
   else lane.disabledUntil = Math.max(lane.disabledUntil, until)
   const account = lane.owner.account.id
@@ -83,14 +85,15 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
     ...(refusal.code ? { code: refusal.code } : {}),
   })
   // model '*': the whole account (every model) is out.
-  ctx.emit({
-    type: 'account_disabled',
-    callId: ctx.callId,
-    account,
-    model: wholeAccount ? '*' : lane.model.name,
-    kind: refusal.kind,
-    untilMs: until,
-  })
+  if (!wasDisabled)
+    ctx.emit({
+      type: 'account_disabled',
+      callId: ctx.callId,
+      account,
+      model: wholeAccount ? '*' : lane.model.name,
+      kind: refusal.kind,
+      untilMs: until,
+    })
   const ms = until - ctx.now
   return { coolMs: 0, disableMs: wholeAccount ? 0 : ms, accountDisableMs: wholeAccount ? ms : 0, burst: false }
 }

@@ -1,10 +1,13 @@
 /**
- * The Redis scripts of an account x model's shared state (shared-lane-state.ts): one hash per lane,
- * next to its meter keys under the same `{account|model}` hash tag, with
+ * The Redis scripts of an account x model's shared state (shared-lane-state.ts): two hashes per lane,
+ * next to its meter keys under the same `{account|model}` hash tag. The lane's, shared by every key
+ * of the account (Qwen's rate limits are the account's):
  *   cool  epoch ms (Redis clock) until which the lane cools down after a transient refusal
+ *   pace, pat, pfloor, pstep, psec   the AIMD pace set at `pat`; it grows back by `pstep` per `psec`
+ * and the disables, one hash per set of API keys (its name ends with their fingerprint), so that a
+ * key Qwen refused as invalid does not disable the corrected key deployed after it:
  *   dis   epoch ms until which the lane is disabled (a terminal refusal of this account x model)
  *   adis  epoch ms until which the whole account is disabled (written to every lane of the account)
- *   pace, pat, pfloor, pstep, psec   the AIMD pace set at `pat`; it grows back by `pstep` per `psec`
  *
  * LANE_WRITE_LUA records a refusal (set-if-later for the three times, halve the pace for a burst).
  * `gatedMeterLua(METER_LUA)` wraps the meter script: it first reads the state, and when the lane is
@@ -32,53 +35,55 @@ local function qgNum(x) return string.format('%.3f', x) end
 `
 
 /**
- * KEYS[1]: the lane's state hash. ARGV: coolMs, disableMs, accountDisableMs (0: none), burst ('1'
- * halves the pace), paceFloor, paceStep, paceSecondMs. Returns {coolMs, disMs, adisMs, pace} after.
+ * KEYS[1]: the lane's state hash, KEYS[2]: its disables' hash. ARGV: coolMs, disableMs,
+ * accountDisableMs (0: none), burst ('1' halves the pace), paceFloor, paceStep, paceSecondMs.
+ * Returns {coolMs, disMs, adisMs, pace} after.
  */
 export const LANE_WRITE_LUA = `${PACE_AT}
-local S = KEYS[1]
+local S, D = KEYS[1], KEYS[2]
 local now = qgNow()
-local function later(field, ms)
+local function later(key, field, ms)
   if ms > 0 then
-    local cur = tonumber(redis.call('HGET', S, field)) or 0
-    if now + ms > cur then redis.call('HSET', S, field, qgNum(now + ms)) end
+    local cur = tonumber(redis.call('HGET', key, field)) or 0
+    if now + ms > cur then redis.call('HSET', key, field, qgNum(now + ms)) end
   end
 end
-later('cool', tonumber(ARGV[1]))
-later('dis', tonumber(ARGV[2]))
-later('adis', tonumber(ARGV[3]))
+later(S, 'cool', tonumber(ARGV[1]))
+later(D, 'dis', tonumber(ARGV[2]))
+later(D, 'adis', tonumber(ARGV[3]))
 local floor, step, sec = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 if ARGV[4] == '1' then
   local p = math.max(floor, qgPaceAt(S, now) * 0.5)
   redis.call('HSET', S, 'pace', tostring(p), 'pat', qgNum(now), 'pstep', tostring(step), 'psec', tostring(sec))
 end
-local s = redis.call('HMGET', S, 'cool', 'dis', 'adis')
-local cool = (tonumber(s[1]) or 0) - now
-local dis = (tonumber(s[2]) or 0) - now
-local adis = (tonumber(s[3]) or 0) - now
+local cool = (tonumber(redis.call('HGET', S, 'cool')) or 0) - now
+local d = redis.call('HMGET', D, 'dis', 'adis')
+local dis = (tonumber(d[1]) or 0) - now
+local adis = (tonumber(d[2]) or 0) - now
 local pace = qgPaceAt(S, now)
-local live = math.max(cool, dis, adis, 0)
+local live = math.max(cool, 0)
 if pace < 1 then live = math.max(live, math.ceil((1 - pace) / step + 1) * sec) end
-redis.call('PEXPIRE', S, math.ceil(live + 60000))
+if redis.call('EXISTS', S) == 1 then redis.call('PEXPIRE', S, math.ceil(live + 60000)) end
+if redis.call('EXISTS', D) == 1 then redis.call('PEXPIRE', D, math.ceil(math.max(dis, adis, 0) + 60000)) end
 return { qgNum(cool), qgNum(dis), qgNum(adis), tostring(pace) }
 `
 
 /**
- * The meter script behind the lane's gate: KEYS[1..2] are the meter's, KEYS[3] the state hash;
- * ARGV as the meter's. Returns { {coolMs, disMs, adisMs, pace} } when the lane is out (the meter
- * did not run), else { {...}, meterReply }.
+ * The meter script behind the lane's gate: KEYS[1..2] are the meter's, KEYS[3] the state hash,
+ * KEYS[4] the disables' hash; ARGV as the meter's. Returns { {coolMs, disMs, adisMs, pace} } when
+ * the lane is out (the meter did not run), else { {...}, meterReply }.
  */
 export function gatedMeterLua(meterLua: string): string {
   return `${PACE_AT}
 local function qgMeter()
 ${meterLua}
 end
-local S = KEYS[3]
+local S, D = KEYS[3], KEYS[4]
 local now = qgNow()
-local s = redis.call('HMGET', S, 'cool', 'dis', 'adis')
-local cool = (tonumber(s[1]) or 0) - now
-local dis = (tonumber(s[2]) or 0) - now
-local adis = (tonumber(s[3]) or 0) - now
+local cool = (tonumber(redis.call('HGET', S, 'cool')) or 0) - now
+local d = redis.call('HMGET', D, 'dis', 'adis')
+local dis = (tonumber(d[1]) or 0) - now
+local adis = (tonumber(d[2]) or 0) - now
 local state = { qgNum(cool), qgNum(dis), qgNum(adis), tostring(qgPaceAt(S, now)) }
 if cool > 0 or dis > 0 or adis > 0 then return { state } end
 return { state, qgMeter() }

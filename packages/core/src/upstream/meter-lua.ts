@@ -44,7 +44,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4',
   'ja', 'jt')
-local base = tonumber(s[1]) or 0
+-- A meter without its hash starts its ids at Redis' time (ms): ids never repeat when both keys were
+-- lost (a flush, a restart without persistence), so a ticket issued before settles nothing after.
+local base = tonumber(s[1]) or math.floor(now)
 local tat = tonumber(s[2]) or -1
 local last = tonumber(s[3]) or 0
 if now < last then now = last end

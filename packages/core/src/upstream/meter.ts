@@ -30,7 +30,7 @@ export interface Meter {
 }
 
 export class MemoryMeter implements Meter {
-  log = new SlidingLog()
+  readonly log = new SlidingLog()
 
   constructor(private readonly now: () => number) {}
 
@@ -52,14 +52,9 @@ export class MemoryMeter implements Meter {
     return this.log.fractionAt(this.now(), limits)
   }
 
-  /** The sends the minute window still holds (SlidingLog.recent). */
-  recent(limits: PaceLimits): ReturnType<SlidingLog['recent']> {
-    return this.log.recent(this.now(), limits)
-  }
-
-  /** Starts over with nothing counted (its sends were handed to another meter). */
-  forget(): void {
-    this.log = new SlidingLog()
+  /** The sends from id `fromId` on that the minute window still holds (SlidingLog.recent). */
+  recent(limits: PaceLimits, fromId: number): ReturnType<SlidingLog['recent']> {
+    return this.log.recent(this.now(), limits, fromId)
   }
 
   usedFractions(limits: PaceLimits): DimensionFractions {

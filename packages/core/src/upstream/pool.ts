@@ -612,11 +612,11 @@ export class UpstreamPool {
   }
 
   /**
-   * The lane's shared state, under a fingerprint of the account's API keys (12 hex digits of their
-   * SHA-256, not a key): a disable, cooldown or pace learned with one key is not applied to another.
-   * A key Qwen refused as invalid disables its account for an hour, and the corrected key, deployed
-   * on the same Redis, must not inherit that hour (billing states, kept by the account, are learned
-   * again by the first call refused for them).
+   * The lane's shared state: cooldowns and pace shared by every key of the account (Qwen's limits
+   * are the account's), disables kept per set of API keys under their fingerprint (12 hex digits of
+   * the SHA-256 of the sorted keys, not a key): a key Qwen refused as invalid disables its account for
+   * an hour, and the corrected key, deployed on the same Redis, must not inherit that hour (a billing
+   * state, kept by the account, is learned again by the first call refused for it).
    */
   private sharedStateFor(
     account: { id: string; apiKeys: readonly string[] },
@@ -625,8 +625,10 @@ export class UpstreamPool {
     pace: { floor: number; step: number; secondMs: number },
   ): SharedLaneState | undefined {
     if (!this.store.redis) return undefined
-    const keyPrint = createHash('sha256').update(account.apiKeys.join('\n')).digest('hex').slice(0, 12)
-    return new SharedLaneState(this.store, `${this.laneTag(account.id, model)}:s:${keyPrint}`, apply, pace)
+    const keys = [...new Set(account.apiKeys)].sort().join('\n')
+    const keyPrint = createHash('sha256').update(keys).digest('hex').slice(0, 12)
+    const tag = this.laneTag(account.id, model)
+    return new SharedLaneState(this.store, `${tag}:s`, `${tag}:d:${keyPrint}`, apply, pace)
   }
 
   private meterFor(accountId: string, model: string, shared: SharedLaneState | undefined): Meter {

@@ -16,9 +16,16 @@ import type { BlockReason, DimensionFractions } from './sliding-log.js'
 const SCRIPT_SHA = createHash('sha1').update(METER_LUA).digest('hex')
 
 export class RedisMeter implements Meter {
-  /** Sends were paced on the memory meter (an outage): Redis must take them over before the next take. */
+  /**
+   * Sends paced on the memory meter (an outage) from this id on are not yet in the Redis log: it
+   * takes them over before its next take. The memory meter keeps its log (its own windows still hold
+   * them, for a next outage, and its tickets still settle there); only the id moves.
+   */
+  private handedOverUpTo = 0
   private pacedInMemory = false
   private handingOver: Promise<void> | undefined
+  /** The limits of the last take paced in memory: a hand-over on recovery reads its windows with them. */
+  private memoryLimits: PaceLimits | undefined
   private lastFraction = 0
   private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
   private readonly redis: RedisConnection
@@ -31,6 +38,18 @@ export class RedisMeter implements Meter {
     private readonly gate?: MeterGate,
   ) {
     this.redis = store.redis as RedisConnection
+    // Handed over as soon as Redis answers again, not only at this lane's next take: the other
+    // instances' takes must count them from then on.
+    store.onRecovered(() => {
+      const limits = this.memoryLimits
+      if (!this.pacedInMemory || !limits) return
+      void this.store.run(this.keys[0], () => this.handOverOnce(limits)).catch(() => undefined)
+    })
+  }
+
+  /** The hand-over, or the one already running. */
+  private handOverOnce(limits: PaceLimits): Promise<void> {
+    return (this.handingOver ??= this.handOver(limits))
   }
 
   async take(tokens: number, limits: PaceLimits, dry = false): Promise<MeterTake> {
@@ -38,11 +57,14 @@ export class RedisMeter implements Meter {
     return this.store.attempt(
       this.keys[0],
       async () => {
-        if (this.pacedInMemory) await (this.handingOver ??= this.handOver(limits))
+        if (this.pacedInMemory) await this.handOverOnce(limits)
         return this.decode(await this.sendTake(args), limits)
       },
       () => {
-        this.pacedInMemory ||= !dry
+        if (!dry) {
+          this.pacedInMemory = true
+          this.memoryLimits = limits
+        }
         return this.fallback.takeSync(tokens, limits, dry)
       },
       // Taken after its timeout: the call was paced in memory (or refused) meanwhile, so nobody
@@ -56,18 +78,19 @@ export class RedisMeter implements Meter {
   /**
    * Redis answers again: the sends this process paced on its memory meter meanwhile are added to the
    * shared log (they are in Qwen's windows too: forgotten, one instance alone would send a whole
-   * minute's limit beside them), then the memory meter starts over. Rejects (the take falls back
-   * again, the sends kept for the next try) when Redis fails again.
+   * minute's limit beside them). Rejects (the take falls back again, the sends kept for the next
+   * try) when Redis fails again.
    */
   private async handOver(limits: PaceLimits): Promise<void> {
     try {
-      const sends = this.fallback.recent(limits)
+      const { sends, end } = this.fallback.recent(limits, this.handedOverUpTo)
       if (sends.length > 0) {
         const triples = sends.flatMap((s) => [String(s.ageMs), String(s.requests), String(s.tokens)])
         await this.send(['absorb', ...limitArgs(limits), String(sends.length), ...triples])
       }
-      this.fallback.forget()
-      this.pacedInMemory = false
+      this.handedOverUpTo = end
+      // A take paced in memory while the hand-over ran (Redis slow again) is handed over next time.
+      this.pacedInMemory = this.fallback.log.nextId() > end
     } finally {
       this.handingOver = undefined
     }
@@ -129,7 +152,7 @@ export class RedisMeter implements Meter {
   private async sendTake(args: readonly string[]): Promise<unknown[]> {
     const gate = this.gate
     if (!gate) return this.send(args)
-    const reply = (await this.evalScript(gate.sha, gate.script, [...this.keys, gate.key], args)) as unknown[]
+    const reply = (await this.evalScript(gate.sha, gate.script, [...this.keys, ...gate.keys], args)) as unknown[]
     const outMs = gate.read(reply[0])
     if (Array.isArray(reply[1])) return reply[1] as unknown[]
     // The meter did not run: its last fractions stand (decode reads the five numbers ending a reply).

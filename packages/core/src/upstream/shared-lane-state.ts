@@ -34,7 +34,8 @@ export interface LaneEffect {
 export interface MeterGate {
   readonly script: string
   readonly sha: string
-  readonly key: string
+  /** The state's two hashes (the lane's, its disables'), passed after the meter's keys. */
+  readonly keys: readonly [state: string, disables: string]
   /** Reads the gate's part of the reply; the remaining ms when the lane is out (the meter did not run). */
   read(part: unknown): number | undefined
 }
@@ -48,12 +49,14 @@ export class SharedLaneState {
   private readonly redis: Redis
 
   /**
-   * `key`: the lane's state hash (same hash tag as its meter keys). `apply` hears every view read
-   * or written, to update the local lane.
+   * `key`: the lane's state hash (same hash tag as its meter keys); `disableKey`: the hash of its
+   * disables for this guard's API keys (lane-state-lua.ts). `apply` hears every view read or
+   * written, to update the local lane.
    */
   constructor(
     private readonly store: GuardStore,
     readonly key: string,
+    private readonly disableKey: string,
     private readonly apply: (view: SharedLaneView) => void,
     private readonly pace: { floor: number; step: number; secondMs: number },
   ) {
@@ -61,7 +64,7 @@ export class SharedLaneState {
     this.gate = {
       script: GATED_LUA,
       sha: GATED_SHA,
-      key,
+      keys: [key, disableKey],
       read: (part) => {
         const view = decodeView(part)
         if (!view) return undefined
@@ -94,10 +97,10 @@ export class SharedLaneState {
 
   private async eval(args: string[]): Promise<unknown> {
     try {
-      return await this.redis.evalsha(WRITE_SHA, 1, this.key, ...args)
+      return await this.redis.evalsha(WRITE_SHA, 2, this.key, this.disableKey, ...args)
     } catch (error) {
       if (!String((error as Error)?.message).includes('NOSCRIPT')) throw error
-      return this.redis.eval(LANE_WRITE_LUA, 1, this.key, ...args)
+      return this.redis.eval(LANE_WRITE_LUA, 2, this.key, this.disableKey, ...args)
     }
   }
 }

@@ -155,19 +155,29 @@ export class SlidingLog {
   }
 
   /**
-   * The sends the minute window still holds at `now`, oldest first: how long ago each was recorded
-   * (ms), and what it counts (the Redis meter takes them over after an outage: redis-meter.ts).
+   * The sends with an id from `fromId` on that the minute window still holds at `now`, oldest first:
+   * how long ago each was recorded (ms) and what it counts; and `end`, the id the next send gets (the
+   * Redis meter takes them over after an outage, and asks next time from `end`: redis-meter.ts).
    */
-  recent(now: number, limits: PaceLimits): Array<{ ageMs: number; requests: number; tokens: number }> {
+  recent(
+    now: number,
+    limits: PaceLimits,
+    fromId: number,
+  ): { sends: Array<{ ageMs: number; requests: number; tokens: number }>; end: number } {
     now = this.advance(now, limits)
-    const out: Array<{ ageMs: number; requests: number; tokens: number }> = []
+    const sends: Array<{ ageMs: number; requests: number; tokens: number }> = []
     const end = this.base + this.times.length
-    for (let c = this.cursor[MINUTE]!; c < end; c++) {
+    for (let c = Math.max(this.cursor[MINUTE]!, fromId); c < end; c++) {
       const i = c - this.base
       if (this.reqs[i]! > 0 || this.toks[i]! > 0)
-        out.push({ ageMs: now - this.times[i]!, requests: this.reqs[i]!, tokens: this.toks[i]! })
+        sends.push({ ageMs: now - this.times[i]!, requests: this.reqs[i]!, tokens: this.toks[i]! })
     }
-    return out
+    return { sends, end }
+  }
+
+  /** The id the next send gets. */
+  nextId(): number {
+    return this.base + this.times.length
   }
 
   /** Requests in the ramp's last second and the second before it (for tests and state). */

@@ -1,12 +1,12 @@
-// Attack s12 ("accounting that cannot be fooled"): each test here failed on the code it was written
-// against. A caller must not get more than its quota allows, nor be charged less than what Qwen bills.
+// Accounting that cannot be fooled, edge by edge (written by an attack: each test here failed on the
+// code before its fix). A caller must not get more than its quota allows, nor be charged less than what Qwen bills.
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createGuard } from '../src/guard.js'
 import type { GuardEvent, GuardOptions, QuotaState } from '../src/types.js'
 import { chunkEvent, completion, sse, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
 
-const KEY = 'sk-atk12-key-0123456789'
-const ACCOUNT = 'acct-atk12'
+const KEY = 'sk-edges-key-0123456789'
+const ACCOUNT = 'acct-edges'
 
 const open: Array<{ close(): Promise<void> }> = []
 afterEach(async () => {
