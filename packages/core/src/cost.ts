@@ -109,8 +109,9 @@ function servingModels(model: ResolvedModel, options: ResolvedOptions): Resolved
  * QwenGuardError 400 `invalid_request` naming the field:
  * - max_tokens, max_completion_tokens: positive integers up to the model's maxOutputTokens. Both
  *   may be set: Qwen documents neither as the winner, so the larger is reserved (and both are sent
- *   as given, so whichever Qwen obeys is within the reservation). Neither: options.defaultMaxTokens
- *   (capped by the model), sent upstream as max_tokens.
+ *   as given, so whichever Qwen obeys is within the reservation). max_completion_tokens alone is
+ *   sent upstream as max_tokens too. Neither: options.defaultMaxTokens (capped by the model), sent
+ *   upstream as max_tokens.
  * - enable_thinking, thinking_budget: reasoning is billed as output and not capped by max_tokens,
  *   so a call that reasons (on the requested model or a fallback of it) reserves its thinking_budget
  *   (a positive integer up to the model's maxReasoningTokens) or options.defaultThinkingBudget
@@ -132,6 +133,10 @@ export function planOutput(planned: PlannedRequest, model: ResolvedModel, option
   if (answerTokens === 0) {
     // Sent upstream, so within every serving model's cap.
     answerTokens = Math.min(options.defaultMaxTokens, ...serving.map((m) => m.maxOutputTokens))
+    upstreamFields.max_tokens = answerTokens
+  } else if (maxTokens === undefined) {
+    // max_completion_tokens alone: Qwen documents max_tokens as its bound (QWEN-FACTS.md section 7),
+    // so it goes too, at the reserved cap, whichever of the two Qwen obeys.
     upstreamFields.max_tokens = answerTokens
   }
 

@@ -35,6 +35,7 @@ export interface Settlement {
 export interface Charge {
   tokens: number
   promptTokens: number
+  /** Output tokens, priced at the output rate: with `usage`, everything Qwen counted beyond the prompt. */
   completionTokens: number
   basis: SettleBasis
   /** Set when Qwen sent a `usage` that could not be counted. */
@@ -73,7 +74,8 @@ export function chargeOf(input: SettleInput, bounds: ChargeBounds): Charge {
       return {
         tokens: usage.total,
         promptTokens: usage.prompt,
-        completionTokens: usage.completion,
+        // What Qwen counted beyond prompt and completion is priced as output, the dearer side.
+        completionTokens: usage.total - usage.prompt,
         basis: 'usage',
         usageInvalid: false,
       }

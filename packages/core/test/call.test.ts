@@ -179,6 +179,13 @@ describe('guardedCall: what is sent upstream', () => {
     expect(JSON.parse(sent(fetch))).toEqual({ ...JSON.parse(text), max_tokens: 1_024, thinking_budget: 4_096 })
   })
 
+  it('sends max_completion_tokens alone as max_tokens too: the bound Qwen documents, at the reserved cap', async () => {
+    const { deps, fetch } = setup({ redis: false, reserve: async () => reservation(), acquire: async () => slot() })
+    const text = `{"model":"qwen-plus","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":300}`
+    await guardedCall(deps, { user: 'u' }, JSON.parse(text) as Record<string, unknown>, { text })
+    expect(JSON.parse(sent(fetch))).toEqual({ ...JSON.parse(text), max_tokens: 300 })
+  })
+
   it('rewrites the model a fallback slot serves, and asks a stream for its usage chunk', async () => {
     const fallback = { ...slot(), model: 'qwen-flash' }
     const text = JSON.stringify(body)

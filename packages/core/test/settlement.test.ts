@@ -16,6 +16,11 @@ describe('chargeOf', () => {
     expect(chargeOf({ usage: { prompt_tokens: 90, completion_tokens: 10 } }, bounds).tokens).toBe(100)
   })
 
+  it('prices what Qwen counted beyond prompt and completion as output (the dearer side), not as nothing', () => {
+    const charge = chargeOf({ usage: { prompt_tokens: 90, completion_tokens: 10, total_tokens: 400 } }, bounds)
+    expect(charge).toMatchObject({ tokens: 400, promptTokens: 90, completionTokens: 310, basis: 'usage' })
+  })
+
   it.each([
     ['strings', { prompt_tokens: 'x', completion_tokens: 'y', total_tokens: 'z' }],
     ['negative', { prompt_tokens: -1, completion_tokens: 5, total_tokens: 4 }],
