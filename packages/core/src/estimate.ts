@@ -7,7 +7,9 @@
  */
 import { brotliDecompressSync } from 'node:zlib'
 import {
+  CAPITAL_SPLIT_CHANCES,
   HAN_IN_WORDS,
+  LETTER_ALONE_TOKENS,
   ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
@@ -109,6 +111,8 @@ const LETTER_COST = costTable([
 
 /** The bytes of a base64 table of vocabulary-tables.ts. */
 const bitsOf = (base64: string) => Uint8Array.from(atob(base64), (ch) => ch.charCodeAt(0))
+/** A table shipped Brotli-compressed (vocabulary-tables.ts says which). */
+const unpacked = (base64: string) => new Uint8Array(brotliDecompressSync(Buffer.from(base64, 'base64')))
 
 /**
  * A Han character or Hangul syllable the vocabulary has no token of its own for (12,491 of the 20,992
@@ -254,7 +258,9 @@ for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
 const SPLITS = bitsOf(SPLIT_CHANCES)
+const CAPITAL_SPLITS = unpacked(CAPITAL_SPLIT_CHANCES)
 const SPACED_LETTER = bitsOf(SPACED_LETTER_EXTRA)
+const LETTER_ALONE = unpacked(LETTER_ALONE_TOKENS)
 /** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */
 const FIRST_SPLIT = 26 * 26 * 26
 
@@ -318,10 +324,18 @@ function oneToken(hash: number): boolean {
   return true
 }
 
-/** The chance (0-1) that the tokenizer splits a word before letter `c`, after `a` `b` (a = -1: `b` is the first). */
-function splitChance(a: number, b: number, c: number): number {
+/**
+ * The chance (0-1) that the tokenizer splits a word before letter `c`, after `a` `b` (a = -1: `b` is
+ * the first); `capitals`: the three are capitals, which merge far less (their own table).
+ */
+function splitChance(a: number, b: number, c: number, capitals: boolean): number {
   const i = a < 0 ? FIRST_SPLIT + b * 26 + c : (a * 26 + b) * 26 + c
-  return (((SPLITS[i >> 1] as number) >> ((i & 1) * 4)) & 15) / 15
+  return ((((capitals ? CAPITAL_SPLITS : SPLITS)[i >> 1] as number) >> ((i & 1) * 4)) & 15) / 15
+}
+
+/** Tokens of letter `c` standing alone (vocabulary-tables.ts): most letters outside common alphabets are two or three. */
+function aloneTokens(c: number): number {
+  return 1 + (((LETTER_ALONE[c >> 2] as number) >> ((c & 3) * 2)) & 3)
 }
 
 /**
@@ -350,9 +364,10 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
   let prevLower = false
   let hash = i > 0 && text.charCodeAt(i - 1) === 32 ? FNV_SPACED_BASIS : FNV_BASIS
   let splits = 0
-  // The piece's last two letters (0 = 'a'), -1 until it has them.
+  // The piece's last two letters (0 = 'a'), -1 until it has them; how many capitals end it.
   let first = -1
   let second = -1
+  let capitals = 0
   let j = i
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
@@ -365,12 +380,14 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
         piece = splits = 0
         hash = FNV_BASIS
         first = second = -1
+        capitals = 0
       }
       prevLower = !upper
+      capitals = upper ? capitals + 1 : 0
       piece++
       hash = Math.imul(hash ^ c, FNV_PRIME) >>> 0
       const letter = (c | 32) - 97
-      if (second >= 0) splits += splitChance(first, second, letter)
+      if (second >= 0) splits += splitChance(first, second, letter, capitals >= (first < 0 ? 2 : 3))
       first = second
       second = letter
       continue
@@ -380,8 +397,13 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     piece = splits = 0
     hash = FNV_BASIS
     first = second = -1
+    capitals = 0
     prevLower = false
-    cost += (LETTER_COST[c] as number) || letterCost(cls, w)
+    const weight = (LETTER_COST[c] as number) || letterCost(cls, w)
+    // A letter standing alone merges with nothing: its own tokens (two or three for most letters
+    // outside the common alphabets), where inside a word the script's weight holds.
+    const alone = j === i && !isLetter(CLASS[text.charCodeAt(j + 1)] as number)
+    cost += alone ? Math.max(weight, aloneTokens(c)) : weight
   }
   out.end = j
   return cost + pieceCost(piece, hash, splits, w)
