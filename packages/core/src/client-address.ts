@@ -26,10 +26,10 @@ export function clientAddress(address: string | undefined | null): string {
   const groups = expandIPv6(bare)
   if (!groups) return bare.toLowerCase()
   if (isIPv4Mapped(groups)) return ipv4FromGroups(groups[6]!, groups[7]!)
-  return `${groups
-    .slice(0, 4)
-    .map((group) => group.toString(16))
-    .join(':')}::/64`
+  // RFC 5952 form: the /64's zero groups at its end join the '::' that stands for the host part.
+  const prefix = groups.slice(0, 4)
+  while (prefix.length > 0 && prefix[prefix.length - 1] === 0) prefix.pop()
+  return `${prefix.map((group) => group.toString(16)).join(':')}::/64`
 }
 
 /**

@@ -662,7 +662,7 @@ function resolveUsage(value: unknown): { usage?: NonNullable<ResolvedOptions['us
     if (retentionMs < 60_000 || retentionMs > MAX_USAGE_RETENTION_MS)
       throw new QwenGuardConfigError(
         'usage.retentionMs',
-        `must be from 60,000 (a minute) to ${MAX_USAGE_RETENTION_MS} (400 days), got ${retentionMs}`,
+        `must be from 60,000 (a minute) to ${MAX_USAGE_RETENTION_MS.toLocaleString('en-US')} (400 days), got ${retentionMs.toLocaleString('en-US')}`,
       )
   }
   if (raw.now !== undefined && typeof raw.now !== 'function')
