@@ -524,7 +524,7 @@ function resolveStore(value: unknown): ResolvedOptions['store'] {
     )
   }
   const out: ResolvedOptions['store'] = {
-    prefix: store.prefix === undefined ? DEFAULTS.storePrefix : nonEmptyString(store.prefix, 'store.prefix'),
+    prefix: store.prefix === undefined ? DEFAULTS.storePrefix : storePrefix(store.prefix),
     onError,
     commandTimeoutMs:
       store.commandTimeoutMs === undefined
@@ -669,6 +669,21 @@ function resolveUsage(value: unknown): { usage?: NonNullable<ResolvedOptions['us
     throw new QwenGuardConfigError('usage.now', `must be a function returning epoch ms, got ${describe(raw.now)}`)
   const now = (raw.now as (() => number) | undefined) ?? Date.now
   return { usage: { retentionMs, now } }
+}
+
+/**
+ * `store.prefix`: a non-empty string without `{` or `}`: every key the guard writes on a Redis Cluster
+ * keeps its parts in one slot by a hash tag of its own (`{user:u1}`), which a brace in the prefix
+ * would take the place of.
+ */
+function storePrefix(value: unknown): string {
+  const prefix = nonEmptyString(value, 'store.prefix')
+  if (/[{}]/.test(prefix))
+    throw new QwenGuardConfigError(
+      'store.prefix',
+      `must not contain { or } (Redis Cluster hash tags), got ${describe(prefix)}`,
+    )
+  return prefix
 }
 
 const METRICS_KEYS = ['registry', 'prefix']

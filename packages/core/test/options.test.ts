@@ -378,6 +378,7 @@ describe('resolveOptions: errors name the option', () => {
     ],
     ['queue typo', { ...base, queue: { maxWait: 5 } }, 'queue.maxWait: unknown option'],
     ['store onError', { ...base, store: { onError: 'ignore' } }, "store.onError: must be 'open' or 'closed'"],
+    ['store prefix with a brace', { ...base, store: { prefix: 'app{' } }, 'store.prefix: must not contain { or }'],
     [
       'store command timeout 0',
       { ...base, store: { commandTimeoutMs: 0 } },

@@ -11,12 +11,14 @@
  *
  * ARGV: op ('take' | 'dry' | 'settle' | 'absorb'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
  * rampFactor (0 = off), spacing, tokenSpacing, second (unstretched, ms), jitter (this process's
- * measured allowance J, ms), backdate (ms), then: take/dry -> tokens; settle -> id, requests, tokens;
+ * measured allowance J, ms), backdate (ms), then: take/dry -> tokens; settle -> ticket, requests, tokens;
  * absorb -> n, then n x (ageMs, requests, tokens): sends made elsewhere (a process's memory meter
  * while Redis did not answer), recorded ageMs before now (no earlier than the newest entry, so the
  * list stays in time order: at worst a send counts a little longer than it should).
- * Returns take: {1, id, lateMs, fractions...}; dry: {1, '-1', '0', fractions...}; blocked: {0, waitMs ('-1' =
- * never), reason, fractions...}; settle: {2}; absorb: {3}. A take records its entry up to `backdate` ms before now,
+ * Returns take: {1, ticket, lateMs, fractions...}; dry: {1, '-1', '0', fractions...}; blocked: {0, waitMs ('-1' =
+ * never), reason, fractions...}; settle: {2}; absorb: {3, incarnation, first id} (the sends' tickets
+ * are 'incarnation.id' from it on, in order). A ticket is 'incarnation.id' (see `inc` below); settle
+ * takes one. A take records its entry up to `backdate` ms before now,
  * at the moment it became admissible (sliding-log.ts, "Entry time"), and returns how far back.
  * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers).
  *
@@ -43,9 +45,12 @@ local function emission(k) return math.max(spacing, k * tokenSpacing) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4',
-  'ja', 'jt')
--- A meter without its hash starts its ids at Redis' time (ms): ids never repeat when both keys were
--- lost (a flush, a restart without persistence), so a ticket issued before settles nothing after.
+  'ja', 'jt', 'inc')
+-- The meter's incarnation: made anew whenever its hash is (Redis' time in microseconds). A ticket is
+-- 'incarnation.id': one issued before both keys were lost (a flush, a restart without persistence)
+-- settles nothing after, however the ids of the new meter run.
+local inc = s[18]
+if not s[1] or not inc then inc = t[1] .. string.format('%06d', tonumber(t[2])) end
 local base = tonumber(s[1]) or math.floor(now)
 local tat = tonumber(s[2]) or -1
 local last = tonumber(s[3]) or 0
@@ -86,9 +91,10 @@ local function parse(v)
 end
 local function entry(id) return parse(redis.call('LINDEX', L, id - base)) end
 
+local absorbed = stop
 if op == 'absorb' then
   -- Appended after every cursor, so counted in every window; the scan below drops what a window
-  -- no longer holds.
+  -- no longer holds. Their tickets are 'inc.absorbed' onwards.
   local newest = -1e18
   if stop > base then newest = entry(stop - 1) end
   for i = 0, tonumber(ARGV[17]) - 1 do
@@ -142,7 +148,7 @@ local function save()
   redis.call('HSET', H, 'base', base, 'tat', string.format('%.3f', tat), 'last', string.format('%.3f', now),
     'c1', C[1], 'r1', R[1], 'k1', K[1], 'c2', C[2], 'r2', R[2], 'k2', K[2],
     'c3', C[3], 'r3', R[3], 'k3', K[3], 'c4', C[4], 'r4', R[4], 'k4', K[4],
-    'ja', string.format('%.3f', ja), 'jt', string.format('%.3f', jt))
+    'ja', string.format('%.3f', ja), 'jt', string.format('%.3f', jt), 'inc', inc)
   local ttl = math.ceil(lens[2] + 60000)
   redis.call('PEXPIRE', H, ttl)
   redis.call('PEXPIRE', L, ttl)
@@ -150,12 +156,13 @@ end
 
 if op == 'absorb' then
   save()
-  return { 3 }
+  return { 3, inc, tostring(absorbed) }
 end
 
 if op == 'settle' then
-  local id, nr, nk = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
-  if id >= base and id < stop then
+  local idInc, idNum = string.match(ARGV[17], '^(%d+)%.(%d+)$')
+  local id, nr, nk = tonumber(idNum), tonumber(ARGV[18]), tonumber(ARGV[19])
+  if idInc == inc and id and id >= base and id < stop then
     local et, er, ek = entry(id)
     redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
     local before, after = 0, 0
@@ -241,5 +248,5 @@ for w = 1, 4 do
 end
 tat = math.max(tat, at) + emission(tokens)
 save()
-return { 1, tostring(id), num(now - at), fractions() }
+return { 1, inc .. '.' .. tostring(id), num(now - at), fractions() }
 `

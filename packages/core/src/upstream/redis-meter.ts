@@ -26,6 +26,11 @@ export class RedisMeter implements Meter {
   private handingOver: Promise<void> | undefined
   /** The limits of the last take paced in memory: a hand-over on recovery reads its windows with them. */
   private memoryLimits: PaceLimits | undefined
+  /**
+   * Sends paced in memory and handed over, by memory id: their tickets in the shared log, so that
+   * their calls' settles (up or down) reach it (until then the shared log counts their reservation).
+   */
+  private readonly sharedTickets = new Map<number, string>()
   private lastFraction = 0
   private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
   private readonly redis: RedisConnection
@@ -60,13 +65,7 @@ export class RedisMeter implements Meter {
         if (this.pacedInMemory) await this.handOverOnce(limits)
         return this.decode(await this.sendTake(args), limits)
       },
-      () => {
-        if (!dry) {
-          this.pacedInMemory = true
-          this.memoryLimits = limits
-        }
-        return this.fallback.takeSync(tokens, limits, dry)
-      },
+      () => (dry ? this.fallback.takeSync(tokens, limits, true) : this.takeInMemory(tokens, limits)),
       // Taken after its timeout: the call was paced in memory (or refused) meanwhile, so nobody
       // will send on this take. Settle it to nothing.
       (late) => {
@@ -86,7 +85,16 @@ export class RedisMeter implements Meter {
       const { sends, end } = this.fallback.recent(limits, this.handedOverUpTo)
       if (sends.length > 0) {
         const triples = sends.flatMap((s) => [String(s.ageMs), String(s.requests), String(s.tokens)])
-        await this.send(['absorb', ...limitArgs(limits), String(sends.length), ...triples])
+        const reply = await this.send(['absorb', ...limitArgs(limits), String(sends.length), ...triples])
+        const [incarnation, first] = [String(reply[1]), Number(reply[2])]
+        sends.forEach((sent, k) => {
+          const shared = `${incarnation}.${first + k}`
+          const now = this.fallback.log.countsOf(sent.id)
+          // Settled while the hand-over ran: the shared log gets what it counts now.
+          if (now && (now.requests !== sent.requests || now.tokens !== sent.tokens))
+            void this.settleShared(shared, now.requests, now.tokens, limits)
+          else if (now) this.sharedTickets.set(sent.id, shared)
+        })
       }
       this.handedOverUpTo = end
       // A take paced in memory while the hand-over ran (Redis slow again) is handed over next time.
@@ -94,6 +102,45 @@ export class RedisMeter implements Meter {
     } finally {
       this.handingOver = undefined
     }
+  }
+
+  /** A take paced in memory (an outage); its ticket settles the shared log too once handed over. */
+  private takeInMemory(tokens: number, limits: PaceLimits): MeterTake {
+    this.pacedInMemory = true
+    this.memoryLimits = limits
+    const id = this.fallback.log.nextId()
+    const taken = this.fallback.takeSync(tokens, limits)
+    if (!taken.ok) return taken
+    const memory = taken.ticket
+    const ticket: MeterTicket = {
+      recount: async (requests, used) => {
+        await memory.recount(requests, used)
+        const shared = this.sharedTickets.get(id)
+        if (shared === undefined) return // not handed over yet: the hand-over takes what it counts then
+        this.sharedTickets.delete(id)
+        await this.settleShared(shared, requests, used, limits)
+      },
+    }
+    return { ...taken, ticket }
+  }
+
+  /**
+   * Settles a send of the shared log to what its call used. Never rejects: a lost settle leaves the
+   * reservation counted until it leaves the window (the store's health has reported the failure):
+   * the safe side, but for a call that used more than it reserved.
+   */
+  private settleShared(ticket: string, requests: number, used: number, limits: PaceLimits): Promise<void> {
+    return this.store
+      .run(
+        this.keys[0],
+        () => this.send(['settle', ...limitArgs(limits), ticket, String(requests), String(used)]),
+        undefined,
+        true,
+      )
+      .then(
+        () => undefined,
+        () => undefined,
+      )
   }
 
   usedFraction(limits: PaceLimits): number {
@@ -124,23 +171,8 @@ export class RedisMeter implements Meter {
         usedFraction: fraction,
       }
     }
-    const id = String(reply[1])
-    const ticket: MeterTicket = {
-      // A lost settle only over-counts (the reservation stays charged until it leaves the window);
-      // the store's health has reported the failure.
-      recount: (requests, used) =>
-        this.store
-          .run(
-            this.keys[0],
-            () => this.send(['settle', ...limitArgs(limits), id, String(requests), String(used)]),
-            undefined,
-            true,
-          )
-          .then(
-            () => undefined,
-            () => undefined,
-          ),
-    }
+    const shared = String(reply[1])
+    const ticket: MeterTicket = { recount: (requests, used) => this.settleShared(shared, requests, used, limits) }
     // How far back the entry was recorded (0 for a dry take).
     return { ok: true, usedFraction: fraction, ticket, lateMs: Number(reply[2]) }
   }

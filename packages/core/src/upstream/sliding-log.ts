@@ -53,6 +53,14 @@ export interface DimensionFractions {
   tps: number
 }
 
+/** A send as SlidingLog.recent lists it: its id, how long ago it was recorded (ms), what it counts. */
+export interface RecentSend {
+  id: number
+  ageMs: number
+  requests: number
+  tokens: number
+}
+
 /** What blocks a take. 'never': the cost exceeds a whole window's limit. */
 export type BlockReason = 'spacing' | 'rate' | 'minute' | 'ramp' | 'never'
 
@@ -159,20 +167,23 @@ export class SlidingLog {
    * how long ago each was recorded (ms) and what it counts; and `end`, the id the next send gets (the
    * Redis meter takes them over after an outage, and asks next time from `end`: redis-meter.ts).
    */
-  recent(
-    now: number,
-    limits: PaceLimits,
-    fromId: number,
-  ): { sends: Array<{ ageMs: number; requests: number; tokens: number }>; end: number } {
+  recent(now: number, limits: PaceLimits, fromId: number): { sends: RecentSend[]; end: number } {
     now = this.advance(now, limits)
-    const sends: Array<{ ageMs: number; requests: number; tokens: number }> = []
+    const sends: RecentSend[] = []
     const end = this.base + this.times.length
     for (let c = Math.max(this.cursor[MINUTE]!, fromId); c < end; c++) {
       const i = c - this.base
       if (this.reqs[i]! > 0 || this.toks[i]! > 0)
-        sends.push({ ageMs: now - this.times[i]!, requests: this.reqs[i]!, tokens: this.toks[i]! })
+        sends.push({ id: c, ageMs: now - this.times[i]!, requests: this.reqs[i]!, tokens: this.toks[i]! })
     }
     return { sends, end }
+  }
+
+  /** What send `id` counts now; undefined once it has left the log. */
+  countsOf(id: number): { requests: number; tokens: number } | undefined {
+    const i = id - this.base
+    if (id < 0 || i < 0 || i >= this.times.length) return undefined
+    return { requests: this.reqs[i]!, tokens: this.toks[i]! }
   }
 
   /** The id the next send gets. */
