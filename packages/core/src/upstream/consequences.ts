@@ -68,8 +68,10 @@ function disable(lane: Lane, refusal: UpstreamRefusal, ctx: ConsequenceContext):
   const resetAt = announced === undefined ? undefined : Math.min(announced, ctx.now + MAX_QUOTA_RESET_MS)
   const until = resetAt ?? ctx.now + ctx.disableMs
   const wholeAccount = refusal.reach === 'account'
-  // Calls in flight when Qwen refused are refused alike: one `account_disabled` for the disable.
-  const wasDisabled = (wholeAccount ? lane.owner.disabledUntil : lane.disabledUntil) > ctx.now
+  // Calls in flight when Qwen refused are refused alike: one `account_disabled` for the disable, and
+  // another only when a refusal puts it out for longer (by more than a minute: another state).
+  const before = wholeAccount ? lane.owner.disabledUntil : lane.disabledUntil
+  const wasDisabled = before > ctx.now && until <= before + 60_000
   if (wholeAccount) lane.owner.disabledUntil = Math.max(lane.owner.disabledUntil, until)
   else lane.disabledUntil = Math.max(lane.disabledUntil, until)
   const account = lane.owner.account.id

@@ -160,6 +160,27 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
     expect(pool.state().find((s) => s.model === 'small')!.disabledUntil).toBe(Math.floor(resetAt / 1000) * 1000)
   })
 
+  it('one account_disabled per disable: a second refusal of calls in flight adds none, one that puts it out for longer does', async () => {
+    const { pool, events } = makePool({ accounts: [{ id: 'acct-a', apiKey: 'k' }] })
+    const resetAt = Date.now() + 5 * 60_000
+    const d = new Date(resetAt)
+    const pad = (n: number) => String(n).padStart(2, '0')
+    const reset = `The quota has been exhausted. The quota will reset at ${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`
+    const inFlight = []
+    for (let i = 0; i < 3; i++) {
+      inFlight.push(await pool.acquire(request({ model: 'small' })))
+      await vi.advanceTimersByTimeAsync(1_000) // the lane's spacing
+    }
+    await inFlight[0]!.fail(refusal(429, 'Throttling.AllocationQuota', reset))
+    await inFlight[1]!.fail(refusal(429, 'Throttling.AllocationQuota', reset))
+    expect(events.filter((e) => e.type === 'account_disabled')).toHaveLength(1)
+    await inFlight[2]!.fail(arrears) // the whole account, for upstream.disableMs (an hour)
+    expect(events.filter((e) => e.type === 'account_disabled').map((e) => (e as { kind: string }).kind)).toEqual([
+      'quota_reset',
+      'arrears',
+    ])
+  })
+
   it('cancel gives the pace back; settle is idempotent', async () => {
     const { pool } = makePool({
       accounts: [{ id: 'acct-a', apiKey: 'k' }],
