@@ -174,10 +174,10 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
     await inFlight[0]!.fail(refusal(429, 'Throttling.AllocationQuota', reset))
     await inFlight[1]!.fail(refusal(429, 'Throttling.AllocationQuota', reset))
     expect(events.filter((e) => e.type === 'account_disabled')).toHaveLength(1)
-    await inFlight[2]!.fail(arrears) // the whole account, for upstream.disableMs (an hour)
+    await inFlight[2]!.fail(freeQuota) // the same lane, for upstream.disableMs (an hour)
     expect(events.filter((e) => e.type === 'account_disabled').map((e) => (e as { kind: string }).kind)).toEqual([
       'quota_reset',
-      'arrears',
+      'free_quota',
     ])
   })
 
