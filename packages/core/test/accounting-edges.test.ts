@@ -1,9 +1,8 @@
 // Accounting that cannot be fooled, edge by edge (written by an attack: each test here failed on the
 // code before its fix). A caller must not get more than its quota allows, nor be charged less than what Qwen bills.
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { createGuard } from '../src/guard.js'
-import type { GuardEvent, GuardOptions, QuotaState } from '../src/types.js'
-import { chunkEvent, completion, sse, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
+import type { GuardEvent, QuotaState } from '../src/types.js'
+import { chunkEvent, completion, sse, stubbedGuard, usageEvent, type StubbedGuardSetup } from './upstream-stub.js'
 
 const KEY = 'sk-edges-key-0123456789'
 const ACCOUNT = 'acct-edges'
@@ -14,32 +13,10 @@ afterEach(async () => {
   await Promise.all(open.splice(0).map((thing) => thing.close()))
 })
 
-async function setup(
-  over: {
-    upstream?: Partial<GuardOptions['upstream']>
-    quotas?: GuardOptions['quotas']
-    queue?: GuardOptions['queue']
-  } = {},
-) {
-  const stub: UpstreamStub = await startUpstreamStub()
-  open.push(stub)
-  const events: GuardEvent[] = []
-  const guard = createGuard({
-    upstream: {
-      baseURL: stub.baseURL,
-      accounts: [{ id: ACCOUNT, apiKey: KEY }],
-      rampUp: false,
-      timeoutMs: 5_000,
-      maxAttempts: 1,
-      ...over.upstream,
-    },
-    quotas: over.quotas ?? { user: { tpm: 100_000 } },
-    ...(over.queue ? { queue: over.queue } : {}),
-  })
-  open.push(guard)
-  for (const type of ['settled', 'admitted', 'refused'] as const) guard.on(type, (event) => events.push(event))
-  return { stub, guard, events }
-}
+const setup = (
+  over: Pick<StubbedGuardSetup, 'upstream' | 'quotas' | 'queue' | 'models'> = {},
+): ReturnType<typeof stubbedGuard> =>
+  stubbedGuard({ account: { id: ACCOUNT, apiKey: KEY }, open, record: ['settled', 'admitted', 'refused'], ...over })
 
 const left = (states: QuotaState[], dimension: string) => states.find((s) => s.dimension === dimension)?.remaining
 const image = { type: 'image_url', image_url: { url: 'https://example.com/cat.png' } }
@@ -268,20 +245,11 @@ describe('price tiers and a retried call', () => {
       outputPerMillion: 1,
       tiers: [{ inputAbove: 32_000, inputPerMillion: 10, outputPerMillion: 10 }],
     }
-    const stub: UpstreamStub = await startUpstreamStub()
-    open.push(stub)
-    const guard = createGuard({
-      upstream: {
-        baseURL: stub.baseURL,
-        accounts: [{ id: ACCOUNT, apiKey: KEY }],
-        rampUp: false,
-        timeoutMs: 5_000,
-        maxAttempts: 2,
-      },
+    const { stub, guard } = await setup({
+      upstream: { maxAttempts: 2 },
       models: { 'qwen-plus': { price } },
       quotas: { user: { usdPerDay: 100, tpm: 1_000_000 } },
     })
-    open.push(guard)
     const content = 'lorem ipsum dolor sit amet '.repeat(3_300)
     const body = { model: 'qwen-plus', max_tokens: 10, messages: [{ role: 'user' as const, content }] }
     // The guard's own prompt estimate, used as Qwen's count so nothing but the tiers differs.
@@ -310,16 +278,8 @@ describe('a failed call whose attempts reached Qwen', () => {
   // Each attempt that reached Qwen may have been billed its prompt at the price of the model it was
   // sent to: a dearer fallback's attempt must not be charged at the requested model's price.
   it('charges each attempt at the price of the model it went to', async () => {
-    const stub: UpstreamStub = await startUpstreamStub()
-    open.push(stub)
-    const guard = createGuard({
-      upstream: {
-        baseURL: stub.baseURL,
-        accounts: [{ id: ACCOUNT, apiKey: KEY }],
-        rampUp: false,
-        timeoutMs: 5_000,
-        maxAttempts: 3,
-      },
+    const { stub, guard } = await setup({
+      upstream: { maxAttempts: 3 },
       models: {
         // A minute's tokens the call can never fit in: every attempt goes to the fallback.
         'qwen-plus': { tpm: 300, price: { inputPerMillion: 1, outputPerMillion: 1 }, fallback: ['qwen-max'] },
@@ -327,7 +287,6 @@ describe('a failed call whose attempts reached Qwen', () => {
       },
       quotas: { user: { usdPerDay: 100, tpm: 1_000_000 } },
     })
-    open.push(guard)
     const models: string[] = []
     stub.handle = (_req, res, text) => {
       models.push((JSON.parse(text) as { model: string }).model)

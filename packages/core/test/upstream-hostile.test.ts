@@ -5,11 +5,10 @@
 // becomes a sane wait.
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import OpenAI from 'openai'
-import { createGuard } from '../src/guard.js'
 import type { Guard } from '../src/guard-types.js'
 import { createRelay } from '../src/relay.js'
-import type { GuardEvent, GuardOptions, QuotaState } from '../src/types.js'
-import { chunkEvent, completion, sse, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
+import type { GuardEvent, QuotaState } from '../src/types.js'
+import { chunkEvent, completion, sse, stubbedGuard, usageEvent, type StubbedGuardSetup } from './upstream-stub.js'
 
 const KEY = 'sk-atk11-SECRETKEY-0123456789'
 const ACCOUNT = 'acct-atk11-SECRET-ID'
@@ -21,26 +20,14 @@ afterEach(async () => {
   await Promise.all(open.splice(0).map((thing) => thing.close()))
 })
 
-async function setup(over: { upstream?: Partial<GuardOptions['upstream']>; quotas?: GuardOptions['quotas'] } = {}) {
-  const stub: UpstreamStub = await startUpstreamStub()
-  open.push(stub)
-  const events: GuardEvent[] = []
-  const guard = createGuard({
-    upstream: {
-      baseURL: stub.baseURL,
-      accounts: [{ id: ACCOUNT, apiKey: KEY }],
-      rampUp: false,
-      timeoutMs: 3_000,
-      maxAttempts: 1,
-      ...over.upstream,
-    },
+const setup = (over: Pick<StubbedGuardSetup, 'upstream' | 'quotas'> = {}): ReturnType<typeof stubbedGuard> =>
+  stubbedGuard({
+    account: { id: ACCOUNT, apiKey: KEY },
+    open,
+    record: ['settled', 'usage_invalid', 'upstream_refusal', 'refused', 'account_disabled'],
+    upstream: { timeoutMs: 3_000, ...over.upstream },
     quotas: over.quotas ?? { user: { tpm: 100_000, concurrency: 2, tokensPerDay: 1_000_000 } },
   })
-  open.push(guard)
-  for (const type of ['settled', 'usage_invalid', 'upstream_refusal', 'refused', 'account_disabled'] as const)
-    guard.on(type, (event) => events.push(event))
-  return { stub, guard, events }
-}
 
 const left = (states: QuotaState[], dimension: string) => states.find((s) => s.dimension === dimension)?.remaining
 

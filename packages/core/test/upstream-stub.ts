@@ -2,6 +2,9 @@
 // sets `handle` to answer however it likes, cut connections included. Real sockets, real fetch.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { createGuard } from '../src/guard.js'
+import type { Guard } from '../src/guard-types.js'
+import type { GuardEvent, GuardEventType, GuardOptions } from '../src/types.js'
 
 export type StubHandler = (req: IncomingMessage, res: ServerResponse, body: string) => unknown
 
@@ -56,4 +59,47 @@ export function sse(res: ServerResponse, parts: string[], end = true): void {
   res.writeHead(200, { 'content-type': 'text/event-stream' })
   for (const part of parts) res.write(part)
   if (end) res.end()
+}
+
+/** What `stubbedGuard` is given: the account's id and key, and what to change of its defaults. */
+export interface StubbedGuardSetup {
+  account: { id: string; apiKey: string }
+  /** Closed by the suite after each test (the stub and the guard are pushed on it). */
+  open: Array<{ close(): Promise<void> }>
+  /** Events recorded into the returned `events`. */
+  record: readonly GuardEventType[]
+  upstream?: Partial<GuardOptions['upstream']>
+  quotas?: GuardOptions['quotas']
+  queue?: GuardOptions['queue']
+  models?: GuardOptions['models']
+}
+
+/**
+ * A guard on a fresh stub: its one account, no ramp-up, one attempt, a 5 s deadline, quotas of
+ * 100,000 tpm per user unless `setup` says otherwise.
+ */
+export async function stubbedGuard(setup: StubbedGuardSetup): Promise<{
+  stub: UpstreamStub
+  guard: Guard
+  events: GuardEvent[]
+}> {
+  const stub = await startUpstreamStub()
+  setup.open.push(stub)
+  const events: GuardEvent[] = []
+  const guard = createGuard({
+    upstream: {
+      baseURL: stub.baseURL,
+      accounts: [setup.account],
+      rampUp: false,
+      timeoutMs: 5_000,
+      maxAttempts: 1,
+      ...setup.upstream,
+    },
+    quotas: setup.quotas ?? { user: { tpm: 100_000 } },
+    ...(setup.queue ? { queue: setup.queue } : {}),
+    ...(setup.models ? { models: setup.models } : {}),
+  })
+  setup.open.push(guard)
+  for (const type of setup.record) guard.on(type, (event) => events.push(event))
+  return { stub, guard, events }
 }

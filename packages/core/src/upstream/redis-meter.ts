@@ -215,7 +215,7 @@ export class RedisMeter implements Meter {
 /** The script's limit arguments, as text. A lane's limits object changes only with its pace. */
 const argsByLimits = new WeakMap<PaceLimits, readonly string[]>()
 
-function limitArgs(l: PaceLimits): readonly string[] {
+export function limitArgs(l: PaceLimits): readonly string[] {
   let args = argsByLimits.get(l)
   if (!args) {
     args = [

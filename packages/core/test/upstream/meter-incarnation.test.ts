@@ -6,8 +6,8 @@ import { describeRedis, redisClient } from '../../../../test/support/redis.js'
 import { createGuardStore } from '../../src/store.js'
 import { METER_LUA } from '../../src/upstream/meter-lua.js'
 import { MemoryMeter } from '../../src/upstream/meter.js'
-import { paceLimits, type PaceLimits } from '../../src/upstream/pace-limits.js'
-import { RedisMeter } from '../../src/upstream/redis-meter.js'
+import { paceLimits } from '../../src/upstream/pace-limits.js'
+import { limitArgs, RedisMeter } from '../../src/upstream/redis-meter.js'
 import { model } from './support.js'
 
 // qwen-turbo-like: 30,000 rpm (500 rps), 5,000,000 tpm
@@ -16,26 +16,6 @@ const limits = paceLimits(
   { safetyMargin: 0.97, rampUp: false, timeScale: 1 },
   1,
 )
-
-function limitArgs(l: PaceLimits): string[] {
-  return [
-    l.rateWindowMs,
-    l.minuteWindowMs,
-    l.rampWindowMs,
-    l.rampPairWindowMs,
-    l.rps,
-    l.tps,
-    l.rpm,
-    l.tpm,
-    l.rampInitial,
-    l.rampFactor,
-    l.spacingMs,
-    l.tokenSpacingMs,
-    l.secondMs,
-    l.jitterMs,
-    l.backdateMs,
-  ].map(String)
-}
 
 describeRedis('RedisMeter ids across two key losses', () => {
   const { redis, prefix } = redisClient()
