@@ -3,6 +3,7 @@
  * pointing at it, Express and Koa apps mounting the adapters, and a tap that records every response
  * the apps send so a suite can assert at the end that no key or account id ever left the server.
  */
+import { createHash } from 'node:crypto'
 import { once } from 'node:events'
 import { createServer, request as httpRequest, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -22,6 +23,9 @@ import type OpenAI from 'openai'
 import { afterAll, beforeAll, expect } from 'vitest'
 
 /** Credentials that must never appear in anything the apps answer. */
+/** How the guard keys an identity's `key` (identity.ts): `sha256:` and its SHA-256 in base64url. */
+export const keyedBy = (key: string): string => `sha256:${createHash('sha256').update(key).digest('base64url')}`
+
 export const SECRETS = { key: 'sk-e2e-secret-key-7f3a91', account: 'acct-e2e-hidden-9b2c' } as const
 
 export function startSecretSimulator(options: SimulatorOptions = {}): Promise<Simulator> {

@@ -129,8 +129,8 @@ class ClientCache {
     let client = this.byIdentity.get(key)
     if (!client) {
       if (this.byIdentity.size >= CLIENT_CACHE_SIZE) this.byIdentity.clear()
-      const copy: Identity = { user: identity.user }
-      if (identity.key !== undefined) copy.key = identity.key
+      // A copy of the two parts (and of what was given for them: identity.ts, givenIdentity).
+      const copy: Identity = { ...identity }
       client = createGuardedClient(deps, copy)
       this.byIdentity.set(key, client)
     }
@@ -141,8 +141,6 @@ class ClientCache {
 /** A key for a `{ user, key? }` identity (checked: strings); undefined for any other shape. */
 function cacheKey(identity: Identity): string | undefined {
   for (const field in identity) if (field !== 'user' && field !== 'key') return undefined
-  // Parts keyed by their hash carry what was given (identity.ts, givenIdentity): kept by `{ ...identity }`.
-  if (Object.getOwnPropertySymbols(identity).length > 0) return undefined
   const { user = '', key } = identity
   // Unambiguous whatever the strings hold: the user part is length-prefixed, '-' marks a missing key.
   return `${user.length}:${user}|${key === undefined ? '-' : `+${key}`}`

@@ -49,19 +49,27 @@ function checkPart(identity: Record<string, unknown>, field: Field, source: stri
 /**
  * The parts an identity had before they were keyed by their hash, under a symbol its copies keep
  * (`{ ...identity }` copies symbol keys; JSON and events' logs leave them out): `quotas(identity)` is
- * asked with them (`givenIdentity`), so a tier looked up by a long tenant key still finds it.
+ * asked with them (`givenIdentity`), so a tier looked up by a tenant's key still finds it. Its
+ * presence also marks an identity already checked: its parts are not hashed twice.
  */
 const GIVEN = Symbol('qwen-guard.given-parts')
 
-/** Checks both parts; a part longer than MAX_IDENTITY_LENGTH is replaced by its hash (in a copy). */
+const hashed = (value: string) => `sha256:${createHash('sha256').update(value).digest('base64url')}`
+
+/**
+ * Checks both parts, and keys by its SHA-256 (in a copy) every `key` (an API key of the app's
+ * tenants is a secret: it must reach neither an event an app logs nor a Redis key name) and a
+ * `user` longer than MAX_IDENTITY_LENGTH.
+ */
 function checkParts<T extends Record<string, unknown>>(identity: T, source: string): T {
+  if (GIVEN in identity) return identity
   let checked = identity
   let given: Partial<Record<Field, string>> | undefined
   for (const field of FIELDS) {
     checkPart(identity, field, source)
     const value = identity[field]
-    if (typeof value === 'string' && value.length > MAX_IDENTITY_LENGTH) {
-      checked = { ...checked, [field]: `sha256:${createHash('sha256').update(value).digest('base64url')}` }
+    if (typeof value === 'string' && !isBlank(value) && (field === 'key' || value.length > MAX_IDENTITY_LENGTH)) {
+      checked = { ...checked, [field]: hashed(value) }
       given = { ...given, [field]: value }
     }
   }

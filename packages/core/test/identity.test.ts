@@ -8,6 +8,7 @@ import { createGuard } from '../src/guard.js'
 import type { Guard } from '../src/guard-types.js'
 import { givenIdentity, identityOrDefault, MAX_IDENTITY_LENGTH, requireIdentity } from '../src/identity.js'
 import { createRelay } from '../src/relay.js'
+import { keyedBy } from '../../../test/http-support.js'
 import type { Identity } from '../src/types.js'
 
 const messages = [{ role: 'user' as const, content: 'Hi' }]
@@ -104,9 +105,16 @@ describe('requireIdentity (the guard methods)', () => {
     expect(givenIdentity({ ...long }).user).toBe(secret) // copies keep it
   })
 
-  it('keeps a usable identity as it is, extra fields included, and drops only a blank key', () => {
+  it('keeps a usable identity, extra fields included, keys its key by its hash, and drops only a blank key', () => {
+    const plain = { user: 'u1', tier: 'pro' }
+    expect(requireIdentity(plain)).toBe(plain)
     const extended = { user: 'u1', key: 'k1', tier: 'pro' }
-    expect(requireIdentity(extended)).toBe(extended)
+    const keyed = requireIdentity(extended)
+    // A tenant's API key is a secret: events and store keys get its hash, quotas() what was given.
+    expect(JSON.parse(JSON.stringify(keyed))).toEqual({ user: 'u1', key: keyedBy('k1'), tier: 'pro' })
+    expect(givenIdentity(keyed)).toEqual(extended)
+    expect(requireIdentity(keyed)).toBe(keyed) // checked once: never hashed twice
+    expect(requireIdentity({ user: 'u1', key: keyed.key }).key).not.toBe(keyed.key) // a hash given as a key is hashed
     expect(requireIdentity({ user: 'u1', key: '' })).toEqual({ user: 'u1' })
     expect(requireIdentity({ user: 'u1', key: null })).toEqual({ user: 'u1' })
     expect(requireIdentity({ user: ' u1 ' })).toEqual({ user: ' u1 ' })
@@ -121,7 +129,8 @@ describe('identityOrDefault (adapters and relay)', () => {
     (_name, identity) => {
       const resolved = identityOrDefault(identity, fallback)
       expect(resolved.user).toBe('203.0.113.9')
-      expect(resolved.key).toBe((identity as Identity | undefined)?.key)
+      const key = (identity as Identity | undefined)?.key
+      expect(resolved.key).toBe(key === undefined ? undefined : keyedBy(key))
     },
   )
 

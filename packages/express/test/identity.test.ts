@@ -8,7 +8,7 @@ import express, { type ErrorRequestHandler, type Request } from 'express'
 import request from 'supertest'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Simulator } from '../../simulator/src/index.js'
-import { guardOptions, ResponseTap, startSecretSimulator } from '../../../test/http-support.js'
+import { guardOptions, keyedBy, ResponseTap, startSecretSimulator } from '../../../test/http-support.js'
 import { qwenGuard, type QwenGuardMiddleware } from '../src/index.js'
 
 const tap = new ResponseTap()
@@ -100,13 +100,13 @@ describe('identity (Express)', () => {
     ['null', null],
     ['whitespace', ' \t '],
     ['undefined', undefined],
-  ])('charges user %s to the client address, keeping the key', async (_name, user) => {
+  ])('charges user %s to the client address, keeping the key (keyed by its hash)', async (_name, user) => {
     const guard = readmeGuard()
     const { app } = appWith(guard, (req) => {
       ;(req as unknown as { user: unknown }).user = { id: user }
     })
     const { body } = await client(app).get('/ask').set('x-api-key', 'k1').expect(200)
-    expect(body.identity).toEqual({ user: '127.0.0.1', key: 'k1' })
+    expect(body.identity).toEqual({ user: '127.0.0.1', key: keyedBy('k1') })
     const left = (await guard.guard.state({ user: '127.0.0.1' })).find((s) => s.dimension === 'rpm')
     expect(left?.remaining).toBe(19)
   })
@@ -189,7 +189,7 @@ describe('identity (Express)', () => {
         }
         res.json(req.qwenIdentity)
       })
-    expect((await client(app).get('/blank').expect(200)).body).toEqual({ user: '127.0.0.1', key: 'k9' })
+    expect((await client(app).get('/blank').expect(200)).body).toEqual({ user: '127.0.0.1', key: keyedBy('k9') })
     expect((await client(app).get('/number').expect(200)).body).toEqual({ user: '127.0.0.1' })
     expect(errors).toEqual([new TypeError('qwenIdentity: identity.user must be a string, got number')])
   })

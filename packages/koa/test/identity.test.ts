@@ -8,7 +8,7 @@ import Koa from 'koa'
 import request from 'supertest'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Simulator } from '../../simulator/src/index.js'
-import { guardOptions, ResponseTap, startSecretSimulator } from '../../../test/http-support.js'
+import { guardOptions, keyedBy, ResponseTap, startSecretSimulator } from '../../../test/http-support.js'
 import { qwenGuard, type QwenGuardKoaMiddleware } from '../src/index.js'
 
 const tap = new ResponseTap()
@@ -119,13 +119,13 @@ describe('identity (Koa)', () => {
     ['null', null],
     ['whitespace', ' \t '],
     ['undefined', undefined],
-  ])('charges user %s to the client address, keeping the key', async (_name, user) => {
+  ])('charges user %s to the client address, keeping the key (keyed by its hash)', async (_name, user) => {
     const guard = readmeGuard()
     const { agent } = appWith(guard, (state) => {
       ;(state as { user?: unknown }).user = { id: user }
     })
     const { body } = await agent().get('/ask').set('x-api-key', 'k1').expect(200)
-    expect(body.identity).toEqual({ user: '127.0.0.1', key: 'k1' })
+    expect(body.identity).toEqual({ user: '127.0.0.1', key: keyedBy('k1') })
     const left = (await guard.guard.state({ user: '127.0.0.1' })).find((s) => s.dimension === 'rpm')
     expect(left?.remaining).toBe(19)
   })
@@ -193,7 +193,7 @@ describe('identity (Koa)', () => {
       ctx.body = ctx.qwenIdentity
     })
     const agent = () => request(tap.wrap(app.callback()))
-    expect((await agent().get('/blank').expect(200)).body).toEqual({ user: '127.0.0.1', key: 'k9' })
+    expect((await agent().get('/blank').expect(200)).body).toEqual({ user: '127.0.0.1', key: keyedBy('k9') })
     expect((await agent().get('/number').expect(200)).body).toEqual({ user: '127.0.0.1' })
     expect(errors).toEqual([new TypeError('qwenIdentity: identity.user must be a string, got number')])
   })
