@@ -44,7 +44,9 @@ app.get('/ask', async (req, res) => {
 app.use('/v1', xg.proxy())
 app.use(xg.errors)
 
-const kg = koaGuard(guard)
+const kg = koaGuard(guard, {
+  identify: (ctx) => ({ user: ctx.get('x-user') || null, key: ctx.state['key'] as string | undefined }),
+})
 const koa = new Koa()
 koa.use(kg)
 koa.use(async (ctx) => {

@@ -3,7 +3,7 @@ import type { Guard } from './guard-types.js'
 import type { AttachOptions } from './client/lazy-client.js'
 import { identityOrDefault, namesUser } from './identity.js'
 import { QwenGuardConfigError } from './options.js'
-import type { GuardOptions, Identity } from './types.js'
+import type { GuardOptions, Identity, IdentityInput } from './types.js'
 
 /** True for a guard made by `createGuard` (duck-typed, so a second copy of the package is recognised). */
 export function isGuard(value: unknown): value is Guard {
@@ -17,7 +17,7 @@ export function isGuard(value: unknown): value is Guard {
 
 /** Options an adapter takes on top of the guard's: how to tell who a request is for. */
 export interface AdapterIdentify<Request> {
-  identify?: (request: Request) => Identity | Promise<Identity>
+  identify?: (request: Request) => IdentityInput | Promise<IdentityInput>
 }
 
 export interface AdoptedGuard<Request> {
@@ -130,7 +130,7 @@ export function adoptGuard<Request>(
   if (!custom) return { guard, owned, custom: false, identify: fallback }
   const appIdentify = custom
   const identify = (request: Request): Identity | Promise<Identity> => {
-    const checked = (identity: Identity | undefined) => {
+    const checked = (identity: IdentityInput | undefined) => {
       const found = identityOrDefault(identity, () => fallback(request), 'identify()')
       if (!namesUser(identity)) defaulted.add(found)
       return found

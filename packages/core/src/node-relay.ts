@@ -11,7 +11,7 @@ import type { Guard } from './guard-types.js'
 import { normalizePrefix, pathUnder } from './relay-prefix.js'
 import { createRelay, type RelayOptions } from './relay.js'
 import { sendRelayResponse } from './send-relay-response.js'
-import type { Identity } from './types.js'
+import type { Identity, IdentityInput } from './types.js'
 
 export interface NodeRelayOptions extends RelayOptions {
   /** Where the relay answers: `POST {prefix}/chat/completions`, `GET {prefix}/models`. Default: '/v1'. */
@@ -22,7 +22,7 @@ export interface NodeRelayOptions extends RelayOptions {
    * rejection is answered with a generic 500 and reported to `onError` (a QwenGuardError with its own
    * answer).
    */
-  identify?: (req: IncomingMessage) => Identity | Promise<Identity>
+  identify?: (req: IncomingMessage) => IdentityInput | Promise<IdentityInput>
 }
 
 /**

@@ -12,7 +12,7 @@ import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer } from './http-answer.js'
 import { markRefusal } from './decision-header.js'
-import type { HttpAnswer, Identity } from './types.js'
+import type { HttpAnswer, Identity, IdentityInput } from './types.js'
 import { readText } from './read-text.js'
 import { validateChatRequest } from './validate.js'
 
@@ -48,7 +48,7 @@ export interface RelayRequest {
    * TypeError, and a function that throws or rejects ends the call: each answered with a generic 500
    * and told to `onError` (a QwenGuardError with its own answer).
    */
-  identity: Identity | (() => Identity | Promise<Identity>)
+  identity: IdentityInput | (() => IdentityInput | Promise<IdentityInput>)
   /**
    * The socket's remote address (`req.socket.remoteAddress`), the user when `identity` names none
    * (IPv6 grouped by /64). Without it such calls share one 'unknown' user.

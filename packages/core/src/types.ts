@@ -12,6 +12,16 @@ export interface Identity {
   key?: string
 }
 
+/**
+ * What an adapter's or the relay's `identify` may return: an Identity whose parts may also be null or
+ * undefined (a missing or blank user is charged to the client address, a missing key is no key),
+ * typed so that `{ user: req.user?.id }` also compiles under `exactOptionalPropertyTypes`.
+ */
+export interface IdentityInput {
+  user?: string | null | undefined
+  key?: string | null | undefined
+}
+
 /** The scopes a limit can belong to. */
 export type Scope = 'user' | 'key' | 'upstream' | 'request' | 'store'
 

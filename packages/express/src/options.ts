@@ -1,8 +1,8 @@
-import type { Identity } from '@qwen-guard/core'
+import type { IdentityInput } from '@qwen-guard/core'
 import type { Request } from 'express'
 
 /** Tells whose quota a request's calls are charged to. May be async (a session or API-key lookup). */
-export type IdentifyRequest = (req: Request) => Identity | Promise<Identity>
+export type IdentifyRequest = (req: Request) => IdentityInput | Promise<IdentityInput>
 
 /** What the Express adapter adds to the core options (or takes beside an existing guard). */
 export interface ExpressAdapterOptions {

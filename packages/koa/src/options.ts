@@ -1,8 +1,8 @@
-import type { Identity } from '@qwen-guard/core'
+import type { IdentityInput } from '@qwen-guard/core'
 import type { Context } from 'koa'
 
 /** Tells whose quota a request's calls are charged to. May be async (a session or API-key lookup). */
-export type IdentifyContext = (ctx: Context) => Identity | Promise<Identity>
+export type IdentifyContext = (ctx: Context) => IdentityInput | Promise<IdentityInput>
 
 /** What the Koa adapter adds to the core options (or takes beside an existing guard). */
 export interface KoaAdapterOptions {
