@@ -58,8 +58,10 @@ describeCluster('the guard on a 3-node Redis Cluster', () => {
     await cluster?.stop()
   })
 
-  it('starts within a few seconds', () => {
-    expect(startMs).toBeLessThan(10_000)
+  // A bound for a hung start, not a speed goal: on a busy 2-core machine (CI beside other work) three
+  // redis-servers and the cluster's slot assignment took 13 s once.
+  it('starts within 45 s', () => {
+    expect(startMs).toBeLessThan(45_000)
   })
 
   describe('key layout', () => {
