@@ -22,6 +22,10 @@ export interface KoaProxyOptions {
   prefix?: string
   /** Largest request body the relay reads, in bytes; larger ones get 413. Default: 1,048,576 (1 MiB). */
   maxBodyBytes?: number
-  /** Told about unexpected errors (the client gets a generic 500). Default: `console.error`. */
+  /**
+   * Told about unexpected errors (the client gets a generic 500). Default: one `console.error` line
+   * with the error's name, code and first line of its message, no stack, `sk-` keys and Bearer tokens
+   * masked (`safeErrorLine`): an error of your own `identify` or `quotas` shows its message there.
+   */
   onError?: (error: unknown) => void
 }

@@ -548,7 +548,10 @@ export class UpstreamPool {
     const { lane, ticket } = grant
     lane.inFlight++
     const model = lane.model.name
-    if (grant.fallbackReason !== undefined) {
+    // Told when the call is sent on it, not when granted: a slot asked for beside the quota check
+    // (call.ts, acquireEarly) is given back when the quota refuses, and nothing was served.
+    const fallback = () => {
+      if (grant.fallbackReason === undefined) return
       this.emit({
         type: 'fallback',
         callId: req.callId ?? '',
@@ -572,7 +575,10 @@ export class UpstreamPool {
       apiKey: lane.owner.key(),
       model,
       queuedMs: Date.now() - started,
-      sending: () => this.delays.sent(grant.askedAt),
+      sending: () => {
+        this.delays.sent(grant.askedAt)
+        fallback()
+      },
       settle: (usedTokens) =>
         finish(1, Math.max(0, usedTokens), () => {
           lane.consecutive = 0

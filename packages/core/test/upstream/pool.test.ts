@@ -50,6 +50,9 @@ describe('UpstreamPool: accounts, keys, fallback, refusals', () => {
     const second = await pool.acquire(request({ user: 'u2' }))
     expect(second.model).toBe('small')
     expect(second.fallbackReason).toBe('saturated')
+    // Told when the call is sent on the slot, not when granted (a slot the quota's refusal gives back served nothing).
+    expect(events.filter((e) => e.type === 'fallback')).toEqual([])
+    second.sending?.()
     expect(events).toContainEqual({
       type: 'fallback',
       callId: expect.any(String),
