@@ -114,6 +114,11 @@ function laneReport(lane: LaneMinutes, period: ResolvedPeriod): UsageLane {
   }
 }
 
+/**
+ * Whether a minute ran at a limit of its lane. Not by requests in a second when the lane allows
+ * fewer than two a second (rpm under 120): a second holds whole requests, so one request in any
+ * second would read as the limit reached (rpm 12: 0.2 a second, five times it); its minute says it.
+ */
 function isAtLimit(record: MinuteRecord, lane: LaneMinutes, ratio: number): boolean {
   const { rpm, tpm, rps, tps } = lane.limits
   const reached = (value: number, limit: number) => limit > 0 && value >= ratio * limit
@@ -121,7 +126,7 @@ function isAtLimit(record: MinuteRecord, lane: LaneMinutes, ratio: number): bool
     record.rateRefusals > 0 ||
     reached(record.requests, rpm) ||
     reached(record.inputTokens + record.outputTokens, tpm) ||
-    reached(record.peakRequestsPerSecond, rps) ||
+    (rps >= 2 && reached(record.peakRequestsPerSecond, rps)) ||
     reached(record.peakTokensPerSecond, tps)
   )
 }

@@ -94,7 +94,9 @@ function table(header: string[], rows: string[][]): string {
 }
 
 function peak(p: UsagePeak): string {
-  return `${int(p.value)} / ${int(p.limit)} (${percent(p.ratio)})`
+  // A limit under 10 that is no whole number (0.2 requests a second) keeps its decimal.
+  const limit = p.limit < 10 && !Number.isInteger(p.limit) ? p.limit.toFixed(1) : int(p.limit)
+  return `${int(p.value)} / ${limit} (${percent(p.ratio)})`
 }
 
 function int(n: number): string {

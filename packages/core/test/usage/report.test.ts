@@ -22,6 +22,20 @@ function minute(over: Partial<MinuteRecord>, waits: number[] = []): MinuteRecord
 }
 
 describe('buildReport', () => {
+  it('does not call a minute at the limit for one request in a second of a lane allowing fewer than two a second', () => {
+    const slow = { rpm: 12, tpm: 100_000, rps: 0.2, tps: 1_666 }
+    const period = resolvePeriod({ from: midnight * 60_000, to: (midnight + 10) * 60_000 }, 1e15)
+    const report = (records: Array<[number, Partial<MinuteRecord>]>) =>
+      buildReport(
+        [{ account: 'a', model: 'm', limits: slow, minutes: new Map(records.map(([at, r]) => [at, minute(r)])) }],
+        { period, unrecorded: 0 },
+      ).lanes[0]!
+    const light = report([[midnight, { requests: 3, peakRequestsPerSecond: 1 }]])
+    expect(light.peaks.requestsPerSecond).toMatchObject({ value: 1, limit: 0.2 })
+    expect(light.atLimit.minutes).toBe(0) // 3 of 12 a minute: nowhere near the limit
+    expect(report([[midnight, { requests: 11, peakRequestsPerSecond: 1 }]]).atLimit.minutes).toBe(1) // its minute says it
+  })
+
   it('peaks, minutes at the limit and their share, queue percentiles, days', () => {
     const minutes = new Map<number, MinuteRecord>([
       [midnight - 2, minute({ requests: 10, inputTokens: 100, outputTokens: 50, peakRequestsPerSecond: 1 }, [0, 0, 5])],
