@@ -1,11 +1,11 @@
 // packages/express/README.md, "identify": the signature shown is the adapter's own.
 import type { Request } from 'express'
-import type { Identity } from '@qwen-guard/core'
+import type { IdentityInput } from '@qwen-guard/core'
 import type { ExpressAdapterOptions } from '@qwen-guard/express'
 
 interface Shown {
   // #region readme
-  identify?: (req: Request) => Identity | Promise<Identity> // Identity = { user?: string; key?: string }
+  identify?: (req: Request) => IdentityInput | Promise<IdentityInput> // { user?: string | null; key?: string | null }
   // #endregion readme
 }
 

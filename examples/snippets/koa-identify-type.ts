@@ -1,11 +1,11 @@
 // packages/koa/README.md, "identify": the signature shown is the adapter's own.
 import type { Context } from 'koa'
-import type { Identity } from '@qwen-guard/core'
+import type { IdentityInput } from '@qwen-guard/core'
 import type { KoaAdapterOptions } from '@qwen-guard/koa'
 
 interface Shown {
   // #region readme
-  identify?: (ctx: Context) => Identity | Promise<Identity> // Identity = { user?: string; key?: string }
+  identify?: (ctx: Context) => IdentityInput | Promise<IdentityInput> // { user?: string | null; key?: string | null }
   // #endregion readme
 }
 

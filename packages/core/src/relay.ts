@@ -12,7 +12,7 @@ import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer } from './http-answer.js'
 import { markRefusal } from './decision-header.js'
-import type { HttpAnswer, Identity, IdentityInput } from './types.js'
+import type { HttpAnswer, IdentityInput } from './types.js'
 import { readText } from './read-text.js'
 import { validateChatRequest } from './validate.js'
 
