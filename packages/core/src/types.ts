@@ -8,7 +8,11 @@ import type { UpstreamPost } from './transport.js'
 export interface Identity {
   /** The app's end user (default in the adapters: the client address, IPv6 grouped by /64). */
   user?: string
-  /** The API key (or tenant) the app's client used. */
+  /**
+   * The API key (or tenant) the app's client used. A secret: wherever the guard shows or stores it
+   * (events, `qwenIdentity`, `CallInfo`, Redis key names) it is its SHA-256 (`sha256:` and 43
+   * base64url characters); `quotas(identity)` is asked with it as given.
+   */
   key?: string
 }
 
