@@ -30,7 +30,8 @@ export interface AdoptedGuard<Request> {
    * The identity a request is charged to: the app's `identify` (sync stays sync), checked by
    * `identityOrDefault`, or the default identity when the app gave none. A missing, null, empty or
    * blank `user` becomes the default's (the client address); a non-string part throws a TypeError
-   * (an async `identify` rejects with it); a part over 256 characters is keyed by its SHA-256.
+   * (an async `identify` rejects with it); a `key`, and a `user` over 256 characters, are keyed by
+   * their SHA-256.
    */
   identify: (request: Request) => Identity | Promise<Identity>
 }

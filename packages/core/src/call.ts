@@ -148,7 +148,8 @@ export async function guardedCall(
     }
     const ledger: CallLedger = { reached: [], settled: false }
     const answering = answerOrCharge(deps, identity, send, reservation, ledger, early?.slot)
-    const answered = await (sendSignal === undefined && callOptions.signal
+    // A JSON call's caller stops waiting at its abort; the guard goes on (above).
+    const answered = await (body.stream !== true && callOptions.signal
       ? unlessAborted(answering, callOptions.signal)
       : answering)
     if (clock) deps.overhead?.(clock.seconds())

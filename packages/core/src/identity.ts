@@ -7,10 +7,10 @@
  *   string. A missing or blank user is a `TypeError` (it would otherwise mean "no user limits").
  * - The adapters and the relay fall back to the default identity (the client address) when `user`
  *   is missing, null, empty or only whitespace.
- * - Everywhere: a part that is not a string is a `TypeError` naming the field; a part longer than
- *   `MAX_IDENTITY_LENGTH` is replaced by its SHA-256 (`sha256:` and 43 base64url characters), so a
- *   long id (a JWT, a header a client filled) is keyed by a short, distinct name: no error for a
- *   client to provoke, no long key in the store. `key` is optional; empty or blank means no key.
+ * - Everywhere: a part that is not a string is a `TypeError` naming the field. A `key` (a tenant's
+ *   secret), and a `user` longer than `MAX_IDENTITY_LENGTH`, are replaced by their SHA-256 (`sha256:`
+ *   and 43 base64url characters): no key in events or the store, no error a client can provoke with a
+ *   long header. `key` is optional; empty or blank means no key.
  *
  * Messages name the field and the type or length, never the value: an identity may be an email or
  * a key, and these errors reach logs.
@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto'
 import type { Identity } from './types.js'
 
-/** Longest `user` or `key` used as it is, in characters; a longer one is keyed by its SHA-256. */
+/** Longest `user` used as it is, in characters; a longer one is keyed by its SHA-256 (a `key` always is). */
 export const MAX_IDENTITY_LENGTH = 256
 
 const FIELDS = ['user', 'key'] as const
@@ -47,12 +47,15 @@ function checkPart(identity: Record<string, unknown>, field: Field, source: stri
 }
 
 /**
- * The parts an identity had before they were keyed by their hash, under a symbol its copies keep
- * (`{ ...identity }` copies symbol keys; JSON and events' logs leave them out): `quotas(identity)` is
- * asked with them (`givenIdentity`), so a tier looked up by a tenant's key still finds it. Its
- * presence also marks an identity already checked: its parts are not hashed twice.
+ * The parts an identity had before they were keyed by their hash, with the hash each became, under a
+ * symbol its copies keep (`{ ...identity }` copies symbol keys; JSON and events' logs leave them out):
+ * `quotas(identity)` is asked with them (`givenIdentity`), so a tier looked up by a tenant's key still
+ * finds it. A part still equal to the hash it became is not hashed again; a part changed since (a
+ * copy with another key) is keyed anew.
  */
 const GIVEN = Symbol('qwen-guard.given-parts')
+
+type GivenParts = Partial<Record<Field, { given: string; keyed: string }>>
 
 const hashed = (value: string) => `sha256:${createHash('sha256').update(value).digest('base64url')}`
 
@@ -62,27 +65,36 @@ const hashed = (value: string) => `sha256:${createHash('sha256').update(value).d
  * `user` longer than MAX_IDENTITY_LENGTH.
  */
 function checkParts<T extends Record<string, unknown>>(identity: T, source: string): T {
-  if (GIVEN in identity) return identity
+  const before = (identity as Record<symbol, unknown>)[GIVEN] as GivenParts | undefined
   let checked = identity
-  let given: Partial<Record<Field, string>> | undefined
+  let given: GivenParts | undefined
   for (const field of FIELDS) {
     checkPart(identity, field, source)
     const value = identity[field]
-    if (typeof value === 'string' && !isBlank(value) && (field === 'key' || value.length > MAX_IDENTITY_LENGTH)) {
-      checked = { ...checked, [field]: hashed(value) }
-      given = { ...given, [field]: value }
+    if (typeof value !== 'string' || isBlank(value)) continue
+    const earlier = before?.[field]
+    if (earlier?.keyed === value) given = { ...given, [field]: earlier }
+    else if (field === 'key' || value.length > MAX_IDENTITY_LENGTH) {
+      const keyed = hashed(value)
+      checked = { ...checked, [field]: keyed }
+      given = { ...given, [field]: { given: value, keyed } }
     }
   }
+  if (checked === identity && given?.user === before?.user && given?.key === before?.key) return identity
+  if (checked === identity) checked = { ...identity }
   if (given) (checked as Record<symbol, unknown>)[GIVEN] = given
+  else delete (checked as Record<symbol, unknown>)[GIVEN]
   return checked
 }
 
-/** The identity as the app gave it: long parts as they were, not their hash (see GIVEN). */
+/** The identity as the app gave it: its keyed parts as they were, not their hash (see GIVEN). */
 export function givenIdentity(identity: Identity): Identity {
-  const given = (identity as Record<symbol, unknown>)[GIVEN] as Partial<Record<Field, string>> | undefined
+  const given = (identity as Record<symbol, unknown>)[GIVEN] as GivenParts | undefined
   if (!given) return identity
   const { [GIVEN]: _parts, ...rest } = identity as Identity & Record<symbol, unknown>
-  return { ...rest, ...given } as Identity
+  const parts: Partial<Record<Field, string>> = {}
+  for (const field of FIELDS) if (given[field]) parts[field] = given[field].given
+  return { ...rest, ...parts } as Identity
 }
 
 function checkObject(identity: unknown, source: string): asserts identity is Record<string, unknown> {
@@ -111,7 +123,7 @@ function withoutBlankKey<T extends Record<string, unknown>>(identity: T): T {
  * (empty or blank means no key). Other fields (read by
  * a `quotas` function) pass as they are.
  *
- * A part longer than 256 characters is replaced by its SHA-256 (`sha256:...`).
+ * A `key`, and a `user` longer than 256 characters, are replaced by their SHA-256 (`sha256:...`).
  *
  * @throws TypeError when `user` is missing, blank or not a string, or `key` is not a string
  */
@@ -136,8 +148,8 @@ export function requireIdentity(given: unknown): Identity {
  * @param fallback the default identity, asked for only when needed (`defaultIdentify(socketAddress)`)
  * @param source where the identity came from, named in errors: `'identify()'` gives
  *   `identify(): identity.user must be a string, got number`
- * @throws TypeError when a part is not a string, or `identity` is not an object (a part longer than
- *   256 characters is replaced by its SHA-256)
+ * @throws TypeError when a part is not a string, or `identity` is not an object (a `key`, and a
+ *   `user` longer than 256 characters, are replaced by their SHA-256)
  */
 export function identityOrDefault(identity: unknown, fallback: () => Identity, source = ''): Identity {
   if (identity === undefined || identity === null) return requireIdentity(fallback())

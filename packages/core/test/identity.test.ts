@@ -115,6 +115,12 @@ describe('requireIdentity (the guard methods)', () => {
     expect(givenIdentity(keyed)).toEqual(extended)
     expect(requireIdentity(keyed)).toBe(keyed) // checked once: never hashed twice
     expect(requireIdentity({ user: 'u1', key: keyed.key }).key).not.toBe(keyed.key) // a hash given as a key is hashed
+    // A copy with another key is keyed anew, and quotas() is asked with the new key, not the old one.
+    const other = requireIdentity({ ...keyed, key: 'k2' })
+    expect(other.key).toBe(keyedBy('k2'))
+    expect(givenIdentity(other)).toEqual({ user: 'u1', key: 'k2', tier: 'pro' })
+    const keyless = requireIdentity({ ...keyed, key: '' })
+    expect(givenIdentity(keyless)).toEqual({ user: 'u1', tier: 'pro' })
     expect(requireIdentity({ user: 'u1', key: '' })).toEqual({ user: 'u1' })
     expect(requireIdentity({ user: 'u1', key: null })).toEqual({ user: 'u1' })
     expect(requireIdentity({ user: ' u1 ' })).toEqual({ user: ' u1 ' })
