@@ -46,8 +46,11 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 10)
 /** Latency: fewer, longer alternating runs (one connection, sequential requests). */
 const LATENCY_SECONDS = 2
 const LATENCY_ROUNDS = 3
-/** Relay latency: open-loop rates (req/s), alternating rounds per rate and their length. */
-const OPEN_LOOP_RATES = [100, 500, 1_000]
+/**
+ * Relay latency: open-loop rates (req/s, BENCH_RATES=500 for one), alternating rounds per rate and
+ * their length; BENCH_RELAYS=node:http,floor runs only those relays (names' beginnings).
+ */
+const OPEN_LOOP_RATES = (process.env.BENCH_RATES ?? '100,500,1000').split(',').map(Number)
 const OPEN_LOOP_ROUNDS = Number(process.env.BENCH_OPEN_LOOP_ROUNDS ?? 3)
 const OPEN_LOOP_SECONDS = Number(process.env.BENCH_OPEN_LOOP_SECONDS ?? 3)
 /** Scenarios to run, e.g. BENCH_ONLY=a,c. Default: all. */
@@ -426,7 +429,7 @@ try {
   // (c) relay vs the simulator directly
   if (ONLY.has('c')) {
     const direct = post(`${simUrl}/chat/completions`)
-    const relays = [
+    const allRelays = [
       { name: 'express', what: "app.use('/v1', guard.proxy())", target: post(`${urls.relay}/v1/chat/completions`) },
       { name: 'koa', what: 'new Koa().use(guard.proxy())', target: post(`${urls.relayKoa}/v1/chat/completions`) },
       {
@@ -441,6 +444,9 @@ try {
         noGoal: true,
       },
     ]
+    // BENCH_RELAYS=node:http,floor runs only the relays whose names start with one of these.
+    const wanted = process.env.BENCH_RELAYS?.split(',')
+    const relays = allRelays.filter((relay) => !wanted || wanted.some((name) => relay.name.startsWith(name)))
     const relayed = relays[0]!.target
     // Open loop at fixed rates, the load from its own process (on CPU 0 with the simulator).
     const sender = fork(fileURLToPath(new URL('./_http-open-loop.ts', import.meta.url)), [], {
@@ -455,6 +461,9 @@ try {
         sender.send({ url: target.url, headers: target.headers ?? {}, body: target.body ?? '', rate, seconds })
       })
     const paths = [direct, ...relays.map((relay) => relay.target)]
+    // Warm-up, not recorded: each path once at the middle rate (the JIT and lazy loads of a relay no
+    // other scenario has run yet would be the first round's tail).
+    for (const path of paths) await openLoop(path, 500, 1)
     /** The open-loop rounds at every rate, printed as one table under `layout`. */
     const openLoopTable = async (layout: string, layoutShort: string) => {
       const rows: Record<string, string | number>[] = []

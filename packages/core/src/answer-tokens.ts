@@ -17,11 +17,30 @@ export interface Shown {
 
 export function shownIn(choices: unknown, part: 'message' | 'delta'): Shown {
   const shown: Shown = { tokens: 0, bytes: 0 }
-  if (!Array.isArray(choices)) return shown
+  eachShownText(choices, part, (text) => {
+    shown.tokens += estimateTextTokens(text)
+    shown.bytes += Buffer.byteLength(text)
+  })
+  return shown
+}
+
+/**
+ * The UTF-8 bytes alone (`shownIn(...).bytes`): all a JSON answer's settlement needs, without
+ * estimating the tokens of a whole answer on every call.
+ */
+export function shownBytesIn(choices: unknown, part: 'message' | 'delta'): number {
+  let bytes = 0
+  eachShownText(choices, part, (text) => {
+    bytes += Buffer.byteLength(text)
+  })
+  return bytes
+}
+
+/** Calls `visit` with each non-empty string the choices show. */
+function eachShownText(choices: unknown, part: 'message' | 'delta', visit: (text: string) => void): void {
+  if (!Array.isArray(choices)) return
   const add = (value: unknown) => {
-    if (typeof value !== 'string' || value === '') return
-    shown.tokens += estimateTextTokens(value)
-    shown.bytes += Buffer.byteLength(value)
+    if (typeof value === 'string' && value !== '') visit(value)
   }
   for (const choice of choices as unknown[]) {
     if (typeof choice !== 'object' || choice === null) continue
@@ -43,7 +62,6 @@ export function shownIn(choices: unknown, part: 'message' | 'delta'): Shown {
       }
     }
   }
-  return shown
 }
 
 /** A function call's name and arguments (a stream sends the arguments in pieces, each counted). */

@@ -24,7 +24,7 @@ import { newCallId } from './call-id.js'
 import { markRefusal, withDecision } from './decision-header.js'
 import type { QuotaAdmission, QuotaReservation } from './quota/index.js'
 import { relayStream, firstEvent, type RefusalOptions } from './answer-stream.js'
-import { shownIn } from './answer-tokens.js'
+import { shownBytesIn } from './answer-tokens.js'
 import { chargeOf, promptTextBytes, usageCeiling, type Settlement } from './settlement.js'
 import { backoffDelay } from './upstream/backoff.js'
 import { coalesceWrites } from './redis-writes.js'
@@ -731,7 +731,7 @@ async function answerJson(
       // memory or its Redis connection keeps their order, so the caller's next read of its quota is
       // still exact. On Redis that is one round trip less per call. settle() never rejects.
       void settlement
-        .settle({ usage: completion.usage, shownBytes: shownIn(completion.choices, 'message').bytes })
+        .settle({ usage: completion.usage, shownBytes: shownBytesIn(completion.choices, 'message') })
         .catch(() => undefined)
       // Text and parsed value both at hand: the SDK's response.json() gets the value without a re-parse.
       return {

@@ -1,6 +1,6 @@
 /** answer-tokens.ts: what an answer visibly holds, from untrusted upstream data. */
 import { describe, expect, it } from 'vitest'
-import { shownIn } from '../src/answer-tokens.js'
+import { shownBytesIn, shownIn } from '../src/answer-tokens.js'
 import { estimateTextTokens } from '../src/estimate.js'
 
 const texts = (...all: string[]) => ({
@@ -36,6 +36,9 @@ describe('shownIn', () => {
     )
     // The other part of a choice is not read.
     expect(shownIn([{ message }], 'delta')).toEqual({ tokens: 0, bytes: 0 })
+    // The bytes alone (a JSON answer's settlement) are the same bytes.
+    expect(shownBytesIn([{ message }], 'message')).toBe(shownIn([{ message }], 'message').bytes)
+    expect(shownBytesIn([{ message }], 'delta')).toBe(0)
   })
 
   it.each([
@@ -56,5 +59,6 @@ describe('shownIn', () => {
     ],
   ])('counts nothing for %s', (_name, choices) => {
     expect(shownIn(choices, 'message')).toEqual({ tokens: 0, bytes: 0 })
+    expect(shownBytesIn(choices, 'message')).toBe(0)
   })
 })
