@@ -95,12 +95,39 @@ export class OwnTime {
   }
 }
 
+/**
+ * A guarded answer before it is a `Response`: the relay writes these parts as they are; `guard.call`
+ * and the guarded client get them as a Response (guardedCall). Status 200.
+ */
+export interface GuardedAnswer {
+  info: CallInfo
+  /** Every header of the answer (answerHeaders, the decision header), lowercase names. */
+  headers: Record<string, string>
+  /** A chat completion's JSON text and the value parsed from it, or an SSE stream of chunks. */
+  body: { kind: 'json'; text: string; value: unknown } | { kind: 'sse'; stream: ReadableStream<Uint8Array> }
+}
+
+/** `guardedAnswer` as `guard.call` gives it: the answer as a Response (http-answer.ts's prepared ones). */
 export async function guardedCall(
   deps: CallDeps,
   identity: Identity,
   body: Record<string, unknown>,
   callOptions: InternalCallOptions = {},
 ): Promise<GuardedResponse> {
+  const { info, headers, body: answer } = await guardedAnswer(deps, identity, body, callOptions)
+  const response =
+    answer.kind === 'sse'
+      ? new PreparedStreamResponse(answer.stream, headers)
+      : new PreparedJsonResponse(answer.text, answer.value, { status: 200, headers })
+  return { info, response }
+}
+
+export async function guardedAnswer(
+  deps: CallDeps,
+  identity: Identity,
+  body: Record<string, unknown>,
+  callOptions: InternalCallOptions = {},
+): Promise<GuardedAnswer> {
   const { options } = deps
   // Waits (the quota's lease, the queue, backoff) end when either signal aborts, and so does a stream.
   // A JSON call already sent follows neither: Qwen goes on with it and bills it whatever the caller
@@ -169,7 +196,7 @@ async function answerOrCharge(
   reservation: QuotaReservation,
   ledger: CallLedger,
   firstSlot: Promise<UpstreamSlot> | undefined,
-): Promise<GuardedResponse> {
+): Promise<GuardedAnswer> {
   try {
     return await sendWithRetries(deps, identity, send, reservation, ledger, firstSlot)
   } catch (error) {
@@ -282,7 +309,7 @@ async function sendWithRetries(
   reservation: QuotaReservation,
   ledger: CallLedger,
   firstSlot?: Promise<UpstreamSlot>,
-): Promise<GuardedResponse> {
+): Promise<GuardedAnswer> {
   const { options } = deps
   const { plan, waitSignal: signal } = send
   const started = Date.now()
@@ -542,7 +569,7 @@ function acquireEarly(
 }
 
 type SendOutcome =
-  | { kind: 'answered'; answer: (info: CallInfo, settlement: Settlement) => Promise<GuardedResponse> }
+  | { kind: 'answered'; answer: (info: CallInfo, settlement: Settlement) => Promise<GuardedAnswer> }
   /** `reached`: Qwen accepted the request (a 2xx) before it failed, so it may have billed the prompt. */
   | { kind: 'refused'; refusal: UpstreamRefusal; reached: boolean }
 
@@ -736,10 +763,8 @@ async function answerJson(
       // Text and parsed value both at hand: the SDK's response.json() gets the value without a re-parse.
       return {
         info,
-        response: new PreparedJsonResponse(json, value, {
-          status: 200,
-          headers: withDecision(answerHeaders(info, 'json'), info, send.decision),
-        }),
+        headers: withDecision(answerHeaders(info, 'json'), info, send.decision),
+        body: { kind: 'json', text: json, value },
       }
     },
   }
@@ -787,7 +812,8 @@ async function answerStream(
       })
       return {
         info,
-        response: new PreparedStreamResponse(stream, withDecision(answerHeaders(info, 'sse'), info, send.decision)),
+        headers: withDecision(answerHeaders(info, 'sse'), info, send.decision),
+        body: { kind: 'sse', stream },
       }
     },
   }

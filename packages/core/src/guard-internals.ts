@@ -1,17 +1,35 @@
 /**
- * What a guard keeps for the package's own parts only (the relay reads the resolved options to
- * validate a body): not on the public `Guard` type, not enumerable, so logging or serialising a guard
- * shows no upstream key. Keyed by `Symbol.for`, so a guard made by a second copy of the package (or
- * the other module format) is read alike.
+ * What a guard keeps for the package's own parts only: the resolved options (the relay validates a
+ * body with them) and the call without its Response (the relay writes an answer's parts as they
+ * are). Not on the public `Guard` type, not enumerable, so logging or serialising a guard shows no
+ * upstream key. Keyed by `Symbol.for`, so a guard made by a second copy of the package (or the other
+ * module format) is read alike.
  */
-import type { Guard } from './guard-types.js'
-import type { ResolvedOptions } from './types.js'
+import type { GuardedAnswer } from './call.js'
+import type { CallOptions, Guard } from './guard-types.js'
+import type { Identity, ResolvedOptions } from './types.js'
 
-const OPTIONS = Symbol.for('qwen-guard.options')
+const INTERNALS = Symbol.for('qwen-guard.internals')
 
-/** Keeps `options` on `guard`, hidden (non-enumerable, read-only). */
-export function hideGuardOptions(guard: Guard, options: ResolvedOptions): void {
-  Object.defineProperty(guard, OPTIONS, { value: options, enumerable: false, writable: false, configurable: false })
+export interface GuardInternals {
+  options: ResolvedOptions
+  /** `guard.call`, answered as its parts (call.ts, GuardedAnswer) instead of a Response. */
+  answer(identity: Identity, body: Record<string, unknown>, options?: CallOptions): Promise<GuardedAnswer>
+}
+
+/** Keeps `internals` on `guard`, hidden (non-enumerable, read-only). */
+export function hideGuardInternals(guard: Guard, internals: GuardInternals): void {
+  Object.defineProperty(guard, INTERNALS, { value: internals, enumerable: false, writable: false, configurable: false })
+}
+
+/**
+ * The internals of a guard made by `createGuard`.
+ * @throws TypeError for any other object
+ */
+export function guardInternalsOf(guard: Guard): GuardInternals {
+  const internals = (guard as unknown as Record<symbol, GuardInternals | undefined>)[INTERNALS]
+  if (!internals) throw new TypeError('expected a guard made by createGuard()')
+  return internals
 }
 
 /**
@@ -19,7 +37,5 @@ export function hideGuardOptions(guard: Guard, options: ResolvedOptions): void {
  * @throws TypeError for any other object
  */
 export function guardOptionsOf(guard: Guard): ResolvedOptions {
-  const options = (guard as unknown as Record<symbol, ResolvedOptions | undefined>)[OPTIONS]
-  if (!options) throw new TypeError('expected a guard made by createGuard()')
-  return options
+  return guardInternalsOf(guard).options
 }

@@ -1,5 +1,5 @@
 import type OpenAI from 'openai'
-import { guardedCall, type CallDeps, type InternalCallOptions } from './call.js'
+import { guardedAnswer, guardedCall, type CallDeps, type InternalCallOptions } from './call.js'
 import { callIdOrNew } from './call-id.js'
 import { createGuardedClient, createGuardedFetch, type ClientDeps } from './client/guarded-client.js'
 import { planCall } from './cost.js'
@@ -8,8 +8,8 @@ import { logDisabledAccounts } from './disabled-account-line.js'
 import { createEmitter } from './events.js'
 import { createGuardMetrics, type MetricsHandler } from './metrics.js'
 import { requireIdentity } from './identity.js'
-import { hideGuardOptions } from './guard-internals.js'
-import type { CheckRequest, ClientOptions, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
+import { hideGuardInternals } from './guard-internals.js'
+import type { CallOptions, CheckRequest, ClientOptions, Guard, GuardedResponse, ModelEntry } from './guard-types.js'
 import { resolveOptions } from './options.js'
 import { QuotaAdmission } from './quota/index.js'
 import { createGuardStore } from './store.js'
@@ -63,12 +63,8 @@ export function createGuard(options: GuardOptions): Guard {
     fetch(identity: Identity): typeof fetch {
       return createGuardedFetch(clientDeps, { ...requireIdentity(identity) })
     },
-    async call(identity, body, { signal, clientGone, callId } = {}): Promise<GuardedResponse> {
-      const who = requireIdentity(identity)
-      const options: InternalCallOptions = { callId: callIdOrNew(callId, 'callId') }
-      if (signal) options.signal = signal
-      if (clientGone) options.clientGone = clientGone
-      return call(callDeps, who, body, options)
+    async call(identity, body, options): Promise<GuardedResponse> {
+      return call(callDeps, requireIdentity(identity), body, internalCallOptions(options))
     },
     async check(identity: Identity, request: CheckRequest): Promise<CheckResult> {
       const who = requireIdentity(identity)
@@ -100,8 +96,21 @@ export function createGuard(options: GuardOptions): Guard {
       store.close()
     },
   }
-  hideGuardOptions(guard, resolved)
+  hideGuardInternals(guard, {
+    options: resolved,
+    async answer(identity, body, options) {
+      return guardedAnswer(callDeps, requireIdentity(identity), body, internalCallOptions(options))
+    },
+  })
   return guard
+}
+
+/** `guard.call`'s options as the call layer takes them (a callId checked or made). */
+function internalCallOptions({ signal, clientGone, callId }: CallOptions = {}): InternalCallOptions {
+  const options: InternalCallOptions = { callId: callIdOrNew(callId, 'callId') }
+  if (signal) options.signal = signal
+  if (clientGone) options.clientGone = clientGone
+  return options
 }
 
 function listModels(allowed: Set<string>): ModelEntry[] {

@@ -8,7 +8,7 @@ import { defaultIdentify } from './client-address.js'
 import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
 import { safeErrorLine } from './safe-error-line.js'
-import { guardOptionsOf } from './guard-internals.js'
+import { guardInternalsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { internalErrorAnswer } from './http-answer.js'
 import { markRefusal } from './decision-header.js'
@@ -85,9 +85,6 @@ export type Relay = (request: RelayRequest) => Promise<RelayResponse>
 
 const DEFAULT_MAX_BODY_BYTES = 1_048_576
 
-/** The guard's answer headers (quota, model, content); anything else on a response is not passed on. */
-const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-|content-type$|cache-control$|x-accel-buffering$)/
-
 /**
  * A framework-free handler for `POST /chat/completions` (JSON or SSE) and `GET /models`; anything
  * else answers an OpenAI-shaped 404 (or 405 for a known path with the wrong method).
@@ -98,7 +95,8 @@ const PASSED_HEADER = /^(x-ratelimit-|ratelimit|x-qwen-guard-|content-type$|cach
  * // write answer.status, answer.headers, then answer.body (a string, or a stream to pipe)
  */
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
-  const guardOptions = guardOptionsOf(guard)
+  const internals = guardInternalsOf(guard)
+  const guardOptions = internals.options
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
   const onError = options.onError ?? reportUnexpected
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
@@ -112,18 +110,11 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
     const given = typeof request.identity === 'function' ? await request.identity() : request.identity
     const identity = identityOrDefault(given, () => defaultIdentify(request.remoteAddress), 'relay request')
     // The client going away ends queueing and streams; a JSON call already sent runs to its usage.
-    const { response } = await guard.call(identity, body, signal ? { clientGone: signal } : {})
-    // The guard's answer carries every header it should have (built once, in call.ts), and its stream
-    // already ends with [DONE] or an error event: both are passed on as they are.
-    const headers: Record<string, string> = {}
-    response.headers.forEach((value, name) => {
-      if (PASSED_HEADER.test(name)) headers[name] = value
-    })
-    // The content type first: reading `body` turns a prepared JSON answer into a real one (web streams).
-    if (headers['content-type']?.startsWith('text/event-stream') && response.body) {
-      return { status: response.status, headers, body: response.body }
-    }
-    return { status: response.status, headers, body: await response.text() }
+    // `guard.call` without its Response: the answer's headers are every header it should have (built
+    // once, in call.ts), and its stream already ends with [DONE] or an error event: both are passed
+    // on as they are.
+    const { headers, body: answer } = await internals.answer(identity, body, signal ? { clientGone: signal } : {})
+    return { status: 200, headers, body: answer.kind === 'sse' ? answer.stream : answer.text }
   }
 
   return async function relay(request: RelayRequest): Promise<RelayResponse> {

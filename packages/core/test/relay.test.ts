@@ -1,11 +1,15 @@
 import { Readable } from 'node:stream'
 import { describe, expect, it, vi } from 'vitest'
 import { QwenGuardError } from '../src/errors.js'
-import type { Guard, GuardedResponse } from '../src/guard-types.js'
+import type { GuardedAnswer } from '../src/call.js'
+import { createGuard } from '../src/guard.js'
+import { hideGuardInternals } from '../src/guard-internals.js'
+import type { CallOptions, Guard } from '../src/guard-types.js'
 import { answerHeaders } from '../src/http-answer.js'
 import { resolveOptions } from '../src/options.js'
 import { createRelay, type RelayRequest, type RelayResponse } from '../src/relay.js'
 import type { CallInfo } from '../src/types.js'
+import { chunkEvent, completion, startUpstreamStub, usageEvent } from './upstream-stub.js'
 
 const SECRET = 'sk-relay-unit-secret'
 const info: CallInfo = {
@@ -17,15 +21,13 @@ const info: CallInfo = {
   callId: 'c-1',
 }
 
-function fakeGuard(answer: (body: Record<string, unknown>) => GuardedResponse | Promise<GuardedResponse>) {
-  const call = vi.fn(async (_identity: unknown, body: Record<string, unknown>, _options?: { signal?: AbortSignal }) =>
-    answer(body),
-  )
+/** A guard whose call answers with `answer`'s parts (the relay takes a call's answer without a Response). */
+function fakeGuard(answer: (body: Record<string, unknown>) => GuardedAnswer | Promise<GuardedAnswer>) {
+  const call = vi.fn(async (_identity: unknown, body: Record<string, unknown>, _options?: CallOptions) => answer(body))
   const guard = {
-    [Symbol.for('qwen-guard.options')]: resolveOptions({ upstream: { apiKey: SECRET } }),
-    call,
     models: () => [{ id: 'qwen-plus', object: 'model' as const, created: 1, owned_by: 'qwen' }],
   } as unknown as Guard
+  hideGuardInternals(guard, { options: resolveOptions({ upstream: { apiKey: SECRET } }), answer: call })
   return { guard, call }
 }
 
@@ -38,22 +40,17 @@ function post(
   return { method: 'POST', path: '/chat/completions', headers, body, identity: { user: 'u1' } }
 }
 
-function jsonResponse(): GuardedResponse {
-  const response = new Response(
-    JSON.stringify({ id: 'c1', object: 'chat.completion', model: 'qwen-plus', choices: [] }),
-    {
-      headers: { ...answerHeaders(info, 'json'), authorization: `Bearer ${SECRET}`, 'x-dashscope-account': 'acct-1' },
-    },
-  )
-  return { info, response }
+function jsonResponse(): GuardedAnswer {
+  const value = { id: 'c1', object: 'chat.completion', model: 'qwen-plus', choices: [] }
+  return { info, headers: answerHeaders(info, 'json'), body: { kind: 'json', text: JSON.stringify(value), value } }
 }
 
-function sseResponse(parts: string[], failAfter = false): { response: GuardedResponse; cancelled: Promise<unknown> } {
+function sseResponse(parts: string[], failAfter = false): { response: GuardedAnswer; cancelled: Promise<unknown> } {
   let onCancel!: (reason: unknown) => void
   const cancelled = new Promise((resolve) => (onCancel = resolve))
   const encoder = new TextEncoder()
   let index = 0
-  const body = new ReadableStream<Uint8Array>({
+  const stream = new ReadableStream<Uint8Array>({
     pull(controller) {
       const part = parts[index++]
       if (part !== undefined) controller.enqueue(encoder.encode(part))
@@ -62,7 +59,7 @@ function sseResponse(parts: string[], failAfter = false): { response: GuardedRes
     },
     cancel: (reason) => onCancel(reason),
   })
-  return { response: { info, response: new Response(body, { headers: answerHeaders(info, 'sse') }) }, cancelled }
+  return { response: { info, headers: answerHeaders(info, 'sse'), body: { kind: 'sse', stream } }, cancelled }
 }
 
 async function text(answer: RelayResponse): Promise<string> {
@@ -93,7 +90,7 @@ describe('createRelay', () => {
     expect(call).not.toHaveBeenCalled()
   })
 
-  it('reads a raw stream body, passes identity, body and its signal (as clientGone) to guard.call, and answers JSON with success headers only', async () => {
+  it("reads a raw stream body, passes identity, body and its signal (as clientGone) to the guard's call, and answers JSON with its headers", async () => {
     const { guard, call } = fakeGuard(jsonResponse)
     const signal = new AbortController().signal
     const answer = await createRelay(guard)({ ...post(Readable.from([Buffer.from(JSON.stringify(chat))])), signal })
@@ -103,10 +100,43 @@ describe('createRelay', () => {
     expect(call.mock.calls[0]?.[1]).toMatchObject(chat)
     expect(call.mock.calls[0]?.[2]).toEqual({ clientGone: signal })
     expect(answer.headers).toMatchObject({ 'x-qwen-guard-model': 'qwen-plus', 'x-ratelimit-remaining-requests': '9' })
+    expect(answer.headers).toEqual(answerHeaders(info, 'json'))
     expect(answer.headers['content-type']).toMatch(/^application\/json/)
-    // Upstream's own headers never pass.
-    expect(JSON.stringify(answer.headers)).not.toMatch(/authorization|acct-1|sk-/)
   })
+
+  it.each([false, true])(
+    "passes on the guard's own headers only, never Qwen's (a real guard; stream: %s)",
+    async (stream) => {
+      const upstream = await startUpstreamStub((_req, res) => {
+        const own = { 'x-dashscope-account': 'acct-1', 'set-cookie': `s=${SECRET}`, 'x-request-id': 'r1' }
+        if (stream) {
+          res.writeHead(200, { ...own, 'content-type': 'text/event-stream' })
+          res.end(
+            `${chunkEvent('hi')}${usageEvent({ prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 })}data: [DONE]\n\n`,
+          )
+        } else {
+          res.writeHead(200, { ...own, 'content-type': 'application/json' })
+          res.end(completion({ prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 }))
+        }
+      })
+      const guard = createGuard({ upstream: { baseURL: upstream.baseURL, apiKey: SECRET, rampUp: false } })
+      try {
+        const answer = await createRelay(guard)(post(JSON.stringify(stream ? { ...chat, stream } : chat)))
+        expect(answer.status).toBe(200)
+        await text(answer)
+        const names = Object.keys(answer.headers)
+        expect(names).toContain('x-qwen-guard-model')
+        for (const name of names)
+          expect(name).toMatch(
+            /^(x-ratelimit-|ratelimit|x-qwen-guard-|content-type$|cache-control$|x-accel-buffering$)/,
+          )
+        expect(JSON.stringify(answer.headers)).not.toMatch(/acct-1|sk-|r1/)
+      } finally {
+        await guard.close()
+        await upstream.close()
+      }
+    },
+  )
 
   it('accepts an object a body parser already made', async () => {
     const { guard, call } = fakeGuard(jsonResponse)

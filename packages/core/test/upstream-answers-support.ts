@@ -17,9 +17,9 @@
 import fc from 'fast-check'
 import OpenAI, { APIError } from 'openai'
 import { afterAll, beforeAll, vi } from 'vitest'
-import { guardedCall, type CallDeps } from '../src/call.js'
+import { guardedAnswer, guardedCall, type CallDeps } from '../src/call.js'
 import { createGuardedClient } from '../src/client/guarded-client.js'
-import { hideGuardOptions } from '../src/guard-internals.js'
+import { hideGuardInternals } from '../src/guard-internals.js'
 import { isQwenGuardError } from '../src/errors.js'
 import type { Guard } from '../src/guard-types.js'
 import { resolveOptions } from '../src/options.js'
@@ -333,7 +333,10 @@ function setup(c: Case) {
       guardedCall(deps, identity, body, callOptions),
     models: () => [],
   } as unknown as Guard
-  hideGuardOptions(guard, options)
+  hideGuardInternals(guard, {
+    options,
+    answer: (identity, body, callOptions) => guardedAnswer(deps, identity, body, callOptions),
+  })
   return { deps, guard, events, quota, pool }
 }
 
