@@ -148,6 +148,8 @@ export interface PendingSend {
 class DelayRing {
   private readonly ring: Float64Array
   private readonly times: Float64Array
+  /** Where `spread` sorts the recent samples: allocated once (it runs every few hundred sends). */
+  private readonly scratch: Float64Array
   private size = 0
   private next = 0
   private low = Infinity
@@ -160,6 +162,7 @@ class DelayRing {
   ) {
     this.ring = new Float64Array(n)
     this.times = new Float64Array(n)
+    this.scratch = new Float64Array(n)
   }
 
   /** Adds a sample; false while warming up (ignored). */
@@ -185,11 +188,11 @@ class DelayRing {
 
   /** quantile(q) - min over the samples younger than maxAgeMs; 0 when there are none. */
   spread(q: number, now: number): number {
-    const recent: number[] = []
-    for (let i = 0; i < this.size; i++) if (now - this.times[i]! < this.maxAgeMs) recent.push(this.ring[i]!)
-    if (recent.length === 0) return 0
-    recent.sort((a, b) => a - b)
-    return recent[Math.min(recent.length - 1, Math.max(0, Math.ceil(q * recent.length) - 1))]! - recent[0]!
+    let count = 0
+    for (let i = 0; i < this.size; i++) if (now - this.times[i]! < this.maxAgeMs) this.scratch[count++] = this.ring[i]!
+    if (count === 0) return 0
+    const recent = this.scratch.subarray(0, count).sort() // a typed array sorts numerically, in place
+    return recent[Math.min(count - 1, Math.max(0, Math.ceil(q * count) - 1))]! - recent[0]!
   }
 
   private scanMin(): number {
