@@ -35,10 +35,23 @@ export interface UpstreamResponse {
   body(): ByteStream
 }
 
+/**
+ * What cancels one attempt: an AbortSignal, or any object with its `aborted`, `reason` and `'abort'`
+ * listeners (call.ts makes a small one per attempt: an AbortController and its signal cost about
+ * 3 KB a call). undici's request takes it as it is (an EventTarget); a fetch gets an AbortSignal
+ * that follows it.
+ */
+export interface AttemptSignal {
+  readonly aborted: boolean
+  readonly reason: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
+
 export interface UpstreamPostInit {
   headers: Record<string, string>
   body: string
-  signal: AbortSignal
+  signal: AttemptSignal
 }
 
 /** Sends one POST; rejects when no answer came (connection refused or reset, aborted). */
@@ -95,7 +108,7 @@ async function viaUndici(url: string, init: UpstreamPostInit): Promise<UpstreamR
     method: 'POST',
     headers: init.headers,
     body: init.body,
-    signal: init.signal,
+    signal: init.signal as AbortSignal, // undici reads any EventTarget's 'abort' alike
     dispatcher: dispatcher(),
     headersTimeout: 0,
     bodyTimeout: 0,
@@ -235,7 +248,7 @@ function viaFetch(fetchFn: typeof fetch): UpstreamPost {
       method: 'POST',
       headers: init.headers,
       body: init.body,
-      signal: init.signal,
+      signal: abortSignalOf(init.signal),
       redirect: 'manual' as const,
     }
     const response = await fetchFn(url, request)
@@ -249,6 +262,15 @@ function viaFetch(fetchFn: typeof fetch): UpstreamPost {
 }
 
 async function* emptyBody(): AsyncGenerator<Uint8Array> {}
+
+/** `signal` as an AbortSignal (a fetch takes nothing else): itself, or one that aborts with it. */
+function abortSignalOf(signal: AttemptSignal): AbortSignal {
+  if (signal instanceof AbortSignal) return signal
+  const controller = new AbortController()
+  if (signal.aborted) controller.abort(signal.reason)
+  else signal.addEventListener('abort', () => controller.abort(signal.reason), { once: true })
+  return controller.signal
+}
 
 /**
  * The most of an answer's body read as text, in bytes after decoding: 32 MiB. Qwen's largest answers
