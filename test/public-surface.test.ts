@@ -23,6 +23,7 @@ const ADAPTER_ONLY = [
   'identityOrDefault',
   'requireIdentity',
   'clientGoneSignal',
+  'connectionGoneSignal',
   'isClientGone',
   'sendRelayResponse',
   'normalizePrefix',

@@ -13,6 +13,6 @@ export {
 } from './adopt-guard.js'
 export { attachLazyClient, isLazyClientAttached, type AttachOptions } from './client/lazy-client.js'
 export { identityOrDefault, requireIdentity } from './identity.js'
-export { clientGoneSignal, isClientGone } from './client-gone.js'
+export { clientGoneSignal, connectionGoneSignal, isClientGone } from './client-gone.js'
 export { sendRelayResponse } from './send-relay-response.js'
 export { normalizePrefix, pathUnder } from './relay-prefix.js'

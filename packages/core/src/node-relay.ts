@@ -6,7 +6,7 @@
  * avoids that for the relay's own requests and leaves every other request to the app.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { clientGoneSignal } from './client-gone.js'
+import { connectionGoneSignal } from './client-gone.js'
 import type { Guard } from './guard-types.js'
 import { normalizePrefix, pathUnder } from './relay-prefix.js'
 import { createRelay, type RelayOptions } from './relay.js'
@@ -48,7 +48,7 @@ export function createNodeRelay(guard: Guard, options: NodeRelayOptions = {}): N
   return async function qwenGuardNodeRelay(req, res, next) {
     const path = pathUnder(prefix, req.url ?? '/')
     if (path === undefined && next) return next()
-    const signal = clientGoneSignal(res) // the guard stops queueing or streaming and settles at once
+    const signal = connectionGoneSignal(res) // the guard stops queueing or streaming and settles at once
     const answer = await relay({
       method: req.method ?? 'GET',
       // Not under the prefix (no `next`): the whole URL, which the relay answers with its 404.

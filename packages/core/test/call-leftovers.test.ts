@@ -87,4 +87,47 @@ describe("a finished call leaves no listener on the caller's signal", () => {
       await limited.close()
     }
   })
+
+  it('kept for a connection (the relays: connectionGoneSignal) by calls that waited for a lease or in the upstream queue', async () => {
+    stub.handle = (_req, res, body) => {
+      const reply = () => {
+        if ((JSON.parse(body) as { stream?: boolean }).stream)
+          return sse(res, [chunkEvent('ok'), usageEvent(usage), 'data: [DONE]\n\n'])
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(completion(usage))
+      }
+      setTimeout(reply, 20) // long enough for the next call to wait for the lease
+    }
+    const waiting = createGuard({
+      upstream: { baseURL: stub.baseURL, apiKey: 'sk-leftovers', rampUp: false, safetyMargin: 1 },
+      models: { 'qwen-plus': { rpm: 1_200 } }, // a send every 50 ms: calls made together queue for it
+      quotas: { user: { concurrency: 1 } },
+    })
+    const queued: string[] = []
+    const leased: string[] = [] // the lease holder's events, in order
+    waiting.on('admitted', (event) => {
+      if (event.queuedMs > 0) queued.push(event.callId)
+      if (event.identity.user === 'leased') leased.push('admitted')
+    })
+    waiting.on('settled', (event) => {
+      if (event.identity.user === 'leased') leased.push('settled')
+    })
+    try {
+      const connection = new AbortController()
+      const calls = Array.from({ length: 4 }, (_, i) =>
+        waiting
+          .call({ user: i < 2 ? 'leased' : `queued-${i}` }, i % 2 ? { ...ask, stream: true } : ask, {
+            clientGone: connection.signal,
+          })
+          .then(({ response }) => response.text()),
+      )
+      for (const text of await Promise.all(calls)) expect(text).toMatch(/"id":"c"|\[DONE\]/)
+      expect(queued.length).toBeGreaterThan(0) // some waited in the upstream queue
+      expect(leased).toEqual(['admitted', 'settled', 'admitted', 'settled']) // the second waited for the lease
+      expect(getEventListeners(connection.signal, 'abort')).toHaveLength(0)
+      expect(connection.signal.aborted).toBe(false)
+    } finally {
+      await waiting.close()
+    }
+  })
 })

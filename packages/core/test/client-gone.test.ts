@@ -1,8 +1,8 @@
 /** client-gone.ts: the relay's cancellation, on real sockets. */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
-import { clientGoneSignal } from '../src/client-gone.js'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { clientGoneSignal, connectionGoneSignal, isClientGone } from '../src/client-gone.js'
 
 let server: http.Server | undefined
 afterEach(async () => {
@@ -61,5 +61,77 @@ describe('clientGoneSignal', () => {
     socket.destroy()
     await aborted
     expect(signal.aborted).toBe(true)
+  })
+})
+
+describe('connectionGoneSignal', () => {
+  /** A keep-alive server handing each request's signal to the test, answering at once unless `hold`. */
+  async function keepAlive(hold = false) {
+    const signals: AbortSignal[] = []
+    const held: ServerResponse[] = []
+    server = http.createServer((req, res) => {
+      req.resume()
+      req.on('end', () => {
+        signals.push(connectionGoneSignal(res))
+        if (hold) held.push(res)
+        else res.end('ok')
+      })
+    })
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve))
+    return { port: (server.address() as AddressInfo).port, signals, held }
+  }
+
+  it('is one signal for every request of a connection, never aborted by answers that finished', async () => {
+    const { port, signals } = await keepAlive()
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    try {
+      for (let i = 0; i < 5; i++) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = http.request({ port, host: '127.0.0.1', method: 'POST', agent }, (res) => {
+            res.resume()
+            res.on('end', () => resolve(res.statusCode ?? 0))
+          })
+          req.on('error', reject)
+          req.end('abc')
+        })
+        expect(status).toBe(200)
+      }
+      expect(signals).toHaveLength(5)
+      expect(new Set(signals).size).toBe(1)
+      expect(signals[0]!.aborted).toBe(false)
+    } finally {
+      agent.destroy()
+    }
+  })
+
+  it('aborts with a ClientGoneError when the client leaves while its request is answered', async () => {
+    const { port, signals, held } = await keepAlive(true)
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(post))
+    await vi.waitFor(() => expect(signals).toHaveLength(1))
+    const signal = signals[0]!
+    expect(signal.aborted).toBe(false)
+    const aborted = new Promise((resolve) => signal.addEventListener('abort', resolve))
+    socket.destroy()
+    await aborted
+    expect(signal.reason).toMatchObject({ name: 'ClientGoneError' })
+    expect(isClientGone(signal.reason, held[0]!)).toBe(true)
+  })
+
+  it("is the request's own clientGoneSignal for a response with no socket, or one already finished", async () => {
+    const lone = new http.ServerResponse(new http.IncomingMessage(new net.Socket()))
+    expect(lone.socket).toBeNull()
+    const first = connectionGoneSignal(lone)
+    expect(connectionGoneSignal(lone)).not.toBe(first) // a fresh one each time: nothing is shared
+    expect(first.aborted).toBe(false)
+
+    const { port, next } = await serve(0)
+    const answer = fetch(`http://127.0.0.1:${port}/`, { method: 'POST', body: 'abc' })
+    const { res } = await next
+    res.end('ok')
+    await (await answer).text()
+    expect(res.writableFinished).toBe(true)
+    const late = connectionGoneSignal(res)
+    expect(late.aborted).toBe(false)
+    expect(connectionGoneSignal(res)).not.toBe(late)
   })
 })

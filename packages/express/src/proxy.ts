@@ -1,5 +1,5 @@
 import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
-import { clientGoneSignal, sendRelayResponse } from '@qwen-guard/core/adapter'
+import { connectionGoneSignal, sendRelayResponse } from '@qwen-guard/core/adapter'
 import type { Request, RequestHandler } from 'express'
 import type { ExpressProxyOptions } from './options.js'
 
@@ -14,7 +14,7 @@ export function createProxy(
 ): RequestHandler {
   const relay = createRelay(guard, options)
   return async function qwenGuardProxy(req, res, next) {
-    const signal = clientGoneSignal(res) // the guard stops queueing or streaming and settles at once
+    const signal = connectionGoneSignal(res) // the guard stops queueing or streaming and settles at once
     try {
       const answer = await relay({
         method: req.method,

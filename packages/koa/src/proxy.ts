@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream'
 import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 import { createRelay, type Guard, type Identity, type RelayRequest } from '@qwen-guard/core'
-import { clientGoneSignal, normalizePrefix, pathUnder } from '@qwen-guard/core/adapter'
+import { connectionGoneSignal, normalizePrefix, pathUnder } from '@qwen-guard/core/adapter'
 import type { Context, Middleware } from 'koa'
 import type { KoaProxyOptions } from './options.js'
 
@@ -19,7 +19,7 @@ export function createProxy(
   return async function qwenGuardProxy(ctx, next) {
     const path = pathUnder(prefix, ctx.path)
     if (path === undefined) return next()
-    const signal = clientGoneSignal(ctx.res) // the guard stops queueing or streaming and settles at once
+    const signal = connectionGoneSignal(ctx.res) // the guard stops queueing or streaming and settles at once
     const parsed = (ctx.request as { body?: unknown }).body
     const answer = await relay({
       method: ctx.method,
