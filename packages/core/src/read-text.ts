@@ -59,9 +59,7 @@ function readNodeStream(stream: Readable, maxBytes: number, tooLarge: () => Erro
       if (stream instanceof IncomingMessage) stream.resume()
       else discard(stream)
     }
-    const cleanup = finished(stream, (error) =>
-      done(error ?? undefined, error ? undefined : Buffer.concat(chunks, size).toString('utf8')),
-    )
+    const cleanup = finished(stream, (error) => done(error ?? undefined, error ? undefined : textOf(chunks, size)))
     stream.on('readable', onReadable)
   })
 }
@@ -88,7 +86,12 @@ async function readIterable(
     if (size > maxBytes) throw tooLarge()
     chunks.push(buffer)
   }
-  return Buffer.concat(chunks, size).toString('utf8')
+  return textOf(chunks, size)
+}
+
+/** The chunks as UTF-8 text: one chunk (most bodies) decoded where it lies, more joined first. */
+function textOf(chunks: Buffer[], size: number): string {
+  return chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8')
 }
 
 function bufferOf(chunk: unknown): Buffer {
