@@ -4,11 +4,14 @@
 // `control` is not a variant: GET on it answers this process's CPU time so far (`process.cpuUsage()`,
 // user + system, in µs) and its event-loop utilization, so bench/http.ts can charge each variant the
 // CPU the app spent while it was the only one under load; GET on `control?pauses` answers the GC
-// pauses and event-loop delay since the last such reading (and starts over).
+// pauses and event-loop delay since the last such reading (and starts over); `control?alloc=start`
+// starts V8's sampling heap profiler (every object allocated, or with `&kept` only those that
+// outlived a young-generation collection) and `control?alloc=stop` answers the bytes it saw.
 import { once } from 'node:events'
+import { Session } from 'node:inspector/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
+import { constants as perfConstants, monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import express from 'express'
 import Koa from 'koa'
 import { createNodeRelay } from '../packages/core/src/index.js'
@@ -79,10 +82,12 @@ const chatVia = (client: (req: express.Request) => OpenAI) => async (req: expres
 // Where a latency tail can come from, in this process: garbage-collection pauses (each one stops
 // the event loop) and event-loop delay (how late a 1 ms timer fires: any long synchronous stretch,
 // GC included). Read and reset with GET <control>?pauses.
-const gc = { count: 0, totalMs: 0, maxMs: 0, over1ms: 0 }
+const gc = { count: 0, totalMs: 0, maxMs: 0, over1ms: 0, minor: 0 }
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
     gc.count++
+    const { detail } = entry as PerformanceEntry & { detail?: { kind?: number } }
+    if (detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) gc.minor++
     gc.totalMs += entry.duration
     gc.maxMs = Math.max(gc.maxMs, entry.duration)
     if (entry.duration > 1) gc.over1ms++
@@ -91,10 +96,38 @@ new PerformanceObserver((list) => {
 const loopDelay = monitorEventLoopDelay({ resolution: 1 })
 loopDelay.enable()
 
+/**
+ * Bytes allocated, measured by V8's sampling heap profiler (a sample per 1 KiB allocated on average;
+ * objects later collected by either GC included, or with `kept` those a young-generation collection
+ * freed left out: what outlived one and had to be copied).
+ */
+const inspector = new Session()
+inspector.connect()
+async function allocation(action: string, kept: boolean): Promise<{ bytes: number }> {
+  if (action === 'start') {
+    await inspector.post('HeapProfiler.enable')
+    await inspector.post('HeapProfiler.startSampling', {
+      samplingInterval: 1024,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: !kept,
+    })
+    return { bytes: 0 }
+  }
+  const { profile } = await inspector.post('HeapProfiler.stopSampling')
+  const total = (node: typeof profile.head): number =>
+    node.selfSize + node.children.reduce((sum, child) => sum + total(child), 0)
+  return { bytes: total(profile.head) }
+}
+
 /** Loopback only, plain node:http (no Express), so a reading costs a few µs, not a variant's worth. */
 async function control(): Promise<string> {
   const server = createServer((req, res) => {
     res.setHeader('content-type', 'application/json')
+    const alloc = /[?&]alloc=(start|stop)/.exec(req.url ?? '')
+    if (alloc) {
+      void allocation(alloc[1]!, req.url!.includes('&kept')).then((result) => res.end(JSON.stringify(result)))
+      return
+    }
     if (req.url?.endsWith('?pauses')) {
       const ms = (ns: number) => ns / 1e6
       res.end(
@@ -103,7 +136,7 @@ async function control(): Promise<string> {
           loopDelayMs: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) },
         }),
       )
-      Object.assign(gc, { count: 0, totalMs: 0, maxMs: 0, over1ms: 0 })
+      Object.assign(gc, { count: 0, totalMs: 0, maxMs: 0, over1ms: 0, minor: 0 })
       loopDelay.reset()
       return
     }

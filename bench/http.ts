@@ -28,6 +28,9 @@
 // process's CPU per request, its GC pauses and event-loop delay during the relay rounds (where a tail
 // comes from). Goal at 500 req/s: added <= 0.3 ms p50 and <= 1 ms p99. Then its maximum rate on one
 // core: closed loop (autocannon, 32 connections), the relay process alone on its CPU.
+// (d) where that tail comes from: bytes allocated per relayed call (V8's sampling heap profiler in the
+// app), bytes per call that outlived a young-generation collection, and such collections per 5,000
+// calls, for the node:http relay and the floor; closed loop, 4 connections, after a warm-up.
 // Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput,
 // variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency, 3 rates x 2 paths x OPEN_LOOP_ROUNDS x
 // OPEN_LOOP_SECONDS for the relay's open loop.
@@ -54,7 +57,7 @@ const OPEN_LOOP_RATES = (process.env.BENCH_RATES ?? '100,500,1000').split(',').m
 const OPEN_LOOP_ROUNDS = Number(process.env.BENCH_OPEN_LOOP_ROUNDS ?? 3)
 const OPEN_LOOP_SECONDS = Number(process.env.BENCH_OPEN_LOOP_SECONDS ?? 3)
 /** Scenarios to run, e.g. BENCH_ONLY=a,c. Default: all. */
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c').split(','))
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c,d').split(','))
 /**
  * Node flags for the apps' process, e.g. BENCH_APP_FLAGS=--single-threaded-gc (V8's GC helper
  * threads compete with the app for the one core it is pinned to). Default: none.
@@ -123,7 +126,7 @@ async function appUsage(controlUrl: string): Promise<AppUsage> {
 }
 
 interface Pauses {
-  gc: { count: number; totalMs: number; maxMs: number; over1ms: number }
+  gc: { count: number; totalMs: number; maxMs: number; over1ms: number; minor: number }
   loopDelayMs: { p50: number; p99: number; max: number }
 }
 
@@ -263,6 +266,35 @@ function spread(values: number[]): string {
   const sorted = [...values].sort((a, b) => a - b)
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
   return `${at(0.25).toFixed(2)}-${at(0.75).toFixed(2)}`
+}
+
+/** (d): calls per reading, and the connections they are sent on (closed loop). */
+const ALLOC_CALLS = 5_000
+const ALLOC_CONNECTIONS = 4
+
+/** Sends `calls` chat completions to `url` over ALLOC_CONNECTIONS keep-alive connections, each as soon as the last came back. */
+async function closedLoop(url: string, calls: number): Promise<void> {
+  const agent = new Agent({ keepAlive: true, maxSockets: ALLOC_CONNECTIONS })
+  let sent = 0
+  const one = () =>
+    new Promise<void>((resolve, reject) => {
+      const req = request(
+        url,
+        { method: 'POST', agent, headers: { 'content-type': 'application/json', authorization: 'Bearer sk-sim' } },
+        (res) => {
+          res.resume()
+          res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))))
+        },
+      )
+      req.on('error', reject)
+      req.end(CHAT_BODY)
+    })
+  await Promise.all(
+    Array.from({ length: ALLOC_CONNECTIONS }, async () => {
+      while (sent++ < calls) await one()
+    }),
+  )
+  agent.destroy()
 }
 
 const ms = (value: number) => Number(value.toFixed(3))
@@ -567,6 +599,37 @@ try {
         failed: sr.failed,
       },
     ])
+  }
+  // (d) allocation per relayed call, the relay against the floor
+  if (ONLY.has('d')) {
+    const variants = [
+      { name: 'node:http (createNodeRelay)', url: `${urls.relayNodeHttp}/v1/chat/completions` },
+      { name: 'floor (no guard)', url: `${urls.proxyFloor}/v1/chat/completions` },
+    ]
+    const rows: Record<string, string | number>[] = []
+    for (const variant of variants) {
+      await closedLoop(variant.url, ALLOC_CALLS) // warm-up
+      await appPauses(urls.control) // start over
+      await closedLoop(variant.url, ALLOC_CALLS)
+      const minor = (await appPauses(urls.control)).gc.minor
+      const sampled = async (kept: boolean) => {
+        await fetch(`${urls.control}?alloc=start${kept ? '&kept' : ''}`)
+        await closedLoop(variant.url, ALLOC_CALLS)
+        const { bytes } = (await (await fetch(`${urls.control}?alloc=stop`)).json()) as { bytes: number }
+        return bytes / ALLOC_CALLS / 1024
+      }
+      rows.push({
+        path: variant.name,
+        'allocated KB/call': us(await sampled(false)),
+        'outlived a young GC, KB/call': us(await sampled(true)),
+        'young-gen GCs per 5,000 calls': Math.round((minor * 5_000) / ALLOC_CALLS),
+      })
+    }
+    console.log(
+      `\n(d) allocation per call, closed loop (${ALLOC_CONNECTIONS} connections, ${ALLOC_CALLS} calls per reading after as many to warm up; ` +
+        'V8 sampling heap profiler, 1 KiB interval; young-generation collections counted without the profiler):\n',
+    )
+    console.table(rows)
   }
   console.log(`\nload average at end: ${load()}`)
 } finally {
