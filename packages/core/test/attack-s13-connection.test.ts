@@ -250,6 +250,38 @@ describe('attack-s13: one keep-alive connection through createNodeRelay', () => 
     void events
   })
 
+  it('on a connection that already answered 3 calls, a call waiting for a lease is dropped when its client leaves (never sent)', async () => {
+    const { stub, port, signals } = await setUp(
+      {},
+      { quotas: { user: { tpm: 1_000_000, concurrency: 1 } }, queue: { maxWaitMs: 4_000 } },
+    )
+    answerWell(stub)
+    const conn = new RawConnection(port)
+    for (let i = 0; i < 3; i++) {
+      conn.send(RawConnection.request('/v1/chat/completions', chat(i === 1 ? { stream: true } : {}), { 'x-user': 'ann' }))
+      expect((await conn.response()).status).toBe(200)
+    }
+    // another connection of the same user holds the lease
+    const pending: ServerResponse[] = []
+    stub.handle = (_req, res) => {
+      pending.push(res)
+    }
+    const holder = new RawConnection(port)
+    holder.send(RawConnection.request('/v1/chat/completions', chat(), { 'x-user': 'ann' }))
+    await vi.waitFor(() => expect(pending).toHaveLength(1))
+    conn.send(RawConnection.request('/v1/chat/completions', chat(), { 'x-user': 'ann' }))
+    await new Promise((r) => setTimeout(r, 100))
+    const [signal] = [...signals]
+    expect(getEventListeners(signal!, 'abort').length).toBeGreaterThan(0) // the lease wait follows it
+    conn.close()
+    await vi.waitFor(() => expect(signal!.aborted).toBe(true))
+    pending[0]!.writeHead(200, { 'content-type': 'application/json' }).end(completion(usage))
+    expect((await holder.response()).status).toBe(200)
+    await new Promise((r) => setTimeout(r, 300))
+    expect(stub.requests).toBe(4) // 3 answered + the holder; the one that left was never sent
+    holder.close()
+  })
+
   it('a stream whose client leaves mid-stream closes the upstream connection and settles once', async () => {
     const { stub, port, events, signals } = await setUp()
     let upstreamClosed = false
@@ -394,7 +426,7 @@ describe('attack-s13: a pipelined request whose client leaves (its response has 
     expect(stub.requests).toBe(1) // the second's client left before it was sent: never sent to Qwen
   })
 
-  it('KNOWN FAILING (pre-existing, kept by connectionGoneSignal): a pipelined stream keeps streaming from Qwen after its client left', async () => {
+  it('KNOWN FAILING (pre-existing, kept by connectionGoneSignal): a pipelined stream stops streaming from Qwen when its client leaves', async () => {
     const { stub, port } = await setUp({ streamIdleMs: 10_000 })
     const upstream: ServerResponse[] = []
     let closedStreams = 0
@@ -417,5 +449,137 @@ describe('attack-s13: a pipelined request whose client leaves (its response has 
     // The first answers (its client is gone; the relay writes into a closed response).
     upstream[0]!.writeHead(200, { 'content-type': 'application/json' }).end(completion(usage))
     await vi.waitFor(() => expect(closedStreams).toBe(1), { timeout: 1_500 })
+  })
+})
+
+describe.each([
+  ['undici', undefined],
+  ['app fetch', ((u, o) => fetch(u, o)) as typeof fetch],
+] as const)('attack-s13: more attempt cancellation via %s', (_name, appFetch) => {
+  const withFetch = (extra: Partial<GuardOptions['upstream']> = {}) => ({ ...extra, ...(appFetch ? { fetch: appFetch } : {}) })
+
+  it('the deadline covers a JSON body that stalls after its headers: 504 in time, upstream socket closed', async () => {
+    const { stub, port, events } = await setUp(withFetch({ timeoutMs: 300 }))
+    let upstreamClosed = false
+    stub.handle = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write('{"id":"c","object":"chat.comp')
+      res.on('close', () => (upstreamClosed = true))
+    }
+    const conn = new RawConnection(port)
+    try {
+      const started = Date.now()
+      conn.send(RawConnection.request('/v1/chat/completions', chat()))
+      const answer = await conn.response()
+      expect(answer.status).toBe(504)
+      expect(Date.now() - started).toBeLessThan(2_000)
+      await vi.waitFor(() => expect(upstreamClosed).toBe(true), { timeout: 2000 })
+      await vi.waitFor(() => expect(events.filter((e) => e.type === 'settled')).toHaveLength(1))
+    } finally {
+      conn.close()
+    }
+  })
+
+  it('a stream client leaving before the first event closes the upstream connection at once (not at the deadline)', async () => {
+    const { stub, port, events } = await setUp(withFetch({ timeoutMs: 4_000 }))
+    let upstreamClosedAt = 0
+    stub.handle = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.flushHeaders()
+      res.on('close', () => (upstreamClosedAt = Date.now()))
+    }
+    const conn = new RawConnection(port)
+    conn.send(RawConnection.request('/v1/chat/completions', chat({ stream: true })))
+    await vi.waitFor(() => expect(stub.requests).toBe(1))
+    await new Promise((r) => setTimeout(r, 50))
+    const left = Date.now()
+    conn.close()
+    await vi.waitFor(() => expect(upstreamClosedAt).toBeGreaterThan(0), { timeout: 1_000 })
+    expect(upstreamClosedAt - left).toBeLessThan(500)
+    await vi.waitFor(() => expect(events.filter((e) => e.type === 'settled')).toHaveLength(1))
+  })
+
+  it('a stream client leaving during the backoff before a retry: the retry is never sent', async () => {
+    const { stub, port, events } = await setUp(withFetch({ maxAttempts: 3 }))
+    stub.handle = (_req, res) => {
+      res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"boom","code":"InternalError"}}')
+    }
+    const conn = new RawConnection(port)
+    conn.send(RawConnection.request('/v1/chat/completions', chat({ stream: true })))
+    await vi.waitFor(() => expect(stub.requests).toBe(1))
+    conn.close()
+    await new Promise((r) => setTimeout(r, 1_500))
+    expect(stub.requests).toBe(1)
+    void events
+  })
+
+  it('(control for the test above) a stream client that stays: the retry is sent', async () => {
+    const { stub, port } = await setUp(withFetch({ maxAttempts: 3 }))
+    stub.handle = (_req, res) => {
+      res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"boom","code":"InternalError"}}')
+    }
+    const conn = new RawConnection(port)
+    try {
+      conn.send(RawConnection.request('/v1/chat/completions', chat({ stream: true })))
+      await vi.waitFor(() => expect(stub.requests).toBeGreaterThan(1), { timeout: 1_500 })
+    } finally {
+      conn.close()
+    }
+  })
+
+  it('guard.client (SDK) stream aborted before the first event: upstream socket closed at once', async () => {
+    const { stub, guard } = await setUp(withFetch({ timeoutMs: 4_000 }))
+    let upstreamClosedAt = 0
+    stub.handle = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.flushHeaders()
+      res.on('close', () => (upstreamClosedAt = Date.now()))
+    }
+    const controller = new AbortController()
+    const call = guard
+      .client({ user: 'u' })
+      .chat.completions.create(
+        { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }], stream: true },
+        { signal: controller.signal },
+      )
+      .catch((e: Error) => e)
+    await vi.waitFor(() => expect(stub.requests).toBe(1))
+    const left = Date.now()
+    controller.abort()
+    expect(await call).toBeInstanceOf(Error)
+    await vi.waitFor(() => expect(upstreamClosedAt).toBeGreaterThan(0), { timeout: 1_000 })
+    expect(upstreamClosedAt - left).toBeLessThan(500)
+  })
+})
+
+describe('attack-s13: guard.call still gives a whole Response', () => {
+  it('JSON: status, headers (no upstream header), clone(), json() and text() of the clone', async () => {
+    const { stub, guard } = await setUp()
+    answerWell(stub)
+    const { response, info } = await guard.call({ user: 'u' }, JSON.parse(chat()) as Record<string, unknown>)
+    expect(response.status).toBe(200)
+    expect(response.ok).toBe(true)
+    expect(response.headers.get('content-type')).toMatch(/application\/json/)
+    expect(response.headers.get('set-cookie')).toBeNull()
+    expect(response.headers.get('x-request-id')).toBeNull()
+    const copy = response.clone()
+    const value = (await response.json()) as { choices: Array<{ message: { content: string } }> }
+    expect(value.choices[0]!.message.content).toBe('ok')
+    expect(JSON.parse(await copy.text())).toEqual(value)
+    expect(response.bodyUsed).toBe(true)
+    await expect(response.text()).rejects.toThrow()
+    expect(info.model).toBe('qwen-plus')
+  })
+
+  it('SSE: the body reads to [DONE]; headers are event-stream; clone() tees it', async () => {
+    const { stub, guard } = await setUp()
+    answerWell(stub)
+    const { response } = await guard.call({ user: 'u' }, JSON.parse(chat({ stream: true })) as Record<string, unknown>)
+    expect(response.headers.get('content-type')).toMatch(/text\/event-stream/)
+    expect(response.headers.get('set-cookie')).toBeNull()
+    const copy = response.clone()
+    const [a, b] = await Promise.all([response.text(), copy.text()])
+    expect(a).toContain('[DONE]')
+    expect(b).toBe(a)
   })
 })
