@@ -19,13 +19,22 @@ export function clientGoneSignal(res: ServerResponse): AbortSignal {
   const controller = new AbortController()
   const gone = () => controller.abort(clientGone())
   if (res.writableFinished) return controller.signal
+  // A pipelined request waiting for its turn: its response has no socket yet, and when the client
+  // leaves Node destroys the waiting request without a 'close' on its response, so the request's
+  // socket is followed until the response is done.
+  const waitingOn = res.socket ? undefined : (res as { req?: { socket?: Socket | null } }).req?.socket
   // Not `req.destroyed`: a request whose body was read is destroyed while its client still waits.
-  if (res.destroyed) {
+  if (res.destroyed || waitingOn?.destroyed) {
     gone()
     return controller.signal
   }
-  res.once('close', () => {
+  const onClose = () => {
     if (!res.writableFinished) gone()
+  }
+  waitingOn?.once('close', onClose)
+  res.once('close', () => {
+    waitingOn?.off('close', onClose)
+    onClose()
   })
   return controller.signal
 }
@@ -37,12 +46,14 @@ export function clientGoneSignal(res: ServerResponse): AbortSignal {
  * request costs about 3 KB of garbage on a relayed call. For the relays only (createNodeRelay, the
  * adapters' `proxy()`): their call is over when the answer is written, so a later close of the
  * connection reaches nobody; a signal kept past its answer (`req.qwen` used after responding) takes
- * `clientGoneSignal`, which never aborts after the answer is finished. A response without its socket
- * yet (a pipelined request waiting for its turn), finished or closed, or not Node's HTTP/1 response
- * (HTTP/2's compatibility API) gets `clientGoneSignal(res)`.
+ * `clientGoneSignal`, which never aborts after the answer is finished. A pipelined request waiting
+ * for its turn shares its connection's signal (its response has no socket yet: the request's is
+ * used). A response finished or closed, or not Node's HTTP/1 response (HTTP/2's compatibility API),
+ * gets `clientGoneSignal(res)`.
  */
 export function connectionGoneSignal(res: ServerResponse): AbortSignal {
-  const socket = res.socket
+  // The request's socket: a pipelined request's response has none until its turn comes.
+  const socket = res.socket ?? (res as { req?: { socket?: Socket | null } }).req?.socket
   if (!(res instanceof ServerResponse) || !socket || res.writableFinished || res.destroyed || socket.destroyed)
     return clientGoneSignal(res)
   let signal = connectionSignals.get(socket)

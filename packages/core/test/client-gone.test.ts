@@ -64,6 +64,31 @@ describe('clientGoneSignal', () => {
   })
 })
 
+describe('a pipelined request waiting for its turn (its response has no socket yet)', () => {
+  it.each([
+    ['clientGoneSignal', clientGoneSignal],
+    ['connectionGoneSignal', connectionGoneSignal],
+  ])('%s aborts when its client leaves', async (_name, signalOf) => {
+    const seen: Array<{ res: ServerResponse; signal: AbortSignal; hadSocket: boolean }> = []
+    server = http.createServer((req, res) => {
+      req.resume()
+      seen.push({ res, signal: signalOf(res), hadSocket: res.socket !== null }) // the first is never answered
+    })
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as AddressInfo
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(post + post))
+    await vi.waitFor(() => expect(seen).toHaveLength(2))
+    const waiting = seen[1]!
+    expect(waiting.hadSocket).toBe(false)
+    expect(waiting.signal.aborted).toBe(false)
+    const aborted = new Promise((resolve) => waiting.signal.addEventListener('abort', resolve))
+    socket.destroy()
+    await aborted
+    expect(waiting.signal.reason).toMatchObject({ name: 'ClientGoneError' })
+    expect(seen[0]!.signal.aborted).toBe(true)
+  })
+})
+
 describe('connectionGoneSignal', () => {
   /** A keep-alive server handing each request's signal to the test, answering at once unless `hold`. */
   async function keepAlive(hold = false) {
@@ -117,13 +142,7 @@ describe('connectionGoneSignal', () => {
     expect(isClientGone(signal.reason, held[0]!)).toBe(true)
   })
 
-  it("is the request's own clientGoneSignal for a response with no socket, or one already finished", async () => {
-    const lone = new http.ServerResponse(new http.IncomingMessage(new net.Socket()))
-    expect(lone.socket).toBeNull()
-    const first = connectionGoneSignal(lone)
-    expect(connectionGoneSignal(lone)).not.toBe(first) // a fresh one each time: nothing is shared
-    expect(first.aborted).toBe(false)
-
+  it("is the request's own clientGoneSignal for an answer already finished", async () => {
     const { port, next } = await serve(0)
     const answer = fetch(`http://127.0.0.1:${port}/`, { method: 'POST', body: 'abc' })
     const { res } = await next

@@ -1,5 +1,5 @@
 /**
- * attack-s13: the relays' one signal per HTTP/1 connection (connectionGoneSignal), the attempt's
+ * The relays' one signal per HTTP/1 connection (connectionGoneSignal), the attempt's
  * AttemptAbort, and the relay writing a call's parts, on real sockets (createNodeRelay, the stub as Qwen).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
@@ -13,7 +13,7 @@ import type { Guard } from '../src/guard-types.js'
 import type { GuardEvent, GuardOptions } from '../src/types.js'
 import { chunkEvent, completion, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
 
-const KEY = 'sk-attack-s13-secret-0123'
+const KEY = 'sk-relay-connection-0123'
 const opened: Array<{ close(): Promise<void> }> = []
 afterEach(async () => {
   for (const item of opened.splice(0).reverse()) await item.close()
@@ -153,7 +153,7 @@ function warningsDuring(): { warnings: Error[]; stop(): void } {
   return { warnings, stop: () => process.off('warning', on) }
 }
 
-describe('attack-s13: one keep-alive connection through createNodeRelay', () => {
+describe('one keep-alive connection through createNodeRelay', () => {
   it('60 sequential mixed requests (JSON, stream, 400, 404, user refusals) leave no listener on the connection signal and no warning', async () => {
     const { stub, signals, port, events } = await setUp({}, { quotas: { user: { tpm: 1_000_000, rpm: 30 } } })
     answerWell(stub)
@@ -200,7 +200,8 @@ describe('attack-s13: one keep-alive connection through createNodeRelay', () => 
     try {
       const n = 12
       let text = ''
-      for (let i = 0; i < n; i++) text += RawConnection.request('/v1/chat/completions', chat(i % 2 ? { stream: true } : {}))
+      for (let i = 0; i < n; i++)
+        text += RawConnection.request('/v1/chat/completions', chat(i % 2 ? { stream: true } : {}))
       conn.send(text)
       const answers = []
       for (let i = 0; i < n; i++) answers.push(await conn.response())
@@ -258,7 +259,9 @@ describe('attack-s13: one keep-alive connection through createNodeRelay', () => 
     answerWell(stub)
     const conn = new RawConnection(port)
     for (let i = 0; i < 3; i++) {
-      conn.send(RawConnection.request('/v1/chat/completions', chat(i === 1 ? { stream: true } : {}), { 'x-user': 'ann' }))
+      conn.send(
+        RawConnection.request('/v1/chat/completions', chat(i === 1 ? { stream: true } : {}), { 'x-user': 'ann' }),
+      )
       expect((await conn.response()).status).toBe(200)
     }
     // another connection of the same user holds the lease
@@ -325,7 +328,7 @@ describe('attack-s13: one keep-alive connection through createNodeRelay', () => 
 describe.each([
   ['undici', undefined],
   ['app fetch', ((u, o) => fetch(u, o)) as typeof fetch],
-] as const)('attack-s13: attempt cancellation via %s', (_name, appFetch) => {
+] as const)('attempt cancellation via %s', (_name, appFetch) => {
   it('the deadline aborts an unanswered attempt: 504 and the upstream socket closes', async () => {
     const { stub, port } = await setUp({ timeoutMs: 300, ...(appFetch ? { fetch: appFetch } : {}) })
     let upstreamClosed = false
@@ -401,11 +404,11 @@ describe.each([
   })
 })
 
-describe('attack-s13: a pipelined request whose client leaves (its response has no socket yet)', () => {
+describe('a pipelined request whose client leaves (its response has no socket yet)', () => {
   // connectionGoneSignal gives such a response clientGoneSignal(res); Node never emits 'close' on a
   // queued pipelined response when the socket closes (_http_server.js abortIncoming only destroys the
   // requests), so that signal never aborts. The request's own socket (req.socket) would say it.
-  it('KNOWN FAILING (pre-existing, kept by connectionGoneSignal): a pipelined call waiting for a lease is dropped when the connection closes', async () => {
+  it('a pipelined call waiting for a lease is dropped when the connection closes', async () => {
     const { stub, port } = await setUp(
       {},
       { quotas: { user: { tpm: 1_000_000, concurrency: 1 } }, queue: { maxWaitMs: 4_000 } },
@@ -415,7 +418,9 @@ describe('attack-s13: a pipelined request whose client leaves (its response has 
       pending.push(res)
     }
     const conn = new RawConnection(port)
-    conn.send(RawConnection.request('/v1/chat/completions', chat()) + RawConnection.request('/v1/chat/completions', chat()))
+    conn.send(
+      RawConnection.request('/v1/chat/completions', chat()) + RawConnection.request('/v1/chat/completions', chat()),
+    )
     await vi.waitFor(() => expect(pending).toHaveLength(1))
     await new Promise((r) => setTimeout(r, 100)) // the second waits for the lease
     conn.close()
@@ -426,7 +431,7 @@ describe('attack-s13: a pipelined request whose client leaves (its response has 
     expect(stub.requests).toBe(1) // the second's client left before it was sent: never sent to Qwen
   })
 
-  it('KNOWN FAILING (pre-existing, kept by connectionGoneSignal): a pipelined stream stops streaming from Qwen when its client leaves', async () => {
+  it('a pipelined stream stops streaming from Qwen when its client leaves', async () => {
     const { stub, port } = await setUp({ streamIdleMs: 10_000 })
     const upstream: ServerResponse[] = []
     let closedStreams = 0
@@ -455,8 +460,11 @@ describe('attack-s13: a pipelined request whose client leaves (its response has 
 describe.each([
   ['undici', undefined],
   ['app fetch', ((u, o) => fetch(u, o)) as typeof fetch],
-] as const)('attack-s13: more attempt cancellation via %s', (_name, appFetch) => {
-  const withFetch = (extra: Partial<GuardOptions['upstream']> = {}) => ({ ...extra, ...(appFetch ? { fetch: appFetch } : {}) })
+] as const)('more attempt cancellation via %s', (_name, appFetch) => {
+  const withFetch = (extra: Partial<GuardOptions['upstream']> = {}) => ({
+    ...extra,
+    ...(appFetch ? { fetch: appFetch } : {}),
+  })
 
   it('the deadline covers a JSON body that stalls after its headers: 504 in time, upstream socket closed', async () => {
     const { stub, port, events } = await setUp(withFetch({ timeoutMs: 300 }))
@@ -502,7 +510,9 @@ describe.each([
   it('a stream client leaving during the backoff before a retry: the retry is never sent', async () => {
     const { stub, port, events } = await setUp(withFetch({ maxAttempts: 3 }))
     stub.handle = (_req, res) => {
-      res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"boom","code":"InternalError"}}')
+      res
+        .writeHead(500, { 'content-type': 'application/json' })
+        .end('{"error":{"message":"boom","code":"InternalError"}}')
     }
     const conn = new RawConnection(port)
     conn.send(RawConnection.request('/v1/chat/completions', chat({ stream: true })))
@@ -516,7 +526,9 @@ describe.each([
   it('(control for the test above) a stream client that stays: the retry is sent', async () => {
     const { stub, port } = await setUp(withFetch({ maxAttempts: 3 }))
     stub.handle = (_req, res) => {
-      res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"boom","code":"InternalError"}}')
+      res
+        .writeHead(500, { 'content-type': 'application/json' })
+        .end('{"error":{"message":"boom","code":"InternalError"}}')
     }
     const conn = new RawConnection(port)
     try {
@@ -552,7 +564,7 @@ describe.each([
   })
 })
 
-describe('attack-s13: guard.call still gives a whole Response', () => {
+describe('guard.call still gives a whole Response', () => {
   it('JSON: status, headers (no upstream header), clone(), json() and text() of the clone', async () => {
     const { stub, guard } = await setUp()
     answerWell(stub)

@@ -1,4 +1,4 @@
-/** attack-s13: createNodeRelay on HTTP/2's compatibility API (connectionGoneSignal falls back to clientGoneSignal). */
+/** createNodeRelay on HTTP/2's compatibility API (connectionGoneSignal falls back to clientGoneSignal). */
 import http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { afterEach, describe, expect, it, vi } from 'vitest'
@@ -19,7 +19,12 @@ async function setUp() {
   const stub = await startUpstreamStub()
   opened.push(stub)
   const guard = createGuard({
-    upstream: { baseURL: stub.baseURL, accounts: [{ id: 'acct-h2', apiKey: 'sk-h2-secret-0123' }], rampUp: false, maxAttempts: 1 },
+    upstream: {
+      baseURL: stub.baseURL,
+      accounts: [{ id: 'acct-h2', apiKey: 'sk-h2-secret-0123' }],
+      rampUp: false,
+      maxAttempts: 1,
+    },
     quotas: { user: { tpm: 1_000_000 } },
   })
   opened.push(guard)
@@ -51,7 +56,7 @@ function post(client: http2.ClientHttp2Session, body: string) {
   return req
 }
 
-describe('attack-s13: createNodeRelay over HTTP/2', () => {
+describe('createNodeRelay over HTTP/2', () => {
   it('answers JSON and streams on one session', async () => {
     const { stub, client } = await setUp()
     stub.handle = (_req, res, body) => {

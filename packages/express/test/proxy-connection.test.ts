@@ -1,5 +1,5 @@
 /**
- * attack-s13: guard.proxy() (Express) on one keep-alive connection: the connection's one signal,
+ * guard.proxy() (Express) on one keep-alive connection: the connection's one signal,
  * requests of other connections, streams whose client leaves; req.qwen on the same connection.
  */
 import { getEventListeners } from 'node:events'
@@ -25,7 +25,11 @@ async function setUp(
   simOptions = {},
   models: Record<string, unknown> = {},
 ) {
-  const sim: Simulator = await startSimulator({ accounts: [{ id: 'acct-x', keys: [KEY] }], burst: false, ...simOptions })
+  const sim: Simulator = await startSimulator({
+    accounts: [{ id: 'acct-x', keys: [KEY] }],
+    burst: false,
+    ...simOptions,
+  })
   opened.push(sim)
   const core: Guard = createGuard({
     upstream: { baseURL: sim.url, apiKey: KEY, rampUp: false, maxAttempts: 1, timeoutMs: 5_000 },
@@ -69,7 +73,7 @@ async function setUp(
   return { sim, core, url, signals, events }
 }
 
-describe('attack-s13: Express proxy on a keep-alive connection', () => {
+describe('Express proxy on a keep-alive connection', () => {
   it('40 calls through the SDK on one connection (JSON, streams, req.qwen route, refusals): no listener left, no warning', async () => {
     const { url, signals } = await setUp({ user: { tpm: 1_000_000, rpm: 20 } })
     const warnings: Error[] = []
@@ -116,7 +120,11 @@ describe('attack-s13: Express proxy on a keep-alive connection', () => {
 
   it("a client leaving while queued for upstream capacity drops only its own call; another connection's call is answered", async () => {
     // the guard paces qwen-plus at about one request a second: B and C queue behind A
-    const { url, sim, events } = await setUp({ user: { tpm: 1_000_000 } }, {}, { 'qwen-plus': { rpm: 60, tpm: 1_000_000 } })
+    const { url, sim, events } = await setUp(
+      { user: { tpm: 1_000_000 } },
+      {},
+      { 'qwen-plus': { rpm: 60, tpm: 1_000_000 } },
+    )
     const ask = (user: string, signal?: AbortSignal) =>
       fetch(`${url}/v1/chat/completions`, {
         method: 'POST',

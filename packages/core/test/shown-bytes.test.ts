@@ -1,4 +1,4 @@
-/** attack-s13: shownBytesIn is exactly shownIn(...).bytes (the JSON settlement's floor under a claimed usage). */
+/** shownBytesIn is exactly shownIn(...).bytes (the JSON settlement's floor under a claimed usage). */
 import { describe, expect, it } from 'vitest'
 import { shownBytesIn, shownIn } from '../src/answer-tokens.js'
 
@@ -16,10 +16,14 @@ const shapes: unknown[] = [
   [{ delta: { content: 'delta only' } }],
 ]
 
-describe('attack-s13: shownBytesIn', () => {
-  it.each(shapes.map((s, i) => [i, s] as const))('shape %i: the same bytes as shownIn, message and delta', (_i, choices) => {
-    for (const part of ['message', 'delta'] as const) expect(shownBytesIn(choices, part)).toBe(shownIn(choices, part).bytes)
-  })
+describe('shownBytesIn', () => {
+  it.each(shapes.map((s, i) => [i, s] as const))(
+    'shape %i: the same bytes as shownIn, message and delta',
+    (_i, choices) => {
+      for (const part of ['message', 'delta'] as const)
+        expect(shownBytesIn(choices, part)).toBe(shownIn(choices, part).bytes)
+    },
+  )
 
   it('counts UTF-8 bytes, not characters', () => {
     expect(shownBytesIn([{ message: { content: '🙂é' } }], 'message')).toBe(6)

@@ -1,5 +1,5 @@
 /**
- * attack-s13: the Koa proxy on keep-alive connections: the connection's one signal, a stream whose
+ * The Koa proxy on keep-alive connections: the connection's one signal, a stream whose
  * client leaves (first request of a connection, and a later one), errors reported to the app.
  */
 import { getEventListeners } from 'node:events'
@@ -78,7 +78,7 @@ async function leaveMidStream(port: number, answeredFirst: number): Promise<void
   socket.destroy()
 }
 
-describe('attack-s13: Koa proxy, a stream whose client leaves', () => {
+describe('Koa proxy, a stream whose client leaves', () => {
   it.each([0, 2])(
     "after %i answered requests on its connection: the upstream stream stops, it settles, the app sees no error of the guard's",
     async (answeredFirst) => {
@@ -105,7 +105,14 @@ describe('attack-s13: Koa proxy, a stream whose client leaves', () => {
       for (let i = 0; i < 30; i++) {
         const status = await new Promise<number>((resolve, reject) => {
           const req = http.request(
-            { port, host: '127.0.0.1', method: 'POST', path: '/v1/chat/completions', agent, headers: { 'content-type': 'application/json' } },
+            {
+              port,
+              host: '127.0.0.1',
+              method: 'POST',
+              path: '/v1/chat/completions',
+              agent,
+              headers: { 'content-type': 'application/json' },
+            },
             (res) => {
               res.resume()
               res.on('end', () => resolve(res.statusCode ?? 0))
