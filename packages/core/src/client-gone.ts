@@ -22,7 +22,7 @@ export function clientGoneSignal(res: ServerResponse): AbortSignal {
   // A pipelined request waiting for its turn: its response has no socket yet, and when the client
   // leaves Node destroys the waiting request without a 'close' on its response, so the request's
   // socket is followed until the response is done.
-  const waitingOn = res.socket ? undefined : (res as { req?: { socket?: Socket | null } }).req?.socket
+  const waitingOn = requestSocketOf(res)
   // Not `req.destroyed`: a request whose body was read is destroyed while its client still waits.
   if (res.destroyed || waitingOn?.destroyed) {
     gone()
@@ -53,7 +53,7 @@ export function clientGoneSignal(res: ServerResponse): AbortSignal {
  */
 export function connectionGoneSignal(res: ServerResponse): AbortSignal {
   // The request's socket: a pipelined request's response has none until its turn comes.
-  const socket = res.socket ?? (res as { req?: { socket?: Socket | null } }).req?.socket
+  const socket = res.socket ?? requestSocketOf(res)
   if (!(res instanceof ServerResponse) || !socket || res.writableFinished || res.destroyed || socket.destroyed)
     return clientGoneSignal(res)
   let signal = connectionSignals.get(socket)
@@ -68,15 +68,21 @@ export function connectionGoneSignal(res: ServerResponse): AbortSignal {
 
 const connectionSignals = new WeakMap<Socket, AbortSignal>()
 
+/** The request's socket, while its response has none of its own yet (a pipelined request waiting for its turn). */
+function requestSocketOf(res: ServerResponse): Socket | null | undefined {
+  return res.socket ? undefined : (res as { req?: { socket?: Socket | null } }).req?.socket
+}
+
 /**
  * Whether `error` ended a call because this response's own client went away: it is, or wraps (as its
  * `cause`, a few levels deep: the openai SDK's connection error, an app's own wrapper), a
- * `ClientGoneError`, and `res` closed before its answer was finished. The adapters' error handling
+ * `ClientGoneError`, and `res` closed before its answer was finished (or, for a pipelined request
+ * still waiting for its turn, its connection closed). The adapters' error handling
  * then ends the request quietly: nobody is left to answer and nothing went wrong. A `ClientGoneError`
  * from another request's client (a client kept across requests) is an ordinary error here.
  */
 export function isClientGone(error: unknown, res: ServerResponse): boolean {
-  if (!res.destroyed || res.writableFinished) return false
+  if (res.writableFinished || !(res.destroyed || requestSocketOf(res)?.destroyed)) return false
   let value: unknown = error
   for (let depth = 0; depth < 5 && value instanceof Error; depth++) {
     if (value.name === 'ClientGoneError') return true

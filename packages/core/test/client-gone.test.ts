@@ -86,6 +86,9 @@ describe('a pipelined request waiting for its turn (its response has no socket y
     await aborted
     expect(waiting.signal.reason).toMatchObject({ name: 'ClientGoneError' })
     expect(seen[0]!.signal.aborted).toBe(true)
+    // The adapters' error handling reads the call's error as its own client gone, for either request.
+    expect(isClientGone(new Error('call failed', { cause: waiting.signal.reason }), waiting.res)).toBe(true)
+    expect(isClientGone(seen[0]!.signal.reason, seen[0]!.res)).toBe(true)
   })
 })
 
