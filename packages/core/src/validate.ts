@@ -92,48 +92,55 @@ function pathParam(path: ReadonlyArray<string | number>): string {
  * Iterative: a body nested 100,000 deep costs no stack.
  */
 function checkJsonShape(root: unknown, maxDepth: number, maxBytes: number): void {
+  /** An object or array still to walk, and where it sits (for an error's `param`). */
   interface Node {
-    value: unknown
+    value: object
     depth: number
     parent: Node | undefined
     key: string | number
   }
-  const pathOf = (node: Node | undefined): string => {
-    const path: Array<string | number> = []
-    for (let at = node; at?.parent; at = at.parent) path.unshift(at.key)
+  /** The path of the value at `key` of `parent` (the root's when there is no parent). */
+  const pathOf = (parent: Node | undefined, key: string | number): string => {
+    if (!parent) return pathParam([])
+    const path: Array<string | number> = [key]
+    for (let at = parent; at.parent; at = at.parent) path.unshift(at.key)
     return pathParam(path)
   }
-  const stack: Node[] = [{ value: root, depth: 0, parent: undefined, key: '' }]
+  const stack: Node[] = []
   let budget = maxBytes // every node is at least 1 byte of JSON text, every character at least 1 byte
-  while (stack.length > 0) {
-    const node = stack.pop() as Node
-    const { value, depth } = node
+  // A value is checked where it is found; only objects and arrays are kept to walk (a body is mostly
+  // strings and numbers: no record is made for them).
+  const check = (value: unknown, depth: number, parent: Node | undefined, key: string | number): void => {
     budget -= 1
     if (typeof value === 'string') budget -= value.length
     if (budget < 0) fail('request_too_large', `The request body is larger than ${maxBytes} bytes.`, null)
-    if (value === null || value === undefined || typeof value === 'boolean' || typeof value === 'string') continue
+    if (value === null || value === undefined || typeof value === 'boolean' || typeof value === 'string') return
     if (typeof value === 'number') {
-      if (!Number.isFinite(value)) invalid(`Numbers must be finite, got ${String(value)}.`, pathOf(node))
-      continue
+      if (!Number.isFinite(value)) invalid(`Numbers must be finite, got ${String(value)}.`, pathOf(parent, key))
+      return
     }
     if (typeof value !== 'object')
-      invalid(`A request body holds JSON values only, got a ${typeof value}.`, pathOf(node))
-    if (depth >= maxDepth) invalid(`The request body is nested more than ${maxDepth} levels deep.`, pathOf(node))
+      invalid(`A request body holds JSON values only, got a ${typeof value}.`, pathOf(parent, key))
+    if (depth >= maxDepth) invalid(`The request body is nested more than ${maxDepth} levels deep.`, pathOf(parent, key))
+    stack.push({ value, depth, parent, key })
+  }
+  check(root, 0, undefined, '')
+  while (stack.length > 0) {
+    const node = stack.pop() as Node
+    const { value, depth } = node
     if (Array.isArray(value)) {
-      for (let i = value.length - 1; i >= 0; i--)
-        stack.push({ value: value[i], depth: depth + 1, parent: node, key: i })
+      for (let i = value.length - 1; i >= 0; i--) check(value[i], depth + 1, node, i)
       continue
     }
     const proto = Object.getPrototypeOf(value) as unknown
     if (proto !== Object.prototype && proto !== null)
-      invalid('A request body holds plain JSON objects only.', pathOf(node))
+      invalid('A request body holds plain JSON objects only.', pathOf(node.parent, node.key))
     const keys = Object.keys(value)
     for (let i = keys.length - 1; i >= 0; i--) {
       const key = keys[i] as string
       budget -= key.length
-      const child: Node = { value: (value as Record<string, unknown>)[key], depth: depth + 1, parent: node, key }
-      if (key === '__proto__') invalid('The key "__proto__" is not allowed.', pathOf(child))
-      stack.push(child)
+      if (key === '__proto__') invalid('The key "__proto__" is not allowed.', pathOf(node, key))
+      check((value as Record<string, unknown>)[key], depth + 1, node, key)
     }
   }
 }
