@@ -3,13 +3,13 @@
  * are tested per framework in test/http-relay.test.ts ('node'); here: the mount, `next`, and an
  * `identify` that fails.
  */
-import { createServer, type RequestListener, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import type { RequestListener } from 'node:http'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import OpenAI from 'openai'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createGuard, createNodeRelay, type Guard } from '../src/index.js'
 import { pathUnder, normalizePrefix } from '../src/relay-prefix.js'
+import { listen } from '../../../test/http-support.js'
 
 const KEY = 'sk-node-relay-secret-1234'
 const opened: Array<{ close(): Promise<void> }> = []
@@ -28,16 +28,9 @@ async function setUp(): Promise<{ sim: Simulator; guard: Guard }> {
 }
 
 async function serve(listener: RequestListener): Promise<string> {
-  const server: Server = createServer(listener)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  opened.push({
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  })
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const served = await listen(listener)
+  opened.push(served)
+  return served.url
 }
 
 const ask = { model: 'qwen-plus', messages: [{ role: 'user' as const, content: 'Hello there' }] }

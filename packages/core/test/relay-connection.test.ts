@@ -2,7 +2,7 @@
  * The relays' one signal per HTTP/1 connection (connectionGoneSignal), the attempt's
  * AttemptAbort, and the relay writing a call's parts, on real sockets (createNodeRelay, the stub as Qwen).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { getEventListeners } from 'node:events'
 import { afterEach, describe, expect, it, vi } from 'vitest'
@@ -11,6 +11,7 @@ import { createNodeRelay } from '../src/node-relay.js'
 import { connectionGoneSignal } from '../src/client-gone.js'
 import type { Guard } from '../src/guard-types.js'
 import type { GuardEvent, GuardOptions } from '../src/types.js'
+import { listen } from '../../../test/http-support.js'
 import { chunkEvent, completion, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
 
 const KEY = 'sk-relay-connection-0123'
@@ -58,21 +59,14 @@ async function setUp(upstream: Partial<GuardOptions['upstream']> = {}, rest: Par
   for (const type of ['settled', 'refused', 'queued'] as const) guard.on(type, (e) => events.push(e))
   const signals = new Set<AbortSignal>()
   const relay = createNodeRelay(guard, { identify: (req) => ({ user: String(req.headers['x-user'] ?? 'anon') }) })
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const served = await listen((req: IncomingMessage, res: ServerResponse) => {
     // The same signal the relay is about to take (cached per socket), kept to inspect its listeners.
     signals.add(connectionGoneSignal(res))
     void relay(req, res)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  opened.push({
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  })
-  const port = (server.address() as AddressInfo).port
-  return { stub, guard, events, signals, port, server }
+  opened.push(served)
+  const port = (served.server.address() as AddressInfo).port
+  return { stub, guard, events, signals, port, server: served.server }
 }
 
 /** A raw keep-alive connection that reads HTTP/1.1 responses one by one (content-length or chunked). */

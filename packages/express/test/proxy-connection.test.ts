@@ -4,13 +4,13 @@
  */
 import { getEventListeners } from 'node:events'
 import http, { type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import express from 'express'
 import OpenAI from 'openai'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import { createGuard, type Guard } from '@qwen-guard/core'
 import { connectionGoneSignal } from '@qwen-guard/core/adapter'
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { listen } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const KEY = 'sk-attack-express-secret-77'
@@ -60,16 +60,9 @@ async function setUp(
     })
     .use('/v1', guard.proxy())
     .use(guard.errors)
-  const server = http.createServer(app)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  opened.push({
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  })
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const served = await listen(app)
+  opened.push(served)
+  const url = served.url
   return { sim, core, url, signals, events }
 }
 

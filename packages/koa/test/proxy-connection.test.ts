@@ -10,6 +10,7 @@ import { startSimulator } from '@qwen-guard/simulator'
 import { createGuard, type Guard } from '@qwen-guard/core'
 import { connectionGoneSignal } from '@qwen-guard/core/adapter'
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { listen } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const KEY = 'sk-attack-koa-secret-77'
@@ -40,16 +41,9 @@ async function setUp(simOptions = {}) {
   })
   app.use(guard)
   app.use(guard.proxy({ prefix: '/v1' }))
-  const server = http.createServer(app.callback())
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  opened.push({
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
-  })
-  return { sim, port: (server.address() as AddressInfo).port, appErrors, signals, settled }
+  const served = await listen(app.callback())
+  opened.push(served)
+  return { sim, port: (served.server.address() as AddressInfo).port, appErrors, signals, settled }
 }
 
 const request = (body: Record<string, unknown>) => {
