@@ -279,24 +279,6 @@ describe('one keep-alive connection through createNodeRelay', () => {
     holder.close()
   })
 
-  it('a stream whose client leaves mid-stream closes the upstream connection and settles once', async () => {
-    const { stub, port, events, signals } = await setUp()
-    let upstreamClosed = false
-    stub.handle = (_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' })
-      res.write(chunkEvent('Hel'))
-      res.on('close', () => (upstreamClosed = true))
-    }
-    const conn = new RawConnection(port)
-    conn.send(RawConnection.request('/v1/chat/completions', chat({ stream: true })))
-    await vi.waitFor(() => expect(stub.requests).toBe(1))
-    await new Promise((r) => setTimeout(r, 100))
-    conn.close()
-    await vi.waitFor(() => expect(upstreamClosed).toBe(true), { timeout: 2000 })
-    await vi.waitFor(() => expect(events.filter((e) => e.type === 'settled')).toHaveLength(1))
-    for (const s of signals) expect(s.aborted).toBe(true)
-  })
-
   it('a JSON call already sent runs to its answer when its client leaves (upstream not aborted), settled from usage', async () => {
     const { stub, port, events } = await setUp()
     let upstreamRes: ServerResponse | undefined
@@ -323,6 +305,11 @@ describe.each([
   ['undici', undefined],
   ['app fetch', ((u, o) => fetch(u, o)) as typeof fetch],
 ] as const)('attempt cancellation via %s', (_name, appFetch) => {
+  const withFetch = (extra: Partial<GuardOptions['upstream']> = {}) => ({
+    ...extra,
+    ...(appFetch ? { fetch: appFetch } : {}),
+  })
+
   it('the deadline aborts an unanswered attempt: 504 and the upstream socket closes', async () => {
     const { stub, port } = await setUp({ timeoutMs: 300, ...(appFetch ? { fetch: appFetch } : {}) })
     let upstreamClosed = false
@@ -381,8 +368,8 @@ describe.each([
     }
   })
 
-  it('a stream client leaving closes the upstream connection', async () => {
-    const { stub, port } = await setUp(appFetch ? { fetch: appFetch } : {})
+  it('a stream whose client leaves mid-stream closes the upstream connection and settles once', async () => {
+    const { stub, port, events, signals } = await setUp(withFetch())
     let upstreamClosed = false
     stub.handle = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' })
@@ -395,69 +382,8 @@ describe.each([
     await new Promise((r) => setTimeout(r, 50))
     conn.close()
     await vi.waitFor(() => expect(upstreamClosed).toBe(true), { timeout: 2000 })
-  })
-})
-
-describe('a pipelined request whose client leaves (its response has no socket yet)', () => {
-  // connectionGoneSignal gives such a response clientGoneSignal(res); Node never emits 'close' on a
-  // queued pipelined response when the socket closes (_http_server.js abortIncoming only destroys the
-  // requests), so that signal never aborts. The request's own socket (req.socket) would say it.
-  it('a pipelined call waiting for a lease is dropped when the connection closes', async () => {
-    const { stub, port } = await setUp(
-      {},
-      { quotas: { user: { tpm: 1_000_000, concurrency: 1 } }, queue: { maxWaitMs: 4_000 } },
-    )
-    const pending: ServerResponse[] = []
-    stub.handle = (_req, res) => {
-      pending.push(res)
-    }
-    const conn = new RawConnection(port)
-    conn.send(
-      RawConnection.request('/v1/chat/completions', chat()) + RawConnection.request('/v1/chat/completions', chat()),
-    )
-    await vi.waitFor(() => expect(pending).toHaveLength(1))
-    await new Promise((r) => setTimeout(r, 100)) // the second waits for the lease
-    conn.close()
-    await new Promise((r) => setTimeout(r, 100))
-    // the first (a JSON call already sent) runs to its answer; its lease goes back
-    pending[0]!.writeHead(200, { 'content-type': 'application/json' }).end(completion(usage))
-    await new Promise((r) => setTimeout(r, 300))
-    expect(stub.requests).toBe(1) // the second's client left before it was sent: never sent to Qwen
-  })
-
-  it('a pipelined stream stops streaming from Qwen when its client leaves', async () => {
-    const { stub, port } = await setUp({ streamIdleMs: 10_000 })
-    const upstream: ServerResponse[] = []
-    let closedStreams = 0
-    stub.handle = (_req, res, body) => {
-      upstream.push(res)
-      if ((JSON.parse(body) as { stream?: boolean }).stream) {
-        res.writeHead(200, { 'content-type': 'text/event-stream' })
-        res.write(chunkEvent('Hel'))
-        res.on('close', () => closedStreams++)
-      }
-    }
-    const conn = new RawConnection(port)
-    conn.send(
-      RawConnection.request('/v1/chat/completions', chat()) +
-        RawConnection.request('/v1/chat/completions', chat({ stream: true })),
-    )
-    await vi.waitFor(() => expect(upstream).toHaveLength(2))
-    await new Promise((r) => setTimeout(r, 50))
-    conn.close()
-    // The first answers (its client is gone; the relay writes into a closed response).
-    upstream[0]!.writeHead(200, { 'content-type': 'application/json' }).end(completion(usage))
-    await vi.waitFor(() => expect(closedStreams).toBe(1), { timeout: 1_500 })
-  })
-})
-
-describe.each([
-  ['undici', undefined],
-  ['app fetch', ((u, o) => fetch(u, o)) as typeof fetch],
-] as const)('more attempt cancellation via %s', (_name, appFetch) => {
-  const withFetch = (extra: Partial<GuardOptions['upstream']> = {}) => ({
-    ...extra,
-    ...(appFetch ? { fetch: appFetch } : {}),
+    await vi.waitFor(() => expect(events.filter((e) => e.type === 'settled')).toHaveLength(1))
+    for (const s of signals) expect(s.aborted).toBe(true)
   })
 
   it('the deadline covers a JSON body that stalls after its headers: 504 in time, upstream socket closed', async () => {
@@ -555,6 +481,58 @@ describe.each([
     expect(await call).toBeInstanceOf(Error)
     await vi.waitFor(() => expect(upstreamClosedAt).toBeGreaterThan(0), { timeout: 1_000 })
     expect(upstreamClosedAt - left).toBeLessThan(500)
+  })
+})
+
+describe('a pipelined request whose client leaves (its response has no socket yet)', () => {
+  // Node never emits 'close' on a queued pipelined response when the socket closes (_http_server.js
+  // abortIncoming only destroys the requests): the signal follows the request's socket (req.socket).
+  it('a pipelined call waiting for a lease is dropped when the connection closes', async () => {
+    const { stub, port } = await setUp(
+      {},
+      { quotas: { user: { tpm: 1_000_000, concurrency: 1 } }, queue: { maxWaitMs: 4_000 } },
+    )
+    const pending: ServerResponse[] = []
+    stub.handle = (_req, res) => {
+      pending.push(res)
+    }
+    const conn = new RawConnection(port)
+    conn.send(
+      RawConnection.request('/v1/chat/completions', chat()) + RawConnection.request('/v1/chat/completions', chat()),
+    )
+    await vi.waitFor(() => expect(pending).toHaveLength(1))
+    await new Promise((r) => setTimeout(r, 100)) // the second waits for the lease
+    conn.close()
+    await new Promise((r) => setTimeout(r, 100))
+    // the first (a JSON call already sent) runs to its answer; its lease goes back
+    pending[0]!.writeHead(200, { 'content-type': 'application/json' }).end(completion(usage))
+    await new Promise((r) => setTimeout(r, 300))
+    expect(stub.requests).toBe(1) // the second's client left before it was sent: never sent to Qwen
+  })
+
+  it('a pipelined stream stops streaming from Qwen when its client leaves', async () => {
+    const { stub, port } = await setUp({ streamIdleMs: 10_000 })
+    const upstream: ServerResponse[] = []
+    let closedStreams = 0
+    stub.handle = (_req, res, body) => {
+      upstream.push(res)
+      if ((JSON.parse(body) as { stream?: boolean }).stream) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' })
+        res.write(chunkEvent('Hel'))
+        res.on('close', () => closedStreams++)
+      }
+    }
+    const conn = new RawConnection(port)
+    conn.send(
+      RawConnection.request('/v1/chat/completions', chat()) +
+        RawConnection.request('/v1/chat/completions', chat({ stream: true })),
+    )
+    await vi.waitFor(() => expect(upstream).toHaveLength(2))
+    await new Promise((r) => setTimeout(r, 50))
+    conn.close()
+    // The first answers (its client is gone; the relay writes into a closed response).
+    upstream[0]!.writeHead(200, { 'content-type': 'application/json' }).end(completion(usage))
+    await vi.waitFor(() => expect(closedStreams).toBe(1), { timeout: 1_500 })
   })
 })
 
