@@ -90,11 +90,13 @@ function costTable(ranges: ReadonlyArray<readonly [from: number, to: number, cos
  * Tokens of one letter the vocabulary barely merges, where its script's weight reads it too cheap;
  * 0 for the rest. From the Qwen3 tokenizer's counts: Greek (prose: 45 tokens for 50 characters),
  * Armenian, Latin Extended-A/B, Cyrillic beyond Russian's alphabet, Persian and Urdu letters and
- * full-width Latin about 1 each, Russian capitals 0.8, Hangul jamo 2, Han Extension A 2.6,
- * compatibility ideographs 1.5.
+ * full-width Latin about 1 each, Latin Extended Additional (Vietnamese tones, romanised Sanskrit's
+ * dots below) 1.2, Russian capitals 0.8, Hangul jamo 2, Han Extension A 2.6, compatibility
+ * ideographs 1.5. A character listed here is a letter (it joins words, and alone costs its own tokens).
  */
 const LETTER_COST = costTable([
   [0x100, 0x24f, 1],
+  [0x1e00, 0x1eff, 1.2],
   [0x370, 0x3ff, 1],
   [0x1f00, 0x1fff, 1],
   [0x400, 0x40f, 1],
