@@ -238,8 +238,18 @@ function classOf(c: number): number {
   // Latin-1 and Latin Extended letters, Greek, Cyrillic, Armenian, Hebrew, Arabic: letters.
   if (LETTER_COST[c] !== 0) return OTHER_LETTER
   if ((c >= 0xc0 && c <= 0x24f && c !== 0xd7 && c !== 0xf7) || (c >= 0x370 && c <= 0x6ff)) return OTHER_LETTER
+  // Any other letter (a script none of the above prices): a letter still, so it joins words and alone
+  // costs its own tokens (LETTER_ALONE_TOKENS); inside a word, its UTF-8 bytes at a symbol's rate.
+  if (LETTER.test(String.fromCharCode(c))) {
+    LETTER_COST[c] = utf8Bytes(c) * RARE_LETTER_BYTE_TOKENS
+    return OTHER_LETTER
+  }
   return SYMBOL
 }
+
+const LETTER = /^\p{L}$/u
+/** Tokens per UTF-8 byte of a letter no table prices, inside a word (what a symbol byte costs). */
+const RARE_LETTER_BYTE_TOKENS = 0.4
 
 function isLetter(cls: number): boolean {
   return cls >= LATIN && cls <= OTHER_LETTER

@@ -175,8 +175,9 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // Sinhala 1.4-1.45x and Tibetan signs the tokenizer decomposes 5-5.8x (per-script costs, SYMBOL_COST);
   // random capitals 2.1x (their own split table now) and a space before each letter of the Cyrillic
   // Supplement 2.1x (a letter standing alone costs its own tokens, LETTER_ALONE_TOKENS); the letters of
-  // Latin Extended Additional each alone 2.1x (they were priced as symbols, so the rule for a letter
-  // alone missed them). Now at most 1.4x: classical and traditional Chinese.
+  // Latin Extended Additional each alone 2.1x, and the letters of scripts no table prices (Thaana,
+  // Mongolian, Canadian syllabics, Tifinagh, Vai) each alone 2.6x: they were priced as symbols, so the
+  // rule for a letter alone missed them. Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
       JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
