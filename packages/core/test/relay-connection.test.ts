@@ -311,7 +311,7 @@ describe.each([
   })
 
   it('the deadline aborts an unanswered attempt: 504 and the upstream socket closes', async () => {
-    const { stub, port } = await setUp({ timeoutMs: 300, ...(appFetch ? { fetch: appFetch } : {}) })
+    const { stub, port } = await setUp(withFetch({ timeoutMs: 300 }))
     let upstreamClosed = false
     stub.handle = (_req, res) => {
       res.on('close', () => (upstreamClosed = true))
@@ -330,7 +330,7 @@ describe.each([
   })
 
   it('the deadline aborts a stream whose first event never comes', async () => {
-    const { stub, port } = await setUp({ timeoutMs: 300, ...(appFetch ? { fetch: appFetch } : {}) })
+    const { stub, port } = await setUp(withFetch({ timeoutMs: 300 }))
     let upstreamClosed = false
     stub.handle = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' })
@@ -349,7 +349,7 @@ describe.each([
   })
 
   it('a stream the guard ends early (idle) closes the upstream connection; the client gets an error event', async () => {
-    const { stub, port } = await setUp({ streamIdleMs: 200, ...(appFetch ? { fetch: appFetch } : {}) })
+    const { stub, port } = await setUp(withFetch({ streamIdleMs: 200 }))
     let upstreamClosed = false
     stub.handle = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' })
