@@ -267,6 +267,14 @@ function utf8Bytes(c: number): number {
 /** Class of every UTF-16 code unit, computed once (64 KiB): the hot loop does one load per char. */
 const CLASS = new Uint8Array(0x10000)
 for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
+/**
+ * Letters priced as symbols (SYMBOL_COST: scripts whose words the vocabulary barely merges, tuned on
+ * their prose), one bit each: standing alone, such a letter still costs its own tokens (markRun).
+ */
+const SYMBOL_LETTER = new Uint8Array(0x10000 >> 3)
+for (let c = 0; c < 0x10000; c++)
+  if (CLASS[c] === SYMBOL && SYMBOL_COST[c] !== 0 && LETTER.test(String.fromCharCode(c)))
+    SYMBOL_LETTER[c >> 3]! |= 1 << (c & 7)
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
 const SPLITS = bitsOf(SPLIT_CHANCES)
@@ -468,7 +476,7 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
       cls === SYMBOL ||
       (c === 32 && (nextCls === PUNCT || nextCls === CJK_PUNCT || nextCls === SYMBOL))
     ) {
-      i = markRun(text, c === 32 ? i + 1 : i, w, out)
+      i = markRun(text, c === 32 ? i + 1 : i, c === 32, w, out)
       total += out.end
     } else {
       // Whitespace: up to the last newline of the run is one piece; spaces before a word keep
@@ -600,8 +608,11 @@ const COMMON_PAIRS = new Set(
   ].flatMap((p) => [...p].slice(1).map((c, i) => p.charCodeAt(i) * 128 + c.charCodeAt(0))),
 )
 
-/** Cost of a run of marks from `i` (plus trailing newlines); the index after it goes to `out.end`. */
-function markRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
+/**
+ * Cost of a run of marks from `i` (plus trailing newlines) in `out.end`; returns the index after it.
+ * `spaced`: a space came right before the run (the caller read it).
+ */
+function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, out: { end: number }): number {
   let cost = 0
   let j = i
   let first = true
@@ -620,6 +631,10 @@ function markRun(text: string, i: number, w: EstimatorWeights, out: { end: numbe
     first = false
     previous = c
   }
+  // One letter priced as a symbol, alone: its own tokens (and what a space before it adds), as any
+  // letter alone (letterRun).
+  if (j === i + 1 && ((SYMBOL_LETTER[previous >> 3] as number) & (1 << (previous & 7))) !== 0)
+    cost = Math.max(cost, aloneTokens(previous) + (spaced ? spacedExtra(previous) : 0))
   const newlines = j
   while (j < text.length && classAt(text, j) === NEWLINE) j++
   // The newlines after marks merge with them while they are few; a long run costs what it costs.

@@ -177,7 +177,9 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // Supplement 2.1x (a letter standing alone costs its own tokens, LETTER_ALONE_TOKENS); the letters of
   // Latin Extended Additional each alone 2.1x, and the letters of scripts no table prices (Thaana,
   // Mongolian, Canadian syllabics, Tifinagh, Vai) each alone 2.6x: they were priced as symbols, so the
-  // rule for a letter alone missed them. Now at most 1.4x: classical and traditional Chinese.
+  // rule for a letter alone missed them; so did the letters of Ethiopic, Yi, Sinhala, Myanmar and
+  // Tibetan, still priced per script as symbols, each alone 1.6x (markRun now applies the rule).
+  // Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
       JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
