@@ -238,13 +238,7 @@ function classOf(c: number): number {
   // Latin-1 and Latin Extended letters, Greek, Cyrillic, Armenian, Hebrew, Arabic: letters.
   if (LETTER_COST[c] !== 0) return OTHER_LETTER
   if ((c >= 0xc0 && c <= 0x24f && c !== 0xd7 && c !== 0xf7) || (c >= 0x370 && c <= 0x6ff)) return OTHER_LETTER
-  // Any other letter (a script none of the above prices): a letter still, so it joins words and alone
-  // costs its own tokens (LETTER_ALONE_TOKENS); inside a word, its UTF-8 bytes at a symbol's rate.
-  if (LETTER.test(String.fromCharCode(c))) {
-    LETTER_COST[c] = utf8Bytes(c) * RARE_LETTER_BYTE_TOKENS
-    return OTHER_LETTER
-  }
-  return SYMBOL
+  return SYMBOL // letters among these are sorted out where CLASS is built
 }
 
 const LETTER = /^\p{L}$/u
@@ -266,15 +260,24 @@ function utf8Bytes(c: number): number {
 
 /** Class of every UTF-16 code unit, computed once (64 KiB): the hot loop does one load per char. */
 const CLASS = new Uint8Array(0x10000)
-for (let c = 0; c < 0x10000; c++) CLASS[c] = classOf(c)
 /**
  * Letters priced as symbols (SYMBOL_COST: scripts whose words the vocabulary barely merges, tuned on
  * their prose), one bit each: standing alone, such a letter still costs its own tokens (markRun).
  */
 const SYMBOL_LETTER = new Uint8Array(0x10000 >> 3)
-for (let c = 0; c < 0x10000; c++)
-  if (CLASS[c] === SYMBOL && SYMBOL_COST[c] !== 0 && LETTER.test(String.fromCharCode(c)))
-    SYMBOL_LETTER[c >> 3]! |= 1 << (c & 7)
+for (let c = 0; c < 0x10000; c++) {
+  let cls = classOf(c)
+  if (cls === SYMBOL && LETTER.test(String.fromCharCode(c))) {
+    if (SYMBOL_COST[c] !== 0) SYMBOL_LETTER[c >> 3]! |= 1 << (c & 7)
+    else {
+      // A letter of a script nothing above prices: a letter still, so it joins words and alone costs
+      // its own tokens (LETTER_ALONE_TOKENS); inside a word, its UTF-8 bytes at a symbol's rate.
+      cls = OTHER_LETTER
+      LETTER_COST[c] = utf8Bytes(c) * RARE_LETTER_BYTE_TOKENS
+    }
+  }
+  CLASS[c] = cls
+}
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
 const SPLITS = bitsOf(SPLIT_CHANCES)
