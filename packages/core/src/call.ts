@@ -32,7 +32,7 @@ import { classifyRefusal, type RefusalInput } from './upstream/classify.js'
 import type { UpstreamPool } from './upstream/pool.js'
 import type { AcquireRequest, UpstreamRefusal, UpstreamSlot } from './upstream/types.js'
 import type { CallOptions, GuardedResponse } from './guard-types.js'
-import { type AttemptSignal, type UpstreamResponse, unansweredReason } from './transport.js'
+import { AttemptAbort, type AttemptSignal, type UpstreamResponse, unansweredReason } from './transport.js'
 import type { CallInfo, GuardEvent, Identity, QuotaState, ResolvedOptions } from './types.js'
 import type { UsageHooks } from './usage/index.js'
 
@@ -687,36 +687,6 @@ function upstreamAbort(caller: AbortSignal | undefined, deadline: number): Upstr
       caller?.removeEventListener('abort', follow)
     },
     stop: () => controller.abort(new Error('stream ended by the guard')),
-  }
-}
-
-/**
- * An attempt's cancellation (transport.ts, AttemptSignal) without an AbortController: a listener
- * list and the reason. Like an AbortSignal, it aborts once, calls each listener once, and a listener
- * added after the abort is not called (the transport reads `aborted` first). Its listeners are the
- * transport's own (undici's request, or the AbortSignal made for a fetch), which do not throw.
- */
-class AttemptAbort implements AttemptSignal {
-  aborted = false
-  reason: unknown = undefined
-  #listeners: Array<() => void> = []
-
-  addEventListener(_type: 'abort', listener: () => void): void {
-    if (!this.aborted) this.#listeners.push(listener)
-  }
-
-  removeEventListener(_type: 'abort', listener: () => void): void {
-    const at = this.#listeners.indexOf(listener)
-    if (at >= 0) this.#listeners.splice(at, 1)
-  }
-
-  abort(reason: unknown): void {
-    if (this.aborted) return
-    this.aborted = true
-    this.reason = reason
-    const listeners = this.#listeners
-    this.#listeners = []
-    for (const listener of listeners) listener()
   }
 }
 

@@ -37,8 +37,7 @@ export interface UpstreamResponse {
 
 /**
  * What cancels one attempt: an AbortSignal, or any object with its `aborted`, `reason` and `'abort'`
- * listeners (call.ts makes a small one per attempt: an AbortController and its signal cost about
- * 3 KB a call). undici's request takes it as it is (an EventTarget); a fetch gets an AbortSignal
+ * listeners (AttemptAbort below: an AbortController and its signal cost about 3 KB a call). undici's request takes it as it is (an EventTarget); a fetch gets an AbortSignal
  * that follows it.
  */
 export interface AttemptSignal {
@@ -46,6 +45,36 @@ export interface AttemptSignal {
   readonly reason: unknown
   addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
   removeEventListener(type: 'abort', listener: () => void): void
+}
+
+/**
+ * An attempt's cancellation without an AbortController (call.ts makes one per attempt): a listener
+ * list and the reason. Like an AbortSignal, it aborts once, calls each listener once, and a listener
+ * added after the abort is not called (the transport reads `aborted` first). Its listeners are the
+ * transport's own (undici's request, or the AbortSignal made for a fetch), which do not throw.
+ */
+export class AttemptAbort implements AttemptSignal {
+  aborted = false
+  reason: unknown = undefined
+  #listeners: Array<() => void> = []
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (!this.aborted) this.#listeners.push(listener)
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const at = this.#listeners.indexOf(listener)
+    if (at >= 0) this.#listeners.splice(at, 1)
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    const listeners = this.#listeners
+    this.#listeners = []
+    for (const listener of listeners) listener()
+  }
 }
 
 export interface UpstreamPostInit {

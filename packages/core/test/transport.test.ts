@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { readSseEvents } from '../src/sse.js'
-import { unansweredReason, upstreamPost, type UpstreamPostInit } from '../src/transport.js'
+import { AttemptAbort, unansweredReason, upstreamPost, type UpstreamPostInit } from '../src/transport.js'
 
 let server: Server
 let base: string
@@ -170,5 +170,24 @@ describe('an answer nobody can decode', () => {
     } finally {
       server.close()
     }
+  })
+})
+
+describe('AttemptAbort', () => {
+  it('aborts once with its reason, calls each listener still attached once, and none added after', () => {
+    const abort = new AttemptAbort()
+    const calls: string[] = []
+    const a = () => calls.push('a')
+    const b = () => calls.push('b')
+    abort.addEventListener('abort', a)
+    abort.addEventListener('abort', b)
+    abort.removeEventListener('abort', b)
+    const reason = new Error('upstream deadline')
+    abort.abort(reason)
+    abort.abort(new Error('again'))
+    abort.addEventListener('abort', () => calls.push('late'))
+    expect(abort.aborted).toBe(true)
+    expect(abort.reason).toBe(reason)
+    expect(calls).toEqual(['a'])
   })
 })
