@@ -285,3 +285,11 @@ export function expectRefusal(
     error: { message: expect.any(String), type: 'rate_limit_error', code: expect.any(String), param: null },
   })
 }
+
+/** Collects the process's warnings (a MaxListenersExceededWarning, say) until `stop()`. */
+export function warningsDuring(): { warnings: Error[]; stop(): void } {
+  const warnings: Error[] = []
+  const on = (warning: Error) => warnings.push(warning)
+  process.on('warning', on)
+  return { warnings, stop: () => process.off('warning', on) }
+}

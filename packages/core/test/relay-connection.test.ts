@@ -11,7 +11,7 @@ import { createNodeRelay } from '../src/node-relay.js'
 import { connectionGoneSignal } from '../src/client-gone.js'
 import type { Guard } from '../src/guard-types.js'
 import type { GuardEvent, GuardOptions } from '../src/types.js'
-import { listen } from '../../../test/http-support.js'
+import { listen, warningsDuring } from '../../../test/http-support.js'
 import { chunkEvent, completion, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
 
 const KEY = 'sk-relay-connection-0123'
@@ -138,13 +138,6 @@ class RawConnection {
   close(): void {
     this.socket.destroy()
   }
-}
-
-function warningsDuring(): { warnings: Error[]; stop(): void } {
-  const warnings: Error[] = []
-  const on = (w: Error) => warnings.push(w)
-  process.on('warning', on)
-  return { warnings, stop: () => process.off('warning', on) }
 }
 
 describe('one keep-alive connection through createNodeRelay', () => {

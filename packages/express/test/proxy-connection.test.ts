@@ -10,7 +10,7 @@ import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import { createGuard, type Guard } from '@qwen-guard/core'
 import { connectionGoneSignal } from '@qwen-guard/core/adapter'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { listen } from '../../../test/http-support.js'
+import { listen, warningsDuring } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const KEY = 'sk-attack-express-secret-77'
@@ -69,9 +69,7 @@ async function setUp(
 describe('Express proxy on a keep-alive connection', () => {
   it('40 calls through the SDK on one connection (JSON, streams, req.qwen route, refusals): no listener left, no warning', async () => {
     const { url, signals } = await setUp({ user: { tpm: 1_000_000, rpm: 20 } })
-    const warnings: Error[] = []
-    const onWarning = (w: Error) => warnings.push(w)
-    process.on('warning', onWarning)
+    const w = warningsDuring()
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
     const client = new OpenAI({
       baseURL: `${url}/v1`,
@@ -104,9 +102,9 @@ describe('Express proxy on a keep-alive connection', () => {
       expect(outcomes).toContain('stream')
       await new Promise((r) => setTimeout(r, 50))
       for (const s of signals) expect(getEventListeners(s, 'abort')).toHaveLength(0)
-      expect(warnings.map(String)).toEqual([])
+      expect(w.warnings.map(String)).toEqual([])
     } finally {
-      process.off('warning', onWarning)
+      w.stop()
       agent.destroy()
     }
   })

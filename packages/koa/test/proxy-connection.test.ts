@@ -10,7 +10,7 @@ import { startSimulator } from '@qwen-guard/simulator'
 import { createGuard, type Guard } from '@qwen-guard/core'
 import { connectionGoneSignal } from '@qwen-guard/core/adapter'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { listen } from '../../../test/http-support.js'
+import { listen, warningsDuring } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const KEY = 'sk-attack-koa-secret-77'
@@ -90,9 +90,7 @@ describe('Koa proxy, a stream whose client leaves', () => {
 
   it('30 sequential requests on one connection (JSON, streams, refusals) leave no listener and no warning', async () => {
     const { port, signals } = await setUp()
-    const warnings: Error[] = []
-    const onWarning = (w: Error) => warnings.push(w)
-    process.on('warning', onWarning)
+    const w = warningsDuring()
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
     try {
       const statuses: number[] = []
@@ -122,9 +120,9 @@ describe('Koa proxy, a stream whose client leaves', () => {
       expect(signals.size).toBe(1)
       await new Promise((r) => setTimeout(r, 50))
       for (const s of signals) expect(getEventListeners(s, 'abort')).toHaveLength(0)
-      expect(warnings.map(String)).toEqual([])
+      expect(w.warnings.map(String)).toEqual([])
     } finally {
-      process.off('warning', onWarning)
+      w.stop()
       agent.destroy()
     }
   })
