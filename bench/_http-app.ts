@@ -221,5 +221,7 @@ const urls = {
   // The relay before any framework: createNodeRelay in a plain node:http listener.
   relayNodeHttp: await listen(createServer((req, res) => void nodeRelay(req, res))),
   proxyFloor: await listen(createServer((req, res) => void proxyFloor(req, res))),
+  // The same floor mounted in Express: what Express itself adds to a relayed call.
+  proxyFloorExpress: await serve(express().use('/v1', (req, res) => void proxyFloor(req, res))),
 }
 console.log(`READY ${JSON.stringify(urls)}`)

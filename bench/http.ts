@@ -30,7 +30,8 @@
 // core: closed loop (autocannon, 32 connections), the relay process alone on its CPU.
 // (d) where that tail comes from: bytes allocated per relayed call (V8's sampling heap profiler in the
 // app), bytes per call that outlived a young-generation collection, and such collections per 5,000
-// calls, for the node:http relay and the floor; closed loop, 4 connections, after a warm-up.
+// calls, for the node:http relay and the floor, then the Express and Koa relays beside the same floor
+// mounted in Express (what the framework itself allocates); closed loop, 4 connections, after a warm-up.
 // Every scenario is bounded: variants x (ROUNDS x BENCH_SECONDS + 1 s warm-up) for throughput,
 // variants x LATENCY_ROUNDS x 2 s (+ 1 s warm-up) for latency, 3 rates x 2 paths x OPEN_LOOP_ROUNDS x
 // OPEN_LOOP_SECONDS for the relay's open loop.
@@ -363,7 +364,8 @@ try {
     | 'relay'
     | 'relayKoa'
     | 'relayNodeHttp'
-    | 'proxyFloor',
+    | 'proxyFloor'
+    | 'proxyFloorExpress',
     string
   >
 
@@ -605,6 +607,9 @@ try {
     const variants = [
       { name: 'node:http (createNodeRelay)', url: `${urls.relayNodeHttp}/v1/chat/completions` },
       { name: 'floor (no guard)', url: `${urls.proxyFloor}/v1/chat/completions` },
+      { name: 'Express relay', url: `${urls.relay}/v1/chat/completions` },
+      { name: 'Express floor (the floor mounted in Express)', url: `${urls.proxyFloorExpress}/v1/chat/completions` },
+      { name: 'Koa relay', url: `${urls.relayKoa}/v1/chat/completions` },
     ]
     const rows: Record<string, string | number>[] = []
     for (const variant of variants) {
