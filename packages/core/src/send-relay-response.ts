@@ -1,6 +1,6 @@
 /**
- * Writing a relay answer to a Node `ServerResponse`, written once for Express and `createNodeRelay`
- * (Koa hands its body to Koa instead).
+ * Writing a relay answer to a Node `ServerResponse`, written once for Express, `createNodeRelay` and
+ * Koa's relay streams (a JSON answer Koa writes as its body).
  */
 import type { ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'

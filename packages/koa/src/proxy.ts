@@ -1,7 +1,5 @@
-import { Readable } from 'node:stream'
-import type { ReadableStream as NodeReadableStream } from 'node:stream/web'
 import { createRelay, type Guard, type Identity, type RelayRequest } from '@qwen-guard/core'
-import { connectionGoneSignal, normalizePrefix, pathUnder } from '@qwen-guard/core/adapter'
+import { connectionGoneSignal, normalizePrefix, pathUnder, sendRelayResponse } from '@qwen-guard/core/adapter'
 import type { Context, Middleware } from 'koa'
 import type { KoaProxyOptions } from './options.js'
 
@@ -31,13 +29,16 @@ export function createProxy(
       signal,
     })
     ctx.status = answer.status
-    ctx.set(answer.headers)
     if (typeof answer.body === 'string') {
+      ctx.set(answer.headers)
       ctx.body = answer.body
       return
     }
-    ctx.body = Readable.fromWeb(answer.body as NodeReadableStream<Uint8Array>)
-    // Headers go out now, so an SDK sees them (and the status) before the first token.
-    ctx.flushHeaders()
+    // A stream is written here (headers flushed at once, then piped), not handed to Koa: Koa reports
+    // a client that leaves mid-stream to app.on('error') (its pipe's ERR_STREAM_PREMATURE_CLOSE, whose
+    // stack its default handler prints), and a client leaving is no error. Headers set by earlier
+    // middleware go out with the answer's; the middleware resolves when the stream has ended.
+    ctx.respond = false
+    await sendRelayResponse(answer, ctx.res)
   }
 }

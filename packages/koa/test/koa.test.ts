@@ -113,6 +113,25 @@ describe('qwenGuard (Koa)', () => {
     expect(missing.message).toContain('GET /v1/models')
   })
 
+  it('writes a relayed stream itself: headers of earlier middleware kept, the chain resolves when it has ended', async () => {
+    const guard = qwenGuard(core, { identify: () => ({ user: 'koa-relay-stream' }) })
+    const seen: Array<{ status: number; ended: boolean }> = []
+    const cors: Koa.Middleware = async (ctx, next) => {
+      ctx.set('access-control-allow-origin', '*')
+      await next()
+      seen.push({ status: ctx.status, ended: ctx.res.writableEnded })
+    }
+    const { text, headers } = await koa(cors, guard, guard.proxy())
+      .post('/v1/chat/completions')
+      .send({ model: 'qwen-plus', messages, max_tokens: 5, stream: true })
+      .expect(200)
+    expect(headers['content-type']).toMatch(/^text\/event-stream/)
+    expect(headers['access-control-allow-origin']).toBe('*')
+    expect(headers['x-qwen-guard-model']).toBe('qwen-plus')
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true)
+    expect(seen).toEqual([{ status: 200, ended: true }])
+  })
+
   it('uses a body a parser already put on ctx.request.body', async () => {
     const guard = qwenGuard(core, { identify: () => ({ user: 'koa-parsed' }) })
     const fakeParser: Koa.Middleware = async (ctx, next) => {
