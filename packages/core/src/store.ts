@@ -30,6 +30,7 @@ import {
 } from 'rate-limiter-flexible'
 import { newCallId } from './call-id.js'
 import { storeUnavailable, type QwenGuardError } from './errors.js'
+import { safeErrorLine } from './safe-error-line.js'
 import type { GuardEvent, ResolvedOptions } from './types.js'
 
 /**
@@ -296,7 +297,7 @@ export function createGuardStore(
     downNodes.add(node)
     if (downNodes.size === 1) {
       outageSince = node.downSince
-      emit({ type: 'store_error', error: asError(error), policy })
+      emit({ type: 'store_error', error: asError(error), message: safeErrorLine(error), policy })
     }
     if (cluster && !closed) {
       node.timer = setInterval(() => probe(node), PROBE_INTERVAL_MS)

@@ -353,8 +353,12 @@ export type GuardEvent =
     }
   /** Qwen's answer carried a `usage` the guard cannot count (not finite, negative, too large): settled from the reservation. */
   | { type: 'usage_invalid'; callId: string; identity: Identity; model: string; reservedTokens: number }
-  /** Redis failed or stopped answering: once per outage, for quotas, leases and pace meters alike. */
-  | { type: 'store_error'; error: Error; policy: 'open' | 'closed' }
+  /**
+   * Redis failed or stopped answering: once per outage, for quotas, leases and pace meters alike.
+   * `message` is the failure as one log line (name, code, first line of the message; no stack, keys
+   * masked): what `JSON.stringify(event)` shows, where the `error` object itself serialises as `{}`.
+   */
+  | { type: 'store_error'; error: Error; message: string; policy: 'open' | 'closed' }
   /** The outage reported by `store_error` is over (a Redis command answered again); `downMs` is its length. */
   | { type: 'store_recovered'; downMs: number; policy: 'open' | 'closed' }
 

@@ -113,6 +113,12 @@ describe('Redis failure policy (client on a closed port)', () => {
     const storeErrors = events.filter((e) => e.type === 'store_error')
     expect(storeErrors).toHaveLength(1)
     expect(storeErrors[0]).toMatchObject({ policy: 'open' })
+    // What a log of JSON.stringify(event) shows: the failure as one line, no stack (the Error is `{}`).
+    const logged = JSON.parse(JSON.stringify(storeErrors[0])) as { message?: unknown; error?: unknown }
+    expect(logged.error).toEqual({})
+    expect(logged.message).toMatch(/^\w*Error\b.*: \S/)
+    expect(String(logged.message)).not.toContain('\n')
+    expect(String(logged.message)).not.toMatch(/\bat \S+ \(/)
     dead.disconnect()
   })
 
