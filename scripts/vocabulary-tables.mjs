@@ -11,6 +11,8 @@
 //   months and weekdays in 60 Latin-script languages from Node's ICU, accents stripped, and 30,000
 //   seeded random strings), and the same for the same words in capitals;
 // - how many tokens each letter outside Han and Hangul is alone;
+// - which two letters from U+0080 to U+30FF stand side by side inside some token (a word of another
+//   script splits where two of its letters never do);
 // - which two ASCII marks (`!` to `~` but letters and digits) are one token together, and the longest
 //   run of each mark that is one token (`=` up to 64, `"` only in twos).
 // Needs the tokenizer, which is no dependency of the project:
@@ -230,6 +232,32 @@ vocabulary.forEach((_, id) => {
 })
 const spaced = spacedExtraBits()
 
+// Letters U+0080-30FF side by side inside a token: the pair's code (first * 65536 + second), sorted,
+// as differences from the one before in LEB128 varints, Brotli.
+const LETTER_PAIR_END = 0x3100
+const isPairLetter = (c) => c >= 0x80 && c < LETTER_PAIR_END && /\p{L}/u.test(String.fromCharCode(c))
+const letterPairSet = new Set()
+vocabulary.forEach((_, id) => {
+  const text = tokenizer.decode([id])
+  for (let k = 1; k < text.length; k++) {
+    const a = text.charCodeAt(k - 1)
+    const b = text.charCodeAt(k)
+    if (isPairLetter(a) && isPairLetter(b)) letterPairSet.add(a * 65536 + b)
+  }
+})
+const letterPairCodes = [...letterPairSet].sort((x, y) => x - y)
+const varints = []
+letterPairCodes.reduce((before, code) => {
+  for (let gap = code - before; ; gap = Math.floor(gap / 128)) {
+    if (gap < 128) {
+      varints.push(gap)
+      break
+    }
+    varints.push(gap % 128 | 128)
+  }
+  return code
+}, 0)
+
 /** The ASCII marks in code order: every printable non-space ASCII character but letters and digits. */
 const MARKS = [...Array(94)].map((_, i) => String.fromCharCode(33 + i)).filter((ch) => !/[A-Za-z0-9]/.test(ch))
 const markPairs = Buffer.alloc((MARKS.length * MARKS.length) / 8)
@@ -318,6 +346,14 @@ ${wrap(compressed(capitalSplits))}
  */
 export const LETTER_ALONE_TOKENS =
 ${wrap(alone.base64)}
+
+/**
+ * Two letters from U+0080 to U+${(LETTER_PAIR_END - 1).toString(16).toUpperCase()} that stand side by side inside some token (${letterPairCodes.length} pairs): the
+ * pairs' codes (first * 65536 + second), sorted, each as its difference from the one before in
+ * LEB128 varints. Brotli, base64.
+ */
+export const LETTER_PAIRS =
+${wrap(compressed(Buffer.from(varints)))}
 
 /** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */
 export const ASCII_MARKS = ${JSON.stringify(MARKS.join(''))}

@@ -113,10 +113,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       for (const [kind, [exact, estimate]] of sums) under.set(kind, exact / Math.max(1, estimate))
     }
 
-    it('no kind is under-counted more than 3x, and at most 18 of 153 by more than 30 %', () => {
+    it('no kind is under-counted more than 3x, and at most 12 of 153 by more than 30 %', () => {
       expect(under.size).toBe(153)
       expect(Math.max(...under.values())).toBeLessThanOrEqual(3)
-      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(18)
+      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(12)
     })
 
     it.each([
@@ -151,6 +151,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       'repeated quote/bracket/amp char',
       'repeated 2-char ASCII punct pattern',
       'repeated single char',
+      'latin-1 letters random',
+      'cyrillic random lowercase',
+      'arabic random letters',
+      'repeated non-ASCII letter/han/kana',
     ])('%s: within 30 % of the exact count', (kind) => {
       expect(under.get(kind)).toBeLessThanOrEqual(1.3)
     })
@@ -184,8 +188,9 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // rule for a letter alone missed them; so did the letters of Ethiopic, Yi, Sinhala, Myanmar and
   // Tibetan, still priced per script as symbols, each alone 1.6x (markRun now applies the rule);
   // random runs of ASCII marks 1.9x and runs of a mark the vocabulary merges only in twos (`""""`)
-  // 1.8x (a change of mark costs by MARK_PAIR_TOKENS, a repeat by MARK_RUN_TOKEN_LENGTH).
-  // Now at most 1.4x: classical and traditional Chinese.
+  // 1.8x (a change of mark costs by MARK_PAIR_TOKENS, a repeat by MARK_RUN_TOKEN_LENGTH); random
+  // words of Russian, Latin-1 or Arabic letters 1.8-2.1x (a letter after one no token holds beside
+  // it costs a token, LETTER_PAIRS). Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
       JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
