@@ -18,6 +18,7 @@ export function createProxy(
     const path = pathUnder(prefix, ctx.path)
     if (path === undefined) return next()
     const signal = connectionGoneSignal(ctx.res) // the guard stops queueing or streaming and settles at once
+    quietConnectionErrors(ctx)
     const parsed = (ctx.request as { body?: unknown }).body
     const answer = await relay({
       method: ctx.method,
@@ -40,5 +41,22 @@ export function createProxy(
     // middleware go out with the answer's; the middleware resolves when the stream has ended.
     ctx.respond = false
     await sendRelayResponse(answer, ctx.res)
+  }
+}
+
+/**
+ * Koa follows every request's socket (on-finished) and hands an error of it to `ctx.onerror`, so to
+ * `app.on('error')` (its default handler prints the stack): a client that resets its connection (an
+ * abort with bytes still in flight, the usual way an SDK or a browser leaves a stream) arrives as
+ * `read ECONNRESET` / `write EPIPE`. A client leaving is no error: the error the request's own
+ * connection failed with is dropped for the relay's requests; any other goes on to Koa as before.
+ * Koa calls `ctx.onerror` afresh each time, so an own property on this context is enough.
+ */
+function quietConnectionErrors(ctx: Context): void {
+  const onerror = ctx.onerror
+  ctx.onerror = function (this: Context, error: Error) {
+    const socket = ctx.req.socket as { errored?: unknown } | null
+    if (error != null && socket?.errored === error) return
+    onerror.call(this, error)
   }
 }
