@@ -132,10 +132,12 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
       }
       return notFound(method, mount, path)
     } catch (error) {
-      // A client that left while queued is no error worth reporting.
-      if (!isQwenGuardError(error) && !request.signal?.aborted) onError(error)
+      // A client that left (while queued, or before the first token) is no error worth reporting, and
+      // its answer goes to nobody: 499, so a log or a 5xx metric before the relay counts no failure.
+      if (!isQwenGuardError(error) && request.signal?.aborted) return clientClosedRequest()
+      if (!isQwenGuardError(error)) onError(error)
       // A request refused before it became a call (validation) gets its decision header here.
-      else if (isQwenGuardError(error) && guardOptions.headers.decision) markRefusal(error)
+      else if (guardOptions.headers.decision) markRefusal(error)
       return errorResponse(error)
     }
   }
@@ -192,6 +194,14 @@ function notFound(method: string, mount: string, path: string): RelayResponse {
     'not_found',
     `Unknown request URL: ${method} ${url}. This relay serves POST ${mount}/chat/completions and GET ${mount}/models.`,
   )
+}
+
+/**
+ * The answer to a request whose client went away before it was answered: status 499 ("client closed
+ * request", as nginx logs it; no HTTP status says so), written to nobody.
+ */
+function clientClosedRequest(): RelayResponse {
+  return clientError(499, 'client_closed_request', 'The client closed the connection before the answer.')
 }
 
 function methodNotAllowed(method: string, path: string, allow: string): RelayResponse {

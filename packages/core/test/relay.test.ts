@@ -210,6 +210,33 @@ describe('createRelay', () => {
     expect(JSON.parse(body).error.code).toBe('internal_error')
   })
 
+  it("answers 499 (client closed request) to a client that left before its answer, telling onError nothing; a guard's refusal keeps its own answer", async () => {
+    const seen: unknown[] = []
+    const gone = new AbortController()
+    const { guard, call } = fakeGuard(async () => {
+      gone.abort(Object.assign(new Error('The client went away.'), { name: 'ClientGoneError' }))
+      throw gone.signal.reason
+    })
+    const relay = createRelay(guard, { onError: (error) => seen.push(error) })
+    const answer = await relay({ ...post(JSON.stringify(chat)), signal: gone.signal })
+    expect(answer.status).toBe(499)
+    expect(JSON.parse(await text(answer)).error).toMatchObject({ code: 'client_closed_request', param: null })
+    expect(seen).toEqual([])
+    // The client gone, but the guard refused first: the refusal is the answer (its status in the logs).
+    call.mockImplementationOnce(async () => {
+      throw new QwenGuardError({
+        status: 429,
+        code: 'rate_limit_exceeded',
+        message: 'Too many requests.',
+        scope: 'user',
+        dimension: 'rpm',
+        retryAfterMs: 1000,
+      })
+    })
+    expect((await relay({ ...post(JSON.stringify(chat)), signal: gone.signal })).status).toBe(429)
+    expect(seen).toEqual([])
+  })
+
   describe('streams', () => {
     const streaming = JSON.stringify({ ...chat, stream: true })
 
