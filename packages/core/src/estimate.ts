@@ -12,12 +12,14 @@ import {
   HAN_IN_WORDS,
   LETTER_ALONE_TOKENS,
   LETTER_PAIRS,
+  MARK_NEWLINE_MERGES,
   MARK_PAIR_TOKENS,
-  MARK_RUN_TOKEN_LENGTH,
+  MARK_RUN_TOKENS,
   ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
   SPACED_LETTER_EXTRA,
+  SPACED_MARK_RUN_TOKENS,
   SPLIT_CHANCES,
 } from './vocabulary-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
@@ -607,25 +609,45 @@ function lone(text: string, j: number): boolean {
 const MARK_CHANGE_IN_PAIR_TOKENS = 0.5
 const MARK_CHANGE_TOKENS = 0.87
 
-/** MARK_PAIR_TOKENS and MARK_RUN_TOKEN_LENGTH by character code: the mark's index in ASCII_MARKS, -1 for others. */
+/** MARK_PAIR_TOKENS and the run tables by character code: the mark's index in ASCII_MARKS, -1 for others. */
 const MARK_INDEX = new Int8Array(128).fill(-1)
 for (let i = 0; i < ASCII_MARKS.length; i++) MARK_INDEX[ASCII_MARKS.charCodeAt(i)] = i
 const MARK_PAIRS = Buffer.from(MARK_PAIR_TOKENS, 'base64')
 
 /**
- * What ASCII mark `c` adds after mark `previous`, `repeats` times the same mark before it in a row
- * (0: a different one): a run of one mark costs a token per MARK_RUN_TOKEN_LENGTH of them (`====`
- * is one token, `""""` two), a change what MARK_CHANGE_TOKENS says.
+ * Tokens of a run of `n` of the mark at `index` (MARK_RUN_TOKENS; after a space, SPACED_MARK_RUN_TOKENS):
+ * the vocabulary merges runs unevenly (`~` 16 long is one token, 15 long four), so a run costs what
+ * the tokenizer makes of it; past 64, 64 at a time.
  */
-function nextMarkCost(previous: number, c: number, repeats: number, w: EstimatorWeights): number {
-  const a = MARK_INDEX[previous] as number
-  const b = MARK_INDEX[c] as number
-  if (a < 0 || b < 0) return w.punctMore
-  if (repeats > 0) return repeats % (MARK_RUN_TOKEN_LENGTH[b] as number) === 0 ? 1 : 0
+function markStretchTokens(index: number, n: number, spaced: boolean): number {
+  let tokens = 0
+  for (; n > 64; n -= 64, spaced = false)
+    tokens += (spaced ? SPACED_MARK_RUN_TOKENS : MARK_RUN_TOKENS)[index]!.charCodeAt(63) - 48
+  return tokens + (spaced ? SPACED_MARK_RUN_TOKENS : MARK_RUN_TOKENS)[index]!.charCodeAt(n - 1) - 48
+}
+
+/**
+ * A change of ASCII mark (`previous` to `c`, both marks): a common pair of code or JSON costs
+ * `punctMore`, a pair the vocabulary has as one token MARK_CHANGE_IN_PAIR_TOKENS, any other
+ * MARK_CHANGE_TOKENS. Right after a run of one mark (`..-`, `>>=`), which the tokenizer merges first,
+ * only a common pair keeps its discount.
+ */
+function nextMarkCost(previous: number, c: number, afterRun: boolean, w: EstimatorWeights): number {
   if (COMMON_PAIRS.has(previous * 128 + c)) return w.punctMore
-  const pair = a * ASCII_MARKS.length + b
+  if (afterRun) return MARK_CHANGE_TOKENS
+  const pair = (MARK_INDEX[previous] as number) * ASCII_MARKS.length + (MARK_INDEX[c] as number)
   return ((MARK_PAIRS[pair >> 3] as number) & (1 << (pair & 7))) !== 0 ? MARK_CHANGE_IN_PAIR_TOKENS : MARK_CHANGE_TOKENS
 }
+
+/**
+ * A mixed run of marks costs at least MARK_MIN_TOKENS a change of mark (and a second mark of a run of
+ * one) past the first MARK_FREE_CHANGES: the vocabulary's tokens of mixed marks are short, so a long
+ * chain of common pairs (`=>=>>=>`, `]}]]}}`) is about two marks a token, where 0.2 a change read it
+ * 2.3x low. Real code's runs (`"},{"`, `));`) are shorter than that.
+ */
+const MARK_MIN_TOKENS = 0.5
+const MARK_FREE_CHANGES = 3
+
 const COMMON_PAIRS = new Set(
   // JSON, then code: each adjacent pair of each entry.
   [
@@ -680,27 +702,74 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
   let j = i
   let first = true
   let previous = -1
-  let repeats = 0
+  // The run of one mark being read: its length and whether a space came before it.
+  let run = 0
+  let runSpaced = false
+  // Changes of mark after the first mark, and what they cost (MARK_MIN_TOKENS).
+  let changes = 0
+  let changeCost = 0
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
     const cls = CLASS[c] as number
     if (cls !== PUNCT && cls !== CJK_PUNCT && cls !== SYMBOL) break
-    repeats = c === previous ? repeats + 1 : 0
-    if (c >= 0xd800 && c <= 0xdfff && lone(text, j))
+    if (c >= 0xd800 && c <= 0xdfff && lone(text, j)) {
       cost += 1 // read as U+FFFD
-    else if (cls === PUNCT && !first && CLASS[previous] === PUNCT) cost += nextMarkCost(previous, c, repeats, w)
-    else cost += markCost(c, cls, first, w)
+      run = 0
+    } else if (
+      cls === PUNCT &&
+      !first &&
+      CLASS[previous] === PUNCT &&
+      MARK_INDEX[c]! >= 0 &&
+      MARK_INDEX[previous]! >= 0
+    ) {
+      const index = MARK_INDEX[c] as number
+      if (c === previous) {
+        const more = markStretchTokens(index, run + 1, runSpaced) - markStretchTokens(index, run, runSpaced)
+        cost += more
+        if (run === 1) {
+          changes++
+          changeCost += more
+        }
+        run++
+      } else {
+        const more = nextMarkCost(previous, c, run > 1, w)
+        cost += more
+        changes++
+        changeCost += more
+        run = 1
+        runSpaced = false
+      }
+    } else {
+      cost += markCost(c, cls, first, w)
+      run = cls === PUNCT ? 1 : 0
+      runSpaced = first && spaced
+    }
     first = false
     previous = c
   }
+  if (changes > MARK_FREE_CHANGES) cost += Math.max(0, MARK_MIN_TOKENS * (changes - MARK_FREE_CHANGES) - changeCost)
   // One letter priced as a symbol, alone: its own tokens (and what a space before it adds), as any
   // letter alone (letterRun).
   if (j === i + 1 && ((SYMBOL_LETTER[previous >> 3] as number) & (1 << (previous & 7))) !== 0)
     cost = Math.max(cost, aloneTokens(previous) + (spaced ? spacedExtra(previous) : 0))
   const newlines = j
   while (j < text.length && classAt(text, j) === NEWLINE) j++
-  // The newlines after marks merge with them while they are few; a long run costs what it costs.
-  out.end = cost + (j - newlines > 2 ? longWhitespaceCost(text, newlines, j) : 0)
+  // The newlines after marks merge with them while they are few, when the vocabulary has the last
+  // mark (or run of it) with them (MARK_NEWLINE_MERGES: `;\n` yes, `^\n` and `+++\n` no); a long run
+  // costs what it costs.
+  if (j - newlines > 2) cost += longWhitespaceCost(text, newlines, j)
+  else if (j > newlines && run > 0 && text.charCodeAt(newlines) === 10 && text.charCodeAt(j - 1) === 10) {
+    const merges = MARK_NEWLINE_MERGES[MARK_INDEX[previous] as number] as number
+    if (!(j - newlines === 1 ? run <= 4 && merges & (1 << (run - 1)) : run === 1 && merges & 16)) {
+      // The newline often takes the run's last mark (`,,,,,,,,\n` is `,,,,` `,,,` `,\n`).
+      const index = MARK_INDEX[previous] as number
+      cost +=
+        run > 1
+          ? Math.max(1, 1 + markStretchTokens(index, run - 1, runSpaced) - markStretchTokens(index, run, runSpaced))
+          : 1
+    }
+  }
+  out.end = cost
   return j
 }
 

@@ -188,9 +188,12 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // rule for a letter alone missed them; so did the letters of Ethiopic, Yi, Sinhala, Myanmar and
   // Tibetan, still priced per script as symbols, each alone 1.6x (markRun now applies the rule);
   // random runs of ASCII marks 1.9x and runs of a mark the vocabulary merges only in twos (`""""`)
-  // 1.8x (a change of mark costs by MARK_PAIR_TOKENS, a repeat by MARK_RUN_TOKEN_LENGTH); random
-  // words of Russian, Latin-1 or Arabic letters 1.8-2.1x (a letter after one no token holds beside
-  // it costs a token, LETTER_PAIRS). Now at most 1.4x: classical and traditional Chinese.
+  // 1.8x (a change of mark costs by MARK_PAIR_TOKENS); then runs of one mark of lengths the vocabulary
+  // does not merge (`~` 15 long is four tokens, 16 long one) 3.5x, lines of them 3x (the newline takes
+  // the last mark), long chains of common pairs (`=>=>>=`) 2.3x and pairs of one mark before another
+  // (`..-`) 1.7x (a run costs MARK_RUN_TOKENS, a mixed run at least MARK_MIN_TOKENS a change); random
+  // words of Russian, Latin-1 or Arabic letters 1.8-2.1x (a letter after one no token holds beside it
+  // costs a token, LETTER_PAIRS). Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
       JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
