@@ -501,14 +501,15 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
       total += 1
       i++
     } else if (cls !== NEWLINE && isLetter(nextCls)) {
-      // A space is free before a word; a mark glued to a word often merges with it.
+      // A space is free before a word; a mark glued to a word often merges with it, but not to Han,
+      // kana or Hangul, which the vocabulary rarely joins to a mark (a mark before each read 1.6x low).
       total +=
         letterRun(text, i + 1, w, out) +
         (c === 32
           ? spacedExtra(text.charCodeAt(i + 1))
           : cls === SPACE
             ? w.space
-            : cls === PUNCT
+            : cls === PUNCT && nextCls !== HAN && nextCls !== KANA && nextCls !== HANGUL
               ? w.gluedMark
               : markCost(c, cls, true, w))
       i = out.end

@@ -193,7 +193,8 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // the last mark), long chains of common pairs (`=>=>>=`) 2.3x and pairs of one mark before another
   // (`..-`) 1.7x (a run costs MARK_RUN_TOKENS, a mixed run at least MARK_MIN_TOKENS a change); random
   // words of Russian, Latin-1 or Arabic letters 1.8-2.1x (a letter after one no token holds beside it
-  // costs a token, LETTER_PAIRS). Now at most 1.4x: classical and traditional Chinese.
+  // costs a token, LETTER_PAIRS); an ASCII mark before Han characters or kana 1.6-1.7x (the
+  // glued-mark discount is for letters). Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
       JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
