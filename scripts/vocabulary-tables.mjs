@@ -258,6 +258,18 @@ letterPairCodes.reduce((before, code) => {
   return code
 }, 0)
 
+// A character outside ASCII that is no letter, digit, space or combining mark (`。`, `”`, `°`, `→`,
+// emoji) beside an ASCII mark inside some token (`”,`, `…]`, `。"`): the vocabulary has few of them,
+// so an ASCII mark after such a symbol mostly starts a token of its own.
+const isSymbolChar = (c) => c >= 0x80 && c !== 0xfffd && !/[\p{L}\p{N}\p{M}\s]/u.test(String.fromCharCode(c))
+const isAsciiMark = (c) => c > 32 && c < 127 && !/[A-Za-z0-9]/.test(String.fromCharCode(c))
+const symbolMarkPairs = new Set()
+vocabulary.forEach((_, id) => {
+  const text = tokenizer.decode([id])
+  for (let k = 1; k < text.length; k++)
+    if (isSymbolChar(text.charCodeAt(k - 1)) && isAsciiMark(text.charCodeAt(k))) symbolMarkPairs.add(text.slice(k - 1, k + 1))
+})
+
 /** The ASCII marks in code order: every printable non-space ASCII character but letters and digits. */
 const MARKS = [...Array(94)].map((_, i) => String.fromCharCode(33 + i)).filter((ch) => !/[A-Za-z0-9]/.test(ch))
 const markPairs = Buffer.alloc((MARKS.length * MARKS.length) / 8)
@@ -386,6 +398,13 @@ export const MARK_RUN_TOKENS = ${JSON.stringify(markRuns)}
 
 /** The same after a space (\` %%%\`): the space merges with the first marks or not. */
 export const SPACED_MARK_RUN_TOKENS = ${JSON.stringify(spacedMarkRuns)}
+
+/**
+ * A symbol outside ASCII (no letter, digit or space) and an ASCII mark after it that stand side by side
+ * inside some token (${symbolMarkPairs.size} pairs, two characters each): after any other such symbol an ASCII mark
+ * starts a token.
+ */
+export const SYMBOL_MARK_PAIRS = ${JSON.stringify([...symbolMarkPairs].sort().join(''))}
 
 /**
  * For each of ASCII_MARKS: bit n - 1 (n = 1-4) set when a newline after a run of n of it merges into its

@@ -21,6 +21,7 @@ import {
   SPACED_LETTER_EXTRA,
   SPACED_MARK_RUN_TOKENS,
   SPLIT_CHANCES,
+  SYMBOL_MARK_PAIRS,
 } from './vocabulary-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
@@ -150,6 +151,11 @@ const LETTER_PAIR_SET = (() => {
 function mergesAfter(a: number, b: number): boolean {
   if (a < 0x80 || a >= LETTER_PAIR_END || b >= LETTER_PAIR_END) return true
   return LETTER_PAIR_SET.has(a * 65536 + b)
+}
+
+/** Whether letter `a` may share a token with letter `b` after it (an ASCII letter: always). */
+function mergesBefore(a: number, b: number): boolean {
+  return b < 0x80 || mergesAfter(a, b)
 }
 
 /**
@@ -465,7 +471,13 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     // Kana are left to their weight: Japanese runs words together, so two kana that no token holds
     // side by side are mostly just where one word's token ends.
     const split = j > i && cls === OTHER_LETTER && !mergesAfter(text.charCodeAt(j - 1), c)
-    cost += alone ? Math.max(weight, aloneTokens(c)) : split ? Math.max(weight, 1) : weight
+    // A letter no token holds beside the letter before it nor beside the one after it is a token of
+    // its own, or its own several (random words of Ethiopic, Coptic, Glagolitic, Thaana or Mongolian
+    // letters read 1.6-2.5x low at a token each).
+    const next = text.charCodeAt(j + 1)
+    const apart =
+      (split || (j === i && cls === OTHER_LETTER)) && !(isLetter(CLASS[next] as number) && mergesBefore(c, next))
+    cost += alone || apart ? Math.max(weight, aloneTokens(c)) : split ? Math.max(weight, 1) : weight
   }
   out.end = j
   return cost + pieceCost(piece, hash, splits, w)
@@ -616,6 +628,15 @@ for (let i = 0; i < ASCII_MARKS.length; i++) MARK_INDEX[ASCII_MARKS.charCodeAt(i
 const MARK_PAIRS = Buffer.from(MARK_PAIR_TOKENS, 'base64')
 
 /**
+ * A symbol outside ASCII and an ASCII mark after it that some token holds (`”,`, `…]`: SYMBOL_MARK_PAIRS,
+ * symbol * 128 + mark). After any other symbol (`°`, `〿`, `→`, an emoji) an ASCII mark starts a token:
+ * a mark after each read 2-3x low at `punctMore`.
+ */
+const SYMBOL_MARKS = new Set<number>()
+for (let k = 0; k + 1 < SYMBOL_MARK_PAIRS.length; k += 2)
+  SYMBOL_MARKS.add(SYMBOL_MARK_PAIRS.charCodeAt(k) * 128 + SYMBOL_MARK_PAIRS.charCodeAt(k + 1))
+
+/**
  * Tokens of a run of `n` of the mark at `index` (MARK_RUN_TOKENS; after a space, SPACED_MARK_RUN_TOKENS):
  * the vocabulary merges runs unevenly (`~` 16 long is one token, 15 long four), so a run costs what
  * the tokenizer makes of it; past 64, 64 at a time.
@@ -741,7 +762,10 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
         runSpaced = false
       }
     } else {
-      cost += markCost(c, cls, first, w)
+      cost +=
+        cls === PUNCT && !first && previous >= 0x80 && !SYMBOL_MARKS.has(previous * 128 + c)
+          ? w.punctFirst
+          : markCost(c, cls, first, w)
       run = cls === PUNCT ? 1 : 0
       runSpaced = first && spaced
     }

@@ -2154,6 +2154,13 @@ export const SPACED_MARK_RUN_TOKENS = [
 ]
 
 /**
+ * A symbol outside ASCII (no letter, digit or space) and an ASCII mark after it that stand side by side
+ * inside some token (34 pairs, two characters each): after any other such symbol an ASCII mark
+ * starts a token.
+ */
+export const SYMBOL_MARK_PAIRS = '®,»,».×<—"’)’,’.’:“(“,“.“[”)”,”.”:”;”?…"…)….…]。"。\'。(。<。\\】,！"！\'："：%：<'
+
+/**
  * For each of ASCII_MARKS: bit n - 1 (n = 1-4) set when a newline after a run of n of it merges into its
  * last token (`;\n` does, `^\n` and `+++\n` do not); bit 4, two newlines after one.
  */
