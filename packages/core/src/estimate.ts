@@ -513,15 +513,16 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
       total += 1
       i++
     } else if (cls !== NEWLINE && isLetter(nextCls)) {
-      // A space is free before a word; a mark glued to a word often merges with it, but not to Han,
-      // kana or Hangul, which the vocabulary rarely joins to a mark (a mark before each read 1.6x low).
+      // A space is free before a word; a mark glued to a word of ASCII letters often merges with it;
+      // the vocabulary rarely joins a mark to other letters (a mark before each 1-3 Han characters or
+      // kana read 1.6x low, before each random Hebrew word 1.5x).
       total +=
         letterRun(text, i + 1, w, out) +
         (c === 32
           ? spacedExtra(text.charCodeAt(i + 1))
           : cls === SPACE
             ? w.space
-            : cls === PUNCT && nextCls !== HAN && nextCls !== KANA && nextCls !== HANGUL
+            : cls === PUNCT && nextCls === LATIN
               ? w.gluedMark
               : markCost(c, cls, true, w))
       i = out.end
