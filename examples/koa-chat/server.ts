@@ -15,6 +15,8 @@ import { safeErrorLine, type UpstreamOptions } from '@qwen-guard/core'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 
 const MODEL = 'qwen3-max'
+/** What Koa reports when a client leaves mid-answer (app.on('error') below). */
+const CLIENT_LEFT = new Set(['ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET', 'EPIPE'])
 const MAX_BODY_BYTES = 64 * 1024
 
 function fail(message: string): never {
@@ -120,6 +122,13 @@ async function main(): Promise<void> {
   })
 
   const app = new Koa()
+  // Koa reports a client that leaves a streamed answer as an error (its pipe's
+  // ERR_STREAM_PREMATURE_CLOSE, a reset connection's ECONNRESET), and its default handler prints the
+  // stack. A client leaving is no error; anything else is one line, no stack.
+  app.on('error', (error: NodeJS.ErrnoException, ctx?: Context) => {
+    if (ctx && !ctx.res.writableFinished && ctx.req.socket?.destroyed && CLIENT_LEFT.has(error.code ?? '')) return
+    console.error(`qwen-guard koa example: ${ctx ? `${ctx.method} ${ctx.path}: ` : ''}${safeErrorLine(error)}`)
+  })
   app.use(guard) // ctx.qwen; a QwenGuardError thrown further down becomes 429/503 + Retry-After
   app.use(guard.proxy({ prefix: '/v1' })) // OpenAI-compatible relay: POST /v1/chat/completions, GET /v1/models
   app.use(async (ctx, next) => {

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import OpenAI from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -12,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 const root = fileURLToPath(new URL('../../../', import.meta.url))
 let child: ChildProcess
 let base = ''
+/** What the example printed to stderr (a person's console). */
+let stderr = ''
 
 beforeAll(async () => {
   child = spawn(
@@ -23,6 +26,7 @@ beforeAll(async () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   )
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
   base = await new Promise<string>((resolve, reject) => {
     let output = ''
     const timer = setTimeout(() => reject(new Error(`the Koa example did not start: ${output}`)), 20_000)
@@ -73,6 +77,46 @@ describe('examples/koa-chat', () => {
       max_tokens: 5,
     })
     expect(completion.choices[0]?.message.content).toBeTruthy()
+  })
+
+  it('prints nothing when a client leaves a streamed answer, closing or resetting its connection', async () => {
+    const printed = stderr.length
+    const body = JSON.stringify({ message: 'Tell me a long story' })
+    for (const how of ['close', 'reset'] as const) {
+      const socket = net.connect(Number(new URL(base).port), '127.0.0.1')
+      socket.on('error', () => undefined)
+      let received = ''
+      await new Promise<void>((resolve) => {
+        socket.on('data', (chunk: Buffer) => {
+          received += chunk.toString()
+          // Headers and the first streamed words are in: leave mid-answer.
+          if (/\r\n\r\n[\s\S]+/.test(received)) resolve()
+        })
+        socket.write(
+          `POST /chat?stream=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        )
+      })
+      expect(received).toMatch(/^HTTP\/1\.1 200/)
+      if (how === 'close') socket.destroy()
+      else socket.resetAndDestroy()
+      // The guard settles the call and frees its concurrency lease once the client is gone.
+      await expect
+        .poll(
+          async () => {
+            const quota = (await (await fetch(`${base}/quota`)).json()) as Array<{
+              dimension: string
+              limit: number
+              remaining: number
+            }>
+            const concurrency = quota.find((state) => state.dimension === 'concurrency')!
+            return concurrency.limit - concurrency.remaining
+          },
+          { timeout: 5_000 },
+        )
+        .toBe(0)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(stderr.slice(printed)).toBe('')
   })
 
   it('refuses past the per-user limits with Retry-After, RateLimit fields and an OpenAI-shaped body', async () => {
