@@ -7,6 +7,7 @@
  * stream (its end, an error, the caller cancelling the body or aborting its signal, even before
  * reading, or the stream sitting idle for `idleMs`) settles the call at once, exactly once.
  */
+import { onAbort } from './abort-followers.js'
 import { shownIn } from './answer-tokens.js'
 import { upstreamError, upstreamTimeout, type QwenGuardError } from './errors.js'
 import type { Settlement } from './settlement.js'
@@ -163,7 +164,8 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
   /** The read from Qwen in progress, if any: one at a time, shared by the caller's pulls and the drain. */
   let reading: Promise<IteratorResult<SseEvent>> | undefined
   let output: ReadableStreamDefaultController<Uint8Array> | undefined
-  const onAbort = () => void end({ kind: 'aborted', reason: signal?.reason })
+  const aborted = () => void end({ kind: 'aborted', reason: signal?.reason })
+  let stopFollowing: (() => void) | undefined
   // One timer, re-armed whenever the stream moves (a pull starts, a chunk is written).
   const idle = setTimeout(() => void end({ kind: 'idle', waitingForQwen }), idleMs)
   idle.unref?.()
@@ -216,7 +218,7 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     if (ended) return
     ended = true
     clearTimeout(idle)
-    signal?.removeEventListener('abort', onAbort)
+    stopFollowing?.()
     const writer = output
     try {
       if (ending.kind === 'done') {
@@ -287,8 +289,8 @@ export function relayStream(events: AsyncGenerator<SseEvent>, options: RelayStre
     start(controller) {
       output = controller
       if (!signal) return
-      if (signal.aborted) onAbort()
-      else signal.addEventListener('abort', onAbort, { once: true })
+      if (signal.aborted) aborted()
+      else stopFollowing = onAbort(signal, aborted)
     },
     async pull(controller) {
       // Whatever throws here (upstream data the guard cannot handle, say a chunk nested too deep to

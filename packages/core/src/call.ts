@@ -6,7 +6,7 @@
  * answer) cools the lane and may be retried; a failure of the guard's own code (its serialisation of
  * the body, a bug) touches no upstream state and is never retried.
  */
-import { setTimeout as sleep } from 'node:timers/promises'
+import { abortableDelay, onAbort } from './abort-followers.js'
 import { planCall, priceOf, type CallPlan } from './cost.js'
 import {
   contentFilter,
@@ -218,14 +218,14 @@ function unlessAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       reject(signal.reason)
     }
     if (signal.aborted) return leave()
-    signal.addEventListener('abort', leave, { once: true })
+    const stop = onAbort(signal, leave)
     work.then(
       (value) => {
-        signal.removeEventListener('abort', leave)
+        stop()
         resolve(value)
       },
       (error: unknown) => {
-        signal.removeEventListener('abort', leave)
+        stop()
         reject(error)
       },
     )
@@ -376,7 +376,7 @@ async function sendWithRetries(
     if (attempt === options.upstream.maxAttempts || budgetSpent) break
     const wait = outcome.refusal.terminal ? 0 : backoffDelay(attempt, outcome.refusal.retryAfterMs)
     if (Date.now() + wait >= deadline || !roomBefore(deps, plan, deadline)) break
-    await (send.clock ? send.clock.waiting(delay(wait, signal)) : delay(wait, signal))
+    await (send.clock ? send.clock.waiting(abortableDelay(wait, signal)) : abortableDelay(wait, signal))
   }
   throw finalError(lastRefusal, laneBackInMs(deps, plan))
 }
@@ -669,8 +669,9 @@ interface UpstreamAbort {
 function upstreamAbort(caller: AbortSignal | undefined, deadline: number): UpstreamAbort {
   const controller = new AttemptAbort()
   const follow = () => controller.abort(caller?.reason)
+  let stopFollowing: (() => void) | undefined
   if (caller?.aborted) follow()
-  else caller?.addEventListener('abort', follow, { once: true })
+  else if (caller) stopFollowing = onAbort(caller, follow)
   let timedOut = false
   const timer = setTimeout(
     () => {
@@ -684,7 +685,7 @@ function upstreamAbort(caller: AbortSignal | undefined, deadline: number): Upstr
     timedOut: () => timedOut,
     answered: () => {
       clearTimeout(timer)
-      caller?.removeEventListener('abort', follow)
+      stopFollowing?.()
     },
     stop: () => controller.abort(new Error('stream ended by the guard')),
   }
@@ -943,32 +944,16 @@ function eitherSignal(
 ): { signal: AbortSignal | undefined; unlink: () => void } {
   if (!a || !b) return { signal: a ?? b, unlink: () => undefined }
   const controller = new AbortController()
-  const fromA = () => controller.abort(a.reason)
-  const fromB = () => controller.abort(b.reason)
+  if (a.aborted) controller.abort(a.reason)
+  else if (b.aborted) controller.abort(b.reason)
+  if (controller.signal.aborted) return { signal: controller.signal, unlink: () => undefined }
+  const stopA = onAbort(a, () => controller.abort(a.reason))
+  const stopB = onAbort(b, () => controller.abort(b.reason))
   const unlink = () => {
-    a.removeEventListener('abort', fromA)
-    b.removeEventListener('abort', fromB)
-  }
-  if (a.aborted) fromA()
-  else if (b.aborted) fromB()
-  else {
-    a.addEventListener('abort', fromA, { once: true })
-    b.addEventListener('abort', fromB, { once: true })
+    stopA()
+    stopB()
   }
   return { signal: controller.signal, unlink }
-}
-
-/**
- * Waits, or rejects with the signal's reason when it aborts first (node:timers/promises rejects with
- * its own AbortError; callers see the caller's abort reason, as everywhere else in the guard).
- */
-async function delay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  if (ms <= 0) return
-  try {
-    await sleep(ms, undefined, signal ? { signal } : undefined)
-  } catch (error) {
-    throw signal?.aborted ? signal.reason : error
-  }
 }
 
 /**

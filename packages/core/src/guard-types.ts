@@ -48,6 +48,8 @@ export interface CallOptions {
    * A JSON call already sent rejects at once too, but Qwen goes on with it and bills it whatever
    * happens: the guard lets it run to its answer, settles it from Qwen's usage and holds its
    * concurrency lease until then (aborting cannot run more calls at once than `concurrency`).
+   * One signal may serve many calls at once (a batch's): the guard holds one listener on it however
+   * many calls follow it, and none once they have ended.
    */
   signal?: AbortSignal
   /**

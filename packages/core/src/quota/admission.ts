@@ -13,7 +13,7 @@ import {
   type Charge,
   type Reading,
 } from './counters.js'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { abortableDelay } from '../abort-followers.js'
 import { isQwenGuardError, type QwenGuardError } from '../errors.js'
 import { givenIdentity } from '../identity.js'
 import { createLeaseStore, type Lease, type LeaseAttempt, type LeaseCount, type LeaseStore } from './lease.js'
@@ -387,11 +387,7 @@ export class QuotaAdmission {
       if (over.length === 0) return
       const ms = Math.max(...over.map(waitMs))
       if (Date.now() + ms >= until) return
-      try {
-        await sleep(ms, undefined, signal ? { signal } : undefined)
-      } catch (error) {
-        throw signal?.aborted ? signal.reason : error
-      }
+      await abortableDelay(ms, signal)
     }
   }
 

@@ -13,6 +13,7 @@
  * ahead of them: it joins the line (or is refused when it does not wait).
  */
 import type { Lease, LeaseAttempt, LeaseStore } from './lease.js'
+import { onAbort } from '../abort-followers.js'
 import { FairQueue } from '../upstream/fair-queue.js'
 
 /** How a call waits: until when, for whom (fairness), and the signal of its client. */
@@ -96,7 +97,6 @@ export class LeaseWaiters {
         this.forgetIfIdle(key)
         settle()
       }
-      const onAbort = () => finish(() => reject(wait.signal?.reason))
       const timer = setTimeout(() => finish(() => resolve(waiter.last)), wait.until - Date.now())
       const waiter: Waiter = {
         user: wait.user,
@@ -108,10 +108,11 @@ export class LeaseWaiters {
         reject,
         cleanup: () => {
           clearTimeout(timer)
-          wait.signal?.removeEventListener('abort', onAbort)
+          stopFollowing?.()
         },
       }
-      wait.signal?.addEventListener('abort', onAbort, { once: true })
+      const { signal } = wait
+      const stopFollowing = signal ? onAbort(signal, () => finish(() => reject(signal.reason))) : undefined
       queue.push(waiter)
       this.kick(key)
     })

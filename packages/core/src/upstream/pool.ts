@@ -10,6 +10,7 @@
  * emission interval of its lanes, the one wake-up that is not told by a meter.
  */
 import { createHash } from 'node:crypto'
+import { onAbort } from '../abort-followers.js'
 import { queueFull, upstreamSaturated, upstreamUnavailable, type QwenGuardError } from '../errors.js'
 import type { GuardEvent, ResolvedOptions } from '../types.js'
 import { CandidateCache, type Candidate } from './candidates.js'
@@ -318,7 +319,6 @@ export class UpstreamPool {
     }
     const giveUpAt = Math.min(started + this.options.queue.maxWaitMs, req.deadline)
     return new Promise<UpstreamSlot>((resolve, reject) => {
-      const onAbort = () => this.finishWaiter(waiter, req.signal?.reason)
       const timer = setTimeout(() => this.expire(waiter), Math.max(0, giveUpAt - Date.now()))
       const waiter: Waiter = {
         user: req.user,
@@ -331,11 +331,12 @@ export class UpstreamPool {
         reject,
         cleanup: () => {
           clearTimeout(timer)
-          req.signal?.removeEventListener('abort', onAbort)
+          stopFollowing?.()
         },
       }
       if (this.sharedQueue) waiter.shared = this.sharedQueue.entry(req.model, req.user, giveUpAt - Date.now())
-      req.signal?.addEventListener('abort', onAbort, { once: true })
+      const { signal } = req
+      const stopFollowing = signal ? onAbort(signal, () => this.finishWaiter(waiter, signal.reason)) : undefined
       const position = this.queue.push(waiter)
       this.emit({ type: 'queued', callId: req.callId ?? '', identity: { user: req.user }, model: req.model, position })
       this.kick()
