@@ -11,8 +11,8 @@
 //   months and weekdays in 60 Latin-script languages from Node's ICU, accents stripped, and 30,000
 //   seeded random strings), and the same for the same words in capitals;
 // - how many tokens each letter outside Han and Hangul is alone;
-// - which two letters from U+0080 to U+30FF stand side by side inside some token (a word of another
-//   script splits where two of its letters never do);
+// - which two letters below U+10000 (not ASCII, Han or Hangul syllables) stand side by side inside
+//   some token (a word of another script splits where two of its letters never do);
 // - which two ASCII marks (`!` to `~` but letters and digits) are one token together, the tokens of
 //   each run of 1 to 64 of one mark (alone and after a space), and which runs a newline merges with.
 // Needs the tokenizer, which is no dependency of the project:
@@ -232,10 +232,15 @@ vocabulary.forEach((_, id) => {
 })
 const spaced = spacedExtraBits()
 
-// Letters U+0080-30FF side by side inside a token: the pair's code (first * 65536 + second), sorted,
+// Letters U+0080-FFFF (Han and Hangul syllables aside) side by side inside a token: the pair's code (first * 65536 + second), sorted,
 // as differences from the one before in LEB128 varints, Brotli.
-const LETTER_PAIR_END = 0x3100
-const isPairLetter = (c) => c >= 0x80 && c < LETTER_PAIR_END && /\p{L}/u.test(String.fromCharCode(c))
+const isPairLetter = (c) =>
+  c >= 0x80 &&
+  c <= 0xffff &&
+  !(c >= 0x3400 && c <= 0x9fff) &&
+  !(c >= 0xf900 && c <= 0xfaff) &&
+  !(c >= 0xac00 && c <= 0xd7af) &&
+  /\p{L}/u.test(String.fromCharCode(c))
 const letterPairSet = new Set()
 vocabulary.forEach((_, id) => {
   const text = tokenizer.decode([id])
@@ -267,7 +272,8 @@ const symbolMarkPairs = new Set()
 vocabulary.forEach((_, id) => {
   const text = tokenizer.decode([id])
   for (let k = 1; k < text.length; k++)
-    if (isSymbolChar(text.charCodeAt(k - 1)) && isAsciiMark(text.charCodeAt(k))) symbolMarkPairs.add(text.slice(k - 1, k + 1))
+    if (isSymbolChar(text.charCodeAt(k - 1)) && isAsciiMark(text.charCodeAt(k)))
+      symbolMarkPairs.add(text.slice(k - 1, k + 1))
 })
 
 /** The ASCII marks in code order: every printable non-space ASCII character but letters and digits. */
@@ -374,9 +380,9 @@ export const LETTER_ALONE_TOKENS =
 ${wrap(alone.base64)}
 
 /**
- * Two letters from U+0080 to U+${(LETTER_PAIR_END - 1).toString(16).toUpperCase()} that stand side by side inside some token (${letterPairCodes.length} pairs): the
- * pairs' codes (first * 65536 + second), sorted, each as its difference from the one before in
- * LEB128 varints. Brotli, base64.
+ * Two letters of U+0080-FFFF (Han and Hangul syllables aside) that stand side by side inside some
+ * token (${letterPairCodes.length} pairs): the pairs' codes (first * 65536 + second), sorted, each as its
+ * difference from the one before in LEB128 varints. Brotli, base64.
  */
 export const LETTER_PAIRS =
 ${wrap(compressed(Buffer.from(varints)))}

@@ -2035,37 +2035,37 @@ export const LETTER_ALONE_TOKENS = [
 ].join('')
 
 /**
- * Two letters from U+0080 to U+30FF that stand side by side inside some token (3508 pairs): the
- * pairs' codes (first * 65536 + second), sorted, each as its difference from the one before in
- * LEB128 varints. Brotli, base64.
+ * Two letters of U+0080-FFFF (Han and Hangul syllables aside) that stand side by side inside some
+ * token (3509 pairs): the pairs' codes (first * 65536 + second), sorted, each as its
+ * difference from the one before in LEB128 varints. Brotli, base64.
  */
 export const LETTER_PAIRS = [
-  'G1QQUZSQVhaEjgQ7hvINbfNAWC5iKX7n19ss673uTzMjwF3WnoExcl3qyh0FMjDrENBA0FTIMJU1ls6tpIgHwCBjIxgAKy0NBtIG',
-  'aBALjX6h//+1f1tV+5zb3S+/P1CiIpQe0jNOIrgAgxvApTW1TZEdoLVVCoglTQLKVzs9YjsF7IiFZrJFOUBXVyHNJsxsCxkL/RZF',
-  'e4qdnup+f/5VH9/wV3/S667zOvzl820PdMeufohX8ZNDftPynserburZi2uv+fRwLrOAyhT89KBWIxk9ffWPPwA4Eg7w6S1UfnqQ',
-  'pHqlJ5UkSaoqlfQvre5cOzButt1vNpfPtcf3/DQ3vWCPd83v7dWDriv+8sW217r3/N/euHc7Fl5Dkns3fK4+0b1qZ3c1PZqJ8qNx',
-  'ifJdKCIi2a6MCPdkyIECHksL5fhF03TctNVBt7VyPXrKljjxZXXSXmmir1+VTrP+Gpexdmf0LQPZzVI0L4xbvGBcxtjqpe+YNPdk',
-  'nePiLv17nX/y6If6H3bZ4CXO/ODwP/NTw+RI6+ZhXERLtiA8jKhhxoQ8o0pkjbwNAdwdChqTLs9svB+E9KiXDP02s/eSg6cJQOhx',
-  '08GIQF4ZEUXijHg/TARAmcjDEIiIwNGfRybZQNGVOQNAOsHu6tsr2AiJTPZKpjEQEWlTleIFbyFCPzIuicIbw6SR92Eyen4aFxPp',
-  '6vtdsm/K8sS49Fj6iRl8ZIByV+nr0EhRDl4HEH0bmQy0/Tg5/ehAwOZtQ/zs8/8cjQJH5Zk5y1Psz7E5EgCHdVTz6B3CEQDVg5hT',
-  'fwDpZfeZlwFTQOzeDRAVQYO8qCWjHlgI3Si0B1GU1ZGErBV8HgJ+HZWYkzvEWfzGTkbLqg6nUoi9qh+kgpG7UxB0uhEo4dsPd/DJ',
-  'B5Vjbx6iIpmQ492UW+xAvGckCCzKuhuolGleOHg9TqaRuZyPuH4QCvCrp5gqbzbF4YWwdec9QVOoG4VxIm19SY686iwAWO9tQ4BN',
-  'iNdDHaFjjvEM1/sEuGGAV713MB3bHB1ugnTsZsmqQSHjBhw2eS9QWsoU0JM1MxviW6NQRWioehTOu6kXpGBMrjIDIKygv9nzT0IQ',
-  'EfAySlm0AjgjwqewraHhRlKZGL1x3lox7YLWBdAgIkhSGZAS9kG4HsbDXhVjXG/ESujMr8mnfT/26Osff6+GYUChaUEAIyvi2bAm',
-  '6NGXbLIFNYOOyM7ztt/AIAsgYKAQexvx64Q9limR59HD85Gj2RqRR6Y6xxs2OT39mXC+DZx63n5I2tkMzweNG3QCNNis+e5/rTBE',
-  'k8jO9UR69P4PRtaCKhqFI9mm2XLIMQoAMaDByArg15F9BFpNmh34NuV2Cx1x54aJpN8n27kaWWUGxJgbpjLKuZ+mHfG0kgUK0Khg',
-  '3P4xkmSKTOqIvWokYQ6trAMKfq2Bi8EBLc+BrA2DOCJ73zY0LkQm0CRuA3ybsLcZzPtnjHjCba9GNhAGoGVk1W9TzDWDjv7gg6pg',
-  'zhUEu1tVH17GnW9SbhCoQAUPwG8bDGYAAFVIRXeRbyPZJjB0HCHf9hLm1uMJpSsilwNridVF0KB80RqFDHvLEyo3FLtcM+hasIJq',
-  'yTe/PPCp9+zfUbZWW7tbwOeNRrXSimCxMwrxf5uBiSwMANmtGwprc0H90AJbUEY9lwtNUMIVcEBfADDXpH4FO8ACk1dJUWilAPxu',
-  'c/oCU8uVqkMAwn4zeiRgGIJlkSll6iFSLcPPMHn43mgjVzRyCTPMNWsT1Gcq6n0EqdDfwrjABBAAISx75DEI9kVVR+abdnF6PJbd',
-  'pqR9zSDhr8w3UVQTvCjqCFhoAkAqC9euHAm0qVQ/30aqRjqmYl0CyYbXqm7Jb/HC2N9I8wy9ZKxB0Fhp6ACvzECAENQRI2YZH8o+',
-  'NDOPqUY8IFQ6Ue9qEgCEaSZCI6OQdA2/zPZPIhCQI6igAvHZdMOKYwX9cUU6HZlv7jhq3utWP7UdSz2cvsjmihoaazoHmTxAQCEK',
-  'NgtgV4KiUYqbbcGNfW7ImlcGyBCOm7PXJisGcaB9kpETodNm5vuwwJCiURADBBiea7Lhtq40lSL5PPnFJqCOAAKKcs4w03DcefNt',
-  'PkE1jIGldp4J8y+CInoAgGBO96rORalnmFIeUGRZTB+Zy0bSZBMyZCQKgB4QR4TpNmW1cu5i0/zdZNkI4qNdXWIuTmldpFJEIKae',
-  'GZ/WZUyPkL7IwBLDUhyA/Gs4z4y7utvVJWYoZx7S96beM5f6Qn3qmbs/Mq5+DikpfWTcqdImWzMMMx9YeIEM/ZG1Jqu3Y/ojy80p',
-  'o6ln65wVU8/w2nqaZK4ji/Tt/+FOBPWiKLgp93ZjzZ2ZI6SPTeNyl9vonAEgpJ65ncA8c2dMH5lKfVTLaYnN61nPdrVneFfqmVY2',
-  'kjTcUhpeYep2dbHBeb72R9KHhsrOOAD/hfzXAID/02w1l8S0LheljeaKLjO9c9HiV0oppm0ZLH8RfOuO6ihS2pRw+vacQa21i7fl',
-  'Yoqj69laWSOykT4yqYQsZqNpphkK5/VMS/r8YJptYm69j+PTDLsmAr0jEYJU5hs+0h2TAQCcI6EKqJUnjw==',
+  'G1YQUZSRViOEjsTYVsHe9LcLYlkfBbezeluv1f3m0e4e4EfpvgyMkUupK3cUrIH5xIxD/4yBQ074YWHBMLohmpaXoiEaymTBaKyC',
+  'oZqCYJU96P9/7T9X1T7ndr/3aYiNH61iUSdKJJ5nWAKTC6g+/n6lO5ttkYirSxTVeIUbhY/u81WDRVs1SFO1Nkbb2gLKHcipkyGe',
+  'bvfocfyYLk2r/vnnvP/iHt/TW9ehCvfwRN07ed/ta3iMe+7pczM7hceea+vzk0/svd/JxKM0DKfOSjmQwdGVL3wDYElYwMXfUDp1',
+  'lqQ4oSOFJEmKCIV0381tPdk1YKw+LVUPj9fLN3yp577Ry576cX191rHkHp6q+yl/495+eXMlJj9BkusX3cqf5I+tzufSoR5pTiob',
+  'aY6FxhhjkjXpZ7guPRY04I40UAwHmsSdqikWsqIVq8HRLIs1rijWNGer4KrWWBTmxRpXsNY4u1mBKJsosDiobORKZY1zmY12q4rB',
+  'espyLm60FzKu5MNc/kesSfBHjs7r19Wp3sUYHClvnqcj7dEWhOeJOtaZkHesiC2QzxHA1alhM+jyzManIaRHvWfosplnzzh4nQkI',
+  '3c86GBHIh0VEkTgjPo2JACgTeR6BiAgcXXmxEBssqjJhAEgLbKtuPsH6SWRylJh8EBFpVJniBc8hQr9YdBKFTwuTRr7GZPT8Oh0T',
+  '6eqnXbJvyurVotNj1a8WR14sQLmr9GM0UpSDjwGin5PJQNsvo+lHBwI2nxvx59v/BoUCB+TN4ixPcbzFJkgAHN4xzatjCEcQmgFE',
+  'DsMB0su2M+8D1gDxezcgKoIGebEmRjOwMJxGoSmIujQCkhsFCL6NgN1ZwlyuEFfxmyoZKys7nEohdqjumBpCu0sQdLkQeMSp6yN+',
+  '/LZywIeHqEgm5Pg4Ty12ID5ZJAislPU4qJRpnjp4Ny2DOfEMv+eX3/y6rQC/BpKR8n4r7D4InDnvFlREZhTGhnBDUs58MlYAeG9s',
+  'Q4B1iHdj66djjvGM7j0EuLcAr3vHoBz7HB3ug3RsY8mqRSGDBhyWOQrlni9TwJMNM2syt6GgitCY9QDOu5IvSMEkrjIDIGyB/rOc',
+  'XkYQEZhlsifRCuCMCJ/CvhUa7qWUgagN7oErELp0xi0m7HkTKN+GAHtMdDei74oo4KVmInTm1+TrPh7d/9fnz0kMAwpNCwIY2UK8',
+  'HGuCHn1jWTahZtAR2Xnb7i0wyAoQMFCIvY34V6bdrKZE3qb2XU32z9aIvFjsmuO9ZTkx/Z/pajt86G37mtXOeng1NK7RCdBgs5XT',
+  'i/1hiCaRnbuZ6dF7zi6yVVBFo3B0vW62W+QYBYAY0GBkC8C/kj0ItJo0O3Aq2+0mOuLOvcVM+mvWO7eTLZkBMebeYmeUc7/OgYj7',
+  'laygAI0Kxu1zSZIpMqkj1iovYQ6lzACFeeXA9bCXkt+CbDUM4ojsPtVoXBGZQJO4DXAq0+71YN5zaRE33PZ2soYwAC0jW3oqm3PN',
+  'oKO//bYymHALBLtaVR/ep6+2lGsEKlDBveCphsEMAKASqegu5FSSbQJDx37kVC+YR48nPF4RuRmsWywTQYPyow0K6Y62G1SuKXZx',
+  'Z0HXCiuolvx98ceffLL8Pay3qq1dm8BvTaNaaUWw2BmF+L/NiYmsGAAisGXZqLNeXM8knRcGuZOTlRfCZrBAhwcwXsVOAVvAJJWW',
+  'SSOQUga4termSaqSCkV6APiNqv+2gL4HmimqkIiDMeUi3CiV+uNKaqmglho/Sj0xP15cIkacCyAFci4Mk5QHARCGRYc0eIMNEZF+',
+  'E1UzuznsyFpVkI66N/5SJqpgRCKcEVThMVl5gBRmtlnaFkhdKG6ijhQJtIzZgniSNSdlWZZzcYahsxYnKDqTsAKD2mxFCzhhAgKE',
+  'QRUhYIxyvuh8PXEYrowDDIXWiLMV4wH4ESpAAoMhaWtuhu5KAuCRwotBCcYlIxVLliV0hllptcxE9cp29Vde3qvbkaq/eYrOZhXU',
+  '5nUAGR1AQGAErGfAmnhBrRCW6rzt+02RFSf0MD3YqW6fnyTrxqa2J/12hVbqievAJEUaCQbBwwC941XS25TZqpRFl0Y3VXlU4UFA',
+  'UEzpRysOuGuizkWI+D4wXQ+JYXogyIIDABiMyx9r3RfbijGmHlmShPifeqhfHKp8goREBtABxhJ+pE5YLt05VdXPqyTph/BhLtPU',
+  '/TEuiCllAQixrQbGBenTwccD6ZqmWAhdMFcVJ6gBj+e5TFM9KVMfj6tqWz3oMnGxrV7/T9nqHaSJ8T9lbzRNsjFKMXGemTMwPRcy',
+  'XyXVZogXMlPd0D+2da3bQmwrPlmNQ9RTZBaPXvevwoszgoxL8mYeKvbWFD7+r2oPTzmP1i0AfGyrlwlMUK+G+J8qVftLMU7TObnt',
+  'y1zaiq/Ftmok/WKLNISOJxjzXKYq3OUqFxL/VRS2BgC4FvKqAgB3US1XD4S4IPfFxeqRnJneum/6R00hxBXpLh4IvnJLpD9iXBJ/',
+  '88rcwpa2+1fkforStq6R1AJrcjcVC0hC0j+OVj3+rrZqmA7XHceqkHrv4cA4So+Ep7MkvDeliYof5H3SA4C1JEQA8fKmAQ==',
 ].join('')
 
 /** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */

@@ -193,7 +193,7 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // the last mark), long chains of common pairs (`=>=>>=`) 2.3x and pairs of one mark before another
   // (`..-`) 1.7x (a run costs MARK_RUN_TOKENS, a mixed run at least MARK_MIN_TOKENS a change); random
   // words of Russian, Latin-1 or Arabic letters 1.8-2.1x (a letter after one no token holds beside it
-  // costs a token, LETTER_PAIRS); an ASCII mark before Han characters or kana 1.6-1.7x (the
+  // costs a token, LETTER_PAIRS; random Vai or Bamum words, whose letters no token joins, 2.2-2.5x); an ASCII mark before Han characters or kana 1.6-1.7x (the
   // glued-mark discount is for letters). Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
