@@ -50,12 +50,13 @@ export function onAbort(signal: AbortSignal, listener: () => void): () => void {
 }
 
 /**
- * Waits `ms` (nothing for 0 or less), or rejects with the signal's reason as soon as it aborts
- * (node:timers/promises would reject with an AbortError of its own, and add a listener per wait).
+ * Waits `ms` (nothing for 0 or less), or rejects with the signal's reason as soon as it aborts, at
+ * once when it already has (node:timers/promises would reject with an AbortError of its own, and add
+ * a listener per wait).
  */
 export function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  if (ms <= 0) return Promise.resolve()
   if (signal?.aborted) return Promise.reject(signal.reason as unknown)
+  if (ms <= 0) return Promise.resolve()
   return new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       stop?.()

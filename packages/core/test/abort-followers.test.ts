@@ -77,5 +77,6 @@ describe('abortableDelay', () => {
     await expect(waiting).rejects.toBe(reason)
     expect(vi.getTimerCount()).toBe(0)
     await expect(abortableDelay(10, controller.signal)).rejects.toBe(reason)
+    await expect(abortableDelay(0, controller.signal)).rejects.toBe(reason)
   })
 })
