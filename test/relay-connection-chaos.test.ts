@@ -153,16 +153,19 @@ async function round(framework: Framework, seed: number): Promise<void> {
   for (const signal of signals) expect(getEventListeners(signal, 'abort')).toHaveLength(0)
 }
 
-describe.each(['node', 'express', 'koa'] as const)('%s: one keep-alive connection, pipelined, the client leaving', (framework) => {
-  it('no leak warning, nothing sent after, settled once, leases back, nothing left on the signal', async () => {
-    const warnings: Error[] = []
-    const onWarning = (w: Error) => warnings.push(w)
-    process.on('warning', onWarning)
-    try {
-      for (let seed = 1; seed <= Number(process.env.CHAOS_ROUNDS ?? 5); seed++) await round(framework, seed)
-    } finally {
-      process.off('warning', onWarning)
-    }
-    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([])
-  }, 60_000)
-})
+describe.each(['node', 'express', 'koa'] as const)(
+  '%s: one keep-alive connection, pipelined, the client leaving',
+  (framework) => {
+    it('no leak warning, nothing sent after, settled once, leases back, nothing left on the signal', async () => {
+      const warnings: Error[] = []
+      const onWarning = (w: Error) => warnings.push(w)
+      process.on('warning', onWarning)
+      try {
+        for (let seed = 1; seed <= Number(process.env.CHAOS_ROUNDS ?? 5); seed++) await round(framework, seed)
+      } finally {
+        process.off('warning', onWarning)
+      }
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([])
+    }, 60_000)
+  },
+)

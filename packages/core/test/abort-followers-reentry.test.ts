@@ -21,7 +21,10 @@ const plain: Follow = (signal, listener) => {
 }
 
 /** Runs `scenario` with `follow` and returns what it logged and the listeners left on each signal. */
-function run(follow: Follow, scenario: (follow: Follow, log: string[]) => AbortSignal[]): { log: string[]; left: number[] } {
+function run(
+  follow: Follow,
+  scenario: (follow: Follow, log: string[]) => AbortSignal[],
+): { log: string[]; left: number[] } {
   const log: string[] = []
   const signals = scenario(follow, log)
   return { log, left: signals.map((s) => getEventListeners(s, 'abort').length) }

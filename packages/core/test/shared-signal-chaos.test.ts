@@ -156,7 +156,11 @@ describe('calls started inside the abort of the signal they share', () => {
       for (const stream of [false, true])
         for (const clientGone of [undefined, gone.signal, shared.signal])
           started.push(
-            guard.call({ user: 'u' }, { ...ask, stream }, { signal: shared.signal, ...(clientGone ? { clientGone } : {}) }),
+            guard.call(
+              { user: 'u' },
+              { ...ask, stream },
+              { signal: shared.signal, ...(clientGone ? { clientGone } : {}) },
+            ),
           )
     }
     shared.signal.addEventListener('abort', startAll, { once: true }) // before the guard's listener
