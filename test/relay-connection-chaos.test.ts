@@ -16,13 +16,8 @@ import { createNodeRelay, type Guard, type GuardOptions } from '../packages/core
 import { connectionGoneSignal as goneSignalOf } from '../packages/core/src/client-gone.js'
 import { qwenGuard as expressGuard } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
-import {
-  chunkEvent,
-  completion,
-  startUpstreamStub,
-  usageEvent,
-  type UpstreamStub,
-} from '../packages/core/test/upstream-stub.js'
+import { seededRandom } from '../packages/simulator/src/random.js'
+import { chaoticHandler, startUpstreamStub, type UpstreamStub } from '../packages/core/test/upstream-stub.js'
 import { listen } from './http-support.js'
 
 const opened: Array<{ close(): Promise<void> }> = []
@@ -37,39 +32,13 @@ const request = (body: string) =>
   `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-user: u\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-function random(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 type Framework = 'node' | 'express' | 'koa'
 
 async function round(framework: Framework, seed: number): Promise<void> {
-  const rand = random(seed)
-  const stub: UpstreamStub = await startUpstreamStub(async (_req, res, body) => {
-    if (rand() < 0.2) {
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after-ms': '15' })
-      return res.end('{"error":{"code":"limit_requests","message":"Requests rate limit exceeded"}}')
-    }
-    await pause(Math.floor(rand() * 20))
-    if ((JSON.parse(body) as { stream?: boolean }).stream) {
-      res.writeHead(200, { 'content-type': 'text/event-stream' })
-      for (let i = 0; i < 3 && !res.destroyed; i++) {
-        res.write(chunkEvent(`c${i}`))
-        await pause(Math.floor(rand() * 6))
-      }
-      if (!res.destroyed) res.end(usageEvent(usage) + 'data: [DONE]\n\n')
-      return
-    }
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end(completion(usage))
-  })
+  const rand = seededRandom(seed)
+  const stub: UpstreamStub = await startUpstreamStub(
+    chaoticHandler(rand, usage, { refusals: 0.2, maxDelayMs: 20, maxChunkGapMs: 6 }),
+  )
   opened.push(stub)
   let clientLeft = false // and the server saw it (the signal aborted): below
   const sentAfter: string[] = []

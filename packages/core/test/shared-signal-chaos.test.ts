@@ -9,7 +9,8 @@
 import { getEventListeners } from 'node:events'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createGuard, type Guard } from '../src/index.js'
-import { chunkEvent, completion, usageEvent, startUpstreamStub, type UpstreamStub } from './upstream-stub.js'
+import { seededRandom } from '../../simulator/src/random.js'
+import { chaoticHandler, startUpstreamStub, type UpstreamStub } from './upstream-stub.js'
 
 const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
 const ask = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }], max_tokens: 20 }
@@ -19,42 +20,13 @@ afterEach(async () => {
   for (const item of opened.splice(0).reverse()) await item.close()
 })
 
-/** A small seeded PRNG (mulberry32): a failing round can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function round(seed: number): Promise<void> {
-  const rand = random(seed)
-  const stub: UpstreamStub = await startUpstreamStub(async (_req, res, body) => {
-    if (rand() < 0.25) {
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after-ms': '15' })
-      return res.end('{"error":{"code":"limit_requests","message":"Requests rate limit exceeded"}}')
-    }
-    await pause(Math.floor(rand() * 25))
-    if ((JSON.parse(body) as { stream?: boolean }).stream) {
-      res.writeHead(200, { 'content-type': 'text/event-stream' })
-      for (let i = 0; i < 3; i++) {
-        if (res.destroyed) return
-        res.write(chunkEvent(`c${i}`))
-        await pause(Math.floor(rand() * 8))
-      }
-      if (res.destroyed) return
-      res.write(usageEvent(usage))
-      return res.end('data: [DONE]\n\n')
-    }
-    res.writeHead(200, { 'content-type': 'application/json' })
-    res.end(completion(usage))
-  })
+  const rand = seededRandom(seed)
+  const stub: UpstreamStub = await startUpstreamStub(
+    chaoticHandler(rand, usage, { refusals: 0.25, maxDelayMs: 25, maxChunkGapMs: 8 }),
+  )
   opened.push(stub)
   const shared = new AbortController()
   const sentAfterAbort: string[] = []

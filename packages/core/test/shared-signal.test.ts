@@ -81,36 +81,18 @@ describe(`${CALLS} calls in flight on one caller signal: one listener on it, no 
     expect(leakWarnings(w.warnings)).toEqual([])
   })
 
-  it('calls queued for upstream room, then the signal aborts: each rejects with its reason', async () => {
+  it.each([
+    ['queued for upstream room', { models: { 'qwen-plus': { rpm: 1, rps: 1 } } }],
+    ['waiting for a concurrency lease', { quotas: { user: { concurrency: 1 } } }],
+  ] as const)('calls %s, then the signal aborts: each rejects with its reason', async (_waiting, options) => {
     const { stub, release } = await heldStub()
-    const guard = guardOn(stub, { models: { 'qwen-plus': { rpm: 1, rps: 1 } } })
+    const guard = guardOn(stub, options)
     const shared = new AbortController()
     const w = warningsDuring()
     try {
       const calls = Array.from({ length: CALLS }, () => guard.call({ user: 'u' }, ask, { signal: shared.signal }))
-      await vi.waitFor(() => expect(stub.requests).toBe(1)) // one sent, the rest queued
-      expect(listenersOn(shared.signal)).toBeLessThanOrEqual(1)
-      const reason = new Error('the batch was cancelled')
-      shared.abort(reason)
-      const outcomes = await Promise.allSettled(calls)
-      expect(outcomes.filter((o) => o.status === 'rejected' && o.reason === reason)).toHaveLength(CALLS)
-      release()
-    } finally {
-      w.stop()
-    }
-    expect(leakWarnings(w.warnings)).toEqual([])
-  })
-
-  it('calls waiting for a concurrency lease, then the signal aborts', async () => {
-    const { stub, release } = await heldStub()
-    const guard = guardOn(stub, { quotas: { user: { concurrency: 1 } } })
-    const shared = new AbortController()
-    const w = warningsDuring()
-    try {
-      const calls = Array.from({ length: CALLS }, () => guard.call({ user: 'u' }, ask, { signal: shared.signal }))
-      await vi.waitFor(() => expect(stub.requests).toBe(1)) // one holds the lease, the rest wait for it
-      await new Promise((resolve) => setTimeout(resolve, 50))
-      expect(listenersOn(shared.signal)).toBeLessThanOrEqual(1)
+      await vi.waitFor(() => expect(stub.requests).toBe(1)) // one sent, the rest waiting
+      await vi.waitFor(() => expect(listenersOn(shared.signal)).toBe(1)) // every wait follows it
       const reason = new Error('the batch was cancelled')
       shared.abort(reason)
       const outcomes = await Promise.allSettled(calls)

@@ -103,3 +103,35 @@ export async function stubbedGuard(setup: StubbedGuardSetup): Promise<{
   for (const type of setup.record) guard.on(type, (event) => events.push(event))
   return { stub, guard, events }
 }
+
+/**
+ * A handler for rounds of random traffic: with `refusals` chance a 429 (retry after 15 ms), else
+ * after up to `maxDelayMs` a JSON answer or (for a stream) three chunks up to `maxChunkGapMs` apart,
+ * usage and [DONE]; a stream whose client went away is not written to any further. `rand` is the
+ * round's seeded generator (a failing round can be replayed).
+ */
+export function chaoticHandler(
+  rand: () => number,
+  usage: unknown,
+  { refusals, maxDelayMs, maxChunkGapMs }: { refusals: number; maxDelayMs: number; maxChunkGapMs: number },
+): StubHandler {
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+  return async (_req, res, body) => {
+    if (rand() < refusals) {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after-ms': '15' })
+      return res.end('{"error":{"code":"limit_requests","message":"Requests rate limit exceeded"}}')
+    }
+    await pause(Math.floor(rand() * maxDelayMs))
+    if ((JSON.parse(body) as { stream?: boolean }).stream) {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      for (let i = 0; i < 3 && !res.destroyed; i++) {
+        res.write(chunkEvent(`c${i}`))
+        await pause(Math.floor(rand() * maxChunkGapMs))
+      }
+      if (!res.destroyed) res.end(usageEvent(usage) + 'data: [DONE]\n\n')
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json' })
+    res.end(completion(usage))
+  }
+}
