@@ -20,7 +20,7 @@ import { startSimulator, type Simulator, type SimulatorOptions } from '../packag
 import express from 'express'
 import Koa from 'koa'
 import type OpenAI from 'openai'
-import { afterAll, beforeAll, expect } from 'vitest'
+import { afterAll, afterEach, beforeAll, expect } from 'vitest'
 
 /** Credentials that must never appear in anything the apps answer. */
 /** How the guard keys an identity's `key` (identity.ts): `sha256:` and its SHA-256 in base64url. */
@@ -292,4 +292,16 @@ export function warningsDuring(): { warnings: Error[]; stop(): void } {
   const on = (warning: Error) => warnings.push(warning)
   process.on('warning', on)
   return { warnings, stop: () => process.off('warning', on) }
+}
+
+/**
+ * What a test file opens (simulators, stubs, guards, servers): push them here and each is closed
+ * after each test, the last opened first.
+ */
+export function closedAfterEach(): Array<{ close(): Promise<void> }> {
+  const opened: Array<{ close(): Promise<void> }> = []
+  afterEach(async () => {
+    for (const item of opened.splice(0).reverse()) await item.close()
+  })
+  return opened
 }

@@ -11,19 +11,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import express from 'express'
 import Koa from 'koa'
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { createNodeRelay, type Guard, type GuardOptions } from '../packages/core/src/index.js'
 import { connectionGoneSignal as goneSignalOf } from '../packages/core/src/client-gone.js'
 import { qwenGuard as expressGuard } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
 import { seededRandom } from '../packages/simulator/src/random.js'
 import { chaoticHandler, startUpstreamStub, type UpstreamStub } from '../packages/core/test/upstream-stub.js'
-import { listen } from './http-support.js'
+import { closedAfterEach, listen } from './http-support.js'
 
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 
 const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
 const chat = (stream: boolean) =>

@@ -129,7 +129,8 @@ const unpacked = (base64: string) => new Uint8Array(brotliDecompressSync(Buffer.
  * one it never follows in any token starts a new token: it costs at least one, whatever its script's
  * weight (random runs of Cyrillic, Arabic or Latin-1 letters read 1.75-2.2x low at their scripts'
  * weights, which fit prose; Vai, Lisu or Bamum words, whose letters no token joins, 1.6-2.5x).
- */ const LETTER_PAIR_SET = (() => {
+ */
+const LETTER_PAIR_SET = (() => {
   const varints = unpacked(LETTER_PAIRS)
   const pairs = new Set<number>()
   let code = 0
@@ -146,7 +147,10 @@ const unpacked = (base64: string) => new Uint8Array(brotliDecompressSync(Buffer.
   return pairs
 })()
 
-/** The letters LETTER_PAIRS covers: U+0080-FFFF but Han (and its compatibility block) and Hangul syllables. */
+/**
+ * The letters LETTER_PAIRS covers: U+0080-FFFF but Han (and its compatibility block) and Hangul
+ * syllables (the same as isPairLetter in scripts/vocabulary-tables.mjs, which writes the table).
+ */
 function pairLetter(c: number): boolean {
   if (c < 0x80 || c > 0xffff) return false
   return !((c >= 0x3400 && c <= 0x9fff) || (c >= 0xf900 && c <= 0xfaff) || (c >= 0xac00 && c <= 0xd7af))

@@ -6,16 +6,13 @@
 import type { RequestListener } from 'node:http'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import OpenAI from 'openai'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { createGuard, createNodeRelay, type Guard } from '../src/index.js'
 import { pathUnder, normalizePrefix } from '../src/relay-prefix.js'
-import { listen } from '../../../test/http-support.js'
+import { closedAfterEach, listen } from '../../../test/http-support.js'
 
 const KEY = 'sk-node-relay-secret-1234'
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 
 async function setUp(): Promise<{ sim: Simulator; guard: Guard }> {
   const sim = await startSimulator({ accounts: [{ id: 'acct-node', keys: [KEY] }] })

@@ -5,20 +5,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import net, { type AddressInfo } from 'node:net'
 import { getEventListeners } from 'node:events'
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { createGuard } from '../src/guard.js'
 import { createNodeRelay } from '../src/node-relay.js'
 import { connectionGoneSignal } from '../src/client-gone.js'
 import type { Guard } from '../src/guard-types.js'
 import type { GuardEvent, GuardOptions } from '../src/types.js'
-import { listen, warningsDuring } from '../../../test/http-support.js'
+import { closedAfterEach, listen, warningsDuring } from '../../../test/http-support.js'
 import { chunkEvent, completion, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
 
 const KEY = 'sk-relay-connection-0123'
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 
 const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
 const chat = (extra: Record<string, unknown> = {}) =>

@@ -1,16 +1,14 @@
 /** createNodeRelay on HTTP/2's compatibility API (connectionGoneSignal falls back to clientGoneSignal). */
 import http2 from 'node:http2'
 import type { AddressInfo } from 'node:net'
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
+import { closedAfterEach } from '../../../test/http-support.js'
 import { createGuard } from '../src/guard.js'
 import { createNodeRelay } from '../src/node-relay.js'
 import type { GuardEvent } from '../src/types.js'
 import { chunkEvent, completion, startUpstreamStub } from './upstream-stub.js'
 
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
 const chat = (extra: Record<string, unknown> = {}) =>
   JSON.stringify({ model: 'qwen-plus', messages: [{ role: 'user', content: 'hello there' }], ...extra })

@@ -7,7 +7,8 @@
  * back, and nothing is left on the signal. Real sockets (a loopback stub).
  */
 import { getEventListeners } from 'node:events'
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
+import { closedAfterEach } from '../../../test/http-support.js'
 import { createGuard, type Guard } from '../src/index.js'
 import { seededRandom } from '../../simulator/src/random.js'
 import { chaoticHandler, startUpstreamStub, type UpstreamStub } from './upstream-stub.js'
@@ -15,10 +16,7 @@ import { chaoticHandler, startUpstreamStub, type UpstreamStub } from './upstream
 const usage = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }
 const ask = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }], max_tokens: 20 }
 
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

@@ -8,8 +8,8 @@
  * Real sockets (a loopback stub).
  */
 import { getEventListeners } from 'node:events'
-import { afterEach, describe, expect, it, vi } from 'vitest'
-import { warningsDuring } from '../../../test/http-support.js'
+import { describe, expect, it, vi } from 'vitest'
+import { closedAfterEach, warningsDuring } from '../../../test/http-support.js'
 import { createGuard, type Guard, type GuardOptions } from '../src/index.js'
 import { chunkEvent, completion, sse, startUpstreamStub, usageEvent, type UpstreamStub } from './upstream-stub.js'
 
@@ -17,10 +17,7 @@ const CALLS = 15
 const usage = { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 }
 const ask = { model: 'qwen-plus', messages: [{ role: 'user', content: 'hi' }] }
 
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 
 /** A stub that holds every answer until `release()`; then answers JSON or SSE (after `failFirst` 429s). */
 async function heldStub(failFirst = 0) {

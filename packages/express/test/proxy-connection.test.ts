@@ -9,15 +9,12 @@ import OpenAI from 'openai'
 import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import { createGuard, type Guard } from '@qwen-guard/core'
 import { connectionGoneSignal } from '@qwen-guard/core/adapter'
-import { afterEach, describe, expect, it, vi } from 'vitest'
-import { listen, warningsDuring } from '../../../test/http-support.js'
+import { describe, expect, it, vi } from 'vitest'
+import { closedAfterEach, listen, warningsDuring } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const KEY = 'sk-attack-express-secret-77'
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 const messages = [{ role: 'user' as const, content: 'Hello there' }]
 
 async function setUp(

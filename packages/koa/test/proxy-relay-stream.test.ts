@@ -12,15 +12,12 @@ import { createGzip, gunzipSync } from 'node:zlib'
 import Koa from 'koa'
 import { startSimulator, type SimulatorOptions } from '@qwen-guard/simulator'
 import { createGuard, type Guard, type GuardOptions } from '@qwen-guard/core'
-import { afterEach, describe, expect, it, vi } from 'vitest'
-import { expectRefusal, listen, warningsDuring } from '../../../test/http-support.js'
+import { describe, expect, it, vi } from 'vitest'
+import { closedAfterEach, expectRefusal, listen, warningsDuring } from '../../../test/http-support.js'
 import { qwenGuard } from '../src/index.js'
 
 const KEY = 'sk-attack-koa-s14-secret'
-const opened: Array<{ close(): Promise<void> }> = []
-afterEach(async () => {
-  for (const item of opened.splice(0).reverse()) await item.close()
-})
+const opened = closedAfterEach()
 const messages = [{ role: 'user' as const, content: 'Hello there' }]
 
 interface SetUp {
