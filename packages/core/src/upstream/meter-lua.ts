@@ -11,16 +11,20 @@
  *
  * ARGV: op ('take' | 'dry' | 'settle' | 'absorb'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
  * rampFactor (0 = off), spacing, tokenSpacing, second (unstretched, ms), jitter (this process's
- * measured allowance J, ms), backdate (ms), then: take/dry -> tokens; settle -> ticket, requests, tokens;
+ * measured allowance J, ms), backdate (ms), then the caller's last view of the meter: the incarnation
+ * it last saw ('' = none), that view's age (ms), the minute window's requests and tokens then (a
+ * seed for a meter Redis lost, see "Both keys lost" below), then: take/dry -> tokens; settle ->
+ * ticket, requests, tokens;
  * absorb -> n, then n x (ageMs, requests, tokens): sends made elsewhere (a process's memory meter
  * while Redis did not answer), recorded ageMs before now (no earlier than the newest entry, so the
  * list stays in time order: at worst a send counts a little longer than it should).
- * Returns take: {1, ticket, lateMs, fractions...}; dry: {1, '-1', '0', fractions...}; blocked: {0, waitMs ('-1' =
- * never), reason, fractions...}; settle: {2}; absorb: {3, incarnation, first id} (the sends' tickets
+ * Returns take: {1, ticket, lateMs, fractions...}; dry: {1, '-1', '0', incarnation, fractions...};
+ * blocked: {0, waitMs ('-1' = never), reason, incarnation, fractions...}; settle: {2}; absorb: {3, incarnation, first id} (the sends' tickets
  * are 'incarnation.id' from it on, in order). A ticket is 'incarnation.id' (see `inc` below); settle
  * takes one. A take records its entry up to `backdate` ms before now,
  * at the moment it became admissible (sliding-log.ts, "Entry time"), and returns how far back.
- * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers).
+ * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers, six
+ * decimals).
  *
  * Shared jitter allowance (send-delays.ts): an upstream window can hold one process's late send and
  * another's early one, so every process must cover the largest J of them all. The hash keeps the
@@ -30,7 +34,8 @@
  * the minute window for a window that grows (J is capped at one second by paceLimits).
  * Numbers go back as strings: Redis would truncate Lua floats to integers.
  * The two keys are written together and expire together; an eviction of one of them alone is
- * repaired (see "One of the two keys gone" below).
+ * repaired (see "One of the two keys gone" below). A lost list (alone or with its hash) comes back as
+ * one seed entry of what the minute window last held: those sends are still in Qwen's windows.
  */
 export const METER_LUA = `
 local H, L = KEYS[1], KEYS[2]
@@ -45,7 +50,7 @@ local function emission(k) return math.max(spacing, k * tokenSpacing) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4',
-  'ja', 'jt', 'inc')
+  'ja', 'jt', 'inc', 'lost', 'sr', 'sk')
 -- The meter's incarnation: made anew whenever its hash is (Redis' time in microseconds). A ticket is
 -- 'incarnation.id': one issued before both keys were lost (a flush, a restart without persistence)
 -- settles nothing after, however the ids of the new meter run.
@@ -71,13 +76,35 @@ for w = 1, 4 do if C[w] > stop then C[w] = stop end end
 -- One of the two keys gone without the other (evicted under maxmemory, deleted by hand): the sums no
 -- longer match the list. Both are rebuilt from the list under a new base, above every id issued so far
 -- (tickets issued before settle nothing), and the scan below adds back what each window still holds.
+-- What a lost list held is still in Qwen's windows: it comes back as one seed entry (below).
 local len = stop - base
+-- The seed (below): { age (ms), requests, tokens, what earlier seeds already added of them, and
+-- whether it is a caller's view (whose amounts then count as seeded) }.
+-- 'lost' is the incarnation a seeded meter replaced, 'sr'/'sk' the requests and tokens seeded so far.
+local seed
+local lost, sr, sk = s[19] or '', tonumber(s[20]) or 0, tonumber(s[21]) or 0
+local view = { tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20]) }
+if not s[1] and len == 0 and ARGV[17] ~= '' then
+  -- Both keys lost (a flush, a restart without persistence, a failover to an empty replica): the
+  -- caller's last view of the minute window (ARGV[18..20]: its age in ms, requests, tokens).
+  -- A view is only as new as its process's last take; the other processes' views are merged in as
+  -- their commands come (below), so the new meter holds every send for one second (unstretched)
+  -- first: a process that is sending touches it within that second.
+  lost, sr, sk = ARGV[17], 0, 0
+  seed = { view[1], view[2], view[3], 0, 0, true }
+  tat = math.max(tat, now + second + math.max(spacing, 1))
+elseif ARGV[17] ~= '' and ARGV[17] == lost then
+  -- Another process that saw the lost meter: each view holds every send up to its process's last
+  -- take, so the latest one holds them all. What it holds beyond the seeds so far is added.
+  seed = { view[1], view[2], view[3], sr, sk, true }
+end
 if (not s[1] and len > 0) or (len == 0 and (R[1] ~= 0 or K[1] ~= 0 or R[2] ~= 0 or K[2] ~= 0)) then
+  -- The list alone lost: the hash's own minute sums, as of its last write.
+  if len == 0 then seed = { now - last, R[2], K[2], 0, 0, false } end
   base = math.max(math.floor(now), stop)
   stop = base + len
   for w = 1, 4 do C[w], R[w], K[w] = stop, 0, 0 end
 end
-
 -- The first time (3 decimals, as entries are stored) at which an entry at et has left a window of
 -- length len by the rule now - et >= len (et + len can round below it).
 local function leftAt(et, len)
@@ -91,15 +118,35 @@ local function parse(v)
 end
 local function entry(id) return parse(redis.call('LINDEX', L, id - base)) end
 
+-- The seed: one entry of what the minute window held beyond earlier seeds, dated when it was seen
+-- (so it counts until the newest of those sends leaves the window: the safe side; no earlier than
+-- the newest entry, keeping the list in time order), appended after every cursor like an absorbed
+-- send. Without it the windows would start empty and the lane would send a whole minute's limit
+-- again beside what Qwen still counts.
+if seed and seed[1] >= 0 and seed[1] < lens[2] then
+  local nr, nk = math.max(seed[2] - seed[4], 0), math.max(seed[3] - seed[5], 0)
+  if nr > 0 or nk > 0 then
+    local at = now - seed[1]
+    if stop > base then at = math.max(at, entry(stop - 1)) end
+    redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, nr, nk))
+    stop = stop + 1
+    for w = 1, 4 do
+      R[w] = R[w] + nr
+      K[w] = K[w] + nk
+    end
+    if seed[6] then sr, sk = math.max(sr, seed[2]), math.max(sk, seed[3]) end
+  end
+end
+
 local absorbed = stop
 if op == 'absorb' then
   -- Appended after every cursor, so counted in every window; the scan below drops what a window
   -- no longer holds. Their tickets are 'inc.absorbed' onwards.
   local newest = -1e18
   if stop > base then newest = entry(stop - 1) end
-  for i = 0, tonumber(ARGV[17]) - 1 do
-    local at = math.max(now - tonumber(ARGV[18 + 3 * i]), newest)
-    local nr, nk = tonumber(ARGV[19 + 3 * i]), tonumber(ARGV[20 + 3 * i])
+  for i = 0, tonumber(ARGV[21]) - 1 do
+    local at = math.max(now - tonumber(ARGV[22 + 3 * i]), newest)
+    local nr, nk = tonumber(ARGV[23 + 3 * i]), tonumber(ARGV[24 + 3 * i])
     redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, nr, nk))
     newest = tonumber(string.format('%.3f', at))
     stop = stop + 1
@@ -140,15 +187,18 @@ local function fraction()
   return math.max(R[1] / rps, K[1] / tps, R[2] / rpm, K[2] / tpm)
 end
 local function num(x) return string.format('%.3f', x) end
--- The busiest fraction, then each dimension's: rps, tps, rpm, tpm.
+-- The busiest fraction, then each dimension's: rps, tps, rpm, tpm (6 decimals: a caller reads the
+-- minute window's requests and tokens back from them for a later seed, see "Both keys lost").
+local function share(x) return string.format('%.6f', x) end
 local function fractions()
-  return num(fraction()), num(R[1] / rps), num(K[1] / tps), num(R[2] / rpm), num(K[2] / tpm)
+  return share(fraction()), share(R[1] / rps), share(K[1] / tps), share(R[2] / rpm), share(K[2] / tpm)
 end
 local function save()
   redis.call('HSET', H, 'base', base, 'tat', string.format('%.3f', tat), 'last', string.format('%.3f', now),
     'c1', C[1], 'r1', R[1], 'k1', K[1], 'c2', C[2], 'r2', R[2], 'k2', K[2],
     'c3', C[3], 'r3', R[3], 'k3', K[3], 'c4', C[4], 'r4', R[4], 'k4', K[4],
-    'ja', string.format('%.3f', ja), 'jt', string.format('%.3f', jt), 'inc', inc)
+    'ja', string.format('%.3f', ja), 'jt', string.format('%.3f', jt), 'inc', inc,
+    'lost', lost, 'sr', sr, 'sk', string.format('%.17g', sk))
   local ttl = math.ceil(lens[2] + 60000)
   redis.call('PEXPIRE', H, ttl)
   redis.call('PEXPIRE', L, ttl)
@@ -160,8 +210,8 @@ if op == 'absorb' then
 end
 
 if op == 'settle' then
-  local idInc, idNum = string.match(ARGV[17], '^(%d+)%.(%d+)$')
-  local id, nr, nk = tonumber(idNum), tonumber(ARGV[18]), tonumber(ARGV[19])
+  local idInc, idNum = string.match(ARGV[21], '^(%d+)%.(%d+)$')
+  local id, nr, nk = tonumber(idNum), tonumber(ARGV[22]), tonumber(ARGV[23])
   if idInc == inc and id and id >= base and id < stop then
     local et, er, ek = entry(id)
     redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
@@ -180,7 +230,7 @@ if op == 'settle' then
   return { 2 }
 end
 
-local tokens = tonumber(ARGV[17])
+local tokens = tonumber(ARGV[21])
 local function windowWait(w, maxReq, maxTok)
   local needR = R[w] + 1 - maxReq
   local needK = K[w] + tokens - maxTok
@@ -224,11 +274,11 @@ else
 end
 if reason ~= '' then
   save()
-  return { 0, worst == math.huge and '-1' or num(worst), reason, fractions() }
+  return { 0, worst == math.huge and '-1' or num(worst), reason, inc, fractions() }
 end
 if op == 'dry' then
   save()
-  return { 1, '-1', '0', fractions() }
+  return { 1, '-1', '0', inc, fractions() }
 end
 local id = stop
 -- Entry time: the latest of the newest entry, the spacing's due time and each window's newest

@@ -27,6 +27,11 @@ export interface Meter {
   usedFraction(limits: PaceLimits): number
   /** Latest known fraction used of each dimension (sync, like usedFraction). */
   usedFractions(limits: PaceLimits): DimensionFractions
+  /**
+   * A shared meter: tells it this process's last view of it, when that has not reached it for a
+   * quarter of a second (a lost meter is seeded from the views: redis-meter.ts). Never throws.
+   */
+  refresh?(limits: PaceLimits): void
 }
 
 export class MemoryMeter implements Meter {
@@ -59,5 +64,10 @@ export class MemoryMeter implements Meter {
 
   usedFractions(limits: PaceLimits): DimensionFractions {
     return this.log.fractionsAt(this.now(), limits)
+  }
+
+  /** Counts sends made elsewhere, `ageMs` ago on this meter's clock, as one entry (SlidingLog.seed). */
+  seed(ageMs: number, requests: number, tokens: number, limits: PaceLimits): void {
+    this.log.seed(this.now(), ageMs, requests, tokens, limits)
   }
 }

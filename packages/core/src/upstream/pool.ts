@@ -7,7 +7,8 @@
  * settles or cancels; never by polling. On a Redis store, lanes' cooldowns, disables and pace are
  * shared with every instance (shared-lane-state.ts), and waiters follow one fair order across
  * instances (shared-queue.ts); a waiter not yet in that order's head round looks again every half
- * emission interval of its lanes, the one wake-up that is not told by a meter.
+ * emission interval of its lanes, the one wake-up that is not told by a meter (and meanwhile tells
+ * its lanes' meters what this instance last saw of them: redis-meter.ts, `refresh`).
  */
 import { createHash } from 'node:crypto'
 import { onAbort } from '../abort-followers.js'
@@ -502,7 +503,12 @@ export class UpstreamPool {
       const { tag, model } = waiter.shared!
       const head = heads.get(model) ?? -Infinity
       if (tag === undefined || tag < head + 1) eligible.push(waiter)
-      else waiter.nextAt = now + this.recheckMs(waiter.candidates)
+      else {
+        waiter.nextAt = now + this.recheckMs(waiter.candidates)
+        // It does not take room meanwhile, so its lanes' meters would not hear from this instance:
+        // they get its view of them (what they held at its last take) if Redis lost them.
+        for (const c of waiter.candidates) for (const lane of c.lanes) lane.meter.refresh?.(lane.limits())
+      }
     }
     return eligible.sort((a, b) => a.shared!.tag! - b.shared!.tag! || a.enqueuedAt - b.enqueuedAt)
   }

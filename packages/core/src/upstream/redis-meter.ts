@@ -33,6 +33,17 @@ export class RedisMeter implements Meter {
   private readonly sharedTickets = new Map<number, string>()
   private lastFraction = 0
   private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
+  /**
+   * This process's last view of the shared meter: its incarnation and what its minute window held
+   * (requests, tokens) at `at` (epoch ms). Sent with every command: when Redis has lost both keys
+   * (a flush, a restart without persistence), the first command after seeds the new meter with it
+   * (meter-lua.ts, "Both keys lost"), since those sends are still in Qwen's windows.
+   */
+  private view = { incarnation: '', at: 0, requests: 0, tokens: 0 }
+  /** A refresh (a dry take carrying the view) is on its way. */
+  private refreshing = false
+  /** The view (its `at`) the memory meter was last seeded with: an outage seeds it once. */
+  private seededAt = 0
   private readonly redis: RedisConnection
 
   constructor(
@@ -58,14 +69,18 @@ export class RedisMeter implements Meter {
   }
 
   async take(tokens: number, limits: PaceLimits, dry = false): Promise<MeterTake> {
-    const args = [dry ? 'dry' : 'take', ...limitArgs(limits), String(tokens)]
+    const args = [dry ? 'dry' : 'take', ...limitArgs(limits), ...this.viewArgs(), String(tokens)]
     return this.store.attempt(
       this.keys[0],
       async () => {
         if (this.pacedInMemory) await this.handOverOnce(limits)
-        return this.decode(await this.sendTake(args), limits)
+        return this.decode(await this.sendTake(args, limits), limits)
       },
-      () => (dry ? this.fallback.takeSync(tokens, limits, true) : this.takeInMemory(tokens, limits)),
+      () => {
+        if (!dry) return this.takeInMemory(tokens, limits)
+        this.seedMemory(limits)
+        return this.fallback.takeSync(tokens, limits, true)
+      },
       // Taken after its timeout: the call was paced in memory (or refused) meanwhile, so nobody
       // will send on this take. Settle it to nothing.
       (late) => {
@@ -85,8 +100,15 @@ export class RedisMeter implements Meter {
       const { sends, end } = this.fallback.recent(limits, this.handedOverUpTo)
       if (sends.length > 0) {
         const triples = sends.flatMap((s) => [String(s.ageMs), String(s.requests), String(s.tokens)])
-        const reply = await this.send(['absorb', ...limitArgs(limits), String(sends.length), ...triples])
+        const reply = await this.send([
+          'absorb',
+          ...limitArgs(limits),
+          ...this.viewArgs(),
+          String(sends.length),
+          ...triples,
+        ])
         const [incarnation, first] = [String(reply[1]), Number(reply[2])]
+        this.view.incarnation = incarnation
         sends.forEach((sent, k) => {
           const shared = `${incarnation}.${first + k}`
           const now = this.fallback.log.countsOf(sent.id)
@@ -104,8 +126,25 @@ export class RedisMeter implements Meter {
     }
   }
 
+  /**
+   * An outage begins: the memory meter starts from this process's last view of the shared minute
+   * window (what every instance sent that Qwen still counts), not from nothing, once per view. The
+   * seed is not handed over on recovery (the shared log had it): only when every earlier send paced
+   * in memory has been, so the hand-over's next id can move past it.
+   */
+  private seedMemory(limits: PaceLimits): void {
+    const v = this.view
+    const age = Date.now() - v.at
+    if (v.at === this.seededAt || age >= limits.minuteWindowMs || (v.requests === 0 && v.tokens === 0)) return
+    if (this.handedOverUpTo !== this.fallback.log.nextId()) return
+    this.seededAt = v.at
+    this.fallback.seed(age, v.requests, v.tokens, limits)
+    this.handedOverUpTo = this.fallback.log.nextId()
+  }
+
   /** A take paced in memory (an outage); its ticket settles the shared log too once handed over. */
   private takeInMemory(tokens: number, limits: PaceLimits): MeterTake {
+    this.seedMemory(limits)
     this.pacedInMemory = true
     this.memoryLimits = limits
     const id = this.fallback.log.nextId()
@@ -133,7 +172,7 @@ export class RedisMeter implements Meter {
     return this.store
       .run(
         this.keys[0],
-        () => this.send(['settle', ...limitArgs(limits), ticket, String(requests), String(used)]),
+        () => this.send(['settle', ...limitArgs(limits), ...this.viewArgs(), ticket, String(requests), String(used)]),
         undefined,
         true,
       )
@@ -149,6 +188,36 @@ export class RedisMeter implements Meter {
 
   usedFractions(limits: PaceLimits): DimensionFractions {
     return this.store.health.down ? this.fallback.usedFractions(limits) : this.lastFractions
+  }
+
+  refresh(limits: PaceLimits): void {
+    if (this.refreshing || Date.now() - this.view.at < limits.secondMs / 4) return
+    this.refreshing = true
+    void this.take(0, limits, true)
+      .catch(() => undefined)
+      .finally(() => (this.refreshing = false))
+  }
+
+  /** The view's four script arguments (meter-lua.ts): incarnation, age (ms), requests, tokens. */
+  private viewArgs(): string[] {
+    const v = this.view
+    return [v.incarnation, String(Math.max(0, Date.now() - v.at)), String(v.requests), String(v.tokens)]
+  }
+
+  /**
+   * Keeps a reply of the meter as the view: its incarnation (an admitted take's ticket begins with
+   * it; a blocked or dry take's reply has it before the fractions) and the minute window's requests
+   * and tokens, read back from their fractions (six decimals: requests rounded, tokens the most whole
+   * tokens the fraction can stand for).
+   */
+  private observe(reply: unknown[], limits: PaceLimits): void {
+    const at = reply.length - 5
+    const ticket = String(reply[1])
+    this.view.incarnation = ticket.includes('.') ? ticket.slice(0, ticket.indexOf('.')) : String(reply[at - 1])
+    this.view.at = Date.now()
+    this.view.requests = Math.round(Number(reply[at + 3]) * limits.rpm)
+    // Six decimals of a fraction are within 5e-7 of it; sums of whole tokens are then at most this.
+    this.view.tokens = Math.floor((Number(reply[at + 4]) + 5e-7) * limits.tpm + 1e-9)
   }
 
   private decode(reply: unknown[], limits: PaceLimits): MeterTake {
@@ -181,12 +250,19 @@ export class RedisMeter implements Meter {
    * A take, behind the lane's gate when it has one: the gate's part of the reply updates the lane,
    * and when the lane is cooling or disabled the meter did not run (a 'spacing' wait until then).
    */
-  private async sendTake(args: readonly string[]): Promise<unknown[]> {
+  private async sendTake(args: readonly string[], limits: PaceLimits): Promise<unknown[]> {
     const gate = this.gate
-    if (!gate) return this.send(args)
+    if (!gate) {
+      const reply = await this.send(args)
+      this.observe(reply, limits)
+      return reply
+    }
     const reply = (await this.evalScript(gate.sha, gate.script, [...this.keys, ...gate.keys], args)) as unknown[]
     const outMs = gate.read(reply[0])
-    if (Array.isArray(reply[1])) return reply[1] as unknown[]
+    if (Array.isArray(reply[1])) {
+      this.observe(reply[1] as unknown[], limits)
+      return reply[1] as unknown[]
+    }
     // The meter did not run: its last fractions stand (decode reads the five numbers ending a reply).
     const f = this.lastFractions
     return [0, String(outMs ?? 0), 'spacing', this.lastFraction, f.rps, f.tps, f.rpm, f.tpm].map(String)

@@ -179,6 +179,26 @@ export class SlidingLog {
     return { sends, end }
   }
 
+  /**
+   * Counts sends this log did not admit (`requests` and `tokens` in all, made elsewhere) as one entry
+   * recorded `ageMs` before `now`, or at the newest entry if that is later (the log stays in time
+   * order: at worst they count a little longer than they should). Returns the entry's id.
+   */
+  seed(now: number, ageMs: number, requests: number, tokens: number, limits: PaceLimits): number {
+    now = this.advance(now, limits)
+    const id = this.base + this.times.length
+    this.times.push(Math.max(now - ageMs, this.times[this.times.length - 1] ?? -Infinity))
+    this.reqs.push(requests)
+    this.toks.push(tokens)
+    // Appended after every cursor, so counted in every window; advance drops it from those it has left.
+    for (let w = 0; w < 4; w++) {
+      this.sumReq[w]! += requests
+      this.sumTok[w]! += tokens
+    }
+    this.advance(now, limits)
+    return id
+  }
+
   /** What send `id` counts now; undefined once it has left the log. */
   countsOf(id: number): { requests: number; tokens: number } | undefined {
     const i = id - this.base

@@ -33,13 +33,16 @@ describeRedis('RedisMeter: both keys lost while a call holds a ticket', () => {
     // Redis loses the meter (both keys: FLUSHALL / restart empty / failover to an empty replica).
     await redis.del(`${prefix}:flushed:h`, `${prefix}:flushed:l`)
     await sleep(Math.ceil(limits.spacingMs) + 5)
-    const b = await m.take(900, limits) // call B after the loss: 900 of the ~970 tokens of this second
+    // Call B after the loss, from another process that had not used the meter (so it has no view to
+    // seed the new meter with: redis-meter.ts): 900 of the ~970 tokens of this second.
+    const other = meter('flushed')
+    const b = await other.take(900, limits)
     expect(b.ok).toBe(true)
     // A ends (it used 1 token) and settles its ticket: its id was issued again to B.
     if (before.ok) await before.ticket.recount(1, 1)
     await sleep(Math.ceil(limits.spacingMs) + 5)
     // Still inside B's second: B's 900 tokens hold the window, so a third 900-token take must wait.
-    const c = await m.take(900, limits)
+    const c = await other.take(900, limits)
     expect(c.ok).toBe(false) // fails: A's settle rewrote B's entry to 1 token, C is admitted (1,800 in a second)
   })
 
@@ -49,10 +52,11 @@ describeRedis('RedisMeter: both keys lost while a call holds a ticket', () => {
     expect(old.ok).toBe(true)
     await redis.del(`${prefix}:flushed-cancel:h`, `${prefix}:flushed-cancel:l`)
     await sleep(Math.ceil(limits.spacingMs) + 5)
-    expect((await m.take(900, limits)).ok).toBe(true) // B, sent to Qwen
+    const other = meter('flushed-cancel') // another process, no view of the meter to seed it with
+    expect((await other.take(900, limits)).ok).toBe(true) // B, sent to Qwen
     // The old call fails before sending (the guard's own failure): its slot is cancelled, recount(0, 0).
     if (old.ok) await old.ticket.recount(0, 0)
     await sleep(Math.ceil(limits.spacingMs) + 5)
-    expect((await m.take(900, limits)).ok).toBe(false) // fails: B's send was erased from the shared meter
+    expect((await other.take(900, limits)).ok).toBe(false) // fails: B's send was erased from the shared meter
   })
 })

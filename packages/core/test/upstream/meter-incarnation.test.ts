@@ -24,7 +24,7 @@ describeRedis('RedisMeter ids across two key losses', () => {
   const absorb = (n: number, tokens: number) => {
     const triples: string[] = []
     for (let i = 0; i < n; i++) triples.push(String(30_000 - Math.floor((i * 30_000) / n)), '1', String(tokens))
-    return redis.eval(METER_LUA, 2, ...keys, 'absorb', ...limitArgs(limits), String(n), ...triples)
+    return redis.eval(METER_LUA, 2, ...keys, 'absorb', ...limitArgs(limits), '', '0', '0', '0', String(n), ...triples)
   }
   const listTokens = async () =>
     ((await redis.lrange(keys[1], 0, -1)) as string[]).reduce((sum, entry) => sum + Number(entry.split(':')[2]), 0)

@@ -1,0 +1,151 @@
+// The shared pace meter when Redis forgets sends Qwen still counts (meter-lua.ts "Both keys lost",
+// redis-meter.ts `view`): both keys lost (FLUSHALL, a restart without persistence, a failover to an
+// empty replica), the list alone evicted, and an outage that starts the memory meter. Each forgot
+// the minute window's sends before: the lane then sent a whole minute's limit again beside them, and
+// Qwen refused the excess (test/redis-data-loss.test.ts shows it through a guard). Each test failed
+// before the seed.
+import { expect, it } from 'vitest'
+import { describeRedis, redisClient } from '../../../../test/support/redis.js'
+import { createGuardStore, PROBE_INTERVAL_MS } from '../../src/store.js'
+import { MemoryMeter } from '../../src/upstream/meter.js'
+import { paceLimits } from '../../src/upstream/pace-limits.js'
+import { RedisMeter } from '../../src/upstream/redis-meter.js'
+import { model } from './support.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+// 10 rps, 1,000 tps, 600 rpm, 60,000 tpm (x 0.97)
+const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
+const spaced = () => sleep(Math.ceil(limits.spacingMs) + 5)
+
+describeRedis('RedisMeter: sends Redis forgot are seeded back from what the minute window held', () => {
+  const { redis, prefix } = redisClient()
+  const realEvalsha = redis.evalsha.bind(redis)
+  const realEval = redis.eval.bind(redis)
+  const r = redis as unknown as { evalsha: unknown; eval: unknown }
+  const outage = () => {
+    r.evalsha = () => Promise.reject(new Error('read ECONNRESET'))
+    r.eval = () => Promise.reject(new Error('read ECONNRESET'))
+  }
+  const recovered = () => {
+    r.evalsha = realEvalsha
+    r.eval = realEval
+  }
+  const keys = (name: string): [string, string] => [`${prefix}:${name}:h`, `${prefix}:${name}:l`]
+  const meter = (name: string) => {
+    const fallback = new MemoryMeter(() => Date.now())
+    const store = createGuardStore({ redis: redis as never, prefix, onError: 'open' }, () => undefined)
+    return { m: new RedisMeter(store, keys(name), fallback), fallback }
+  }
+  /** The shared minute window's requests and tokens. */
+  const minute = async (name: string) => {
+    const h = await redis.hgetall(keys(name)[0])
+    return { requests: Number(h.r2), tokens: Number(h.k2) }
+  }
+  /** `n` sends of `tokens` each, each when the meter admits it. */
+  const send = async (m: RedisMeter, n: number, tokens: number, at = limits) => {
+    for (let i = 0; i < n; i++) {
+      for (let take = await m.take(tokens, at); !take.ok; take = await m.take(tokens, at)) {
+        expect(take.reason).not.toBe('never')
+        await sleep(take.waitMs + 2)
+      }
+    }
+  }
+
+  it('both keys lost: the next command seeds the new meter with the minute window it last saw', async () => {
+    const { m } = meter('both')
+    await send(m, 3, 200)
+    await redis.del(...keys('both')) // FLUSHALL, a restart without persistence
+    // Every process's view is merged in as its commands come: the new meter first holds every send
+    // for a second, then counts the three sends (600 tokens) still in Qwen's minute.
+    const held = await m.take(100, limits)
+    expect(held.ok).toBe(false)
+    if (!held.ok) expect(held.reason).toBe('spacing')
+    if (!held.ok) expect(held.waitMs).toBeGreaterThan(limits.secondMs - limits.spacingMs)
+    await send(m, 1, 100)
+    // The three sends (600 tokens) are still in Qwen's minute: counted, with the new one.
+    expect(await minute('both')).toEqual({ requests: 4, tokens: 700 })
+    // A process that never used the meter has nothing to seed, and one that comes after the seed
+    // does not seed again.
+    const { m: other } = meter('both')
+    await spaced()
+    expect((await other.take(100, limits)).ok).toBe(true)
+    expect(await minute('both')).toEqual({ requests: 5, tokens: 800 })
+  })
+
+  it('two processes: the seed is the latest view of the two, whichever process touches the meter first', async () => {
+    const { m: a } = meter('two')
+    const { m: b } = meter('two')
+    await send(a, 2, 100) // a sees 2 sends
+    await send(b, 2, 150) // b sees 4: its view holds a's sends too
+    await redis.del(...keys('two'))
+    await send(a, 1, 10) // a seeds what it saw (2 sends, 200 tokens): 2 sends are missing
+    await send(b, 1, 10) // b adds what it saw beyond the seed: 2 sends, 300 tokens
+    expect(await minute('two')).toEqual({ requests: 6, tokens: 520 })
+    await send(a, 1, 10) // nothing more to add
+    expect(await minute('two')).toEqual({ requests: 7, tokens: 530 })
+  })
+
+  it('the seed holds the lane back: a minute that was full stays full after the loss', async () => {
+    // 6 rpm: six sends fill the minute (a minute of 1 s at time scale 60, stretched by the margin).
+    const tight = paceLimits(model({ rpm: 6 }), { safetyMargin: 0.97, rampUp: false, timeScale: 60 }, 1)
+    const { m } = meter('full')
+    await send(m, 6, 10, tight)
+    await redis.del(...keys('full'))
+    const after = await m.take(10, tight)
+    expect(after.ok).toBe(false) // the lane's minute is still full at Qwen
+    if (!after.ok) expect(after.reason).toBe('minute')
+  })
+
+  it('a view older than the minute window seeds nothing', async () => {
+    // Time scale 60: the minute window is a second.
+    const fast = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 60 }, 1)
+    const { m } = meter('old')
+    expect((await m.take(100, fast)).ok).toBe(true)
+    await sleep(fast.minuteWindowMs + 100)
+    await redis.del(...keys('old'))
+    await send(m, 1, 100, fast)
+    expect(await minute('old')).toEqual({ requests: 1, tokens: 100 })
+  })
+
+  it("the list alone evicted: the hash's own minute sums come back as the seed", async () => {
+    const { m } = meter('list')
+    await send(m, 2, 300)
+    await redis.del(keys('list')[1])
+    await send(m, 1, 100)
+    expect(await minute('list')).toEqual({ requests: 3, tokens: 700 })
+  })
+
+  it('an outage starts the memory meter from the view, and the hand-over does not send the seed twice', async () => {
+    const { m, fallback } = meter('outage')
+    await send(m, 3, 200)
+    outage()
+    try {
+      expect((await m.take(100, limits)).ok).toBe(true) // paced in memory
+      const memory = fallback.usedFractions(limits)
+      expect(Math.round(memory.rpm * limits.rpm)).toBe(4) // the three sends Redis had, and this one
+      expect(Math.round(memory.tpm * limits.tpm)).toBe(700)
+    } finally {
+      recovered()
+    }
+    await sleep(PROBE_INTERVAL_MS + 50)
+    await spaced()
+    expect((await m.take(100, limits)).ok).toBe(true) // Redis again: the hand-over, then this take
+    expect(await minute('outage')).toEqual({ requests: 5, tokens: 800 })
+  })
+
+  it('Redis restarted empty during an outage: the hand-over seeds the new meter, then adds the memory sends', async () => {
+    const { m } = meter('restart')
+    await send(m, 3, 200)
+    outage()
+    try {
+      expect((await m.take(100, limits)).ok).toBe(true) // paced in memory
+      await redis.del(...keys('restart')) // the restart, without persistence
+    } finally {
+      recovered()
+    }
+    await sleep(PROBE_INTERVAL_MS + 50)
+    await spaced()
+    await send(m, 1, 100)
+    expect(await minute('restart')).toEqual({ requests: 5, tokens: 800 })
+  })
+})
