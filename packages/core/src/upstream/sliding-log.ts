@@ -192,7 +192,7 @@ export class SlidingLog {
     this.toks.push(tokens)
     // Appended after every cursor, so counted in every window; advance drops it from those it has left.
     for (let w = 0; w < 4; w++) {
-      this.sumReq[w]! += requests
+      this.sumReq[w]! += inWindow(w, requests)
       this.sumTok[w]! += tokens
     }
     this.advance(now, limits)
@@ -228,11 +228,11 @@ export class SlidingLog {
       // entries it holds again; they are still in the log, since the minute window is the longest.
       while (c > this.base && now - this.times[c - 1 - this.base]! < length) {
         c--
-        this.sumReq[w]! += this.reqs[c - this.base]!
+        this.sumReq[w]! += inWindow(w, this.reqs[c - this.base]!)
         this.sumTok[w]! += this.toks[c - this.base]!
       }
       while (c < end && now - this.times[c - this.base]! >= length) {
-        this.sumReq[w]! -= this.reqs[c - this.base]!
+        this.sumReq[w]! -= inWindow(w, this.reqs[c - this.base]!)
         this.sumTok[w]! -= this.toks[c - this.base]!
         c++
       }
@@ -334,6 +334,15 @@ function windowLength(limits: PaceLimits, w: number): number {
  * requests per second) would otherwise turn every second call inside one millisecond into a 1-2 ms
  * timer wait. The windows, not the spacing, are what bound the count.
  */
+/**
+ * What an entry of `requests` counts in window `w`: a seed holds many sends whose times within the
+ * minute are unknown, so the ramp's windows count it as one send (counted whole, the second before
+ * would look busy and the lane could climb at once past what Qwen saw). meter-lua.ts's `ramped`.
+ */
+function inWindow(w: number, requests: number): number {
+  return w >= RAMP1 && requests > 1 ? 1 : requests
+}
+
 export function spacingTolerance(spacingMs: number): number {
   return Math.max(spacingMs / 2, 1)
 }

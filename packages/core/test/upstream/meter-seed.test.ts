@@ -9,7 +9,9 @@ import { describeRedis, redisClient } from '../../../../test/support/redis.js'
 import { createGuardStore, PROBE_INTERVAL_MS } from '../../src/store.js'
 import { MemoryMeter } from '../../src/upstream/meter.js'
 import { paceLimits } from '../../src/upstream/pace-limits.js'
-import { RedisMeter } from '../../src/upstream/redis-meter.js'
+import { METER_LUA } from '../../src/upstream/meter-lua.js'
+import { limitArgs, RedisMeter } from '../../src/upstream/redis-meter.js'
+import { SlidingLog } from '../../src/upstream/sliding-log.js'
 import { model } from './support.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -94,6 +96,22 @@ describeRedis('RedisMeter: sends Redis forgot are seeded back from what the minu
     const after = await m.take(10, tight)
     expect(after.ok).toBe(false) // the lane's minute is still full at Qwen
     if (!after.ok) expect(after.reason).toBe('minute')
+  })
+
+  it("the seed counts as one send in the ramp's windows (its sends' times are unknown): the ramp starts over", async () => {
+    const ramped = paceLimits(model(), { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 }, 1)
+    // A process saw 50 sends in the minute; Redis lost the meter. (The script alone: a dry take.)
+    const args = [...limitArgs(ramped), 'seen-before', '0', '50', '5000', '1']
+    await redis.eval(METER_LUA, 2, ...keys('ramp'), 'dry', ...args)
+    const h = await redis.hgetall(keys('ramp')[0])
+    // In the minute and the second all 50; in the ramp's "last second" and "two seconds", one send,
+    // so the second before does not look busy (1.5 x 50 would let 75 through at once).
+    expect([h.r2, h.r1, h.r3, h.r4].map(Number)).toEqual([50, 50, 1, 1])
+    // The memory meter's twin (an outage's seed) counts the same.
+    const log = new SlidingLog()
+    log.seed(1_000_000, 0, 50, 5_000, ramped)
+    expect(log.rampCounts(1_000_000, ramped)).toEqual({ cur: 1, prev: 0 })
+    expect(Math.round(log.fractionsAt(1_000_000, ramped).rpm * ramped.rpm)).toBe(50)
   })
 
   it('a view older than the minute window seeds nothing', async () => {
