@@ -98,7 +98,8 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // quarter...), 37 after per-character costs; random letters (IDs, keys, base64) read up to 2.7x
   // low until a word that is not one token of the vocabulary paid for its likely splits
   // (vocabulary-tables.ts): 24 left.
-  // Rare kana and mixed punctuation stay low; bench/RESULTS.md lists what is left.
+  // CJK and mixed punctuation stay low (random kana too, until a kana apart from both neighbours cost
+  // its own token: 8 left); bench/RESULTS.md lists what is left.
   describe('the hard cases', () => {
     const fuzz = JSON.parse(readFileSync(new URL('./data/qwen3-fuzz-counts.json', import.meta.url), 'utf8')) as {
       texts: Array<{ kind: string; text: string; tokens: number }>
@@ -113,10 +114,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       for (const [kind, [exact, estimate]] of sums) under.set(kind, exact / Math.max(1, estimate))
     }
 
-    it('no kind is under-counted more than 3x, and at most 10 of 153 by more than 30 %', () => {
+    it('no kind is under-counted more than 3x, and at most 8 of 153 by more than 30 %', () => {
       expect(under.size).toBe(153)
       expect(Math.max(...under.values())).toBeLessThanOrEqual(3)
-      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(10)
+      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(8)
     })
 
     it.each([
