@@ -35,11 +35,11 @@ export class RedisMeter implements Meter {
   private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
   /**
    * This process's last view of the shared meter: its incarnation and what its minute window held
-   * (requests, tokens) at `at` (epoch ms). Sent with every command: when Redis has lost both keys
+   * (requests, tokens) at `at` (epoch ms), and of those, its second's (the rate window's). Sent with every command: when Redis has lost both keys
    * (a flush, a restart without persistence), the first command after seeds the new meter with it
    * (meter-lua.ts, "Both keys lost"), since those sends are still in Qwen's windows.
    */
-  private view = { incarnation: '', at: 0, requests: 0, tokens: 0 }
+  private view = { incarnation: '', at: 0, requests: 0, tokens: 0, secondRequests: 0, secondTokens: 0 }
   /** A refresh (a dry take carrying the view) is on its way. */
   private refreshing = false
   /** The view (its `at`) the memory meter was last seeded with: an outage seeds it once. */
@@ -138,7 +138,12 @@ export class RedisMeter implements Meter {
     if (v.at === this.seededAt || age >= limits.minuteWindowMs || (v.requests === 0 && v.tokens === 0)) return
     if (this.handedOverUpTo !== this.fallback.log.nextId()) return
     this.seededAt = v.at
-    this.fallback.seed(age, v.requests, v.tokens, limits)
+    // The sends already out of the rate window at the view, dated as its oldest edge (the safe side
+    // for the minute), then the second's own: counted whole as of the view, the minute's sends held
+    // the outage's first calls for up to a second (the rate window).
+    const older = [Math.max(0, v.requests - v.secondRequests), Math.max(0, v.tokens - v.secondTokens)] as const
+    if (older[0] > 0 || older[1] > 0) this.fallback.seed(age + limits.rateWindowMs, older[0], older[1], limits)
+    if (v.secondRequests > 0 || v.secondTokens > 0) this.fallback.seed(age, v.secondRequests, v.secondTokens, limits)
     this.handedOverUpTo = this.fallback.log.nextId()
   }
 
@@ -206,18 +211,19 @@ export class RedisMeter implements Meter {
 
   /**
    * Keeps a reply of the meter as the view: its incarnation (an admitted take's ticket begins with
-   * it; a blocked or dry take's reply has it before the fractions) and the minute window's requests
-   * and tokens, read back from their fractions (six decimals: requests rounded, tokens the most whole
-   * tokens the fraction can stand for).
+   * it; a blocked or dry take's reply has it before the fractions) and the minute's and the second's
+   * requests and tokens, read back from their fractions (six decimals: requests rounded, tokens the
+   * most whole tokens the fraction can stand for).
    */
   private observe(reply: unknown[], limits: PaceLimits): void {
     const at = reply.length - 5
     const ticket = String(reply[1])
     this.view.incarnation = ticket.includes('.') ? ticket.slice(0, ticket.indexOf('.')) : String(reply[at - 1])
     this.view.at = Date.now()
+    this.view.secondRequests = Math.round(Number(reply[at + 1]) * limits.rps)
+    this.view.secondTokens = wholeTokens(Number(reply[at + 2]), limits.tps)
     this.view.requests = Math.round(Number(reply[at + 3]) * limits.rpm)
-    // Six decimals of a fraction are within 5e-7 of it; sums of whole tokens are then at most this.
-    this.view.tokens = Math.floor((Number(reply[at + 4]) + 5e-7) * limits.tpm + 1e-9)
+    this.view.tokens = wholeTokens(Number(reply[at + 4]), limits.tpm)
   }
 
   private decode(reply: unknown[], limits: PaceLimits): MeterTake {
@@ -286,6 +292,14 @@ export class RedisMeter implements Meter {
       return (await this.redis.eval(METER_LUA, 2, ...this.keys, ...args)) as unknown[]
     }
   }
+}
+
+/**
+ * The most whole tokens a fraction of `limit` written with six decimals (meter-lua.ts) can stand for:
+ * six decimals are within 5e-7 of the fraction.
+ */
+function wholeTokens(fraction: number, limit: number): number {
+  return Math.floor((fraction + 5e-7) * limit + 1e-9)
 }
 
 /** The script's limit arguments, as text. A lane's limits object changes only with its pace. */

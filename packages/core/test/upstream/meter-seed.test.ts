@@ -151,6 +151,25 @@ describeRedis('RedisMeter: sends Redis forgot are seeded back from what the minu
     expect(await minute('outage')).toEqual({ requests: 5, tokens: 800 })
   })
 
+  it("an outage's seed keeps the minute's older sends out of the second: the outage's first calls are not held up", async () => {
+    // Time scale 10: a second of 100 ms.
+    const fast = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 10 }, 1)
+    const { m, fallback } = meter('second')
+    for (let i = 0; i < 3; i++) {
+      if (i > 0) await sleep(fast.rateWindowMs + 20)
+      await send(m, 1, 100, fast)
+    }
+    outage() // right after the third send: only it is in the second
+    try {
+      expect((await m.take(100, fast)).ok).toBe(true)
+      const memory = fallback.usedFractions(fast)
+      expect(Math.round(memory.rpm * fast.rpm)).toBe(4)
+      expect(Math.round(memory.rps * fast.rps)).toBe(2) // 4 when the seed counted whole in the second
+    } finally {
+      recovered()
+    }
+  })
+
   it('Redis restarted empty during an outage: the hand-over seeds the new meter, then adds the memory sends', async () => {
     const { m } = meter('restart')
     await send(m, 3, 200)
