@@ -18,8 +18,10 @@
  * absorb -> n, then n x (ageMs, requests, tokens): sends made elsewhere (a process's memory meter
  * while Redis did not answer), recorded ageMs before now (no earlier than the newest entry, so the
  * list stays in time order: at worst a send counts a little longer than it should).
- * Returns take: {1, ticket, lateMs, fractions...}; dry: {1, '-1', '0', incarnation, fractions...};
- * blocked: {0, waitMs ('-1' = never), reason, incarnation, fractions...}; settle: {2}; absorb: {3, incarnation, first id} (the sends' tickets
+ * Returns take: {1, ticket, lateMs, fractions...}; dry: {1, '-1', '0', incarnation, newestAge, fractions...};
+ * blocked: {0, waitMs ('-1' = never), reason, incarnation, newestAge, fractions...} (newestAge: how
+ * long ago the minute window's newest entry was recorded; a take's is its lateMs); settle: {2};
+ * absorb: {3, incarnation, first id} (the sends' tickets
  * are 'incarnation.id' from it on, in order). A ticket is 'incarnation.id' (see `inc` below); settle
  * takes one. A take records its entry up to `backdate` ms before now,
  * at the moment it became admissible (sliding-log.ts, "Entry time"), and returns how far back.
@@ -93,7 +95,12 @@ if not s[1] and len == 0 and ARGV[17] ~= '' then
   lost, sr, sk = ARGV[17], 0, 0
   seed = { view[1], view[2], view[3], 0, 0, true }
   tat = math.max(tat, now + second + math.max(spacing, 1))
-elseif ARGV[17] ~= '' and ARGV[17] == lost then
+elseif not s[1] and len == 0 then
+  -- Both keys gone and the caller has no view (a process new to the lane): a meter first used, one
+  -- that expired, or one Redis lost. Any view of another incarnation that comes later, younger than
+  -- the minute window, is of a lost meter ('*'): it is merged in like one of 'lost' (below).
+  lost, sr, sk = '*', 0, 0
+elseif ARGV[17] ~= '' and (ARGV[17] == lost or (lost == '*' and ARGV[17] ~= inc)) then
   -- Another process that saw the lost meter: each view holds every send up to its process's last
   -- take, so the latest one holds them all. What it holds beyond the seeds so far is added.
   seed = { view[1], view[2], view[3], sr, sk, true }
@@ -279,13 +286,20 @@ else
     if w > worst then worst, reason = w, checks[i][2] end
   end
 end
+-- How long ago the minute window's newest entry was recorded ('0' when it holds none): its sends
+-- all leave the window by then plus the window, so a caller dates its view of them there (a seed
+-- dated when the view was read would count a seed again, and later, at every loss).
+local function newestAge()
+  if stop > C[2] then return num(now - entry(stop - 1)) end
+  return '0'
+end
 if reason ~= '' then
   save()
-  return { 0, worst == math.huge and '-1' or num(worst), reason, inc, fractions() }
+  return { 0, worst == math.huge and '-1' or num(worst), reason, inc, newestAge(), fractions() }
 end
 if op == 'dry' then
   save()
-  return { 1, '-1', '0', inc, fractions() }
+  return { 1, '-1', '0', inc, newestAge(), fractions() }
 end
 local id = stop
 -- Entry time: the latest of the newest entry, the spacing's due time and each window's newest

@@ -35,11 +35,13 @@ export class RedisMeter implements Meter {
   private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
   /**
    * This process's last view of the shared meter: its incarnation and what its minute window held
-   * (requests, tokens) at `at` (epoch ms), and of those, its second's (the rate window's). Sent with every command: when Redis has lost both keys
-   * (a flush, a restart without persistence), the first command after seeds the new meter with it
-   * (meter-lua.ts, "Both keys lost"), since those sends are still in Qwen's windows.
+   * (requests, tokens), dated `at` (epoch ms): when the newest of those was recorded; and of those,
+   * its second's (the rate window's when the view was read, `seenAt`). Sent with every command: when
+   * Redis has lost both keys (a flush, a restart without persistence), the first command after seeds
+   * the new meter with it (meter-lua.ts, "Both keys lost"), since those sends are still in Qwen's
+   * windows.
    */
-  private view = { incarnation: '', at: 0, requests: 0, tokens: 0, secondRequests: 0, secondTokens: 0 }
+  private view = { incarnation: '', at: 0, seenAt: 0, requests: 0, tokens: 0, secondRequests: 0, secondTokens: 0 }
   /** A refresh (a dry take carrying the view) is on its way. */
   private refreshing = false
   /** The view (its `at`) the memory meter was last seeded with: an outage seeds it once. */
@@ -138,11 +140,12 @@ export class RedisMeter implements Meter {
     if (v.at === this.seededAt || age >= limits.minuteWindowMs || (v.requests === 0 && v.tokens === 0)) return
     if (this.handedOverUpTo !== this.fallback.log.nextId()) return
     this.seededAt = v.at
-    // The sends already out of the rate window at the view, dated as its oldest edge (the safe side
-    // for the minute), then the second's own: counted whole as of the view, the minute's sends held
-    // the outage's first calls for up to a second (the rate window).
+    // The sends already out of the rate window when the view was read, dated at its edge then (or at
+    // the newest entry, if older: the safe side for the minute), then the second's own: counted whole
+    // as of the view, the minute's sends held the outage's first calls for up to a second.
     const older = [Math.max(0, v.requests - v.secondRequests), Math.max(0, v.tokens - v.secondTokens)] as const
-    if (older[0] > 0 || older[1] > 0) this.fallback.seed(age + limits.rateWindowMs, older[0], older[1], limits)
+    const olderAge = Date.now() - Math.min(v.at, v.seenAt - limits.rateWindowMs)
+    if (older[0] > 0 || older[1] > 0) this.fallback.seed(olderAge, older[0], older[1], limits)
     if (v.secondRequests > 0 || v.secondTokens > 0) this.fallback.seed(age, v.secondRequests, v.secondTokens, limits)
     this.handedOverUpTo = this.fallback.log.nextId()
   }
@@ -196,7 +199,7 @@ export class RedisMeter implements Meter {
   }
 
   refresh(limits: PaceLimits): void {
-    if (this.refreshing || Date.now() - this.view.at < limits.secondMs / 4) return
+    if (this.refreshing || Date.now() - this.view.seenAt < limits.secondMs / 4) return
     this.refreshing = true
     void this.take(0, limits, true)
       .catch(() => undefined)
@@ -211,15 +214,22 @@ export class RedisMeter implements Meter {
 
   /**
    * Keeps a reply of the meter as the view: its incarnation (an admitted take's ticket begins with
-   * it; a blocked or dry take's reply has it before the fractions) and the minute's and the second's
+   * it; a blocked or dry take's reply has it before the newest entry's age and the fractions), that
+   * age (an admitted take's lateMs: its own entry is the newest) and the minute's and the second's
    * requests and tokens, read back from their fractions (six decimals: requests rounded, tokens the
    * most whole tokens the fraction can stand for).
    */
   private observe(reply: unknown[], limits: PaceLimits): void {
     const at = reply.length - 5
+    // An admitted take's second field is its ticket; a blocked take's is its wait ('1051.546': not an
+    // incarnation), a dry take's '-1'.
     const ticket = String(reply[1])
-    this.view.incarnation = ticket.includes('.') ? ticket.slice(0, ticket.indexOf('.')) : String(reply[at - 1])
-    this.view.at = Date.now()
+    const admitted = Number(reply[0]) === 1 && ticket.includes('.')
+    this.view.incarnation = admitted ? ticket.slice(0, ticket.indexOf('.')) : String(reply[at - 2])
+    // Dated at the window's newest entry, not at the reply: every send it holds is that old at least.
+    const newestAgeMs = Number(admitted ? reply[2] : reply[at - 1])
+    this.view.seenAt = Date.now()
+    this.view.at = this.view.seenAt - (Number.isFinite(newestAgeMs) && newestAgeMs > 0 ? newestAgeMs : 0)
     this.view.secondRequests = Math.round(Number(reply[at + 1]) * limits.rps)
     this.view.secondTokens = wholeTokens(Number(reply[at + 2]), limits.tps)
     this.view.requests = Math.round(Number(reply[at + 3]) * limits.rpm)
