@@ -75,5 +75,21 @@ describe.skipIf(!redisServerInstalled() && process.env.CI !== 'true')(
       expect(sim.stats().refused.limit_requests ?? 0).toBeLessThanOrEqual(2)
       expect(sim.stats().accounts.default?.['qwen-plus']?.maxRequestsPer60s).toBeLessThanOrEqual(8)
     })
+
+    // b has no call after the loss, so neither a take nor the pool's refresh for waiters carried its
+    // view; the new meter held the lane a second for views that never came (2 upstream 429s). Now an
+    // instance reports its view every half second while its own sends are in the window.
+    it('an instance idle since its sends: its view still reaches the new meter', async () => {
+      sim = await startSimulator({ burst: false, limits: { 'qwen-plus': { rpm: 6, rps: 6 } } })
+      const [a, b] = [instance('idle'), instance('idle')]
+      expect(await Promise.all([status(a), status(a), status(a)])).toEqual([200, 200, 200])
+      expect(await Promise.all([status(b), status(b), status(b)])).toEqual([200, 200, 200])
+      await client().flushall()
+      // b has no more calls: only a does.
+      const after = await Promise.all(Array.from({ length: 4 }, () => status(a)))
+      expect(after.every((s) => s === 429)).toBe(true)
+      expect(sim.stats().refused).toEqual({})
+      expect(sim.stats().accounts.default?.['qwen-plus']?.maxRequestsPer60s).toBe(6)
+    })
   },
 )

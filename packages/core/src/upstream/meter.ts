@@ -32,6 +32,8 @@ export interface Meter {
    * quarter of a second (a lost meter is seeded from the views: redis-meter.ts). Never throws.
    */
   refresh?(limits: PaceLimits): void
+  /** Stops what the meter runs in the background (RedisMeter's view reports). */
+  close?(): void
 }
 
 export class MemoryMeter implements Meter {

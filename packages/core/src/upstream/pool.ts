@@ -209,6 +209,7 @@ export class UpstreamPool {
     this.stopWireDelays()
     for (const waiter of this.queue.all()) this.finishWaiter(waiter, unavailable(0, 'The guard is closed.'))
     this.sharedQueue?.close()
+    for (const lane of this.lanes) lane.meter.close?.()
     if (this.ownStore) this.store.close()
   }
 

@@ -44,6 +44,10 @@ export class RedisMeter implements Meter {
   private view = { incarnation: '', at: 0, seenAt: 0, requests: 0, tokens: 0, secondRequests: 0, secondTokens: 0 }
   /** A refresh (a dry take carrying the view) is on its way. */
   private refreshing = false
+  /** When this process last sent on the meter (epoch ms), and the timer reporting its view until that leaves the window. */
+  private ownSentAt = 0
+  private reportTimer: NodeJS.Timeout | undefined
+  private closed = false
   /** The view (its `at`) the memory meter was last seeded with: an outage seeds it once. */
   private seededAt = 0
   private readonly redis: RedisConnection
@@ -199,11 +203,35 @@ export class RedisMeter implements Meter {
   }
 
   refresh(limits: PaceLimits): void {
-    if (this.refreshing || Date.now() - this.view.seenAt < limits.secondMs / 4) return
+    if (this.closed || this.refreshing || Date.now() - this.view.seenAt < limits.secondMs / 4) return
     this.refreshing = true
     void this.take(0, limits, true)
       .catch(() => undefined)
       .finally(() => (this.refreshing = false))
+  }
+
+  /**
+   * This process sent (an admitted take): until that send leaves the minute window, its view is
+   * refreshed every half second when nothing else reads it (an idle instance): a meter Redis lost
+   * holds its lane a second for the views of every process that sent in its window, and one with no
+   * call to make would otherwise never send its own.
+   */
+  private reportOwnSends(limits: PaceLimits): void {
+    this.ownSentAt = Date.now()
+    if (this.reportTimer || this.closed) return
+    const tick = () => {
+      this.reportTimer = undefined
+      if (this.closed || Date.now() - this.ownSentAt >= limits.minuteWindowMs) return
+      this.refresh(limits)
+      this.reportTimer = setTimeout(tick, limits.secondMs / 2).unref()
+    }
+    this.reportTimer = setTimeout(tick, limits.secondMs / 2).unref()
+  }
+
+  /** Stops reporting the view (the guard is closed). */
+  close(): void {
+    this.closed = true
+    clearTimeout(this.reportTimer)
   }
 
   /** The view's four script arguments (meter-lua.ts): incarnation, age (ms), requests, tokens. */
@@ -226,6 +254,7 @@ export class RedisMeter implements Meter {
     const ticket = String(reply[1])
     const admitted = Number(reply[0]) === 1 && ticket.includes('.')
     this.view.incarnation = admitted ? ticket.slice(0, ticket.indexOf('.')) : String(reply[at - 2])
+    if (admitted) this.reportOwnSends(limits)
     // Dated at the window's newest entry, not at the reply: every send it holds is that old at least.
     const newestAgeMs = Number(admitted ? reply[2] : reply[at - 1])
     this.view.seenAt = Date.now()
