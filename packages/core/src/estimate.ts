@@ -181,6 +181,15 @@ function cyrillicLetter(c: number): boolean {
  * priced per letter (a common word is one token; 10 paragraphs, 1.08-1.66 of exact).
  */
 function cyrillicWordTokens(text: string, from: number, to: number, spaced: boolean): number {
+  if (to - from > CYRILLIC_WORD_LETTERS) {
+    // Replaying merges costs the square of a word's length: a longer run (no word is; a prompt made
+    // to be slow) counts in pieces of CYRILLIC_PIECE_LETTERS, which can only keep merges apart (the
+    // safe side, a token at most per piece).
+    let tokens = 0
+    for (let at = from; at < to; at += CYRILLIC_PIECE_LETTERS)
+      tokens += cyrillicMerged(text, at, Math.min(to, at + CYRILLIC_PIECE_LETTERS), spaced && at === from)
+    return tokens
+  }
   const word = spaced ? text.slice(from - 1, to) : text.slice(from, to)
   const known = cyrillicWordCache.get(word)
   if (known !== undefined) return known
@@ -191,28 +200,31 @@ function cyrillicWordTokens(text: string, from: number, to: number, spaced: bool
   return tokens
 }
 const CYRILLIC_CACHE_WORDS = 4_096
+const CYRILLIC_WORD_LETTERS = 32
+const CYRILLIC_PIECE_LETTERS = 16
 const cyrillicWordCache = new Map<string, number>()
 
 function cyrillicMerged(text: string, from: number, to: number, spaced: boolean): number {
   const ranks = (cyrillicRanks ??= cyrillicMergeRanks())
+  const rankOf = (left: number, right: number) => ranks.get(left * 65536 + right) ?? Infinity
   // Symbols: 0 the space, 1-4 the lead bytes D0-D3, 5-68 the bytes 80-BF (CYRILLIC_BYTES).
   const symbols: number[] = spaced ? [0] : []
   for (let k = from; k < to; k++) {
     const c = text.charCodeAt(k)
     symbols.push(1 + (c >> 6) - 0x10, 5 + (c & 0x3f))
   }
+  // The rank of each pair of neighbours; a merge changes only the two pairs beside it.
+  const pairs: number[] = []
+  for (let k = 0; k + 1 < symbols.length; k++) pairs.push(rankOf(symbols[k] as number, symbols[k + 1] as number))
   for (;;) {
-    let best = Infinity
     let at = -1
-    for (let k = 0; k + 1 < symbols.length; k++) {
-      const rank = ranks.get((symbols[k] as number) * 65536 + (symbols[k + 1] as number))
-      if (rank !== undefined && rank < best) {
-        best = rank
-        at = k
-      }
-    }
+    for (let k = 0; k < pairs.length; k++)
+      if ((pairs[k] as number) < (at < 0 ? Infinity : (pairs[at] as number))) at = k
     if (at < 0) return symbols.length
-    symbols.splice(at, 2, CYRILLIC_BYTES.length + best)
+    symbols.splice(at, 2, CYRILLIC_BYTES.length + (pairs[at] as number))
+    pairs.splice(at, 1)
+    if (at > 0) pairs[at - 1] = rankOf(symbols[at - 1] as number, symbols[at] as number)
+    if (at < pairs.length) pairs[at] = rankOf(symbols[at] as number, symbols[at + 1] as number)
   }
 }
 

@@ -215,6 +215,7 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
     ) as {
       prose: Array<{ language: string; text: string; tokens: number }>
       words: Array<{ text: string; tokens: number }>
+      runs: Array<{ what: string; text: string; tokens: number }>
     }
 
     it('a word of U+0400-04FF letters, after a space or not, is counted exactly (200 seeded random words)', () => {
@@ -222,6 +223,17 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       expect(cyrillic.words).toHaveLength(200)
       expect(wrong).toEqual([])
     })
+
+    // Replaying merges costs the square of a run's length: a run longer than 32 letters (no word is)
+    // counts in pieces of 16, which can only keep merges apart.
+    it.each(cyrillic.runs.map((r) => [r.what, r.tokens, r.text] as const))(
+      '%s (%i tokens): never under, within 2 % over',
+      (_what, exact, text) => {
+        const estimate = estimateTextTokens(text)
+        expect(estimate).toBeGreaterThanOrEqual(exact)
+        expect(estimate).toBeLessThanOrEqual(Math.max(exact + 2, exact * 1.02))
+      },
+    )
 
     it.each(cyrillic.prose.map((p) => [p.language, p.tokens, p.text] as const))(
       '%s prose (%i tokens): never under, over by at most max(1 token, 3 %)',
