@@ -158,15 +158,33 @@ const LETTER_PAIR_SET = (() => {
 /**
  * The tokenizer's merges among the bytes of Cyrillic letters (U+0400-04FF) and the space, by their two
  * symbols (left * 65536 + right) -> rank (CYRILLIC_MERGES; merge k makes symbol CYRILLIC_BYTES.length
- * + k). Unpacked at the first Cyrillic word.
+ * + k): an open-addressed hash table of RANK_SLOTS keys and their ranks (a Map's lookup was most of a
+ * replay's time). Unpacked at the first Cyrillic word.
  */
-let cyrillicRanks: Map<number, number> | undefined
-function cyrillicMergeRanks(): Map<number, number> {
-  const ranks = new Map<number, number>()
+const RANK_SLOTS = 1 << 14
+let rankKeys: Int32Array | undefined
+const rankValues = new Int32Array(RANK_SLOTS)
+const rankSlot = (key: number) => Math.imul(key, 0x9e3779b1) >>> 18
+function cyrillicMergeRanks(): Int32Array {
+  const keys = new Int32Array(RANK_SLOTS).fill(-1)
   const symbols = varints(CYRILLIC_MERGES)
-  for (let k = 0; k + 1 < symbols.length; k += 2)
-    ranks.set((symbols[k] as number) * 65536 + (symbols[k + 1] as number), k / 2)
-  return ranks
+  for (let k = 0; k + 1 < symbols.length; k += 2) {
+    const key = (symbols[k] as number) * 65536 + (symbols[k + 1] as number)
+    let slot = rankSlot(key)
+    while (keys[slot] !== -1) slot = (slot + 1) & (RANK_SLOTS - 1)
+    keys[slot] = key
+    rankValues[slot] = k / 2
+  }
+  return keys
+}
+/** The rank of the merge of symbols `left` and `right`, -1 if the tokenizer has none. */
+function mergeRank(keys: Int32Array, left: number, right: number): number {
+  const key = left * 65536 + right
+  for (let slot = rankSlot(key); ; slot = (slot + 1) & (RANK_SLOTS - 1)) {
+    const at = keys[slot] as number
+    if (at === key) return rankValues[slot] as number
+    if (at === -1) return -1
+  }
 }
 
 /** A Cyrillic letter of U+0400-04FF (not U+0482, a sign, nor U+0483-0489, combining marks). */
@@ -181,15 +199,10 @@ function cyrillicLetter(c: number): boolean {
  * priced per letter (a common word is one token; 10 paragraphs, 1.08-1.66 of exact).
  */
 function cyrillicWordTokens(text: string, from: number, to: number, spaced: boolean): number {
-  if (to - from > CYRILLIC_WORD_LETTERS) {
-    // Replaying merges costs the square of a word's length: a longer run (no word is; a prompt made
-    // to be slow) counts in pieces of CYRILLIC_PIECE_LETTERS, which can only keep merges apart (the
-    // safe side, a token at most per piece).
-    let tokens = 0
-    for (let at = from; at < to; at += CYRILLIC_PIECE_LETTERS)
-      tokens += cyrillicMerged(text, at, Math.min(to, at + CYRILLIC_PIECE_LETTERS), spaced && at === from)
-    return tokens
-  }
+  // A run longer than a word (a prompt made to be slow or to read low) is replayed whole, uncached:
+  // counted in pieces of 16 letters it read up to 3x low, since BPE is not additive (a merge across
+  // the pieces' edge takes letters the tokens inside each piece were made of).
+  if (to - from > CYRILLIC_CACHE_LETTERS) return cyrillicMerged(text, from, to, spaced)
   const word = spaced ? text.slice(from - 1, to) : text.slice(from, to)
   const known = cyrillicWordCache.get(word)
   if (known !== undefined) return known
@@ -200,32 +213,95 @@ function cyrillicWordTokens(text: string, from: number, to: number, spaced: bool
   return tokens
 }
 const CYRILLIC_CACHE_WORDS = 4_096
-const CYRILLIC_WORD_LETTERS = 32
-const CYRILLIC_PIECE_LETTERS = 16
+/** Words up to this many letters are cached (a longer run is no word a text repeats). */
+const CYRILLIC_CACHE_LETTERS = 32
 const cyrillicWordCache = new Map<string, number>()
 
-function cyrillicMerged(text: string, from: number, to: number, spaced: boolean): number {
-  const ranks = (cyrillicRanks ??= cyrillicMergeRanks())
-  const rankOf = (left: number, right: number) => ranks.get(left * 65536 + right) ?? Infinity
-  // Symbols: 0 the space, 1-4 the lead bytes D0-D3, 5-68 the bytes 80-BF (CYRILLIC_BYTES).
-  const symbols: number[] = spaced ? [0] : []
-  for (let k = from; k < to; k++) {
-    const c = text.charCodeAt(k)
-    symbols.push(1 + (c >> 6) - 0x10, 5 + (c & 0x3f))
+/**
+ * Pending merges in a binary min-heap, each keyed rank * MERGE_KEY_SPAN + the index of its left
+ * symbol: the lowest rank comes first, the leftmost on a tie (indexes keep the word's order). A key
+ * gone stale (a neighbour merged since) is skipped when popped: O(n log n) for n bytes, where
+ * rescanning every pair after each merge cost the square (a 200,000-letter run took minutes).
+ */
+const MERGE_KEY_SPAN = 2 ** 32
+// The replay's buffers, kept between words and grown to the longest.
+let symbols = new Int32Array(64)
+let nextOf = new Int32Array(64)
+let previousOf = new Int32Array(64)
+let heap = new Float64Array(128)
+let heapSize = 0
+function pushMerge(ranks: Int32Array, left: number, right: number): void {
+  const rank = mergeRank(ranks, symbols[left] as number, symbols[right] as number)
+  if (rank < 0) return
+  const key = rank * MERGE_KEY_SPAN + left
+  if (heapSize === heap.length) {
+    const grown = new Float64Array(heap.length * 2)
+    grown.set(heap)
+    heap = grown
   }
-  // The rank of each pair of neighbours; a merge changes only the two pairs beside it.
-  const pairs: number[] = []
-  for (let k = 0; k + 1 < symbols.length; k++) pairs.push(rankOf(symbols[k] as number, symbols[k + 1] as number))
+  let at = heapSize++
+  while (at > 0 && (heap[(at - 1) >> 1] as number) > key) {
+    heap[at] = heap[(at - 1) >> 1] as number
+    at = (at - 1) >> 1
+  }
+  heap[at] = key
+}
+function popMerge(): number {
+  const top = heap[0] as number
+  const last = heap[--heapSize] as number
+  let at = 0
   for (;;) {
-    let at = -1
-    for (let k = 0; k < pairs.length; k++)
-      if ((pairs[k] as number) < (at < 0 ? Infinity : (pairs[at] as number))) at = k
-    if (at < 0) return symbols.length
-    symbols.splice(at, 2, CYRILLIC_BYTES.length + (pairs[at] as number))
-    pairs.splice(at, 1)
-    if (at > 0) pairs[at - 1] = rankOf(symbols[at - 1] as number, symbols[at] as number)
-    if (at < pairs.length) pairs[at] = rankOf(symbols[at] as number, symbols[at + 1] as number)
+    let child = 2 * at + 1
+    if (child >= heapSize) break
+    if (child + 1 < heapSize && (heap[child + 1] as number) < (heap[child] as number)) child++
+    if ((heap[child] as number) >= last) break
+    heap[at] = heap[child] as number
+    at = child
   }
+  heap[at] = last
+  return top
+}
+function cyrillicMerged(text: string, from: number, to: number, spaced: boolean): number {
+  const ranks = (rankKeys ??= cyrillicMergeRanks())
+  const n = 2 * (to - from) + (spaced ? 1 : 0)
+  if (n > symbols.length) {
+    symbols = new Int32Array(n)
+    nextOf = new Int32Array(n)
+    previousOf = new Int32Array(n)
+  }
+  // Symbols: 0 the space, 1-4 the lead bytes D0-D3, 5-68 the bytes 80-BF (CYRILLIC_BYTES); -1 once
+  // merged into the symbol before it. nextOf: the index of the live symbol after (n: none).
+  let k = 0
+  if (spaced) symbols[k++] = 0
+  for (let at = from; at < to; at++) {
+    const c = text.charCodeAt(at)
+    symbols[k++] = 1 + (c >> 6) - 0x10
+    symbols[k++] = 5 + (c & 0x3f)
+  }
+  heapSize = 0
+  for (k = 0; k < n; k++) {
+    nextOf[k] = k + 1
+    previousOf[k] = k - 1
+    if (k > 0) pushMerge(ranks, k - 1, k)
+  }
+  let tokens = n
+  while (heapSize > 0) {
+    const key = popMerge()
+    const rank = Math.floor(key / MERGE_KEY_SPAN)
+    const left = key - rank * MERGE_KEY_SPAN
+    const right = nextOf[left] as number
+    if (symbols[left] === -1 || right >= n) continue
+    if (mergeRank(ranks, symbols[left] as number, symbols[right] as number) !== rank) continue
+    symbols[left] = CYRILLIC_BYTES.length + rank
+    symbols[right] = -1
+    const after = nextOf[right] as number
+    nextOf[left] = after
+    if (after < n) previousOf[after] = left
+    tokens--
+    if ((previousOf[left] as number) >= 0) pushMerge(ranks, previousOf[left] as number, left)
+    if (after < n) pushMerge(ranks, left, after)
+  }
+  return tokens
 }
 
 /**
