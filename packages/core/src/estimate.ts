@@ -436,6 +436,8 @@ function classOf(c: number): number {
   if ((c >= 0xac00 && c <= 0xd7af) || (c >= 0x1100 && c <= 0x11ff) || (c >= 0x3130 && c <= 0x318f)) return HANGUL
   if (c >= 0x3040 && c <= 0x30ff && c !== 0x30fb) return KANA
   if (c === 0xa0 || c === 0x3000 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029) return SPACE
+  // Whitespace to the pre-tokenizer (\s) too: three UTF-8 bytes the vocabulary does not merge, two tokens.
+  if (c === 0x1680 || c === 0x202f || c === 0x205f) return SPACE
   if ((c >= 0x3000 && c <= 0x303f) || (c >= 0xff00 && c <= 0xffef) || c === 0x30fb) {
     return c >= 0xff10 && c <= 0xff19
       ? DIGIT
@@ -702,7 +704,7 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
         (c === 32
           ? spacedExtra(text.charCodeAt(i + 1))
           : cls === SPACE
-            ? w.space
+            ? Math.max(w.space, longWhitespaceCost(text, i, i + 1))
             : cls === PUNCT && nextCls === LATIN
               ? w.gluedMark
               : markCost(c, cls, true, w))
@@ -761,7 +763,7 @@ function longWhitespaceCost(text: string, from: number, to: number): number {
             ? TAB_TOKENS
             : c === 13 || c === 11 || c === 12
               ? 1
-              : c >= 0x2000 && c <= 0x2029
+              : (c >= 0x2000 && c <= 0x2029) || c === 0x1680 || c === 0x202f || c === 0x205f
                 ? 2
                 : OTHER_SPACE_TOKENS
     if (previous !== -1 && c !== previous) cost += CHANGE_TOKENS

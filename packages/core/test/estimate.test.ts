@@ -195,7 +195,8 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // (`..-`) 1.7x (a run costs MARK_RUN_TOKENS, a mixed run at least MARK_MIN_TOKENS a change); random
   // words of Russian, Latin-1 or Arabic letters 1.8-2.1x (a letter after one no token holds beside it
   // costs a token, LETTER_PAIRS; random Vai or Bamum words, whose letters no token joins, 2.2-2.5x); an ASCII mark before Han characters or kana 1.6-1.7x (the
-  // glued-mark discount is for letters). Now at most 1.4x: classical and traditional Chinese.
+  // glued-mark discount is for letters); English words between thin or narrow no-break spaces (U+2000-200A,
+  // U+202F: two tokens each, read one) 1.47x. Now at most 1.4x: classical and traditional Chinese.
   it.each(
     (
       JSON.parse(readFileSync(new URL('./data/qwen3-attack-counts.json', import.meta.url), 'utf8')) as {
