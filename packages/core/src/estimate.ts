@@ -9,8 +9,6 @@ import { brotliDecompressSync } from 'node:zlib'
 import {
   ASCII_MARKS,
   CAPITAL_SPLIT_CHANCES,
-  CYRILLIC_BYTES,
-  CYRILLIC_MERGES,
   HAN_IN_WORDS,
   LETTER_ALONE_TOKENS,
   LETTER_PAIRS,
@@ -25,6 +23,8 @@ import {
   SPLIT_CHANCES,
   SYMBOL_MARK_PAIRS,
 } from './vocabulary-tables.js'
+import { cyrillicLetter, cyrillicWordTokens } from './cyrillic-words.js'
+import { bitsOf, unpacked, varints } from './packed-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
 /** Chat template costs (the Qwen3 tokenizer's ChatML template): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
@@ -120,27 +120,6 @@ const LETTER_COST = costTable([
   [0xff21, 0xff5a, 1],
 ])
 
-/** The bytes of a base64 table of vocabulary-tables.ts. */
-const bitsOf = (base64: string) => Uint8Array.from(atob(base64), (ch) => ch.charCodeAt(0))
-/** A table shipped Brotli-compressed (vocabulary-tables.ts says which). */
-const unpacked = (base64: string) => new Uint8Array(brotliDecompressSync(Buffer.from(base64, 'base64')))
-
-/** The LEB128 varints (7 bits a byte, low first, high bit: more) of a table, unpacked. */
-function varints(base64: string): number[] {
-  const bytes = unpacked(base64)
-  const out: number[] = []
-  for (let k = 0; k < bytes.length; ) {
-    let value = 0
-    for (let scale = 1; ; scale *= 128) {
-      const byte = bytes[k++] as number
-      value += (byte & 127) * scale
-      if (byte < 128) break
-    }
-    out.push(value)
-  }
-  return out
-}
-
 /**
  * Two letters of U+0080-FFFF (Han and Hangul syllables aside) that stand side by side inside some
  * token, by code (first * 65536 + second; 3,509 pairs, LETTER_PAIRS). Inside a word, a letter after
@@ -154,155 +133,6 @@ const LETTER_PAIR_SET = (() => {
   for (const gap of varints(LETTER_PAIRS)) pairs.add((code += gap))
   return pairs
 })()
-
-/**
- * The tokenizer's merges among the bytes of Cyrillic letters (U+0400-04FF) and the space, by their two
- * symbols (left * 65536 + right) -> rank (CYRILLIC_MERGES; merge k makes symbol CYRILLIC_BYTES.length
- * + k): an open-addressed hash table of RANK_SLOTS keys and their ranks (a Map's lookup was most of a
- * replay's time). Unpacked at the first Cyrillic word.
- */
-const RANK_SLOTS = 1 << 14
-let rankKeys: Int32Array | undefined
-const rankValues = new Int32Array(RANK_SLOTS)
-const rankSlot = (key: number) => Math.imul(key, 0x9e3779b1) >>> 18
-function cyrillicMergeRanks(): Int32Array {
-  const keys = new Int32Array(RANK_SLOTS).fill(-1)
-  const symbols = varints(CYRILLIC_MERGES)
-  for (let k = 0; k + 1 < symbols.length; k += 2) {
-    const key = (symbols[k] as number) * 65536 + (symbols[k + 1] as number)
-    let slot = rankSlot(key)
-    while (keys[slot] !== -1) slot = (slot + 1) & (RANK_SLOTS - 1)
-    keys[slot] = key
-    rankValues[slot] = k / 2
-  }
-  return keys
-}
-/** The rank of the merge of symbols `left` and `right`, -1 if the tokenizer has none. */
-function mergeRank(keys: Int32Array, left: number, right: number): number {
-  const key = left * 65536 + right
-  for (let slot = rankSlot(key); ; slot = (slot + 1) & (RANK_SLOTS - 1)) {
-    const at = keys[slot] as number
-    if (at === key) return rankValues[slot] as number
-    if (at === -1) return -1
-  }
-}
-
-/** A Cyrillic letter of U+0400-04FF (not U+0482, a sign, nor U+0483-0489, combining marks). */
-function cyrillicLetter(c: number): boolean {
-  return c >= 0x400 && c <= 0x4ff && (c < 0x482 || c > 0x489)
-}
-
-/**
- * Exact tokens of the Cyrillic word text[from, to), after a space when `spaced` (the pre-tokenizer
- * keeps a word's leading space with it): the tokenizer's merges replayed on its UTF-8 bytes, the
- * lowest-ranked pair first, leftmost on a tie, as byte-level BPE does. Russian prose read 35 % high
- * priced per letter (a common word is one token; 10 paragraphs, 1.08-1.66 of exact).
- */
-function cyrillicWordTokens(text: string, from: number, to: number, spaced: boolean): number {
-  // A run longer than a word (a prompt made to be slow or to read low) is replayed whole, uncached:
-  // counted in pieces of 16 letters it read up to 3x low, since BPE is not additive (a merge across
-  // the pieces' edge takes letters the tokens inside each piece were made of).
-  if (to - from > CYRILLIC_CACHE_LETTERS) return cyrillicMerged(text, from, to, spaced)
-  const word = spaced ? text.slice(from - 1, to) : text.slice(from, to)
-  const known = cyrillicWordCache.get(word)
-  if (known !== undefined) return known
-  const tokens = cyrillicMerged(text, from, to, spaced)
-  // Prose repeats its words: a bounded cache, cleared when full.
-  if (cyrillicWordCache.size >= CYRILLIC_CACHE_WORDS) cyrillicWordCache.clear()
-  cyrillicWordCache.set(word, tokens)
-  return tokens
-}
-const CYRILLIC_CACHE_WORDS = 4_096
-/** Words up to this many letters are cached (a longer run is no word a text repeats). */
-const CYRILLIC_CACHE_LETTERS = 32
-const cyrillicWordCache = new Map<string, number>()
-
-/**
- * Pending merges in a binary min-heap, each keyed rank * MERGE_KEY_SPAN + the index of its left
- * symbol: the lowest rank comes first, the leftmost on a tie (indexes keep the word's order). A key
- * gone stale (a neighbour merged since) is skipped when popped: O(n log n) for n bytes, where
- * rescanning every pair after each merge cost the square (a 200,000-letter run took minutes).
- */
-const MERGE_KEY_SPAN = 2 ** 32
-// The replay's buffers, kept between words and grown to the longest.
-let symbols = new Int32Array(64)
-let nextOf = new Int32Array(64)
-let previousOf = new Int32Array(64)
-let heap = new Float64Array(128)
-let heapSize = 0
-function pushMerge(ranks: Int32Array, left: number, right: number): void {
-  const rank = mergeRank(ranks, symbols[left] as number, symbols[right] as number)
-  if (rank < 0) return
-  const key = rank * MERGE_KEY_SPAN + left
-  if (heapSize === heap.length) {
-    const grown = new Float64Array(heap.length * 2)
-    grown.set(heap)
-    heap = grown
-  }
-  let at = heapSize++
-  while (at > 0 && (heap[(at - 1) >> 1] as number) > key) {
-    heap[at] = heap[(at - 1) >> 1] as number
-    at = (at - 1) >> 1
-  }
-  heap[at] = key
-}
-function popMerge(): number {
-  const top = heap[0] as number
-  const last = heap[--heapSize] as number
-  let at = 0
-  for (;;) {
-    let child = 2 * at + 1
-    if (child >= heapSize) break
-    if (child + 1 < heapSize && (heap[child + 1] as number) < (heap[child] as number)) child++
-    if ((heap[child] as number) >= last) break
-    heap[at] = heap[child] as number
-    at = child
-  }
-  heap[at] = last
-  return top
-}
-function cyrillicMerged(text: string, from: number, to: number, spaced: boolean): number {
-  const ranks = (rankKeys ??= cyrillicMergeRanks())
-  const n = 2 * (to - from) + (spaced ? 1 : 0)
-  if (n > symbols.length) {
-    symbols = new Int32Array(n)
-    nextOf = new Int32Array(n)
-    previousOf = new Int32Array(n)
-  }
-  // Symbols: 0 the space, 1-4 the lead bytes D0-D3, 5-68 the bytes 80-BF (CYRILLIC_BYTES); -1 once
-  // merged into the symbol before it. nextOf: the index of the live symbol after (n: none).
-  let k = 0
-  if (spaced) symbols[k++] = 0
-  for (let at = from; at < to; at++) {
-    const c = text.charCodeAt(at)
-    symbols[k++] = 1 + (c >> 6) - 0x10
-    symbols[k++] = 5 + (c & 0x3f)
-  }
-  heapSize = 0
-  for (k = 0; k < n; k++) {
-    nextOf[k] = k + 1
-    previousOf[k] = k - 1
-    if (k > 0) pushMerge(ranks, k - 1, k)
-  }
-  let tokens = n
-  while (heapSize > 0) {
-    const key = popMerge()
-    const rank = Math.floor(key / MERGE_KEY_SPAN)
-    const left = key - rank * MERGE_KEY_SPAN
-    const right = nextOf[left] as number
-    if (symbols[left] === -1 || right >= n) continue
-    if (mergeRank(ranks, symbols[left] as number, symbols[right] as number) !== rank) continue
-    symbols[left] = CYRILLIC_BYTES.length + rank
-    symbols[right] = -1
-    const after = nextOf[right] as number
-    nextOf[left] = after
-    if (after < n) previousOf[after] = left
-    tokens--
-    if ((previousOf[left] as number) >= 0) pushMerge(ranks, previousOf[left] as number, left)
-    if (after < n) pushMerge(ranks, left, after)
-  }
-  return tokens
-}
 
 /**
  * The letters LETTER_PAIRS covers: U+0080-FFFF but Han (and its compatibility block) and Hangul
