@@ -6,7 +6,7 @@ import { createGuardStore, PROBE_INTERVAL_MS } from '../../src/store.js'
 import { MemoryMeter } from '../../src/upstream/meter.js'
 import { paceLimits } from '../../src/upstream/pace-limits.js'
 import { RedisMeter } from '../../src/upstream/redis-meter.js'
-import { model } from './support.js'
+import { model, scriptOutages } from './support.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 // 10 rps, 1,000 tps, 600 rpm, 60,000 tpm (x 0.97)
@@ -14,20 +14,7 @@ const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScal
 
 describeRedis('RedisMeter hand-over', () => {
   const { redis, prefix } = redisClient()
-  const realEvalsha = redis.evalsha.bind(redis)
-  const realEval = redis.eval.bind(redis)
-  const r = redis as unknown as { evalsha: unknown; eval: unknown }
-  const outage = () => {
-    r.evalsha = () => Promise.reject(new Error('read ECONNRESET'))
-    r.eval = () => Promise.reject(new Error('read ECONNRESET'))
-  }
-  const recovered = (absorbDelayMs = 0) => {
-    r.evalsha = async (...args: unknown[]) => {
-      if (absorbDelayMs > 0 && args.includes('absorb')) await sleep(absorbDelayMs)
-      return (realEvalsha as (...a: unknown[]) => Promise<unknown>)(...args)
-    }
-    r.eval = realEval
-  }
+  const { outage, recovered } = scriptOutages(redis as never)
   const meter = (name: string, commandTimeoutMs = 500) => {
     const fallback = new MemoryMeter(() => Date.now())
     const store = createGuardStore(

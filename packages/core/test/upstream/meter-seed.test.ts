@@ -12,7 +12,7 @@ import { paceLimits } from '../../src/upstream/pace-limits.js'
 import { METER_LUA } from '../../src/upstream/meter-lua.js'
 import { limitArgs, RedisMeter } from '../../src/upstream/redis-meter.js'
 import { SlidingLog } from '../../src/upstream/sliding-log.js'
-import { model } from './support.js'
+import { model, scriptOutages } from './support.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 // 10 rps, 1,000 tps, 600 rpm, 60,000 tpm (x 0.97)
@@ -21,17 +21,7 @@ const spaced = () => sleep(Math.ceil(limits.spacingMs) + 5)
 
 describeRedis('RedisMeter: sends Redis forgot are seeded back from what the minute window held', () => {
   const { redis, prefix } = redisClient()
-  const realEvalsha = redis.evalsha.bind(redis)
-  const realEval = redis.eval.bind(redis)
-  const r = redis as unknown as { evalsha: unknown; eval: unknown }
-  const outage = () => {
-    r.evalsha = () => Promise.reject(new Error('read ECONNRESET'))
-    r.eval = () => Promise.reject(new Error('read ECONNRESET'))
-  }
-  const recovered = () => {
-    r.evalsha = realEvalsha
-    r.eval = realEval
-  }
+  const { outage, recovered } = scriptOutages(redis as never)
   const keys = (name: string): [string, string] => [`${prefix}:${name}:h`, `${prefix}:${name}:l`]
   const meter = (name: string) => {
     const fallback = new MemoryMeter(() => Date.now())

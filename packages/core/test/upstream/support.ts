@@ -64,3 +64,30 @@ export const model = (over: Partial<ResolvedModel> = {}): ResolvedModel => ({
   fallback: [],
   ...over,
 })
+
+/**
+ * Makes a client's scripts fail as if its connection reset (`outage`), and answer again
+ * (`recovered`, a hand-over's 'absorb' held `absorbDelayMs` first): the meter's store sees an outage
+ * without a redis-server being stopped.
+ */
+export function scriptOutages(redis: { evalsha: unknown; eval: unknown }): {
+  outage(): void
+  recovered(absorbDelayMs?: number): void
+} {
+  const r = redis as { evalsha: (...args: unknown[]) => Promise<unknown>; eval: unknown }
+  const realEvalsha = r.evalsha.bind(redis)
+  const realEval = r.eval
+  return {
+    outage() {
+      r.evalsha = () => Promise.reject(new Error('read ECONNRESET'))
+      r.eval = () => Promise.reject(new Error('read ECONNRESET'))
+    },
+    recovered(absorbDelayMs = 0) {
+      r.evalsha = async (...args: unknown[]) => {
+        if (absorbDelayMs > 0 && args.includes('absorb')) await new Promise((done) => setTimeout(done, absorbDelayMs))
+        return realEvalsha(...args)
+      }
+      r.eval = realEval
+    },
+  }
+}
