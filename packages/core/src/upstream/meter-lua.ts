@@ -82,23 +82,29 @@ for w = 1, 4 do if C[w] > stop then C[w] = stop end end
 local len = stop - base
 -- The seed (below): { age (ms), requests, tokens, what earlier seeds already added of them, and
 -- whether it is a caller's view (whose amounts then count as seeded) }.
--- 'lost' is the incarnation a seeded meter replaced, 'sr'/'sk' the requests and tokens seeded so far.
+-- 'lost' is '*' on a meter made where both keys were gone (views of any other incarnation are merged;
+-- a hash written before named the one incarnation it replaced), 'sr'/'sk' the requests and tokens seeded so far.
 local seed
 local lost, sr, sk = s[19] or '', tonumber(s[20]) or 0, tonumber(s[21]) or 0
 local view = { tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20]) }
-if not s[1] and len == 0 and ARGV[17] ~= '' then
+if not s[1] and len == 0 and ARGV[17] ~= '' and view[1] < lens[2] then
   -- Both keys lost (a flush, a restart without persistence, a failover to an empty replica): the
   -- caller's last view of the minute window (ARGV[18..20]: its age in ms, requests, tokens).
   -- A view is only as new as its process's last take; the other processes' views are merged in as
   -- their commands come (below), so the new meter holds every send for one second (unstretched)
   -- first: a process that is sending touches it within that second.
-  lost, sr, sk = ARGV[17], 0, 0
+  -- Every later view of another incarnation is merged ('*'), not only of the caller's: the caller
+  -- may not have touched the meter Redis lost (it saw the one before an earlier loss), and views of
+  -- the lost one would then be left out.
+  lost, sr, sk = '*', 0, 0
   seed = { view[1], view[2], view[3], 0, 0, true }
   tat = math.max(tat, now + second + math.max(spacing, 1))
 elseif not s[1] and len == 0 then
-  -- Both keys gone and the caller has no view (a process new to the lane): a meter first used, one
-  -- that expired, or one Redis lost. Any view of another incarnation that comes later, younger than
-  -- the minute window, is of a lost meter ('*'): it is merged in like one of 'lost' (below).
+  -- Both keys gone and the caller has no view younger than the minute window (a process new to the
+  -- lane, or idle since it last sent): a meter first used, one that expired, or one Redis lost. Any
+  -- view of another incarnation that comes later, younger than the minute window, is of a lost meter
+  -- ('*'): it is merged in (below). No hold: a lane that expired (idle two minutes) lost nothing, and
+  -- an old view names no incarnation worth waiting for (it may not be the one Redis lost).
   lost, sr, sk = '*', 0, 0
 elseif ARGV[17] ~= '' and (ARGV[17] == lost or (lost == '*' and ARGV[17] ~= inc)) then
   -- Another process that saw the lost meter: each view holds every send up to its process's last
