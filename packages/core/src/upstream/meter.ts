@@ -68,6 +68,11 @@ export class MemoryMeter implements Meter {
     return this.log.fractionsAt(this.now(), limits)
   }
 
+  /** Stops counting the sends below id `belowId` (SlidingLog.forget). */
+  forget(belowId: number, limits: PaceLimits): void {
+    this.log.forget(this.now(), belowId, limits)
+  }
+
   /** Counts sends made elsewhere, `ageMs` ago on this meter's clock, as one entry (SlidingLog.seed). */
   seed(ageMs: number, requests: number, tokens: number, limits: PaceLimits): void {
     this.log.seed(this.now(), ageMs, requests, tokens, limits)

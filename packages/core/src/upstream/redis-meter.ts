@@ -50,6 +50,11 @@ export class RedisMeter implements Meter {
   private closed = false
   /** The view (its `at`) the memory meter was last seeded with: an outage seeds it once. */
   private seededAt = 0
+  /**
+   * The memory meter's entries below this id (earlier seeds, sends handed over) are in the view:
+   * it was read from Redis after all of them were there. The next outage's seed replaces them.
+   */
+  private viewCoversBelow = 0
   private readonly redis: RedisConnection
 
   constructor(
@@ -143,6 +148,9 @@ export class RedisMeter implements Meter {
     const age = Date.now() - v.at
     if (v.at === this.seededAt || age >= limits.minuteWindowMs || (v.requests === 0 && v.tokens === 0)) return
     if (this.handedOverUpTo !== this.fallback.log.nextId()) return
+    // An earlier outage's seed and sends are in this view too: counted beside it, they filled the
+    // memory minute twice over and held the lane (up to a minute) though Qwen had room.
+    if (this.viewCoversBelow === this.fallback.log.nextId()) this.fallback.forget(this.viewCoversBelow, limits)
     this.seededAt = v.at
     // The sends already out of the rate window when the view was read, dated at its edge then (or at
     // the newest entry, if older: the safe side for the minute), then the second's own: counted whole
@@ -258,6 +266,10 @@ export class RedisMeter implements Meter {
     // Dated at the window's newest entry, not at the reply: every send it holds is that old at least.
     const newestAgeMs = Number(admitted ? reply[2] : reply[at - 1])
     this.view.seenAt = Date.now()
+    // A reply read after every memory entry reached Redis (earlier seeds came from it; sends paced
+    // in memory once handed over, and this command ran after that hand-over: one connection).
+    const nextId = this.fallback.log.nextId()
+    if (this.handedOverUpTo === nextId) this.viewCoversBelow = nextId
     this.view.at = this.view.seenAt - (Number.isFinite(newestAgeMs) && newestAgeMs > 0 ? newestAgeMs : 0)
     this.view.secondRequests = Math.round(Number(reply[at + 1]) * limits.rps)
     this.view.secondTokens = wholeTokens(Number(reply[at + 2]), limits.tps)

@@ -81,6 +81,8 @@ export class SlidingLog {
   private readonly sumTok = [0, 0, 0, 0]
   private tat = -Infinity
   private last = -Infinity
+  /** Entries below this id were forgotten (`forget`): a recount of one of them changes nothing. */
+  private forgottenBelow = 0
 
   /** Admits one request of `tokens` at `now`, or says how long until it could be (dry: never charges). */
   take(now: number, tokens: number, limits: PaceLimits, dry = false): TakeResult {
@@ -119,7 +121,7 @@ export class SlidingLog {
   recount(now: number, id: number, requests: number, tokens: number, limits: PaceLimits): void {
     this.advance(now, limits)
     const i = id - this.base
-    if (id < 0 || i < 0 || i >= this.times.length) return
+    if (id < 0 || i < 0 || i >= this.times.length || id < this.forgottenBelow) return
     const dr = requests - this.reqs[i]!
     const dk = tokens - this.toks[i]!
     // Give back the spacing the unused tokens took (a cancel gives back all of it). Only smoothing:
@@ -197,6 +199,25 @@ export class SlidingLog {
     }
     this.advance(now, limits)
     return id
+  }
+
+  /**
+   * Stops counting every entry below id `belowId` (what they count is known elsewhere: the Redis
+   * meter's view that seeds this log again, redis-meter.ts `seedMemory`); their recounts are ignored.
+   */
+  forget(now: number, belowId: number, limits: PaceLimits): void {
+    this.advance(now, limits)
+    for (let id = Math.max(this.base, this.forgottenBelow); id < Math.min(belowId, this.nextId()); id++) {
+      const i = id - this.base
+      for (let w = 0; w < 4; w++) {
+        if (id < this.cursor[w]!) continue // already outside that window
+        this.sumReq[w]! -= inWindow(w, this.reqs[i]!)
+        this.sumTok[w]! -= this.toks[i]!
+      }
+      this.reqs[i] = 0
+      this.toks[i] = 0
+    }
+    this.forgottenBelow = Math.max(this.forgottenBelow, belowId)
   }
 
   /** What send `id` counts now; undefined once it has left the log. */
