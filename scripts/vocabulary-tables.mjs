@@ -243,27 +243,39 @@ const isPairLetter = (c) =>
   !(c >= 0xf900 && c <= 0xfaff) &&
   !(c >= 0xac00 && c <= 0xd7af) &&
   /\p{L}/u.test(String.fromCharCode(c))
+// The same for a Han character (U+4E00-9FFF) beside a kana (U+3040-30FF), either way round: few
+// tokens hold one, so in Japanese a kana between two Han is mostly a token of its own.
+const isHan = (c) => c >= 0x4e00 && c <= 0x9fff
+const isKana = (c) => c >= 0x3040 && c <= 0x30ff
 const letterPairSet = new Set()
+const hanKanaPairSet = new Set()
 vocabulary.forEach((_, id) => {
   const text = tokenizer.decode([id])
   for (let k = 1; k < text.length; k++) {
     const a = text.charCodeAt(k - 1)
     const b = text.charCodeAt(k)
     if (isPairLetter(a) && isPairLetter(b)) letterPairSet.add(a * 65536 + b)
+    if ((isHan(a) && isKana(b)) || (isKana(a) && isHan(b))) hanKanaPairSet.add(a * 65536 + b)
   }
 })
-const letterPairCodes = [...letterPairSet].sort((x, y) => x - y)
-const varints = []
-letterPairCodes.reduce((before, code) => {
-  for (let gap = code - before; ; gap = Math.floor(gap / 128)) {
-    if (gap < 128) {
-      varints.push(gap)
-      break
+/** Sorted pair codes as the LEB128 varints of their differences. */
+function pairVarints(codes) {
+  const out = []
+  codes.reduce((before, code) => {
+    for (let gap = code - before; ; gap = Math.floor(gap / 128)) {
+      if (gap < 128) {
+        out.push(gap)
+        break
+      }
+      out.push(gap % 128 | 128)
     }
-    varints.push(gap % 128 | 128)
-  }
-  return code
-}, 0)
+    return code
+  }, 0)
+  return out
+}
+const letterPairCodes = [...letterPairSet].sort((x, y) => x - y)
+const varints = pairVarints(letterPairCodes)
+const hanKanaPairCodes = [...hanKanaPairSet].sort((x, y) => x - y)
 
 // A character outside ASCII that is no letter, digit, space or combining mark (`。`, `”`, `°`, `→`,
 // emoji) beside an ASCII mark inside some token (`”,`, `…]`, `。"`): the vocabulary has few of them,
@@ -422,6 +434,13 @@ ${wrap(alone.base64)}
  */
 export const LETTER_PAIRS =
 ${wrap(compressed(Buffer.from(varints)))}
+
+/**
+ * A Han character (U+4E00-9FFF) and a kana (U+3040-30FF) side by side inside some token, either way
+ * round (${hanKanaPairCodes.length} pairs), coded as LETTER_PAIRS.
+ */
+export const HAN_KANA_PAIRS =
+${wrap(compressed(Buffer.from(pairVarints(hanKanaPairCodes))))}
 
 /** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */
 export const ASCII_MARKS = ${JSON.stringify(MARKS.join(''))}

@@ -10,6 +10,7 @@ import {
   ASCII_MARKS,
   CAPITAL_SPLIT_CHANCES,
   HAN_IN_WORDS,
+  HAN_KANA_PAIRS,
   LETTER_ALONE_TOKENS,
   LETTER_PAIRS,
   MARK_NEWLINE_MERGES,
@@ -127,12 +128,26 @@ const LETTER_COST = costTable([
  * weight (random runs of Cyrillic, Arabic or Latin-1 letters read 1.75-2.2x low at their scripts'
  * weights, which fit prose; Vai, Lisu or Bamum words, whose letters no token joins, 1.6-2.5x).
  */
-const LETTER_PAIR_SET = (() => {
+const LETTER_PAIR_SET = pairSet(LETTER_PAIRS)
+
+/**
+ * A Han character (U+4E00-9FFF) and a kana side by side inside some token, either way round (438
+ * pairs, HAN_KANA_PAIRS): a kana between two Han characters that no token holds beside either is a
+ * token of its own (random hiragana alternating with common Han read 1.6x low).
+ */
+const HAN_KANA_PAIR_SET = pairSet(HAN_KANA_PAIRS)
+
+/** The pair codes of a table (sorted, as the LEB128 varints of their differences). */
+function pairSet(table: string): Set<number> {
   const pairs = new Set<number>()
   let code = 0
-  for (const gap of varints(LETTER_PAIRS)) pairs.add((code += gap))
+  for (const gap of varints(table)) pairs.add((code += gap))
   return pairs
-})()
+}
+
+const hanOrKana = (a: number, b: number) =>
+  (a >= 0x4e00 && a <= 0x9fff && b >= 0x3040 && b <= 0x30ff) ||
+  (a >= 0x3040 && a <= 0x30ff && b >= 0x4e00 && b <= 0x9fff)
 
 /**
  * The letters LETTER_PAIRS covers: U+0080-FFFF but Han (and its compatibility block) and Hangul
@@ -143,8 +158,12 @@ function pairLetter(c: number): boolean {
   return !((c >= 0x3400 && c <= 0x9fff) || (c >= 0xf900 && c <= 0xfaff) || (c >= 0xac00 && c <= 0xd7af))
 }
 
-/** Whether letter `b` after letter `a` may continue a token (always, outside pairLetter's letters). */
+/**
+ * Whether letter `b` after letter `a` may continue a token (always, outside pairLetter's letters and
+ * the Han-kana pairs).
+ */
 function mergesAfter(a: number, b: number): boolean {
+  if (hanOrKana(a, b)) return HAN_KANA_PAIR_SET.has(a * 65536 + b)
   if (!pairLetter(a) || !pairLetter(b)) return true
   return LETTER_PAIR_SET.has(a * 65536 + b)
 }
@@ -482,10 +501,12 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     const split = j > i && cls === OTHER_LETTER && !mergesAfter(text.charCodeAt(j - 1), c)
     // A letter no token holds beside the letter before it nor beside the one after it is a token of
     // its own, or its own several (random words of Ethiopic, Coptic, Glagolitic, Thaana or Mongolian
-    // letters read 1.6-2.5x low at a token each). Kana too, after a kana (random kana read 1.6-1.8x
-    // low; in Japanese prose a kana merges on one side or the other).
+    // letters read 1.6-2.5x low at a token each). Kana too, after a kana or a Han character (random
+    // kana read 1.6-1.8x low, kana alternating with Han 1.6x; in Japanese prose a kana merges on one
+    // side or the other).
+    const before = CLASS[text.charCodeAt(j - 1)]
     const kanaSplit =
-      j > i && cls === KANA && CLASS[text.charCodeAt(j - 1)] === KANA && !mergesAfter(text.charCodeAt(j - 1), c)
+      j > i && cls === KANA && (before === KANA || before === HAN) && !mergesAfter(text.charCodeAt(j - 1), c)
     const next = text.charCodeAt(j + 1)
     const apart =
       (split || kanaSplit || (j === i && cls === OTHER_LETTER)) &&

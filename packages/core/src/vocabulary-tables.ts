@@ -2068,6 +2068,25 @@ export const LETTER_PAIRS = [
   '88rcwpa2+1fkforStq6R1AJrcjcVC0hC0j+OVj3+rrZqmA7XHceqkHrv4cA4So+Ep7MkvDeliYof5H3SA4C1JEQA8fKmAQ==',
 ].join('')
 
+/**
+ * A Han character (U+4E00-9FFF) and a kana (U+3040-30FF) side by side inside some token, either way
+ * round (438 pairs), coded as LETTER_PAIRS.
+ */
+export const HAN_KANA_PAIRS = [
+  'G0IE+J8J1e0BXH1hjO4zizJm/3+d/rnvTVRovif9IpfwTt5xSk5S23GDmudZk3G3mxxjFyYMrMFsiuZHNwVbG2Jqswofyum4/ySl',
+  'rRAXJxHd5OFtt9s5JDOKSdmmJK3/KKNErShZsVl/KQlE3FUQsQx+PtjFFDu2wcV1z/t05zNa2+xNWejatQ10ViPoV77DrCSW6ezU',
+  'mWfCqcD/7fwQT8KXjvnxV91czaWz/Jas9p5dbmPr0ti+aztehMW9TTbmPXd1ubfNfZ/WAYfC7xsUKbLl9NjV5+vS837y+eYdYfam',
+  'NsXXbWO5JMVOkLQ4DutpKAeWgC1mF14r+/waVDtKZXX/FbNkV+W9QO3PQM8RPsGEXezVnBEYr++i7e8PgSe9Tna7SD03k0JZCwCS',
+  'hzGQMy6BvtShfhzClj2EeFJqmzmdaJ8aPbbCPzWI2gWZsQMhatQhZx1KoqFYeiKBgdgFUEx7rYXtix5xJjUb6Y46BKw1nEV4M1J6',
+  'LLJpiT84RAbKz6lF8aS4PaXYM6bl44W7w+XwUBx2CaY5A9pBbK6kr0QSsd7Zm6XWPk/bcaPqipKjAyt+qyk4sXpIi7uLYkYAOXl+',
+  'KzXXtJcdC5SA+u06uiJduI2a58oHdRtGO8CTFc9FTi0aBy26ZopLmitpHxkwaBNNChbRD5cBI+o17uOaQVZoO/vGYfkJgQ7bbPHx',
+  'km4kOEnuZ4QRMt4vFR+lMK3EAgYpnFGB9BSyRsM45qTY2G+JBlsChCBMBvQYZlo1lvhIYhiaZgf5JjINV2TbJoKcFA+GVvraWQQw',
+  'pB4MXiqgTZCdcPEWUFmIGfHIDMPZUaP/dOesO+lalALaYJG1qWJwMzutZ7uJATtvlP7b8WFnJD+DBazp5W9S5aOf2TnE/TrSaRta',
+  'to8xSxBrpBBMKasMw4cpHDcBGCt1j51FmsuED5fUB5KWQPRTY9aQ4CiPDP3U9IuHkJcBOkkOBg0yzTbH3QqthsVDHhYDi3QPkWlz',
+  'CKV2MwhbPWtY9oc4aNX+3DTPjX12kQQL7cjNuZJIQBl5ixC1f0k41bx1rhQnyrtl/4Ecc6uDWSs8R8bLknPGPbbSKSerBGo2YzEB',
+  'wCg1t6zoRPlT7Rjj1zFT25XOyb3ups+WopCxM3vA3ajCqFhJcX+sfdu0q9Q5dHJBeg6KVtdv1bDKAletXfHsCUsGlu6X0to=',
+].join('')
+
 /** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */
 export const ASCII_MARKS = '!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'
 
