@@ -12,7 +12,8 @@
 //   seeded random strings), and the same for the same words in capitals;
 // - how many tokens each letter outside Han and Hangul is alone;
 // - which two letters below U+10000 (not ASCII, Han or Hangul syllables) stand side by side inside
-//   some token (a word of another script splits where two of its letters never do);
+//   some token (a word of another script splits where two of its letters never do), and which Han
+//   characters and kana;
 // - which two ASCII marks (`!` to `~` but letters and digits) are one token together, the tokens of
 //   each run of 1 to 64 of one mark (alone and after a space), and which runs a newline merges with;
 // - the tokenizer's merges among the bytes of Cyrillic letters and the space (replayed, they count a
