@@ -11,6 +11,7 @@ import { METER_LUA } from './meter-lua.js'
 import { MemoryMeter, type Meter, type MeterTake, type MeterTicket } from './meter.js'
 import type { PaceLimits } from './pace-limits.js'
 import type { MeterGate } from './shared-lane-state.js'
+import { MeterView } from './meter-view.js'
 import type { BlockReason, DimensionFractions } from './sliding-log.js'
 
 const SCRIPT_SHA = createHash('sha1').update(METER_LUA).digest('hex')
@@ -34,14 +35,11 @@ export class RedisMeter implements Meter {
   private lastFraction = 0
   private lastFractions: DimensionFractions = { rpm: 0, tpm: 0, rps: 0, tps: 0 }
   /**
-   * This process's last view of the shared meter: its incarnation and what its minute window held
-   * (requests, tokens), dated `at` (epoch ms): when the newest of those was recorded; and of those,
-   * its second's (the rate window's when the view was read, `seenAt`). Sent with every command: when
-   * Redis has lost both keys (a flush, a restart without persistence), the first command after seeds
-   * the new meter with it (meter-lua.ts, "Both keys lost"), since those sends are still in Qwen's
-   * windows.
+   * This process's last view of the shared meter, sent with every command: when Redis has lost both
+   * keys (a flush, a restart without persistence), the first command after seeds the new meter with
+   * it (meter-lua.ts, "Both keys lost"), since those sends are still in Qwen's windows.
    */
-  private view = { incarnation: '', at: 0, seenAt: 0, requests: 0, tokens: 0, secondRequests: 0, secondTokens: 0 }
+  private readonly view = new MeterView()
   /** A refresh (a dry take carrying the view) is on its way. */
   private refreshing = false
   /** When this process last sent on the meter (epoch ms), and the timer reporting its view until that leaves the window. */
@@ -80,7 +78,7 @@ export class RedisMeter implements Meter {
   }
 
   async take(tokens: number, limits: PaceLimits, dry = false): Promise<MeterTake> {
-    const args = [dry ? 'dry' : 'take', ...limitArgs(limits), ...this.viewArgs(), String(tokens)]
+    const args = [dry ? 'dry' : 'take', ...limitArgs(limits), ...this.view.args(), String(tokens)]
     return this.store.attempt(
       this.keys[0],
       async () => {
@@ -114,7 +112,7 @@ export class RedisMeter implements Meter {
         const reply = await this.send([
           'absorb',
           ...limitArgs(limits),
-          ...this.viewArgs(),
+          ...this.view.args(),
           String(sends.length),
           ...triples,
         ])
@@ -192,7 +190,7 @@ export class RedisMeter implements Meter {
     return this.store
       .run(
         this.keys[0],
-        () => this.send(['settle', ...limitArgs(limits), ...this.viewArgs(), ticket, String(requests), String(used)]),
+        () => this.send(['settle', ...limitArgs(limits), ...this.view.args(), ticket, String(requests), String(used)]),
         undefined,
         true,
       )
@@ -242,39 +240,16 @@ export class RedisMeter implements Meter {
     clearTimeout(this.reportTimer)
   }
 
-  /** The view's four script arguments (meter-lua.ts): incarnation, age (ms), requests, tokens. */
-  private viewArgs(): string[] {
-    const v = this.view
-    return [v.incarnation, String(Math.max(0, Date.now() - v.at)), String(v.requests), String(v.tokens)]
-  }
-
   /**
-   * Keeps a reply of the meter as the view: its incarnation (an admitted take's ticket begins with
-   * it; a blocked or dry take's reply has it before the newest entry's age and the fractions), that
-   * age (an admitted take's lateMs: its own entry is the newest) and the minute's and the second's
-   * requests and tokens, read back from their fractions (six decimals: requests rounded, tokens the
-   * most whole tokens the fraction can stand for).
+   * Keeps a reply of the meter as the view; an admitted take is a send of this process's (reported
+   * while it is in the window). A reply read after every memory entry reached Redis covers them: the
+   * next outage's seed replaces them (earlier seeds came from a view; sends paced in memory were
+   * handed over, and this command ran after that hand-over: one connection).
    */
   private observe(reply: unknown[], limits: PaceLimits): void {
-    const at = reply.length - 5
-    // An admitted take's second field is its ticket; a blocked take's is its wait ('1051.546': not an
-    // incarnation), a dry take's '-1'.
-    const ticket = String(reply[1])
-    const admitted = Number(reply[0]) === 1 && ticket.includes('.')
-    this.view.incarnation = admitted ? ticket.slice(0, ticket.indexOf('.')) : String(reply[at - 2])
-    if (admitted) this.reportOwnSends(limits)
-    // Dated at the window's newest entry, not at the reply: every send it holds is that old at least.
-    const newestAgeMs = Number(admitted ? reply[2] : reply[at - 1])
-    this.view.seenAt = Date.now()
-    // A reply read after every memory entry reached Redis (earlier seeds came from it; sends paced
-    // in memory once handed over, and this command ran after that hand-over: one connection).
+    if (this.view.observe(reply, limits)) this.reportOwnSends(limits)
     const nextId = this.fallback.log.nextId()
     if (this.handedOverUpTo === nextId) this.viewCoversBelow = nextId
-    this.view.at = this.view.seenAt - (Number.isFinite(newestAgeMs) && newestAgeMs > 0 ? newestAgeMs : 0)
-    this.view.secondRequests = Math.round(Number(reply[at + 1]) * limits.rps)
-    this.view.secondTokens = wholeTokens(Number(reply[at + 2]), limits.tps)
-    this.view.requests = Math.round(Number(reply[at + 3]) * limits.rpm)
-    this.view.tokens = wholeTokens(Number(reply[at + 4]), limits.tpm)
   }
 
   private decode(reply: unknown[], limits: PaceLimits): MeterTake {
@@ -343,14 +318,6 @@ export class RedisMeter implements Meter {
       return (await this.redis.eval(METER_LUA, 2, ...this.keys, ...args)) as unknown[]
     }
   }
-}
-
-/**
- * The most whole tokens a fraction of `limit` written with six decimals (meter-lua.ts) can stand for:
- * six decimals are within 5e-7 of the fraction.
- */
-function wholeTokens(fraction: number, limit: number): number {
-  return Math.floor((fraction + 5e-7) * limit + 1e-9)
 }
 
 /** The script's limit arguments, as text. A lane's limits object changes only with its pace. */
