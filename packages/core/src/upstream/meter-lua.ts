@@ -52,7 +52,7 @@ local function emission(k) return math.max(spacing, k * tokenSpacing) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local s = redis.call('HMGET', H, 'base', 'tat', 'last', 'c1', 'r1', 'k1', 'c2', 'r2', 'k2', 'c3', 'r3', 'k3', 'c4', 'r4', 'k4',
-  'ja', 'jt', 'inc', 'lost', 'sr', 'sk')
+  'ja', 'jt', 'inc', 'lost', 'sa', 'si')
 -- The meter's incarnation: made anew whenever its hash is (Redis' time in microseconds). A ticket is
 -- 'incarnation.id': one issued before both keys were lost (a flush, a restart without persistence)
 -- settles nothing after, however the ids of the new meter run.
@@ -80,12 +80,12 @@ for w = 1, 4 do if C[w] > stop then C[w] = stop end end
 -- (tickets issued before settle nothing), and the scan below adds back what each window still holds.
 -- What a lost list held is still in Qwen's windows: it comes back as one seed entry (below).
 local len = stop - base
--- The seed (below): { age (ms), requests, tokens, what earlier seeds already added of them, and
--- whether it is a caller's view (whose amounts then count as seeded) }.
+-- The seed (below): { age (ms), requests, tokens, whether it is a caller's view }.
 -- 'lost' is '*' on a meter made where both keys were gone (views of any other incarnation are merged;
--- a hash written before named the one incarnation it replaced), 'sr'/'sk' the requests and tokens seeded so far.
+-- a hash written before named the one incarnation it replaced); 'sa' the date of the view the seed
+-- holds (Redis ms: when its newest send was recorded), 'si' the seed entry's id (-1: none yet).
 local seed
-local lost, sr, sk = s[19] or '', tonumber(s[20]) or 0, tonumber(s[21]) or 0
+local lost, sa, si = s[19] or '', tonumber(s[20]) or -1e18, tonumber(s[21]) or -1
 local view = { tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20]) }
 if not s[1] and len == 0 and ARGV[17] ~= '' and view[1] < lens[2] then
   -- Both keys lost (a flush, a restart without persistence, a failover to an empty replica): the
@@ -96,8 +96,8 @@ if not s[1] and len == 0 and ARGV[17] ~= '' and view[1] < lens[2] then
   -- Every later view of another incarnation is merged ('*'), not only of the caller's: the caller
   -- may not have touched the meter Redis lost (it saw the one before an earlier loss), and views of
   -- the lost one would then be left out.
-  lost, sr, sk = '*', 0, 0
-  seed = { view[1], view[2], view[3], 0, 0, true }
+  lost, sa, si = '*', -1e18, -1
+  seed = { view[1], view[2], view[3], true }
   tat = math.max(tat, now + second + math.max(spacing, 1))
 elseif not s[1] and len == 0 then
   -- Both keys gone and the caller has no view younger than the minute window (a process new to the
@@ -105,15 +105,15 @@ elseif not s[1] and len == 0 then
   -- view of another incarnation that comes later, younger than the minute window, is of a lost meter
   -- ('*'): it is merged in (below). No hold: a lane that expired (idle two minutes) lost nothing, and
   -- an old view names no incarnation worth waiting for (it may not be the one Redis lost).
-  lost, sr, sk = '*', 0, 0
+  lost, sa, si = '*', -1e18, -1
 elseif ARGV[17] ~= '' and (ARGV[17] == lost or (lost == '*' and ARGV[17] ~= inc)) then
   -- Another process that saw the lost meter: each view holds every send up to its process's last
-  -- take, so the latest one holds them all. What it holds beyond the seeds so far is added.
-  seed = { view[1], view[2], view[3], sr, sk, true }
+  -- take, so the latest one holds every send of the others that Qwen still counts (below).
+  seed = { view[1], view[2], view[3], true }
 end
 if (not s[1] and len > 0) or (len == 0 and (R[1] ~= 0 or K[1] ~= 0 or R[2] ~= 0 or K[2] ~= 0)) then
   -- The list alone lost: the hash's own minute sums, as of its last write.
-  if len == 0 then seed = { now - last, R[2], K[2], 0, 0, false } end
+  if len == 0 then seed = { now - last, R[2], K[2], false } end
   base = math.max(math.floor(now), stop)
   stop = base + len
   for w = 1, 4 do C[w], R[w], K[w] = stop, 0, 0 end
@@ -138,23 +138,45 @@ local function ramped(w, n)
   return n
 end
 
--- The seed: one entry of what the minute window held beyond earlier seeds, dated when it was seen
--- (so it counts until the newest of those sends leaves the window: the safe side; no earlier than
--- the newest entry, keeping the list in time order), appended after every cursor like an absorbed
--- send. Without it the windows would start empty and the lane would send a whole minute's limit
--- again beside what Qwen still counts.
-if seed and seed[1] >= 0 and seed[1] < lens[2] then
-  local nr, nk = math.max(seed[2] - seed[4], 0), math.max(seed[3] - seed[5], 0)
-  if nr > 0 or nk > 0 then
-    local at = now - seed[1]
+-- The seed: one entry of what the minute window held, dated when its newest send was recorded (so it
+-- counts until that one leaves the window: the safe side; no earlier than the newest entry, keeping
+-- the list in time order), appended after every cursor like an absorbed send. Without it the windows
+-- would start empty and the lane would send a whole minute's limit again beside what Qwen still
+-- counts. Of the views of the lost meter, the latest-dated one is kept: a view dated later was read
+-- later, so it holds every send of an earlier one that is still in the window (the others have left
+-- Qwen's too); it replaces the seed entry (zeroed, as a settle to nothing). Adding only the count a
+-- later view has beyond the seed dated part of its sends with the earlier view's, too early: near the
+-- end of that minute the meter counted them out while Qwen still did. Of two views dated alike, the
+-- larger is kept.
+if seed and seed[1] >= 0 and seed[1] < lens[2] and (seed[2] > 0 or seed[3] > 0) then
+  local d = now - seed[1]
+  local keep = true
+  if seed[4] and si >= base and si < stop then
+    local et, cr, ck = entry(si)
+    if d < sa or (d == sa and seed[2] <= cr and seed[3] <= ck) then
+      keep = false
+    else
+      redis.call('LSET', L, si - base, string.format('%.3f:0:0', et))
+      for w = 1, 4 do
+        if si >= C[w] then
+          R[w] = R[w] - ramped(w, cr)
+          K[w] = K[w] - ck
+        end
+      end
+    end
+  elseif seed[4] and d < sa then
+    keep = false -- the seed left the list: so did this older view's sends
+  end
+  if keep then
+    local at = d
     if stop > base then at = math.max(at, entry(stop - 1)) end
-    redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, nr, nk))
+    redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, seed[2], seed[3]))
+    if seed[4] then sa, si = d, stop end
     stop = stop + 1
     for w = 1, 4 do
-      R[w] = R[w] + ramped(w, nr)
-      K[w] = K[w] + nk
+      R[w] = R[w] + ramped(w, seed[2])
+      K[w] = K[w] + seed[3]
     end
-    if seed[6] then sr, sk = math.max(sr, seed[2]), math.max(sk, seed[3]) end
   end
 end
 
@@ -218,7 +240,7 @@ local function save()
     'c1', C[1], 'r1', R[1], 'k1', K[1], 'c2', C[2], 'r2', R[2], 'k2', K[2],
     'c3', C[3], 'r3', R[3], 'k3', K[3], 'c4', C[4], 'r4', R[4], 'k4', K[4],
     'ja', string.format('%.3f', ja), 'jt', string.format('%.3f', jt), 'inc', inc,
-    'lost', lost, 'sr', sr, 'sk', string.format('%.17g', sk))
+    'lost', lost, 'sa', string.format('%.3f', sa), 'si', si)
   local ttl = math.ceil(lens[2] + 60000)
   redis.call('PEXPIRE', H, ttl)
   redis.call('PEXPIRE', L, ttl)

@@ -88,6 +88,22 @@ describeRedis('RedisMeter: sends Redis forgot are seeded back from what the minu
     if (!after.ok) expect(after.reason).toBe('minute')
   })
 
+  it('the latest-dated view of the lost meter replaces the seed: its sends count until its newest leaves', async () => {
+    // Time scale 60: the minute window is about a second. The script alone, dry takes; a view is
+    // (incarnation seen, its age in ms, requests, tokens).
+    const fast = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 60 }, 1)
+    const dry = (...view: string[]) =>
+      redis.eval(METER_LUA, 2, ...keys('latest'), 'dry', ...limitArgs(fast), ...view, '1')
+    await dry('lost-one', '900', '4', '400') // read 0.9 s ago: 4 sends, the newest then
+    await dry('lost-one', '0', '6', '600') // read now: 6 (the first view's that are left, and newer ones)
+    await dry('lost-one', '950', '8', '800') // an older view, arriving late: nothing newer in it
+    await sleep(250) // the first view's date has left the window; the second's has not
+    await dry('', '0', '0', '0')
+    // Adding the second view's excess (2) beside the first seed left 2 counted here; Qwen still holds
+    // the second view's sends that are newer than the first's date.
+    expect(await minute('latest')).toEqual({ requests: 6, tokens: 600 })
+  })
+
   it("the seed counts as one send in the ramp's windows (its sends' times are unknown): the ramp starts over", async () => {
     const ramped = paceLimits(model(), { safetyMargin: 0.97, rampUp: { initialRps: 2, factor: 1.5 }, timeScale: 1 }, 1)
     // A process saw 50 sends in the minute; Redis lost the meter. (The script alone: a dry take.)
