@@ -146,16 +146,23 @@ end
 -- later, so it holds every send of an earlier one that is still in the window (the others have left
 -- Qwen's too); it replaces the seed entry (zeroed, as a settle to nothing). Adding only the count a
 -- later view has beyond the seed dated part of its sends with the earlier view's, too early: near the
--- end of that minute the meter counted them out while Qwen still did. Of two views dated alike, the
--- larger is kept.
+-- end of that minute the meter counted them out while Qwen still did. But dates are estimates (below):
+-- the seed is the latest date with the largest count of each dimension, so an earlier-read view whose
+-- reply was handled late cannot shrink it.
 if seed and seed[1] >= 0 and seed[1] < lens[2] and (seed[2] > 0 or seed[3] > 0) then
   local d = now - seed[1]
   local keep = true
   if seed[4] and si >= base and si < stop then
     local et, cr, ck = entry(si)
-    if d < sa or (d == sa and seed[2] <= cr and seed[3] <= ck) then
+    -- A view's date is its process's estimate (meter-view.ts): later than the send by the reply's way
+    -- back and any stall before the reply was handled (a date in the future comes as age 0). Two views
+    -- read close together can come in either order: the seed keeps the latest date and, of each
+    -- dimension, the largest count (the view read last is one of them: never fewer than it holds).
+    local nd, nr, nk = math.max(d, sa), math.max(seed[2], cr), math.max(seed[3], ck)
+    if nd == sa and nr == cr and nk == ck then
       keep = false
     else
+      d, seed[2], seed[3] = nd, nr, nk
       redis.call('LSET', L, si - base, string.format('%.3f:0:0', et))
       for w = 1, 4 do
         if si >= C[w] then
