@@ -1,6 +1,6 @@
 // Attacks on the data-loss seed (meter-lua.ts "Both keys lost", redis-meter.ts `view`): a view the
-// new meter never merged, so it counted fewer of the sends Qwen still held.
-import { expect, it } from 'vitest'
+// new meter never merged, or merged in the wrong order, so it counted fewer of the sends Qwen still held.
+import { afterEach, expect, it, vi } from 'vitest'
 import { describeRedis, redisClient } from '../../../../test/support/redis.js'
 import { createGuardStore } from '../../src/store.js'
 import { MemoryMeter } from '../../src/upstream/meter.js'
@@ -11,6 +11,8 @@ import { model } from './support.js'
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 // 6 rpm (and 6 rps): six sends fill the minute.
 const limits = paceLimits(model({ rpm: 6, rps: 6 }), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
+// 60 rpm, 20 rps (x 0.97): sends about 52 ms apart.
+const brisk = paceLimits(model({ rpm: 60, rps: 20 }), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
 
 describeRedis('RedisMeter: every view of a lost meter reaches the new one', () => {
   const { redis, prefix } = redisClient()
@@ -20,11 +22,36 @@ describeRedis('RedisMeter: every view of a lost meter reaches the new one', () =
     return new RedisMeter(store, keys(name), new MemoryMeter(() => Date.now()))
   }
   const minuteRequests = async (name: string) => Number(await redis.hget(keys(name)[0], 'r2'))
-  const send = async (m: RedisMeter, n: number) => {
+  const send = async (m: RedisMeter, n: number, at = limits) => {
     for (let i = 0; i < n; i++) {
-      for (let take = await m.take(10, limits); !take.ok; take = await m.take(10, limits)) await sleep(take.waitMs + 2)
+      for (let take = await m.take(10, at); !take.ok; take = await m.take(10, at)) await sleep(take.waitMs + 2)
     }
   }
+  afterEach(() => {
+    vi.restoreAllMocks()
+  })
+
+  // A view's date is the client's estimate (meter-view.ts `observe`: Date.now() when the reply is
+  // handled, minus the newest entry's age): later than the send by the reply's way back and any stall
+  // before the reply is handled, and a date in the future is sent as age 0 ("now"). Ordering views by
+  // that date let an earlier-read, smaller view replace a later-read, larger one (a6e57fb).
+  it('a reply handled late (a 300 ms stall) dates an earlier, smaller view after a later one: it must not replace it', async () => {
+    const [a, b] = [meter('stall'), meter('stall')]
+    await send(a, 2, brisk)
+    // a's third send: Redis admits it now, but a's event loop handles the reply 300 ms later (GC, a
+    // busy handler), so a dates its view (3 sends) 300 ms after the send.
+    const real = Date.now.bind(Date)
+    vi.spyOn(Date, 'now').mockImplementation(() => real() + 300)
+    await send(a, 1, brisk)
+    vi.restoreAllMocks()
+    await send(b, 2, brisk) // b's view: all 5, read after a's (its newest send is later)
+    await redis.del(...keys('stall')) // a restart without persistence
+    expect((await b.take(10, brisk)).ok).toBe(false) // b seeds 5; the new meter holds a second
+    expect(await minuteRequests('stall')).toBe(5)
+    expect((await a.take(10, brisk)).ok).toBe(false) // a's view: 3, dated "now" (its age clamps to 0)
+    // Qwen still holds the 5 sends: the meter must count them.
+    expect(await minuteRequests('stall')).toBe(5)
+  })
 
   it("a process whose last reply was a blocked take: its view (a full minute) is merged after another's seed", async () => {
     const [a, b] = [meter('blocked'), meter('blocked')]
