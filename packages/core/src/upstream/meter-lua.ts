@@ -200,7 +200,7 @@ if op == 'absorb' then
     newest = tonumber(string.format('%.3f', at))
     stop = stop + 1
     for w = 1, 4 do
-      R[w] = R[w] + nr
+      R[w] = R[w] + ramped(w, nr)
       K[w] = K[w] + nk
     end
   end
@@ -270,7 +270,7 @@ if op == 'settle' then
     if after < before then tat = tat - (before - after) end
     for w = 1, 4 do
       if id >= C[w] then
-        R[w] = R[w] + nr - er
+        R[w] = R[w] + ramped(w, nr) - ramped(w, er)
         K[w] = K[w] + nk - ek
       end
     end

@@ -122,7 +122,7 @@ export class SlidingLog {
     this.advance(now, limits)
     const i = id - this.base
     if (id < 0 || i < 0 || i >= this.times.length || id < this.forgottenBelow) return
-    const dr = requests - this.reqs[i]!
+    const was = this.reqs[i]!
     const dk = tokens - this.toks[i]!
     // Give back the spacing the unused tokens took (a cancel gives back all of it). Only smoothing:
     // the windows above hold the bound whatever tat says.
@@ -133,7 +133,7 @@ export class SlidingLog {
     this.toks[i] = tokens
     for (let w = 0; w < 4; w++) {
       if (id < this.cursor[w]!) continue // already outside that window: nothing to correct
-      this.sumReq[w]! += dr
+      this.sumReq[w]! += inWindow(w, requests) - inWindow(w, was)
       this.sumTok[w]! += dk
     }
   }
@@ -184,11 +184,10 @@ export class SlidingLog {
   /**
    * Counts sends this log did not admit (`requests` and `tokens` in all, made elsewhere) as one entry
    * recorded `ageMs` before `now`, or at the newest entry if that is later (the log stays in time
-   * order: at worst they count a little longer than they should). Returns the entry's id.
+   * order: at worst they count a little longer than they should).
    */
-  seed(now: number, ageMs: number, requests: number, tokens: number, limits: PaceLimits): number {
+  seed(now: number, ageMs: number, requests: number, tokens: number, limits: PaceLimits): void {
     now = this.advance(now, limits)
-    const id = this.base + this.times.length
     this.times.push(Math.max(now - ageMs, this.times[this.times.length - 1] ?? -Infinity))
     this.reqs.push(requests)
     this.toks.push(tokens)
@@ -198,7 +197,6 @@ export class SlidingLog {
       this.sumTok[w]! += tokens
     }
     this.advance(now, limits)
-    return id
   }
 
   /**
@@ -350,12 +348,6 @@ function windowLength(limits: PaceLimits, w: number): number {
 }
 
 /**
- * How early a request may go before its spaced slot: half an interval, but at least 1 ms. The clock
- * ticks in milliseconds and a timer cannot wake sooner, so a finer spacing (a lane above ~1,000
- * requests per second) would otherwise turn every second call inside one millisecond into a 1-2 ms
- * timer wait. The windows, not the spacing, are what bound the count.
- */
-/**
  * What an entry of `requests` counts in window `w`: a seed holds many sends whose times within the
  * minute are unknown, so the ramp's windows count it as one send (counted whole, the second before
  * would look busy and the lane could climb at once past what Qwen saw). meter-lua.ts's `ramped`.
@@ -364,6 +356,12 @@ function inWindow(w: number, requests: number): number {
   return w >= RAMP1 && requests > 1 ? 1 : requests
 }
 
+/**
+ * How early a request may go before its spaced slot: half an interval, but at least 1 ms. The clock
+ * ticks in milliseconds and a timer cannot wake sooner, so a finer spacing (a lane above ~1,000
+ * requests per second) would otherwise turn every second call inside one millisecond into a 1-2 ms
+ * timer wait. The windows, not the spacing, are what bound the count.
+ */
 export function spacingTolerance(spacingMs: number): number {
   return Math.max(spacingMs / 2, 1)
 }
