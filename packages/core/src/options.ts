@@ -149,6 +149,23 @@ function positiveInt(value: unknown, path: string): number {
   return n
 }
 
+/**
+ * The longest delay Node's timers take (2^31 - 1 ms, about 24.8 days): a longer one fires after 1 ms
+ * (TimeoutOverflowWarning), so a `timeoutMs` of 3e9 meant "every call times out at once".
+ */
+export const MAX_TIMER_MS = 2_147_483_647
+
+/** A duration the guard sets a timer for: checked by `check`, then at most MAX_TIMER_MS. */
+function timerMs(value: unknown, path: string, check: (value: unknown, path: string) => number): number {
+  const ms = check(value, path)
+  if (ms > MAX_TIMER_MS)
+    throw new QwenGuardConfigError(
+      path,
+      `must be at most ${MAX_TIMER_MS} ms (about 24.8 days, the longest timer Node sets), got ${ms}`,
+    )
+  return ms
+}
+
 function nonNegativeInt(value: unknown, path: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
     throw new QwenGuardConfigError(path, `must be a non-negative integer, got ${describe(value)}`)
@@ -457,7 +474,9 @@ function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptio
     throw new QwenGuardConfigError('upstream.fetch', `must be a function, got ${describe(fetchOption)}`)
   }
   const timeoutMs =
-    upstream.timeoutMs === undefined ? DEFAULTS.timeoutMs : positiveInt(upstream.timeoutMs, 'upstream.timeoutMs')
+    upstream.timeoutMs === undefined
+      ? DEFAULTS.timeoutMs
+      : timerMs(upstream.timeoutMs, 'upstream.timeoutMs', positiveInt)
   return {
     safetyMargin: margin,
     timeoutMs,
@@ -470,9 +489,11 @@ function resolveUpstreamTuning(upstream: Record<string, unknown>): ResolvedOptio
     maxRetryAfterMs:
       upstream.maxRetryAfterMs === undefined
         ? DEFAULTS.maxRetryAfterMs
-        : positiveInt(upstream.maxRetryAfterMs, 'upstream.maxRetryAfterMs'),
+        : timerMs(upstream.maxRetryAfterMs, 'upstream.maxRetryAfterMs', positiveInt),
     streamIdleMs:
-      upstream.streamIdleMs === undefined ? timeoutMs : positiveInt(upstream.streamIdleMs, 'upstream.streamIdleMs'),
+      upstream.streamIdleMs === undefined
+        ? timeoutMs
+        : timerMs(upstream.streamIdleMs, 'upstream.streamIdleMs', positiveInt),
     rampUp: resolveRampUp(upstream.rampUp),
     post: upstreamPost(fetchOption as typeof fetch | undefined),
   }
@@ -529,9 +550,11 @@ function resolveStore(value: unknown): ResolvedOptions['store'] {
     commandTimeoutMs:
       store.commandTimeoutMs === undefined
         ? DEFAULTS.storeCommandTimeoutMs
-        : positiveInt(store.commandTimeoutMs, 'store.commandTimeoutMs'),
+        : timerMs(store.commandTimeoutMs, 'store.commandTimeoutMs', positiveInt),
     leaseTtlMs:
-      store.leaseTtlMs === undefined ? DEFAULTS.storeLeaseTtlMs : positiveInt(store.leaseTtlMs, 'store.leaseTtlMs'),
+      store.leaseTtlMs === undefined
+        ? DEFAULTS.storeLeaseTtlMs
+        : timerMs(store.leaseTtlMs, 'store.leaseTtlMs', positiveInt),
   }
   if (store.redis !== undefined) out.redis = store.redis as NonNullable<ResolvedOptions['store']['redis']>
   return out
@@ -554,7 +577,9 @@ function resolveQueue(value: unknown): ResolvedOptions['queue'] {
   // 0 is meaningful for both: never wait / never queue (refuse at once when capacity is short).
   return {
     maxWaitMs:
-      queue.maxWaitMs === undefined ? DEFAULTS.queueMaxWaitMs : nonNegativeInt(queue.maxWaitMs, 'queue.maxWaitMs'),
+      queue.maxWaitMs === undefined
+        ? DEFAULTS.queueMaxWaitMs
+        : timerMs(queue.maxWaitMs, 'queue.maxWaitMs', nonNegativeInt),
     maxSize: queue.maxSize === undefined ? DEFAULTS.queueMaxSize : nonNegativeInt(queue.maxSize, 'queue.maxSize'),
     waitForConcurrency: wait,
   }

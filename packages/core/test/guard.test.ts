@@ -6,6 +6,7 @@ import { startSimulator, type Simulator } from '@qwen-guard/simulator'
 import OpenAI from 'openai'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createGuard, isQwenGuardError, QwenGuardError, type Guard, type GuardOptions } from '../src/index.js'
+import { MAX_TIMER_MS } from '../src/options.js'
 import { describeEachStore, redisClient } from '../../../test/support/redis.js'
 
 const messages = [{ role: 'user' as const, content: 'Say something about rate limits.' }]
@@ -106,6 +107,24 @@ describeEachStore('guard end to end', (kind) => {
       expect(used).toBeLessThan(100)
     })
     await vi.waitFor(() => expect(sim.stats().inFlight).toBe(0))
+  })
+
+  it('honours the longest timeoutMs and streamIdleMs it accepts (2^31 - 1 ms), a longer one is a config error', async () => {
+    // Node fires a timer longer than 2^31 - 1 ms after 1 ms: a timeoutMs of 2^31 made every call a 504
+    // at once, a streamIdleMs of 3e9 ended every stream that paused (here 2 ms a token).
+    const upstream = { baseURL: sim.url, apiKey: 'sk-sim', rampUp: false as const }
+    const guard = makeGuard({ upstream: { ...upstream, timeoutMs: MAX_TIMER_MS, streamIdleMs: MAX_TIMER_MS } })
+    sim.inject({ kind: 'slow-first-byte', delayMs: 30, times: 1 })
+    const client = guard.client({ user: 'long-timers' })
+    const completion = await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 5 })
+    expect(completion.usage?.completion_tokens).toBe(5)
+    const stream = await client.chat.completions.create({ model: 'qwen-plus', messages, max_tokens: 20, stream: true })
+    let tokens = 0
+    for await (const chunk of stream) if (chunk.choices[0]?.delta?.content) tokens++
+    expect(tokens).toBe(20)
+    expect(() => createGuard({ upstream: { ...upstream, timeoutMs: MAX_TIMER_MS + 1 } })).toThrow(
+      /^upstream\.timeoutMs: must be at most 2147483647 ms/,
+    )
   })
 
   describe('the concurrency lease is released', () => {

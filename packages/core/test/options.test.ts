@@ -419,6 +419,21 @@ describe('resolveOptions: errors name the option', () => {
       { upstream: { accounts: [{ id: 'a', apikey: 'k' }] } },
       'upstream.accounts[0].apikey: unknown option',
     ],
+    // Node's timers take at most 2^31 - 1 ms: a longer delay fired after 1 ms (every call a 504 at once).
+    ...(
+      [
+        ['upstream.timeoutMs', { upstream: { apiKey: KEY, timeoutMs: 2 ** 31 } }],
+        ['upstream.streamIdleMs', { upstream: { apiKey: KEY, streamIdleMs: 3e9 } }],
+        ['upstream.maxRetryAfterMs', { upstream: { apiKey: KEY, maxRetryAfterMs: 3e9 } }],
+        ['store.commandTimeoutMs', { ...base, store: { commandTimeoutMs: 3e9 } }],
+        ['store.leaseTtlMs', { ...base, store: { leaseTtlMs: 7e9 } }],
+        ['queue.maxWaitMs', { ...base, queue: { maxWaitMs: 3e9 } }],
+      ] as const
+    ).map(([path, options]): [string, unknown, string] => [
+      `${path} past the longest timer`,
+      options,
+      `${path}: must be at most 2147483647 ms (about 24.8 days, the longest timer Node sets), got`,
+    ]),
   ])('%s', (_name, options, message) => {
     const err = configError(options)
     expect(err.message.startsWith(message), err.message).toBe(true)
