@@ -246,9 +246,9 @@ describe.each<Framework>(['express', 'koa', 'node'])(
         expect(Object.keys(answer)).toEqual(['error'])
         expect(answer.error).toMatchObject({ message: expect.any(String), type: 'invalid_request_error', code })
         if (param !== undefined) expect(answer.error.param).toBe(param)
-        // Answers of the guard's validation tell the SDK not to retry (the same body fails again).
-        if (code !== 'not_found' && code !== 'method_not_allowed')
-          expect(response.headers.get('x-should-retry')).toBe('false')
+        // Answers of the guard's validation tell the SDK not to retry (the same body, path or method
+        // fails again), the relay's own 404 / 405 included.
+        expect(response.headers.get('x-should-retry')).toBe('false')
         // Nothing reached Qwen and nothing was counted.
         expect(sim.stats().calls).toBe(0)
         const rpm = (await app.guard.guard.state({ user: 'bad' })).find((s) => s.dimension === 'rpm')

@@ -183,7 +183,13 @@ function clientError(
   message: string,
   headers: Record<string, string> = {},
 ): RelayResponse {
-  return jsonAnswer(status, headers, { error: { message, type: 'invalid_request_error', code, param: null } })
+  // Asking again cannot help (the path or the method is wrong): x-should-retry as on every
+  // non-retryable refusal (docs/errors.md).
+  return jsonAnswer(
+    status,
+    { ...headers, 'x-should-retry': 'false' },
+    { error: { message, type: 'invalid_request_error', code, param: null } },
+  )
 }
 
 function notFound(method: string, mount: string, path: string): RelayResponse {

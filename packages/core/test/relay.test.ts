@@ -87,6 +87,7 @@ describe('createRelay', () => {
     const answer = await createRelay(guard)({ method, path, headers: {}, identity: {} })
     expect(answer.status).toBe(status)
     expect(JSON.parse(await text(answer)).error).toMatchObject({ code, type: 'invalid_request_error' })
+    expect(answer.headers['x-should-retry']).toBe('false')
     expect(call).not.toHaveBeenCalled()
   })
 
