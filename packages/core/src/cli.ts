@@ -91,7 +91,13 @@ export function parseArgs(argv: string[], now = Date.now()): ReportCommand {
     period.atLimitRatio = ratio
   }
   if (!(from < to)) throw new Error('the period is empty: --from must be before --to')
-  return { redis: values.redis, prefix: values.prefix ?? 'qg', period, json: values.json === true }
+  // A prefix no guard can have (store.prefix: non-empty, no braces) would read an empty report.
+  const prefix = values.prefix ?? 'qg'
+  if (prefix.trim() === '' || /[{}]/.test(prefix))
+    throw new Error(
+      `--prefix must be a guard's store.prefix (non-empty, without { or }), got ${JSON.stringify(prefix)}`,
+    )
+  return { redis: values.redis, prefix, period, json: values.json === true }
 }
 
 function time(flag: string, text: string): number {
