@@ -1,4 +1,5 @@
-// README code blocks are copies of compiled files. Every ```ts block in README.md and packages/*/README.md
+// README code blocks are copies of compiled files. Every ```ts block in README.md, packages/*/README.md and
+// packages/core/docs/*.md
 // must follow a marker line `<!-- snippet: examples/snippets/NAME.ts -->` and equal that file's
 // `// #region readme` ... `// #endregion readme` part (or the whole file without markers). The files are
 // type-checked by `pnpm typecheck` (strict); test/readme-snippets.test.ts runs the runnable ones.
@@ -13,10 +14,13 @@ const MARKER = /^<!-- snippet: (\S+) -->$/
 const FENCE = /^```(\S*)\s*$/
 const TYPESCRIPT = new Set(['ts', 'typescript', 'tsx'])
 
-/** The README files whose TypeScript blocks are checked, relative to the repository root. */
+/** The README files and core's docs whose TypeScript blocks are checked, relative to the repository root. */
 export function readmes(root) {
   const packages = readdirSync(join(root, 'packages')).map((name) => `packages/${name}/README.md`)
-  return ['README.md', ...packages].filter((path) => existsSync(join(root, path)))
+  const docs = readdirSync(join(root, 'packages', 'core', 'docs'))
+    .filter((name) => name.endsWith('.md'))
+    .map((name) => `packages/core/docs/${name}`)
+  return ['README.md', ...packages, ...docs].filter((path) => existsSync(join(root, path)))
 }
 
 /** The part of a snippet file a README shows. */

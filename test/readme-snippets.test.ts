@@ -62,6 +62,12 @@ describe('README snippets', () => {
     }
   })
 
+  it('quotas.md, events and call ids: every event of the call carries the id the request header set', async () => {
+    const { callId, trace } = await import('../examples/snippets/docs-quotas-events.js')
+    expect(trace.map((e) => e.type)).toEqual(expect.arrayContaining(['admitted', 'settled']))
+    expect(trace.every((e) => 'callId' in e && e.callId === callId)).toBe(true)
+  })
+
   it('core (README.md and packages/core): the guarded client answers and the guard closes', async () => {
     const log = vi.spyOn(console, 'log').mockImplementation(() => {})
     const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true)

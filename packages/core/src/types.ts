@@ -4,7 +4,11 @@
  */
 import type { UpstreamPost } from './transport.js'
 
-/** Who a call is made for. Both parts are optional; a missing part is not limited in that scope. */
+/**
+ * Who a call is made for. `user` is required by the guard's own methods (`client`, `fetch`, `call`,
+ * `check`, `state`: a TypeError when missing or blank); the adapters and the relay fall back to the
+ * client address. A missing `key` is not limited in the key scope (docs/quotas.md, "Identity").
+ */
 export interface Identity {
   /** The app's end user (default in the adapters: the client address, IPv6 grouped by /64). */
   user?: string
