@@ -2,18 +2,20 @@
 // tokenizer's vocabulary without carrying it (84 MB):
 // - which Han characters (U+4E00-9FFF) and Hangul syllables (U+AC00-D7A3) are one token, and which
 //   Han characters are inside a token of several (the others never merge);
-// - how many tokens a space before a letter adds (most Han, Hangul and letters outside the common
-//   alphabets have no token with a leading space);
+// - how many tokens a space before a letter or symbol adds (most Han, Hangul, letters outside the
+//   common alphabets and symbols have no token with a leading space);
 // - which words of ASCII letters are one token, with and without their leading space (the list,
 //   compressed: the estimator builds its own salted filter from it);
 // - for a word that is not, how likely the tokenizer splits it between two letters given the two
 //   before (a table learned from words it splits: the names of languages, regions, currencies,
 //   months and weekdays in 60 Latin-script languages from Node's ICU, accents stripped, and 30,000
 //   seeded random strings), and the same for the same words in capitals;
-// - how many tokens each letter outside Han and Hangul is alone;
+// - how many tokens each character outside Han and Hangul is alone, letters and marks alike;
 // - which two letters below U+10000 (not ASCII, Han or Hangul syllables) stand side by side inside
-//   some token (a word of another script splits where two of its letters never do), and which Han
-//   characters and kana;
+//   some token (a word of another script splits where two of its letters never do), which Han
+//   characters and kana, and which two Han characters;
+// - which symbols outside ASCII (`。`, `—`, `▓`) stand inside some token beside a mark, a space, a
+//   newline or a letter (a symbol beside none of its neighbours is its own tokens);
 // - which two ASCII marks (`!` to `~` but letters and digits) are one token together, the tokens of
 //   each run of 1 to 64 of one mark (alone and after a space), and which runs a newline merges with;
 // - the tokenizer's merges among the bytes of Cyrillic letters and the space (replayed, they count a
@@ -48,7 +50,7 @@ function singleTokenBits(from, to) {
 
 /**
  * Two bits per code unit from U+0080 to U+FFFF: the tokens a space before it adds (0-3), for letters
- * (0 for the rest, and for surrogates, which are no characters alone).
+ * and marks alike (0 for surrogates, which are no characters alone).
  */
 function spacedExtraBits() {
   const out = Buffer.alloc(0x10000 / 4)
@@ -56,7 +58,6 @@ function spacedExtraBits() {
   for (let c = 0x80; c <= 0xffff; c++) {
     const ch = String.fromCharCode(c)
     if (c >= 0xd800 && c <= 0xdfff) continue
-    if (!/\p{L}/u.test(ch)) continue
     const extra = Math.max(0, Math.min(3, tokens(` ${ch}`) - tokens(ch)))
     if (extra > 0) costly++
     out[c >> 2] |= extra << ((c & 3) * 2)
@@ -65,18 +66,18 @@ function spacedExtraBits() {
 }
 
 /**
- * Two bits per code unit from U+0080 to U+FFFF: the tokens a letter is alone, less one (0-3: 1 to 4
- * or more), for letters outside the Han and Hangul syllable blocks (which have tables of their own);
- * 0 for the rest. Most such letters have no token of their own and are two or three byte tokens.
+ * Two bits per code unit from U+0080 to U+FFFF: the tokens a character is alone, less one (0-3: 1 to
+ * 4 or more), letters and marks alike, outside the Han and Hangul syllable blocks (which have tables of
+ * their own); 0 for those and surrogates. Most such characters have no token of their own and are two
+ * or three byte tokens.
  */
-function letterAloneBits() {
+function aloneBits() {
   const out = Buffer.alloc(0x10000 / 4)
   let several = 0
   for (let c = 0x80; c <= 0xffff; c++) {
     if (c >= 0xd800 && c <= 0xdfff) continue
     if ((c >= 0x4e00 && c <= 0x9fff) || (c >= 0xac00 && c <= 0xd7a3)) continue
     const ch = String.fromCharCode(c)
-    if (!/\p{L}/u.test(ch)) continue
     const extra = Math.max(0, Math.min(3, tokens(ch) - 1))
     if (extra > 0) several++
     out[c >> 2] |= extra << ((c & 3) * 2)
@@ -216,7 +217,7 @@ function splitTable(words, upper) {
 const { out: splits, learned } = splitTable(training, false)
 // Capitals merge far less than lower case (" EPLXSKYAFG" is 7 tokens, " eplxskyafg" 5): their own table.
 const { out: capitalSplits, learned: learnedCapitals } = splitTable(training, true)
-const alone = letterAloneBits()
+const alone = aloneBits()
 
 const han = singleTokenBits(0x4e00, 0x9fff)
 // Han characters inside a token of two or more Han characters (a word the vocabulary merges): the
@@ -248,8 +249,11 @@ const isPairLetter = (c) =>
 // tokens hold one, so in Japanese a kana between two Han is mostly a token of its own.
 const isHan = (c) => c >= 0x4e00 && c <= 0x9fff
 const isKana = (c) => c >= 0x3040 && c <= 0x30ff
+// And two Han characters that are one token: a character in no such pair with either neighbour is a
+// token of its own.
 const letterPairSet = new Set()
 const hanKanaPairSet = new Set()
+const hanPairSet = new Set()
 vocabulary.forEach((_, id) => {
   const text = tokenizer.decode([id])
   for (let k = 1; k < text.length; k++) {
@@ -258,6 +262,11 @@ vocabulary.forEach((_, id) => {
     if (isPairLetter(a) && isPairLetter(b)) letterPairSet.add(a * 65536 + b)
     if ((isHan(a) && isKana(b)) || (isKana(a) && isHan(b))) hanKanaPairSet.add(a * 65536 + b)
   }
+  // Two Han characters that are one token together: the pairs BPE merges directly. A pair that only
+  // stands inside a longer token (`的方` of `的方法`) merges only through that token's other merges:
+  // `方畴的方畴的` is six tokens.
+  if (text.length === 2 && isHan(text.charCodeAt(0)) && isHan(text.charCodeAt(1)))
+    hanPairSet.add(text.charCodeAt(0) * 65536 + text.charCodeAt(1))
 })
 /** Sorted pair codes as the LEB128 varints of their differences. */
 function pairVarints(codes) {
@@ -277,18 +286,26 @@ function pairVarints(codes) {
 const letterPairCodes = [...letterPairSet].sort((x, y) => x - y)
 const varints = pairVarints(letterPairCodes)
 const hanKanaPairCodes = [...hanKanaPairSet].sort((x, y) => x - y)
+const hanPairCodes = [...hanPairSet].sort((x, y) => x - y)
 
 // A character outside ASCII that is no letter, digit, space or combining mark (`。`, `”`, `°`, `→`,
-// emoji) beside an ASCII mark inside some token (`”,`, `…]`, `。"`): the vocabulary has few of them,
-// so an ASCII mark after such a symbol mostly starts a token of its own.
-const isSymbolChar = (c) => c >= 0x80 && c !== 0xfffd && !/[\p{L}\p{N}\p{M}\s]/u.test(String.fromCharCode(c))
+// emoji) beside what can share its piece of the pre-tokenizer inside some token: after it an ASCII
+// mark, another such symbol, a newline or a letter (`”,`, `……`, `。\n`, `’s`), before it a space, an
+// ASCII mark or another symbol (` —`, `.”`). The vocabulary has few (a symbol in none with either
+// neighbour is its own tokens), so an ASCII mark after such a symbol mostly starts a token of its own.
+const isSymbolChar = (c) =>
+  c >= 0x80 && c !== 0xfffd && !(c >= 0xd800 && c <= 0xdfff) && !/[\p{L}\p{N}\p{M}\s]/u.test(String.fromCharCode(c))
 const isAsciiMark = (c) => c > 32 && c < 127 && !/[A-Za-z0-9]/.test(String.fromCharCode(c))
-const symbolMarkPairs = new Set()
+const symbolPairs = new Set()
 vocabulary.forEach((_, id) => {
   const text = tokenizer.decode([id])
-  for (let k = 1; k < text.length; k++)
-    if (isSymbolChar(text.charCodeAt(k - 1)) && isAsciiMark(text.charCodeAt(k)))
-      symbolMarkPairs.add(text.slice(k - 1, k + 1))
+  for (let k = 1; k < text.length; k++) {
+    const a = text.charCodeAt(k - 1)
+    const b = text.charCodeAt(k)
+    const after = isAsciiMark(b) || isSymbolChar(b) || b === 10 || b === 13 || /\p{L}/u.test(text[k])
+    const before = a === 32 || isAsciiMark(a) || isSymbolChar(a)
+    if ((isSymbolChar(a) && after) || (isSymbolChar(b) && before)) symbolPairs.add(text.slice(k - 1, k + 1))
+  }
 })
 
 /** The ASCII marks in code order: every printable non-space ASCII character but letters and digits. */
@@ -389,11 +406,11 @@ ${wrap(inWords.toString('base64'))}
 
 /**
  * Two bits per code unit below U+10000 (index: the code unit): how many tokens a space before the
- * letter adds (0-3; ${spaced.costly} letters add some). Few Han characters (46) and Hangul syllables (206)
+ * character adds (0-3; ${spaced.costly} characters add some). Few Han characters (46) and Hangul syllables (206)
  * have a token with a leading space, so after a space most cost one or two tokens more than alone;
- * so do most letters outside the common alphabets.
+ * so do most letters outside the common alphabets, and most symbols (\` ▓\` is two tokens, \`▓\` one).
  */
-export const SPACED_LETTER_EXTRA =
+export const SPACED_CHAR_EXTRA =
 ${wrap(spaced.base64)}
 
 /**
@@ -421,11 +438,12 @@ export const CAPITAL_SPLIT_CHANCES =
 ${wrap(compressed(capitalSplits))}
 
 /**
- * Two bits per code unit below U+10000: the tokens a letter is alone, less one (0-3), for letters
- * outside the Han and Hangul syllable blocks; ${alone.several} of them are several tokens (no token of their
- * own: two or three byte tokens). A letter standing alone costs that. Brotli, base64.
+ * Two bits per code unit below U+10000: the tokens a character is alone, less one (0-3), letters and
+ * marks alike, outside the Han and Hangul syllable blocks; ${alone.several} of them are several tokens (no
+ * token of their own: two or three byte tokens). A letter standing alone costs that, and so does a
+ * symbol no token holds beside its neighbours. Brotli, base64.
  */
-export const LETTER_ALONE_TOKENS =
+export const CHAR_ALONE_TOKENS =
 ${wrap(alone.base64)}
 
 /**
@@ -442,6 +460,13 @@ ${wrap(compressed(Buffer.from(varints)))}
  */
 export const HAN_KANA_PAIRS =
 ${wrap(compressed(Buffer.from(pairVarints(hanKanaPairCodes))))}
+
+/**
+ * Two Han characters (U+4E00-9FFF) that are one token together (${hanPairCodes.length} pairs), coded as
+ * LETTER_PAIRS: a character in none with either neighbour is a token of its own.
+ */
+export const HAN_PAIRS =
+${wrap(compressed(Buffer.from(pairVarints(hanPairCodes))))}
 
 /** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */
 export const ASCII_MARKS = ${JSON.stringify(MARKS.join(''))}
@@ -462,11 +487,13 @@ export const MARK_RUN_TOKENS = ${JSON.stringify(markRuns)}
 export const SPACED_MARK_RUN_TOKENS = ${JSON.stringify(spacedMarkRuns)}
 
 /**
- * A symbol outside ASCII (no letter, digit or space) and an ASCII mark after it that stand side by side
- * inside some token (${symbolMarkPairs.size} pairs, two characters each): after any other such symbol an ASCII mark
- * starts a token.
+ * A symbol outside ASCII (no letter, digit, combining mark or space) and what stands beside it inside
+ * some token, in what can be one piece of the pre-tokenizer (${symbolPairs.size} pairs, two characters each):
+ * after it an ASCII mark, a symbol, a newline or a letter; before it a space, an ASCII mark or a
+ * symbol. After any other such symbol an ASCII mark starts a token; a symbol in no pair with either
+ * neighbour is its own tokens.
  */
-export const SYMBOL_MARK_PAIRS = ${JSON.stringify([...symbolMarkPairs].sort().join(''))}
+export const SYMBOL_PAIRS = ${JSON.stringify([...symbolPairs].sort().join(''))}
 
 /**
  * For each of ASCII_MARKS: bit n - 1 (n = 1-4) set when a newline after a run of n of it merges into its

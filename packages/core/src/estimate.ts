@@ -9,9 +9,10 @@ import { brotliDecompressSync } from 'node:zlib'
 import {
   ASCII_MARKS,
   CAPITAL_SPLIT_CHANCES,
+  CHAR_ALONE_TOKENS,
   HAN_IN_WORDS,
   HAN_KANA_PAIRS,
-  LETTER_ALONE_TOKENS,
+  HAN_PAIRS,
   LETTER_PAIRS,
   MARK_NEWLINE_MERGES,
   MARK_PAIR_TOKENS,
@@ -19,10 +20,10 @@ import {
   ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
-  SPACED_LETTER_EXTRA,
+  SPACED_CHAR_EXTRA,
   SPACED_MARK_RUN_TOKENS,
   SPLIT_CHANCES,
-  SYMBOL_MARK_PAIRS,
+  SYMBOL_PAIRS,
 } from './vocabulary-tables.js'
 import { cyrillicLetter, cyrillicWordTokens } from './cyrillic-words.js'
 import { bitsOf, unpacked, varints } from './packed-tables.js'
@@ -44,7 +45,10 @@ export interface EstimatorWeights {
   piece: number
   /** A punctuation mark glued to the word after it ("(ms", ".get", "_id"). */
   gluedMark: number
-  /** Han characters: common two-character words are one token. */
+  /**
+   * A Han character beside one it shares some token with (HAN_PAIRS): such runs are about two
+   * characters a token. A character beside neither neighbour is a token of its own.
+   */
   han: number
   hangul: number
   kana: number
@@ -64,9 +68,9 @@ export interface EstimatorWeights {
 export const DEFAULT_WEIGHTS: Readonly<EstimatorWeights> = Object.freeze({
   piece: 1,
   gluedMark: 0.4,
-  han: 0.58,
+  han: 0.45,
   hangul: 0.8,
-  kana: 0.6,
+  kana: 0.55,
   otherLetter: 0.45,
   punctFirst: 1,
   punctMore: 0.2,
@@ -119,6 +123,10 @@ const LETTER_COST = costTable([
   [0x3400, 0x4dbf, 2.6],
   [0xf900, 0xfaff, 1.5],
   [0xff21, 0xff5a, 1],
+  // Half-width katakana a token each, half-width Hangul letters two: the vocabulary barely merges them
+  // (random half-width katakana read 1.25x low as CJK punctuation).
+  [0xff66, 0xff9f, 1],
+  [0xffa0, 0xffdc, 2],
 ])
 
 /**
@@ -137,12 +145,48 @@ const LETTER_PAIR_SET = pairSet(LETTER_PAIRS)
  */
 const HAN_KANA_PAIR_SET = pairSet(HAN_KANA_PAIRS)
 
+/**
+ * Two Han characters (U+4E00-9FFF) that are one token together (11,535 pairs, HAN_PAIRS): a common
+ * character in none with either neighbour is a token of its own (random common characters read 1.46x
+ * low at `han`, which fits the runs of words that merge, about two characters a token).
+ */
+const HAN_PAIR_TABLE = new Int32Array(1 << 15)
+const hanPairSlot = (key: number): number => Math.imul(key, 0x9e3779b1) >>> 17
+// Open addressing (about a third full): a lookup per Han character, faster than a Set's.
+for (const code of pairSet(HAN_PAIRS)) {
+  const key = hanPairKey(Math.floor(code / 65536), code % 65536)
+  let slot = hanPairSlot(key)
+  while (HAN_PAIR_TABLE[slot] !== 0) slot = (slot + 1) & 0x7fff
+  HAN_PAIR_TABLE[slot] = key
+}
+
+/** A pair of U+4E00-9FFF characters as a key of HAN_PAIR_TABLE (never 0). */
+function hanPairKey(a: number, b: number): number {
+  return (a - 0x4e00) * 0x5200 + (b - 0x4e00) + 1
+}
+
 /** The pair codes of a table (sorted, as the LEB128 varints of their differences). */
 function pairSet(table: string): Set<number> {
   const pairs = new Set<number>()
   let code = 0
   for (const gap of varints(table)) pairs.add((code += gap))
   return pairs
+}
+
+/** A Han character one token with the character before it and with the one after it (`你好的`): at most 2/3. */
+const HAN_INSIDE_TOKENS = 2 / 3
+
+/** Whether Han character `a` and `b` after it (Han or kana) stand side by side inside some token. */
+function hanJoins(a: number, b: number): boolean {
+  if (b >= 0x4e00 && b <= 0x9fff && a >= 0x4e00 && a <= 0x9fff) {
+    const key = hanPairKey(a, b)
+    for (let slot = hanPairSlot(key); ; slot = (slot + 1) & 0x7fff) {
+      const held = HAN_PAIR_TABLE[slot] as number
+      if (held === key) return true
+      if (held === 0) return false
+    }
+  }
+  return hanOrKana(a, b) && HAN_KANA_PAIR_SET.has(a * 65536 + b)
 }
 
 const hanOrKana = (a: number, b: number) =>
@@ -290,7 +334,8 @@ function classOf(c: number): number {
   if ((c >= 0x3000 && c <= 0x303f) || (c >= 0xff00 && c <= 0xffef) || c === 0x30fb) {
     return c >= 0xff10 && c <= 0xff19
       ? DIGIT
-      : c >= 0xff21 && c <= 0xff5a && (c <= 0xff3a || c >= 0xff41)
+      : (c >= 0xff21 && c <= 0xff5a && (c <= 0xff3a || c >= 0xff41)) ||
+          (c >= 0xff66 && c <= 0xffdc && /\p{L}/u.test(String.fromCharCode(c)))
         ? OTHER_LETTER
         : CJK_PUNCT
   }
@@ -324,25 +369,33 @@ const CLASS = new Uint8Array(0x10000)
  * their prose), one bit each: standing alone, such a letter still costs its own tokens (markRun).
  */
 const SYMBOL_LETTER = new Uint8Array(0x10000 >> 3)
+/**
+ * Symbols and CJK punctuation below U+10000 that no table prices (SYMBOL_COST), one bit each: beside
+ * no neighbour it shares a token with (SYMBOL_PAIRS), such a symbol costs its own tokens (markRun).
+ */
+const PAIRED_SYMBOL = new Uint8Array(0x10000 >> 3)
 for (let c = 0; c < 0x10000; c++) {
   let cls = classOf(c)
   if (cls === SYMBOL && LETTER.test(String.fromCharCode(c))) {
     if (SYMBOL_COST[c] !== 0) SYMBOL_LETTER[c >> 3]! |= 1 << (c & 7)
     else {
       // A letter of a script nothing above prices: a letter still, so it joins words and alone costs
-      // its own tokens (LETTER_ALONE_TOKENS); inside a word, its UTF-8 bytes at a symbol's rate.
+      // its own tokens (CHAR_ALONE_TOKENS); inside a word, its UTF-8 bytes at a symbol's rate.
       cls = OTHER_LETTER
       LETTER_COST[c] = utf8Bytes(c) * RARE_LETTER_BYTE_TOKENS
     }
   }
+  if ((cls === CJK_PUNCT || (cls === SYMBOL && SYMBOL_COST[c] === 0)) && (c < 0xd800 || c > 0xdfff))
+    PAIRED_SYMBOL[c >> 3]! |= 1 << (c & 7)
   CLASS[c] = cls
 }
+const pairedSymbol = (c: number): boolean => ((PAIRED_SYMBOL[c >> 3] as number) & (1 << (c & 7))) !== 0
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
 const SPLITS = bitsOf(SPLIT_CHANCES)
 const CAPITAL_SPLITS = unpacked(CAPITAL_SPLIT_CHANCES)
-const SPACED_LETTER = bitsOf(SPACED_LETTER_EXTRA)
-const LETTER_ALONE = unpacked(LETTER_ALONE_TOKENS)
+const SPACED_EXTRA = bitsOf(SPACED_CHAR_EXTRA)
+const ALONE = unpacked(CHAR_ALONE_TOKENS)
 /** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */
 const FIRST_SPLIT = 26 * 26 * 26
 
@@ -415,9 +468,12 @@ function splitChance(a: number, b: number, c: number, capitals: boolean): number
   return ((((capitals ? CAPITAL_SPLITS : SPLITS)[i >> 1] as number) >> ((i & 1) * 4)) & 15) / 15
 }
 
-/** Tokens of letter `c` standing alone (vocabulary-tables.ts): most letters outside common alphabets are two or three. */
+/**
+ * Tokens of character `c` standing alone (vocabulary-tables.ts): most letters outside common alphabets
+ * and most symbols are two or three; 1 for Han and Hangul syllables (their own tables price them).
+ */
 function aloneTokens(c: number): number {
-  return 1 + (((LETTER_ALONE[c >> 2] as number) >> ((c & 3) * 2)) & 3)
+  return 1 + (((ALONE[c >> 2] as number) >> ((c & 3) * 2)) & 3)
 }
 
 /**
@@ -430,9 +486,9 @@ function pieceCost(length: number, hash: number, splits: number, w: EstimatorWei
   return oneToken(hash) ? w.piece : Math.max(2, 1 + splits)
 }
 
-/** The tokens a space before letter `c` adds (vocabulary-tables.ts): 0 before ASCII (priced with the word). */
+/** The tokens a space before character `c` adds (vocabulary-tables.ts): 0 before ASCII (priced with the word or run). */
 function spacedExtra(c: number): number {
-  return c < 0x80 ? 0 : ((SPACED_LETTER[c >> 2] as number) >> ((c & 3) * 2)) & 3
+  return c < 0x80 ? 0 : ((SPACED_EXTRA[c >> 2] as number) >> ((c & 3) * 2)) & 3
 }
 
 /**
@@ -461,6 +517,9 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
   let first = -1
   let second = -1
   let capitals = 0
+  // The last common Han character read and whether it joins the character after it (hanJoins).
+  let hanAt = -1
+  let hanAfter = false
   let j = i
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
@@ -493,6 +552,23 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     capitals = 0
     prevLower = false
     const weight = (LETTER_COST[c] as number) || letterCost(cls, w)
+    if (cls === HAN && LETTER_COST[c] === 0) {
+      // A common Han character beside one it shares some token with (HAN_PAIRS, HAN_KANA_PAIRS): `han`,
+      // about two characters a token in such runs; beside neither, a token of its own. After a space
+      // that no token holds before it, the space takes its first byte (` 错误` is ` \xe9` `\x94\x99` `误`):
+      // it joins nothing (the caller adds what the space costs).
+      // Joined on both sides, it may lose both to its neighbours' pairs (`你好的` is `你` `好的`): BPE
+      // leaves at most one character alone beside each pair it merges, so such runs cost up to two
+      // tokens in three characters (HAN_INSIDE_TOKENS).
+      const broken = j <= i + 1 && brokenBySpace(text, i)
+      const before =
+        j > i && !(j === i + 1 && broken) && (hanAt === j - 1 ? hanAfter : hanJoins(text.charCodeAt(j - 1), c))
+      const after = !(j === i && broken) && hanJoins(c, text.charCodeAt(j + 1))
+      hanAt = j
+      hanAfter = after
+      cost += before && after ? Math.max(weight, HAN_INSIDE_TOKENS) : before || after ? weight : Math.max(weight, 1)
+      continue
+    }
     // A letter standing alone merges with nothing: its own tokens (two or three for most letters
     // outside the common alphabets), where inside a word the script's weight holds.
     const alone = j === i && !isLetter(CLASS[text.charCodeAt(j + 1)] as number)
@@ -515,6 +591,11 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
   }
   out.end = j
   return cost + pieceCost(piece, hash, splits, w)
+}
+
+/** Whether the letter at `i` comes after a space that no token holds before it: the space takes its first byte. */
+function brokenBySpace(text: string, i: number): boolean {
+  return i > 0 && text.charCodeAt(i - 1) === 32 && spacedExtra(text.charCodeAt(i)) > 0
 }
 
 /** Cost of one non-letter, non-digit, non-space character. */
@@ -558,7 +639,9 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
             ? Math.max(w.space, longWhitespaceCost(text, i, i + 1))
             : cls === PUNCT && nextCls === LATIN
               ? w.gluedMark
-              : markCost(c, cls, true, w))
+              : pairedSymbol(c) && !symbolJoins(c, text.charCodeAt(i + 1))
+                ? aloneTokens(c)
+                : markCost(c, cls, true, w))
       i = out.end
     } else if (
       cls === PUNCT ||
@@ -663,13 +746,16 @@ for (let i = 0; i < ASCII_MARKS.length; i++) MARK_INDEX[ASCII_MARKS.charCodeAt(i
 const MARK_PAIRS = Buffer.from(MARK_PAIR_TOKENS, 'base64')
 
 /**
- * A symbol outside ASCII and an ASCII mark after it that some token holds (`”,`, `…]`: SYMBOL_MARK_PAIRS,
- * symbol * 128 + mark). After any other symbol (`°`, `〿`, `→`, an emoji) an ASCII mark starts a token:
- * a mark after each read 2-3x low at `punctMore`.
+ * A symbol outside ASCII and what stands beside it inside some token (SYMBOL_PAIRS, first * 65536 +
+ * second: `”,`, `…]`, `——`, `。\n`, ` —`, `’s`). After any other symbol (`°`, `〿`, `→`, an emoji) an
+ * ASCII mark starts a token: a mark after each read 2-3x low at `punctMore`. A symbol in no pair with
+ * either neighbour is its own tokens: random CJK punctuation, block elements, braille, CJK radicals and
+ * enclosed characters read 1.5-1.7x low at `cjkPunct` or 3 bytes x `symbolByte`.
  */
-const SYMBOL_MARKS = new Set<number>()
-for (let k = 0; k + 1 < SYMBOL_MARK_PAIRS.length; k += 2)
-  SYMBOL_MARKS.add(SYMBOL_MARK_PAIRS.charCodeAt(k) * 128 + SYMBOL_MARK_PAIRS.charCodeAt(k + 1))
+const SYMBOL_PAIR_SET = new Set<number>()
+for (let k = 0; k + 1 < SYMBOL_PAIRS.length; k += 2)
+  SYMBOL_PAIR_SET.add(SYMBOL_PAIRS.charCodeAt(k) * 65536 + SYMBOL_PAIRS.charCodeAt(k + 1))
+const symbolJoins = (a: number, b: number): boolean => SYMBOL_PAIR_SET.has(a * 65536 + b)
 
 /**
  * Tokens of a run of `n` of the mark at `index` (MARK_RUN_TOKENS; after a space, SPACED_MARK_RUN_TOKENS):
@@ -796,9 +882,19 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
         run = 1
         runSpaced = false
       }
+    } else if (pairedSymbol(c)) {
+      // A symbol no token holds beside the one before it (the space before the run, for the first) nor
+      // beside the one after it in the run (or the newline after the run): its own tokens. After a
+      // space, what the space adds (` ▓` is two tokens).
+      const after = j + 1 < text.length ? text.charCodeAt(j + 1) : -1
+      const apart =
+        !(first ? spaced && symbolJoins(32, c) : symbolJoins(previous, c)) &&
+        !(after >= 0 && inMarkRun(CLASS[after] as number) && symbolJoins(c, after))
+      cost += (apart ? aloneTokens(c) : markCost(c, cls, first, w)) + (first && spaced ? spacedExtra(c) : 0)
+      run = 0
     } else {
       cost +=
-        cls === PUNCT && !first && previous >= 0x80 && !SYMBOL_MARKS.has(previous * 128 + c)
+        cls === PUNCT && !first && previous >= 0x80 && !symbolJoins(previous, c)
           ? w.punctFirst
           : markCost(c, cls, first, w)
       run = cls === PUNCT ? 1 : 0
@@ -828,10 +924,16 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
           ? Math.max(1, 1 + markStretchTokens(index, run - 1, runSpaced) - markStretchTokens(index, run, runSpaced))
           : 1
     }
+  } else if (j > newlines && pairedSymbol(previous) && !symbolJoins(previous, text.charCodeAt(newlines))) {
+    // A newline no token holds after the symbol before it is a token of its own (`▓\n` is two, `。\n` one).
+    cost += 1
   }
   out.end = cost
   return j
 }
+
+/** Whether a character of this class continues a run of marks (markRun), newlines after it included. */
+const inMarkRun = (cls: number): boolean => cls === PUNCT || cls === CJK_PUNCT || cls === SYMBOL || cls === NEWLINE
 
 /** Estimated tokens of a text alone (no chat template). 0 for ''. */
 export function estimateTextTokens(text: string): number {

@@ -57,8 +57,11 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   it('is script-aware where a flat chars/4 rule fails', () => {
     // digits are one token each; Korean and Chinese are far denser than English
     expect(estimateTextTokens('1234567890')).toBe(10)
-    expect(estimateTextTokens('你'.repeat(100))).toBeGreaterThan(50)
-    expect(estimateTextTokens('你'.repeat(100))).toBeLessThan(70)
+    // 你 is one token and 你你 none: 100 (read 58 before HAN_PAIRS); 你好 is one token: 50, read at
+    // `han` a character (fitted on prose, where runs of such pairs merge further), at most 8 % under
+    expect(estimateTextTokens('你'.repeat(100))).toBe(100)
+    expect(estimateTextTokens('你好'.repeat(50))).toBeGreaterThanOrEqual(46)
+    expect(estimateTextTokens('你好'.repeat(50))).toBeLessThanOrEqual(55)
     expect(estimateTextTokens('요청을 '.repeat(25))).toBeGreaterThan(estimateTextTokens('the '.repeat(25)))
     expect(estimateTextTokens('the '.repeat(100).trim())).toBe(100)
     expect(estimateTextTokens('the '.repeat(100))).toBe(101) // a trailing space is its own token
@@ -98,8 +101,10 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
   // quarter...), 37 after per-character costs; random letters (IDs, keys, base64) read up to 2.7x
   // low until a word that is not one token of the vocabulary paid for its likely splits
   // (vocabulary-tables.ts): 24 left.
-  // CJK and mixed punctuation stay low (random kana too, until a kana apart from both neighbours cost
-  // its own token: 8 left); bench/RESULTS.md lists what is left.
+  // CJK and mixed punctuation stayed low (random kana too, until a kana apart from both neighbours cost
+  // its own token: 8 left), until a symbol beside no neighbour it shares a token with cost its own
+  // tokens and a common Han character beside no partner of a two-character token one (1 left:
+  // combining marks of U+1AB0-1AFF and kin, 1.33x); bench/RESULTS.md lists what is left.
   describe('the hard cases', () => {
     const fuzz = JSON.parse(readFileSync(new URL('./data/qwen3-fuzz-counts.json', import.meta.url), 'utf8')) as {
       texts: Array<{ kind: string; text: string; tokens: number }>
@@ -114,10 +119,24 @@ describe('estimateTextTokens against exact Qwen3 counts', () => {
       for (const [kind, [exact, estimate]] of sums) under.set(kind, exact / Math.max(1, estimate))
     }
 
-    it('no kind is under-counted more than 3x, and at most 8 of 153 by more than 30 %', () => {
+    it('no kind is under-counted more than 3x, and at most 1 of 153 by more than 30 %', () => {
       expect(under.size).toBe(153)
       expect(Math.max(...under.values())).toBeLessThanOrEqual(3)
-      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(8)
+      expect([...under.values()].filter((r) => r > 1.3).length).toBeLessThanOrEqual(1)
+    })
+
+    // A symbol beside no neighbour it shares a token with costs its own tokens (SYMBOL_PAIRS,
+    // CHAR_ALONE_TOKENS), a common Han character beside neither neighbour of a two-character token one
+    // (HAN_PAIRS), half-width katakana and Hangul letters their own tokens: these read 1.23-1.71x low.
+    it.each([
+      'cjk punctuation 3000-303F',
+      'block elements/braille',
+      'cjk radicals/kangxi 2E80-2FDF',
+      'cjk enclosed/compat 3200-33FF',
+      'chinese common prose',
+      'halfwidth katakana',
+    ])('%s: within 5 % of the exact count', (kind) => {
+      expect(under.get(kind)).toBeLessThanOrEqual(1.05)
     })
 
     it.each([
