@@ -47,6 +47,7 @@ describe('qwen-guard report: flags', () => {
     [['report', '--redis', URL, '--bogus'], 'unknown flag --bogus'],
     [['report', '--redis', URL, 'extra'], 'unexpected argument extra'],
     [['report', '--redis', URL, '--last', '7x'], '--last: not a duration: "7x"'],
+    [['report', '--redis', URL, '--last', '0m'], '--last: must be longer than 0, got "0m"'],
     [['report', '--redis', URL, '--last', '1d', '--from', '1'], '--last and --from exclude each other'],
     [['report', '--redis', URL, '--from', 'yesterday'], '--from: not a time: yesterday'],
     [['report', '--redis', URL, '--to', '2026-13-01'], '--to: not a time: 2026-13-01'],

@@ -56,11 +56,12 @@ const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86
 
 /**
  * A duration such as `90m`, `24h`, `7d`, `2w` (or a bare number of ms), in ms.
- * @throws RangeError naming the text when it is not one
+ * @throws RangeError naming the text when it is not one, or is 0
  */
 export function parseDuration(text: string): number {
   const match = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/.exec(text.trim())
   const ms = match ? Number(match[1]) * (match[2] ? UNITS[match[2]]! : 1) : NaN
+  if (ms === 0) throw new RangeError(`must be longer than 0, got ${JSON.stringify(text)} (e.g. 90m, 24h, 7d)`)
   if (!(ms > 0) || !Number.isFinite(ms))
     throw new RangeError(`not a duration: ${JSON.stringify(text)} (expected e.g. 90m, 24h, 7d)`)
   return ms
