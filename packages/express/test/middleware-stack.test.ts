@@ -95,7 +95,7 @@ describe('guard.proxy() behind compression(), helmet(), cors() and morgan', () =
     const text = answer.body.toString()
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true)
     // compression() held the whole stream in its gzip buffer until the end: one read, at the end.
-    expect(answer.at.length).toBeGreaterThan(5)
+    expect(answer.at.length).toBeGreaterThan(2) // several reads (loaded machines may join a few)
     expect(answer.at.at(-1)! - answer.at[0]!).toBeGreaterThan(150)
 
     // The official SDK (whose fetch asks for gzip, br): the first token long before the last.

