@@ -28,6 +28,7 @@ const ADAPTER_ONLY = [
   'sendRelayResponse',
   'normalizePrefix',
   'pathUnder',
+  'relayBodyOf',
 ]
 
 /** Runs a tiny program in a fresh Node process from an example folder (a real consumer of the packages). */

@@ -464,6 +464,55 @@ describe('a request body with a Content-Encoding', () => {
     const answer = await exchange(app.port, head, [chunk(packed), LAST_CHUNK])
     expect(answer.status).toBe(400)
     expect(answer.body).toMatchObject({ error: { type: 'invalid_request_error', param: null } })
+    // Named as what it is, not "not valid JSON".
+    expect((answer.body as { error: { message: string } }).error.message).toMatch(/Content-Encoding "gzip"/)
     expect(prompts).toEqual([])
+  })
+})
+
+const contentTypeHead = (type: string, length: number) =>
+  ['POST /v1/chat/completions HTTP/1.1', 'Host: 127.0.0.1', `Content-Type: ${type}`, `Content-Length: ${length}`].join(
+    '\r\n',
+  )
+
+describe.each(Object.keys(MOUNTS))("a request body's charset (%s)", (mount) => {
+  const start = MOUNTS[mount]!
+
+  // Read as UTF-8 whatever it said, a Latin-1 "café" reached Qwen as "caf\uFFFD" and was answered 200.
+  it.each(['iso-8859-1', 'windows-1252', '"UTF-16LE"'])(
+    'other than UTF-8 (%s) is answered 400 naming it, nothing sent upstream or counted',
+    async (charset) => {
+      const app = await start(`charset-${mount}-${charset}`)
+      const left = await requestsLeft(`charset-${mount}-${charset}`)
+      const bytes = Buffer.from(requestOfSize(120, 'café').toString(), charset.includes('16') ? 'utf16le' : 'latin1')
+      const answer = await exchange(app.port, contentTypeHead(`application/json; charset=${charset}`, bytes.length), [
+        bytes,
+      ])
+      expect(answer.status).toBe(400)
+      expect(answer.body).toEqual(openAiError('invalid_request'))
+      const bare = charset.replaceAll('"', '').toLowerCase()
+      expect((answer.body as { error: { message: string } }).error.message).toContain(`charset "${bare}"`)
+      expect(prompts).toEqual([])
+      expect(await requestsLeft(`charset-${mount}-${charset}`)).toBe(left)
+      expect(app.errors).toEqual([])
+    },
+  )
+
+  it.each(['utf-8', '"UTF-8"', 'utf8', 'us-ascii'])('%s is read as UTF-8', async (charset) => {
+    const app = await start(`utf8-${mount}`)
+    const bytes = requestOfSize(120, 'café 日本')
+    const answer = await exchange(app.port, contentTypeHead(`application/json; charset=${charset}`, bytes.length), [
+      bytes,
+    ])
+    expect(answer.status).toBe(200)
+    expect(prompts).toEqual(['café 日本'])
+  })
+
+  it('a leading UTF-8 byte order mark is ignored, as JSON parsers may (JSON.parse refused it: 400)', async () => {
+    const app = await start(`bom-${mount}`)
+    const bytes = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), requestOfSize(120, 'with a BOM')])
+    const answer = await exchange(app.port, contentTypeHead('application/json', bytes.length), [bytes])
+    expect(answer.status).toBe(200)
+    expect(prompts).toEqual(['with a BOM'])
   })
 })

@@ -15,4 +15,5 @@ export { attachLazyClient, isLazyClientAttached, type AttachOptions } from './cl
 export { identityOrDefault, requireIdentity } from './identity.js'
 export { clientGoneSignal, connectionGoneSignal, isClientGone } from './client-gone.js'
 export { sendRelayResponse } from './send-relay-response.js'
+export { relayBodyOf } from './relay-body.js'
 export { normalizePrefix, pathUnder } from './relay-prefix.js'

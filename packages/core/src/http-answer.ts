@@ -200,7 +200,7 @@ export function answerHeaders(info: CallInfo, kind: 'json' | 'sse'): Record<stri
     headers['content-type'] = 'application/json; charset=utf-8'
   } else {
     headers['content-type'] = 'text/event-stream; charset=utf-8'
-    headers['cache-control'] = 'no-cache'
+    headers['cache-control'] = 'no-cache, no-transform'
     headers['x-accel-buffering'] = 'no'
   }
   return headers

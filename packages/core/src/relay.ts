@@ -16,11 +16,16 @@ import type { HttpAnswer, IdentityInput } from './types.js'
 import { readText } from './read-text.js'
 import { validateChatRequest } from './validate.js'
 
-/** A request body as the framework has it: raw bytes, text, an already parsed object, or a stream. */
+/**
+ * A request body as the framework has it: raw bytes, text, an already parsed object (or the bare
+ * number or boolean a non-strict JSON parser makes), or a stream.
+ */
 export type RelayBody =
   | Uint8Array
   | string
   | Record<string, unknown>
+  | number
+  | boolean
   | AsyncIterable<Uint8Array | string>
   | null
   | undefined
@@ -234,16 +239,68 @@ function isJsonContentType(value: string | undefined): boolean {
  * The body as JSON text (or the object a parser already made), read only up to the size limit;
  * parsing and every content check are validateChatRequest's.
  */
-async function readBody(request: RelayRequest, maxBodyBytes: number): Promise<string | Record<string, unknown>> {
+async function readBody(request: RelayRequest, maxBodyBytes: number): Promise<unknown> {
   const { body, headers } = request
-  if (!isJsonContentType(headerValue(headers, 'content-type'))) {
+  const contentType = headerValue(headers, 'content-type')
+  if (!isJsonContentType(contentType)) {
     throw invalid('invalid_request', 'Request body must be JSON (Content-Type: application/json).')
   }
   const declared = Number(headerValue(headers, 'content-length'))
   if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge(maxBodyBytes)
   if (body === undefined || body === null) return ''
-  if (isParsedBody(body)) return body
-  return bodyText(body, maxBodyBytes)
+  // What a JSON parser made of the body (an object, an array, or a bare number or boolean from a
+  // parser that is not strict): validation answers anything but an object with its 400.
+  if (isParsedBody(body) || typeof body === 'number' || typeof body === 'boolean') return body
+  // Text a parser already decoded is used as it is; bytes are read here, as UTF-8 only.
+  if (typeof body !== 'string') checkBytesReadable(contentType, body instanceof Uint8Array ? undefined : headers)
+  return withoutBom(await bodyText(body, maxBodyBytes))
+}
+
+/**
+ * Raw bytes are read as UTF-8 JSON (RFC 8259: JSON between systems is UTF-8), so a body in another
+ * charset is refused rather than decoded wrong and sent to Qwen garbled (a Latin-1 "café" would
+ * reach it as "caf\uFFFD"); so is a compressed stream (`headers` given for the Node request: a
+ * parser that read it, express.json() or a Koa body parser, inflates it first), which would otherwise
+ * be answered as invalid JSON.
+ */
+function checkBytesReadable(contentType: string | undefined, headers?: RelayRequest['headers']): void {
+  const charset = charsetOf(contentType)
+  if (charset !== undefined && !UTF8_LABELS.has(charset)) {
+    throw invalid(
+      'invalid_request',
+      `Request body must be UTF-8 JSON; charset ${JSON.stringify(charset.slice(0, 40))} is not supported.`,
+    )
+  }
+  const encoding = headers && headerValue(headers, 'content-encoding')?.trim().toLowerCase()
+  if (encoding && encoding !== 'identity') {
+    throw invalid(
+      'invalid_request',
+      `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported: send the request body uncompressed.`,
+    )
+  }
+}
+
+/** Charset labels read as UTF-8 (US-ASCII is a subset of it). */
+const UTF8_LABELS = new Set(['utf-8', 'utf8', 'us-ascii'])
+
+/** The `charset` parameter of a media type, lower-cased and unquoted; undefined when there is none. */
+function charsetOf(contentType: string | undefined): string | undefined {
+  if (!contentType) return undefined
+  for (const parameter of contentType.split(';').slice(1)) {
+    const at = parameter.indexOf('=')
+    if (at < 0 || parameter.slice(0, at).trim().toLowerCase() !== 'charset') continue
+    return parameter
+      .slice(at + 1)
+      .trim()
+      .replace(/^"(.*)"$/, '$1')
+      .toLowerCase()
+  }
+  return undefined
+}
+
+/** A leading UTF-8 byte order mark is dropped (RFC 8259 lets a parser ignore it; JSON.parse does not). */
+function withoutBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text
 }
 
 function tooLarge(maxBodyBytes: number): QwenGuardError {
@@ -259,7 +316,7 @@ function isParsedBody(value: unknown): value is Record<string, unknown> {
 
 /** The body as text, reading a stream only up to the limit (a huge upload is not buffered). */
 async function bodyText(
-  body: Exclude<RelayBody, null | undefined | Record<string, unknown>>,
+  body: Exclude<RelayBody, null | undefined | Record<string, unknown> | number | boolean>,
   maxBodyBytes: number,
 ): Promise<string> {
   if (typeof body === 'string') {

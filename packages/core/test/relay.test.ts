@@ -247,7 +247,7 @@ describe('createRelay', () => {
       const answer = await createRelay(guard)(post(streaming))
       expect(answer.headers).toMatchObject({
         'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
+        'cache-control': 'no-cache, no-transform',
         'x-accel-buffering': 'no',
         'x-qwen-guard-model': 'qwen-plus',
       })

@@ -1,5 +1,5 @@
 import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
-import { connectionGoneSignal, sendRelayResponse } from '@qwen-guard/core/adapter'
+import { connectionGoneSignal, relayBodyOf, sendRelayResponse } from '@qwen-guard/core/adapter'
 import type { Request, RequestHandler } from 'express'
 import type { ExpressProxyOptions } from './options.js'
 
@@ -21,7 +21,7 @@ export function createProxy(
         path: req.path,
         mountPath: req.baseUrl,
         headers: req.headers,
-        body: req.body === undefined ? req : (req.body as Record<string, unknown> | string),
+        body: relayBodyOf(req.body, req), // a parser's result only when it read the request
         identity: () => identify(req), // found only for a chat completion; a throw is the relay's 500
         signal,
       })

@@ -1,5 +1,11 @@
-import { createRelay, type Guard, type Identity, type RelayRequest } from '@qwen-guard/core'
-import { connectionGoneSignal, normalizePrefix, pathUnder, sendRelayResponse } from '@qwen-guard/core/adapter'
+import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
+import {
+  connectionGoneSignal,
+  normalizePrefix,
+  pathUnder,
+  relayBodyOf,
+  sendRelayResponse,
+} from '@qwen-guard/core/adapter'
 import type { Context, Middleware } from 'koa'
 import type { KoaProxyOptions } from './options.js'
 
@@ -19,13 +25,12 @@ export function createProxy(
     if (path === undefined) return next()
     const signal = connectionGoneSignal(ctx.res) // the guard stops queueing or streaming and settles at once
     quietConnectionErrors(ctx)
-    const parsed = (ctx.request as { body?: unknown }).body
     const answer = await relay({
       method: ctx.method,
       path,
       mountPath: prefix,
       headers: ctx.headers,
-      body: parsed === undefined ? ctx.req : (parsed as RelayRequest['body']),
+      body: relayBodyOf((ctx.request as { body?: unknown }).body, ctx.req), // a parser's result only when it read the request
       identity: () => identify(ctx), // found only for a chat completion; a throw is the relay's 500
       signal,
     })
