@@ -11,8 +11,16 @@ import type { RelayBody } from './relay.js'
  * can still leave a value: @koa/bodyparser and koa-bodyparser set `{}` for a type they do not parse
  * (no Content-Type, `application/x-chat+json`), body-parser 1.x sets `{}` on every request. Taking
  * that `{}` for the body answered a valid request 400 ("You must provide a model parameter").
+ *
+ * `raw` (Express `req.rawBody`, Koa `ctx.request.rawBody`: bytes or decoded text) is the body when a
+ * middleware read the request, kept what it read there and made no parsed body (a `verify` hook, a
+ * raw-body reader of its own): what is left of the stream is not the body. With neither, the relay
+ * answers such a request 500 and tells `onError`: reading it answered a valid request 400 "not valid
+ * JSON".
  */
-export function relayBodyOf(parsed: unknown, req: Readable): RelayBody {
-  if (parsed === undefined || !(req.readableDidRead || req.readableEnded)) return req
-  return parsed as RelayBody
+export function relayBodyOf(parsed: unknown, req: Readable, raw?: unknown): RelayBody {
+  if (!(req.readableDidRead || req.readableEnded)) return req
+  if (parsed !== undefined) return parsed as RelayBody
+  if (typeof raw === 'string' || raw instanceof Uint8Array) return raw
+  return req
 }
