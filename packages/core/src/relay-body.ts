@@ -14,13 +14,23 @@ import type { RelayBody } from './relay.js'
  *
  * `raw` (Express `req.rawBody`, Koa `ctx.request.rawBody`: bytes or decoded text) is the body when a
  * middleware read the request, kept what it read there and made no parsed body (a `verify` hook, a
- * raw-body reader of its own): what is left of the stream is not the body. With neither, the relay
+ * raw-body reader of its own), or only an earlier parser's unread `{}`: what is left of the stream is
+ * not the body. With neither, the relay
  * answers such a request 500 and tells `onError`: reading it answered a valid request 400 "not valid
  * JSON".
  */
 export function relayBodyOf(parsed: unknown, req: Readable, raw?: unknown): RelayBody {
   if (!(req.readableDidRead || req.readableEnded)) return req
-  if (parsed !== undefined) return parsed as RelayBody
-  if (typeof raw === 'string' || raw instanceof Uint8Array) return raw
-  return req
+  const kept = typeof raw === 'string' || raw instanceof Uint8Array ? raw : undefined
+  // The `{}` a parser leaves on a request it did not read, beside what a reader after it kept: the
+  // kept bytes are the body (a parser that made `{}` of a `{}` body kept `{}`, the same body).
+  const leftover = kept !== undefined && kept.length > 0 && isEmptyPlainObject(parsed)
+  if (parsed !== undefined && !leftover) return parsed as RelayBody
+  return kept ?? req
+}
+
+function isEmptyPlainObject(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false
+  const proto = Object.getPrototypeOf(value) as unknown
+  return (proto === Object.prototype || proto === null) && Object.keys(value).length === 0
 }

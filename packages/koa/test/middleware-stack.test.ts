@@ -150,6 +150,19 @@ describe('guard.proxy() after a middleware that read the request itself and made
     expect(s.relayErrors).toEqual([])
   })
 
+  // koa-bodyparser leaves `{}` (unread) for a type it does not parse; the reader after it read the
+  // body and kept it: the relay took that `{}` for the body (400 "You must provide a model parameter").
+  it.each([
+    ['no Content-Type', undefined],
+    ['a +json type koa-bodyparser does not know', 'application/x-chat+json'],
+  ])('after koa-bodyparser left its {} (%s), serves the text the reader kept', async (_name, type) => {
+    const s = await setUp([bodyParser(), readWhole(true)])
+    const answer = await post(s.url, chat(), { 'content-type': type })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+  })
+
   it('with nothing kept: a generic 500 (the request was valid), the cause told to onError, nothing counted', async () => {
     const s = await setUp([readWhole(false)])
     const before = await s.core.state(USER)
