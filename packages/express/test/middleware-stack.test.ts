@@ -229,3 +229,30 @@ describe('guard.proxy() after a middleware that read the request itself and made
     expect(s.relayErrors).toEqual([])
   })
 })
+
+describe('guard.proxy() after a middleware that set req.body without reading the request', () => {
+  // A gateway or preset route that builds the chat request itself (the client sent no body): the
+  // relay took the unread request for the body and answered 400 "The request body is not valid JSON".
+  it('uses the object it set (no parser leaves anything but {} on a request it did not read)', async () => {
+    const preset: express.RequestHandler = (req, _res, next) => {
+      req.body = { model: 'qwen-plus', messages, max_tokens: 5 }
+      next()
+    }
+    const s = await setUp([preset])
+    const answer = await post(s.url, '', { 'content-type': 'application/json' })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+  })
+
+  it('a {} it set is still taken for a parser leftover: the request is read', async () => {
+    const empty: express.RequestHandler = (req, _res, next) => {
+      req.body = {}
+      next()
+    }
+    const s = await setUp([empty])
+    const answer = await post(s.url, chat({ max_tokens: 5 }), { 'content-type': 'application/x-chat+json' })
+    expect(answer.status).toBe(200)
+    expect(s.sim.stats().calls).toBe(1)
+  })
+})

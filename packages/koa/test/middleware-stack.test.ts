@@ -178,3 +178,18 @@ describe('guard.proxy() after a middleware that read the request itself and made
     expect(await s.core.state(USER)).toEqual(before)
   })
 })
+
+describe('guard.proxy() after a middleware that set ctx.request.body without reading the request', () => {
+  // The relay took the unread (empty) request for the body and answered 400 "not valid JSON".
+  it('uses the object it set', async () => {
+    const preset: Koa.Middleware = async (ctx, next) => {
+      ;(ctx.request as { body?: unknown }).body = JSON.parse(chat())
+      await next()
+    }
+    const s = await setUp([preset])
+    const answer = await post(s.url, '', { 'content-type': 'application/json' })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+  })
+})
