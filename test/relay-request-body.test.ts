@@ -535,6 +535,33 @@ describe.each(Object.keys(MOUNTS))("a request body's charset (%s)", (mount) => {
     expect(prompts).toEqual(['café 日本'])
   })
 
+  // Bytes that are not UTF-8 under no charset (Windows PowerShell 5's Invoke-RestMethod sends a
+  // string body as ISO-8859-1): decoded as UTF-8, "café" reached Qwen as "caf\uFFFD", answered 200.
+  it.each([
+    ['Latin-1 bytes', 'application/json'],
+    ['Latin-1 bytes declared UTF-8', 'application/json; charset=utf-8'],
+  ])('%s (%s) are answered 400, nothing sent upstream or counted', async (_name, type) => {
+    const user = `not-utf8-${mount}`
+    const app = await start(user)
+    const left = await requestsLeft(user)
+    const bytes = Buffer.from(requestOfSize(120, 'café').toString(), 'latin1')
+    const answer = await exchange(app.port, contentTypeHead(type, bytes.length), [bytes])
+    expect(answer.status).toBe(400)
+    expect(answer.body).toEqual(openAiError('invalid_request'))
+    expect((answer.body as { error: { message: string } }).error.message).toContain('not valid UTF-8')
+    expect(prompts).toEqual([])
+    expect(await requestsLeft(user)).toBe(left)
+    expect(app.errors).toEqual([])
+  })
+
+  it('a U+FFFD the client really sent (valid UTF-8) still reaches Qwen', async () => {
+    const app = await start(`fffd-${mount}`)
+    const bytes = requestOfSize(120, 'a \uFFFD b')
+    const answer = await exchange(app.port, contentTypeHead('application/json', bytes.length), [bytes])
+    expect(answer.status).toBe(200)
+    expect(prompts).toEqual(['a \uFFFD b'])
+  })
+
   it('a leading UTF-8 byte order mark is ignored, as JSON parsers may (JSON.parse refused it: 400)', async () => {
     const app = await start(`bom-${mount}`)
     const bytes = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), requestOfSize(120, 'with a BOM')])

@@ -4,6 +4,7 @@
  * here, before the guard counts or sends anything; everything the guard refuses is translated here,
  * so no upstream answer ever reaches the client raw.
  */
+import { isUtf8 } from 'node:buffer'
 import { defaultIdentify } from './client-address.js'
 import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
@@ -351,7 +352,17 @@ async function bodyText(
   }
   if (body instanceof Uint8Array) {
     if (body.byteLength > maxBodyBytes) throw tooLarge(maxBodyBytes)
+    if (!isUtf8(body)) throw notUtf8()
     return Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
   }
-  return readText(body, maxBodyBytes, () => tooLarge(maxBodyBytes))
+  return readText(body, maxBodyBytes, () => tooLarge(maxBodyBytes), notUtf8)
+}
+
+/**
+ * Bytes that are not UTF-8 (a Latin-1 body under no charset or `charset=utf-8`: Windows PowerShell 5
+ * sends string bodies so) are refused like a declared other charset, not decoded with U+FFFD in
+ * their place and sent to Qwen garbled ("café" as "caf\uFFFD").
+ */
+function notUtf8(): QwenGuardError {
+  return invalid('invalid_request', 'Request body is not valid UTF-8: send the JSON encoded as UTF-8 (RFC 8259).')
 }
