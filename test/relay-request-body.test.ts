@@ -474,6 +474,32 @@ describe('a request body with a Content-Encoding', () => {
     expect((answer.body as { error: { message: string } }).error.message).toMatch(/Content-Encoding "gzip"/)
     expect(prompts).toEqual([])
   })
+
+  // A list of codings that are all identity (a proxy repeating the header, which Node joins as
+  // "identity, identity"; an empty element, which RFC 9110 5.6.1 says to ignore) is no encoding: it
+  // was answered 400 'Content-Encoding "identity, identity" is not supported'.
+  it.each([
+    ['Content-Encoding: identity\r\nContent-Encoding: identity'],
+    ['Content-Encoding: identity,'],
+    ['Content-Encoding: , IDENTITY'],
+  ])('%j is read as it is', async (header) => {
+    const app = await MOUNTS['node:http']!('identity-list')
+    const bytes = requestOfSize(200)
+    const head = `${contentTypeHead('application/json', bytes.length)}\r\n${header}`
+    const answer = await exchange(app.port, head, [bytes])
+    expect(answer.status).toBe(200)
+    expect(prompts).toEqual(['hello'])
+  })
+
+  it('a real coding among identities is still refused, named', async () => {
+    const app = await MOUNTS['node:http']!('identity-gzip')
+    const bytes = requestOfSize(200)
+    const head = `${contentTypeHead('application/json', bytes.length)}\r\nContent-Encoding: identity, gzip`
+    const answer = await exchange(app.port, head, [bytes])
+    expect(answer.status).toBe(400)
+    expect((answer.body as { error: { message: string } }).error.message).toMatch(/Content-Encoding "identity, gzip"/)
+    expect(prompts).toEqual([])
+  })
 })
 
 const contentTypeHead = (type: string, length: number) =>

@@ -276,7 +276,9 @@ function checkBytesReadable(contentType: string | undefined, headers?: RelayRequ
     )
   }
   const encoding = headers && headerValue(headers, 'content-encoding')?.trim().toLowerCase()
-  if (encoding && encoding !== 'identity') {
+  // A list of codings (Node joins a repeated header with ", "): only `identity` and empty elements,
+  // which RFC 9110 5.6.1 says to ignore, leave the bytes as they are.
+  if (encoding && encoding.split(',').some((coding) => !['', 'identity'].includes(coding.trim()))) {
     throw invalid(
       'invalid_request',
       `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported: send the request body uncompressed.`,
