@@ -43,8 +43,9 @@ export interface RelayRequest {
   /** Request headers (Node's lower-cased `IncomingHttpHeaders` fit). */
   headers: Record<string, string | string[] | undefined>
   /**
-   * The body: pass the Node request itself (read here, with the size limit) or what a body parser
-   * already made of it.
+   * The body: pass the Node request itself (read here, with the size limit, as UTF-8 only) or what a
+   * body parser already made of it. A Node stream whose data something else already took is not the
+   * body: it is answered with the generic 500 and told to `onError`.
    */
   body?: RelayBody
   /**
