@@ -24,7 +24,7 @@ interface BadRequest {
   method?: string
   path?: string
   headers?: Record<string, string>
-  body?: string
+  body?: string | Uint8Array<ArrayBuffer>
   status: number
   code: string
   param?: string | null
@@ -191,6 +191,26 @@ const table: BadRequest[] = [
   {
     name: 'a non-JSON content type',
     headers: { 'content-type': 'text/plain' },
+    body: JSON.stringify(ok),
+    status: 400,
+    code: 'invalid_request',
+  },
+  {
+    name: 'a charset other than UTF-8',
+    headers: { 'content-type': 'application/json; charset=iso-8859-1' },
+    body: JSON.stringify(ok),
+    status: 400,
+    code: 'invalid_request',
+  },
+  {
+    name: 'bytes that are not UTF-8 (Latin-1 under no charset)',
+    body: new Uint8Array(Buffer.from(with_({ messages: [{ role: 'user', content: 'café' }] }), 'latin1')),
+    status: 400,
+    code: 'invalid_request',
+  },
+  {
+    name: 'a Content-Encoding',
+    headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
     body: JSON.stringify(ok),
     status: 400,
     code: 'invalid_request',

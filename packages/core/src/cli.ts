@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs as parseFlags } from 'node:util'
 import { createGuardStore } from './store.js'
 import { readUsageReport, parseDuration, type UsagePeriod } from './usage/index.js'
+import { MAX_DATE_MS } from './usage/period.js'
 import { formatReport } from './usage/table.js'
 
 export const USAGE = `usage: qwen-guard report --redis URL [flags]    (in the qwen-guard repository: pnpm qwen-guard report ...)
@@ -83,7 +84,7 @@ export function parseArgs(argv: string[], now = Date.now()): ReportCommand {
   if (!/^rediss?:\/\//.test(values.redis)) throw new Error('--redis must be a redis:// or rediss:// URL')
   if (values.last !== undefined && values.from !== undefined) throw new Error('--last and --from exclude each other')
   const to = values.to === undefined ? now : time('--to', values.to)
-  const from = values.from !== undefined ? time('--from', values.from) : to - durationOf('--last', values.last ?? '24h')
+  const from = values.from !== undefined ? time('--from', values.from) : since(to, values.last ?? '24h')
   const period: UsagePeriod = { from, to }
   if (values['at-limit'] !== undefined) {
     const ratio = Number(values['at-limit'])
@@ -102,8 +103,16 @@ export function parseArgs(argv: string[], now = Date.now()): ReportCommand {
 
 function time(flag: string, text: string): number {
   const ms = /^\d+$/.test(text) ? Number(text) : Date.parse(text)
-  if (!Number.isFinite(ms)) throw new Error(`${flag}: not a time: ${text} (ISO 8601 or epoch ms)`)
+  // Past a Date's range (8.64e15 ms) the report could not name its period: "Invalid time value", exit 1.
+  if (!(Math.abs(ms) <= MAX_DATE_MS)) throw new Error(`${flag}: not a time: ${text} (ISO 8601 or epoch ms)`)
   return ms
+}
+
+/** The start of `--last` before `to`, which must be a time too. */
+function since(to: number, last: string): number {
+  const from = to - durationOf('--last', last)
+  if (!(from >= -MAX_DATE_MS)) throw new Error(`--last: too long: ${JSON.stringify(last)} reaches before any time`)
+  return from
 }
 
 function durationOf(flag: string, text: string): number {

@@ -12,6 +12,7 @@
  * stream watcher per call, the largest share of a relayed call's own allocations after the HTTP
  * layers (bench/RESULTS.md, "The relay's added latency").
  */
+import { isUtf8 } from 'node:buffer'
 import { IncomingMessage } from 'node:http'
 import { finished, Readable } from 'node:stream'
 
@@ -19,16 +20,26 @@ import { finished, Readable } from 'node:stream'
  * @param body the bytes (strings are read as UTF-8)
  * @param maxBytes the most bytes read; one more and the read fails
  * @param tooLarge the error thrown past `maxBytes`
+ * @param notUtf8 when given, the error a body that is not valid UTF-8 rejects with (without it, such
+ *   bytes are decoded with U+FFFD in their place)
  */
 export function readText(
   body: AsyncIterable<Uint8Array | string>,
   maxBytes: number,
   tooLarge: () => Error,
+  notUtf8?: () => Error,
 ): Promise<string> {
-  return body instanceof Readable ? readNodeStream(body, maxBytes, tooLarge) : readIterable(body, maxBytes, tooLarge)
+  return body instanceof Readable
+    ? readNodeStream(body, maxBytes, tooLarge, notUtf8)
+    : readIterable(body, maxBytes, tooLarge, notUtf8)
 }
 
-function readNodeStream(stream: Readable, maxBytes: number, tooLarge: () => Error): Promise<string> {
+function readNodeStream(
+  stream: Readable,
+  maxBytes: number,
+  tooLarge: () => Error,
+  notUtf8: (() => Error) | undefined,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
@@ -59,7 +70,12 @@ function readNodeStream(stream: Readable, maxBytes: number, tooLarge: () => Erro
       if (stream instanceof IncomingMessage) stream.resume()
       else discard(stream)
     }
-    const cleanup = finished(stream, (error) => done(error ?? undefined, error ? undefined : textOf(chunks, size)))
+    const cleanup = finished(stream, (error) => {
+      if (error) return done(error)
+      const bytes = joined(chunks, size)
+      if (notUtf8 && !isUtf8(bytes)) done(notUtf8())
+      else done(undefined, bytes.toString('utf8'))
+    })
     stream.on('readable', onReadable)
   })
 }
@@ -77,6 +93,7 @@ async function readIterable(
   body: AsyncIterable<Uint8Array | string>,
   maxBytes: number,
   tooLarge: () => Error,
+  notUtf8: (() => Error) | undefined,
 ): Promise<string> {
   const chunks: Buffer[] = []
   let size = 0
@@ -86,12 +103,14 @@ async function readIterable(
     if (size > maxBytes) throw tooLarge()
     chunks.push(buffer)
   }
-  return textOf(chunks, size)
+  const bytes = joined(chunks, size)
+  if (notUtf8 && !isUtf8(bytes)) throw notUtf8()
+  return bytes.toString('utf8')
 }
 
-/** The chunks as UTF-8 text: one chunk (most bodies) decoded where it lies, more joined first. */
-function textOf(chunks: Buffer[], size: number): string {
-  return chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks, size).toString('utf8')
+/** The chunks as one buffer: one chunk (most bodies) where it lies, more joined. */
+function joined(chunks: Buffer[], size: number): Buffer {
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)
 }
 
 function bufferOf(chunk: unknown): Buffer {

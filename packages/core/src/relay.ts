@@ -4,6 +4,7 @@
  * here, before the guard counts or sends anything; everything the guard refuses is translated here,
  * so no upstream answer ever reaches the client raw.
  */
+import { isUtf8 } from 'node:buffer'
 import { defaultIdentify } from './client-address.js'
 import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
@@ -42,8 +43,9 @@ export interface RelayRequest {
   /** Request headers (Node's lower-cased `IncomingHttpHeaders` fit). */
   headers: Record<string, string | string[] | undefined>
   /**
-   * The body: pass the Node request itself (read here, with the size limit) or what a body parser
-   * already made of it.
+   * The body: pass the Node request itself (read here, with the size limit, as UTF-8 only) or what a
+   * body parser already made of it. A Node stream whose data something else already took is not the
+   * body: it is answered with the generic 500 and told to `onError`.
    */
   body?: RelayBody
   /**
@@ -251,6 +253,7 @@ async function readBody(request: RelayRequest, maxBodyBytes: number): Promise<un
   // What a JSON parser made of the body (an object, an array, or a bare number or boolean from a
   // parser that is not strict): validation answers anything but an object with its 400.
   if (isParsedBody(body) || typeof body === 'number' || typeof body === 'boolean') return body
+  if (alreadyRead(body)) throw bodyReadBefore()
   // Text a parser already decoded is used as it is; bytes are read here, as UTF-8 only.
   if (typeof body !== 'string') checkBytesReadable(contentType, body instanceof Uint8Array ? undefined : headers)
   return withoutBom(await bodyText(body, maxBodyBytes))
@@ -264,15 +267,19 @@ async function readBody(request: RelayRequest, maxBodyBytes: number): Promise<un
  * be answered as invalid JSON.
  */
 function checkBytesReadable(contentType: string | undefined, headers?: RelayRequest['headers']): void {
-  const charset = charsetOf(contentType)
-  if (charset !== undefined && !UTF8_LABELS.has(charset)) {
+  // Every charset parameter: `charset=utf-8; charset=latin1` is Latin-1 to body-parser's reading
+  // (its last), and a Latin-1 body read by the first reached Qwen garbled.
+  const charset = charsetsOf(contentType).find((label) => !UTF8_LABELS.has(label))
+  if (charset !== undefined) {
     throw invalid(
       'invalid_request',
       `Request body must be UTF-8 JSON; charset ${JSON.stringify(charset.slice(0, 40))} is not supported.`,
     )
   }
   const encoding = headers && headerValue(headers, 'content-encoding')?.trim().toLowerCase()
-  if (encoding && encoding !== 'identity') {
+  // A list of codings (Node joins a repeated header with ", "): only `identity` and empty elements,
+  // which RFC 9110 5.6.1 says to ignore, leave the bytes as they are.
+  if (encoding && encoding.split(',').some((coding) => !['', 'identity'].includes(coding.trim()))) {
     throw invalid(
       'invalid_request',
       `Content-Encoding ${JSON.stringify(encoding.slice(0, 40))} is not supported: send the request body uncompressed.`,
@@ -283,19 +290,42 @@ function checkBytesReadable(contentType: string | undefined, headers?: RelayRequ
 /** Charset labels read as UTF-8 (US-ASCII is a subset of it). */
 const UTF8_LABELS = new Set(['utf-8', 'utf8', 'us-ascii'])
 
-/** The `charset` parameter of a media type, lower-cased and unquoted; undefined when there is none. */
-function charsetOf(contentType: string | undefined): string | undefined {
-  if (!contentType) return undefined
+/** Every `charset` parameter of a media type, lower-cased and unquoted, in order (none: []). */
+function charsetsOf(contentType: string | undefined): string[] {
+  if (!contentType) return []
+  const charsets: string[] = []
   for (const parameter of contentType.split(';').slice(1)) {
     const at = parameter.indexOf('=')
     if (at < 0 || parameter.slice(0, at).trim().toLowerCase() !== 'charset') continue
-    return parameter
-      .slice(at + 1)
-      .trim()
-      .replace(/^"(.*)"$/, '$1')
-      .toLowerCase()
+    charsets.push(
+      parameter
+        .slice(at + 1)
+        .trim()
+        .replace(/^"(.*)"$/, '$1')
+        .toLowerCase(),
+    )
   }
-  return undefined
+  return charsets
+}
+
+/**
+ * A Node request (or any Node stream) whose data an earlier middleware already took, leaving no
+ * parsed body or raw bytes for the relay (relayBodyOf): what is left of it is not the client's body,
+ * so reading it would answer a valid request 400 "not valid JSON". An empty body never counts (no data
+ * was ever handed out), nor does a stream only paused or listened to.
+ */
+function alreadyRead(body: RelayBody): boolean {
+  return typeof body === 'object' && body !== null && (body as { readableDidRead?: unknown }).readableDidRead === true
+}
+
+/**
+ * The app's mistake, not the client's: a generic 500 (internal_error) for the client, this message for
+ * `onError`.
+ */
+function bodyReadBefore(): Error {
+  return new Error(
+    'the request body was read by a middleware before the relay, which left no parsed body (req.body, ctx.request.body) or raw body (req.rawBody, ctx.request.rawBody) for it: mount the relay before that middleware, or let it leave what it read',
+  )
 }
 
 /** A leading UTF-8 byte order mark is dropped (RFC 8259 lets a parser ignore it; JSON.parse does not). */
@@ -325,7 +355,17 @@ async function bodyText(
   }
   if (body instanceof Uint8Array) {
     if (body.byteLength > maxBodyBytes) throw tooLarge(maxBodyBytes)
+    if (!isUtf8(body)) throw notUtf8()
     return Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')
   }
-  return readText(body, maxBodyBytes, () => tooLarge(maxBodyBytes))
+  return readText(body, maxBodyBytes, () => tooLarge(maxBodyBytes), notUtf8)
+}
+
+/**
+ * Bytes that are not UTF-8 (a Latin-1 body under no charset or `charset=utf-8`: Windows PowerShell 5
+ * sends string bodies so) are refused like a declared other charset, not decoded with U+FFFD in
+ * their place and sent to Qwen garbled ("café" as "caf\uFFFD").
+ */
+function notUtf8(): QwenGuardError {
+  return invalid('invalid_request', 'Request body is not valid UTF-8: send the JSON encoded as UTF-8 (RFC 8259).')
 }

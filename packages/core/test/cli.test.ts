@@ -32,6 +32,14 @@ describe('qwen-guard report: flags', () => {
     })
   })
 
+  it('the widest period a Date holds is a period', () => {
+    expect(parse('report', '--redis', URL, '--from', '0', '--to', '8640000000000000').period).toEqual({
+      from: 0,
+      to: 8.64e15,
+    })
+    expect(parse('report', '--redis', URL, '--last', '100000000d').period).toEqual({ from: NOW - 8.64e15, to: NOW })
+  })
+
   it('--help and -h ask for the usage, which lists every flag', () => {
     expect(() => parse('--help')).toThrow(HelpRequested)
     expect(() => parse('report', '-h')).toThrow(HelpRequested)
@@ -60,6 +68,10 @@ describe('qwen-guard report: flags', () => {
       `--prefix must be a guard's store.prefix (non-empty, without { or }), got ""`,
     ],
     [['report', '--redis', URL, '--prefix', '{qg}'], `--prefix must be a guard's store.prefix`],
+    // Past a Date's range: read from Redis, then failed with "Invalid time value" (exit 1).
+    [['report', '--redis', URL, '--to', '99999999999999999'], '--to: not a time: 99999999999999999'],
+    [['report', '--redis', URL, '--from', '8640000000000001'], '--from: not a time: 8640000000000001'],
+    [['report', '--redis', URL, '--last', '99999999999d'], '--last: too long: "99999999999d"'],
   ])('%j -> %s', (args, message) => {
     let error: unknown
     try {

@@ -44,6 +44,31 @@ describe('readText', () => {
     )
   })
 
+  it('with notUtf8: valid UTF-8 however it is cut is read, any invalid byte rejects with that error', async () => {
+    const notUtf8 = () => new Error('not UTF-8')
+    await fc.assert(
+      fc.asyncProperty(
+        fc.string({ unit: 'binary' }),
+        fc.nat(),
+        fc.array(fc.nat(), { maxLength: 8 }),
+        async (text, at, cuts) => {
+          const bytes = Buffer.from(text)
+          for (const [kind, make] of Object.entries(sources(bytes, cuts)))
+            expect(await readText(make(), bytes.length, tooLarge, notUtf8), kind).toBe(text)
+          // A lone 0xFF (never in UTF-8) anywhere: refused, from every kind of stream.
+          const bad = Buffer.concat([
+            bytes.subarray(0, at % (bytes.length + 1)),
+            Buffer.from([0xff]),
+            bytes.subarray(at % (bytes.length + 1)),
+          ])
+          for (const [kind, make] of Object.entries(sources(bad, cuts)))
+            await expect(readText(make(), bad.length, tooLarge, notUtf8), kind).rejects.toThrow('not UTF-8')
+        },
+      ),
+      { numRuns: 100 },
+    )
+  })
+
   it('accepts exactly maxBytes and refuses one byte more, on every kind of stream', async () => {
     const bytes = Buffer.from('héllo wörld') // 13 bytes
     for (const [kind, make] of Object.entries(sources(bytes, [3, 7]))) {

@@ -21,7 +21,8 @@ export function createProxy(
         path: req.path,
         mountPath: req.baseUrl,
         headers: req.headers,
-        body: relayBodyOf(req.body, req), // a parser's result only when it read the request
+        // a parser's result only when it read the request; what a raw reader kept when it made none
+        body: relayBodyOf(req.body, req, (req as { rawBody?: unknown }).rawBody),
         identity: () => identify(req), // found only for a chat completion; a throw is the relay's 500
         signal,
       })

@@ -170,3 +170,89 @@ describe('guard.proxy() after a JSON parser that is not strict', () => {
     },
   )
 })
+
+describe('guard.proxy() after a middleware that read the request itself and made no req.body', () => {
+  // A webhook-signature or logging middleware that reads the whole body (as raw-body does) before
+  // next(): what is left of the stream is nothing, and the relay answered the valid request 400
+  // "The request body is not valid JSON".
+  const readWhole =
+    (keep: boolean): express.RequestHandler =>
+    (req, _res, next) => {
+      const chunks: Buffer[] = []
+      req.on('data', (chunk: Buffer) => chunks.push(chunk))
+      req.on('end', () => {
+        if (keep) (req as { rawBody?: Buffer }).rawBody = Buffer.concat(chunks)
+        next()
+      })
+    }
+
+  it('serves the body it kept as req.rawBody (bytes, read as UTF-8)', async () => {
+    const s = await setUp([readWhole(true)])
+    const answer = await post(s.url, chat({ max_tokens: 5 }), { 'content-type': 'application/json; charset=utf-8' })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+    expect(s.relayErrors).toEqual([])
+  })
+
+  it('still refuses kept bytes in another charset (400, nothing counted)', async () => {
+    const s = await setUp([readWhole(true)])
+    const before = await s.core.state(USER)
+    const answer = await post(s.url, Buffer.from(chat({ max_tokens: 5 }), 'latin1'), {
+      'content-type': 'application/json; charset=iso-8859-1',
+    })
+    expect(answer.status).toBe(400)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ error: { code: 'invalid_request' } })
+    expect(s.sim.stats().calls).toBe(0)
+    expect(await s.core.state(USER)).toEqual(before)
+  })
+
+  it('with nothing kept: a generic 500 for the client (its request was valid), the cause told to onError, nothing counted', async () => {
+    const s = await setUp([readWhole(false)])
+    const before = await s.core.state(USER)
+    const answer = await post(s.url, chat({ max_tokens: 5 }))
+    expect(answer.status).toBe(500)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({
+      error: { type: 'server_error', code: 'internal_error', param: null },
+    })
+    expect(String(s.relayErrors[0])).toContain('read by a middleware before the relay')
+    expect(s.relayErrors).toHaveLength(1)
+    expect(s.sim.stats().calls).toBe(0)
+    expect(await s.core.state(USER)).toEqual(before)
+  })
+
+  it('an empty body such a middleware read is still the client’s 400, not a 500', async () => {
+    const s = await setUp([readWhole(false)])
+    const answer = await post(s.url, '')
+    expect(answer.status).toBe(400)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ error: { code: 'invalid_json' } })
+    expect(s.relayErrors).toEqual([])
+  })
+})
+
+describe('guard.proxy() after a middleware that set req.body without reading the request', () => {
+  // A gateway or preset route that builds the chat request itself (the client sent no body): the
+  // relay took the unread request for the body and answered 400 "The request body is not valid JSON".
+  it('uses the object it set (no parser leaves anything but {} on a request it did not read)', async () => {
+    const preset: express.RequestHandler = (req, _res, next) => {
+      req.body = { model: 'qwen-plus', messages, max_tokens: 5 }
+      next()
+    }
+    const s = await setUp([preset])
+    const answer = await post(s.url, '', { 'content-type': 'application/json' })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+  })
+
+  it('a {} it set is still taken for a parser leftover: the request is read', async () => {
+    const empty: express.RequestHandler = (req, _res, next) => {
+      req.body = {}
+      next()
+    }
+    const s = await setUp([empty])
+    const answer = await post(s.url, chat({ max_tokens: 5 }), { 'content-type': 'application/x-chat+json' })
+    expect(answer.status).toBe(200)
+    expect(s.sim.stats().calls).toBe(1)
+  })
+})

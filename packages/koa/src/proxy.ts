@@ -25,12 +25,14 @@ export function createProxy(
     if (path === undefined) return next()
     const signal = connectionGoneSignal(ctx.res) // the guard stops queueing or streaming and settles at once
     quietConnectionErrors(ctx)
+    const request = ctx.request as { body?: unknown; rawBody?: unknown }
     const answer = await relay({
       method: ctx.method,
       path,
       mountPath: prefix,
       headers: ctx.headers,
-      body: relayBodyOf((ctx.request as { body?: unknown }).body, ctx.req), // a parser's result only when it read the request
+      // a parser's result only when it read the request; what a raw reader kept when it made none
+      body: relayBodyOf(request.body, ctx.req, request.rawBody),
       identity: () => identify(ctx), // found only for a chat completion; a throw is the relay's 500
       signal,
     })

@@ -128,3 +128,68 @@ describe('guard.proxy() behind koa-compress and @koa/cors', () => {
     expect(s.appErrors).toEqual([])
   })
 })
+
+describe('guard.proxy() after a middleware that read the request itself and made no ctx.request.body', () => {
+  // A signature-checking or logging middleware that reads the whole body first: the relay read what
+  // was left of the stream (nothing) and answered the valid request 400 "not valid JSON".
+  const readWhole =
+    (keep: boolean): Koa.Middleware =>
+    async (ctx, next) => {
+      const chunks: Buffer[] = []
+      for await (const chunk of ctx.req) chunks.push(chunk as Buffer)
+      if (keep) (ctx.request as { rawBody?: string }).rawBody = Buffer.concat(chunks).toString('utf8')
+      await next()
+    }
+
+  it('serves the text it kept as ctx.request.rawBody, as koa-bodyparser names it', async () => {
+    const s = await setUp([readWhole(true)])
+    const answer = await post(s.url, chat(), { 'content-type': 'application/json' })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+    expect(s.relayErrors).toEqual([])
+  })
+
+  // koa-bodyparser leaves `{}` (unread) for a type it does not parse; the reader after it read the
+  // body and kept it: the relay took that `{}` for the body (400 "You must provide a model parameter").
+  it.each([
+    ['no Content-Type', undefined],
+    ['a +json type koa-bodyparser does not know', 'application/x-chat+json'],
+  ])('after koa-bodyparser left its {} (%s), serves the text the reader kept', async (_name, type) => {
+    const s = await setUp([bodyParser(), readWhole(true)])
+    const answer = await post(s.url, chat(), { 'content-type': type })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+  })
+
+  it('with nothing kept: a generic 500 (the request was valid), the cause told to onError, nothing counted', async () => {
+    const s = await setUp([readWhole(false)])
+    const before = await s.core.state(USER)
+    const answer = await post(s.url, chat(), { 'content-type': 'application/json' })
+    expect(answer.status).toBe(500)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({
+      error: { type: 'server_error', code: 'internal_error', param: null },
+    })
+    expect(s.relayErrors).toHaveLength(1)
+    expect(String(s.relayErrors[0])).toContain('read by a middleware before the relay')
+    expect(s.appErrors).toEqual([])
+    expect(s.sim.stats().calls).toBe(0)
+    expect(await s.core.state(USER)).toEqual(before)
+  })
+})
+
+describe('guard.proxy() after a middleware that set ctx.request.body without reading the request', () => {
+  // The relay took the unread (empty) request for the body and answered 400 "not valid JSON".
+  it('uses the object it set', async () => {
+    const preset: Koa.Middleware = async (ctx, next) => {
+      ;(ctx.request as { body?: unknown }).body = JSON.parse(chat())
+      await next()
+    }
+    const s = await setUp([preset])
+    const answer = await post(s.url, '', { 'content-type': 'application/json' })
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(answer.body.toString())).toMatchObject({ object: 'chat.completion' })
+    expect(s.sim.stats().calls).toBe(1)
+  })
+})

@@ -238,8 +238,20 @@ function respond(
 /** Runs `fn` after `ms` real ms, or now; cancelled when the client goes away first. */
 function later(res: ServerResponse, ms: number, fn: () => void): void {
   if (ms <= 0) return fn()
-  const timer = setTimeout(fn, ms)
+  const timer = setTimeout(fn, timerMs(ms))
   res.once('close', () => clearTimeout(timer))
+}
+
+/** The longest delay Node's timers keep: a longer one (or Infinity) fires after 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647
+
+/**
+ * A wait as a timer can hold it: one longer than about 24.8 days (a `delayMs` or `ttftMs` of 3e9,
+ * meant as "answers long after any client timeout", or a small `timeScale`) is waited that long
+ * rather than answered at once, as Node does with a longer timer (TimeoutOverflowWarning).
+ */
+function timerMs(ms: number): number {
+  return Math.min(ms, MAX_TIMER_MS)
 }
 
 /** Streams frames, each at ttft + (its token index) x per-token time; batches frames already due. */
@@ -265,10 +277,10 @@ function writeStream(
     while (next < frames.length && due(frames[next]!) <= elapsed) batch += frames[next++]!.text
     if (next === frames.length) return void res.end(batch)
     if (batch) res.write(batch)
-    timer = setTimeout(pump, Math.max(1, due(frames[next]!) - elapsed))
+    timer = setTimeout(pump, timerMs(Math.max(1, due(frames[next]!) - elapsed)))
   }
   if (firstMs <= 0) pump()
-  else timer = setTimeout(pump, firstMs)
+  else timer = setTimeout(pump, timerMs(firstMs))
 }
 
 function streamHeaders(requestId: string) {

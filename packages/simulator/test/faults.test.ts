@@ -143,6 +143,34 @@ describe('timing faults (charged)', () => {
     expect(performance.now() - t).toBeGreaterThanOrEqual(145)
   })
 
+  // Node fires a timer longer than 2^31 - 1 ms after 1 ms: a delay of 3e9 ms (meant as "longer than
+  // any client timeout", to test one) was answered at once, JSON and streams alike.
+  it.each([
+    ['a slow first byte past the longest timer', { kind: 'slow-first-byte', delayMs: 3e9 }, {}],
+    ['a slow first byte of Infinity', { kind: 'slow-first-byte', delayMs: Infinity }, {}],
+    ['the same on a stream', { kind: 'slow-first-byte', delayMs: 3e9 }, { stream: true }],
+  ] as const)('%s is not answered (the client times out)', async (_name, fault, extra) => {
+    sim.inject({ ...fault, times: 1 })
+    const warnings: Error[] = []
+    const onWarning = (warning: Error) => warnings.push(warning)
+    process.on('warning', onWarning)
+    try {
+      const raw = await fetch(`${sim.url}/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer sk-sim', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'qwen-plus', messages: USER, ...extra }),
+        signal: AbortSignal.timeout(200),
+      }).then(
+        async (res) => `answered ${res.status}: ${(await res.text()).slice(0, 60)}`,
+        (error: Error) => error.name,
+      )
+      expect(raw).toBe('TimeoutError')
+      expect(warnings.filter((w) => w.name === 'TimeoutOverflowWarning')).toEqual([])
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
   it('a hang never answers until the client gives up; in-flight shows it meanwhile', async () => {
     sim.inject({ kind: 'hang', times: 1 })
     const controller = new AbortController()

@@ -25,7 +25,8 @@ export function resolvePeriod(period: UsagePeriod | undefined, now: number): Res
   if (period !== undefined && (typeof period !== 'object' || period === null))
     throw new TypeError(`usageReport: the period must be an object { from, to }, got ${typeof period}`)
   const to = period?.to === undefined ? now : epochMs(period.to, 'to')
-  const from = period?.from === undefined ? to - DEFAULT_PERIOD_MS : epochMs(period.from, 'from')
+  const from =
+    period?.from === undefined ? Math.max(-MAX_DATE_MS, to - DEFAULT_PERIOD_MS) : epochMs(period.from, 'from')
   if (!(from < to))
     throw new RangeError(
       `usageReport: from (${new Date(from).toISOString()}) must be before to (${new Date(to).toISOString()})`,
@@ -39,9 +40,16 @@ export function resolvePeriod(period: UsagePeriod | undefined, now: number): Res
   return { fromMinute, toMinute, periodMinutes, atLimitRatio: ratio }
 }
 
+/** The largest epoch ms a Date holds (±100,000,000 days from 1970). */
+export const MAX_DATE_MS = 8.64e15
+
+/**
+ * A time a Date can hold: a finite number past ±8.64e15 ms is none (its report's `from` could not be
+ * shown: `qwen-guard report --to 99999999999999999` failed with "Invalid time value" after reading).
+ */
 function epochMs(value: unknown, name: string): number {
   const ms = value instanceof Date ? value.getTime() : value
-  if (typeof ms !== 'number' || !Number.isFinite(ms))
+  if (typeof ms !== 'number' || !(Math.abs(ms) <= MAX_DATE_MS))
     throw new TypeError(`usageReport: ${name} must be a Date or epoch ms, got ${describe(value)}`)
   return ms
 }

@@ -95,6 +95,11 @@ describe('usage recorder', () => {
       /from must be a Date or epoch ms, got string/,
     )
     await expect(guard.usageReport({ from: new Date('nope') })).rejects.toThrow(TypeError)
+    // Finite, but no Date: its message could not even name it ("Invalid time value").
+    await expect(guard.usageReport({ from: 2e16, to: T0 })).rejects.toThrow(
+      /from must be a Date or epoch ms, got 20000000000000000/,
+    )
+    await expect(guard.usageReport({ to: -1e16 })).rejects.toThrow(/to must be a Date or epoch ms/)
     await expect(guard.usageReport({ from: T0 + 1, to: T0 })).rejects.toThrow(RangeError)
     await expect(guard.usageReport({ atLimitRatio: 1.5 })).rejects.toThrow(/atLimitRatio/)
     const report = await guard.usageReport() // the last 24 hours by default
