@@ -5,19 +5,17 @@
  * Settlement from `usage` corrects whatever it gets wrong; an under-estimate is the risky side
  * (it reserves too little), so the weights lean slightly high. Accuracy: docs/estimator.md.
  */
-import { brotliDecompressSync } from 'node:zlib'
 import {
   ASCII_MARKS,
   CAPITAL_SPLIT_CHANCES,
   CHAR_ALONE_TOKENS,
   HAN_IN_WORDS,
   HAN_KANA_PAIRS,
-  HAN_PAIRS,
+  KANA_PAIRS,
   LETTER_PAIRS,
   MARK_NEWLINE_MERGES,
   MARK_PAIR_TOKENS,
   MARK_RUN_TOKENS,
-  ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
   SPACED_CHAR_EXTRA,
@@ -25,8 +23,18 @@ import {
   SPLIT_CHANCES,
   SYMBOL_PAIRS,
 } from './vocabulary-tables.js'
+import {
+  FNV_BASIS,
+  FNV_PRIME,
+  FNV_SPACED_BASIS,
+  letterPieceTokens,
+  oneToken,
+  prepareWordFilter,
+} from './ascii-words.js'
 import { cyrillicLetter, cyrillicWordTokens } from './cyrillic-words.js'
-import { bitsOf, unpacked, varints } from './packed-tables.js'
+import { whitespaceTokens } from './whitespace-pieces.js'
+import { fewestHanTokens, hanPaired } from './han-words.js'
+import { bitsOf, pairSet, unpacked } from './packed-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
 /** Chat template costs (the Qwen3 tokenizer's ChatML template): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
@@ -70,7 +78,7 @@ export const DEFAULT_WEIGHTS: Readonly<EstimatorWeights> = Object.freeze({
   gluedMark: 0.4,
   han: 0.45,
   hangul: 0.8,
-  kana: 0.55,
+  kana: 0.45,
   otherLetter: 0.45,
   punctFirst: 1,
   punctMore: 0.2,
@@ -146,31 +154,22 @@ const LETTER_PAIR_SET = pairSet(LETTER_PAIRS)
 const HAN_KANA_PAIR_SET = pairSet(HAN_KANA_PAIRS)
 
 /**
- * Two Han characters (U+4E00-9FFF) that are one token together (11,535 pairs, HAN_PAIRS): a common
- * character in none with either neighbour is a token of its own (random common characters read 1.46x
- * low at `han`, which fits the runs of words that merge, about two characters a token).
+ * Chains of this many characters or more are bounded by fewestHanTokens. A pair alone is one token,
+ * where `han` prices it 0.9: bounded too, Chinese prose read 3.6 % higher (1.015 -> 1.051 of exact);
+ * `你好` repeated reads 1.1x low.
  */
-const HAN_PAIR_TABLE = new Int32Array(1 << 15)
-const hanPairSlot = (key: number): number => Math.imul(key, 0x9e3779b1) >>> 17
-// Open addressing (about a third full): a lookup per Han character, faster than a Set's.
-for (const code of pairSet(HAN_PAIRS)) {
-  const key = hanPairKey(Math.floor(code / 65536), code % 65536)
-  let slot = hanPairSlot(key)
-  while (HAN_PAIR_TABLE[slot] !== 0) slot = (slot + 1) & 0x7fff
-  HAN_PAIR_TABLE[slot] = key
-}
+const HAN_CHAIN_MIN = 3
 
-/** A pair of U+4E00-9FFF characters as a key of HAN_PAIR_TABLE (never 0). */
-function hanPairKey(a: number, b: number): number {
-  return (a - 0x4e00) * 0x5200 + (b - 0x4e00) + 1
-}
-
-/** The pair codes of a table (sorted, as the LEB128 varints of their differences). */
-function pairSet(table: string): Set<number> {
-  const pairs = new Set<number>()
-  let code = 0
-  for (const gap of varints(table)) pairs.add((code += gap))
-  return pairs
+/**
+ * What a chain of Han characters text[from, to) (each one token with the next) costs beyond what its
+ * characters cost (`chainCost`): the fewest tokens it splits into (fewestHanTokens), when more. Pairing
+ * neighbours two by two, a chain of n is at most ceil(n / 2) tokens: only a bound above what its
+ * characters cost needs the search.
+ */
+function hanChainExtra(text: string, from: number, to: number, chainCost: number): number {
+  // (The caller checks the chain is at least HAN_CHAIN_MIN long.)
+  if (Math.ceil((to - from) / 2) <= chainCost) return 0
+  return Math.max(0, fewestHanTokens(text, from, to) - chainCost)
 }
 
 /** A Han character one token with the character before it and with the one after it (`你好的`): at most 2/3. */
@@ -178,16 +177,17 @@ const HAN_INSIDE_TOKENS = 2 / 3
 
 /** Whether Han character `a` and `b` after it (Han or kana) stand side by side inside some token. */
 function hanJoins(a: number, b: number): boolean {
-  if (b >= 0x4e00 && b <= 0x9fff && a >= 0x4e00 && a <= 0x9fff) {
-    const key = hanPairKey(a, b)
-    for (let slot = hanPairSlot(key); ; slot = (slot + 1) & 0x7fff) {
-      const held = HAN_PAIR_TABLE[slot] as number
-      if (held === key) return true
-      if (held === 0) return false
-    }
-  }
+  if (b >= 0x4e00 && b <= 0x9fff && a >= 0x4e00 && a <= 0x9fff) return hanPaired(a, b)
   return hanOrKana(a, b) && HAN_KANA_PAIR_SET.has(a * 65536 + b)
 }
+
+/**
+ * Two kana that are one token together (501 pairs, KANA_PAIRS). Two kana that only stand inside a
+ * longer token (`のの` of `ものの`) do not merge: `のののの` is four tokens, read 2.3 when any token
+ * holding the pair counted.
+ */
+const KANA_PAIR_SET = pairSet(KANA_PAIRS)
+const kana = (c: number): boolean => c >= 0x3040 && c <= 0x30ff
 
 const hanOrKana = (a: number, b: number) =>
   (a >= 0x4e00 && a <= 0x9fff && b >= 0x3040 && b <= 0x30ff) ||
@@ -208,6 +208,7 @@ function pairLetter(c: number): boolean {
  */
 function mergesAfter(a: number, b: number): boolean {
   if (hanOrKana(a, b)) return HAN_KANA_PAIR_SET.has(a * 65536 + b)
+  if (kana(a) && kana(b)) return KANA_PAIR_SET.has(a * 65536 + b)
   if (!pairLetter(a) || !pairLetter(b)) return true
   return LETTER_PAIR_SET.has(a * 65536 + b)
 }
@@ -396,67 +397,24 @@ const SPLITS = bitsOf(SPLIT_CHANCES)
 const CAPITAL_SPLITS = unpacked(CAPITAL_SPLIT_CHANCES)
 const SPACED_EXTRA = bitsOf(SPACED_CHAR_EXTRA)
 const ALONE = unpacked(CHAR_ALONE_TOKENS)
+// The combining marks of the extended and supplement blocks are three UTF-8 bytes the vocabulary never
+// merges, with a letter or with each other: their own tokens each (3, a few 2). At 2 each, Zalgo text
+// of them read 1.33-1.44x low.
+for (const [from, to] of [
+  [0x1ab0, 0x1aff],
+  [0x1dc0, 0x1dff],
+  [0x20d0, 0x20ff],
+] as const)
+  for (let c = from; c <= to; c++) SYMBOL_COST[c] = aloneTokens(c)
 /** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */
 const FIRST_SPLIT = 26 * 26 * 26
-
-// 32-bit FNV-1a of a piece's characters, of ' ' + piece after a space, from a basis of this process's
-// own: the filter below is built with it, so the few words it passes by mistake (which read one token
-// each) differ from process to process and cannot be searched for offline.
-const FNV_PRIME = 0x01000193
-const FNV_BASIS = (0x811c9dc5 ^ (crypto.getRandomValues(new Uint32Array(1))[0] as number)) >>> 0
-const FNV_SPACED_BASIS = Math.imul(FNV_BASIS ^ 0x20, FNV_PRIME) >>> 0
-
-/**
- * The one-token words' Bloom filter: 2^21 bits (256 KB, 30 a word) and 10 probes: about 2 in 100,000
- * other words pass by mistake, most of them by a collision of the 32-bit hash (a smaller filter let 3 %
- * pass: a prompt's estimate would move from process to process); built by `prepareEstimator` (createGuard calls it) or on first use, in about 20 ms.
- */
-const BLOOM_BITS = 1 << 21
-const BLOOM_PROBES = 10
-let wordBloom: Uint8Array | undefined
-
-function buildWordBloom(): Uint8Array {
-  const bloom = new Uint8Array(BLOOM_BITS / 8)
-  const list = brotliDecompressSync(Buffer.from(ONE_TOKEN_WORD_LIST, 'base64')).toString('latin1')
-  let previous = ''
-  for (const line of list.split('\n')) {
-    const word = previous.slice(0, line.charCodeAt(0) - 48) + line.slice(1)
-    previous = word
-    let hash = FNV_BASIS
-    for (let i = 0; i < word.length; i++) hash = Math.imul(hash ^ word.charCodeAt(i), FNV_PRIME) >>> 0
-    const h2 = probeStep(hash)
-    for (let i = 0; i < BLOOM_PROBES; i++) {
-      const at = (hash + Math.imul(i, h2)) & (BLOOM_BITS - 1)
-      bloom[at >> 3] = (bloom[at >> 3] as number) | (1 << (at & 7))
-    }
-  }
-  return bloom
-}
-
-/** The second hash of double hashing (probe i at h + i * step), odd. */
-function probeStep(hash: number): number {
-  let h = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b) >>> 0
-  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0
-  return ((h ^ (h >>> 16)) | 1) >>> 0
-}
 
 /**
  * Builds what the estimate reads on first use (the one-token word filter, about 20 ms), so that the
  * first call does not wait for it. `createGuard` calls it; idempotent.
  */
 export function prepareEstimator(): void {
-  wordBloom ??= buildWordBloom()
-}
-
-/** Whether a piece with this hash is (probably) one token of the vocabulary. */
-function oneToken(hash: number): boolean {
-  const bloom = (wordBloom ??= buildWordBloom())
-  const step = probeStep(hash)
-  for (let i = 0; i < BLOOM_PROBES; i++) {
-    const at = (hash + Math.imul(i, step)) & (BLOOM_BITS - 1)
-    if (((bloom[at >> 3] as number) & (1 << (at & 7))) === 0) return false
-  }
-  return true
+  prepareWordFilter()
 }
 
 /**
@@ -477,14 +435,25 @@ function aloneTokens(c: number): number {
 }
 
 /**
- * A word piece of ASCII letters: `piece` when the vocabulary has it as one token (a common word, with
- * its leading space when one came before it), else at least 2, and 1 + the expected splits when more
- * (a word of another language, a name, random letters: IDs, keys, base64).
+ * A word piece of ASCII letters ending before `end`: `piece` when the vocabulary has it as one token (a
+ * common word, with its leading space when one came before it); else, from REPLAYED_LETTERS letters on,
+ * the tokenizer's merges replayed on it (letterPieceTokens: exact for the piece), and below that at
+ * least 2, and 1 + the expected splits when more (a word of another language, a name, random letters).
  */
-function pieceCost(length: number, hash: number, splits: number, w: EstimatorWeights): number {
+function pieceCost(
+  text: string,
+  end: number,
+  length: number,
+  hash: number,
+  splits: number,
+  w: EstimatorWeights,
+): number {
   if (length === 0) return 0
-  return oneToken(hash) ? w.piece : Math.max(2, 1 + splits)
+  if (oneToken(hash)) return w.piece
+  return length < REPLAYED_LETTERS ? Math.max(2, 1 + splits) : letterPieceTokens(text, end - length, end)
 }
+/** A shorter piece that is not one token is two or three, which the split chances read well enough. */
+const REPLAYED_LETTERS = 4
 
 /** The tokens a space before character `c` adds (vocabulary-tables.ts): 0 before ASCII (priced with the word or run). */
 function spacedExtra(c: number): number {
@@ -520,6 +489,9 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
   // The last common Han character read and whether it joins the character after it (hanJoins).
   let hanAt = -1
   let hanAfter = false
+  // Where the chain of Han characters the last one is in started, and what its characters cost.
+  let chainFrom = -1
+  let chainCost = 0
   let j = i
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
@@ -528,7 +500,7 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       const upper = c <= 90
       if (upper && prevLower) {
         // camelCase: a new piece
-        cost += pieceCost(piece, hash, splits, w)
+        cost += pieceCost(text, j, piece, hash, splits, w)
         piece = splits = 0
         hash = FNV_BASIS
         first = second = -1
@@ -545,7 +517,7 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       continue
     }
     if (!isLetter(cls)) break
-    cost += pieceCost(piece, hash, splits, w)
+    cost += pieceCost(text, j, piece, hash, splits, w)
     piece = splits = 0
     hash = FNV_BASIS
     first = second = -1
@@ -564,9 +536,21 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       const before =
         j > i && !(j === i + 1 && broken) && (hanAt === j - 1 ? hanAfter : hanJoins(text.charCodeAt(j - 1), c))
       const after = !(j === i && broken) && hanJoins(c, text.charCodeAt(j + 1))
+      // A run of characters each one token with the next (a chain) is never fewer tokens than the fewest
+      // one-token pairs, words and characters it splits into (fewestHanTokens: `你好的` is two).
+      if (!(before && hanAt === j - 1)) {
+        chainFrom = j
+        chainCost = 0
+      }
       hanAt = j
       hanAfter = after
-      cost += before && after ? Math.max(weight, HAN_INSIDE_TOKENS) : before || after ? weight : Math.max(weight, 1)
+      const charCost =
+        before && after ? Math.max(weight, HAN_INSIDE_TOKENS) : before || after ? weight : Math.max(weight, 1)
+      cost += charCost
+      chainCost += charCost
+      const next = text.charCodeAt(j + 1)
+      if (j - chainFrom + 1 >= HAN_CHAIN_MIN && !(after && next >= 0x4e00 && next <= 0x9fff && LETTER_COST[next] === 0))
+        cost += hanChainExtra(text, chainFrom, j + 1, chainCost)
       continue
     }
     // A letter standing alone merges with nothing: its own tokens (two or three for most letters
@@ -581,16 +565,20 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     // kana read 1.6-1.8x low, kana alternating with Han 1.6x; in Japanese prose a kana merges on one
     // side or the other).
     const before = CLASS[text.charCodeAt(j - 1)]
+    // A kana first in its run, or after a letter that is no kana nor Han (`WHILEコシ`), starts a token too.
     const kanaSplit =
-      j > i && cls === KANA && (before === KANA || before === HAN) && !mergesAfter(text.charCodeAt(j - 1), c)
+      cls === KANA && (j === i || (before !== KANA && before !== HAN) || !mergesAfter(text.charCodeAt(j - 1), c))
     const next = text.charCodeAt(j + 1)
-    const apart =
-      (split || kanaSplit || (j === i && cls === OTHER_LETTER)) &&
-      !(isLetter(CLASS[next] as number) && mergesBefore(c, next))
+    const nextCls = CLASS[next] as number
+    // The vocabulary barely joins a kana to a letter after it that is no kana nor Han.
+    const mergesNext =
+      isLetter(nextCls) &&
+      (cls === KANA ? (nextCls === KANA || nextCls === HAN) && mergesAfter(c, next) : mergesBefore(c, next))
+    const apart = (split || kanaSplit || (j === i && cls === OTHER_LETTER)) && !mergesNext
     cost += alone || apart ? Math.max(weight, aloneTokens(c)) : split ? Math.max(weight, 1) : weight
   }
   out.end = j
-  return cost + pieceCost(piece, hash, splits, w)
+  return cost + pieceCost(text, j, piece, hash, splits, w)
 }
 
 /** Whether the letter at `i` comes after a space that no token holds before it: the space takes its first byte. */
@@ -663,7 +651,7 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
         j++
       }
       const end = lastNewline >= 0 ? lastNewline + 1 : j < n && j - i > 1 ? j - 1 : j
-      total += Math.max(w.space, longWhitespaceCost(text, i, end))
+      total += whitespaceCost(text, i, end, w)
       i = end
     }
   }
@@ -671,7 +659,16 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
 }
 
 /**
- * Tokens of a long whitespace piece, from above. Qwen's vocabulary merges runs of one character
+ * Tokens of a whitespace piece: exact when it is ASCII whitespace (whitespace-pieces.ts), else
+ * longWhitespaceCost, at least `space`.
+ */
+function whitespaceCost(text: string, from: number, to: number, w: EstimatorWeights): number {
+  const exact = whitespaceTokens(text, from, to)
+  return exact >= 0 ? exact : Math.max(w.space, longWhitespaceCost(text, from, to))
+}
+
+/**
+ * Tokens of a long whitespace piece with a Unicode space, from above. Qwen's vocabulary merges runs of one character
  * (up to 128 spaces, about 32 newlines or 16 tabs a token) but has no long run of most others: a
  * `\r` alone is a token each, an ideographic space two a token, `\r\n` pairs four a token (Qwen3
  * tokenizer, measured). A change of character inside the piece usually starts a token. Short
@@ -911,12 +908,18 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
   const newlines = j
   while (j < text.length && classAt(text, j) === NEWLINE) j++
   // The newlines after marks merge with them while they are few, when the vocabulary has the last
-  // mark (or run of it) with them (MARK_NEWLINE_MERGES: `;\n` yes, `^\n` and `+++\n` no); a long run
-  // costs what it costs.
-  if (j - newlines > 2) cost += longWhitespaceCost(text, newlines, j)
-  else if (j > newlines && run > 0 && text.charCodeAt(newlines) === 10 && text.charCodeAt(j - 1) === 10) {
+  // mark (or run of it) with them (MARK_NEWLINE_MERGES: `;\n` yes, `^\n` and `+++\n` no; `;\r\n` yes,
+  // `=\r\n` no); a long run costs what it costs.
+  const crlf = j - newlines === 2 && text.charCodeAt(newlines) === 13 && text.charCodeAt(j - 1) === 10
+  if (j - newlines > 2) cost += whitespaceCost(text, newlines, j, w)
+  else if (j > newlines && run > 0 && (crlf || (text.charCodeAt(newlines) === 10 && text.charCodeAt(j - 1) === 10))) {
     const merges = MARK_NEWLINE_MERGES[MARK_INDEX[previous] as number] as number
-    if (!(j - newlines === 1 ? run <= 4 && merges & (1 << (run - 1)) : run === 1 && merges & 16)) {
+    const merged = crlf
+      ? run <= 4 && merges & (1 << (4 + run))
+      : j - newlines === 1
+        ? run <= 4 && merges & (1 << (run - 1))
+        : run === 1 && merges & 16
+    if (!merged) {
       // The newline often takes the run's last mark (`,,,,,,,,\n` is `,,,,` `,,,` `,\n`).
       const index = MARK_INDEX[previous] as number
       cost +=
@@ -927,6 +930,9 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
   } else if (j > newlines && pairedSymbol(previous) && !symbolJoins(previous, text.charCodeAt(newlines))) {
     // A newline no token holds after the symbol before it is a token of its own (`▓\n` is two, `。\n` one).
     cost += 1
+  } else if (j > newlines && text.charCodeAt(j - 1) === 13) {
+    // A `\r` last (`((((\r`): no mark merges with it, its own token (read free, 1.4x low).
+    cost += whitespaceCost(text, newlines, j, w)
   }
   out.end = cost
   return j
