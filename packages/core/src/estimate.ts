@@ -5,17 +5,20 @@
  * Settlement from `usage` corrects whatever it gets wrong; an under-estimate is the risky side
  * (it reserves too little), so the weights lean slightly high. Accuracy: docs/estimator.md.
  */
+import { brotliDecompressSync } from 'node:zlib'
 import {
   ASCII_MARKS,
   CAPITAL_SPLIT_CHANCES,
   CHAR_ALONE_TOKENS,
   HAN_IN_WORDS,
   HAN_KANA_PAIRS,
+  HAN_PAIRS,
   KANA_PAIRS,
   LETTER_PAIRS,
   MARK_NEWLINE_MERGES,
   MARK_PAIR_TOKENS,
   MARK_RUN_TOKENS,
+  ONE_TOKEN_WORD_LIST,
   SINGLE_TOKEN_HAN,
   SINGLE_TOKEN_HANGUL,
   SPACED_CHAR_EXTRA,
@@ -23,17 +26,10 @@ import {
   SPLIT_CHANCES,
   SYMBOL_PAIRS,
 } from './vocabulary-tables.js'
-import {
-  FNV_BASIS,
-  FNV_PRIME,
-  FNV_SPACED_BASIS,
-  letterPieceTokens,
-  oneToken,
-  prepareWordFilter,
-} from './ascii-words.js'
+import { letterPieceTokens } from './letter-pieces.js'
 import { cyrillicLetter, cyrillicWordTokens } from './cyrillic-words.js'
 import { whitespaceTokens } from './whitespace-pieces.js'
-import { fewestHanTokens, hanPaired } from './han-words.js'
+import { fewestHanTokens } from './han-words.js'
 import { bitsOf, pairSet, unpacked } from './packed-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
@@ -154,6 +150,36 @@ const LETTER_PAIR_SET = pairSet(LETTER_PAIRS)
 const HAN_KANA_PAIR_SET = pairSet(HAN_KANA_PAIRS)
 
 /**
+ * Two Han characters (U+4E00-9FFF) that are one token together (11,535 pairs, HAN_PAIRS): a common
+ * character in none with either neighbour is a token of its own (random common characters read 1.46x
+ * low at `han`, which fits the runs of words that merge, about two characters a token).
+ */
+const HAN_PAIR_TABLE = new Int32Array(1 << 15)
+const hanPairSlot = (key: number): number => Math.imul(key, 0x9e3779b1) >>> 17
+// Open addressing (about a third full): a lookup per Han character, faster than a Set's.
+for (const code of pairSet(HAN_PAIRS)) {
+  const key = hanPairKey(Math.floor(code / 65536), code % 65536)
+  let slot = hanPairSlot(key)
+  while (HAN_PAIR_TABLE[slot] !== 0) slot = (slot + 1) & 0x7fff
+  HAN_PAIR_TABLE[slot] = key
+}
+
+/** A pair of U+4E00-9FFF characters as a key of HAN_PAIR_TABLE (never 0). */
+function hanPairKey(a: number, b: number): number {
+  return (a - 0x4e00) * 0x5200 + (b - 0x4e00) + 1
+}
+
+/** Whether the U+4E00-9FFF characters `a` and `b` after it are one token together (HAN_PAIR_TABLE). */
+function hanPaired(a: number, b: number): boolean {
+  const key = hanPairKey(a, b)
+  for (let slot = hanPairSlot(key); ; slot = (slot + 1) & 0x7fff) {
+    const held = HAN_PAIR_TABLE[slot] as number
+    if (held === key) return true
+    if (held === 0) return false
+  }
+}
+
+/**
  * Chains of this many characters or more are bounded by fewestHanTokens. A pair alone is one token,
  * where `han` prices it 0.9: bounded too, Chinese prose read 3.6 % higher (1.015 -> 1.051 of exact);
  * `你好` repeated reads 1.1x low.
@@ -169,7 +195,7 @@ const HAN_CHAIN_MIN = 3
 function hanChainExtra(text: string, from: number, to: number, chainCost: number): number {
   // (The caller checks the chain is at least HAN_CHAIN_MIN long.)
   if (Math.ceil((to - from) / 2) <= chainCost) return 0
-  return Math.max(0, fewestHanTokens(text, from, to) - chainCost)
+  return Math.max(0, fewestHanTokens(text, from, to, hanPaired) - chainCost)
 }
 
 /** A Han character one token with the character before it and with the one after it (`你好的`): at most 2/3. */
@@ -409,12 +435,64 @@ for (const [from, to] of [
 /** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */
 const FIRST_SPLIT = 26 * 26 * 26
 
+// 32-bit FNV-1a of a piece's characters, of ' ' + piece after a space, from a basis of this process's
+// own: the filter below is built with it, so the few words it passes by mistake (which read one token
+// each) differ from process to process and cannot be searched for offline.
+const FNV_PRIME = 0x01000193
+const FNV_BASIS = (0x811c9dc5 ^ (crypto.getRandomValues(new Uint32Array(1))[0] as number)) >>> 0
+const FNV_SPACED_BASIS = Math.imul(FNV_BASIS ^ 0x20, FNV_PRIME) >>> 0
+
+/**
+ * The one-token words' Bloom filter: 2^21 bits (256 KB, 30 a word) and 10 probes: about 2 in 100,000
+ * other words pass by mistake, most of them by a collision of the 32-bit hash (a smaller filter let 3 %
+ * pass: a prompt's estimate would move from process to process); built by `prepareEstimator` (createGuard calls it) or on first use, in about 20 ms.
+ */
+const BLOOM_BITS = 1 << 21
+const BLOOM_PROBES = 10
+let wordBloom: Uint8Array | undefined
+
+function buildWordBloom(): Uint8Array {
+  const bloom = new Uint8Array(BLOOM_BITS / 8)
+  const list = brotliDecompressSync(Buffer.from(ONE_TOKEN_WORD_LIST, 'base64')).toString('latin1')
+  let previous = ''
+  for (const line of list.split('\n')) {
+    const word = previous.slice(0, line.charCodeAt(0) - 48) + line.slice(1)
+    previous = word
+    let hash = FNV_BASIS
+    for (let i = 0; i < word.length; i++) hash = Math.imul(hash ^ word.charCodeAt(i), FNV_PRIME) >>> 0
+    const h2 = probeStep(hash)
+    for (let i = 0; i < BLOOM_PROBES; i++) {
+      const at = (hash + Math.imul(i, h2)) & (BLOOM_BITS - 1)
+      bloom[at >> 3] = (bloom[at >> 3] as number) | (1 << (at & 7))
+    }
+  }
+  return bloom
+}
+
+/** The second hash of double hashing (probe i at h + i * step), odd. */
+function probeStep(hash: number): number {
+  let h = Math.imul(hash ^ (hash >>> 16), 0x45d9f3b) >>> 0
+  h = Math.imul(h ^ (h >>> 16), 0x45d9f3b) >>> 0
+  return ((h ^ (h >>> 16)) | 1) >>> 0
+}
+
 /**
  * Builds what the estimate reads on first use (the one-token word filter, about 20 ms), so that the
  * first call does not wait for it. `createGuard` calls it; idempotent.
  */
 export function prepareEstimator(): void {
-  prepareWordFilter()
+  wordBloom ??= buildWordBloom()
+}
+
+/** Whether a piece with this hash is (probably) one token of the vocabulary. */
+function oneToken(hash: number): boolean {
+  const bloom = (wordBloom ??= buildWordBloom())
+  const step = probeStep(hash)
+  for (let i = 0; i < BLOOM_PROBES; i++) {
+    const at = (hash + Math.imul(i, step)) & (BLOOM_BITS - 1)
+    if (((bloom[at >> 3] as number) & (1 << (at & 7))) === 0) return false
+  }
+  return true
 }
 
 /**

@@ -1,39 +1,10 @@
 /**
- * Which Han characters (U+4E00-9FFF) are one token together: the 11,535 pairs (HAN_PAIRS) and the
- * 4,839 words of three or four characters (HAN_WORDS) of the Qwen3 vocabulary, and what they bound:
- * the fewest tokens a run of characters that pair can be. estimate.ts prices each Han character with
- * them.
+ * The 4,839 words of three or four Han characters (U+4E00-9FFF) of the Qwen3 vocabulary (HAN_WORDS),
+ * and what they bound with the pairs (HAN_PAIRS, which estimate.ts holds): the fewest tokens a run of
+ * characters that pair can be.
  */
-import { pairSet, unpacked } from './packed-tables.js'
-import { HAN_PAIRS, HAN_WORDS } from './vocabulary-tables.js'
-
-/**
- * HAN_PAIRS by key (hanPairKey), open addressing (about a third full): a lookup per Han character,
- * faster than a Set's.
- */
-const HAN_PAIR_TABLE = new Int32Array(1 << 15)
-const hanPairSlot = (key: number): number => Math.imul(key, 0x9e3779b1) >>> 17
-for (const code of pairSet(HAN_PAIRS)) {
-  const key = hanPairKey(Math.floor(code / 65536), code % 65536)
-  let slot = hanPairSlot(key)
-  while (HAN_PAIR_TABLE[slot] !== 0) slot = (slot + 1) & 0x7fff
-  HAN_PAIR_TABLE[slot] = key
-}
-
-/** A pair of U+4E00-9FFF characters as a key of HAN_PAIR_TABLE (never 0). */
-function hanPairKey(a: number, b: number): number {
-  return (a - 0x4e00) * 0x5200 + (b - 0x4e00) + 1
-}
-
-/** Whether the U+4E00-9FFF characters `a` and `b` after it are one token together. */
-export function hanPaired(a: number, b: number): boolean {
-  const key = hanPairKey(a, b)
-  for (let slot = hanPairSlot(key); ; slot = (slot + 1) & 0x7fff) {
-    const held = HAN_PAIR_TABLE[slot] as number
-    if (held === key) return true
-    if (held === 0) return false
-  }
-}
+import { unpacked } from './packed-tables.js'
+import { HAN_WORDS } from './vocabulary-tables.js'
 
 /**
  * The words of three characters by key (hanTripleKey: a number, faster than slicing the text), and of
@@ -55,12 +26,22 @@ function unpackWords(): Set<number> {
 
 /**
  * The fewest tokens the Han characters text[from, to) split into, each a one-token character, a pair
- * (HAN_PAIRS) or a word of three or four (HAN_WORDS). BPE ends in such a split, so its count is never
+ * (`hanPaired`, HAN_PAIRS) or a word of three or four (HAN_WORDS). BPE ends in such a split, so its count is never
  * lower. For a run whose every two neighbours pair: priced a character at a time it read `你好的`
  * (`你` `好的`) 1.57 where it is two (1.25x low repeated). Linear: four lookups a character.
  */
-export function fewestHanTokens(text: string, from: number, to: number): number {
+export function fewestHanTokens(
+  text: string,
+  from: number,
+  to: number,
+  hanPaired: (a: number, b: number) => boolean,
+): number {
   const triples = hanTriples ?? unpackWords()
+  // The usual chain, three characters that pair: one word, or two tokens.
+  if (to - from === 3 && hanPaired(text.charCodeAt(from), text.charCodeAt(from + 1)))
+    return triples.has(hanTripleKey(text.charCodeAt(from), text.charCodeAt(from + 1), text.charCodeAt(from + 2)))
+      ? 1
+      : 2
   if (to - from >= fewest.length) fewest = new Int32Array(2 * (to - from + 1))
   // fewest[k]: the fewest tokens of the first k characters.
   fewest[0] = 0
