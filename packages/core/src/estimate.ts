@@ -544,17 +544,6 @@ function spacedExtra(c: number): number {
  * chances summed as it is read; other letters cost each.
  */
 function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
-  if (cyrillicLetter(text.charCodeAt(i))) {
-    // A word of Cyrillic letters alone (the pre-tokenizer's piece ends where its letters do): exact.
-    let end = i + 1
-    while (end < text.length && cyrillicLetter(text.charCodeAt(end))) end++
-    if (end === text.length || !isLetter(CLASS[text.charCodeAt(end)] as number)) {
-      out.end = end
-      const spaced = i > 0 && text.charCodeAt(i - 1) === 32
-      // A caller that saw the space adds spacedExtra for it; the exact count has it already.
-      return cyrillicWordTokens(text, i, end, spaced) - (spaced ? spacedExtra(text.charCodeAt(i)) : 0)
-    }
-  }
   let cost = 0
   let piece = 0
   let prevLower = false
@@ -601,6 +590,21 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     first = second = -1
     capitals = 0
     prevLower = false
+    if (cyrillicLetter(c) && (j === i || CLASS[text.charCodeAt(j - 1)] === LATIN)) {
+      // A word of Cyrillic letters beside ASCII letters or none (`этоfirst`, `Москваtwo`): no token holds
+      // letters of both, so the word's own count is exact (priced per letter, glued Cyrillic words read
+      // 1.45x low).
+      let end = j + 1
+      while (end < text.length && cyrillicLetter(text.charCodeAt(end))) end++
+      const after = CLASS[text.charCodeAt(end)] as number
+      if (end === text.length || after === LATIN || !isLetter(after)) {
+        const spaced = j === i && i > 0 && text.charCodeAt(i - 1) === 32
+        // A caller that saw the space adds spacedExtra for it; the exact count has it already.
+        cost += cyrillicWordTokens(text, j, end, spaced) - (spaced ? spacedExtra(c) : 0)
+        j = end - 1
+        continue
+      }
+    }
     const weight = (LETTER_COST[c] as number) || letterCost(cls, w)
     if (cls === HAN && LETTER_COST[c] === 0) {
       // A common Han character beside one it shares some token with (HAN_PAIRS, HAN_KANA_PAIRS): `han`,
