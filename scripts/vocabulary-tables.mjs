@@ -254,6 +254,8 @@ const isKana = (c) => c >= 0x3040 && c <= 0x30ff
 const letterPairSet = new Set()
 const hanKanaPairSet = new Set()
 const hanPairSet = new Set()
+const kanaPairSet = new Set()
+const hanWords = []
 vocabulary.forEach((_, id) => {
   const text = tokenizer.decode([id])
   for (let k = 1; k < text.length; k++) {
@@ -267,6 +269,12 @@ vocabulary.forEach((_, id) => {
   // `方畴的方畴的` is six tokens.
   if (text.length === 2 && isHan(text.charCodeAt(0)) && isHan(text.charCodeAt(1)))
     hanPairSet.add(text.charCodeAt(0) * 65536 + text.charCodeAt(1))
+  // And the tokens of three and four Han characters: a run of characters that pair is at least as
+  // many tokens as the fewest such words it splits into.
+  if ((text.length === 3 || text.length === 4) && [...text].every((ch) => isHan(ch.charCodeAt(0)))) hanWords.push(text)
+  // The same for two kana (`のの` stands inside tokens, is none: `のののの` is four tokens).
+  if (text.length === 2 && isKana(text.charCodeAt(0)) && isKana(text.charCodeAt(1)))
+    kanaPairSet.add(text.charCodeAt(0) * 65536 + text.charCodeAt(1))
 })
 /** Sorted pair codes as the LEB128 varints of their differences. */
 function pairVarints(codes) {
@@ -287,6 +295,7 @@ const letterPairCodes = [...letterPairSet].sort((x, y) => x - y)
 const varints = pairVarints(letterPairCodes)
 const hanKanaPairCodes = [...hanKanaPairSet].sort((x, y) => x - y)
 const hanPairCodes = [...hanPairSet].sort((x, y) => x - y)
+const kanaPairCodes = [...kanaPairSet].sort((x, y) => x - y)
 
 // A character outside ASCII that is no letter, digit, space or combining mark (`。`, `”`, `°`, `→`,
 // emoji) beside what can share its piece of the pre-tokenizer inside some token: after it an ASCII
@@ -335,6 +344,7 @@ const markNewlines = MARKS.map((ch) => {
   let bits = 0
   for (let n = 1; n <= 4; n++) if (tokens(ch.repeat(n) + '\n') === tokens(ch.repeat(n))) bits |= 1 << (n - 1)
   if (tokens(ch + '\n\n') === 1) bits |= 16
+  for (let n = 1; n <= 4; n++) if (tokens(ch.repeat(n) + '\r\n') === tokens(ch.repeat(n))) bits |= 1 << (4 + n)
   return bits
 })
 const hangul = singleTokenBits(0xac00, 0xd7a3)
@@ -364,13 +374,47 @@ for (const [left, right] of tokenizer.model.merges) {
   cyrillicSymbol.set(left + right, CYRILLIC_BYTES.length + cyrillicMerges.length / 2)
   cyrillicMerges.push(a, b)
 }
-const cyrillicVarints = []
-for (let value of cyrillicMerges) {
-  while (value >= 128) {
-    cyrillicVarints.push((value & 127) | 128)
-    value >>= 7
+/** Symbol codes as LEB128 varints (7 bits a byte, low first, high bit: more). */
+function leb128(values) {
+  const out = []
+  for (let value of values) {
+    while (value >= 128) {
+      out.push((value & 127) | 128)
+      value >>= 7
+    }
+    out.push(value)
   }
-  cyrillicVarints.push(value)
+  return out
+}
+const cyrillicVarints = leb128(cyrillicMerges)
+
+// The same for the bytes of ASCII whitespace (tab, newline, vertical tab, form feed, carriage return,
+// space): a whitespace piece of the pre-tokenizer (a run up to its last newline, indentation) is
+// counted exactly by replaying them.
+const WHITESPACE_BYTES = [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]
+const whitespaceSymbol = new Map(WHITESPACE_BYTES.map((b, k) => [[...byteOfChar].find(([, byte]) => byte === b)[0], k]))
+const whitespaceMerges = []
+for (const [left, right] of tokenizer.model.merges) {
+  const a = whitespaceSymbol.get(left)
+  const b = whitespaceSymbol.get(right)
+  if (a === undefined || b === undefined) continue
+  whitespaceSymbol.set(left + right, WHITESPACE_BYTES.length + whitespaceMerges.length / 2)
+  whitespaceMerges.push(a, b)
+}
+
+// And for the space and the ASCII letters: a word piece that is not one token is counted exactly by
+// replaying them (glued words, `makemake...`, split where no table of chances can tell).
+const LETTER_BYTES = [0x20]
+for (let b = 65; b <= 90; b++) LETTER_BYTES.push(b)
+for (let b = 97; b <= 122; b++) LETTER_BYTES.push(b)
+const letterSymbol = new Map(LETTER_BYTES.map((b, k) => [[...byteOfChar].find(([, byte]) => byte === b)[0], k]))
+const letterMerges = []
+for (const [left, right] of tokenizer.model.merges) {
+  const a = letterSymbol.get(left)
+  const b = letterSymbol.get(right)
+  if (a === undefined || b === undefined) continue
+  letterSymbol.set(left + right, LETTER_BYTES.length + letterMerges.length / 2)
+  letterMerges.push(a, b)
 }
 // Long base64 as a list of 100-character lines joined once (one concatenation of ~900 strings is too
 // deep for the tools that parse it).
@@ -468,6 +512,22 @@ ${wrap(compressed(Buffer.from(pairVarints(hanKanaPairCodes))))}
 export const HAN_PAIRS =
 ${wrap(compressed(Buffer.from(pairVarints(hanPairCodes))))}
 
+/**
+ * The ${hanWords.length} tokens of three or four Han characters (U+4E00-9FFF), sorted, one a line: UTF-8, Brotli,
+ * base64. A run of characters that pair (HAN_PAIRS) is at least the fewest of these, the pairs and
+ * single characters it splits into (\`你好的\` is two).
+ */
+export const HAN_WORDS =
+${wrap(compressed(Buffer.from(hanWords.sort().join('\n'))))}
+
+/**
+ * Two kana (U+3040-30FF) that are one token together (${kanaPairCodes.length} pairs), coded as LETTER_PAIRS. Two
+ * kana inside a longer token but no token themselves (\`のの\` of \`ものの\`) do not merge: BPE
+ * built that token from other pairs.
+ */
+export const KANA_PAIRS =
+${wrap(compressed(Buffer.from(pairVarints(kanaPairCodes))))}
+
 /** The ASCII marks, in code order (every printable ASCII character but letters, digits and space). */
 export const ASCII_MARKS = ${JSON.stringify(MARKS.join(''))}
 
@@ -497,7 +557,8 @@ export const SYMBOL_PAIRS = ${JSON.stringify([...symbolPairs].sort().join(''))}
 
 /**
  * For each of ASCII_MARKS: bit n - 1 (n = 1-4) set when a newline after a run of n of it merges into its
- * last token (\`;\\n\` does, \`^\\n\` and \`+++\\n\` do not); bit 4, two newlines after one.
+ * last token (\`;\\n\` does, \`^\\n\` and \`+++\\n\` do not); bit 4, two newlines after one; bit 4 + n,
+ * \`\\r\\n\` after a run of n (\`;\\r\\n\` does, \`=\\r\\n\` does not).
  */
 export const MARK_NEWLINE_MERGES = [${markNewlines.join(', ')}]
 
@@ -511,6 +572,26 @@ export const CYRILLIC_BYTES = [${CYRILLIC_BYTES.join(', ')}]
  */
 export const CYRILLIC_MERGES =
 ${wrap(compressed(Buffer.from(cyrillicVarints)))}
+
+/** The bytes of LETTER_MERGES' first symbols, in order: the space, A-Z, a-z. */
+export const LETTER_BYTES = [${LETTER_BYTES.join(', ')}]
+
+/**
+ * The tokenizer's ${letterMerges.length / 2} merges among those bytes, in rank order, as CYRILLIC_MERGES: replayed on
+ * a word piece of ASCII letters (with its leading space), they give its exact count. Brotli, base64.
+ */
+export const LETTER_MERGES =
+${wrap(compressed(Buffer.from(leb128(letterMerges))))}
+
+/** The bytes of WHITESPACE_MERGES' first symbols, in order: tab, newline, vertical tab, form feed, \\r, space. */
+export const WHITESPACE_BYTES = [${WHITESPACE_BYTES.join(', ')}]
+
+/**
+ * The tokenizer's ${whitespaceMerges.length / 2} merges among those bytes, in rank order, as CYRILLIC_MERGES: replayed
+ * on a whitespace piece of the pre-tokenizer, they give its exact count. Brotli, base64.
+ */
+export const WHITESPACE_MERGES =
+${wrap(compressed(Buffer.from(leb128(whitespaceMerges))))}
 `,
 )
 console.log(

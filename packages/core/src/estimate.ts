@@ -13,6 +13,7 @@ import {
   HAN_IN_WORDS,
   HAN_KANA_PAIRS,
   HAN_PAIRS,
+  KANA_PAIRS,
   LETTER_PAIRS,
   MARK_NEWLINE_MERGES,
   MARK_PAIR_TOKENS,
@@ -25,8 +26,11 @@ import {
   SPLIT_CHANCES,
   SYMBOL_PAIRS,
 } from './vocabulary-tables.js'
+import { letterPieceTokens } from './letter-pieces.js'
 import { cyrillicLetter, cyrillicWordTokens } from './cyrillic-words.js'
-import { bitsOf, unpacked, varints } from './packed-tables.js'
+import { whitespaceTokens } from './whitespace-pieces.js'
+import { fewestHanTokens } from './han-words.js'
+import { bitsOf, pairSet, unpacked } from './packed-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
 /** Chat template costs (the Qwen3 tokenizer's ChatML template): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
@@ -70,7 +74,7 @@ export const DEFAULT_WEIGHTS: Readonly<EstimatorWeights> = Object.freeze({
   gluedMark: 0.4,
   han: 0.45,
   hangul: 0.8,
-  kana: 0.55,
+  kana: 0.45,
   otherLetter: 0.45,
   punctFirst: 1,
   punctMore: 0.2,
@@ -165,12 +169,33 @@ function hanPairKey(a: number, b: number): number {
   return (a - 0x4e00) * 0x5200 + (b - 0x4e00) + 1
 }
 
-/** The pair codes of a table (sorted, as the LEB128 varints of their differences). */
-function pairSet(table: string): Set<number> {
-  const pairs = new Set<number>()
-  let code = 0
-  for (const gap of varints(table)) pairs.add((code += gap))
-  return pairs
+/** Whether the U+4E00-9FFF characters `a` and `b` after it are one token together (HAN_PAIR_TABLE). */
+function hanPaired(a: number, b: number): boolean {
+  const key = hanPairKey(a, b)
+  for (let slot = hanPairSlot(key); ; slot = (slot + 1) & 0x7fff) {
+    const held = HAN_PAIR_TABLE[slot] as number
+    if (held === key) return true
+    if (held === 0) return false
+  }
+}
+
+/**
+ * Chains of this many characters or more are bounded by fewestHanTokens. A pair alone is one token,
+ * where `han` prices it 0.9: bounded too, Chinese prose read 3.6 % higher (1.015 -> 1.051 of exact);
+ * `你好` repeated reads 1.1x low.
+ */
+const HAN_CHAIN_MIN = 3
+
+/**
+ * What a chain of Han characters text[from, to) (each one token with the next) costs beyond what its
+ * characters cost (`chainCost`): the fewest tokens it splits into (fewestHanTokens), when more. Pairing
+ * neighbours two by two, a chain of n is at most ceil(n / 2) tokens: only a bound above what its
+ * characters cost needs the search.
+ */
+function hanChainExtra(text: string, from: number, to: number, chainCost: number): number {
+  // (The caller checks the chain is at least HAN_CHAIN_MIN long.)
+  if (Math.ceil((to - from) / 2) <= chainCost) return 0
+  return Math.max(0, fewestHanTokens(text, from, to, hanPaired) - chainCost)
 }
 
 /** A Han character one token with the character before it and with the one after it (`你好的`): at most 2/3. */
@@ -178,16 +203,17 @@ const HAN_INSIDE_TOKENS = 2 / 3
 
 /** Whether Han character `a` and `b` after it (Han or kana) stand side by side inside some token. */
 function hanJoins(a: number, b: number): boolean {
-  if (b >= 0x4e00 && b <= 0x9fff && a >= 0x4e00 && a <= 0x9fff) {
-    const key = hanPairKey(a, b)
-    for (let slot = hanPairSlot(key); ; slot = (slot + 1) & 0x7fff) {
-      const held = HAN_PAIR_TABLE[slot] as number
-      if (held === key) return true
-      if (held === 0) return false
-    }
-  }
+  if (b >= 0x4e00 && b <= 0x9fff && a >= 0x4e00 && a <= 0x9fff) return hanPaired(a, b)
   return hanOrKana(a, b) && HAN_KANA_PAIR_SET.has(a * 65536 + b)
 }
+
+/**
+ * Two kana that are one token together (501 pairs, KANA_PAIRS). Two kana that only stand inside a
+ * longer token (`のの` of `ものの`) do not merge: `のののの` is four tokens, read 2.3 when any token
+ * holding the pair counted.
+ */
+const KANA_PAIR_SET = pairSet(KANA_PAIRS)
+const kana = (c: number): boolean => c >= 0x3040 && c <= 0x30ff
 
 const hanOrKana = (a: number, b: number) =>
   (a >= 0x4e00 && a <= 0x9fff && b >= 0x3040 && b <= 0x30ff) ||
@@ -208,6 +234,7 @@ function pairLetter(c: number): boolean {
  */
 function mergesAfter(a: number, b: number): boolean {
   if (hanOrKana(a, b)) return HAN_KANA_PAIR_SET.has(a * 65536 + b)
+  if (kana(a) && kana(b)) return KANA_PAIR_SET.has(a * 65536 + b)
   if (!pairLetter(a) || !pairLetter(b)) return true
   return LETTER_PAIR_SET.has(a * 65536 + b)
 }
@@ -396,6 +423,15 @@ const SPLITS = bitsOf(SPLIT_CHANCES)
 const CAPITAL_SPLITS = unpacked(CAPITAL_SPLIT_CHANCES)
 const SPACED_EXTRA = bitsOf(SPACED_CHAR_EXTRA)
 const ALONE = unpacked(CHAR_ALONE_TOKENS)
+// The combining marks of the extended and supplement blocks are three UTF-8 bytes the vocabulary never
+// merges, with a letter or with each other: their own tokens each (3, a few 2). At 2 each, Zalgo text
+// of them read 1.33-1.44x low.
+for (const [from, to] of [
+  [0x1ab0, 0x1aff],
+  [0x1dc0, 0x1dff],
+  [0x20d0, 0x20ff],
+] as const)
+  for (let c = from; c <= to; c++) SYMBOL_COST[c] = aloneTokens(c)
 /** Where the first split point's chances start in SPLITS (after the 26^3 trigram contexts). */
 const FIRST_SPLIT = 26 * 26 * 26
 
@@ -477,14 +513,36 @@ function aloneTokens(c: number): number {
 }
 
 /**
- * A word piece of ASCII letters: `piece` when the vocabulary has it as one token (a common word, with
- * its leading space when one came before it), else at least 2, and 1 + the expected splits when more
- * (a word of another language, a name, random letters: IDs, keys, base64).
+ * A word piece of ASCII letters ending before `end`: `piece` when the vocabulary has it as one token (a
+ * common word, with its leading space when one came before it); else at least 2, and 1 + the expected
+ * splits when more (a word of another language, a name, random letters), unless that reads more than
+ * REPLAYED_LETTERS_PER_TOKEN letters a token of a piece of REPLAYED_LETTERS or more: then the
+ * tokenizer's merges replayed on it (letterPieceTokens: exact for the piece).
  */
-function pieceCost(length: number, hash: number, splits: number, w: EstimatorWeights): number {
+function pieceCost(
+  text: string,
+  end: number,
+  length: number,
+  hash: number,
+  splits: number,
+  w: EstimatorWeights,
+): number {
   if (length === 0) return 0
-  return oneToken(hash) ? w.piece : Math.max(2, 1 + splits)
+  if (oneToken(hash)) return w.piece
+  const guess = Math.max(2, 1 + splits)
+  return length < REPLAYED_LETTERS || length <= guess * REPLAYED_LETTERS_PER_TOKEN
+    ? guess
+    : letterPieceTokens(text, end - length, end)
 }
+/** A shorter piece that is not one token is two or three, which the split chances read well enough. */
+const REPLAYED_LETTERS = 4
+/**
+ * The replay costs a heap operation a letter: it runs only where the split chances read more letters
+ * a token than this (glued English words are 3-11 by them, 2-3 by BPE; random letters and base64 about
+ * 2.3, which the chances read within 10 %): 1 MB of base64 in 0.13 s instead of 0.24 s, of distinct
+ * random words 0.15 s instead of 0.3 s (0.07 and 0.05 s without any replay).
+ */
+const REPLAYED_LETTERS_PER_TOKEN = 2
 
 /** The tokens a space before character `c` adds (vocabulary-tables.ts): 0 before ASCII (priced with the word or run). */
 function spacedExtra(c: number): number {
@@ -497,17 +555,6 @@ function spacedExtra(c: number): number {
  * chances summed as it is read; other letters cost each.
  */
 function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: number }): number {
-  if (cyrillicLetter(text.charCodeAt(i))) {
-    // A word of Cyrillic letters alone (the pre-tokenizer's piece ends where its letters do): exact.
-    let end = i + 1
-    while (end < text.length && cyrillicLetter(text.charCodeAt(end))) end++
-    if (end === text.length || !isLetter(CLASS[text.charCodeAt(end)] as number)) {
-      out.end = end
-      const spaced = i > 0 && text.charCodeAt(i - 1) === 32
-      // A caller that saw the space adds spacedExtra for it; the exact count has it already.
-      return cyrillicWordTokens(text, i, end, spaced) - (spaced ? spacedExtra(text.charCodeAt(i)) : 0)
-    }
-  }
   let cost = 0
   let piece = 0
   let prevLower = false
@@ -520,6 +567,9 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
   // The last common Han character read and whether it joins the character after it (hanJoins).
   let hanAt = -1
   let hanAfter = false
+  // Where the chain of Han characters the last one is in started, and what its characters cost.
+  let chainFrom = -1
+  let chainCost = 0
   let j = i
   for (; j < text.length; j++) {
     const c = text.charCodeAt(j)
@@ -528,7 +578,7 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       const upper = c <= 90
       if (upper && prevLower) {
         // camelCase: a new piece
-        cost += pieceCost(piece, hash, splits, w)
+        cost += pieceCost(text, j, piece, hash, splits, w)
         piece = splits = 0
         hash = FNV_BASIS
         first = second = -1
@@ -545,12 +595,27 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       continue
     }
     if (!isLetter(cls)) break
-    cost += pieceCost(piece, hash, splits, w)
+    cost += pieceCost(text, j, piece, hash, splits, w)
     piece = splits = 0
     hash = FNV_BASIS
     first = second = -1
     capitals = 0
     prevLower = false
+    if (c >= 0x400 && c <= 0x4ff && cyrillicLetter(c) && (j === i || CLASS[text.charCodeAt(j - 1)] === LATIN)) {
+      // A word of Cyrillic letters beside ASCII letters or none (`этоfirst`, `Москваtwo`): no token holds
+      // letters of both, so the word's own count is exact (priced per letter, glued Cyrillic words read
+      // 1.45x low).
+      let end = j + 1
+      while (end < text.length && cyrillicLetter(text.charCodeAt(end))) end++
+      const after = CLASS[text.charCodeAt(end)] as number
+      if (end === text.length || after === LATIN || !isLetter(after)) {
+        const spaced = j === i && i > 0 && text.charCodeAt(i - 1) === 32
+        // A caller that saw the space adds spacedExtra for it; the exact count has it already.
+        cost += cyrillicWordTokens(text, j, end, spaced) - (spaced ? spacedExtra(c) : 0)
+        j = end - 1
+        continue
+      }
+    }
     const weight = (LETTER_COST[c] as number) || letterCost(cls, w)
     if (cls === HAN && LETTER_COST[c] === 0) {
       // A common Han character beside one it shares some token with (HAN_PAIRS, HAN_KANA_PAIRS): `han`,
@@ -564,9 +629,21 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
       const before =
         j > i && !(j === i + 1 && broken) && (hanAt === j - 1 ? hanAfter : hanJoins(text.charCodeAt(j - 1), c))
       const after = !(j === i && broken) && hanJoins(c, text.charCodeAt(j + 1))
+      // A run of characters each one token with the next (a chain) is never fewer tokens than the fewest
+      // one-token pairs, words and characters it splits into (fewestHanTokens: `你好的` is two).
+      if (!(before && hanAt === j - 1)) {
+        chainFrom = j
+        chainCost = 0
+      }
       hanAt = j
       hanAfter = after
-      cost += before && after ? Math.max(weight, HAN_INSIDE_TOKENS) : before || after ? weight : Math.max(weight, 1)
+      const charCost =
+        before && after ? Math.max(weight, HAN_INSIDE_TOKENS) : before || after ? weight : Math.max(weight, 1)
+      cost += charCost
+      chainCost += charCost
+      const next = text.charCodeAt(j + 1)
+      if (j - chainFrom + 1 >= HAN_CHAIN_MIN && !(after && next >= 0x4e00 && next <= 0x9fff && LETTER_COST[next] === 0))
+        cost += hanChainExtra(text, chainFrom, j + 1, chainCost)
       continue
     }
     // A letter standing alone merges with nothing: its own tokens (two or three for most letters
@@ -581,16 +658,20 @@ function letterRun(text: string, i: number, w: EstimatorWeights, out: { end: num
     // kana read 1.6-1.8x low, kana alternating with Han 1.6x; in Japanese prose a kana merges on one
     // side or the other).
     const before = CLASS[text.charCodeAt(j - 1)]
+    // A kana first in its run, or after a letter that is no kana nor Han (`WHILEコシ`), starts a token too.
     const kanaSplit =
-      j > i && cls === KANA && (before === KANA || before === HAN) && !mergesAfter(text.charCodeAt(j - 1), c)
+      cls === KANA && (j === i || (before !== KANA && before !== HAN) || !mergesAfter(text.charCodeAt(j - 1), c))
     const next = text.charCodeAt(j + 1)
-    const apart =
-      (split || kanaSplit || (j === i && cls === OTHER_LETTER)) &&
-      !(isLetter(CLASS[next] as number) && mergesBefore(c, next))
+    const nextCls = CLASS[next] as number
+    // The vocabulary barely joins a kana to a letter after it that is no kana nor Han.
+    const mergesNext =
+      isLetter(nextCls) &&
+      (cls === KANA ? (nextCls === KANA || nextCls === HAN) && mergesAfter(c, next) : mergesBefore(c, next))
+    const apart = (split || kanaSplit || (j === i && cls === OTHER_LETTER)) && !mergesNext
     cost += alone || apart ? Math.max(weight, aloneTokens(c)) : split ? Math.max(weight, 1) : weight
   }
   out.end = j
-  return cost + pieceCost(piece, hash, splits, w)
+  return cost + pieceCost(text, j, piece, hash, splits, w)
 }
 
 /** Whether the letter at `i` comes after a space that no token holds before it: the space takes its first byte. */
@@ -663,7 +744,7 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
         j++
       }
       const end = lastNewline >= 0 ? lastNewline + 1 : j < n && j - i > 1 ? j - 1 : j
-      total += Math.max(w.space, longWhitespaceCost(text, i, end))
+      total += whitespaceCost(text, i, end, w)
       i = end
     }
   }
@@ -671,7 +752,16 @@ export function estimateTextTokensWith(text: string, w: EstimatorWeights): numbe
 }
 
 /**
- * Tokens of a long whitespace piece, from above. Qwen's vocabulary merges runs of one character
+ * Tokens of a whitespace piece: exact when it is ASCII whitespace (whitespace-pieces.ts), else
+ * longWhitespaceCost, at least `space`.
+ */
+function whitespaceCost(text: string, from: number, to: number, w: EstimatorWeights): number {
+  const exact = whitespaceTokens(text, from, to)
+  return exact >= 0 ? exact : Math.max(w.space, longWhitespaceCost(text, from, to))
+}
+
+/**
+ * Tokens of a long whitespace piece with a Unicode space, from above. Qwen's vocabulary merges runs of one character
  * (up to 128 spaces, about 32 newlines or 16 tabs a token) but has no long run of most others: a
  * `\r` alone is a token each, an ideographic space two a token, `\r\n` pairs four a token (Qwen3
  * tokenizer, measured). A change of character inside the piece usually starts a token. Short
@@ -911,12 +1001,18 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
   const newlines = j
   while (j < text.length && classAt(text, j) === NEWLINE) j++
   // The newlines after marks merge with them while they are few, when the vocabulary has the last
-  // mark (or run of it) with them (MARK_NEWLINE_MERGES: `;\n` yes, `^\n` and `+++\n` no); a long run
-  // costs what it costs.
-  if (j - newlines > 2) cost += longWhitespaceCost(text, newlines, j)
-  else if (j > newlines && run > 0 && text.charCodeAt(newlines) === 10 && text.charCodeAt(j - 1) === 10) {
+  // mark (or run of it) with them (MARK_NEWLINE_MERGES: `;\n` yes, `^\n` and `+++\n` no; `;\r\n` yes,
+  // `=\r\n` no); a long run costs what it costs.
+  const crlf = j - newlines === 2 && text.charCodeAt(newlines) === 13 && text.charCodeAt(j - 1) === 10
+  if (j - newlines > 2) cost += whitespaceCost(text, newlines, j, w)
+  else if (j > newlines && run > 0 && (crlf || (text.charCodeAt(newlines) === 10 && text.charCodeAt(j - 1) === 10))) {
     const merges = MARK_NEWLINE_MERGES[MARK_INDEX[previous] as number] as number
-    if (!(j - newlines === 1 ? run <= 4 && merges & (1 << (run - 1)) : run === 1 && merges & 16)) {
+    const merged = crlf
+      ? run <= 4 && merges & (1 << (4 + run))
+      : j - newlines === 1
+        ? run <= 4 && merges & (1 << (run - 1))
+        : run === 1 && merges & 16
+    if (!merged) {
       // The newline often takes the run's last mark (`,,,,,,,,\n` is `,,,,` `,,,` `,\n`).
       const index = MARK_INDEX[previous] as number
       cost +=
@@ -927,6 +1023,9 @@ function markRun(text: string, i: number, spaced: boolean, w: EstimatorWeights, 
   } else if (j > newlines && pairedSymbol(previous) && !symbolJoins(previous, text.charCodeAt(newlines))) {
     // A newline no token holds after the symbol before it is a token of its own (`▓\n` is two, `。\n` one).
     cost += 1
+  } else if (j > newlines && text.charCodeAt(j - 1) === 13) {
+    // A `\r` last (`((((\r`): no mark merges with it, its own token (read free, 1.4x low).
+    cost += whitespaceCost(text, newlines, j, w)
   }
   out.end = cost
   return j

@@ -24,3 +24,11 @@ export function varints(base64: string): number[] {
   }
   return out
 }
+
+/** The pair codes of a table (first * 65536 + second; sorted, as the LEB128 varints of their differences). */
+export function pairSet(table: string): Set<number> {
+  const pairs = new Set<number>()
+  let code = 0
+  for (const gap of varints(table)) pairs.add((code += gap))
+  return pairs
+}
