@@ -132,3 +132,29 @@ for (let i = 0; i < latinRows.length; i += 4)
         .map((r) => `${r.language} ${r.err >= 0 ? '+' : ''}${fmt(r.err * 100, 0)}`.padEnd(30))
         .join(''),
   )
+
+// The slowest texts: ones built for the merge replays (merge-replay.ts runs a heap operation a letter
+// or byte), 1 MB each, against English prose. A relayed request is at most maxBodyBytes (1 MiB by
+// default), so this is the most CPU one call's estimate can take. Goal: under 0.5 s a MB.
+const MB = 1_000_000
+const worstCases: Array<[string, string]> = [
+  ['english prose', 'The quick brown fox jumps over the lazy dog and keeps running. '],
+  ['glued English words (thethethe)', 'the'],
+  ['glued distinct words', 'makeratelimitquotaworldhello'],
+  ['Cyrillic letters, one run', 'абвгдежзиклмнопрстуфхцчшщ'],
+  ['whitespace mixes (\\r\\n, spaces, tabs)', ' \r\n\n\t'],
+  ['Han characters', '你好的世界和平'],
+]
+console.log('\nslowest texts, 1 MB of UTF-8 each (goal: < 0.5 s a MB of CPU, one call):')
+for (const [name, unit] of worstCases) {
+  const text = unit.repeat(Math.ceil(MB / Buffer.byteLength(unit)))
+  estimateTextTokens(text.slice(0, 10_000)) // warm up
+  let best = Infinity
+  for (let i = 0; i < 3; i++) {
+    const start = process.hrtime.bigint()
+    estimateTextTokens(text)
+    best = Math.min(best, Number(process.hrtime.bigint() - start) / 1e9)
+  }
+  const seconds = best / (Buffer.byteLength(text) / MB)
+  console.log(`  ${name.padEnd(40)} ${seconds.toFixed(3)} s/MB  ${seconds < 0.5 ? 'PASS' : 'FAIL'}`)
+}
