@@ -4,7 +4,7 @@
  * replayed on the word's UTF-8 bytes as byte-level BPE does (merge-replay.ts). A word of one script is one piece of the
  * pre-tokenizer, so this is its count (estimate.ts prices the rest of a text).
  */
-import { type MergeRanks, mergeRanks, replayMerges, replaySymbols } from './merge-replay.js'
+import { type MergeRanks, mergeRanks, PieceCounts, replayMerges, replaySymbols } from './merge-replay.js'
 import { CYRILLIC_BYTES, CYRILLIC_MERGES } from './vocabulary-tables.js'
 
 /**
@@ -30,18 +30,12 @@ export function cyrillicWordTokens(text: string, from: number, to: number, space
   // the pieces' edge takes letters the tokens inside each piece were made of).
   if (to - from > CYRILLIC_CACHE_LETTERS) return cyrillicMerged(text, from, to, spaced)
   const word = spaced ? text.slice(from - 1, to) : text.slice(from, to)
-  const known = cyrillicWordCache.get(word)
-  if (known !== undefined) return known
-  const tokens = cyrillicMerged(text, from, to, spaced)
-  // Prose repeats its words: a bounded cache, cleared when full.
-  if (cyrillicWordCache.size >= CYRILLIC_CACHE_WORDS) cyrillicWordCache.clear()
-  cyrillicWordCache.set(word, tokens)
-  return tokens
+  // Prose repeats its words: the last 4,096 counted are kept.
+  return cyrillicWordCounts.get(word) ?? cyrillicWordCounts.add(word, cyrillicMerged(text, from, to, spaced))
 }
-const CYRILLIC_CACHE_WORDS = 4_096
 /** Words up to this many letters are cached (a longer run is no word a text repeats). */
 const CYRILLIC_CACHE_LETTERS = 32
-const cyrillicWordCache = new Map<string, number>()
+const cyrillicWordCounts = new PieceCounts(4_096)
 
 function cyrillicMerged(text: string, from: number, to: number, spaced: boolean): number {
   const merges = (cyrillicMerges ??= mergeRanks(CYRILLIC_MERGES, CYRILLIC_BYTES.length))

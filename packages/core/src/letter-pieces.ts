@@ -5,7 +5,7 @@
  * estimate.ts prices a piece that is one token (its Bloom filter of the one-token words) and short
  * pieces itself.
  */
-import { type MergeRanks, mergeRanks, replayMerges, replaySymbols } from './merge-replay.js'
+import { type MergeRanks, mergeRanks, PieceCounts, replayMerges, replaySymbols } from './merge-replay.js'
 import { LETTER_BYTES, LETTER_MERGES } from './vocabulary-tables.js'
 
 /**
@@ -22,23 +22,18 @@ const letterSymbol = (c: number): number => (c === 32 ? 0 : c <= 90 ? c - 64 : c
  * fit words of other languages and random letters, not glued English words, where merges across
  * the words come first: `makemake...` is `mak` `em` `ak` `em`..., two tokens a word (read 12 for
  * 23), `thethethe...` `th` then `eth` a token (read 8 for 30). A piece of one word repeats: the last
- * PIECE_CACHE_WORDS counted are kept.
+ * 4,096 counted are kept.
  */
 export function letterPieceTokens(text: string, from: number, to: number): number {
   if (to - from > PIECE_CACHE_LETTERS) return letterPieceMerged(text, from, to)
   const spaced = from > 0 && text.charCodeAt(from - 1) === 32
   const piece = text.slice(spaced ? from - 1 : from, to)
-  const known = pieceCache.get(piece)
-  if (known !== undefined) return known
-  const tokens = letterPieceMerged(text, from, to)
-  if (pieceCache.size >= PIECE_CACHE_WORDS) pieceCache.clear()
-  pieceCache.set(piece, tokens)
-  return tokens
+  return pieceCounts.get(piece) ?? pieceCounts.add(piece, letterPieceMerged(text, from, to))
 }
-const PIECE_CACHE_WORDS = 4_096
 /** Pieces up to this many letters are cached (a longer run is no word a text repeats). */
 const PIECE_CACHE_LETTERS = 32
-const pieceCache = new Map<string, number>()
+/** The last 4,096 pieces counted. */
+const pieceCounts = new PieceCounts(4_096)
 
 function letterPieceMerged(text: string, from: number, to: number): number {
   const spaced = from > 0 && text.charCodeAt(from - 1) === 32

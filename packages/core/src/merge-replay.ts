@@ -93,6 +93,26 @@ function popMerge(): number {
   return top
 }
 
+/**
+ * Counts of the pieces a text repeats (its words, its indentation): the last `size` counted are kept,
+ * forgotten all at once when full (a bounded cache for each kind of replayed piece).
+ */
+export class PieceCounts {
+  private readonly counts = new Map<string, number>()
+  constructor(private readonly size: number) {}
+
+  get(piece: string): number | undefined {
+    return this.counts.get(piece)
+  }
+
+  /** Keeps `tokens` as the count of `piece`, and returns it. */
+  add(piece: string, tokens: number): number {
+    if (this.counts.size >= this.size) this.counts.clear()
+    this.counts.set(piece, tokens)
+    return tokens
+  }
+}
+
 /** The buffer to write a piece's `n` starting symbols into (0 to `first` - 1), before replayMerges. */
 export function replaySymbols(n: number): Int32Array {
   if (n > symbols.length) {

@@ -6,7 +6,7 @@
  * Priced per character and per change of character, pieces that mix `\r\n` with `\n\n` or spaces read
  * 1.5-1.7x low (` \r\n\n\n` is ` ` `\r` `\n\n\n`: the `\n\n\n` merge outranks `\r\n`).
  */
-import { type MergeRanks, mergeRanks, replayMerges, replaySymbols } from './merge-replay.js'
+import { type MergeRanks, mergeRanks, PieceCounts, replayMerges, replaySymbols } from './merge-replay.js'
 import { WHITESPACE_BYTES, WHITESPACE_MERGES } from './vocabulary-tables.js'
 
 /** The merges, unpacked at the first piece of two characters or more. */
@@ -31,20 +31,14 @@ export function whitespaceTokens(text: string, from: number, to: number): number
     const runs = RUN_TOKENS[SYMBOL_OF[first] as number] as Int32Array
     return (runs[to - from] ||= whitespaceMerged(text, from, to))
   }
-  // Texts repeat their other pieces too: the last CACHE_PIECES counted are kept.
+  // Texts repeat their other pieces too: the last 1,024 counted are kept.
   const piece = text.slice(from, to)
-  const known = cache.get(piece)
-  if (known !== undefined) return known
-  const tokens = whitespaceMerged(text, from, to)
-  if (cache.size >= CACHE_PIECES) cache.clear()
-  cache.set(piece, tokens)
-  return tokens
+  return pieceCounts.get(piece) ?? pieceCounts.add(piece, whitespaceMerged(text, from, to))
 }
 /** The tokens of a run of n of each whitespace character (0: not counted yet), n up to CACHE_LENGTH. */
 const RUN_TOKENS = WHITESPACE_BYTES.map(() => new Int32Array(65))
-const CACHE_PIECES = 1_024
 const CACHE_LENGTH = 64
-const cache = new Map<string, number>()
+const pieceCounts = new PieceCounts(1_024)
 
 function whitespaceMerged(text: string, from: number, to: number): number {
   const symbols = replaySymbols(to - from)
