@@ -167,7 +167,10 @@ function routePath(path: string): string {
  * nothing about the error (its message could name an account or a key).
  */
 function errorAnswer(error: unknown): HttpAnswer {
-  return isQwenGuardError(error) ? error.toHttp() : internalErrorAnswer()
+  if (isQwenGuardError(error)) return error.toHttp()
+  const answer = internalErrorAnswer()
+  if (error instanceof BodyReadBeforeError) answer.headers['x-should-retry'] = 'false'
+  return answer
 }
 
 /** The relay's answer for any error (a QwenGuardError's own, else a generic 500). */
@@ -323,10 +326,16 @@ function alreadyRead(body: RelayBody): boolean {
  * `onError`.
  */
 function bodyReadBefore(): Error {
-  return new Error(
+  return new BodyReadBeforeError(
     'the request body was read by a middleware before the relay, which left no parsed body (req.body, ctx.request.body) or raw body (req.rawBody, ctx.request.rawBody) for it: mount the relay before that middleware, or let it leave what it read',
   )
 }
+
+/**
+ * bodyReadBefore's error: the app's mount order, the same on every attempt, so its 500 carries
+ * `x-should-retry: false` (the SDKs retried it twice, and `onError` heard it three times).
+ */
+class BodyReadBeforeError extends Error {}
 
 /** A leading UTF-8 byte order mark is dropped (RFC 8259 lets a parser ignore it; JSON.parse does not). */
 function withoutBom(text: string): string {

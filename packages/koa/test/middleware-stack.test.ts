@@ -173,6 +173,8 @@ describe('guard.proxy() after a middleware that read the request itself and made
     })
     expect(s.relayErrors).toHaveLength(1)
     expect(String(s.relayErrors[0])).toContain('read by a middleware before the relay')
+    // The mount order fails every attempt alike: the SDKs are told not to retry it.
+    expect(answer.headers['x-should-retry']).toBe('false')
     expect(s.appErrors).toEqual([])
     expect(s.sim.stats().calls).toBe(0)
     expect(await s.core.state(USER)).toEqual(before)
