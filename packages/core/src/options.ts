@@ -245,7 +245,11 @@ function rawAccounts(upstream: Record<string, unknown>): RawAccount[] {
     return [{ id: 'default', apiKeys: [apiKey(shorthand, 'upstream.apiKey')], models: undefined, path: 'upstream' }]
   }
   if (accounts === undefined)
-    throw new QwenGuardConfigError('upstream.apiKey', 'an API key is required (upstream.apiKey or upstream.accounts)')
+    throw new QwenGuardConfigError(
+      'upstream.apiKey',
+      // `apiKey: process.env.DASHSCOPE_API_KEY` with the variable unset lands here as undefined.
+      'an API key is required (upstream.apiKey or upstream.accounts); got none: is the environment variable it is read from (DASHSCOPE_API_KEY) set?',
+    )
   if (!Array.isArray(accounts) || accounts.length === 0) {
     throw new QwenGuardConfigError('upstream.accounts', 'must be a non-empty array of accounts')
   }

@@ -173,6 +173,11 @@ describe('resolveOptions: errors name the option', () => {
   it.each<[string, unknown, string]>([
     ['no upstream', {}, 'upstream: must be an object'],
     ['no API key', { upstream: {} }, 'upstream.apiKey: an API key is required'],
+    [
+      'an unset environment variable for the key',
+      { upstream: { apiKey: undefined } },
+      'upstream.apiKey: an API key is required (upstream.apiKey or upstream.accounts); got none: is the environment variable it is read from (DASHSCOPE_API_KEY) set?',
+    ],
     ['empty accounts', { upstream: { accounts: [] } }, 'upstream.accounts: must be a non-empty array'],
     [
       'both apiKey and accounts',
