@@ -31,16 +31,21 @@ export function relayBodyOf(parsed: unknown, req: Readable, raw?: unknown): Rela
   return kept ?? req
 }
 
+/**
+ * A body a framework's parser already made: a plain object (or one without a prototype), or an array
+ * (refused later by validation as not an object); not a class instance (bytes, a stream).
+ */
+export function isParsedBody(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false
+  const proto = Object.getPrototypeOf(value) as unknown
+  return proto === Object.prototype || proto === null || Array.isArray(value)
+}
+
 /** An object or array other than `{}`, which no parser leaves on a request it did not read. */
 function isSetObject(value: unknown): value is Record<string, unknown> {
-  if (Array.isArray(value)) return true
-  if (typeof value !== 'object' || value === null || value instanceof Uint8Array) return false
-  const proto = Object.getPrototypeOf(value) as unknown
-  return (proto === Object.prototype || proto === null) && Object.keys(value).length > 0
+  return isParsedBody(value) && (Array.isArray(value) || Object.keys(value).length > 0)
 }
 
 function isEmptyPlainObject(value: unknown): boolean {
-  if (typeof value !== 'object' || value === null) return false
-  const proto = Object.getPrototypeOf(value) as unknown
-  return (proto === Object.prototype || proto === null) && Object.keys(value).length === 0
+  return isParsedBody(value) && !Array.isArray(value) && Object.keys(value).length === 0
 }

@@ -15,6 +15,7 @@ import { internalErrorAnswer } from './http-answer.js'
 import { markRefusal } from './decision-header.js'
 import type { HttpAnswer, IdentityInput } from './types.js'
 import { readText } from './read-text.js'
+import { isParsedBody } from './relay-body.js'
 import { validateChatRequest } from './validate.js'
 
 /**
@@ -344,13 +345,6 @@ function withoutBom(text: string): string {
 
 function tooLarge(maxBodyBytes: number): QwenGuardError {
   return invalid('request_too_large', `Request body is larger than ${maxBodyBytes} bytes.`)
-}
-
-/** A body a framework's parser already made: a plain object, or an array (refused later by validation as not an object). */
-function isParsedBody(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null) return false
-  const proto = Object.getPrototypeOf(value) as unknown
-  return proto === Object.prototype || proto === null || Array.isArray(value)
 }
 
 /** The body as text, reading a stream only up to the limit (a huge upload is not buffered). */

@@ -35,9 +35,9 @@ export function whitespaceTokens(text: string, from: number, to: number): number
   const piece = text.slice(from, to)
   return pieceCounts.get(piece) ?? pieceCounts.add(piece, whitespaceMerged(text, from, to))
 }
-/** The tokens of a run of n of each whitespace character (0: not counted yet), n up to CACHE_LENGTH. */
-const RUN_TOKENS = WHITESPACE_BYTES.map(() => new Int32Array(65))
 const CACHE_LENGTH = 64
+/** The tokens of a run of n of each whitespace character (0: not counted yet), n up to CACHE_LENGTH. */
+const RUN_TOKENS = WHITESPACE_BYTES.map(() => new Int32Array(CACHE_LENGTH + 1))
 const pieceCounts = new PieceCounts(1_024)
 
 function whitespaceMerged(text: string, from: number, to: number): number {
