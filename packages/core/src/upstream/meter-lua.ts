@@ -9,7 +9,7 @@
  * to that clock, so a local timer of that length is right whatever the skew. (Redis >= 5 replicates
  * script effects, which makes TIME legal in a writing script.)
  *
- * ARGV: op ('take' | 'dry' | 'settle' | 'absorb'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
+ * ARGV: op ('take' | 'dry' | 'settle' | 'absorb' | 'move'), rateW, minuteW, rampW, rampPairW, rps, tps, rpm, tpm, rampInitial,
  * rampFactor (0 = off), spacing, tokenSpacing, second (unstretched, ms), jitter (this process's
  * measured allowance J, ms), backdate (ms), then the caller's last view of the meter: the incarnation
  * it last saw ('' = none), that view's age (ms), the minute window's requests and tokens then (a
@@ -18,13 +18,15 @@
  * absorb -> n, then n x (ageMs, requests, tokens): sends made elsewhere (a process's memory meter
  * while Redis did not answer), recorded ageMs before now (no earlier than the newest entry, so the
  * list stays in time order: at worst a send counts a little longer than it should).
+ * move -> ticket (the send left late: its entry is recorded again at now, see `op == 'move'`).
  * Returns take: {1, ticket, lateMs, fractions...}; dry: {1, '-1', '0', incarnation, newestAge, fractions...};
  * blocked: {0, waitMs ('-1' = never), reason, incarnation, newestAge, fractions...} (newestAge: how
  * long ago the minute window's newest entry was recorded; a take's is its lateMs); settle: {2};
- * absorb: {3, incarnation, first id} (the sends' tickets
- * are 'incarnation.id' from it on, in order). A ticket is 'incarnation.id' (see `inc` below); settle
- * takes one. A take records its entry up to `backdate` ms before now,
- * at the moment it became admissible (sliding-log.ts, "Entry time"), and returns how far back.
+ * absorb: {3, incarnation, first id} (the sends' tickets are 'incarnation.id' from it on, in order);
+ * move: {4, the moved send's new ticket ('' when nothing moved: gone, cancelled, another
+ * incarnation)}. A ticket is 'incarnation.id' (see `inc` below); settle and move take one. A take
+ * records its entry up to `backdate` ms before now, at the moment it became admissible
+ * (sliding-log.ts, "Entry time"), and returns how far back.
  * fractions...: the busiest window's fraction used, then rps, tps, rpm and tpm's (five numbers, six
  * decimals).
  *
@@ -277,6 +279,36 @@ if op == 'settle' then
   end
   save()
   return { 2 }
+end
+
+if op == 'move' then
+  -- The send left later than its process's jitter allowance covers (send-delays.ts): its entry stops
+  -- counting and the same counts are appended at now (no earlier than the newest entry), where
+  -- upstream sees the send. The spacing is left alone (sliding-log.ts, move).
+  local idInc, idNum = string.match(ARGV[21], '^(%d+)%.(%d+)$')
+  local id = tonumber(idNum)
+  if idInc == inc and id and id >= base and id < stop then
+    local et, er, ek = entry(id)
+    if er > 0 or ek > 0 then
+      redis.call('LSET', L, id - base, string.format('%.3f:0:0', et))
+      for w = 1, 4 do
+        if id >= C[w] then
+          R[w] = R[w] - ramped(w, er)
+          K[w] = K[w] - ek
+        end
+      end
+      local at = math.max(now, entry(stop - 1))
+      redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, er, ek))
+      for w = 1, 4 do
+        R[w] = R[w] + ramped(w, er)
+        K[w] = K[w] + ek
+      end
+      save()
+      return { 4, inc .. '.' .. tostring(stop) }
+    end
+  end
+  save()
+  return { 4, '' }
 end
 
 local tokens = tonumber(ARGV[21])

@@ -18,6 +18,12 @@ export type MeterTake =
 export interface MeterTicket {
   /** Make the send count `requests` (0 or 1) and `tokens` in every window that still holds it. */
   recount(requests: number, tokens: number): Promise<void>
+  /**
+   * The send left later than the pacer's jitter allowance covers: record it again at the meter's now,
+   * counting what it counts (SlidingLog.move). Later recounts reach the moved entry. Never rejects;
+   * absent where a ticket cannot move (a take paced in memory during a store outage).
+   */
+  move?(): Promise<void>
 }
 
 export interface Meter {
@@ -48,9 +54,12 @@ export class MemoryMeter implements Meter {
   takeSync(tokens: number, limits: PaceLimits, dry = false): MeterTake {
     const result = this.log.take(this.now(), tokens, limits, dry)
     if (!result.ok) return result
-    const { id } = result
+    let id = result.id
     const ticket: MeterTicket = {
       recount: async (requests, used) => this.log.recount(this.now(), id, requests, used, limits),
+      move: async () => {
+        id = this.log.move(this.now(), id, limits) ?? id
+      },
     }
     return { ok: true, usedFraction: result.usedFraction, ticket, lateMs: result.lateMs }
   }

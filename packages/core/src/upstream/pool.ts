@@ -584,7 +584,8 @@ export class UpstreamPool {
       model,
       queuedMs: Date.now() - started,
       sending: () => {
-        this.delays.sent(grant.askedAt)
+        // Later than the allowance covers: the meter counts the send from when it left (send-delays.ts).
+        this.delays.sent(grant.askedAt, () => void ticket.move?.())
         fallback()
       },
       settle: (usedTokens) =>

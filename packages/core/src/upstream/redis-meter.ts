@@ -200,6 +200,23 @@ export class RedisMeter implements Meter {
       )
   }
 
+  /**
+   * Records a send of the shared log again at Redis's now (it left late: SlidingLog.move); the moved
+   * send's new ticket, or undefined when nothing moved. Never rejects: a lost move leaves the send
+   * where it was recorded (the store's health has reported the failure); one answered after its
+   * timeout still hands its ticket to `late`.
+   */
+  private moveShared(ticket: string, limits: PaceLimits, late: (moved: string | undefined) => void) {
+    const decodeMove = (reply: unknown[]) => (reply[1] ? String(reply[1]) : undefined)
+    return this.store
+      .run(
+        this.keys[0],
+        () => this.send(['move', ...limitArgs(limits), ...this.view.args(), ticket]),
+        (reply) => late(decodeMove(reply)),
+      )
+      .then(decodeMove, () => undefined)
+  }
+
   usedFraction(limits: PaceLimits): number {
     return this.store.health.downFor(this.keys[0]) ? this.fallback.usedFraction(limits) : this.lastFraction
   }
@@ -272,8 +289,18 @@ export class RedisMeter implements Meter {
         usedFraction: fraction,
       }
     }
-    const shared = String(reply[1])
-    const ticket: MeterTicket = { recount: (requests, used) => this.settleShared(shared, requests, used, limits) }
+    let shared = String(reply[1])
+    let moving: Promise<void> | undefined
+    const moved = (ticket: string | undefined) => {
+      if (ticket) shared = ticket
+    }
+    const ticket: MeterTicket = {
+      recount: async (requests, used) => {
+        await moving // a settle reaches the moved entry
+        return this.settleShared(shared, requests, used, limits)
+      },
+      move: () => (moving ??= this.moveShared(shared, limits, moved).then(moved)),
+    }
     // How far back the entry was recorded (0 for a dry take).
     return { ok: true, usedFraction: fraction, ticket, lateMs: Number(reply[2]) }
   }

@@ -30,6 +30,20 @@
  * lane is ramping up anyway, far from its limits. What happens after the wire (network, the
  * upstream's own reading) is not measurable from here: the safety margin's stretch stays the floor for
  * it (pace-limits.ts).
+ *
+ * A send later than the allowance: a p99 leaves the rarest delays out by design (a stalled event loop,
+ * a new TLS connection, a garbage collection), and any allowance is measured after the sends it
+ * should have covered. Such a send would bunch at upstream with the ones granted after it: a meter
+ * that still counts it at its grant lets a full window of later sends beside it. So when its sample is
+ * later than the allowance then in force covers (delay - min + resolution > J), the meter records it
+ * again at its now (`MeterTicket.move`: the entry stops counting where it was and counts from the
+ * moment it left, which is where upstream sees it), and every later take counts it there. Moving a
+ * send later never lowers what a window ending at or after the move counts, so no take after it can
+ * over-admit; takes before it already counted the send at its grant (for any delay under a window).
+ * It costs one meter command (a Redis round trip on Redis) for about 1 % of sends (those past the
+ * p99) and for a process's first sends (the warm-up's, whose whole delay counts: nothing to compare
+ * it with yet), none for the rest. Delays of a whole window (one second) or more are not covered: a
+ * take made between the grant's window and the move counted the send nowhere.
  */
 import { performance } from 'node:perf_hooks'
 
@@ -79,10 +93,11 @@ export class SendDelays {
    * A send is about to go out (`fetch()` is called right after, in the same synchronous turn) for a
    * slot whose meter take was asked for at `askedAt` (this clock's ms, less the take's backdating). Its sample is taken when the
    * HTTP client reports the body written (`wired`), or, when the client reports nothing (a custom
-   * fetch), at the next turn of the event loop.
+   * fetch), at the next turn of the event loop. `onLate` is called then if the sample is later than
+   * the allowance covers (see "A send later than the allowance" above).
    */
-  sent(askedAt: number): void {
-    const pending: PendingSend = { askedAt, seen: false, done: false }
+  sent(askedAt: number, onLate?: () => void): void {
+    const pending: PendingSend = { askedAt, seen: false, done: false, onLate }
     this.unmatched.push(pending)
     this.nextTurn(() => {
       if (pending.seen) return
@@ -132,13 +147,19 @@ export class SendDelays {
   private finish(pending: PendingSend): void {
     if (pending.done) return
     pending.done = true
-    this.record(this.now() - pending.askedAt)
+    const delay = this.now() - pending.askedAt
+    // Read before the sample joins the ring: the allowance the sends around this one were paced with.
+    const late = delay - this.ring.min() + this.resolutionMs > this.allowanceMs()
+    this.record(delay)
+    if (late) pending.onLate?.()
   }
 }
 
 /** One send between `sent()` and its sample. */
 export interface PendingSend {
   askedAt: number
+  /** Called when its sample is later than the allowance covers (the meter records the send again). */
+  onLate?: (() => void) | undefined
   /** The HTTP client created its request (then the body's write ends it). */
   seen: boolean
   done: boolean

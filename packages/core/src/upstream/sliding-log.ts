@@ -138,6 +138,34 @@ export class SlidingLog {
     }
   }
 
+  /**
+   * Re-records entry `id` at `now`: the send left later than its entry says (send-delays.ts, "A send
+   * later than the allowance"). The old entry stops counting and a new one, counting the same, is
+   * appended (no earlier than the newest entry, like `seed`). Returns the new entry's id, or undefined
+   * when there is nothing to move (gone, forgotten, or cancelled). The spacing is left alone: it only
+   * smooths, and the windows, which now hold the send where upstream does, keep the bound.
+   * Moving an entry later never lowers what a window ending at or after `now` counts, so no later take
+   * can use room the move freed; windows that ended before `now` are no take's any more.
+   */
+  move(now: number, id: number, limits: PaceLimits): number | undefined {
+    now = this.advance(now, limits)
+    const i = id - this.base
+    if (id < 0 || i < 0 || i >= this.times.length || id < this.forgottenBelow) return undefined
+    const requests = this.reqs[i]!
+    const tokens = this.toks[i]!
+    if (requests === 0 && tokens === 0) return undefined
+    for (let w = 0; w < 4; w++) {
+      if (id < this.cursor[w]!) continue // already outside that window
+      this.sumReq[w]! -= inWindow(w, requests)
+      this.sumTok[w]! -= tokens
+    }
+    this.reqs[i] = 0
+    this.toks[i] = 0
+    const moved = this.nextId()
+    this.seed(now, 0, requests, tokens, limits)
+    return moved
+  }
+
   /** Highest fraction used of any limit (0..1+), for least-loaded selection. */
   usedFraction(limits: PaceLimits): number {
     return Math.max(

@@ -88,6 +88,38 @@ describeRedis('RedisMeter on a real redis-server', () => {
     expect(third.ok && third.lateMs).toBe(0)
   })
 
+  it('a send moved when it left late counts from then, as on the memory meter; a settle racing the move reaches it', async () => {
+    const m = meter('move')
+    const key = `${prefix}:move:l`
+    const taken = await m.take(900, limits) // 900 of 1,000 tokens per second
+    expect(taken.ok).toBe(true)
+    if (!taken.ok) return
+    await sleep(150)
+    const before = await m.take(200, limits, true)
+    expect(before.ok === false && before.reason).toBe('rate')
+    const move = taken.ticket.move!() // left 150 ms after its grant
+    const settle = taken.ticket.recount(1, 800) // sent before the move's reply: must wait for it
+    await Promise.all([move, settle])
+    const entries = (await redis.lrange(key, 0, -1)).map((e) => e.split(':').map(Number))
+    expect(entries).toHaveLength(2)
+    expect(entries[0]!.slice(1)).toEqual([0, 0]) // the old entry counts nothing
+    expect(entries[1]!.slice(1)).toEqual([1, 800]) // the moved one, settled
+    expect(entries[1]![0]! - entries[0]![0]!).toBeGreaterThanOrEqual(149)
+    const after = await m.take(300, limits, true)
+    expect(after.ok === false && after.reason).toBe('rate')
+    if (before.ok || after.ok) return
+    // Free ~150 ms later than before the move (less the few ms between the two dry takes).
+    expect(after.waitMs).toBeGreaterThan(before.waitMs + 100)
+    // A cancelled send moves nothing.
+    await sleep(Math.ceil(after.waitMs) + 5)
+    const cancelled = await m.take(10, limits)
+    if (!cancelled.ok) throw new Error('not admitted')
+    await cancelled.ticket.recount(0, 0)
+    const length = await redis.llen(key)
+    await cancelled.ticket.move!()
+    expect(await redis.llen(key)).toBe(length)
+  })
+
   it('spaces by the token rate too, and a settle gives the unused share back (as the memory log)', async () => {
     const m = meter('tokens')
     const big = await m.take(800, limits) // 800 of 1,000 TPS: the next send would wait ~0.8 s

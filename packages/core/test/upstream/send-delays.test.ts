@@ -121,6 +121,55 @@ describe('SendDelays: the measured jitter allowance', () => {
     expect(delays.allowanceMs()).toBe(1)
   })
 
+  it('a send later than the allowance in force is reported late (its meter entry is moved), the others are not', () => {
+    const { delays, advance, turn } = fakeDelays({ refreshMs: 0 })
+    let late = 0
+    const send = (askedAt: number) => delays.sent(askedAt, () => late++)
+    const lateAt: number[] = []
+    for (let i = 0; i < 200; i++) {
+      send(0) // each sampled 20-22 ms after its grant: a steady round trip, 2 ms of spread
+      advance(20 + (i % 3))
+      turn()
+      advance(-(20 + (i % 3)))
+      if (late > lateAt.length) lateAt.push(i)
+    }
+    expect(delays.allowanceMs()).toBe(3) // p99 22 - min 20 + 1
+    // Only while the allowance was still learning the spread: the first (nothing measured yet: its
+    // 20 ms count whole), then 21 and 22 ms, each 1 ms past what the samples before had shown.
+    expect(lateAt).toEqual([0, 1, 2])
+    late = 0
+    send(0)
+    advance(23) // 23 - 20 + 1 = 4 > 3: past what the windows cover
+    turn()
+    expect(late).toBe(1)
+    advance(-23)
+    // Written by the HTTP client (undici) 22 ms after the grant: covered, not reported.
+    send(0)
+    const pending = delays.claim()!
+    advance(22)
+    delays.wired(pending)
+    expect(late).toBe(1)
+    // A send the HTTP client writes 150 ms late (a stalled event loop between fetch() and the write).
+    send(22 - 150)
+    const stalled = delays.claim()!
+    delays.wired(stalled)
+    expect(late).toBe(2)
+  })
+
+  it('before any sample (the warm-up sends) the whole delay counts: every send later than the clock resolution is late', () => {
+    // Module loading, JIT and new connections make a process's first sends the likeliest to bunch with
+    // the ones after them, and there is nothing yet to compare them with.
+    const { delays, advance, turn } = fakeDelays({ warmUp: 2 })
+    const reported: number[] = []
+    for (const delay of [0, 40, 0.5]) {
+      delays.sent(0, () => reported.push(delay))
+      advance(delay)
+      turn()
+      advance(-delay)
+    }
+    expect(reported).toEqual([40, 0.5])
+  })
+
   it('ignores nonsense samples (negative, NaN) as 0', () => {
     const { delays } = fakeDelays()
     delays.record(Number.NaN)
