@@ -263,8 +263,11 @@ end
 if op == 'settle' then
   local idInc, idNum = string.match(ARGV[21], '^(%d+)%.(%d+)$')
   local id, nr, nk = tonumber(idNum), tonumber(ARGV[22]), tonumber(ARGV[23])
-  if idInc == inc and id and id >= base and id < stop then
-    local et, er, ek = entry(id)
+  local et, er, ek
+  if idInc == inc and id and id >= base and id < stop then et, er, ek = entry(id) end
+  -- An entry that counts nothing was cancelled or moved (a settle sent while its move ran late goes
+  -- to the moved entry too, redis-meter.ts): counted again here, the send would count twice.
+  if et and (er > 0 or ek > 0) then
     redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
     local before, after = 0, 0
     if er > 0 then before = emission(ek) end

@@ -291,15 +291,27 @@ export class RedisMeter implements Meter {
     }
     let shared = String(reply[1])
     let moving: Promise<void> | undefined
+    /** What the settle wrote (once the move was asked for): repeated on an entry moved after its timeout. */
+    let settled: [requests: number, used: number] | undefined
     const moved = (ticket: string | undefined) => {
       if (ticket) shared = ticket
+    }
+    // Redis ran the move after its timeout: a settle sent meanwhile went to the old entry (behind the
+    // move on the connection), which the script then ignores (it counts nothing since the move), so
+    // the settle is repeated on the moved one. Before, it counted the send there again, beside the
+    // moved entry's reservation (two requests for one, for up to a minute; a cancel counted one).
+    const movedLate = (ticket: string | undefined) => {
+      if (!ticket || ticket === shared) return
+      shared = ticket
+      if (settled) void this.settleShared(ticket, settled[0], settled[1], limits)
     }
     const ticket: MeterTicket = {
       recount: async (requests, used) => {
         await moving // a settle reaches the moved entry
+        if (moving) settled = [requests, used]
         return this.settleShared(shared, requests, used, limits)
       },
-      move: () => (moving ??= this.moveShared(shared, limits, moved).then(moved)),
+      move: () => (moving ??= this.moveShared(shared, limits, movedLate).then(moved)),
     }
     // How far back the entry was recorded (0 for a dry take).
     return { ok: true, usedFraction: fraction, ticket, lateMs: Number(reply[2]) }

@@ -117,11 +117,16 @@ export class SlidingLog {
     return due < now && now - due <= limits.backdateMs ? due : now
   }
 
-  /** Rewrites what entry `id` counts (settle to real usage, or 0/0 to cancel). Gone entries are ignored. */
+  /**
+   * Rewrites what entry `id` counts (settle to real usage, or 0/0 to cancel). Gone entries are ignored,
+   * and so are entries that count nothing (cancelled, or moved: the Lua twin's settle can reach an
+   * entry moved after it was sent, redis-meter.ts).
+   */
   recount(now: number, id: number, requests: number, tokens: number, limits: PaceLimits): void {
     this.advance(now, limits)
     const i = id - this.base
     if (id < 0 || i < 0 || i >= this.times.length || id < this.forgottenBelow) return
+    if (this.reqs[i] === 0 && this.toks[i] === 0) return
     const was = this.reqs[i]!
     const dk = tokens - this.toks[i]!
     // Give back the spacing the unused tokens took (a cancel gives back all of it). Only smoothing:
