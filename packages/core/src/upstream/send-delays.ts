@@ -44,7 +44,8 @@
  * It costs one meter command (a Redis round trip on Redis) for about 1 % of sends (those past the
  * p99) and for a process's first sends (the warm-up's, whose whole delay counts: nothing to compare
  * it with yet), none for the rest. Delays of a whole window (one second) or more are not covered: a
- * take made between the grant's window and the move counted the send nowhere.
+ * take made between the grant's window and the move counted the send nowhere (from the move on it
+ * counts, also once its entry has left the log: the ticket's counts are recorded then).
  */
 import { performance } from 'node:perf_hooks'
 
