@@ -18,7 +18,8 @@
  * absorb -> n, then n x (ageMs, requests, tokens): sends made elsewhere (a process's memory meter
  * while Redis did not answer), recorded ageMs before now (no earlier than the newest entry, so the
  * list stays in time order: at worst a send counts a little longer than it should).
- * move -> ticket (the send left late: its entry is recorded again at now, see `op == 'move'`).
+ * move -> ticket, requests, tokens (the send left late: its entry is recorded again at now; the counts,
+ * what the caller's ticket says the send counts, for an entry no longer in the list: see `op == 'move'`).
  * Returns take: {1, ticket, lateMs, fractions...}; dry: {1, '-1', '0', incarnation, newestAge, fractions...};
  * blocked: {0, waitMs ('-1' = never), reason, incarnation, newestAge, fractions...} (newestAge: how
  * long ago the minute window's newest entry was recorded; a take's is its lateMs); settle: {2};
@@ -263,8 +264,11 @@ end
 if op == 'settle' then
   local idInc, idNum = string.match(ARGV[21], '^(%d+)%.(%d+)$')
   local id, nr, nk = tonumber(idNum), tonumber(ARGV[22]), tonumber(ARGV[23])
-  if idInc == inc and id and id >= base and id < stop then
-    local et, er, ek = entry(id)
+  local et, er, ek
+  if idInc == inc and id and id >= base and id < stop then et, er, ek = entry(id) end
+  -- An entry that counts nothing was cancelled or moved (a settle sent while its move ran late goes
+  -- to the moved entry too, redis-meter.ts): counted again here, the send would count twice.
+  if et and (er > 0 or ek > 0) then
     redis.call('LSET', L, id - base, string.format('%.3f:%d:%.17g', et, nr, nk))
     local before, after = 0, 0
     if er > 0 then before = emission(ek) end
@@ -284,11 +288,17 @@ end
 if op == 'move' then
   -- The send left later than its process's jitter allowance covers (send-delays.ts): its entry stops
   -- counting and the same counts are appended at now (no earlier than the newest entry), where
-  -- upstream sees the send. The spacing is left alone (sliding-log.ts, move).
+  -- upstream sees the send. The spacing is left alone (sliding-log.ts, move). An entry no longer in
+  -- the list (recorded more than the minute window and a second ago: a body written that long after
+  -- its grant) is appended with what the caller's ticket counts (ARGV[22], ARGV[23]): moved to nothing,
+  -- the send would count in no window from its arrival on. (After the list alone was lost, the seed
+  -- of the hash's sums may hold it too: counted twice for a minute, the safe side.)
   local idInc, idNum = string.match(ARGV[21], '^(%d+)%.(%d+)$')
   local id = tonumber(idNum)
+  local er, ek = 0, 0
   if idInc == inc and id and id >= base and id < stop then
-    local et, er, ek = entry(id)
+    local et
+    et, er, ek = entry(id)
     if er > 0 or ek > 0 then
       redis.call('LSET', L, id - base, string.format('%.3f:0:0', et))
       for w = 1, 4 do
@@ -297,15 +307,20 @@ if op == 'move' then
           K[w] = K[w] - ek
         end
       end
-      local at = math.max(now, entry(stop - 1))
-      redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, er, ek))
-      for w = 1, 4 do
-        R[w] = R[w] + ramped(w, er)
-        K[w] = K[w] + ek
-      end
-      save()
-      return { 4, inc .. '.' .. tostring(stop) }
     end
+  elseif idInc == inc and id and id < base then
+    er, ek = tonumber(ARGV[22]) or 0, tonumber(ARGV[23]) or 0
+  end
+  if er > 0 or ek > 0 then
+    local at = now
+    if stop > base then at = math.max(now, entry(stop - 1)) end
+    redis.call('RPUSH', L, string.format('%.3f:%d:%.17g', at, er, ek))
+    for w = 1, 4 do
+      R[w] = R[w] + ramped(w, er)
+      K[w] = K[w] + ek
+    end
+    save()
+    return { 4, inc .. '.' .. tostring(stop) }
   end
   save()
   return { 4, '' }

@@ -55,10 +55,15 @@ export class MemoryMeter implements Meter {
     const result = this.log.take(this.now(), tokens, limits, dry)
     if (!result.ok) return result
     let id = result.id
+    // What the send counts, for a move once its entry has left the log (SlidingLog.move).
+    const counts = { requests: 1, tokens }
     const ticket: MeterTicket = {
-      recount: async (requests, used) => this.log.recount(this.now(), id, requests, used, limits),
+      recount: async (requests, used) => {
+        if (counts.requests > 0 || counts.tokens > 0) Object.assign(counts, { requests, tokens: used })
+        this.log.recount(this.now(), id, requests, used, limits)
+      },
       move: async () => {
-        id = this.log.move(this.now(), id, limits) ?? id
+        id = this.log.move(this.now(), id, limits, counts) ?? id
       },
     }
     return { ok: true, usedFraction: result.usedFraction, ticket, lateMs: result.lateMs }

@@ -83,7 +83,7 @@ export class RedisMeter implements Meter {
       this.keys[0],
       async () => {
         if (this.pacedInMemory) await this.handOverOnce(limits)
-        return this.decode(await this.sendTake(args, limits), limits)
+        return this.decode(await this.sendTake(args, limits), limits, tokens)
       },
       () => {
         if (!dry) return this.takeInMemory(tokens, limits)
@@ -201,17 +201,24 @@ export class RedisMeter implements Meter {
   }
 
   /**
-   * Records a send of the shared log again at Redis's now (it left late: SlidingLog.move); the moved
-   * send's new ticket, or undefined when nothing moved. Never rejects: a lost move leaves the send
+   * Records a send of the shared log again at Redis's now (it left late: SlidingLog.move); `counts`:
+   * what its ticket counts (for an entry no longer in the list). The moved send's new ticket, or
+   * undefined when nothing moved. Never rejects: a lost move leaves the send
    * where it was recorded (the store's health has reported the failure); one answered after its
    * timeout still hands its ticket to `late`.
    */
-  private moveShared(ticket: string, limits: PaceLimits, late: (moved: string | undefined) => void) {
+  private moveShared(
+    ticket: string,
+    counts: readonly [requests: number, tokens: number],
+    limits: PaceLimits,
+    late: (moved: string | undefined) => void,
+  ) {
     const decodeMove = (reply: unknown[]) => (reply[1] ? String(reply[1]) : undefined)
+    const args = ['move', ...limitArgs(limits), ...this.view.args(), ticket, String(counts[0]), String(counts[1])]
     return this.store
       .run(
         this.keys[0],
-        () => this.send(['move', ...limitArgs(limits), ...this.view.args(), ticket]),
+        () => this.send(args),
         (reply) => late(decodeMove(reply)),
       )
       .then(decodeMove, () => undefined)
@@ -269,7 +276,7 @@ export class RedisMeter implements Meter {
     if (this.handedOverUpTo === nextId) this.viewCoversBelow = nextId
   }
 
-  private decode(reply: unknown[], limits: PaceLimits): MeterTake {
+  private decode(reply: unknown[], limits: PaceLimits, tokens: number): MeterTake {
     // The five fractions (busiest, rps, tps, rpm, tpm) end the reply (meter-lua.ts).
     const at = reply.length - 5
     const fraction = Number(reply[at])
@@ -291,15 +298,30 @@ export class RedisMeter implements Meter {
     }
     let shared = String(reply[1])
     let moving: Promise<void> | undefined
+    /** What the settle wrote (once the move was asked for): repeated on an entry moved after its timeout. */
+    let settled: [requests: number, used: number] | undefined
     const moved = (ticket: string | undefined) => {
       if (ticket) shared = ticket
     }
+    // Redis ran the move after its timeout: a settle sent meanwhile went to the old entry (behind the
+    // move on the connection), which the script then ignores (it counts nothing since the move), so
+    // the settle is repeated on the moved one. Before, it counted the send there again, beside the
+    // moved entry's reservation (two requests for one, for up to a minute; a cancel counted one).
+    const movedLate = (ticket: string | undefined) => {
+      if (!ticket || ticket === shared) return
+      shared = ticket
+      if (settled) void this.settleShared(ticket, settled[0], settled[1], limits)
+    }
+    // What the send counts, for a move once its entry has left the list (SlidingLog.move).
+    let counts: [requests: number, tokens: number] = [1, tokens]
     const ticket: MeterTicket = {
       recount: async (requests, used) => {
+        if (counts[0] > 0 || counts[1] > 0) counts = [requests, used]
         await moving // a settle reaches the moved entry
+        if (moving) settled = [requests, used]
         return this.settleShared(shared, requests, used, limits)
       },
-      move: () => (moving ??= this.moveShared(shared, limits, moved).then(moved)),
+      move: () => (moving ??= this.moveShared(shared, counts, limits, movedLate).then(moved)),
     }
     // How far back the entry was recorded (0 for a dry take).
     return { ok: true, usedFraction: fraction, ticket, lateMs: Number(reply[2]) }

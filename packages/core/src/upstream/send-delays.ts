@@ -35,7 +35,8 @@
  * a new TLS connection, a garbage collection), and any allowance is measured after the sends it
  * should have covered. Such a send would bunch at upstream with the ones granted after it: a meter
  * that still counts it at its grant lets a full window of later sends beside it. So when its sample is
- * later than the allowance then in force covers (delay - min + resolution > J), the meter records it
+ * later than the allowance then in force covers (delay - min + resolution > J, with the min J was
+ * computed from, or a lower sample since), the meter records it
  * again at its now (`MeterTicket.move`: the entry stops counting where it was and counts from the
  * moment it left, which is where upstream sees it), and every later take counts it there. Moving a
  * send later never lowers what a window ending at or after the move counts, so no take after it can
@@ -43,7 +44,8 @@
  * It costs one meter command (a Redis round trip on Redis) for about 1 % of sends (those past the
  * p99) and for a process's first sends (the warm-up's, whose whole delay counts: nothing to compare
  * it with yet), none for the rest. Delays of a whole window (one second) or more are not covered: a
- * take made between the grant's window and the move counted the send nowhere.
+ * take made between the grant's window and the move counted the send nowhere (from the move on it
+ * counts, also once its entry has left the log: the ticket's counts are recorded then).
  */
 import { performance } from 'node:perf_hooks'
 
@@ -69,6 +71,13 @@ export interface SendDelayOptions {
 export class SendDelays {
   private readonly ring: DelayRing
   private allowance: number
+  /**
+   * The smallest of the samples the allowance in force was computed from (the last maxAgeMs) and of
+   * those taken since: a send is late when its delay less this is more than the allowance covers. The ring's minimum may
+   * be older (the ring keeps 512 sends, more than 30 s of them below 17 sends a second), and compared
+   * with it every send of a lane whose delays rose since (a slower store, larger bodies) read late.
+   */
+  private floor = 0
   private computedAt = -Infinity
   private dirty = false
   private readonly quantile: number
@@ -128,8 +137,9 @@ export class SendDelays {
     const delay = Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0
     if (!this.ring.push(delay, this.now())) return
     this.dirty = true
+    this.floor = Math.min(this.floor, delay) // a lower one counts at once (the allowance widens at the refresh)
     // Later than the allowance covers: take it into account at the next read.
-    if (delay - this.ring.min() + this.resolutionMs > this.allowance) this.computedAt = -Infinity
+    if (delay - this.floor + this.resolutionMs > this.allowance) this.computedAt = -Infinity
   }
 
   /** The jitter allowance, real ms: how much the meter's windows must outlast upstream's. */
@@ -137,7 +147,9 @@ export class SendDelays {
     const now = this.now()
     if (this.dirty && now - this.computedAt >= this.refreshMs) {
       // Rounded up to 0.1 ms: a lane's limits are rebuilt only when the allowance really moves.
-      this.allowance = Math.ceil((this.ring.spread(this.quantile, now) + this.resolutionMs) * 10) / 10
+      const { spread, min } = this.ring.spread(this.quantile, now)
+      this.allowance = Math.ceil((spread + this.resolutionMs) * 10) / 10
+      this.floor = min
       this.computedAt = now
       this.dirty = false
     }
@@ -148,8 +160,10 @@ export class SendDelays {
     if (pending.done) return
     pending.done = true
     const delay = this.now() - pending.askedAt
-    // Read before the sample joins the ring: the allowance the sends around this one were paced with.
-    const late = delay - this.ring.min() + this.resolutionMs > this.allowanceMs()
+    // Read before the sample joins the ring: the allowance the sends around this one were paced with,
+    // less the minimum it was computed with.
+    const allowance = this.allowanceMs()
+    const late = delay - this.floor + this.resolutionMs > allowance
     this.record(delay)
     if (late) pending.onLate?.()
   }
@@ -207,13 +221,16 @@ class DelayRing {
     return this.size === 0 ? 0 : this.low
   }
 
-  /** quantile(q) - min over the samples younger than maxAgeMs; 0 when there are none. */
-  spread(q: number, now: number): number {
+  /**
+   * quantile(q) - min over the samples younger than maxAgeMs, and that min; a spread of 0 and the
+   * ring's min when there are none.
+   */
+  spread(q: number, now: number): { spread: number; min: number } {
     let count = 0
     for (let i = 0; i < this.size; i++) if (now - this.times[i]! < this.maxAgeMs) this.scratch[count++] = this.ring[i]!
-    if (count === 0) return 0
+    if (count === 0) return { spread: 0, min: this.min() }
     const recent = this.scratch.subarray(0, count).sort() // a typed array sorts numerically, in place
-    return recent[Math.min(count - 1, Math.max(0, Math.ceil(q * count) - 1))]! - recent[0]!
+    return { spread: recent[Math.min(count - 1, Math.max(0, Math.ceil(q * count) - 1))]! - recent[0]!, min: recent[0]! }
   }
 
   private scanMin(): number {

@@ -117,11 +117,27 @@ export class SlidingLog {
     return due < now && now - due <= limits.backdateMs ? due : now
   }
 
-  /** Rewrites what entry `id` counts (settle to real usage, or 0/0 to cancel). Gone entries are ignored. */
+  /**
+   * Whether entry `i` (an index) has left the log: older than every window can hold again (see
+   * `trim`), whether or not the arrays were compacted since. The Lua twin drops such an entry at
+   * once.
+   */
+  private hasLeft(i: number, now: number, limits: PaceLimits): boolean {
+    return i < 0 || now - this.times[i]! >= limits.minuteWindowMs + limits.secondMs
+  }
+
+  /**
+   * Rewrites what entry `id` counts (settle to real usage, or 0/0 to cancel). Entries that have left
+   * the log are ignored (`hasLeft`: a stream settled over a minute after its grant gave its unused
+   * spacing back here, not on Redis, until the arrays were next compacted), and so are entries that
+   * count nothing (cancelled, or moved: the Lua twin's settle can reach an entry moved after it was
+   * sent, redis-meter.ts).
+   */
   recount(now: number, id: number, requests: number, tokens: number, limits: PaceLimits): void {
-    this.advance(now, limits)
+    now = this.advance(now, limits)
     const i = id - this.base
-    if (id < 0 || i < 0 || i >= this.times.length || id < this.forgottenBelow) return
+    if (id < 0 || i >= this.times.length || id < this.forgottenBelow) return
+    if (this.hasLeft(i, now, limits) || (this.reqs[i] === 0 && this.toks[i] === 0)) return
     const was = this.reqs[i]!
     const dk = tokens - this.toks[i]!
     // Give back the spacing the unused tokens took (a cancel gives back all of it). Only smoothing:
@@ -142,25 +158,32 @@ export class SlidingLog {
    * Re-records entry `id` at `now`: the send left later than its entry says (send-delays.ts, "A send
    * later than the allowance"). The old entry stops counting and a new one, counting the same, is
    * appended (no earlier than the newest entry, like `seed`). Returns the new entry's id, or undefined
-   * when there is nothing to move (gone, forgotten, or cancelled). The spacing is left alone: it only
+   * when there is nothing to move (forgotten, or cancelled). The spacing is left alone: it only
    * smooths, and the windows, which now hold the send where upstream does, keep the bound.
    * Moving an entry later never lowers what a window ending at or after `now` counts, so no later take
    * can use room the move freed; windows that ended before `now` are no take's any more.
+   * An entry that has left the log (recorded more than the minute window and a second ago: a body
+   * written that long after its grant, a large upload on a slow link) is counted at `now` with `left`,
+   * what its ticket says it counts: it arrives now, and moved to nothing the windows would never hold
+   * it (`hasLeft`; the Lua twin takes the same counts from its caller).
    */
-  move(now: number, id: number, limits: PaceLimits): number | undefined {
+  move(now: number, id: number, limits: PaceLimits, left?: { requests: number; tokens: number }): number | undefined {
     now = this.advance(now, limits)
     const i = id - this.base
-    if (id < 0 || i < 0 || i >= this.times.length || id < this.forgottenBelow) return undefined
-    const requests = this.reqs[i]!
-    const tokens = this.toks[i]!
+    if (id < 0 || i >= this.times.length || id < this.forgottenBelow) return undefined
+    const gone = this.hasLeft(i, now, limits)
+    const requests = gone ? (left?.requests ?? 0) : this.reqs[i]!
+    const tokens = gone ? (left?.tokens ?? 0) : this.toks[i]!
     if (requests === 0 && tokens === 0) return undefined
-    for (let w = 0; w < 4; w++) {
-      if (id < this.cursor[w]!) continue // already outside that window
-      this.sumReq[w]! -= inWindow(w, requests)
-      this.sumTok[w]! -= tokens
+    if (!gone) {
+      for (let w = 0; w < 4; w++) {
+        if (id < this.cursor[w]!) continue // already outside that window
+        this.sumReq[w]! -= inWindow(w, requests)
+        this.sumTok[w]! -= tokens
+      }
+      this.reqs[i] = 0
+      this.toks[i] = 0
     }
-    this.reqs[i] = 0
-    this.toks[i] = 0
     const moved = this.nextId()
     this.seed(now, 0, requests, tokens, limits)
     return moved

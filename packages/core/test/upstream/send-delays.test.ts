@@ -170,6 +170,30 @@ describe('SendDelays: the measured jitter allowance', () => {
     expect(reported).toEqual([40, 0.5])
   })
 
+  it('a send is late against the minimum its allowance was computed with, not an older one the ring still keeps', () => {
+    // Below 17 sends a second the ring (512 sends) keeps more than the allowance's 30 s. Compared with
+    // the ring's minimum, every send read late once the delays rose past the spread (a slower store
+    // round trip, larger bodies) or once one early sample (an app's own request to the same origin,
+    // matched to a send) was over 30 s old: one extra meter command (a Redis round trip) per send
+    // for up to 512 sends (4 minutes at 2 a second), instead of the 1 % past the p99. Written by an
+    // attack; 180 of 180 sends late in both cases before the fix.
+    for (const delayOf of [
+      (i: number) => (i < 120 ? 1 : 6) + (i % 5) * 0.1, // 1.0-1.4 ms for a minute, then 6.0-6.4 ms
+      (i: number) => (i === 20 ? 0.1 : 5 + (i % 5) * 0.1), // 5.0-5.4 ms, one early sample at 10 s
+    ]) {
+      const { delays, advance, turn } = fakeDelays({ warmUp: 8 })
+      let late = 0
+      for (let i = 0, now = 0; i < 360; i++, now += 500) {
+        const d = delayOf(i)
+        delays.sent(now, () => i >= 180 && late++) // counted from 90 s on: 30 s after the rise
+        advance(d)
+        turn()
+        advance(500 - d) // two sends a second
+      }
+      expect(late).toBeLessThanOrEqual(2)
+    }
+  })
+
   it('ignores nonsense samples (negative, NaN) as 0', () => {
     const { delays } = fakeDelays()
     delays.record(Number.NaN)
