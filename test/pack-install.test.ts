@@ -12,16 +12,34 @@
  *  - strict TypeScript without skipLibCheck compiles an ESM and a CommonJS app that pass req.qwen,
  *    ctx.qwen and guard.client() where the app's `OpenAI` is expected;
  *  - exactly one copy of openai is installed (it is a peer dependency).
+ * Both apps also estimate the prompts of test/pack-install/estimates.cjs, which must come out as src/'s.
  * In the newest folder also: LICENSE and README in every package, README links that resolve inside the
  * installed packages, no workspace: ranges, and the `qwen-sim` bin through npx.
+ * The core tarball: under 800 KB, its estimator tables once (dist/vocabulary-tables.bin, which the ESM
+ * and the CommonJS chunk both read, not base64 inside each); installed with pnpm (a symlinked
+ * node_modules) in a third folder, `import` and `require` estimate those prompts as src/ does.
  */
 import { execFile, spawn } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import * as sourceCore from '../packages/core/src/index.js'
+import { parseVocabularyTables } from '../packages/core/src/packed-tables.js'
 
 const run = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -31,6 +49,18 @@ const PACKAGES = ['core', 'express', 'koa', 'simulator'] as const
 const LOWEST_OPENAI = '6.0.0'
 const VARIANTS = { newest: 'openai@^6', lowest: `openai@${LOWEST_OPENAI}` } as const
 type Variant = keyof typeof VARIANTS
+/**
+ * The packed core's bound. 2026-12-02: 739 KB, of which the estimator's tables 406 KB (gzip cannot
+ * shrink them: most are Brotli) and the code of the two builds 197 KB; with the tables inside both
+ * builds (base64) it was 1.17 MB.
+ */
+const CORE_TARBALL_MAX_BYTES = 800_000
+
+const { estimates } = createRequire(import.meta.url)('./pack-install/estimates.cjs') as {
+  estimates: (core: typeof sourceCore) => Record<string, number>
+}
+/** What src/ estimates for the prompts of estimates.cjs: every installed copy must say the same. */
+const sourceEstimates = estimates(sourceCore)
 
 /** npm must see the user's npm, not the pnpm run that started this test (pnpm exports npm_config_*). */
 const npmEnv = Object.fromEntries(
@@ -51,6 +81,9 @@ async function typeCheck(variant: Variant): Promise<void> {
 }
 const appDir = (variant: Variant) => join(work, variant)
 const installLog: Record<string, string> = {}
+let coreTarball = ''
+/** A folder where pnpm installed the core tarball: node_modules/@qwen-guard/core links into node_modules/.pnpm. */
+const pnpmDir = () => join(work, 'pnpm')
 
 beforeAll(async () => {
   if (PACKAGES.some((name) => !existsSync(join(root, 'packages', name, 'dist', 'index.cjs')))) {
@@ -64,9 +97,21 @@ beforeAll(async () => {
   }
   const tgz = readdirSync(tarballs).map((file) => join(tarballs, file))
   expect(tgz).toHaveLength(PACKAGES.length)
+  coreTarball = tgz.find((file) => /qwen-guard-core-[^/]*\.tgz$/.test(file))!
 
-  await Promise.all(
-    (Object.keys(VARIANTS) as Variant[]).map(async (variant) => {
+  const pnpmInstall = (async () => {
+    mkdirSync(pnpmDir())
+    writeFileSync(join(pnpmDir(), 'package.json'), JSON.stringify({ name: 'qwen-guard-outside-pnpm', private: true }))
+    writeFileSync(join(pnpmDir(), 'estimates.cjs'), readFileSync(join(fixtures, 'estimates.cjs')))
+    await run('pnpm', ['add', '--prefer-offline', '--reporter=silent', coreTarball, VARIANTS.newest], {
+      cwd: pnpmDir(),
+      env: npmEnv,
+    })
+  })()
+
+  await Promise.all([
+    pnpmInstall,
+    ...(Object.keys(VARIANTS) as Variant[]).map(async (variant) => {
       const dir = appDir(variant)
       mkdirSync(dir)
       cpSync(fixtures, dir, { recursive: true })
@@ -95,7 +140,7 @@ beforeAll(async () => {
       typeChecks[variant] = typeCheck(variant)
       typeChecks[variant].catch(() => {}) // awaited (and reported) by its test
     }),
-  )
+  ])
 }, 300_000)
 
 afterAll(() => {
@@ -106,6 +151,7 @@ interface SuiteResult {
   format: 'esm' | 'cjs'
   resolved: Record<string, string>
   exports: Record<string, string[]>
+  estimates: Record<string, number>
   checks: string[]
   failures: string[]
 }
@@ -168,6 +214,7 @@ for (const variant of Object.keys(VARIANTS) as Variant[]) {
           'koa ctx.qwen refusal answer',
           'koa relay answers the openai SDK',
         ])
+        expect(result.estimates).toEqual(sourceEstimates)
         for (const path of Object.values(result.resolved)) {
           const file = path.startsWith('file:') ? fileURLToPath(path) : path
           expect(resolve(file).startsWith(appDir(variant))).toBe(true) // the installed copy, never the workspace
@@ -199,6 +246,48 @@ for (const variant of Object.keys(VARIANTS) as Variant[]) {
     }, 90_000)
   })
 }
+
+describe('the core tarball', () => {
+  it(`weighs under ${CORE_TARBALL_MAX_BYTES / 1000} KB and carries the estimator's tables once: dist/vocabulary-tables.bin`, () => {
+    expect(statSync(coreTarball).size).toBeLessThan(CORE_TARBALL_MAX_BYTES)
+    const dist = join(appDir('newest'), 'node_modules', '@qwen-guard', 'core', 'dist')
+    const shipped = readFileSync(join(dist, 'vocabulary-tables.bin'))
+    expect(shipped.equals(readFileSync(join(root, 'packages', 'core', 'src', 'vocabulary-tables.bin')))).toBe(true)
+    // The largest tables' first bytes as a build would inline them (base64): in no JavaScript file.
+    const tables = parseVocabularyTables(shipped)
+    const inlined = [tables.LETTER_MERGES!, tables.ONE_TOKEN_WORD_LIST!].map((table) =>
+      Buffer.from(table.subarray(0, 48)).toString('base64'),
+    )
+    const code = readdirSync(dist).filter((file) => /\.c?js$/.test(file))
+    expect(code).toEqual(expect.arrayContaining(['index.js', 'index.cjs']))
+    for (const file of code) {
+      const text = readFileSync(join(dist, file), 'latin1')
+      for (const base64 of inlined) expect(text.includes(base64), `${file} holds a table`).toBe(false)
+    }
+  })
+
+  it('installed by pnpm (a symlinked node_modules), estimates as src/ does under import and require', async () => {
+    const linked = join(pnpmDir(), 'node_modules', '@qwen-guard', 'core')
+    expect(realpathSync(linked)).toContain(join('node_modules', '.pnpm', '@qwen-guard+core@'))
+    const cjs =
+      "const { estimates } = require('./estimates.cjs'); const core = require('@qwen-guard/core');" +
+      "console.log(JSON.stringify({ where: require.resolve('@qwen-guard/core'), estimates: estimates(core) }))"
+    const esm =
+      "import { estimates } from './estimates.cjs'; const core = await import('@qwen-guard/core');" +
+      "console.log(JSON.stringify({ where: import.meta.resolve('@qwen-guard/core'), estimates: estimates(core) }))"
+    for (const [args, built] of [
+      [['-e', cjs], /\/dist\/index\.cjs$/],
+      [['--input-type=module', '-e', esm], /\/dist\/index\.js$/],
+    ] as const) {
+      const { stdout } = await run(process.execPath, args, { cwd: pnpmDir(), env: npmEnv })
+      const answer = JSON.parse(stdout) as { where: string; estimates: Record<string, number> }
+      const where = answer.where.startsWith('file:') ? fileURLToPath(answer.where) : answer.where
+      expect(where).toMatch(built)
+      expect(realpathSync(where).startsWith(realpathSync(pnpmDir()))).toBe(true) // the installed copy
+      expect(answer.estimates).toEqual(sourceEstimates)
+    }
+  }, 30_000)
+})
 
 describe('the installed packages (newest openai)', () => {
   const installed = (name: string) => join(appDir('newest'), 'node_modules', '@qwen-guard', name)

@@ -3,11 +3,13 @@
  * `import` (app.mjs) and once under `require` (app.cjs). It loads every package through the `load`
  * it is given, so each format exercises its own build (dist/*.js or dist/*.cjs). Talks to a simulator
  * (from the installed simulator tarball) on loopback. Each section runs even if an earlier one failed.
- * Prints one JSON line: { format, resolved, exports, checks (passed sections), failures (the others,
- * with the reason) }; the app exits 1 when a section failed.
+ * Prints one JSON line: { format, resolved, exports, estimates (estimates.cjs: the test compares them
+ * with src/'s), checks (passed sections), failures (the others, with the reason) }; the app exits 1
+ * when a section failed.
  */
 'use strict'
 const assert = require('node:assert/strict')
+const { estimates } = require('./estimates.cjs')
 
 const MODEL = 'qwen-plus'
 const ask = (content) => ({ model: MODEL, max_tokens: 4, messages: [{ role: 'user', content }] })
@@ -198,7 +200,7 @@ async function run(format, load, resolve) {
     for (const server of servers) server.close()
     await sim.close()
   }
-  return { format, resolved, exports: exported, checks, failures }
+  return { format, resolved, exports: exported, estimates: estimates(core), checks, failures }
 }
 
 module.exports = { run }

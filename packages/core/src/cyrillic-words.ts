@@ -5,7 +5,8 @@
  * pre-tokenizer, so this is its count (estimate.ts prices the rest of a text).
  */
 import { type MergeRanks, mergeRanks, PieceCounts, replayMerges, replaySymbols } from './merge-replay.js'
-import { CYRILLIC_BYTES, CYRILLIC_MERGES } from './vocabulary-tables.js'
+import { vocabularyTables } from './packed-tables.js'
+import { CYRILLIC_BYTES } from './vocabulary-tables.js'
 
 /**
  * The tokenizer's merges among the bytes of Cyrillic letters (U+0400-04FF) and the space
@@ -38,7 +39,7 @@ const CYRILLIC_CACHE_LETTERS = 32
 const cyrillicWordCounts = new PieceCounts(4_096)
 
 function cyrillicMerged(text: string, from: number, to: number, spaced: boolean): number {
-  const merges = (cyrillicMerges ??= mergeRanks(CYRILLIC_MERGES, CYRILLIC_BYTES.length))
+  const merges = (cyrillicMerges ??= mergeRanks(vocabularyTables().CYRILLIC_MERGES, CYRILLIC_BYTES.length))
   const n = 2 * (to - from) + (spaced ? 1 : 0)
   const symbols = replaySymbols(n)
   // Symbols: 0 the space, 1-4 the lead bytes D0-D3, 5-68 the bytes 80-BF (CYRILLIC_BYTES).

@@ -8,29 +8,16 @@
 import { brotliDecompressSync } from 'node:zlib'
 import {
   ASCII_MARKS,
-  CAPITAL_SPLIT_CHANCES,
-  CHAR_ALONE_TOKENS,
-  HAN_IN_WORDS,
-  HAN_KANA_PAIRS,
-  HAN_PAIRS,
-  KANA_PAIRS,
-  LETTER_PAIRS,
   MARK_NEWLINE_MERGES,
-  MARK_PAIR_TOKENS,
   MARK_RUN_TOKENS,
-  ONE_TOKEN_WORD_LIST,
-  SINGLE_TOKEN_HAN,
-  SINGLE_TOKEN_HANGUL,
-  SPACED_CHAR_EXTRA,
   SPACED_MARK_RUN_TOKENS,
-  SPLIT_CHANCES,
   SYMBOL_PAIRS,
 } from './vocabulary-tables.js'
 import { letterPieceTokens } from './letter-pieces.js'
 import { cyrillicLetter, cyrillicWordTokens } from './cyrillic-words.js'
 import { whitespaceTokens } from './whitespace-pieces.js'
 import { fewestHanTokens } from './han-words.js'
-import { bitsOf, pairSet, unpacked } from './packed-tables.js'
+import { pairSet, unpacked, vocabularyTables } from './packed-tables.js'
 import type { ChatMessageLike, TokenEstimator } from './types.js'
 
 /** Chat template costs (the Qwen3 tokenizer's ChatML template): `<|im_start|>role\n … <|im_end|>\n` and the assistant prefix. */
@@ -133,6 +120,9 @@ const LETTER_COST = costTable([
   [0xffa0, 0xffdc, 2],
 ])
 
+/** The large tables (vocabulary-tables.bin), read as this module loads: the class tables below need them. */
+const TABLES = vocabularyTables()
+
 /**
  * Two letters of U+0080-FFFF (Han and Hangul syllables aside) that stand side by side inside some
  * token, by code (first * 65536 + second; 3,509 pairs, LETTER_PAIRS). Inside a word, a letter after
@@ -140,14 +130,14 @@ const LETTER_COST = costTable([
  * weight (random runs of Cyrillic, Arabic or Latin-1 letters read 1.75-2.2x low at their scripts'
  * weights, which fit prose; Vai, Lisu or Bamum words, whose letters no token joins, 1.6-2.5x).
  */
-const LETTER_PAIR_SET = pairSet(LETTER_PAIRS)
+const LETTER_PAIR_SET = pairSet(TABLES.LETTER_PAIRS)
 
 /**
  * A Han character (U+4E00-9FFF) and a kana side by side inside some token, either way round (438
  * pairs, HAN_KANA_PAIRS): a kana between two Han characters that no token holds beside either is a
  * token of its own (random hiragana alternating with common Han read 1.6x low).
  */
-const HAN_KANA_PAIR_SET = pairSet(HAN_KANA_PAIRS)
+const HAN_KANA_PAIR_SET = pairSet(TABLES.HAN_KANA_PAIRS)
 
 /**
  * Two Han characters (U+4E00-9FFF) that are one token together (11,535 pairs, HAN_PAIRS): a common
@@ -157,7 +147,7 @@ const HAN_KANA_PAIR_SET = pairSet(HAN_KANA_PAIRS)
 const HAN_PAIR_TABLE = new Int32Array(1 << 15)
 const hanPairSlot = (key: number): number => Math.imul(key, 0x9e3779b1) >>> 17
 // Open addressing (about a third full): a lookup per Han character, faster than a Set's.
-for (const code of pairSet(HAN_PAIRS)) {
+for (const code of pairSet(TABLES.HAN_PAIRS)) {
   const key = hanPairKey(Math.floor(code / 65536), code % 65536)
   let slot = hanPairSlot(key)
   while (HAN_PAIR_TABLE[slot] !== 0) slot = (slot + 1) & 0x7fff
@@ -212,7 +202,7 @@ function hanJoins(a: number, b: number): boolean {
  * longer token (`のの` of `ものの`) do not merge: `のののの` is four tokens, read 2.3 when any token
  * holding the pair counted.
  */
-const KANA_PAIR_SET = pairSet(KANA_PAIRS)
+const KANA_PAIR_SET = pairSet(TABLES.KANA_PAIRS)
 const kana = (c: number): boolean => c >= 0x3040 && c <= 0x30ff
 
 const hanOrKana = (a: number, b: number) =>
@@ -250,13 +240,12 @@ function mergesBefore(a: number, b: number): boolean {
  * script's weight (which fits common text, where two-character words merge).
  */
 const RARE_CHAR_TOKENS = 2
-function markRare(singleTokenBits: string, from: number, to: number): void {
-  const bits = bitsOf(singleTokenBits)
+function markRare(bits: Uint8Array, from: number, to: number): void {
   for (let c = from; c <= to; c++)
     if (((bits[(c - from) >> 3] as number) & (1 << ((c - from) & 7))) === 0) LETTER_COST[c] = RARE_CHAR_TOKENS
 }
-markRare(SINGLE_TOKEN_HAN, 0x4e00, 0x9fff)
-markRare(SINGLE_TOKEN_HANGUL, 0xac00, 0xd7a3)
+markRare(TABLES.SINGLE_TOKEN_HAN, 0x4e00, 0x9fff)
+markRare(TABLES.SINGLE_TOKEN_HANGUL, 0xac00, 0xd7a3)
 
 /**
  * A Han character that is one token but in no token of two or more Han characters (HAN_IN_WORDS:
@@ -265,7 +254,7 @@ markRare(SINGLE_TOKEN_HANGUL, 0xac00, 0xd7a3)
  */
 const LONE_CHAR_TOKENS = 1
 {
-  const inWords = bitsOf(HAN_IN_WORDS)
+  const inWords = TABLES.HAN_IN_WORDS
   for (let c = 0x4e00; c <= 0x9fff; c++) {
     const i = c - 0x4e00
     if (LETTER_COST[c] !== RARE_CHAR_TOKENS && ((inWords[i >> 3] as number) & (1 << (i & 7))) === 0)
@@ -419,10 +408,10 @@ for (let c = 0; c < 0x10000; c++) {
 const pairedSymbol = (c: number): boolean => ((PAIRED_SYMBOL[c >> 3] as number) & (1 << (c & 7))) !== 0
 const classAt = (text: string, i: number): number => CLASS[text.charCodeAt(i)] as number
 
-const SPLITS = bitsOf(SPLIT_CHANCES)
-const CAPITAL_SPLITS = unpacked(CAPITAL_SPLIT_CHANCES)
-const SPACED_EXTRA = bitsOf(SPACED_CHAR_EXTRA)
-const ALONE = unpacked(CHAR_ALONE_TOKENS)
+const SPLITS = TABLES.SPLIT_CHANCES
+const CAPITAL_SPLITS = unpacked(TABLES.CAPITAL_SPLIT_CHANCES)
+const SPACED_EXTRA = TABLES.SPACED_CHAR_EXTRA
+const ALONE = unpacked(TABLES.CHAR_ALONE_TOKENS)
 // The combining marks of the extended and supplement blocks are three UTF-8 bytes the vocabulary never
 // merges, with a letter or with each other: their own tokens each (3, a few 2). At 2 each, Zalgo text
 // of them read 1.33-1.44x low.
@@ -453,7 +442,7 @@ let wordBloom: Uint8Array | undefined
 
 function buildWordBloom(): Uint8Array {
   const bloom = new Uint8Array(BLOOM_BITS / 8)
-  const list = brotliDecompressSync(Buffer.from(ONE_TOKEN_WORD_LIST, 'base64')).toString('latin1')
+  const list = brotliDecompressSync(TABLES.ONE_TOKEN_WORD_LIST).toString('latin1')
   let previous = ''
   for (const line of list.split('\n')) {
     const word = previous.slice(0, line.charCodeAt(0) - 48) + line.slice(1)
@@ -833,7 +822,7 @@ const MARK_CHANGE_TOKENS = 0.87
 /** MARK_PAIR_TOKENS and the run tables by character code: the mark's index in ASCII_MARKS, -1 for others. */
 const MARK_INDEX = new Int8Array(128).fill(-1)
 for (let i = 0; i < ASCII_MARKS.length; i++) MARK_INDEX[ASCII_MARKS.charCodeAt(i)] = i
-const MARK_PAIRS = Buffer.from(MARK_PAIR_TOKENS, 'base64')
+const MARK_PAIRS = TABLES.MARK_PAIR_TOKENS
 
 /**
  * A symbol outside ASCII and what stands beside it inside some token (SYMBOL_PAIRS, first * 65536 +

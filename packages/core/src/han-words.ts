@@ -3,8 +3,7 @@
  * and what they bound with the pairs (HAN_PAIRS, which estimate.ts holds): the fewest tokens a run of
  * characters that pair can be.
  */
-import { unpacked } from './packed-tables.js'
-import { HAN_WORDS } from './vocabulary-tables.js'
+import { unpacked, vocabularyTables } from './packed-tables.js'
 
 /**
  * The words of three characters by key (hanTripleKey: a number, faster than slicing the text), and of
@@ -17,7 +16,7 @@ const hanTripleKey = (a: number, b: number, c: number): number =>
 function unpackWords(): Set<number> {
   hanTriples = new Set()
   hanQuads = new Set()
-  for (const word of new TextDecoder().decode(unpacked(HAN_WORDS)).split('\n')) {
+  for (const word of new TextDecoder().decode(unpacked(vocabularyTables().HAN_WORDS)).split('\n')) {
     if (word.length === 3) hanTriples.add(hanTripleKey(word.charCodeAt(0), word.charCodeAt(1), word.charCodeAt(2)))
     else hanQuads.add(word)
   }

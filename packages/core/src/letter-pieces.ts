@@ -6,7 +6,8 @@
  * pieces itself.
  */
 import { type MergeRanks, mergeRanks, PieceCounts, replayMerges, replaySymbols } from './merge-replay.js'
-import { LETTER_BYTES, LETTER_MERGES } from './vocabulary-tables.js'
+import { vocabularyTables } from './packed-tables.js'
+import { LETTER_BYTES } from './vocabulary-tables.js'
 
 /**
  * The tokenizer's merges among the space and the ASCII letters (LETTER_MERGES; merge k makes symbol
@@ -42,5 +43,5 @@ function letterPieceMerged(text: string, from: number, to: number): number {
   let k = 0
   if (spaced) symbols[k++] = 0
   for (let at = from; at < to; at++) symbols[k++] = letterSymbol(text.charCodeAt(at))
-  return replayMerges((letterMerges ??= mergeRanks(LETTER_MERGES, LETTER_BYTES.length)), n)
+  return replayMerges((letterMerges ??= mergeRanks(vocabularyTables().LETTER_MERGES, LETTER_BYTES.length)), n)
 }

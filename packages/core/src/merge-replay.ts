@@ -20,7 +20,7 @@ export interface MergeRanks {
 }
 
 /** The merges of a table (LEB128 varints: left, right of each, in rank order) over `first` symbols. */
-export function mergeRanks(table: string, first: number): MergeRanks {
+export function mergeRanks(table: Uint8Array, first: number): MergeRanks {
   const symbols = varints(table)
   let slotBits = 4
   while (1 << slotBits < symbols.length * 2) slotBits++ // at most a quarter full

@@ -7,7 +7,8 @@
  * 1.5-1.7x low (` \r\n\n\n` is ` ` `\r` `\n\n\n`: the `\n\n\n` merge outranks `\r\n`).
  */
 import { type MergeRanks, mergeRanks, PieceCounts, replayMerges, replaySymbols } from './merge-replay.js'
-import { WHITESPACE_BYTES, WHITESPACE_MERGES } from './vocabulary-tables.js'
+import { vocabularyTables } from './packed-tables.js'
+import { WHITESPACE_BYTES } from './vocabulary-tables.js'
 
 /** The merges, unpacked at the first piece of two characters or more. */
 let whitespaceMerges: MergeRanks | undefined
@@ -48,5 +49,8 @@ function whitespaceMerged(text: string, from: number, to: number): number {
     if (symbol < 0) return -1
     symbols[at - from] = symbol
   }
-  return replayMerges((whitespaceMerges ??= mergeRanks(WHITESPACE_MERGES, WHITESPACE_BYTES.length)), to - from)
+  return replayMerges(
+    (whitespaceMerges ??= mergeRanks(vocabularyTables().WHITESPACE_MERGES, WHITESPACE_BYTES.length)),
+    to - from,
+  )
 }
