@@ -18,7 +18,8 @@
  * Node 20 it turns on async hooks for the whole process: every promise of the app paid for it
  * (`pnpm bench client`, bench/RESULTS.md).) A request to the same origin that is not the guard's
  * (the app's own client to Qwen, another guard in the process) can take a send's place: its
- * sample is then early, which lowers the minimum and so only widens the allowance. With a custom
+ * sample is then early, which lowers the minimum and so widens the allowance; the send it displaced
+ * goes unsampled (its own stall is neither measured nor moved). With a custom
  * `upstream.fetch` that reports nothing, to the first turn of the event loop after `fetch()` was
  * called. A busy loop, a slow quota round trip, a queue wake-up, a connection being opened all show
  * up here. The allowance is the spread of the samples of the last 30 s, plus the clock's resolution:
@@ -40,7 +41,8 @@
  * again at its now (`MeterTicket.move`: the entry stops counting where it was and counts from the
  * moment it left, which is where upstream sees it), and every later take counts it there. Moving a
  * send later never lowers what a window ending at or after the move counts, so no take after it can
- * over-admit; takes before it already counted the send at its grant (for any delay under a window).
+ * over-admit; takes before it already counted the send at its grant (for any delay under a window, counted
+ * to when the move reaches the meter: on Redis a round trip after the write).
  * It costs one meter command (a Redis round trip on Redis) for about 1 % of sends (those past the
  * p99) and for a process's first sends (the warm-up's, whose whole delay counts: nothing to compare
  * it with yet), none for the rest. Delays of a whole window (one second) or more are not covered: a
