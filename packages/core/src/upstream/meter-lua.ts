@@ -140,6 +140,17 @@ local function ramped(w, n)
   if w > 2 and n > 1 then return 1 end
   return n
 end
+-- Entry id (at et, counting er requests and ek tokens) counts nothing from now on, in the list and in
+-- every window that still holds it (a seed replaced by a later view, a moved send).
+local function uncount(id, et, er, ek)
+  redis.call('LSET', L, id - base, string.format('%.3f:0:0', et))
+  for w = 1, 4 do
+    if id >= C[w] then
+      R[w] = R[w] - ramped(w, er)
+      K[w] = K[w] - ek
+    end
+  end
+end
 
 -- The seed: one entry of what the minute window held, dated when its newest send was recorded (so it
 -- counts until that one leaves the window: the safe side; no earlier than the newest entry, keeping
@@ -166,13 +177,7 @@ if seed and seed[1] >= 0 and seed[1] < lens[2] and (seed[2] > 0 or seed[3] > 0) 
       keep = false
     else
       d, seed[2], seed[3] = nd, nr, nk
-      redis.call('LSET', L, si - base, string.format('%.3f:0:0', et))
-      for w = 1, 4 do
-        if si >= C[w] then
-          R[w] = R[w] - ramped(w, cr)
-          K[w] = K[w] - ck
-        end
-      end
+      uncount(si, et, cr, ck)
     end
   elseif seed[4] and d < sa then
     keep = false -- the seed left the list: so did this older view's sends
@@ -299,15 +304,7 @@ if op == 'move' then
   if idInc == inc and id and id >= base and id < stop then
     local et
     et, er, ek = entry(id)
-    if er > 0 or ek > 0 then
-      redis.call('LSET', L, id - base, string.format('%.3f:0:0', et))
-      for w = 1, 4 do
-        if id >= C[w] then
-          R[w] = R[w] - ramped(w, er)
-          K[w] = K[w] - ek
-        end
-      end
-    end
+    if er > 0 or ek > 0 then uncount(id, et, er, ek) end
   elseif idInc == inc and id and id < base then
     er, ek = tonumber(ARGV[22]) or 0, tonumber(ARGV[23]) or 0
   end

@@ -5,11 +5,9 @@
 // Written by an attack; the memory case and the script's failed before the fix.
 import { describe, expect, it } from 'vitest'
 import { describeRedis, redisClient } from '../../../../test/support/redis.js'
-import { METER_LUA } from '../../src/upstream/meter-lua.js'
 import { MemoryMeter } from '../../src/upstream/meter.js'
 import { paceLimits } from '../../src/upstream/pace-limits.js'
-import { limitArgs } from '../../src/upstream/redis-meter.js'
-import { model } from './support.js'
+import { meterScriptAt, model } from './support.js'
 
 const limits = paceLimits(model(), { safetyMargin: 0.97, rampUp: false, timeScale: 1 }, 1)
 
@@ -45,28 +43,11 @@ describe('a move of a send whose entry has left the memory log', () => {
   })
 })
 
-// The script on a hand-driven clock: its last two arguments instead of Redis `TIME`.
-const CLOCKED = METER_LUA.replace("local t = redis.call('TIME')", 'local t = { ARGV[#ARGV - 1], ARGV[#ARGV] }')
-
 describeRedis('a move of a send whose entry has left the meter script’s list', () => {
   const { redis, prefix } = redisClient()
   const keys: [string, string] = [`${prefix}:left:h`, `${prefix}:left:l`]
   let now = 1_767_000_000_000
-  const run = async (op: string, ...args: string[]) =>
-    (await redis.eval(
-      CLOCKED,
-      2,
-      ...keys,
-      op,
-      ...limitArgs(limits),
-      '',
-      '0',
-      '0',
-      '0',
-      ...args,
-      ...clock(),
-    )) as string[]
-  const clock = () => [String(Math.floor(now / 1000)), String((now % 1000) * 1000)]
+  const run = (op: string, ...args: string[]) => meterScriptAt(redis, keys, limits, now, op, ...args)
 
   it('counts it from when it left with the counts its ticket gives', async () => {
     const taken = await run('take', '900')

@@ -11,13 +11,10 @@
 import fc from 'fast-check'
 import { expect, it } from 'vitest'
 import { describeRedis, redisClient } from '../../../../test/support/redis.js'
-import { METER_LUA } from '../../src/upstream/meter-lua.js'
 import { paceLimits, type PaceLimits } from '../../src/upstream/pace-limits.js'
-import { limitArgs } from '../../src/upstream/redis-meter.js'
 import { SlidingLog } from '../../src/upstream/sliding-log.js'
-import { model } from './support.js'
+import { meterScriptAt, model } from './support.js'
 
-const CLOCKED = METER_LUA.replace("local t = redis.call('TIME')", 'local t = { ARGV[#ARGV - 1], ARGV[#ARGV] }')
 const T0 = 1_767_000_000_000
 
 const opArb = fc.oneof(
@@ -63,7 +60,7 @@ describeRedis('SlidingLog and the meter script agree on takes, moves and settles
     await fc.assert(
       fc.asyncProperty(scenarioArb, async (s) => {
         run++
-        const keys = [`${prefix}:twin${run}:h`, `${prefix}:twin${run}:l`]
+        const keys: [string, string] = [`${prefix}:twin${run}:h`, `${prefix}:twin${run}:l`]
         const spec = model()
         const config = {
           safetyMargin: s.margin,
@@ -75,23 +72,7 @@ describeRedis('SlidingLog and the meter script agree on takes, moves and settles
         const log = new SlidingLog()
         const tickets: Array<{ memory: number; shared: string; counts: { requests: number; tokens: number } }> = []
         let t = 0
-        const lua = async (op: string, ...args: string[]) => {
-          const now = T0 + t
-          const clock = [String(Math.floor(now / 1000)), String((now % 1000) * 1000)]
-          return (await redis.eval(
-            CLOCKED,
-            2,
-            ...keys,
-            op,
-            ...limitArgs(limits),
-            '',
-            '0',
-            '0',
-            '0',
-            ...args,
-            ...clock,
-          )) as string[]
-        }
+        const lua = (op: string, ...args: string[]) => meterScriptAt(redis, keys, limits, T0 + t, op, ...args)
         const fractions = async () => {
           const reply = await lua('dry', '0')
           const f = reply.slice(-4).map(Number)

@@ -1,7 +1,10 @@
 // Helpers for the test/upstream/*.test.ts suites (not a test file itself).
 import { resolveOptions } from '../../src/options.js'
 import type { GuardEvent, GuardOptions, ModelSpec, ResolvedModel, ResolvedOptions } from '../../src/types.js'
+import { METER_LUA } from '../../src/upstream/meter-lua.js'
+import type { PaceLimits } from '../../src/upstream/pace-limits.js'
 import { UpstreamPool } from '../../src/upstream/pool.js'
+import { limitArgs } from '../../src/upstream/redis-meter.js'
 import type { AcquireRequest } from '../../src/upstream/types.js'
 
 export interface PoolSetup {
@@ -90,4 +93,39 @@ export function scriptOutages(redis: { evalsha: unknown; eval: unknown }): {
       r.eval = realEval
     },
   }
+}
+
+/** The meter script on a hand-driven clock: its last two arguments (seconds, microseconds) instead of Redis `TIME`. */
+const CLOCKED_METER_LUA = METER_LUA.replace(
+  "local t = redis.call('TIME')",
+  'local t = { ARGV[#ARGV - 1], ARGV[#ARGV] }',
+)
+
+/**
+ * Runs the meter script's `op` on `keys` at epoch ms `nowMs` (CLOCKED_METER_LUA), with no view of a
+ * lost meter, then `args`.
+ */
+export async function meterScriptAt(
+  redis: { eval(script: string, numKeys: number, ...args: string[]): Promise<unknown> },
+  keys: readonly [string, string],
+  limits: PaceLimits,
+  nowMs: number,
+  op: string,
+  ...args: string[]
+): Promise<string[]> {
+  const clock = [String(Math.floor(nowMs / 1000)), String((nowMs % 1000) * 1000)]
+  const reply = await redis.eval(
+    CLOCKED_METER_LUA,
+    2,
+    ...keys,
+    op,
+    ...limitArgs(limits),
+    '',
+    '0',
+    '0',
+    '0',
+    ...args,
+    ...clock,
+  )
+  return reply as string[]
 }
