@@ -367,15 +367,23 @@ const byteOfChar = new Map()
 }
 const CYRILLIC_BYTES = [0x20, 0xd0, 0xd1, 0xd2, 0xd3]
 for (let b = 0x80; b <= 0xbf; b++) CYRILLIC_BYTES.push(b)
-const cyrillicSymbol = new Map(CYRILLIC_BYTES.map((b, k) => [[...byteOfChar].find(([, byte]) => byte === b)[0], k]))
-const cyrillicMerges = []
-for (const [left, right] of tokenizer.model.merges) {
-  const a = cyrillicSymbol.get(left)
-  const b = cyrillicSymbol.get(right)
-  if (a === undefined || b === undefined) continue
-  cyrillicSymbol.set(left + right, CYRILLIC_BYTES.length + cyrillicMerges.length / 2)
-  cyrillicMerges.push(a, b)
+/**
+ * The tokenizer's merges among `bytes` alone, in rank order, as pairs of symbol codes (0..n-1 the bytes,
+ * n + k the product of merge k): what merge-replay.ts replays.
+ */
+function mergesAmong(bytes) {
+  const symbol = new Map(bytes.map((b, k) => [[...byteOfChar].find(([, byte]) => byte === b)[0], k]))
+  const merges = []
+  for (const [left, right] of tokenizer.model.merges) {
+    const a = symbol.get(left)
+    const b = symbol.get(right)
+    if (a === undefined || b === undefined) continue
+    symbol.set(left + right, bytes.length + merges.length / 2)
+    merges.push(a, b)
+  }
+  return merges
 }
+const cyrillicMerges = mergesAmong(CYRILLIC_BYTES)
 /** Symbol codes as LEB128 varints (7 bits a byte, low first, high bit: more). */
 function leb128(values) {
   const out = []
@@ -394,30 +402,14 @@ const cyrillicVarints = leb128(cyrillicMerges)
 // space): a whitespace piece of the pre-tokenizer (a run up to its last newline, indentation) is
 // counted exactly by replaying them.
 const WHITESPACE_BYTES = [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]
-const whitespaceSymbol = new Map(WHITESPACE_BYTES.map((b, k) => [[...byteOfChar].find(([, byte]) => byte === b)[0], k]))
-const whitespaceMerges = []
-for (const [left, right] of tokenizer.model.merges) {
-  const a = whitespaceSymbol.get(left)
-  const b = whitespaceSymbol.get(right)
-  if (a === undefined || b === undefined) continue
-  whitespaceSymbol.set(left + right, WHITESPACE_BYTES.length + whitespaceMerges.length / 2)
-  whitespaceMerges.push(a, b)
-}
+const whitespaceMerges = mergesAmong(WHITESPACE_BYTES)
 
 // And for the space and the ASCII letters: a word piece that is not one token is counted exactly by
 // replaying them (glued words, `makemake...`, split where no table of chances can tell).
 const LETTER_BYTES = [0x20]
 for (let b = 65; b <= 90; b++) LETTER_BYTES.push(b)
 for (let b = 97; b <= 122; b++) LETTER_BYTES.push(b)
-const letterSymbol = new Map(LETTER_BYTES.map((b, k) => [[...byteOfChar].find(([, byte]) => byte === b)[0], k]))
-const letterMerges = []
-for (const [left, right] of tokenizer.model.merges) {
-  const a = letterSymbol.get(left)
-  const b = letterSymbol.get(right)
-  if (a === undefined || b === undefined) continue
-  letterSymbol.set(left + right, LETTER_BYTES.length + letterMerges.length / 2)
-  letterMerges.push(a, b)
-}
+const letterMerges = mergesAmong(LETTER_BYTES)
 // Long base64 as a list of 100-character lines joined once (one concatenation of ~900 strings is too
 // deep for the tools that parse it).
 const wrap = (s) =>

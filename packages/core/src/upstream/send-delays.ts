@@ -75,9 +75,10 @@ export class SendDelays {
   private allowance: number
   /**
    * The smallest of the samples the allowance in force was computed from (the last maxAgeMs) and of
-   * those taken since: a send is late when its delay less this is more than the allowance covers. The ring's minimum may
-   * be older (the ring keeps 512 sends, more than 30 s of them below 17 sends a second), and compared
-   * with it every send of a lane whose delays rose since (a slower store, larger bodies) read late.
+   * those taken since (0 before any): a send is late when its delay less this is more than the
+   * allowance covers. Not the ring's minimum, which may be older (the ring keeps 512 sends, more than
+   * 30 s of them below 17 sends a second): compared with it every send of a lane whose delays rose
+   * since (a slower store, larger bodies) read late.
    */
   private floor = 0
   private computedAt = -Infinity
@@ -151,7 +152,7 @@ export class SendDelays {
       // Rounded up to 0.1 ms: a lane's limits are rebuilt only when the allowance really moves.
       const { spread, min } = this.ring.spread(this.quantile, now)
       this.allowance = Math.ceil((spread + this.resolutionMs) * 10) / 10
-      this.floor = min
+      if (min !== undefined) this.floor = min
       this.computedAt = now
       this.dirty = false
     }
@@ -189,7 +190,6 @@ class DelayRing {
   private readonly scratch: Float64Array
   private size = 0
   private next = 0
-  private low = Infinity
   private skipped = 0
 
   constructor(
@@ -208,36 +208,22 @@ class DelayRing {
       this.skipped++
       return false
     }
-    const replaced = this.size === this.ring.length ? this.ring[this.next]! : Infinity
     this.ring[this.next] = delay
     this.times[this.next] = now
     this.next = (this.next + 1) % this.ring.length
     if (this.size < this.ring.length) this.size++
-    if (delay <= this.low) this.low = delay
-    else if (replaced === this.low) this.low = this.scanMin() // the minimum left the ring
     return true
   }
 
-  /** Smallest sample kept (whatever its age); 0 when empty. */
-  min(): number {
-    return this.size === 0 ? 0 : this.low
-  }
-
   /**
-   * quantile(q) - min over the samples younger than maxAgeMs, and that min; a spread of 0 and the
-   * ring's min when there are none.
+   * quantile(q) - min over the samples younger than maxAgeMs, and that min; a spread of 0 and no min
+   * when there are none.
    */
-  spread(q: number, now: number): { spread: number; min: number } {
+  spread(q: number, now: number): { spread: number; min: number | undefined } {
     let count = 0
     for (let i = 0; i < this.size; i++) if (now - this.times[i]! < this.maxAgeMs) this.scratch[count++] = this.ring[i]!
-    if (count === 0) return { spread: 0, min: this.min() }
+    if (count === 0) return { spread: 0, min: undefined }
     const recent = this.scratch.subarray(0, count).sort() // a typed array sorts numerically, in place
     return { spread: recent[Math.min(count - 1, Math.max(0, Math.ceil(q * count) - 1))]! - recent[0]!, min: recent[0]! }
-  }
-
-  private scanMin(): number {
-    let min = Infinity
-    for (let i = 0; i < this.size; i++) min = Math.min(min, this.ring[i]!)
-    return min
   }
 }
