@@ -13,7 +13,16 @@
 // virtual clock 2x faster than real time (every clock of every worker: simulator, SDK, seed sleeps,
 // guard; _virtual-clock.ts); the full run at real time, the control for the quick figures.
 import { availableParallelism, loadavg } from 'node:os'
-import { busiestMinute, jain, pct, quantile, runWorkers, upstreamRefusals, type WorkerResult } from './_compare-run.js'
+import {
+  arrivalLags,
+  busiestMinute,
+  jain,
+  pct,
+  quantile,
+  runWorkers,
+  upstreamRefusals,
+  type WorkerResult,
+} from './_compare-run.js'
 import type { ModelLimit } from './_compare-strategies.js'
 import { scheduleOf, type Setup } from './_compare-worker.js'
 
@@ -22,10 +31,16 @@ export const ACCOUNT_COUNTS = [1, 3, 5, 10]
 const QUICK_ACCOUNT_COUNTS = [1, 3]
 const LOAD_MS = 75_000
 const DRAIN_MS = 15_000
-const GOAL_BUSIEST = 0.97
 
 const base = { users: 30, loadMs: LOAD_MS, drainMs: DRAIN_MS }
 const snapshot = { model: 'qwen3-max-2025-09-23', rpm: 60, tpm: 100_000 }
+/**
+ * The busiest-minute goal: the guard's default safety margin (0.97) of each lane's RPM in whole
+ * requests, floor(0.97 x 60) = 58 of 60 (96.7 %; every lane here is at 60 RPM). A minute holds whole
+ * requests: 0.97 x 60 = 58.2, and a minute that holds 59 of 60 took more than the margin's share.
+ * (The goal read 97.0 % until 2026-12-02; it passed only in minutes that held 59.)
+ */
+const GOAL_BUSIEST = Math.floor(0.97 * snapshot.rpm) / snapshot.rpm
 const fallbackSetup = {
   model: 'qwen3-max',
   rpm: 60,
@@ -140,6 +155,9 @@ export async function runAccountScenarios(seed: number, timeScale: number, quick
       if (refused.length > 0)
         console.log(`  ${row.setting} ${row.result!.name}: upstream refusals by code: ${refused.join(', ')}`)
     }
+    console.log(
+      arrivalLags(selected.map((row) => ({ label: `${row.setting} ${row.result!.name}`, result: row.result! }))),
+    )
     console.log(
       '\nmarkdown:\n| setting | strategy | completed | failed | upstream 429s | busiest 60 s / capacity | completed / max | p50 / p99 latency | Jain |' +
         (served ? ' served by (accepted) |' : '') +

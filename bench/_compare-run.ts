@@ -1,5 +1,5 @@
 // Runs strategies of `pnpm bench compare` side by side: one worker process per strategy (each with its
-// own simulator), all started at the same moment, on the real clock or on one shared virtual clock
+// own simulator, in a child process of the worker), all started at the same moment, on the real clock or on one shared virtual clock
 // (_virtual-clock.ts). Also the figures every scenario prints.
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -63,6 +63,20 @@ export function busiestMinute(arrived: Arrived[]): number {
     best = Math.max(best, hi - lo + 1)
   }
   return best
+}
+
+/**
+ * One line: each strategy's arrival lag p99 / max (the simulator's stamp minus the write of the
+ * request to its socket, ms), what the harness adds between a sender and Qwen's clock. A guard whose
+ * sends are spaced right on the wire can still be refused when this lag exceeds its margin's slack.
+ */
+export function arrivalLags(results: { label: string; result: WorkerResult }[]): string {
+  const each = results.map(({ label, result: { lags } }) =>
+    lags.length === 0
+      ? `${label} (none measured)`
+      : `${label} ${quantile(lags, 0.99).toFixed(1)} / ${lags[lags.length - 1]!.toFixed(1)}`,
+  )
+  return `  arrival lag p99 / max ms (simulator's stamp - write to the socket): ${each.join('; ')}`
 }
 
 /** Every refusal the simulator answered (its `stats().refused`, all codes). */

@@ -1,16 +1,19 @@
-// One strategy of `pnpm bench compare`, in its own process with its own simulator (the upstream is
-// another machine in real life; here it only shares this strategy's event loop, not the others').
+// One strategy of `pnpm bench compare`, in its own process, with its own simulator in a child process
+// (_compare-upstream.ts: the upstream is another machine in real life and stamps arrivals on its own
+// clock, not when this strategy's event loop gets round to it).
 // The parent (compare.ts) forks one worker per strategy, waits until all are ready, then sends every
 // worker the same start moment; each replays the same seeded schedule from there and reports back.
 // A time-scaled run forks the worker with the virtual clock's environment (_virtual-clock.ts, imported
 // first so every clock of the process is scaled before anything else reads one).
-import { virtualEpoch } from './_virtual-clock.js'
+import { epoch, virtualEpoch } from './_virtual-clock.js'
+import { fork } from 'node:child_process'
 import { subscribe } from 'node:diagnostics_channel'
-import { setMaxListeners } from 'node:events'
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
-import { performance } from 'node:perf_hooks'
-import { countPromptTokens, startSimulator, type SimulatorStats } from '@qwen-guard/simulator'
+import { once, setMaxListeners } from 'node:events'
+import { setPriority } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import type { SimulatorOptions, SimulatorStats } from '@qwen-guard/simulator'
 import type { Arrived } from './_compare-chart.js'
+import type { FromUpstream, ToUpstream } from './_compare-upstream.js'
 import { makeSchedule, type Arrival } from './_compare-schedule.js'
 import {
   bottleneck,
@@ -46,7 +49,18 @@ export interface Setup {
 export type ToWorker = { type: 'setup'; letter: string; setup: Setup } | { type: 'start'; startAt: number }
 export type FromWorker =
   | { type: 'ready'; name: string }
-  | { type: 'done'; name: string; latency: (number | null)[]; stats: SimulatorStats; arrived: Arrived[] }
+  | {
+      type: 'done'
+      name: string
+      latency: (number | null)[]
+      stats: SimulatorStats
+      arrived: Arrived[]
+      /** Arrival lag per request, sorted, ms: the simulator's stamp minus the write to the socket. */
+      lags: number[]
+    }
+
+/** The workers' scheduling priority (nice); their simulators keep the default, 0. */
+export const WORKER_NICE = 10
 
 export const SIM_LATENCY = { ttftMs: 400, perTokenMs: 4 }
 
@@ -70,8 +84,42 @@ const factories: Record<string, (lane: Lane, seed: number) => Strategy> = {
   f: seedFallbackChain,
 }
 
-/** Epoch ms with sub-ms precision, comparable between processes. */
-const epoch = () => performance.timeOrigin + performance.now()
+/**
+ * Forks this worker's upstream (_compare-upstream.ts) on the same clock (the environment carries the
+ * virtual clock's scale and anchor) and waits until its simulator listens.
+ */
+async function startUpstream(options: SimulatorOptions) {
+  const child = fork(fileURLToPath(new URL('./_compare-upstream.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx', '--conditions=source'],
+  })
+  let finished = false
+  child.once('exit', (code) => {
+    if (finished) return
+    console.error(`the simulator's process exited with ${code} before reporting`)
+    process.exit(1) // compare.ts then reports this worker as failed
+  })
+  const send = (m: ToUpstream) => child.send(m)
+  const next = async <T extends FromUpstream['type']>(type: T) => {
+    for (;;) {
+      const [m] = (await once(child, 'message')) as [FromUpstream]
+      if (m.type === type) return m as Extract<FromUpstream, { type: T }>
+    }
+  }
+  send({ type: 'start', options })
+  const { url } = await next('listening')
+  return {
+    url,
+    /** The run's start moment (epoch ms on the shared clock): stamps are ms since then. */
+    clock: (startAt: number) => send({ type: 'clock', startAt }),
+    /** The simulator's stats and stamps; the child closes the simulator and exits. */
+    finish: async () => {
+      send({ type: 'finish' })
+      const report = await next('finished')
+      finished = true
+      return report
+    },
+  }
+}
 
 async function run(letter: string, setup: Setup) {
   const make = factories[letter]
@@ -80,51 +128,52 @@ async function run(letter: string, setup: Setup) {
   const accounts = setup.accounts ?? 1
   const fallbacks = setup.fallbacks ?? []
   const keys = Array.from({ length: accounts }, (_, i) => (i === 0 ? 'sk-bench' : `sk-bench-${i}`))
-  const sim = await startSimulator({
+  const upstream = await startUpstream({
     // The first account is 'acct' (scenario 1 reads its stats by that id).
     accounts: keys.map((key, i) => ({ id: i === 0 ? 'acct' : `acct-${i}`, keys: [key] })),
     limits: Object.fromEntries([setup, ...fallbacks].map((m) => [m.model, { rpm: m.rpm, tpm: m.tpm }])),
     ...SIM_LATENCY,
   })
+  // The upstream is another machine: it does not wait for the callers' CPU. On this shared machine
+  // the workers step back (nice 10, which needs no privilege) and their simulators keep nice 0, so a
+  // simulator that has a request to read gets a core first and stamps it when it arrives.
+  setPriority(WORKER_NICE)
   const strategy = make(
-    { url: sim.url, apiKey: keys[0]!, apiKeys: keys, model: setup.model, rpm: setup.rpm, tpm: setup.tpm, fallbacks },
+    {
+      url: upstream.url,
+      apiKey: keys[0]!,
+      apiKeys: keys,
+      model: setup.model,
+      rpm: setup.rpm,
+      tpm: setup.tpm,
+      fallbacks,
+    },
     setup.seed,
   )
 
-  // What the simulator saw, from its side: when it had a whole chat request and whether it accepted it.
+  // When each request's body was written to its socket (undici's diagnostics channels: the guard's
+  // transport and the SDK's fetch both publish them), numbered by a header the upstream records with
+  // its stamp: the stamp minus the write is the arrival lag this harness adds (loopback, scheduling).
   let startAt = Infinity
-  const arrived: Arrived[] = []
-  subscribe('http.server.request.start', (message) => {
-    const { request, response, server } = message as {
-      request: IncomingMessage
-      response: ServerResponse
-      server: Server
-    }
-    if ((server.address() as { port: number } | null)?.port !== sim.port) return
-    if (request.method !== 'POST' || !request.url?.endsWith('/chat/completions')) return
-    const chunks: Buffer[] = []
-    let t = NaN
-    request.on('data', (chunk: Buffer) => chunks.push(chunk))
-    request.on('end', () => (t = epoch() - startAt))
-    response.once('finish', () => {
-      let tokens = 0
-      try {
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
-          messages: { role: string; content: string }[]
-          max_tokens?: number
-        }
-        tokens = countPromptTokens(body.messages) + (body.max_tokens ?? 0)
-      } catch {
-        // an unreadable body is charged nothing by the simulator either
-      }
-      arrived.push({ t, accepted: response.statusCode < 300, tokens })
-    })
+  let calls = 0
+  const written = new Map<number, number>()
+  const numbers = new WeakMap<object, number>()
+  subscribe('undici:request:create', (message) => {
+    const { request } = message as { request: { addHeader(name: string, value: string): unknown } }
+    const call = calls++
+    numbers.set(request, call)
+    request.addHeader('x-bench-call', String(call))
+  })
+  subscribe('undici:request:bodySent', (message) => {
+    const call = numbers.get((message as { request: object }).request)
+    if (call !== undefined) written.set(call, epoch() - startAt)
   })
 
   process.send!({ type: 'ready', name: strategy.name } satisfies FromWorker)
   startAt = await new Promise<number>((resolve) =>
     process.once('message', (m: ToWorker) => m.type === 'start' && resolve(virtualEpoch(m.startAt))),
   )
+  upstream.clock(startAt)
 
   const stop = new AbortController()
   setMaxListeners(0, stop.signal) // one listener per call in flight
@@ -148,9 +197,13 @@ async function run(letter: string, setup: Setup) {
   stop.abort()
   await strategy.close()
   await Promise.all(pending)
-  const stats = sim.stats()
-  await sim.close()
-  process.send!({ type: 'done', name: strategy.name, latency, stats, arrived } satisfies FromWorker, () =>
+  const { stats, stamped } = await upstream.finish()
+  const lags = stamped
+    .filter((s) => written.has(s.call))
+    .map((s) => s.t - written.get(s.call)!)
+    .sort((a, b) => a - b)
+  const arrived = stamped.map(({ t, accepted, tokens }) => ({ t, accepted, tokens }))
+  process.send!({ type: 'done', name: strategy.name, latency, stats, arrived, lags } satisfies FromWorker, () =>
     process.exit(0),
   )
 }

@@ -25,6 +25,9 @@ export function virtualEpoch(realEpochMs: number): number {
   return anchor + (realEpochMs - anchor) * timeScale
 }
 
+/** Epoch ms with sub-ms precision (on this process's clock, virtual or not), comparable between processes. */
+export const epoch = () => performance.timeOrigin + performance.now()
+
 /** Environment for a child process that must run on the same virtual clock as `scale`, from now. */
 export function virtualClockEnv(scale: number, anchorEpochMs = Date.now()): Record<string, string> {
   return { QG_BENCH_TIME_SCALE: String(scale), QG_BENCH_TIME_ANCHOR: String(anchorEpochMs) }

@@ -4,9 +4,10 @@
 // lengths, English and Chinese) is replayed from the same moment by every strategy: (a) the openai
 // SDK as is, (b) the seed article's backoff, (c) the seed's fixed-interval queue, (d) bottleneck,
 // (e) qwen-guard, its refused calls given up, (g) qwen-guard, its refused calls retried after the
-// refusal's retryAfterMs (what a client reading Retry-After does). Each strategy runs in its own process with its own simulator (same limits), all at
-// once on this machine, so they share its noise but not an event loop (one strategy's retry storm
-// does not delay another's sends). Prints one table, writes bench/results/compare-<full|quick>.svg.
+// refusal's retryAfterMs (what a client reading Retry-After does). Each strategy runs in its own process
+// with its own simulator (same limits) in a process of its own, all at once on this machine, so they
+// share its noise but not an event loop (one strategy's retry storm does not delay another's sends,
+// and no strategy's work delays when its simulator stamps an arrival: _compare-upstream.ts). Prints one table, writes bench/results/compare-<full|quick>.svg.
 // Scenarios 2 (K accounts against the seed's round robin) and 3 (fallback models against the seed's
 // fallback chain): _compare-accounts.ts. Scenario 4 (guard only, at the same time as 2 and 3):
 // retrying after exactly the refusal's retryAfterMs, and 20 ms early.
@@ -26,7 +27,7 @@ import { countPromptTokens } from '@qwen-guard/simulator'
 import { runAccountScenarios } from './_compare-accounts.js'
 import { renderChart } from './_compare-chart.js'
 import { runExactness, type ExactnessRow } from './_compare-exactness.js'
-import { jain, pct, quantile, runWorkers } from './_compare-run.js'
+import { arrivalLags, jain, pct, quantile, runWorkers } from './_compare-run.js'
 import { SIM_LATENCY, scheduleOf, type Setup } from './_compare-worker.js'
 
 const { values: args } = parseArgs({
@@ -70,7 +71,7 @@ async function scenarioOne() {
   )
   console.log(
     'clock: REAL TIME for every strategy and simulator (timeScale 1; no SDK retry timer, bottleneck minTime, seed sleep or guard ' +
-      `pacing is scaled). One process per strategy, each with its own simulator (${SIM_LATENCY.ttftMs} ms to first token + ` +
+      `pacing is scaled). One process per strategy, each with its own simulator in a process of its own (${SIM_LATENCY.ttftMs} ms to first token + ` +
       `${SIM_LATENCY.perTokenMs} ms per token), all started at the same moment.`,
   )
 
@@ -135,6 +136,7 @@ async function scenarioOne() {
     const refused = Object.entries(r.stats.refused).map(([code, n]) => `${code} ${n}`)
     if (refused.length > 0) console.log(`  ${r.name}: upstream refusals by code: ${refused.join(', ')}`)
   }
+  console.log(arrivalLags(results.map((result) => ({ label: result.name, result }))))
   if (guardGoals.length > 0) console.log(`qwen-guard goals: ${guardGoals.join('; ')}`)
   console.log(
     '\nmarkdown:\n| strategy | completed | upstream 429s | busiest 60 s / RPM | completed / max | p50 / p99 latency | Jain |\n|---|---|---|---|---|---|---|',
