@@ -5,7 +5,8 @@
 // hides the same delays from the measurement (they happen after `sending()`), which is the fixed
 // margin of before: the simulator refuses some. An `.alone.test.ts` (vitest.config.ts): the simulator
 // runs in this process and stamps arrivals on its own event loop, so other test files beside it on a
-// 2-core machine add delays after the wire that no guard can measure (2 upstream 429s seen once in CI).
+// 2-core machine add delays after the wire that no guard can measure (2 upstream 429s seen once in CI);
+// the 30 rps case counts its sends where they leave (`wire`), which that lag cannot move.
 import { startSimulator, countPromptTokens } from '../../../simulator/src/index.js'
 import { describe, expect, it } from 'vitest'
 import { isQwenGuardError } from '../../src/errors.js'
@@ -35,6 +36,11 @@ async function run(measured: boolean, delayOf: (n: number) => number, rps = RPS)
   await fetch(`${sim.url}/models`, { headers: { authorization: 'Bearer sk-a' } }).then((r) => r.text())
   let upstream429 = 0
   let count = 0
+  // When each request left for the simulator (just before its fetch): the arrivals a network without
+  // jitter would deliver. The simulator stamps an arrival only when this process's loop reads it, so
+  // on a loaded machine its own count adds delays no guard can see (a helper measured 4-42 ms of
+  // stamp lag under two CPU hogs, and 1 refusal in 5 runs of sends spaced right by these times).
+  const wire: number[] = []
   const startAt = Date.now()
   const stopAt = startAt + 5_000
   let acceptedAt2s = 0
@@ -58,6 +64,7 @@ async function run(measured: boolean, delayOf: (n: number) => number, rps = RPS)
           slot.sending?.()
           await new Promise((r) => setTimeout(r, late))
         }
+        wire.push(performance.now())
         const res = await fetch(`${sim.url}/chat/completions`, {
           method: 'POST',
           headers: { authorization: `Bearer ${slot.apiKey}`, 'content-type': 'application/json' },
@@ -83,10 +90,22 @@ async function run(measured: boolean, delayOf: (n: number) => number, rps = RPS)
   await sim.close()
   return {
     upstream429,
+    wirePer1s: busiestSecond(wire),
     accepted,
     steadyRate: (accepted - acceptedAt2s) / ((Date.now() - startAt - 2_000) / 1000),
     lane,
   }
+}
+
+/** The most sends in any sliding second [t, t + 1000) of these moments (ms). */
+function busiestSecond(moments: number[]): number {
+  const sorted = [...moments].sort((a, b) => a - b)
+  let best = 0
+  for (let lo = 0, hi = 0; hi < sorted.length; hi++) {
+    while (sorted[hi]! - sorted[lo]! >= 1000) lo++
+    best = Math.max(best, hi - lo + 1)
+  }
+  return best
 }
 
 describe('measured jitter allowance against the simulator', () => {
@@ -104,6 +123,7 @@ describe('measured jitter allowance against the simulator', () => {
     // Only the fixed 31 ms margin: a late send and an on-time one ten sends later meet in one
     // upstream second (11 > 10). Seeded delays make this every 7th call; several per run.
     expect(hidden.upstream429).toBeGreaterThan(measured.upstream429)
+    expect(hidden.wirePer1s).toBeGreaterThan(RPS)
   }, 30_000)
 
   it('one send 150 ms late on a busy saturated lane, past the allowance: moved when it leaves, no upstream 429', async () => {
@@ -115,10 +135,14 @@ describe('measured jitter allowance against the simulator', () => {
     const measured = await run(true, once, rps)
     const hidden = await run(false, once, rps)
     console.log(
-      `[send-delays-sim] one late send: upstream 429s measured ${measured.upstream429}, hidden ${hidden.upstream429}`,
+      `[send-delays-sim] one late send: upstream 429s measured ${measured.upstream429}, hidden ${hidden.upstream429}; ` +
+        `busiest second on the wire measured ${measured.wirePer1s}, hidden ${hidden.wirePer1s} (limit ${rps})`,
     )
-    expect(measured.upstream429).toBe(0)
-    expect(measured.lane?.maxRequestsPer1s).toBeLessThanOrEqual(rps)
-    expect(hidden.upstream429).toBeGreaterThan(0)
+    // Counted where the sends leave, not where the simulator stamps them: at 30 rps the margin's
+    // slack is 0.9 of a request a second, and the simulator's stamp lag on a loaded machine (not the
+    // guard's: see `wire` above) spent it in about 1 run in 5 under two CPU hogs. Before the move the
+    // late send left beside a full second of later sends: 31 on the wire, 1 upstream 429.
+    expect(measured.wirePer1s).toBeLessThanOrEqual(rps)
+    expect(hidden.wirePer1s).toBeGreaterThan(rps)
   }, 30_000)
 })
