@@ -1,6 +1,6 @@
 // Runs strategies of `pnpm bench compare` side by side: one worker process per strategy (each with its
-// own simulator, in a child process of the worker), all started at the same moment, on the real clock or on one shared virtual clock
-// (_virtual-clock.ts). Also the figures every scenario prints.
+// own simulator, in a child process of the worker), all started at the same moment, on the real clock
+// or on one shared virtual clock (_virtual-clock.ts). Also the figures every scenario prints.
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { Arrived } from './_compare-chart.js'

@@ -4,10 +4,11 @@
 // lengths, English and Chinese) is replayed from the same moment by every strategy: (a) the openai
 // SDK as is, (b) the seed article's backoff, (c) the seed's fixed-interval queue, (d) bottleneck,
 // (e) qwen-guard, its refused calls given up, (g) qwen-guard, its refused calls retried after the
-// refusal's retryAfterMs (what a client reading Retry-After does). Each strategy runs in its own process
-// with its own simulator (same limits) in a process of its own, all at once on this machine, so they
-// share its noise but not an event loop (one strategy's retry storm does not delay another's sends,
-// and no strategy's work delays when its simulator stamps an arrival: _compare-upstream.ts). Prints one table, writes bench/results/compare-<full|quick>.svg.
+// refusal's retryAfterMs (what a client reading Retry-After does). Each strategy runs in its own
+// process (at nice 10) and its simulator (same limits) in another, all at once on this machine, so
+// they share its noise but not an event loop: one strategy's retry storm does not delay another's
+// sends, and no strategy's work delays when its simulator stamps an arrival (_compare-upstream.ts).
+// Prints one table, writes bench/results/compare-<full|quick>.svg.
 // Scenarios 2 (K accounts against the seed's round robin) and 3 (fallback models against the seed's
 // fallback chain): _compare-accounts.ts. Scenario 4 (guard only, at the same time as 2 and 3):
 // retrying after exactly the refusal's retryAfterMs, and 20 ms early.
@@ -71,7 +72,7 @@ async function scenarioOne() {
   )
   console.log(
     'clock: REAL TIME for every strategy and simulator (timeScale 1; no SDK retry timer, bottleneck minTime, seed sleep or guard ' +
-      `pacing is scaled). One process per strategy, each with its own simulator in a process of its own (${SIM_LATENCY.ttftMs} ms to first token + ` +
+      `pacing is scaled). One process per strategy (nice 10), each with its own simulator in a process of its own (nice 0; ${SIM_LATENCY.ttftMs} ms to first token + ` +
       `${SIM_LATENCY.perTokenMs} ms per token), all started at the same moment.`,
   )
 
