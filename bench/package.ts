@@ -13,13 +13,13 @@ import { basename, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { gunzipSync } from 'node:zlib'
+import { installEnv } from '../test/support/install-env.js'
 
 const run = promisify(execFile)
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const GOAL_BYTES = 800_000
 const root = fileURLToPath(new URL('..', import.meta.url))
-/** npm and pnpm must not see the pnpm run that started this script. */
-const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !/^(npm|pnpm)_/i.test(name)))
+const env = installEnv()
 
 const ZH = '请用三句话解释一下什么是令牌桶限流，并说明它和滑动窗口有什么不同。'
 const EN = 'Explain in three sentences what a token bucket rate limiter is, and how it differs from a sliding window.'

@@ -40,6 +40,7 @@ import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as sourceCore from '../packages/core/src/index.js'
 import { parseVocabularyTables } from '../packages/core/src/packed-tables.js'
+import { installEnv } from './support/install-env.js'
 
 const run = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -62,10 +63,7 @@ const { estimates } = createRequire(import.meta.url)('./pack-install/estimates.c
 /** What src/ estimates for the prompts of estimates.cjs: every installed copy must say the same. */
 const sourceEstimates = estimates(sourceCore)
 
-/** npm must see the user's npm, not the pnpm run that started this test (pnpm exports npm_config_*). */
-const npmEnv = Object.fromEntries(
-  Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name) && !/^pnpm_/i.test(name)),
-)
+const npmEnv = installEnv()
 
 let work = ''
 const typeChecks: Partial<Record<Variant, Promise<void>>> = {}

@@ -26,6 +26,23 @@ export interface MeterTicket {
   move?(): Promise<void>
 }
 
+/**
+ * What a send counts, as its ticket last settled it: what a move records once the send's entry has
+ * left the log (SlidingLog.move, the Lua `move` op). A cancel (0 and 0) is final: a later recount
+ * does not make a cancelled send count again.
+ */
+export class SendCounts {
+  requests = 1
+
+  constructor(public tokens: number) {}
+
+  recount(requests: number, tokens: number): void {
+    if (this.requests === 0 && this.tokens === 0) return
+    this.requests = requests
+    this.tokens = tokens
+  }
+}
+
 export interface Meter {
   /** `dry`: only tells whether a take would pass now, charges nothing. */
   take(tokens: number, limits: PaceLimits, dry?: boolean): Promise<MeterTake>
@@ -55,11 +72,10 @@ export class MemoryMeter implements Meter {
     const result = this.log.take(this.now(), tokens, limits, dry)
     if (!result.ok) return result
     let id = result.id
-    // What the send counts, for a move once its entry has left the log (SlidingLog.move).
-    const counts = { requests: 1, tokens }
+    const counts = new SendCounts(tokens)
     const ticket: MeterTicket = {
       recount: async (requests, used) => {
-        if (counts.requests > 0 || counts.tokens > 0) Object.assign(counts, { requests, tokens: used })
+        counts.recount(requests, used)
         this.log.recount(this.now(), id, requests, used, limits)
       },
       move: async () => {

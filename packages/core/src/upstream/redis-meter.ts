@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import type { GuardStore, RedisConnection } from '../store.js'
 import { METER_LUA } from './meter-lua.js'
-import { MemoryMeter, type Meter, type MeterTake, type MeterTicket } from './meter.js'
+import { MemoryMeter, SendCounts, type Meter, type MeterTake, type MeterTicket } from './meter.js'
 import type { PaceLimits } from './pace-limits.js'
 import type { MeterGate } from './shared-lane-state.js'
 import { MeterView } from './meter-view.js'
@@ -209,12 +209,19 @@ export class RedisMeter implements Meter {
    */
   private moveShared(
     ticket: string,
-    counts: readonly [requests: number, tokens: number],
+    counts: SendCounts,
     limits: PaceLimits,
     late: (moved: string | undefined) => void,
   ) {
     const decodeMove = (reply: unknown[]) => (reply[1] ? String(reply[1]) : undefined)
-    const args = ['move', ...limitArgs(limits), ...this.view.args(), ticket, String(counts[0]), String(counts[1])]
+    const args = [
+      'move',
+      ...limitArgs(limits),
+      ...this.view.args(),
+      ticket,
+      String(counts.requests),
+      String(counts.tokens),
+    ]
     return this.store
       .run(
         this.keys[0],
@@ -312,11 +319,10 @@ export class RedisMeter implements Meter {
       shared = ticket
       if (settled) void this.settleShared(ticket, settled[0], settled[1], limits)
     }
-    // What the send counts, for a move once its entry has left the list (SlidingLog.move).
-    let counts: [requests: number, tokens: number] = [1, tokens]
+    const counts = new SendCounts(tokens)
     const ticket: MeterTicket = {
       recount: async (requests, used) => {
-        if (counts[0] > 0 || counts[1] > 0) counts = [requests, used]
+        counts.recount(requests, used)
         await moving // a settle reaches the moved entry
         if (moving) settled = [requests, used]
         return this.settleShared(shared, requests, used, limits)
