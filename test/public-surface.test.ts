@@ -29,6 +29,7 @@ const ADAPTER_ONLY = [
   'normalizePrefix',
   'pathUnder',
   'relayBodyOf',
+  'checkRelayOptions',
 ]
 
 /** Runs a tiny program in a fresh Node process from an example folder (a real consumer of the packages). */

@@ -17,3 +17,4 @@ export { clientGoneSignal, connectionGoneSignal, isClientGone } from './client-g
 export { sendRelayResponse } from './send-relay-response.js'
 export { relayBodyOf } from './relay-body.js'
 export { normalizePrefix, pathUnder } from './relay-prefix.js'
+export { checkRelayOptions } from './relay.js'

@@ -1,4 +1,6 @@
+import { isPromiseLike, withinDeadline } from './app-hook.js'
 import { createGuard } from './guard.js'
+import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import type { AttachOptions } from './client/lazy-client.js'
 import { identityOrDefault, namesUser } from './identity.js'
@@ -31,7 +33,8 @@ export interface AdoptedGuard<Request> {
    * `identityOrDefault`, or the default identity when the app gave none. A missing, null, empty or
    * blank `user` becomes the default's (the client address); a non-string part throws a TypeError
    * (an async `identify` rejects with it); a `key`, and a `user` over 256 characters, are keyed by
-   * their SHA-256.
+   * their SHA-256. An async `identify` that does not settle within the guard's `upstream.timeoutMs`
+   * rejects with an Error naming it (app-hook.ts).
    */
   identify: (request: Request) => Identity | Promise<Identity>
 }
@@ -61,15 +64,11 @@ export function knownIdentity<Request>(
   } catch (error) {
     return { failure: { error }, recheck }
   }
-  if (!isPromise(result)) return defaulted.has(result) ? { identity: result, recheck } : { identity: result }
+  if (!isPromiseLike(result)) return defaulted.has(result) ? { identity: result, recheck } : { identity: result }
   return Promise.resolve(result).then(
     (identity) => ({ identity }),
     (error: unknown) => ({ failure: { error } }),
   )
-}
-
-function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
-  return typeof (value as Promise<T> | undefined)?.then === 'function'
 }
 
 /**
@@ -130,6 +129,7 @@ export function adoptGuard<Request>(
   }
   if (!custom) return { guard, owned, custom: false, identify: fallback }
   const appIdentify = custom
+  const { timeoutMs } = guardOptionsOf(guard).upstream
   const identify = (request: Request): Identity | Promise<Identity> => {
     const checked = (identity: IdentityInput | undefined) => {
       const found = identityOrDefault(identity, () => fallback(request), 'identify()')
@@ -137,7 +137,7 @@ export function adoptGuard<Request>(
       return found
     }
     const result = appIdentify(request)
-    return isPromise(result) ? result.then(checked) : checked(result)
+    return isPromiseLike(result) ? withinDeadline(result, 'identify()', timeoutMs).then(checked) : checked(result)
   }
   return { guard, owned, custom: true, identify }
 }

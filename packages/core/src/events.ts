@@ -1,3 +1,4 @@
+import { isPromiseLike } from './app-hook.js'
 import type { GuardListener } from './guard-types.js'
 import type { GuardEvent, GuardEventType } from './types.js'
 
@@ -6,16 +7,20 @@ export interface Emitter {
   on<T extends GuardEventType>(type: T, listener: GuardListener<T>): () => void
 }
 
-/** A tiny typed emitter. A listener that throws never breaks a call. */
+/**
+ * A tiny typed emitter. A listener that throws never breaks a call, and an async one that rejects
+ * is treated alike (its rejection would otherwise be unhandled, which ends the process by default).
+ */
 export function createEmitter(): Emitter {
-  const listeners = new Map<GuardEventType, Set<(event: GuardEvent) => void>>()
+  const listeners = new Map<GuardEventType, Set<(event: GuardEvent) => unknown>>()
   return {
     emit(event) {
       const set = listeners.get(event.type)
       if (!set) return
       for (const listener of set) {
         try {
-          listener(event)
+          const result = listener(event)
+          if (isPromiseLike(result)) Promise.resolve(result).catch(ignore)
         } catch {
           // A listener's bug must not fail the caller's request; listeners own their error handling.
         }
@@ -24,9 +29,11 @@ export function createEmitter(): Emitter {
     on(type, listener) {
       let set = listeners.get(type)
       if (!set) listeners.set(type, (set = new Set()))
-      const wrapped = listener as (event: GuardEvent) => void
+      const wrapped = listener as (event: GuardEvent) => unknown
       set.add(wrapped)
       return () => set.delete(wrapped)
     },
   }
 }
+
+function ignore(): void {}

@@ -110,7 +110,11 @@ export interface Guard {
   state(identity: Identity): Promise<QuotaState[]>
   /** The models a client may ask for, in the OpenAI list format. */
   models(): ModelEntry[]
-  /** Subscribes to an event; returns the unsubscribe function. */
+  /**
+   * Subscribes to an event; returns the unsubscribe function. Listeners run synchronously where the
+   * event happens; one that throws, or an async one that rejects, is ignored (it never fails a call
+   * and never becomes an unhandled rejection): handle your own errors inside it.
+   */
   on<T extends GuardEventType>(type: T, listener: GuardListener<T>): () => void
   /**
    * The Prometheus metrics handler (docs/metrics.md): `(req, res) => void`, usable as an Express

@@ -6,10 +6,12 @@
  * avoids that for the relay's own requests and leaves every other request to the app.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { withinDeadline } from './app-hook.js'
 import { connectionGoneSignal } from './client-gone.js'
+import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { normalizePrefix, pathUnder } from './relay-prefix.js'
-import { createRelay, type RelayOptions } from './relay.js'
+import { checkRelayOptions, createRelay, type RelayOptions } from './relay.js'
 import { sendRelayResponse } from './send-relay-response.js'
 import type { Identity, IdentityInput } from './types.js'
 
@@ -20,7 +22,7 @@ export interface NodeRelayOptions extends RelayOptions {
    * Whose quota a request uses. Default: the client address from the socket (IPv6 grouped by /64),
    * never from a header. A missing or blank `user` is charged to the client address too; a throw or
    * rejection is answered with a generic 500 and reported to `onError` (a QwenGuardError with its own
-   * answer).
+   * answer), and so is an async one that does not settle within the guard's `upstream.timeoutMs`.
    */
   identify?: (req: IncomingMessage) => IdentityInput | Promise<IdentityInput>
 }
@@ -42,9 +44,10 @@ export type NodeRelay = (req: IncomingMessage, res: ServerResponse, next?: () =>
  * http.createServer((req, res) => void relay(req, res, () => app(req, res))).listen(3000)
  */
 export function createNodeRelay(guard: Guard, options: NodeRelayOptions = {}): NodeRelay {
+  const relay = createRelay(guard, checkRelayOptions(options, 'createNodeRelay', ['prefix', 'identify']))
   const prefix = normalizePrefix(options.prefix ?? '/v1')
-  const relay = createRelay(guard, options)
   const identify = options.identify ?? ((): Identity => ({}))
+  const { timeoutMs } = guardOptionsOf(guard).upstream
   return async function qwenGuardNodeRelay(req, res, next) {
     const path = pathUnder(prefix, req.url ?? '/')
     if (path === undefined && next) return next()
@@ -56,7 +59,7 @@ export function createNodeRelay(guard: Guard, options: NodeRelayOptions = {}): N
       mountPath: path === undefined ? '' : prefix,
       headers: req.headers,
       body: req,
-      identity: () => identify(req),
+      identity: () => withinDeadline(identify(req), 'identify()', timeoutMs, signal),
       remoteAddress: req.socket.remoteAddress,
       signal,
     })

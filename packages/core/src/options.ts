@@ -3,6 +3,7 @@
  * configuration fails at start-up with a QwenGuardConfigError naming the option path; no message
  * ever contains an API key.
  */
+import { withinDeadline } from './app-hook.js'
 import { createEstimator } from './estimate.js'
 import {
   BUILTIN_MODELS,
@@ -121,8 +122,21 @@ function isNonArrayObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
+/**
+ * A plain object (`{ ... }`, or one made by `Object.create(null)`; from any realm). A Map, a class
+ * instance or an object whose fields are inherited would have its fields read by some checks and
+ * not by others (keys are own keys): refused, so no limit is dropped in silence.
+ */
 function object(value: unknown, path: string): Record<string, unknown> {
   if (!isNonArrayObject(value)) throw new QwenGuardConfigError(path, `must be an object, got ${describe(value)}`)
+  const proto = Object.getPrototypeOf(value) as object | null
+  if (proto !== null && Object.getPrototypeOf(proto) !== null) {
+    const kind = (value as { constructor?: { name?: unknown } }).constructor?.name
+    throw new QwenGuardConfigError(
+      path,
+      `must be a plain object ({ ... }), got ${typeof kind === 'string' && kind !== '' && kind !== 'Object' ? `a ${kind}` : 'an object with an inherited prototype'}`,
+    )
+  }
   return value
 }
 
@@ -180,6 +194,20 @@ function nonNegative(value: unknown, path: string): number {
   return value
 }
 
+/**
+ * The largest limit: 999,999,999,999,999, the largest integer an RFC 8941 structured header field
+ * carries (15 digits; the RateLimit fields print limits), far above any real limit, and exact as a
+ * JavaScript number. A larger one (1e21) would print as `1e+21`, which no client parses.
+ */
+const MAX_LIMIT = 999_999_999_999_999
+/** The largest `usdPerDay`: counted in micro-dollars, so its points stay within MAX_LIMIT. */
+const MAX_USD_PER_DAY = 999_999_999
+
+function atMost(value: number, max: number, path: string): number {
+  if (value > max) throw new QwenGuardConfigError(path, `must be at most ${max.toLocaleString('en-US')}, got ${value}`)
+  return value
+}
+
 function nonEmptyString(value: unknown, path: string): string {
   if (typeof value !== 'string' || value.trim() === '') {
     throw new QwenGuardConfigError(path, `must be a non-empty string, got ${describe(value)}`)
@@ -206,11 +234,24 @@ function resolveBaseURL(value: unknown): string {
   return text.replace(/\/+$/, '')
 }
 
-/** A key is checked without ever printing it: messages say which index, not what. */
+/**
+ * A key is checked without ever printing it: messages say which index, not what. It travels as
+ * `Authorization: Bearer <key>`, so it is visible ASCII (RFC 6750's b64token is narrower still): a
+ * key with a line break, a NUL or a letter beyond ASCII (pasted with a stray newline, a non-breaking
+ * space, a look-alike letter) could never be sent, and every call would fail as a network error.
+ */
 function apiKey(value: unknown, path: string): string {
   if (typeof value !== 'string') throw new QwenGuardConfigError(path, `must be a string, got ${typeof value}`)
   if (value.trim() === '') throw new QwenGuardConfigError(path, 'must not be empty')
   if (value !== value.trim()) throw new QwenGuardConfigError(path, 'must not start or end with whitespace')
+  const bad = /[^\x21-\x7e]/.exec(value)
+  if (bad) {
+    const code = bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')
+    throw new QwenGuardConfigError(
+      path,
+      `must be visible ASCII (it is sent in the Authorization header): character ${bad.index + 1} is U+${code}`,
+    )
+  }
   return value
 }
 
@@ -320,7 +361,8 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
   knownKeys(spec, MODEL_KEYS, path)
   const out: PartialSpec = {}
   for (const key of ['rpm', 'tpm', 'contextWindow', 'maxOutputTokens', 'maxReasoningTokens'] as const) {
-    if (spec[key] !== undefined) out[key] = positiveInt(spec[key], `${path}.${key}`)
+    if (spec[key] !== undefined)
+      out[key] = atMost(positiveInt(spec[key], `${path}.${key}`), MAX_LIMIT, `${path}.${key}`)
   }
   if (spec.thinking !== undefined) {
     if (!THINKING_MODES.includes(spec.thinking as never)) {
@@ -333,7 +375,7 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
   }
   // Per-second limits are fractional by nature (100,000 TPM / 60).
   for (const key of ['rps', 'tps'] as const) {
-    if (spec[key] !== undefined) out[key] = positive(spec[key], `${path}.${key}`)
+    if (spec[key] !== undefined) out[key] = atMost(positive(spec[key], `${path}.${key}`), MAX_LIMIT, `${path}.${key}`)
   }
   if (spec.fallback !== undefined) {
     if (!Array.isArray(spec.fallback))
@@ -432,9 +474,11 @@ function checkPolicy(value: unknown, path: string): QuotaPolicy {
   // 0 is a real policy ("nothing allowed": a suspended tenant, a tier without spend), refused for good.
   for (const key of ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay'] as const) {
     // Counted in whole requests and tokens by rate-limiter-flexible: integers only.
-    if (policy[key] !== undefined) out[key] = nonNegativeInt(policy[key], `${path}.${key}`)
+    if (policy[key] !== undefined)
+      out[key] = atMost(nonNegativeInt(policy[key], `${path}.${key}`), MAX_LIMIT, `${path}.${key}`)
   }
-  if (policy.usdPerDay !== undefined) out.usdPerDay = nonNegative(policy.usdPerDay, `${path}.usdPerDay`)
+  if (policy.usdPerDay !== undefined)
+    out.usdPerDay = atMost(nonNegative(policy.usdPerDay, `${path}.usdPerDay`), MAX_USD_PER_DAY, `${path}.usdPerDay`)
   if (policy.mode !== undefined) {
     if (!QUOTA_MODES.includes(policy.mode as never))
       throw new QwenGuardConfigError(`${path}.mode`, `must be 'enforce' or 'shadow', got ${describe(policy.mode)}`)
@@ -457,10 +501,18 @@ export function validateQuotaPolicies(policies: unknown, path: string): QuotaPol
   return out
 }
 
-function resolveQuotas(value: unknown): ResolvedOptions['quotas'] {
+/**
+ * The policies of an identity. A function's answer is checked at each call; a lookup that does not
+ * settle within `timeoutMs`, or before the caller's signal aborts, ends the call (app-hook.ts).
+ */
+function resolveQuotas(value: unknown, timeoutMs: number): ResolvedOptions['quotas'] {
   if (typeof value === 'function') {
-    const fn = value as (identity: Identity) => QuotaPolicies | Promise<QuotaPolicies>
-    return async (identity) => validateQuotaPolicies(await fn(identity), 'quotas(identity)')
+    const fn = value as (identity: Identity) => QuotaPolicies | PromiseLike<QuotaPolicies>
+    return async (identity, signal) =>
+      validateQuotaPolicies(
+        await withinDeadline(fn(identity), 'quotas(identity)', timeoutMs, signal),
+        'quotas(identity)',
+      )
   }
   const policies = Object.freeze(validateQuotaPolicies(value, 'quotas'))
   return async () => policies
@@ -536,6 +588,15 @@ function resolveStore(value: unknown): ResolvedOptions['store'] {
   }
   if (store.redis !== undefined && (typeof store.redis !== 'object' || store.redis === null)) {
     throw new QwenGuardConfigError('store.redis', `must be an ioredis client, got ${describe(store.redis)}`)
+  }
+  // Connection options ({ host, port }) or another client library's object would fail at the first
+  // command with a TypeError from deep inside the store: the guard sends `call` and defines its scripts.
+  const client = store.redis as { call?: unknown; defineCommand?: unknown } | undefined
+  if (client && (typeof client.call !== 'function' || typeof client.defineCommand !== 'function')) {
+    throw new QwenGuardConfigError(
+      'store.redis',
+      'must be an ioredis client (new Redis(url) or new Cluster(nodes)), got an object without call() and defineCommand(): connection options are not accepted',
+    )
   }
   // ioredis 5's auto-pipelining crashes the process on rate-limiter-flexible's custom commands
   // (TypeError "results[i] is not iterable" thrown from a callback); measured here, and reported upstream.
@@ -647,14 +708,15 @@ export function resolveOptions(options: GuardOptions, extraKeys: readonly string
     root.defaultThinkingBudget === undefined
       ? DEFAULTS.defaultThinkingBudget
       : positiveInt(root.defaultThinkingBudget, 'defaultThinkingBudget')
+  const tuning = resolveUpstreamTuning(upstream)
   return {
     baseURL: resolveBaseURL(upstream.baseURL),
     accounts: accounts.map((raw) => resolveAccount(raw, globalRaw)),
     models,
-    quotas: resolveQuotas(root.quotas),
+    quotas: resolveQuotas(root.quotas, tuning.timeoutMs),
     store: resolveStore(root.store),
     queue: resolveQueue(root.queue),
-    upstream: resolveUpstreamTuning(upstream),
+    upstream: tuning,
     defaultMaxTokens,
     defaultThinkingBudget,
     searchAllowanceTokens: resolveSearchAllowance(root.searchAllowanceTokens),

@@ -8,6 +8,7 @@ import { isUtf8 } from 'node:buffer'
 import { defaultIdentify } from './client-address.js'
 import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
+import { QwenGuardConfigError } from './options.js'
 import { safeErrorLine } from './safe-error-line.js'
 import { guardInternalsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
@@ -93,6 +94,56 @@ export type Relay = (request: RelayRequest) => Promise<RelayResponse>
 
 const DEFAULT_MAX_BODY_BYTES = 1_048_576
 
+/** Keys of `RelayOptions`; the Node relay and the adapters' `proxy()` add `prefix` (and `identify`). */
+const RELAY_KEYS = ['maxBodyBytes', 'onError'] as const
+
+/**
+ * Checks a relay's options at setup and returns its `RelayOptions` part: an object of known keys (a
+ * misspelled `prefx` would otherwise leave the relay at '/v1' in silence), `maxBodyBytes` a positive
+ * integer (bytes), `onError` and `identify` functions, `prefix` a string.
+ *
+ * @param where the function the app called, named in errors (`'proxy'`, `'createNodeRelay'`)
+ * @param extra keys that function takes beyond RelayOptions
+ * @throws QwenGuardConfigError with path `${where}.${key}`
+ */
+export function checkRelayOptions(
+  options: unknown,
+  where: string,
+  extra: ReadonlyArray<'prefix' | 'identify'> = [],
+): RelayOptions {
+  if (options === undefined) return {}
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new QwenGuardConfigError(
+      where,
+      `options must be an object, got ${options === null ? 'null' : typeof options}`,
+    )
+  const given = options as Record<string, unknown>
+  const allowed: readonly string[] = [...RELAY_KEYS, ...extra]
+  for (const key of Object.keys(given)) {
+    if (!allowed.includes(key))
+      throw new QwenGuardConfigError(`${where}.${key}`, `unknown option (expected one of: ${allowed.join(', ')})`)
+  }
+  const { maxBodyBytes, onError, prefix, identify } = given
+  if (maxBodyBytes !== undefined && !(Number.isInteger(maxBodyBytes) && (maxBodyBytes as number) >= 1))
+    throw new QwenGuardConfigError(
+      `${where}.maxBodyBytes`,
+      `must be a positive integer (bytes), got ${String(maxBodyBytes)}`,
+    )
+  for (const [key, value] of [
+    ['onError', onError],
+    ['identify', identify],
+  ] as const) {
+    if (value !== undefined && typeof value !== 'function')
+      throw new QwenGuardConfigError(`${where}.${key}`, `must be a function, got ${typeof value}`)
+  }
+  if (prefix !== undefined && typeof prefix !== 'string')
+    throw new QwenGuardConfigError(`${where}.prefix`, `must be a string like '/v1', got ${typeof prefix}`)
+  const relayOptions: RelayOptions = {}
+  if (maxBodyBytes !== undefined) relayOptions.maxBodyBytes = maxBodyBytes as number
+  if (onError !== undefined) relayOptions.onError = onError as RelayOptions['onError']
+  return relayOptions
+}
+
 /**
  * A framework-free handler for `POST /chat/completions` (JSON or SSE) and `GET /models`; anything
  * else answers an OpenAI-shaped 404 (or 405 for a known path with the wrong method).
@@ -101,15 +152,14 @@ const DEFAULT_MAX_BODY_BYTES = 1_048_576
  * const relay = createRelay(guard, { maxBodyBytes: 256 * 1024 })
  * const answer = await relay({ method: 'POST', path: '/chat/completions', headers: req.headers, body: req, identity, signal })
  * // write answer.status, answer.headers, then answer.body (a string, or a stream to pipe)
+ * @throws QwenGuardConfigError for unknown or bad options (path `createRelay.<key>`)
  */
 export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const internals = guardInternalsOf(guard)
   const guardOptions = internals.options
-  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-  const onError = options.onError ?? reportUnexpected
-  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 1) {
-    throw new TypeError(`relay option maxBodyBytes must be a positive integer, got ${String(options.maxBodyBytes)}`)
-  }
+  const checked = checkRelayOptions(options, 'createRelay')
+  const maxBodyBytes = checked.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  const onError = checked.onError ?? reportUnexpected
 
   async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
     const raw = await readBody(request, maxBodyBytes)

@@ -546,7 +546,8 @@ export interface ResolvedOptions {
   baseURL: string
   accounts: ResolvedAccount[]
   models: Record<string, ResolvedModel>
-  quotas: (identity: Identity) => Promise<QuotaPolicies>
+  /** The app's policies for an identity; an async `quotas` function is bounded by `upstream.timeoutMs` and `signal`. */
+  quotas: (identity: Identity, signal?: AbortSignal) => Promise<QuotaPolicies>
   store: {
     redis?: RedisClient
     prefix: string

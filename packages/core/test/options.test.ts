@@ -1,10 +1,13 @@
 import { readFileSync } from 'node:fs'
+import { runInNewContext } from 'node:vm'
 import { describe, expect, it } from 'vitest'
 import { QwenGuardConfigError, resolveOptions, validateQuotaPolicies, DEFAULT_BASE_URL } from '../src/options.js'
 import type { GuardOptions } from '../src/types.js'
 
 const KEY = 'sk-secret-0123456789'
 const base: GuardOptions = { upstream: { apiKey: KEY } }
+/** The two methods the guard's store calls on an ioredis client (a duck-typed stand-in; never connected). */
+const redisLike = { call() {}, defineCommand() {} }
 /** Options whose qwen-plus price has these `tiers`. */
 const withTiers = (tiers: unknown) =>
   ({ ...base, models: { 'qwen-plus': { price: { inputPerMillion: 1, outputPerMillion: 1, tiers } } } }) as unknown
@@ -72,8 +75,18 @@ describe('resolveOptions: defaults', () => {
     }
   })
 
+  it('accepts objects without a prototype or from another realm, and limits of 15 digits', () => {
+    const policy = Object.assign(Object.create(null) as object, { rpm: 999_999_999_999_999 })
+    const otherRealm = runInNewContext('({ tokensPerDay: 5, usdPerDay: 999999999 })') as object
+    const o = resolveOptions({ ...base, quotas: { user: policy, key: otherRealm } })
+    return expect(o.quotas({})).resolves.toEqual({
+      user: { rpm: 999_999_999_999_999 },
+      key: { tokensPerDay: 5, usdPerDay: 999_999_999 },
+    })
+  })
+
   it('accepts rampUp: false, queue zeros and a redis-like store', () => {
-    const redis = {} as never
+    const redis = redisLike as never
     const o = resolveOptions({
       upstream: { apiKey: KEY, rampUp: false },
       queue: { maxWaitMs: 0, maxSize: 0 },
@@ -401,8 +414,76 @@ describe('resolveOptions: errors name the option', () => {
     ],
     [
       'auto-pipelining Redis client',
-      { ...base, store: { redis: { options: { enableAutoPipelining: true } } as never } },
+      { ...base, store: { redis: { ...redisLike, options: { enableAutoPipelining: true } } as never } },
       'store.redis: an ioredis client with enableAutoPipelining is not supported',
+    ],
+    // Connection options or another library's client failed at the first command, deep in the store.
+    ...(
+      [
+        ['connection options as the Redis client', { host: '127.0.0.1', port: 6379 }],
+        ['an empty object as the Redis client', {}],
+        ['a client without defineCommand', { call() {} }],
+      ] as const
+    ).map(([name, redis]): [string, unknown, string] => [
+      name,
+      { ...base, store: { redis } },
+      'store.redis: must be an ioredis client (new Redis(url) or new Cluster(nodes))',
+    ]),
+    // The key is sent as `Authorization: Bearer <key>`: one that cannot be was a 502 on every call.
+    ...(
+      [
+        ['a line break', 'sk-abc\ndef', 7, '000A'],
+        ['a NUL', 'sk-abc\u0000def', 7, '0000'],
+        ['a Cyrillic letter', 'sk-кey', 4, '043A'],
+        ['a space inside', 'sk-abc def', 7, '0020'],
+        ['a non-breaking space inside', 'sk-abc\u00a0def', 7, '00A0'],
+      ] as const
+    ).map(([what, key, at, code]): [string, unknown, string] => [
+      `an API key with ${what}`,
+      { upstream: { accounts: [{ id: 'a', apiKeys: ['sk-good', key] }] } },
+      `upstream.accounts[0].apiKeys[1]: must be visible ASCII (it is sent in the Authorization header): character ${at} is U+${code}`,
+    ]),
+    // RFC 8941 integers carry 15 digits: 1e21 printed as `q=1e+21` in the RateLimit fields.
+    [
+      'a user rpm past 15 digits',
+      { ...base, quotas: { user: { rpm: 1e21 } } },
+      'quotas.user.rpm: must be at most 999,999,999,999,999, got 1e+21',
+    ],
+    [
+      'a key tokensPerDay past 15 digits',
+      { ...base, quotas: { key: { tokensPerDay: 1e300 } } },
+      'quotas.key.tokensPerDay: must be at most 999,999,999,999,999',
+    ],
+    [
+      'usdPerDay past a billion',
+      { ...base, quotas: { user: { usdPerDay: 1e10 } } },
+      'quotas.user.usdPerDay: must be at most 999,999,999, got 10000000000',
+    ],
+    [
+      'a model tpm past 15 digits',
+      { ...base, models: { 'qwen-plus': { tpm: 1e16 } } },
+      'models.qwen-plus.tpm: must be at most 999,999,999,999,999',
+    ],
+    [
+      'a model tps past 15 digits',
+      { ...base, models: { 'qwen-plus': { tps: 1e16 } } },
+      'models.qwen-plus.tps: must be at most 999,999,999,999,999',
+    ],
+    // A Map or an object with inherited fields: some checks read its fields, the key check does not.
+    [
+      'a Map as a policy',
+      { ...base, quotas: { user: new Map([['rpm', 5]]) } },
+      'quotas.user: must be a plain object ({ ... }), got a Map',
+    ],
+    [
+      'a policy whose fields are inherited',
+      { ...base, quotas: { user: Object.create({ rpm: 5 }) as object } },
+      'quotas.user: must be a plain object ({ ... }), got an object with an inherited prototype',
+    ],
+    [
+      'a class instance as the queue',
+      { ...base, queue: new (class Queue {})() },
+      'queue: must be a plain object ({ ... }), got a Queue',
     ],
     ['defaultMaxTokens 0', { ...base, defaultMaxTokens: 0 }, 'defaultMaxTokens: must be a positive number, got 0'],
     [

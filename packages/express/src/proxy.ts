@@ -1,5 +1,5 @@
 import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
-import { connectionGoneSignal, relayBodyOf, sendRelayResponse } from '@qwen-guard/core/adapter'
+import { checkRelayOptions, connectionGoneSignal, relayBodyOf, sendRelayResponse } from '@qwen-guard/core/adapter'
 import type { Request, RequestHandler } from 'express'
 import type { ExpressProxyOptions } from './options.js'
 
@@ -12,7 +12,7 @@ export function createProxy(
   identify: (req: Request) => Identity | Promise<Identity>,
   options: ExpressProxyOptions = {},
 ): RequestHandler {
-  const relay = createRelay(guard, options)
+  const relay = createRelay(guard, checkRelayOptions(options, 'proxy'))
   return async function qwenGuardProxy(req, res, next) {
     const signal = connectionGoneSignal(res) // the guard stops queueing or streaming and settles at once
     try {

@@ -1,5 +1,6 @@
 import { createRelay, type Guard, type Identity } from '@qwen-guard/core'
 import {
+  checkRelayOptions,
   connectionGoneSignal,
   normalizePrefix,
   pathUnder,
@@ -18,8 +19,8 @@ export function createProxy(
   identify: (ctx: Context) => Identity | Promise<Identity>,
   options: KoaProxyOptions = {},
 ): Middleware {
+  const relay = createRelay(guard, checkRelayOptions(options, 'proxy', ['prefix']))
   const prefix = normalizePrefix(options.prefix ?? '/v1')
-  const relay = createRelay(guard, options)
   return async function qwenGuardProxy(ctx, next) {
     const path = pathUnder(prefix, ctx.path)
     if (path === undefined) return next()

@@ -62,7 +62,10 @@ export interface ReserveContext {
   callId?: string
   /** The model the call asks for (the event's `model`; '' when not given). */
   model?: string
-  /** The client's signal: a call waiting for a concurrency lease leaves the line when it aborts. */
+  /**
+   * The client's signal: a call waiting for a concurrency lease, or for the app's `quotas` lookup,
+   * stops waiting when it aborts.
+   */
   signal?: AbortSignal
   /** Called once when the call starts to wait for a concurrency lease (`queue.waitForConcurrency`). */
   onWait?: () => void
@@ -211,9 +214,10 @@ export class QuotaAdmission {
     if (this.ownStore) this.store.close()
   }
 
-  private async plan(identity: Identity): Promise<Plan> {
+  /** The identity's plan; an app's `quotas` lookup ends with the call's signal or its deadline. */
+  private async plan(identity: Identity, signal?: AbortSignal): Promise<Plan> {
     // The app's function is asked with the identity it knows (long parts as given, not their hash).
-    return planFor(identity, await this.options.quotas(givenIdentity(identity)), this.store.prefix)
+    return planFor(identity, await this.options.quotas(givenIdentity(identity), signal), this.store.prefix)
   }
 
   private async read(charges: Charge[], leases: LeaseLimit[]): Promise<[Reading[], LeaseCount[]]> {
@@ -225,7 +229,7 @@ export class QuotaAdmission {
   }
 
   private async admit(identity: Identity, cost: Cost, context: ReserveContext): Promise<QuotaReservation> {
-    const plan = await this.plan(identity)
+    const plan = await this.plan(identity, context.signal)
     const charges = chargesFor(plan, cost, this.factory, Date.now())
     if (charges.length === 0 && plan.leases.length === 0) return QuotaReservationImpl.empty()
     if (plan.shadow) return this.admitWithShadow(identity, plan, charges, context)

@@ -54,7 +54,8 @@ export function quotaRefusal(blocks: readonly Block[], limits: QuotaState[]): Qw
 }
 
 /**
- * A call that no wait can admit: a limit of 0 (429, not retryable: nothing is allowed), or a cost
+ * A call that no wait can admit: a limit of 0 (429, not retryable: nothing is allowed, whatever the
+ * call costs there, so also a call to a model without a price under `usdPerDay: 0`), or a cost
  * larger than a whole window (413 request_too_large). Undefined when every limit can hold the call.
  */
 export function impossible(charges: readonly Charge[], leases: readonly LeaseLimit[], limits: QuotaState[]) {
@@ -63,8 +64,8 @@ export function impossible(charges: readonly Charge[], leases: readonly LeaseLim
   }
   for (const charge of charges) {
     const { scope, spec, limit, points } = charge
-    if (points <= limit) continue
     if (limit <= 0) return limitOfZero(scope, spec.dimension, spec.code, limits)
+    if (points <= limit) continue
     const unit = spec.unit === 'usd' ? 'US dollars' : spec.unit
     return requestTooLarge(
       `This request needs ${fromPoints(spec.unit, points)} ${unit} but the ${SCOPE_WORD[scope]} ` +

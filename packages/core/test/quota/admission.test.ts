@@ -271,6 +271,24 @@ describeEachStore('QuotaAdmission', (kind) => {
     expect(error).toMatchObject({ status: 429, dimension: 'rpm', retryable: false, retryAfterMs: 0 })
   })
 
+  // A call whose cost there is 0 (a model without a price under usdPerDay) passed a limit of 0: a
+  // suspended tenant's calls to such a model went through (new-user attack on 27d1e62).
+  it('refuses under a limit of 0 whatever the call costs there, a cost of 0 included', async () => {
+    const { admission } = stores.make({ user: { usdPerDay: 0 }, key: { tokensPerDay: 0 } })
+    const free = { requests: 1, tokens: 10, usd: 0 }
+    expect(await refusalOf(admission.reserve({ user: 'u1' }, free))).toMatchObject({
+      status: 429,
+      code: 'quota_exceeded',
+      dimension: 'usdPerDay',
+      retryable: false,
+    })
+    expect(await refusalOf(admission.reserve({ key: 'k' }, { ...free, tokens: 0 }))).toMatchObject({
+      scope: 'key',
+      dimension: 'tokensPerDay',
+    })
+    expect((await admission.check({ user: 'u1' }, free)).allowed).toBe(false)
+  })
+
   it('limits the key scope, and leaves a missing identity part unlimited', async () => {
     const { admission, events } = stores.make({ user: { rpm: 100 }, key: { rpm: 2 } })
     await admission.reserve({ user: 'a', key: 'k' }, cost(1))
