@@ -5,8 +5,9 @@
  * or the client goes away (no 500, nothing told). Found by a new-user attack on 27d1e62: such a lookup
  * held the call past its deadline and past its abort, for good. Every path that awaits an app hook is
  * here: guard.call / state / check, the app's OpenAI client, the Express and Koa middleware and
- * proxies, and createNodeRelay. Also: an async `guard.on` listener that rejects is ignored like one
- * that throws (it was an unhandled rejection, which ends a process by default).
+ * proxies, and createNodeRelay; and an `upstream.fetch` that ignores its abort signal. Also: an
+ * async `guard.on` listener that rejects is ignored like one that throws (it was an unhandled
+ * rejection, which ends a process by default).
  */
 import { request as httpRequest, type IncomingMessage } from 'node:http'
 import express from 'express'
@@ -146,6 +147,36 @@ describe('a quotas function that never settles', () => {
     } finally {
       await slowLookup.close()
       await lateFailure.close()
+    }
+  })
+})
+
+describe('an upstream.fetch that ignores its signal', () => {
+  it('ends the call at the deadline (504 upstream_timeout) instead of waiting for it', async () => {
+    let asked = 0
+    const guard = createGuard(
+      options({
+        upstream: {
+          baseURL: sim.url,
+          apiKey: SECRETS.key,
+          rampUp: false,
+          timeoutMs: DEADLINE_MS,
+          maxAttempts: 1,
+          fetch: () => {
+            asked += 1
+            return never<Response>()
+          },
+        },
+      }),
+    )
+    try {
+      const { ms, error } = await timed(guard.call({ user: 'u' }, CHAT))
+      expect(asked).toBe(1)
+      expect(error).toMatchObject({ status: 504, code: 'upstream_timeout' })
+      expect(ms).toBeGreaterThanOrEqual(DEADLINE_MS - 5)
+      expect(ms).toBeLessThan(DEADLINE_MS + 2_000)
+    } finally {
+      await guard.close()
     }
   })
 })

@@ -1,7 +1,8 @@
 /**
- * The app's own code that a call waits for (`quotas(identity)`, an adapter's `identify`) is bounded
- * like every other wait of the call: a lookup that never settles would otherwise hold the call, its
- * client's connection and its closures for good, past `upstream.timeoutMs` and past an abort.
+ * The app's own code that a call waits for (`quotas(identity)`, an adapter's `identify`, an
+ * `upstream.fetch`) is bounded like every other wait of the call: a lookup that never settles, or a
+ * fetch that ignores its signal, would otherwise hold the call, its client's connection and its
+ * closures for good, past `upstream.timeoutMs` and past an abort.
  */
 import { onAbort } from './abort-followers.js'
 
@@ -12,23 +13,24 @@ import { onAbort } from './abort-followers.js'
  * hook's late result is then dropped (a late rejection too: it is handled here).
  *
  * @param hook named in the timeout's message, e.g. `'quotas(identity)'`
+ * @param timeoutMs undefined: the signal alone bounds the wait (it aborts at the call's deadline)
  */
 export function withinDeadline<T>(
   result: PromiseLike<T>,
   hook: string,
-  timeoutMs: number,
+  timeoutMs: number | undefined,
   signal?: AbortSignal,
 ): Promise<T>
 export function withinDeadline<T>(
   result: T | PromiseLike<T>,
   hook: string,
-  timeoutMs: number,
+  timeoutMs: number | undefined,
   signal?: AbortSignal,
 ): T | Promise<T>
 export function withinDeadline<T>(
   result: T | PromiseLike<T>,
   hook: string,
-  timeoutMs: number,
+  timeoutMs: number | undefined,
   signal?: AbortSignal,
 ): T | Promise<T> {
   if (!isPromiseLike(result)) return result
@@ -37,10 +39,13 @@ export function withinDeadline<T>(
     return Promise.reject(signal.reason as Error)
   }
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      finish()
-      reject(new Error(`${hook} did not settle within ${timeoutMs} ms (upstream.timeoutMs): the call was ended`))
-    }, timeoutMs)
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            finish()
+            reject(new Error(`${hook} did not settle within ${timeoutMs} ms (upstream.timeoutMs): the call was ended`))
+          }, timeoutMs)
     const stopFollowing = signal
       ? onAbort(signal, () => {
           finish()

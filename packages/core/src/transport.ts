@@ -15,6 +15,7 @@
 import { pipeline, Readable } from 'node:stream'
 import zlib from 'node:zlib'
 import { DecoratorHandler, type Dispatcher, getGlobalDispatcher, request } from 'undici'
+import { withinDeadline } from './app-hook.js'
 import { discard, readText } from './read-text.js'
 import type { ByteStream } from './sse.js'
 
@@ -280,7 +281,8 @@ function viaFetch(fetchFn: typeof fetch): UpstreamPost {
       signal: abortSignalOf(init.signal),
       redirect: 'manual' as const,
     }
-    const response = await fetchFn(url, request)
+    // An app's fetch that ignores its signal must not outlast the attempt's deadline (app-hook.ts).
+    const response = await withinDeadline(fetchFn(url, request), 'upstream.fetch', undefined, request.signal)
     return {
       status: response.status,
       headers: response.headers,
