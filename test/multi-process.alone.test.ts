@@ -5,8 +5,16 @@
  * offer far more than the account allows. Asserted:
  *   - no user quota over-admits: what each user was admitted, summed over the 4 processes, stays
  *     within its quota (two users hammer a quota of 10 per minute; the run is shorter than a minute);
- *   - no upstream 429 (the simulator's stats: nothing refused, no sliding second over the limit);
- *   - the binding limit (the account's requests per second) is used at >= 95 % once ramped up.
+ *   - no upstream 429: no sliding second over the limit, counted where the sends leave (each worker
+ *     stamps its requests as undici writes them, guard-worker.mjs `wire`), not where the simulator
+ *     stamps them: it runs in this process, whose loop reads arrivals late by varying amounts when the
+ *     machine is loaded (under two CPU hogs and another vitest run, the simulator refused 1 to 4 calls
+ *     in 4 runs of 10 while no sliding second on the wire held more than 20);
+ *   - the binding limit (the account's requests per second) is used at >= 95 % once ramped up,
+ *     counted on the wire too. On a loaded machine this one fails by design: when sends leave later
+ *     than their grant by varying amounts, the guard stretches its windows by the jitter it measured
+ *     (send-delays.ts, shared through the lane's hash) and sends less on purpose; under two CPU hogs
+ *     on a 2-core box it measured 40-82 ms and sent 18.3-18.9 rps. Hence `.alone`.
  * Real time: `createGuard` has no time scale, so the test binds on the per-second limit (20 rps) and
  * lasts about 25 s per store: one redis-server, then a 3-node Redis Cluster (test/support/redis-cluster.ts).
  * The file is an `.alone.test.ts`: vitest.config.ts runs it after every other file, with nothing
@@ -72,6 +80,19 @@ interface UserTally {
 interface WorkerResult {
   users: Record<string, UserTally>
   queuedMs: number[]
+  /** When each call's request left for the simulator, epoch ms. */
+  wire: number[]
+}
+
+/** The most moments in any sliding second [t, t + 1000) (ms). */
+function busiestSecond(moments: number[]): number {
+  const sorted = [...moments].sort((a, b) => a - b)
+  let best = 0
+  for (let lo = 0, hi = 0; hi < sorted.length; hi++) {
+    while (sorted[hi]! - sorted[lo]! >= 1000) lo++
+    best = Math.max(best, hi - lo + 1)
+  }
+  return best
 }
 
 const workerPath = fileURLToPath(new URL('./multi-process/guard-worker.mjs', import.meta.url))
@@ -136,10 +157,6 @@ for (const variant of STORES) {
         // Accepted per whole second, for the log (the ramp, then the steady rate).
         const accepted: number[] = []
         const perSecond = setInterval(() => accepted.push(sim.stats().accepted), 1000)
-        let acceptedAtSteady = 0
-        let acceptedAtStop = 0
-        setTimeout(() => (acceptedAtSteady = sim.stats().accepted), startAt + STEADY_FROM_MS - Date.now())
-        setTimeout(() => (acceptedAtStop = sim.stats().accepted), startAt + LOAD_MS - Date.now())
         const results = (await Promise.all(done)).map((m) => m.result!)
         clearInterval(perSecond)
 
@@ -153,13 +170,18 @@ for (const variant of STORES) {
         }
         const stats = sim.stats()
         const lane = stats.accounts['acct-mp']?.[MODEL]
-        const steadyRate = (acceptedAtStop - acceptedAtSteady) / ((LOAD_MS - STEADY_FROM_MS) / 1000)
+        const wire = results.flatMap((r) => r.wire)
+        const wirePer1s = busiestSecond(wire)
+        const steadySends = wire.filter((t) => t >= startAt + STEADY_FROM_MS && t < startAt + LOAD_MS).length
+        const steadyRate = steadySends / ((LOAD_MS - STEADY_FROM_MS) / 1000)
         const summary = {
           admitted: Object.fromEntries(admitted),
           refused,
           simRefused: stats.refused,
           simAccepted: stats.accepted,
           maxRequestsPer1s: lane?.maxRequestsPer1s,
+          wireSends: wire.length,
+          wirePer1s,
           steadyRate,
           perSecond: accepted.map((n, i) => n - (accepted[i - 1] ?? 0)).join(' '),
         }
@@ -171,10 +193,9 @@ for (const variant of STORES) {
           expect(admitted.get(user)).toBeGreaterThan(0)
         }
         expect(refused.rate_limit_exceeded ?? 0).toBeGreaterThan(0)
-        // Upstream: nothing refused, no sliding second over the limit.
-        const refusedUpstream = Object.values(stats.refused).reduce((a, b) => a + b, 0)
-        expect(refusedUpstream).toBe(0)
-        expect(lane?.maxRequestsPer1s).toBeLessThanOrEqual(RPS)
+        // Upstream: no sliding second over the limit where the sends left (every send was stamped).
+        expect(wire.length).toBe(stats.accepted + Object.values(stats.refused).reduce((a, b) => a + b, 0))
+        expect(wirePer1s).toBeLessThanOrEqual(RPS)
         // Every call the simulator accepted was an admitted call of some user.
         const totalAdmitted = [...admitted.values()].reduce((a, b) => a + b, 0)
         expect(stats.accepted).toBe(totalAdmitted)

@@ -4,6 +4,8 @@
 //   parent -> { type: 'setup', setup }      child -> { type: 'ready' }   (guard built, connection open)
 //   parent -> { type: 'start', startAt }    child -> { type: 'done', result }
 /* global fetch, setTimeout */
+import { subscribe } from 'node:diagnostics_channel'
+import { performance } from 'node:perf_hooks'
 import { createGuard, isQwenGuardError } from '@qwen-guard/core'
 import { Cluster, Redis } from 'ioredis'
 
@@ -20,6 +22,18 @@ function connect(store) {
 let guard
 let redis
 let setup
+
+/**
+ * When each call's request left for the simulator (epoch ms, the moment undici wrote its body: the
+ * arrivals a loopback without jitter delivers). The simulator stamps an arrival only when the test
+ * process's loop reads it, late by varying amounts on a loaded machine that no guard can see.
+ */
+const wire = []
+subscribe('undici:request:bodySent', ({ request }) => {
+  if (request.method === 'POST' && request.path.endsWith('/chat/completions')) {
+    wire.push(performance.timeOrigin + performance.now())
+  }
+})
 
 process.on('message', (message) => {
   if (message.type === 'setup') {
@@ -77,5 +91,5 @@ async function run(startAt) {
   await Promise.all(setup.loops.map((user) => loop(user)))
   await guard.close()
   redis.disconnect()
-  return { users, queuedMs }
+  return { users, queuedMs, wire }
 }
