@@ -30,6 +30,7 @@ import { startSimulator } from '../packages/simulator/src/index.js'
 import { redisUrl } from './support/redis.js'
 import { startRedisCluster } from './support/redis-cluster.js'
 import { redisServerInstalled } from './support/redis-server.js'
+import { busiestSecond } from './support/busiest-second.js'
 
 /** What a worker connects to (guard-worker.mjs `connect`). */
 export type StoreSpec =
@@ -82,17 +83,6 @@ interface WorkerResult {
   queuedMs: number[]
   /** When each call's request left for the simulator, epoch ms. */
   wire: number[]
-}
-
-/** The most moments in any sliding second [t, t + 1000) (ms). */
-function busiestSecond(moments: number[]): number {
-  const sorted = [...moments].sort((a, b) => a - b)
-  let best = 0
-  for (let lo = 0, hi = 0; hi < sorted.length; hi++) {
-    while (sorted[hi]! - sorted[lo]! >= 1000) lo++
-    best = Math.max(best, hi - lo + 1)
-  }
-  return best
 }
 
 const workerPath = fileURLToPath(new URL('./multi-process/guard-worker.mjs', import.meta.url))

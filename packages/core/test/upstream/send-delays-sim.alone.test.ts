@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest'
 import { isQwenGuardError } from '../../src/errors.js'
 import { classifyRefusal } from '../../src/upstream/classify.js'
 import { makePool } from './support.js'
+import { busiestSecond } from '../../../../test/support/busiest-second.js'
 
 const RPS = 10
 const LATE_MS = 80 // well past the 31 ms the 0.97 margin tolerates
@@ -95,17 +96,6 @@ async function run(measured: boolean, delayOf: (n: number) => number, rps = RPS)
     steadyRate: (accepted - acceptedAt2s) / ((Date.now() - startAt - 2_000) / 1000),
     lane,
   }
-}
-
-/** The most sends in any sliding second [t, t + 1000) of these moments (ms). */
-function busiestSecond(moments: number[]): number {
-  const sorted = [...moments].sort((a, b) => a - b)
-  let best = 0
-  for (let lo = 0, hi = 0; hi < sorted.length; hi++) {
-    while (sorted[hi]! - sorted[lo]! >= 1000) lo++
-    best = Math.max(best, hi - lo + 1)
-  }
-  return best
 }
 
 describe('measured jitter allowance against the simulator', () => {
