@@ -13,8 +13,8 @@ import { request as httpRequest, type IncomingMessage } from 'node:http'
 import express from 'express'
 import Koa from 'koa'
 import OpenAI from 'openai'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createGuard, createNodeRelay, type Guard, type GuardOptions } from '../packages/core/src/index.js'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
+import { createGuard, createNodeRelay, createRelay, type Guard, type GuardOptions } from '../packages/core/src/index.js'
 import { qwenGuard as expressGuard } from '../packages/express/src/index.js'
 import { qwenGuard as koaGuard } from '../packages/koa/src/index.js'
 import type { Simulator } from '../packages/simulator/src/index.js'
@@ -181,16 +181,22 @@ describe('an upstream.fetch that ignores its signal', () => {
   })
 })
 
-/** Each relay and middleware, its app's `identify` (or `quotas`) never settling; errors told to `onError`. */
+/** What a relay is made with: the app's hooks (identify of user 'u', no quotas, errors collected by default). */
+interface RelaySetup {
+  identify?: () => unknown
+  quotas?: GuardOptions['quotas']
+  onError?: (error: unknown) => unknown
+}
+
+/** Each relay, made with `setup`; `told` collects what the default `onError` hears. */
 async function startRelay(
   kind: 'express proxy' | 'koa proxy' | 'node relay',
-  hang: 'identify' | 'quotas',
-  timeoutMs = DEADLINE_MS,
+  setup: RelaySetup,
 ): Promise<{ running: Running; told: unknown[]; close(): Promise<void> }> {
   const told: unknown[] = []
-  const onError = (error: unknown) => void told.push(error)
-  const identify = hang === 'identify' ? never : () => ({ user: 'u' })
-  const guardOptions = options(hang === 'quotas' ? { quotas: never } : {}, timeoutMs)
+  const onError = (setup.onError ?? ((error: unknown) => void told.push(error))) as (error: unknown) => void
+  const identify = (setup.identify ?? (() => ({ user: 'u' }))) as () => { user: string }
+  const guardOptions = options(setup.quotas ? { quotas: setup.quotas } : {})
   if (kind === 'express proxy') {
     const guard = expressGuard(guardOptions, { identify })
     const app = express()
@@ -215,7 +221,7 @@ describe.each(['express proxy', 'koa proxy', 'node relay'] as const)('the %s', (
   it.each(['identify', 'quotas'] as const)(
     'answers a generic 500 at the deadline when %s never settles, and tells onError',
     async (hang) => {
-      const relay = await startRelay(kind, hang)
+      const relay = await startRelay(kind, hang === 'identify' ? { identify: never } : { quotas: never })
       try {
         const { ms, value } = await timed(post(`${relay.running.url}/v1/chat/completions`))
         expect(value?.status).toBe(500)
@@ -232,6 +238,73 @@ describe.each(['express proxy', 'koa proxy', 'node relay'] as const)('the %s', (
       }
     },
   )
+  // An app's onError that throws under Express's proxy reached Express's own error page (its message
+  // and stack, in development); one that throws under createNodeRelay left the client without an answer.
+  it.each([
+    [
+      'throws',
+      () => {
+        throw new Error('onError bug sk-leaked-key-0123456789')
+      },
+    ],
+    ['rejects', () => Promise.reject(new Error('onError bug sk-leaked-key-0123456789'))],
+  ] as const)(
+    'answers the generic 500 when its onError %s, and reports that on one masked line',
+    async (_how, onError) => {
+      const lines: string[] = []
+      const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)))
+      const relay = await startRelay(kind, {
+        identify: () => {
+          throw new Error('lookup failed')
+        },
+        onError,
+      })
+      try {
+        const { status, body } = await post(`${relay.running.url}/v1/chat/completions`)
+        expect(status).toBe(500)
+        expect(body).toMatchObject({ error: { code: 'internal_error', type: 'server_error' } })
+        expect(JSON.stringify(body)).not.toMatch(/onError bug|lookup failed|sk-leaked/)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        expect(lines).toEqual([expect.stringMatching(/relay: unexpected error .*onError bug/)])
+        expect(lines.join()).not.toMatch(/sk-leaked-key-0123456789/)
+        expect(unhandled).toEqual([])
+      } finally {
+        spy.mockRestore()
+        await relay.close()
+      }
+    },
+  )
+})
+
+describe('createRelay with an identity function', () => {
+  it('waits for it at most upstream.timeoutMs, and no longer than the request signal', async () => {
+    const guard = createGuard(options())
+    const told: unknown[] = []
+    const relay = createRelay(guard, { onError: (error) => void told.push(error) })
+    const request = (signal?: AbortSignal) =>
+      relay({
+        method: 'POST',
+        path: '/chat/completions',
+        headers: { 'content-type': 'application/json' },
+        body: { ...CHAT },
+        identity: never,
+        ...(signal ? { signal } : {}),
+      })
+    try {
+      const atDeadline = await timed(request())
+      expect(atDeadline.value?.status).toBe(500)
+      expect(atDeadline.ms).toBeGreaterThanOrEqual(DEADLINE_MS - 5)
+      expect(told.map(String)).toEqual([expect.stringMatching(identifyTimeout)])
+      const left = new AbortController()
+      setTimeout(() => left.abort(), 30)
+      const whenLeft = await timed(request(left.signal))
+      expect(whenLeft.value?.status).toBe(499)
+      expect(whenLeft.ms).toBeLessThan(DEADLINE_MS)
+      expect(told).toHaveLength(1)
+    } finally {
+      await guard.close()
+    }
+  })
 })
 
 it('the node relay stops waiting for identify when the client leaves: no 500, nothing told', async () => {

@@ -5,6 +5,7 @@
  * Shared by the guarded call, `guard.check()` and validation (which runs the field rules early),
  * and home of the one "can this reservation ever fit this model" rule.
  */
+import { isPromiseLike } from './app-hook.js'
 import { echo } from './echo.js'
 import { contextTooLong, invalidRequest, modelNotFound } from './errors.js'
 import { estimatePromptTokens, estimateRequestExtrasTokens } from './estimate.js'
@@ -185,7 +186,11 @@ export function planOutput(planned: PlannedRequest, model: ResolvedModel, option
 
 /** A finite, non-negative whole number of tokens from an estimator (an app's own may return anything). */
 function tokenCount(value: number, fallback: () => number): number {
-  return Number.isFinite(value) && value >= 0 ? Math.ceil(value) : fallback()
+  if (Number.isFinite(value) && value >= 0) return Math.ceil(value)
+  // A promise (an estimator that is async without saying so) is no count either; its rejection is
+  // handled here, or it would end the process as an unhandled rejection.
+  if (isPromiseLike(value as unknown)) Promise.resolve(value).catch(() => undefined)
+  return fallback()
 }
 
 /**

@@ -6,9 +6,7 @@
  * avoids that for the relay's own requests and leaves every other request to the app.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { withinDeadline } from './app-hook.js'
 import { connectionGoneSignal } from './client-gone.js'
-import { guardOptionsOf } from './guard-internals.js'
 import type { Guard } from './guard-types.js'
 import { normalizePrefix, pathUnder } from './relay-prefix.js'
 import { checkRelayOptions, createRelay, type RelayOptions } from './relay.js'
@@ -47,7 +45,6 @@ export function createNodeRelay(guard: Guard, options: NodeRelayOptions = {}): N
   const relay = createRelay(guard, checkRelayOptions(options, 'createNodeRelay', ['prefix', 'identify']))
   const prefix = normalizePrefix(options.prefix ?? '/v1')
   const identify = options.identify ?? ((): Identity => ({}))
-  const { timeoutMs } = guardOptionsOf(guard).upstream
   return async function qwenGuardNodeRelay(req, res, next) {
     const path = pathUnder(prefix, req.url ?? '/')
     if (path === undefined && next) return next()
@@ -59,7 +56,7 @@ export function createNodeRelay(guard: Guard, options: NodeRelayOptions = {}): N
       mountPath: path === undefined ? '' : prefix,
       headers: req.headers,
       body: req,
-      identity: () => withinDeadline(identify(req), 'identify()', timeoutMs, signal),
+      identity: () => identify(req),
       remoteAddress: req.socket.remoteAddress,
       signal,
     })

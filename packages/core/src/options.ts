@@ -650,13 +650,25 @@ function resolveQueue(value: unknown): ResolvedOptions['queue'] {
   }
 }
 
+/**
+ * `estimator`: any object with `countPromptTokens` (a tokenizer's class instance too, unlike the plain
+ * option objects). The count is needed before the call waits for anything, so it is synchronous: an
+ * async function is refused here (its promise was dropped, and a rejection of it ended the process).
+ */
 function resolveEstimator(value: unknown): TokenEstimator {
   if (value === undefined) return createEstimator()
-  const estimator = object(value, 'estimator')
-  if (typeof estimator.countPromptTokens !== 'function') {
+  if (!isNonArrayObject(value)) throw new QwenGuardConfigError('estimator', `must be an object, got ${describe(value)}`)
+  const count = value.countPromptTokens
+  if (typeof count !== 'function') {
     throw new QwenGuardConfigError('estimator.countPromptTokens', 'must be a function (messages) => number')
   }
-  return estimator as unknown as TokenEstimator
+  if (count.constructor.name === 'AsyncFunction' || count.constructor.name === 'AsyncGeneratorFunction') {
+    throw new QwenGuardConfigError(
+      'estimator.countPromptTokens',
+      'must return a number synchronously (the reservation is made before the call waits), got an async function',
+    )
+  }
+  return value as unknown as TokenEstimator
 }
 
 function resolveAllowed(value: unknown, table: Record<string, ResolvedModel>): Set<string> {
@@ -758,7 +770,17 @@ function resolveUsage(value: unknown): { usage?: NonNullable<ResolvedOptions['us
   }
   if (raw.now !== undefined && typeof raw.now !== 'function')
     throw new QwenGuardConfigError('usage.now', `must be a function returning epoch ms, got ${describe(raw.now)}`)
-  const now = (raw.now as (() => number) | undefined) ?? Date.now
+  const appNow = raw.now as (() => unknown) | undefined
+  // Each reading is checked: a NaN or a promise would be written as a record's minute, and the
+  // report of the period would fail later with a RangeError far from its cause.
+  const now = appNow
+    ? (): number => {
+        const at = appNow()
+        if (typeof at !== 'number' || !Number.isFinite(at))
+          throw new TypeError(`usage.now() must return epoch ms (a finite number), got ${describe(at)}`)
+        return at
+      }
+    : Date.now
   return { usage: { retentionMs, now } }
 }
 

@@ -8,6 +8,7 @@ import { isUtf8 } from 'node:buffer'
 import { defaultIdentify } from './client-address.js'
 import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
+import { isPromiseLike, withinDeadline } from './app-hook.js'
 import { QwenGuardConfigError } from './options.js'
 import { safeErrorLine } from './safe-error-line.js'
 import { guardInternalsOf } from './guard-internals.js'
@@ -55,7 +56,8 @@ export interface RelayRequest {
    * only for a chat completion whose body passed validation. A missing, null, empty or blank `user`
    * is charged to the client address (`remoteAddress`), never to nobody; a non-string part is a
    * TypeError, and a function that throws or rejects ends the call: each answered with a generic 500
-   * and told to `onError` (a QwenGuardError with its own answer).
+   * and told to `onError` (a QwenGuardError with its own answer). An async one is waited for at most
+   * the guard's `upstream.timeoutMs` (then the same 500) and no longer than `signal`.
    */
   identity: IdentityInput | (() => IdentityInput | Promise<IdentityInput>)
   /**
@@ -84,7 +86,8 @@ export interface RelayOptions {
   /**
    * Told about an error that is not a QwenGuardError (a bug, an unexpected failure): the client only
    * gets a generic 500, so this is where it can be seen. Default: one `console.error` line from
-   * `safeErrorLine` (no stack, keys masked).
+   * `safeErrorLine` (no stack, keys masked). One that throws or rejects changes no answer: what it
+   * threw is reported by that default line.
    */
   onError?: (error: unknown) => void
 }
@@ -159,13 +162,28 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const guardOptions = internals.options
   const checked = checkRelayOptions(options, 'createRelay')
   const maxBodyBytes = checked.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
-  const onError = checked.onError ?? reportUnexpected
+  const appOnError = checked.onError
+  /** The app's `onError`, which must not fail the answer: its throw or rejection is reported by the default line instead. */
+  const onError = appOnError
+    ? (error: unknown) => {
+        try {
+          const result = appOnError(error) as unknown
+          if (isPromiseLike(result)) Promise.resolve(result).catch(reportUnexpected)
+        } catch (thrown) {
+          reportUnexpected(thrown)
+        }
+      }
+    : reportUnexpected
 
   async function chatCompletions(request: RelayRequest): Promise<RelayResponse> {
     const raw = await readBody(request, maxBodyBytes)
     const body = validateChatRequest(raw, guardOptions, { maxBodyBytes })
     const { signal } = request
-    const given = typeof request.identity === 'function' ? await request.identity() : request.identity
+    // An app's identity lookup is bounded like the call's other waits (app-hook.ts).
+    const given =
+      typeof request.identity === 'function'
+        ? await withinDeadline(request.identity(), 'identify()', guardOptions.upstream.timeoutMs, signal)
+        : request.identity
     const identity = identityOrDefault(given, () => defaultIdentify(request.remoteAddress), 'relay request')
     // The client going away ends queueing and streams; a JSON call already sent runs to its usage.
     // `guard.call` without its Response: the answer's headers are every header it should have (built

@@ -395,7 +395,11 @@ export interface GuardOptions {
    * (400, param enable_search). Default: 8,192.
    */
   searchAllowanceTokens?: number | false
-  /** Default: the built-in script-aware estimator. */
+  /**
+   * Default: the built-in script-aware estimator. An object with a synchronous
+   * `countPromptTokens(messages) => number` (an async function throws QwenGuardConfigError); a count
+   * that is not a finite, non-negative number is replaced by the built-in estimate.
+   */
   estimator?: TokenEstimator
   /** Models a client may ask for. Default: every model in the table. */
   allowedModels?: string[]

@@ -218,6 +218,37 @@ describe('what can never fit', () => {
     const negative = resolveOptions({ ...base, estimator: { countPromptTokens: () => -50 } })
     expect(plan({}, negative).reservedTokens).toBe(prompt + 1_024)
   })
+
+  // An attack on 27d1e62: an async estimator's count was dropped in silence, and its rejection was
+  // unhandled (which ends a Node process by default).
+  it('refuses an async estimator at setup; a promise from a plain function is no count, its rejection handled', async () => {
+    expect(() =>
+      resolveOptions({ ...base, estimator: { countPromptTokens: (async () => 5_000_000) as unknown as () => number } }),
+    ).toThrow(
+      'estimator.countPromptTokens: must return a number synchronously (the reservation is made before the call waits), got an async function',
+    )
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const rejecting = resolveOptions({
+        ...base,
+        estimator: { countPromptTokens: () => Promise.reject(new Error('tokenizer down')) as unknown as number },
+      })
+      expect(plan({}, rejecting).promptTokens).toBe(prompt)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+    // A tokenizer's class instance is an estimator (option objects are otherwise plain).
+    class Tokenizer {
+      countPromptTokens(): number {
+        return 42
+      }
+    }
+    expect(plan({}, resolveOptions({ ...base, estimator: new Tokenizer() })).promptTokens).toBe(42)
+  })
 })
 
 describe('a request validation may not have seen (guard.check, guard.call)', () => {

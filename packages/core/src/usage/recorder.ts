@@ -47,16 +47,15 @@ export class UsageRecorder implements UsageHooks {
   }
 
   sent(slot: UpstreamSlot): void {
-    this.sentAt.set(slot, this.now())
+    this.recording(() => this.sentAt.set(slot, this.now()))
   }
 
   settled(slot: UpstreamSlot, charge: { promptTokens: number; completionTokens: number }): void {
     const lane = this.lane(slot.accountId, slot.model)
     if (!lane) return
-    const at = this.sentAt.get(slot) ?? this.now()
-    this.track(
+    this.recording(() =>
       this.store.record(lane, {
-        at,
+        at: this.sentAt.get(slot) ?? this.now(),
         inputTokens: charge.promptTokens,
         outputTokens: charge.completionTokens,
         fallback: slot.fallbackReason !== undefined,
@@ -70,7 +69,25 @@ export class UsageRecorder implements UsageHooks {
     if (event.type !== 'upstream_refusal') return
     const lane = this.lane(event.account, event.model)
     if (!lane) return
-    this.track(this.store.refusal(lane, this.now(), refusalCode(event.code, event.kind), isRateKind(event.kind)))
+    this.recording(() =>
+      this.store.refusal(lane, this.now(), refusalCode(event.code, event.kind), isRateKind(event.kind)),
+    )
+  }
+
+  /**
+   * Runs one record's work: a write in flight is kept for `report()`; a failure, even a synchronous
+   * one (the app's `usage.now` throwing or returning no epoch ms, options.ts), loses that record and
+   * is counted in `unrecorded`, never failing the call that is being recorded.
+   */
+  private recording(work: () => unknown): void {
+    let write: unknown
+    try {
+      write = work()
+    } catch {
+      this.unrecorded++
+      return
+    }
+    if (write instanceof Promise) this.track(write as Promise<void>)
   }
 
   /** The report of a period (see UsagePeriod), after this instance's writes in flight. */

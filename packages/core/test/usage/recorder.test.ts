@@ -117,4 +117,30 @@ describe('usage recorder', () => {
     expect(make({ now: 5 })).toThrow(/usage.now/)
     expect(make({ retention: 5 })).toThrow(/usage.retention: unknown option/)
   })
+
+  // An attack on 27d1e62: a usage.now that threw sat inside the send's try, so the call was retried as
+  // a network failure and answered 502 with the account blamed; one that returned NaN was accepted
+  // and the report failed later with a RangeError.
+  it("never fails a call over the app's usage.now; the report names a clock that gives no epoch ms", async () => {
+    const sim = await simulator()
+    for (const [now, message] of [
+      [
+        () => {
+          throw new Error('clock broke')
+        },
+        'clock broke',
+      ],
+      [() => Number.NaN, 'usage.now() must return epoch ms (a finite number), got NaN'],
+      [() => Promise.resolve(T0), 'usage.now() must return epoch ms (a finite number), got an object'],
+    ] as const) {
+      const refusals: unknown[] = []
+      const guard = guardFor(sim, { usage: { now: now as () => number } })
+      guard.on('upstream_refusal', (event) => void refusals.push(event))
+      const answer = await guard.client({ user: 'u' }).chat.completions.create({ model: 'qwen-plus', messages })
+      expect(answer.choices).toHaveLength(1)
+      expect(refusals).toEqual([])
+      await expect(guard.usageReport()).rejects.toThrow(message)
+    }
+    expect(sim.stats().accepted).toBe(3) // one send each: nothing retried
+  })
 })
