@@ -35,7 +35,7 @@ export function withinDeadline<T>(
 ): T | Promise<T> {
   if (!isPromiseLike(result)) return result
   if (signal?.aborted) {
-    Promise.resolve(result).catch(() => undefined)
+    unawaited(result)
     return Promise.reject(signal.reason as Error)
   }
   return new Promise<T>((resolve, reject) => {
@@ -67,6 +67,15 @@ export function withinDeadline<T>(
       },
     )
   })
+}
+
+/**
+ * Where a promise an app's code returned is not waited for (a listener's, an `onError`'s, an
+ * estimator's, a lookup given up on), its rejection goes to `onRejected` (default: dropped) instead
+ * of becoming an unhandled rejection, which ends a Node process by default. Anything else: nothing.
+ */
+export function unawaited(value: unknown, onRejected: (reason: unknown) => void = () => undefined): void {
+  if (isPromiseLike(value)) Promise.resolve(value).then(undefined, onRejected)
 }
 
 /** True for a promise or any thenable (an app's hook may return either). */

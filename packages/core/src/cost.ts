@@ -5,7 +5,7 @@
  * Shared by the guarded call, `guard.check()` and validation (which runs the field rules early),
  * and home of the one "can this reservation ever fit this model" rule.
  */
-import { isPromiseLike } from './app-hook.js'
+import { unawaited } from './app-hook.js'
 import { echo } from './echo.js'
 import { contextTooLong, invalidRequest, modelNotFound } from './errors.js'
 import { estimatePromptTokens, estimateRequestExtrasTokens } from './estimate.js'
@@ -189,7 +189,7 @@ function tokenCount(value: number, fallback: () => number): number {
   if (Number.isFinite(value) && value >= 0) return Math.ceil(value)
   // A promise (an estimator that is async without saying so) is no count either; its rejection is
   // handled here, or it would end the process as an unhandled rejection.
-  if (isPromiseLike(value as unknown)) Promise.resolve(value).catch(() => undefined)
+  unawaited(value)
   return fallback()
 }
 

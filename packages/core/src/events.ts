@@ -1,4 +1,4 @@
-import { isPromiseLike } from './app-hook.js'
+import { unawaited } from './app-hook.js'
 import type { GuardListener } from './guard-types.js'
 import type { GuardEvent, GuardEventType } from './types.js'
 
@@ -19,8 +19,7 @@ export function createEmitter(): Emitter {
       if (!set) return
       for (const listener of set) {
         try {
-          const result = listener(event)
-          if (isPromiseLike(result)) Promise.resolve(result).catch(ignore)
+          unawaited(listener(event))
         } catch {
           // A listener's bug must not fail the caller's request; listeners own their error handling.
         }
@@ -35,5 +34,3 @@ export function createEmitter(): Emitter {
     },
   }
 }
-
-function ignore(): void {}

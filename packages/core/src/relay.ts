@@ -8,7 +8,7 @@ import { isUtf8 } from 'node:buffer'
 import { defaultIdentify } from './client-address.js'
 import { invalidRequest, isQwenGuardError, requestTooLarge, type QwenGuardError } from './errors.js'
 import { identityOrDefault } from './identity.js'
-import { isPromiseLike, withinDeadline } from './app-hook.js'
+import { unawaited, withinDeadline } from './app-hook.js'
 import { QwenGuardConfigError } from './options.js'
 import { safeErrorLine } from './safe-error-line.js'
 import { guardInternalsOf } from './guard-internals.js'
@@ -167,8 +167,7 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const onError = appOnError
     ? (error: unknown) => {
         try {
-          const result = appOnError(error) as unknown
-          if (isPromiseLike(result)) Promise.resolve(result).catch(reportUnexpected)
+          unawaited(appOnError(error) as unknown, reportUnexpected)
         } catch (thrown) {
           reportUnexpected(thrown)
         }
