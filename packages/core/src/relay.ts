@@ -162,6 +162,11 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const guardOptions = internals.options
   const checked = checkRelayOptions(options, 'createRelay')
   const maxBodyBytes = checked.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES
+  const keys = guardOptions.accounts.flatMap((account) => account.apiKeys)
+  /** RelayOptions.onError's default: one line, no stack, keys masked (the guard's own of any shape too). */
+  const reportUnexpected = (error: unknown): void => {
+    console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error, keys)}`)
+  }
   const appOnError = checked.onError
   /** The app's `onError`, which must not fail the answer: its throw or rejection is reported by the default line instead. */
   const onError = appOnError
@@ -216,11 +221,6 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
       return errorResponse(error)
     }
   }
-}
-
-/** RelayOptions.onError's default: one line, no stack, keys masked. */
-function reportUnexpected(error: unknown): void {
-  console.error(`[qwen-guard] relay: unexpected error ${safeErrorLine(error)}`)
 }
 
 /** The routed part of a path: no query string, no trailing slash. */
