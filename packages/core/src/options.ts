@@ -203,9 +203,11 @@ const MAX_LIMIT = 999_999_999_999_999
 /** The largest `usdPerDay`: counted in micro-dollars, so its points stay within MAX_LIMIT. */
 const MAX_USD_PER_DAY = 999_999_999
 
-function atMost(value: number, max: number, path: string): number {
-  if (value > max) throw new QwenGuardConfigError(path, `must be at most ${max.toLocaleString('en-US')}, got ${value}`)
-  return value
+/** A limit: `value` passed by `check`, at most `max` (like `timerMs` for durations). */
+function limit(value: unknown, path: string, check: (value: unknown, path: string) => number, max = MAX_LIMIT): number {
+  const n = check(value, path)
+  if (n > max) throw new QwenGuardConfigError(path, `must be at most ${max.toLocaleString('en-US')}, got ${n}`)
+  return n
 }
 
 function nonEmptyString(value: unknown, path: string): string {
@@ -361,8 +363,7 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
   knownKeys(spec, MODEL_KEYS, path)
   const out: PartialSpec = {}
   for (const key of ['rpm', 'tpm', 'contextWindow', 'maxOutputTokens', 'maxReasoningTokens'] as const) {
-    if (spec[key] !== undefined)
-      out[key] = atMost(positiveInt(spec[key], `${path}.${key}`), MAX_LIMIT, `${path}.${key}`)
+    if (spec[key] !== undefined) out[key] = limit(spec[key], `${path}.${key}`, positiveInt)
   }
   if (spec.thinking !== undefined) {
     if (!THINKING_MODES.includes(spec.thinking as never)) {
@@ -375,7 +376,7 @@ function checkPartialSpec(value: unknown, path: string): PartialSpec {
   }
   // Per-second limits are fractional by nature (100,000 TPM / 60).
   for (const key of ['rps', 'tps'] as const) {
-    if (spec[key] !== undefined) out[key] = atMost(positive(spec[key], `${path}.${key}`), MAX_LIMIT, `${path}.${key}`)
+    if (spec[key] !== undefined) out[key] = limit(spec[key], `${path}.${key}`, positive)
   }
   if (spec.fallback !== undefined) {
     if (!Array.isArray(spec.fallback))
@@ -474,11 +475,10 @@ function checkPolicy(value: unknown, path: string): QuotaPolicy {
   // 0 is a real policy ("nothing allowed": a suspended tenant, a tier without spend), refused for good.
   for (const key of ['rpm', 'rps', 'tpm', 'tps', 'concurrency', 'tokensPerDay'] as const) {
     // Counted in whole requests and tokens by rate-limiter-flexible: integers only.
-    if (policy[key] !== undefined)
-      out[key] = atMost(nonNegativeInt(policy[key], `${path}.${key}`), MAX_LIMIT, `${path}.${key}`)
+    if (policy[key] !== undefined) out[key] = limit(policy[key], `${path}.${key}`, nonNegativeInt)
   }
   if (policy.usdPerDay !== undefined)
-    out.usdPerDay = atMost(nonNegative(policy.usdPerDay, `${path}.usdPerDay`), MAX_USD_PER_DAY, `${path}.usdPerDay`)
+    out.usdPerDay = limit(policy.usdPerDay, `${path}.usdPerDay`, nonNegative, MAX_USD_PER_DAY)
   if (policy.mode !== undefined) {
     if (!QUOTA_MODES.includes(policy.mode as never))
       throw new QwenGuardConfigError(`${path}.mode`, `must be 'enforce' or 'shadow', got ${describe(policy.mode)}`)

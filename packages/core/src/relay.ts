@@ -172,7 +172,7 @@ export function createRelay(guard: Guard, options: RelayOptions = {}): Relay {
   const onError = appOnError
     ? (error: unknown) => {
         try {
-          unawaited(appOnError(error) as unknown, reportUnexpected)
+          unawaited(appOnError(error), reportUnexpected)
         } catch (thrown) {
           reportUnexpected(thrown)
         }

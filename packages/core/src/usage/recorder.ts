@@ -47,7 +47,7 @@ export class UsageRecorder implements UsageHooks {
   }
 
   sent(slot: UpstreamSlot): void {
-    this.recording(() => this.sentAt.set(slot, this.now()))
+    this.recording(() => void this.sentAt.set(slot, this.now()))
   }
 
   settled(slot: UpstreamSlot, charge: { promptTokens: number; completionTokens: number }): void {
@@ -79,15 +79,15 @@ export class UsageRecorder implements UsageHooks {
    * one (the app's `usage.now` throwing or returning no epoch ms, options.ts), loses that record and
    * is counted in `unrecorded`, never failing the call that is being recorded.
    */
-  private recording(work: () => unknown): void {
-    let write: unknown
+  private recording(work: () => Promise<void> | undefined): void {
+    let write: Promise<void> | undefined
     try {
       write = work()
     } catch {
       this.unrecorded++
       return
     }
-    if (write instanceof Promise) this.track(write as Promise<void>)
+    this.track(write)
   }
 
   /** The report of a period (see UsagePeriod), after this instance's writes in flight. */
